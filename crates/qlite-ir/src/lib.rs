@@ -1,0 +1,27 @@
+//! qlite's intermediate representation.
+//!
+//! Data types, shapes and quantization parameters; the [`Graph`] of [`Tensor`]s and
+//! [`Node`]s applying one closed [`Op`] enum (NHWC layout); shape inference; the verifier; a
+//! deterministic text printer; and the [`Pass`] / [`PassManager`] machinery with the generic
+//! cleanup passes. This crate does no I/O and knows no file format.
+
+pub mod dtype;
+pub mod graph;
+pub mod op;
+pub mod pass;
+pub mod passes;
+pub mod print;
+pub mod quant;
+pub mod shape;
+pub mod tensor;
+pub mod verify;
+
+pub use dtype::DType;
+pub use graph::{Graph, Node, NodeId, Signature, TensorId};
+pub use op::*;
+pub use pass::{Pass, PassCx, PassError, PassInfo, PassManager, PipelineError};
+pub use print::print_graph;
+pub use quant::{QuantError, QuantParams};
+pub use shape::{Dim, MAX_RANK, Shape};
+pub use tensor::Tensor;
+pub use verify::{VerifyError, verify, verify_exportable};

@@ -1,0 +1,806 @@
+//! The closed set of operators. Layout is NHWC; convolution weights are OHWI, depthwise
+//! weights 1HW(C·M), fully connected weights [units, in_depth].
+//!
+//! Adding an op means adding a variant here; the compiler then points at every `match` that
+//! must handle it (inference here, kernels, writer, reader).
+
+use crate::dtype::DType;
+use crate::shape::{Dim, Shape, checked_product};
+use std::fmt;
+
+/// An activation fused into the op that produces a tensor (TFLite `fused_activation_function`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Activation {
+    #[default]
+    None,
+    Relu,
+    Relu6,
+    ReluN1To1,
+    Tanh,
+}
+
+impl Activation {
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::None => "none",
+            Activation::Relu => "relu",
+            Activation::Relu6 => "relu6",
+            Activation::ReluN1To1 => "relu_n1_to_1",
+            Activation::Tanh => "tanh",
+        }
+    }
+
+    /// Apply in float.
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Activation::None => x,
+            Activation::Relu => x.max(0.0),
+            Activation::Relu6 => x.clamp(0.0, 6.0),
+            Activation::ReluN1To1 => x.clamp(-1.0, 1.0),
+            Activation::Tanh => x.tanh(),
+        }
+    }
+}
+
+/// Spatial padding scheme (TFLite's SAME / VALID).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Padding {
+    Same,
+    Valid,
+}
+
+impl Padding {
+    pub fn name(self) -> &'static str {
+        match self {
+            Padding::Same => "same",
+            Padding::Valid => "valid",
+        }
+    }
+
+    /// Output size and padding before, for one spatial axis (TFLite padding.h rules):
+    /// SAME: `out = ceil(in/stride)`, the odd pixel goes after; VALID: no padding.
+    pub fn compute(self, input: usize, kernel: usize, stride: usize, dilation: usize) -> Option<(usize, usize)> {
+        if stride == 0 || dilation == 0 || kernel == 0 {
+            return None;
+        }
+        let eff = kernel.checked_sub(1)?.checked_mul(dilation)?.checked_add(1)?;
+        match self {
+            Padding::Same => {
+                let out = input.div_ceil(stride);
+                let needed = out.saturating_sub(1).checked_mul(stride)?.checked_add(eff)?;
+                let total = needed.saturating_sub(input);
+                Some((out, total / 2))
+            }
+            Padding::Valid => {
+                if input < eff {
+                    return None;
+                }
+                Some(((input - eff) / stride + 1, 0))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FullyConnected {
+    pub activation: Activation,
+    /// Keep the input's leading dimensions instead of flattening them into one batch axis.
+    pub keep_num_dims: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conv2d {
+    pub padding: Padding,
+    /// [height, width]
+    pub stride: [usize; 2],
+    /// [height, width]
+    pub dilation: [usize; 2],
+    pub activation: Activation,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DepthwiseConv2d {
+    pub padding: Padding,
+    pub stride: [usize; 2],
+    pub dilation: [usize; 2],
+    pub depth_multiplier: usize,
+    pub activation: Activation,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BinaryKind {
+    Add,
+    Sub,
+    Mul,
+}
+
+/// Elementwise binary op with numpy broadcasting.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Binary {
+    pub kind: BinaryKind,
+    pub activation: Activation,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PoolKind {
+    Max,
+    Average,
+}
+
+/// MaxPool2d / AveragePool2d over NHWC input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pool2d {
+    pub kind: PoolKind,
+    /// [height, width]
+    pub filter: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: Padding,
+    pub activation: Activation,
+}
+
+/// Mean over `axes` (sorted, unique, each < rank).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mean {
+    pub axes: Vec<usize>,
+    pub keep_dims: bool,
+}
+
+/// Reshape to `shape`; one entry may be -1 (inferred).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reshape {
+    pub shape: Vec<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transpose {
+    pub perm: Vec<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Concatenation {
+    pub axis: usize,
+    pub activation: Activation,
+}
+
+/// Constant padding with the zero value (the zero point for quantized tensors).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pad {
+    /// [before, after] per dimension.
+    pub paddings: Vec<[usize; 2]>,
+}
+
+/// Softmax over the last axis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Softmax {
+    pub beta: f32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UnaryKind {
+    Relu,
+    Relu6,
+    Logistic,
+    Tanh,
+}
+
+/// Elementwise activation as a standalone op.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unary {
+    pub kind: UnaryKind,
+}
+
+/// An operator an importer does not know; kept so every unsupported op can be reported at once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Opaque {
+    /// e.g. "onnx:Gather" or "tflite:GATHER"
+    pub op_type: String,
+    /// Opset or operator version in the source format.
+    pub version: i64,
+}
+
+/// The closed operator enum.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    FullyConnected(FullyConnected),
+    Conv2d(Conv2d),
+    DepthwiseConv2d(DepthwiseConv2d),
+    Binary(Binary),
+    Pool2d(Pool2d),
+    Mean(Mean),
+    Reshape(Reshape),
+    Transpose(Transpose),
+    Concatenation(Concatenation),
+    Pad(Pad),
+    Softmax(Softmax),
+    Unary(Unary),
+    /// float → integer with the output tensor's quantization (or integer → integer requantize).
+    Quantize,
+    /// integer or f16 → f32.
+    Dequantize,
+    Opaque(Opaque),
+}
+
+/// How many inputs and outputs an op takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arity {
+    pub min_inputs: usize,
+    /// `usize::MAX` for variadic ops.
+    pub max_inputs: usize,
+    pub outputs: usize,
+}
+
+/// Inference result for one output: dtype (`None` means "as declared on the tensor") and shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inferred {
+    pub dtype: Option<DType>,
+    pub shape: Shape,
+}
+
+/// A shape or dtype rule of an op was broken.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct InferError(pub String);
+
+fn bad<T>(msg: impl Into<String>) -> Result<T, InferError> {
+    Err(InferError(msg.into()))
+}
+
+/// Input metadata seen by inference.
+pub type InferInput<'a> = Option<(DType, &'a Shape)>;
+
+impl Op {
+    /// Stable op name used by the printer, errors and the CLI.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::FullyConnected(_) => "FullyConnected",
+            Op::Conv2d(_) => "Conv2d",
+            Op::DepthwiseConv2d(_) => "DepthwiseConv2d",
+            Op::Binary(b) => match b.kind {
+                BinaryKind::Add => "Add",
+                BinaryKind::Sub => "Sub",
+                BinaryKind::Mul => "Mul",
+            },
+            Op::Pool2d(p) => match p.kind {
+                PoolKind::Max => "MaxPool2d",
+                PoolKind::Average => "AveragePool2d",
+            },
+            Op::Mean(_) => "Mean",
+            Op::Reshape(_) => "Reshape",
+            Op::Transpose(_) => "Transpose",
+            Op::Concatenation(_) => "Concatenation",
+            Op::Pad(_) => "Pad",
+            Op::Softmax(_) => "Softmax",
+            Op::Unary(u) => match u.kind {
+                UnaryKind::Relu => "Relu",
+                UnaryKind::Relu6 => "Relu6",
+                UnaryKind::Logistic => "Logistic",
+                UnaryKind::Tanh => "Tanh",
+            },
+            Op::Quantize => "Quantize",
+            Op::Dequantize => "Dequantize",
+            Op::Opaque(_) => "Opaque",
+        }
+    }
+
+    pub fn arity(&self) -> Arity {
+        let a = |min_inputs, max_inputs| Arity { min_inputs, max_inputs, outputs: 1 };
+        match self {
+            Op::FullyConnected(_) | Op::Conv2d(_) | Op::DepthwiseConv2d(_) => a(2, 3),
+            Op::Binary(_) => a(2, 2),
+            Op::Concatenation(_) => a(1, usize::MAX),
+            Op::Opaque(_) => Arity { min_inputs: 0, max_inputs: usize::MAX, outputs: usize::MAX },
+            Op::Pool2d(_)
+            | Op::Mean(_)
+            | Op::Reshape(_)
+            | Op::Transpose(_)
+            | Op::Pad(_)
+            | Op::Softmax(_)
+            | Op::Unary(_)
+            | Op::Quantize
+            | Op::Dequantize => a(1, 1),
+        }
+    }
+
+    /// The fused activation, for ops that have one.
+    pub fn fused_activation(&self) -> Option<Activation> {
+        match self {
+            Op::FullyConnected(o) => Some(o.activation),
+            Op::Conv2d(o) => Some(o.activation),
+            Op::DepthwiseConv2d(o) => Some(o.activation),
+            Op::Binary(o) => Some(o.activation),
+            Op::Pool2d(o) => Some(o.activation),
+            Op::Concatenation(o) => Some(o.activation),
+            _ => None,
+        }
+    }
+
+    /// Set the fused activation; returns false when the op has none.
+    pub fn set_fused_activation(&mut self, act: Activation) -> bool {
+        let slot = match self {
+            Op::FullyConnected(o) => &mut o.activation,
+            Op::Conv2d(o) => &mut o.activation,
+            Op::DepthwiseConv2d(o) => &mut o.activation,
+            Op::Binary(o) => &mut o.activation,
+            Op::Pool2d(o) => &mut o.activation,
+            Op::Concatenation(o) => &mut o.activation,
+            _ => return false,
+        };
+        *slot = act;
+        true
+    }
+
+    /// Attributes as `key=value` pairs, in a fixed order, for the printer.
+    pub fn attrs(&self) -> Vec<(&'static str, String)> {
+        fn pair(v: [usize; 2]) -> String {
+            format!("{}x{}", v[0], v[1])
+        }
+        fn list<T: fmt::Display>(v: &[T]) -> String {
+            let items: Vec<String> = v.iter().map(|x| x.to_string()).collect();
+            format!("[{}]", items.join(","))
+        }
+        let mut out = Vec::new();
+        match self {
+            Op::FullyConnected(o) => {
+                out.push(("keep_num_dims", o.keep_num_dims.to_string()));
+            }
+            Op::Conv2d(o) => {
+                out.push(("padding", o.padding.name().to_string()));
+                out.push(("stride", pair(o.stride)));
+                out.push(("dilation", pair(o.dilation)));
+            }
+            Op::DepthwiseConv2d(o) => {
+                out.push(("padding", o.padding.name().to_string()));
+                out.push(("stride", pair(o.stride)));
+                out.push(("dilation", pair(o.dilation)));
+                out.push(("depth_multiplier", o.depth_multiplier.to_string()));
+            }
+            Op::Pool2d(o) => {
+                out.push(("filter", pair(o.filter)));
+                out.push(("stride", pair(o.stride)));
+                out.push(("padding", o.padding.name().to_string()));
+            }
+            Op::Mean(o) => {
+                out.push(("axes", list(&o.axes)));
+                out.push(("keep_dims", o.keep_dims.to_string()));
+            }
+            Op::Reshape(o) => out.push(("shape", list(&o.shape))),
+            Op::Transpose(o) => out.push(("perm", list(&o.perm))),
+            Op::Concatenation(o) => out.push(("axis", o.axis.to_string())),
+            Op::Pad(o) => {
+                let v: Vec<String> = o.paddings.iter().map(|p| format!("{}:{}", p[0], p[1])).collect();
+                out.push(("paddings", format!("[{}]", v.join(","))));
+            }
+            Op::Softmax(o) => out.push(("beta", format!("{:?}", o.beta))),
+            Op::Opaque(o) => {
+                out.push(("op_type", o.op_type.clone()));
+                out.push(("version", o.version.to_string()));
+            }
+            Op::Binary(_) | Op::Unary(_) | Op::Quantize | Op::Dequantize => {}
+        }
+        if let Some(act) = self.fused_activation()
+            && act != Activation::None
+        {
+            out.push(("activation", act.name().to_string()));
+        }
+        out
+    }
+
+    /// Output dtypes and shapes from input dtypes and shapes. `inputs[i]` is `None` for an
+    /// omitted optional input.
+    pub fn infer(&self, inputs: &[InferInput<'_>]) -> Result<Vec<Inferred>, InferError> {
+        let ar = self.arity();
+        if inputs.len() < ar.min_inputs || inputs.len() > ar.max_inputs {
+            return bad(format!(
+                "{} takes {}..{} inputs, got {}",
+                self.name(),
+                ar.min_inputs,
+                if ar.max_inputs == usize::MAX { "n".to_string() } else { ar.max_inputs.to_string() },
+                inputs.len()
+            ));
+        }
+        let get = |i: usize| -> Result<(DType, &Shape), InferError> {
+            match inputs.get(i) {
+                Some(Some(x)) => Ok(*x),
+                _ => bad(format!("{} input {i} is required", self.name())),
+            }
+        };
+        let one = |dtype: Option<DType>, shape: Shape| Ok(vec![Inferred { dtype, shape }]);
+        match self {
+            Op::FullyConnected(o) => {
+                let (dt, x) = get(0)?;
+                let (_, w) = get(1)?;
+                if w.rank() != 2 {
+                    return bad(format!("FullyConnected weights must be rank 2, got {w}"));
+                }
+                let units = w.dim(0).and_then(Dim::fixed);
+                let depth = match w.dim(1) {
+                    Some(Dim::Fixed(d)) if d > 0 => d,
+                    _ => return bad(format!("FullyConnected weights {w} need a known, non-zero input depth")),
+                };
+                if let Some(Some((_, b))) = inputs.get(2)
+                    && (b.rank() != 1 || (units.is_some() && b.dim(0) != units.map(Dim::Fixed)))
+                {
+                    return bad(format!("FullyConnected bias {b} does not match weights {w}"));
+                }
+                if x.rank() == 0 {
+                    return bad("FullyConnected input must have rank >= 1");
+                }
+                let units_dim = units.map_or(Dim::Dynamic, Dim::Fixed);
+                if o.keep_num_dims {
+                    let last = x.dims()[x.rank() - 1];
+                    if last != Dim::Fixed(depth) && last != Dim::Dynamic {
+                        return bad(format!("FullyConnected keep_num_dims input {x} must end in {depth}"));
+                    }
+                    let mut dims = x.dims()[..x.rank() - 1].to_vec();
+                    dims.push(units_dim);
+                    return one(Some(dt), Shape::new(dims));
+                }
+                let batch = match x.num_elements() {
+                    Some(n) => {
+                        if n % depth != 0 {
+                            return bad(format!("FullyConnected input {x} is not a multiple of input depth {depth}"));
+                        }
+                        Dim::Fixed(n / depth)
+                    }
+                    None => Dim::Dynamic,
+                };
+                one(Some(dt), Shape::new(vec![batch, units_dim]))
+            }
+            Op::Conv2d(o) => {
+                let (dt, x) = get(0)?;
+                let (_, w) = get(1)?;
+                check_rank(x, 4, "Conv2d input")?;
+                check_rank(w, 4, "Conv2d weights")?;
+                let (oc, kh, kw, ic) = (w.dims()[0], w.dims()[1], w.dims()[2], w.dims()[3]);
+                let (Dim::Fixed(kh), Dim::Fixed(kw), Dim::Fixed(ic)) = (kh, kw, ic) else {
+                    return bad(format!("Conv2d weights {w} need known kernel size and input channels"));
+                };
+                if ic == 0 {
+                    return bad("Conv2d weights have zero input channels");
+                }
+                if let (Dim::Fixed(c), Dim::Fixed(o_c)) = (x.dims()[3], oc) {
+                    if c % ic != 0 {
+                        return bad(format!(
+                            "Conv2d input channels {c} are not a multiple of weight input channels {ic}"
+                        ));
+                    }
+                    let groups = c / ic;
+                    if groups == 0 || o_c % groups != 0 {
+                        return bad(format!("Conv2d output channels {o_c} are not a multiple of the {groups} groups"));
+                    }
+                }
+                check_bias(inputs, oc, "Conv2d")?;
+                let (h, wd) = spatial(x, [kh, kw], o.stride, o.dilation, o.padding, "Conv2d")?;
+                one(Some(dt), Shape::new(vec![x.dims()[0], h, wd, oc]))
+            }
+            Op::DepthwiseConv2d(o) => {
+                let (dt, x) = get(0)?;
+                let (_, w) = get(1)?;
+                check_rank(x, 4, "DepthwiseConv2d input")?;
+                check_rank(w, 4, "DepthwiseConv2d weights")?;
+                let (Dim::Fixed(1), Dim::Fixed(kh), Dim::Fixed(kw), oc) =
+                    (w.dims()[0], w.dims()[1], w.dims()[2], w.dims()[3])
+                else {
+                    return bad(format!("DepthwiseConv2d weights {w} must be [1,H,W,C*M] with known kernel size"));
+                };
+                if o.depth_multiplier == 0 {
+                    return bad("DepthwiseConv2d depth_multiplier must be >= 1");
+                }
+                if let (Dim::Fixed(c), Dim::Fixed(oc)) = (x.dims()[3], oc)
+                    && c.checked_mul(o.depth_multiplier) != Some(oc)
+                {
+                    return bad(format!(
+                        "DepthwiseConv2d weights have {oc} channels, input {c} x depth_multiplier {}",
+                        o.depth_multiplier
+                    ));
+                }
+                check_bias(inputs, oc, "DepthwiseConv2d")?;
+                let (h, wd) = spatial(x, [kh, kw], o.stride, o.dilation, o.padding, "DepthwiseConv2d")?;
+                one(Some(dt), Shape::new(vec![x.dims()[0], h, wd, oc]))
+            }
+            Op::Binary(_) => {
+                let (da, a) = get(0)?;
+                let (db, b) = get(1)?;
+                if da != db {
+                    return bad(format!("{} inputs have different dtypes {da} and {db}", self.name()));
+                }
+                one(
+                    Some(da),
+                    broadcast(a, b)
+                        .ok_or_else(|| InferError(format!("{} cannot broadcast {a} with {b}", self.name())))?,
+                )
+            }
+            Op::Pool2d(o) => {
+                let (dt, x) = get(0)?;
+                check_rank(x, 4, self.name())?;
+                let (h, w) = spatial(x, o.filter, o.stride, [1, 1], o.padding, self.name())?;
+                one(Some(dt), Shape::new(vec![x.dims()[0], h, w, x.dims()[3]]))
+            }
+            Op::Mean(o) => {
+                let (dt, x) = get(0)?;
+                let mut seen = vec![false; x.rank()];
+                for &a in &o.axes {
+                    match seen.get_mut(a) {
+                        Some(s) if !*s => *s = true,
+                        Some(_) => return bad(format!("Mean axis {a} repeated")),
+                        None => return bad(format!("Mean axis {a} is outside rank {}", x.rank())),
+                    }
+                }
+                let mut dims = Vec::new();
+                for (i, d) in x.dims().iter().enumerate() {
+                    if seen[i] {
+                        if o.keep_dims {
+                            dims.push(Dim::Fixed(1));
+                        }
+                    } else {
+                        dims.push(*d);
+                    }
+                }
+                one(Some(dt), Shape::new(dims))
+            }
+            Op::Reshape(o) => {
+                let (dt, x) = get(0)?;
+                one(Some(dt), reshape_shape(x, &o.shape)?)
+            }
+            Op::Transpose(o) => {
+                let (dt, x) = get(0)?;
+                if o.perm.len() != x.rank() {
+                    return bad(format!("Transpose perm {:?} does not match rank {}", o.perm, x.rank()));
+                }
+                let mut seen = vec![false; x.rank()];
+                let mut dims = Vec::with_capacity(x.rank());
+                for &p in &o.perm {
+                    match seen.get_mut(p) {
+                        Some(s) if !*s => *s = true,
+                        _ => return bad(format!("Transpose perm {:?} is not a permutation", o.perm)),
+                    }
+                    dims.push(x.dims()[p]);
+                }
+                one(Some(dt), Shape::new(dims))
+            }
+            Op::Concatenation(o) => {
+                let (dt, first) = get(0)?;
+                if o.axis >= first.rank() {
+                    return bad(format!("Concatenation axis {} is outside rank {}", o.axis, first.rank()));
+                }
+                let mut dims = first.dims().to_vec();
+                for i in 1..inputs.len() {
+                    let (d2, s) = get(i)?;
+                    if d2 != dt {
+                        return bad(format!("Concatenation inputs have different dtypes {dt} and {d2}"));
+                    }
+                    if s.rank() != first.rank() {
+                        return bad(format!(
+                            "Concatenation input {i} has rank {}, expected {}",
+                            s.rank(),
+                            first.rank()
+                        ));
+                    }
+                    for (k, (acc, d)) in dims.iter_mut().zip(s.dims()).enumerate() {
+                        if k == o.axis {
+                            *acc = match (*acc, *d) {
+                                (Dim::Fixed(a), Dim::Fixed(b)) => Dim::Fixed(
+                                    a.checked_add(b)
+                                        .ok_or_else(|| InferError("Concatenation size overflows".into()))?,
+                                ),
+                                _ => Dim::Dynamic,
+                            };
+                        } else {
+                            *acc = merge_dim(*acc, *d).ok_or_else(|| {
+                                InferError(format!("Concatenation input {i} has shape {s}, incompatible with {first}"))
+                            })?;
+                        }
+                    }
+                }
+                one(Some(dt), Shape::new(dims))
+            }
+            Op::Pad(o) => {
+                let (dt, x) = get(0)?;
+                if o.paddings.len() != x.rank() {
+                    return bad(format!("Pad has {} paddings for rank {}", o.paddings.len(), x.rank()));
+                }
+                let mut dims = Vec::with_capacity(x.rank());
+                for (d, p) in x.dims().iter().zip(&o.paddings) {
+                    dims.push(match d {
+                        Dim::Fixed(n) => Dim::Fixed(
+                            n.checked_add(p[0])
+                                .and_then(|v| v.checked_add(p[1]))
+                                .ok_or_else(|| InferError("Pad size overflows".into()))?,
+                        ),
+                        Dim::Dynamic => Dim::Dynamic,
+                    });
+                }
+                one(Some(dt), Shape::new(dims))
+            }
+            Op::Softmax(_) => {
+                let (dt, x) = get(0)?;
+                if x.rank() == 0 {
+                    return bad("Softmax input must have rank >= 1");
+                }
+                one(Some(dt), x.clone())
+            }
+            Op::Unary(_) => {
+                let (dt, x) = get(0)?;
+                one(Some(dt), x.clone())
+            }
+            Op::Quantize => {
+                let (_, x) = get(0)?;
+                one(None, x.clone())
+            }
+            Op::Dequantize => {
+                let (_, x) = get(0)?;
+                one(Some(DType::F32), x.clone())
+            }
+            Op::Opaque(o) => {
+                bad(format!("unsupported op {} (version {}) has no shape inference", o.op_type, o.version))
+            }
+        }
+    }
+}
+
+fn check_rank(s: &Shape, rank: usize, what: &str) -> Result<(), InferError> {
+    if s.rank() != rank {
+        return bad(format!("{what} must be rank {rank}, got {s}"));
+    }
+    Ok(())
+}
+
+fn check_bias(inputs: &[InferInput<'_>], oc: Dim, op: &str) -> Result<(), InferError> {
+    if let Some(Some((_, b))) = inputs.get(2)
+        && (b.rank() != 1 || merge_dim(b.dims()[0], oc).is_none())
+    {
+        return bad(format!("{op} bias {b} does not match {oc} output channels"));
+    }
+    Ok(())
+}
+
+fn spatial(
+    x: &Shape,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    padding: Padding,
+    op: &str,
+) -> Result<(Dim, Dim), InferError> {
+    if stride.contains(&0) || dilation.contains(&0) || kernel.contains(&0) {
+        return bad(format!("{op} kernel, strides and dilations must be >= 1"));
+    }
+    let mut out = [Dim::Dynamic; 2];
+    for i in 0..2 {
+        if let Dim::Fixed(n) = x.dims()[1 + i] {
+            let (o, _) = padding.compute(n, kernel[i], stride[i], dilation[i]).ok_or_else(|| {
+                InferError(format!(
+                    "{op} kernel {}x{} (dilation {}x{}) does not fit input {x} with {} padding",
+                    kernel[0],
+                    kernel[1],
+                    dilation[0],
+                    dilation[1],
+                    padding.name()
+                ))
+            })?;
+            out[i] = Dim::Fixed(o);
+        }
+    }
+    Ok((out[0], out[1]))
+}
+
+fn merge_dim(a: Dim, b: Dim) -> Option<Dim> {
+    match (a, b) {
+        (Dim::Fixed(x), Dim::Fixed(y)) if x == y => Some(a),
+        (Dim::Fixed(_), Dim::Fixed(_)) => None,
+        (Dim::Fixed(_), Dim::Dynamic) => Some(a),
+        (Dim::Dynamic, _) => Some(b),
+    }
+}
+
+/// Numpy-style broadcast of two shapes.
+pub fn broadcast(a: &Shape, b: &Shape) -> Option<Shape> {
+    let rank = a.rank().max(b.rank());
+    let mut dims = Vec::with_capacity(rank);
+    for i in 0..rank {
+        let da = if i + a.rank() >= rank { a.dims()[i + a.rank() - rank] } else { Dim::Fixed(1) };
+        let db = if i + b.rank() >= rank { b.dims()[i + b.rank() - rank] } else { Dim::Fixed(1) };
+        dims.push(match (da, db) {
+            (Dim::Fixed(1), d) | (d, Dim::Fixed(1)) => d,
+            (Dim::Fixed(x), Dim::Fixed(y)) if x == y => da,
+            (Dim::Fixed(_), Dim::Fixed(_)) => return None,
+            (Dim::Dynamic, d) | (d, Dim::Dynamic) => d,
+        });
+    }
+    Some(Shape::new(dims))
+}
+
+fn reshape_shape(x: &Shape, target: &[i64]) -> Result<Shape, InferError> {
+    let mut infer_at = None;
+    let mut known: usize = 1;
+    for (i, &d) in target.iter().enumerate() {
+        if d == -1 {
+            if infer_at.replace(i).is_some() {
+                return bad(format!("Reshape shape {target:?} has more than one -1"));
+            }
+        } else if d < 0 {
+            return bad(format!("Reshape shape {target:?} has a negative dimension"));
+        } else {
+            known = usize::try_from(d)
+                .ok()
+                .and_then(|d| known.checked_mul(d))
+                .ok_or_else(|| InferError(format!("Reshape shape {target:?} overflows")))?;
+        }
+    }
+    let mut dims: Vec<Dim> = target.iter().map(|&d| Dim::Fixed(d.max(0) as usize)).collect();
+    match (x.num_elements(), infer_at) {
+        (Some(n), Some(i)) => {
+            if known == 0 || n % known != 0 {
+                return bad(format!("Reshape cannot fit {n} elements of {x} into {target:?}"));
+            }
+            dims[i] = Dim::Fixed(n / known);
+        }
+        (Some(n), None) => {
+            if n != known {
+                return bad(format!("Reshape cannot turn {x} ({n} elements) into {target:?} ({known} elements)"));
+            }
+        }
+        (None, Some(i)) => dims[i] = Dim::Dynamic,
+        (None, None) => {}
+    }
+    Ok(Shape::new(dims))
+}
+
+/// Element count helper re-exported for kernels.
+pub fn numel(dims: &[usize]) -> Option<usize> {
+    checked_product(dims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(d: &[usize]) -> Shape {
+        Shape::fixed(d)
+    }
+
+    #[test]
+    fn same_padding_puts_odd_pixel_after() {
+        assert_eq!(Padding::Same.compute(5, 2, 2, 1), Some((3, 0)));
+        assert_eq!(Padding::Same.compute(4, 3, 1, 1), Some((4, 1)));
+        assert_eq!(Padding::Same.compute(4, 4, 1, 1), Some((4, 1)));
+        assert_eq!(Padding::Valid.compute(5, 3, 2, 1), Some((2, 0)));
+        assert_eq!(Padding::Valid.compute(2, 3, 1, 1), None);
+        assert_eq!(Padding::Valid.compute(7, 3, 1, 3), Some((1, 0)));
+    }
+
+    #[test]
+    fn conv_inference() {
+        let op = Op::Conv2d(Conv2d {
+            padding: Padding::Same,
+            stride: [2, 2],
+            dilation: [1, 1],
+            activation: Activation::Relu,
+        });
+        let x = s(&[1, 8, 8, 3]);
+        let w = s(&[4, 3, 3, 3]);
+        let out = op.infer(&[Some((DType::F32, &x)), Some((DType::F32, &w))]).unwrap();
+        assert_eq!(out[0].shape, s(&[1, 4, 4, 4]));
+        let w_bad = s(&[4, 3, 3, 2]);
+        assert!(op.infer(&[Some((DType::F32, &x)), Some((DType::F32, &w_bad))]).is_err());
+    }
+
+    #[test]
+    fn broadcasting_and_reshape() {
+        assert_eq!(broadcast(&s(&[2, 1, 3]), &s(&[4, 1])), Some(s(&[2, 4, 3])));
+        assert_eq!(broadcast(&s(&[2, 3]), &s(&[4])), None);
+        let r = Op::Reshape(Reshape { shape: vec![-1, 6] });
+        assert_eq!(r.infer(&[Some((DType::F32, &s(&[2, 3, 2])))]).unwrap()[0].shape, s(&[2, 6]));
+        let r = Op::Reshape(Reshape { shape: vec![-1, 5] });
+        assert!(r.infer(&[Some((DType::F32, &s(&[2, 3, 2])))]).is_err());
+        let r = Op::Reshape(Reshape { shape: vec![i64::MAX, i64::MAX] });
+        assert!(r.infer(&[Some((DType::F32, &s(&[2])))]).is_err());
+    }
+
+    #[test]
+    fn fully_connected_flattens() {
+        let op = Op::FullyConnected(FullyConnected { activation: Activation::None, keep_num_dims: false });
+        let out = op.infer(&[Some((DType::F32, &s(&[2, 3, 4]))), Some((DType::F32, &s(&[5, 4]))), None]).unwrap();
+        assert_eq!(out[0].shape, s(&[6, 5]));
+    }
+}

@@ -1,0 +1,203 @@
+//! Passes and the pass manager.
+//!
+//! A pass is stateless: `run` looks at the graph, rewrites it and says whether anything
+//! changed. The manager runs a list of passes, verifies the graph after each one (in tests and
+//! debug builds, or when asked), times them, can print the IR after a pass that changed it, can
+//! stop after N rewrites to bisect a bad rewrite, and on failure names the pass and restores
+//! the graph from before it.
+
+use crate::graph::Graph;
+use crate::print::print_graph;
+use crate::verify::{VerifyError, verify};
+use std::time::{Duration, Instant};
+
+/// What a pass can report as failure.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PassError {
+    #[error("{0}")]
+    Failed(String),
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+}
+
+/// A pass failed, or left the graph invalid. The graph is restored to its state before the pass.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("pass `{pass}` {what}: {source}")]
+pub struct PipelineError {
+    pub pass: String,
+    pub what: &'static str,
+    pub source: PassError,
+}
+
+/// Context handed to a pass: the rewrite budget and a log.
+#[derive(Debug, Default)]
+pub struct PassCx {
+    budget: Option<usize>,
+    rewrites: usize,
+}
+
+impl PassCx {
+    pub fn new(budget: Option<usize>) -> Self {
+        PassCx { budget, rewrites: 0 }
+    }
+
+    /// Ask to make one rewrite. Returns false when the budget set by `stop_after` is used up;
+    /// the pass must then leave the graph as it is.
+    pub fn allow_rewrite(&mut self) -> bool {
+        if let Some(b) = self.budget
+            && self.rewrites >= b
+        {
+            return false;
+        }
+        self.rewrites += 1;
+        true
+    }
+
+    pub fn rewrites(&self) -> usize {
+        self.rewrites
+    }
+}
+
+/// A graph-to-graph transformation.
+pub trait Pass: Send + Sync {
+    /// Name used in the pass table, reports and `--passes`.
+    fn name(&self) -> &'static str;
+    /// Rewrite `g`; return whether anything changed.
+    fn run(&self, g: &mut Graph, cx: &mut PassCx) -> Result<bool, PassError>;
+}
+
+/// Timing and change record of one pass run.
+#[derive(Debug, Clone)]
+pub struct PassRecord {
+    pub pass: &'static str,
+    pub changed: bool,
+    pub elapsed: Duration,
+}
+
+/// A list of passes and how to run them.
+pub struct PassManager {
+    passes: Vec<Box<dyn Pass>>,
+    verify_each: bool,
+    print_after_change: bool,
+    stop_after: Option<usize>,
+}
+
+impl std::fmt::Debug for PassManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PassManager").field("passes", &self.pass_names()).finish()
+    }
+}
+
+impl Default for PassManager {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PassManager {
+    pub fn new() -> Self {
+        PassManager {
+            passes: Vec::new(),
+            verify_each: cfg!(any(test, debug_assertions)),
+            print_after_change: false,
+            stop_after: None,
+        }
+    }
+
+    pub fn with(mut self, p: impl Pass + 'static) -> Self {
+        self.passes.push(Box::new(p));
+        self
+    }
+
+    pub fn with_boxed(mut self, p: Box<dyn Pass>) -> Self {
+        self.passes.push(p);
+        self
+    }
+
+    /// Append every pass of another manager.
+    pub fn extend(mut self, other: PassManager) -> Self {
+        self.passes.extend(other.passes);
+        self
+    }
+
+    /// Verify after every pass (default on in tests and debug builds).
+    pub fn verify_each(mut self, on: bool) -> Self {
+        self.verify_each = on;
+        self
+    }
+
+    /// Print the IR to stderr after every pass that changed it.
+    pub fn print_after_change(mut self, on: bool) -> Self {
+        self.print_after_change = on;
+        self
+    }
+
+    /// Allow at most `n` rewrites in total, then stop rewriting.
+    pub fn stop_after(mut self, n: Option<usize>) -> Self {
+        self.stop_after = n;
+        self
+    }
+
+    pub fn pass_names(&self) -> Vec<&'static str> {
+        self.passes.iter().map(|p| p.name()).collect()
+    }
+
+    /// Run every pass in order.
+    pub fn run(&self, g: &mut Graph) -> Result<Vec<PassRecord>, PipelineError> {
+        let mut cx = PassCx::new(self.stop_after);
+        let mut records = Vec::with_capacity(self.passes.len());
+        for p in &self.passes {
+            let before = g.clone();
+            let start = Instant::now();
+            let changed = match p.run(g, &mut cx) {
+                Ok(c) => c,
+                Err(source) => {
+                    *g = before;
+                    return Err(PipelineError { pass: p.name().to_string(), what: "failed", source });
+                }
+            };
+            if changed
+                && self.verify_each
+                && let Err(e) = verify(g)
+            {
+                *g = before;
+                return Err(PipelineError {
+                    pass: p.name().to_string(),
+                    what: "left an invalid graph",
+                    source: e.into(),
+                });
+            }
+            let elapsed = start.elapsed();
+            if changed && self.print_after_change {
+                eprintln!("// IR after {}\n{}", p.name(), print_graph(g));
+            }
+            records.push(PassRecord { pass: p.name(), changed, elapsed });
+        }
+        Ok(records)
+    }
+}
+
+/// An entry of a pass table: name, one-line description, constructor.
+#[derive(Debug, Clone, Copy)]
+pub struct PassInfo {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub make: fn() -> Box<dyn Pass>,
+}
+
+/// Build a manager from pass names looked up in `table`. Unknown names are all reported.
+pub fn pipeline_from_names(table: &[PassInfo], names: &[&str]) -> Result<PassManager, String> {
+    let mut pm = PassManager::new();
+    let mut unknown = Vec::new();
+    for n in names {
+        match table.iter().find(|p| p.name == *n) {
+            Some(p) => pm = pm.with_boxed((p.make)()),
+            None => unknown.push(*n),
+        }
+    }
+    if !unknown.is_empty() {
+        let known: Vec<&str> = table.iter().map(|p| p.name).collect();
+        return Err(format!("unknown pass(es) {}; known passes: {}", unknown.join(", "), known.join(", ")));
+    }
+    Ok(pm)
+}
