@@ -1,0 +1,360 @@
+//! qlite: convert, inspect and run neural-network models.
+//!
+//! This crate is the library surface other tools use. It ties the IR, the format crates and
+//! the interpreter together:
+//!
+//! - [`Importer`] and [`Exporter`] are the plugin traits; a [`Registry`] picks one by magic
+//!   bytes, then by file extension.
+//! - [`load`] reads a model (memory-mapped, weights not copied), [`save`] writes one
+//!   atomically, [`convert`] does both with the pass pipeline in between.
+//! - [`run`] executes a graph; [`inspect`] describes a model file.
+//!
+//! ```
+//! use qlite::{Registry, ConvertOptions};
+//! # fn main() -> Result<(), qlite::Error> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let input = dir.path().join("in.tflite");
+//! # std::fs::write(&input, qlite::sample::tiny_tflite()).unwrap();
+//! let output = dir.path().join("out.tflite");
+//! let report = qlite::convert(&Registry::default(), &input, &output, &ConvertOptions::default())?;
+//! assert!(report.output_bytes > 0);
+//! let model = qlite::load(&Registry::default(), &output)?;
+//! let y = qlite::run(&model, vec![qlite::Array::f32(vec![1, 4], vec![1.0, -2.0, 3.0, -4.0]).unwrap()])?;
+//! assert_eq!(y[0].shape(), &[1, 2]);
+//! # Ok(()) }
+//! ```
+
+pub mod inspect;
+pub mod io;
+pub mod npy;
+pub mod roundtrip;
+pub mod sample;
+
+pub use qlite_interp::{Array, Data, Interpreter, Observer};
+pub use qlite_ir as ir;
+pub use qlite_ir::Graph;
+
+use bytes::Bytes;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Everything that can go wrong in the library, with the file it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: unknown model format (no importer recognises its bytes or its extension; known: {known})")]
+    UnknownFormat { path: PathBuf, known: String },
+    #[error("{path}: no exporter writes this extension (known: {known})")]
+    NoExporter { path: PathBuf, known: String },
+    #[error("{path}: {message}")]
+    Import { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Export { path: PathBuf, message: String },
+    #[error("{0}")]
+    Pipeline(String),
+    #[error("{0}")]
+    Run(#[from] qlite_interp::InterpError),
+    #[error("{path}: {source}")]
+    Npy { path: PathBuf, source: npy::NpyError },
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Bytes of a model file plus where they came from.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub path: PathBuf,
+    pub bytes: Bytes,
+}
+
+/// Reads one model format into the IR. Implement this to add a format.
+pub trait Importer: Send + Sync {
+    /// Short format name, e.g. "tflite".
+    fn name(&self) -> &'static str;
+    /// File extensions (without dot) this importer claims.
+    fn extensions(&self) -> &'static [&'static str];
+    /// Does the start of the file look like this format?
+    fn sniff(&self, head: &[u8]) -> bool;
+    /// Parse. Errors are messages; the facade adds the path.
+    fn import(&self, source: &Source) -> Result<Graph, String>;
+}
+
+/// Writes the IR in one format. Implement this to add a format.
+pub trait Exporter: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn extensions(&self) -> &'static [&'static str];
+    /// Serialize (legalize first, then write one to one).
+    fn export(&self, g: &Graph) -> Result<Vec<u8>, String>;
+}
+
+/// TensorFlow Lite flatbuffers.
+#[derive(Debug, Default)]
+pub struct TfliteFormat;
+
+impl Importer for TfliteFormat {
+    fn name(&self) -> &'static str {
+        "tflite"
+    }
+    fn extensions(&self) -> &'static [&'static str] {
+        &["tflite"]
+    }
+    fn sniff(&self, head: &[u8]) -> bool {
+        qlite_tflite::sniff(head)
+    }
+    fn import(&self, source: &Source) -> Result<Graph, String> {
+        qlite_tflite::read_model(source.bytes.clone()).map_err(|e| e.to_string())
+    }
+}
+
+impl Exporter for TfliteFormat {
+    fn name(&self) -> &'static str {
+        "tflite"
+    }
+    fn extensions(&self) -> &'static [&'static str] {
+        &["tflite"]
+    }
+    fn export(&self, g: &Graph) -> Result<Vec<u8>, String> {
+        qlite_tflite::write_model(g).map_err(|e| e.to_string())
+    }
+}
+
+/// The importers and exporters qlite knows. `Registry::default()` has every built-in format;
+/// other crates add theirs with [`Registry::add_importer`] / [`Registry::add_exporter`].
+pub struct Registry {
+    importers: Vec<Box<dyn Importer>>,
+    exporters: Vec<Box<dyn Exporter>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("importers", &self.importers.iter().map(|i| i.name()).collect::<Vec<_>>())
+            .field("exporters", &self.exporters.iter().map(|e| e.name()).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry::empty().add_importer(TfliteFormat).add_exporter(TfliteFormat)
+    }
+}
+
+fn extension(path: &Path) -> String {
+    path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase()
+}
+
+impl Registry {
+    pub fn empty() -> Self {
+        Registry { importers: Vec::new(), exporters: Vec::new() }
+    }
+    pub fn add_importer(mut self, i: impl Importer + 'static) -> Self {
+        self.importers.push(Box::new(i));
+        self
+    }
+    pub fn add_exporter(mut self, e: impl Exporter + 'static) -> Self {
+        self.exporters.push(Box::new(e));
+        self
+    }
+
+    /// The importer for a file: magic bytes first, then the extension.
+    pub fn importer_for(&self, path: &Path, head: &[u8]) -> Option<&dyn Importer> {
+        self.importers
+            .iter()
+            .find(|i| i.sniff(head))
+            .or_else(|| {
+                let ext = extension(path);
+                self.importers.iter().find(|i| i.extensions().contains(&ext.as_str()))
+            })
+            .map(|b| b.as_ref())
+    }
+
+    /// The exporter for an output path, by extension.
+    pub fn exporter_for(&self, path: &Path) -> Option<&dyn Exporter> {
+        let ext = extension(path);
+        self.exporters.iter().find(|e| e.extensions().contains(&ext.as_str())).map(|b| b.as_ref())
+    }
+
+    fn known_importers(&self) -> String {
+        self.importers.iter().map(|i| i.name()).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// Read a model file into the IR (memory-mapped; constants point into the map).
+pub fn load(reg: &Registry, path: &Path) -> Result<Graph, Error> {
+    let bytes = io::map_file(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    load_bytes(reg, path, bytes)
+}
+
+/// Parse model bytes that came from `path` (used for messages and format detection).
+pub fn load_bytes(reg: &Registry, path: &Path, bytes: Bytes) -> Result<Graph, Error> {
+    let imp = reg
+        .importer_for(path, &bytes[..bytes.len().min(64)])
+        .ok_or_else(|| Error::UnknownFormat { path: path.to_path_buf(), known: reg.known_importers() })?;
+    let src = Source { path: path.to_path_buf(), bytes };
+    imp.import(&src).map_err(|message| Error::Import { path: path.to_path_buf(), message })
+}
+
+/// Serialize `g` for `path` (format by extension), without writing.
+pub fn export_bytes(reg: &Registry, g: &Graph, path: &Path) -> Result<Vec<u8>, Error> {
+    let exp = reg.exporter_for(path).ok_or_else(|| Error::NoExporter {
+        path: path.to_path_buf(),
+        known: reg
+            .exporters
+            .iter()
+            .flat_map(|e| e.extensions())
+            .map(|e| format!(".{e}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    })?;
+    exp.export(g).map_err(|message| Error::Export { path: path.to_path_buf(), message })
+}
+
+/// Write `g` to `path` atomically. Returns the number of bytes written.
+pub fn save(reg: &Registry, g: &Graph, path: &Path) -> Result<usize, Error> {
+    let data = export_bytes(reg, g, path)?;
+    io::write_atomic(path, &data).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    Ok(data.len())
+}
+
+/// Options of [`convert`].
+#[derive(Debug, Clone, Default)]
+pub struct ConvertOptions {
+    /// Run these passes (by name, see [`pass_table`]) instead of the default cleanup pipeline.
+    pub passes: Option<Vec<String>>,
+    /// Print the IR to stderr after every pass that changed it.
+    pub print_ir_after_change: bool,
+    /// Stop rewriting after this many rewrites (to bisect a bad rewrite).
+    pub stop_after: Option<usize>,
+}
+
+/// What [`convert`] did.
+#[derive(Debug, Clone)]
+pub struct ConvertReport {
+    pub input_bytes: usize,
+    pub output_bytes: usize,
+    pub nodes: usize,
+    pub passes: Vec<(String, bool, Duration)>,
+    pub elapsed: Duration,
+}
+
+/// Every pass the CLI can name with `--passes`.
+pub fn pass_table() -> Vec<qlite_ir::PassInfo> {
+    qlite_ir::passes::PASSES.to_vec()
+}
+
+/// The pipeline `convert` runs by default.
+pub fn default_pipeline() -> qlite_ir::PassManager {
+    qlite_ir::passes::cleanup_pipeline()
+}
+
+/// Run a pipeline (by names or the default) on a graph.
+pub fn run_passes(g: &mut Graph, opts: &ConvertOptions) -> Result<Vec<(String, bool, Duration)>, Error> {
+    let pm = match &opts.passes {
+        Some(names) => {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            qlite_ir::pass::pipeline_from_names(&pass_table(), &names).map_err(Error::Usage)?
+        }
+        None => default_pipeline(),
+    };
+    let pm = pm.print_after_change(opts.print_ir_after_change).stop_after(opts.stop_after);
+    let records = pm.run(g).map_err(|e| Error::Pipeline(e.to_string()))?;
+    Ok(records.into_iter().map(|r| (r.pass.to_string(), r.changed, r.elapsed)).collect())
+}
+
+/// Read `input`, run the pipeline, write `output` atomically.
+pub fn convert(reg: &Registry, input: &Path, output: &Path, opts: &ConvertOptions) -> Result<ConvertReport, Error> {
+    let start = Instant::now();
+    let bytes = io::map_file(input).map_err(|source| Error::Io { path: input.to_path_buf(), source })?;
+    let input_bytes = bytes.len();
+    let mut g = load_bytes(reg, input, bytes)?;
+    let passes = run_passes(&mut g, opts)?;
+    let output_bytes = save(reg, &g, output)?;
+    Ok(ConvertReport { input_bytes, output_bytes, nodes: g.nodes().len(), passes, elapsed: start.elapsed() })
+}
+
+/// Run a graph once.
+pub fn run(g: &Graph, inputs: Vec<Array>) -> Result<Vec<Array>, Error> {
+    Ok(Interpreter::new(g)?.run(inputs)?)
+}
+
+/// Read an .npy file.
+pub fn read_npy_file(path: &Path) -> Result<Array, Error> {
+    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    npy::read_npy(&bytes).map_err(|source| Error::Npy { path: path.to_path_buf(), source })
+}
+
+/// Write an .npy file atomically.
+pub fn write_npy_file(path: &Path, a: &Array) -> Result<(), Error> {
+    io::write_atomic(path, &npy::write_npy(a)).map_err(|source| Error::Io { path: path.to_path_buf(), source })
+}
+
+/// Run a graph on inputs that may hold a batch: when an input is declared with batch 1 and
+/// the array has N rows, the graph runs N times and the outputs are stacked along axis 0. An
+/// array missing the batch dimension is treated as one sample.
+pub fn run_batched(g: &Graph, inputs: Vec<Array>) -> Result<Vec<Array>, Error> {
+    use qlite_ir::Dim;
+    let interp = Interpreter::new(g)?;
+    let mut rows: Option<usize> = None;
+    let mut prepared = Vec::with_capacity(inputs.len());
+    for (i, a) in inputs.into_iter().enumerate() {
+        let t = g
+            .inputs()
+            .get(i)
+            .and_then(|t| g.tensor(*t))
+            .ok_or_else(|| Error::Usage(format!("model has no input {i}")))?;
+        let d = t.shape.dims();
+        let fits = |decl: &[Dim], s: &[usize]| {
+            decl.len() == s.len() && decl.iter().zip(s).all(|(d, &n)| d.fixed().is_none_or(|f| f == n))
+        };
+        let name = g.input_name(i).unwrap_or("").to_string();
+        let (a, n) = if fits(d, a.shape()) && d.first() != Some(&Dim::Fixed(1)) {
+            (a, None)
+        } else if d.first() == Some(&Dim::Fixed(1)) && a.shape().len() == d.len() && fits(&d[1..], &a.shape()[1..]) {
+            let n = a.shape()[0];
+            (a, Some(n))
+        } else if d.first() == Some(&Dim::Fixed(1)) && fits(&d[1..], a.shape()) {
+            let mut s = vec![1];
+            s.extend_from_slice(a.shape());
+            (a.reshaped(s).map_err(|e| Error::Usage(e.to_string()))?, Some(1))
+        } else {
+            return Err(Error::Usage(format!(
+                "input {i} ({name:?}) expects {}{} (or a batch of rows of it), got {}{:?}",
+                t.dtype,
+                t.shape,
+                a.dtype(),
+                a.shape()
+            )));
+        };
+        if let Some(n) = n {
+            if rows.is_some_and(|r| r != n) {
+                return Err(Error::Usage(format!(
+                    "input {i} ({name:?}) has {n} rows but an earlier input has {}",
+                    rows.unwrap_or(0)
+                )));
+            }
+            rows = Some(n);
+        }
+        prepared.push(a);
+    }
+    match rows {
+        None => Ok(interp.run(prepared)?),
+        Some(n) => {
+            let mut per_output: Vec<Vec<Array>> = vec![Vec::with_capacity(n); g.outputs().len()];
+            for r in 0..n {
+                let row: Vec<Array> = prepared
+                    .iter()
+                    .map(|a| a.row(r).ok_or_else(|| Error::Usage("empty batch".into())))
+                    .collect::<Result<_, _>>()?;
+                for (k, y) in interp.run(row)?.into_iter().enumerate() {
+                    per_output[k].push(y);
+                }
+            }
+            per_output
+                .iter()
+                .map(|parts| Array::stack_rows(parts).ok_or_else(|| Error::Usage("outputs cannot be stacked".into())))
+                .collect()
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! The `qlite` command-line tool. Parsing and printing only: the work is in the `qlite` crate.
+
+mod demo;
+
+use clap::{Parser, Subcommand};
+use qlite::{Array, ConvertOptions, Data, Registry};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "qlite", version, about = "Convert, quantize, inspect and run neural-network models")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Convert a model to another file (format chosen by the output extension).
+    Convert {
+        input: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Comma-separated passes to run instead of the default pipeline (see `qlite passes`).
+        #[arg(long, value_delimiter = ',')]
+        passes: Option<Vec<String>>,
+        /// Print the IR to stderr after every pass that changed it.
+        #[arg(long)]
+        print_ir_after_change: bool,
+        /// Stop rewriting after N rewrites (to bisect a bad rewrite).
+        #[arg(long, value_name = "N")]
+        stop_after: Option<usize>,
+    },
+    /// Describe a model: signature, ops with versions, tensors, sizes.
+    Inspect {
+        model: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Print the IR text instead of the summary.
+        #[arg(long, conflicts_with = "json")]
+        ir: bool,
+    },
+    /// Run a model on .npy inputs (one --input per model input, in order).
+    Run {
+        model: PathBuf,
+        #[arg(short, long, required = true)]
+        input: Vec<PathBuf>,
+        /// Where to write each output (.npy), in order. Without it, a summary is printed.
+        #[arg(short, long)]
+        output: Vec<PathBuf>,
+    },
+    /// Read, write and re-read each model; fail with a diff if anything changed.
+    Roundtrip {
+        #[arg(required = true)]
+        models: Vec<PathBuf>,
+        /// Seed of the random inputs both versions are run on.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// List the passes `convert --passes` accepts.
+    Passes,
+    /// The bundled demo: digits models converted and evaluated.
+    Demo {
+        /// Keep the converted models in this directory.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> Result<(), String> {
+    let reg = Registry::default();
+    match cli.cmd {
+        Cmd::Convert { input, output, passes, print_ir_after_change, stop_after } => {
+            let opts = ConvertOptions { passes, print_ir_after_change, stop_after };
+            let r = qlite::convert(&reg, &input, &output, &opts).map_err(|e| e.to_string())?;
+            println!(
+                "{} -> {}: {} ops, {} -> {} bytes in {:.2} ms",
+                input.display(),
+                output.display(),
+                r.nodes,
+                r.input_bytes,
+                r.output_bytes,
+                r.elapsed.as_secs_f64() * 1e3
+            );
+            Ok(())
+        }
+        Cmd::Inspect { model, json, ir } => {
+            if ir {
+                let g = qlite::load(&reg, &model).map_err(|e| e.to_string())?;
+                print!("{}", qlite::ir::print_graph(&g));
+                return Ok(());
+            }
+            let s = qlite::inspect::inspect_file(&reg, &model).map_err(|e| e.to_string())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s).map_err(|e| e.to_string())?);
+            } else {
+                print!("{}", qlite::inspect::render_text(&s));
+            }
+            Ok(())
+        }
+        Cmd::Run { model, input, output } => run_cmd(&reg, &model, &input, &output),
+        Cmd::Roundtrip { models, seed } => {
+            let mut failed = 0;
+            for m in &models {
+                let r = qlite::roundtrip::roundtrip_file(&reg, m, seed).map_err(|e| e.to_string())?;
+                if r.differences.is_empty() && r.stable_bytes {
+                    println!("ok   {}", m.display());
+                } else {
+                    failed += 1;
+                    println!("FAIL {}", m.display());
+                    for d in &r.differences {
+                        println!("{d}");
+                    }
+                    if !r.stable_bytes {
+                        println!("  writing the re-read model gave different bytes");
+                    }
+                }
+            }
+            if failed > 0 {
+                return Err(format!("{failed} of {} models changed in the round trip", models.len()));
+            }
+            Ok(())
+        }
+        Cmd::Passes => {
+            for p in qlite::pass_table() {
+                println!("{:<20} {}", p.name, p.description);
+            }
+            Ok(())
+        }
+        Cmd::Demo { out_dir } => demo::run(&reg, out_dir.as_deref()),
+    }
+}
+
+/// Run a model; a batch of N rows on a batch-1 model runs N times and the outputs are stacked.
+fn run_cmd(reg: &Registry, model: &Path, inputs: &[PathBuf], outputs: &[PathBuf]) -> Result<(), String> {
+    let g = qlite::load(reg, model).map_err(|e| e.to_string())?;
+    if inputs.len() != g.inputs().len() {
+        return Err(format!(
+            "{} has {} inputs but {} --input files were given",
+            model.display(),
+            g.inputs().len(),
+            inputs.len()
+        ));
+    }
+    if !outputs.is_empty() && outputs.len() != g.outputs().len() {
+        return Err(format!(
+            "{} has {} outputs but {} --output files were given",
+            model.display(),
+            g.outputs().len(),
+            outputs.len()
+        ));
+    }
+    let arrays: Vec<Array> =
+        inputs.iter().map(|p| qlite::read_npy_file(p).map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
+    let ys = qlite::run_batched(&g, arrays).map_err(|e| e.to_string())?;
+    if outputs.is_empty() {
+        for (i, y) in ys.iter().enumerate() {
+            println!("output {i} {:?}: {} {:?} {}", g.output_name(i).unwrap_or(""), y.dtype(), y.shape(), preview(y));
+        }
+    } else {
+        for (p, y) in outputs.iter().zip(&ys) {
+            qlite::write_npy_file(p, y).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+fn preview(a: &Array) -> String {
+    let vals: Vec<String> = match a.data() {
+        Data::F32(v) => v.iter().take(8).map(|x| format!("{x:.6}")).collect(),
+        Data::I8(v) => v.iter().take(8).map(|x| x.to_string()).collect(),
+        Data::U8(v) => v.iter().take(8).map(|x| x.to_string()).collect(),
+        Data::I32(v) => v.iter().take(8).map(|x| x.to_string()).collect(),
+        _ => vec![],
+    };
+    let more = if a.len() > 8 { ", ..." } else { "" };
+    format!("[{}{more}]", vals.join(", "))
+}

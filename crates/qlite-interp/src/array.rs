@@ -1,0 +1,244 @@
+//! Dense arrays: the values the interpreter computes with.
+
+use half::{bf16, f16};
+use qlite_ir::DType;
+use qlite_ir::shape::checked_product;
+
+/// Typed element storage.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Data {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+    BF16(Vec<bf16>),
+    I8(Vec<i8>),
+    U8(Vec<u8>),
+    I16(Vec<i16>),
+    I32(Vec<i32>),
+    I64(Vec<i64>),
+    Bool(Vec<bool>),
+}
+
+/// Apply an expression to the vector inside any `Data` variant, rebuilding the same variant.
+macro_rules! map_data {
+    ($data:expr, |$v:ident| $body:expr) => {
+        match $data {
+            Data::F32($v) => Data::F32($body),
+            Data::F16($v) => Data::F16($body),
+            Data::BF16($v) => Data::BF16($body),
+            Data::I8($v) => Data::I8($body),
+            Data::U8($v) => Data::U8($body),
+            Data::I16($v) => Data::I16($body),
+            Data::I32($v) => Data::I32($body),
+            Data::I64($v) => Data::I64($body),
+            Data::Bool($v) => Data::Bool($body),
+        }
+    };
+}
+pub(crate) use map_data;
+
+impl Data {
+    pub fn dtype(&self) -> DType {
+        match self {
+            Data::F32(_) => DType::F32,
+            Data::F16(_) => DType::F16,
+            Data::BF16(_) => DType::BF16,
+            Data::I8(_) => DType::I8,
+            Data::U8(_) => DType::U8,
+            Data::I16(_) => DType::I16,
+            Data::I32(_) => DType::I32,
+            Data::I64(_) => DType::I64,
+            Data::Bool(_) => DType::Bool,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Data::F32(v) => v.len(),
+            Data::F16(v) => v.len(),
+            Data::BF16(v) => v.len(),
+            Data::I8(v) => v.len(),
+            Data::U8(v) => v.len(),
+            Data::I16(v) => v.len(),
+            Data::I32(v) => v.len(),
+            Data::I64(v) => v.len(),
+            Data::Bool(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Gather elements by index (all indices must be < len).
+    pub fn gather(&self, idx: &[usize]) -> Data {
+        map_data!(self, |v| idx.iter().map(|&i| v[i]).collect())
+    }
+}
+
+/// A shaped array.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Array {
+    shape: Vec<usize>,
+    data: Data,
+}
+
+/// The byte length or element count of an array does not match its shape.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("array of shape {shape:?} ({dtype}) cannot hold {got} {unit}")]
+pub struct ArrayError {
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+    pub got: usize,
+    pub unit: &'static str,
+}
+
+impl Array {
+    /// Build from shape and data; the element count must match.
+    pub fn new(shape: Vec<usize>, data: Data) -> Result<Self, ArrayError> {
+        if checked_product(&shape) != Some(data.len()) {
+            return Err(ArrayError { dtype: data.dtype(), got: data.len(), shape, unit: "elements" });
+        }
+        Ok(Array { shape, data })
+    }
+
+    pub fn f32(shape: Vec<usize>, v: Vec<f32>) -> Result<Self, ArrayError> {
+        Self::new(shape, Data::F32(v))
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    pub fn data(&self) -> &Data {
+        &self.data
+    }
+    pub fn into_data(self) -> Data {
+        self.data
+    }
+    pub fn dtype(&self) -> DType {
+        self.data.dtype()
+    }
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    pub fn as_f32(&self) -> Option<&[f32]> {
+        match &self.data {
+            Data::F32(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Same data, new shape with the same element count.
+    pub fn reshaped(self, shape: Vec<usize>) -> Result<Self, ArrayError> {
+        Self::new(shape, self.data)
+    }
+
+    /// Decode little-endian bytes.
+    pub fn from_le_bytes(dtype: DType, shape: Vec<usize>, b: &[u8]) -> Result<Self, ArrayError> {
+        let n = checked_product(&shape).and_then(|n| n.checked_mul(dtype.size()));
+        if n != Some(b.len()) {
+            return Err(ArrayError { shape, dtype, got: b.len(), unit: "bytes" });
+        }
+        fn chunks<const N: usize, T>(b: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
+            b.chunks_exact(N)
+                .map(|c| {
+                    let mut a = [0u8; N];
+                    a.copy_from_slice(c);
+                    f(a)
+                })
+                .collect()
+        }
+        let data = match dtype {
+            DType::F32 => Data::F32(chunks(b, f32::from_le_bytes)),
+            DType::F16 => Data::F16(chunks(b, f16::from_le_bytes)),
+            DType::BF16 => Data::BF16(chunks(b, bf16::from_le_bytes)),
+            DType::I8 => Data::I8(b.iter().map(|&x| x as i8).collect()),
+            DType::U8 => Data::U8(b.to_vec()),
+            DType::I16 => Data::I16(chunks(b, i16::from_le_bytes)),
+            DType::I32 => Data::I32(chunks(b, i32::from_le_bytes)),
+            DType::I64 => Data::I64(chunks(b, i64::from_le_bytes)),
+            DType::Bool => Data::Bool(b.iter().map(|&x| x != 0).collect()),
+        };
+        Ok(Array { shape, data })
+    }
+
+    /// Encode as little-endian bytes.
+    pub fn to_le_bytes(&self) -> Vec<u8> {
+        fn flat<const N: usize, T: Copy>(v: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
+            let mut out = Vec::with_capacity(v.len() * N);
+            for &x in v {
+                out.extend_from_slice(&f(x));
+            }
+            out
+        }
+        match &self.data {
+            Data::F32(v) => flat(v, f32::to_le_bytes),
+            Data::F16(v) => flat(v, f16::to_le_bytes),
+            Data::BF16(v) => flat(v, bf16::to_le_bytes),
+            Data::I8(v) => v.iter().map(|&x| x as u8).collect(),
+            Data::U8(v) => v.clone(),
+            Data::I16(v) => flat(v, i16::to_le_bytes),
+            Data::I32(v) => flat(v, i32::to_le_bytes),
+            Data::I64(v) => flat(v, i64::to_le_bytes),
+            Data::Bool(v) => v.iter().map(|&x| x as u8).collect(),
+        }
+    }
+}
+
+impl Array {
+    /// Row `i` along axis 0, keeping a leading dimension of 1.
+    pub fn row(&self, i: usize) -> Option<Array> {
+        let rows = *self.shape.first()?;
+        if i >= rows {
+            return None;
+        }
+        let per = self.len() / rows.max(1);
+        let idx: Vec<usize> = (i * per..(i + 1) * per).collect();
+        let mut shape = self.shape.clone();
+        shape[0] = 1;
+        Some(Array { shape, data: self.data.gather(&idx) })
+    }
+
+    /// Concatenate arrays of equal dtype and trailing shape along axis 0.
+    pub fn stack_rows(parts: &[Array]) -> Option<Array> {
+        let first = parts.first()?;
+        let tail = first.shape.get(1..)?;
+        let mut rows = 0usize;
+        for p in parts {
+            if p.dtype() != first.dtype() || p.shape.get(1..)? != tail {
+                return None;
+            }
+            rows = rows.checked_add(*p.shape.first()?)?;
+        }
+        let data = map_data!(&first.data, |v0| {
+            let mut out = Vec::with_capacity(v0.len() * parts.len());
+            for p in parts {
+                if let Ok(v) = <&Vec<_>>::try_from(&p.data) {
+                    out.extend_from_slice(v);
+                }
+            }
+            out
+        });
+        let mut shape = first.shape.clone();
+        shape[0] = rows;
+        Array::new(shape, data).ok()
+    }
+}
+
+macro_rules! try_from_data {
+    ($($var:ident: $t:ty),*) => {$(
+        impl<'a> TryFrom<&'a Data> for &'a Vec<$t> {
+            type Error = ();
+            fn try_from(d: &'a Data) -> Result<Self, ()> {
+                match d {
+                    Data::$var(v) => Ok(v),
+                    _ => Err(()),
+                }
+            }
+        }
+    )*};
+}
+try_from_data!(F32: f32, F16: f16, BF16: bf16, I8: i8, U8: u8, I16: i16, I32: i32, I64: i64, Bool: bool);

@@ -1,0 +1,490 @@
+//! Float kernels and dtype-agnostic data movement. Plain, readable loops: this is the
+//! reference the fast kernels will be checked against.
+
+use crate::array::{Array, Data, map_data};
+use crate::fixedpoint::{mbqm, quantize_multiplier, round_half_away};
+use qlite_ir::op::{
+    Activation, Binary, BinaryKind, Concatenation, Conv2d, DepthwiseConv2d, FullyConnected, Mean, Pad, Pool2d,
+    PoolKind, Softmax, Transpose, UnaryKind,
+};
+use qlite_ir::{DType, QuantParams};
+
+/// Row-major strides.
+pub fn strides(dims: &[usize]) -> Vec<usize> {
+    let mut s = vec![1usize; dims.len()];
+    for i in (0..dims.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * dims[i + 1];
+    }
+    s
+}
+
+/// For each element of `out`, the flat index of the broadcast source element in `input`.
+fn broadcast_indices(out: &[usize], input: &[usize]) -> Vec<usize> {
+    let n: usize = out.iter().product();
+    let rank = out.len();
+    let in_strides = strides(input);
+    // Stride 0 on broadcast (size-1 or missing) dimensions.
+    let mut eff = vec![0usize; rank];
+    for k in 0..input.len() {
+        let o = rank - input.len() + k;
+        if input[k] != 1 {
+            eff[o] = in_strides[k];
+        }
+    }
+    let mut idx = vec![0usize; rank];
+    let mut res = Vec::with_capacity(n);
+    let mut src = 0usize;
+    for _ in 0..n {
+        res.push(src);
+        for k in (0..rank).rev() {
+            idx[k] += 1;
+            src += eff[k];
+            if idx[k] < out[k] {
+                break;
+            }
+            src -= eff[k] * idx[k];
+            idx[k] = 0;
+        }
+    }
+    res
+}
+
+pub fn binary_f32(op: &Binary, a: &Array, b: &Array, a_in: &[f32], b_in: &[f32], out_shape: &[usize]) -> Vec<f32> {
+    let ia = broadcast_indices(out_shape, a.shape());
+    let ib = broadcast_indices(out_shape, b.shape());
+    ia.iter()
+        .zip(&ib)
+        .map(|(&i, &j)| {
+            let (x, y) = (a_in[i], b_in[j]);
+            let v = match op.kind {
+                BinaryKind::Add => x + y,
+                BinaryKind::Sub => x - y,
+                BinaryKind::Mul => x * y,
+            };
+            op.activation.apply(v)
+        })
+        .collect()
+}
+
+pub fn fully_connected_f32(
+    op: &FullyConnected,
+    x: &[f32],
+    w: &[f32],
+    w_shape: &[usize],
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    let (units, depth) = (w_shape[0], w_shape[1]);
+    let batches = x.len() / depth;
+    let mut out = vec![0f32; batches * units];
+    for b in 0..batches {
+        let row = &x[b * depth..(b + 1) * depth];
+        for o in 0..units {
+            let wr = &w[o * depth..(o + 1) * depth];
+            let mut acc = 0f32;
+            for d in 0..depth {
+                acc += row[d] * wr[d];
+            }
+            if let Some(bias) = bias {
+                acc += bias[o];
+            }
+            out[b * units + o] = op.activation.apply(acc);
+        }
+    }
+    out
+}
+
+pub fn conv2d_f32(
+    op: &Conv2d,
+    x: &[f32],
+    xs: &[usize],
+    w: &[f32],
+    ws: &[usize],
+    bias: Option<&[f32]>,
+    os: &[usize],
+) -> Vec<f32> {
+    let (n, ih, iw, ic) = (xs[0], xs[1], xs[2], xs[3]);
+    let (oc, kh, kw, icg) = (ws[0], ws[1], ws[2], ws[3]);
+    let (oh, ow) = (os[1], os[2]);
+    let groups = ic / icg;
+    let ocg = oc / groups;
+    let (_, pad_h) = op.padding.compute(ih, kh, op.stride[0], op.dilation[0]).unwrap_or((0, 0));
+    let (_, pad_w) = op.padding.compute(iw, kw, op.stride[1], op.dilation[1]).unwrap_or((0, 0));
+    let mut out = vec![0f32; n * oh * ow * oc];
+    for b in 0..n {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for o in 0..oc {
+                    let g = o / ocg;
+                    let mut acc = 0f32;
+                    for ky in 0..kh {
+                        let iy = (oy * op.stride[0] + ky * op.dilation[0]) as isize - pad_h as isize;
+                        if iy < 0 || iy >= ih as isize {
+                            continue;
+                        }
+                        for kx in 0..kw {
+                            let ix = (ox * op.stride[1] + kx * op.dilation[1]) as isize - pad_w as isize;
+                            if ix < 0 || ix >= iw as isize {
+                                continue;
+                            }
+                            let xb = ((b * ih + iy as usize) * iw + ix as usize) * ic + g * icg;
+                            let wb = ((o * kh + ky) * kw + kx) * icg;
+                            for c in 0..icg {
+                                acc += x[xb + c] * w[wb + c];
+                            }
+                        }
+                    }
+                    if let Some(bias) = bias {
+                        acc += bias[o];
+                    }
+                    out[((b * oh + oy) * ow + ox) * oc + o] = op.activation.apply(acc);
+                }
+            }
+        }
+    }
+    out
+}
+
+pub fn depthwise_f32(
+    op: &DepthwiseConv2d,
+    x: &[f32],
+    xs: &[usize],
+    w: &[f32],
+    ws: &[usize],
+    bias: Option<&[f32]>,
+    os: &[usize],
+) -> Vec<f32> {
+    let (n, ih, iw, ic) = (xs[0], xs[1], xs[2], xs[3]);
+    let (kh, kw, oc) = (ws[1], ws[2], ws[3]);
+    let (oh, ow) = (os[1], os[2]);
+    let m = op.depth_multiplier;
+    let (_, pad_h) = op.padding.compute(ih, kh, op.stride[0], op.dilation[0]).unwrap_or((0, 0));
+    let (_, pad_w) = op.padding.compute(iw, kw, op.stride[1], op.dilation[1]).unwrap_or((0, 0));
+    let mut out = vec![0f32; n * oh * ow * oc];
+    for b in 0..n {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for c in 0..ic {
+                    for mi in 0..m {
+                        let o = c * m + mi;
+                        let mut acc = 0f32;
+                        for ky in 0..kh {
+                            let iy = (oy * op.stride[0] + ky * op.dilation[0]) as isize - pad_h as isize;
+                            if iy < 0 || iy >= ih as isize {
+                                continue;
+                            }
+                            for kx in 0..kw {
+                                let ix = (ox * op.stride[1] + kx * op.dilation[1]) as isize - pad_w as isize;
+                                if ix < 0 || ix >= iw as isize {
+                                    continue;
+                                }
+                                acc += x[((b * ih + iy as usize) * iw + ix as usize) * ic + c]
+                                    * w[(ky * kw + kx) * oc + o];
+                            }
+                        }
+                        if let Some(bias) = bias {
+                            acc += bias[o];
+                        }
+                        out[((b * oh + oy) * ow + ox) * oc + o] = op.activation.apply(acc);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+pub fn pool_f32(op: &Pool2d, x: &[f32], xs: &[usize], os: &[usize]) -> Vec<f32> {
+    let (n, ih, iw, c) = (xs[0], xs[1], xs[2], xs[3]);
+    let (oh, ow) = (os[1], os[2]);
+    let (_, pad_h) = op.padding.compute(ih, op.filter[0], op.stride[0], 1).unwrap_or((0, 0));
+    let (_, pad_w) = op.padding.compute(iw, op.filter[1], op.stride[1], 1).unwrap_or((0, 0));
+    let mut out = vec![0f32; n * oh * ow * c];
+    for b in 0..n {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let y0 = (oy * op.stride[0]) as isize - pad_h as isize;
+                let x0 = (ox * op.stride[1]) as isize - pad_w as isize;
+                let ys = y0.max(0) as usize..((y0 + op.filter[0] as isize).min(ih as isize)).max(0) as usize;
+                let xr = x0.max(0) as usize..((x0 + op.filter[1] as isize).min(iw as isize)).max(0) as usize;
+                for ch in 0..c {
+                    let mut acc = match op.kind {
+                        PoolKind::Max => f32::NEG_INFINITY,
+                        PoolKind::Average => 0.0,
+                    };
+                    let mut count = 0usize;
+                    for iy in ys.clone() {
+                        for ix in xr.clone() {
+                            let v = x[((b * ih + iy) * iw + ix) * c + ch];
+                            acc = match op.kind {
+                                PoolKind::Max => acc.max(v),
+                                PoolKind::Average => acc + v,
+                            };
+                            count += 1;
+                        }
+                    }
+                    if op.kind == PoolKind::Average {
+                        acc = if count == 0 { 0.0 } else { acc / count as f32 };
+                    }
+                    out[((b * oh + oy) * ow + ox) * c + ch] = op.activation.apply(acc);
+                }
+            }
+        }
+    }
+    out
+}
+
+pub fn mean_f32(op: &Mean, x: &[f32], xs: &[usize], out_len: usize) -> Vec<f32> {
+    let st = strides(xs);
+    // Output index of each input element: the input index with reduced axes dropped.
+    let kept: Vec<usize> = (0..xs.len()).filter(|a| !op.axes.contains(a)).collect();
+    let kept_dims: Vec<usize> = kept.iter().map(|&a| xs[a]).collect();
+    let kst = strides(&kept_dims);
+    let mut sums = vec![0f32; out_len];
+    let count: usize = op.axes.iter().map(|&a| xs[a]).product();
+    for (i, &v) in x.iter().enumerate() {
+        let mut o = 0;
+        for (k, &a) in kept.iter().enumerate() {
+            o += (i / st[a]) % xs[a] * kst[k];
+        }
+        sums[o] += v;
+    }
+    let n = count.max(1) as f32;
+    sums.into_iter().map(|s| s / n).collect()
+}
+
+pub fn softmax_f32(op: &Softmax, x: &[f32], depth: usize) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    if depth == 0 {
+        return out;
+    }
+    for (row, orow) in x.chunks(depth).zip(out.chunks_mut(depth)) {
+        let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0f32;
+        for (o, &v) in orow.iter_mut().zip(row) {
+            *o = ((v - m) * op.beta).exp();
+            sum += *o;
+        }
+        for o in orow.iter_mut() {
+            *o /= sum;
+        }
+    }
+    out
+}
+
+pub fn unary_f32(kind: UnaryKind, x: &[f32]) -> Vec<f32> {
+    match kind {
+        UnaryKind::Relu => x.iter().map(|v| Activation::Relu.apply(*v)).collect(),
+        UnaryKind::Relu6 => x.iter().map(|v| Activation::Relu6.apply(*v)).collect(),
+        UnaryKind::Logistic => x.iter().map(|v| 1.0 / (1.0 + (-v).exp())).collect(),
+        UnaryKind::Tanh => x.iter().map(|v| v.tanh()).collect(),
+    }
+}
+
+// ---- data movement (any dtype) ----
+
+pub fn transpose(op: &Transpose, x: &Array) -> (Vec<usize>, Data) {
+    let xs = x.shape();
+    let st = strides(xs);
+    let out_dims: Vec<usize> = op.perm.iter().map(|&p| xs[p]).collect();
+    let n: usize = out_dims.iter().product();
+    let mut idx = vec![0usize; out_dims.len()];
+    let mut src = Vec::with_capacity(n);
+    for _ in 0..n {
+        src.push(idx.iter().zip(&op.perm).map(|(&i, &p)| i * st[p]).sum());
+        for k in (0..out_dims.len()).rev() {
+            idx[k] += 1;
+            if idx[k] < out_dims[k] {
+                break;
+            }
+            idx[k] = 0;
+        }
+    }
+    (out_dims, x.data().gather(&src))
+}
+
+pub fn concatenate(op: &Concatenation, xs: &[&Array], out_shape: &[usize]) -> Data {
+    let axis = op.axis;
+    let outer: usize = out_shape[..axis].iter().product();
+    // Source (input, flat index) for each output element, block by block.
+    let mut pieces: Vec<(usize, usize)> = Vec::with_capacity(out_shape.iter().product());
+    for o in 0..outer {
+        for (k, x) in xs.iter().enumerate() {
+            let inner: usize = x.shape()[axis..].iter().product();
+            pieces.extend((0..inner).map(|i| (k, o * inner + i)));
+        }
+    }
+    macro_rules! cat {
+        ($var:ident) => {{
+            let srcs: Vec<&Vec<_>> = xs
+                .iter()
+                .map(|x| match x.data() {
+                    Data::$var(v) => v,
+                    _ => unreachable!("concatenation inputs share a dtype (verified)"),
+                })
+                .collect();
+            Data::$var(pieces.iter().map(|&(k, i)| srcs[k][i]).collect())
+        }};
+    }
+    match xs[0].data() {
+        Data::F32(_) => cat!(F32),
+        Data::F16(_) => cat!(F16),
+        Data::BF16(_) => cat!(BF16),
+        Data::I8(_) => cat!(I8),
+        Data::U8(_) => cat!(U8),
+        Data::I16(_) => cat!(I16),
+        Data::I32(_) => cat!(I32),
+        Data::I64(_) => cat!(I64),
+        Data::Bool(_) => cat!(Bool),
+    }
+}
+
+/// Constant padding; quantized tensors are padded with their zero point.
+pub fn pad(op: &Pad, x: &Array, zero_point: i64, out_shape: &[usize]) -> Data {
+    let xs = x.shape();
+    let st = strides(xs);
+    let n: usize = out_shape.iter().product();
+    let fill = x.len();
+    let mut idx = vec![0usize; out_shape.len()];
+    let mut src = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut s = 0usize;
+        let mut inside = true;
+        for (k, &i) in idx.iter().enumerate() {
+            let before = op.paddings[k][0];
+            if i < before || i - before >= xs[k] {
+                inside = false;
+                break;
+            }
+            s += (i - before) * st[k];
+        }
+        src.push(if inside { s } else { fill });
+        for k in (0..out_shape.len()).rev() {
+            idx[k] += 1;
+            if idx[k] < out_shape[k] {
+                break;
+            }
+            idx[k] = 0;
+        }
+    }
+    let z = zero_point;
+    let extended = map_data!(x.data().clone(), |v| {
+        let mut v = v;
+        v.push(Default::default());
+        v
+    });
+    let extended = match extended {
+        Data::I8(mut v) => {
+            *v.last_mut().unwrap_or(&mut 0) = z as i8;
+            Data::I8(v)
+        }
+        Data::U8(mut v) => {
+            *v.last_mut().unwrap_or(&mut 0) = z as u8;
+            Data::U8(v)
+        }
+        Data::I16(mut v) => {
+            *v.last_mut().unwrap_or(&mut 0) = z as i16;
+            Data::I16(v)
+        }
+        other => other,
+    };
+    extended.gather(&src)
+}
+
+// ---- quantize / dequantize ----
+
+/// Per-element (scale, zero point) lookup for per-tensor or per-axis parameters.
+fn channel_of<'a>(q: &'a QuantParams, shape: &[usize]) -> impl Fn(usize) -> (f32, i64) + 'a {
+    let axis = q.axis();
+    let st = strides(shape);
+    let per_channel = q.scales().len() > 1;
+    let (stride, dim) = match axis {
+        Some(a) if per_channel => (st.get(a).copied().unwrap_or(1), shape.get(a).copied().unwrap_or(1)),
+        _ => (1, 1),
+    };
+    move |i| if per_channel { q.channel((i / stride) % dim) } else { (q.scale(), q.zero_point()) }
+}
+
+/// `DEQUANTIZE`: `f32(double(s) · (q − z))`; f16/bf16 widen exactly.
+pub fn dequantize(x: &Array, q: Option<&QuantParams>) -> Result<Vec<f32>, String> {
+    match (x.data(), q) {
+        (Data::F16(v), _) => Ok(v.iter().map(|h| h.to_f32()).collect()),
+        (Data::BF16(v), _) => Ok(v.iter().map(|h| h.to_f32()).collect()),
+        (Data::F32(v), None) => Ok(v.clone()),
+        (data, Some(q)) => {
+            let ch = channel_of(q, x.shape());
+            let vals: Vec<i64> = match data {
+                Data::I8(v) => v.iter().map(|&e| e as i64).collect(),
+                Data::U8(v) => v.iter().map(|&e| e as i64).collect(),
+                Data::I16(v) => v.iter().map(|&e| e as i64).collect(),
+                Data::I32(v) => v.iter().map(|&e| e as i64).collect(),
+                _ => return Err(format!("cannot dequantize {}", x.dtype())),
+            };
+            Ok(vals
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| {
+                    let (s, z) = ch(i);
+                    (s as f64 * (v - z) as f64) as f32
+                })
+                .collect())
+        }
+        (_, None) => Err(format!("cannot dequantize {} without quantization parameters", x.dtype())),
+    }
+}
+
+fn store_int(dtype: DType, vals: Vec<i64>) -> Result<Data, String> {
+    Ok(match dtype {
+        DType::I8 => Data::I8(vals.into_iter().map(|v| v as i8).collect()),
+        DType::U8 => Data::U8(vals.into_iter().map(|v| v as u8).collect()),
+        DType::I16 => Data::I16(vals.into_iter().map(|v| v as i16).collect()),
+        DType::I32 => Data::I32(vals.into_iter().map(|v| v as i32).collect()),
+        d => return Err(format!("cannot quantize to {d}")),
+    })
+}
+
+/// `QUANTIZE`: float → int with `q = clamp(round(x / s) + z)` (float division, C rounding), or
+/// int → int requantize with `MultiplyByQuantizedMultiplier(q − z_in, s_in/s_out) + z_out`.
+pub fn quantize(x: &Array, in_q: Option<&QuantParams>, out_dtype: DType, out_q: &QuantParams) -> Result<Data, String> {
+    let (lo, hi) = out_dtype.int_range().ok_or_else(|| format!("cannot quantize to {out_dtype}"))?;
+    if out_q.scales().len() > 1 {
+        return Err("per-channel QUANTIZE is not supported".to_string());
+    }
+    let (s_out, z_out) = (out_q.scale(), out_q.zero_point());
+    let vals: Vec<i64> = match x.data() {
+        Data::F32(v) => {
+            v.iter().map(|&f| ((round_half_away(f / s_out) as i64).saturating_add(z_out)).clamp(lo, hi)).collect()
+        }
+        data => {
+            let in_q = in_q.ok_or("requantize input has no quantization parameters")?;
+            let (s_in, z_in) = (in_q.scale(), in_q.zero_point());
+            let (m, sh) = quantize_multiplier(s_in as f64 / s_out as f64);
+            let ints: Vec<i64> = match data {
+                Data::I8(v) => v.iter().map(|&e| e as i64).collect(),
+                Data::U8(v) => v.iter().map(|&e| e as i64).collect(),
+                Data::I16(v) => v.iter().map(|&e| e as i64).collect(),
+                _ => return Err(format!("cannot quantize from {}", x.dtype())),
+            };
+            ints.into_iter().map(|q| (mbqm((q - z_in) as i32, m, sh) as i64 + z_out).clamp(lo, hi)).collect()
+        }
+    };
+    store_int(out_dtype, vals)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcast_index_map() {
+        assert_eq!(broadcast_indices(&[2, 3], &[3]), vec![0, 1, 2, 0, 1, 2]);
+        assert_eq!(broadcast_indices(&[2, 3], &[2, 1]), vec![0, 0, 0, 1, 1, 1]);
+        assert_eq!(broadcast_indices(&[2, 2], &[2, 2]), vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn quantize_rounds_half_away_and_saturates() {
+        let x = Array::f32(vec![5], vec![0.25, -0.25, 100.0, -100.0, 0.0]).unwrap();
+        let q = QuantParams::per_tensor(0.5, -1);
+        assert_eq!(quantize(&x, None, DType::I8, &q).unwrap(), Data::I8(vec![0, -2, 127, -128, -1]));
+    }
+}

@@ -1,0 +1,311 @@
+//! Mappings between IR values and TFLite enum codes, operator versions (op_version.cc) and
+//! the minimum runtime version table (runtime_version.cc).
+
+use crate::fb;
+use qlite_ir::op::{Activation, BinaryKind, Padding, PoolKind, UnaryKind};
+use qlite_ir::{DType, Graph, Node, Op};
+
+pub fn tensor_type(d: DType) -> fb::TensorType {
+    match d {
+        DType::F32 => fb::TensorType::FLOAT32,
+        DType::F16 => fb::TensorType::FLOAT16,
+        DType::BF16 => fb::TensorType::BFLOAT16,
+        DType::I8 => fb::TensorType::INT8,
+        DType::U8 => fb::TensorType::UINT8,
+        DType::I16 => fb::TensorType::INT16,
+        DType::I32 => fb::TensorType::INT32,
+        DType::I64 => fb::TensorType::INT64,
+        DType::Bool => fb::TensorType::BOOL,
+    }
+}
+
+pub fn dtype(t: fb::TensorType) -> Option<DType> {
+    Some(match t {
+        fb::TensorType::FLOAT32 => DType::F32,
+        fb::TensorType::FLOAT16 => DType::F16,
+        fb::TensorType::BFLOAT16 => DType::BF16,
+        fb::TensorType::INT8 => DType::I8,
+        fb::TensorType::UINT8 => DType::U8,
+        fb::TensorType::INT16 => DType::I16,
+        fb::TensorType::INT32 => DType::I32,
+        fb::TensorType::INT64 => DType::I64,
+        fb::TensorType::BOOL => DType::Bool,
+        _ => return None,
+    })
+}
+
+pub fn activation(a: Activation) -> fb::ActivationFunctionType {
+    match a {
+        Activation::None => fb::ActivationFunctionType::NONE,
+        Activation::Relu => fb::ActivationFunctionType::RELU,
+        Activation::Relu6 => fb::ActivationFunctionType::RELU6,
+        Activation::ReluN1To1 => fb::ActivationFunctionType::RELU_N1_TO_1,
+        Activation::Tanh => fb::ActivationFunctionType::TANH,
+    }
+}
+
+pub fn from_activation(a: fb::ActivationFunctionType) -> Option<Activation> {
+    Some(match a {
+        fb::ActivationFunctionType::NONE => Activation::None,
+        fb::ActivationFunctionType::RELU => Activation::Relu,
+        fb::ActivationFunctionType::RELU6 => Activation::Relu6,
+        fb::ActivationFunctionType::RELU_N1_TO_1 => Activation::ReluN1To1,
+        fb::ActivationFunctionType::TANH => Activation::Tanh,
+        _ => return None,
+    })
+}
+
+pub fn padding(p: Padding) -> fb::Padding {
+    match p {
+        Padding::Same => fb::Padding::SAME,
+        Padding::Valid => fb::Padding::VALID,
+    }
+}
+
+pub fn from_padding(p: fb::Padding) -> Option<Padding> {
+    Some(match p {
+        fb::Padding::SAME => Padding::Same,
+        fb::Padding::VALID => Padding::Valid,
+        _ => return None,
+    })
+}
+
+/// The builtin operator code of an IR op.
+pub fn builtin(op: &Op) -> Option<fb::BuiltinOperator> {
+    use fb::BuiltinOperator as B;
+    Some(match op {
+        Op::FullyConnected(_) => B::FULLY_CONNECTED,
+        Op::Conv2d(_) => B::CONV_2D,
+        Op::DepthwiseConv2d(_) => B::DEPTHWISE_CONV_2D,
+        Op::Binary(b) => match b.kind {
+            BinaryKind::Add => B::ADD,
+            BinaryKind::Sub => B::SUB,
+            BinaryKind::Mul => B::MUL,
+        },
+        Op::Pool2d(p) => match p.kind {
+            PoolKind::Max => B::MAX_POOL_2D,
+            PoolKind::Average => B::AVERAGE_POOL_2D,
+        },
+        Op::Mean(_) => B::MEAN,
+        Op::Reshape(_) => B::RESHAPE,
+        Op::Transpose(_) => B::TRANSPOSE,
+        Op::Concatenation(_) => B::CONCATENATION,
+        Op::Pad(_) => B::PAD,
+        Op::Softmax(_) => B::SOFTMAX,
+        Op::Unary(u) => match u.kind {
+            UnaryKind::Relu => B::RELU,
+            UnaryKind::Relu6 => B::RELU6,
+            UnaryKind::Logistic => B::LOGISTIC,
+            UnaryKind::Tanh => B::TANH,
+        },
+        Op::Quantize => B::QUANTIZE,
+        Op::Dequantize => B::DEQUANTIZE,
+        Op::Opaque(_) => return None,
+    })
+}
+
+/// Operator kernel version, following TensorFlow's op_version.cc for the forms qlite writes.
+pub fn op_version(g: &Graph, n: &Node) -> i32 {
+    let dt = |i: usize| n.input(i).and_then(|t| g.tensor(t)).map(|t| t.dtype);
+    let per_channel = |i: usize| {
+        n.input(i).and_then(|t| g.tensor(t)).and_then(|t| t.quant.as_ref()).is_some_and(|q| q.scales().len() > 1)
+    };
+    let out = n.outputs.first().and_then(|t| g.tensor(*t)).map(|t| t.dtype);
+    let (x, w) = (dt(0), dt(1));
+    let rank0 = n.input(0).and_then(|t| g.tensor(t)).map_or(0, |t| t.shape.rank());
+    use DType::*;
+    match &n.op {
+        Op::Conv2d(_) => {
+            let grouped = match (n.input(0).and_then(|t| g.tensor(t)), n.input(1).and_then(|t| g.tensor(t))) {
+                (Some(a), Some(b)) => a.shape.dim(3) != b.shape.dim(3),
+                _ => false,
+            };
+            if grouped {
+                6
+            } else if x == Some(I16) && w == Some(I8) {
+                4
+            } else if x == Some(I8) && w == Some(I8) {
+                3
+            } else if x == Some(F32) && w == Some(I8) {
+                if per_channel(1) { 5 } else { 2 }
+            } else {
+                1
+            }
+        }
+        Op::DepthwiseConv2d(o) => {
+            if x == Some(I16) {
+                5
+            } else if x == Some(F32) && w == Some(I8) {
+                if per_channel(1) { 6 } else { 4 }
+            } else if x == Some(I8) && w == Some(I8) {
+                3
+            } else if o.dilation != [1, 1] {
+                2
+            } else {
+                1
+            }
+        }
+        Op::FullyConnected(o) => {
+            if x == Some(F32) && w == Some(I8) && out == Some(F32) && per_channel(1) {
+                12
+            } else if x == Some(I16) && w == Some(I16) {
+                7
+            } else if n.input(2).is_none() {
+                6
+            } else if o.keep_num_dims {
+                5
+            } else if x == Some(I8) && w == Some(I8) {
+                4
+            } else if x == Some(F32) && w == Some(I8) {
+                3
+            } else {
+                1
+            }
+        }
+        Op::Binary(b) => match b.kind {
+            BinaryKind::Add => match x {
+                Some(I64) => 4,
+                Some(I16) => 3,
+                Some(I8) => 2,
+                _ => 1,
+            },
+            BinaryKind::Sub => {
+                let broadcast_5d = rank0.max(n.input(1).and_then(|t| g.tensor(t)).map_or(0, |t| t.shape.rank())) > 4
+                    && dt(0).is_some()
+                    && n.input(0).and_then(|t| g.tensor(t)).map(|t| &t.shape)
+                        != n.input(1).and_then(|t| g.tensor(t)).map(|t| &t.shape);
+                match x {
+                    Some(I64) => 4,
+                    _ if broadcast_5d => 3,
+                    Some(I8) => 2,
+                    _ => 1,
+                }
+            }
+            BinaryKind::Mul => {
+                let scale = |t: Option<qlite_ir::TensorId>| {
+                    t.and_then(|t| g.tensor(t)).and_then(|t| t.quant.as_ref()).map(|q| q.scale() as f64)
+                };
+                let rescale = match (scale(n.input(0)), scale(n.input(1)), scale(n.outputs.first().copied())) {
+                    (Some(a), Some(b), Some(o)) => a * b / o >= 1.0,
+                    _ => false,
+                };
+                match x {
+                    Some(I64) => 5,
+                    Some(I16) => 4,
+                    _ if rescale => 3,
+                    Some(I8) => 2,
+                    _ => 1,
+                }
+            }
+        },
+        Op::Pool2d(_) => match x {
+            Some(I16) => 3,
+            Some(I8) => 2,
+            _ => 1,
+        },
+        Op::Transpose(_) => {
+            if rank0 > 6 {
+                8
+            } else if rank0 > 5 {
+                6
+            } else if x == Some(I16) {
+                5
+            } else if rank0 > 4 {
+                4
+            } else if x == Some(Bool) {
+                3
+            } else if x == Some(I8) {
+                2
+            } else {
+                1
+            }
+        }
+        Op::Pad(_) => {
+            if x == Some(Bool) {
+                5
+            } else if rank0 > 4 {
+                4
+            } else if x == Some(I16) {
+                3
+            } else if x == Some(I8) {
+                2
+            } else {
+                1
+            }
+        }
+        Op::Concatenation(_) | Op::Softmax(_) | Op::Mean(_) => match x {
+            Some(I16) => 3,
+            Some(I8) => 2,
+            _ => 1,
+        },
+        Op::Unary(u) => match (u.kind, x) {
+            (_, Some(I16)) => 3,
+            (_, Some(I8)) => 2,
+            (UnaryKind::Relu, Some(U8)) => 2,
+            _ => 1,
+        },
+        Op::Reshape(_) => 1,
+        Op::Quantize => {
+            if n.outputs
+                .first()
+                .and_then(|t| g.tensor(*t))
+                .and_then(|t| t.quant.as_ref())
+                .is_some_and(|q| q.scales().len() > 1)
+            {
+                3
+            } else if out == Some(I16) {
+                2
+            } else {
+                1
+            }
+        }
+        Op::Dequantize => match x {
+            Some(I16) | Some(F16) => 3,
+            Some(I8) if per_channel(0) => 5,
+            Some(I8) => 2,
+            _ => 1,
+        },
+        Op::Opaque(_) => 1,
+    }
+}
+
+/// The TFLite runtime version that first ran (op, version); `None` if not listed.
+pub fn min_runtime(op: fb::BuiltinOperator, version: i32) -> Option<&'static str> {
+    use fb::BuiltinOperator as B;
+    let table: &[&str] = match op {
+        B::AVERAGE_POOL_2D | B::MAX_POOL_2D => &["1.5.0", "1.14.0", "2.3.0"],
+        B::CONV_2D => &["1.5.0", "1.14.0", "1.14.0", "2.3.0", "2.4.0", "2.9.0", "2.11.0", "2.15.0"],
+        B::DEPTHWISE_CONV_2D => &["1.5.0", "1.12.0", "1.14.0", "2.2.0", "2.3.0", "2.3.0", "2.11.0"],
+        B::ADD => &["1.5.0", "1.14.0", "2.4.0", "2.6.0", "2.13.0", "2.23.0"],
+        B::SUB => &["1.6.0", "1.14.0", "2.3.0", "2.4.0", "2.4.0"],
+        B::CONCATENATION => &["1.5.0", "1.14.0", "2.3.0", "2.14.0", "2.21.0", "2.23.0"],
+        B::FULLY_CONNECTED => &[
+            "1.5.0", "1.10.0", "1.14.0", "1.14.0", "2.0.0", "2.1.0", "2.3.0", "2.3.0", "2.3.0", "2.11.0", "2.15.0",
+            "2.17.0", "2.18.0", "2.21.0",
+        ],
+        B::MUL => &["1.5.0", "1.14.0", "1.15.0", "2.3.0", "2.6.0", "2.11.0", "2.13.0", "2.23.0"],
+        B::PAD => &["1.5.0", "1.14.0", "2.4.0", "2.6.0", "2.20.0"],
+        B::RESHAPE => &["1.5.0"],
+        B::SOFTMAX => &["1.5.0", "1.14.0", "2.3.0", "2.23.0"],
+        B::TRANSPOSE => &["1.6.0", "1.14.0", "1.15.0", "2.3.0", "2.4.0", "2.12.0", "2.14.4", "2.22.0", "2.23.0"],
+        B::MEAN => &["1.6.0", "1.14.0", "2.4.0"],
+        B::RELU6 => &["1.5.0", "1.14.0", "2.5.0"],
+        B::RELU => &["1.5.0", "2.1.0", "2.5.0"],
+        B::TANH | B::LOGISTIC => &["1.14.0", "1.14.0", "2.3.0"],
+        B::DEQUANTIZE => &["1.13.1", "1.14.0", "1.15.0", "2.2.0", "2.7.0", "2.18.0", "2.21.0", "2.22.0"],
+        B::QUANTIZE => &["1.14.0", "1.15.0", "2.7.0", "2.21.0", "2.21.0", "2.21.0"],
+        _ => &[],
+    };
+    usize::try_from(version).ok().and_then(|v| v.checked_sub(1)).and_then(|i| table.get(i)).copied()
+}
+
+/// Compare dotted versions numerically ("1.14.0" > "1.5.0").
+pub fn version_lt(a: &str, b: &str) -> bool {
+    let parse = |s: &str| s.split('.').map(|p| p.parse::<u32>().unwrap_or(0)).collect::<Vec<_>>();
+    parse(a) < parse(b)
+}
+
+/// Name of a builtin code for messages ("CONV_2D", or the number when unknown to qlite).
+pub fn builtin_name(code: i32) -> String {
+    fb::BuiltinOperator(code).variant_name().map_or_else(|| format!("builtin operator {code}"), str::to_string)
+}

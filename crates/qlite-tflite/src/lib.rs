@@ -1,0 +1,98 @@
+//! TensorFlow Lite for the qlite IR: a flatbuffer writer and a reader.
+//!
+//! The writer runs the TFLite legalize pipeline and then serializes the graph one to one
+//! (identifier `TFL3`, schema version 3, empty buffer 0, 16-byte aligned constant data,
+//! `builtin_code` and `deprecated_builtin_code`, operator versions as TensorFlow's converter
+//! assigns them, a `serving_default` SignatureDef, `min_runtime_version` metadata). The same graph
+//! always gives the same bytes.
+//!
+//! The reader runs the flatbuffers verifier first, then range-checks every index and size it
+//! uses, and hands the graph to the IR verifier. Constant data is never copied: tensors point
+//! into the input [`bytes::Bytes`], which may be a memory map.
+
+#[allow(unsafe_code, unused_imports, dead_code, clippy::all, missing_debug_implementations, mismatched_lifetime_syntaxes)]
+#[rustfmt::skip]
+mod generated {
+    include!("generated/tflite_generated.rs");
+}
+
+mod codes;
+pub mod reader;
+pub mod writer;
+
+pub use generated::tflite as fb;
+pub use reader::{ReadError, read_model};
+pub use writer::{WriteError, legalize_pipeline, write_model};
+
+/// The file identifier at bytes 4..8 of every .tflite file.
+pub const FILE_IDENTIFIER: &[u8; 4] = b"TFL3";
+
+/// Does `bytes` look like a .tflite file?
+pub fn sniff(bytes: &[u8]) -> bool {
+    bytes.get(4..8) == Some(&FILE_IDENTIFIER[..])
+}
+
+/// What a .tflite file records beyond the graph: operator codes and versions, metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileInfo {
+    pub description: Option<String>,
+    /// (op name, version) per operator, in execution order.
+    pub operators: Vec<(String, i32)>,
+    pub min_runtime_version: Option<String>,
+    pub metadata: Vec<String>,
+    pub buffers: usize,
+}
+
+/// Read the operator versions and metadata of a .tflite file (after the same verification as
+/// [`read_model`]; call that first).
+pub fn file_info(bytes: &[u8]) -> Result<FileInfo, ReadError> {
+    if bytes.len() < 8 {
+        return Err(ReadError::TooShort(bytes.len()));
+    }
+    let fb_len = bytes.len().min((1usize << 31) - 1);
+    let opts = flatbuffers::VerifierOptions {
+        max_depth: 64,
+        max_tables: 10_000_000,
+        max_apparent_size: 1 << 31,
+        ..Default::default()
+    };
+    let model = flatbuffers::root_with_opts::<fb::Model>(&opts, &bytes[..fb_len])
+        .map_err(|e| ReadError::Flatbuffer(e.to_string()))?;
+    let codes_v = model.operator_codes();
+    let mut operators = Vec::new();
+    if let Some(sg) = model.subgraphs().filter(|s| !s.is_empty()).map(|s| s.get(0))
+        && let Some(ops) = sg.operators()
+    {
+        for op in ops.iter() {
+            let idx = op.opcode_index() as usize;
+            let entry = codes_v.filter(|c| idx < c.len()).map(|c| {
+                let oc = c.get(idx);
+                (codes::builtin_name(oc.builtin_code().0.max(oc.deprecated_builtin_code() as i32)), oc.version())
+            });
+            operators.push(entry.unwrap_or_else(|| ("<invalid opcode>".to_string(), 0)));
+        }
+    }
+    let mut metadata = Vec::new();
+    let mut min_runtime_version = None;
+    if let Some(md) = model.metadata() {
+        for m in md.iter() {
+            let name = m.name().unwrap_or("").to_string();
+            if name == "min_runtime_version"
+                && let Some(b) =
+                    model.buffers().filter(|b| (m.buffer() as usize) < b.len()).map(|b| b.get(m.buffer() as usize))
+                && let Some(d) = b.data()
+            {
+                let s: Vec<u8> = d.bytes().iter().copied().take_while(|&c| c != 0).collect();
+                min_runtime_version = Some(String::from_utf8_lossy(&s).into_owned());
+            }
+            metadata.push(name);
+        }
+    }
+    Ok(FileInfo {
+        description: model.description().map(str::to_string),
+        operators,
+        min_runtime_version,
+        metadata,
+        buffers: model.buffers().map_or(0, |b| b.len()),
+    })
+}

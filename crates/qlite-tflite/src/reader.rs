@@ -1,0 +1,473 @@
+//! .tflite → IR. Structure is verified by the flatbuffers verifier, every index and size is
+//! range-checked here, and the resulting graph must pass the IR verifier.
+
+use crate::codes;
+use crate::fb;
+use bytes::Bytes;
+use qlite_ir::op::{
+    Binary, BinaryKind, Concatenation, Conv2d, DepthwiseConv2d, FullyConnected, Mean, Opaque, Pad, Pool2d, PoolKind,
+    Reshape, Softmax, Transpose, Unary, UnaryKind,
+};
+use qlite_ir::{Activation, DType, Dim, Graph, Node, Op, QuantParams, Shape, Signature, Tensor, TensorId, VerifyError};
+
+/// Why a .tflite file could not be read.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ReadError {
+    #[error("file is {0} bytes, too short to be a .tflite model")]
+    TooShort(usize),
+    #[error("not a .tflite file: expected identifier \"TFL3\" at bytes 4..8, found {0:?}")]
+    WrongIdentifier(String),
+    #[error("malformed flatbuffer: {0}")]
+    Flatbuffer(String),
+    #[error("unsupported schema version {0} (expected 3)")]
+    SchemaVersion(u32),
+    #[error("the model has no subgraph")]
+    NoSubgraph,
+    #[error("the model has {0} subgraphs; control flow (WHILE / IF / CALL_ONCE) is not supported")]
+    MultipleSubgraphs(usize),
+    #[error("{what} index {index} is out of range ({len} available)")]
+    IndexOutOfRange { what: String, index: i64, len: usize },
+    #[error("tensor {index} ({name:?}): {message}")]
+    Tensor { index: usize, name: String, message: String },
+    #[error("operator {index} ({op}): {message}")]
+    Operator { index: usize, op: String, message: String },
+    #[error("unsupported operators: {0}")]
+    UnsupportedOps(String),
+    #[error("invalid model: {0}")]
+    Invalid(#[from] VerifyError),
+}
+
+fn oob(what: impl Into<String>, index: i64, len: usize) -> ReadError {
+    ReadError::IndexOutOfRange { what: what.into(), index, len }
+}
+
+/// Byte offset of `part` inside `whole`, when `part` is a sub-slice of it.
+fn offset_in(whole: &[u8], part: &[u8]) -> Option<usize> {
+    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    (start.checked_add(part.len())? <= whole.len()).then_some(start)
+}
+
+/// Parse a .tflite model. Constant data stays in `bytes` (no copy).
+pub fn read_model(bytes: Bytes) -> Result<Graph, ReadError> {
+    if bytes.len() < 8 {
+        return Err(ReadError::TooShort(bytes.len()));
+    }
+    if !crate::sniff(&bytes) {
+        let id = bytes.get(4..8).unwrap_or_default();
+        return Err(ReadError::WrongIdentifier(String::from_utf8_lossy(id).into_owned()));
+    }
+    // The flatbuffer part is at most 2 GiB; larger files keep data after it (offset buffers).
+    let fb_len = bytes.len().min((1usize << 31) - 1);
+    let opts = flatbuffers::VerifierOptions {
+        max_depth: 64,
+        max_tables: 10_000_000,
+        max_apparent_size: 1 << 31,
+        ignore_missing_null_terminator: false,
+    };
+    let model = flatbuffers::root_with_opts::<fb::Model>(&opts, &bytes[..fb_len])
+        .map_err(|e| ReadError::Flatbuffer(e.to_string()))?;
+    if model.version() != 3 {
+        return Err(ReadError::SchemaVersion(model.version()));
+    }
+    let subgraphs = model.subgraphs().ok_or(ReadError::NoSubgraph)?;
+    match subgraphs.len() {
+        0 => return Err(ReadError::NoSubgraph),
+        1 => {}
+        n => return Err(ReadError::MultipleSubgraphs(n)),
+    }
+    let sg = subgraphs.get(0);
+    let buffers = model.buffers();
+    let n_buffers = buffers.map_or(0, |b| b.len());
+    let fb_tensors = sg.tensors().ok_or_else(|| ReadError::Tensor {
+        index: 0,
+        name: String::new(),
+        message: "subgraph has no tensor list".into(),
+    })?;
+
+    let mut g = Graph::new(sg.name().unwrap_or(""));
+    g.set_description(model.description().map(str::to_string));
+
+    // Tensors.
+    for i in 0..fb_tensors.len() {
+        let t = fb_tensors.get(i);
+        let name = t.name().unwrap_or("").to_string();
+        let terr = |message: String| ReadError::Tensor { index: i, name: name.clone(), message };
+        let dtype = codes::dtype(t.type_()).ok_or_else(|| {
+            terr(format!(
+                "unsupported tensor type {}",
+                t.type_().variant_name().map_or_else(|| t.type_().0.to_string(), str::to_string)
+            ))
+        })?;
+        if t.external_buffer() != 0 {
+            return Err(terr("external buffers (weights in side files) are not supported".into()));
+        }
+        let shape_v: Vec<i32> = t.shape().map(|v| v.iter().collect()).unwrap_or_default();
+        let sig_v: Option<Vec<i32>> = t.shape_signature().map(|v| v.iter().collect());
+        if shape_v.len() > qlite_ir::MAX_RANK {
+            return Err(terr(format!("rank {} exceeds the maximum {}", shape_v.len(), qlite_ir::MAX_RANK)));
+        }
+        if let Some(s) = &sig_v
+            && s.len() != shape_v.len()
+        {
+            return Err(terr(format!("shape_signature has rank {} but shape has rank {}", s.len(), shape_v.len())));
+        }
+        let mut dims = Vec::with_capacity(shape_v.len());
+        for (k, &d) in shape_v.iter().enumerate() {
+            let dynamic = sig_v.as_ref().and_then(|s| s.get(k)).is_some_and(|&s| s == -1);
+            if dynamic {
+                dims.push(Dim::Dynamic);
+            } else if d < 0 {
+                return Err(terr(format!("negative dimension {d} in shape {shape_v:?}")));
+            } else {
+                dims.push(Dim::Fixed(d as usize));
+            }
+        }
+        let shape = Shape::new(dims);
+        let buf = t.buffer() as usize;
+        if buf >= n_buffers.max(1) {
+            return Err(oob(format!("tensor {i} ({name:?}) buffer"), buf as i64, n_buffers));
+        }
+        let data = match buffers {
+            Some(bs) if buf != 0 => {
+                let b = bs.get(buf);
+                match b.data() {
+                    Some(d) if !d.is_empty() => {
+                        let off = offset_in(&bytes, d.bytes())
+                            .ok_or_else(|| terr("buffer data lies outside the file".into()))?;
+                        Some(bytes.slice(off..off + d.len()))
+                    }
+                    _ if b.offset() > 1 => {
+                        let (off, size) = (b.offset(), b.size());
+                        let end = off.checked_add(size).filter(|&e| e <= bytes.len() as u64).ok_or_else(|| {
+                            terr(format!(
+                                "buffer {buf} at offset {off} with size {size} runs past the end of the {}-byte file",
+                                bytes.len()
+                            ))
+                        })?;
+                        Some(bytes.slice(off as usize..end as usize))
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        let quant = match t.quantization() {
+            Some(q) => match q.scale() {
+                Some(s) if !s.is_empty() => {
+                    let scales: Vec<f32> = s.iter().collect();
+                    let zps: Vec<i64> = q.zero_point().map(|z| z.iter().collect()).unwrap_or_default();
+                    let qd = q.quantized_dimension();
+                    if qd < 0 || (qd as usize >= shape.rank() && scales.len() > 1) {
+                        return Err(terr(format!("quantized_dimension {qd} is outside rank {}", shape.rank())));
+                    }
+                    let axis = (scales.len() > 1).then_some(qd as usize);
+                    Some(QuantParams::from_parts(scales, zps, axis))
+                }
+                _ => None,
+            },
+            None => None,
+        };
+        g.add_tensor(Tensor { name, dtype, shape, quant, data });
+    }
+    let n_tensors = g.tensors().len();
+    let tensor_ref = |what: &str, idx: i32| -> Result<TensorId, ReadError> {
+        if idx < 0 || idx as usize >= n_tensors {
+            return Err(oob(what, idx as i64, n_tensors));
+        }
+        Ok(TensorId::from_index(idx as usize))
+    };
+
+    // Inputs and outputs.
+    let ins: Vec<TensorId> = sg
+        .inputs()
+        .map(|v| v.iter().enumerate().map(|(k, i)| tensor_ref(&format!("subgraph input {k}"), i)).collect())
+        .transpose()?
+        .unwrap_or_default();
+    let outs: Vec<TensorId> = sg
+        .outputs()
+        .map(|v| v.iter().enumerate().map(|(k, i)| tensor_ref(&format!("subgraph output {k}"), i)).collect())
+        .transpose()?
+        .unwrap_or_default();
+
+    // Operators.
+    let opcodes = model.operator_codes();
+    let n_codes = opcodes.map_or(0, |c| c.len());
+    let mut unsupported = Vec::new();
+    if let Some(ops) = sg.operators() {
+        for oi in 0..ops.len() {
+            let op = ops.get(oi);
+            let ci = op.opcode_index() as usize;
+            if ci >= n_codes {
+                return Err(oob(format!("operator {oi} opcode"), ci as i64, n_codes));
+            }
+            let Some(codes_v) = opcodes else { return Err(oob(format!("operator {oi} opcode"), ci as i64, 0)) };
+            let oc = codes_v.get(ci);
+            let code = oc.builtin_code().0.max(oc.deprecated_builtin_code() as i32);
+            let version = oc.version();
+            let name_of = |code: i32| {
+                if code == fb::BuiltinOperator::CUSTOM.0 {
+                    format!("CUSTOM({})", oc.custom_code().unwrap_or("?"))
+                } else {
+                    codes::builtin_name(code)
+                }
+            };
+            let mut inputs = Vec::new();
+            for (k, i) in
+                op.inputs().map(|v| v.iter().collect::<Vec<i32>>()).unwrap_or_default().into_iter().enumerate()
+            {
+                inputs.push(if i == -1 { None } else { Some(tensor_ref(&format!("operator {oi} input {k}"), i)?) });
+            }
+            let mut outputs = Vec::new();
+            for (k, i) in
+                op.outputs().map(|v| v.iter().collect::<Vec<i32>>()).unwrap_or_default().into_iter().enumerate()
+            {
+                outputs.push(tensor_ref(&format!("operator {oi} output {k}"), i)?);
+            }
+            let node_name =
+                outputs.first().and_then(|t| g.tensor(*t)).map_or_else(|| format!("op{oi}"), |t| t.name.clone());
+            let oerr = |message: String| ReadError::Operator { index: oi, op: name_of(code), message };
+            let converted = convert_op(&g, &op, code, &mut inputs, &outputs).map_err(oerr)?;
+            let op_ir = match converted {
+                Some(o) => o,
+                None => {
+                    unsupported.push(format!("{} v{version} (operator {oi}, output {node_name:?})", name_of(code)));
+                    Op::Opaque(Opaque { op_type: format!("tflite:{}", name_of(code)), version: version as i64 })
+                }
+            };
+            g.add_node(Node::new(node_name, op_ir, inputs, outputs));
+        }
+    }
+    if !unsupported.is_empty() {
+        return Err(ReadError::UnsupportedOps(unsupported.join(", ")));
+    }
+    g.set_inputs(ins);
+    g.set_outputs(outs);
+
+    // Signature names for subgraph 0, when every input and output has one.
+    if let Some(sigs) = model.signature_defs()
+        && let Some(sig) = sigs.iter().find(|s| s.subgraph_index() == 0)
+    {
+        let lookup = |maps: Option<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<fb::TensorMap<'_>>>>,
+                      ids: &[TensorId]|
+         -> Option<Vec<String>> {
+            let maps = maps?;
+            ids.iter()
+                .map(|t| {
+                    maps.iter()
+                        .find(|m| m.tensor_index() as usize == t.index())
+                        .and_then(|m| m.name().map(str::to_string))
+                })
+                .collect()
+        };
+        if let (Some(i), Some(o)) = (lookup(sig.inputs(), g.inputs()), lookup(sig.outputs(), g.outputs())) {
+            g.set_signature(Some(Signature {
+                key: sig.signature_key().unwrap_or("serving_default").to_string(),
+                inputs: i,
+                outputs: o,
+            }));
+        }
+    }
+    // Attribute tensors (shape, perm, axes, paddings) are now unused: drop them.
+    g.compact_tensors();
+    qlite_ir::verify(&g)?;
+    Ok(g)
+}
+
+/// Integer values of a constant int32/int64 tensor.
+fn const_ints(g: &Graph, t: Option<TensorId>, what: &str) -> Result<Vec<i64>, String> {
+    let t = t.and_then(|t| g.tensor(t)).ok_or_else(|| format!("{what} input is missing"))?;
+    let data = t.data.as_ref().ok_or_else(|| format!("{what} must be a constant tensor"))?;
+    match t.dtype {
+        DType::I32 if data.len() % 4 == 0 => Ok(qlite_ir::tensor::read_i32s(data).into_iter().map(i64::from).collect()),
+        DType::I64 if data.len() % 8 == 0 => Ok(qlite_ir::tensor::read_i64s(data)),
+        d => Err(format!("{what} must be int32 or int64, got {d} with {} bytes", data.len())),
+    }
+}
+
+fn positive(v: i32, what: &str) -> Result<usize, String> {
+    if v < 1 {
+        return Err(format!("{what} must be >= 1, got {v}"));
+    }
+    Ok(v as usize)
+}
+
+fn act(a: fb::ActivationFunctionType) -> Result<Activation, String> {
+    codes::from_activation(a).ok_or_else(|| format!("unsupported fused activation {}", a.0))
+}
+
+fn pad_of(p: fb::Padding) -> Result<qlite_ir::Padding, String> {
+    codes::from_padding(p).ok_or_else(|| format!("unknown padding {}", p.0))
+}
+
+fn rank_of(g: &Graph, t: Option<TensorId>) -> Result<usize, String> {
+    t.and_then(|t| g.tensor(t)).map(|t| t.shape.rank()).ok_or_else(|| "input 0 is missing".to_string())
+}
+
+fn norm_axis(a: i64, rank: usize, what: &str) -> Result<usize, String> {
+    let r = rank as i64;
+    if a < -r || a >= r.max(1) {
+        return Err(format!("{what} {a} is outside rank {rank}"));
+    }
+    Ok(if a < 0 { (a + r) as usize } else { a as usize })
+}
+
+/// Map one flatbuffer operator to an IR op; `Ok(None)` for an op qlite does not support.
+/// Attribute tensors are removed from `inputs`.
+fn convert_op(
+    g: &Graph,
+    op: &fb::Operator<'_>,
+    code: i32,
+    inputs: &mut Vec<Option<TensorId>>,
+    _outputs: &[TensorId],
+) -> Result<Option<Op>, String> {
+    use fb::BuiltinOperator as B;
+    let missing = |what: &str| format!("missing {what}");
+    let in0 = inputs.first().copied().flatten();
+    let op_ir = match fb::BuiltinOperator(code) {
+        B::FULLY_CONNECTED => {
+            let o = op.builtin_options_as_fully_connected_options().ok_or_else(|| missing("FullyConnectedOptions"))?;
+            if o.weights_format() != fb::FullyConnectedOptionsWeightsFormat::DEFAULT {
+                return Err("shuffled weights format is not supported".into());
+            }
+            Op::FullyConnected(FullyConnected {
+                activation: act(o.fused_activation_function())?,
+                keep_num_dims: o.keep_num_dims(),
+            })
+        }
+        B::CONV_2D => {
+            let o = op.builtin_options_as_conv_2_doptions().ok_or_else(|| missing("Conv2DOptions"))?;
+            Op::Conv2d(Conv2d {
+                padding: pad_of(o.padding())?,
+                stride: [positive(o.stride_h(), "stride_h")?, positive(o.stride_w(), "stride_w")?],
+                dilation: [
+                    positive(o.dilation_h_factor(), "dilation_h")?,
+                    positive(o.dilation_w_factor(), "dilation_w")?,
+                ],
+                activation: act(o.fused_activation_function())?,
+            })
+        }
+        B::DEPTHWISE_CONV_2D => {
+            let o =
+                op.builtin_options_as_depthwise_conv_2_doptions().ok_or_else(|| missing("DepthwiseConv2DOptions"))?;
+            // Old files may store depth_multiplier 0; the runtime derives it from the shapes.
+            let derived =
+                match (in0.and_then(|t| g.tensor(t)), inputs.get(1).copied().flatten().and_then(|t| g.tensor(t))) {
+                    (Some(x), Some(w)) => match (x.shape.dim(3), w.shape.dim(3)) {
+                        (Some(Dim::Fixed(c)), Some(Dim::Fixed(oc))) if c > 0 && oc % c == 0 => Some(oc / c),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+            let dm = derived.unwrap_or(o.depth_multiplier().max(1) as usize);
+            Op::DepthwiseConv2d(DepthwiseConv2d {
+                padding: pad_of(o.padding())?,
+                stride: [positive(o.stride_h(), "stride_h")?, positive(o.stride_w(), "stride_w")?],
+                dilation: [
+                    positive(o.dilation_h_factor(), "dilation_h")?,
+                    positive(o.dilation_w_factor(), "dilation_w")?,
+                ],
+                depth_multiplier: dm,
+                activation: act(o.fused_activation_function())?,
+            })
+        }
+        B::ADD => Op::Binary(Binary {
+            kind: BinaryKind::Add,
+            activation: act(op
+                .builtin_options_as_add_options()
+                .map_or(fb::ActivationFunctionType::NONE, |o| o.fused_activation_function()))?,
+        }),
+        B::SUB => Op::Binary(Binary {
+            kind: BinaryKind::Sub,
+            activation: act(op
+                .builtin_options_as_sub_options()
+                .map_or(fb::ActivationFunctionType::NONE, |o| o.fused_activation_function()))?,
+        }),
+        B::MUL => Op::Binary(Binary {
+            kind: BinaryKind::Mul,
+            activation: act(op
+                .builtin_options_as_mul_options()
+                .map_or(fb::ActivationFunctionType::NONE, |o| o.fused_activation_function()))?,
+        }),
+        B::MAX_POOL_2D | B::AVERAGE_POOL_2D => {
+            let o = op.builtin_options_as_pool_2_doptions().ok_or_else(|| missing("Pool2DOptions"))?;
+            Op::Pool2d(Pool2d {
+                kind: if code == B::MAX_POOL_2D.0 { PoolKind::Max } else { PoolKind::Average },
+                filter: [positive(o.filter_height(), "filter_height")?, positive(o.filter_width(), "filter_width")?],
+                stride: [positive(o.stride_h(), "stride_h")?, positive(o.stride_w(), "stride_w")?],
+                padding: pad_of(o.padding())?,
+                activation: act(o.fused_activation_function())?,
+            })
+        }
+        B::MEAN => {
+            let keep_dims = op.builtin_options_as_reducer_options().is_some_and(|o| o.keep_dims());
+            let rank = rank_of(g, in0)?;
+            let raw = const_ints(g, inputs.get(1).copied().flatten(), "axes")?;
+            let mut axes = raw.iter().map(|&a| norm_axis(a, rank, "axis")).collect::<Result<Vec<_>, _>>()?;
+            axes.sort_unstable();
+            axes.dedup();
+            inputs.truncate(1);
+            Op::Mean(Mean { axes, keep_dims })
+        }
+        B::RESHAPE => {
+            let shape = match inputs.get(1).copied().flatten() {
+                Some(t) => const_ints(g, Some(t), "shape")?,
+                None => match op.builtin_options_as_reshape_options().and_then(|o| o.new_shape()) {
+                    Some(v) => v.iter().map(i64::from).collect(),
+                    None => {
+                        let out = _outputs.first().and_then(|t| g.tensor(*t)).ok_or("output missing")?;
+                        out.shape.dims().iter().map(|d| d.fixed().map_or(-1, |v| v as i64)).collect()
+                    }
+                },
+            };
+            inputs.truncate(1);
+            Op::Reshape(Reshape { shape })
+        }
+        B::TRANSPOSE => {
+            let perm = const_ints(g, inputs.get(1).copied().flatten(), "perm")?;
+            let rank = rank_of(g, in0)?;
+            let perm = perm.iter().map(|&p| norm_axis(p, rank, "perm entry")).collect::<Result<Vec<_>, _>>()?;
+            inputs.truncate(1);
+            Op::Transpose(Transpose { perm })
+        }
+        B::CONCATENATION => {
+            let o = op.builtin_options_as_concatenation_options().ok_or_else(|| missing("ConcatenationOptions"))?;
+            let rank = rank_of(g, in0)?;
+            Op::Concatenation(Concatenation {
+                axis: norm_axis(o.axis() as i64, rank, "axis")?,
+                activation: act(o.fused_activation_function())?,
+            })
+        }
+        B::PAD => {
+            let raw = const_ints(g, inputs.get(1).copied().flatten(), "paddings")?;
+            let rank = rank_of(g, in0)?;
+            if raw.len() != rank * 2 {
+                return Err(format!("paddings has {} values for rank {rank}", raw.len()));
+            }
+            let mut paddings = Vec::with_capacity(rank);
+            for p in raw.chunks_exact(2) {
+                let (a, b) = (p[0], p[1]);
+                if a < 0 || b < 0 || a > u32::MAX as i64 || b > u32::MAX as i64 {
+                    return Err(format!("padding [{a}, {b}] is negative or too large"));
+                }
+                paddings.push([a as usize, b as usize]);
+            }
+            inputs.truncate(1);
+            Op::Pad(Pad { paddings })
+        }
+        B::SOFTMAX => {
+            let beta = op.builtin_options_as_softmax_options().map_or(1.0, |o| o.beta());
+            if !beta.is_finite() {
+                return Err(format!("softmax beta {beta} is not finite"));
+            }
+            Op::Softmax(Softmax { beta })
+        }
+        B::RELU => Op::Unary(Unary { kind: UnaryKind::Relu }),
+        B::RELU6 => Op::Unary(Unary { kind: UnaryKind::Relu6 }),
+        B::LOGISTIC => Op::Unary(Unary { kind: UnaryKind::Logistic }),
+        B::TANH => Op::Unary(Unary { kind: UnaryKind::Tanh }),
+        B::QUANTIZE => Op::Quantize,
+        B::DEQUANTIZE => Op::Dequantize,
+        _ => return Ok(None),
+    };
+    Ok(Some(op_ir))
+}

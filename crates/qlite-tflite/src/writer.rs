@@ -1,0 +1,511 @@
+//! IR → .tflite. Legalize first, then serialize one to one.
+
+use crate::codes;
+use crate::fb;
+use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
+use qlite_ir::passes::DeadCodeElimination;
+use qlite_ir::{Dim, Graph, Node, Op, PassManager, PipelineError, TensorId, VerifyError, verify_exportable};
+
+/// Why a graph could not be written.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WriteError {
+    #[error("cannot export: {0}")]
+    Verify(#[from] VerifyError),
+    #[error("TFLite legalization failed: {0}")]
+    Legalize(#[from] PipelineError),
+    #[error("tensor {tensor} ({name:?}): dimension {dim} does not fit TFLite's int32 shapes")]
+    DimTooLarge { tensor: TensorId, name: String, dim: usize },
+    #[error("node {node:?}: {message}")]
+    Unsupported { node: String, message: String },
+    #[error("the model is {size} bytes; files over 2 GiB are not supported yet")]
+    TooLarge { size: usize },
+}
+
+/// The rewrites that bring any verified IR graph into the form the writer maps one to one.
+/// The IR already uses TFLite's layouts (NHWC activations, OHWI / 1HWO weights), so today this
+/// only removes dead code; later stages (fp16 / int8 legalization) add passes here.
+pub fn legalize_pipeline() -> PassManager {
+    PassManager::new().with(DeadCodeElimination)
+}
+
+const DESCRIPTION: &str = "qlite";
+
+/// A constant the writer adds for an attribute TFLite passes as a tensor (reshape shape,
+/// transpose perm, mean axes, pad paddings).
+struct AuxTensor {
+    name: String,
+    shape: Vec<i32>,
+    data: Vec<i32>,
+}
+
+/// Serialize `g` as a .tflite flatbuffer. Runs [`legalize_pipeline`] on a copy first.
+pub fn write_model(g: &Graph) -> Result<Vec<u8>, WriteError> {
+    let mut g = g.clone();
+    legalize_pipeline().run(&mut g)?;
+    verify_exportable(&g)?;
+    serialize(&g)
+}
+
+fn i32_dim(g: &Graph, id: TensorId, d: usize) -> Result<i32, WriteError> {
+    i32::try_from(d).map_err(|_| WriteError::DimTooLarge {
+        tensor: id,
+        name: g.tensor(id).map(|t| t.name.clone()).unwrap_or_default(),
+        dim: d,
+    })
+}
+
+fn aux_for(node: &Node, g: &Graph) -> Result<Option<AuxTensor>, WriteError> {
+    let base = node.outputs.first().and_then(|t| g.tensor(*t)).map_or(node.name.as_str(), |t| t.name.as_str());
+    let to_i32 = |v: i64| {
+        i32::try_from(v).map_err(|_| WriteError::Unsupported {
+            node: node.name.clone(),
+            message: format!("attribute value {v} does not fit int32"),
+        })
+    };
+    Ok(match &node.op {
+        Op::Reshape(r) => {
+            let data = r.shape.iter().map(|&v| to_i32(v)).collect::<Result<Vec<_>, _>>()?;
+            Some(AuxTensor { name: format!("{base}/shape"), shape: vec![data.len() as i32], data })
+        }
+        Op::Transpose(t) => {
+            let data = t.perm.iter().map(|&v| to_i32(v as i64)).collect::<Result<Vec<_>, _>>()?;
+            Some(AuxTensor { name: format!("{base}/perm"), shape: vec![data.len() as i32], data })
+        }
+        Op::Mean(m) => {
+            let data = m.axes.iter().map(|&v| to_i32(v as i64)).collect::<Result<Vec<_>, _>>()?;
+            Some(AuxTensor { name: format!("{base}/axes"), shape: vec![data.len() as i32], data })
+        }
+        Op::Pad(p) => {
+            let mut data = Vec::with_capacity(p.paddings.len() * 2);
+            for pr in &p.paddings {
+                data.push(to_i32(pr[0] as i64)?);
+                data.push(to_i32(pr[1] as i64)?);
+            }
+            Some(AuxTensor { name: format!("{base}/paddings"), shape: vec![p.paddings.len() as i32, 2], data })
+        }
+        _ => None,
+    })
+}
+
+/// Push `data` as a byte vector whose first byte lands on a 16-byte boundary of the final file.
+fn aligned_bytes<'a>(fbb: &mut FlatBufferBuilder<'a>, data: &[u8]) -> WIPOffset<flatbuffers::Vector<'a, u8>> {
+    let used = fbb.unfinished_data().len();
+    let pad = (16 - (used + data.len()) % 16) % 16;
+    for _ in 0..pad {
+        fbb.push(0u8);
+    }
+    fbb.create_vector(data)
+}
+
+fn serialize(g: &Graph) -> Result<Vec<u8>, WriteError> {
+    // Estimate: flatbuffers cannot exceed 2 GiB.
+    let const_bytes = g.constant_bytes();
+    if const_bytes > (2usize << 30) - (64 << 20) {
+        return Err(WriteError::TooLarge { size: const_bytes });
+    }
+    let mut fbb = FlatBufferBuilder::with_capacity(const_bytes + 4096);
+    // Raise the builder's alignment to 16 so the finished buffer length, and therefore every
+    // aligned data vector's absolute position, is a multiple of 16.
+    fbb.push(fb::Align16::new(0, 0));
+
+    // Buffers: 0 is the empty sentinel; each constant gets its own.
+    let mut buffer_data: Vec<Option<&[u8]>> = vec![None];
+    let mut tensor_buffer = vec![0u32; g.tensors().len()];
+    for id in g.tensor_ids() {
+        if let Some(d) = &g.tensors()[id.index()].data {
+            tensor_buffer[id.index()] = buffer_data.len() as u32;
+            buffer_data.push(Some(d));
+        }
+    }
+    // Aux tensors, in node order, after the graph's own tensors.
+    let mut aux: Vec<AuxTensor> = Vec::new();
+    let mut aux_index: Vec<Option<i32>> = Vec::with_capacity(g.nodes().len());
+    for n in g.nodes() {
+        match aux_for(n, g)? {
+            Some(a) => {
+                aux_index.push(Some((g.tensors().len() + aux.len()) as i32));
+                aux.push(a);
+            }
+            None => aux_index.push(None),
+        }
+    }
+    let aux_bytes: Vec<Vec<u8>> = aux.iter().map(|a| a.data.iter().flat_map(|v| v.to_le_bytes()).collect()).collect();
+    let aux_buffer_start = buffer_data.len() as u32;
+    for b in &aux_bytes {
+        buffer_data.push(Some(b));
+    }
+    // Operator codes, deduplicated by (code, version) in first-use order.
+    let mut opcodes: Vec<(fb::BuiltinOperator, i32)> = Vec::new();
+    let mut node_opcode = Vec::with_capacity(g.nodes().len());
+    for n in g.nodes() {
+        let code = codes::builtin(&n.op).ok_or_else(|| WriteError::Unsupported {
+            node: n.name.clone(),
+            message: format!("{} has no TFLite builtin", n.op.name()),
+        })?;
+        let key = (code, codes::op_version(g, n));
+        let idx = match opcodes.iter().position(|k| *k == key) {
+            Some(i) => i,
+            None => {
+                opcodes.push(key);
+                opcodes.len() - 1
+            }
+        };
+        node_opcode.push(idx as u32);
+    }
+    // min_runtime_version: max over operators.
+    let mut min_rt = String::new();
+    for &(code, version) in &opcodes {
+        if let Some(v) = codes::min_runtime(code, version)
+            && (min_rt.is_empty() || codes::version_lt(&min_rt, v))
+        {
+            min_rt = v.to_string();
+        }
+    }
+    let mut rt_bytes = [0u8; 16];
+    if min_rt.len() < 16 {
+        rt_bytes[..min_rt.len()].copy_from_slice(min_rt.as_bytes());
+    }
+    let rt_buffer = buffer_data.len() as u32;
+    buffer_data.push(Some(&rt_bytes));
+
+    // ---- build ----
+    let buffers: Vec<WIPOffset<fb::Buffer>> = buffer_data
+        .iter()
+        .map(|d| {
+            let data = d.map(|d| aligned_bytes(&mut fbb, d));
+            fb::Buffer::create(&mut fbb, &fb::BufferArgs { data, offset: 0, size: 0 })
+        })
+        .collect();
+    let buffers = fbb.create_vector(&buffers);
+
+    let mut tensors = Vec::with_capacity(g.tensors().len() + aux.len());
+    for id in g.tensor_ids() {
+        let t = &g.tensors()[id.index()];
+        let mut shape = Vec::with_capacity(t.shape.rank());
+        let mut sig = Vec::with_capacity(t.shape.rank());
+        for d in t.shape.dims() {
+            match d {
+                Dim::Fixed(n) => {
+                    let v = i32_dim(g, id, *n)?;
+                    shape.push(v);
+                    sig.push(v);
+                }
+                Dim::Dynamic => {
+                    shape.push(1);
+                    sig.push(-1);
+                }
+            }
+        }
+        let shape = Some(fbb.create_vector(&shape));
+        let shape_signature = if t.shape.is_static() { None } else { Some(fbb.create_vector(&sig)) };
+        let name = Some(fbb.create_string(&t.name));
+        let quantization = Some(match &t.quant {
+            Some(q) => {
+                let scale = Some(fbb.create_vector(q.scales()));
+                let zero_point = Some(fbb.create_vector(q.zero_points()));
+                fb::QuantizationParameters::create(
+                    &mut fbb,
+                    &fb::QuantizationParametersArgs {
+                        scale,
+                        zero_point,
+                        quantized_dimension: q.axis().unwrap_or(0) as i32,
+                        ..Default::default()
+                    },
+                )
+            }
+            None => fb::QuantizationParameters::create(&mut fbb, &Default::default()),
+        });
+        tensors.push(fb::Tensor::create(
+            &mut fbb,
+            &fb::TensorArgs {
+                shape,
+                type_: codes::tensor_type(t.dtype),
+                buffer: tensor_buffer[id.index()],
+                name,
+                quantization,
+                shape_signature,
+                has_rank: true,
+                ..Default::default()
+            },
+        ));
+    }
+    for (k, a) in aux.iter().enumerate() {
+        let shape = Some(fbb.create_vector(&a.shape));
+        let name = Some(fbb.create_string(&a.name));
+        let quantization = Some(fb::QuantizationParameters::create(&mut fbb, &Default::default()));
+        tensors.push(fb::Tensor::create(
+            &mut fbb,
+            &fb::TensorArgs {
+                shape,
+                type_: fb::TensorType::INT32,
+                buffer: aux_buffer_start + k as u32,
+                name,
+                quantization,
+                has_rank: true,
+                ..Default::default()
+            },
+        ));
+    }
+    let tensors = fbb.create_vector(&tensors);
+
+    let mut operators = Vec::with_capacity(g.nodes().len());
+    for (ni, n) in g.nodes().iter().enumerate() {
+        let mut inputs: Vec<i32> = n.inputs.iter().map(|i| i.map_or(-1, |t| t.index() as i32)).collect();
+        if let Some(a) = aux_index[ni] {
+            inputs.push(a);
+        }
+        let outputs: Vec<i32> = n.outputs.iter().map(|t| t.index() as i32).collect();
+        let inputs = Some(fbb.create_vector(&inputs));
+        let outputs = Some(fbb.create_vector(&outputs));
+        let (builtin_options_type, builtin_options) = options(&mut fbb, n);
+        operators.push(fb::Operator::create(
+            &mut fbb,
+            &fb::OperatorArgs {
+                opcode_index: node_opcode[ni],
+                inputs,
+                outputs,
+                builtin_options_type,
+                builtin_options,
+                ..Default::default()
+            },
+        ));
+    }
+    let operators = fbb.create_vector(&operators);
+    let sg_inputs: Vec<i32> = g.inputs().iter().map(|t| t.index() as i32).collect();
+    let sg_outputs: Vec<i32> = g.outputs().iter().map(|t| t.index() as i32).collect();
+    let sg_inputs = Some(fbb.create_vector(&sg_inputs));
+    let sg_outputs = Some(fbb.create_vector(&sg_outputs));
+    let sg_name = Some(fbb.create_string(if g.name().is_empty() { "main" } else { g.name() }));
+    let subgraph = fb::SubGraph::create(
+        &mut fbb,
+        &fb::SubGraphArgs {
+            tensors: Some(tensors),
+            inputs: sg_inputs,
+            outputs: sg_outputs,
+            operators: Some(operators),
+            name: sg_name,
+            debug_metadata_index: -1,
+        },
+    );
+    let subgraphs = fbb.create_vector(&[subgraph]);
+
+    let codes_vec: Vec<_> = opcodes
+        .iter()
+        .map(|&(code, version)| {
+            fb::OperatorCode::create(
+                &mut fbb,
+                &fb::OperatorCodeArgs {
+                    deprecated_builtin_code: code.0.min(127) as i8,
+                    custom_code: None,
+                    version,
+                    builtin_code: code,
+                },
+            )
+        })
+        .collect();
+    let operator_codes = fbb.create_vector(&codes_vec);
+
+    // SignatureDef: maps sorted by name, as TensorFlow's exporter writes them.
+    let key = g.signature().map_or("serving_default", |s| s.key.as_str()).to_string();
+    let mut in_maps: Vec<(String, u32)> = g
+        .inputs()
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (g.input_name(i).unwrap_or("").to_string(), t.index() as u32))
+        .collect();
+    let mut out_maps: Vec<(String, u32)> = g
+        .outputs()
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (g.output_name(i).unwrap_or("").to_string(), t.index() as u32))
+        .collect();
+    in_maps.sort();
+    out_maps.sort();
+    fn maps<'a>(
+        fbb: &mut FlatBufferBuilder<'a>,
+        v: &[(String, u32)],
+    ) -> WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<fb::TensorMap<'a>>>> {
+        let items: Vec<_> = v
+            .iter()
+            .map(|(n, i)| {
+                let name = Some(fbb.create_string(n));
+                fb::TensorMap::create(fbb, &fb::TensorMapArgs { name, tensor_index: *i })
+            })
+            .collect();
+        fbb.create_vector(&items)
+    }
+    let sig_inputs = Some(maps(&mut fbb, &in_maps));
+    let sig_outputs = Some(maps(&mut fbb, &out_maps));
+    let signature_key = Some(fbb.create_string(&key));
+    let sig = fb::SignatureDef::create(
+        &mut fbb,
+        &fb::SignatureDefArgs { inputs: sig_inputs, outputs: sig_outputs, signature_key, subgraph_index: 0 },
+    );
+    let signature_defs = Some(fbb.create_vector(&[sig]));
+    let md_name = Some(fbb.create_string("min_runtime_version"));
+    let md = fb::Metadata::create(&mut fbb, &fb::MetadataArgs { name: md_name, buffer: rt_buffer });
+    let metadata = Some(fbb.create_vector(&[md]));
+    let description = Some(fbb.create_string(g.description().unwrap_or(DESCRIPTION)));
+    let model = fb::Model::create(
+        &mut fbb,
+        &fb::ModelArgs {
+            version: 3,
+            operator_codes: Some(operator_codes),
+            subgraphs: Some(subgraphs),
+            description,
+            buffers: Some(buffers),
+            metadata_buffer: None,
+            metadata,
+            signature_defs,
+            external_buffer_groups: None,
+            external_buffers: None,
+        },
+    );
+    fbb.finish(model, Some("TFL3"));
+    Ok(fbb.finished_data().to_vec())
+}
+
+fn options(fbb: &mut FlatBufferBuilder<'_>, n: &Node) -> (fb::BuiltinOptions, Option<WIPOffset<UnionWIPOffset>>) {
+    use fb::BuiltinOptions as O;
+    let act = |o: &Op| codes::activation(o.fused_activation().unwrap_or_default());
+    match &n.op {
+        Op::FullyConnected(o) => (
+            O::FullyConnectedOptions,
+            Some(
+                fb::FullyConnectedOptions::create(
+                    fbb,
+                    &fb::FullyConnectedOptionsArgs {
+                        fused_activation_function: act(&n.op),
+                        keep_num_dims: o.keep_num_dims,
+                        ..Default::default()
+                    },
+                )
+                .as_union_value(),
+            ),
+        ),
+        Op::Conv2d(o) => (
+            O::Conv2DOptions,
+            Some(
+                fb::Conv2DOptions::create(
+                    fbb,
+                    &fb::Conv2DOptionsArgs {
+                        padding: codes::padding(o.padding),
+                        stride_w: o.stride[1] as i32,
+                        stride_h: o.stride[0] as i32,
+                        fused_activation_function: act(&n.op),
+                        dilation_w_factor: o.dilation[1] as i32,
+                        dilation_h_factor: o.dilation[0] as i32,
+                        quantized_bias_type: fb::TensorType::FLOAT32,
+                    },
+                )
+                .as_union_value(),
+            ),
+        ),
+        Op::DepthwiseConv2d(o) => (
+            O::DepthwiseConv2DOptions,
+            Some(
+                fb::DepthwiseConv2DOptions::create(
+                    fbb,
+                    &fb::DepthwiseConv2DOptionsArgs {
+                        padding: codes::padding(o.padding),
+                        stride_w: o.stride[1] as i32,
+                        stride_h: o.stride[0] as i32,
+                        depth_multiplier: o.depth_multiplier as i32,
+                        fused_activation_function: act(&n.op),
+                        dilation_w_factor: o.dilation[1] as i32,
+                        dilation_h_factor: o.dilation[0] as i32,
+                    },
+                )
+                .as_union_value(),
+            ),
+        ),
+        Op::Binary(b) => {
+            let f = act(&n.op);
+            match b.kind {
+                qlite_ir::BinaryKind::Add => (
+                    O::AddOptions,
+                    Some(
+                        fb::AddOptions::create(
+                            fbb,
+                            &fb::AddOptionsArgs { fused_activation_function: f, pot_scale_int16: true },
+                        )
+                        .as_union_value(),
+                    ),
+                ),
+                qlite_ir::BinaryKind::Sub => (
+                    O::SubOptions,
+                    Some(
+                        fb::SubOptions::create(
+                            fbb,
+                            &fb::SubOptionsArgs { fused_activation_function: f, pot_scale_int16: true },
+                        )
+                        .as_union_value(),
+                    ),
+                ),
+                qlite_ir::BinaryKind::Mul => (
+                    O::MulOptions,
+                    Some(
+                        fb::MulOptions::create(fbb, &fb::MulOptionsArgs { fused_activation_function: f })
+                            .as_union_value(),
+                    ),
+                ),
+            }
+        }
+        Op::Pool2d(o) => (
+            O::Pool2DOptions,
+            Some(
+                fb::Pool2DOptions::create(
+                    fbb,
+                    &fb::Pool2DOptionsArgs {
+                        padding: codes::padding(o.padding),
+                        stride_w: o.stride[1] as i32,
+                        stride_h: o.stride[0] as i32,
+                        filter_width: o.filter[1] as i32,
+                        filter_height: o.filter[0] as i32,
+                        fused_activation_function: act(&n.op),
+                    },
+                )
+                .as_union_value(),
+            ),
+        ),
+        Op::Mean(m) => (
+            O::ReducerOptions,
+            Some(fb::ReducerOptions::create(fbb, &fb::ReducerOptionsArgs { keep_dims: m.keep_dims }).as_union_value()),
+        ),
+        Op::Reshape(r) => {
+            let v: Vec<i32> = r.shape.iter().map(|&d| d as i32).collect();
+            let new_shape = Some(fbb.create_vector(&v));
+            (
+                O::ReshapeOptions,
+                Some(fb::ReshapeOptions::create(fbb, &fb::ReshapeOptionsArgs { new_shape }).as_union_value()),
+            )
+        }
+        Op::Transpose(_) => (
+            O::TransposeOptions,
+            Some(fb::TransposeOptions::create(fbb, &fb::TransposeOptionsArgs {}).as_union_value()),
+        ),
+        Op::Concatenation(c) => (
+            O::ConcatenationOptions,
+            Some(
+                fb::ConcatenationOptions::create(
+                    fbb,
+                    &fb::ConcatenationOptionsArgs { axis: c.axis as i32, fused_activation_function: act(&n.op) },
+                )
+                .as_union_value(),
+            ),
+        ),
+        Op::Pad(_) => (O::PadOptions, Some(fb::PadOptions::create(fbb, &fb::PadOptionsArgs {}).as_union_value())),
+        Op::Softmax(s) => (
+            O::SoftmaxOptions,
+            Some(fb::SoftmaxOptions::create(fbb, &fb::SoftmaxOptionsArgs { beta: s.beta }).as_union_value()),
+        ),
+        Op::Quantize => {
+            (O::QuantizeOptions, Some(fb::QuantizeOptions::create(fbb, &fb::QuantizeOptionsArgs {}).as_union_value()))
+        }
+        Op::Dequantize => (
+            O::DequantizeOptions,
+            Some(fb::DequantizeOptions::create(fbb, &fb::DequantizeOptionsArgs {}).as_union_value()),
+        ),
+        Op::Unary(_) | Op::Opaque(_) => (O::NONE, None),
+    }
+}

@@ -1,0 +1,206 @@
+//! `qlite inspect`: what a model file contains, as text or JSON.
+
+use crate::{Error, Registry, io, load_bytes};
+use qlite_ir::{Graph, TensorId};
+use serde::Serialize;
+use std::fmt::Write;
+use std::path::Path;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TensorSummary {
+    pub index: usize,
+    pub name: String,
+    pub dtype: String,
+    pub shape: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quant: Option<QuantSummary>,
+    /// Bytes of constant data; `None` for activations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub const_bytes: Option<usize>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct QuantSummary {
+    pub scales: Vec<f32>,
+    pub zero_points: Vec<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub axis: Option<usize>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct IoSummary {
+    pub name: String,
+    pub tensor: usize,
+    pub dtype: String,
+    pub shape: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct OpSummary {
+    pub index: usize,
+    pub op: String,
+    /// The format's own op name and version (e.g. "CONV_2D", 3), when the file records them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format_op: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<i32>,
+    pub attrs: String,
+    pub inputs: Vec<Option<usize>>,
+    pub outputs: Vec<usize>,
+}
+
+/// Everything `qlite inspect` prints.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Summary {
+    pub file: String,
+    pub format: String,
+    pub file_bytes: usize,
+    pub description: Option<String>,
+    pub signature_key: Option<String>,
+    pub min_runtime_version: Option<String>,
+    pub metadata: Vec<String>,
+    pub inputs: Vec<IoSummary>,
+    pub outputs: Vec<IoSummary>,
+    pub ops: Vec<OpSummary>,
+    pub tensors: Vec<TensorSummary>,
+    pub constant_tensors: usize,
+    pub constant_bytes: usize,
+}
+
+fn io_summary(g: &Graph, name: Option<&str>, t: TensorId) -> IoSummary {
+    let tensor = g.tensor(t);
+    IoSummary {
+        name: name.unwrap_or("").to_string(),
+        tensor: t.index(),
+        dtype: tensor.map_or("?".into(), |t| t.dtype.to_string()),
+        shape: tensor.map_or("?".into(), |t| t.shape.to_string()),
+    }
+}
+
+/// Describe a graph (and, for .tflite bytes, the operator versions and metadata of the file).
+pub fn summarize(g: &Graph, file: &str, format: &str, bytes: &[u8]) -> Summary {
+    let info = (format == "tflite").then(|| qlite_tflite::file_info(bytes).ok()).flatten();
+    let ops = g
+        .nodes()
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let fo = info.as_ref().and_then(|inf| inf.operators.get(i));
+            let attrs: Vec<String> = n.op.attrs().into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+            OpSummary {
+                index: i,
+                op: n.op.name().to_string(),
+                format_op: fo.map(|f| f.0.clone()),
+                version: fo.map(|f| f.1),
+                attrs: attrs.join(", "),
+                inputs: n.inputs.iter().map(|t| t.map(|t| t.index())).collect(),
+                outputs: n.outputs.iter().map(|t| t.index()).collect(),
+            }
+        })
+        .collect();
+    let tensors = g
+        .tensor_ids()
+        .map(|id| {
+            let t = &g.tensors()[id.index()];
+            TensorSummary {
+                index: id.index(),
+                name: t.name.clone(),
+                dtype: t.dtype.to_string(),
+                shape: t.shape.to_string(),
+                quant: t.quant.as_ref().map(|q| QuantSummary {
+                    scales: q.scales().to_vec(),
+                    zero_points: q.zero_points().to_vec(),
+                    axis: q.axis(),
+                }),
+                const_bytes: t.data.as_ref().map(|d| d.len()),
+            }
+        })
+        .collect();
+    Summary {
+        file: file.to_string(),
+        format: format.to_string(),
+        file_bytes: bytes.len(),
+        description: info.as_ref().and_then(|i| i.description.clone()).or_else(|| g.description().map(str::to_string)),
+        signature_key: g.signature().map(|s| s.key.clone()),
+        min_runtime_version: info.as_ref().and_then(|i| i.min_runtime_version.clone()),
+        metadata: info.as_ref().map(|i| i.metadata.clone()).unwrap_or_default(),
+        inputs: g.inputs().iter().enumerate().map(|(i, &t)| io_summary(g, g.input_name(i), t)).collect(),
+        outputs: g.outputs().iter().enumerate().map(|(i, &t)| io_summary(g, g.output_name(i), t)).collect(),
+        ops,
+        tensors,
+        constant_tensors: g.tensors().iter().filter(|t| t.is_const()).count(),
+        constant_bytes: g.constant_bytes(),
+    }
+}
+
+/// Inspect a model file (memory-mapped: weights are not copied).
+pub fn inspect_file(reg: &Registry, path: &Path) -> Result<Summary, Error> {
+    let bytes = io::map_file(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let format = reg.importer_for(path, &bytes[..bytes.len().min(64)]).map_or("unknown", |i| i.name());
+    let g = load_bytes(reg, path, bytes.clone())?;
+    let file = path.file_name().map_or_else(|| path.display().to_string(), |f| f.to_string_lossy().into_owned());
+    Ok(summarize(&g, &file, format, &bytes))
+}
+
+/// Human-readable text of a summary (stable: used in snapshots).
+pub fn render_text(s: &Summary) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "model: {} ({}, {} bytes)", s.file, s.format, s.file_bytes);
+    if let Some(d) = &s.description {
+        let _ = writeln!(o, "description: {d}");
+    }
+    if let Some(k) = &s.signature_key {
+        let _ = writeln!(o, "signature: {k}");
+    }
+    if let Some(v) = &s.min_runtime_version {
+        let _ = writeln!(o, "min runtime version: {v}");
+    }
+    if !s.metadata.is_empty() {
+        let _ = writeln!(o, "metadata: {}", s.metadata.join(", "));
+    }
+    let _ = writeln!(o, "inputs:");
+    for i in &s.inputs {
+        let _ = writeln!(o, "  {:?}: {}{} (tensor {})", i.name, i.dtype, i.shape, i.tensor);
+    }
+    let _ = writeln!(o, "outputs:");
+    for i in &s.outputs {
+        let _ = writeln!(o, "  {:?}: {}{} (tensor {})", i.name, i.dtype, i.shape, i.tensor);
+    }
+    let _ = writeln!(o, "ops ({}):", s.ops.len());
+    for op in &s.ops {
+        let fmt = match (&op.format_op, op.version) {
+            (Some(f), Some(v)) => format!("{f} v{v}"),
+            _ => op.op.clone(),
+        };
+        let ins: Vec<String> = op.inputs.iter().map(|i| i.map_or("-".into(), |i| i.to_string())).collect();
+        let outs: Vec<String> = op.outputs.iter().map(|i| i.to_string()).collect();
+        let attrs = if op.attrs.is_empty() { String::new() } else { format!(" {{{}}}", op.attrs) };
+        let _ =
+            writeln!(o, "  {:>3} {:<24} {}{} ({}) -> {}", op.index, fmt, op.op, attrs, ins.join(", "), outs.join(", "));
+    }
+    let _ = writeln!(o, "tensors ({}):", s.tensors.len());
+    for t in &s.tensors {
+        let mut line = format!("  {:>3} {}{} {:?}", t.index, t.dtype, t.shape, t.name);
+        if let Some(b) = t.const_bytes {
+            let _ = write!(line, " const {b} B");
+        }
+        if let Some(q) = &t.quant {
+            match q.axis {
+                Some(a) => {
+                    let _ = write!(line, " per-channel(axis {a}, {} scales)", q.scales.len());
+                }
+                None => {
+                    let _ = write!(
+                        line,
+                        " q(scale={:e}, zp={})",
+                        q.scales.first().unwrap_or(&0.0),
+                        q.zero_points.first().unwrap_or(&0)
+                    );
+                }
+            }
+        }
+        let _ = writeln!(o, "{line}");
+    }
+    let _ = writeln!(o, "constants: {} tensors, {} bytes", s.constant_tensors, s.constant_bytes);
+    o
+}
