@@ -40,6 +40,9 @@ enum Cmd {
         /// Print the IR text instead of the summary.
         #[arg(long, conflicts_with = "json")]
         ir: bool,
+        /// Print elapsed time and peak memory to stderr (for benchmarks).
+        #[arg(long)]
+        stats: bool,
     },
     /// Run a model on .npy inputs (one --input per model input, in order).
     Run {
@@ -96,7 +99,9 @@ fn real_main(cli: Cli) -> Result<(), String> {
             );
             Ok(())
         }
-        Cmd::Inspect { model, json, ir } => {
+        Cmd::Inspect { model, json, ir, stats } => {
+            let start = std::time::Instant::now();
+            let _stats = Stats { on: stats, start };
             if ir {
                 let g = qlite::load(&reg, &model).map_err(|e| e.to_string())?;
                 print!("{}", qlite::ir::print_graph(&g));
@@ -175,6 +180,27 @@ fn run_cmd(reg: &Registry, model: &Path, inputs: &[PathBuf], outputs: &[PathBuf]
         }
     }
     Ok(())
+}
+
+/// Prints elapsed time and peak RSS (VmHWM) to stderr when dropped, if enabled.
+struct Stats {
+    on: bool,
+    start: std::time::Instant,
+}
+
+impl Drop for Stats {
+    fn drop(&mut self) {
+        if self.on {
+            let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+            let hwm = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next())
+                .unwrap_or("0")
+                .to_string();
+            eprintln!("stats: elapsed_ms={:.3} peak_rss_kib={hwm}", self.start.elapsed().as_secs_f64() * 1e3);
+        }
+    }
 }
 
 fn preview(a: &Array) -> String {

@@ -9,6 +9,8 @@ use crate::shape::{Dim, Shape, checked_product};
 use std::fmt;
 
 /// An activation fused into the op that produces a tensor (TFLite `fused_activation_function`).
+/// Only the clamping activations: TFLite's kernels ignore a fused TANH or SIGN_BIT, so the
+/// reader refuses them rather than guess.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Activation {
     #[default]
@@ -16,7 +18,6 @@ pub enum Activation {
     Relu,
     Relu6,
     ReluN1To1,
-    Tanh,
 }
 
 impl Activation {
@@ -26,7 +27,6 @@ impl Activation {
             Activation::Relu => "relu",
             Activation::Relu6 => "relu6",
             Activation::ReluN1To1 => "relu_n1_to_1",
-            Activation::Tanh => "tanh",
         }
     }
 
@@ -37,7 +37,6 @@ impl Activation {
             Activation::Relu => x.max(0.0),
             Activation::Relu6 => x.clamp(0.0, 6.0),
             Activation::ReluN1To1 => x.clamp(-1.0, 1.0),
-            Activation::Tanh => x.tanh(),
         }
     }
 }

@@ -194,7 +194,9 @@ impl Pass for FuseActivations {
             };
             let fusable = g.producer(x).filter(|p| {
                 let pn = &g.nodes()[p.index()];
-                pn.op.fused_activation() == Some(Activation::None)
+                // Concatenation is left out: not every runtime kernel honours its activation.
+                !matches!(pn.op, Op::Concatenation(_))
+                    && pn.op.fused_activation() == Some(Activation::None)
                     && pn.outputs.len() == 1
                     && g.consumers(x).len() == 1
                     && !g.outputs().contains(&x)

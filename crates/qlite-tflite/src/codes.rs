@@ -40,7 +40,6 @@ pub fn activation(a: Activation) -> fb::ActivationFunctionType {
         Activation::Relu => fb::ActivationFunctionType::RELU,
         Activation::Relu6 => fb::ActivationFunctionType::RELU6,
         Activation::ReluN1To1 => fb::ActivationFunctionType::RELU_N1_TO_1,
-        Activation::Tanh => fb::ActivationFunctionType::TANH,
     }
 }
 
@@ -50,7 +49,6 @@ pub fn from_activation(a: fb::ActivationFunctionType) -> Option<Activation> {
         fb::ActivationFunctionType::RELU => Activation::Relu,
         fb::ActivationFunctionType::RELU6 => Activation::Relu6,
         fb::ActivationFunctionType::RELU_N1_TO_1 => Activation::ReluN1To1,
-        fb::ActivationFunctionType::TANH => Activation::Tanh,
         _ => return None,
     })
 }

@@ -21,6 +21,7 @@ pub mod reader;
 pub mod writer;
 
 pub use generated::tflite as fb;
+use reader::flatbuffer_error;
 pub use reader::{ReadError, read_model};
 pub use writer::{WriteError, legalize_pipeline, write_model};
 
@@ -56,8 +57,7 @@ pub fn file_info(bytes: &[u8]) -> Result<FileInfo, ReadError> {
         max_apparent_size: 1 << 31,
         ..Default::default()
     };
-    let model = flatbuffers::root_with_opts::<fb::Model>(&opts, &bytes[..fb_len])
-        .map_err(|e| ReadError::Flatbuffer(e.to_string()))?;
+    let model = flatbuffers::root_with_opts::<fb::Model>(&opts, &bytes[..fb_len]).map_err(flatbuffer_error)?;
     let codes_v = model.operator_codes();
     let mut operators = Vec::new();
     if let Some(sg) = model.subgraphs().filter(|s| !s.is_empty()).map(|s| s.get(0))

@@ -37,6 +37,13 @@ pub enum ReadError {
     Invalid(#[from] VerifyError),
 }
 
+/// The verifier's message, with its context trace folded onto one line.
+pub(crate) fn flatbuffer_error(e: flatbuffers::InvalidFlatbuffer) -> ReadError {
+    let text = e.to_string();
+    let parts: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    ReadError::Flatbuffer(parts.join("; "))
+}
+
 fn oob(what: impl Into<String>, index: i64, len: usize) -> ReadError {
     ReadError::IndexOutOfRange { what: what.into(), index, len }
 }
@@ -64,8 +71,7 @@ pub fn read_model(bytes: Bytes) -> Result<Graph, ReadError> {
         max_apparent_size: 1 << 31,
         ignore_missing_null_terminator: false,
     };
-    let model = flatbuffers::root_with_opts::<fb::Model>(&opts, &bytes[..fb_len])
-        .map_err(|e| ReadError::Flatbuffer(e.to_string()))?;
+    let model = flatbuffers::root_with_opts::<fb::Model>(&opts, &bytes[..fb_len]).map_err(flatbuffer_error)?;
     if model.version() != 3 {
         return Err(ReadError::SchemaVersion(model.version()));
     }
@@ -292,7 +298,9 @@ fn positive(v: i32, what: &str) -> Result<usize, String> {
 }
 
 fn act(a: fb::ActivationFunctionType) -> Result<Activation, String> {
-    codes::from_activation(a).ok_or_else(|| format!("unsupported fused activation {}", a.0))
+    codes::from_activation(a).ok_or_else(|| {
+        format!("unsupported fused activation {}", a.variant_name().map_or_else(|| a.0.to_string(), str::to_string))
+    })
 }
 
 fn pad_of(p: fb::Padding) -> Result<qlite_ir::Padding, String> {

@@ -148,7 +148,7 @@ mod tests {
     fn round_trip() {
         let a = Array::f32(vec![2, 3], vec![1., 2., 3., 4., 5., 6.]).unwrap();
         let b = write_npy(&a);
-        assert_eq!(b.len() % 64, 24 % 64);
+        assert_eq!(b.len() % 64, 24, "header padded to 64 bytes, then 24 bytes of data");
         assert_eq!(read_npy(&b).unwrap(), a);
         let s = Array::new(vec![3], Data::I8(vec![-1, 0, 1])).unwrap();
         assert_eq!(read_npy(&write_npy(&s)).unwrap(), s);

@@ -1,0 +1,106 @@
+//! The `qlite` binary: one clear line on failure, no partial output files.
+
+use crate::common::fixture;
+use std::process::Command;
+
+fn qlite() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_qlite"))
+}
+
+fn stderr_of(args: &[&str]) -> (bool, String) {
+    let out = qlite().args(args).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn errors_are_one_line_and_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.tflite");
+    std::fs::write(&bad, b"not a model at all, just text").unwrap();
+    let missing = dir.path().join("missing.tflite");
+    let out = dir.path().join("out.tflite");
+    let mut text = String::new();
+    for args in [
+        vec!["inspect", missing.to_str().unwrap()],
+        vec!["convert", bad.to_str().unwrap(), "-o", out.to_str().unwrap()],
+        vec!["run", fixture("digits/mlp.tflite").to_str().unwrap(), "-i", bad.to_str().unwrap()],
+        vec![
+            "convert",
+            fixture("digits/mlp.tflite").to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--passes",
+            "dce,nope",
+        ],
+        vec![
+            "convert",
+            fixture("digits/mlp.tflite").to_str().unwrap(),
+            "-o",
+            dir.path().join("out.onnx").to_str().unwrap(),
+        ],
+    ] {
+        let (ok, err) = stderr_of(&args);
+        assert!(!ok, "{args:?} succeeded");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("error: "), "{err}");
+        // Paths differ per run: keep the snapshot to the message shape.
+        text.push_str(
+            &err.replace(dir.path().to_str().unwrap(), "<tmp>").replace(fixture("").to_str().unwrap(), "<fixtures>/"),
+        );
+    }
+    insta::assert_snapshot!("cli_errors", text);
+    // A failed conversion leaves nothing behind: no output, no temp file.
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("bad.tflite")], "{left:?}");
+}
+
+#[test]
+fn run_stacks_a_batch_and_convert_writes_a_readable_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("mlp.tflite");
+    let st = qlite()
+        .args(["convert", fixture("digits/mlp.tflite").to_str().unwrap(), "-o", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let y = dir.path().join("y.npy");
+    let st = qlite()
+        .args([
+            "run",
+            out.to_str().unwrap(),
+            "-i",
+            fixture("digits/x_test.npy").to_str().unwrap(),
+            "-o",
+            y.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let y = qlite::read_npy_file(&y).unwrap();
+    assert_eq!(y.shape(), &[360, 10]);
+    let sums: Vec<f32> = y.as_f32().unwrap().chunks(10).map(|r| r.iter().sum()).collect();
+    assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-4), "softmax rows sum to 1");
+}
+
+#[test]
+fn inspect_json_and_roundtrip_and_demo() {
+    let out = qlite().args(["inspect", "--json", fixture("digits/cnn.tflite").to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["format"], "tflite");
+    assert_eq!(v["ops"][1]["format_op"], "CONV_2D");
+    assert_eq!(v["inputs"][0]["shape"], "[1,64]");
+    let out = qlite()
+        .args([
+            "roundtrip",
+            fixture("digits/mlp.tflite").to_str().unwrap(),
+            fixture("digits/cnn.tflite").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = qlite().arg("demo").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("float32 MLP") && text.contains("float32 CNN"), "{text}");
+}

