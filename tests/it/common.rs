@@ -117,7 +117,7 @@ pub fn cycle(name: &str, g: &Graph, inputs: &[Array], compare: &str) -> (Vec<Arr
     let y = Interpreter::new(g).unwrap().run(inputs.to_vec()).unwrap();
     let bytes = qlite_tflite::write_model(g).unwrap();
     assert_eq!(&bytes[4..8], b"TFL3");
-    let g2 = qlite_tflite::read_model(bytes.clone().into()).unwrap();
+    let g2 = qlite_tflite::read_model(bytes.clone()).unwrap();
     let bytes2 = qlite_tflite::write_model(&g2).unwrap();
     assert!(bytes == bytes2, "{name}: write → read → write is not byte-identical");
     let y2 = Interpreter::new(&g2).unwrap().run(inputs.to_vec()).unwrap();

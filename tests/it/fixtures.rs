@@ -27,7 +27,7 @@ fn tensorflow_models_read_run_and_reexport() {
 
         // qlite's re-export: LiteRT must give the same outputs; qlite gives identical ones.
         let ours = qlite::export_bytes(&reg, &g, &path).unwrap();
-        let g2 = qlite::load_bytes(&reg, &path, ours.clone().into()).unwrap();
+        let g2 = qlite::load_bytes(&reg, &path, ours.clone()).unwrap();
         assert_eq!(qlite::export_bytes(&reg, &g2, &path).unwrap(), ours, "{name}: re-export is not byte-stable");
         let y2 = qlite::run_batched(&g2, vec![x.clone()]).unwrap();
         assert_eq!(y, y2);
@@ -80,7 +80,7 @@ fn written_constants_are_16_byte_aligned() {
     let reg = Registry::default();
     let path = fixture("digits/mlp.tflite");
     let g = qlite::load(&reg, &path).unwrap();
-    let ours: bytes::Bytes = qlite::export_bytes(&reg, &g, &path).unwrap().into();
+    let ours: bytes::Bytes = qlite::export_bytes(&reg, &g, &path).unwrap();
     let base = ours.as_ptr() as usize;
     let g2 = qlite::load_bytes(&reg, &path, ours.clone()).unwrap();
     for t in g2.tensors() {

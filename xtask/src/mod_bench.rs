@@ -5,7 +5,6 @@ use super::{R, cargo, root};
 use qlite::ir::op::{Activation, FullyConnected};
 use qlite::ir::{DType, Graph, Node, Op, Shape, Tensor};
 use std::process::Command;
-use std::time::Instant;
 
 /// A fully connected layer whose weights are `mb` megabytes of f32.
 fn big_model(mb: usize) -> Graph {
@@ -44,40 +43,41 @@ pub fn bench() -> R {
     let size = std::fs::metadata(&big).map_err(|e| e.to_string())?.len();
     super::run(cargo().args(["build", "--quiet", "--release", "-p", "qlite-cli"]))?;
     let exe = root().join("target/release/qlite");
-    println!("bench: inspect of a {:.1} MB .tflite (release build, 5 runs)", size as f64 / 1e6);
-    let mut times = Vec::new();
-    let mut rss = Vec::new();
-    for _ in 0..5 {
-        let out = Command::new(&exe).args(["inspect", "--stats"]).arg(&big).output().map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(format!("qlite inspect failed: {}", String::from_utf8_lossy(&out.stderr)));
-        }
-        let err = String::from_utf8_lossy(&out.stderr);
-        for w in err.split_whitespace() {
-            if let Some(v) = w.strip_prefix("elapsed_ms=") {
-                times.push(v.parse::<f64>().unwrap_or(f64::NAN));
+    // Runs the release binary with --stats; returns (elapsed ms, peak RSS MiB) medians.
+    let measure = |args: &[&str]| -> Result<(f64, f64), String> {
+        let (mut times, mut rss) = (Vec::new(), Vec::new());
+        for _ in 0..5 {
+            let out = Command::new(&exe).arg("--stats").args(args).output().map_err(|e| e.to_string())?;
+            if !out.status.success() {
+                return Err(format!("qlite {args:?} failed: {}", String::from_utf8_lossy(&out.stderr)));
             }
-            if let Some(v) = w.strip_prefix("peak_rss_kib=") {
-                rss.push(v.parse::<f64>().unwrap_or(f64::NAN));
+            for w in String::from_utf8_lossy(&out.stderr).split_whitespace() {
+                if let Some(v) = w.strip_prefix("elapsed_ms=") {
+                    times.push(v.parse::<f64>().unwrap_or(f64::NAN));
+                }
+                if let Some(v) = w.strip_prefix("peak_rss_kib=") {
+                    rss.push(v.parse::<f64>().unwrap_or(f64::NAN) / 1024.0);
+                }
             }
         }
-    }
-    println!(
-        "  inspect: median {:.2} ms, peak RSS median {:.1} MiB (file {:.1} MiB: weights are mapped, not copied)",
-        median(times),
-        median(rss) / 1024.0,
-        size as f64 / 1048576.0
-    );
+        Ok((median(times), median(rss)))
+    };
+    let big_s = big.to_string_lossy().into_owned();
+    println!("bench (release binary, whole process, median of 5; elapsed includes reading, writing and fsync)");
+    let (t, m) = measure(&["inspect", &big_s])?;
+    println!("  inspect {:.1} MB .tflite: {t:.2} ms, peak RSS {m:.1} MiB (weights mapped, not copied)", size as f64 / 1e6);
+    let big_out = dir.join("big_out.tflite").to_string_lossy().into_owned();
+    let (t, m) = measure(&["convert", &big_s, "-o", &big_out])?;
+    println!("  convert {:.1} MB .tflite -> .tflite: {t:.1} ms, peak RSS {m:.1} MiB (the output is built in memory)", size as f64 / 1e6);
     for name in ["mlp", "cnn"] {
-        let src = root().join(format!("fixtures/digits/{name}.tflite"));
-        let out = dir.join(format!("{name}.tflite"));
-        let mut t = Vec::new();
-        for _ in 0..50 {
-            let s = Instant::now();
-            qlite::convert(&reg, &src, &out, &qlite::ConvertOptions::default()).map_err(|e| e.to_string())?;
-            t.push(s.elapsed().as_secs_f64() * 1e3);
-        }
-        println!("  convert digits {name} (.tflite -> .tflite, debug-or-release as built): median {:.3} ms", median(t));
+        let src = root().join(format!("fixtures/digits/{name}.tflite")).to_string_lossy().into_owned();
+        let out = dir.join(format!("{name}.tflite")).to_string_lossy().into_owned();
+        let (t, m) = measure(&["convert", &src, "-o", &out])?;
+        println!("  convert digits {name} (TF-made .tflite -> qlite .tflite): {t:.2} ms, peak RSS {m:.1} MiB");
     }
+    let x = root().join("fixtures/digits/x_test.npy").to_string_lossy().into_owned();
+    let cnn = root().join("fixtures/digits/cnn.tflite").to_string_lossy().into_owned();
+    let (t, _) = measure(&["run", &cnn, "-i", &x])?;
+    println!("  run digits cnn on 360 samples (reference float kernels): {t:.1} ms");
     Ok(())
 }

@@ -10,6 +10,9 @@ use std::process::ExitCode;
 #[derive(Parser, Debug)]
 #[command(name = "qlite", version, about = "Convert, quantize, inspect and run neural-network models")]
 struct Cli {
+    /// Print elapsed time and peak memory to stderr when done (for benchmarks).
+    #[arg(long, global = true)]
+    stats: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -30,6 +33,9 @@ enum Cmd {
         /// Stop rewriting after N rewrites (to bisect a bad rewrite).
         #[arg(long, value_name = "N")]
         stop_after: Option<usize>,
+        /// Print how long each pass took.
+        #[arg(long)]
+        time_passes: bool,
     },
     /// Describe a model: signature, ops with versions, tensors, sizes.
     Inspect {
@@ -40,9 +46,6 @@ enum Cmd {
         /// Print the IR text instead of the summary.
         #[arg(long, conflicts_with = "json")]
         ir: bool,
-        /// Print elapsed time and peak memory to stderr (for benchmarks).
-        #[arg(long)]
-        stats: bool,
     },
     /// Run a model on .npy inputs (one --input per model input, in order).
     Run {
@@ -83,11 +86,17 @@ fn main() -> ExitCode {
 }
 
 fn real_main(cli: Cli) -> Result<(), String> {
+    let _stats = Stats { on: cli.stats, start: std::time::Instant::now() };
     let reg = Registry::default();
     match cli.cmd {
-        Cmd::Convert { input, output, passes, print_ir_after_change, stop_after } => {
+        Cmd::Convert { input, output, passes, print_ir_after_change, stop_after, time_passes } => {
             let opts = ConvertOptions { passes, print_ir_after_change, stop_after };
             let r = qlite::convert(&reg, &input, &output, &opts).map_err(|e| e.to_string())?;
+            if time_passes {
+                for (name, changed, t) in &r.passes {
+                    eprintln!("pass {name:<20} {:>9.3} ms{}", t.as_secs_f64() * 1e3, if *changed { "  (changed)" } else { "" });
+                }
+            }
             println!(
                 "{} -> {}: {} ops, {} -> {} bytes in {:.2} ms",
                 input.display(),
@@ -99,9 +108,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
             );
             Ok(())
         }
-        Cmd::Inspect { model, json, ir, stats } => {
-            let start = std::time::Instant::now();
-            let _stats = Stats { on: stats, start };
+        Cmd::Inspect { model, json, ir } => {
             if ir {
                 let g = qlite::load(&reg, &model).map_err(|e| e.to_string())?;
                 print!("{}", qlite::ir::print_graph(&g));

@@ -38,8 +38,9 @@ struct AuxTensor {
     data: Vec<i32>,
 }
 
-/// Serialize `g` as a .tflite flatbuffer. Runs [`legalize_pipeline`] on a copy first.
-pub fn write_model(g: &Graph) -> Result<Vec<u8>, WriteError> {
+/// Serialize `g` as a .tflite flatbuffer. Runs [`legalize_pipeline`] on a copy first (constants
+/// are shared, not copied); the returned bytes are the builder's own buffer.
+pub fn write_model(g: &Graph) -> Result<bytes::Bytes, WriteError> {
     let mut g = g.clone();
     legalize_pipeline().run(&mut g)?;
     verify_exportable(&g)?;
@@ -97,7 +98,7 @@ fn aligned_bytes<'a>(fbb: &mut FlatBufferBuilder<'a>, data: &[u8]) -> WIPOffset<
     fbb.create_vector(data)
 }
 
-fn serialize(g: &Graph) -> Result<Vec<u8>, WriteError> {
+fn serialize(g: &Graph) -> Result<bytes::Bytes, WriteError> {
     // Estimate: flatbuffers cannot exceed 2 GiB.
     let const_bytes = g.constant_bytes();
     if const_bytes > (2usize << 30) - (64 << 20) {
@@ -362,7 +363,9 @@ fn serialize(g: &Graph) -> Result<Vec<u8>, WriteError> {
         },
     );
     fbb.finish(model, Some("TFL3"));
-    Ok(fbb.finished_data().to_vec())
+    // Hand out the builder's buffer without copying it (the model starts at `head`).
+    let (buf, head) = fbb.collapse();
+    Ok(bytes::Bytes::from(buf).slice(head..))
 }
 
 fn options(fbb: &mut FlatBufferBuilder<'_>, n: &Node) -> (fb::BuiltinOptions, Option<WIPOffset<UnionWIPOffset>>) {

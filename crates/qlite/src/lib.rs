@@ -85,7 +85,7 @@ pub trait Exporter: Send + Sync {
     fn name(&self) -> &'static str;
     fn extensions(&self) -> &'static [&'static str];
     /// Serialize (legalize first, then write one to one).
-    fn export(&self, g: &Graph) -> Result<Vec<u8>, String>;
+    fn export(&self, g: &Graph) -> Result<Bytes, String>;
 }
 
 /// TensorFlow Lite flatbuffers.
@@ -114,7 +114,7 @@ impl Exporter for TfliteFormat {
     fn extensions(&self) -> &'static [&'static str] {
         &["tflite"]
     }
-    fn export(&self, g: &Graph) -> Result<Vec<u8>, String> {
+    fn export(&self, g: &Graph) -> Result<Bytes, String> {
         qlite_tflite::write_model(g).map_err(|e| e.to_string())
     }
 }
@@ -197,7 +197,7 @@ pub fn load_bytes(reg: &Registry, path: &Path, bytes: Bytes) -> Result<Graph, Er
 }
 
 /// Serialize `g` for `path` (format by extension), without writing.
-pub fn export_bytes(reg: &Registry, g: &Graph, path: &Path) -> Result<Vec<u8>, Error> {
+pub fn export_bytes(reg: &Registry, g: &Graph, path: &Path) -> Result<Bytes, Error> {
     let exp = reg.exporter_for(path).ok_or_else(|| Error::NoExporter {
         path: path.to_path_buf(),
         known: reg

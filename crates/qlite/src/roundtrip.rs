@@ -52,7 +52,7 @@ fn line_diff(a: &str, b: &str) -> Vec<String> {
 pub fn roundtrip_file(reg: &Registry, path: &Path, seed: u64) -> Result<RoundtripResult, Error> {
     let g1 = load(reg, path)?;
     let bytes1 = export_bytes(reg, &g1, path)?;
-    let g2 = load_bytes(reg, path, bytes1.clone().into())?;
+    let g2 = load_bytes(reg, path, bytes1.clone())?;
     let bytes2 = export_bytes(reg, &g2, path)?;
     let mut differences = line_diff(&print_graph(&g1), &print_graph(&g2));
     let inputs = random_inputs(&g1, seed).map_err(Error::Usage)?;

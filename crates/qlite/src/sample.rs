@@ -30,7 +30,7 @@ pub fn tiny_graph() -> Graph {
 /// [`tiny_graph`] as .tflite bytes.
 pub fn tiny_tflite() -> Vec<u8> {
     // The graph is valid by construction, so writing cannot fail.
-    qlite_tflite::write_model(&tiny_graph()).unwrap_or_default()
+    qlite_tflite::write_model(&tiny_graph()).map(|b| b.to_vec()).unwrap_or_default()
 }
 
 /// A small, seeded pseudo-random generator (SplitMix64): deterministic test inputs without
