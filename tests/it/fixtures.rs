@@ -35,6 +35,39 @@ fn tensorflow_models_read_run_and_reexport() {
     }
 }
 
+/// TensorFlow's own post-training modes: every fixture is read, snapshotted and run on 40
+/// test rows; LiteRT's reference kernels must give the very same bytes (int8, uint8 I/O) or the
+/// same floats within tolerance (dynamic range, float16).
+#[test]
+fn tensorflow_quantized_models_match_litert() {
+    let reg = Registry::default();
+    let x = qlite::read_npy_file(&fixture("digits/x_test.npy")).unwrap();
+    let x = first_rows(&x, 40);
+    for mode in ["tf_int8", "tf_int8_uint8io", "tf_dynamic", "tf_float16"] {
+        for name in ["mlp", "cnn"] {
+            let path = fixture(&format!("digits/{mode}/{name}.tflite"));
+            let bytes = std::fs::read(&path).unwrap();
+            let g = qlite::load(&reg, &path).unwrap();
+            insta::assert_snapshot!(format!("{mode}_{name}_ir"), qlite::ir::print_graph(&g));
+            let summary = qlite::inspect::inspect_file(&reg, &path).unwrap();
+            insta::assert_snapshot!(format!("{mode}_{name}_inspect"), qlite::inspect::render_text(&summary));
+            let (inputs, _) = qlite::quantize_inputs(&g, vec![x.clone()]).unwrap();
+            let y = qlite::run_batched(&g, inputs.clone()).unwrap();
+            let compare = match mode {
+                "tf_dynamic" => "hybrid",
+                "tf_float16" => "float",
+                _ => "exact",
+            };
+            export_case(&format!("{mode}_{name}"), &bytes, &inputs, &y, compare);
+            // qlite's re-export of TensorFlow's quantized file runs identically.
+            let ours = qlite::export_bytes(&reg, &g, &path).unwrap();
+            let g2 = qlite::load_bytes(&reg, &path, ours.clone()).unwrap();
+            assert_eq!(qlite::run_batched(&g2, inputs.clone()).unwrap(), y, "{mode}/{name}");
+            export_case(&format!("{mode}_{name}_reexported"), &ours, &inputs, &y, compare);
+        }
+    }
+}
+
 #[test]
 fn digits_models_are_accurate() {
     // The models were trained to ~96-98 %: a broken kernel shows up as a collapse.

@@ -7,7 +7,7 @@ use qlite::ir::{DType, Graph, QuantParams, Shape, Tensor};
 use qlite::{Array, Data};
 
 fn fc(act: Activation, keep: bool) -> Op {
-    Op::FullyConnected(FullyConnected { activation: act, keep_num_dims: keep })
+    Op::FullyConnected(FullyConnected { activation: act, keep_num_dims: keep, asymmetric_inputs: false })
 }
 
 fn conv(padding: Padding, stride: usize, dilation: usize, act: Activation) -> Op {

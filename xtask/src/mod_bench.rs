@@ -18,7 +18,11 @@ fn big_model(mb: usize) -> Graph {
     let y = g.add_tensor(Tensor::activation("y", DType::F32, Shape::fixed(&[1, units])));
     g.add_node(Node::new(
         "fc",
-        Op::FullyConnected(FullyConnected { activation: Activation::None, keep_num_dims: false }),
+        Op::FullyConnected(FullyConnected {
+            activation: Activation::None,
+            keep_num_dims: false,
+            asymmetric_inputs: false,
+        }),
         vec![Some(x), Some(w), None],
         vec![y],
     ));
@@ -65,10 +69,16 @@ pub fn bench() -> R {
     let big_s = big.to_string_lossy().into_owned();
     println!("bench (release binary, whole process, median of 5; elapsed includes reading, writing and fsync)");
     let (t, m) = measure(&["inspect", &big_s])?;
-    println!("  inspect {:.1} MB .tflite: {t:.2} ms, peak RSS {m:.1} MiB (weights mapped, not copied)", size as f64 / 1e6);
+    println!(
+        "  inspect {:.1} MB .tflite: {t:.2} ms, peak RSS {m:.1} MiB (weights mapped, not copied)",
+        size as f64 / 1e6
+    );
     let big_out = dir.join("big_out.tflite").to_string_lossy().into_owned();
     let (t, m) = measure(&["convert", &big_s, "-o", &big_out])?;
-    println!("  convert {:.1} MB .tflite -> .tflite: {t:.1} ms, peak RSS {m:.1} MiB (the output is built in memory)", size as f64 / 1e6);
+    println!(
+        "  convert {:.1} MB .tflite -> .tflite: {t:.1} ms, peak RSS {m:.1} MiB (the output is built in memory)",
+        size as f64 / 1e6
+    );
     for name in ["mlp", "cnn"] {
         let src = root().join(format!("fixtures/digits/{name}.tflite")).to_string_lossy().into_owned();
         let out = dir.join(format!("{name}.tflite")).to_string_lossy().into_owned();

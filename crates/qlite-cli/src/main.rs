@@ -55,6 +55,12 @@ enum Cmd {
         /// Where to write each output (.npy), in order. Without it, a summary is printed.
         #[arg(short, long)]
         output: Vec<PathBuf>,
+        /// Write every intermediate tensor of a single-sample run to DIR/<tensor index>.npy.
+        #[arg(long, value_name = "DIR")]
+        dump: Option<PathBuf>,
+        /// Write integer outputs as float32, dequantized with their scale and zero point.
+        #[arg(long)]
+        dequantize: bool,
     },
     /// Read, write and re-read each model; fail with a diff if anything changed.
     Roundtrip {
@@ -94,7 +100,11 @@ fn real_main(cli: Cli) -> Result<(), String> {
             let r = qlite::convert(&reg, &input, &output, &opts).map_err(|e| e.to_string())?;
             if time_passes {
                 for (name, changed, t) in &r.passes {
-                    eprintln!("pass {name:<20} {:>9.3} ms{}", t.as_secs_f64() * 1e3, if *changed { "  (changed)" } else { "" });
+                    eprintln!(
+                        "pass {name:<20} {:>9.3} ms{}",
+                        t.as_secs_f64() * 1e3,
+                        if *changed { "  (changed)" } else { "" }
+                    );
                 }
             }
             println!(
@@ -122,7 +132,9 @@ fn real_main(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
-        Cmd::Run { model, input, output } => run_cmd(&reg, &model, &input, &output),
+        Cmd::Run { model, input, output, dump, dequantize } => {
+            run_cmd(&reg, &model, &input, &output, dump.as_deref(), dequantize)
+        }
         Cmd::Roundtrip { models, seed } => {
             let mut failed = 0;
             for m in &models {
@@ -156,7 +168,14 @@ fn real_main(cli: Cli) -> Result<(), String> {
 }
 
 /// Run a model; a batch of N rows on a batch-1 model runs N times and the outputs are stacked.
-fn run_cmd(reg: &Registry, model: &Path, inputs: &[PathBuf], outputs: &[PathBuf]) -> Result<(), String> {
+fn run_cmd(
+    reg: &Registry,
+    model: &Path,
+    inputs: &[PathBuf],
+    outputs: &[PathBuf],
+    dump: Option<&Path>,
+    dequantize: bool,
+) -> Result<(), String> {
     let g = qlite::load(reg, model).map_err(|e| e.to_string())?;
     if inputs.len() != g.inputs().len() {
         return Err(format!(
@@ -176,7 +195,25 @@ fn run_cmd(reg: &Registry, model: &Path, inputs: &[PathBuf], outputs: &[PathBuf]
     }
     let arrays: Vec<Array> =
         inputs.iter().map(|p| qlite::read_npy_file(p).map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
-    let ys = qlite::run_batched(&g, arrays).map_err(|e| e.to_string())?;
+    let (arrays, notes) = qlite::quantize_inputs(&g, arrays).map_err(|e| e.to_string())?;
+    for n in notes {
+        eprintln!("note: {n}");
+    }
+    let ys = match dump {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let mut obs = DumpObserver { dir: dir.to_path_buf(), error: None };
+            let ys = qlite::Interpreter::new(&g)
+                .and_then(|i| i.run_observed(arrays, &mut obs))
+                .map_err(|e| e.to_string())?;
+            if let Some(e) = obs.error {
+                return Err(e);
+            }
+            ys
+        }
+        None => qlite::run_batched(&g, arrays).map_err(|e| e.to_string())?,
+    };
+    let ys = if dequantize { qlite::dequantize_outputs(&g, ys).map_err(|e| e.to_string())? } else { ys };
     if outputs.is_empty() {
         for (i, y) in ys.iter().enumerate() {
             println!("output {i} {:?}: {} {:?} {}", g.output_name(i).unwrap_or(""), y.dtype(), y.shape(), preview(y));
@@ -187,6 +224,23 @@ fn run_cmd(reg: &Registry, model: &Path, inputs: &[PathBuf], outputs: &[PathBuf]
         }
     }
     Ok(())
+}
+
+/// Writes every value the interpreter computes to DIR/<tensor index>.npy.
+struct DumpObserver {
+    dir: PathBuf,
+    error: Option<String>,
+}
+
+impl qlite::Observer for DumpObserver {
+    fn observe(&mut self, tensor: qlite::ir::TensorId, value: &Array) {
+        let path = self.dir.join(format!("{}.npy", tensor.index()));
+        if let Err(e) = qlite::write_npy_file(&path, value)
+            && self.error.is_none()
+        {
+            self.error = Some(e.to_string());
+        }
+    }
 }
 
 /// Prints elapsed time and peak RSS (VmHWM) to stderr when dropped, if enabled.

@@ -67,6 +67,108 @@ pub fn round_half_away(x: f32) -> f32 {
     x.round()
 }
 
+/// `MultiplyByQuantizedMultiplierGreaterThanOne`: `SRDHM(x · 2^left_shift, m)`.
+pub fn mbqm_greater_than_one(x: i32, m: i32, left_shift: i32) -> i32 {
+    srdhm(x.wrapping_mul(1i32.wrapping_shl(left_shift.clamp(0, 31) as u32)), m)
+}
+
+/// gemmlowp `SaturatingRoundingMultiplyByPOT<exponent>` on int32.
+pub fn sat_mul_pot(x: i32, exponent: i32) -> i32 {
+    if exponent > 0 {
+        let threshold = (1i32 << (31 - exponent)) - 1;
+        if x > threshold {
+            i32::MAX
+        } else if x < -threshold {
+            i32::MIN
+        } else {
+            x.wrapping_shl(exponent as u32)
+        }
+    } else if exponent < 0 {
+        rdbpot(x, -exponent)
+    } else {
+        x
+    }
+}
+
+/// gemmlowp `RoundingHalfSum` on int32.
+pub fn rounding_half_sum(a: i32, b: i32) -> i32 {
+    let sum = a as i64 + b as i64;
+    let sign = if sum >= 0 { 1 } else { -1 };
+    ((sum + sign) / 2) as i32
+}
+
+/// gemmlowp `exp_on_interval_between_negative_one_quarter_and_0_excl` (Q0.31 in and out).
+fn exp_on_interval(a: i32) -> i32 {
+    const CONSTANT_TERM: i32 = 1895147668; // exp(-1/8)
+    const ONE_THIRD: i32 = 715827883;
+    let x = a.wrapping_add(1 << 28);
+    let x2 = srdhm(x, x);
+    let x3 = srdhm(x2, x);
+    let x4 = srdhm(x2, x2);
+    let x4_over_4 = sat_mul_pot(x4, -2);
+    let poly = sat_mul_pot(srdhm(x4_over_4.wrapping_add(x3), ONE_THIRD).wrapping_add(x2), -1);
+    CONSTANT_TERM.wrapping_add(srdhm(CONSTANT_TERM, x.wrapping_add(poly)))
+}
+
+/// gemmlowp `exp_on_negative_values` for an input with `integer_bits` integer bits; the result
+/// is Q0.31.
+pub fn exp_on_negative_values(a: i32, integer_bits: i32) -> i32 {
+    let frac_bits = 31 - integer_bits;
+    let one_quarter = 1i32 << (frac_bits - 2);
+    let mask = one_quarter - 1;
+    let a_mod_quarter_minus_one_quarter = (a & mask).wrapping_sub(one_quarter);
+    let mut result = exp_on_interval(sat_mul_pot(a_mod_quarter_minus_one_quarter, integer_bits));
+    let remainder = a_mod_quarter_minus_one_quarter.wrapping_sub(a);
+    const BARREL: [(i32, i32); 7] =
+        [(-2, 1672461947), (-1, 1302514674), (0, 790015084), (1, 290630308), (2, 39332535), (3, 720401), (4, 242)];
+    for (exponent, multiplier) in BARREL {
+        if integer_bits > exponent {
+            let shift = frac_bits + exponent;
+            if remainder & (1i32 << shift) != 0 {
+                result = srdhm(result, multiplier);
+            }
+        }
+    }
+    if integer_bits > 5 {
+        let clamp = -(1i32 << (36 - integer_bits));
+        if a < clamp {
+            result = 0;
+        }
+    }
+    if a == 0 {
+        result = i32::MAX;
+    }
+    result
+}
+
+/// gemmlowp `one_over_one_plus_x_for_x_in_0_1` (Q0.31 in and out).
+pub fn one_over_one_plus_x_for_x_in_0_1(a: i32) -> i32 {
+    const C48_17: i32 = 1515870810; // Q2.29
+    const CNEG32_17: i32 = -1010580540;
+    const F2_ONE: i32 = 1 << 29;
+    let half_denominator = rounding_half_sum(a, i32::MAX);
+    let mut x = C48_17.wrapping_add(srdhm(half_denominator, CNEG32_17));
+    for _ in 0..3 {
+        let half_denominator_times_x = srdhm(half_denominator, x);
+        let one_minus = F2_ONE.wrapping_sub(half_denominator_times_x);
+        x = x.wrapping_add(sat_mul_pot(srdhm(x, one_minus), 2));
+    }
+    sat_mul_pot(x, 1)
+}
+
+/// TFLite `GetReciprocal`: returns (reciprocal in Q0.31, num_bits_over_unit).
+pub fn get_reciprocal(x: i32, x_integer_digits: i32) -> (i32, i32) {
+    let headroom_plus_one = (x as u32).leading_zeros() as i32;
+    let num_bits_over_unit = x_integer_digits - headroom_plus_one;
+    let shifted_sum_minus_one = ((x as u32).wrapping_shl(headroom_plus_one as u32)).wrapping_sub(1u32 << 31) as i32;
+    (one_over_one_plus_x_for_x_in_0_1(shifted_sum_minus_one), num_bits_over_unit)
+}
+
+/// `QuantizeMultiplierSmallerThanOneExp`'s input check, as an error.
+pub fn multiplier_in_unit(real: f64) -> bool {
+    real > 0.0 && real < 1.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +197,29 @@ mod tests {
         assert_eq!(mbqm(-3, 1 << 30, 0), -1);
         assert_eq!(frexp(8.0), (0.5, 4));
         assert_eq!(frexp(0.75), (0.75, 0));
+    }
+
+    #[test]
+    fn gemmlowp_functions_track_their_real_counterparts() {
+        // exp on Q5.26 inputs, result Q0.31.
+        for x in [-0.1f64, -0.5, -1.0, -2.5, -7.0] {
+            let raw = (x * (1u64 << 26) as f64) as i32;
+            let got = exp_on_negative_values(raw, 5) as f64 / (1u64 << 31) as f64;
+            assert!((got - x.exp()).abs() < 1e-6, "exp({x}) = {got}");
+        }
+        assert_eq!(exp_on_negative_values(0, 5), i32::MAX);
+        for x in [0.1f64, 0.5, 0.9] {
+            let raw = (x * (1u64 << 31) as f64) as i32;
+            let got = one_over_one_plus_x_for_x_in_0_1(raw) as f64 / (1u64 << 31) as f64;
+            assert!((got - 1.0 / (1.0 + x)).abs() < 1e-6, "1/(1+{x}) = {got}");
+        }
+        // 3.0 in Q12.19 is 1.5 · 2^1: the reciprocal is 1/1.5 = 0.666.. with one bit over unit.
+        let (r, bits) = get_reciprocal(3 << 19, 12);
+        assert_eq!(bits, 1);
+        assert!(((r as f64 / (1u64 << 31) as f64) / 2f64.powi(bits) - 1.0 / 3.0).abs() < 1e-6);
+        assert_eq!(sat_mul_pot(i32::MAX / 2, 2), i32::MAX);
+        assert_eq!(sat_mul_pot(-5, -1), -3);
+        assert_eq!(rounding_half_sum(3, 4), 4);
+        assert_eq!(rounding_half_sum(-3, -4), -4);
     }
 }

@@ -19,7 +19,7 @@ pub fn strides(dims: &[usize]) -> Vec<usize> {
 }
 
 /// For each element of `out`, the flat index of the broadcast source element in `input`.
-fn broadcast_indices(out: &[usize], input: &[usize]) -> Vec<usize> {
+pub fn broadcast_indices(out: &[usize], input: &[usize]) -> Vec<usize> {
     let n: usize = out.iter().product();
     let rank = out.len();
     let in_strides = strides(input);

@@ -8,12 +8,13 @@
 
 pub mod array;
 pub mod fixedpoint;
+pub mod int8;
 pub mod kernels;
 
 pub use array::{Array, ArrayError, Data};
 
-use qlite_ir::op::UnaryKind;
-use qlite_ir::{Dim, Graph, Op, Shape, TensorId, VerifyError, verify};
+use qlite_ir::op::{Activation, UnaryKind};
+use qlite_ir::{DType, Dim, Graph, Op, QuantParams, Shape, TensorId, VerifyError, verify};
 
 /// Something that went wrong while preparing or running a graph.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -201,6 +202,17 @@ impl<'g> Interpreter<'g> {
         };
         let make = |v: Vec<f32>| Array::f32(out_shape.clone(), v).map_err(|e| e.to_string());
         let make_data = |d: Data| Array::new(out_shape.clone(), d).map_err(|e| e.to_string());
+        let x_dtype = input(0)?.dtype();
+        if matches!(x_dtype, DType::I8 | DType::U8 | DType::I16) {
+            if let Some(v) = self.eval_int(node, ins, &out_shape, numel)? {
+                return make_data(store_ints(out_tensor.dtype, v)?);
+            }
+        } else if x_dtype == DType::F32
+            && matches!(node.op, Op::FullyConnected(_) | Op::Conv2d(_) | Op::DepthwiseConv2d(_))
+            && input(1)?.dtype() == DType::I8
+        {
+            return make(self.eval_hybrid(node, ins, &out_shape)?);
+        }
         match &node.op {
             Op::FullyConnected(o) => {
                 make(kernels::fully_connected_f32(o, f32_in(0)?, f32_in(1)?, input(1)?.shape(), opt_f32(2)?))
@@ -263,6 +275,201 @@ impl<'g> Interpreter<'g> {
             }
             Op::Opaque(o) => Err(format!("unsupported op {}", o.op_type)),
         }
+    }
+}
+
+/// Integer values of an integer array.
+fn ints(a: &Array) -> Option<Vec<i32>> {
+    Some(match a.data() {
+        Data::I8(v) => v.iter().map(|&x| x as i32).collect(),
+        Data::U8(v) => v.iter().map(|&x| x as i32).collect(),
+        Data::I16(v) => v.iter().map(|&x| x as i32).collect(),
+        Data::I32(v) => v.clone(),
+        _ => return None,
+    })
+}
+
+/// Store clamped integer results in the output dtype.
+fn store_ints(dtype: DType, v: Vec<i32>) -> Result<Data, String> {
+    Ok(match dtype {
+        DType::I8 => Data::I8(v.into_iter().map(|x| x as i8).collect()),
+        DType::U8 => Data::U8(v.into_iter().map(|x| x as u8).collect()),
+        DType::I16 => Data::I16(v.into_iter().map(|x| x as i16).collect()),
+        DType::I32 => Data::I32(v),
+        d => return Err(format!("integer kernel cannot write {d}")),
+    })
+}
+
+impl Interpreter<'_> {
+    /// Integer execution. `Ok(None)` means the op is data movement handled by the generic
+    /// path (reshape, transpose, concatenation, pad, quantize, dequantize).
+    fn eval_int(
+        &self,
+        node: &qlite_ir::Node,
+        ins: &[Option<&Array>],
+        out_shape: &[usize],
+        numel: usize,
+    ) -> Result<Option<Vec<i32>>, String> {
+        let g = self.graph;
+        let tensor = |i: usize| node.input(i).and_then(|t| g.tensor(t));
+        let q = |i: usize| tensor(i).and_then(|t| t.quant.as_ref());
+        let out_t = node.outputs.first().and_then(|t| g.tensor(*t)).ok_or("node has no output")?;
+        let arr = |i: usize| ins.get(i).copied().flatten().ok_or_else(|| format!("input {i} has no value"));
+        let iv = |i: usize| -> Result<Vec<i32>, String> {
+            ints(arr(i)?).ok_or_else(|| {
+                format!("input {i} is {}, expected an integer tensor", arr(i).map_or(DType::F32, |a| a.dtype()))
+            })
+        };
+        let out_q = || -> Result<int8::OutQ, String> {
+            let (scale, zp) = int8::per_tensor(out_t.quant.as_ref(), "the output")?;
+            Ok(int8::OutQ { dtype: out_t.dtype, scale, zp })
+        };
+        let in_q = |i: usize| int8::per_tensor(q(i), &format!("input {i}"));
+        let bias = |i: usize| -> Result<Option<Vec<i32>>, String> {
+            match ins.get(i).copied().flatten() {
+                Some(b) => ints(b).map(Some).ok_or_else(|| "an integer op needs an int32 bias".to_string()),
+                None => Ok(None),
+            }
+        };
+        let wq = |i: usize| -> Result<&QuantParams, String> {
+            q(i).ok_or_else(|| format!("weights (input {i}) are not quantized"))
+        };
+        Ok(Some(match &node.op {
+            Op::FullyConnected(o) => {
+                let w = arr(1)?;
+                int8::fully_connected(
+                    &iv(0)?,
+                    in_q(0)?,
+                    &iv(1)?,
+                    w.shape(),
+                    wq(1)?,
+                    bias(2)?.as_deref(),
+                    out_q()?,
+                    o.activation,
+                )
+            }
+            Op::Conv2d(o) => {
+                let (x, w) = (arr(0)?, arr(1)?);
+                int8::conv2d(
+                    o,
+                    &iv(0)?,
+                    x.shape(),
+                    in_q(0)?,
+                    &iv(1)?,
+                    w.shape(),
+                    wq(1)?,
+                    bias(2)?.as_deref(),
+                    out_shape,
+                    out_q()?,
+                )
+            }
+            Op::DepthwiseConv2d(o) => {
+                let (x, w) = (arr(0)?, arr(1)?);
+                int8::depthwise(
+                    o,
+                    &iv(0)?,
+                    x.shape(),
+                    in_q(0)?,
+                    &iv(1)?,
+                    w.shape(),
+                    wq(1)?,
+                    bias(2)?.as_deref(),
+                    out_shape,
+                    out_q()?,
+                )
+            }
+            Op::Binary(b) => {
+                let (a, c) = (arr(0)?, arr(1)?);
+                let ia = kernels::broadcast_indices(out_shape, a.shape());
+                let ib = kernels::broadcast_indices(out_shape, c.shape());
+                let pairs: Vec<(usize, usize)> = ia.into_iter().zip(ib).collect();
+                int8::binary(b.kind, &iv(0)?, &iv(1)?, &pairs, in_q(0)?, in_q(1)?, out_q()?, b.activation)?
+            }
+            Op::Pool2d(p) => {
+                let (s_in, z_in) = in_q(0)?;
+                let o = out_q()?;
+                if s_in != o.scale || z_in != o.zp {
+                    return Err("integer pooling needs the same quantization on input and output".into());
+                }
+                int8::pool(p, &iv(0)?, arr(0)?.shape(), out_shape, o)
+            }
+            Op::Mean(m) => int8::mean(m, &iv(0)?, arr(0)?.shape(), numel, in_q(0)?, out_q()?),
+            Op::Softmax(s) => {
+                let o = out_q()?;
+                let (s_in, _) = in_q(0)?;
+                if out_t.dtype == DType::I8 && (o.zp != -128 || (o.scale - 1.0 / 256.0).abs() > 0.001 / 256.0) {
+                    return Err(format!(
+                        "int8 Softmax output must be quantized (1/256, -128), got ({}, {})",
+                        o.scale, o.zp
+                    ));
+                }
+                int8::softmax(&iv(0)?, arr(0)?.shape().last().copied().unwrap_or(1), s.beta, s_in, o)
+            }
+            Op::Unary(u) => match u.kind {
+                UnaryKind::Logistic | UnaryKind::Tanh => int8::lut(u.kind, &iv(0)?, in_q(0)?, out_q()?)?,
+                UnaryKind::Relu | UnaryKind::Relu6 => int8::relu(u.kind, &iv(0)?, in_q(0)?, out_q()?),
+            },
+            Op::Concatenation(c) => {
+                let o = out_q()?;
+                for i in 0..node.inputs.len() {
+                    let (s, z) = in_q(i)?;
+                    if s != o.scale || z != o.zp {
+                        return Err(format!(
+                            "integer Concatenation input {i} is quantized ({s}, {z}) but the output ({}, {}): they must match",
+                            o.scale, o.zp
+                        ));
+                    }
+                }
+                if c.activation != Activation::None {
+                    return Err("fused activation on integer Concatenation is not supported".into());
+                }
+                return Ok(None);
+            }
+            Op::Reshape(_) | Op::Transpose(_) | Op::Pad(_) | Op::Quantize | Op::Dequantize => return Ok(None),
+            Op::Opaque(o) => return Err(format!("unsupported op {}", o.op_type)),
+        }))
+    }
+
+    /// Hybrid (dynamic-range) execution: float input, int8 weights.
+    fn eval_hybrid(
+        &self,
+        node: &qlite_ir::Node,
+        ins: &[Option<&Array>],
+        out_shape: &[usize],
+    ) -> Result<Vec<f32>, String> {
+        let g = self.graph;
+        let arr = |i: usize| ins.get(i).copied().flatten().ok_or_else(|| format!("input {i} has no value"));
+        let x = arr(0)?;
+        let xv = x.as_f32().ok_or("hybrid input must be float32")?;
+        let w = arr(1)?;
+        let wv = ints(w).ok_or("hybrid weights must be int8")?;
+        let wq = node
+            .input(1)
+            .and_then(|t| g.tensor(t))
+            .and_then(|t| t.quant.as_ref())
+            .ok_or("hybrid weights are not quantized")?;
+        if wq.zero_points().iter().any(|&z| z != 0) {
+            return Err("hybrid weights must be symmetric (zero point 0)".into());
+        }
+        let bias = match ins.get(2).copied().flatten() {
+            Some(b) => Some(b.as_f32().ok_or("hybrid bias must be float32")?),
+            None => None,
+        };
+        Ok(match &node.op {
+            Op::FullyConnected(o) => {
+                int8::hybrid_fully_connected(xv, &wv, w.shape(), wq, bias, o.activation, self.asymmetric_inputs(node))
+            }
+            Op::Conv2d(o) => int8::hybrid_conv(None, Some(o), xv, x.shape(), &wv, w.shape(), wq, bias, out_shape),
+            Op::DepthwiseConv2d(o) => {
+                int8::hybrid_conv(Some(o), None, xv, x.shape(), &wv, w.shape(), wq, bias, out_shape)
+            }
+            _ => return Err("not a hybrid op".into()),
+        })
+    }
+
+    /// Whether a hybrid FULLY_CONNECTED quantizes its input asymmetrically.
+    fn asymmetric_inputs(&self, node: &qlite_ir::Node) -> bool {
+        matches!(&node.op, Op::FullyConnected(o) if o.asymmetric_inputs)
     }
 }
 

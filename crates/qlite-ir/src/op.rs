@@ -85,6 +85,8 @@ pub struct FullyConnected {
     pub activation: Activation,
     /// Keep the input's leading dimensions instead of flattening them into one batch axis.
     pub keep_num_dims: bool,
+    /// Hybrid (float input, int8 weights) execution quantizes each input row asymmetrically.
+    pub asymmetric_inputs: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -341,6 +343,9 @@ impl Op {
         match self {
             Op::FullyConnected(o) => {
                 out.push(("keep_num_dims", o.keep_num_dims.to_string()));
+                if o.asymmetric_inputs {
+                    out.push(("asymmetric_inputs", "true".to_string()));
+                }
             }
             Op::Conv2d(o) => {
                 out.push(("padding", o.padding.name().to_string()));
@@ -798,7 +803,11 @@ mod tests {
 
     #[test]
     fn fully_connected_flattens() {
-        let op = Op::FullyConnected(FullyConnected { activation: Activation::None, keep_num_dims: false });
+        let op = Op::FullyConnected(FullyConnected {
+            activation: Activation::None,
+            keep_num_dims: false,
+            asymmetric_inputs: false,
+        });
         let out = op.infer(&[Some((DType::F32, &s(&[2, 3, 4]))), Some((DType::F32, &s(&[5, 4]))), None]).unwrap();
         assert_eq!(out[0].shape, s(&[6, 5]));
     }

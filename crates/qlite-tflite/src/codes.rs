@@ -155,7 +155,7 @@ pub fn op_version(g: &Graph, n: &Node) -> i32 {
             } else if x == Some(I8) && w == Some(I8) {
                 4
             } else if x == Some(F32) && w == Some(I8) {
-                3
+                if o.asymmetric_inputs { 9 } else { 3 }
             } else {
                 1
             }

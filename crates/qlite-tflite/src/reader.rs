@@ -340,6 +340,7 @@ fn convert_op(
             Op::FullyConnected(FullyConnected {
                 activation: act(o.fused_activation_function())?,
                 keep_num_dims: o.keep_num_dims(),
+                asymmetric_inputs: o.asymmetric_quantize_inputs(),
             })
         }
         B::CONV_2D => {

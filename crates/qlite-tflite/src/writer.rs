@@ -380,6 +380,7 @@ fn options(fbb: &mut FlatBufferBuilder<'_>, n: &Node) -> (fb::BuiltinOptions, Op
                     &fb::FullyConnectedOptionsArgs {
                         fused_activation_function: act(&n.op),
                         keep_num_dims: o.keep_num_dims,
+                        asymmetric_quantize_inputs: o.asymmetric_inputs,
                         ..Default::default()
                     },
                 )

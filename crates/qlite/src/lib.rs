@@ -358,3 +358,55 @@ pub fn run_batched(g: &Graph, inputs: Vec<Array>) -> Result<Vec<Array>, Error> {
         }
     }
 }
+
+/// Float32 inputs given to a model that takes int8 / uint8 / int16 are quantized with the
+/// input tensor's scale and zero point, rounding exactly like TFLite's QUANTIZE. Returns the
+/// inputs and one note per converted input (callers print them).
+pub fn quantize_inputs(g: &Graph, inputs: Vec<Array>) -> Result<(Vec<Array>, Vec<String>), Error> {
+    let mut notes = Vec::new();
+    let mut out = Vec::with_capacity(inputs.len());
+    for (i, a) in inputs.into_iter().enumerate() {
+        let t = g.inputs().get(i).and_then(|t| g.tensor(*t));
+        match t {
+            Some(t) if t.dtype.is_quantizable_int() && a.dtype() == qlite_ir::DType::F32 => {
+                let q = t.quant.as_ref().ok_or_else(|| {
+                    Error::Usage(format!(
+                        "input {i} ({:?}) is {} without quantization parameters: give {} data",
+                        g.input_name(i).unwrap_or(""),
+                        t.dtype,
+                        t.dtype
+                    ))
+                })?;
+                let data = qlite_interp::kernels::quantize(&a, None, t.dtype, q).map_err(Error::Usage)?;
+                notes.push(format!(
+                    "input {i} ({:?}): float32 values quantized to {} with scale {} and zero point {}",
+                    g.input_name(i).unwrap_or(""),
+                    t.dtype,
+                    q.scale(),
+                    q.zero_point()
+                ));
+                out.push(Array::new(a.shape().to_vec(), data).map_err(|e| Error::Usage(e.to_string()))?);
+            }
+            _ => out.push(a),
+        }
+    }
+    Ok((out, notes))
+}
+
+/// Dequantize integer outputs with their tensor's parameters (for `--dequantize`).
+pub fn dequantize_outputs(g: &Graph, outputs: Vec<Array>) -> Result<Vec<Array>, Error> {
+    outputs
+        .into_iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let q = g.outputs().get(i).and_then(|t| g.tensor(*t)).and_then(|t| t.quant.as_ref());
+            match (a.dtype(), q) {
+                (qlite_ir::DType::F32, _) | (_, None) => Ok(a),
+                (_, Some(q)) => {
+                    let v = qlite_interp::kernels::dequantize(&a, Some(q)).map_err(Error::Usage)?;
+                    Array::f32(a.shape().to_vec(), v).map_err(|e| Error::Usage(e.to_string()))
+                }
+            }
+        })
+        .collect()
+}

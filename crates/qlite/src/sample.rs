@@ -18,7 +18,11 @@ pub fn tiny_graph() -> Graph {
     let y = g.add_tensor(Tensor::activation("y", DType::F32, Shape::fixed(&[1, 2])));
     g.add_node(Node::new(
         "fc",
-        Op::FullyConnected(FullyConnected { activation: Activation::Relu, keep_num_dims: false }),
+        Op::FullyConnected(FullyConnected {
+            activation: Activation::Relu,
+            keep_num_dims: false,
+            asymmetric_inputs: false,
+        }),
         vec![Some(x), Some(w), Some(b)],
         vec![y],
     ));

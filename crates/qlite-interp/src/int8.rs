@@ -1,0 +1,607 @@
+//! Integer kernels, bit-exact with TensorFlow Lite's reference kernels (the double-rounding
+//! build, `OpResolverType.BUILTIN_REF`), and the hybrid (dynamic-range) float kernels.
+//!
+//! Plain loops over `i32` values: this is the reference the fast kernels are checked against.
+//! Which upstream kernel each function follows is named in its doc comment.
+
+use crate::fixedpoint::*;
+use qlite_ir::op::{Activation, BinaryKind, Conv2d, DepthwiseConv2d, Mean, Pool2d, PoolKind, UnaryKind};
+use qlite_ir::{DType, QuantParams};
+
+/// Per-tensor (scale, zero point) of a tensor, or an error naming it.
+pub fn per_tensor(q: Option<&QuantParams>, what: &str) -> Result<(f32, i32), String> {
+    let q = q.ok_or_else(|| format!("{what} has no quantization parameters"))?;
+    if q.scales().len() != 1 {
+        return Err(format!("{what} must be quantized per tensor"));
+    }
+    Ok((q.scale(), q.zero_point() as i32))
+}
+
+/// `CalculateActivationRangeQuantized`.
+pub fn activation_range(act: Activation, dtype: DType, scale: f32, zp: i32) -> (i32, i32) {
+    let (lo, hi) = dtype.int_range().map_or((-128, 127), |(a, b)| (a as i32, b as i32));
+    let quantize = |f: f32| zp.saturating_add(round_half_away(f / scale) as i32);
+    match act {
+        Activation::None => (lo, hi),
+        Activation::Relu => (lo.max(quantize(0.0)), hi),
+        Activation::Relu6 => (lo.max(quantize(0.0)), hi.min(quantize(6.0))),
+        Activation::ReluN1To1 => (lo.max(quantize(-1.0)), hi.min(quantize(1.0))),
+    }
+}
+
+/// Multipliers for conv-like ops (`PopulateConvolutionQuantizationParams`): per channel, in
+/// double: `s_in · s_w[c] / s_out`.
+fn per_channel_multipliers(s_in: f32, w: &QuantParams, s_out: f32, channels: usize) -> Vec<(i32, i32)> {
+    (0..channels)
+        .map(|c| {
+            let s_w = if w.scales().len() == 1 { w.scale() } else { w.scales().get(c).copied().unwrap_or(0.0) };
+            quantize_multiplier(s_in as f64 * s_w as f64 / s_out as f64)
+        })
+        .collect()
+}
+
+/// Output quantization of an integer op.
+#[derive(Debug, Clone, Copy)]
+pub struct OutQ {
+    pub dtype: DType,
+    pub scale: f32,
+    pub zp: i32,
+}
+
+impl OutQ {
+    pub fn range(&self, act: Activation) -> (i32, i32) {
+        activation_range(act, self.dtype, self.scale, self.zp)
+    }
+}
+
+/// `reference_integer_ops::FullyConnected` / `FullyConnectedPerChannel` in the form the
+/// reference resolver calls them (with the float scales): the int32 accumulator is rescaled in
+/// double, `round(acc · (s_in · s_w[c] / s_out))`, not with a fixed-point multiplier.
+#[allow(clippy::too_many_arguments)]
+pub fn fully_connected(
+    x: &[i32],
+    (s_in, z_in): (f32, i32),
+    w: &[i32],
+    w_shape: &[usize],
+    wq: &QuantParams,
+    bias: Option<&[i32]>,
+    out: OutQ,
+    act: Activation,
+) -> Vec<i32> {
+    let (units, depth) = (w_shape[0], w_shape[1]);
+    let batches = x.len() / depth.max(1);
+    let (lo, hi) = out.range(act);
+    // Per-channel weights are symmetric by spec: their zero points are ignored.
+    let w_off = if wq.scales().len() == 1 { -(wq.zero_point() as i32) } else { 0 };
+    let scales: Vec<f64> = (0..units)
+        .map(|o| {
+            let s_w = if wq.scales().len() == 1 { wq.scale() } else { wq.scales().get(o).copied().unwrap_or(0.0) };
+            s_in as f64 * s_w as f64 / out.scale as f64
+        })
+        .collect();
+    let mut y = vec![0i32; batches * units];
+    for b in 0..batches {
+        for o in 0..units {
+            let mut acc: i32 = 0;
+            for d in 0..depth {
+                acc = acc.wrapping_add((w[o * depth + d] + w_off).wrapping_mul(x[b * depth + d] - z_in));
+            }
+            if let Some(bias) = bias {
+                acc = acc.wrapping_add(bias[o]);
+            }
+            let scaled = (acc as f64 * scales[o]).round() as i32;
+            y[b * units + o] = scaled.saturating_add(out.zp).clamp(lo, hi);
+        }
+    }
+    y
+}
+
+/// Where input tap (y, x) of an output position falls, or None in the padding.
+#[inline]
+fn tap(o: usize, stride: usize, k: usize, dilation: usize, pad: usize, size: usize) -> Option<usize> {
+    let p = (o * stride + k * dilation) as isize - pad as isize;
+    (p >= 0 && (p as usize) < size).then_some(p as usize)
+}
+
+/// `reference_integer_ops::ConvPerChannel` (also grouped convolution).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d(
+    op: &Conv2d,
+    x: &[i32],
+    xs: &[usize],
+    (s_in, z_in): (f32, i32),
+    w: &[i32],
+    ws: &[usize],
+    wq: &QuantParams,
+    bias: Option<&[i32]>,
+    os: &[usize],
+    out: OutQ,
+) -> Vec<i32> {
+    let (n, ih, iw, ic) = (xs[0], xs[1], xs[2], xs[3]);
+    let (oc, kh, kw, icg) = (ws[0], ws[1], ws[2], ws[3]);
+    let (oh, ow) = (os[1], os[2]);
+    let groups = ic / icg.max(1);
+    let ocg = oc / groups.max(1);
+    let (_, pad_h) = op.padding.compute(ih, kh, op.stride[0], op.dilation[0]).unwrap_or((0, 0));
+    let (_, pad_w) = op.padding.compute(iw, kw, op.stride[1], op.dilation[1]).unwrap_or((0, 0));
+    let mults = per_channel_multipliers(s_in, wq, out.scale, oc);
+    let (lo, hi) = out.range(op.activation);
+    let mut y = vec![0i32; n * oh * ow * oc];
+    for b in 0..n {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for o in 0..oc {
+                    let g = o / ocg.max(1);
+                    let mut acc: i32 = 0;
+                    for ky in 0..kh {
+                        let Some(iy) = tap(oy, op.stride[0], ky, op.dilation[0], pad_h, ih) else { continue };
+                        for kx in 0..kw {
+                            let Some(ix) = tap(ox, op.stride[1], kx, op.dilation[1], pad_w, iw) else { continue };
+                            let xb = ((b * ih + iy) * iw + ix) * ic + g * icg;
+                            let wb = ((o * kh + ky) * kw + kx) * icg;
+                            for c in 0..icg {
+                                acc = acc.wrapping_add(w[wb + c].wrapping_mul(x[xb + c] - z_in));
+                            }
+                        }
+                    }
+                    if let Some(bias) = bias {
+                        acc = acc.wrapping_add(bias[o]);
+                    }
+                    let (m, sh) = mults[o];
+                    y[((b * oh + oy) * ow + ox) * oc + o] = (mbqm(acc, m, sh) + out.zp).clamp(lo, hi);
+                }
+            }
+        }
+    }
+    y
+}
+
+/// `reference_integer_ops::DepthwiseConvPerChannel`.
+#[allow(clippy::too_many_arguments)]
+pub fn depthwise(
+    op: &DepthwiseConv2d,
+    x: &[i32],
+    xs: &[usize],
+    (s_in, z_in): (f32, i32),
+    w: &[i32],
+    ws: &[usize],
+    wq: &QuantParams,
+    bias: Option<&[i32]>,
+    os: &[usize],
+    out: OutQ,
+) -> Vec<i32> {
+    let (n, ih, iw, ic) = (xs[0], xs[1], xs[2], xs[3]);
+    let (kh, kw, oc) = (ws[1], ws[2], ws[3]);
+    let (oh, ow) = (os[1], os[2]);
+    let m = op.depth_multiplier;
+    let (_, pad_h) = op.padding.compute(ih, kh, op.stride[0], op.dilation[0]).unwrap_or((0, 0));
+    let (_, pad_w) = op.padding.compute(iw, kw, op.stride[1], op.dilation[1]).unwrap_or((0, 0));
+    let mults = per_channel_multipliers(s_in, wq, out.scale, oc);
+    let (lo, hi) = out.range(op.activation);
+    let mut y = vec![0i32; n * oh * ow * oc];
+    for b in 0..n {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for c in 0..ic {
+                    for mi in 0..m {
+                        let o = c * m + mi;
+                        let mut acc: i32 = 0;
+                        for ky in 0..kh {
+                            let Some(iy) = tap(oy, op.stride[0], ky, op.dilation[0], pad_h, ih) else { continue };
+                            for kx in 0..kw {
+                                let Some(ix) = tap(ox, op.stride[1], kx, op.dilation[1], pad_w, iw) else { continue };
+                                let xv = x[((b * ih + iy) * iw + ix) * ic + c];
+                                acc = acc.wrapping_add(w[(ky * kw + kx) * oc + o].wrapping_mul(xv - z_in));
+                            }
+                        }
+                        if let Some(bias) = bias {
+                            acc = acc.wrapping_add(bias[o]);
+                        }
+                        let (mq, sh) = mults[o];
+                        y[((b * oh + oy) * ow + ox) * oc + o] = (mbqm(acc, mq, sh) + out.zp).clamp(lo, hi);
+                    }
+                }
+            }
+        }
+    }
+    y
+}
+
+/// Prepared parameters of `reference_integer_ops::Add` (general path, left shift 20) and the
+/// matching SUB.
+pub fn add_params(s1: f32, s2: f32, s_out: f32) -> Result<[(i32, i32); 3], String> {
+    let left_shift = 20;
+    let twice_max = (2.0 * s1.max(s2)) as f64;
+    let r1 = s1 as f64 / twice_max;
+    let r2 = s2 as f64 / twice_max;
+    let r_out = twice_max / (((1i64 << left_shift) as f32 * s_out) as f64);
+    for (r, what) in [(r1, "input 1"), (r2, "input 2"), (r_out, "output")] {
+        if !multiplier_in_unit(r) {
+            return Err(format!("the {what} rescale multiplier {r} is outside (0, 1): scales are inconsistent"));
+        }
+    }
+    Ok([quantize_multiplier(r1), quantize_multiplier(r2), quantize_multiplier(r_out)])
+}
+
+/// ADD / SUB / MUL over broadcast index pairs (`reference_integer_ops::Add`, `sub.h`, `Mul`).
+#[allow(clippy::too_many_arguments)]
+pub fn binary(
+    kind: BinaryKind,
+    a: &[i32],
+    b: &[i32],
+    pairs: &[(usize, usize)],
+    (s1, z1): (f32, i32),
+    (s2, z2): (f32, i32),
+    out: OutQ,
+    act: Activation,
+) -> Result<Vec<i32>, String> {
+    let (lo, hi) = out.range(act);
+    match kind {
+        BinaryKind::Add | BinaryKind::Sub => {
+            let [(m1, sh1), (m2, sh2), (mo, sho)] = add_params(s1, s2, out.scale)?;
+            Ok(pairs
+                .iter()
+                .map(|&(i, j)| {
+                    let sa = mbqm((a[i] - z1).wrapping_mul(1 << 20), m1, sh1);
+                    let sb = mbqm((b[j] - z2).wrapping_mul(1 << 20), m2, sh2);
+                    let raw = if kind == BinaryKind::Add { sa.wrapping_add(sb) } else { sa.wrapping_sub(sb) };
+                    (mbqm(raw, mo, sho) + out.zp).clamp(lo, hi)
+                })
+                .collect())
+        }
+        BinaryKind::Mul => {
+            let (m, sh) = quantize_multiplier((s1 * s2 / out.scale) as f64);
+            Ok(pairs
+                .iter()
+                .map(|&(i, j)| (out.zp + mbqm((a[i] - z1).wrapping_mul(b[j] - z2), m, sh)).clamp(lo, hi))
+                .collect())
+        }
+    }
+}
+
+/// `reference_integer_ops::AveragePool` / `MaxPool`: raw values, window clipped to the image,
+/// average rounded half away from zero.
+pub fn pool(op: &Pool2d, x: &[i32], xs: &[usize], os: &[usize], out: OutQ) -> Vec<i32> {
+    let (n, ih, iw, c) = (xs[0], xs[1], xs[2], xs[3]);
+    let (oh, ow) = (os[1], os[2]);
+    let (_, pad_h) = op.padding.compute(ih, op.filter[0], op.stride[0], 1).unwrap_or((0, 0));
+    let (_, pad_w) = op.padding.compute(iw, op.filter[1], op.stride[1], 1).unwrap_or((0, 0));
+    let (lo, hi) = out.range(op.activation);
+    let mut y = vec![0i32; n * oh * ow * c];
+    for b in 0..n {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let y0 = (oy * op.stride[0]) as isize - pad_h as isize;
+                let x0 = (ox * op.stride[1]) as isize - pad_w as isize;
+                let ys = y0.max(0) as usize..((y0 + op.filter[0] as isize).min(ih as isize)).max(0) as usize;
+                let xr = x0.max(0) as usize..((x0 + op.filter[1] as isize).min(iw as isize)).max(0) as usize;
+                for ch in 0..c {
+                    let mut acc: i32 = if op.kind == PoolKind::Max { lo } else { 0 };
+                    let mut count: i32 = 0;
+                    for iy in ys.clone() {
+                        for ix in xr.clone() {
+                            let v = x[((b * ih + iy) * iw + ix) * c + ch];
+                            acc = if op.kind == PoolKind::Max { acc.max(v) } else { acc + v };
+                            count += 1;
+                        }
+                    }
+                    if op.kind == PoolKind::Average && count > 0 {
+                        acc = if acc > 0 { (acc + count / 2) / count } else { (acc - count / 2) / count };
+                    }
+                    y[((b * oh + oy) * ow + ox) * c + ch] = acc.clamp(lo, hi);
+                }
+            }
+        }
+    }
+    y
+}
+
+/// `reference_ops::QuantizedMeanOrSum` (mean), the path of the reference resolver.
+pub fn mean(op: &Mean, x: &[i32], xs: &[usize], out_len: usize, (s_in, z_in): (f32, i32), out: OutQ) -> Vec<i32> {
+    let st = crate::kernels::strides(xs);
+    let kept: Vec<usize> = (0..xs.len()).filter(|a| !op.axes.contains(a)).collect();
+    let kept_dims: Vec<usize> = kept.iter().map(|&a| xs[a]).collect();
+    let kst = crate::kernels::strides(&kept_dims);
+    let mut sums = vec![0i32; out_len];
+    for (i, &v) in x.iter().enumerate() {
+        let mut o = 0;
+        for (k, &a) in kept.iter().enumerate() {
+            o += (i / st[a]) % xs[a] * kst[k];
+        }
+        sums[o] = sums[o].wrapping_add(v);
+    }
+    let count: i64 = op.axes.iter().map(|&a| xs[a] as i64).product();
+    let (lo, hi) = out.dtype.int_range().map_or((-128, 127), |(a, b)| (a as i32, b as i32));
+    if count == 0 {
+        return vec![0; out_len];
+    }
+    let (mut m, mut sh) = quantize_multiplier(s_in as f64 / out.scale as f64);
+    let mut shift = 63 - (count as u64).leading_zeros() as i32;
+    shift = shift.min(32).min(31 + sh);
+    m = (((m as i64) << shift) / count) as i32;
+    sh -= shift;
+    sums.into_iter()
+        .map(|s| {
+            let shifted = s.wrapping_sub((z_in as i64 * count) as i32);
+            (mbqm(shifted, m, sh) + out.zp).clamp(lo, hi)
+        })
+        .collect()
+}
+
+/// `reference_ops::Softmax` (fixed point, int8/uint8 in and out), as the reference resolver runs it.
+pub fn softmax(x: &[i32], depth: usize, beta: f32, s_in: f32, out: OutQ) -> Vec<i32> {
+    const SCALED_DIFF_INTEGER_BITS: i32 = 5;
+    const ACCUM_INTEGER_BITS: i32 = 12;
+    let real =
+        (beta as f64 * s_in as f64 * (1i64 << (31 - SCALED_DIFF_INTEGER_BITS)) as f64).min((1i64 << 31) as f64 - 1.0);
+    let (mult, left_shift) = quantize_multiplier(real);
+    let max_input_rescaled = ((1i64 << SCALED_DIFF_INTEGER_BITS) - 1) as f64
+        * (1i64 << (31 - SCALED_DIFF_INTEGER_BITS)) as f64
+        / (1i64 << left_shift.clamp(0, 62)) as f64;
+    let diff_min = -(max_input_rescaled.floor() as i32);
+    let (lo, hi) = out.dtype.int_range().map_or((-128, 127), |(a, b)| (a as i32, b as i32));
+    let bits = (out.dtype.size() * 8) as i32;
+    let mut y = vec![0i32; x.len()];
+    if depth == 0 {
+        return y;
+    }
+    for (row, yrow) in x.chunks(depth).zip(y.chunks_mut(depth)) {
+        let max = row.iter().copied().max().unwrap_or(0);
+        let mut sum: i32 = 0;
+        for &v in row {
+            let diff = v - max;
+            if diff >= diff_min {
+                let r = mbqm_greater_than_one(diff, mult, left_shift);
+                sum = sum.wrapping_add(sat_mul_pot(
+                    exp_on_negative_values(r, SCALED_DIFF_INTEGER_BITS),
+                    -ACCUM_INTEGER_BITS,
+                ));
+            }
+        }
+        let (recip, num_bits_over_unit) = get_reciprocal(sum, ACCUM_INTEGER_BITS);
+        let exponent = (num_bits_over_unit + 31 - bits).clamp(0, 31);
+        for (o, &v) in yrow.iter_mut().zip(row) {
+            let diff = v - max;
+            *o = if diff >= diff_min {
+                let r = mbqm_greater_than_one(diff, mult, left_shift);
+                let e = exp_on_negative_values(r, SCALED_DIFF_INTEGER_BITS);
+                (rdbpot(srdhm(recip, e), exponent) + lo).clamp(lo, hi)
+            } else {
+                lo
+            };
+        }
+    }
+    y
+}
+
+/// `LUTPopulate` + lookup: LOGISTIC and TANH on 8-bit tensors (both resolvers build this table
+/// in float).
+pub fn lut(kind: UnaryKind, x: &[i32], (s_in, z_in): (f32, i32), out: OutQ) -> Result<Vec<i32>, String> {
+    let f: fn(f32) -> f32 = match kind {
+        UnaryKind::Logistic => |v| 1.0 / (1.0 + (-v).exp()),
+        UnaryKind::Tanh => |v| v.tanh(),
+        _ => return Err("only Logistic and Tanh use a lookup table".into()),
+    };
+    let (lo, hi) = out.dtype.int_range().map_or((-128, 127), |(a, b)| (a as i32, b as i32));
+    let inverse_scale = 1.0 / out.scale;
+    let entry = |v: i32| {
+        let dequantized = s_in * (v - z_in) as f32;
+        let rescaled = round_half_away(f(dequantized) * inverse_scale);
+        ((rescaled + out.zp as f32) as i32).clamp(lo, hi)
+    };
+    let table: Vec<i32> = (lo..=hi).map(entry).collect();
+    Ok(x.iter().map(|&v| table[(v - lo) as usize]).collect())
+}
+
+/// Standalone RELU / RELU6 on quantized tensors (`QuantizedReluX` + `ReluX`).
+pub fn relu(kind: UnaryKind, x: &[i32], (s_in, z_in): (f32, i32), out: OutQ) -> Vec<i32> {
+    let (lo, hi) = out.dtype.int_range().map_or((-128, 127), |(a, b)| (a as i32, b as i32));
+    let act_min = lo.max(out.zp + round_half_away(0.0 / out.scale) as i32);
+    let act_max = match kind {
+        UnaryKind::Relu6 => hi.min(out.zp + round_half_away(6.0 / out.scale) as i32),
+        _ => hi,
+    };
+    let (m, sh) = quantize_multiplier((s_in / out.scale) as f64);
+    x.iter().map(|&v| (out.zp + mbqm(v - z_in, m, sh)).clamp(act_min, act_max)).collect()
+}
+
+// ---------------------------------------------------------------- hybrid (dynamic range)
+
+/// `SymmetricQuantizeFloats`: returns (values, scaling factor).
+pub fn symmetric_quantize(v: &[f32]) -> (Vec<i32>, f32) {
+    let (mn, mx) = v.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+    let range = mn.abs().max(mx.abs());
+    if v.is_empty() || range == 0.0 {
+        return (vec![0; v.len()], 1.0);
+    }
+    let inv = 127.0 / range;
+    (v.iter().map(|&x| (round_half_away(x * inv) as i32).clamp(-127, 127)).collect(), range / 127.0)
+}
+
+/// `AsymmetricQuantizeFloats`: returns (values, scaling factor, zero point).
+pub fn asymmetric_quantize(v: &[f32]) -> (Vec<i32>, f32, i32) {
+    let (mn, mx) = v.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+    let rmin = 0f32.min(mn) as f64;
+    let rmax = 0f32.max(mx) as f64;
+    if v.is_empty() || rmin == rmax {
+        return (vec![0; v.len()], 1.0, 0);
+    }
+    let (qmin, qmax) = (-128f64, 127f64);
+    let scale = (rmax - rmin) / (qmax - qmin);
+    let zp_from_min = qmin - rmin / scale;
+    let zp_from_max = qmax - rmax / scale;
+    let err_min = qmin.abs() + (rmin / scale).abs();
+    let err_max = qmax.abs() + (rmax / scale).abs();
+    let zp_d = if err_min < err_max { zp_from_min } else { zp_from_max };
+    let zp = if zp_d <= qmin {
+        -128
+    } else if zp_d >= qmax {
+        127
+    } else {
+        zp_d.round() as i32
+    };
+    let sf = scale as f32;
+    let inv = 1.0 / sf;
+    let q = v.iter().map(|&x| (round_half_away(zp as f32 + x * inv) as i32).clamp(-128, 127)).collect();
+    (q, sf, zp)
+}
+
+/// Hybrid FULLY_CONNECTED (`EvalHybridDense` with the portable tensor utils): each input row
+/// is quantized on its own, symmetric or asymmetric.
+#[allow(clippy::too_many_arguments)]
+pub fn hybrid_fully_connected(
+    x: &[f32],
+    w: &[i32],
+    w_shape: &[usize],
+    wq: &QuantParams,
+    bias: Option<&[f32]>,
+    act: Activation,
+    asymmetric: bool,
+) -> Vec<f32> {
+    let (units, depth) = (w_shape[0], w_shape[1]);
+    let batches = x.len() / depth.max(1);
+    let mut y: Vec<f32> = (0..batches * units).map(|i| bias.map_or(0.0, |b| b[i % units])).collect();
+    if x.iter().all(|&v| v == 0.0) {
+        return y.into_iter().map(|v| act.apply(v)).collect();
+    }
+    let per_channel = wq.scales().len() > 1;
+    let row_sums: Vec<i32> = (0..units).map(|o| w[o * depth..(o + 1) * depth].iter().sum()).collect();
+    for b in 0..batches {
+        let row = &x[b * depth..(b + 1) * depth];
+        let (q, mut sf, zp) = if asymmetric {
+            asymmetric_quantize(row)
+        } else {
+            let (q, sf) = symmetric_quantize(row);
+            (q, sf, 0)
+        };
+        if !per_channel {
+            sf *= wq.scale();
+        }
+        for o in 0..units {
+            let mut dot: i32 = 0;
+            for d in 0..depth {
+                dot = dot.wrapping_add(w[o * depth + d].wrapping_mul(q[d]));
+            }
+            if asymmetric {
+                dot = dot.wrapping_sub(row_sums[o].wrapping_mul(zp));
+            }
+            let scale = if per_channel { sf * wq.scales()[o] } else { sf };
+            y[b * units + o] += dot as f32 * scale;
+        }
+    }
+    y.into_iter().map(|v| act.apply(v)).collect()
+}
+
+/// Hybrid CONV_2D / DEPTHWISE_CONV_2D: each batch image quantized on its own (asymmetric for
+/// per-channel weights and for depthwise, symmetric otherwise), integer accumulation, float
+/// rescale plus bias (`HybridConvPerChannel`, `DepthwiseConvHybridPerChannel`).
+#[allow(clippy::too_many_arguments)]
+pub fn hybrid_conv(
+    depthwise: Option<&DepthwiseConv2d>,
+    conv: Option<&Conv2d>,
+    x: &[f32],
+    xs: &[usize],
+    w: &[i32],
+    ws: &[usize],
+    wq: &QuantParams,
+    bias: Option<&[f32]>,
+    os: &[usize],
+) -> Vec<f32> {
+    let n = xs[0];
+    let per_batch = xs[1] * xs[2] * xs[3];
+    let oc = ws[if depthwise.is_some() { 3 } else { 0 }];
+    let asymmetric = depthwise.is_some() || wq.scales().len() > 1;
+    let out_per_batch = os[1] * os[2] * os[3];
+    let mut y = vec![0f32; n * out_per_batch];
+    let act = depthwise.map(|d| d.activation).or(conv.map(|c| c.activation)).unwrap_or_default();
+    for b in 0..n {
+        let img = &x[b * per_batch..(b + 1) * per_batch];
+        let (q, sf, zp) = if asymmetric {
+            asymmetric_quantize(img)
+        } else {
+            let (q, sf) = symmetric_quantize(img);
+            (q, sf, 0)
+        };
+        let one = [1, xs[1], xs[2], xs[3]];
+        let ones = [1, os[1], os[2], os[3]];
+        // Integer accumulation with a unit multiplier is exact: reuse the int8 loops with
+        // zero output offset and no clamp by asking for raw accumulators.
+        let accs = raw_accumulators(depthwise, conv, &q, &one, zp, w, ws, &ones);
+        for (i, acc) in accs.into_iter().enumerate() {
+            let c = i % oc;
+            let s_w = if wq.scales().len() == 1 { wq.scale() } else { wq.scales()[c] };
+            let mut v = if depthwise.is_some() { acc as f32 * (s_w * sf) } else { acc as f32 * s_w * sf };
+            if let Some(bias) = bias {
+                v += bias[c];
+            }
+            y[b * out_per_batch + i] = act.apply(v);
+        }
+    }
+    y
+}
+
+#[allow(clippy::too_many_arguments)]
+fn raw_accumulators(
+    depthwise: Option<&DepthwiseConv2d>,
+    conv: Option<&Conv2d>,
+    x: &[i32],
+    xs: &[usize],
+    z_in: i32,
+    w: &[i32],
+    ws: &[usize],
+    os: &[usize],
+) -> Vec<i32> {
+    let (ih, iw, ic) = (xs[1], xs[2], xs[3]);
+    let (oh, ow) = (os[1], os[2]);
+    let mut y = Vec::with_capacity(oh * ow * os[3]);
+    if let Some(op) = depthwise {
+        let (kh, kw, oc) = (ws[1], ws[2], ws[3]);
+        let (_, pad_h) = op.padding.compute(ih, kh, op.stride[0], op.dilation[0]).unwrap_or((0, 0));
+        let (_, pad_w) = op.padding.compute(iw, kw, op.stride[1], op.dilation[1]).unwrap_or((0, 0));
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for o in 0..oc {
+                    let c = o / op.depth_multiplier.max(1);
+                    let mut acc: i32 = 0;
+                    for ky in 0..kh {
+                        let Some(iy) = tap(oy, op.stride[0], ky, op.dilation[0], pad_h, ih) else { continue };
+                        for kx in 0..kw {
+                            let Some(ix) = tap(ox, op.stride[1], kx, op.dilation[1], pad_w, iw) else { continue };
+                            acc = acc.wrapping_add(
+                                w[(ky * kw + kx) * oc + o].wrapping_mul(x[(iy * iw + ix) * ic + c] - z_in),
+                            );
+                        }
+                    }
+                    y.push(acc);
+                }
+            }
+        }
+    } else if let Some(op) = conv {
+        let (oc, kh, kw, icg) = (ws[0], ws[1], ws[2], ws[3]);
+        let groups = ic / icg.max(1);
+        let ocg = oc / groups.max(1);
+        let (_, pad_h) = op.padding.compute(ih, kh, op.stride[0], op.dilation[0]).unwrap_or((0, 0));
+        let (_, pad_w) = op.padding.compute(iw, kw, op.stride[1], op.dilation[1]).unwrap_or((0, 0));
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for o in 0..oc {
+                    let g = o / ocg.max(1);
+                    let mut acc: i32 = 0;
+                    for ky in 0..kh {
+                        let Some(iy) = tap(oy, op.stride[0], ky, op.dilation[0], pad_h, ih) else { continue };
+                        for kx in 0..kw {
+                            let Some(ix) = tap(ox, op.stride[1], kx, op.dilation[1], pad_w, iw) else { continue };
+                            let xb = (iy * iw + ix) * ic + g * icg;
+                            let wb = ((o * kh + ky) * kw + kx) * icg;
+                            for c in 0..icg {
+                                acc = acc.wrapping_add(w[wb + c].wrapping_mul(x[xb + c] - z_in));
+                            }
+                        }
+                    }
+                    y.push(acc);
+                }
+            }
+        }
+    }
+    y
+}
