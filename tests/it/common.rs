@@ -23,7 +23,8 @@ pub struct Builder {
 
 impl Builder {
     pub fn new(name: &str) -> Self {
-        Builder { g: Graph::new(name), rng: Rng::new(name.len() as u64 * 7919 + 17), inputs: Vec::new() }
+        // Seeded by the whole name: every case gets its own stream, the same on every run.
+        Builder { g: Graph::new(name), rng: Rng::new(qlite::ir::print::fnv1a(name.as_bytes())), inputs: Vec::new() }
     }
 
     /// A float input with random values in [lo, hi).

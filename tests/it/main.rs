@@ -8,3 +8,4 @@ mod errors;
 mod fixtures;
 mod ops;
 mod passes;
+mod random_ops;

@@ -1,0 +1,318 @@
+//! Seeded random single-op integer models: shapes, strides, paddings, dilations, activations
+//! and quantization parameters drawn at random, run in qlite and exported for LiteRT's
+//! reference kernels, which must give the very same bytes (`cargo xtask conformance`).
+
+use crate::common::{Builder, export_case};
+use qlite::ir::op::*;
+use qlite::ir::tensor::i32_bytes;
+use qlite::ir::{DType, QuantParams, Shape, Tensor, TensorId};
+use qlite::sample::Rng;
+use qlite::{Array, Data};
+
+/// Cases per op kind. With QLITE_CONFORMANCE_DIR set every case is exported.
+const PER_KIND: usize = 200;
+
+fn pick<T: Copy>(rng: &mut Rng, v: &[T]) -> T {
+    v[(rng.next_u64() % v.len() as u64) as usize]
+}
+
+fn int(rng: &mut Rng, lo: i64, hi: i64) -> i64 {
+    lo + (rng.next_u64() % ((hi - lo + 1) as u64)) as i64
+}
+
+/// A scale spread over several decades, and a zero point that is often at an extreme.
+fn qp(rng: &mut Rng) -> QuantParams {
+    let scale = 10f32.powf(rng.uniform(-3.0, 0.5));
+    let zp = match rng.next_u64() % 6 {
+        0 => -128,
+        1 => 127,
+        2 => 0,
+        _ => int(rng, -128, 127),
+    };
+    QuantParams::per_tensor(scale, zp)
+}
+
+/// An output quantization whose scale is `typical` within half a decade, so outputs spread over
+/// the int8 range instead of saturating.
+fn qp_near(rng: &mut Rng, typical: f32) -> QuantParams {
+    let scale = typical * 10f32.powf(rng.uniform(-0.5, 0.5));
+    let zp = if rng.next_u64() % 8 == 0 { pick(rng, &[-128, 127]) } else { int(rng, -100, 100) };
+    QuantParams::per_tensor(scale, zp)
+}
+
+fn i8s(rng: &mut Rng, n: usize) -> Vec<i8> {
+    (0..n).map(|_| rng.next_u64() as u8 as i8).collect()
+}
+
+fn act(rng: &mut Rng) -> Activation {
+    pick(rng, &[Activation::None, Activation::None, Activation::Relu, Activation::Relu6, Activation::ReluN1To1])
+}
+
+fn input(b: &mut Builder, name: &str, dims: &[usize], q: QuantParams) -> TensorId {
+    let n = dims.iter().product();
+    let v = i8s(&mut b.rng, n);
+    let t = Tensor::activation(name, DType::I8, Shape::fixed(dims)).with_quant(q);
+    b.input_with(t, Array::new(dims.to_vec(), Data::I8(v)).unwrap())
+}
+
+/// Symmetric int8 weights, per channel along `axis` (or per tensor).
+fn weights(b: &mut Builder, dims: &[usize], axis: usize, per_channel: bool) -> (TensorId, Vec<f32>) {
+    let n: usize = dims.iter().product();
+    let vals: Vec<u8> = (0..n).map(|_| int(&mut b.rng, -127, 127) as i8 as u8).collect();
+    let channels = if per_channel { dims[axis] } else { 1 };
+    let base = b.rng.uniform(-3.0, -1.0);
+    let scales: Vec<f32> = (0..channels).map(|_| 10f32.powf(base + b.rng.uniform(0.0, 0.7))).collect();
+    let q = if per_channel {
+        QuantParams::per_channel(scales.clone(), vec![0; channels], axis)
+    } else {
+        QuantParams::per_tensor(scales[0], 0)
+    };
+    let t = Tensor::constant("w", DType::I8, Shape::fixed(dims), vals.into()).with_quant(q);
+    (b.raw_const(t), scales)
+}
+
+/// int32 bias with scale s_in · s_w[c].
+fn bias(b: &mut Builder, channels: usize, s_in: f32, w_scales: &[f32]) -> TensorId {
+    let vals: Vec<i32> = (0..channels).map(|_| int(&mut b.rng, -20000, 20000) as i32).collect();
+    let scales: Vec<f32> = (0..w_scales.len()).map(|c| s_in * w_scales[c]).collect();
+    let q = if scales.len() == 1 {
+        QuantParams::per_tensor(scales[0], 0)
+    } else {
+        QuantParams::per_channel(scales.clone(), vec![0; scales.len()], 0)
+    };
+    b.raw_const(Tensor::constant("b", DType::I32, Shape::fixed(&[channels]), i32_bytes(&vals)).with_quant(q))
+}
+
+/// Output scale at which a sum of `k` int8 products lands around ±60.
+fn typical_out(s_in: f32, w_scales: &[f32], k: usize) -> f32 {
+    let mean = w_scales.iter().sum::<f32>() / w_scales.len().max(1) as f32;
+    s_in * mean * 120.0 * (k as f32).sqrt()
+}
+
+fn spatial(rng: &mut Rng) -> (usize, usize, usize) {
+    (int(rng, 1, 2) as usize, int(rng, 3, 9) as usize, int(rng, 3, 9) as usize)
+}
+
+type Gen = fn(&mut Builder) -> TensorId;
+
+fn gen_fully_connected(b: &mut Builder) -> TensorId {
+    let (batch, depth, units) = (int(&mut b.rng, 1, 3) as usize, int(&mut b.rng, 1, 40) as usize, int(&mut b.rng, 1, 20) as usize);
+    let qi = qp(&mut b.rng);
+    let x = input(b, "x", &[batch, depth], qi.clone());
+    let per_channel = b.rng.next_u64() % 2 == 0;
+    let (w, ws) = weights(b, &[units, depth], 0, per_channel);
+    let has_bias = b.rng.next_u64() % 4 != 0;
+    let bias = has_bias.then(|| bias(b, units, qi.scale(), &ws));
+    let a = act(&mut b.rng);
+    let qo = qp_near(&mut b.rng, typical_out(qi.scale(), &ws, depth));
+    let op = Op::FullyConnected(FullyConnected { activation: a, keep_num_dims: false, asymmetric_inputs: false });
+    b.node(op, &[Some(x), Some(w), bias], Some((DType::I8, qo)))
+}
+
+fn gen_conv(b: &mut Builder) -> TensorId {
+    let (n, h, w_) = spatial(&mut b.rng);
+    let (ic, oc) = (int(&mut b.rng, 1, 6) as usize, int(&mut b.rng, 1, 6) as usize);
+    let (kh, kw) = (int(&mut b.rng, 1, 3) as usize, int(&mut b.rng, 1, 3) as usize);
+    let stride = [int(&mut b.rng, 1, 2) as usize, int(&mut b.rng, 1, 2) as usize];
+    let dilation = [int(&mut b.rng, 1, 2) as usize, int(&mut b.rng, 1, 2) as usize];
+    let padding = if (kh - 1) * dilation[0] + 1 > h || (kw - 1) * dilation[1] + 1 > w_ {
+        Padding::Same
+    } else {
+        pick(&mut b.rng, &[Padding::Same, Padding::Valid])
+    };
+    let qi = qp(&mut b.rng);
+    let x = input(b, "x", &[n, h, w_, ic], qi.clone());
+    let per_channel = b.rng.next_u64() % 4 != 0;
+    let (w, ws) = weights(b, &[oc, kh, kw, ic], 0, per_channel);
+    let bias = bias(b, oc, qi.scale(), &ws);
+    let a = act(&mut b.rng);
+    let qo = qp_near(&mut b.rng, typical_out(qi.scale(), &ws, kh * kw * ic));
+    b.node(Op::Conv2d(Conv2d { padding, stride, dilation, activation: a }), &[Some(x), Some(w), Some(bias)], Some((DType::I8, qo)))
+}
+
+fn gen_depthwise(b: &mut Builder) -> TensorId {
+    let (n, h, w_) = spatial(&mut b.rng);
+    let (ic, m) = (int(&mut b.rng, 1, 6) as usize, int(&mut b.rng, 1, 2) as usize);
+    let (kh, kw) = (int(&mut b.rng, 1, 3) as usize, int(&mut b.rng, 1, 3) as usize);
+    let stride = [int(&mut b.rng, 1, 2) as usize, int(&mut b.rng, 1, 2) as usize];
+    let dilation = [int(&mut b.rng, 1, 2) as usize, int(&mut b.rng, 1, 2) as usize];
+    let padding = if (kh - 1) * dilation[0] + 1 > h || (kw - 1) * dilation[1] + 1 > w_ {
+        Padding::Same
+    } else {
+        pick(&mut b.rng, &[Padding::Same, Padding::Valid])
+    };
+    let qi = qp(&mut b.rng);
+    let x = input(b, "x", &[n, h, w_, ic], qi.clone());
+    let (w, ws) = weights(b, &[1, kh, kw, ic * m], 3, true);
+    let bias = bias(b, ic * m, qi.scale(), &ws);
+    let a = act(&mut b.rng);
+    let qo = qp_near(&mut b.rng, typical_out(qi.scale(), &ws, kh * kw));
+    let op = Op::DepthwiseConv2d(DepthwiseConv2d { padding, stride, dilation, depth_multiplier: m, activation: a });
+    b.node(op, &[Some(x), Some(w), Some(bias)], Some((DType::I8, qo)))
+}
+
+/// Two shapes that broadcast (rank 1..4).
+fn broadcast_pair(rng: &mut Rng) -> (Vec<usize>, Vec<usize>) {
+    let rank = int(rng, 1, 4) as usize;
+    let full: Vec<usize> = (0..rank).map(|_| int(rng, 1, 5) as usize).collect();
+    let mut a = full.clone();
+    let mut b = full;
+    for i in 0..rank {
+        match rng.next_u64() % 4 {
+            0 => a[i] = 1,
+            1 => b[i] = 1,
+            _ => {}
+        }
+    }
+    if rng.next_u64() % 3 == 0 {
+        let k = int(rng, 0, rank as i64 - 1) as usize;
+        b.drain(..k);
+    }
+    (a, b)
+}
+
+fn gen_binary(b: &mut Builder, kind: BinaryKind) -> TensorId {
+    let (sa, sb) = broadcast_pair(&mut b.rng);
+    let q1 = qp(&mut b.rng);
+    let ratio = 10f32.powf(b.rng.uniform(-1.0, 1.0));
+    let q2 = qp_near(&mut b.rng, q1.scale() * ratio);
+    let typical = match kind {
+        BinaryKind::Mul => q1.scale() * q2.scale() * 10000.0 / 64.0,
+        _ => q1.scale().max(q2.scale()) * 2.0,
+    };
+    let x = input(b, "x", &sa, q1);
+    let y = input(b, "y", &sb, q2);
+    let a = act(&mut b.rng);
+    let qo = qp_near(&mut b.rng, typical);
+    b.node(Op::Binary(Binary { kind, activation: a }), &[Some(x), Some(y)], Some((DType::I8, qo)))
+}
+
+fn gen_add(b: &mut Builder) -> TensorId {
+    gen_binary(b, BinaryKind::Add)
+}
+fn gen_sub(b: &mut Builder) -> TensorId {
+    gen_binary(b, BinaryKind::Sub)
+}
+fn gen_mul(b: &mut Builder) -> TensorId {
+    gen_binary(b, BinaryKind::Mul)
+}
+
+fn gen_pool(b: &mut Builder, kind: PoolKind) -> TensorId {
+    let (n, h, w) = spatial(&mut b.rng);
+    let c = int(&mut b.rng, 1, 5) as usize;
+    let filter = [int(&mut b.rng, 1, 3.min(h) as i64) as usize, int(&mut b.rng, 1, 3.min(w) as i64) as usize];
+    let stride = [int(&mut b.rng, 1, 2) as usize, int(&mut b.rng, 1, 2) as usize];
+    let padding = pick(&mut b.rng, &[Padding::Same, Padding::Valid]);
+    let q = qp(&mut b.rng);
+    let x = input(b, "x", &[n, h, w, c], q.clone());
+    let a = act(&mut b.rng);
+    b.node(Op::Pool2d(Pool2d { kind, filter, stride, padding, activation: a }), &[Some(x)], Some((DType::I8, q)))
+}
+
+fn gen_avg_pool(b: &mut Builder) -> TensorId {
+    gen_pool(b, PoolKind::Average)
+}
+fn gen_max_pool(b: &mut Builder) -> TensorId {
+    gen_pool(b, PoolKind::Max)
+}
+
+fn gen_mean(b: &mut Builder) -> TensorId {
+    let rank = int(&mut b.rng, 2, 4) as usize;
+    let dims: Vec<usize> = (0..rank).map(|_| int(&mut b.rng, 1, 6) as usize).collect();
+    let mut axes: Vec<usize> = (0..rank).filter(|_| b.rng.next_u64() % 2 == 0).collect();
+    if axes.is_empty() {
+        axes.push(rank - 1);
+    }
+    let keep_dims = b.rng.next_u64() % 2 == 0;
+    let qi = qp(&mut b.rng);
+    let x = input(b, "x", &dims, qi.clone());
+    let qo = if b.rng.next_u64() % 3 == 0 { qi } else { qp_near(&mut b.rng, qi.scale()) };
+    b.node(Op::Mean(Mean { axes, keep_dims }), &[Some(x)], Some((DType::I8, qo)))
+}
+
+/// Inputs whose real range is a few units: where the curves bend.
+fn qp_activation(rng: &mut Rng) -> QuantParams {
+    qp_near(rng, 8.0 / 128.0)
+}
+
+fn gen_softmax(b: &mut Builder) -> TensorId {
+    let dims = [int(&mut b.rng, 1, 3) as usize, int(&mut b.rng, 1, 20) as usize];
+    let qi = qp_activation(&mut b.rng);
+    let x = input(b, "x", &dims, qi);
+    let beta = pick(&mut b.rng, &[1.0, 1.0, 0.5, 2.0]);
+    b.node(Op::Softmax(Softmax { beta }), &[Some(x)], Some((DType::I8, QuantParams::per_tensor(1.0 / 256.0, -128))))
+}
+
+fn gen_logistic(b: &mut Builder) -> TensorId {
+    let qi = qp_activation(&mut b.rng);
+    let len = int(&mut b.rng, 1, 64) as usize;
+    let x = input(b, "x", &[1, len], qi);
+    b.node(Op::Unary(Unary { kind: UnaryKind::Logistic }), &[Some(x)], Some((DType::I8, QuantParams::per_tensor(1.0 / 256.0, -128))))
+}
+
+fn gen_tanh(b: &mut Builder) -> TensorId {
+    let qi = qp_activation(&mut b.rng);
+    let len = int(&mut b.rng, 1, 64) as usize;
+    let x = input(b, "x", &[1, len], qi);
+    b.node(Op::Unary(Unary { kind: UnaryKind::Tanh }), &[Some(x)], Some((DType::I8, QuantParams::per_tensor(1.0 / 128.0, 0))))
+}
+
+fn gen_relu(b: &mut Builder) -> TensorId {
+    let kind = pick(&mut b.rng, &[UnaryKind::Relu, UnaryKind::Relu6]);
+    let qi = qp(&mut b.rng);
+    let len = int(&mut b.rng, 1, 64) as usize;
+    let x = input(b, "x", &[1, len], qi.clone());
+    let qo = if b.rng.next_u64() % 2 == 0 { qi } else { qp_near(&mut b.rng, qi.scale()) };
+    b.node(Op::Unary(Unary { kind }), &[Some(x)], Some((DType::I8, qo)))
+}
+
+fn gen_requantize(b: &mut Builder) -> TensorId {
+    let qi = qp(&mut b.rng);
+    let len = int(&mut b.rng, 1, 64) as usize;
+    let qo = qp_near(&mut b.rng, qi.scale());
+    let x = input(b, "x", &[1, len], qi);
+    b.node(Op::Quantize, &[Some(x)], Some((DType::I8, qo)))
+}
+
+fn gen_concat_pad(b: &mut Builder) -> TensorId {
+    let q = qp_near(&mut b.rng, 0.05);
+    let (h, c) = (int(&mut b.rng, 1, 4) as usize, int(&mut b.rng, 1, 4) as usize);
+    let x = input(b, "x", &[1, h, 3, c], q.clone());
+    let h2 = int(&mut b.rng, 1, 4) as usize;
+    let y = input(b, "y", &[1, h2, 3, c], q.clone());
+    let cat = b.node(Op::Concatenation(Concatenation { axis: 1, activation: Activation::None }), &[Some(x), Some(y)], Some((DType::I8, q.clone())));
+    let paddings = (0..4).map(|_| [int(&mut b.rng, 0, 2) as usize, int(&mut b.rng, 0, 2) as usize]).collect();
+    b.node(Op::Pad(Pad { paddings }), &[Some(cat)], Some((DType::I8, q)))
+}
+
+#[test]
+fn random_integer_ops_are_exported_for_litert() {
+    let kinds: [(&str, Gen); 15] = [
+        ("fully_connected", gen_fully_connected),
+        ("conv2d", gen_conv),
+        ("depthwise", gen_depthwise),
+        ("add", gen_add),
+        ("sub", gen_sub),
+        ("mul", gen_mul),
+        ("average_pool", gen_avg_pool),
+        ("max_pool", gen_max_pool),
+        ("mean", gen_mean),
+        ("softmax", gen_softmax),
+        ("logistic", gen_logistic),
+        ("tanh", gen_tanh),
+        ("relu", gen_relu),
+        ("requantize", gen_requantize),
+        ("concat_pad", gen_concat_pad),
+    ];
+    for (name, generate) in kinds {
+        for i in 0..PER_KIND {
+            let case = format!("rand_{name}_{i:03}");
+            let mut b = Builder::new(&case);
+            let out = generate(&mut b);
+            let (g, inputs) = b.finish(&[out]);
+            let y = qlite::run(&g, inputs.clone()).unwrap_or_else(|e| panic!("{case}: {e}"));
+            let bytes = qlite_tflite::write_model(&g).unwrap();
+            export_case(&case, &bytes, &inputs, &y, "exact");
+        }
+    }
+}
