@@ -96,7 +96,8 @@ fn spatial(rng: &mut Rng) -> (usize, usize, usize) {
 type Gen = fn(&mut Builder) -> TensorId;
 
 fn gen_fully_connected(b: &mut Builder) -> TensorId {
-    let (batch, depth, units) = (int(&mut b.rng, 1, 3) as usize, int(&mut b.rng, 1, 40) as usize, int(&mut b.rng, 1, 20) as usize);
+    let (batch, depth, units) =
+        (int(&mut b.rng, 1, 3) as usize, int(&mut b.rng, 1, 40) as usize, int(&mut b.rng, 1, 20) as usize);
     let qi = qp(&mut b.rng);
     let x = input(b, "x", &[batch, depth], qi.clone());
     let per_channel = b.rng.next_u64() % 2 == 0;
@@ -127,7 +128,11 @@ fn gen_conv(b: &mut Builder) -> TensorId {
     let bias = bias(b, oc, qi.scale(), &ws);
     let a = act(&mut b.rng);
     let qo = qp_near(&mut b.rng, typical_out(qi.scale(), &ws, kh * kw * ic));
-    b.node(Op::Conv2d(Conv2d { padding, stride, dilation, activation: a }), &[Some(x), Some(w), Some(bias)], Some((DType::I8, qo)))
+    b.node(
+        Op::Conv2d(Conv2d { padding, stride, dilation, activation: a }),
+        &[Some(x), Some(w), Some(bias)],
+        Some((DType::I8, qo)),
+    )
 }
 
 fn gen_depthwise(b: &mut Builder) -> TensorId {
@@ -247,14 +252,22 @@ fn gen_logistic(b: &mut Builder) -> TensorId {
     let qi = qp_activation(&mut b.rng);
     let len = int(&mut b.rng, 1, 64) as usize;
     let x = input(b, "x", &[1, len], qi);
-    b.node(Op::Unary(Unary { kind: UnaryKind::Logistic }), &[Some(x)], Some((DType::I8, QuantParams::per_tensor(1.0 / 256.0, -128))))
+    b.node(
+        Op::Unary(Unary { kind: UnaryKind::Logistic }),
+        &[Some(x)],
+        Some((DType::I8, QuantParams::per_tensor(1.0 / 256.0, -128))),
+    )
 }
 
 fn gen_tanh(b: &mut Builder) -> TensorId {
     let qi = qp_activation(&mut b.rng);
     let len = int(&mut b.rng, 1, 64) as usize;
     let x = input(b, "x", &[1, len], qi);
-    b.node(Op::Unary(Unary { kind: UnaryKind::Tanh }), &[Some(x)], Some((DType::I8, QuantParams::per_tensor(1.0 / 128.0, 0))))
+    b.node(
+        Op::Unary(Unary { kind: UnaryKind::Tanh }),
+        &[Some(x)],
+        Some((DType::I8, QuantParams::per_tensor(1.0 / 128.0, 0))),
+    )
 }
 
 fn gen_relu(b: &mut Builder) -> TensorId {
@@ -280,7 +293,11 @@ fn gen_concat_pad(b: &mut Builder) -> TensorId {
     let x = input(b, "x", &[1, h, 3, c], q.clone());
     let h2 = int(&mut b.rng, 1, 4) as usize;
     let y = input(b, "y", &[1, h2, 3, c], q.clone());
-    let cat = b.node(Op::Concatenation(Concatenation { axis: 1, activation: Activation::None }), &[Some(x), Some(y)], Some((DType::I8, q.clone())));
+    let cat = b.node(
+        Op::Concatenation(Concatenation { axis: 1, activation: Activation::None }),
+        &[Some(x), Some(y)],
+        Some((DType::I8, q.clone())),
+    );
     let paddings = (0..4).map(|_| [int(&mut b.rng, 0, 2) as usize, int(&mut b.rng, 0, 2) as usize]).collect();
     b.node(Op::Pad(Pad { paddings }), &[Some(cat)], Some((DType::I8, q)))
 }
@@ -304,6 +321,7 @@ fn random_integer_ops_are_exported_for_litert() {
         ("requantize", gen_requantize),
         ("concat_pad", gen_concat_pad),
     ];
+    let mut snap = String::new();
     for (name, generate) in kinds {
         for i in 0..PER_KIND {
             let case = format!("rand_{name}_{i:03}");
@@ -313,6 +331,15 @@ fn random_integer_ops_are_exported_for_litert() {
             let y = qlite::run(&g, inputs.clone()).unwrap_or_else(|e| panic!("{case}: {e}"));
             let bytes = qlite_tflite::write_model(&g).unwrap();
             export_case(&case, &bytes, &inputs, &y, "exact");
+            if i < 2 {
+                snap.push_str(&format!(
+                    "== {case}\n{}{}\n\n",
+                    qlite::ir::print_graph(&g),
+                    crate::common::arrays_text(&y)
+                ));
+            }
         }
     }
+    // Exact int8 outputs of the first cases of each kind (all cases are checked against LiteRT).
+    insta::assert_snapshot!("random_int8_ops", snap);
 }

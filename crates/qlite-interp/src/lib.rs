@@ -84,6 +84,14 @@ impl<'g> Interpreter<'g> {
                 _ => None,
             });
         }
+        for (ni, n) in graph.nodes().iter().enumerate() {
+            validate_quantized(graph, n).map_err(|message| InterpError::Node {
+                node: ni,
+                op: n.op.name(),
+                name: n.name.clone(),
+                message,
+            })?;
+        }
         let mut last_use = vec![usize::MAX; graph.tensors().len()];
         for (ni, n) in graph.nodes().iter().enumerate() {
             for t in n.input_ids() {
@@ -276,6 +284,70 @@ impl<'g> Interpreter<'g> {
             Op::Opaque(o) => Err(format!("unsupported op {}", o.op_type)),
         }
     }
+}
+
+/// Load-time checks of the quantization parameters an integer kernel relies on, so a model
+/// whose parameters would break the multiplier arithmetic is refused before it runs.
+fn validate_quantized(g: &Graph, n: &qlite_ir::Node) -> Result<(), String> {
+    let t = |i: usize| n.input(i).and_then(|t| g.tensor(t));
+    let Some(x) = t(0) else { return Ok(()) };
+    let Some(out) = n.outputs.first().and_then(|o| g.tensor(*o)) else { return Ok(()) };
+    let integer = matches!(x.dtype, DType::I8 | DType::U8 | DType::I16);
+    if !integer || matches!(n.op, Op::Quantize | Op::Dequantize | Op::Reshape(_) | Op::Transpose(_)) {
+        return Ok(());
+    }
+    let in_q = |i: usize| int8::per_tensor(t(i).and_then(|t| t.quant.as_ref()), &format!("input {i}"));
+    let (s_out, z_out) = int8::per_tensor(out.quant.as_ref(), "the output")?;
+    if out.dtype != x.dtype {
+        return Err(format!("integer op reads {} but writes {}", x.dtype, out.dtype));
+    }
+    match &n.op {
+        Op::FullyConnected(_) | Op::Conv2d(_) | Op::DepthwiseConv2d(_) => {
+            in_q(0)?;
+            let w = t(1).ok_or("weights are missing")?;
+            let wq = w.quant.as_ref().ok_or("weights are not quantized")?;
+            if w.dtype != DType::I8 {
+                return Err(format!("integer kernels take int8 weights, got {}", w.dtype));
+            }
+            if wq.scales().len() > 1 && wq.zero_points().iter().any(|&z| z != 0) {
+                return Err("per-channel weights must have zero points of 0".into());
+            }
+            if let Some(b) = t(2)
+                && b.dtype != DType::I32
+            {
+                return Err(format!("integer kernels take an int32 bias, got {}", b.dtype));
+            }
+        }
+        Op::Binary(b) => {
+            let (s1, _) = in_q(0)?;
+            let (s2, _) = in_q(1)?;
+            if b.kind != qlite_ir::BinaryKind::Mul {
+                int8::add_params(s1, s2, s_out)?;
+            }
+        }
+        Op::Pool2d(_) | Op::Concatenation(_) | Op::Pad(_) => {
+            for i in 0..n.inputs.len() {
+                let (s, z) = in_q(i)?;
+                if s != s_out || z != z_out {
+                    return Err(format!(
+                        "input {i} is quantized ({s}, {z}) but the output ({s_out}, {z_out}); {} needs them equal",
+                        n.op.name()
+                    ));
+                }
+            }
+        }
+        Op::Softmax(_) | Op::Unary(_) | Op::Mean(_) => {
+            in_q(0)?;
+            if matches!(n.op, Op::Softmax(_))
+                && x.dtype == DType::I8
+                && (z_out != -128 || (s_out - 1.0 / 256.0).abs() > 0.001 / 256.0)
+            {
+                return Err(format!("int8 Softmax output must be quantized (1/256, -128), got ({s_out}, {z_out})"));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Integer values of an integer array.
