@@ -36,7 +36,7 @@ fn qp(rng: &mut Rng) -> QuantParams {
 /// the int8 range instead of saturating.
 fn qp_near(rng: &mut Rng, typical: f32) -> QuantParams {
     let scale = typical * 10f32.powf(rng.uniform(-0.5, 0.5));
-    let zp = if rng.next_u64() % 8 == 0 { pick(rng, &[-128, 127]) } else { int(rng, -100, 100) };
+    let zp = if rng.next_u64().is_multiple_of(8) { pick(rng, &[-128, 127]) } else { int(rng, -100, 100) };
     QuantParams::per_tensor(scale, zp)
 }
 
@@ -100,9 +100,9 @@ fn gen_fully_connected(b: &mut Builder) -> TensorId {
         (int(&mut b.rng, 1, 3) as usize, int(&mut b.rng, 1, 40) as usize, int(&mut b.rng, 1, 20) as usize);
     let qi = qp(&mut b.rng);
     let x = input(b, "x", &[batch, depth], qi.clone());
-    let per_channel = b.rng.next_u64() % 2 == 0;
+    let per_channel = b.rng.next_u64().is_multiple_of(2);
     let (w, ws) = weights(b, &[units, depth], 0, per_channel);
-    let has_bias = b.rng.next_u64() % 4 != 0;
+    let has_bias = !b.rng.next_u64().is_multiple_of(4);
     let bias = has_bias.then(|| bias(b, units, qi.scale(), &ws));
     let a = act(&mut b.rng);
     let qo = qp_near(&mut b.rng, typical_out(qi.scale(), &ws, depth));
@@ -123,7 +123,7 @@ fn gen_conv(b: &mut Builder) -> TensorId {
     };
     let qi = qp(&mut b.rng);
     let x = input(b, "x", &[n, h, w_, ic], qi.clone());
-    let per_channel = b.rng.next_u64() % 4 != 0;
+    let per_channel = !b.rng.next_u64().is_multiple_of(4);
     let (w, ws) = weights(b, &[oc, kh, kw, ic], 0, per_channel);
     let bias = bias(b, oc, qi.scale(), &ws);
     let a = act(&mut b.rng);
@@ -169,7 +169,7 @@ fn broadcast_pair(rng: &mut Rng) -> (Vec<usize>, Vec<usize>) {
             _ => {}
         }
     }
-    if rng.next_u64() % 3 == 0 {
+    if rng.next_u64().is_multiple_of(3) {
         let k = int(rng, 0, rank as i64 - 1) as usize;
         b.drain(..k);
     }
@@ -224,14 +224,14 @@ fn gen_max_pool(b: &mut Builder) -> TensorId {
 fn gen_mean(b: &mut Builder) -> TensorId {
     let rank = int(&mut b.rng, 2, 4) as usize;
     let dims: Vec<usize> = (0..rank).map(|_| int(&mut b.rng, 1, 6) as usize).collect();
-    let mut axes: Vec<usize> = (0..rank).filter(|_| b.rng.next_u64() % 2 == 0).collect();
+    let mut axes: Vec<usize> = (0..rank).filter(|_| b.rng.next_u64().is_multiple_of(2)).collect();
     if axes.is_empty() {
         axes.push(rank - 1);
     }
-    let keep_dims = b.rng.next_u64() % 2 == 0;
+    let keep_dims = b.rng.next_u64().is_multiple_of(2);
     let qi = qp(&mut b.rng);
     let x = input(b, "x", &dims, qi.clone());
-    let qo = if b.rng.next_u64() % 3 == 0 { qi } else { qp_near(&mut b.rng, qi.scale()) };
+    let qo = if b.rng.next_u64().is_multiple_of(3) { qi } else { qp_near(&mut b.rng, qi.scale()) };
     b.node(Op::Mean(Mean { axes, keep_dims }), &[Some(x)], Some((DType::I8, qo)))
 }
 
@@ -275,7 +275,7 @@ fn gen_relu(b: &mut Builder) -> TensorId {
     let qi = qp(&mut b.rng);
     let len = int(&mut b.rng, 1, 64) as usize;
     let x = input(b, "x", &[1, len], qi.clone());
-    let qo = if b.rng.next_u64() % 2 == 0 { qi } else { qp_near(&mut b.rng, qi.scale()) };
+    let qo = if b.rng.next_u64().is_multiple_of(2) { qi } else { qp_near(&mut b.rng, qi.scale()) };
     b.node(Op::Unary(Unary { kind }), &[Some(x)], Some((DType::I8, qo)))
 }
 
