@@ -2,8 +2,10 @@
 //! measures and prints.
 
 use super::{R, cargo, root};
+use qlite::ir::QuantParams;
 use qlite::ir::op::{Activation, FullyConnected};
 use qlite::ir::{DType, Graph, Node, Op, Shape, Tensor};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// A fully connected layer whose weights are `mb` megabytes of f32.
@@ -26,6 +28,58 @@ fn big_model(mb: usize) -> Graph {
         vec![Some(x), Some(w), None],
         vec![y],
     ));
+    g.set_inputs(vec![x]);
+    g.set_outputs(vec![y]);
+    g
+}
+
+/// A 64 → 1024 → 1024 → 10 int8 MLP (float I/O through QUANTIZE / DEQUANTIZE), random
+/// weights: the latency benchmark model.
+fn int8_mlp() -> Graph {
+    let mut rng = qlite::sample::Rng::new(7);
+    let mut g = Graph::new("mlp_1024_int8");
+    let x = g.add_tensor(Tensor::activation("x", DType::F32, Shape::fixed(&[1, 64])));
+    let act_q = QuantParams::per_tensor(0.05, -128);
+    let mut h = g.add_tensor(
+        Tensor::activation("xq", DType::I8, Shape::fixed(&[1, 64]))
+            .with_quant(QuantParams::per_tensor(1.0 / 255.0, -128)),
+    );
+    g.add_node(Node::new("quantize", Op::Quantize, vec![Some(x)], vec![h]));
+    let mut s_in = 1.0f32 / 255.0;
+    let dims = [64usize, 1024, 1024, 10];
+    for l in 0..3 {
+        let (din, dout) = (dims[l], dims[l + 1]);
+        let w: Vec<u8> =
+            (0..din * dout).map(|_| (rng.next_u64() % 255) as u8).map(|v| (v as i16 - 127) as i8 as u8).collect();
+        let s_w = 0.002f32;
+        let w = g.add_tensor(
+            Tensor::constant(format!("w{l}"), DType::I8, Shape::fixed(&[dout, din]), w.into())
+                .with_quant(QuantParams::per_tensor(s_w, 0)),
+        );
+        let b = g.add_tensor(
+            Tensor::constant(
+                format!("b{l}"),
+                DType::I32,
+                Shape::fixed(&[dout]),
+                qlite::ir::tensor::i32_bytes(&vec![0; dout]),
+            )
+            .with_quant(QuantParams::per_tensor(s_in * s_w, 0)),
+        );
+        let out = g.add_tensor(
+            Tensor::activation(format!("h{l}"), DType::I8, Shape::fixed(&[1, dout])).with_quant(act_q.clone()),
+        );
+        let activation = if l < 2 { Activation::Relu } else { Activation::None };
+        g.add_node(Node::new(
+            format!("fc{l}"),
+            Op::FullyConnected(FullyConnected { activation, keep_num_dims: false, asymmetric_inputs: false }),
+            vec![Some(h), Some(w), Some(b)],
+            vec![out],
+        ));
+        h = out;
+        s_in = 0.05;
+    }
+    let y = g.add_tensor(Tensor::activation("y", DType::F32, Shape::fixed(&[1, 10])));
+    g.add_node(Node::new("dequantize", Op::Dequantize, vec![Some(h)], vec![y]));
     g.set_inputs(vec![x]);
     g.set_outputs(vec![y]);
     g
@@ -89,5 +143,54 @@ pub fn bench() -> R {
     let cnn = root().join("fixtures/digits/cnn.tflite").to_string_lossy().into_owned();
     let (t, _) = measure(&["run", &cnn, "-i", &x])?;
     println!("  run digits cnn on 360 samples (reference float kernels): {t:.1} ms");
+
+    // Single-image latency: qlite's reference interpreter vs LiteRT, same models, one thread.
+    let big_mlp = dir.join("mlp_1024_int8.tflite");
+    qlite::save(&reg, &int8_mlp(), &big_mlp).map_err(|e| e.to_string())?;
+    let models: Vec<String> = ["fixtures/digits/tf_int8/mlp.tflite", "fixtures/digits/tf_int8/cnn.tflite"]
+        .iter()
+        .map(|m| root().join(m).to_string_lossy().into_owned())
+        .chain(std::iter::once(big_mlp.to_string_lossy().into_owned()))
+        .collect();
+    let py = super::oracle_python()?;
+    let out = Command::new(py)
+        .arg(root().join("xtask/bench/litert_latency.py"))
+        .args(&models)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("LiteRT latency script failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let litert = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("  single-image latency, int8 (median µs; ratio = qlite / LiteRT):");
+    println!(
+        "    {:<28} {:>10} {:>12} {:>14} {:>10} {:>12}",
+        "model", "qlite", "LiteRT ref", "LiteRT default", "vs ref", "vs default"
+    );
+    for m in &models {
+        let q = Command::new(&exe).args(["bench", m, "--runs", "300"]).output().map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&q.stdout);
+        let ours: f64 = text
+            .split("median ")
+            .nth(1)
+            .and_then(|s| s.split(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN);
+        let line = litert.lines().find(|l| l.starts_with(m.as_str())).unwrap_or("");
+        let field = |k: &str| -> f64 {
+            line.split_whitespace().find_map(|w| w.strip_prefix(k)).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)
+        };
+        let (r, d) = (field("ref_us="), field("default_us="));
+        let name = Path::new(m).iter().rev().take(2).collect::<Vec<_>>().into_iter().rev().collect::<PathBuf>();
+        println!(
+            "    {:<28} {:>10.1} {:>12.1} {:>14.1} {:>9.2}x {:>11.2}x",
+            name.display(),
+            ours,
+            r,
+            d,
+            ours / r,
+            ours / d
+        );
+    }
     Ok(())
 }

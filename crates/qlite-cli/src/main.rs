@@ -70,6 +70,16 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Time single inferences of a model in qlite's interpreter.
+    Bench {
+        model: PathBuf,
+        /// Input (.npy); its first row is used. Default: seeded random input.
+        #[arg(short, long)]
+        input: Option<PathBuf>,
+        /// Timed runs (after 3 warm-up runs).
+        #[arg(long, default_value_t = 100)]
+        runs: usize,
+    },
     /// List the passes `convert --passes` accepts.
     Passes,
     /// The bundled demo: digits models converted and evaluated.
@@ -157,6 +167,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
+        Cmd::Bench { model, input, runs } => bench_cmd(&reg, &model, input.as_deref(), runs),
         Cmd::Passes => {
             for p in qlite::pass_table() {
                 println!("{:<20} {}", p.name, p.description);
@@ -223,6 +234,46 @@ fn run_cmd(
             qlite::write_npy_file(p, y).map_err(|e| e.to_string())?;
         }
     }
+    Ok(())
+}
+
+/// `qlite bench`: median, mean and best latency of one inference.
+fn bench_cmd(reg: &Registry, model: &Path, input: Option<&Path>, runs: usize) -> Result<(), String> {
+    let g = qlite::load(reg, model).map_err(|e| e.to_string())?;
+    let inputs = match input {
+        Some(p) => {
+            let a = qlite::read_npy_file(p).map_err(|e| e.to_string())?;
+            let row = if a.shape().len() == g.inputs().first().and_then(|t| g.tensor(*t)).map_or(0, |t| t.shape.rank())
+            {
+                a.row(0).ok_or("empty input")?
+            } else {
+                a
+            };
+            qlite::quantize_inputs(&g, vec![row]).map_err(|e| e.to_string())?.0
+        }
+        None => qlite::roundtrip::random_inputs(&g, 0)?,
+    };
+    let interp = qlite::Interpreter::new(&g).map_err(|e| e.to_string())?;
+    for _ in 0..3 {
+        interp.run(inputs.clone()).map_err(|e| e.to_string())?;
+    }
+    let mut times = Vec::with_capacity(runs.max(1));
+    for _ in 0..runs.max(1) {
+        let x = inputs.clone();
+        let t = std::time::Instant::now();
+        interp.run(x).map_err(|e| e.to_string())?;
+        times.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    println!(
+        "{}: median {:.1} µs, mean {:.1} µs, best {:.1} µs over {} runs",
+        model.display(),
+        times[times.len() / 2],
+        mean,
+        times[0],
+        times.len()
+    );
     Ok(())
 }
 

@@ -1,0 +1,33 @@
+"""Single-inference latency of LiteRT on each model given, with the reference kernels
+(BUILTIN_REF) and with the default CPU path (optimized kernels + XNNPACK), single thread.
+Prints one line per model: "<path> ref_us=<median> default_us=<median>"."""
+import sys
+import time
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+
+def median_us(path, resolver, runs=200):
+    it = Interpreter(model_path=path, experimental_op_resolver_type=resolver, num_threads=1)
+    it.allocate_tensors()
+    for d in it.get_input_details():
+        shape, dtype = d["shape"], d["dtype"]
+        x = np.random.default_rng(0).uniform(0, 1, size=shape)
+        if np.issubdtype(dtype, np.integer):
+            x = np.random.default_rng(0).integers(-128 if dtype == np.int8 else 0, 127 if dtype == np.int8 else 255, size=shape)
+        it.set_tensor(d["index"], x.astype(dtype))
+    for _ in range(5):
+        it.invoke()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        it.invoke()
+        times.append((time.perf_counter() - t) * 1e6)
+    return float(np.median(times))
+
+
+for path in sys.argv[1:]:
+    ref = median_us(path, OpResolverType.BUILTIN_REF)
+    default = median_us(path, OpResolverType.AUTO)
+    print(f"{path} ref_us={ref:.1f} default_us={default:.1f}")
