@@ -117,43 +117,11 @@ pub fn conv2d(
     os: &[usize],
     out: OutQ,
 ) -> Vec<i32> {
-    let (n, ih, iw, ic) = (xs[0], xs[1], xs[2], xs[3]);
-    let (oc, kh, kw, icg) = (ws[0], ws[1], ws[2], ws[3]);
-    let (oh, ow) = (os[1], os[2]);
-    let groups = ic / icg.max(1);
-    let ocg = oc / groups.max(1);
-    let (_, pad_h) = op.padding.compute(ih, kh, op.stride[0], op.dilation[0]).unwrap_or((0, 0));
-    let (_, pad_w) = op.padding.compute(iw, kw, op.stride[1], op.dilation[1]).unwrap_or((0, 0));
+    let oc = ws[0];
     let mults = per_channel_multipliers(s_in, wq, out.scale, oc);
     let (lo, hi) = out.range(op.activation);
-    let mut y = vec![0i32; n * oh * ow * oc];
-    for b in 0..n {
-        for oy in 0..oh {
-            for ox in 0..ow {
-                for o in 0..oc {
-                    let g = o / ocg.max(1);
-                    let mut acc: i32 = 0;
-                    for ky in 0..kh {
-                        let Some(iy) = tap(oy, op.stride[0], ky, op.dilation[0], pad_h, ih) else { continue };
-                        for kx in 0..kw {
-                            let Some(ix) = tap(ox, op.stride[1], kx, op.dilation[1], pad_w, iw) else { continue };
-                            let xb = ((b * ih + iy) * iw + ix) * ic + g * icg;
-                            let wb = ((o * kh + ky) * kw + kx) * icg;
-                            for c in 0..icg {
-                                acc = acc.wrapping_add(w[wb + c].wrapping_mul(x[xb + c] - z_in));
-                            }
-                        }
-                    }
-                    if let Some(bias) = bias {
-                        acc = acc.wrapping_add(bias[o]);
-                    }
-                    let (m, sh) = mults[o];
-                    y[((b * oh + oy) * ow + ox) * oc + o] = (mbqm(acc, m, sh) + out.zp).clamp(lo, hi);
-                }
-            }
-        }
-    }
-    y
+    let accs = accumulators(None, Some(op), x, xs, z_in, w, ws, os);
+    requantize_channels(accs, oc, bias, &mults, out.zp, lo, hi)
 }
 
 /// `reference_integer_ops::DepthwiseConvPerChannel`.
@@ -170,41 +138,24 @@ pub fn depthwise(
     os: &[usize],
     out: OutQ,
 ) -> Vec<i32> {
-    let (n, ih, iw, ic) = (xs[0], xs[1], xs[2], xs[3]);
-    let (kh, kw, oc) = (ws[1], ws[2], ws[3]);
-    let (oh, ow) = (os[1], os[2]);
-    let m = op.depth_multiplier;
-    let (_, pad_h) = op.padding.compute(ih, kh, op.stride[0], op.dilation[0]).unwrap_or((0, 0));
-    let (_, pad_w) = op.padding.compute(iw, kw, op.stride[1], op.dilation[1]).unwrap_or((0, 0));
+    let oc = ws[3];
     let mults = per_channel_multipliers(s_in, wq, out.scale, oc);
     let (lo, hi) = out.range(op.activation);
-    let mut y = vec![0i32; n * oh * ow * oc];
-    for b in 0..n {
-        for oy in 0..oh {
-            for ox in 0..ow {
-                for c in 0..ic {
-                    for mi in 0..m {
-                        let o = c * m + mi;
-                        let mut acc: i32 = 0;
-                        for ky in 0..kh {
-                            let Some(iy) = tap(oy, op.stride[0], ky, op.dilation[0], pad_h, ih) else { continue };
-                            for kx in 0..kw {
-                                let Some(ix) = tap(ox, op.stride[1], kx, op.dilation[1], pad_w, iw) else { continue };
-                                let xv = x[((b * ih + iy) * iw + ix) * ic + c];
-                                acc = acc.wrapping_add(w[(ky * kw + kx) * oc + o].wrapping_mul(xv - z_in));
-                            }
-                        }
-                        if let Some(bias) = bias {
-                            acc = acc.wrapping_add(bias[o]);
-                        }
-                        let (mq, sh) = mults[o];
-                        y[((b * oh + oy) * ow + ox) * oc + o] = (mbqm(acc, mq, sh) + out.zp).clamp(lo, hi);
-                    }
-                }
-            }
-        }
-    }
-    y
+    let accs = accumulators(Some(op), None, x, xs, z_in, w, ws, os);
+    requantize_channels(accs, oc, bias, &mults, out.zp, lo, hi)
+}
+
+/// Add the bias, apply the per-channel multiplier, offset and clamp (channels innermost).
+fn requantize_channels(accs: Vec<i32>, oc: usize, bias: Option<&[i32]>, mults: &[(i32, i32)], zp: i32, lo: i32, hi: i32) -> Vec<i32> {
+    accs.into_iter()
+        .enumerate()
+        .map(|(i, acc)| {
+            let c = i % oc.max(1);
+            let acc = bias.map_or(acc, |b| acc.wrapping_add(b[c]));
+            let (m, sh) = mults[c];
+            (mbqm(acc, m, sh) + zp).clamp(lo, hi)
+        })
+        .collect()
 }
 
 /// Prepared parameters of `reference_integer_ops::Add` (general path, left shift 20) and the
@@ -526,7 +477,7 @@ pub fn hybrid_conv(
         let ones = [1, os[1], os[2], os[3]];
         // Integer accumulation with a unit multiplier is exact: reuse the int8 loops with
         // zero output offset and no clamp by asking for raw accumulators.
-        let accs = raw_accumulators(depthwise, conv, &q, &one, zp, w, ws, &ones);
+        let accs = accumulators(depthwise, conv, &q, &one, zp, w, ws, &ones);
         for (i, acc) in accs.into_iter().enumerate() {
             let c = i % oc;
             let s_w = if wq.scales().len() == 1 { wq.scale() } else { wq.scales()[c] };
@@ -540,8 +491,11 @@ pub fn hybrid_conv(
     y
 }
 
+/// The int32 accumulators `Σ w · (x − z_in)` of a convolution or depthwise convolution, for
+/// every output position (NHWC order, channels innermost), taps in the padding skipped. Shared
+/// by the integer and the hybrid kernels.
 #[allow(clippy::too_many_arguments)]
-fn raw_accumulators(
+fn accumulators(
     depthwise: Option<&DepthwiseConv2d>,
     conv: Option<&Conv2d>,
     x: &[i32],
@@ -551,9 +505,28 @@ fn raw_accumulators(
     ws: &[usize],
     os: &[usize],
 ) -> Vec<i32> {
+    let per_image = xs[1] * xs[2] * xs[3];
+    let mut y = Vec::with_capacity(os.iter().product());
+    for b in 0..xs[0] {
+        image_accumulators(depthwise, conv, &x[b * per_image..(b + 1) * per_image], xs, z_in, w, ws, os, &mut y);
+    }
+    y
+}
+
+#[allow(clippy::too_many_arguments)]
+fn image_accumulators(
+    depthwise: Option<&DepthwiseConv2d>,
+    conv: Option<&Conv2d>,
+    x: &[i32],
+    xs: &[usize],
+    z_in: i32,
+    w: &[i32],
+    ws: &[usize],
+    os: &[usize],
+    y: &mut Vec<i32>,
+) {
     let (ih, iw, ic) = (xs[1], xs[2], xs[3]);
     let (oh, ow) = (os[1], os[2]);
-    let mut y = Vec::with_capacity(oh * ow * os[3]);
     if let Some(op) = depthwise {
         let (kh, kw, oc) = (ws[1], ws[2], ws[3]);
         let (_, pad_h) = op.padding.compute(ih, kh, op.stride[0], op.dilation[0]).unwrap_or((0, 0));
@@ -603,5 +576,4 @@ fn raw_accumulators(
             }
         }
     }
-    y
 }
