@@ -3,7 +3,8 @@
 mod demo;
 
 use clap::{Parser, Subcommand};
-use qlite::{Array, ConvertOptions, Data, Registry};
+use qlite::{Array, CalibrationMethod, ConvertOptions, Data, IoType, QuantConfig, QuantMode, Registry};
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -15,6 +16,28 @@ struct Cli {
     stats: bool,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
+enum QuantArg {
+    None,
+    Float16,
+    Dynamic,
+    Int8,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
+enum MethodArg {
+    Minmax,
+    Percentile,
+    Mse,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
+enum IoArg {
+    Float32,
+    Int8,
+    Uint8,
 }
 
 #[derive(Subcommand, Debug)]
@@ -36,6 +59,51 @@ enum Cmd {
         /// Print how long each pass took.
         #[arg(long)]
         time_passes: bool,
+        /// Post-training quantization mode.
+        #[arg(long, value_enum, default_value_t = QuantArg::None)]
+        quantize: QuantArg,
+        /// Calibration data: an .npy of N samples, or a directory of NAME.npy, one per input.
+        #[arg(long, value_name = "X.npy|DIR")]
+        calibration: Option<PathBuf>,
+        /// How calibration turns observed values into ranges.
+        #[arg(long, value_enum, default_value_t = MethodArg::Minmax)]
+        calibration_method: MethodArg,
+        /// Percentile kept by `--calibration-method percentile`.
+        #[arg(long, default_value_t = 99.99)]
+        percentile: f64,
+        /// Reuse a saved calibration table instead of calibrating.
+        #[arg(long, value_name = "FILE")]
+        calibration_table: Option<PathBuf>,
+        /// Save the calibration table (JSON).
+        #[arg(long, value_name = "FILE")]
+        save_calibration: Option<PathBuf>,
+        /// int8 mode: type of the model's inputs and outputs.
+        #[arg(long, value_enum, default_value_t = IoArg::Float32)]
+        io_type: IoArg,
+        /// Keep ops whose name or output tensor name matches (exactly or as a regex) in float.
+        #[arg(long, value_name = "NAME_OR_REGEX")]
+        exclude: Vec<String>,
+        /// dynamic mode: quantize each FULLY_CONNECTED input row asymmetrically.
+        #[arg(long)]
+        asymmetric_inputs: bool,
+        /// Write the per-layer error report (JSON); needs --calibration.
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
+    },
+    /// Top-1 accuracy of a model on labelled data, optionally against a reference model.
+    Eval {
+        model: PathBuf,
+        /// Samples (.npy, float32; quantized automatically for int8 / uint8 models).
+        #[arg(long)]
+        data: PathBuf,
+        /// Class labels (.npy, integer).
+        #[arg(long)]
+        labels: PathBuf,
+        /// Float model to compare top-1 and outputs with.
+        #[arg(long)]
+        reference: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
     },
     /// Describe a model: signature, ops with versions, tensors, sizes.
     Inspect {
@@ -105,9 +173,59 @@ fn real_main(cli: Cli) -> Result<(), String> {
     let _stats = Stats { on: cli.stats, start: std::time::Instant::now() };
     let reg = Registry::default();
     match cli.cmd {
-        Cmd::Convert { input, output, passes, print_ir_after_change, stop_after, time_passes } => {
-            let opts = ConvertOptions { passes, print_ir_after_change, stop_after };
-            let r = qlite::convert(&reg, &input, &output, &opts).map_err(|e| e.to_string())?;
+        Cmd::Convert {
+            input,
+            output,
+            passes,
+            print_ir_after_change,
+            stop_after,
+            time_passes,
+            quantize,
+            calibration,
+            calibration_method,
+            percentile,
+            calibration_table,
+            save_calibration,
+            io_type,
+            exclude,
+            asymmetric_inputs,
+            report,
+        } => {
+            let mut quant = QuantConfig::new(match quantize {
+                QuantArg::None => QuantMode::None,
+                QuantArg::Float16 => QuantMode::Float16,
+                QuantArg::Dynamic => QuantMode::Dynamic,
+                QuantArg::Int8 => QuantMode::Int8,
+            });
+            quant.method = match calibration_method {
+                MethodArg::Minmax => CalibrationMethod::MinMax,
+                MethodArg::Percentile => CalibrationMethod::Percentile { percentile },
+                MethodArg::Mse => CalibrationMethod::Mse,
+            };
+            quant.io_type = match io_type {
+                IoArg::Float32 => IoType::Float32,
+                IoArg::Int8 => IoType::Int8,
+                IoArg::Uint8 => IoType::Uint8,
+            };
+            quant.exclude = exclude.iter().map(|e| qlite::quant::Exclude::new(e)).collect();
+            quant.asymmetric_inputs = asymmetric_inputs;
+            let opts = ConvertOptions {
+                passes,
+                print_ir_after_change,
+                stop_after,
+                quant,
+                calibration,
+                calibration_table,
+                save_calibration,
+                report,
+            };
+            let mut bar = Progress::new("calibrating");
+            let r = qlite::convert_with_progress(&reg, &input, &output, &opts, &mut |d, t| bar.update(d, t))
+                .map_err(|e| e.to_string())?;
+            bar.finish();
+            if let Some(rep) = &r.error_report {
+                print!("{}", qlite::quantize::render_report(rep, 10));
+            }
             if time_passes {
                 for (name, changed, t) in &r.passes {
                     eprintln!(
@@ -164,6 +282,37 @@ fn real_main(cli: Cli) -> Result<(), String> {
             }
             if failed > 0 {
                 return Err(format!("{failed} of {} models changed in the round trip", models.len()));
+            }
+            Ok(())
+        }
+        Cmd::Eval { model, data, labels, reference, json } => {
+            let g = qlite::load(&reg, &model).map_err(|e| e.to_string())?;
+            let x = qlite::read_npy_file(&data).map_err(|e| e.to_string())?;
+            let y: Vec<i64> = match qlite::read_npy_file(&labels).map_err(|e| e.to_string())?.into_data() {
+                Data::I64(v) => v,
+                Data::I32(v) => v.into_iter().map(i64::from).collect(),
+                Data::U8(v) => v.into_iter().map(i64::from).collect(),
+                other => return Err(format!("{}: labels must be integers, got {}", labels.display(), other.dtype())),
+            };
+            let r = match &reference {
+                Some(p) => Some(qlite::load(&reg, p).map_err(|e| e.to_string())?),
+                None => None,
+            };
+            let e = qlite::quantize::evaluate(&g, &x, &y, r.as_ref()).map_err(|e| e.to_string())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&e).map_err(|e| e.to_string())?);
+            } else {
+                print!(
+                    "{}: top-1 {:.2}% on {} samples, mean latency {:.1} µs",
+                    model.display(),
+                    100.0 * e.top1,
+                    e.samples,
+                    e.mean_latency_us
+                );
+                if let (Some(a), Some(s)) = (e.agreement, e.sqnr_db) {
+                    print!(", top-1 agreement with the reference {:.2}%, output SQNR {:.2} dB", 100.0 * a, s);
+                }
+                println!();
             }
             Ok(())
         }
@@ -235,6 +384,36 @@ fn run_cmd(
         }
     }
     Ok(())
+}
+
+/// A one-line progress bar on stderr when it is a terminal; silent when piped.
+struct Progress {
+    label: &'static str,
+    on: bool,
+    shown: bool,
+}
+
+impl Progress {
+    fn new(label: &'static str) -> Self {
+        Progress { label, on: std::io::stderr().is_terminal(), shown: false }
+    }
+
+    fn update(&mut self, done: usize, total: usize) {
+        if !self.on || total == 0 {
+            return;
+        }
+        let width = 30;
+        let filled = done * width / total;
+        eprint!("\r{} [{}{}] {done}/{total}", self.label, "#".repeat(filled), " ".repeat(width - filled));
+        let _ = std::io::stderr().flush();
+        self.shown = true;
+    }
+
+    fn finish(&mut self) {
+        if self.shown {
+            eprintln!();
+        }
+    }
 }
 
 /// `qlite bench`: median, mean and best latency of one inference.

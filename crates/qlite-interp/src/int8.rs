@@ -146,7 +146,15 @@ pub fn depthwise(
 }
 
 /// Add the bias, apply the per-channel multiplier, offset and clamp (channels innermost).
-fn requantize_channels(accs: Vec<i32>, oc: usize, bias: Option<&[i32]>, mults: &[(i32, i32)], zp: i32, lo: i32, hi: i32) -> Vec<i32> {
+fn requantize_channels(
+    accs: Vec<i32>,
+    oc: usize,
+    bias: Option<&[i32]>,
+    mults: &[(i32, i32)],
+    zp: i32,
+    lo: i32,
+    hi: i32,
+) -> Vec<i32> {
     accs.into_iter()
         .enumerate()
         .map(|(i, acc)| {

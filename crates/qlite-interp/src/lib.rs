@@ -51,6 +51,9 @@ impl Observer for NoObserver {
 pub struct Interpreter<'g> {
     graph: &'g Graph,
     consts: Vec<Option<Array>>,
+    /// Nodes whose inputs are all constant, evaluated once at load (e.g. DEQUANTIZE of
+    /// float16 weights, as TFLite does in Prepare).
+    folded: Vec<bool>,
     /// For each tensor, the index of the last node reading it (to free values early).
     last_use: Vec<usize>,
 }
@@ -101,7 +104,36 @@ impl<'g> Interpreter<'g> {
         for &o in graph.outputs() {
             last_use[o.index()] = usize::MAX;
         }
-        Ok(Interpreter { graph, consts, last_use })
+        let mut interp = Interpreter { graph, consts, folded: vec![false; graph.nodes().len()], last_use };
+        interp.fold_constant_nodes()?;
+        Ok(interp)
+    }
+
+    /// Evaluate, once, every node whose inputs are all constants (or outputs of such nodes)
+    /// and whose output is not a graph output.
+    fn fold_constant_nodes(&mut self) -> Result<(), InterpError> {
+        let g = self.graph;
+        for (ni, node) in g.nodes().iter().enumerate() {
+            let all_const = node.input_ids().all(|t| self.consts[t.index()].is_some())
+                && node.input_ids().next().is_some()
+                && node.outputs.iter().all(|o| !g.outputs().contains(o));
+            if !all_const || node.outputs.len() != 1 {
+                continue;
+            }
+            let ins: Vec<Option<&Array>> =
+                node.inputs.iter().map(|t| t.and_then(|t| self.consts[t.index()].as_ref())).collect();
+            let out = self.eval(node, &ins).map_err(|message| InterpError::Node {
+                node: ni,
+                op: node.op.name(),
+                name: node.name.clone(),
+                message,
+            })?;
+            if let Some(&o) = node.outputs.first() {
+                self.consts[o.index()] = Some(out);
+                self.folded[ni] = true;
+            }
+        }
+        Ok(())
     }
 
     pub fn graph(&self) -> &Graph {

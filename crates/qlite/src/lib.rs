@@ -27,12 +27,15 @@
 pub mod inspect;
 pub mod io;
 pub mod npy;
+pub mod quantize;
 pub mod roundtrip;
 pub mod sample;
 
 pub use qlite_interp::{Array, Data, Interpreter, Observer};
 pub use qlite_ir as ir;
 pub use qlite_ir::Graph;
+pub use qlite_quant as quant;
+pub use qlite_quant::{CalibrationMethod, CalibrationTable, IoType, QuantConfig, QuantMode};
 
 use bytes::Bytes;
 use std::path::{Path, PathBuf};
@@ -227,6 +230,16 @@ pub struct ConvertOptions {
     pub print_ir_after_change: bool,
     /// Stop rewriting after this many rewrites (to bisect a bad rewrite).
     pub stop_after: Option<usize>,
+    /// Quantization (mode, I/O type, calibration method, excludes).
+    pub quant: QuantConfig,
+    /// Calibration data: an .npy of samples, or a directory of NAME.npy per input.
+    pub calibration: Option<PathBuf>,
+    /// A saved calibration table to use instead of running calibration.
+    pub calibration_table: Option<PathBuf>,
+    /// Where to save the calibration table.
+    pub save_calibration: Option<PathBuf>,
+    /// Where to write the per-layer error report (JSON); needs calibration data.
+    pub report: Option<PathBuf>,
 }
 
 /// What [`convert`] did.
@@ -237,6 +250,10 @@ pub struct ConvertReport {
     pub nodes: usize,
     pub passes: Vec<(String, bool, Duration)>,
     pub elapsed: Duration,
+    /// Time spent calibrating (zero when a table was given or no calibration was needed).
+    pub calibration: Duration,
+    /// The per-layer error report, when calibration data was given.
+    pub error_report: Option<quantize::ErrorReport>,
 }
 
 /// Every pass the CLI can name with `--passes`.
@@ -263,15 +280,99 @@ pub fn run_passes(g: &mut Graph, opts: &ConvertOptions) -> Result<Vec<(String, b
     Ok(records.into_iter().map(|r| (r.pass.to_string(), r.changed, r.elapsed)).collect())
 }
 
-/// Read `input`, run the pipeline, write `output` atomically.
+/// Read `input`, run the pipeline (cleanup, then quantization when configured), write
+/// `output` atomically.
 pub fn convert(reg: &Registry, input: &Path, output: &Path, opts: &ConvertOptions) -> Result<ConvertReport, Error> {
+    convert_with_progress(reg, input, output, opts, &mut |_, _| {})
+}
+
+/// [`convert`], calling `progress(done, total)` during calibration.
+pub fn convert_with_progress(
+    reg: &Registry,
+    input: &Path,
+    output: &Path,
+    opts: &ConvertOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<ConvertReport, Error> {
     let start = Instant::now();
     let bytes = io::map_file(input).map_err(|source| Error::Io { path: input.to_path_buf(), source })?;
     let input_bytes = bytes.len();
     let mut g = load_bytes(reg, input, bytes)?;
-    let passes = run_passes(&mut g, opts)?;
-    let output_bytes = save(reg, &g, output)?;
-    Ok(ConvertReport { input_bytes, output_bytes, nodes: g.nodes().len(), passes, elapsed: start.elapsed() })
+    let mut passes = run_passes(&mut g, opts)?;
+    let q = quantize_model(&g, opts, progress)?;
+    passes.extend(q.passes);
+    let output_bytes = save(reg, &q.graph, output)?;
+    Ok(ConvertReport {
+        input_bytes,
+        output_bytes,
+        nodes: q.graph.nodes().len(),
+        passes,
+        elapsed: start.elapsed(),
+        calibration: q.calibration,
+        error_report: q.report,
+    })
+}
+
+/// A quantized graph and what it took.
+#[derive(Debug)]
+pub struct Quantized {
+    pub graph: Graph,
+    pub passes: Vec<(String, bool, Duration)>,
+    pub calibration: Duration,
+    pub table: Option<CalibrationTable>,
+    pub report: Option<quantize::ErrorReport>,
+}
+
+/// Calibrate (if needed) and quantize a float graph as `opts` asks; also the error report.
+pub fn quantize_model(
+    g: &Graph,
+    opts: &ConvertOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Quantized, Error> {
+    let cfg = &opts.quant;
+    let set = match &opts.calibration {
+        Some(p) => Some(quantize::open_calibration(g, p)?),
+        None => None,
+    };
+    let t = Instant::now();
+    let table = match (&opts.calibration_table, &set) {
+        (Some(p), _) => {
+            let text = std::fs::read_to_string(p).map_err(|source| Error::Io { path: p.clone(), source })?;
+            Some(CalibrationTable::from_json(&text).map_err(|message| Error::Import { path: p.clone(), message })?)
+        }
+        (None, Some(set)) if cfg.mode == QuantMode::Int8 || opts.save_calibration.is_some() => {
+            Some(quantize::calibrate(g, set, &cfg.method, progress)?)
+        }
+        _ => None,
+    };
+    let calibration = if opts.calibration_table.is_none() && table.is_some() { t.elapsed() } else { Duration::ZERO };
+    if let (Some(p), Some(t)) = (&opts.save_calibration, &table) {
+        io::write_atomic(p, t.to_json().as_bytes()).map_err(|source| Error::Io { path: p.clone(), source })?;
+    }
+    if cfg.mode == QuantMode::Int8 && table.is_none() {
+        return Err(Error::Usage(qlite_quant::QuantError::NoCalibration.to_string()));
+    }
+    let mut graph = g.clone();
+    let records = qlite_quant::quantize_pipeline(cfg.clone(), table.clone())
+        .run(&mut graph)
+        .map_err(|e| Error::Pipeline(e.to_string()))?;
+    let passes = records.into_iter().map(|r| (r.pass.to_string(), r.changed, r.elapsed)).collect();
+    let report = match (&set, opts.report.is_some() || cfg.mode != QuantMode::None) {
+        (Some(set), true) if cfg.mode != QuantMode::None => {
+            Some(quantize::error_report(g, &graph, set, cfg.mode.name())?)
+        }
+        _ => None,
+    };
+    if let (Some(p), Some(r)) = (&opts.report, &report) {
+        let json = serde_json::to_string_pretty(r).map_err(|e| Error::Usage(e.to_string()))?;
+        io::write_atomic(p, json.as_bytes()).map_err(|source| Error::Io { path: p.clone(), source })?;
+    } else if let (Some(p), None) = (&opts.report, &report) {
+        return Err(Error::Usage(format!(
+            "{}: the error report needs --calibration data and a quantization mode",
+            p.display()
+        )));
+    }
+    Ok(Quantized { graph, passes, calibration, table, report })
 }
 
 /// Run a graph once.

@@ -35,45 +35,7 @@ fn field<'a>(header: &'a str, key: &str) -> Result<&'a str, NpyError> {
 
 /// Parse an .npy file. f64 data is converted to f32 (the interpreter's float type).
 pub fn read_npy(bytes: &[u8]) -> Result<Array, NpyError> {
-    if bytes.len() < 10 || &bytes[..6] != MAGIC {
-        return Err(NpyError::Magic);
-    }
-    let (major, minor) = (bytes[6], bytes[7]);
-    let (hlen, start): (usize, usize) = match major {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 => {
-            let b = bytes.get(8..12).ok_or(NpyError::Truncated)?;
-            (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize, 12)
-        }
-        _ => return Err(NpyError::Version(major, minor)),
-    };
-    if hlen > MAX_HEADER {
-        return Err(NpyError::HeaderTooLarge(hlen));
-    }
-    let end = start.checked_add(hlen).filter(|&e| e <= bytes.len()).ok_or(NpyError::Truncated)?;
-    let header = std::str::from_utf8(&bytes[start..end]).map_err(|_| NpyError::Header("not UTF-8".into()))?;
-    let descr_s = field(header, "descr")?;
-    let descr = descr_s
-        .strip_prefix('\'')
-        .and_then(|s| s.split('\'').next())
-        .ok_or_else(|| NpyError::Header("descr is not a string".into()))?
-        .to_string();
-    let fortran = field(header, "fortran_order")?;
-    if fortran.starts_with("True") {
-        return Err(NpyError::FortranOrder);
-    }
-    let shape_s = field(header, "shape")?;
-    let shape_s = shape_s
-        .strip_prefix('(')
-        .and_then(|s| s.split(')').next())
-        .ok_or_else(|| NpyError::Header("shape is not a tuple".into()))?;
-    let mut shape = Vec::new();
-    for part in shape_s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        shape.push(part.parse::<usize>().map_err(|_| NpyError::Header(format!("bad dimension {part:?}")))?);
-    }
-    if shape.len() > qlite_ir::MAX_RANK {
-        return Err(NpyError::Header(format!("rank {} exceeds {}", shape.len(), qlite_ir::MAX_RANK)));
-    }
+    let Header { descr, shape, data_start: end } = parse_header(bytes)?;
     let data = &bytes[end..];
     let (dtype, elem) = match descr.as_str() {
         "<f4" => (Some(DType::F32), 4),
@@ -167,4 +129,125 @@ mod tests {
         huge.extend_from_slice(h.as_bytes());
         assert!(read_npy(&huge).is_err());
     }
+}
+
+/// Rows of a (possibly memory-mapped) .npy file, read one at a time: iterating over N
+/// samples never holds more than one row in memory.
+#[derive(Debug, Clone)]
+pub struct NpyRows {
+    bytes: bytes::Bytes,
+    data_start: usize,
+    dtype: DType,
+    f64_source: bool,
+    shape: Vec<usize>,
+    row_bytes: usize,
+}
+
+impl NpyRows {
+    /// Parse the header; the first dimension is the row count.
+    pub fn open(bytes: bytes::Bytes) -> Result<Self, NpyError> {
+        // Validate everything by parsing the header as `read_npy` does, without the data.
+        let header = parse_header(&bytes)?;
+        let (dtype, elem, f64_source) = match header.descr.as_str() {
+            "<f4" => (DType::F32, 4, false),
+            "<f8" => (DType::F32, 8, true),
+            "|i1" | "<i1" => (DType::I8, 1, false),
+            "|u1" | "<u1" => (DType::U8, 1, false),
+            other => return Err(NpyError::DType(other.to_string())),
+        };
+        if header.shape.is_empty() {
+            return Err(NpyError::Header("a 0-d array has no rows".into()));
+        }
+        let row_elems = qlite_ir::shape::checked_product(&header.shape[1..]).ok_or(NpyError::Truncated)?;
+        let row_bytes = row_elems.checked_mul(elem).ok_or(NpyError::Truncated)?;
+        let expected = row_bytes.checked_mul(header.shape[0]);
+        let got = bytes.len() - header.data_start;
+        if expected != Some(got) {
+            return Err(NpyError::DataLength {
+                shape: header.shape,
+                descr: header.descr,
+                expected: expected.map_or_else(|| "more than usize::MAX bytes".into(), |e| e.to_string()),
+                got,
+            });
+        }
+        Ok(NpyRows { data_start: header.data_start, dtype, f64_source, shape: header.shape, row_bytes, bytes })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.shape[0]
+    }
+
+    /// Shape of one row (without the leading dimension).
+    pub fn row_shape(&self) -> &[usize] {
+        &self.shape[1..]
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Row `i` as an array of shape `[1, ...row shape]`.
+    pub fn row(&self, i: usize) -> Option<Array> {
+        if i >= self.rows() {
+            return None;
+        }
+        let start = self.data_start + i * self.row_bytes;
+        let b = self.bytes.get(start..start + self.row_bytes)?;
+        let mut shape = vec![1];
+        shape.extend_from_slice(self.row_shape());
+        if self.f64_source {
+            let v = b
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+                .collect();
+            return Array::f32(shape, v).ok();
+        }
+        Array::from_le_bytes(self.dtype, shape, b).ok()
+    }
+}
+
+struct Header {
+    descr: String,
+    shape: Vec<usize>,
+    data_start: usize,
+}
+
+fn parse_header(bytes: &[u8]) -> Result<Header, NpyError> {
+    if bytes.len() < 10 || &bytes[..6] != MAGIC {
+        return Err(NpyError::Magic);
+    }
+    let (major, minor) = (bytes[6], bytes[7]);
+    let (hlen, start): (usize, usize) = match major {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 => {
+            let b = bytes.get(8..12).ok_or(NpyError::Truncated)?;
+            (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize, 12)
+        }
+        _ => return Err(NpyError::Version(major, minor)),
+    };
+    if hlen > MAX_HEADER {
+        return Err(NpyError::HeaderTooLarge(hlen));
+    }
+    let end = start.checked_add(hlen).filter(|&e| e <= bytes.len()).ok_or(NpyError::Truncated)?;
+    let header = std::str::from_utf8(&bytes[start..end]).map_err(|_| NpyError::Header("not UTF-8".into()))?;
+    let descr = field(header, "descr")?
+        .strip_prefix('\'')
+        .and_then(|s| s.split('\'').next())
+        .ok_or_else(|| NpyError::Header("descr is not a string".into()))?
+        .to_string();
+    if field(header, "fortran_order")?.starts_with("True") {
+        return Err(NpyError::FortranOrder);
+    }
+    let shape_s = field(header, "shape")?
+        .strip_prefix('(')
+        .and_then(|s| s.split(')').next())
+        .ok_or_else(|| NpyError::Header("shape is not a tuple".into()))?;
+    let mut shape = Vec::new();
+    for part in shape_s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        shape.push(part.parse::<usize>().map_err(|_| NpyError::Header(format!("bad dimension {part:?}")))?);
+    }
+    if shape.len() > qlite_ir::MAX_RANK {
+        return Err(NpyError::Header(format!("rank {} exceeds {}", shape.len(), qlite_ir::MAX_RANK)));
+    }
+    Ok(Header { descr, shape, data_start: end })
 }

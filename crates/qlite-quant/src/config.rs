@@ -1,0 +1,110 @@
+//! Typed quantization configuration.
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+/// The post-training modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuantMode {
+    /// Leave the model in float32.
+    #[default]
+    None,
+    /// float16 weight buffers, dequantized once by DEQUANTIZE ops.
+    Float16,
+    /// int8 weights, float activations (hybrid kernels).
+    Dynamic,
+    /// Full integer: int8 weights and activations, calibrated.
+    Int8,
+}
+
+impl QuantMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            QuantMode::None => "none",
+            QuantMode::Float16 => "float16",
+            QuantMode::Dynamic => "dynamic",
+            QuantMode::Int8 => "int8",
+        }
+    }
+}
+
+/// Type of the model's inputs and outputs in int8 mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IoType {
+    /// Float I/O through QUANTIZE / DEQUANTIZE at the edges (TensorFlow's default).
+    #[default]
+    Float32,
+    /// The int8 tensors are the model's inputs and outputs.
+    Int8,
+    /// uint8 I/O (zero point + 128), converted by QUANTIZE ops at the edges.
+    Uint8,
+}
+
+/// How calibration turns observed values into ranges.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "method")]
+pub enum CalibrationMethod {
+    /// Global minimum and maximum over all samples (TensorFlow's converter).
+    #[default]
+    MinMax,
+    /// Clip to the given percentile of the values on each side (e.g. 99.99).
+    Percentile { percentile: f64 },
+    /// The clipping range that minimizes the expected quantization error.
+    Mse,
+}
+
+impl CalibrationMethod {
+    pub fn name(&self) -> String {
+        match self {
+            CalibrationMethod::MinMax => "minmax".into(),
+            CalibrationMethod::Percentile { percentile } => format!("percentile({percentile})"),
+            CalibrationMethod::Mse => "mse".into(),
+        }
+    }
+
+    /// Whether the method needs a second pass (histograms over the min/max range).
+    pub fn needs_histogram(&self) -> bool {
+        !matches!(self, CalibrationMethod::MinMax)
+    }
+}
+
+/// Everything a quantized conversion needs besides the model and the calibration table.
+#[derive(Debug, Clone, Default)]
+pub struct QuantConfig {
+    pub mode: QuantMode,
+    pub io_type: IoType,
+    pub method: CalibrationMethod,
+    /// Ops whose name or output tensor name matches stay in float (int8 mode).
+    pub exclude: Vec<Exclude>,
+    /// Dynamic mode: hybrid FULLY_CONNECTED quantizes each input row asymmetrically.
+    pub asymmetric_inputs: bool,
+    /// Dynamic mode: weights with fewer elements stay float (TensorFlow: 1024).
+    pub dynamic_min_elements: usize,
+}
+
+impl QuantConfig {
+    pub fn new(mode: QuantMode) -> Self {
+        QuantConfig { mode, dynamic_min_elements: 1024, ..Default::default() }
+    }
+}
+
+/// An `--exclude` pattern: an exact node / tensor name, or a regular expression.
+#[derive(Debug, Clone)]
+pub struct Exclude {
+    pub pattern: String,
+    regex: Option<Regex>,
+}
+
+impl Exclude {
+    /// Parse; a pattern that is not a valid regex is matched literally.
+    pub fn new(pattern: &str) -> Self {
+        let regex = Regex::new(&format!("^(?:{pattern})$")).ok();
+        Exclude { pattern: pattern.to_string(), regex }
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        name == self.pattern || self.regex.as_ref().is_some_and(|r| r.is_match(name))
+    }
+}

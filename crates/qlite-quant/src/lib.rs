@@ -1,0 +1,36 @@
+//! Post-training quantization of qlite graphs.
+//!
+//! - [`calib`]: streaming range statistics (min/max, histograms) and the plain-data
+//!   [`CalibrationTable`]. Calibration values come in as data: this crate never runs a model.
+//! - [`spec`]: the declarative per-op quantization spec (which input is a weight and on which
+//!   axis, fixed output ranges, same-scale ops).
+//! - [`params`]: TensorFlow's arithmetic for activation, weight and bias parameters.
+//! - [`passes`]: the float16, dynamic-range and full-integer rewrites, as passes.
+//! - [`report`]: per-layer error statistics (SQNR, cosine similarity, max-abs error).
+
+pub mod calib;
+pub mod config;
+pub mod params;
+pub mod passes;
+pub mod report;
+pub mod spec;
+
+pub use calib::{CalibrationTable, HistogramObserver, MinMaxObserver, Range};
+pub use config::{CalibrationMethod, Exclude, IoType, QuantConfig, QuantMode};
+pub use passes::{quantize_graph, quantize_pipeline};
+pub use report::{ErrorStats, LayerError};
+
+/// Why a graph could not be quantized.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum QuantError {
+    #[error("the model is already quantized ({0}); quantize the float model instead")]
+    AlreadyQuantized(String),
+    #[error("tensor {0:?} has no calibration range: the calibration data never reached it")]
+    MissingRange(String),
+    #[error("node {node:?} ({op}): {message}")]
+    Node { node: String, op: &'static str, message: String },
+    #[error("--exclude {0:?} matches no op or tensor name")]
+    ExcludeMatchesNothing(String),
+    #[error("int8 quantization needs calibration data (--calibration X.npy) or a table (--calibration-table FILE)")]
+    NoCalibration,
+}

@@ -1,0 +1,443 @@
+//! The quantization rewrites, as passes.
+//!
+//! Full integer runs in the three phases of TensorFlow's quantizer, inside one pass:
+//! **prepare** decides every activation's parameters from the calibration table and the op
+//! specs; **quantize** rebuilds the graph with integer ops, int8 weights and int32 biases,
+//! creating QUANTIZE / DEQUANTIZE / requantize ops only where a tensor crosses between domains
+//! or parameters; **post-quantize** sets the I/O types. Dead code elimination then removes
+//! what nothing reads.
+
+use crate::QuantError;
+use crate::calib::CalibrationTable;
+use crate::config::{IoType, QuantConfig, QuantMode};
+use crate::params::{activation_params, quantize_bias, quantize_weights, quantize_weights_dynamic, to_f16};
+use crate::spec::{OutputRule, op_spec};
+use bytes::Bytes;
+use qlite_ir::passes::DeadCodeElimination;
+use qlite_ir::tensor::{i32_bytes, read_f32s};
+use qlite_ir::{
+    DType, Graph, Node, Op, Pass, PassCx, PassError, PassManager, QuantParams, Signature, Tensor, TensorId,
+};
+use std::collections::HashMap;
+
+fn node_err(n: &Node, message: impl Into<String>) -> QuantError {
+    QuantError::Node { node: n.name.clone(), op: n.op.name(), message: message.into() }
+}
+
+/// Refuse graphs that already carry quantized tensors or QUANTIZE/DEQUANTIZE ops.
+fn check_float(g: &Graph) -> Result<(), QuantError> {
+    if let Some(n) = g.nodes().iter().find(|n| matches!(n.op, Op::Quantize | Op::Dequantize)) {
+        return Err(QuantError::AlreadyQuantized(format!("it has a {} op ({:?})", n.op.name(), n.name)));
+    }
+    if let Some(t) =
+        g.tensors().iter().find(|t| t.quant.is_some() || matches!(t.dtype, DType::I8 | DType::U8 | DType::F16))
+    {
+        return Err(QuantError::AlreadyQuantized(format!("tensor {:?} is {}", t.name, t.dtype)));
+    }
+    Ok(())
+}
+
+fn const_f32(g: &Graph, t: TensorId) -> Option<(Vec<f32>, Vec<usize>)> {
+    let t = g.tensor(t)?;
+    if t.dtype != DType::F32 {
+        return None;
+    }
+    Some((read_f32s(t.data.as_ref()?), t.shape.to_fixed()?))
+}
+
+fn i8_bytes(v: &[i8]) -> Bytes {
+    Bytes::from(v.iter().map(|&x| x as u8).collect::<Vec<u8>>())
+}
+
+/// Names of the source graph's I/O, kept on the quantized graph's signature.
+fn keep_signature(src: &Graph, dst: &mut Graph) {
+    let inputs = (0..src.inputs().len()).map(|i| src.input_name(i).unwrap_or("").to_string()).collect();
+    let outputs = (0..src.outputs().len()).map(|i| src.output_name(i).unwrap_or("").to_string()).collect();
+    let key = src.signature().map_or_else(|| "serving_default".to_string(), |s| s.key.clone());
+    dst.set_signature(Some(Signature { key, inputs, outputs }));
+    dst.set_description(src.description().map(str::to_string));
+}
+
+// ---------------------------------------------------------------- float16
+
+/// Every float32 constant an op reads becomes a float16 buffer with one DEQUANTIZE op,
+/// shared by all its consumers (TensorFlow's float16 mode). Activations and I/O stay float32.
+pub fn float16(g: &Graph) -> Result<Graph, QuantError> {
+    check_float(g)?;
+    let mut dst = g.clone();
+    let mut new_nodes = Vec::new();
+    let mut replaced: HashMap<TensorId, TensorId> = HashMap::new();
+    let consts: Vec<TensorId> = g
+        .tensor_ids()
+        .filter(|&t| {
+            let tensor = &g.tensors()[t.index()];
+            tensor.dtype == DType::F32 && tensor.is_const() && !g.outputs().contains(&t)
+        })
+        .collect();
+    for t in consts {
+        if g.consumers(t).is_empty() {
+            continue;
+        }
+        let Some(tensor) = dst.tensor(t).cloned() else { continue };
+        let values = read_f32s(tensor.data.as_ref().map_or(&[][..], |d| d));
+        let halves: Vec<u8> = to_f16(&values).iter().flat_map(|h| h.to_le_bytes()).collect();
+        let half =
+            dst.add_tensor(Tensor::constant(tensor.name.clone(), DType::F16, tensor.shape.clone(), halves.into()));
+        // The float32 tensor keeps its id and becomes the DEQUANTIZE output.
+        if let Some(t32) = dst.tensor_mut(t) {
+            t32.data = None;
+            t32.name = format!("{}/dequantized", tensor.name);
+        }
+        new_nodes.push(Node::new(format!("{}/dequantize", tensor.name), Op::Dequantize, vec![Some(half)], vec![t]));
+        replaced.insert(t, half);
+    }
+    // DEQUANTIZE ops run first, then the original nodes in order.
+    let old: Vec<Node> = dst.nodes().to_vec();
+    dst.retain_nodes(|_| false);
+    for n in new_nodes.into_iter().chain(old) {
+        dst.add_node(n);
+    }
+    Ok(dst)
+}
+
+// ---------------------------------------------------------------- dynamic range
+
+/// int8 per-channel weights for FULLY_CONNECTED / CONV_2D / DEPTHWISE_CONV_2D with at least
+/// `cfg.dynamic_min_elements` elements; activations and biases stay float (hybrid kernels).
+pub fn dynamic_range(g: &Graph, cfg: &QuantConfig) -> Result<Graph, QuantError> {
+    check_float(g)?;
+    let mut dst = g.clone();
+    for ni in 0..g.nodes().len() {
+        let n = &g.nodes()[ni];
+        let spec = op_spec(&n.op);
+        let Some((wi, axis)) = spec.weights else { continue };
+        if excluded(cfg, g, n) {
+            continue;
+        }
+        let Some(w) = n.input(wi) else { continue };
+        let Some((values, dims)) = const_f32(g, w) else { continue };
+        if values.len() < cfg.dynamic_min_elements {
+            continue;
+        }
+        let (q, params) = quantize_weights_dynamic(&values, &dims, Some(axis));
+        let name = g.tensors()[w.index()].name.clone();
+        let wq = dst.add_tensor(
+            Tensor::constant(name, DType::I8, g.tensors()[w.index()].shape.clone(), i8_bytes(&q)).with_quant(params),
+        );
+        if let Some(node) = dst.node_mut(qlite_ir::NodeId::from_index(ni)) {
+            node.inputs[wi] = Some(wq);
+            if let Op::FullyConnected(fc) = &mut node.op {
+                fc.asymmetric_inputs = cfg.asymmetric_inputs;
+            }
+        }
+    }
+    dst.compact_tensors();
+    Ok(dst)
+}
+
+fn excluded(cfg: &QuantConfig, g: &Graph, n: &Node) -> bool {
+    cfg.exclude
+        .iter()
+        .any(|e| e.matches(&n.name) || n.outputs.iter().any(|&o| g.tensor(o).is_some_and(|t| e.matches(&t.name))))
+}
+
+/// Every exclude pattern must match something (a typo would silently quantize everything).
+fn check_excludes(g: &Graph, cfg: &QuantConfig) -> Result<(), QuantError> {
+    for e in &cfg.exclude {
+        let hit = g.nodes().iter().any(|n| e.matches(&n.name)) || g.tensors().iter().any(|t| e.matches(&t.name));
+        if !hit {
+            return Err(QuantError::ExcludeMatchesNothing(e.pattern.clone()));
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- full integer
+
+struct Int8Rewrite<'a> {
+    src: &'a Graph,
+    dst: Graph,
+    /// Decided int8 parameters of each source activation tensor.
+    params: Vec<Option<QuantParams>>,
+    /// Source tensor → its float32 version in dst.
+    float: HashMap<TensorId, TensorId>,
+    /// Source tensor → int8 versions in dst, with their parameters.
+    int8: HashMap<TensorId, Vec<(QuantParams, TensorId)>>,
+}
+
+impl Int8Rewrite<'_> {
+    fn src_tensor(&self, t: TensorId) -> &Tensor {
+        &self.src.tensors()[t.index()]
+    }
+
+    /// The float32 version of a source tensor (dequantizing the int8 one if needed).
+    fn float_of(&mut self, t: TensorId) -> TensorId {
+        if let Some(&f) = self.float.get(&t) {
+            return f;
+        }
+        let src = self.src_tensor(t).clone();
+        if src.is_const() {
+            let id = self.dst.add_tensor(src);
+            self.float.insert(t, id);
+            return id;
+        }
+        let (_, q8) =
+            self.int8.get(&t).and_then(|v| v.first()).cloned().unwrap_or((QuantParams::per_tensor(1.0, 0), t));
+        let out =
+            self.dst.add_tensor(Tensor::activation(format!("{}/dequantized", src.name), DType::F32, src.shape.clone()));
+        self.dst.add_node(Node::new(format!("{}/dequantize", src.name), Op::Dequantize, vec![Some(q8)], vec![out]));
+        self.float.insert(t, out);
+        out
+    }
+
+    /// An int8 version of a source tensor with parameters `p` (quantizing the float one or
+    /// requantizing another int8 one if needed).
+    fn int8_of(&mut self, t: TensorId, p: &QuantParams) -> TensorId {
+        if let Some(v) = self.int8.get(&t)
+            && let Some((_, id)) = v.iter().find(|(q, _)| q == p)
+        {
+            return *id;
+        }
+        let src = self.src_tensor(t).clone();
+        if let Some(data) = &src.data {
+            // A float constant used as an activation (e.g. the addend of ADD).
+            let values = read_f32s(data);
+            let q: Vec<i8> = values
+                .iter()
+                .map(|&v| ((v / p.scale()).round() as i64 + p.zero_point()).clamp(-128, 127) as i8)
+                .collect();
+            let id = self.dst.add_tensor(
+                Tensor::constant(src.name.clone(), DType::I8, src.shape.clone(), i8_bytes(&q)).with_quant(p.clone()),
+            );
+            self.int8.entry(t).or_default().push((p.clone(), id));
+            return id;
+        }
+        let existing = self.int8.get(&t).and_then(|v| v.first()).map(|(_, id)| *id);
+        let (from, name) = match existing {
+            Some(id) => (id, format!("{}/requantized", src.name)),
+            None => (self.float_of(t), format!("{}/quantized", src.name)),
+        };
+        let out =
+            self.dst.add_tensor(Tensor::activation(name.clone(), DType::I8, src.shape.clone()).with_quant(p.clone()));
+        self.dst.add_node(Node::new(name, Op::Quantize, vec![Some(from)], vec![out]));
+        self.int8.entry(t).or_default().push((p.clone(), out));
+        out
+    }
+
+    fn range_params(&self, table: &CalibrationTable, t: TensorId) -> Result<QuantParams, QuantError> {
+        let name = &self.src_tensor(t).name;
+        let r = table.ranges.get(name).ok_or_else(|| QuantError::MissingRange(name.clone()))?;
+        Ok(activation_params(r.min, r.max))
+    }
+}
+
+/// Full-integer quantization: the prepare, quantize and post-quantize phases.
+pub fn full_integer(g: &Graph, table: &CalibrationTable, cfg: &QuantConfig) -> Result<Graph, QuantError> {
+    check_float(g)?;
+    check_excludes(g, cfg)?;
+    let mut rw = Int8Rewrite {
+        src: g,
+        dst: Graph::new(g.name()),
+        params: vec![None; g.tensors().len()],
+        float: HashMap::new(),
+        int8: HashMap::new(),
+    };
+
+    // ---- prepare: parameters of every activation.
+    for &t in g.inputs() {
+        rw.params[t.index()] = Some(rw.range_params(table, t)?);
+    }
+    for n in g.nodes() {
+        let spec = op_spec(&n.op);
+        for &o in &n.outputs {
+            let p = match spec.output {
+                OutputRule::Fixed(s, z) => QuantParams::per_tensor(s, z),
+                OutputRule::SameAsInput => match n.input(0).and_then(|i| rw.params[i.index()].clone()) {
+                    Some(p) => p,
+                    None => rw.range_params(table, o)?,
+                },
+                OutputRule::Calibrated => rw.range_params(table, o)?,
+            };
+            rw.params[o.index()] = Some(p);
+        }
+    }
+
+    // ---- quantize: graph inputs first.
+    let mut new_inputs = Vec::new();
+    for &t in g.inputs() {
+        let src = g.tensors()[t.index()].clone();
+        let p = rw.params[t.index()].clone().ok_or_else(|| QuantError::MissingRange(src.name.clone()))?;
+        match cfg.io_type {
+            IoType::Float32 => {
+                let id = rw.dst.add_tensor(src);
+                rw.float.insert(t, id);
+                new_inputs.push(id);
+            }
+            IoType::Int8 => {
+                let id = rw.dst.add_tensor(Tensor { dtype: DType::I8, quant: Some(p.clone()), ..src });
+                rw.int8.entry(t).or_default().push((p, id));
+                new_inputs.push(id);
+            }
+            IoType::Uint8 => {
+                let pu = QuantParams::per_tensor(p.scale(), p.zero_point() + 128);
+                let id = rw.dst.add_tensor(Tensor { dtype: DType::U8, quant: Some(pu), ..src.clone() });
+                let q8 = rw.dst.add_tensor(
+                    Tensor::activation(format!("{}/int8", src.name), DType::I8, src.shape.clone())
+                        .with_quant(p.clone()),
+                );
+                rw.dst.add_node(Node::new(format!("{}/quantize", src.name), Op::Quantize, vec![Some(id)], vec![q8]));
+                rw.int8.entry(t).or_default().push((p, q8));
+                new_inputs.push(id);
+            }
+        }
+    }
+
+    for n in g.nodes() {
+        let spec = op_spec(&n.op);
+        if !spec.quantizable || excluded(cfg, g, n) {
+            let inputs = n.inputs.iter().map(|i| i.map(|t| rw.float_of(t))).collect();
+            let outputs = n
+                .outputs
+                .iter()
+                .map(|&o| {
+                    let id = rw.dst.add_tensor(g.tensors()[o.index()].clone());
+                    rw.float.insert(o, id);
+                    id
+                })
+                .collect();
+            rw.dst.add_node(Node::new(n.name.clone(), n.op.clone(), inputs, outputs));
+            continue;
+        }
+        let out = *n.outputs.first().ok_or_else(|| node_err(n, "has no output"))?;
+        let out_p = rw.params[out.index()].clone().ok_or_else(|| node_err(n, "output has no parameters"))?;
+        let mut inputs = Vec::with_capacity(n.inputs.len());
+        let mut in_scale = 1.0f32;
+        let mut w_params: Option<QuantParams> = None;
+        for (slot, i) in n.inputs.iter().enumerate() {
+            let Some(t) = *i else {
+                inputs.push(None);
+                continue;
+            };
+            if spec.weights.map(|w| w.0) == Some(slot) {
+                let (values, dims) =
+                    const_f32(g, t).ok_or_else(|| node_err(n, "weights must be a float32 constant"))?;
+                let axis = spec.weights.map(|w| w.1);
+                let (q, p) = quantize_weights(&values, &dims, axis);
+                let name = g.tensors()[t.index()].name.clone();
+                let id = rw.dst.add_tensor(
+                    Tensor::constant(name, DType::I8, g.tensors()[t.index()].shape.clone(), i8_bytes(&q))
+                        .with_quant(p.clone()),
+                );
+                w_params = Some(p);
+                inputs.push(Some(id));
+            } else if spec.bias == Some(slot) {
+                let (values, _) = const_f32(g, t).ok_or_else(|| node_err(n, "bias must be a float32 constant"))?;
+                let wp = w_params.clone().ok_or_else(|| node_err(n, "bias before weights"))?;
+                let (q, p) = quantize_bias(&values, in_scale, &wp);
+                let name = g.tensors()[t.index()].name.clone();
+                let id = rw.dst.add_tensor(
+                    Tensor::constant(name, DType::I32, g.tensors()[t.index()].shape.clone(), i32_bytes(&q))
+                        .with_quant(p),
+                );
+                inputs.push(Some(id));
+            } else {
+                let p = if spec.inputs_like_output {
+                    out_p.clone()
+                } else if g.tensors()[t.index()].is_const() {
+                    let (values, _) = const_f32(g, t).ok_or_else(|| node_err(n, "constant input must be float32"))?;
+                    let (lo, hi) = values.iter().fold((0f32, 0f32), |(a, b), &v| (a.min(v), b.max(v)));
+                    activation_params(lo, hi)
+                } else {
+                    rw.params[t.index()].clone().ok_or_else(|| node_err(n, "input has no parameters"))?
+                };
+                if slot == 0 {
+                    in_scale = p.scale();
+                }
+                inputs.push(Some(rw.int8_of(t, &p)));
+            }
+        }
+        let src_out = &g.tensors()[out.index()];
+        let out_id = rw.dst.add_tensor(
+            Tensor::activation(src_out.name.clone(), DType::I8, src_out.shape.clone()).with_quant(out_p.clone()),
+        );
+        rw.int8.entry(out).or_default().push((out_p, out_id));
+        rw.dst.add_node(Node::new(n.name.clone(), n.op.clone(), inputs, vec![out_id]));
+    }
+
+    // ---- post-quantize: the I/O types.
+    let mut new_outputs = Vec::new();
+    for &t in g.outputs() {
+        let p = rw.params[t.index()].clone();
+        let id = match (cfg.io_type, p) {
+            (IoType::Float32, _) | (_, None) => {
+                let f = rw.float_of(t);
+                // The float output keeps the source tensor name when it was dequantized here.
+                f
+            }
+            (IoType::Int8, Some(p)) => rw.int8_of(t, &p),
+            (IoType::Uint8, Some(p)) => {
+                let q8 = rw.int8_of(t, &p);
+                let src = g.tensors()[t.index()].clone();
+                let pu = QuantParams::per_tensor(p.scale(), p.zero_point() + 128);
+                let out = rw.dst.add_tensor(
+                    Tensor::activation(format!("{}/uint8", src.name), DType::U8, src.shape.clone()).with_quant(pu),
+                );
+                rw.dst.add_node(Node::new(format!("{}/to_uint8", src.name), Op::Quantize, vec![Some(q8)], vec![out]));
+                out
+            }
+        };
+        new_outputs.push(id);
+    }
+    rw.dst.set_inputs(new_inputs);
+    rw.dst.set_outputs(new_outputs);
+    let mut dst = rw.dst;
+    keep_signature(g, &mut dst);
+    Ok(dst)
+}
+
+// ---------------------------------------------------------------- passes
+
+/// Rewrites a float graph for `mode`. Holds configuration only: running it twice on the same
+/// input gives the same result.
+#[derive(Debug)]
+pub struct QuantizePass {
+    pub config: QuantConfig,
+    pub table: Option<CalibrationTable>,
+}
+
+impl Pass for QuantizePass {
+    fn name(&self) -> &'static str {
+        match self.config.mode {
+            QuantMode::None => "quantize-none",
+            QuantMode::Float16 => "quantize-float16",
+            QuantMode::Dynamic => "quantize-dynamic",
+            QuantMode::Int8 => "quantize-int8",
+        }
+    }
+
+    fn run(&self, g: &mut Graph, cx: &mut PassCx) -> Result<bool, PassError> {
+        if self.config.mode == QuantMode::None || !cx.allow_rewrite() {
+            return Ok(false);
+        }
+        *g = quantize_graph(g, self.table.as_ref(), &self.config).map_err(|e| PassError::Failed(e.to_string()))?;
+        Ok(true)
+    }
+}
+
+/// Quantize a float graph (no pipeline around it).
+pub fn quantize_graph(g: &Graph, table: Option<&CalibrationTable>, cfg: &QuantConfig) -> Result<Graph, QuantError> {
+    match cfg.mode {
+        QuantMode::None => Ok(g.clone()),
+        QuantMode::Float16 => float16(g),
+        QuantMode::Dynamic => {
+            check_excludes(g, cfg)?;
+            dynamic_range(g, cfg)
+        }
+        QuantMode::Int8 => full_integer(g, table.ok_or(QuantError::NoCalibration)?, cfg),
+    }
+}
+
+/// The quantization pipeline: the rewrite for the configured mode, then dead code elimination.
+pub fn quantize_pipeline(config: QuantConfig, table: Option<CalibrationTable>) -> PassManager {
+    PassManager::new().with(QuantizePass { config, table }).with(DeadCodeElimination)
+}

@@ -1,0 +1,60 @@
+//! The declarative per-op quantization spec: one `match`, the single place that says how each
+//! op is quantized (the converter's traits / ONNX Runtime's quantizer registry).
+
+use qlite_ir::Op;
+use qlite_ir::op::UnaryKind;
+
+/// How an op's output parameters are chosen in int8 mode.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OutputRule {
+    /// From the calibrated range of the output tensor.
+    Calibrated,
+    /// Fixed (scale, zero point), whatever the range (SOFTMAX, LOGISTIC, TANH).
+    Fixed(f32, i64),
+    /// The same parameters as input 0 (data movement and pooling).
+    SameAsInput,
+}
+
+/// How an op is quantized.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OpSpec {
+    /// Input index of the weights and the per-channel axis of the weights.
+    pub weights: Option<(usize, usize)>,
+    /// Input index of a bias quantized to int32 with scale `s_in · s_w`.
+    pub bias: Option<usize>,
+    pub output: OutputRule,
+    /// All activation inputs must share the output's parameters (requantized if not).
+    pub inputs_like_output: bool,
+    /// The op has an int8 kernel at all.
+    pub quantizable: bool,
+}
+
+impl OpSpec {
+    const fn plain(output: OutputRule) -> Self {
+        OpSpec { weights: None, bias: None, output, inputs_like_output: false, quantizable: true }
+    }
+}
+
+/// The spec of every op of the IR.
+pub fn op_spec(op: &Op) -> OpSpec {
+    match op {
+        Op::FullyConnected(_) | Op::Conv2d(_) => {
+            OpSpec { weights: Some((1, 0)), bias: Some(2), ..OpSpec::plain(OutputRule::Calibrated) }
+        }
+        Op::DepthwiseConv2d(_) => {
+            OpSpec { weights: Some((1, 3)), bias: Some(2), ..OpSpec::plain(OutputRule::Calibrated) }
+        }
+        Op::Binary(_) | Op::Mean(_) => OpSpec::plain(OutputRule::Calibrated),
+        Op::Unary(u) => match u.kind {
+            UnaryKind::Logistic => OpSpec::plain(OutputRule::Fixed(1.0 / 256.0, -128)),
+            UnaryKind::Tanh => OpSpec::plain(OutputRule::Fixed(1.0 / 128.0, 0)),
+            UnaryKind::Relu | UnaryKind::Relu6 => OpSpec::plain(OutputRule::Calibrated),
+        },
+        Op::Softmax(_) => OpSpec::plain(OutputRule::Fixed(1.0 / 256.0, -128)),
+        Op::Pool2d(_) | Op::Reshape(_) | Op::Transpose(_) | Op::Pad(_) => OpSpec::plain(OutputRule::SameAsInput),
+        Op::Concatenation(_) => OpSpec { inputs_like_output: true, ..OpSpec::plain(OutputRule::Calibrated) },
+        Op::Quantize | Op::Dequantize | Op::Opaque(_) => {
+            OpSpec { quantizable: false, ..OpSpec::plain(OutputRule::Calibrated) }
+        }
+    }
+}

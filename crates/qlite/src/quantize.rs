@@ -1,0 +1,315 @@
+//! Calibration wiring, quantized conversion, the per-layer error report and evaluation.
+//! qlite-quant holds the maths; this module runs the models it needs (through the
+//! interpreter) and reads the calibration files.
+
+use crate::npy::NpyRows;
+use crate::{Array, Error, Interpreter, io};
+use qlite_interp::Data;
+use qlite_ir::{DType, Graph, TensorId};
+use qlite_quant::{CalibrationMethod, CalibrationTable, ErrorStats, HistogramObserver, LayerError, MinMaxObserver};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Calibration samples: one row source per graph input.
+#[derive(Debug)]
+pub struct CalibrationSet {
+    inputs: Vec<NpyRows>,
+    rows: usize,
+    origin: PathBuf,
+}
+
+/// Open calibration data for `g`: an .npy file of N samples (single-input models) or a
+/// directory of NAME.npy files, one per input (NAME = the input's signature name). Shapes,
+/// dtypes and values are checked here, naming the input and the sample.
+pub fn open_calibration(g: &Graph, path: &Path) -> Result<CalibrationSet, Error> {
+    let err = |message: String| Error::Import { path: path.to_path_buf(), message };
+    let files: Vec<PathBuf> = if path.is_dir() {
+        (0..g.inputs().len())
+            .map(|i| {
+                let name = g.input_name(i).unwrap_or("").replace(['/', ':'], "_");
+                let f = path.join(format!("{name}.npy"));
+                if f.exists() {
+                    Ok(f)
+                } else {
+                    Err(err(format!("no {name}.npy for input {i} ({:?})", g.input_name(i).unwrap_or(""))))
+                }
+            })
+            .collect::<Result<_, _>>()?
+    } else {
+        if g.inputs().len() != 1 {
+            return Err(err(format!(
+                "the model has {} inputs: give a directory with one NAME.npy per input ({})",
+                g.inputs().len(),
+                (0..g.inputs().len()).map(|i| g.input_name(i).unwrap_or("").to_string()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        vec![path.to_path_buf()]
+    };
+    let mut inputs = Vec::new();
+    let mut rows = None;
+    for (i, f) in files.iter().enumerate() {
+        let bytes = io::map_file(f).map_err(|source| Error::Io { path: f.clone(), source })?;
+        let r = NpyRows::open(bytes).map_err(|source| Error::Npy { path: f.clone(), source })?;
+        let t = g.inputs().get(i).and_then(|t| g.tensor(*t)).ok_or_else(|| err(format!("model has no input {i}")))?;
+        let name = g.input_name(i).unwrap_or("");
+        if r.dtype() != DType::F32 {
+            return Err(Error::Import {
+                path: f.clone(),
+                message: format!("calibration data for input {i} ({name:?}) must be float32, got {}", r.dtype()),
+            });
+        }
+        let want: Vec<Option<usize>> = t.shape.dims().iter().skip(1).map(|d| d.fixed()).collect();
+        let fits = r.row_shape().len() == want.len()
+            && r.row_shape().iter().zip(&want).all(|(&a, b)| b.is_none_or(|b| a == b));
+        if !fits {
+            return Err(Error::Import {
+                path: f.clone(),
+                message: format!(
+                    "calibration samples for input {i} ({name:?}) have shape {:?}, the model expects {} per sample",
+                    r.row_shape(),
+                    t.shape
+                ),
+            });
+        }
+        if rows.is_some_and(|n| n != r.rows()) {
+            return Err(Error::Import {
+                path: f.clone(),
+                message: format!("{} samples, but another input has {}", r.rows(), rows.unwrap_or(0)),
+            });
+        }
+        rows = Some(r.rows());
+        inputs.push(r);
+    }
+    let rows = rows.unwrap_or(0);
+    if rows == 0 {
+        return Err(err("the calibration set is empty".into()));
+    }
+    Ok(CalibrationSet { inputs, rows, origin: path.to_path_buf() })
+}
+
+impl CalibrationSet {
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Sample `i` (one array per input), checked for NaN / Inf.
+    pub fn sample(&self, i: usize) -> Result<Vec<Array>, Error> {
+        self.inputs
+            .iter()
+            .enumerate()
+            .map(|(k, r)| {
+                let a = r.row(i).ok_or_else(|| Error::Usage(format!("sample {i} is missing")))?;
+                if let Data::F32(v) = a.data()
+                    && let Some(bad) = v.iter().position(|x| !x.is_finite())
+                {
+                    return Err(Error::Import {
+                        path: self.origin.clone(),
+                        message: format!("calibration sample {i} of input {k} holds {} at element {bad}", v[bad]),
+                    });
+                }
+                Ok(a)
+            })
+            .collect()
+    }
+}
+
+struct NamedObserver<'a, F: FnMut(&str, &[f32])> {
+    g: &'a Graph,
+    f: F,
+}
+
+impl<F: FnMut(&str, &[f32])> qlite_interp::Observer for NamedObserver<'_, F> {
+    fn observe(&mut self, tensor: TensorId, value: &Array) {
+        if let (Some(t), Some(v)) = (self.g.tensor(tensor), value.as_f32()) {
+            (self.f)(&t.name, v);
+        }
+    }
+}
+
+/// Run the float graph over the calibration set and build the table. `progress(done, total)`
+/// is called after every sample of every pass.
+pub fn calibrate(
+    g: &Graph,
+    set: &CalibrationSet,
+    method: &CalibrationMethod,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<CalibrationTable, Error> {
+    let interp = Interpreter::new(g)?;
+    let passes = if method.needs_histogram() { 2 } else { 1 };
+    let total = set.len() * passes;
+    let mut minmax = MinMaxObserver::default();
+    for i in 0..set.len() {
+        let mut obs = NamedObserver { g, f: |n: &str, v: &[f32]| minmax.observe(n, v) };
+        interp.run_observed(set.sample(i)?, &mut obs)?;
+        progress(i + 1, total);
+    }
+    minmax.samples = set.len();
+    if !method.needs_histogram() {
+        return Ok(minmax.into_table());
+    }
+    let mut hist = HistogramObserver::new(minmax.ranges().clone());
+    for i in 0..set.len() {
+        let mut obs = NamedObserver { g, f: |n: &str, v: &[f32]| hist.observe(n, v) };
+        interp.run_observed(set.sample(i)?, &mut obs)?;
+        progress(set.len() + i + 1, total);
+    }
+    Ok(hist.into_table(method, set.len()))
+}
+
+/// Values of every tensor of one run, dequantized to float, by tensor name.
+fn float_values(g: &Graph, interp: &Interpreter<'_>, inputs: Vec<Array>) -> Result<BTreeMap<String, Vec<f32>>, Error> {
+    struct Collect<'a> {
+        g: &'a Graph,
+        out: BTreeMap<String, Vec<f32>>,
+    }
+    impl qlite_interp::Observer for Collect<'_> {
+        fn observe(&mut self, tensor: TensorId, value: &Array) {
+            let Some(t) = self.g.tensor(tensor) else { return };
+            let v = match value.as_f32() {
+                Some(v) => Some(v.to_vec()),
+                None => qlite_interp::kernels::dequantize(value, t.quant.as_ref()).ok(),
+            };
+            if let Some(v) = v {
+                self.out.insert(t.name.clone(), v);
+            }
+        }
+    }
+    let mut c = Collect { g, out: BTreeMap::new() };
+    interp.run_observed(inputs, &mut c)?;
+    Ok(c.out)
+}
+
+/// The per-layer error report: every tensor the float model computes that the quantized model
+/// also computes (matched by the source model's tensor names), worst SQNR first.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorReport {
+    pub mode: String,
+    pub samples: usize,
+    pub layers: Vec<LayerError>,
+    /// The model outputs (float vs quantized, dequantized).
+    pub outputs: Vec<LayerError>,
+}
+
+pub fn error_report(float: &Graph, quant: &Graph, set: &CalibrationSet, mode: &str) -> Result<ErrorReport, Error> {
+    let fi = Interpreter::new(float)?;
+    let qi = Interpreter::new(quant)?;
+    let mut stats: BTreeMap<String, ErrorStats> = BTreeMap::new();
+    let mut out_stats: Vec<ErrorStats> = vec![ErrorStats::default(); float.outputs().len()];
+    let producers: BTreeMap<String, &'static str> = float
+        .nodes()
+        .iter()
+        .flat_map(|n| n.outputs.iter().filter_map(|&o| float.tensor(o).map(|t| (t.name.clone(), n.op.name()))))
+        .collect();
+    for i in 0..set.len() {
+        let sample = set.sample(i)?;
+        let (q_inputs, _) = crate::quantize_inputs(quant, sample.clone())?;
+        let fv = float_values(float, &fi, sample)?;
+        let qv = float_values(quant, &qi, q_inputs.clone())?;
+        for (name, f) in &fv {
+            if !producers.contains_key(name) {
+                continue;
+            }
+            if let Some(q) = qv.get(name)
+                && q.len() == f.len()
+            {
+                stats.entry(name.clone()).or_default().add(f, q);
+            }
+        }
+        let fo = fi.run(set.sample(i)?)?;
+        let qo = crate::dequantize_outputs(quant, qi.run(q_inputs)?)?;
+        for (k, (a, b)) in fo.iter().zip(&qo).enumerate() {
+            if let (Some(a), Some(b)) = (a.as_f32(), b.as_f32()) {
+                out_stats[k].add(a, b);
+            }
+        }
+    }
+    let mut layers: Vec<LayerError> =
+        stats.iter().map(|(name, s)| s.layer(name, producers.get(name).copied().unwrap_or("?"))).collect();
+    layers.sort_by(|a, b| a.sqnr_db.total_cmp(&b.sqnr_db).then_with(|| a.tensor.cmp(&b.tensor)));
+    let outputs =
+        out_stats.iter().enumerate().map(|(k, s)| s.layer(float.output_name(k).unwrap_or(""), "output")).collect();
+    Ok(ErrorReport { mode: mode.to_string(), samples: set.len(), layers, outputs })
+}
+
+/// Text table of a report (worst layers first).
+pub fn render_report(r: &ErrorReport, max_rows: usize) -> String {
+    let mut s = format!("per-layer error ({} mode, {} calibration samples), worst first:\n", r.mode, r.samples);
+    s.push_str(&format!("  {:>9} {:>8} {:>10}  {:<16} {}\n", "SQNR dB", "cosine", "max |err|", "op", "tensor"));
+    for l in r.layers.iter().take(max_rows) {
+        s.push_str(&format!("  {:>9.2} {:>8.5} {:>10.4}  {:<16} {}\n", l.sqnr_db, l.cosine, l.max_abs, l.op, l.tensor));
+    }
+    for o in &r.outputs {
+        s.push_str(&format!(
+            "  output {:?}: SQNR {:.2} dB, cosine {:.5}, max |err| {:.4}\n",
+            o.tensor, o.sqnr_db, o.cosine, o.max_abs
+        ));
+    }
+    s
+}
+
+/// What `qlite eval` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evaluation {
+    pub samples: usize,
+    pub top1: f64,
+    /// Agreement of top-1 with the reference model, if one was given.
+    pub agreement: Option<f64>,
+    /// SQNR (dB) of the output against the reference model's.
+    pub sqnr_db: Option<f64>,
+    pub mean_latency_us: f64,
+}
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0
+}
+
+/// Top-1 accuracy of `model` on `x` / `labels` (int64 class indices), optionally against a
+/// reference model. Float inputs are quantized for int8 / uint8 models; integer outputs are
+/// dequantized before comparing.
+pub fn evaluate(model: &Graph, x: &Array, labels: &[i64], reference: Option<&Graph>) -> Result<Evaluation, Error> {
+    let n = x.shape().first().copied().unwrap_or(0);
+    if n != labels.len() {
+        return Err(Error::Usage(format!("{n} samples but {} labels", labels.len())));
+    }
+    let interp = Interpreter::new(model)?;
+    let ref_interp = reference.map(Interpreter::new).transpose()?;
+    let mut correct = 0usize;
+    let mut agree = 0usize;
+    let mut stats = ErrorStats::default();
+    let mut total_us = 0.0;
+    for (i, &label) in labels.iter().enumerate() {
+        let row = x.row(i).ok_or_else(|| Error::Usage("empty data".into()))?;
+        let (inputs, _) = crate::quantize_inputs(model, vec![row.clone()])?;
+        let t = std::time::Instant::now();
+        let y = interp.run(inputs)?;
+        total_us += t.elapsed().as_secs_f64() * 1e6;
+        let y = crate::dequantize_outputs(model, y)?;
+        let yv = y
+            .first()
+            .and_then(|a| a.as_f32())
+            .ok_or_else(|| Error::Usage("the model's first output is not numeric".into()))?;
+        let p = argmax(yv);
+        correct += usize::from(p as i64 == label);
+        if let (Some(ri), Some(rg)) = (&ref_interp, reference) {
+            let (rin, _) = crate::quantize_inputs(rg, vec![row])?;
+            let r = crate::dequantize_outputs(rg, ri.run(rin)?)?;
+            if let Some(rv) = r.first().and_then(|a| a.as_f32()) {
+                agree += usize::from(argmax(rv) == p);
+                stats.add(rv, yv);
+            }
+        }
+    }
+    let n = labels.len().max(1) as f64;
+    Ok(Evaluation {
+        samples: labels.len(),
+        top1: correct as f64 / n,
+        agreement: reference.map(|_| agree as f64 / n),
+        sqnr_db: reference.map(|_| if stats.sqnr_db().is_finite() { stats.sqnr_db() } else { 999.0 }),
+        mean_latency_us: total_us / n,
+    })
+}
