@@ -8,4 +8,5 @@ mod errors;
 mod fixtures;
 mod ops;
 mod passes;
+mod quantize;
 mod random_ops;

@@ -1,0 +1,204 @@
+//! The quantization pipeline on the digits models: accuracy, SQNR and size against the float
+//! model, LiteRT conformance of every mode, determinism, and bad input.
+
+use crate::common::{export_case, fixture};
+use qlite::{Array, CalibrationMethod, ConvertOptions, Data, IoType, QuantConfig, QuantMode, Registry};
+use std::path::{Path, PathBuf};
+
+fn labels() -> Vec<i64> {
+    match qlite::read_npy_file(&fixture("digits/y_test.npy")).unwrap().into_data() {
+        Data::I64(v) => v,
+        _ => panic!("labels are int64"),
+    }
+}
+
+fn opts(mode: QuantMode, io: IoType) -> ConvertOptions {
+    let mut quant = QuantConfig::new(mode);
+    quant.io_type = io;
+    ConvertOptions { quant, calibration: Some(fixture("digits/x_calib.npy")), ..Default::default() }
+}
+
+fn convert(model: &str, out: &Path, o: &ConvertOptions) -> qlite::ConvertReport {
+    qlite::convert(&Registry::default(), &fixture(&format!("digits/{model}.tflite")), out, o).unwrap()
+}
+
+#[test]
+fn every_mode_meets_the_quality_bar_and_runs_in_litert() {
+    let reg = Registry::default();
+    let dir = tempfile::tempdir().unwrap();
+    let x = qlite::read_npy_file(&fixture("digits/x_test.npy")).unwrap();
+    let y = labels();
+    let mut table = String::new();
+    for model in ["mlp", "cnn"] {
+        let float_path = fixture(&format!("digits/{model}.tflite"));
+        let float = qlite::load(&reg, &float_path).unwrap();
+        let float_size = std::fs::metadata(&float_path).unwrap().len() as f64;
+        let base = qlite::quantize::evaluate(&float, &x, &y, None).unwrap();
+        for (mode, io, tag) in [
+            (QuantMode::Float16, IoType::Float32, "float16"),
+            (QuantMode::Dynamic, IoType::Float32, "dynamic"),
+            (QuantMode::Int8, IoType::Float32, "int8"),
+            (QuantMode::Int8, IoType::Int8, "int8_io_int8"),
+            (QuantMode::Int8, IoType::Uint8, "int8_io_uint8"),
+        ] {
+            let out = dir.path().join(format!("{model}_{tag}.tflite"));
+            let report = convert(model, &out, &opts(mode, io));
+            let g = qlite::load(&reg, &out).unwrap();
+            let e = qlite::quantize::evaluate(&g, &x, &y, Some(&float)).unwrap();
+            let ratio = report.output_bytes as f64 / float_size;
+            let points = 100.0 * (base.top1 - e.top1);
+            table.push_str(&format!(
+                "{model} {tag}: top-1 {:.2}% (float {:.2}%), agreement {:.2}%, SQNR {:.1} dB, size ratio {:.3}\n",
+                100.0 * e.top1,
+                100.0 * base.top1,
+                100.0 * e.agreement.unwrap(),
+                e.sqnr_db.unwrap(),
+                ratio
+            ));
+            match mode {
+                QuantMode::Float16 => {
+                    assert_eq!(e.top1, base.top1, "{model} float16 top-1");
+                    if model == "mlp" {
+                        assert!(ratio <= 0.52, "{model} float16 size ratio {ratio}");
+                    }
+                }
+                QuantMode::Dynamic => assert!(points <= 0.5, "{model} dynamic loses {points} points"),
+                QuantMode::Int8 => {
+                    assert!(points <= 1.0, "{model} {tag} loses {points} points");
+                    assert!(e.sqnr_db.unwrap() >= 25.0, "{model} {tag} SQNR {:?}", e.sqnr_db);
+                    if model == "mlp" && io == IoType::Float32 {
+                        assert!(ratio <= 0.30, "{model} int8 size ratio {ratio}");
+                    }
+                }
+                QuantMode::None => {}
+            }
+            // LiteRT: the reference kernels must agree with qlite on the whole test split.
+            let (inputs, _) = qlite::quantize_inputs(&g, vec![x.clone()]).unwrap();
+            let ours = qlite::run_batched(&g, inputs.clone()).unwrap();
+            let compare = match mode {
+                QuantMode::Int8 => "exact",
+                QuantMode::Dynamic => "hybrid",
+                _ => "float",
+            };
+            export_case(&format!("quant_{model}_{tag}"), &std::fs::read(&out).unwrap(), &inputs, &ours, compare);
+        }
+    }
+    eprintln!("{table}");
+}
+
+#[test]
+fn quantized_files_are_deterministic_and_tables_reusable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.tflite"), dir.path().join("b.tflite"));
+    let table = dir.path().join("table.json");
+    let mut o = opts(QuantMode::Int8, IoType::Float32);
+    o.save_calibration = Some(table.clone());
+    convert("cnn", &a, &o);
+    // Same inputs and options: the same bytes. A saved table reproduces the model.
+    let o2 = ConvertOptions {
+        calibration: None,
+        calibration_table: Some(table.clone()),
+        ..opts(QuantMode::Int8, IoType::Float32)
+    };
+    convert("cnn", &b, &o2);
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    convert("cnn", &b, &o);
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    let t = qlite::CalibrationTable::from_json(&std::fs::read_to_string(&table).unwrap()).unwrap();
+    assert_eq!(t.samples, 200);
+    assert_eq!(t.method, "minmax");
+    // The other calibration methods give valid, accurate models.
+    let x = qlite::read_npy_file(&fixture("digits/x_test.npy")).unwrap();
+    for method in [CalibrationMethod::Percentile { percentile: 99.99 }, CalibrationMethod::Mse] {
+        let mut o = opts(QuantMode::Int8, IoType::Float32);
+        o.quant.method = method;
+        let out = dir.path().join("m.tflite");
+        convert("mlp", &out, &o);
+        let g = qlite::load(&Registry::default(), &out).unwrap();
+        let e = qlite::quantize::evaluate(&g, &x, &labels(), None).unwrap();
+        assert!(e.top1 > 0.95, "{method:?}: {}", e.top1);
+    }
+}
+
+#[test]
+fn excluded_ops_stay_float_between_quantize_and_dequantize() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ex.tflite");
+    let mut o = opts(QuantMode::Int8, IoType::Float32);
+    o.quant.exclude = vec![qlite::quant::Exclude::new(".*depthwise.*")];
+    convert("cnn", &out, &o);
+    let reg = Registry::default();
+    let g = qlite::load(&reg, &out).unwrap();
+    let dw = g.nodes().iter().find(|n| n.op.name() == "DepthwiseConv2d").unwrap();
+    let x_t = g.tensor(dw.input(0).unwrap()).unwrap();
+    assert_eq!(x_t.dtype, qlite::ir::DType::F32, "the excluded depthwise conv runs in float");
+    let ops: Vec<&str> = g.nodes().iter().map(|n| n.op.name()).collect();
+    insta::assert_snapshot!("exclude_depthwise_ops", ops.join(" -> "));
+    let x = qlite::read_npy_file(&fixture("digits/x_test.npy")).unwrap();
+    let ours = qlite::run_batched(&g, vec![x.clone()]).unwrap();
+    export_case("quant_cnn_exclude_depthwise", &std::fs::read(&out).unwrap(), &[x], &ours, "exact");
+}
+
+#[test]
+fn bad_quantization_input_is_refused_without_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.tflite");
+    let reg = Registry::default();
+    let model = fixture("digits/mlp.tflite");
+    let write = |name: &str, a: &Array| -> PathBuf {
+        let p = dir.path().join(name);
+        qlite::write_npy_file(&p, a).unwrap();
+        p
+    };
+    let mut nan = vec![0.5f32; 3 * 64];
+    nan[64 + 7] = f32::NAN;
+    let cases: Vec<(&str, ConvertOptions)> = vec![
+        ("int8 without calibration", ConvertOptions { quant: QuantConfig::new(QuantMode::Int8), ..Default::default() }),
+        (
+            "wrong shape",
+            ConvertOptions {
+                calibration: Some(write("shape.npy", &Array::f32(vec![4, 63], vec![0.0; 252]).unwrap())),
+                ..opts(QuantMode::Int8, IoType::Float32)
+            },
+        ),
+        (
+            "wrong dtype",
+            ConvertOptions {
+                calibration: Some(write("dtype.npy", &Array::new(vec![4, 64], Data::I8(vec![0; 256])).unwrap())),
+                ..opts(QuantMode::Int8, IoType::Float32)
+            },
+        ),
+        (
+            "NaN sample",
+            ConvertOptions {
+                calibration: Some(write("nan.npy", &Array::f32(vec![3, 64], nan).unwrap())),
+                ..opts(QuantMode::Int8, IoType::Float32)
+            },
+        ),
+        (
+            "empty set",
+            ConvertOptions {
+                calibration: Some(write("empty.npy", &Array::f32(vec![0, 64], vec![]).unwrap())),
+                ..opts(QuantMode::Int8, IoType::Float32)
+            },
+        ),
+        ("exclude matches nothing", {
+            let mut o = opts(QuantMode::Int8, IoType::Float32);
+            o.quant.exclude = vec![qlite::quant::Exclude::new("no_such_layer")];
+            o
+        }),
+        ("already quantized", opts(QuantMode::Int8, IoType::Float32)),
+    ];
+    let mut text = String::new();
+    for (name, o) in cases {
+        let input = if name == "already quantized" { fixture("digits/tf_int8/mlp.tflite") } else { model.clone() };
+        let e = qlite::convert(&reg, &input, &out, &o).unwrap_err();
+        assert!(!out.exists(), "{name}: an output file was written");
+        let msg = e
+            .to_string()
+            .replace(dir.path().to_str().unwrap(), "<tmp>")
+            .replace(fixture("").to_str().unwrap(), "<fixtures>/");
+        text.push_str(&format!("{name}: {msg}\n"));
+    }
+    insta::assert_snapshot!("quantize_errors", text);
+}
