@@ -102,5 +102,5 @@ fn inspect_json_and_roundtrip_and_demo() {
     let out = qlite().arg("demo").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("float32 MLP") && text.contains("float32 CNN"), "{text}");
+    assert!(text.contains("MLP 64-512-256-10") && text.contains("CNN") && text.matches("int8").count() >= 2, "{text}");
 }

@@ -166,6 +166,9 @@ impl<'g> Interpreter<'g> {
             values[t.index()] = Some(arr);
         }
         for (ni, node) in g.nodes().iter().enumerate() {
+            if self.folded[ni] {
+                continue;
+            }
             let err =
                 |message: String| InterpError::Node { node: ni, op: node.op.name(), name: node.name.clone(), message };
             let ins: Vec<Option<&Array>> = node

@@ -357,8 +357,9 @@ pub fn quantize_model(
         .run(&mut graph)
         .map_err(|e| Error::Pipeline(e.to_string()))?;
     let passes = records.into_iter().map(|r| (r.pass.to_string(), r.changed, r.elapsed)).collect();
-    let report = match (&set, opts.report.is_some() || cfg.mode != QuantMode::None) {
-        (Some(set), true) if cfg.mode != QuantMode::None => {
+    // The report runs both models over the calibration set: only when asked for.
+    let report = match (&set, &opts.report) {
+        (Some(set), Some(_)) if cfg.mode != QuantMode::None => {
             Some(quantize::error_report(g, &graph, set, cfg.mode.name())?)
         }
         _ => None,
