@@ -85,6 +85,37 @@ fn int8_mlp() -> Graph {
     g
 }
 
+/// A float MLP with the given layer widths (random weights): the conversion benchmark model.
+fn float_mlp(dims: &[usize]) -> Graph {
+    let mut rng = qlite::sample::Rng::new(11);
+    let mut g = Graph::new("mlp_float");
+    let mut h = g.add_tensor(Tensor::activation("x", DType::F32, Shape::fixed(&[1, dims[0]])));
+    g.set_inputs(vec![h]);
+    for l in 0..dims.len() - 1 {
+        let (din, dout) = (dims[l], dims[l + 1]);
+        let bound = (1.0 / din as f32).sqrt();
+        let w = qlite::ir::tensor::f32_bytes(&rng.vec(din * dout, -bound, bound));
+        let w = g.add_tensor(Tensor::constant(format!("w{l}"), DType::F32, Shape::fixed(&[dout, din]), w));
+        let b = g.add_tensor(Tensor::constant(
+            format!("b{l}"),
+            DType::F32,
+            Shape::fixed(&[dout]),
+            qlite::ir::tensor::f32_bytes(&rng.vec(dout, -0.1, 0.1)),
+        ));
+        let out = g.add_tensor(Tensor::activation(format!("h{l}"), DType::F32, Shape::fixed(&[1, dout])));
+        let activation = if l + 2 < dims.len() { Activation::Relu } else { Activation::None };
+        g.add_node(Node::new(
+            format!("fc{l}"),
+            Op::FullyConnected(FullyConnected { activation, keep_num_dims: false, asymmetric_inputs: false }),
+            vec![Some(h), Some(w), Some(b)],
+            vec![out],
+        ));
+        h = out;
+    }
+    g.set_outputs(vec![h]);
+    g
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -143,6 +174,42 @@ pub fn bench() -> R {
     let cnn = root().join("fixtures/digits/cnn.tflite").to_string_lossy().into_owned();
     let (t, _) = measure(&["run", &cnn, "-i", &x])?;
     println!("  run digits cnn on 360 samples (reference float kernels): {t:.1} ms");
+
+    // Conversion time per mode (release binary, whole process) and calibration throughput.
+    let mlp_1m = dir.join("mlp_1m_float.tflite");
+    qlite::save(&reg, &float_mlp(&[64, 1024, 1024, 10]), &mlp_1m).map_err(|e| e.to_string())?;
+    let calib = root().join("fixtures/digits/x_calib.npy").to_string_lossy().into_owned();
+    println!("  conversion per mode (ms, whole process incl. reading, calibration on 200 samples for int8, fsync):");
+    println!("    {:<28} {:>9} {:>9} {:>9} {:>9} {:>22}", "model", "none", "float16", "dynamic", "int8", "calibration");
+    for m in [root().join("fixtures/digits/mlp.tflite"), root().join("fixtures/digits/cnn.tflite"), mlp_1m.clone()] {
+        let ms = m.to_string_lossy().into_owned();
+        let out = dir.join("q.tflite").to_string_lossy().into_owned();
+        let mut row = Vec::new();
+        for mode in ["none", "float16", "dynamic", "int8"] {
+            let (t, _) = measure(&["convert", &ms, "-o", &out, "--quantize", mode, "--calibration", &calib])?;
+            row.push(t);
+        }
+        let o = Command::new(&exe)
+            .args(["convert", &ms, "-o", &out, "--quantize", "int8", "--calibration", &calib])
+            .output()
+            .map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&o.stdout);
+        let cal_ms: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("calibration: "))
+            .and_then(|v| v.trim_end_matches(" ms").parse().ok())
+            .unwrap_or(f64::NAN);
+        let name = m.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        println!(
+            "    {:<28} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>10.0} samples/s",
+            name,
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            200.0 / (cal_ms / 1e3)
+        );
+    }
 
     // Single-image latency: qlite's reference interpreter vs LiteRT, same models, one thread.
     let big_mlp = dir.join("mlp_1024_int8.tflite");

@@ -226,6 +226,9 @@ fn real_main(cli: Cli) -> Result<(), String> {
             if let Some(rep) = &r.error_report {
                 print!("{}", qlite::quantize::render_report(rep, 10));
             }
+            if !r.calibration.is_zero() {
+                println!("calibration: {:.2} ms", r.calibration.as_secs_f64() * 1e3);
+            }
             if time_passes {
                 for (name, changed, t) in &r.passes {
                     eprintln!(
