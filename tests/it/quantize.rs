@@ -202,3 +202,97 @@ fn bad_quantization_input_is_refused_without_output() {
     }
     insta::assert_snapshot!("quantize_errors", text);
 }
+
+/// A float model exercising the ops the digits models do not: ADD of two branches,
+/// CONCATENATION of differently ranged inputs (requantized), MEAN, TANH, LOGISTIC, MUL,
+/// TRANSPOSE and PAD. Quantized to int8, it must run bit-exact in LiteRT and stay close to
+/// float.
+#[test]
+fn int8_quantization_of_every_op_kind() {
+    use crate::common::Builder;
+    use qlite::ir::op::*;
+    let mut b = Builder::new("zoo");
+    let x = b.input("x", &[1, 6, 6, 3], -1.0, 1.0);
+    let w = b.konst("conv_w", &[4, 3, 3, 3]);
+    let bias = b.konst("conv_b", &[4]);
+    let c = b.node(
+        Op::Conv2d(Conv2d { padding: Padding::Same, stride: [1, 1], dilation: [1, 1], activation: Activation::Relu6 }),
+        &[Some(x), Some(w), Some(bias)],
+        None,
+    );
+    let dw = b.konst("dw_w", &[1, 3, 3, 4]);
+    let d = b.node(
+        Op::DepthwiseConv2d(DepthwiseConv2d {
+            padding: Padding::Same,
+            stride: [1, 1],
+            dilation: [1, 1],
+            depth_multiplier: 1,
+            activation: Activation::None,
+        }),
+        &[Some(c), Some(dw), None],
+        None,
+    );
+    let sum =
+        b.node(Op::Binary(Binary { kind: BinaryKind::Add, activation: Activation::None }), &[Some(c), Some(d)], None);
+    let t = b.node(Op::Unary(Unary { kind: UnaryKind::Tanh }), &[Some(d)], None);
+    let cat =
+        b.node(Op::Concatenation(Concatenation { axis: 3, activation: Activation::None }), &[Some(sum), Some(t)], None);
+    let padded = b.node(Op::Pad(Pad { paddings: vec![[0, 0], [1, 1], [1, 1], [0, 0]] }), &[Some(cat)], None);
+    let pooled = b.node(
+        Op::Pool2d(Pool2d {
+            kind: PoolKind::Max,
+            filter: [2, 2],
+            stride: [2, 2],
+            padding: Padding::Valid,
+            activation: Activation::None,
+        }),
+        &[Some(padded)],
+        None,
+    );
+    let tr = b.node(Op::Transpose(Transpose { perm: vec![0, 2, 1, 3] }), &[Some(pooled)], None);
+    let m = b.node(Op::Mean(Mean { axes: vec![1, 2], keep_dims: false }), &[Some(tr)], None);
+    let s = b.node(Op::Unary(Unary { kind: UnaryKind::Logistic }), &[Some(m)], None);
+    let prod =
+        b.node(Op::Binary(Binary { kind: BinaryKind::Mul, activation: Activation::None }), &[Some(m), Some(s)], None);
+    let fw = b.konst("fc_w", &[5, 8]);
+    let fb = b.konst("fc_b", &[5]);
+    let logits = b.node(
+        Op::FullyConnected(FullyConnected {
+            activation: Activation::None,
+            keep_num_dims: false,
+            asymmetric_inputs: false,
+        }),
+        &[Some(prod), Some(fw), Some(fb)],
+        None,
+    );
+    let y = b.node(Op::Softmax(Softmax { beta: 1.0 }), &[Some(logits)], None);
+    let (g, _) = b.finish(&[y]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let float_path = dir.path().join("zoo.tflite");
+    let reg = Registry::default();
+    qlite::save(&reg, &g, &float_path).unwrap();
+    let mut rng = qlite::sample::Rng::new(5);
+    let calib = Array::f32(vec![64, 6, 6, 3], rng.vec(64 * 108, -1.0, 1.0)).unwrap();
+    let calib_path = dir.path().join("calib");
+    std::fs::create_dir(&calib_path).unwrap();
+    // The directory form: one NAME.npy per input.
+    qlite::write_npy_file(&calib_path.join("x.npy"), &calib).unwrap();
+    let out = dir.path().join("zoo_int8.tflite");
+    let o = ConvertOptions {
+        calibration: Some(calib_path),
+        report: Some(dir.path().join("r.json")),
+        ..opts(QuantMode::Int8, IoType::Float32)
+    };
+    let o = ConvertOptions { quant: QuantConfig { ..o.quant.clone() }, ..o };
+    let r = qlite::convert(&reg, &float_path, &out, &o).unwrap();
+    let report = r.error_report.unwrap();
+    assert!(report.outputs[0].sqnr_db > 20.0, "{report:?}");
+    let q = qlite::load(&reg, &out).unwrap();
+    let requantized =
+        q.nodes().iter().filter(|n| n.op.name() == "Quantize" && n.name.ends_with("/requantized")).count();
+    assert!(requantized >= 1, "concatenation inputs with other ranges are requantized");
+    let test = Array::f32(vec![16, 6, 6, 3], rng.vec(16 * 108, -1.0, 1.0)).unwrap();
+    let ours = qlite::run_batched(&q, vec![test.clone()]).unwrap();
+    export_case("quant_zoo_int8", &std::fs::read(&out).unwrap(), &[test], &ours, "exact");
+}

@@ -4,7 +4,10 @@ use crate::codes;
 use crate::fb;
 use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
 use qlite_ir::passes::DeadCodeElimination;
-use qlite_ir::{Dim, Graph, Node, Op, PassManager, PipelineError, TensorId, VerifyError, verify_exportable};
+use qlite_ir::{
+    DType, Dim, Graph, Node, NodeId, Op, Pass, PassCx, PassError, PassManager, PipelineError, QuantParams, Shape,
+    Tensor, TensorId, VerifyError, verify_exportable,
+};
 
 /// Why a graph could not be written.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -22,10 +25,75 @@ pub enum WriteError {
 }
 
 /// The rewrites that bring any verified IR graph into the form the writer maps one to one.
-/// The IR already uses TFLite's layouts (NHWC activations, OHWI / 1HWO weights), so today this
-/// only removes dead code; later stages (fp16 / int8 legalization) add passes here.
+/// The IR already uses TFLite's layouts (NHWC activations, OHWI / 1HWO weights); what is left
+/// is TFLite's own requirements: a bias operand on convolutions.
 pub fn legalize_pipeline() -> PassManager {
-    PassManager::new().with(DeadCodeElimination)
+    PassManager::new().with(MaterializeBias).with(DeadCodeElimination)
+}
+
+/// LiteRT's CONV_2D and DEPTHWISE_CONV_2D kernels need a bias tensor (the depthwise kernel
+/// refuses to prepare without one): give bias-less convolutions a zero bias, float32 for float
+/// convolutions and int32 with scale `s_in · s_w[c]` for int8 ones.
+#[derive(Debug, Default)]
+pub struct MaterializeBias;
+
+impl Pass for MaterializeBias {
+    fn name(&self) -> &'static str {
+        "tflite-materialize-bias"
+    }
+
+    fn run(&self, g: &mut Graph, cx: &mut PassCx) -> Result<bool, PassError> {
+        let mut changed = false;
+        for ni in 0..g.nodes().len() {
+            let n = &g.nodes()[ni];
+            let channel_dim = match n.op {
+                Op::Conv2d(_) => 0,
+                Op::DepthwiseConv2d(_) => 3,
+                _ => continue,
+            };
+            if n.input(2).is_some() {
+                continue;
+            }
+            let (Some(x), Some(w)) = (n.input(0).and_then(|t| g.tensor(t)), n.input(1).and_then(|t| g.tensor(t)))
+            else {
+                continue;
+            };
+            let Some(oc) = w.shape.dim(channel_dim).and_then(|d| d.fixed()) else { continue };
+            let name = format!("{}/zero_bias", n.name);
+            let bias = match (x.dtype, &x.quant, &w.quant) {
+                (DType::F32, _, _) => Tensor::constant(name, DType::F32, Shape::fixed(&[oc]), vec![0u8; oc * 4].into()),
+                (DType::I8, Some(xq), Some(wq)) => {
+                    let scales: Vec<f32> = (0..oc)
+                        .map(|c| {
+                            let s_w = if wq.scales().len() == 1 {
+                                wq.scale()
+                            } else {
+                                wq.scales().get(c).copied().unwrap_or(1.0)
+                            };
+                            (xq.scale() as f64 * s_w as f64) as f32
+                        })
+                        .collect();
+                    let q = if wq.scales().len() == 1 {
+                        QuantParams::per_tensor(scales[0], 0)
+                    } else {
+                        QuantParams::per_channel(scales, vec![0; oc], 0)
+                    };
+                    Tensor::constant(name, DType::I32, Shape::fixed(&[oc]), vec![0u8; oc * 4].into()).with_quant(q)
+                }
+                _ => continue,
+            };
+            if !cx.allow_rewrite() {
+                break;
+            }
+            let id = g.add_tensor(bias);
+            if let Some(node) = g.node_mut(NodeId::from_index(ni)) {
+                node.inputs.resize(2, None);
+                node.inputs.push(Some(id));
+            }
+            changed = true;
+        }
+        Ok(changed)
+    }
 }
 
 const DESCRIPTION: &str = "qlite";
