@@ -124,8 +124,9 @@ mod tests {
     fn activation_params_follow_the_converter() {
         let q = activation_params(0.0, 1.0);
         assert_eq!((q.scale(), q.zero_point()), (1.0 / 255.0, -128));
+        // z = -128 + 127.5 rounds half away from zero.
         let q = activation_params(-1.0, 1.0);
-        assert_eq!(q.zero_point(), 0);
+        assert_eq!(q.zero_point(), -1);
         // A range not containing 0 is widened to include it.
         let q = activation_params(2.0, 4.0);
         assert_eq!(q.zero_point(), -128);
