@@ -10,3 +10,4 @@ mod ops;
 mod passes;
 mod quantize;
 mod random_ops;
+mod safetensors;

@@ -66,6 +66,52 @@ def compare(kind, ours, theirs):
     return None
 
 
+def check_safetensors(d, case):
+    """A safetensors file qlite wrote: the Python library must read it and get qlite's arrays;
+    f16 / bf16 conversions must equal numpy's / ml_dtypes' rounding bit for bit."""
+    import ml_dtypes
+    from safetensors.numpy import load_file
+
+    problems = []
+    path = os.path.join(d, case["file"])
+    got = {}
+    if case.get("arrays"):
+        try:
+            got = load_file(path)
+        except Exception as e:  # noqa: BLE001
+            return [f"safetensors could not read the file: {e}"]
+    else:
+        # bfloat16 has no numpy dtype: check the library accepts the file, then read raw bytes.
+        from safetensors import safe_open
+
+        try:
+            with safe_open(path, framework="numpy") as f:
+                names = list(f.keys())
+        except Exception as e:  # noqa: BLE001
+            return [f"safetensors could not open the file: {e}"]
+        raw = open(path, "rb").read()
+        n = int.from_bytes(raw[:8], "little")
+        header = json.loads(raw[8 : 8 + n])
+        for k in names:
+            b, e = header[k]["data_offsets"]
+            got[k] = np.frombuffer(raw[8 + n + b : 8 + n + e], dtype=np.uint8)
+    for name, npy in case.get("arrays", {}).items():
+        want = np.load(os.path.join(d, npy))
+        g = got.get(name)
+        if g is None or g.shape != want.shape or g.tobytes() != want.tobytes():
+            problems.append(f"tensor {name!r} differs from qlite's")
+    for name, spec in case.get("converted", {}).items():
+        src = np.load(os.path.join(d, spec["source"]))
+        g = got.get(name)
+        if spec["to"] == "f16":
+            ref = src.astype(np.float16).view(np.uint16)
+        else:
+            ref = src.astype(ml_dtypes.bfloat16).view(np.uint16)
+        if g is None or g.tobytes() != ref.tobytes():
+            problems.append(f"tensor {name!r} is not numpy's {spec['to']} rounding of the source")
+    return problems
+
+
 def main():
     root = sys.argv[1]
     if not os.path.isdir(root):
@@ -77,6 +123,17 @@ def main():
         d = os.path.join(root, name)
         with open(os.path.join(d, "case.json")) as f:
             case = json.load(f)
+        if case.get("kind") == "safetensors":
+            problems = check_safetensors(d, case)
+            if problems:
+                failed += 1
+                print(f"FAIL {name}")
+                for p in problems:
+                    print(f"     {p}")
+            else:
+                passed += 1
+                print(f"ok   {name}")
+            continue
         inputs = [np.load(os.path.join(d, p)) for p in case["inputs"]]
         expected = [np.load(os.path.join(d, p)) for p in case["expected"]]
         problems = []

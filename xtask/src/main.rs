@@ -172,7 +172,10 @@ fn codegen(check: bool) -> R {
 
 fn fixtures() -> R {
     let py = venv(&root().join(".venv-fixtures"), &root().join("xtask/requirements-fixtures.txt"))?;
-    run(Command::new(py).arg(root().join("xtask/fixtures/make_fixtures.py")).arg(root().join("fixtures/digits")))
+    run(Command::new(&py).arg(root().join("xtask/fixtures/make_fixtures.py")).arg(root().join("fixtures/digits")))?;
+    run(Command::new(&py)
+        .arg(root().join("xtask/fixtures/make_safetensors.py"))
+        .arg(root().join("fixtures/safetensors")))
 }
 
 fn conformance(run_tests: bool) -> R {

@@ -89,6 +89,28 @@ enum Cmd {
         /// Write the per-layer error report (JSON); needs --calibration.
         #[arg(long, value_name = "FILE")]
         report: Option<PathBuf>,
+        /// Architecture sidecar (TOML) that builds a model from a safetensors weights file.
+        #[arg(long, value_name = "model.toml")]
+        arch: Option<PathBuf>,
+        /// Bind these safetensors weights by name onto the model's constants.
+        #[arg(long, value_name = "W.safetensors")]
+        weights: Option<PathBuf>,
+    },
+    /// Convert a big safetensors checkpoint (file or sharded directory) to f16, bf16 or int8,
+    /// streamed with bounded memory.
+    Weights {
+        input: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        #[arg(long, value_parser = ["f16", "bf16", "int8"])]
+        to: String,
+        /// Never convert tensors whose name matches this regex.
+        #[arg(long, value_name = "REGEX")]
+        keep: Option<String>,
+        /// Convert only tensors whose name matches this regex (default: float tensors of rank
+        /// ≥ 2 that are not norms or biases).
+        #[arg(long, value_name = "REGEX")]
+        only: Option<String>,
     },
     /// Top-1 accuracy of a model on labelled data, optionally against a reference model.
     Eval {
@@ -190,6 +212,8 @@ fn real_main(cli: Cli) -> Result<(), String> {
             exclude,
             asymmetric_inputs,
             report,
+            arch,
+            weights,
         } => {
             let mut quant = QuantConfig::new(match quantize {
                 QuantArg::None => QuantMode::None,
@@ -218,6 +242,8 @@ fn real_main(cli: Cli) -> Result<(), String> {
                 calibration_table,
                 save_calibration,
                 report,
+                arch,
+                weights,
             };
             let mut bar = Progress::new("calibrating");
             let r = qlite::convert_with_progress(&reg, &input, &output, &opts, &mut |d, t| bar.update(d, t))
@@ -317,6 +343,34 @@ fn real_main(cli: Cli) -> Result<(), String> {
                 }
                 println!();
             }
+            Ok(())
+        }
+        Cmd::Weights { input, output, to, keep, only } => {
+            let target = qlite::st::convert::Target::parse(&to).ok_or_else(|| format!("unknown target {to}"))?;
+            let re = |s: Option<String>, flag: &str| -> Result<Option<regex::Regex>, String> {
+                s.map(|s| regex::Regex::new(&s).map_err(|e| format!("--{flag}: {e}"))).transpose()
+            };
+            let select = qlite::st::convert::Select { keep: re(keep, "keep")?, only: re(only, "only")? };
+            let mut bar = Progress::new("converting");
+            let t = std::time::Instant::now();
+            let r = qlite::st::convert::convert(&input, &output, target, &select, &mut |d, total| {
+                bar.update((d >> 20) as usize, (total >> 20).max(1) as usize)
+            })
+            .map_err(|e| format!("{}: {e}", input.display()))?;
+            bar.finish();
+            let secs = t.elapsed().as_secs_f64();
+            println!(
+                "{} -> {}: {} files, {} of {} tensors converted, {:.1} MB -> {:.1} MB in {:.2} s ({:.0} MB/s read)",
+                input.display(),
+                output.display(),
+                r.files,
+                r.converted,
+                r.tensors,
+                r.bytes_in as f64 / 1e6,
+                r.bytes_out as f64 / 1e6,
+                secs,
+                r.bytes_in as f64 / 1e6 / secs.max(1e-9)
+            );
             Ok(())
         }
         Cmd::Bench { model, input, runs } => bench_cmd(&reg, &model, input.as_deref(), runs),

@@ -81,6 +81,9 @@ pub struct Graph {
     outputs: Vec<TensorId>,
     signature: Option<Signature>,
     description: Option<String>,
+    /// Free-form key/value metadata carried from the source file (e.g. safetensors
+    /// `__metadata__`).
+    metadata: Vec<(String, String)>,
 }
 
 impl Graph {
@@ -99,6 +102,13 @@ impl Graph {
     }
     pub fn set_description(&mut self, d: Option<String>) {
         self.description = d;
+    }
+    /// Key/value pairs in source order.
+    pub fn metadata(&self) -> &[(String, String)] {
+        &self.metadata
+    }
+    pub fn metadata_mut(&mut self) -> &mut Vec<(String, String)> {
+        &mut self.metadata
     }
 
     // ---- tensors ----

@@ -36,6 +36,7 @@ pub use qlite_ir as ir;
 pub use qlite_ir::Graph;
 pub use qlite_quant as quant;
 pub use qlite_quant::{CalibrationMethod, CalibrationTable, IoType, QuantConfig, QuantMode};
+pub use qlite_safetensors as st;
 
 use bytes::Bytes;
 use std::path::{Path, PathBuf};
@@ -122,6 +123,40 @@ impl Exporter for TfliteFormat {
     }
 }
 
+/// safetensors: weights. Importing gives a weights-only graph (constants, no ops); give an
+/// architecture sidecar (`ConvertOptions::arch`) to build a runnable model.
+#[derive(Debug, Default)]
+pub struct SafetensorsFormat;
+
+impl Importer for SafetensorsFormat {
+    fn name(&self) -> &'static str {
+        "safetensors"
+    }
+    fn extensions(&self) -> &'static [&'static str] {
+        &["safetensors"]
+    }
+    fn sniff(&self, head: &[u8]) -> bool {
+        qlite_safetensors::sniff(head)
+    }
+    fn import(&self, source: &Source) -> Result<Graph, String> {
+        let f = qlite_safetensors::read(source.bytes.clone()).map_err(|e| e.to_string())?;
+        qlite_safetensors::ir::to_graph(&f).map_err(|e| e.to_string())
+    }
+}
+
+impl Exporter for SafetensorsFormat {
+    fn name(&self) -> &'static str {
+        "safetensors"
+    }
+    fn extensions(&self) -> &'static [&'static str] {
+        &["safetensors"]
+    }
+    fn export(&self, g: &Graph) -> Result<Bytes, String> {
+        let (tensors, meta) = qlite_safetensors::ir::from_graph(g);
+        Ok(Bytes::from(qlite_safetensors::write(&tensors, &meta)))
+    }
+}
+
 /// The importers and exporters qlite knows. `Registry::default()` has every built-in format;
 /// other crates add theirs with [`Registry::add_importer`] / [`Registry::add_exporter`].
 pub struct Registry {
@@ -140,7 +175,11 @@ impl std::fmt::Debug for Registry {
 
 impl Default for Registry {
     fn default() -> Self {
-        Registry::empty().add_importer(TfliteFormat).add_exporter(TfliteFormat)
+        Registry::empty()
+            .add_importer(TfliteFormat)
+            .add_importer(SafetensorsFormat)
+            .add_exporter(TfliteFormat)
+            .add_exporter(SafetensorsFormat)
     }
 }
 
@@ -240,6 +279,10 @@ pub struct ConvertOptions {
     pub save_calibration: Option<PathBuf>,
     /// Where to write the per-layer error report (JSON); needs calibration data.
     pub report: Option<PathBuf>,
+    /// Architecture sidecar (TOML) that turns a safetensors weights file into a model.
+    pub arch: Option<PathBuf>,
+    /// safetensors weights bound by name onto the model's constants (fine-tuned weights).
+    pub weights: Option<PathBuf>,
 }
 
 /// What [`convert`] did.
@@ -266,8 +309,12 @@ pub fn default_pipeline() -> qlite_ir::PassManager {
     qlite_ir::passes::cleanup_pipeline()
 }
 
-/// Run a pipeline (by names or the default) on a graph.
+/// Run a pipeline (by names or the default) on a graph. A weights-only graph (no ops) is left
+/// alone: there is nothing to optimize and every constant must survive.
 pub fn run_passes(g: &mut Graph, opts: &ConvertOptions) -> Result<Vec<(String, bool, Duration)>, Error> {
+    if g.nodes().is_empty() {
+        return Ok(Vec::new());
+    }
     let pm = match &opts.passes {
         Some(names) => {
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -297,7 +344,29 @@ pub fn convert_with_progress(
     let start = Instant::now();
     let bytes = io::map_file(input).map_err(|source| Error::Io { path: input.to_path_buf(), source })?;
     let input_bytes = bytes.len();
-    let mut g = load_bytes(reg, input, bytes)?;
+    let mut g = match &opts.arch {
+        Some(arch) => {
+            let text = std::fs::read_to_string(arch).map_err(|source| Error::Io { path: arch.clone(), source })?;
+            let f = qlite_safetensors::read(bytes)
+                .map_err(|e| Error::Import { path: input.to_path_buf(), message: e.to_string() })?;
+            qlite_safetensors::arch::build(&text, &f)
+                .map_err(|e| Error::Import { path: arch.clone(), message: e.to_string() })?
+        }
+        None => load_bytes(reg, input, bytes)?,
+    };
+    if let Some(w) = &opts.weights {
+        let wb = io::map_file(w).map_err(|source| Error::Io { path: w.clone(), source })?;
+        let f = qlite_safetensors::read(wb).map_err(|e| Error::Import { path: w.clone(), message: e.to_string() })?;
+        g = qlite_safetensors::ir::bind_weights(&g, &f)
+            .map_err(|e| Error::Import { path: w.clone(), message: e.to_string() })?
+            .0;
+    }
+    if g.nodes().is_empty() && exporter_kind(output) != Some("safetensors") {
+        return Err(Error::Usage(format!(
+            "{}: a weights-only file has no operators; give --arch model.toml to build a model, or write .safetensors",
+            input.display()
+        )));
+    }
     let mut passes = run_passes(&mut g, opts)?;
     let q = quantize_model(&g, opts, progress)?;
     passes.extend(q.passes);
@@ -311,6 +380,14 @@ pub fn convert_with_progress(
         calibration: q.calibration,
         error_report: q.report,
     })
+}
+
+fn exporter_kind(path: &Path) -> Option<&'static str> {
+    match extension(path).as_str() {
+        "safetensors" => Some("safetensors"),
+        "tflite" => Some("tflite"),
+        _ => None,
+    }
 }
 
 /// A quantized graph and what it took.
@@ -353,10 +430,14 @@ pub fn quantize_model(
         return Err(Error::Usage(qlite_quant::QuantError::NoCalibration.to_string()));
     }
     let mut graph = g.clone();
-    let records = qlite_quant::quantize_pipeline(cfg.clone(), table.clone())
-        .run(&mut graph)
-        .map_err(|e| Error::Pipeline(e.to_string()))?;
-    let passes = records.into_iter().map(|r| (r.pass.to_string(), r.changed, r.elapsed)).collect();
+    let passes = if cfg.mode == QuantMode::None {
+        Vec::new()
+    } else {
+        let records = qlite_quant::quantize_pipeline(cfg.clone(), table.clone())
+            .run(&mut graph)
+            .map_err(|e| Error::Pipeline(e.to_string()))?;
+        records.into_iter().map(|r| (r.pass.to_string(), r.changed, r.elapsed)).collect()
+    };
     // The report runs both models over the calibration set: only when asked for.
     let report = match (&set, &opts.report) {
         (Some(set), Some(_)) if cfg.mode != QuantMode::None => {
