@@ -6,6 +6,7 @@ mod cli;
 mod common;
 mod errors;
 mod fixtures;
+mod onnx;
 mod ops;
 mod passes;
 mod quantize;

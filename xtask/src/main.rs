@@ -147,6 +147,7 @@ fn flatc() -> Result<PathBuf, String> {
 }
 
 fn codegen(check: bool) -> R {
+    codegen_onnx(check)?;
     let flatc = flatc()?;
     let out = root().join("target").join("codegen");
     let _ = std::fs::remove_dir_all(&out);
@@ -165,6 +166,41 @@ fn codegen(check: bool) -> R {
     }
     std::fs::write(root().join(GENERATED), fresh).map_err(|e| e.to_string())?;
     eprintln!("codegen: wrote {GENERATED}");
+    Ok(())
+}
+
+const ONNX_GENERATED: &str = "crates/qlite-onnx/src/generated/onnx.rs";
+
+/// Rust code for schemas/onnx.proto: protox compiles the schema (no protoc), prost-build
+/// generates; `raw_data` becomes `bytes::Bytes` so tensor data is not copied.
+fn codegen_onnx(check: bool) -> R {
+    let out = root().join("target").join("codegen-onnx");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+    let fds = protox::compile([root().join("schemas/onnx.proto")], [root().join("schemas")])
+        .map_err(|e| format!("schemas/onnx.proto: {e}"))?;
+    prost_build::Config::new()
+        .bytes([".onnx.TensorProto.raw_data"])
+        .out_dir(&out)
+        .compile_fds(fds)
+        .map_err(|e| format!("prost-build: {e}"))?;
+    let fresh = std::fs::read(out.join("onnx.rs")).map_err(|e| e.to_string())?;
+    let committed = std::fs::read(root().join(ONNX_GENERATED)).unwrap_or_default();
+    if fresh == committed {
+        eprintln!("codegen: {ONNX_GENERATED} is up to date");
+        return Ok(());
+    }
+    if check {
+        return Err(format!(
+            "{ONNX_GENERATED} is stale: it differs from what prost-build generates from schemas/onnx.proto. Run `cargo xtask codegen` and commit the result."
+        ));
+    }
+    let dest = root().join(ONNX_GENERATED);
+    if let Some(d) = dest.parent() {
+        std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
+    }
+    std::fs::write(&dest, fresh).map_err(|e| e.to_string())?;
+    eprintln!("codegen: wrote {ONNX_GENERATED}");
     Ok(())
 }
 

@@ -95,6 +95,9 @@ enum Cmd {
         /// Bind these safetensors weights by name onto the model's constants.
         #[arg(long, value_name = "W.safetensors")]
         weights: Option<PathBuf>,
+        /// Override an input's shape, e.g. a symbolic batch: NAME=1,3,8,8 (repeatable).
+        #[arg(long, value_name = "NAME=D,D,...")]
+        input_shape: Vec<String>,
     },
     /// Convert a big safetensors checkpoint (file or sharded directory) to f16, bf16 or int8,
     /// streamed with bounded memory.
@@ -214,6 +217,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
             report,
             arch,
             weights,
+            input_shape,
         } => {
             let mut quant = QuantConfig::new(match quantize {
                 QuantArg::None => QuantMode::None,
@@ -244,6 +248,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
                 report,
                 arch,
                 weights,
+                input_shapes: parse_input_shapes(&input_shape)?,
             };
             let mut bar = Progress::new("calibrating");
             let r = qlite::convert_with_progress(&reg, &input, &output, &opts, &mut |d, t| bar.update(d, t))
@@ -441,6 +446,20 @@ fn run_cmd(
         }
     }
     Ok(())
+}
+
+/// `NAME=1,3,8,8` → (name, dims).
+fn parse_input_shapes(args: &[String]) -> Result<std::collections::BTreeMap<String, Vec<usize>>, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for a in args {
+        let (name, dims) = a.rsplit_once('=').ok_or_else(|| format!("--input-shape {a:?}: expected NAME=D,D,..."))?;
+        let dims = dims
+            .split(',')
+            .map(|d| d.trim().parse::<usize>().map_err(|_| format!("--input-shape {a:?}: {d:?} is not a dimension")))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.insert(name.to_string(), dims);
+    }
+    Ok(out)
 }
 
 /// A one-line progress bar on stderr when it is a terminal; silent when piped.

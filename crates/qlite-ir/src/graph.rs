@@ -144,6 +144,13 @@ impl Graph {
         id
     }
 
+    /// Insert a node at position `index` of the execution order (clamped to the end).
+    pub fn insert_node(&mut self, index: usize, node: Node) -> NodeId {
+        let i = index.min(self.nodes.len());
+        self.nodes.insert(i, node);
+        NodeId::from_index(i)
+    }
+
     pub fn nodes(&self) -> &[Node] {
         &self.nodes
     }

@@ -242,9 +242,269 @@ pub const PASSES: &[PassInfo] = &[
         description: "fold Relu / Relu6 into the producing op's fused activation",
         make: || Box::new(FuseActivations),
     },
+    PassInfo {
+        name: "sink-transposes",
+        description: "push layout Transposes down, cancel inverse pairs, turn unit-dim ones into Reshapes",
+        make: || Box::new(SinkTransposes),
+    },
 ];
 
 /// Cleanup run after import: fold, fuse, then remove what is left over.
 pub fn cleanup_pipeline() -> PassManager {
-    PassManager::new().with(FoldConstants).with(FuseActivations).with(DeadCodeElimination)
+    PassManager::new().with(FoldConstants).with(SinkTransposes).with(FuseActivations).with(DeadCodeElimination)
+}
+
+/// Layout cleanup after importing an NCHW model: Transposes are pushed down through ops that
+/// do not care about the layout (elementwise ops, binary ops with a constant or an equally
+/// transposed operand, concatenation, pad, mean with kept dims), fused with the next
+/// Transpose (cancelling when they are inverses), turned into Reshapes when they only move
+/// size-1 dimensions, and consecutive Reshapes are merged. A CNN imported from ONNX keeps
+/// Transposes only at its inputs and outputs.
+#[derive(Debug, Default)]
+pub struct SinkTransposes;
+
+fn inverse(p: &[usize]) -> Vec<usize> {
+    let mut inv = vec![0; p.len()];
+    for (i, &x) in p.iter().enumerate() {
+        if let Some(slot) = inv.get_mut(x) {
+            *slot = i;
+        }
+    }
+    inv
+}
+
+fn is_identity(p: &[usize]) -> bool {
+    p.iter().enumerate().all(|(i, &x)| i == x)
+}
+
+/// The shape in "source" layout of a tensor of shape `s` that is `transpose(src, p)`.
+fn unpermute(s: &crate::Shape, p: &[usize]) -> Option<crate::Shape> {
+    let mut dims = vec![crate::Dim::Fixed(1); p.len()];
+    for (i, &src) in p.iter().enumerate() {
+        *dims.get_mut(src)? = s.dim(i)?;
+    }
+    Some(crate::Shape::new(dims))
+}
+
+/// Does `transpose(shape, p)` keep the order of all non-1 dimensions (so it is a reshape)?
+/// A dynamic dimension counts as non-unit; at most one may be dynamic (it becomes -1).
+fn only_moves_unit_dims(s: &crate::Shape, p: &[usize]) -> bool {
+    let non_unit: Vec<usize> = p.iter().copied().filter(|&src| s.dim(src) != Some(crate::Dim::Fixed(1))).collect();
+    let dynamic = s.dims().iter().filter(|d| d.fixed().is_none()).count();
+    non_unit.windows(2).all(|w| w[0] < w[1]) && dynamic <= 1
+}
+
+impl SinkTransposes {
+    /// One rewrite, if any applies. Returns true when the graph changed.
+    fn step(&self, g: &mut Graph) -> bool {
+        for ti in 0..g.nodes().len() {
+            let Op::Transpose(t) = &g.nodes()[ti].op else { continue };
+            let perm = t.perm.clone();
+            let (Some(x), Some(&y)) = (g.nodes()[ti].input(0), g.nodes()[ti].outputs.first()) else { continue };
+            if is_identity(&perm) && !g.outputs().contains(&y) {
+                g.replace_uses(y, x);
+                g.retain_nodes(|n| !n.outputs.contains(&y));
+                return true;
+            }
+            let Some(xs) = g.tensor(x).map(|t| t.shape.clone()) else { continue };
+            if only_moves_unit_dims(&xs, &perm) && !g.outputs().contains(&y) {
+                let target: Vec<i64> =
+                    perm.iter().map(|&src| xs.dim(src).and_then(|d| d.fixed()).map_or(-1, |v| v as i64)).collect();
+                if let Some(n) = g.node_mut(crate::NodeId::from_index(ti)) {
+                    n.op = Op::Reshape(crate::op::Reshape { shape: target });
+                }
+                return true;
+            }
+            let consumers = g.consumers(y);
+            if g.outputs().contains(&y) || consumers.len() != 1 {
+                continue;
+            }
+            let (ci, slot) = (consumers[0].0.index(), consumers[0].1);
+            if self.sink_into(g, ti, ci, slot, x, y, &perm) {
+                return true;
+            }
+        }
+        // Reshape of a Reshape → one Reshape.
+        for ri in 0..g.nodes().len() {
+            let Op::Reshape(_) = &g.nodes()[ri].op else { continue };
+            let (Some(x), Some(&y)) = (g.nodes()[ri].input(0), g.nodes()[ri].outputs.first()) else { continue };
+            let Some(pi) = g.producer(x) else { continue };
+            if !matches!(g.nodes()[pi.index()].op, Op::Reshape(_))
+                || g.consumers(x).len() != 1
+                || g.outputs().contains(&x)
+            {
+                continue;
+            }
+            let Some(src) = g.nodes()[pi.index()].input(0) else { continue };
+            let _ = y;
+            if let Some(n) = g.node_mut(crate::NodeId::from_index(ri)) {
+                n.inputs[0] = Some(src);
+            }
+            return true;
+        }
+        false
+    }
+
+    /// Move Transpose `ti` (x → y, perm) below its only consumer `ci`.
+    #[allow(clippy::too_many_arguments)]
+    fn sink_into(
+        &self,
+        g: &mut Graph,
+        ti: usize,
+        ci: usize,
+        slot: usize,
+        x: TensorId,
+        y: TensorId,
+        perm: &[usize],
+    ) -> bool {
+        let c = g.nodes()[ci].clone();
+        let Some(&out) = c.outputs.first() else { return false };
+        let rank = perm.len();
+        let inv = inverse(perm);
+        // Transpose after transpose: compose.
+        if let Op::Transpose(t2) = &c.op {
+            let composed: Vec<usize> = t2.perm.iter().map(|&i| perm[i]).collect();
+            if let Some(n) = g.node_mut(crate::NodeId::from_index(ci)) {
+                n.inputs[0] = Some(x);
+                n.op = Op::Transpose(crate::op::Transpose { perm: composed });
+            }
+            g.retain_nodes(|n| !n.outputs.contains(&y));
+            return true;
+        }
+        let mut new_inputs = c.inputs.clone();
+        let new_op = match &c.op {
+            Op::Unary(_) => {
+                new_inputs[slot] = Some(x);
+                c.op.clone()
+            }
+            Op::Binary(b) => {
+                let other_slot = 1 - slot;
+                let Some(other) = c.input(other_slot) else { return false };
+                let Some(ot) = g.tensor(other).cloned() else { return false };
+                if let Some(data) = &ot.data {
+                    // Bring the constant to full rank, then into the source layout.
+                    let Some(od) = ot.shape.to_fixed() else { return false };
+                    if od.len() > rank {
+                        return false;
+                    }
+                    let mut full = vec![1usize; rank - od.len()];
+                    full.extend_from_slice(&od);
+                    let Some(moved) = transpose_bytes(data, &full, &inv, ot.dtype.size()) else { return false };
+                    let new_dims: Vec<usize> = inv.iter().map(|&i| full[i]).collect();
+                    let id = g.add_tensor(crate::Tensor::constant(
+                        format!("{}/nhwc", ot.name),
+                        ot.dtype,
+                        crate::Shape::fixed(&new_dims),
+                        moved.into(),
+                    ));
+                    new_inputs[other_slot] = Some(id);
+                } else {
+                    // The other operand must come from the same transpose pattern.
+                    let Some(op_i) = g.producer(other) else { return false };
+                    let on = &g.nodes()[op_i.index()];
+                    match &on.op {
+                        Op::Transpose(t2)
+                            if t2.perm == perm && g.consumers(other).len() == 1 && !g.outputs().contains(&other) =>
+                        {
+                            let Some(src) = on.input(0) else { return false };
+                            new_inputs[other_slot] = Some(src);
+                        }
+                        _ => return false,
+                    }
+                }
+                new_inputs[slot] = Some(x);
+                Op::Binary(b.clone())
+            }
+            Op::Concatenation(cat) => {
+                for (k, inp) in c.inputs.iter().enumerate() {
+                    let Some(inp) = *inp else { return false };
+                    if k == slot {
+                        new_inputs[k] = Some(x);
+                        continue;
+                    }
+                    let Some(pi) = g.producer(inp) else { return false };
+                    let pn = &g.nodes()[pi.index()];
+                    match &pn.op {
+                        Op::Transpose(t2)
+                            if t2.perm == perm && g.consumers(inp).len() == 1 && !g.outputs().contains(&inp) =>
+                        {
+                            new_inputs[k] = pn.input(0);
+                        }
+                        _ => return false,
+                    }
+                }
+                Op::Concatenation(crate::op::Concatenation { axis: perm[cat.axis], activation: cat.activation })
+            }
+            Op::Pad(p) => {
+                let mut paddings = vec![[0usize; 2]; rank];
+                for (i, &src) in perm.iter().enumerate() {
+                    paddings[src] = p.paddings[i];
+                }
+                new_inputs[slot] = Some(x);
+                Op::Pad(crate::op::Pad { paddings })
+            }
+            Op::Mean(m) if m.keep_dims => {
+                let mut axes: Vec<usize> = m.axes.iter().map(|&a| perm[a]).collect();
+                axes.sort_unstable();
+                new_inputs[slot] = Some(x);
+                Op::Mean(crate::op::Mean { axes, keep_dims: true })
+            }
+            _ => return false,
+        };
+        // The consumer now works in the source layout; a Transpose after it restores the
+        // layout its readers expect.
+        let Some(out_t) = g.tensor(out).cloned() else { return false };
+        let Some(src_shape) = unpermute(&out_t.shape, perm) else { return false };
+        let mid = g.add_tensor(crate::Tensor {
+            name: format!("{}/nhwc", out_t.name),
+            shape: src_shape,
+            quant: out_t.quant.clone(),
+            data: None,
+            dtype: out_t.dtype,
+        });
+        if let Some(n) = g.node_mut(crate::NodeId::from_index(ci)) {
+            n.op = new_op;
+            n.inputs = new_inputs;
+            n.outputs = vec![mid];
+        }
+        g.insert_node(
+            ci + 1,
+            crate::Node::new(
+                format!("{}/transpose", c.name),
+                Op::Transpose(crate::op::Transpose { perm: perm.to_vec() }),
+                vec![Some(mid)],
+                vec![out],
+            ),
+        );
+        // The old transpose (and any other now-unread ones) go with dead code elimination.
+        let _ = ti;
+        g.retain_nodes(|n| !(matches!(n.op, Op::Transpose(_)) && n.outputs.iter().all(|&o| o == y)));
+        true
+    }
+}
+
+impl Pass for SinkTransposes {
+    fn name(&self) -> &'static str {
+        "sink-transposes"
+    }
+
+    fn run(&self, g: &mut Graph, cx: &mut PassCx) -> Result<bool, PassError> {
+        let mut changed = false;
+        // Each step removes or moves one Transpose downwards; bound the loop generously.
+        let limit = 16 * (g.nodes().len() + 1);
+        for _ in 0..limit {
+            if !cx.allow_rewrite() {
+                break;
+            }
+            if !self.step(g) {
+                break;
+            }
+            changed = true;
+        }
+        if changed {
+            // Drop transposes nobody reads any more.
+            DeadCodeElimination.run(g, &mut PassCx::new(None))?;
+        }
+        Ok(changed)
+    }
 }

@@ -65,11 +65,13 @@ pub enum Error {
     Usage(String),
 }
 
-/// Bytes of a model file plus where they came from.
+/// Bytes of a model file plus where they came from, and import options.
 #[derive(Debug, Clone)]
 pub struct Source {
     pub path: PathBuf,
     pub bytes: Bytes,
+    /// Input shapes that override the model's (`--input-shape NAME=1,3,8,8`).
+    pub input_shapes: std::collections::BTreeMap<String, Vec<usize>>,
 }
 
 /// Reads one model format into the IR. Implement this to add a format.
@@ -157,6 +159,32 @@ impl Exporter for SafetensorsFormat {
     }
 }
 
+/// ONNX models (import only). External data is resolved inside the model's directory.
+#[derive(Debug, Default)]
+pub struct OnnxFormat;
+
+impl Importer for OnnxFormat {
+    fn name(&self) -> &'static str {
+        "onnx"
+    }
+    fn extensions(&self) -> &'static [&'static str] {
+        &["onnx"]
+    }
+    fn sniff(&self, head: &[u8]) -> bool {
+        qlite_onnx::sniff(head)
+    }
+    fn import(&self, source: &Source) -> Result<Graph, String> {
+        let opts = qlite_onnx::ImportOptions {
+            model_dir: source
+                .path
+                .parent()
+                .map(|p| if p.as_os_str().is_empty() { Path::new(".").to_path_buf() } else { p.to_path_buf() }),
+            input_shapes: source.input_shapes.clone(),
+        };
+        qlite_onnx::import(source.bytes.clone(), &opts).map_err(|e| e.to_string())
+    }
+}
+
 /// The importers and exporters qlite knows. `Registry::default()` has every built-in format;
 /// other crates add theirs with [`Registry::add_importer`] / [`Registry::add_exporter`].
 pub struct Registry {
@@ -178,6 +206,7 @@ impl Default for Registry {
         Registry::empty()
             .add_importer(TfliteFormat)
             .add_importer(SafetensorsFormat)
+            .add_importer(OnnxFormat)
             .add_exporter(TfliteFormat)
             .add_exporter(SafetensorsFormat)
     }
@@ -234,7 +263,21 @@ pub fn load_bytes(reg: &Registry, path: &Path, bytes: Bytes) -> Result<Graph, Er
     let imp = reg
         .importer_for(path, &bytes[..bytes.len().min(64)])
         .ok_or_else(|| Error::UnknownFormat { path: path.to_path_buf(), known: reg.known_importers() })?;
-    let src = Source { path: path.to_path_buf(), bytes };
+    let src = Source { path: path.to_path_buf(), bytes, input_shapes: Default::default() };
+    imp.import(&src).map_err(|message| Error::Import { path: path.to_path_buf(), message })
+}
+
+/// [`load_bytes`] with input shape overrides.
+pub fn load_with_shapes(
+    reg: &Registry,
+    path: &Path,
+    bytes: Bytes,
+    input_shapes: &std::collections::BTreeMap<String, Vec<usize>>,
+) -> Result<Graph, Error> {
+    let imp = reg
+        .importer_for(path, &bytes[..bytes.len().min(64)])
+        .ok_or_else(|| Error::UnknownFormat { path: path.to_path_buf(), known: reg.known_importers() })?;
+    let src = Source { path: path.to_path_buf(), bytes, input_shapes: input_shapes.clone() };
     imp.import(&src).map_err(|message| Error::Import { path: path.to_path_buf(), message })
 }
 
@@ -283,6 +326,8 @@ pub struct ConvertOptions {
     pub arch: Option<PathBuf>,
     /// safetensors weights bound by name onto the model's constants (fine-tuned weights).
     pub weights: Option<PathBuf>,
+    /// Input shapes overriding the model's (e.g. a symbolic batch of an ONNX model).
+    pub input_shapes: std::collections::BTreeMap<String, Vec<usize>>,
 }
 
 /// What [`convert`] did.
@@ -352,7 +397,7 @@ pub fn convert_with_progress(
             qlite_safetensors::arch::build(&text, &f)
                 .map_err(|e| Error::Import { path: arch.clone(), message: e.to_string() })?
         }
-        None => load_bytes(reg, input, bytes)?,
+        None => load_with_shapes(reg, input, bytes, &opts.input_shapes)?,
     };
     if let Some(w) = &opts.weights {
         let wb = io::map_file(w).map_err(|source| Error::Io { path: w.clone(), source })?;

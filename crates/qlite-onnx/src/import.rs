@@ -1,0 +1,1158 @@
+//! The importer proper.
+
+use crate::proto::{self, AttributeProto, ModelProto, NodeProto, TensorProto};
+use bytes::Bytes;
+use prost::Message;
+use qlite_ir::op::*;
+use qlite_ir::tensor::{f32_bytes, i64_bytes, read_f32s};
+use qlite_ir::{DType, Dim, Graph, Node, Shape, Signature, Tensor, TensorId};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+/// Why an ONNX model could not be imported.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum OnnxError {
+    #[error("not an ONNX model: {0}")]
+    Decode(String),
+    #[error("the model has no graph")]
+    NoGraph,
+    #[error("initializer {name:?}: {message}")]
+    Initializer { name: String, message: String },
+    #[error("node {node:?} ({op_type}): {message}")]
+    Node { node: String, op_type: String, message: String },
+    #[error("unsupported ONNX operators: {0}")]
+    Unsupported(String),
+    #[error("input {name:?}: {message}")]
+    Input { name: String, message: String },
+    #[error("output {0:?} is never produced")]
+    Output(String),
+    #[error("invalid graph: {0}")]
+    Invalid(String),
+}
+
+/// Options of [`import`].
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// Directory of the model file: external data is resolved inside it only.
+    pub model_dir: Option<PathBuf>,
+    /// Input shapes that override the model's (e.g. a symbolic batch).
+    pub input_shapes: BTreeMap<String, Vec<usize>>,
+}
+
+/// A value of the ONNX graph during import: an IR tensor, or a constant known at import time
+/// (initializers, Constant nodes and everything folded from them).
+#[derive(Debug, Clone)]
+enum Val {
+    Tensor(TensorId),
+    Const(ConstVal),
+}
+
+#[derive(Debug, Clone)]
+struct ConstVal {
+    dtype: DType,
+    dims: Vec<usize>,
+    /// Little-endian bytes (zero-copy from the model when possible).
+    data: Bytes,
+}
+
+impl ConstVal {
+    fn f32s(&self) -> Option<Vec<f32>> {
+        match self.dtype {
+            DType::F32 => Some(read_f32s(&self.data)),
+            _ => None,
+        }
+    }
+    fn i64s(&self) -> Option<Vec<i64>> {
+        match self.dtype {
+            DType::I64 => Some(qlite_ir::tensor::read_i64s(&self.data)),
+            DType::I32 => Some(qlite_ir::tensor::read_i32s(&self.data).into_iter().map(i64::from).collect()),
+            _ => None,
+        }
+    }
+}
+
+fn ints_const(v: &[i64]) -> ConstVal {
+    ConstVal { dtype: DType::I64, dims: vec![v.len()], data: i64_bytes(v) }
+}
+
+fn f32_const(v: &[f32], dims: Vec<usize>) -> ConstVal {
+    ConstVal { dtype: DType::F32, dims, data: f32_bytes(v) }
+}
+
+/// Read an ONNX tensor (initializer or attribute) into a constant. float16 / double are
+/// converted to float32; int32 / int64 / uint8 / int8 / bool are kept.
+fn tensor_value(t: &TensorProto, ctx: &Ctx) -> Result<ConstVal, OnnxError> {
+    let name = t.name.clone().unwrap_or_default();
+    let err = |m: String| OnnxError::Initializer { name: name.clone(), message: m };
+    let mut dims = Vec::with_capacity(t.dims.len());
+    for &d in &t.dims {
+        dims.push(usize::try_from(d).map_err(|_| err(format!("negative dimension {d}")))?);
+    }
+    if dims.len() > qlite_ir::MAX_RANK {
+        return Err(err(format!("rank {} exceeds {}", dims.len(), qlite_ir::MAX_RANK)));
+    }
+    let n =
+        qlite_ir::shape::checked_product(&dims).ok_or_else(|| err(format!("element count of {dims:?} overflows")))?;
+    let dt = proto::tensor_proto::DataType::try_from(t.data_type.unwrap_or(0))
+        .unwrap_or(proto::tensor_proto::DataType::Undefined);
+    use proto::tensor_proto::DataType as D;
+    let (dtype, elem) = match dt {
+        D::Float => (DType::F32, 4),
+        D::Float16 => (DType::F16, 2),
+        D::Double => (DType::F32, 8),
+        D::Int64 => (DType::I64, 8),
+        D::Int32 => (DType::I32, 4),
+        D::Int8 => (DType::I8, 1),
+        D::Uint8 => (DType::U8, 1),
+        D::Bool => (DType::Bool, 1),
+        other => return Err(err(format!("data type {other:?} is not supported"))),
+    };
+    let need = n.checked_mul(elem).ok_or_else(|| err("byte size overflows".into()))?;
+    let external = t.data_location == Some(proto::tensor_proto::DataLocation::External as i32);
+    let raw: Option<Bytes> = if external { Some(ctx.external(t, need).map_err(err)?) } else { t.raw_data.clone() };
+    let typed_len =
+        t.float_data.len() + t.int32_data.len() + t.int64_data.len() + t.double_data.len() + t.uint64_data.len();
+    let bytes: Bytes = match raw {
+        Some(r) => {
+            if typed_len > 0 {
+                return Err(err("has both raw_data and typed data fields".into()));
+            }
+            if r.len() != need {
+                return Err(err(format!("raw_data has {} bytes but shape {dims:?} of {dt:?} needs {need}", r.len())));
+            }
+            r
+        }
+        None => {
+            let count = match dt {
+                D::Float => t.float_data.len(),
+                D::Double => t.double_data.len(),
+                D::Int64 => t.int64_data.len(),
+                _ => t.int32_data.len(),
+            };
+            if count != n {
+                return Err(err(format!("holds {count} values but shape {dims:?} needs {n}")));
+            }
+            match dt {
+                D::Float => f32_bytes(&t.float_data),
+                D::Double => Bytes::from(t.double_data.iter().flat_map(|&v| v.to_le_bytes()).collect::<Vec<u8>>()),
+                D::Int64 => i64_bytes(&t.int64_data),
+                D::Int32 => qlite_ir::tensor::i32_bytes(&t.int32_data),
+                D::Float16 => {
+                    Bytes::from(t.int32_data.iter().flat_map(|&v| (v as u16).to_le_bytes()).collect::<Vec<u8>>())
+                }
+                _ => Bytes::from(t.int32_data.iter().map(|&v| v as u8).collect::<Vec<u8>>()),
+            }
+        }
+    };
+    // float16 and double become float32 (the float kernels' type).
+    let (dtype, bytes) = match dt {
+        D::Float16 => (
+            DType::F32,
+            f32_bytes(
+                &bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect::<Vec<_>>(),
+            ),
+        ),
+        D::Double => (
+            DType::F32,
+            f32_bytes(
+                &bytes
+                    .chunks_exact(8)
+                    .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+                    .collect::<Vec<_>>(),
+            ),
+        ),
+        _ => (dtype, bytes),
+    };
+    Ok(ConstVal { dtype, dims, data: bytes })
+}
+
+struct Ctx {
+    model_dir: Option<PathBuf>,
+}
+
+impl Ctx {
+    /// External data, resolved inside the model directory only.
+    fn external(&self, t: &TensorProto, need: usize) -> Result<Bytes, String> {
+        let mut location = None;
+        let mut offset = 0u64;
+        let mut length = None;
+        for e in &t.external_data {
+            let v = e.value.clone().unwrap_or_default();
+            match e.key.as_deref() {
+                Some("location") => location = Some(v),
+                Some("offset") => offset = v.parse().map_err(|_| format!("bad external offset {v:?}"))?,
+                Some("length") => length = Some(v.parse::<u64>().map_err(|_| format!("bad external length {v:?}"))?),
+                _ => {}
+            }
+        }
+        let location = location.ok_or("external data without a location")?;
+        let dir = self.model_dir.as_ref().ok_or("external data needs the model's directory")?;
+        let base = dir.canonicalize().map_err(|e| format!("{}: {e}", dir.display()))?;
+        let rel = Path::new(&location);
+        if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+            return Err(format!("external data location {location:?} leaves the model directory"));
+        }
+        let path = base.join(rel);
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| format!("external data {location:?}: {e}"))?;
+        if meta.file_type().is_symlink() {
+            return Err(format!("external data {location:?} is a symbolic link"));
+        }
+        let real = path.canonicalize().map_err(|e| format!("external data {location:?}: {e}"))?;
+        if !real.starts_with(&base) {
+            return Err(format!("external data {location:?} resolves outside the model directory"));
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            if meta.nlink() > 1 {
+                return Err(format!("external data {location:?} has several hard links"));
+            }
+        }
+        let len = length.unwrap_or(need as u64);
+        if len != need as u64 {
+            return Err(format!("external length {len} but the shape needs {need} bytes"));
+        }
+        let file_len = meta.len();
+        let end = offset.checked_add(len).filter(|&e| e <= file_len).ok_or_else(|| {
+            format!("external data [{offset}, +{len}) runs past the {file_len}-byte file {location:?}")
+        })?;
+        let bytes = map_file(&real).map_err(|e| format!("external data {location:?}: {e}"))?;
+        Ok(bytes.slice(offset as usize..end as usize))
+    }
+}
+
+#[allow(unsafe_code)]
+fn map_file(path: &Path) -> std::io::Result<Bytes> {
+    let f = std::fs::File::open(path)?;
+    if f.metadata()?.len() == 0 {
+        return Ok(Bytes::new());
+    }
+    // SAFETY: read-only private map, as for model files (see qlite::io::map_file).
+    let m = unsafe { memmap2::Mmap::map(&f)? };
+    Ok(Bytes::from_owner(m))
+}
+
+fn attr<'a>(n: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
+    n.attribute.iter().find(|a| a.name.as_deref() == Some(name))
+}
+fn attr_i(n: &NodeProto, name: &str, default: i64) -> i64 {
+    attr(n, name).and_then(|a| a.i).unwrap_or(default)
+}
+fn attr_f(n: &NodeProto, name: &str, default: f32) -> f32 {
+    attr(n, name).and_then(|a| a.f).unwrap_or(default)
+}
+fn attr_ints(n: &NodeProto, name: &str) -> Option<Vec<i64>> {
+    attr(n, name).map(|a| a.ints.clone())
+}
+fn attr_s(n: &NodeProto, name: &str) -> Option<String> {
+    attr(n, name).and_then(|a| a.s.as_ref()).map(|s| String::from_utf8_lossy(s).into_owned())
+}
+
+/// Import state.
+struct Importer {
+    g: Graph,
+    vals: HashMap<String, Val>,
+    opset: i64,
+    unsupported: Vec<String>,
+    uses: HashMap<String, usize>,
+    /// Convolutions whose weights a following BatchNormalization may fold into:
+    /// ONNX output name → (node index, weights, bias, channel axis of the weights).
+    convs: HashMap<String, (usize, TensorId, Option<TensorId>, usize)>,
+}
+
+type R<T> = Result<T, String>;
+
+impl Importer {
+    fn shape_of(&self, t: TensorId) -> Shape {
+        self.g.tensor(t).map(|t| t.shape.clone()).unwrap_or_default()
+    }
+
+    /// The IR tensor of a value, materializing constants.
+    fn tensor(&mut self, name: &str) -> R<TensorId> {
+        match self.vals.get(name).cloned() {
+            Some(Val::Tensor(t)) => Ok(t),
+            Some(Val::Const(c)) => {
+                let id = self.g.add_tensor(Tensor::constant(name, c.dtype, Shape::fixed(&c.dims), c.data.clone()));
+                self.vals.insert(name.to_string(), Val::Tensor(id));
+                Ok(id)
+            }
+            None => Err(format!(
+                "input {name:?} is not produced by any earlier node, initializer or graph input (ONNX graphs are topologically sorted)"
+            )),
+        }
+    }
+
+    fn constant(&self, name: &str) -> Option<ConstVal> {
+        match self.vals.get(name) {
+            Some(Val::Const(c)) => Some(c.clone()),
+            Some(Val::Tensor(t)) => {
+                let t = self.g.tensor(*t)?;
+                Some(ConstVal { dtype: t.dtype, dims: t.shape.to_fixed()?, data: t.data.clone()? })
+            }
+            None => None,
+        }
+    }
+
+    fn new_const(&mut self, name: &str, dtype: DType, dims: &[usize], data: Bytes) -> TensorId {
+        self.g.add_tensor(Tensor::constant(name, dtype, Shape::fixed(dims), data))
+    }
+
+    /// Add a node; output tensor from inference.
+    fn push(&mut self, name: &str, op: Op, inputs: Vec<Option<TensorId>>) -> R<TensorId> {
+        let ins: Vec<_> =
+            inputs.iter().map(|i| i.and_then(|t| self.g.tensor(t)).map(|t| (t.dtype, &t.shape))).collect();
+        let inf = op.infer(&ins).map_err(|e| e.0)?.remove(0);
+        let dtype = inf.dtype.unwrap_or(DType::F32);
+        let out = self.g.add_tensor(Tensor::activation(name, dtype, inf.shape));
+        self.g.add_node(Node::new(name, op, inputs, vec![out]));
+        Ok(out)
+    }
+
+    fn transpose(&mut self, name: &str, x: TensorId, perm: Vec<usize>) -> R<TensorId> {
+        self.push(name, Op::Transpose(Transpose { perm }), vec![Some(x)])
+    }
+
+    fn static_dims(&self, t: TensorId, what: &str) -> R<Vec<usize>> {
+        self.shape_of(t).to_fixed().ok_or_else(|| format!("{what} needs a static shape, got {}", self.shape_of(t)))
+    }
+
+    fn const_ints(&self, n: &NodeProto, idx: usize, what: &str) -> R<Option<Vec<i64>>> {
+        match n.input.get(idx).filter(|s| !s.is_empty()) {
+            None => Ok(None),
+            Some(name) => self
+                .constant(name)
+                .and_then(|c| c.i64s())
+                .map(Some)
+                .ok_or_else(|| format!("{what} must be a constant integer tensor")),
+        }
+    }
+}
+
+fn norm_axis(a: i64, rank: usize) -> R<usize> {
+    let r = rank as i64;
+    if a < -r || a >= r {
+        return Err(format!("axis {a} is outside rank {rank}"));
+    }
+    Ok(if a < 0 { (a + r) as usize } else { a as usize })
+}
+
+/// SAME / VALID / explicit padding for a 2-D window on an NCHW input of spatial size `hw`.
+fn window_padding(
+    n: &NodeProto,
+    hw: [usize; 2],
+    k: [usize; 2],
+    s: [usize; 2],
+    d: [usize; 2],
+) -> R<(Padding, Option<[usize; 4]>)> {
+    let auto = attr_s(n, "auto_pad").unwrap_or_else(|| "NOTSET".into());
+    match auto.as_str() {
+        "VALID" => return Ok((Padding::Valid, None)),
+        "SAME_UPPER" => return Ok((Padding::Same, None)),
+        "SAME_LOWER" => {
+            return Err("auto_pad SAME_LOWER puts the extra pixel first, which TFLite cannot express".into());
+        }
+        _ => {}
+    }
+    let pads = attr_ints(n, "pads").unwrap_or_else(|| vec![0; 4]);
+    if pads.len() != 4 || pads.iter().any(|&p| p < 0) {
+        return Err(format!("pads {pads:?} must be 4 non-negative values"));
+    }
+    let p = [pads[0] as usize, pads[1] as usize, pads[2] as usize, pads[3] as usize];
+    if p == [0, 0, 0, 0] {
+        return Ok((Padding::Valid, None));
+    }
+    // Does TFLite's SAME rule give exactly these pads?
+    let same = (0..2).all(|i| match Padding::Same.compute(hw[i], k[i], s[i], d[i]) {
+        Some((out, before)) => {
+            let eff = (k[i] - 1) * d[i] + 1;
+            let total = ((out - 1) * s[i] + eff).saturating_sub(hw[i]);
+            before == p[i] && total - before == p[i + 2]
+        }
+        None => false,
+    });
+    if same {
+        return Ok((Padding::Same, None));
+    }
+    Ok((Padding::Valid, Some(p)))
+}
+
+/// Import an ONNX model.
+pub fn import(bytes: Bytes, opts: &ImportOptions) -> Result<Graph, OnnxError> {
+    let model = ModelProto::decode(bytes).map_err(|e| OnnxError::Decode(e.to_string()))?;
+    let graph = model.graph.as_ref().ok_or(OnnxError::NoGraph)?;
+    let opset = model
+        .opset_import
+        .iter()
+        .find(|o| matches!(o.domain.as_deref(), None | Some("") | Some("ai.onnx")))
+        .and_then(|o| o.version)
+        .unwrap_or(1);
+    let ctx = Ctx { model_dir: opts.model_dir.clone() };
+    let mut im = Importer {
+        g: Graph::new(graph.name.clone().unwrap_or_else(|| "main".into())),
+        vals: HashMap::new(),
+        opset,
+        unsupported: Vec::new(),
+        uses: HashMap::new(),
+        convs: HashMap::new(),
+    };
+    if let Some(doc) = &model.producer_name {
+        im.g.set_description(Some(format!("imported from ONNX ({doc})")));
+    }
+    for t in &graph.initializer {
+        let c = tensor_value(t, &ctx)?;
+        im.vals.insert(t.name.clone().unwrap_or_default(), Val::Const(c));
+    }
+    for n in &graph.node {
+        for i in n.input.iter().filter(|s| !s.is_empty()) {
+            *im.uses.entry(i.clone()).or_default() += 1;
+        }
+    }
+    for o in &graph.output {
+        *im.uses.entry(o.name.clone().unwrap_or_default()).or_default() += 1;
+    }
+    // Graph inputs (those that are not initializers).
+    let mut inputs = Vec::new();
+    let mut input_names = Vec::new();
+    for vi in &graph.input {
+        let name = vi.name.clone().unwrap_or_default();
+        if im.vals.contains_key(&name) {
+            continue;
+        }
+        let ierr = |m: String| OnnxError::Input { name: name.clone(), message: m };
+        let tt = match vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+            Some(proto::type_proto::Value::TensorType(t)) => t,
+            None => return Err(ierr("has no tensor type".into())),
+        };
+        use proto::tensor_proto::DataType as D;
+        let dtype = match D::try_from(tt.elem_type.unwrap_or(0)) {
+            Ok(D::Float) => DType::F32,
+            Ok(D::Int64) => DType::I64,
+            Ok(D::Int32) => DType::I32,
+            Ok(D::Int8) => DType::I8,
+            Ok(D::Uint8) => DType::U8,
+            other => return Err(ierr(format!("element type {other:?} is not supported"))),
+        };
+        let dims: Vec<Dim> = match opts.input_shapes.get(&name) {
+            Some(s) => s.iter().map(|&d| Dim::Fixed(d)).collect(),
+            None => tt
+                .shape
+                .as_ref()
+                .map(|s| {
+                    s.dim
+                        .iter()
+                        .map(|d| match d.value {
+                            Some(proto::tensor_shape_proto::dimension::Value::DimValue(v)) if v > 0 => {
+                                Dim::Fixed(v as usize)
+                            }
+                            _ => Dim::Dynamic,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        let id = im.g.add_tensor(Tensor::activation(name.clone(), dtype, Shape::new(dims)));
+        im.vals.insert(name.clone(), Val::Tensor(id));
+        inputs.push(id);
+        input_names.push(name);
+    }
+    im.g.set_inputs(inputs);
+    for (ni, n) in graph.node.iter().enumerate() {
+        let op_type = n.op_type.clone().unwrap_or_default();
+        let node_name = n.name.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| format!("{op_type}_{ni}"));
+        let domain = n.domain.clone().unwrap_or_default();
+        if !(domain.is_empty() || domain == "ai.onnx") {
+            im.unsupported.push(format!("{domain}:{op_type} (node {node_name:?}, opset {opset})"));
+            im.mark_opaque(n, &op_type)?;
+            continue;
+        }
+        match im.node(n, &op_type, &node_name) {
+            Ok(true) => {}
+            Ok(false) => {
+                im.unsupported.push(format!("{op_type} (node {node_name:?}, opset {opset})"));
+                im.mark_opaque(n, &op_type)?;
+            }
+            Err(message) => return Err(OnnxError::Node { node: node_name, op_type, message }),
+        }
+    }
+    if !im.unsupported.is_empty() {
+        return Err(OnnxError::Unsupported(im.unsupported.join(", ")));
+    }
+    let mut outputs = Vec::new();
+    let mut output_names = Vec::new();
+    for vi in &graph.output {
+        let name = vi.name.clone().unwrap_or_default();
+        let id = im.tensor(&name).map_err(|_| OnnxError::Output(name.clone()))?;
+        outputs.push(id);
+        output_names.push(name);
+    }
+    im.g.set_outputs(outputs);
+    im.g.set_signature(Some(Signature { key: "serving_default".into(), inputs: input_names, outputs: output_names }));
+    qlite_ir::verify(&im.g).map_err(|e| OnnxError::Invalid(e.to_string()))?;
+    Ok(im.g)
+}
+
+impl Importer {
+    /// Record an unsupported node so later nodes can still be checked (its outputs become
+    /// placeholders that nothing will run).
+    fn mark_opaque(&mut self, n: &NodeProto, op_type: &str) -> Result<(), OnnxError> {
+        for o in &n.output {
+            let id = self.g.add_tensor(Tensor::activation(o.clone(), DType::F32, Shape::scalar()));
+            self.vals.insert(o.clone(), Val::Tensor(id));
+        }
+        let _ = op_type;
+        Ok(())
+    }
+
+    fn alias(&mut self, n: &NodeProto, v: Val) {
+        if let Some(o) = n.output.first() {
+            self.vals.insert(o.clone(), v);
+        }
+    }
+
+    fn output(&mut self, n: &NodeProto, t: TensorId) {
+        if let Some(o) = n.output.first() {
+            if let Some(tensor) = self.g.tensor_mut(t) {
+                tensor.name = o.clone();
+            }
+            self.vals.insert(o.clone(), Val::Tensor(t));
+        }
+    }
+
+    fn input(&mut self, n: &NodeProto, i: usize) -> R<TensorId> {
+        let name = n.input.get(i).filter(|s| !s.is_empty()).ok_or_else(|| format!("input {i} is missing"))?.clone();
+        self.tensor(&name)
+    }
+
+    /// Convert one node. `Ok(false)`: the op is not supported.
+    fn node(&mut self, n: &NodeProto, op_type: &str, name: &str) -> R<bool> {
+        let first = n.input.first().cloned().unwrap_or_default();
+        match op_type {
+            "Identity" | "Dropout" => {
+                let v = self.vals.get(&first).cloned().ok_or_else(|| format!("input {first:?} names no tensor"))?;
+                self.alias(n, v);
+            }
+            "Constant" => {
+                let a = n.attribute.first().ok_or("Constant without a value")?;
+                let c = match (a.name.as_deref(), &a.t) {
+                    (Some("value"), Some(t)) => tensor_value(t, &Ctx { model_dir: None }).map_err(|e| e.to_string())?,
+                    (Some("value_float"), _) => f32_const(&[a.f.unwrap_or(0.0)], vec![]),
+                    (Some("value_floats"), _) => f32_const(&a.floats, vec![a.floats.len()]),
+                    (Some("value_int"), _) => {
+                        ConstVal { dtype: DType::I64, dims: vec![], data: i64_bytes(&[a.i.unwrap_or(0)]) }
+                    }
+                    (Some("value_ints"), _) => ints_const(&a.ints),
+                    _ => return Ok(false),
+                };
+                self.alias(n, Val::Const(c));
+            }
+            "Relu" | "Sigmoid" | "Tanh" => {
+                let x = self.input(n, 0)?;
+                let kind = match op_type {
+                    "Relu" => UnaryKind::Relu,
+                    "Sigmoid" => UnaryKind::Logistic,
+                    _ => UnaryKind::Tanh,
+                };
+                let y = self.push(name, Op::Unary(Unary { kind }), vec![Some(x)])?;
+                self.output(n, y);
+            }
+            "Clip" => {
+                let (lo, hi) = if self.opset < 11 {
+                    (attr_f(n, "min", f32::MIN), attr_f(n, "max", f32::MAX))
+                } else {
+                    let get = |i: usize, d: f32| -> R<f32> {
+                        match n.input.get(i).filter(|s| !s.is_empty()) {
+                            None => Ok(d),
+                            Some(s) => self
+                                .constant(s)
+                                .and_then(|c| c.f32s())
+                                .and_then(|v| v.first().copied())
+                                .ok_or_else(|| "Clip bounds must be constants".to_string()),
+                        }
+                    };
+                    (get(1, f32::MIN)?, get(2, f32::MAX)?)
+                };
+                let kind = if lo == 0.0 && hi == 6.0 {
+                    UnaryKind::Relu6
+                } else if lo == 0.0 && hi >= f32::MAX {
+                    UnaryKind::Relu
+                } else {
+                    return Ok(false);
+                };
+                let x = self.input(n, 0)?;
+                let y = self.push(name, Op::Unary(Unary { kind }), vec![Some(x)])?;
+                self.output(n, y);
+            }
+            "Add" | "Sub" | "Mul" | "Div" | "Sum" => {
+                if op_type == "Sum" && n.input.len() == 1 {
+                    let v = self.vals.get(&first).cloned().ok_or("Sum input missing")?;
+                    self.alias(n, v);
+                    return Ok(true);
+                }
+                if op_type == "Div" {
+                    // x / c → x · (1/c) for a constant divisor.
+                    let c = n.input.get(1).and_then(|s| self.constant(s)).and_then(|c| c.f32s().map(|v| (v, c.dims)));
+                    let Some((v, dims)) = c else { return Ok(false) };
+                    let inv: Vec<f32> = v.iter().map(|x| 1.0 / x).collect();
+                    let x = self.input(n, 0)?;
+                    let r = self.new_const(&format!("{name}/reciprocal"), DType::F32, &dims, f32_bytes(&inv));
+                    let y = self.push(
+                        name,
+                        Op::Binary(Binary { kind: BinaryKind::Mul, activation: Activation::None }),
+                        vec![Some(x), Some(r)],
+                    )?;
+                    self.output(n, y);
+                    return Ok(true);
+                }
+                let kind = match op_type {
+                    "Sub" => BinaryKind::Sub,
+                    "Mul" => BinaryKind::Mul,
+                    _ => BinaryKind::Add,
+                };
+                let mut acc = self.input(n, 0)?;
+                for i in 1..n.input.len() {
+                    let b = self.input(n, i)?;
+                    let nm = if i + 1 == n.input.len() { name.to_string() } else { format!("{name}/{i}") };
+                    acc = self.push(
+                        &nm,
+                        Op::Binary(Binary { kind, activation: Activation::None }),
+                        vec![Some(acc), Some(b)],
+                    )?;
+                }
+                self.output(n, acc);
+            }
+            "Gemm" | "MatMul" => {
+                let x = self.input(n, 0)?;
+                let bname = n.input.get(1).cloned().unwrap_or_default();
+                let Some(b) = self.constant(&bname).filter(|c| c.dims.len() == 2) else { return Ok(false) };
+                let bv = b.f32s().ok_or("weights must be float")?;
+                let (trans_a, trans_b) =
+                    if op_type == "Gemm" { (attr_i(n, "transA", 0), attr_i(n, "transB", 0)) } else { (0, 0) };
+                if trans_a != 0 {
+                    return Ok(false);
+                }
+                let alpha = if op_type == "Gemm" { attr_f(n, "alpha", 1.0) } else { 1.0 };
+                let beta = if op_type == "Gemm" { attr_f(n, "beta", 1.0) } else { 1.0 };
+                // FULLY_CONNECTED wants [units, depth].
+                let (units, depth, w): (usize, usize, Vec<f32>) = if trans_b != 0 {
+                    (b.dims[0], b.dims[1], bv.iter().map(|v| v * alpha).collect())
+                } else {
+                    let (k, m) = (b.dims[0], b.dims[1]);
+                    let mut t = vec![0f32; k * m];
+                    for r in 0..k {
+                        for c in 0..m {
+                            t[c * k + r] = bv[r * m + c] * alpha;
+                        }
+                    }
+                    (m, k, t)
+                };
+                let xr = self.shape_of(x).rank();
+                if op_type == "Gemm" && xr != 2 {
+                    return Err(format!("Gemm input must be 2-D, got {}", self.shape_of(x)));
+                }
+                let wt = self.new_const(&bname, DType::F32, &[units, depth], f32_bytes(&w));
+                let bias = match n.input.get(2).filter(|s| !s.is_empty()) {
+                    Some(cn) => {
+                        let c = self.constant(cn).and_then(|c| c.f32s()).ok_or("Gemm C must be a float constant")?;
+                        let full: Vec<f32> = if c.len() == units {
+                            c.iter().map(|v| v * beta).collect()
+                        } else if c.len() == 1 {
+                            vec![c[0] * beta; units]
+                        } else {
+                            return Ok(false);
+                        };
+                        Some(self.new_const(cn, DType::F32, &[units], f32_bytes(&full)))
+                    }
+                    None => None,
+                };
+                let op = Op::FullyConnected(FullyConnected {
+                    activation: Activation::None,
+                    keep_num_dims: xr > 2,
+                    asymmetric_inputs: false,
+                });
+                let y = self.push(name, op, vec![Some(x), Some(wt), bias])?;
+                if let Some(o) = n.output.first() {
+                    self.convs.insert(o.clone(), (self.g.nodes().len() - 1, wt, bias, 0));
+                }
+                self.output(n, y);
+            }
+            "Conv" => return self.conv(n, name),
+            "BatchNormalization" => return self.batch_norm(n, name),
+            "MaxPool" | "AveragePool" => return self.pool(n, name, op_type),
+            "GlobalAveragePool" => {
+                let x = self.input(n, 0)?;
+                if self.shape_of(x).rank() != 4 {
+                    return Ok(false);
+                }
+                let y = self.push(name, Op::Mean(Mean { axes: vec![2, 3], keep_dims: true }), vec![Some(x)])?;
+                self.output(n, y);
+            }
+            "Flatten" => {
+                let x = self.input(n, 0)?;
+                let s = self.shape_of(x);
+                let axis = norm_axis(attr_i(n, "axis", 1), s.rank() + 1)?;
+                let prod = |d: &[Dim]| d.iter().try_fold(1usize, |a, d| d.fixed().map(|v| a * v));
+                let target = match (prod(&s.dims()[..axis]), prod(&s.dims()[axis..])) {
+                    (_, Some(inner)) => vec![-1, inner as i64],
+                    (Some(outer), None) => vec![outer as i64, -1],
+                    (None, None) => {
+                        return Err(format!("Flatten needs static dimensions on one side of axis {axis}, got {s}"));
+                    }
+                };
+                let y = self.push(name, Op::Reshape(Reshape { shape: target }), vec![Some(x)])?;
+                self.output(n, y);
+            }
+            "Reshape" => {
+                let shape = self
+                    .const_ints(n, 1, "Reshape shape")?
+                    .or_else(|| attr_ints(n, "shape"))
+                    .ok_or("Reshape needs a shape")?;
+                let allowzero = attr_i(n, "allowzero", 0) != 0;
+                if let Some(c) = self.constant(&first) {
+                    // Folded at import time (shape arithmetic).
+                    let target = resolve_reshape(&c.dims, &shape, allowzero)?;
+                    self.alias(n, Val::Const(ConstVal { dims: target, ..c }));
+                    return Ok(true);
+                }
+                let x = self.input(n, 0)?;
+                let s = self.shape_of(x);
+                let mut target: Vec<i64> = shape.clone();
+                for (i, d) in target.iter_mut().enumerate() {
+                    if *d == 0 && !allowzero {
+                        *d = s.dim(i).and_then(|d| d.fixed()).map(|v| v as i64).unwrap_or(-1);
+                    }
+                }
+                let y = self.push(name, Op::Reshape(Reshape { shape: target }), vec![Some(x)])?;
+                self.output(n, y);
+            }
+            "Transpose" => {
+                let x = self.input(n, 0)?;
+                let rank = self.shape_of(x).rank();
+                let perm = attr_ints(n, "perm")
+                    .map(|p| p.iter().map(|&a| a as usize).collect())
+                    .unwrap_or_else(|| (0..rank).rev().collect());
+                let y = self.transpose(name, x, perm)?;
+                self.output(n, y);
+            }
+            "Concat" => {
+                let consts: Option<Vec<ConstVal>> = n.input.iter().map(|i| self.constant(i)).collect();
+                if let Some(cs) = consts.filter(|cs| cs.iter().all(|c| c.dims.len() == 1 && c.dtype == DType::I64)) {
+                    let v: Vec<i64> = cs.iter().flat_map(|c| c.i64s().unwrap_or_default()).collect();
+                    self.alias(n, Val::Const(ints_const(&v)));
+                    return Ok(true);
+                }
+                let xs: Vec<TensorId> = (0..n.input.len()).map(|i| self.input(n, i)).collect::<R<_>>()?;
+                let rank = self.shape_of(xs[0]).rank();
+                let axis = norm_axis(attr_i(n, "axis", 0), rank)?;
+                let y = self.push(
+                    name,
+                    Op::Concatenation(Concatenation { axis, activation: Activation::None }),
+                    xs.into_iter().map(Some).collect(),
+                )?;
+                self.output(n, y);
+            }
+            "Squeeze" | "Unsqueeze" => {
+                let axes = if self.opset >= 13 { self.const_ints(n, 1, "axes")? } else { attr_ints(n, "axes") };
+                let dims: Vec<usize> = match self.constant(&first) {
+                    Some(c) => c.dims.clone(),
+                    None => {
+                        let x = self.input(n, 0)?;
+                        self.static_dims(x, op_type)?
+                    }
+                };
+                let out_dims: Vec<usize> = if op_type == "Squeeze" {
+                    match axes {
+                        Some(a) => {
+                            let ax: Vec<usize> = a.iter().map(|&v| norm_axis(v, dims.len())).collect::<R<_>>()?;
+                            dims.iter().enumerate().filter(|(i, _)| !ax.contains(i)).map(|(_, &d)| d).collect()
+                        }
+                        None => dims.iter().copied().filter(|&d| d != 1).collect(),
+                    }
+                } else {
+                    let a = axes.ok_or("Unsqueeze needs axes")?;
+                    let out_rank = dims.len() + a.len();
+                    let ax: Vec<usize> = a.iter().map(|&v| norm_axis(v, out_rank)).collect::<R<_>>()?;
+                    let mut it = dims.iter();
+                    (0..out_rank).map(|i| if ax.contains(&i) { 1 } else { it.next().copied().unwrap_or(1) }).collect()
+                };
+                if let Some(c) = self.constant(&first) {
+                    self.alias(n, Val::Const(ConstVal { dims: out_dims, ..c }));
+                    return Ok(true);
+                }
+                let x = self.input(n, 0)?;
+                let y = self.push(
+                    name,
+                    Op::Reshape(Reshape { shape: out_dims.iter().map(|&d| d as i64).collect() }),
+                    vec![Some(x)],
+                )?;
+                self.output(n, y);
+            }
+            "Pad" => {
+                let mode = attr_s(n, "mode").unwrap_or_else(|| "constant".into());
+                if mode != "constant" {
+                    return Ok(false);
+                }
+                let pads = if self.opset >= 11 { self.const_ints(n, 1, "pads")? } else { attr_ints(n, "pads") }
+                    .ok_or("Pad needs pads")?;
+                if let Some(v) = n.input.get(2).filter(|s| !s.is_empty()) {
+                    let val = self
+                        .constant(v)
+                        .and_then(|c| c.f32s())
+                        .and_then(|v| v.first().copied())
+                        .ok_or("Pad value must be a constant")?;
+                    if val != 0.0 {
+                        return Ok(false);
+                    }
+                }
+                if self.opset < 11 && attr_f(n, "value", 0.0) != 0.0 {
+                    return Ok(false);
+                }
+                let x = self.input(n, 0)?;
+                let rank = self.shape_of(x).rank();
+                if pads.len() != 2 * rank || pads.iter().any(|&p| p < 0) {
+                    return Ok(false);
+                }
+                let paddings = (0..rank).map(|i| [pads[i] as usize, pads[i + rank] as usize]).collect();
+                let y = self.push(name, Op::Pad(Pad { paddings }), vec![Some(x)])?;
+                self.output(n, y);
+            }
+            "ReduceMean" => {
+                let x = self.input(n, 0)?;
+                let rank = self.shape_of(x).rank();
+                let axes = if self.opset >= 18 { self.const_ints(n, 1, "axes")? } else { attr_ints(n, "axes") };
+                let mut ax: Vec<usize> = match axes {
+                    Some(a) if !a.is_empty() => a.iter().map(|&v| norm_axis(v, rank)).collect::<R<_>>()?,
+                    _ => (0..rank).collect(),
+                };
+                ax.sort_unstable();
+                ax.dedup();
+                let keep = attr_i(n, "keepdims", 1) != 0;
+                let y = self.push(name, Op::Mean(Mean { axes: ax, keep_dims: keep }), vec![Some(x)])?;
+                self.output(n, y);
+            }
+            "Softmax" => {
+                let x = self.input(n, 0)?;
+                let rank = self.shape_of(x).rank();
+                let default = if self.opset >= 13 { -1 } else { 1 };
+                let axis = norm_axis(attr_i(n, "axis", default), rank)?;
+                if axis + 1 == rank {
+                    let y = self.push(name, Op::Softmax(Softmax { beta: 1.0 }), vec![Some(x)])?;
+                    self.output(n, y);
+                } else if self.opset >= 13 {
+                    // Move the axis last, softmax, move it back.
+                    let mut perm: Vec<usize> = (0..rank).filter(|&i| i != axis).collect();
+                    perm.push(axis);
+                    let mut inv = vec![0; rank];
+                    for (i, &p) in perm.iter().enumerate() {
+                        inv[p] = i;
+                    }
+                    let t = self.transpose(&format!("{name}/to_last"), x, perm)?;
+                    let s = self.push(&format!("{name}/softmax"), Op::Softmax(Softmax { beta: 1.0 }), vec![Some(t)])?;
+                    let y = self.transpose(name, s, inv)?;
+                    self.output(n, y);
+                } else {
+                    return Ok(false);
+                }
+            }
+            "Shape" => {
+                let dims = match self.constant(&first) {
+                    Some(c) => c.dims,
+                    None => {
+                        let x = self.input(n, 0)?;
+                        self.static_dims(x, "Shape")?
+                    }
+                };
+                let v: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
+                self.alias(n, Val::Const(ints_const(&v)));
+            }
+            "Gather" => {
+                let (Some(data), Some(idx)) = (self.constant(&first), n.input.get(1).and_then(|s| self.constant(s)))
+                else {
+                    return Ok(false);
+                };
+                let (Some(d), Some(ix)) = (data.i64s(), idx.i64s()) else { return Ok(false) };
+                if data.dims.len() != 1 || attr_i(n, "axis", 0) != 0 {
+                    return Ok(false);
+                }
+                let mut out = Vec::with_capacity(ix.len());
+                for &i in &ix {
+                    let j = if i < 0 { i + d.len() as i64 } else { i };
+                    out.push(
+                        *d.get(usize::try_from(j).map_err(|_| format!("index {i} out of range"))?)
+                            .ok_or_else(|| format!("index {i} out of range"))?,
+                    );
+                }
+                self.alias(
+                    n,
+                    Val::Const(ConstVal { dtype: DType::I64, dims: idx.dims.clone(), data: i64_bytes(&out) }),
+                );
+            }
+            "Cast" => {
+                let Some(c) = self.constant(&first) else { return Ok(false) };
+                let to = attr_i(n, "to", 1);
+                use proto::tensor_proto::DataType as D;
+                let v = match (D::try_from(to as i32), c.i64s(), c.f32s()) {
+                    (Ok(D::Int64 | D::Int32), Some(v), _) => ints_const(&v),
+                    (Ok(D::Int64 | D::Int32), None, Some(f)) => {
+                        ints_const(&f.iter().map(|&x| x as i64).collect::<Vec<_>>())
+                    }
+                    (Ok(D::Float), Some(v), _) => {
+                        f32_const(&v.iter().map(|&x| x as f32).collect::<Vec<_>>(), c.dims.clone())
+                    }
+                    (Ok(D::Float), None, Some(f)) => f32_const(&f, c.dims.clone()),
+                    _ => return Ok(false),
+                };
+                let dims = c.dims.clone();
+                self.alias(n, Val::Const(ConstVal { dims, ..v }));
+            }
+            "Slice" => {
+                let Some(c) = self.constant(&first).filter(|c| c.dims.len() == 1) else { return Ok(false) };
+                let v = c.i64s().ok_or("Slice of a non-integer constant")?;
+                let (starts, ends) = if self.opset >= 10 {
+                    (
+                        self.const_ints(n, 1, "starts")?.unwrap_or_default(),
+                        self.const_ints(n, 2, "ends")?.unwrap_or_default(),
+                    )
+                } else {
+                    (attr_ints(n, "starts").unwrap_or_default(), attr_ints(n, "ends").unwrap_or_default())
+                };
+                let len = v.len() as i64;
+                let clamp = |x: i64| if x < 0 { (x + len).max(0) } else { x.min(len) } as usize;
+                let (s, e) = (clamp(*starts.first().unwrap_or(&0)), clamp(*ends.first().unwrap_or(&len)));
+                let out: Vec<i64> = if s < e { v[s..e].to_vec() } else { vec![] };
+                self.alias(n, Val::Const(ints_const(&out)));
+            }
+            "ConstantOfShape" => {
+                let dims = self.const_ints(n, 0, "shape")?.ok_or("ConstantOfShape needs a shape")?;
+                let dims: Vec<usize> = dims
+                    .iter()
+                    .map(|&d| usize::try_from(d).map_err(|_| format!("negative dimension {d}")))
+                    .collect::<R<_>>()?;
+                let count = qlite_ir::shape::checked_product(&dims)
+                    .filter(|&c| c <= 1 << 26)
+                    .ok_or("ConstantOfShape is too large")?;
+                let value = attr(n, "value")
+                    .and_then(|a| a.t.as_ref())
+                    .map(|t| tensor_value(t, &Ctx { model_dir: None }))
+                    .transpose()
+                    .map_err(|e| e.to_string())?;
+                let c = match value {
+                    Some(v) if v.dtype == DType::I64 => ConstVal {
+                        dtype: DType::I64,
+                        dims,
+                        data: i64_bytes(&vec![v.i64s().and_then(|x| x.first().copied()).unwrap_or(0); count]),
+                    },
+                    Some(v) => f32_const(&vec![v.f32s().and_then(|x| x.first().copied()).unwrap_or(0.0); count], dims),
+                    None => f32_const(&vec![0.0; count], dims),
+                };
+                self.alias(n, Val::Const(c));
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Conv (2-D): NCHW → Transpose → Conv2d / DepthwiseConv2d (NHWC) → Transpose → NCHW.
+    fn conv(&mut self, n: &NodeProto, name: &str) -> R<bool> {
+        let x = self.input(n, 0)?;
+        let xs = self.shape_of(x);
+        let wname = n.input.get(1).cloned().unwrap_or_default();
+        let Some(w) = self.constant(&wname).filter(|c| c.dims.len() == 4) else { return Ok(false) };
+        if xs.rank() != 4 {
+            return Ok(false);
+        }
+        let wv = w.f32s().ok_or("Conv weights must be float")?;
+        let (o, ig, kh, kw) = (w.dims[0], w.dims[1], w.dims[2], w.dims[3]);
+        let group = attr_i(n, "group", 1).max(1) as usize;
+        let strides = attr_ints(n, "strides").unwrap_or_else(|| vec![1, 1]);
+        let dil = attr_ints(n, "dilations").unwrap_or_else(|| vec![1, 1]);
+        if strides.len() != 2 || dil.len() != 2 || strides.iter().chain(&dil).any(|&v| v < 1) {
+            return Err(format!("strides {strides:?} / dilations {dil:?} must be two positive values"));
+        }
+        let (stride, dilation) = ([strides[0] as usize, strides[1] as usize], [dil[0] as usize, dil[1] as usize]);
+        let c = xs.dim(1).and_then(|d| d.fixed()).ok_or("Conv needs a known channel count")?;
+        let hw = [xs.dim(2).and_then(|d| d.fixed()).unwrap_or(1), xs.dim(3).and_then(|d| d.fixed()).unwrap_or(1)];
+        let (padding, explicit) = window_padding(n, hw, [kh, kw], stride, dilation)?;
+        let mut t = self.transpose(&format!("{name}/to_nhwc"), x, vec![0, 2, 3, 1])?;
+        if let Some(p) = explicit {
+            t = self.push(
+                &format!("{name}/pad"),
+                Op::Pad(Pad { paddings: vec![[0, 0], [p[0], p[2]], [p[1], p[3]], [0, 0]] }),
+                vec![Some(t)],
+            )?;
+        }
+        let bias = match n.input.get(2).filter(|s| !s.is_empty()) {
+            Some(bn) => {
+                let b = self.constant(bn).and_then(|c| c.f32s()).ok_or("Conv bias must be a float constant")?;
+                Some(self.new_const(bn, DType::F32, &[o], f32_bytes(&b)))
+            }
+            None => None,
+        };
+        let (op, wt, axis) = if group == 1 {
+            // OIHW → OHWI
+            let mut ohwi = vec![0f32; wv.len()];
+            for a in 0..o {
+                for b in 0..ig {
+                    for y in 0..kh {
+                        for z in 0..kw {
+                            ohwi[((a * kh + y) * kw + z) * ig + b] = wv[((a * ig + b) * kh + y) * kw + z];
+                        }
+                    }
+                }
+            }
+            let wt = self.new_const(&wname, DType::F32, &[o, kh, kw, ig], f32_bytes(&ohwi));
+            (Op::Conv2d(Conv2d { padding, stride, dilation, activation: Activation::None }), wt, 0)
+        } else if group == c && ig == 1 && o % c == 0 {
+            // Depthwise: [C*M, 1, kh, kw] → [1, kh, kw, C*M].
+            let mut dw = vec![0f32; wv.len()];
+            for a in 0..o {
+                for k in 0..kh * kw {
+                    dw[k * o + a] = wv[a * kh * kw + k];
+                }
+            }
+            let wt = self.new_const(&wname, DType::F32, &[1, kh, kw, o], f32_bytes(&dw));
+            (
+                Op::DepthwiseConv2d(DepthwiseConv2d {
+                    padding,
+                    stride,
+                    dilation,
+                    depth_multiplier: o / c,
+                    activation: Activation::None,
+                }),
+                wt,
+                3,
+            )
+        } else {
+            return Ok(false);
+        };
+        let y = self.push(&format!("{name}/nhwc"), op, vec![Some(t), Some(wt), bias])?;
+        let conv_node = self.g.nodes().len() - 1;
+        let back = self.transpose(name, y, vec![0, 3, 1, 2])?;
+        if let Some(out) = n.output.first() {
+            self.convs.insert(out.clone(), (conv_node, wt, bias, axis));
+        }
+        self.output(n, back);
+        Ok(true)
+    }
+
+    /// BatchNormalization (inference): folded into the preceding Conv / Gemm when that is its
+    /// only consumer, else `x · scale + shift` with per-channel constants.
+    fn batch_norm(&mut self, n: &NodeProto, name: &str) -> R<bool> {
+        let first = n.input.first().cloned().unwrap_or_default();
+        let get = |i: usize| n.input.get(i).and_then(|s| self.constant(s)).and_then(|c| c.f32s());
+        let (Some(gamma), Some(beta), Some(mean), Some(var)) = (get(1), get(2), get(3), get(4)) else {
+            return Ok(false);
+        };
+        let eps = attr_f(n, "epsilon", 1e-5);
+        let scale: Vec<f32> = gamma.iter().zip(&var).map(|(g, v)| g / (v + eps).sqrt()).collect();
+        let shift: Vec<f32> = beta.iter().zip(&mean).zip(&scale).map(|((b, m), s)| b - m * s).collect();
+        let ch = scale.len();
+        if let Some(&(node, w, b, axis)) = self.convs.get(&first)
+            && self.uses.get(&first).copied() == Some(1)
+        {
+            let wt = self.g.tensor(w).cloned().ok_or("weights vanished")?;
+            let dims = wt.shape.to_fixed().ok_or("weights shape")?;
+            if dims.get(axis) == Some(&ch) {
+                let mut wv = read_f32s(wt.data.as_ref().ok_or("weights data")?);
+                let stride: usize = dims[axis + 1..].iter().product();
+                for (i, v) in wv.iter_mut().enumerate() {
+                    *v *= scale[(i / stride) % ch];
+                }
+                let bv: Vec<f32> = match b.and_then(|b| self.g.tensor(b)).and_then(|t| t.data.as_ref()) {
+                    Some(d) => read_f32s(d).iter().zip(&scale).zip(&shift).map(|((b, s), sh)| b * s + sh).collect(),
+                    None => shift.clone(),
+                };
+                let nw = self.new_const(&format!("{}/bn", wt.name), DType::F32, &dims, f32_bytes(&wv));
+                let nb = self.new_const(&format!("{name}/bias"), DType::F32, &[ch], f32_bytes(&bv));
+                if let Some(nd) = self.g.node_mut(qlite_ir::NodeId::from_index(node)) {
+                    nd.inputs[1] = Some(nw);
+                    if nd.inputs.len() < 3 {
+                        nd.inputs.push(Some(nb));
+                    } else {
+                        nd.inputs[2] = Some(nb);
+                    }
+                }
+                let v = self.vals.get(&first).cloned().ok_or("input missing")?;
+                self.alias(n, v);
+                return Ok(true);
+            }
+        }
+        let x = self.input(n, 0)?;
+        let rank = self.shape_of(x).rank();
+        let mut dims = vec![1usize; rank];
+        if rank >= 2 {
+            dims[1] = ch;
+        }
+        let s = self.new_const(&format!("{name}/scale"), DType::F32, &dims, f32_bytes(&scale));
+        let sh = self.new_const(&format!("{name}/shift"), DType::F32, &dims, f32_bytes(&shift));
+        let m = self.push(
+            &format!("{name}/mul"),
+            Op::Binary(Binary { kind: BinaryKind::Mul, activation: Activation::None }),
+            vec![Some(x), Some(s)],
+        )?;
+        let y = self.push(
+            name,
+            Op::Binary(Binary { kind: BinaryKind::Add, activation: Activation::None }),
+            vec![Some(m), Some(sh)],
+        )?;
+        self.output(n, y);
+        Ok(true)
+    }
+
+    fn pool(&mut self, n: &NodeProto, name: &str, op_type: &str) -> R<bool> {
+        let x = self.input(n, 0)?;
+        let xs = self.shape_of(x);
+        let k = attr_ints(n, "kernel_shape").unwrap_or_default();
+        if xs.rank() != 4 || k.len() != 2 || attr_i(n, "ceil_mode", 0) != 0 {
+            return Ok(false);
+        }
+        if attr_ints(n, "dilations").is_some_and(|d| d.iter().any(|&v| v != 1)) {
+            return Ok(false);
+        }
+        let s = attr_ints(n, "strides").unwrap_or_else(|| vec![1, 1]);
+        let filter = [k[0] as usize, k[1] as usize];
+        let stride = [s[0].max(1) as usize, s.get(1).copied().unwrap_or(1).max(1) as usize];
+        let hw = [xs.dim(2).and_then(|d| d.fixed()).unwrap_or(1), xs.dim(3).and_then(|d| d.fixed()).unwrap_or(1)];
+        let (padding, explicit) = window_padding(n, hw, filter, stride, [1, 1])?;
+        let kind = if op_type == "MaxPool" { PoolKind::Max } else { PoolKind::Average };
+        // Explicit padding other than TFLite's SAME cannot be expressed (max pools pad with
+        // -inf, average pools exclude the padding unless count_include_pad).
+        if explicit.is_some()
+            || (kind == PoolKind::Average && padding == Padding::Same && attr_i(n, "count_include_pad", 0) != 0)
+        {
+            return Ok(false);
+        }
+        if n.output.len() > 1 {
+            return Ok(false);
+        }
+        let t = self.transpose(&format!("{name}/to_nhwc"), x, vec![0, 2, 3, 1])?;
+        let y = self.push(
+            &format!("{name}/nhwc"),
+            Op::Pool2d(Pool2d { kind, filter, stride, padding, activation: Activation::None }),
+            vec![Some(t)],
+        )?;
+        let back = self.transpose(name, y, vec![0, 3, 1, 2])?;
+        self.output(n, back);
+        Ok(true)
+    }
+}
+
+/// Reshape target with ONNX's 0 (copy) and -1 (infer) rules.
+fn resolve_reshape(dims: &[usize], shape: &[i64], allowzero: bool) -> R<Vec<usize>> {
+    let total: usize = dims.iter().product();
+    let mut out: Vec<Option<usize>> = Vec::with_capacity(shape.len());
+    for (i, &s) in shape.iter().enumerate() {
+        out.push(match s {
+            -1 => None,
+            0 if !allowzero => Some(*dims.get(i).ok_or("reshape 0 beyond the input rank")?),
+            s if s >= 0 => Some(s as usize),
+            s => return Err(format!("bad reshape dimension {s}")),
+        });
+    }
+    let known: usize = out.iter().flatten().product();
+    let missing = out.iter().filter(|d| d.is_none()).count();
+    if missing > 1 || (missing == 1 && (known == 0 || !total.is_multiple_of(known))) || (missing == 0 && known != total)
+    {
+        return Err(format!("cannot reshape {dims:?} to {shape:?}"));
+    }
+    Ok(out.into_iter().map(|d| d.unwrap_or(total / known.max(1))).collect())
+}

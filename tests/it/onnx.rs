@@ -1,0 +1,185 @@
+//! ONNX import: fixtures against onnxruntime's outputs, layout cleanup, LiteRT, bad input.
+
+use crate::common::{export_case, fixture};
+use prost::Message;
+use qlite::{ConvertOptions, Registry};
+use qlite_onnx::proto;
+
+fn rel_err(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs() / y.abs().max(1e-3)).fold(0f32, f32::max)
+}
+
+#[test]
+fn fixtures_match_onnxruntime_and_litert_without_inner_transposes() {
+    let reg = Registry::default();
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::new();
+    for name in ["mlp", "cnn", "torch_style_cnn"] {
+        let model = fixture(&format!("onnx/{name}.onnx"));
+        let x = qlite::read_npy_file(&fixture(&format!("onnx/{name}_input.npy"))).unwrap();
+        let want = qlite::read_npy_file(&fixture(&format!("onnx/{name}_expected.npy"))).unwrap();
+        // The imported graph, run as is (NCHW with layout Transposes).
+        let g = qlite::load(&reg, &model).unwrap();
+        let y = qlite::run_batched(&g, vec![x.clone()]).unwrap();
+        let e = rel_err(y[0].as_f32().unwrap(), want.as_f32().unwrap());
+        assert!(e < 1e-4, "{name}: imported graph differs from onnxruntime by {e}");
+        // Converted: cleanup removes the layout Transposes; LiteRT must agree.
+        let out = dir.path().join(format!("{name}.tflite"));
+        qlite::convert(&reg, &model, &out, &ConvertOptions::default()).unwrap();
+        let t = qlite::load(&reg, &out).unwrap();
+        let transposes = t.nodes().iter().filter(|n| n.op.name() == "Transpose").count();
+        assert_eq!(transposes, 0, "{name}: Transposes left in the converted graph");
+        let yt = qlite::run_batched(&t, vec![x.clone()]).unwrap();
+        let e2 = rel_err(yt[0].as_f32().unwrap(), want.as_f32().unwrap());
+        assert!(e2 < 1e-4, "{name}: converted model differs from onnxruntime by {e2}");
+        export_case(&format!("onnx_{name}"), &std::fs::read(&out).unwrap(), &[x], &yt, "float");
+        text.push_str(&format!("== {name}\n{}\n", qlite::ir::print_graph(&t)));
+        // Names: the signature keeps the ONNX input and output names.
+        assert_eq!(t.input_name(0), g.input_name(0));
+        assert_eq!(t.output_name(0), g.output_name(0));
+    }
+    insta::assert_snapshot!("onnx_converted_ir", text);
+}
+
+#[test]
+fn dynamic_batch_and_input_shape_override() {
+    let reg = Registry::default();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cnn.tflite");
+    let model = fixture("onnx/torch_style_cnn.onnx");
+    qlite::convert(&reg, &model, &out, &ConvertOptions::default()).unwrap();
+    let g = qlite::load(&reg, &out).unwrap();
+    let s = &g.tensor(g.inputs()[0]).unwrap().shape;
+    assert_eq!(s.to_string(), "[?,1,8,8]", "a symbolic batch stays dynamic (shape_signature -1)");
+    let mut o = ConvertOptions::default();
+    o.input_shapes.insert("input".into(), vec![4, 1, 8, 8]);
+    qlite::convert(&reg, &model, &out, &o).unwrap();
+    let g = qlite::load(&reg, &out).unwrap();
+    assert_eq!(g.tensor(g.inputs()[0]).unwrap().shape.to_string(), "[4,1,8,8]");
+}
+
+fn node(op: &str, inputs: &[&str], outputs: &[&str]) -> proto::NodeProto {
+    proto::NodeProto {
+        op_type: Some(op.into()),
+        name: Some(format!("{op}_node")),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: outputs.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+fn value(name: &str, dims: &[i64]) -> proto::ValueInfoProto {
+    proto::ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(proto::TypeProto {
+            value: Some(proto::type_proto::Value::TensorType(proto::type_proto::Tensor {
+                elem_type: Some(1),
+                shape: Some(proto::TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|&d| proto::tensor_shape_proto::Dimension {
+                            value: Some(proto::tensor_shape_proto::dimension::Value::DimValue(d)),
+                            denotation: None,
+                        })
+                        .collect(),
+                }),
+            })),
+            denotation: None,
+        }),
+        doc_string: None,
+    }
+}
+
+fn model(nodes: Vec<proto::NodeProto>, inits: Vec<proto::TensorProto>) -> Vec<u8> {
+    let m = proto::ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![proto::OperatorSetIdProto { domain: Some(String::new()), version: Some(17) }],
+        graph: Some(proto::GraphProto {
+            node: nodes,
+            name: Some("g".into()),
+            initializer: inits,
+            input: vec![value("x", &[1, 4])],
+            output: vec![value("y", &[1, 4])],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    m.encode_to_vec()
+}
+
+fn f32_init(name: &str, dims: &[i64], n: usize) -> proto::TensorProto {
+    proto::TensorProto {
+        name: Some(name.into()),
+        dims: dims.to_vec(),
+        data_type: Some(1),
+        raw_data: Some(vec![0u8; n * 4].into()),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn bad_onnx_models_give_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("w.bin"), [0u8; 16]).unwrap();
+    let external = |loc: &str| proto::TensorProto {
+        name: Some("w".into()),
+        dims: vec![4],
+        data_type: Some(1),
+        data_location: Some(1),
+        external_data: vec![proto::StringStringEntryProto { key: Some("location".into()), value: Some(loc.into()) }],
+        ..Default::default()
+    };
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(outside.path().join("w.bin"), dir.path().join("link.bin")).unwrap();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("not a protobuf", b"\x08\x07this is not protobuf at all \xff\xff\xff".to_vec()),
+        ("node input names no tensor", model(vec![node("Relu", &["nope"], &["y"])], vec![])),
+        (
+            "unsupported ops are all named",
+            model(
+                vec![
+                    node("Erf", &["x"], &["a"]),
+                    node("Relu", &["a"], &["b"]),
+                    node("NonMaxSuppression", &["b"], &["y"]),
+                ],
+                vec![],
+            ),
+        ),
+        (
+            "initializer length disagrees with shape",
+            model(vec![node("Add", &["x", "w"], &["y"])], vec![f32_init("w", &[1, 4], 3)]),
+        ),
+        (
+            "raw_data and typed data",
+            model(
+                vec![node("Add", &["x", "w"], &["y"])],
+                vec![proto::TensorProto { float_data: vec![1.0; 4], ..f32_init("w", &[1, 4], 4) }],
+            ),
+        ),
+        (
+            "external data escaping the directory",
+            model(vec![node("Add", &["x", "w"], &["y"])], vec![external("../w.bin")]),
+        ),
+        ("external data through a symlink", model(vec![node("Add", &["x", "w"], &["y"])], vec![external("link.bin")])),
+        (
+            "cycle",
+            model(
+                vec![node("Relu", &["b"], &["a"]), node("Relu", &["a"], &["b"]), node("Relu", &["b"], &["y"])],
+                vec![],
+            ),
+        ),
+        ("output never produced", model(vec![node("Relu", &["x"], &["z"])], vec![])),
+    ];
+    let reg = Registry::default();
+    let mut text = String::new();
+    for (name, bytes) in cases {
+        let p = dir.path().join("m.onnx");
+        std::fs::write(&p, &bytes).unwrap();
+        let out = dir.path().join("out.tflite");
+        let e = qlite::convert(&reg, &p, &out, &ConvertOptions::default()).unwrap_err();
+        assert!(!out.exists());
+        text.push_str(&format!("{name}: {}\n", e.to_string().replace(dir.path().to_str().unwrap(), "<tmp>")));
+    }
+    insta::assert_snapshot!("onnx_errors", text);
+}
