@@ -266,6 +266,46 @@ fn cases() -> Vec<Case> {
         "float",
     );
     add(
+        "exp",
+        &|b| {
+            let x = b.input("x", &[1, 32], -4.0, 3.0);
+            vec![b.node(unary(UnaryKind::Exp), &[Some(x)], None)]
+        },
+        "float",
+    );
+    add(
+        "sqrt",
+        &|b| {
+            let x = b.input("x", &[1, 32], 0.0, 9.0);
+            vec![b.node(unary(UnaryKind::Sqrt), &[Some(x)], None)]
+        },
+        "float",
+    );
+    add(
+        "neg",
+        &|b| {
+            let x = b.input("x", &[1, 32], -4.0, 4.0);
+            vec![b.node(unary(UnaryKind::Neg), &[Some(x)], None)]
+        },
+        "float",
+    );
+    add(
+        "abs",
+        &|b| {
+            let x = b.input("x", &[1, 32], -4.0, 4.0);
+            vec![b.node(unary(UnaryKind::Abs), &[Some(x)], None)]
+        },
+        "float",
+    );
+    add(
+        "relu_n1_to_1",
+        &|b| {
+            let x = b.input("x", &[1, 32], -3.0, 3.0);
+            vec![b.node(unary(UnaryKind::ReluN1To1), &[Some(x)], None)]
+        },
+        "float",
+    );
+    add(
         "quantize_int8",
         &|b| {
             let x = b.input("x", &[1, 64], -8.0, 8.0);

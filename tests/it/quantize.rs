@@ -296,3 +296,48 @@ fn int8_quantization_of_every_op_kind() {
     let ours = qlite::run_batched(&q, vec![test.clone()]).unwrap();
     export_case("quant_zoo_int8", &std::fs::read(&out).unwrap(), &[test], &ours, "exact");
 }
+
+/// A model declared with a fixed batch of 2 calibrates two samples per run, keeps float for
+/// ops without an int8 kernel (Neg, Abs), and matches LiteRT bit for bit.
+#[test]
+fn fixed_batch_models_calibrate_in_batches_and_float_only_ops_stay_float() {
+    use crate::common::Builder;
+    use qlite::ir::op::*;
+    let mut b = Builder::new("batch2");
+    let x = b.input("x", &[2, 8], -2.0, 2.0);
+    let n = b.node(Op::Unary(Unary { kind: UnaryKind::Neg }), &[Some(x)], None);
+    let a = b.node(Op::Unary(Unary { kind: UnaryKind::Abs }), &[Some(n)], None);
+    let w = b.konst("w", &[4, 8]);
+    let fc = b.node(
+        Op::FullyConnected(FullyConnected {
+            activation: Activation::Relu,
+            keep_num_dims: false,
+            asymmetric_inputs: false,
+        }),
+        &[Some(a), Some(w), None],
+        None,
+    );
+    let (g, _) = b.finish(&[fc]);
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::default();
+    let float_path = dir.path().join("b2.tflite");
+    qlite::save(&reg, &g, &float_path).unwrap();
+    let mut rng = qlite::sample::Rng::new(9);
+    let calib_path = dir.path().join("calib.npy");
+    let out = dir.path().join("b2_int8.tflite");
+    let o = ConvertOptions { calibration: Some(calib_path.clone()), ..opts(QuantMode::Int8, IoType::Float32) };
+
+    qlite::write_npy_file(&calib_path, &Array::f32(vec![1, 8], rng.vec(8, -2.0, 2.0)).unwrap()).unwrap();
+    let e = qlite::convert(&reg, &float_path, &out, &o).unwrap_err().to_string();
+    assert!(e.contains("batches of 2") && e.contains("got 1"), "{e}");
+    assert!(!out.exists());
+
+    qlite::write_npy_file(&calib_path, &Array::f32(vec![9, 8], rng.vec(72, -2.0, 2.0)).unwrap()).unwrap();
+    qlite::convert(&reg, &float_path, &out, &o).unwrap();
+    let q = qlite::load(&reg, &out).unwrap();
+    let ops: Vec<&str> = q.nodes().iter().map(|n| n.op.name()).collect();
+    assert_eq!(ops, ["Neg", "Abs", "Quantize", "FullyConnected", "Dequantize"]);
+    let test = Array::f32(vec![2, 8], rng.vec(16, -2.0, 2.0)).unwrap();
+    let ours = qlite::run(&q, vec![test.clone()]).unwrap();
+    export_case("quant_batch2_float_fallback", &std::fs::read(&out).unwrap(), &[test], &ours, "exact");
+}

@@ -13,6 +13,7 @@ tasks:
   codegen [--check]   regenerate (or check) the committed flatbuffers bindings
   fixtures            regenerate fixtures/ (needs tensorflow-cpu; never run by CI)
   conformance         run the tests' exported models in LiteRT and compare with qlite
+  onnx-backend [--update]   the onnx wheel's backend test cases through qlite (+ LiteRT via conformance)
   convert IN -o OUT [qlite convert options]   convert through the library
   roundtrip           read/write/read every .tflite under fixtures/
   bench               measured numbers: inspect of a 100 MB .tflite, conversion times";
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
         Some("convert") => convert(&args[1..]),
         Some("roundtrip") => roundtrip(),
         Some("bench") => bench(),
+        Some("onnx-backend") => onnx_backend(args.iter().any(|a| a == "--update")),
         _ => Err(USAGE.to_string()),
     };
     match res {
@@ -70,6 +72,7 @@ fn ci() -> R {
     let _ = std::fs::remove_dir_all(&dir);
     run(cargo().args(["test", "--workspace"]).env("QLITE_CONFORMANCE_DIR", &dir))?;
     run(cargo().args(["run", "--quiet", "--release", "-p", "qlite-cli", "--", "roundtrip"]).args(fixture_models()?))?;
+    onnx_backend(false)?;
     conformance(false)?;
     eprintln!("xtask ci: all green in {:.0} s", t.elapsed().as_secs_f64());
     Ok(())
@@ -220,6 +223,7 @@ fn conformance(run_tests: bool) -> R {
     if run_tests {
         let _ = std::fs::remove_dir_all(&dir);
         run(cargo().args(["test", "-p", "qlite-cli", "--test", "it"]).env("QLITE_CONFORMANCE_DIR", &dir))?;
+        onnx_backend(false)?;
     }
     run(Command::new(py).arg(root().join("xtask/conformance/check.py")).arg(&dir))
 }
@@ -294,8 +298,23 @@ fn convert(args: &[String]) -> R {
     Ok(())
 }
 
+/// The onnx wheel's backend test data, found through the oracle venv.
+fn onnx_backend(update: bool) -> R {
+    let py = oracle_python()?;
+    let out = Command::new(&py)
+        .args(["-c", "import onnx, os; print(os.path.join(os.path.dirname(onnx.__file__), 'backend', 'test', 'data'))"])
+        .output()
+        .map_err(|e| format!("{}: {e}", py.display()))?;
+    if !out.status.success() {
+        return Err(format!("the oracle venv has no onnx package: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let data = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    onnx_backend::run(&root(), &data, &conformance_dir(), update)
+}
+
 fn bench() -> R {
     mod_bench::bench()
 }
 
 mod mod_bench;
+mod onnx_backend;

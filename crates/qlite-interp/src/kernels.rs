@@ -277,6 +277,11 @@ pub fn unary_f32(kind: UnaryKind, x: &[f32]) -> Vec<f32> {
         UnaryKind::Relu6 => x.iter().map(|v| Activation::Relu6.apply(*v)).collect(),
         UnaryKind::Logistic => x.iter().map(|v| 1.0 / (1.0 + (-v).exp())).collect(),
         UnaryKind::Tanh => x.iter().map(|v| v.tanh()).collect(),
+        UnaryKind::Exp => x.iter().map(|v| v.exp()).collect(),
+        UnaryKind::Sqrt => x.iter().map(|v| v.sqrt()).collect(),
+        UnaryKind::Neg => x.iter().map(|v| -v).collect(),
+        UnaryKind::Abs => x.iter().map(|v| v.abs()).collect(),
+        UnaryKind::ReluN1To1 => x.iter().map(|v| v.clamp(-1.0, 1.0)).collect(),
     }
 }
 

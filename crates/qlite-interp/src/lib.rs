@@ -283,9 +283,7 @@ impl<'g> Interpreter<'g> {
             Op::Mean(o) => make(kernels::mean_f32(o, f32_in(0)?, input(0)?.shape(), numel)),
             Op::Softmax(o) => make(kernels::softmax_f32(o, f32_in(0)?, input(0)?.shape().last().copied().unwrap_or(1))),
             Op::Unary(u) => match (u.kind, input(0)?.data()) {
-                (UnaryKind::Relu | UnaryKind::Relu6 | UnaryKind::Logistic | UnaryKind::Tanh, Data::F32(x)) => {
-                    make(kernels::unary_f32(u.kind, x))
-                }
+                (_, Data::F32(x)) => make(kernels::unary_f32(u.kind, x)),
                 (_, d) => Err(format!("{} on {} is not supported yet (float32 only)", node.op.name(), d.dtype())),
             },
             Op::Reshape(_) => input(0)?.clone().reshaped(out_shape.clone()).map_err(|e| e.to_string()),
@@ -515,6 +513,7 @@ impl Interpreter<'_> {
             Op::Unary(u) => match u.kind {
                 UnaryKind::Logistic | UnaryKind::Tanh => int8::lut(u.kind, &iv(0)?, in_q(0)?, out_q()?)?,
                 UnaryKind::Relu | UnaryKind::Relu6 => int8::relu(u.kind, &iv(0)?, in_q(0)?, out_q()?),
+                k => return Err(format!("{k:?} has no int8 kernel in qlite (the quantizer keeps it in float)")),
             },
             Op::Concatenation(c) => {
                 let o = out_q()?;

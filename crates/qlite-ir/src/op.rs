@@ -182,6 +182,12 @@ pub enum UnaryKind {
     Relu6,
     Logistic,
     Tanh,
+    Exp,
+    Sqrt,
+    Neg,
+    Abs,
+    /// Clamp to [-1, 1] (RELU_N1_TO_1).
+    ReluN1To1,
 }
 
 /// Elementwise activation as a standalone op.
@@ -276,6 +282,11 @@ impl Op {
                 UnaryKind::Relu6 => "Relu6",
                 UnaryKind::Logistic => "Logistic",
                 UnaryKind::Tanh => "Tanh",
+                UnaryKind::Exp => "Exp",
+                UnaryKind::Sqrt => "Sqrt",
+                UnaryKind::Neg => "Neg",
+                UnaryKind::Abs => "Abs",
+                UnaryKind::ReluN1To1 => "ReluN1To1",
             },
             Op::Quantize => "Quantize",
             Op::Dequantize => "Dequantize",

@@ -6,7 +6,7 @@ use prost::Message;
 use qlite_ir::op::*;
 use qlite_ir::tensor::{f32_bytes, i64_bytes, read_f32s};
 use qlite_ir::{DType, Dim, Graph, Node, Shape, Signature, Tensor, TensorId};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 /// Why an ONNX model could not be imported.
@@ -258,6 +258,8 @@ struct Importer {
     /// Convolutions whose weights a following BatchNormalization may fold into:
     /// ONNX output name → (node index, weights, bias, channel axis of the weights).
     convs: HashMap<String, (usize, TensorId, Option<TensorId>, usize)>,
+    /// Outputs of unsupported nodes (placeholders).
+    opaque: HashSet<String>,
 }
 
 type R<T> = Result<T, String>;
@@ -394,6 +396,7 @@ pub fn import(bytes: Bytes, opts: &ImportOptions) -> Result<Graph, OnnxError> {
         unsupported: Vec::new(),
         uses: HashMap::new(),
         convs: HashMap::new(),
+        opaque: HashSet::new(),
     };
     if let Some(doc) = &model.producer_name {
         im.g.set_description(Some(format!("imported from ONNX ({doc})")));
@@ -471,6 +474,9 @@ pub fn import(bytes: Bytes, opts: &ImportOptions) -> Result<Graph, OnnxError> {
                 im.unsupported.push(format!("{op_type} (node {node_name:?}, opset {opset})"));
                 im.mark_opaque(n, &op_type)?;
             }
+            // A node fed by an unsupported one cannot be checked (its input is a placeholder):
+            // the unsupported list is the error then.
+            Err(_) if n.input.iter().any(|i| im.opaque.contains(i)) => im.mark_opaque(n, &op_type)?,
             Err(message) => return Err(OnnxError::Node { node: node_name, op_type, message }),
         }
     }
@@ -498,6 +504,7 @@ impl Importer {
         for o in &n.output {
             let id = self.g.add_tensor(Tensor::activation(o.clone(), DType::F32, Shape::scalar()));
             self.vals.insert(o.clone(), Val::Tensor(id));
+            self.opaque.insert(o.clone());
         }
         let _ = op_type;
         Ok(())
@@ -545,11 +552,15 @@ impl Importer {
                 };
                 self.alias(n, Val::Const(c));
             }
-            "Relu" | "Sigmoid" | "Tanh" => {
+            "Relu" | "Sigmoid" | "Tanh" | "Exp" | "Sqrt" | "Neg" | "Abs" => {
                 let x = self.input(n, 0)?;
                 let kind = match op_type {
                     "Relu" => UnaryKind::Relu,
                     "Sigmoid" => UnaryKind::Logistic,
+                    "Exp" => UnaryKind::Exp,
+                    "Sqrt" => UnaryKind::Sqrt,
+                    "Neg" => UnaryKind::Neg,
+                    "Abs" => UnaryKind::Abs,
                     _ => UnaryKind::Tanh,
                 };
                 let y = self.push(name, Op::Unary(Unary { kind }), vec![Some(x)])?;
@@ -573,6 +584,8 @@ impl Importer {
                 };
                 let kind = if lo == 0.0 && hi == 6.0 {
                     UnaryKind::Relu6
+                } else if lo == -1.0 && hi == 1.0 {
+                    UnaryKind::ReluN1To1
                 } else if lo == 0.0 && hi >= f32::MAX {
                     UnaryKind::Relu
                 } else {
@@ -580,6 +593,58 @@ impl Importer {
                 };
                 let x = self.input(n, 0)?;
                 let y = self.push(name, Op::Unary(Unary { kind }), vec![Some(x)])?;
+                self.output(n, y);
+            }
+            "LeakyRelu" | "PRelu" => {
+                // y = relu(x) - slope · relu(-x): exact in float (one of the two terms is 0).
+                let x = self.input(n, 0)?;
+                let slope = if op_type == "LeakyRelu" {
+                    self.new_const(&format!("{name}/alpha"), DType::F32, &[], f32_bytes(&[attr_f(n, "alpha", 0.01)]))
+                } else {
+                    let sname = n.input.get(1).cloned().unwrap_or_default();
+                    let c = self.constant(&sname).ok_or("PRelu slope must be a constant")?;
+                    let v = c.f32s().ok_or("PRelu slope must be float")?;
+                    // Before opset 7 (no broadcasting) a 1-D slope is per channel (axis 1).
+                    let rank = self.shape_of(x).rank();
+                    let dims = if c.dims.len() == 1 && rank > 2 && v.len() > 1 {
+                        let mut d = vec![v.len()];
+                        d.extend(std::iter::repeat_n(1, rank - 2));
+                        d
+                    } else {
+                        c.dims.clone()
+                    };
+                    self.new_const(&sname, DType::F32, &dims, f32_bytes(&v))
+                };
+                let bin = |kind| Op::Binary(Binary { kind, activation: Activation::None });
+                let pos =
+                    self.push(&format!("{name}/pos"), Op::Unary(Unary { kind: UnaryKind::Relu }), vec![Some(x)])?;
+                let negx =
+                    self.push(&format!("{name}/neg"), Op::Unary(Unary { kind: UnaryKind::Neg }), vec![Some(x)])?;
+                let negr = self.push(
+                    &format!("{name}/neg_relu"),
+                    Op::Unary(Unary { kind: UnaryKind::Relu }),
+                    vec![Some(negx)],
+                )?;
+                let scaled =
+                    self.push(&format!("{name}/scaled"), bin(BinaryKind::Mul), vec![Some(negr), Some(slope)])?;
+                let y = self.push(name, bin(BinaryKind::Sub), vec![Some(pos), Some(scaled)])?;
+                self.output(n, y);
+            }
+            "Pow" => {
+                let e = n.input.get(1).and_then(|s| self.constant(s)).and_then(|c| c.f32s());
+                let Some(&[e]) = e.as_deref() else { return Ok(false) };
+                let x = self.input(n, 0)?;
+                let y = if e == 1.0 {
+                    self.alias(n, Val::Tensor(x));
+                    return Ok(true);
+                } else if e == 2.0 {
+                    let op = Op::Binary(Binary { kind: BinaryKind::Mul, activation: Activation::None });
+                    self.push(name, op, vec![Some(x), Some(x)])?
+                } else if e == 0.5 {
+                    self.push(name, Op::Unary(Unary { kind: UnaryKind::Sqrt }), vec![Some(x)])?
+                } else {
+                    return Ok(false);
+                };
                 self.output(n, y);
             }
             "Add" | "Sub" | "Mul" | "Div" | "Sum" => {
@@ -602,6 +667,13 @@ impl Importer {
                     )?;
                     self.output(n, y);
                     return Ok(true);
+                }
+                for i in n.input.iter().filter(|i| self.constant(i).is_none()) {
+                    if let Some(Val::Tensor(t)) = self.vals.get(i)
+                        && self.g.tensors()[t.index()].dtype != DType::F32
+                    {
+                        return Ok(false); // integer arithmetic on runtime tensors: no kernel yet
+                    }
                 }
                 let kind = match op_type {
                     "Sub" => BinaryKind::Sub,
@@ -674,6 +746,9 @@ impl Importer {
                     self.convs.insert(o.clone(), (self.g.nodes().len() - 1, wt, bias, 0));
                 }
                 self.output(n, y);
+            }
+            "Conv" | "MaxPool" | "AveragePool" if self.input(n, 0).map(|x| self.shape_of(x).rank()) == Ok(3) => {
+                return self.lift_1d(n, name, op_type);
             }
             "Conv" => return self.conv(n, name),
             "BatchNormalization" => return self.batch_norm(n, name),
@@ -1094,6 +1169,50 @@ impl Importer {
             Op::Binary(Binary { kind: BinaryKind::Add, activation: Activation::None }),
             vec![Some(m), Some(sh)],
         )?;
+        self.output(n, y);
+        Ok(true)
+    }
+
+    /// A 1-D Conv / pool on [N, C, W]: run the 2-D form on [N, C, 1, W] between Reshapes.
+    fn lift_1d(&mut self, n: &NodeProto, name: &str, op_type: &str) -> R<bool> {
+        let x = self.input(n, 0)?;
+        let xs = self.shape_of(x);
+        let fixed = |i: usize| xs.dim(i).and_then(|d| d.fixed()).map(|v| v as i64);
+        let (Some(c), Some(w)) = (fixed(1), fixed(2)) else { return Ok(false) };
+        let batch = fixed(0).unwrap_or(-1);
+        let x2 =
+            self.push(&format!("{name}/to_2d"), Op::Reshape(Reshape { shape: vec![batch, c, 1, w] }), vec![Some(x)])?;
+        let mut n2 = n.clone();
+        let x2name = format!("{name}/input_2d");
+        self.vals.insert(x2name.clone(), Val::Tensor(x2));
+        n2.input[0] = x2name;
+        if op_type == "Conv" {
+            let wname = n.input.get(1).cloned().unwrap_or_default();
+            let Some(wc) = self.constant(&wname).filter(|c| c.dims.len() == 3) else { return Ok(false) };
+            let w2name = format!("{name}/weights_2d");
+            let dims = vec![wc.dims[0], wc.dims[1], 1, wc.dims[2]];
+            self.vals.insert(w2name.clone(), Val::Const(ConstVal { dims, ..wc }));
+            n2.input[1] = w2name;
+        }
+        for a in &mut n2.attribute {
+            match a.name.as_deref() {
+                Some("kernel_shape" | "strides" | "dilations") if a.ints.len() == 1 => a.ints.insert(0, 1),
+                Some("pads") if a.ints.len() == 2 => a.ints = vec![0, a.ints[0], 0, a.ints[1]],
+                _ => {}
+            }
+        }
+        let y2name = format!("{name}/output_2d");
+        n2.output = vec![y2name.clone()];
+        let ok = if op_type == "Conv" { self.conv(&n2, name)? } else { self.pool(&n2, name, op_type)? };
+        if !ok {
+            return Ok(false);
+        }
+        let y2 = self.tensor(&y2name)?;
+        let ys = self.shape_of(y2);
+        let fixed = |i: usize| ys.dim(i).and_then(|d| d.fixed()).map(|v| v as i64);
+        let (Some(o), Some(wo)) = (fixed(1), fixed(3)) else { return Err(format!("output shape {ys} is not static")) };
+        let y =
+            self.push(&format!("{name}/to_1d"), Op::Reshape(Reshape { shape: vec![batch, o, wo] }), vec![Some(y2)])?;
         self.output(n, y);
         Ok(true)
     }

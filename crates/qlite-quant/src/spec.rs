@@ -49,6 +49,10 @@ pub fn op_spec(op: &Op) -> OpSpec {
             UnaryKind::Logistic => OpSpec::plain(OutputRule::Fixed(1.0 / 256.0, -128)),
             UnaryKind::Tanh => OpSpec::plain(OutputRule::Fixed(1.0 / 128.0, 0)),
             UnaryKind::Relu | UnaryKind::Relu6 => OpSpec::plain(OutputRule::Calibrated),
+            // No int8 kernel in qlite yet: these stay float between Dequantize / Quantize.
+            UnaryKind::Exp | UnaryKind::Sqrt | UnaryKind::Neg | UnaryKind::Abs | UnaryKind::ReluN1To1 => {
+                OpSpec { quantizable: false, ..OpSpec::plain(OutputRule::Calibrated) }
+            }
         },
         Op::Softmax(_) => OpSpec::plain(OutputRule::Fixed(1.0 / 256.0, -128)),
         Op::Pool2d(_) | Op::Reshape(_) | Op::Transpose(_) | Op::Pad(_) => OpSpec::plain(OutputRule::SameAsInput),

@@ -34,6 +34,7 @@ pub mod sample;
 pub use qlite_interp::{Array, Data, Interpreter, Observer};
 pub use qlite_ir as ir;
 pub use qlite_ir::Graph;
+pub use qlite_onnx as onnx;
 pub use qlite_quant as quant;
 pub use qlite_quant::{CalibrationMethod, CalibrationTable, IoType, QuantConfig, QuantMode};
 pub use qlite_safetensors as st;

@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 pub struct CalibrationSet {
     inputs: Vec<NpyRows>,
     rows: usize,
+    /// Rows per run: a model declared with a fixed batch B > 1 is calibrated B rows at a time.
+    batch: usize,
     origin: PathBuf,
 }
 
@@ -85,25 +87,47 @@ pub fn open_calibration(g: &Graph, path: &Path) -> Result<CalibrationSet, Error>
     if rows == 0 {
         return Err(err("the calibration set is empty".into()));
     }
-    Ok(CalibrationSet { inputs, rows, origin: path.to_path_buf() })
+    let batch = g
+        .inputs()
+        .first()
+        .and_then(|t| g.tensor(*t))
+        .and_then(|t| t.shape.dims().first().and_then(|d| d.fixed()))
+        .filter(|&b| b > 1)
+        .unwrap_or(1);
+    if rows < batch {
+        return Err(err(format!(
+            "the model runs batches of {batch}: give at least {batch} calibration samples, got {rows}"
+        )));
+    }
+    Ok(CalibrationSet { inputs, rows, batch, origin: path.to_path_buf() })
 }
 
 impl CalibrationSet {
+    /// The number of runs (samples, or batches of samples for a fixed-batch model; a
+    /// trailing partial batch is left out).
     pub fn len(&self) -> usize {
-        self.rows
+        self.rows / self.batch
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rows == 0
+        self.len() == 0
     }
 
-    /// Sample `i` (one array per input), checked for NaN / Inf.
+    /// Run `i`'s inputs (one array per input), checked for NaN / Inf.
     pub fn sample(&self, i: usize) -> Result<Vec<Array>, Error> {
         self.inputs
             .iter()
             .enumerate()
             .map(|(k, r)| {
-                let a = r.row(i).ok_or_else(|| Error::Usage(format!("sample {i} is missing")))?;
+                let missing = || Error::Usage(format!("sample {i} is missing"));
+                let a = if self.batch == 1 {
+                    r.row(i).ok_or_else(missing)?
+                } else {
+                    let parts: Vec<Array> = (i * self.batch..(i + 1) * self.batch)
+                        .map(|j| r.row(j).ok_or_else(missing))
+                        .collect::<Result<_, _>>()?;
+                    Array::stack_rows(&parts).ok_or_else(missing)?
+                };
                 if let Data::F32(v) = a.data()
                     && let Some(bad) = v.iter().position(|x| !x.is_finite())
                 {

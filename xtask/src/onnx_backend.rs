@@ -1,0 +1,247 @@
+//! The ONNX backend test cases shipped in the `onnx` wheel (`onnx/backend/test/data/
+//! pytorch-converted` and `pytorch-operator`), run through qlite.
+//!
+//! Each case is imported, sent through the default pipeline and run in qlite's interpreter;
+//! every output must match the case's expected output within `RTOL * |expected| + ATOL`.
+//! The converted graph is also written as a .tflite conformance case (with qlite's outputs as
+//! the expectation), so the LiteRT check that follows runs it in the real runtime.
+//!
+//! `xtask/conformance/onnx-backend-pass.txt` lists the cases that pass. A listed case that
+//! fails is an error; a passing case that is not listed is reported so the list can grow
+//! (`cargo xtask onnx-backend --update`).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+use qlite::onnx::proto::TensorProto;
+use qlite::{Array, Data};
+
+const RTOL: f64 = 1e-4;
+const ATOL: f64 = 1e-5;
+const SUITES: [&str; 2] = ["pytorch-converted", "pytorch-operator"];
+
+pub fn allow_list_path(root: &Path) -> PathBuf {
+    root.join("xtask/conformance/onnx-backend-pass.txt")
+}
+
+enum Outcome {
+    Pass { max_rel: f64 },
+    Unsupported(String),
+    Mismatch(String),
+}
+
+/// Read a serialized TensorProto (the cases' input_N.pb / output_N.pb).
+fn read_pb(path: &Path) -> Result<Array, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let t = TensorProto::decode(bytes.as_slice()).map_err(|e| format!("{}: {e}", path.display()))?;
+    let shape: Vec<usize> =
+        t.dims.iter().map(|&d| usize::try_from(d).map_err(|_| "negative dim".to_string())).collect::<Result<_, _>>()?;
+    let raw = t.raw_data.as_deref().unwrap_or(&[]);
+    let data = match t.data_type.unwrap_or(0) {
+        1 if !raw.is_empty() => {
+            Data::F32(raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect())
+        }
+        1 => Data::F32(t.float_data.clone()),
+        7 if !raw.is_empty() => {
+            Data::I64(raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect())
+        }
+        7 => Data::I64(t.int64_data.clone()),
+        6 if !raw.is_empty() => {
+            Data::I32(raw.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect())
+        }
+        6 => Data::I32(t.int32_data.clone()),
+        other => return Err(format!("{}: tensor data type {other} is not read by the harness", path.display())),
+    };
+    Array::new(shape, data).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn compare(ours: &Array, want: &Array) -> Result<f64, String> {
+    if ours.shape() != want.shape() {
+        return Err(format!("shape {:?}, expected {:?}", ours.shape(), want.shape()));
+    }
+    let (Some(a), Some(b)) = (ours.as_f32(), want.as_f32()) else {
+        return if ours.data() == want.data() { Ok(0.0) } else { Err("integer outputs differ".into()) };
+    };
+    let mut max_rel = 0f64;
+    for (i, (&x, &y)) in a.iter().zip(b).enumerate() {
+        let (x, y) = (f64::from(x), f64::from(y));
+        if x.is_nan() && y.is_nan() {
+            continue;
+        }
+        let err = (x - y).abs();
+        if err.is_nan() || err > RTOL * y.abs() + ATOL {
+            return Err(format!("element {i}: {x} vs expected {y}"));
+        }
+        max_rel = max_rel.max(err / y.abs().max(1e-3));
+    }
+    Ok(max_rel)
+}
+
+fn numbered(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    (0..).map(|i| dir.join(format!("{prefix}_{i}.pb"))).take_while(|p| p.exists()).collect()
+}
+
+fn run_case(reg: &qlite::Registry, case: &Path, export: &Path) -> Outcome {
+    let model = case.join("model.onnx");
+    let mut g = match qlite::load(reg, &model) {
+        Ok(g) => g,
+        Err(e) => return Outcome::Unsupported(one_line(&e.to_string())),
+    };
+    if let Err(e) = qlite::run_passes(&mut g, &qlite::ConvertOptions::default()) {
+        return Outcome::Mismatch(format!("pipeline: {e}"));
+    }
+    let mut max_rel = 0f64;
+    let mut exported = false;
+    let mut sets: Vec<PathBuf> = std::fs::read_dir(case)
+        .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect())
+        .unwrap_or_default();
+    sets.sort();
+    for set in sets {
+        let inputs: Result<Vec<Array>, String> = numbered(&set, "input").iter().map(|p| read_pb(p)).collect();
+        let want: Result<Vec<Array>, String> = numbered(&set, "output").iter().map(|p| read_pb(p)).collect();
+        let (inputs, want) = match (inputs, want) {
+            (Ok(i), Ok(w)) => (i, w),
+            (Err(e), _) | (_, Err(e)) => return Outcome::Unsupported(e),
+        };
+        let ours = match qlite::run(&g, inputs.clone()) {
+            Ok(o) => o,
+            Err(e) => return Outcome::Mismatch(format!("interpreter: {e}")),
+        };
+        if ours.len() != want.len() {
+            return Outcome::Mismatch(format!("{} outputs, expected {}", ours.len(), want.len()));
+        }
+        for (k, (o, w)) in ours.iter().zip(&want).enumerate() {
+            match compare(o, w) {
+                Ok(r) => max_rel = max_rel.max(r),
+                Err(e) => return Outcome::Mismatch(format!("output {k}: {e}")),
+            }
+        }
+        if !exported {
+            if let Err(e) = export_case(reg, &g, &inputs, &ours, export) {
+                return Outcome::Mismatch(format!("export: {e}"));
+            }
+            exported = true;
+        }
+    }
+    Outcome::Pass { max_rel }
+}
+
+fn export_case(
+    reg: &qlite::Registry,
+    g: &qlite::Graph,
+    inputs: &[Array],
+    outputs: &[Array],
+    d: &Path,
+) -> Result<(), String> {
+    std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
+    qlite::save(reg, g, &d.join("model.tflite")).map_err(|e| e.to_string())?;
+    let mut ins = Vec::new();
+    for (i, a) in inputs.iter().enumerate() {
+        let f = format!("input_{i}.npy");
+        qlite::write_npy_file(&d.join(&f), a).map_err(|e| e.to_string())?;
+        ins.push(format!("\"{f}\""));
+    }
+    let mut outs = Vec::new();
+    for (i, a) in outputs.iter().enumerate() {
+        let f = format!("expected_{i}.npy");
+        qlite::write_npy_file(&d.join(&f), a).map_err(|e| e.to_string())?;
+        outs.push(format!("\"{f}\""));
+    }
+    let json = format!(
+        "{{\"model\": \"model.tflite\", \"inputs\": [{}], \"expected\": [{}], \"compare\": \"float\"}}\n",
+        ins.join(", "),
+        outs.join(", ")
+    );
+    std::fs::write(d.join("case.json"), json).map_err(|e| e.to_string())
+}
+
+fn one_line(s: &str) -> String {
+    let s = s.split_once(": ").map_or(s, |(_, rest)| rest); // drop the path prefix
+    s.lines().collect::<Vec<_>>().join(" ")
+}
+
+/// Run every case under `data` (the wheel's backend/test/data). Writes LiteRT cases to
+/// `export_root/onnx-backend-<case>`. With `update`, rewrites the allow-list.
+pub fn run(root: &Path, data: &Path, export_root: &Path, update: bool) -> Result<(), String> {
+    let reg = qlite::Registry::default();
+    let list_path = allow_list_path(root);
+    let listed: BTreeSet<String> = std::fs::read_to_string(&list_path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    let mut passing = BTreeSet::new();
+    let (mut total, mut attempted) = (0, 0);
+    let mut regressions = Vec::new();
+    let mut report = String::new();
+    for suite in SUITES {
+        let dir = data.join(suite);
+        let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(|e| format!("{}: {e} (is the onnx wheel installed in the oracle venv?)", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.join("model.onnx").exists())
+            .collect();
+        cases.sort();
+        for case in cases {
+            total += 1;
+            let name = format!("{suite}/{}", case.file_name().unwrap().to_string_lossy());
+            let export = export_root.join(format!("onnx-backend-{}", name.replace('/', "-")));
+            let outcome = run_case(&reg, &case, &export);
+            let line = match &outcome {
+                Outcome::Pass { max_rel } => {
+                    attempted += 1;
+                    passing.insert(name.clone());
+                    format!("pass         {name} (max rel. error {max_rel:.1e})")
+                }
+                Outcome::Unsupported(why) => format!("unsupported  {name}: {why}"),
+                Outcome::Mismatch(why) => {
+                    attempted += 1;
+                    let _ = std::fs::remove_dir_all(&export);
+                    format!("FAIL         {name}: {why}")
+                }
+            };
+            if !matches!(outcome, Outcome::Pass { .. }) && listed.contains(&name) {
+                regressions.push(line.clone());
+            }
+            println!("{line}");
+            report.push_str(&line);
+            report.push('\n');
+        }
+    }
+    println!("onnx backend: {} passing / {attempted} attempted / {total} total", passing.len());
+    let report_path = export_root.join("onnx-backend-report.txt");
+    let _ = std::fs::create_dir_all(export_root);
+    let _ = std::fs::write(&report_path, report);
+    let new: Vec<_> = passing.difference(&listed).collect();
+    if update {
+        let mut text = String::from(
+            "# ONNX backend cases qlite passes (cargo xtask onnx-backend --update rewrites this).\n\
+             # CI fails when a listed case stops passing.\n",
+        );
+        for p in &passing {
+            text.push_str(p);
+            text.push('\n');
+        }
+        std::fs::write(&list_path, text).map_err(|e| format!("{}: {e}", list_path.display()))?;
+        println!("wrote {} cases to {}", passing.len(), list_path.display());
+    } else if !new.is_empty() {
+        println!("{} passing cases are not in {} yet (run with --update):", new.len(), list_path.display());
+        for n in new {
+            println!("  {n}");
+        }
+    }
+    if !regressions.is_empty() {
+        return Err(format!(
+            "{} allow-listed ONNX backend cases regressed:\n{}",
+            regressions.len(),
+            regressions.join("\n")
+        ));
+    }
+    if listed.is_empty() && !update {
+        return Err(format!("{} is empty or missing", list_path.display()));
+    }
+    Ok(())
+}
