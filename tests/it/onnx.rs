@@ -2,7 +2,7 @@
 
 use crate::common::{export_case, fixture};
 use prost::Message;
-use qlite::{ConvertOptions, Registry};
+use qlite::{Array, ConvertOptions, Registry};
 use qlite_onnx::proto;
 
 fn rel_err(a: &[f32], b: &[f32]) -> f32 {
@@ -27,8 +27,8 @@ fn fixtures_match_onnxruntime_and_litert_without_inner_transposes() {
         let out = dir.path().join(format!("{name}.tflite"));
         qlite::convert(&reg, &model, &out, &ConvertOptions::default()).unwrap();
         let t = qlite::load(&reg, &out).unwrap();
-        let transposes = t.nodes().iter().filter(|n| n.op.name() == "Transpose").count();
-        assert_eq!(transposes, 0, "{name}: Transposes left in the converted graph");
+        let summary = qlite::inspect::inspect_file(&reg, &out).unwrap();
+        assert_eq!(summary.transposes, 0, "{name}: Transposes left in the converted graph");
         let yt = qlite::run_batched(&t, vec![x.clone()]).unwrap();
         let e2 = rel_err(yt[0].as_f32().unwrap(), want.as_f32().unwrap());
         assert!(e2 < 1e-4, "{name}: converted model differs from onnxruntime by {e2}");
@@ -182,4 +182,43 @@ fn bad_onnx_models_give_clear_errors() {
         text.push_str(&format!("{name}: {}\n", e.to_string().replace(dir.path().to_str().unwrap(), "<tmp>")));
     }
     insta::assert_snapshot!("onnx_errors", text);
+}
+
+/// `--io-layout nhwc`: NHWC inputs, the same outputs as onnxruntime on the NCHW input, and no
+/// Transpose left (the input's transpose cancels against the convolution's).
+#[test]
+fn nhwc_io_layout() {
+    let reg = Registry::default();
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("onnx/torch_style_cnn.onnx");
+    let x = qlite::read_npy_file(&fixture("onnx/torch_style_cnn_input.npy")).unwrap();
+    let want = qlite::read_npy_file(&fixture("onnx/torch_style_cnn_expected.npy")).unwrap();
+    let s = x.shape().to_vec();
+    assert_eq!(s.len(), 4);
+    let v = x.as_f32().unwrap();
+    let mut t = vec![0f32; v.len()];
+    for n in 0..s[0] {
+        for c in 0..s[1] {
+            for h in 0..s[2] {
+                for w in 0..s[3] {
+                    t[((n * s[2] + h) * s[3] + w) * s[1] + c] = v[((n * s[1] + c) * s[2] + h) * s[3] + w];
+                }
+            }
+        }
+    }
+    let x_nhwc = Array::f32(vec![s[0], s[2], s[3], s[1]], t).unwrap();
+    let out = dir.path().join("nhwc.tflite");
+    let opts = ConvertOptions { nhwc_io: true, ..ConvertOptions::default() };
+    qlite::convert(&reg, &model, &out, &opts).unwrap();
+    let summary = qlite::inspect::inspect_file(&reg, &out).unwrap();
+    assert_eq!(summary.transposes, 0);
+    assert_eq!(summary.inputs[0].shape, format!("[?,{},{},{}]", s[2], s[3], s[1]));
+    let g = qlite::load(&reg, &out).unwrap();
+    let y = qlite::run_batched(&g, vec![x_nhwc.clone()]).unwrap();
+    let e = rel_err(y[0].as_f32().unwrap(), want.as_f32().unwrap());
+    assert!(e < 1e-4, "NHWC model differs from onnxruntime by {e}");
+    export_case("onnx_torch_style_cnn_nhwc_io", &std::fs::read(&out).unwrap(), &[x_nhwc], &y, "float");
+    // A format that is NHWC already refuses the option.
+    let e = qlite::convert(&reg, &fixture("digits/cnn.tflite"), &dir.path().join("x.tflite"), &opts).unwrap_err();
+    assert!(e.to_string().contains("NHWC already"), "{e}");
 }

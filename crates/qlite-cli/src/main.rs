@@ -40,6 +40,14 @@ enum IoArg {
     Uint8,
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
+enum IoLayout {
+    /// Keep the source format's layout (NCHW for ONNX).
+    Source,
+    /// NHWC rank-4 inputs and outputs (what TFLite users feed).
+    Nhwc,
+}
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Convert a model to another file (format chosen by the output extension).
@@ -98,6 +106,9 @@ enum Cmd {
         /// Override an input's shape, e.g. a symbolic batch: NAME=1,3,8,8 (repeatable).
         #[arg(long, value_name = "NAME=D,D,...")]
         input_shape: Vec<String>,
+        /// Layout of rank-4 inputs and outputs of an NCHW (ONNX) model.
+        #[arg(long, value_enum, default_value = "source")]
+        io_layout: IoLayout,
     },
     /// Convert a big safetensors checkpoint (file or sharded directory) to f16, bf16 or int8,
     /// streamed with bounded memory.
@@ -218,6 +229,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
             arch,
             weights,
             input_shape,
+            io_layout,
         } => {
             let mut quant = QuantConfig::new(match quantize {
                 QuantArg::None => QuantMode::None,
@@ -249,6 +261,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
                 arch,
                 weights,
                 input_shapes: parse_input_shapes(&input_shape)?,
+                nhwc_io: io_layout == IoLayout::Nhwc,
             };
             let mut bar = Progress::new("calibrating");
             let r = qlite::convert_with_progress(&reg, &input, &output, &opts, &mut |d, t| bar.update(d, t))

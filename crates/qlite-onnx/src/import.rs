@@ -37,6 +37,9 @@ pub struct ImportOptions {
     pub model_dir: Option<PathBuf>,
     /// Input shapes that override the model's (e.g. a symbolic batch).
     pub input_shapes: BTreeMap<String, Vec<usize>>,
+    /// Rank-4 graph inputs and outputs in NHWC instead of ONNX's NCHW (a Transpose at each,
+    /// which the layout passes then cancel against the convolutions' own).
+    pub nhwc_io: bool,
 }
 
 /// A value of the ONNX graph during import: an IR tensor, or a constant known at import time
@@ -453,8 +456,19 @@ pub fn import(bytes: Bytes, opts: &ImportOptions) -> Result<Graph, OnnxError> {
                 })
                 .unwrap_or_default(),
         };
-        let id = im.g.add_tensor(Tensor::activation(name.clone(), dtype, Shape::new(dims)));
-        im.vals.insert(name.clone(), Val::Tensor(id));
+        let id = if opts.nhwc_io && dims.len() == 4 {
+            let nhwc = vec![dims[0], dims[2], dims[3], dims[1]];
+            let id = im.g.add_tensor(Tensor::activation(name.clone(), dtype, Shape::new(nhwc)));
+            let nchw = im
+                .transpose(&format!("{name}/to_nchw"), id, vec![0, 3, 1, 2])
+                .map_err(|m| OnnxError::Input { name: name.clone(), message: m })?;
+            im.vals.insert(name.clone(), Val::Tensor(nchw));
+            id
+        } else {
+            let id = im.g.add_tensor(Tensor::activation(name.clone(), dtype, Shape::new(dims)));
+            im.vals.insert(name.clone(), Val::Tensor(id));
+            id
+        };
         inputs.push(id);
         input_names.push(name);
     }
@@ -487,7 +501,17 @@ pub fn import(bytes: Bytes, opts: &ImportOptions) -> Result<Graph, OnnxError> {
     let mut output_names = Vec::new();
     for vi in &graph.output {
         let name = vi.name.clone().unwrap_or_default();
-        let id = im.tensor(&name).map_err(|_| OnnxError::Output(name.clone()))?;
+        let mut id = im.tensor(&name).map_err(|_| OnnxError::Output(name.clone()))?;
+        if opts.nhwc_io && im.shape_of(id).rank() == 4 {
+            if let Some(t) = im.g.tensor_mut(id) {
+                t.name = format!("{name}/nchw");
+            }
+            id = im.transpose(&name, id, vec![0, 2, 3, 1]).map_err(|m| OnnxError::Node {
+                node: name.clone(),
+                op_type: "output".into(),
+                message: m,
+            })?;
+        }
         outputs.push(id);
         output_names.push(name);
     }

@@ -65,6 +65,8 @@ pub struct Summary {
     pub tensors: Vec<TensorSummary>,
     pub constant_tensors: usize,
     pub constant_bytes: usize,
+    /// Transpose ops in the graph (a converted CNN should have none inside).
+    pub transposes: usize,
 }
 
 fn io_summary(g: &Graph, name: Option<&str>, t: TensorId) -> IoSummary {
@@ -130,6 +132,7 @@ pub fn summarize(g: &Graph, file: &str, format: &str, bytes: &[u8]) -> Summary {
         tensors,
         constant_tensors: g.tensors().iter().filter(|t| t.is_const()).count(),
         constant_bytes: g.constant_bytes(),
+        transposes: g.nodes().iter().filter(|n| n.op.name() == "Transpose").count(),
     }
 }
 
@@ -166,7 +169,7 @@ pub fn render_text(s: &Summary) -> String {
     for i in &s.outputs {
         let _ = writeln!(o, "  {:?}: {}{} (tensor {})", i.name, i.dtype, i.shape, i.tensor);
     }
-    let _ = writeln!(o, "ops ({}):", s.ops.len());
+    let _ = writeln!(o, "ops ({}, {} Transpose):", s.ops.len(), s.transposes);
     for op in &s.ops {
         let fmt = match (&op.format_op, op.version) {
             (Some(f), Some(v)) => format!("{f} v{v}"),

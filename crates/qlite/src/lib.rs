@@ -73,6 +73,8 @@ pub struct Source {
     pub bytes: Bytes,
     /// Input shapes that override the model's (`--input-shape NAME=1,3,8,8`).
     pub input_shapes: std::collections::BTreeMap<String, Vec<usize>>,
+    /// Give the model NHWC inputs and outputs (rank-4 I/O of an NCHW source format).
+    pub nhwc_io: bool,
 }
 
 /// Reads one model format into the IR. Implement this to add a format.
@@ -181,6 +183,7 @@ impl Importer for OnnxFormat {
                 .parent()
                 .map(|p| if p.as_os_str().is_empty() { Path::new(".").to_path_buf() } else { p.to_path_buf() }),
             input_shapes: source.input_shapes.clone(),
+            nhwc_io: source.nhwc_io,
         };
         qlite_onnx::import(source.bytes.clone(), &opts).map_err(|e| e.to_string())
     }
@@ -264,7 +267,7 @@ pub fn load_bytes(reg: &Registry, path: &Path, bytes: Bytes) -> Result<Graph, Er
     let imp = reg
         .importer_for(path, &bytes[..bytes.len().min(64)])
         .ok_or_else(|| Error::UnknownFormat { path: path.to_path_buf(), known: reg.known_importers() })?;
-    let src = Source { path: path.to_path_buf(), bytes, input_shapes: Default::default() };
+    let src = Source { path: path.to_path_buf(), bytes, input_shapes: Default::default(), nhwc_io: false };
     imp.import(&src).map_err(|message| Error::Import { path: path.to_path_buf(), message })
 }
 
@@ -275,10 +278,28 @@ pub fn load_with_shapes(
     bytes: Bytes,
     input_shapes: &std::collections::BTreeMap<String, Vec<usize>>,
 ) -> Result<Graph, Error> {
+    load_with(reg, path, bytes, input_shapes, false)
+}
+
+/// [`load_bytes`] with input shape overrides and, for NCHW formats (ONNX), NHWC I/O.
+pub fn load_with(
+    reg: &Registry,
+    path: &Path,
+    bytes: Bytes,
+    input_shapes: &std::collections::BTreeMap<String, Vec<usize>>,
+    nhwc_io: bool,
+) -> Result<Graph, Error> {
     let imp = reg
         .importer_for(path, &bytes[..bytes.len().min(64)])
         .ok_or_else(|| Error::UnknownFormat { path: path.to_path_buf(), known: reg.known_importers() })?;
-    let src = Source { path: path.to_path_buf(), bytes, input_shapes: input_shapes.clone() };
+    if nhwc_io && imp.name() != "onnx" {
+        return Err(Error::Usage(format!(
+            "{}: NHWC I/O applies to NCHW formats (ONNX); {} models are NHWC already",
+            path.display(),
+            imp.name()
+        )));
+    }
+    let src = Source { path: path.to_path_buf(), bytes, input_shapes: input_shapes.clone(), nhwc_io };
     imp.import(&src).map_err(|message| Error::Import { path: path.to_path_buf(), message })
 }
 
@@ -329,6 +350,8 @@ pub struct ConvertOptions {
     pub weights: Option<PathBuf>,
     /// Input shapes overriding the model's (e.g. a symbolic batch of an ONNX model).
     pub input_shapes: std::collections::BTreeMap<String, Vec<usize>>,
+    /// NHWC inputs and outputs for an NCHW source (ONNX): `--io-layout nhwc`.
+    pub nhwc_io: bool,
 }
 
 /// What [`convert`] did.
@@ -398,7 +421,7 @@ pub fn convert_with_progress(
             qlite_safetensors::arch::build(&text, &f)
                 .map_err(|e| Error::Import { path: arch.clone(), message: e.to_string() })?
         }
-        None => load_with_shapes(reg, input, bytes, &opts.input_shapes)?,
+        None => load_with(reg, input, bytes, &opts.input_shapes, opts.nhwc_io)?,
     };
     if let Some(w) = &opts.weights {
         let wb = io::map_file(w).map_err(|source| Error::Io { path: w.clone(), source })?;
