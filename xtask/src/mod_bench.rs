@@ -33,6 +33,91 @@ fn big_model(mb: usize) -> Graph {
     g
 }
 
+/// An ONNX MLP of Gemm layers (transB = 1, as PyTorch exports nn.Linear) whose f32 weights
+/// add up to about `mb` megabytes, serialized with the project's own protobuf bindings.
+fn big_onnx(mb: usize) -> Vec<u8> {
+    use prost::Message;
+    use qlite::onnx::proto::{
+        GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto,
+        ValueInfoProto, tensor_shape_proto, type_proto,
+    };
+    let width = 2048usize;
+    let layers = (mb * 1_000_000 / 4 / (width * width)).max(1);
+    let mut rng = qlite::sample::Rng::new(3);
+    let value_info = |name: &str| ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(1),
+                shape: Some(TensorShapeProto {
+                    dim: [1, width as i64]
+                        .iter()
+                        .map(|&v| tensor_shape_proto::Dimension {
+                            value: Some(tensor_shape_proto::dimension::Value::DimValue(v)),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut g = GraphProto { name: Some("big".into()), ..Default::default() };
+    g.input.push(value_info("x"));
+    let mut prev = "x".to_string();
+    for l in 0..layers {
+        let (w, b, y) = (format!("w{l}"), format!("b{l}"), format!("h{l}"));
+        let raw = qlite::ir::tensor::f32_bytes(&rng.vec(width * width, -0.02, 0.02));
+        g.initializer.push(TensorProto {
+            name: Some(w.clone()),
+            dims: vec![width as i64, width as i64],
+            data_type: Some(1),
+            raw_data: Some(raw),
+            ..Default::default()
+        });
+        g.initializer.push(TensorProto {
+            name: Some(b.clone()),
+            dims: vec![width as i64],
+            data_type: Some(1),
+            raw_data: Some(qlite::ir::tensor::f32_bytes(&rng.vec(width, -0.1, 0.1))),
+            ..Default::default()
+        });
+        let attr = qlite::onnx::proto::AttributeProto {
+            name: Some("transB".into()),
+            i: Some(1),
+            r#type: Some(2),
+            ..Default::default()
+        };
+        g.node.push(NodeProto {
+            input: vec![prev.clone(), w, b],
+            output: vec![y.clone()],
+            name: Some(format!("gemm{l}")),
+            op_type: Some("Gemm".into()),
+            attribute: vec![attr],
+            ..Default::default()
+        });
+        let r = format!("r{l}");
+        g.node.push(NodeProto {
+            input: vec![y],
+            output: vec![r.clone()],
+            name: Some(format!("relu{l}")),
+            op_type: Some("Relu".into()),
+            ..Default::default()
+        });
+        prev = r;
+    }
+    g.output.push(value_info(&prev));
+    let m = ModelProto {
+        ir_version: Some(8),
+        producer_name: Some("qlite-bench".into()),
+        graph: Some(g),
+        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(17) }],
+        ..Default::default()
+    };
+    m.encode_to_vec()
+}
+
 /// A 64 → 1024 → 1024 → 10 int8 MLP (float I/O through QUANTIZE / DEQUANTIZE), random
 /// weights: the latency benchmark model.
 fn int8_mlp() -> Graph {
@@ -264,6 +349,18 @@ pub fn bench() -> R {
         "  convert {:.1} MB .tflite -> .tflite: {t:.1} ms, peak RSS {m:.1} MiB (the output is built in memory)",
         size as f64 / 1e6
     );
+    let onnx = dir.join("big.onnx");
+    let onnx_bytes = big_onnx(100);
+    std::fs::write(&onnx, &onnx_bytes).map_err(|e| e.to_string())?;
+    let onnx_s = onnx.to_string_lossy().into_owned();
+    let (t, m) = measure(&["convert", &onnx_s, "-o", &big_out])?;
+    println!(
+        "  convert {:.1} MB .onnx (Gemm+Relu MLP) -> .tflite: {t:.1} ms, peak RSS {m:.1} MiB ({:.2}x the file)",
+        onnx_bytes.len() as f64 / 1e6,
+        m * 1048576.0 / onnx_bytes.len() as f64
+    );
+    let (t, m) = measure(&["inspect", &onnx_s])?;
+    println!("  inspect {:.1} MB .onnx: {t:.1} ms, peak RSS {m:.1} MiB", onnx_bytes.len() as f64 / 1e6);
     for name in ["mlp", "cnn"] {
         let src = root().join(format!("fixtures/digits/{name}.tflite")).to_string_lossy().into_owned();
         let out = dir.join(format!("{name}.tflite")).to_string_lossy().into_owned();

@@ -720,7 +720,9 @@ impl Importer {
                 let x = self.input(n, 0)?;
                 let bname = n.input.get(1).cloned().unwrap_or_default();
                 let Some(b) = self.constant(&bname).filter(|c| c.dims.len() == 2) else { return Ok(false) };
-                let bv = b.f32s().ok_or("weights must be float")?;
+                if b.dtype != DType::F32 {
+                    return Err("weights must be float".into());
+                }
                 let (trans_a, trans_b) =
                     if op_type == "Gemm" { (attr_i(n, "transA", 0), attr_i(n, "transB", 0)) } else { (0, 0) };
                 if trans_a != 0 {
@@ -729,10 +731,14 @@ impl Importer {
                 let alpha = if op_type == "Gemm" { attr_f(n, "alpha", 1.0) } else { 1.0 };
                 let beta = if op_type == "Gemm" { attr_f(n, "beta", 1.0) } else { 1.0 };
                 // FULLY_CONNECTED wants [units, depth].
-                let (units, depth, w): (usize, usize, Vec<f32>) = if trans_b != 0 {
-                    (b.dims[0], b.dims[1], bv.iter().map(|v| v * alpha).collect())
+                let bv = || b.f32s().unwrap_or_default();
+                let (units, depth, w): (usize, usize, Vec<f32>) = if trans_b != 0 && alpha == 1.0 {
+                    (b.dims[0], b.dims[1], Vec::new())
+                } else if trans_b != 0 {
+                    (b.dims[0], b.dims[1], bv().iter().map(|v| v * alpha).collect())
                 } else {
                     let (k, m) = (b.dims[0], b.dims[1]);
+                    let bv = bv();
                     let mut t = vec![0f32; k * m];
                     for r in 0..k {
                         for c in 0..m {
@@ -745,7 +751,10 @@ impl Importer {
                 if op_type == "Gemm" && xr != 2 {
                     return Err(format!("Gemm input must be 2-D, got {}", self.shape_of(x)));
                 }
-                let wt = self.new_const(&bname, DType::F32, &[units, depth], f32_bytes(&w));
+                // transB = 1 with alpha = 1 (PyTorch's nn.Linear) is already FULLY_CONNECTED's
+                // layout: keep the initializer's bytes (memory-mapped), no copy.
+                let data = if trans_b != 0 && alpha == 1.0 { b.data.clone() } else { f32_bytes(&w) };
+                let wt = self.new_const(&bname, DType::F32, &[units, depth], data);
                 let bias = match n.input.get(2).filter(|s| !s.is_empty()) {
                     Some(cn) => {
                         let c = self.constant(cn).and_then(|c| c.f32s()).ok_or("Gemm C must be a float constant")?;
