@@ -833,6 +833,39 @@ impl Importer {
                 self.output(n, y);
             }
             "Transpose" => {
+                if let Some(c) = self.constant(&first) {
+                    // A transposed initializer (older PyTorch exports of Linear): fold it.
+                    let rank = c.dims.len();
+                    let perm: Vec<usize> = attr_ints(n, "perm")
+                        .map(|p| p.iter().map(|&a| a as usize).collect())
+                        .unwrap_or_else(|| (0..rank).rev().collect());
+                    let mut seen = vec![false; rank];
+                    if perm.len() != rank || perm.iter().any(|&p| p >= rank || std::mem::replace(&mut seen[p], true)) {
+                        return Err(format!("perm {perm:?} is not a permutation of rank {rank}"));
+                    }
+                    let size = c.dtype.size();
+                    let dims: Vec<usize> = perm.iter().map(|&p| c.dims[p]).collect();
+                    let mut in_strides = vec![1usize; rank];
+                    for i in (0..rank.saturating_sub(1)).rev() {
+                        in_strides[i] = in_strides[i + 1] * c.dims[i + 1];
+                    }
+                    let total: usize = dims.iter().product();
+                    let mut out = Vec::with_capacity(total * size);
+                    let mut idx = vec![0usize; rank];
+                    for _ in 0..total {
+                        let src: usize = (0..rank).map(|k| idx[k] * in_strides[perm[k]]).sum();
+                        out.extend_from_slice(&c.data[src * size..(src + 1) * size]);
+                        for k in (0..rank).rev() {
+                            idx[k] += 1;
+                            if idx[k] < dims[k] {
+                                break;
+                            }
+                            idx[k] = 0;
+                        }
+                    }
+                    self.alias(n, Val::Const(ConstVal { dtype: c.dtype, dims, data: Bytes::from(out) }));
+                    return Ok(true);
+                }
                 let x = self.input(n, 0)?;
                 let rank = self.shape_of(x).rank();
                 let perm = attr_ints(n, "perm")
@@ -923,10 +956,15 @@ impl Importer {
                 let y = self.push(name, Op::Pad(Pad { paddings }), vec![Some(x)])?;
                 self.output(n, y);
             }
-            "ReduceMean" => {
+            "ReduceMean" | "ReduceSum" => {
                 let x = self.input(n, 0)?;
                 let rank = self.shape_of(x).rank();
-                let axes = if self.opset >= 18 { self.const_ints(n, 1, "axes")? } else { attr_ints(n, "axes") };
+                let axes_input = if op_type == "ReduceSum" { 13 } else { 18 };
+                let axes = if self.opset >= axes_input { self.const_ints(n, 1, "axes")? } else { attr_ints(n, "axes") };
+                if axes.as_ref().is_none_or(|a| a.is_empty()) && attr_i(n, "noop_with_empty_axes", 0) != 0 {
+                    self.alias(n, Val::Tensor(x));
+                    return Ok(true);
+                }
                 let mut ax: Vec<usize> = match axes {
                     Some(a) if !a.is_empty() => a.iter().map(|&v| norm_axis(v, rank)).collect::<R<_>>()?,
                     _ => (0..rank).collect(),
@@ -934,6 +972,23 @@ impl Importer {
                 ax.sort_unstable();
                 ax.dedup();
                 let keep = attr_i(n, "keepdims", 1) != 0;
+                if op_type == "ReduceSum" {
+                    // SUM = MEAN · count (the IR has no SUM op yet; float-exact up to one rounding).
+                    let xs = self.shape_of(x);
+                    let count =
+                        ax.iter().try_fold(1usize, |acc, &a| xs.dim(a).and_then(|d| d.fixed()).map(|d| acc * d));
+                    let Some(count) = count else { return Ok(false) };
+                    let m = self.push(
+                        &format!("{name}/mean"),
+                        Op::Mean(Mean { axes: ax, keep_dims: keep }),
+                        vec![Some(x)],
+                    )?;
+                    let c = self.new_const(&format!("{name}/count"), DType::F32, &[], f32_bytes(&[count as f32]));
+                    let op = Op::Binary(Binary { kind: BinaryKind::Mul, activation: Activation::None });
+                    let y = self.push(name, op, vec![Some(m), Some(c)])?;
+                    self.output(n, y);
+                    return Ok(true);
+                }
                 let y = self.push(name, Op::Mean(Mean { axes: ax, keep_dims: keep }), vec![Some(x)])?;
                 self.output(n, y);
             }
