@@ -13,9 +13,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use prost::Message;
-use qlite::onnx::proto::TensorProto;
-use qlite::{Array, Data};
+use qlite::Array;
 
 const RTOL: f64 = 1e-4;
 const ATOL: f64 = 1e-5;
@@ -34,26 +32,9 @@ enum Outcome {
 /// Read a serialized TensorProto (the cases' input_N.pb / output_N.pb).
 fn read_pb(path: &Path) -> Result<Array, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let t = TensorProto::decode(bytes.as_slice()).map_err(|e| format!("{}: {e}", path.display()))?;
-    let shape: Vec<usize> =
-        t.dims.iter().map(|&d| usize::try_from(d).map_err(|_| "negative dim".to_string())).collect::<Result<_, _>>()?;
-    let raw = t.raw_data.as_deref().unwrap_or(&[]);
-    let data = match t.data_type.unwrap_or(0) {
-        1 if !raw.is_empty() => {
-            Data::F32(raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect())
-        }
-        1 => Data::F32(t.float_data.clone()),
-        7 if !raw.is_empty() => {
-            Data::I64(raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect())
-        }
-        7 => Data::I64(t.int64_data.clone()),
-        6 if !raw.is_empty() => {
-            Data::I32(raw.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect())
-        }
-        6 => Data::I32(t.int32_data.clone()),
-        other => return Err(format!("{}: tensor data type {other} is not read by the harness", path.display())),
-    };
-    Array::new(shape, data).map_err(|e| format!("{}: {e}", path.display()))
+    let (dtype, shape, data) =
+        qlite::onnx::read_tensor_proto(bytes.into()).map_err(|e| format!("{}: {e}", path.display()))?;
+    Array::from_le_bytes(dtype, shape, &data).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn compare(ours: &Array, want: &Array) -> Result<f64, String> {

@@ -82,6 +82,15 @@ fn f32_const(v: &[f32], dims: Vec<usize>) -> ConstVal {
     ConstVal { dtype: DType::F32, dims, data: f32_bytes(v) }
 }
 
+/// Decode a serialized TensorProto (e.g. the backend test cases' `input_0.pb`): dtype, dims
+/// and little-endian element bytes, with the same checks as initializers. External data is
+/// not followed.
+pub fn read_tensor_proto(bytes: Bytes) -> Result<(DType, Vec<usize>, Bytes), OnnxError> {
+    let t = TensorProto::decode(bytes).map_err(|e| OnnxError::Decode(e.to_string()))?;
+    let c = tensor_value(&t, &Ctx { model_dir: None })?;
+    Ok((c.dtype, c.dims, c.data))
+}
+
 /// Read an ONNX tensor (initializer or attribute) into a constant. float16 / double are
 /// converted to float32; int32 / int64 / uint8 / int8 / bool are kept.
 fn tensor_value(t: &TensorProto, ctx: &Ctx) -> Result<ConstVal, OnnxError> {

@@ -14,7 +14,7 @@ pub mod proto {
 
 mod import;
 
-pub use import::{ImportOptions, OnnxError, import};
+pub use import::{ImportOptions, OnnxError, import, read_tensor_proto};
 
 /// Does this look like an ONNX model? (ModelProto starts with ir_version, field 1 varint.)
 pub fn sniff(head: &[u8]) -> bool {
