@@ -316,7 +316,25 @@ impl SinkTransposes {
                 return true;
             }
             let consumers = g.consumers(y);
-            if g.outputs().contains(&y) || consumers.len() != 1 {
+            if g.outputs().contains(&y) {
+                continue;
+            }
+            // Fan-out into elementwise unary ops only (e.g. LeakyRelu's relu(x) and neg(x)):
+            // give each reader its own copy, which then sinks on its own path.
+            if consumers.len() > 1 && consumers.iter().all(|(c, _)| matches!(g.nodes()[c.index()].op, Op::Unary(_))) {
+                let name = g.nodes()[ti].name.clone();
+                let Some(yt) = g.tensor(y).cloned() else { continue };
+                for (k, &(c, slot)) in consumers.iter().enumerate().skip(1).rev() {
+                    let yk = g.add_tensor(crate::Tensor { name: format!("{}/{k}", yt.name), ..yt.clone() });
+                    if let Some(n) = g.node_mut(c) {
+                        n.inputs[slot] = Some(yk);
+                    }
+                    let op = Op::Transpose(crate::op::Transpose { perm: perm.clone() });
+                    g.insert_node(ti + 1, crate::Node::new(format!("{name}/{k}"), op, vec![Some(x)], vec![yk]));
+                }
+                return true;
+            }
+            if consumers.len() != 1 {
                 continue;
             }
             let (ci, slot) = (consumers[0].0.index(), consumers[0].1);

@@ -272,6 +272,8 @@ struct Importer {
     convs: HashMap<String, (usize, TensorId, Option<TensorId>, usize)>,
     /// Outputs of unsupported nodes (placeholders).
     opaque: HashSet<String>,
+    /// Tensors known to hold only values >= 0 (ReLU outputs), where zero padding acts as -inf.
+    nonneg: HashSet<TensorId>,
 }
 
 type R<T> = Result<T, String>;
@@ -409,6 +411,7 @@ pub fn import(bytes: Bytes, opts: &ImportOptions) -> Result<Graph, OnnxError> {
         uses: HashMap::new(),
         convs: HashMap::new(),
         opaque: HashSet::new(),
+        nonneg: HashSet::new(),
     };
     if let Some(doc) = &model.producer_name {
         im.g.set_description(Some(format!("imported from ONNX ({doc})")));
@@ -597,6 +600,9 @@ impl Importer {
                     _ => UnaryKind::Tanh,
                 };
                 let y = self.push(name, Op::Unary(Unary { kind }), vec![Some(x)])?;
+                if kind == UnaryKind::Relu {
+                    self.nonneg.insert(y);
+                }
                 self.output(n, y);
             }
             "Clip" => {
@@ -626,6 +632,9 @@ impl Importer {
                 };
                 let x = self.input(n, 0)?;
                 let y = self.push(name, Op::Unary(Unary { kind }), vec![Some(x)])?;
+                if kind != UnaryKind::ReluN1To1 {
+                    self.nonneg.insert(y);
+                }
                 self.output(n, y);
             }
             "LeakyRelu" | "PRelu" => {
@@ -1318,9 +1327,10 @@ impl Importer {
         let x = self.input(n, 0)?;
         let xs = self.shape_of(x);
         let k = attr_ints(n, "kernel_shape").unwrap_or_default();
-        if xs.rank() != 4 || k.len() != 2 || attr_i(n, "ceil_mode", 0) != 0 {
+        if xs.rank() != 4 || k.len() != 2 || k.iter().any(|&v| v < 1) {
             return Ok(false);
         }
+        let ceil_mode = attr_i(n, "ceil_mode", 0) != 0;
         if attr_ints(n, "dilations").is_some_and(|d| d.iter().any(|&v| v != 1)) {
             return Ok(false);
         }
@@ -1328,28 +1338,82 @@ impl Importer {
         let filter = [k[0] as usize, k[1] as usize];
         let stride = [s[0].max(1) as usize, s.get(1).copied().unwrap_or(1).max(1) as usize];
         let hw = [xs.dim(2).and_then(|d| d.fixed()).unwrap_or(1), xs.dim(3).and_then(|d| d.fixed()).unwrap_or(1)];
-        let (padding, explicit) = window_padding(n, hw, filter, stride, [1, 1])?;
+        let (mut padding, explicit) = window_padding(n, hw, filter, stride, [1, 1])?;
         let kind = if op_type == "MaxPool" { PoolKind::Max } else { PoolKind::Average };
-        // Explicit padding other than TFLite's SAME cannot be expressed (max pools pad with
-        // -inf, average pools exclude the padding unless count_include_pad).
-        if explicit.is_some()
-            || (kind == PoolKind::Average && padding == Padding::Same && attr_i(n, "count_include_pad", 0) != 0)
-        {
-            return Ok(false);
-        }
         if n.output.len() > 1 {
             return Ok(false);
         }
-        let t = self.transpose(&format!("{name}/to_nhwc"), x, vec![0, 2, 3, 1])?;
+        let include_pad = kind == PoolKind::Average && attr_i(n, "count_include_pad", 0) != 0;
+        // TFLite pools pad implicitly (SAME) and leave the padding out of every window. Other
+        // paddings are an explicit zero PAD before a VALID pool, exact when zeros are what the
+        // window should see: an average pool with count_include_pad, or a max pool over
+        // values known to be >= 0 (the output of a ReLU, as in ResNet / VGG / SqueezeNet).
+        let mut pads = explicit;
+        if include_pad && padding == Padding::Same && pads.is_none() {
+            pads = Some(same_pads(hw, filter, stride));
+        }
+        if ceil_mode {
+            let p = pads.get_or_insert(match padding {
+                Padding::Same => same_pads(hw, filter, stride),
+                Padding::Valid => [0; 4],
+            });
+            for i in 0..2 {
+                let padded = hw[i] + p[i] + p[i + 2];
+                if padded < filter[i] {
+                    return Err(format!("kernel {filter:?} is larger than the padded input"));
+                }
+                let mut out = (padded - filter[i]).div_ceil(stride[i]) + 1;
+                // The last window must start inside the input or its leading padding.
+                if (out - 1) * stride[i] >= hw[i] + p[i] {
+                    out -= 1;
+                }
+                p[i + 2] += ((out - 1) * stride[i] + filter[i]).saturating_sub(padded);
+            }
+        }
+        if let Some(p) = pads {
+            let exact = match kind {
+                PoolKind::Average => include_pad && !ceil_mode,
+                PoolKind::Max => self.nonneg.contains(&x),
+            };
+            if !exact && p != [0; 4] {
+                return Ok(false);
+            }
+        }
+        let mut t = self.transpose(&format!("{name}/to_nhwc"), x, vec![0, 2, 3, 1])?;
+        if let Some(p) = pads.filter(|p| *p != [0; 4]) {
+            t = self.push(
+                &format!("{name}/pad"),
+                Op::Pad(Pad { paddings: vec![[0, 0], [p[0], p[2]], [p[1], p[3]], [0, 0]] }),
+                vec![Some(t)],
+            )?;
+            padding = Padding::Valid;
+        } else if pads.is_some() {
+            padding = Padding::Valid;
+        }
         let y = self.push(
             &format!("{name}/nhwc"),
             Op::Pool2d(Pool2d { kind, filter, stride, padding, activation: Activation::None }),
             vec![Some(t)],
         )?;
         let back = self.transpose(name, y, vec![0, 3, 1, 2])?;
+        if kind == PoolKind::Max && self.nonneg.contains(&x) {
+            self.nonneg.insert(back);
+        }
         self.output(n, back);
         Ok(true)
     }
+}
+
+/// The [top, left, bottom, right] pads of TFLite's SAME rule.
+fn same_pads(hw: [usize; 2], k: [usize; 2], s: [usize; 2]) -> [usize; 4] {
+    let mut p = [0; 4];
+    for i in 0..2 {
+        let out = hw[i].div_ceil(s[i]);
+        let total = ((out.max(1) - 1) * s[i] + k[i]).saturating_sub(hw[i]);
+        p[i] = total / 2;
+        p[i + 2] = total - total / 2;
+    }
+    p
 }
 
 /// Reshape target with ONNX's 0 (copy) and -1 (infer) rules.
