@@ -142,6 +142,32 @@ fn cases() -> Vec<Case> {
         "float",
     );
     add(
+        "maximum_broadcast",
+        &|b| {
+            let x = b.input("x", &[2, 3], -2.0, 2.0);
+            let y = b.input("y", &[3], -2.0, 2.0);
+            vec![b.node(
+                Op::Binary(Binary { kind: BinaryKind::Maximum, activation: Activation::None }),
+                &[Some(x), Some(y)],
+                None,
+            )]
+        },
+        "float",
+    );
+    add(
+        "minimum",
+        &|b| {
+            let x = b.input("x", &[2, 3], -2.0, 2.0);
+            let y = b.input("y", &[2, 3], -2.0, 2.0);
+            vec![b.node(
+                Op::Binary(Binary { kind: BinaryKind::Minimum, activation: Activation::None }),
+                &[Some(x), Some(y)],
+                None,
+            )]
+        },
+        "float",
+    );
+    add(
         "max_pool_same",
         &|b| {
             let x = b.input("x", &[1, 7, 7, 2], -1.0, 1.0);

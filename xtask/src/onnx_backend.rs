@@ -17,7 +17,7 @@ use qlite::Array;
 
 const RTOL: f64 = 1e-4;
 const ATOL: f64 = 1e-5;
-const SUITES: [&str; 2] = ["pytorch-converted", "pytorch-operator"];
+const SUITES: [&str; 3] = ["pytorch-converted", "pytorch-operator", "light"];
 
 pub fn allow_list_path(root: &Path) -> PathBuf {
     root.join("xtask/conformance/onnx-backend-pass.txt")
@@ -63,9 +63,30 @@ fn numbered(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     (0..).map(|i| dir.join(format!("{prefix}_{i}.pb"))).take_while(|p| p.exists()).collect()
 }
 
-fn run_case(reg: &qlite::Registry, case: &Path, export: &Path) -> Outcome {
-    let model = case.join("model.onnx");
-    let mut g = match qlite::load(reg, &model) {
+/// Where a case's inputs and expected outputs come from.
+enum DataSet {
+    /// A `test_data_set_N` directory of `input_K.pb` / `output_K.pb`.
+    Dir(PathBuf),
+    /// The "light" ImageNet models: every input is `arange(n) / n` in its declared shape
+    /// (what the onnx backend runner feeds them), the expected output is this file.
+    Light(PathBuf),
+}
+
+fn light_inputs(g: &qlite::Graph) -> Result<Vec<Array>, String> {
+    g.inputs()
+        .iter()
+        .map(|&t| {
+            let t = g.tensor(t).ok_or("missing input tensor")?;
+            let shape: Vec<usize> = t.shape.dims().iter().map(|d| d.fixed().unwrap_or(1)).collect();
+            let n: usize = shape.iter().product();
+            let v = (0..n).map(|i| (i as f64 / n as f64) as f32).collect();
+            Array::f32(shape, v).map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+fn run_case(reg: &qlite::Registry, model: &Path, sets: Vec<DataSet>, export: &Path) -> Outcome {
+    let mut g = match qlite::load(reg, model) {
         Ok(g) => g,
         Err(e) => return Outcome::Unsupported(one_line(&e.to_string())),
     };
@@ -74,13 +95,14 @@ fn run_case(reg: &qlite::Registry, case: &Path, export: &Path) -> Outcome {
     }
     let mut max_rel = 0f64;
     let mut exported = false;
-    let mut sets: Vec<PathBuf> = std::fs::read_dir(case)
-        .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect())
-        .unwrap_or_default();
-    sets.sort();
     for set in sets {
-        let inputs: Result<Vec<Array>, String> = numbered(&set, "input").iter().map(|p| read_pb(p)).collect();
-        let want: Result<Vec<Array>, String> = numbered(&set, "output").iter().map(|p| read_pb(p)).collect();
+        let (inputs, want): (Result<Vec<Array>, String>, Result<Vec<Array>, String>) = match &set {
+            DataSet::Dir(d) => (
+                numbered(d, "input").iter().map(|p| read_pb(p)).collect(),
+                numbered(d, "output").iter().map(|p| read_pb(p)).collect(),
+            ),
+            DataSet::Light(out) => (light_inputs(&g), read_pb(out).map(|a| vec![a])),
+        };
         let (inputs, want) = match (inputs, want) {
             (Ok(i), Ok(w)) => (i, w),
             (Err(e), _) | (_, Err(e)) => return Outcome::Unsupported(e),
@@ -160,17 +182,35 @@ pub fn run(root: &Path, data: &Path, export_root: &Path, update: bool) -> Result
     let mut report = String::new();
     for suite in SUITES {
         let dir = data.join(suite);
-        let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
             .map_err(|e| format!("{}: {e} (is the onnx wheel installed in the oracle venv?)", dir.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.join("model.onnx").exists())
             .collect();
-        cases.sort();
-        for case in cases {
+        entries.sort();
+        // (case name, model, data sets)
+        let mut cases: Vec<(String, PathBuf, Vec<DataSet>)> = Vec::new();
+        for e in entries {
+            let file = e.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            if suite == "light" {
+                let Some(stem) = file.strip_suffix(".onnx") else { continue };
+                let out = dir.join(format!("{stem}_output_0.pb"));
+                cases.push((format!("{suite}/{stem}"), e.clone(), vec![DataSet::Light(out)]));
+            } else if e.join("model.onnx").exists() {
+                let mut sets: Vec<PathBuf> = std::fs::read_dir(&e)
+                    .map(|r| r.filter_map(|x| x.ok().map(|x| x.path())).filter(|p| p.is_dir()).collect())
+                    .unwrap_or_default();
+                sets.sort();
+                cases.push((
+                    format!("{suite}/{file}"),
+                    e.join("model.onnx"),
+                    sets.into_iter().map(DataSet::Dir).collect(),
+                ));
+            }
+        }
+        for (name, model, sets) in cases {
             total += 1;
-            let name = format!("{suite}/{}", case.file_name().unwrap().to_string_lossy());
             let export = export_root.join(format!("onnx-backend-{}", name.replace('/', "-")));
-            let outcome = run_case(&reg, &case, &export);
+            let outcome = run_case(&reg, &model, sets, &export);
             let line = match &outcome {
                 Outcome::Pass { max_rel } => {
                     attempted += 1;

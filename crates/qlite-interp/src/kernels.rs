@@ -60,6 +60,8 @@ pub fn binary_f32(op: &Binary, a: &Array, b: &Array, a_in: &[f32], b_in: &[f32],
                 BinaryKind::Add => x + y,
                 BinaryKind::Sub => x - y,
                 BinaryKind::Mul => x * y,
+                BinaryKind::Maximum => x.max(y),
+                BinaryKind::Minimum => x.min(y),
             };
             op.activation.apply(v)
         })

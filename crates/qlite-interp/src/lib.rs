@@ -354,7 +354,7 @@ fn validate_quantized(g: &Graph, n: &qlite_ir::Node) -> Result<(), String> {
         Op::Binary(b) => {
             let (s1, _) = in_q(0)?;
             let (s2, _) = in_q(1)?;
-            if b.kind != qlite_ir::BinaryKind::Mul {
+            if matches!(b.kind, qlite_ir::BinaryKind::Add | qlite_ir::BinaryKind::Sub) {
                 int8::add_params(s1, s2, s_out)?;
             }
         }

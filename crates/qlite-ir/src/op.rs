@@ -113,6 +113,17 @@ pub enum BinaryKind {
     Add,
     Sub,
     Mul,
+    /// Elementwise max (MAXIMUM; no fused activation).
+    Maximum,
+    /// Elementwise min (MINIMUM; no fused activation).
+    Minimum,
+}
+
+impl BinaryKind {
+    /// Does the TFLite op carry a fused activation?
+    pub fn has_activation(self) -> bool {
+        matches!(self, BinaryKind::Add | BinaryKind::Sub | BinaryKind::Mul)
+    }
 }
 
 /// Elementwise binary op with numpy broadcasting.
@@ -266,6 +277,8 @@ impl Op {
                 BinaryKind::Add => "Add",
                 BinaryKind::Sub => "Sub",
                 BinaryKind::Mul => "Mul",
+                BinaryKind::Maximum => "Maximum",
+                BinaryKind::Minimum => "Minimum",
             },
             Op::Pool2d(p) => match p.kind {
                 PoolKind::Max => "MaxPool2d",
@@ -319,7 +332,7 @@ impl Op {
             Op::FullyConnected(o) => Some(o.activation),
             Op::Conv2d(o) => Some(o.activation),
             Op::DepthwiseConv2d(o) => Some(o.activation),
-            Op::Binary(o) => Some(o.activation),
+            Op::Binary(o) if o.kind.has_activation() => Some(o.activation),
             Op::Pool2d(o) => Some(o.activation),
             Op::Concatenation(o) => Some(o.activation),
             _ => None,
@@ -332,7 +345,7 @@ impl Op {
             Op::FullyConnected(o) => &mut o.activation,
             Op::Conv2d(o) => &mut o.activation,
             Op::DepthwiseConv2d(o) => &mut o.activation,
-            Op::Binary(o) => &mut o.activation,
+            Op::Binary(o) if o.kind.has_activation() => &mut o.activation,
             Op::Pool2d(o) => &mut o.activation,
             Op::Concatenation(o) => &mut o.activation,
             _ => return false,

@@ -392,6 +392,56 @@ fn window_padding(
     Ok((Padding::Valid, Some(p)))
 }
 
+/// Op types the importer converts (in some forms): behind an unsupported node their failures
+/// are not reported, since their input shapes are unknown there.
+const KNOWN_OPS: &[&str] = &[
+    "Identity",
+    "Dropout",
+    "Constant",
+    "Relu",
+    "Sigmoid",
+    "Tanh",
+    "Exp",
+    "Sqrt",
+    "Neg",
+    "Abs",
+    "Clip",
+    "LeakyRelu",
+    "PRelu",
+    "HardSigmoid",
+    "HardSwish",
+    "Max",
+    "Min",
+    "Pow",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Sum",
+    "Gemm",
+    "MatMul",
+    "Conv",
+    "BatchNormalization",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "Flatten",
+    "Reshape",
+    "Transpose",
+    "Concat",
+    "Squeeze",
+    "Unsqueeze",
+    "Pad",
+    "ReduceMean",
+    "ReduceSum",
+    "Softmax",
+    "Shape",
+    "Gather",
+    "Cast",
+    "Slice",
+    "ConstantOfShape",
+];
+
 /// Import an ONNX model.
 pub fn import(bytes: Bytes, opts: &ImportOptions) -> Result<Graph, OnnxError> {
     let model = ModelProto::decode(bytes).map_err(|e| OnnxError::Decode(e.to_string()))?;
@@ -494,15 +544,21 @@ pub fn import(bytes: Bytes, opts: &ImportOptions) -> Result<Graph, OnnxError> {
             im.mark_opaque(n, &op_type)?;
             continue;
         }
+        let fed_by_unsupported = n.input.iter().any(|i| im.opaque.contains(i));
         match im.node(n, &op_type, &node_name) {
+            // Its shapes are guesses: downstream errors are not to be reported either.
+            Ok(true) if fed_by_unsupported => im.opaque.extend(n.output.iter().cloned()),
             Ok(true) => {}
+            Ok(false) if fed_by_unsupported && KNOWN_OPS.contains(&op_type.as_str()) => {
+                im.mark_opaque(n, &op_type)?;
+            }
             Ok(false) => {
                 im.unsupported.push(format!("{op_type} (node {node_name:?}, opset {opset})"));
                 im.mark_opaque(n, &op_type)?;
             }
             // A node fed by an unsupported one cannot be checked (its input is a placeholder):
             // the unsupported list is the error then.
-            Err(_) if n.input.iter().any(|i| im.opaque.contains(i)) => im.mark_opaque(n, &op_type)?,
+            Err(_) if fed_by_unsupported => im.mark_opaque(n, &op_type)?,
             Err(message) => return Err(OnnxError::Node { node: node_name, op_type, message }),
         }
     }
@@ -628,7 +684,16 @@ impl Importer {
                 } else if lo == 0.0 && hi >= f32::MAX {
                     UnaryKind::Relu
                 } else {
-                    return Ok(false);
+                    // General bounds: MINIMUM then MAXIMUM with scalar constants.
+                    let mut y = self.input(n, 0)?;
+                    if hi < f32::MAX {
+                        y = self.scalar_binary(&format!("{name}/upper"), BinaryKind::Minimum, y, hi)?;
+                    }
+                    if lo > f32::MIN {
+                        y = self.scalar_binary(&format!("{name}/lower"), BinaryKind::Maximum, y, lo)?;
+                    }
+                    self.output(n, y);
+                    return Ok(true);
                 };
                 let x = self.input(n, 0)?;
                 let y = self.push(name, Op::Unary(Unary { kind }), vec![Some(x)])?;
@@ -671,6 +736,44 @@ impl Importer {
                     self.push(&format!("{name}/scaled"), bin(BinaryKind::Mul), vec![Some(negr), Some(slope)])?;
                 let y = self.push(name, bin(BinaryKind::Sub), vec![Some(pos), Some(scaled)])?;
                 self.output(n, y);
+            }
+            "HardSigmoid" | "HardSwish" => {
+                // max(0, min(1, alpha·x + beta)); HardSwish is x · HardSigmoid(x) with 1/6, 1/2.
+                let (alpha, beta) = if op_type == "HardSwish" {
+                    (1.0 / 6.0, 0.5)
+                } else {
+                    (attr_f(n, "alpha", 0.2), attr_f(n, "beta", 0.5))
+                };
+                let x = self.input(n, 0)?;
+                let t = self.scalar_binary(&format!("{name}/scale"), BinaryKind::Mul, x, alpha)?;
+                let t = self.scalar_binary(&format!("{name}/shift"), BinaryKind::Add, t, beta)?;
+                let t = self.scalar_binary(&format!("{name}/upper"), BinaryKind::Minimum, t, 1.0)?;
+                let hs = self.push(
+                    if op_type == "HardSigmoid" { name.to_string() } else { format!("{name}/gate") }.as_str(),
+                    Op::Unary(Unary { kind: UnaryKind::Relu }),
+                    vec![Some(t)],
+                )?;
+                let y = if op_type == "HardSwish" {
+                    let op = Op::Binary(Binary { kind: BinaryKind::Mul, activation: Activation::None });
+                    self.push(name, op, vec![Some(x), Some(hs)])?
+                } else {
+                    hs
+                };
+                self.output(n, y);
+            }
+            "Max" | "Min" => {
+                let kind = if op_type == "Max" { BinaryKind::Maximum } else { BinaryKind::Minimum };
+                let mut acc = self.input(n, 0)?;
+                for i in 1..n.input.len() {
+                    let b = self.input(n, i)?;
+                    let nm = if i + 1 == n.input.len() { name.to_string() } else { format!("{name}/{i}") };
+                    acc = self.push(
+                        &nm,
+                        Op::Binary(Binary { kind, activation: Activation::None }),
+                        vec![Some(acc), Some(b)],
+                    )?;
+                }
+                self.output(n, acc);
             }
             "Pow" => {
                 let e = n.input.get(1).and_then(|s| self.constant(s)).and_then(|c| c.f32s());
@@ -1031,7 +1134,32 @@ impl Importer {
                     let y = self.transpose(name, s, inv)?;
                     self.output(n, y);
                 } else {
-                    return Ok(false);
+                    // Before opset 13: softmax over the flattened dims from `axis` on.
+                    let xs = self.shape_of(x);
+                    let inner = (axis..rank).try_fold(1usize, |a, i| xs.dim(i).and_then(|d| d.fixed()).map(|v| a * v));
+                    let Some(inner) = inner else { return Ok(false) };
+                    let back: Option<Vec<i64>> =
+                        (0..rank).map(|i| xs.dim(i).and_then(|d| d.fixed()).map(|v| v as i64)).collect();
+                    let back = back.unwrap_or_else(|| {
+                        let mut v: Vec<i64> =
+                            (0..rank).map(|i| xs.dim(i).and_then(|d| d.fixed()).map_or(-1, |v| v as i64)).collect();
+                        if v.iter().filter(|&&d| d == -1).count() > 1 {
+                            v.clear();
+                        }
+                        v
+                    });
+                    if back.is_empty() {
+                        return Ok(false);
+                    }
+                    let flat = self.push(
+                        &format!("{name}/flatten"),
+                        Op::Reshape(Reshape { shape: vec![-1, inner as i64] }),
+                        vec![Some(x)],
+                    )?;
+                    let s =
+                        self.push(&format!("{name}/softmax"), Op::Softmax(Softmax { beta: 1.0 }), vec![Some(flat)])?;
+                    let y = self.push(name, Op::Reshape(Reshape { shape: back }), vec![Some(s)])?;
+                    self.output(n, y);
                 }
             }
             "Shape" => {
@@ -1277,6 +1405,12 @@ impl Importer {
         )?;
         self.output(n, y);
         Ok(true)
+    }
+
+    /// `x (op) c` for a float scalar constant `c`.
+    fn scalar_binary(&mut self, name: &str, kind: BinaryKind, x: TensorId, c: f32) -> R<TensorId> {
+        let k = self.new_const(&format!("{name}/value"), DType::F32, &[], f32_bytes(&[c]));
+        self.push(name, Op::Binary(Binary { kind, activation: Activation::None }), vec![Some(x), Some(k)])
     }
 
     /// A 1-D Conv / pool on [N, C, W]: run the 2-D form on [N, C, 1, W] between Reshapes.

@@ -44,6 +44,10 @@ pub fn op_spec(op: &Op) -> OpSpec {
         Op::DepthwiseConv2d(_) => {
             OpSpec { weights: Some((1, 3)), bias: Some(2), ..OpSpec::plain(OutputRule::Calibrated) }
         }
+        // MAXIMUM / MINIMUM: no int8 kernel in qlite yet, they stay float.
+        Op::Binary(b) if !b.kind.has_activation() => {
+            OpSpec { quantizable: false, ..OpSpec::plain(OutputRule::Calibrated) }
+        }
         Op::Binary(_) | Op::Mean(_) => OpSpec::plain(OutputRule::Calibrated),
         Op::Unary(u) => match u.kind {
             UnaryKind::Logistic => OpSpec::plain(OutputRule::Fixed(1.0 / 256.0, -128)),

@@ -79,6 +79,8 @@ pub fn builtin(op: &Op) -> Option<fb::BuiltinOperator> {
             BinaryKind::Add => B::ADD,
             BinaryKind::Sub => B::SUB,
             BinaryKind::Mul => B::MUL,
+            BinaryKind::Maximum => B::MAXIMUM,
+            BinaryKind::Minimum => B::MINIMUM,
         },
         Op::Pool2d(p) => match p.kind {
             PoolKind::Max => B::MAX_POOL_2D,
@@ -166,6 +168,10 @@ pub fn op_version(g: &Graph, n: &Node) -> i32 {
             }
         }
         Op::Binary(b) => match b.kind {
+            BinaryKind::Maximum | BinaryKind::Minimum => match x {
+                Some(I8) => 2,
+                _ => 1,
+            },
             BinaryKind::Add => match x {
                 Some(I64) => 4,
                 Some(I16) => 3,

@@ -397,6 +397,8 @@ fn convert_op(
                 .builtin_options_as_mul_options()
                 .map_or(fb::ActivationFunctionType::NONE, |o| o.fused_activation_function()))?,
         }),
+        B::MAXIMUM => Op::Binary(Binary { kind: BinaryKind::Maximum, activation: Activation::None }),
+        B::MINIMUM => Op::Binary(Binary { kind: BinaryKind::Minimum, activation: Activation::None }),
         B::MAX_POOL_2D | B::AVERAGE_POOL_2D => {
             let o = op.builtin_options_as_pool_2_doptions().ok_or_else(|| missing("Pool2DOptions"))?;
             Op::Pool2d(Pool2d {

@@ -521,6 +521,8 @@ fn options(fbb: &mut FlatBufferBuilder<'_>, n: &Node) -> (fb::BuiltinOptions, Op
                             .as_union_value(),
                     ),
                 ),
+                // MAXIMUM / MINIMUM read no options.
+                qlite_ir::BinaryKind::Maximum | qlite_ir::BinaryKind::Minimum => (O::NONE, None),
             }
         }
         Op::Pool2d(o) => (
