@@ -42,7 +42,7 @@ fn big_onnx(mb: usize) -> Vec<u8> {
         ValueInfoProto, tensor_shape_proto, type_proto,
     };
     let width = 2048usize;
-    let layers = (mb * 1_000_000 / 4 / (width * width)).max(1);
+    let layers = (mb * 1_000_000).div_ceil(4 * width * width).max(1);
     let mut rng = qlite::sample::Rng::new(3);
     let value_info = |name: &str| ValueInfoProto {
         name: Some(name.into()),
