@@ -763,17 +763,7 @@ impl Importer {
             }
             "Max" | "Min" => {
                 let kind = if op_type == "Max" { BinaryKind::Maximum } else { BinaryKind::Minimum };
-                let mut acc = self.input(n, 0)?;
-                for i in 1..n.input.len() {
-                    let b = self.input(n, i)?;
-                    let nm = if i + 1 == n.input.len() { name.to_string() } else { format!("{name}/{i}") };
-                    acc = self.push(
-                        &nm,
-                        Op::Binary(Binary { kind, activation: Activation::None }),
-                        vec![Some(acc), Some(b)],
-                    )?;
-                }
-                self.output(n, acc);
+                self.fold_binary(n, name, kind)?;
             }
             "Pow" => {
                 let e = n.input.get(1).and_then(|s| self.constant(s)).and_then(|c| c.f32s());
@@ -825,17 +815,7 @@ impl Importer {
                     "Mul" => BinaryKind::Mul,
                     _ => BinaryKind::Add,
                 };
-                let mut acc = self.input(n, 0)?;
-                for i in 1..n.input.len() {
-                    let b = self.input(n, i)?;
-                    let nm = if i + 1 == n.input.len() { name.to_string() } else { format!("{name}/{i}") };
-                    acc = self.push(
-                        &nm,
-                        Op::Binary(Binary { kind, activation: Activation::None }),
-                        vec![Some(acc), Some(b)],
-                    )?;
-                }
-                self.output(n, acc);
+                self.fold_binary(n, name, kind)?;
             }
             "Gemm" | "MatMul" => {
                 let x = self.input(n, 0)?;
@@ -1405,6 +1385,20 @@ impl Importer {
         )?;
         self.output(n, y);
         Ok(true)
+    }
+
+    /// A variadic elementwise node (Sum, Max, Min, or a plain Add/Sub/Mul) as a chain of
+    /// binary ops from left to right.
+    fn fold_binary(&mut self, n: &NodeProto, name: &str, kind: BinaryKind) -> R<()> {
+        let mut acc = self.input(n, 0)?;
+        for i in 1..n.input.len() {
+            let b = self.input(n, i)?;
+            let nm = if i + 1 == n.input.len() { name.to_string() } else { format!("{name}/{i}") };
+            acc =
+                self.push(&nm, Op::Binary(Binary { kind, activation: Activation::None }), vec![Some(acc), Some(b)])?;
+        }
+        self.output(n, acc);
+        Ok(())
     }
 
     /// `x (op) c` for a float scalar constant `c`.
