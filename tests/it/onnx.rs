@@ -108,6 +108,10 @@ fn value(name: &str, dims: &[i64]) -> proto::ValueInfoProto {
 }
 
 fn model(nodes: Vec<proto::NodeProto>, inits: Vec<proto::TensorProto>) -> Vec<u8> {
+    model_io(nodes, inits, &[1, 4], &[1, 4])
+}
+
+fn model_io(nodes: Vec<proto::NodeProto>, inits: Vec<proto::TensorProto>, x: &[i64], y: &[i64]) -> Vec<u8> {
     let m = proto::ModelProto {
         ir_version: Some(8),
         opset_import: vec![proto::OperatorSetIdProto { domain: Some(String::new()), version: Some(17) }],
@@ -115,8 +119,8 @@ fn model(nodes: Vec<proto::NodeProto>, inits: Vec<proto::TensorProto>) -> Vec<u8
             node: nodes,
             name: Some("g".into()),
             initializer: inits,
-            input: vec![value("x", &[1, 4])],
-            output: vec![value("y", &[1, 4])],
+            input: vec![value("x", x)],
+            output: vec![value("y", y)],
             ..Default::default()
         }),
         ..Default::default()
@@ -187,6 +191,27 @@ fn bad_onnx_models_give_clear_errors() {
             ),
         ),
         ("output never produced", model(vec![node("Relu", &["x"], &["z"])], vec![])),
+        (
+            // Zero padding equals -inf padding only for inputs known to be >= 0 (after a ReLU).
+            "max pool with padding SAME cannot express, on a signed input",
+            model_io(
+                vec![proto::NodeProto {
+                    attribute: [("kernel_shape", vec![3, 3]), ("pads", vec![1, 1, 1, 1]), ("strides", vec![2, 2])]
+                        .into_iter()
+                        .map(|(k, v)| proto::AttributeProto {
+                            name: Some(k.into()),
+                            ints: v,
+                            r#type: Some(7),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..node("MaxPool", &["x"], &["y"])
+                }],
+                vec![],
+                &[1, 1, 4, 4],
+                &[1, 1, 2, 2],
+            ),
+        ),
     ];
     let reg = Registry::default();
     let mut text = String::new();
