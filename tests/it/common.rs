@@ -91,6 +91,19 @@ fn conformance_dir() -> Option<PathBuf> {
 
 /// Export a conformance case: the model bytes, inputs and qlite's outputs.
 pub fn export_case(name: &str, model: &[u8], inputs: &[Array], outputs: &[Array], compare: &str) {
+    export_case_with_reference(name, model, inputs, outputs, None, compare);
+}
+
+/// Like [`export_case`], with the outputs LiteRT's reference kernels must give when they
+/// knowingly differ from the default kernels (LOCAL_RESPONSE_NORMALIZATION's window).
+pub fn export_case_with_reference(
+    name: &str,
+    model: &[u8],
+    inputs: &[Array],
+    outputs: &[Array],
+    reference: Option<&[Array]>,
+    compare: &str,
+) {
     let Some(dir) = conformance_dir() else { return };
     let d = dir.join(name);
     std::fs::create_dir_all(&d).unwrap();
@@ -107,7 +120,16 @@ pub fn export_case(name: &str, model: &[u8], inputs: &[Array], outputs: &[Array]
         qlite::write_npy_file(&d.join(&f), a).unwrap();
         outs.push(f);
     }
-    let case = serde_json::json!({"model": "model.tflite", "inputs": ins, "expected": outs, "compare": compare});
+    let mut case = serde_json::json!({"model": "model.tflite", "inputs": ins, "expected": outs, "compare": compare});
+    if let Some(r) = reference {
+        let mut files = Vec::new();
+        for (i, a) in r.iter().enumerate() {
+            let f = format!("expected_reference_{i}.npy");
+            qlite::write_npy_file(&d.join(&f), a).unwrap();
+            files.push(f);
+        }
+        case["expected_reference"] = serde_json::json!(files);
+    }
     std::fs::write(d.join("case.json"), serde_json::to_vec_pretty(&case).unwrap()).unwrap();
 }
 

@@ -1,6 +1,6 @@
 //! ONNX import: fixtures against onnxruntime's outputs, layout cleanup, LiteRT, bad input.
 
-use crate::common::{export_case, fixture};
+use crate::common::{export_case, export_case_with_reference, fixture};
 use prost::Message;
 use qlite::{Array, ConvertOptions, Registry};
 use qlite_onnx::proto;
@@ -14,7 +14,7 @@ fn fixtures_match_onnxruntime_and_litert_without_inner_transposes() {
     let reg = Registry::default();
     let dir = tempfile::tempdir().unwrap();
     let mut text = String::new();
-    for name in ["mlp", "cnn", "torch_style_cnn", "resnet_style", "activations"] {
+    for name in ["mlp", "cnn", "torch_style_cnn", "resnet_style", "activations", "grouped_lrn"] {
         let model = fixture(&format!("onnx/{name}.onnx"));
         let x = qlite::read_npy_file(&fixture(&format!("onnx/{name}_input.npy"))).unwrap();
         let want = qlite::read_npy_file(&fixture(&format!("onnx/{name}_expected.npy"))).unwrap();
@@ -49,7 +49,23 @@ fn fixtures_match_onnxruntime_and_litert_without_inner_transposes() {
         let yt = qlite::run_batched(&t, vec![x.clone()]).unwrap();
         let e2 = rel_err(yt[0].as_f32().unwrap(), want.as_f32().unwrap());
         assert!(e2 < 1e-4, "{name}: converted model differs from onnxruntime by {e2}");
-        export_case(&format!("onnx_{name}"), &std::fs::read(&out).unwrap(), &[x], &yt, "float");
+        // LiteRT's reference LRN kernel sums one channel fewer than TensorFlow's window (and
+        // ONNX's, and LiteRT's default kernel): hold it to qlite's emulation of that kernel.
+        let has_lrn = t.nodes().iter().any(|n| matches!(n.op, qlite::ir::Op::LocalResponseNorm(_)));
+        let reference = has_lrn.then(|| {
+            let r = qlite::Interpreter::new(&t).unwrap().litert_reference_lrn(true).run(vec![x.clone()]).unwrap();
+            let e3 = rel_err(r[0].as_f32().unwrap(), want.as_f32().unwrap());
+            assert!(e3 > 1e-3, "{name}: the reference-window emulation should differ ({e3})");
+            r
+        });
+        export_case_with_reference(
+            &format!("onnx_{name}"),
+            &std::fs::read(&out).unwrap(),
+            &[x],
+            &yt,
+            reference.as_deref(),
+            "float",
+        );
         text.push_str(&format!("== {name}\n{}\n", qlite::ir::print_graph(&t)));
         // Names: the signature keeps the ONNX input and output names.
         assert_eq!(t.input_name(0), g.input_name(0));

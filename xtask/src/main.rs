@@ -212,6 +212,8 @@ fn codegen_onnx(check: bool) -> R {
 fn fixtures() -> R {
     let py = venv(&root().join(".venv-fixtures"), &root().join("xtask/requirements-fixtures.txt"))?;
     run(Command::new(&py).arg(root().join("xtask/fixtures/make_fixtures.py")).arg(root().join("fixtures/digits")))?;
+    // After make_fixtures.py: it writes the tf2onnx models and the digits samples this one feeds.
+    run(Command::new(&py).arg(root().join("xtask/fixtures/make_onnx.py")).arg(root().join("fixtures/onnx")))?;
     run(Command::new(&py)
         .arg(root().join("xtask/fixtures/make_safetensors.py"))
         .arg(root().join("fixtures/safetensors")))

@@ -215,7 +215,7 @@ pub fn binary(
                 .map(|&(i, j)| (out.zp + mbqm((a[i] - z1).wrapping_mul(b[j] - z2), m, sh)).clamp(lo, hi))
                 .collect())
         }
-        BinaryKind::Maximum | BinaryKind::Minimum => {
+        BinaryKind::Maximum | BinaryKind::Minimum | BinaryKind::Div => {
             Err(format!("{kind:?} has no int8 kernel in qlite (the quantizer keeps it in float)"))
         }
     }

@@ -4,8 +4,8 @@
 use crate::array::{Array, Data, map_data};
 use crate::fixedpoint::{mbqm, quantize_multiplier, round_half_away};
 use qlite_ir::op::{
-    Activation, Binary, BinaryKind, Concatenation, Conv2d, DepthwiseConv2d, FullyConnected, Mean, Pad, Pool2d,
-    PoolKind, Softmax, Transpose, UnaryKind,
+    Activation, Binary, BinaryKind, Concatenation, Conv2d, DepthwiseConv2d, FullyConnected, LocalResponseNorm, Mean,
+    Pad, Pool2d, PoolKind, Softmax, Transpose, UnaryKind,
 };
 use qlite_ir::{DType, QuantParams};
 
@@ -62,6 +62,7 @@ pub fn binary_f32(op: &Binary, a: &Array, b: &Array, a_in: &[f32], b_in: &[f32],
                 BinaryKind::Mul => x * y,
                 BinaryKind::Maximum => x.max(y),
                 BinaryKind::Minimum => x.min(y),
+                BinaryKind::Div => x / y,
             };
             op.activation.apply(v)
         })
@@ -252,6 +253,25 @@ pub fn mean_f32(op: &Mean, x: &[f32], xs: &[usize], out_len: usize) -> Vec<f32> 
     }
     let n = count.max(1) as f32;
     sums.into_iter().map(|s| s / n).collect()
+}
+
+/// LOCAL_RESPONSE_NORMALIZATION over the last axis with TensorFlow's window
+/// `[c - radius, c + radius]` (clipped), as LiteRT's default (optimized) kernel computes it;
+/// with `exclusive_end`, `[c - radius, c + radius)` as LiteRT's reference kernel does.
+pub fn lrn_f32(op: &LocalResponseNorm, x: &[f32], depth: usize, exclusive_end: bool) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    if depth == 0 {
+        return out;
+    }
+    for (row, orow) in x.chunks(depth).zip(out.chunks_mut(depth)) {
+        for (c, o) in orow.iter_mut().enumerate() {
+            let lo = c.saturating_sub(op.radius);
+            let end = c.saturating_add(op.radius).saturating_add(usize::from(!exclusive_end)).min(depth);
+            let sum: f32 = row[lo..end.max(lo)].iter().map(|v| v * v).sum();
+            *o = row[c] * (op.bias + op.alpha * sum).powf(-op.beta);
+        }
+    }
+    out
 }
 
 pub fn softmax_f32(op: &Softmax, x: &[f32], depth: usize) -> Vec<f32> {

@@ -56,6 +56,9 @@ pub struct Interpreter<'g> {
     folded: Vec<bool>,
     /// For each tensor, the index of the last node reading it (to free values early).
     last_use: Vec<usize>,
+    /// Run LOCAL_RESPONSE_NORMALIZATION as LiteRT's reference kernel does (see
+    /// [`Interpreter::litert_reference_lrn`]).
+    reference_lrn: bool,
 }
 
 impl<'g> Interpreter<'g> {
@@ -104,7 +107,8 @@ impl<'g> Interpreter<'g> {
         for &o in graph.outputs() {
             last_use[o.index()] = usize::MAX;
         }
-        let mut interp = Interpreter { graph, consts, folded: vec![false; graph.nodes().len()], last_use };
+        let mut interp =
+            Interpreter { graph, consts, folded: vec![false; graph.nodes().len()], last_use, reference_lrn: false };
         interp.fold_constant_nodes()?;
         Ok(interp)
     }
@@ -134,6 +138,15 @@ impl<'g> Interpreter<'g> {
             }
         }
         Ok(())
+    }
+
+    /// Sum LOCAL_RESPONSE_NORMALIZATION's squares over channels `[c - radius, c + radius)`, as
+    /// LiteRT's reference kernel (`reference_ops::LocalResponseNormalization`) does, instead of
+    /// TensorFlow's (and ONNX's, and LiteRT's default kernel's) `[c - radius, c + radius]`.
+    /// Only to reproduce that kernel's output; the default is the TensorFlow window.
+    pub fn litert_reference_lrn(mut self, on: bool) -> Self {
+        self.reference_lrn = on;
+        self
     }
 
     pub fn graph(&self) -> &Graph {
@@ -282,6 +295,12 @@ impl<'g> Interpreter<'g> {
             Op::Pool2d(o) => make(kernels::pool_f32(o, f32_in(0)?, input(0)?.shape(), &out_shape)),
             Op::Mean(o) => make(kernels::mean_f32(o, f32_in(0)?, input(0)?.shape(), numel)),
             Op::Softmax(o) => make(kernels::softmax_f32(o, f32_in(0)?, input(0)?.shape().last().copied().unwrap_or(1))),
+            Op::LocalResponseNorm(o) => make(kernels::lrn_f32(
+                o,
+                f32_in(0)?,
+                input(0)?.shape().last().copied().unwrap_or(1),
+                self.reference_lrn,
+            )),
             Op::Unary(u) => match (u.kind, input(0)?.data()) {
                 (_, Data::F32(x)) => make(kernels::unary_f32(u.kind, x)),
                 (_, d) => Err(format!("{} on {} is not supported yet (float32 only)", node.op.name(), d.dtype())),
@@ -532,6 +551,9 @@ impl Interpreter<'_> {
                 return Ok(None);
             }
             Op::Reshape(_) | Op::Transpose(_) | Op::Pad(_) | Op::Quantize | Op::Dequantize => return Ok(None),
+            Op::LocalResponseNorm(_) => {
+                return Err("LocalResponseNorm has no integer kernel (LiteRT's is float-only)".into());
+            }
             Op::Opaque(o) => return Err(format!("unsupported op {}", o.op_type)),
         }))
     }

@@ -117,12 +117,14 @@ pub enum BinaryKind {
     Maximum,
     /// Elementwise min (MINIMUM; no fused activation).
     Minimum,
+    /// Elementwise division (DIV; fused activation).
+    Div,
 }
 
 impl BinaryKind {
     /// Does the TFLite op carry a fused activation?
     pub fn has_activation(self) -> bool {
-        matches!(self, BinaryKind::Add | BinaryKind::Sub | BinaryKind::Mul)
+        matches!(self, BinaryKind::Add | BinaryKind::Sub | BinaryKind::Mul | BinaryKind::Div)
     }
 }
 
@@ -187,6 +189,17 @@ pub struct Softmax {
     pub beta: f32,
 }
 
+/// Local response normalization across the last (channel) axis of a 4-D tensor, TFLite's
+/// LOCAL_RESPONSE_NORMALIZATION: `y = x / (bias + alpha · Σ x²)^beta`, the sum over the
+/// channels `[c - radius, c + radius]` clipped to the tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalResponseNorm {
+    pub radius: usize,
+    pub bias: f32,
+    pub alpha: f32,
+    pub beta: f32,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum UnaryKind {
     Relu,
@@ -230,6 +243,7 @@ pub enum Op {
     Concatenation(Concatenation),
     Pad(Pad),
     Softmax(Softmax),
+    LocalResponseNorm(LocalResponseNorm),
     Unary(Unary),
     /// float → integer with the output tensor's quantization (or integer → integer requantize).
     Quantize,
@@ -279,6 +293,7 @@ impl Op {
                 BinaryKind::Mul => "Mul",
                 BinaryKind::Maximum => "Maximum",
                 BinaryKind::Minimum => "Minimum",
+                BinaryKind::Div => "Div",
             },
             Op::Pool2d(p) => match p.kind {
                 PoolKind::Max => "MaxPool2d",
@@ -290,6 +305,7 @@ impl Op {
             Op::Concatenation(_) => "Concatenation",
             Op::Pad(_) => "Pad",
             Op::Softmax(_) => "Softmax",
+            Op::LocalResponseNorm(_) => "LocalResponseNorm",
             Op::Unary(u) => match u.kind {
                 UnaryKind::Relu => "Relu",
                 UnaryKind::Relu6 => "Relu6",
@@ -320,6 +336,7 @@ impl Op {
             | Op::Transpose(_)
             | Op::Pad(_)
             | Op::Softmax(_)
+            | Op::LocalResponseNorm(_)
             | Op::Unary(_)
             | Op::Quantize
             | Op::Dequantize => a(1, 1),
@@ -399,6 +416,12 @@ impl Op {
                 out.push(("paddings", format!("[{}]", v.join(","))));
             }
             Op::Softmax(o) => out.push(("beta", format!("{:?}", o.beta))),
+            Op::LocalResponseNorm(o) => {
+                out.push(("radius", o.radius.to_string()));
+                out.push(("bias", format!("{:?}", o.bias)));
+                out.push(("alpha", format!("{:?}", o.alpha)));
+                out.push(("beta", format!("{:?}", o.beta)));
+            }
             Op::Opaque(o) => {
                 out.push(("op_type", o.op_type.clone()));
                 out.push(("version", o.version.to_string()));
@@ -644,6 +667,13 @@ impl Op {
                 let (dt, x) = get(0)?;
                 if x.rank() == 0 {
                     return bad("Softmax input must have rank >= 1");
+                }
+                one(Some(dt), x.clone())
+            }
+            Op::LocalResponseNorm(_) => {
+                let (dt, x) = get(0)?;
+                if x.rank() != 4 {
+                    return bad(format!("LocalResponseNorm input must be 4-D, got {x}"));
                 }
                 one(Some(dt), x.clone())
             }

@@ -319,9 +319,12 @@ impl SinkTransposes {
             if g.outputs().contains(&y) {
                 continue;
             }
-            // Fan-out into elementwise unary ops only (e.g. LeakyRelu's relu(x) and neg(x)):
-            // give each reader its own copy, which then sinks on its own path.
-            if consumers.len() > 1 && consumers.iter().all(|(c, _)| matches!(g.nodes()[c.index()].op, Op::Unary(_))) {
+            // Fan-out into elementwise ops only (LeakyRelu's relu(x) and neg(x), Softsign's
+            // x / (1 + |x|)): give each reader its own copy, which then sinks on its own path
+            // and cancels where the paths meet again.
+            if consumers.len() > 1
+                && consumers.iter().all(|(c, _)| matches!(g.nodes()[c.index()].op, Op::Unary(_) | Op::Binary(_)))
+            {
                 let name = g.nodes()[ti].name.clone();
                 let Some(yt) = g.tensor(y).cloned() else { continue };
                 for (k, &(c, slot)) in consumers.iter().enumerate().skip(1).rev() {

@@ -435,6 +435,7 @@ const KNOWN_OPS: &[&str] = &[
     "ReduceMean",
     "ReduceSum",
     "Softmax",
+    "LRN",
     "Shape",
     "Gather",
     "Cast",
@@ -791,7 +792,17 @@ impl Importer {
                 if op_type == "Div" {
                     // x / c → x · (1/c) for a constant divisor.
                     let c = n.input.get(1).and_then(|s| self.constant(s)).and_then(|c| c.f32s().map(|v| (v, c.dims)));
-                    let Some((v, dims)) = c else { return Ok(false) };
+                    let Some((v, dims)) = c else {
+                        // A runtime divisor: DIV (float only).
+                        for i in 0..2 {
+                            let t = self.input(n, i)?;
+                            if self.g.tensors()[t.index()].dtype != DType::F32 {
+                                return Ok(false);
+                            }
+                        }
+                        self.fold_binary(n, name, BinaryKind::Div)?;
+                        return Ok(true);
+                    };
                     let inv: Vec<f32> = v.iter().map(|x| 1.0 / x).collect();
                     let x = self.input(n, 0)?;
                     let r = self.new_const(&format!("{name}/reciprocal"), DType::F32, &dims, f32_bytes(&inv));
@@ -1093,6 +1104,28 @@ impl Importer {
                 let y = self.push(name, Op::Mean(Mean { axes: ax, keep_dims: keep }), vec![Some(x)])?;
                 self.output(n, y);
             }
+            "LRN" => {
+                let size = attr_i(n, "size", 0);
+                // ONNX's window is [c - floor((size-1)/2), c + ceil((size-1)/2)]: symmetric, as
+                // TFLite's radius is, only for an odd size.
+                if size < 1 || size % 2 == 0 {
+                    return Ok(false);
+                }
+                let x = self.input(n, 0)?;
+                if self.shape_of(x).rank() != 4 {
+                    return Ok(false);
+                }
+                let op = LocalResponseNorm {
+                    radius: ((size - 1) / 2) as usize,
+                    bias: attr_f(n, "bias", 1.0),
+                    alpha: attr_f(n, "alpha", 1e-4) / size as f32,
+                    beta: attr_f(n, "beta", 0.75),
+                };
+                let t = self.transpose(&format!("{name}/to_nhwc"), x, vec![0, 2, 3, 1])?;
+                let y = self.push(&format!("{name}/nhwc"), Op::LocalResponseNorm(op), vec![Some(t)])?;
+                let back = self.transpose(name, y, vec![0, 3, 1, 2])?;
+                self.output(n, back);
+            }
             "Softmax" => {
                 let x = self.input(n, 0)?;
                 let rank = self.shape_of(x).rank();
@@ -1276,7 +1309,8 @@ impl Importer {
             }
             None => None,
         };
-        let (op, wt, axis) = if group == 1 {
+        let (op, wt, axis) = if ig * group == c && o % group == 0 && !(group == c && ig == 1 && group > 1) {
+            // Plain or grouped (CONV_2D infers the groups from input / filter depth).
             // OIHW → OHWI
             let mut ohwi = vec![0f32; wv.len()];
             for a in 0..o {
@@ -1480,6 +1514,7 @@ impl Importer {
         if include_pad && padding == Padding::Same && pads.is_none() {
             pads = Some(same_pads(hw, filter, stride));
         }
+        let declared = pads;
         if ceil_mode {
             let p = pads.get_or_insert(match padding {
                 Padding::Same => same_pads(hw, filter, stride),
@@ -1498,13 +1533,37 @@ impl Importer {
                 p[i + 2] += ((out - 1) * stride[i] + filter[i]).saturating_sub(padded);
             }
         }
+        // An average pool over a zero-padded input divides by the full window; where ONNX
+        // divides by fewer elements (padding excluded, or windows cut by ceil_mode), a constant
+        // per-position factor `window / count` corrects it.
+        let mut correction: Option<(Vec<f32>, [usize; 2])> = None;
         if let Some(p) = pads {
-            let exact = match kind {
-                PoolKind::Average => include_pad && !ceil_mode,
-                PoolKind::Max => self.nonneg.contains(&x),
-            };
-            if !exact && p != [0; 4] {
+            if kind == PoolKind::Max && !self.nonneg.contains(&x) && p != [0; 4] {
                 return Ok(false);
+            }
+            if kind == PoolKind::Average && p != [0; 4] {
+                let d = declared.unwrap_or([0; 4]);
+                let counts = |i: usize| -> Vec<usize> {
+                    let out = (hw[i] + p[i] + p[i + 2] - filter[i]) / stride[i] + 1;
+                    (0..out)
+                        .map(|o| {
+                            let start = (o * stride[i]) as isize - p[i] as isize;
+                            let end = start + filter[i] as isize;
+                            let (lo, hi) = if include_pad {
+                                (-(d[i] as isize), (hw[i] + d[i + 2]) as isize)
+                            } else {
+                                (0, hw[i] as isize)
+                            };
+                            (end.min(hi) - start.max(lo)).max(1) as usize
+                        })
+                        .collect()
+                };
+                let (ch, cw) = (counts(0), counts(1));
+                let full = (filter[0] * filter[1]) as f32;
+                let map: Vec<f32> = ch.iter().flat_map(|&a| cw.iter().map(move |&b| full / (a * b) as f32)).collect();
+                if map.iter().any(|&v| v != 1.0) {
+                    correction = Some((map, [ch.len(), cw.len()]));
+                }
             }
         }
         let mut t = self.transpose(&format!("{name}/to_nhwc"), x, vec![0, 2, 3, 1])?;
@@ -1523,6 +1582,18 @@ impl Importer {
             Op::Pool2d(Pool2d { kind, filter, stride, padding, activation: Activation::None }),
             vec![Some(t)],
         )?;
+        let y = match correction {
+            Some((map, [oh, ow])) => {
+                let c =
+                    self.new_const(&format!("{name}/count_correction"), DType::F32, &[1, oh, ow, 1], f32_bytes(&map));
+                self.push(
+                    &format!("{name}/corrected"),
+                    Op::Binary(Binary { kind: BinaryKind::Mul, activation: Activation::None }),
+                    vec![Some(y), Some(c)],
+                )?
+            }
+            None => y,
+        };
         let back = self.transpose(name, y, vec![0, 3, 1, 2])?;
         if kind == PoolKind::Max && self.nonneg.contains(&x) {
             self.nonneg.insert(back);

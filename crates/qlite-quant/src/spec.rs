@@ -2,7 +2,7 @@
 //! op is quantized (the converter's traits / ONNX Runtime's quantizer registry).
 
 use qlite_ir::Op;
-use qlite_ir::op::UnaryKind;
+use qlite_ir::op::{BinaryKind, UnaryKind};
 
 /// How an op's output parameters are chosen in int8 mode.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -44,8 +44,9 @@ pub fn op_spec(op: &Op) -> OpSpec {
         Op::DepthwiseConv2d(_) => {
             OpSpec { weights: Some((1, 3)), bias: Some(2), ..OpSpec::plain(OutputRule::Calibrated) }
         }
-        // MAXIMUM / MINIMUM: no int8 kernel in qlite yet, they stay float.
-        Op::Binary(b) if !b.kind.has_activation() => {
+        // MAXIMUM / MINIMUM / DIV: no int8 kernel in qlite yet, they stay float (LiteRT has no
+        // int8 DIV at all).
+        Op::Binary(b) if matches!(b.kind, BinaryKind::Maximum | BinaryKind::Minimum | BinaryKind::Div) => {
             OpSpec { quantizable: false, ..OpSpec::plain(OutputRule::Calibrated) }
         }
         Op::Binary(_) | Op::Mean(_) => OpSpec::plain(OutputRule::Calibrated),
@@ -59,6 +60,8 @@ pub fn op_spec(op: &Op) -> OpSpec {
             }
         },
         Op::Softmax(_) => OpSpec::plain(OutputRule::Fixed(1.0 / 256.0, -128)),
+        // LiteRT's LOCAL_RESPONSE_NORMALIZATION is float-only.
+        Op::LocalResponseNorm(_) => OpSpec { quantizable: false, ..OpSpec::plain(OutputRule::Calibrated) },
         Op::Pool2d(_) | Op::Reshape(_) | Op::Transpose(_) | Op::Pad(_) => OpSpec::plain(OutputRule::SameAsInput),
         Op::Concatenation(_) => OpSpec { inputs_like_output: true, ..OpSpec::plain(OutputRule::Calibrated) },
         Op::Quantize | Op::Dequantize | Op::Opaque(_) => {

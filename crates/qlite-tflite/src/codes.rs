@@ -81,6 +81,7 @@ pub fn builtin(op: &Op) -> Option<fb::BuiltinOperator> {
             BinaryKind::Mul => B::MUL,
             BinaryKind::Maximum => B::MAXIMUM,
             BinaryKind::Minimum => B::MINIMUM,
+            BinaryKind::Div => B::DIV,
         },
         Op::Pool2d(p) => match p.kind {
             PoolKind::Max => B::MAX_POOL_2D,
@@ -92,6 +93,7 @@ pub fn builtin(op: &Op) -> Option<fb::BuiltinOperator> {
         Op::Concatenation(_) => B::CONCATENATION,
         Op::Pad(_) => B::PAD,
         Op::Softmax(_) => B::SOFTMAX,
+        Op::LocalResponseNorm(_) => B::LOCAL_RESPONSE_NORMALIZATION,
         Op::Unary(u) => match u.kind {
             UnaryKind::Relu => B::RELU,
             UnaryKind::Relu6 => B::RELU6,
@@ -170,6 +172,10 @@ pub fn op_version(g: &Graph, n: &Node) -> i32 {
         Op::Binary(b) => match b.kind {
             BinaryKind::Maximum | BinaryKind::Minimum => match x {
                 Some(I8) => 2,
+                _ => 1,
+            },
+            BinaryKind::Div => match x {
+                Some(U8) => 2,
                 _ => 1,
             },
             BinaryKind::Add => match x {
@@ -253,7 +259,7 @@ pub fn op_version(g: &Graph, n: &Node) -> i32 {
             (UnaryKind::Relu, Some(U8)) => 2,
             _ => 1,
         },
-        Op::Reshape(_) => 1,
+        Op::Reshape(_) | Op::LocalResponseNorm(_) => 1,
         Op::Quantize => {
             if n.outputs
                 .first()

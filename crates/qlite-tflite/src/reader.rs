@@ -5,8 +5,8 @@ use crate::codes;
 use crate::fb;
 use bytes::Bytes;
 use qlite_ir::op::{
-    Binary, BinaryKind, Concatenation, Conv2d, DepthwiseConv2d, FullyConnected, Mean, Opaque, Pad, Pool2d, PoolKind,
-    Reshape, Softmax, Transpose, Unary, UnaryKind,
+    Binary, BinaryKind, Concatenation, Conv2d, DepthwiseConv2d, FullyConnected, LocalResponseNorm, Mean, Opaque, Pad,
+    Pool2d, PoolKind, Reshape, Softmax, Transpose, Unary, UnaryKind,
 };
 use qlite_ir::{Activation, DType, Dim, Graph, Node, Op, QuantParams, Shape, Signature, Tensor, TensorId, VerifyError};
 
@@ -397,6 +397,12 @@ fn convert_op(
                 .builtin_options_as_mul_options()
                 .map_or(fb::ActivationFunctionType::NONE, |o| o.fused_activation_function()))?,
         }),
+        B::DIV => Op::Binary(Binary {
+            kind: BinaryKind::Div,
+            activation: act(op
+                .builtin_options_as_div_options()
+                .map_or(fb::ActivationFunctionType::NONE, |o| o.fused_activation_function()))?,
+        }),
         B::MAXIMUM => Op::Binary(Binary { kind: BinaryKind::Maximum, activation: Activation::None }),
         B::MINIMUM => Op::Binary(Binary { kind: BinaryKind::Minimum, activation: Activation::None }),
         B::MAX_POOL_2D | B::AVERAGE_POOL_2D => {
@@ -471,6 +477,19 @@ fn convert_op(
                 return Err(format!("softmax beta {beta} is not finite"));
             }
             Op::Softmax(Softmax { beta })
+        }
+        B::LOCAL_RESPONSE_NORMALIZATION => {
+            let o = op
+                .builtin_options_as_local_response_normalization_options()
+                .ok_or_else(|| missing("LocalResponseNormalizationOptions"))?;
+            let (bias, alpha, beta) = (o.bias(), o.alpha(), o.beta());
+            if o.radius() < 0 || ![bias, alpha, beta].iter().all(|v| v.is_finite()) {
+                return Err(format!(
+                    "LocalResponseNormalizationOptions radius {} bias {bias} alpha {alpha} beta {beta} are invalid",
+                    o.radius()
+                ));
+            }
+            Op::LocalResponseNorm(LocalResponseNorm { radius: o.radius() as usize, bias, alpha, beta })
         }
         B::RELU => Op::Unary(Unary { kind: UnaryKind::Relu }),
         B::RELU6 => Op::Unary(Unary { kind: UnaryKind::Relu6 }),

@@ -521,6 +521,13 @@ fn options(fbb: &mut FlatBufferBuilder<'_>, n: &Node) -> (fb::BuiltinOptions, Op
                             .as_union_value(),
                     ),
                 ),
+                qlite_ir::BinaryKind::Div => (
+                    O::DivOptions,
+                    Some(
+                        fb::DivOptions::create(fbb, &fb::DivOptionsArgs { fused_activation_function: f })
+                            .as_union_value(),
+                    ),
+                ),
                 // MAXIMUM / MINIMUM read no options.
                 qlite_ir::BinaryKind::Maximum | qlite_ir::BinaryKind::Minimum => (O::NONE, None),
             }
@@ -572,6 +579,21 @@ fn options(fbb: &mut FlatBufferBuilder<'_>, n: &Node) -> (fb::BuiltinOptions, Op
         Op::Softmax(s) => (
             O::SoftmaxOptions,
             Some(fb::SoftmaxOptions::create(fbb, &fb::SoftmaxOptionsArgs { beta: s.beta }).as_union_value()),
+        ),
+        Op::LocalResponseNorm(l) => (
+            O::LocalResponseNormalizationOptions,
+            Some(
+                fb::LocalResponseNormalizationOptions::create(
+                    fbb,
+                    &fb::LocalResponseNormalizationOptionsArgs {
+                        radius: l.radius as i32,
+                        bias: l.bias,
+                        alpha: l.alpha,
+                        beta: l.beta,
+                    },
+                )
+                .as_union_value(),
+            ),
         ),
         Op::Quantize => {
             (O::QuantizeOptions, Some(fb::QuantizeOptions::create(fbb, &fb::QuantizeOptionsArgs {}).as_union_value()))

@@ -1445,7 +1445,7 @@ pub const ENUM_MIN_BUILTIN_OPTIONS: u8 = 0;
 pub const ENUM_MAX_BUILTIN_OPTIONS: u8 = 89;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BUILTIN_OPTIONS: [BuiltinOptions; 16] = [
+pub const ENUM_VALUES_BUILTIN_OPTIONS: [BuiltinOptions; 18] = [
   BuiltinOptions::NONE,
   BuiltinOptions::Conv2DOptions,
   BuiltinOptions::DepthwiseConv2DOptions,
@@ -1454,12 +1454,14 @@ pub const ENUM_VALUES_BUILTIN_OPTIONS: [BuiltinOptions; 16] = [
   BuiltinOptions::SoftmaxOptions,
   BuiltinOptions::ConcatenationOptions,
   BuiltinOptions::AddOptions,
+  BuiltinOptions::LocalResponseNormalizationOptions,
   BuiltinOptions::ReshapeOptions,
   BuiltinOptions::MulOptions,
   BuiltinOptions::PadOptions,
   BuiltinOptions::TransposeOptions,
   BuiltinOptions::ReducerOptions,
   BuiltinOptions::SubOptions,
+  BuiltinOptions::DivOptions,
   BuiltinOptions::DequantizeOptions,
   BuiltinOptions::QuantizeOptions,
 ];
@@ -1477,12 +1479,14 @@ impl BuiltinOptions {
   pub const SoftmaxOptions: Self = Self(9);
   pub const ConcatenationOptions: Self = Self(10);
   pub const AddOptions: Self = Self(11);
+  pub const LocalResponseNormalizationOptions: Self = Self(13);
   pub const ReshapeOptions: Self = Self(17);
   pub const MulOptions: Self = Self(21);
   pub const PadOptions: Self = Self(22);
   pub const TransposeOptions: Self = Self(26);
   pub const ReducerOptions: Self = Self(27);
   pub const SubOptions: Self = Self(28);
+  pub const DivOptions: Self = Self(29);
   pub const DequantizeOptions: Self = Self(38);
   pub const QuantizeOptions: Self = Self(89);
 
@@ -1497,12 +1501,14 @@ impl BuiltinOptions {
     Self::SoftmaxOptions,
     Self::ConcatenationOptions,
     Self::AddOptions,
+    Self::LocalResponseNormalizationOptions,
     Self::ReshapeOptions,
     Self::MulOptions,
     Self::PadOptions,
     Self::TransposeOptions,
     Self::ReducerOptions,
     Self::SubOptions,
+    Self::DivOptions,
     Self::DequantizeOptions,
     Self::QuantizeOptions,
   ];
@@ -1517,12 +1523,14 @@ impl BuiltinOptions {
       Self::SoftmaxOptions => Some("SoftmaxOptions"),
       Self::ConcatenationOptions => Some("ConcatenationOptions"),
       Self::AddOptions => Some("AddOptions"),
+      Self::LocalResponseNormalizationOptions => Some("LocalResponseNormalizationOptions"),
       Self::ReshapeOptions => Some("ReshapeOptions"),
       Self::MulOptions => Some("MulOptions"),
       Self::PadOptions => Some("PadOptions"),
       Self::TransposeOptions => Some("TransposeOptions"),
       Self::ReducerOptions => Some("ReducerOptions"),
       Self::SubOptions => Some("SubOptions"),
+      Self::DivOptions => Some("DivOptions"),
       Self::DequantizeOptions => Some("DequantizeOptions"),
       Self::QuantizeOptions => Some("QuantizeOptions"),
       _ => None,
@@ -2941,6 +2949,249 @@ impl ::core::fmt::Debug for SoftmaxOptions<'_> {
       ds.finish()
   }
 }
+pub enum LocalResponseNormalizationOptionsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LocalResponseNormalizationOptions<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LocalResponseNormalizationOptions<'a> {
+  type Inner = LocalResponseNormalizationOptions<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LocalResponseNormalizationOptions<'a> {
+  pub const VT_RADIUS: ::flatbuffers::VOffsetT = 4;
+  pub const VT_BIAS: ::flatbuffers::VOffsetT = 6;
+  pub const VT_ALPHA: ::flatbuffers::VOffsetT = 8;
+  pub const VT_BETA: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LocalResponseNormalizationOptions { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LocalResponseNormalizationOptionsArgs
+  ) -> ::flatbuffers::WIPOffset<LocalResponseNormalizationOptions<'bldr>> {
+    let mut builder = LocalResponseNormalizationOptionsBuilder::new(_fbb);
+    builder.add_beta(args.beta);
+    builder.add_alpha(args.alpha);
+    builder.add_bias(args.bias);
+    builder.add_radius(args.radius);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn radius(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(LocalResponseNormalizationOptions::VT_RADIUS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn bias(&self) -> f32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<f32>(LocalResponseNormalizationOptions::VT_BIAS, Some(0.0)).unwrap()}
+  }
+  #[inline]
+  pub fn alpha(&self) -> f32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<f32>(LocalResponseNormalizationOptions::VT_ALPHA, Some(0.0)).unwrap()}
+  }
+  #[inline]
+  pub fn beta(&self) -> f32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<f32>(LocalResponseNormalizationOptions::VT_BETA, Some(0.0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LocalResponseNormalizationOptions<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i32>("radius", Self::VT_RADIUS, false)?
+     .visit_field::<f32>("bias", Self::VT_BIAS, false)?
+     .visit_field::<f32>("alpha", Self::VT_ALPHA, false)?
+     .visit_field::<f32>("beta", Self::VT_BETA, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LocalResponseNormalizationOptionsArgs {
+    pub radius: i32,
+    pub bias: f32,
+    pub alpha: f32,
+    pub beta: f32,
+}
+impl<'a> Default for LocalResponseNormalizationOptionsArgs {
+  #[inline]
+  fn default() -> Self {
+    LocalResponseNormalizationOptionsArgs {
+      radius: 0,
+      bias: 0.0,
+      alpha: 0.0,
+      beta: 0.0,
+    }
+  }
+}
+
+pub struct LocalResponseNormalizationOptionsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LocalResponseNormalizationOptionsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_radius(&mut self, radius: i32) {
+    self.fbb_.push_slot::<i32>(LocalResponseNormalizationOptions::VT_RADIUS, radius, 0);
+  }
+  #[inline]
+  pub fn add_bias(&mut self, bias: f32) {
+    self.fbb_.push_slot::<f32>(LocalResponseNormalizationOptions::VT_BIAS, bias, 0.0);
+  }
+  #[inline]
+  pub fn add_alpha(&mut self, alpha: f32) {
+    self.fbb_.push_slot::<f32>(LocalResponseNormalizationOptions::VT_ALPHA, alpha, 0.0);
+  }
+  #[inline]
+  pub fn add_beta(&mut self, beta: f32) {
+    self.fbb_.push_slot::<f32>(LocalResponseNormalizationOptions::VT_BETA, beta, 0.0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LocalResponseNormalizationOptionsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LocalResponseNormalizationOptionsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LocalResponseNormalizationOptions<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LocalResponseNormalizationOptions<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LocalResponseNormalizationOptions");
+      ds.field("radius", &self.radius());
+      ds.field("bias", &self.bias());
+      ds.field("alpha", &self.alpha());
+      ds.field("beta", &self.beta());
+      ds.finish()
+  }
+}
+pub enum DivOptionsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct DivOptions<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DivOptions<'a> {
+  type Inner = DivOptions<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DivOptions<'a> {
+  pub const VT_FUSED_ACTIVATION_FUNCTION: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DivOptions { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DivOptionsArgs
+  ) -> ::flatbuffers::WIPOffset<DivOptions<'bldr>> {
+    let mut builder = DivOptionsBuilder::new(_fbb);
+    builder.add_fused_activation_function(args.fused_activation_function);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn fused_activation_function(&self) -> ActivationFunctionType {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ActivationFunctionType>(DivOptions::VT_FUSED_ACTIVATION_FUNCTION, Some(ActivationFunctionType::NONE)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DivOptions<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<ActivationFunctionType>("fused_activation_function", Self::VT_FUSED_ACTIVATION_FUNCTION, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DivOptionsArgs {
+    pub fused_activation_function: ActivationFunctionType,
+}
+impl<'a> Default for DivOptionsArgs {
+  #[inline]
+  fn default() -> Self {
+    DivOptionsArgs {
+      fused_activation_function: ActivationFunctionType::NONE,
+    }
+  }
+}
+
+pub struct DivOptionsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DivOptionsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_fused_activation_function(&mut self, fused_activation_function: ActivationFunctionType) {
+    self.fbb_.push_slot::<ActivationFunctionType>(DivOptions::VT_FUSED_ACTIVATION_FUNCTION, fused_activation_function, ActivationFunctionType::NONE);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DivOptionsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DivOptionsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DivOptions<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DivOptions<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DivOptions");
+      ds.field("fused_activation_function", &self.fused_activation_function());
+      ds.finish()
+  }
+}
 pub enum ConcatenationOptionsOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -4273,6 +4524,21 @@ impl<'a> Operator<'a> {
 
   #[inline]
   #[allow(non_snake_case)]
+  pub fn builtin_options_as_local_response_normalization_options(&self) -> Option<LocalResponseNormalizationOptions<'a>> {
+    if self.builtin_options_type() == BuiltinOptions::LocalResponseNormalizationOptions {
+      self.builtin_options().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LocalResponseNormalizationOptions::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
   pub fn builtin_options_as_reshape_options(&self) -> Option<ReshapeOptions<'a>> {
     if self.builtin_options_type() == BuiltinOptions::ReshapeOptions {
       self.builtin_options().map(|t| {
@@ -4363,6 +4629,21 @@ impl<'a> Operator<'a> {
 
   #[inline]
   #[allow(non_snake_case)]
+  pub fn builtin_options_as_div_options(&self) -> Option<DivOptions<'a>> {
+    if self.builtin_options_type() == BuiltinOptions::DivOptions {
+      self.builtin_options().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DivOptions::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
   pub fn builtin_options_as_dequantize_options(&self) -> Option<DequantizeOptions<'a>> {
     if self.builtin_options_type() == BuiltinOptions::DequantizeOptions {
       self.builtin_options().map(|t| {
@@ -4411,12 +4692,14 @@ impl ::flatbuffers::Verifiable for Operator<'_> {
           BuiltinOptions::SoftmaxOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SoftmaxOptions>>("BuiltinOptions::SoftmaxOptions", pos),
           BuiltinOptions::ConcatenationOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ConcatenationOptions>>("BuiltinOptions::ConcatenationOptions", pos),
           BuiltinOptions::AddOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AddOptions>>("BuiltinOptions::AddOptions", pos),
+          BuiltinOptions::LocalResponseNormalizationOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LocalResponseNormalizationOptions>>("BuiltinOptions::LocalResponseNormalizationOptions", pos),
           BuiltinOptions::ReshapeOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ReshapeOptions>>("BuiltinOptions::ReshapeOptions", pos),
           BuiltinOptions::MulOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MulOptions>>("BuiltinOptions::MulOptions", pos),
           BuiltinOptions::PadOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PadOptions>>("BuiltinOptions::PadOptions", pos),
           BuiltinOptions::TransposeOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TransposeOptions>>("BuiltinOptions::TransposeOptions", pos),
           BuiltinOptions::ReducerOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ReducerOptions>>("BuiltinOptions::ReducerOptions", pos),
           BuiltinOptions::SubOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SubOptions>>("BuiltinOptions::SubOptions", pos),
+          BuiltinOptions::DivOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DivOptions>>("BuiltinOptions::DivOptions", pos),
           BuiltinOptions::DequantizeOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DequantizeOptions>>("BuiltinOptions::DequantizeOptions", pos),
           BuiltinOptions::QuantizeOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<QuantizeOptions>>("BuiltinOptions::QuantizeOptions", pos),
           _ => Ok(()),
@@ -4592,6 +4875,13 @@ impl ::core::fmt::Debug for Operator<'_> {
             ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")
           }
         },
+        BuiltinOptions::LocalResponseNormalizationOptions => {
+          if let Some(x) = self.builtin_options_as_local_response_normalization_options() {
+            ds.field("builtin_options", &x)
+          } else {
+            ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
         BuiltinOptions::ReshapeOptions => {
           if let Some(x) = self.builtin_options_as_reshape_options() {
             ds.field("builtin_options", &x)
@@ -4629,6 +4919,13 @@ impl ::core::fmt::Debug for Operator<'_> {
         },
         BuiltinOptions::SubOptions => {
           if let Some(x) = self.builtin_options_as_sub_options() {
+            ds.field("builtin_options", &x)
+          } else {
+            ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        BuiltinOptions::DivOptions => {
+          if let Some(x) = self.builtin_options_as_div_options() {
             ds.field("builtin_options", &x)
           } else {
             ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")
