@@ -7,6 +7,7 @@
 
 pub mod dtype;
 pub mod graph;
+pub mod hint;
 pub mod op;
 pub mod pass;
 pub mod passes;

@@ -241,7 +241,11 @@ fn serialize(g: &Graph) -> Result<bytes::Bytes, WriteError> {
     let buffers: Vec<WIPOffset<fb::Buffer>> = buffer_data
         .iter()
         .map(|d| {
-            let data = d.map(|d| aligned_bytes(&mut fbb, d));
+            let data = d.map(|d| {
+                let v = aligned_bytes(&mut fbb, d);
+                qlite_ir::hint::constant_consumed(d);
+                v
+            });
             fb::Buffer::create(&mut fbb, &fb::BufferArgs { data, offset: 0, size: 0 })
         })
         .collect();

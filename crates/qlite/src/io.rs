@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use std::io::Write;
 use std::path::Path;
+use std::sync::{Arc, Mutex, Weak};
 
 /// Map a file read-only and hand out its bytes without copying.
 ///
@@ -22,8 +23,59 @@ fn map(file: &std::fs::File) -> std::io::Result<Bytes> {
     // or rewrites the file while it is mapped, reads may fault or see new bytes; every reader
     // of these bytes validates them anyway, and this is the documented trade-off of mapping
     // model files instead of copying them.
-    let mmap = unsafe { memmap2::Mmap::map(file)? };
-    Ok(Bytes::from_owner(mmap))
+    let mmap = Arc::new(unsafe { memmap2::Mmap::map(file)? });
+    qlite_ir::hint::set_release_hook(release_mapped);
+    if let Ok(mut maps) = LIVE_MAPS.lock() {
+        maps.retain(|m| m.strong_count() > 0);
+        maps.push(Arc::downgrade(&mmap));
+    }
+    Ok(Bytes::from_owner(MapOwner(mmap)))
+}
+
+/// Keeps a mapping alive for as long as any `Bytes` slice of it exists.
+struct MapOwner(Arc<memmap2::Mmap>);
+
+impl AsRef<[u8]> for MapOwner {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// The file mappings handed out by [`map_file`], so [`release_mapped`] can tell a slice of a
+/// mapped file from heap memory.
+static LIVE_MAPS: Mutex<Vec<Weak<memmap2::Mmap>>> = Mutex::new(Vec::new());
+
+/// Constants smaller than this are not worth a system call.
+const RELEASE_MIN: usize = 1 << 20;
+/// Round inward to this alignment: a multiple of every common page size.
+const RELEASE_ALIGN: usize = 1 << 16;
+
+/// The release hook (see `qlite_ir::hint`): drop the resident pages wholly inside `data` when
+/// it lies in a file mapping. Heap memory is never touched.
+#[allow(unsafe_code)]
+fn release_mapped(data: &[u8]) {
+    if data.len() < RELEASE_MIN {
+        return;
+    }
+    let Ok(maps) = LIVE_MAPS.lock() else { return };
+    let (start, end) = (data.as_ptr() as usize, data.as_ptr() as usize + data.len());
+    for m in maps.iter().filter_map(Weak::upgrade) {
+        let base = m.as_ptr() as usize;
+        if start < base || end > base + m.len() {
+            continue;
+        }
+        let lo = start.next_multiple_of(RELEASE_ALIGN);
+        let hi = end / RELEASE_ALIGN * RELEASE_ALIGN;
+        #[cfg(unix)]
+        if hi > lo {
+            // SAFETY: the mapping is read-only and private and has never been written, so
+            // MADV_DONTNEED only drops clean pages: a later read faults them in again from
+            // the file with the same contents. Failure (e.g. an unsupported platform) just
+            // leaves the pages resident.
+            let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, lo - base, hi - lo) };
+        }
+        return;
+    }
 }
 
 /// Write `data` to `path` so that the file appears whole or not at all: a temporary file in
@@ -38,4 +90,27 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn released_pages_of_a_mapped_file_read_back_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.bin");
+        let data: Vec<u8> = (0..(3usize << 20) + 12345).map(|i| (i * 7 + i / 4096) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let mapped = map_file(&path).unwrap();
+        let slice = mapped.slice(1000..mapped.len() - 77);
+        assert_eq!(&slice[..], &data[1000..data.len() - 77]);
+        qlite_ir::hint::constant_consumed(&slice);
+        // Dropped pages fault in again from the file.
+        assert_eq!(&slice[..], &data[1000..data.len() - 77]);
+        // Heap memory is left alone.
+        let heap = data.clone();
+        qlite_ir::hint::constant_consumed(&heap);
+        assert_eq!(heap, data);
+    }
 }
