@@ -14,7 +14,7 @@ fn fixtures_match_onnxruntime_and_litert_without_inner_transposes() {
     let reg = Registry::default();
     let dir = tempfile::tempdir().unwrap();
     let mut text = String::new();
-    for name in ["mlp", "cnn", "torch_style_cnn", "resnet_style", "activations", "grouped_lrn"] {
+    for name in ["mlp", "cnn", "torch_style_cnn", "resnet_style", "activations", "grouped_lrn", "gemm_trans_a"] {
         let model = fixture(&format!("onnx/{name}.onnx"));
         let x = qlite::read_npy_file(&fixture(&format!("onnx/{name}_input.npy"))).unwrap();
         let want = qlite::read_npy_file(&fixture(&format!("onnx/{name}_expected.npy"))).unwrap();

@@ -829,7 +829,7 @@ impl Importer {
                 self.fold_binary(n, name, kind)?;
             }
             "Gemm" | "MatMul" => {
-                let x = self.input(n, 0)?;
+                let mut x = self.input(n, 0)?;
                 let bname = n.input.get(1).cloned().unwrap_or_default();
                 let Some(b) = self.constant(&bname).filter(|c| c.dims.len() == 2) else { return Ok(false) };
                 if b.dtype != DType::F32 {
@@ -838,7 +838,10 @@ impl Importer {
                 let (trans_a, trans_b) =
                     if op_type == "Gemm" { (attr_i(n, "transA", 0), attr_i(n, "transB", 0)) } else { (0, 0) };
                 if trans_a != 0 {
-                    return Ok(false);
+                    if self.shape_of(x).rank() != 2 {
+                        return Err(format!("Gemm input must be 2-D, got {}", self.shape_of(x)));
+                    }
+                    x = self.transpose(&format!("{name}/transpose_a"), x, vec![1, 0])?;
                 }
                 let alpha = if op_type == "Gemm" { attr_f(n, "alpha", 1.0) } else { 1.0 };
                 let beta = if op_type == "Gemm" { attr_f(n, "beta", 1.0) } else { 1.0 };
