@@ -329,6 +329,8 @@ fn random_integer_ops_are_exported_for_litert() {
             let out = generate(&mut b);
             let (g, inputs) = b.finish(&[out]);
             let y = qlite::run(&g, inputs.clone()).unwrap_or_else(|e| panic!("{case}: {e}"));
+            let fast = qlite::Interpreter::new(&g).unwrap().kernels(qlite::Kernels::Fast);
+            assert_eq!(fast.run(inputs.clone()).unwrap(), y, "{case}: fast kernels differ from the reference");
             let bytes = qlite_tflite::write_model(&g).unwrap();
             export_case(&case, &bytes, &inputs, &y, "exact");
             if i < 2 {
@@ -342,4 +344,51 @@ fn random_integer_ops_are_exported_for_litert() {
     }
     // Exact int8 outputs of the first cases of each kind (all cases are checked against LiteRT).
     insta::assert_snapshot!("random_int8_ops", snap);
+}
+
+/// The fast FULLY_CONNECTED against the reference kernel: depths that exercise every vector
+/// tail, batches, kept leading dimensions, per-tensor weights with a zero point (which the
+/// reference subtracts), per-channel weights, every activation, saturating outputs.
+#[test]
+fn fast_fully_connected_is_bit_exact_with_the_reference() {
+    let mut fast_nodes = 0;
+    for seed in 0..400u64 {
+        let mut b = Builder::new(&format!("fast_fc_{seed}"));
+        let depth = match seed % 4 {
+            0 => int(&mut b.rng, 1, 17) as usize,
+            1 => int(&mut b.rng, 16, 70) as usize,
+            _ => int(&mut b.rng, 60, 700) as usize,
+        };
+        let units = int(&mut b.rng, 1, 70) as usize;
+        let keep = seed % 5 == 0;
+        let dims: Vec<usize> = if keep {
+            vec![2, int(&mut b.rng, 1, 3) as usize, depth]
+        } else {
+            vec![int(&mut b.rng, 1, 4) as usize, depth]
+        };
+        let qi = qp(&mut b.rng);
+        let x = input(&mut b, "x", &dims, qi.clone());
+        let per_channel = seed % 3 != 0;
+        let (w, ws) = weights(&mut b, &[units, depth], 0, per_channel);
+        let w = if !per_channel && seed % 2 == 0 {
+            // Per-tensor weights with a non-zero zero point.
+            let t = b.g.tensor(w).unwrap().clone();
+            let zp = int(&mut b.rng, -20, 20);
+            b.raw_const(t.with_quant(QuantParams::per_tensor(ws[0], zp)))
+        } else {
+            w
+        };
+        let bias = (seed % 4 != 3).then(|| bias(&mut b, units, qi.scale(), &ws));
+        let a = act(&mut b.rng);
+        let typical = typical_out(qi.scale(), &ws, depth) * if seed % 7 == 0 { 0.05 } else { 1.0 };
+        let qo = qp_near(&mut b.rng, typical);
+        let op = Op::FullyConnected(FullyConnected { activation: a, keep_num_dims: keep, asymmetric_inputs: false });
+        let out = b.node(op, &[Some(x), Some(w), bias], Some((DType::I8, qo)));
+        let (g, inputs) = b.finish(&[out]);
+        let reference = qlite::Interpreter::new(&g).unwrap().run(inputs.clone()).unwrap();
+        let fast = qlite::Interpreter::new(&g).unwrap().kernels(qlite::Kernels::Fast);
+        fast_nodes += fast.fast_nodes();
+        assert_eq!(fast.run(inputs).unwrap(), reference, "seed {seed}: depth {depth}, units {units}");
+    }
+    assert_eq!(fast_nodes, 400, "every case must run the fast kernel");
 }

@@ -165,6 +165,10 @@ enum Cmd {
         /// Write integer outputs as float32, dequantized with their scale and zero point.
         #[arg(long)]
         dequantize: bool,
+        /// Integer kernels: `fast` (packed weights, vectorized) or `reference` (the plain
+        /// loops the fast ones are checked against); both give the same bytes.
+        #[arg(long, default_value = "fast")]
+        kernels: qlite::Kernels,
     },
     /// Read, write and re-read each model; fail with a diff if anything changed.
     Roundtrip {
@@ -180,9 +184,15 @@ enum Cmd {
         /// Input (.npy); its first row is used. Default: seeded random input.
         #[arg(short, long)]
         input: Option<PathBuf>,
-        /// Timed runs (after 3 warm-up runs).
-        #[arg(long, default_value_t = 100)]
-        runs: usize,
+        /// Timed single-sample inferences (after 10 warm-up runs).
+        #[arg(long, alias = "runs", default_value_t = 100)]
+        iterations: usize,
+        /// Integer kernels: fast or reference.
+        #[arg(long, default_value = "fast")]
+        kernels: qlite::Kernels,
+        /// Print one JSON object (median_us, min_us, mean_us, iterations, kernels).
+        #[arg(long)]
+        json: bool,
     },
     /// List the passes `convert --passes` accepts.
     Passes,
@@ -307,8 +317,8 @@ fn real_main(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
-        Cmd::Run { model, input, output, dump, dequantize } => {
-            run_cmd(&reg, &model, &input, &output, dump.as_deref(), dequantize)
+        Cmd::Run { model, input, output, dump, dequantize, kernels } => {
+            run_cmd(&reg, &model, &input, &output, dump.as_deref(), dequantize, kernels)
         }
         Cmd::Roundtrip { models, seed } => {
             let mut failed = 0;
@@ -391,7 +401,9 @@ fn real_main(cli: Cli) -> Result<(), String> {
             );
             Ok(())
         }
-        Cmd::Bench { model, input, runs } => bench_cmd(&reg, &model, input.as_deref(), runs),
+        Cmd::Bench { model, input, iterations, kernels, json } => {
+            bench_cmd(&reg, &model, input.as_deref(), iterations, kernels, json)
+        }
         Cmd::Passes => {
             for p in qlite::pass_table() {
                 println!("{:<20} {}", p.name, p.description);
@@ -410,6 +422,7 @@ fn run_cmd(
     outputs: &[PathBuf],
     dump: Option<&Path>,
     dequantize: bool,
+    kernels: qlite::Kernels,
 ) -> Result<(), String> {
     let g = qlite::load(reg, model).map_err(|e| e.to_string())?;
     if inputs.len() != g.inputs().len() {
@@ -439,14 +452,14 @@ fn run_cmd(
             std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             let mut obs = DumpObserver { dir: dir.to_path_buf(), error: None };
             let ys = qlite::Interpreter::new(&g)
-                .and_then(|i| i.run_observed(arrays, &mut obs))
+                .and_then(|i| i.kernels(kernels).run_observed(arrays, &mut obs))
                 .map_err(|e| e.to_string())?;
             if let Some(e) = obs.error {
                 return Err(e);
             }
             ys
         }
-        None => qlite::run_batched(&g, arrays).map_err(|e| e.to_string())?,
+        None => qlite::run_batched_with(&g, arrays, kernels).map_err(|e| e.to_string())?,
     };
     let ys = if dequantize { qlite::dequantize_outputs(&g, ys).map_err(|e| e.to_string())? } else { ys };
     if outputs.is_empty() {
@@ -506,7 +519,14 @@ impl Progress {
 }
 
 /// `qlite bench`: median, mean and best latency of one inference.
-fn bench_cmd(reg: &Registry, model: &Path, input: Option<&Path>, runs: usize) -> Result<(), String> {
+fn bench_cmd(
+    reg: &Registry,
+    model: &Path,
+    input: Option<&Path>,
+    runs: usize,
+    kernels: qlite::Kernels,
+    json: bool,
+) -> Result<(), String> {
     let g = qlite::load(reg, model).map_err(|e| e.to_string())?;
     let inputs = match input {
         Some(p) => {
@@ -521,8 +541,8 @@ fn bench_cmd(reg: &Registry, model: &Path, input: Option<&Path>, runs: usize) ->
         }
         None => qlite::roundtrip::random_inputs(&g, 0)?,
     };
-    let interp = qlite::Interpreter::new(&g).map_err(|e| e.to_string())?;
-    for _ in 0..3 {
+    let interp = qlite::Interpreter::new(&g).map_err(|e| e.to_string())?.kernels(kernels);
+    for _ in 0..10 {
         interp.run(inputs.clone()).map_err(|e| e.to_string())?;
     }
     let mut times = Vec::with_capacity(runs.max(1));
@@ -534,8 +554,26 @@ fn bench_cmd(reg: &Registry, model: &Path, input: Option<&Path>, runs: usize) ->
     }
     times.sort_by(|a, b| a.total_cmp(b));
     let mean = times.iter().sum::<f64>() / times.len() as f64;
+    let kernels_name = match kernels {
+        qlite::Kernels::Reference => "reference",
+        qlite::Kernels::Fast => "fast",
+    };
+    if json {
+        let o = serde_json::json!({
+            "model": model.display().to_string(),
+            "median_us": times[times.len() / 2],
+            "min_us": times[0],
+            "mean_us": mean,
+            "iterations": times.len(),
+            "kernels": kernels_name,
+            "fast_nodes": interp.fast_nodes(),
+            "threads": 1,
+        });
+        println!("{o}");
+        return Ok(());
+    }
     println!(
-        "{}: median {:.1} µs, mean {:.1} µs, best {:.1} µs over {} runs",
+        "{}: median {:.1} µs, mean {:.1} µs, best {:.1} µs over {} runs ({kernels_name} kernels)",
         model.display(),
         times[times.len() / 2],
         mean,

@@ -7,6 +7,7 @@
 //! the int8 reference interpreter). The interpreter never reads files.
 
 pub mod array;
+pub mod fast;
 pub mod fixedpoint;
 pub mod int8;
 pub mod kernels;
@@ -59,6 +60,28 @@ pub struct Interpreter<'g> {
     /// Run LOCAL_RESPONSE_NORMALIZATION as LiteRT's reference kernel does (see
     /// [`Interpreter::litert_reference_lrn`]).
     reference_lrn: bool,
+    /// Per node: its packed fast kernel, when [`Kernels::Fast`] is selected and one applies.
+    packed: Vec<Option<fast::PackedFc>>,
+}
+
+/// Which integer kernels run: the plain reference loops (the oracle) or the fast ones, which
+/// give the same bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Kernels {
+    #[default]
+    Reference,
+    Fast,
+}
+
+impl std::str::FromStr for Kernels {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "reference" => Ok(Kernels::Reference),
+            "fast" => Ok(Kernels::Fast),
+            _ => Err(format!("unknown kernels {s:?} (expected reference or fast)")),
+        }
+    }
 }
 
 impl<'g> Interpreter<'g> {
@@ -107,8 +130,14 @@ impl<'g> Interpreter<'g> {
         for &o in graph.outputs() {
             last_use[o.index()] = usize::MAX;
         }
-        let mut interp =
-            Interpreter { graph, consts, folded: vec![false; graph.nodes().len()], last_use, reference_lrn: false };
+        let mut interp = Interpreter {
+            graph,
+            consts,
+            folded: vec![false; graph.nodes().len()],
+            last_use,
+            reference_lrn: false,
+            packed: Vec::new(),
+        };
         interp.fold_constant_nodes()?;
         Ok(interp)
     }
@@ -147,6 +176,27 @@ impl<'g> Interpreter<'g> {
     pub fn litert_reference_lrn(mut self, on: bool) -> Self {
         self.reference_lrn = on;
         self
+    }
+
+    /// Select the integer kernels. [`Kernels::Fast`] packs the weights of every op it has a
+    /// fast kernel for now, once; other ops keep running the reference kernels.
+    pub fn kernels(mut self, k: Kernels) -> Self {
+        self.packed = match k {
+            Kernels::Reference => Vec::new(),
+            Kernels::Fast => self
+                .graph
+                .nodes()
+                .iter()
+                .enumerate()
+                .map(|(ni, n)| if self.folded[ni] { None } else { fast::PackedFc::new(self.graph, n, &self.consts) })
+                .collect(),
+        };
+        self
+    }
+
+    /// The number of nodes a fast kernel runs.
+    pub fn fast_nodes(&self) -> usize {
+        self.packed.iter().filter(|p| p.is_some()).count()
     }
 
     pub fn graph(&self) -> &Graph {
@@ -189,7 +239,14 @@ impl<'g> Interpreter<'g> {
                 .iter()
                 .map(|t| t.and_then(|t| values[t.index()].as_ref().or(self.consts[t.index()].as_ref())))
                 .collect();
-            let out = self.eval(node, &ins).map_err(err)?;
+            let fast = match (self.packed.get(ni).and_then(|p| p.as_ref()), ins.first().copied().flatten()) {
+                (Some(p), Some(x)) => p.run(x),
+                _ => None,
+            };
+            let out = match fast {
+                Some(r) => r.map_err(err)?,
+                None => self.eval(node, &ins).map_err(err)?,
+            };
             let Some(&out_id) = node.outputs.first() else { continue };
             let decl = &g.tensors()[out_id.index()];
             if out.dtype() != decl.dtype || !fits(&decl.shape, out.shape()) {

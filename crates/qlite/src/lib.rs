@@ -31,7 +31,7 @@ pub mod quantize;
 pub mod roundtrip;
 pub mod sample;
 
-pub use qlite_interp::{Array, Data, Interpreter, Observer};
+pub use qlite_interp::{Array, Data, Interpreter, Kernels, Observer};
 pub use qlite_ir as ir;
 pub use qlite_ir::Graph;
 pub use qlite_onnx as onnx;
@@ -546,8 +546,13 @@ pub fn write_npy_file(path: &Path, a: &Array) -> Result<(), Error> {
 /// the array has N rows, the graph runs N times and the outputs are stacked along axis 0. An
 /// array missing the batch dimension is treated as one sample.
 pub fn run_batched(g: &Graph, inputs: Vec<Array>) -> Result<Vec<Array>, Error> {
+    run_batched_with(g, inputs, Kernels::Reference)
+}
+
+/// [`run_batched`] with a choice of integer kernels (the same bytes either way).
+pub fn run_batched_with(g: &Graph, inputs: Vec<Array>, kernels: Kernels) -> Result<Vec<Array>, Error> {
     use qlite_ir::Dim;
-    let interp = Interpreter::new(g)?;
+    let interp = Interpreter::new(g)?.kernels(kernels);
     let mut rows: Option<usize> = None;
     let mut prepared = Vec::with_capacity(inputs.len());
     for (i, a) in inputs.into_iter().enumerate() {
