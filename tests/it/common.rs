@@ -104,6 +104,16 @@ pub fn export_case_with_reference(
     reference: Option<&[Array]>,
     compare: &str,
 ) {
+    // Every exported case also runs on the fast kernels, which must give the same bytes as
+    // the reference kernels that computed `outputs` (so the LiteRT check covers both).
+    let g = qlite_tflite::read_model(bytes::Bytes::copy_from_slice(model)).unwrap();
+    let fast = Interpreter::new(&g)
+        .unwrap()
+        .kernels(qlite::Kernels::Fast)
+        .run(inputs.to_vec())
+        .or_else(|_| qlite::run_batched_with(&g, inputs.to_vec(), qlite::Kernels::Fast))
+        .unwrap();
+    assert!(fast == outputs, "{name}: the fast kernels differ from the reference");
     let Some(dir) = conformance_dir() else { return };
     let d = dir.join(name);
     std::fs::create_dir_all(&d).unwrap();

@@ -1,44 +1,71 @@
 //! Fast integer kernels that give the reference kernels' bytes.
 //!
-//! Weights are packed once, when [`crate::Interpreter::kernels`] selects [`crate::Kernels::Fast`]:
-//! int8 rows kept as `i8` with their sums precomputed, so an inference only does `i8 × i8` dot
-//! products (vectorized; an AVX2 build of the same loop is chosen at run time on x86-64) and
-//! the reference's requantization. The zero-point terms are moved out of the inner loop:
+//! Weights are packed once, when [`crate::Interpreter::kernels`] selects
+//! [`crate::Kernels::Fast`]; an inference then runs `i8 × i8` dot products on the widest vector
+//! unit the CPU has (AVX-512 VNNI `vpdpbusd`, AVX2 `vpmaddwd`, or portable code), chosen at run
+//! time, followed by the reference kernel's own requantization. The zero-point terms are moved
+//! out of the inner loop:
 //!
 //! `Σ (w + w_off)(x − z) = Σ w·x − z·Σ w + w_off·Σ x − n·w_off·z`
 //!
-//! All of it in wrapping i32 arithmetic, which is exact modulo 2³²: any regrouping of sums
-//! and products gives the reference kernel's wrapped accumulator bit for bit.
+//! All of it in wrapping i32 arithmetic, which is exact modulo 2³²: any regrouping of the sums
+//! and products gives the reference kernel's (wrapped) accumulator bit for bit. Convolutions
+//! gather each output pixel's input patch (im2col, padding taps filled with the input zero
+//! point, so they contribute `(z − z)·w = 0` as the reference's skipped taps do) and reuse the
+//! same dot products; depthwise convolutions vectorize across channels.
 
 use crate::array::{Array, Data};
-use crate::int8::{OutQ, per_tensor};
-use qlite_ir::op::FullyConnected;
+use crate::int8::{OutQ, per_channel_multipliers, per_tensor};
+use qlite_ir::op::{Conv2d, DepthwiseConv2d, FullyConnected};
 use qlite_ir::{DType, Graph, Node, Op};
 
-/// An int8 FULLY_CONNECTED with constant weights, packed for [`PackedFc::run`].
+/// A node's fast kernel, prepared when the interpreter is set up.
 #[derive(Debug, Clone)]
-pub struct PackedFc {
-    units: usize,
-    depth: usize,
-    keep_num_dims: bool,
-    /// `units × depth`, row-major.
-    w: Vec<i8>,
-    /// `−z_in · Σ_d w[o][d] − depth · w_off · z_in + bias[o]`: everything but `Σ w·x` and `w_off · Σ x`.
-    row_const: Vec<i32>,
-    w_off: i32,
-    /// `s_in · s_w[o] / s_out` in double, as the reference computes it.
-    scales: Vec<f64>,
-    zp_out: i32,
-    lo: i32,
-    hi: i32,
+pub enum Packed {
+    Fc(PackedFc),
+    Conv(PackedConv),
+    Depthwise(PackedDepthwise),
 }
 
-impl PackedFc {
-    /// Pack node `n` when it is an int8 FULLY_CONNECTED over constant int8 weights (and an
-    /// optional constant int32 bias) with int8 per-tensor input and output; otherwise `None`
-    /// (the reference kernel runs it).
+impl Packed {
+    /// Prepare node `n` if a fast kernel covers it (int8 input, weights and output, constant
+    /// weights and bias); `None` leaves it to the reference kernels.
     pub fn new(g: &Graph, n: &Node, consts: &[Option<Array>]) -> Option<Self> {
-        let Op::FullyConnected(FullyConnected { activation, keep_num_dims, .. }) = &n.op else { return None };
+        let common = Common::new(g, n, consts)?;
+        match &n.op {
+            Op::FullyConnected(o) => PackedFc::new(o, common).map(Packed::Fc),
+            Op::Conv2d(o) => PackedConv::new(o, common).map(Packed::Conv),
+            Op::DepthwiseConv2d(o) => PackedDepthwise::new(o, common).map(Packed::Depthwise),
+            _ => None,
+        }
+    }
+
+    /// Run on the node's first input; `None` when the input is not what was packed for (the
+    /// reference kernel then runs).
+    pub fn run(&self, x: &Array) -> Option<Result<Array, String>> {
+        let Data::I8(xv) = x.data() else { return None };
+        match self {
+            Packed::Fc(p) => p.run(x.shape(), xv),
+            Packed::Conv(p) => p.run(x.shape(), xv),
+            Packed::Depthwise(p) => p.run(x.shape(), xv),
+        }
+        .map(|(shape, y)| Array::new(shape, Data::I8(y)).map_err(|e| e.to_string()))
+    }
+}
+
+/// What every packed kernel needs from the node.
+struct Common<'a> {
+    z_in: i32,
+    s_in: f32,
+    out: OutQ,
+    w: &'a [i8],
+    w_shape: &'a [usize],
+    wq: &'a qlite_ir::QuantParams,
+    bias: Option<&'a [i32]>,
+}
+
+impl<'a> Common<'a> {
+    fn new(g: &'a Graph, n: &Node, consts: &'a [Option<Array>]) -> Option<Self> {
         let t = |i: usize| n.input(i).and_then(|t| g.tensor(t));
         let c = |i: usize| n.input(i).and_then(|t| consts.get(t.index())).and_then(|a| a.as_ref());
         let (x, w, out) = (t(0)?, t(1)?, n.outputs.first().and_then(|o| g.tensor(*o))?);
@@ -46,87 +73,159 @@ impl PackedFc {
             return None;
         }
         let (s_in, z_in) = per_tensor(x.quant.as_ref(), "input").ok()?;
-        let (s_out, zp_out) = per_tensor(out.quant.as_ref(), "output").ok()?;
-        let wq = w.quant.as_ref()?;
+        let (s_out, zp) = per_tensor(out.quant.as_ref(), "output").ok()?;
         let wa = c(1)?;
         let Data::I8(wv) = wa.data() else { return None };
-        let &[units, depth] = wa.shape() else { return None };
-        let per_channel = wq.scales().len() != 1;
-        if per_channel && wq.scales().len() != units {
-            return None;
-        }
-        let bias: Option<&[i32]> = match n.input(2) {
+        let bias = match n.input(2) {
             Some(_) => match c(2)?.data() {
-                Data::I32(b) if b.len() == units => Some(b),
+                Data::I32(b) => Some(b.as_slice()),
                 _ => return None,
             },
             None => None,
         };
-        let w_off = if per_channel { 0 } else { -(wq.zero_point() as i32) };
-        let scales = (0..units)
-            .map(|o| {
-                let s_w = if per_channel { wq.scales()[o] } else { wq.scale() };
-                s_in as f64 * s_w as f64 / s_out as f64
-            })
-            .collect();
-        let n_w_off_z = (depth as i32).wrapping_mul(w_off).wrapping_mul(z_in);
-        let row_const = (0..units)
-            .map(|o| {
-                let sum_w = wv[o * depth..(o + 1) * depth].iter().fold(0i32, |a, &v| a.wrapping_add(v as i32));
-                z_in.wrapping_neg().wrapping_mul(sum_w).wrapping_sub(n_w_off_z).wrapping_add(bias.map_or(0, |b| b[o]))
-            })
-            .collect();
-        let (lo, hi) = OutQ { dtype: DType::I8, scale: s_out, zp: zp_out }.range(*activation);
-        Some(PackedFc {
-            units,
-            depth,
-            keep_num_dims: *keep_num_dims,
-            w: wv.clone(),
-            row_const,
-            w_off,
-            scales,
-            zp_out,
-            lo,
-            hi,
+        Some(Common {
+            z_in,
+            s_in,
+            out: OutQ { dtype: DType::I8, scale: s_out, zp },
+            w: wv,
+            w_shape: wa.shape(),
+            wq: w.quant.as_ref()?,
+            bias,
         })
-    }
-
-    /// Run on the int8 input; `None` when the input is not what was packed for.
-    pub fn run(&self, x: &Array) -> Option<Result<Array, String>> {
-        let Data::I8(xv) = x.data() else { return None };
-        if self.depth == 0 || xv.len() % self.depth != 0 {
-            return None;
-        }
-        let batches = xv.len() / self.depth;
-        let shape = if self.keep_num_dims {
-            let mut s = x.shape().to_vec();
-            *s.last_mut()? = self.units;
-            s
-        } else {
-            vec![batches, self.units]
-        };
-        let mut y = vec![0i8; batches * self.units];
-        let mut acc = vec![0i32; self.units];
-        for (xr, yr) in xv.chunks_exact(self.depth).zip(y.chunks_exact_mut(self.units.max(1))) {
-            let sum_x = xr.iter().fold(0i32, |a, &v| a.wrapping_add(v as i32));
-            let x_term = self.w_off.wrapping_mul(sum_x);
-            dots(&self.w, xr, &mut acc);
-            for (o, (out, &d)) in yr.iter_mut().zip(&acc).enumerate() {
-                let total = d.wrapping_add(x_term).wrapping_add(self.row_const[o]);
-                let scaled = (total as f64 * self.scales[o]).round() as i32;
-                *out = scaled.saturating_add(self.zp_out).clamp(self.lo, self.hi) as i8;
-            }
-        }
-        Some(Array::new(shape, Data::I8(y)).map_err(|e| e.to_string()))
     }
 }
 
-/// `acc[o] = Σ_d w[o·n + d] · x[d]` (wrapping), with the widest vector unit available.
+// ------------------------------------------------------------------ dot products
+
+/// A `units × depth` int8 matrix packed for `acc[o] = Σ_d w[o][d] · x[d]`.
+#[derive(Debug, Clone)]
+struct Matrix {
+    units: usize,
+    depth: usize,
+    /// Row-major, for the AVX2 and portable paths.
+    rows: Vec<i8>,
+    /// Row sums.
+    sum_w: Vec<i32>,
+    vnni: Option<VnniPack>,
+}
+
+/// Weights for `vpdpbusd`: blocks of 16 output units; within a block, for each group of 4
+/// depth positions, 16 × 4 bytes (unit-major), so one 64-byte load feeds 16 dot products.
+/// Padded with zero weights to whole blocks and groups.
+#[derive(Debug, Clone)]
+struct VnniPack {
+    groups: usize,
+    data: Vec<i8>,
+}
+
+impl Matrix {
+    fn new(w: &[i8], units: usize, depth: usize) -> Option<Self> {
+        if w.len() != units.checked_mul(depth)? || depth == 0 {
+            return None;
+        }
+        let sum_w = w.chunks_exact(depth).map(|r| r.iter().fold(0i32, |a, &v| a.wrapping_add(v as i32))).collect();
+        let vnni = has_vnni().then(|| {
+            let groups = depth.div_ceil(4);
+            let mut data = vec![0i8; units.div_ceil(16) * groups * 64];
+            for o in 0..units {
+                let (blk, lane) = (o / 16, o % 16);
+                for d in 0..depth {
+                    data[(blk * groups + d / 4) * 64 + lane * 4 + d % 4] = w[o * depth + d];
+                }
+            }
+            VnniPack { groups, data }
+        });
+        Some(Matrix { units, depth, rows: w.to_vec(), sum_w, vnni })
+    }
+
+    /// Scratch sizes [`Matrix::dots`] needs: `acc` of at least `acc_len()` entries.
+    fn acc_len(&self) -> usize {
+        self.units.div_ceil(16) * 16
+    }
+
+    /// `acc[o] = Σ_d w[o][d] · x[d]` (wrapping) for every unit; `x.len() == depth`.
+    fn dots(&self, x: &[i8], xu: &mut Vec<u8>, acc: &mut [i32]) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(p) = &self.vnni
+            && acc.len() >= self.acc_len()
+        {
+            // x + 128 as unsigned bytes, zero-padded to whole groups of 4.
+            xu.clear();
+            xu.extend(x.iter().map(|&v| (v as u8) ^ 0x80));
+            xu.resize(p.groups * 4, 0);
+            // SAFETY: the pack exists only when `has_vnni()` found AVX-512 F/BW/VNNI.
+            #[allow(unsafe_code)]
+            unsafe {
+                dots_vnni(p, xu, acc)
+            };
+            for (a, &sw) in acc.iter_mut().zip(&self.sum_w) {
+                *a = a.wrapping_sub(sw.wrapping_mul(128));
+            }
+            return;
+        }
+        let _ = xu;
+        dots(&self.rows, x, &mut acc[..self.units]);
+    }
+}
+
+fn has_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// `acc[o] = Σ_d (x[d] + 128) · w[o][d]` for every unit of the pack (wrapping), 64 products per
+/// `vpdpbusd`; four accumulators per block hide the instruction's latency.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[allow(unsafe_code)]
+fn dots_vnni(p: &VnniPack, xu: &[u8], acc: &mut [i32]) {
+    use std::arch::x86_64::*;
+    let g = p.groups;
+    if g == 0 || xu.len() < g * 4 {
+        return;
+    }
+    for (blk, out) in acc.chunks_exact_mut(16).enumerate() {
+        let base = blk * g * 64;
+        if base + g * 64 > p.data.len() {
+            break;
+        }
+        let mut a = [_mm512_setzero_si512(); 4];
+        let mut j = 0;
+        // SAFETY (every load below): j < g, so the 4 bytes of x at 4j and the 64 weight
+        // bytes at base + 64j lie inside `xu` (>= 4g bytes) and `p.data` (>= base + 64g
+        // bytes), both checked above; `out` holds 16 i32 (chunks_exact).
+        unsafe {
+            while j + 4 <= g {
+                for (k, ak) in a.iter_mut().enumerate() {
+                    let xb = _mm512_set1_epi32((xu.as_ptr().add(4 * (j + k)) as *const i32).read_unaligned());
+                    let wv = _mm512_loadu_si512(p.data.as_ptr().add(base + 64 * (j + k)) as *const _);
+                    *ak = _mm512_dpbusd_epi32(*ak, xb, wv);
+                }
+                j += 4;
+            }
+            while j < g {
+                let xb = _mm512_set1_epi32((xu.as_ptr().add(4 * j) as *const i32).read_unaligned());
+                let wv = _mm512_loadu_si512(p.data.as_ptr().add(base + 64 * j) as *const _);
+                a[0] = _mm512_dpbusd_epi32(a[0], xb, wv);
+                j += 1;
+            }
+            let sum = _mm512_add_epi32(_mm512_add_epi32(a[0], a[1]), _mm512_add_epi32(a[2], a[3]));
+            _mm512_storeu_si512(out.as_mut_ptr() as *mut _, sum);
+        }
+    }
+}
+
+/// `acc[o] = Σ_d w[o·n + d] · x[d]` (wrapping), AVX2 when the CPU has it.
 fn dots(w: &[i8], x: &[i8], acc: &mut [i32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked just above), the only requirement of
-        // `dots_avx2`, which is the portable loop compiled with AVX2 enabled.
+        // SAFETY: the CPU supports AVX2 (checked just above), the only requirement.
         #[allow(unsafe_code)]
         unsafe {
             dots_avx2(w, x, acc)
@@ -137,7 +236,7 @@ fn dots(w: &[i8], x: &[i8], acc: &mut [i32]) {
 }
 
 /// AVX2: 16 int8 pairs at a time, sign-extended to i16 and multiplied-and-pair-added into
-/// i32 lanes (`vpmaddwd`; a pair of i8 products cannot overflow i32), then the portable tail.
+/// i32 lanes (`vpmaddwd`; a pair of i8 products cannot overflow i32), then the scalar tail.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[allow(unsafe_code)]
@@ -174,28 +273,495 @@ fn dots_avx2(w: &[i8], x: &[i8], acc: &mut [i32]) {
     }
 }
 
-#[inline(always)]
 fn dots_portable(w: &[i8], x: &[i8], acc: &mut [i32]) {
-    let n = x.len();
-    for (a, row) in acc.iter_mut().zip(w.chunks_exact(n.max(1))) {
-        *a = dot(row, x);
+    let n = x.len().max(1);
+    for (a, row) in acc.iter_mut().zip(w.chunks_exact(n)) {
+        *a = row.iter().zip(x).fold(0i32, |s, (&p, &q)| s.wrapping_add(p as i32 * q as i32));
     }
 }
 
+// ------------------------------------------------------------------ requantization
+
+/// FULLY_CONNECTED's reference requantization, `clamp(round(acc · scale) + zp)` with `round`
+/// half away from zero in double, written so it vectorizes (`v − trunc(v)` is exact).
+fn requantize_double(acc: &[i32], scales: &[f64], zp: i32, lo: i32, hi: i32, out: &mut [i8]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512dq") {
+        // SAFETY: the CPU has AVX-512 F and DQ, the only requirements.
+        #[allow(unsafe_code)]
+        unsafe {
+            requantize_double_avx512(acc, scales, zp, lo, hi, out)
+        };
+        return;
+    }
+    requantize_double_portable(acc, scales, zp, lo, hi, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq")]
+fn requantize_double_avx512(acc: &[i32], scales: &[f64], zp: i32, lo: i32, hi: i32, out: &mut [i8]) {
+    requantize_double_portable(acc, scales, zp, lo, hi, out);
+}
+
 #[inline(always)]
-fn dot(a: &[i8], b: &[i8]) -> i32 {
-    // Sixteen lanes summed independently so the loop vectorizes into widening multiply-adds.
-    let mut lanes = [0i32; 16];
-    let (ac, at) = a.split_at(a.len() / 16 * 16);
-    let (bc, bt) = b.split_at(ac.len());
-    for (ca, cb) in ac.chunks_exact(16).zip(bc.chunks_exact(16)) {
-        for k in 0..16 {
-            lanes[k] = lanes[k].wrapping_add(ca[k] as i32 * cb[k] as i32);
+fn requantize_double_portable(acc: &[i32], scales: &[f64], zp: i32, lo: i32, hi: i32, out: &mut [i8]) {
+    for ((o, &a), &s) in out.iter_mut().zip(acc).zip(scales) {
+        let v = a as f64 * s;
+        let t = v.trunc();
+        let r = if (v - t).abs() >= 0.5 { t + 1f64.copysign(v) } else { t };
+        *o = (r as i32).saturating_add(zp).clamp(lo, hi) as i8;
+    }
+}
+
+/// Per-channel `MultiplyByQuantizedMultiplier` parameters in the form the vector loop wants.
+#[derive(Debug, Clone)]
+struct Multipliers {
+    m: Vec<i32>,
+    /// `2^max(shift, 0)`.
+    left: Vec<i32>,
+    /// `max(−shift, 0)`, at most 31.
+    right: Vec<i32>,
+}
+
+impl Multipliers {
+    fn new(mults: &[(i32, i32)]) -> Self {
+        Multipliers {
+            m: mults.iter().map(|&(m, _)| m).collect(),
+            left: mults.iter().map(|&(_, s)| 1i32.wrapping_shl(s.clamp(0, 31) as u32)).collect(),
+            right: mults.iter().map(|&(_, s)| (-s).clamp(0, 31)).collect(),
         }
     }
-    let mut s = lanes.iter().fold(0i32, |a, &v| a.wrapping_add(v));
-    for (&p, &q) in at.iter().zip(bt) {
-        s = s.wrapping_add(p as i32 * q as i32);
+}
+
+/// The convolutions' per-channel requantization of whole pixels (`acc` is pixels × channels):
+/// bias, `MultiplyByQuantizedMultiplier`, offset, clamp — the reference's arithmetic,
+/// branch-free so it vectorizes.
+fn requantize_fixed(acc: &[i32], bias: &[i32], q: &Multipliers, zp: i32, lo: i32, hi: i32, out: &mut [i8]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512dq")
+        && std::arch::is_x86_feature_detected!("avx512vl")
+    {
+        // SAFETY: the CPU has AVX-512 F, DQ and VL, the only requirements.
+        #[allow(unsafe_code)]
+        unsafe {
+            requantize_fixed_avx512(acc, bias, q, zp, lo, hi, out)
+        };
+        return;
     }
-    s
+    requantize_fixed_portable(acc, bias, q, zp, lo, hi, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq,avx512vl")]
+fn requantize_fixed_avx512(acc: &[i32], bias: &[i32], q: &Multipliers, zp: i32, lo: i32, hi: i32, out: &mut [i8]) {
+    requantize_fixed_portable(acc, bias, q, zp, lo, hi, out);
+}
+
+#[inline(always)]
+fn requantize_fixed_portable(acc: &[i32], bias: &[i32], q: &Multipliers, zp: i32, lo: i32, hi: i32, out: &mut [i8]) {
+    let n = bias.len().min(q.m.len());
+    if n == 0 {
+        return;
+    }
+    for (out, acc) in out.chunks_exact_mut(n).zip(acc.chunks_exact(n)) {
+        requantize_pixel(acc, bias, q, zp, lo, hi, out);
+    }
+}
+
+/// One pixel's channels (all slices `bias.len()` long).
+#[inline(always)]
+fn requantize_pixel(acc: &[i32], bias: &[i32], q: &Multipliers, zp: i32, lo: i32, hi: i32, out: &mut [i8]) {
+    let n = bias.len();
+    let (out, acc) = (&mut out[..n], &acc[..n]);
+    let (ms, left, right) = (&q.m[..n], &q.left[..n], &q.right[..n]);
+    for i in 0..n {
+        let x = acc[i].wrapping_add(bias[i]).wrapping_mul(left[i]);
+        let m = ms[i];
+        // SaturatingRoundingDoublingHighMul: (x·m + nudge) / 2^31, rounding toward zero.
+        let p = x as i64 * m as i64;
+        let neg = p >> 63; // 0 or −1
+        let t = p + (((1i64 << 30) ^ neg) - 2 * neg); // p ≥ 0: +2^30; p < 0: 1 − 2^30
+        let hmul = ((t + (neg & ((1i64 << 31) - 1))) >> 31) as i32;
+        let sat = (x == i32::MIN) & (m == i32::MIN);
+        let hmul = if sat { i32::MAX } else { hmul };
+        // RoundingDivideByPOT.
+        let e = right[i];
+        let mask = ((1i32 as u32).wrapping_shl(e as u32).wrapping_sub(1)) as i32;
+        let rem = hmul & mask;
+        let threshold = (mask >> 1) + ((hmul >> 31) & 1);
+        let r = (hmul >> e) + (rem > threshold) as i32;
+        out[i] = (r.wrapping_add(zp)).clamp(lo, hi) as i8;
+    }
+}
+
+// ------------------------------------------------------------------ FULLY_CONNECTED
+
+/// An int8 FULLY_CONNECTED with constant weights.
+#[derive(Debug, Clone)]
+pub struct PackedFc {
+    m: Matrix,
+    keep_num_dims: bool,
+    /// `−z_in · Σ_d w[o][d] − depth · w_off · z_in + bias[o]`: all but `Σ w·x` and `w_off · Σ x`.
+    row_const: Vec<i32>,
+    w_off: i32,
+    /// `s_in · s_w[o] / s_out` in double, as the reference computes it.
+    scales: Vec<f64>,
+    zp_out: i32,
+    lo: i32,
+    hi: i32,
+}
+
+impl PackedFc {
+    fn new(op: &FullyConnected, c: Common) -> Option<Self> {
+        let &[units, depth] = c.w_shape else { return None };
+        let per_channel = c.wq.scales().len() != 1;
+        if (per_channel && c.wq.scales().len() != units) || c.bias.is_some_and(|b| b.len() != units) {
+            return None;
+        }
+        let m = Matrix::new(c.w, units, depth)?;
+        let w_off = if per_channel { 0 } else { -(c.wq.zero_point() as i32) };
+        let scales = (0..units)
+            .map(|o| {
+                let s_w = if per_channel { c.wq.scales()[o] } else { c.wq.scale() };
+                c.s_in as f64 * s_w as f64 / c.out.scale as f64
+            })
+            .collect();
+        let n_w_off_z = (depth as i32).wrapping_mul(w_off).wrapping_mul(c.z_in);
+        let row_const = (0..units)
+            .map(|o| {
+                c.z_in
+                    .wrapping_neg()
+                    .wrapping_mul(m.sum_w[o])
+                    .wrapping_sub(n_w_off_z)
+                    .wrapping_add(c.bias.map_or(0, |b| b[o]))
+            })
+            .collect();
+        let (lo, hi) = c.out.range(op.activation);
+        Some(PackedFc { m, keep_num_dims: op.keep_num_dims, row_const, w_off, scales, zp_out: c.out.zp, lo, hi })
+    }
+
+    fn run(&self, xs: &[usize], xv: &[i8]) -> Option<(Vec<usize>, Vec<i8>)> {
+        let (units, depth) = (self.m.units, self.m.depth);
+        if !xv.len().is_multiple_of(depth) {
+            return None;
+        }
+        let batches = xv.len() / depth;
+        let shape = if self.keep_num_dims {
+            let mut s = xs.to_vec();
+            *s.last_mut()? = units;
+            s
+        } else {
+            vec![batches, units]
+        };
+        let mut y = vec![0i8; batches * units];
+        let mut acc = vec![0i32; self.m.acc_len()];
+        let mut xu = Vec::new();
+        for (xr, yr) in xv.chunks_exact(depth).zip(y.chunks_exact_mut(units.max(1))) {
+            let x_term = self.w_off.wrapping_mul(xr.iter().fold(0i32, |a, &v| a.wrapping_add(v as i32)));
+            self.m.dots(xr, &mut xu, &mut acc);
+            for (a, &c) in acc.iter_mut().zip(&self.row_const) {
+                *a = a.wrapping_add(x_term).wrapping_add(c);
+            }
+            requantize_double(&acc[..units], &self.scales, self.zp_out, self.lo, self.hi, yr);
+        }
+        Some((shape, y))
+    }
+}
+
+// ------------------------------------------------------------------ CONV_2D
+
+/// Output size and leading padding of one spatial axis, as the IR's shape inference has it.
+fn axis(padding: qlite_ir::Padding, input: usize, k: usize, stride: usize, dilation: usize) -> Option<(usize, usize)> {
+    padding.compute(input, k, stride, dilation)
+}
+
+/// An int8 CONV_2D (one group) with constant per-channel weights.
+#[derive(Debug, Clone)]
+pub struct PackedConv {
+    op: Conv2d,
+    m: Matrix,
+    kh: usize,
+    kw: usize,
+    ic: usize,
+    z_in: i32,
+    /// `bias[o] − z_in · Σ w[o]`.
+    row_const: Vec<i32>,
+    mults: Multipliers,
+    zp_out: i32,
+    lo: i32,
+    hi: i32,
+}
+
+impl PackedConv {
+    fn new(op: &Conv2d, c: Common) -> Option<Self> {
+        let &[oc, kh, kw, ic] = c.w_shape else { return None };
+        if c.bias.is_some_and(|b| b.len() != oc) {
+            return None;
+        }
+        let m = Matrix::new(c.w, oc, kh.checked_mul(kw)?.checked_mul(ic)?)?;
+        let row_const =
+            (0..oc).map(|o| c.bias.map_or(0, |b| b[o]).wrapping_sub(c.z_in.wrapping_mul(m.sum_w[o]))).collect();
+        let (lo, hi) = c.out.range(op.activation);
+        Some(PackedConv {
+            op: op.clone(),
+            m,
+            kh,
+            kw,
+            ic,
+            z_in: c.z_in,
+            row_const,
+            mults: Multipliers::new(&per_channel_multipliers(c.s_in, c.wq, c.out.scale, oc)),
+            zp_out: c.out.zp,
+            lo,
+            hi,
+        })
+    }
+
+    fn run(&self, xs: &[usize], xv: &[i8]) -> Option<(Vec<usize>, Vec<i8>)> {
+        let &[n, ih, iw, ic] = xs else { return None };
+        if ic != self.ic || n.checked_mul(ih)?.checked_mul(iw)?.checked_mul(ic)? != xv.len() {
+            return None; // grouped: the reference kernel
+        }
+        let op = &self.op;
+        let (oh, pad_h) = axis(op.padding, ih, self.kh, op.stride[0], op.dilation[0])?;
+        let (ow, pad_w) = axis(op.padding, iw, self.kw, op.stride[1], op.dilation[1])?;
+        let oc = self.m.units;
+        let mut y = vec![0i8; n.checked_mul(oh)?.checked_mul(ow)?.checked_mul(oc)?];
+        let mut acc = vec![0i32; self.m.acc_len()];
+        let mut accs = vec![0i32; y.len()];
+        let mut xu = Vec::new();
+        let z = self.z_in.clamp(-128, 127) as i8;
+        let pointwise = self.kh == 1 && self.kw == 1 && pad_h == 0 && pad_w == 0;
+        let mut col = vec![z; self.m.depth];
+        let mut yi = 0;
+        for b in 0..n {
+            let img = &xv[b * ih * iw * ic..(b + 1) * ih * iw * ic];
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let patch: &[i8] = if pointwise {
+                        let (iy, ix) = (oy * op.stride[0], ox * op.stride[1]);
+                        &img[(iy * iw + ix) * ic..(iy * iw + ix + 1) * ic]
+                    } else {
+                        for ky in 0..self.kh {
+                            let iy = (oy * op.stride[0] + ky * op.dilation[0]) as isize - pad_h as isize;
+                            for kx in 0..self.kw {
+                                let ix = (ox * op.stride[1] + kx * op.dilation[1]) as isize - pad_w as isize;
+                                let dst = &mut col[(ky * self.kw + kx) * ic..(ky * self.kw + kx + 1) * ic];
+                                if iy >= 0 && (iy as usize) < ih && ix >= 0 && (ix as usize) < iw {
+                                    let at = (iy as usize * iw + ix as usize) * ic;
+                                    if ic < 16 {
+                                        // A call to memcpy costs more than a few bytes.
+                                        for (d, &v) in dst.iter_mut().zip(&img[at..at + ic]) {
+                                            *d = v;
+                                        }
+                                    } else {
+                                        dst.copy_from_slice(&img[at..at + ic]);
+                                    }
+                                } else {
+                                    dst.fill(z);
+                                }
+                            }
+                        }
+                        &col
+                    };
+                    self.m.dots(patch, &mut xu, &mut acc);
+                    accs[yi..yi + oc].copy_from_slice(&acc[..oc]);
+                    yi += oc;
+                }
+            }
+        }
+        requantize_fixed(&accs, &self.row_const, &self.mults, self.zp_out, self.lo, self.hi, &mut y);
+        Some((vec![n, oh, ow, oc], y))
+    }
+}
+
+// ------------------------------------------------------------------ DEPTHWISE_CONV_2D
+
+/// An int8 DEPTHWISE_CONV_2D with constant per-channel weights.
+#[derive(Debug, Clone)]
+pub struct PackedDepthwise {
+    op: DepthwiseConv2d,
+    kh: usize,
+    kw: usize,
+    oc: usize,
+    /// `[kh·kw][oc]` widened to i32 once.
+    w: Vec<i32>,
+    z_in: i32,
+    bias: Vec<i32>,
+    mults: Multipliers,
+    zp_out: i32,
+    lo: i32,
+    hi: i32,
+}
+
+impl PackedDepthwise {
+    fn new(op: &DepthwiseConv2d, c: Common) -> Option<Self> {
+        let &[1, kh, kw, oc] = c.w_shape else { return None };
+        if c.bias.is_some_and(|b| b.len() != oc) || c.w.len() != kh * kw * oc {
+            return None;
+        }
+        let (lo, hi) = c.out.range(op.activation);
+        Some(PackedDepthwise {
+            op: op.clone(),
+            kh,
+            kw,
+            oc,
+            w: c.w.iter().map(|&v| v as i32).collect(),
+            z_in: c.z_in,
+            bias: c.bias.map_or_else(|| vec![0; oc], |b| b.to_vec()),
+            mults: Multipliers::new(&per_channel_multipliers(c.s_in, c.wq, c.out.scale, oc)),
+            zp_out: c.out.zp,
+            lo,
+            hi,
+        })
+    }
+
+    fn run(&self, xs: &[usize], xv: &[i8]) -> Option<(Vec<usize>, Vec<i8>)> {
+        let &[n, ih, iw, ic] = xs else { return None };
+        let op = &self.op;
+        let mult = op.depth_multiplier.max(1);
+        if ic.checked_mul(mult)? != self.oc || n.checked_mul(ih)?.checked_mul(iw)?.checked_mul(ic)? != xv.len() {
+            return None;
+        }
+        let (oh, pad_h) = axis(op.padding, ih, self.kh, op.stride[0], op.dilation[0])?;
+        let (ow, pad_w) = axis(op.padding, iw, self.kw, op.stride[1], op.dilation[1])?;
+        let oc = self.oc;
+        let mut y = vec![0i8; n.checked_mul(oh)?.checked_mul(ow)?.checked_mul(oc)?];
+        let mut accs = vec![0i32; y.len()];
+        let dims = DwDims { n, ih, iw, ic, oh, ow, pad_h, pad_w, mult };
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, the only requirement of `dw_accumulate_avx2`.
+            #[allow(unsafe_code)]
+            unsafe {
+                dw_accumulate_avx2(self, &dims, xv, &mut accs)
+            };
+            requantize_fixed(&accs, &self.bias, &self.mults, self.zp_out, self.lo, self.hi, &mut y);
+            return Some((vec![n, oh, ow, oc], y));
+        }
+        dw_accumulate(self, &dims, xv, &mut accs);
+        requantize_fixed(&accs, &self.bias, &self.mults, self.zp_out, self.lo, self.hi, &mut y);
+        Some((vec![n, oh, ow, oc], y))
+    }
+}
+
+/// The geometry of one depthwise run.
+struct DwDims {
+    n: usize,
+    ih: usize,
+    iw: usize,
+    ic: usize,
+    oh: usize,
+    ow: usize,
+    pad_h: usize,
+    pad_w: usize,
+    mult: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn dw_accumulate_avx2(p: &PackedDepthwise, d: &DwDims, xv: &[i8], accs: &mut [i32]) {
+    dw_accumulate(p, d, xv, accs);
+}
+
+/// The raw depthwise accumulators of every output pixel (`accs` is pixels × channels):
+/// `Σ_taps w[tap][o] · (x[c(o)] − z)` over the taps inside the image, channels innermost so
+/// the multiply-adds vectorize.
+#[inline(always)]
+fn dw_accumulate(p: &PackedDepthwise, d: &DwDims, xv: &[i8], accs: &mut [i32]) {
+    let op = &p.op;
+    let (ih, iw, ic, oc) = (d.ih, d.iw, d.ic, p.oc);
+    let mut xi = vec![0i32; ih * iw * ic];
+    let mut pixels = accs.chunks_exact_mut(oc.max(1));
+    for b in 0..d.n {
+        let img = &xv[b * ih * iw * ic..(b + 1) * ih * iw * ic];
+        for (t, &v) in xi.iter_mut().zip(img) {
+            *t = v as i32 - p.z_in;
+        }
+        for oy in 0..d.oh {
+            for ox in 0..d.ow {
+                let Some(acc) = pixels.next() else { return };
+                for ky in 0..p.kh {
+                    let iy = (oy * op.stride[0] + ky * op.dilation[0]) as isize - d.pad_h as isize;
+                    if iy < 0 || iy as usize >= ih {
+                        continue;
+                    }
+                    for kx in 0..p.kw {
+                        let ix = (ox * op.stride[1] + kx * op.dilation[1]) as isize - d.pad_w as isize;
+                        if ix < 0 || ix as usize >= iw {
+                            continue;
+                        }
+                        let at = (iy as usize * iw + ix as usize) * ic;
+                        let wt = &p.w[(ky * p.kw + kx) * oc..(ky * p.kw + kx + 1) * oc];
+                        if d.mult == 1 {
+                            let xs = &xi[at..at + ic];
+                            for ((a, &w), &x) in acc.iter_mut().zip(wt).zip(xs) {
+                                *a = a.wrapping_add(w.wrapping_mul(x));
+                            }
+                        } else {
+                            for (o, (a, &w)) in acc.iter_mut().zip(wt).enumerate() {
+                                *a = a.wrapping_add(w.wrapping_mul(xi[at + o / d.mult]));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vectorized_fixed_point_requantization_matches_mbqm() {
+        let mut rng = 0x2545f4914f6cdd1du64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut acc = vec![i32::MIN, i32::MAX, 0, -1, 1, i32::MIN];
+        let mut mults = vec![(i32::MIN, 0), (i32::MAX, 5), (1 << 30, -31), (1 << 30, -1), (1 << 30, -1), (i32::MIN, 0)];
+        for _ in 0..50000 {
+            acc.push(next() as i32 >> (next() % 32));
+            let m = (next() as i32).wrapping_abs().max(1 << 30);
+            mults.push((m, (next() % 44) as i32 - 32));
+        }
+        let bias: Vec<i32> = (0..acc.len()).map(|i| if i % 3 == 0 { next() as i32 >> 10 } else { 0 }).collect();
+        let q = Multipliers::new(&mults);
+        let mut got = vec![0i8; acc.len()];
+        requantize_fixed(&acc, &bias, &q, -5, -128, 127, &mut got);
+        for i in 0..acc.len() {
+            let (m, sh) = mults[i];
+            let want = (crate::fixedpoint::mbqm(acc[i].wrapping_add(bias[i]), m, sh) + -5).clamp(-128, 127) as i8;
+            assert_eq!(got[i], want, "acc {} mult {m} shift {sh}", acc[i]);
+        }
+    }
+
+    #[test]
+    fn vectorizable_rounding_is_round_half_away_from_zero() {
+        let mut rng = 0x9e3779b97f4a7c15u64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut accs = vec![0, 1, -1, 5, -5, 3, -3, i32::MAX, i32::MIN, 7, -7];
+        let mut scales = vec![0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 1e-9, 1e-9, 0.25, 0.25];
+        for _ in 0..20000 {
+            accs.push(next() as i32 >> (next() % 31));
+            scales.push(f64::from_bits(0x3f00_0000_0000_0000 + (next() >> 12) % (1 << 53)));
+        }
+        let mut got = vec![0i8; accs.len()];
+        requantize_double(&accs, &scales, 3, -128, 127, &mut got);
+        for (i, (&a, &s)) in accs.iter().zip(&scales).enumerate() {
+            let want = ((a as f64 * s).round() as i32).saturating_add(3).clamp(-128, 127) as i8;
+            assert_eq!(got[i], want, "acc {a} scale {s}");
+        }
+    }
 }

@@ -31,7 +31,7 @@ pub fn activation_range(act: Activation, dtype: DType, scale: f32, zp: i32) -> (
 
 /// Multipliers for conv-like ops (`PopulateConvolutionQuantizationParams`): per channel, in
 /// double: `s_in · s_w[c] / s_out`.
-fn per_channel_multipliers(s_in: f32, w: &QuantParams, s_out: f32, channels: usize) -> Vec<(i32, i32)> {
+pub(crate) fn per_channel_multipliers(s_in: f32, w: &QuantParams, s_out: f32, channels: usize) -> Vec<(i32, i32)> {
     (0..channels)
         .map(|c| {
             let s_w = if w.scales().len() == 1 { w.scale() } else { w.scales().get(c).copied().unwrap_or(0.0) };

@@ -61,7 +61,7 @@ pub struct Interpreter<'g> {
     /// [`Interpreter::litert_reference_lrn`]).
     reference_lrn: bool,
     /// Per node: its packed fast kernel, when [`Kernels::Fast`] is selected and one applies.
-    packed: Vec<Option<fast::PackedFc>>,
+    packed: Vec<Option<fast::Packed>>,
 }
 
 /// Which integer kernels run: the plain reference loops (the oracle) or the fast ones, which
@@ -188,7 +188,7 @@ impl<'g> Interpreter<'g> {
                 .nodes()
                 .iter()
                 .enumerate()
-                .map(|(ni, n)| if self.folded[ni] { None } else { fast::PackedFc::new(self.graph, n, &self.consts) })
+                .map(|(ni, n)| if self.folded[ni] { None } else { fast::Packed::new(self.graph, n, &self.consts) })
                 .collect(),
         };
         self
