@@ -170,6 +170,66 @@ fn int8_mlp() -> Graph {
     g
 }
 
+/// A MobileNet-like float stack at 96×96×3: a 3×3 stride-2 convolution, then depthwise 3×3 +
+/// pointwise 1×1 blocks (ReLU6), global average, classifier. Converted to int8 by `qlite
+/// convert` for the latency table.
+fn mobilenet_like() -> Graph {
+    use qlite::ir::op::{Conv2d, DepthwiseConv2d, Mean, Padding};
+    let mut rng = qlite::sample::Rng::new(23);
+    let mut g = Graph::new("mobilenet_like_96");
+    let x = g.add_tensor(Tensor::activation("image", DType::F32, Shape::fixed(&[1, 96, 96, 3])));
+    g.set_inputs(vec![x]);
+    let f32c = |g: &mut Graph, rng: &mut qlite::sample::Rng, name: String, dims: &[usize], bound: f32| {
+        let n = dims.iter().product();
+        g.add_tensor(Tensor::constant(
+            name,
+            DType::F32,
+            Shape::fixed(dims),
+            qlite::ir::tensor::f32_bytes(&rng.vec(n, -bound, bound)),
+        ))
+    };
+    let relu6 = Activation::Relu6;
+    let (mut h, mut side) = (x, 96usize);
+    // Stem.
+    let w = f32c(&mut g, &mut rng, "stem.w".into(), &[16, 3, 3, 3], 0.4);
+    let b = f32c(&mut g, &mut rng, "stem.b".into(), &[16], 0.1);
+    side /= 2;
+    let y = g.add_tensor(Tensor::activation("stem", DType::F32, Shape::fixed(&[1, side, side, 16])));
+    let op = Conv2d { padding: Padding::Same, stride: [2, 2], dilation: [1, 1], activation: relu6 };
+    g.add_node(Node::new("stem", Op::Conv2d(op), vec![Some(h), Some(w), Some(b)], vec![y]));
+    h = y;
+    let mut ch = 16usize;
+    for (i, &(out_ch, stride)) in [(32, 1), (64, 2), (64, 1), (128, 2), (128, 1), (256, 2)].iter().enumerate() {
+        let w = f32c(&mut g, &mut rng, format!("dw{i}.w"), &[1, 3, 3, ch], 0.5);
+        let b = f32c(&mut g, &mut rng, format!("dw{i}.b"), &[ch], 0.1);
+        side = side.div_ceil(stride);
+        let y = g.add_tensor(Tensor::activation(format!("dw{i}"), DType::F32, Shape::fixed(&[1, side, side, ch])));
+        let op = DepthwiseConv2d {
+            padding: Padding::Same,
+            stride: [stride, stride],
+            dilation: [1, 1],
+            depth_multiplier: 1,
+            activation: relu6,
+        };
+        g.add_node(Node::new(format!("dw{i}"), Op::DepthwiseConv2d(op), vec![Some(h), Some(w), Some(b)], vec![y]));
+        let w = f32c(&mut g, &mut rng, format!("pw{i}.w"), &[out_ch, 1, 1, ch], (2.0 / ch as f32).sqrt());
+        let b = f32c(&mut g, &mut rng, format!("pw{i}.b"), &[out_ch], 0.1);
+        let z = g.add_tensor(Tensor::activation(format!("pw{i}"), DType::F32, Shape::fixed(&[1, side, side, out_ch])));
+        let op = Conv2d { padding: Padding::Valid, stride: [1, 1], dilation: [1, 1], activation: relu6 };
+        g.add_node(Node::new(format!("pw{i}"), Op::Conv2d(op), vec![Some(y), Some(w), Some(b)], vec![z]));
+        (h, ch) = (z, out_ch);
+    }
+    let pooled = g.add_tensor(Tensor::activation("pooled", DType::F32, Shape::fixed(&[1, ch])));
+    g.add_node(Node::new("gap", Op::Mean(Mean { axes: vec![1, 2], keep_dims: false }), vec![Some(h)], vec![pooled]));
+    let w = f32c(&mut g, &mut rng, "fc.w".into(), &[10, ch], 0.2);
+    let b = f32c(&mut g, &mut rng, "fc.b".into(), &[10], 0.1);
+    let logits = g.add_tensor(Tensor::activation("logits", DType::F32, Shape::fixed(&[1, 10])));
+    let op = FullyConnected { activation: Activation::None, keep_num_dims: false, asymmetric_inputs: false };
+    g.add_node(Node::new("fc", Op::FullyConnected(op), vec![Some(pooled), Some(w), Some(b)], vec![logits]));
+    g.set_outputs(vec![logits]);
+    g
+}
+
 /// A float MLP with the given layer widths (random weights): the conversion benchmark model.
 fn float_mlp(dims: &[usize]) -> Graph {
     let mut rng = qlite::sample::Rng::new(11);
@@ -410,13 +470,24 @@ pub fn bench() -> R {
 
     weights_bench(&dir, &exe)?;
 
-    // Single-image latency: qlite's reference interpreter vs LiteRT, same models, one thread.
+    // Single-image latency: qlite (reference and fast kernels) vs LiteRT (reference kernels
+    // and default path), same models, one thread. The table also goes to docs/benchmarks.md.
     let big_mlp = dir.join("mlp_1024_int8.tflite");
     qlite::save(&reg, &int8_mlp(), &big_mlp).map_err(|e| e.to_string())?;
+    let mobile_f = dir.join("mobilenet_like_96_float.tflite");
+    qlite::save(&reg, &mobilenet_like(), &mobile_f).map_err(|e| e.to_string())?;
+    let mobile = dir.join("mobilenet_like_96_int8.tflite");
+    let calib = dir.join("mobilenet_calib.npy");
+    let mut rng = qlite::sample::Rng::new(5);
+    let images =
+        qlite::Array::f32(vec![16, 96, 96, 3], rng.vec(16 * 96 * 96 * 3, 0.0, 1.0)).map_err(|e| e.to_string())?;
+    qlite::write_npy_file(&calib, &images).map_err(|e| e.to_string())?;
+    let (mf, mo, cal) = (mobile_f.to_string_lossy(), mobile.to_string_lossy(), calib.to_string_lossy());
+    measure(&["convert", &mf, "-o", &mo, "--quantize", "int8", "--calibration", &cal])?;
     let models: Vec<String> = ["fixtures/digits/tf_int8/mlp.tflite", "fixtures/digits/tf_int8/cnn.tflite"]
         .iter()
         .map(|m| root().join(m).to_string_lossy().into_owned())
-        .chain(std::iter::once(big_mlp.to_string_lossy().into_owned()))
+        .chain([big_mlp.to_string_lossy().into_owned(), mobile.to_string_lossy().into_owned()])
         .collect();
     let py = super::oracle_python()?;
     let out = Command::new(py)
@@ -428,35 +499,46 @@ pub fn bench() -> R {
         return Err(format!("LiteRT latency script failed: {}", String::from_utf8_lossy(&out.stderr)));
     }
     let litert = String::from_utf8_lossy(&out.stdout).into_owned();
-    println!("  single-image latency, int8 (median µs; ratio = qlite / LiteRT):");
-    println!(
-        "    {:<28} {:>10} {:>12} {:>14} {:>10} {:>12}",
-        "model", "qlite", "LiteRT ref", "LiteRT default", "vs ref", "vs default"
-    );
+    let mut table = String::new();
+    table.push_str("| model | qlite fast | qlite reference | LiteRT reference | LiteRT default | fast vs LiteRT ref | fast vs LiteRT default |\n");
+    table.push_str("|---|---|---|---|---|---|---|\n");
     for m in &models {
-        let q = Command::new(&exe).args(["bench", m, "--runs", "300"]).output().map_err(|e| e.to_string())?;
-        let text = String::from_utf8_lossy(&q.stdout);
-        let ours: f64 = text
-            .split("median ")
-            .nth(1)
-            .and_then(|s| s.split(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(f64::NAN);
+        let ours = |kernels: &str| -> Result<f64, String> {
+            let q = Command::new(&exe)
+                .args(["bench", m, "--iterations", "500", "--kernels", kernels, "--json"])
+                .output()
+                .map_err(|e| e.to_string())?;
+            let v: serde_json::Value = serde_json::from_slice(&q.stdout)
+                .map_err(|e| format!("qlite bench {m}: {e}: {}", String::from_utf8_lossy(&q.stderr)))?;
+            Ok(v["median_us"].as_f64().unwrap_or(f64::NAN))
+        };
+        let (fast, reference) = (ours("fast")?, ours("reference")?);
         let line = litert.lines().find(|l| l.starts_with(m.as_str())).unwrap_or("");
         let field = |k: &str| -> f64 {
             line.split_whitespace().find_map(|w| w.strip_prefix(k)).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)
         };
         let (r, d) = (field("ref_us="), field("default_us="));
         let name = Path::new(m).iter().rev().take(2).collect::<Vec<_>>().into_iter().rev().collect::<PathBuf>();
-        println!(
-            "    {:<28} {:>10.1} {:>12.1} {:>14.1} {:>9.2}x {:>11.2}x",
+        table.push_str(&format!(
+            "| {} | {fast:.1} µs | {reference:.1} µs | {r:.1} µs | {d:.1} µs | {:.1}× faster | {:.2}× the time |\n",
             name.display(),
-            ours,
-            r,
-            d,
-            ours / r,
-            ours / d
-        );
+            r / fast,
+            fast / d
+        ));
     }
+    println!("  single-image int8 latency (median, one thread):");
+    for l in table.lines() {
+        println!("    {l}");
+    }
+    let doc = format!(
+        "# Benchmarks\n\nWritten by `cargo xtask bench` (release build, one thread, single-image latency, \
+         median of 500 runs after warm-up; LiteRT = ai-edge-litert pinned in xtask/requirements-oracle.txt). `qlite fast` gives the \
+         same bytes as `qlite reference`, which is bit-exact with LiteRT's reference kernels.\n\n{table}\n\
+         The models: the TensorFlow-converted int8 digits MLP and CNN (`fixtures/digits/tf_int8`), a \
+         64→1024→1024→10 int8 MLP, and a MobileNet-like stack at 96×96×3 (3×3 stride-2 stem, six \
+         depthwise + pointwise blocks, average, classifier) converted to int8 by `qlite convert`.\n"
+    );
+    std::fs::create_dir_all(root().join("docs")).map_err(|e| e.to_string())?;
+    std::fs::write(root().join("docs/benchmarks.md"), doc).map_err(|e| e.to_string())?;
     Ok(())
 }

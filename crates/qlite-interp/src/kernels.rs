@@ -471,12 +471,50 @@ fn store_int(dtype: DType, vals: Vec<i64>) -> Result<Data, String> {
 
 /// `QUANTIZE`: float → int with `q = clamp(round(x / s) + z)` (float division, C rounding), or
 /// int → int requantize with `MultiplyByQuantizedMultiplier(q − z_in, s_in/s_out) + z_out`.
+/// float → int8 QUANTIZE: `clamp(round(x / s) + z)`, `round` half away from zero (exactly
+/// `f32::round`, written with `trunc` so it vectorizes).
+fn quantize_f32_i8(v: &[f32], s: f32, z: i32, out: &mut [i8]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, the only requirement of `quantize_f32_i8_avx2`.
+        #[allow(unsafe_code)]
+        unsafe {
+            quantize_f32_i8_avx2(v, s, z, out)
+        };
+        return;
+    }
+    quantize_f32_i8_portable(v, s, z, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn quantize_f32_i8_avx2(v: &[f32], s: f32, z: i32, out: &mut [i8]) {
+    quantize_f32_i8_portable(v, s, z, out);
+}
+
+#[inline(always)]
+fn quantize_f32_i8_portable(v: &[f32], s: f32, z: i32, out: &mut [i8]) {
+    for (o, &f) in out.iter_mut().zip(v) {
+        let q = f / s;
+        let t = q.trunc();
+        let r = if (q - t).abs() >= 0.5 { t + 1f32.copysign(q) } else { t };
+        // `as i32` saturates (NaN → 0) as the i64 path does within the int8 range.
+        *o = (r as i32).saturating_add(z).clamp(-128, 127) as i8;
+    }
+}
+
 pub fn quantize(x: &Array, in_q: Option<&QuantParams>, out_dtype: DType, out_q: &QuantParams) -> Result<Data, String> {
     let (lo, hi) = out_dtype.int_range().ok_or_else(|| format!("cannot quantize to {out_dtype}"))?;
     if out_q.scales().len() > 1 {
         return Err("per-channel QUANTIZE is not supported".to_string());
     }
     let (s_out, z_out) = (out_q.scale(), out_q.zero_point());
+    if let (Data::F32(v), DType::I8) = (x.data(), out_dtype) {
+        // The common model input: straight to int8, one vectorizable pass.
+        let mut out = vec![0i8; v.len()];
+        quantize_f32_i8(v, s_out, z_out as i32, &mut out);
+        return Ok(Data::I8(out));
+    }
     let vals: Vec<i64> = match x.data() {
         Data::F32(v) => {
             v.iter().map(|&f| ((round_half_away(f / s_out) as i64).saturating_add(z_out)).clamp(lo, hi)).collect()
@@ -500,6 +538,26 @@ pub fn quantize(x: &Array, in_q: Option<&QuantParams>, out_dtype: DType, out_q: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vectorized_float_to_int8_quantize_matches_round() {
+        let mut v =
+            vec![0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 0.49999997, -0.49999997, 1e30, -1e30, f32::NAN, 126.5, -128.5];
+        let mut state = 12345u32;
+        for _ in 0..100000 {
+            state = state.wrapping_mul(1664525).wrapping_add(1013904223);
+            v.push(f32::from_bits(state) % 300.0);
+        }
+        v.retain(|f| !f.is_infinite());
+        for (s, z) in [(1.0f32, 0i32), (0.5, -3), (0.1, 100), (1.0 / 255.0, -128)] {
+            let mut got = vec![0i8; v.len()];
+            quantize_f32_i8(&v, s, z, &mut got);
+            for (i, &f) in v.iter().enumerate() {
+                let want = ((round_half_away(f / s) as i64).saturating_add(z as i64)).clamp(-128, 127) as i8;
+                assert_eq!(got[i], want, "{f} / {s} + {z}");
+            }
+        }
+    }
 
     #[test]
     fn broadcast_index_map() {
