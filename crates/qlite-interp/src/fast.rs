@@ -190,7 +190,42 @@ fn dots_vnni(p: &VnniPack, xu: &[u8], acc: &mut [i32]) {
     if g == 0 || xu.len() < g * 4 {
         return;
     }
-    for (blk, out) in acc.chunks_exact_mut(16).enumerate() {
+    let blocks = (acc.len() / 16).min(p.data.len() / (g * 64));
+    // Four blocks (64 units) at a time: one broadcast of x feeds four independent
+    // accumulator chains, and two steps of j are in flight.
+    let quads = blocks / 4;
+    for q in 0..quads {
+        let base = q * 4 * g * 64;
+        let mut a = [_mm512_setzero_si512(); 8];
+        // SAFETY (every load below): j < g, so the 4 bytes of x at 4j lie inside `xu`
+        // (>= 4g bytes), and block b (< blocks) at step j is at base + (b·g + j)·64, inside
+        // `p.data` (>= blocks·g·64 bytes); `acc` holds blocks·16 i32.
+        unsafe {
+            let mut j = 0;
+            while j + 2 <= g {
+                let x0 = _mm512_set1_epi32((xu.as_ptr().add(4 * j) as *const i32).read_unaligned());
+                let x1 = _mm512_set1_epi32((xu.as_ptr().add(4 * j + 4) as *const i32).read_unaligned());
+                for b in 0..4 {
+                    let w = p.data.as_ptr().add(base + (b * g + j) * 64);
+                    a[b] = _mm512_dpbusd_epi32(a[b], x0, _mm512_loadu_si512(w as *const _));
+                    a[4 + b] = _mm512_dpbusd_epi32(a[4 + b], x1, _mm512_loadu_si512(w.add(64) as *const _));
+                }
+                j += 2;
+            }
+            if j < g {
+                let x0 = _mm512_set1_epi32((xu.as_ptr().add(4 * j) as *const i32).read_unaligned());
+                for b in 0..4 {
+                    let w = p.data.as_ptr().add(base + (b * g + j) * 64);
+                    a[b] = _mm512_dpbusd_epi32(a[b], x0, _mm512_loadu_si512(w as *const _));
+                }
+            }
+            for b in 0..4 {
+                let sum = _mm512_add_epi32(a[b], a[4 + b]);
+                _mm512_storeu_si512(acc.as_mut_ptr().add((q * 4 + b) * 16) as *mut _, sum);
+            }
+        }
+    }
+    for (blk, out) in acc.chunks_exact_mut(16).enumerate().skip(quads * 4).take(blocks - quads * 4) {
         let base = blk * g * 64;
         if base + g * 64 > p.data.len() {
             break;
@@ -305,11 +340,19 @@ fn requantize_double_avx512(acc: &[i32], scales: &[f64], zp: i32, lo: i32, hi: i
 
 #[inline(always)]
 fn requantize_double_portable(acc: &[i32], scales: &[f64], zp: i32, lo: i32, hi: i32, out: &mut [i8]) {
+    let (zp, lo, hi) = (zp as f64, lo as f64, hi as f64);
     for ((o, &a), &s) in out.iter_mut().zip(acc).zip(scales) {
         let v = a as f64 * s;
         let t = v.trunc();
         let r = if (v - t).abs() >= 0.5 { t + 1f64.copysign(v) } else { t };
-        *o = (r as i32).saturating_add(zp).clamp(lo, hi) as i8;
+        // Integers below 2^53 are exact in double: clamping `r + zp` there equals the
+        // reference's saturating integer add and clamp.
+        let c = (r + zp).clamp(lo, hi);
+        // SAFETY: `scales` are finite (checked when packing) and `a` is an integer, so `c` is
+        // a finite integer in [lo, hi] ⊂ [-128, 127]: representable in i32.
+        #[allow(unsafe_code)]
+        let q = unsafe { c.to_int_unchecked::<i32>() };
+        *o = q as i8;
     }
 }
 
@@ -354,8 +397,62 @@ fn requantize_fixed(acc: &[i32], bias: &[i32], q: &Multipliers, zp: i32, lo: i32
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512dq,avx512vl")]
+#[allow(unsafe_code)]
 fn requantize_fixed_avx512(acc: &[i32], bias: &[i32], q: &Multipliers, zp: i32, lo: i32, hi: i32, out: &mut [i8]) {
-    requantize_fixed_portable(acc, bias, q, zp, lo, hi, out);
+    use std::arch::x86_64::*;
+    let n = bias.len().min(q.m.len()).min(q.left.len()).min(q.right.len());
+    if n == 0 || !n.is_multiple_of(16) {
+        requantize_fixed_portable(acc, bias, q, zp, lo, hi, out);
+        return;
+    }
+    let pixels = (acc.len() / n).min(out.len() / n);
+    let (vzp, vlo, vhi) = (_mm512_set1_epi32(zp), _mm512_set1_epi32(lo), _mm512_set1_epi32(hi));
+    let one = _mm512_set1_epi32(1);
+    let min = _mm512_set1_epi32(i32::MIN);
+    let (pos, neg) = (_mm512_set1_epi64(1 << 30), _mm512_set1_epi64(1 - (1 << 30)));
+    let low31 = _mm512_set1_epi64((1 << 31) - 1);
+    for px in 0..pixels {
+        for c in (0..n).step_by(16) {
+            let i = px * n + c;
+            // SAFETY (every load and store): c + 16 <= n <= each parameter slice's length, and
+            // i + 16 <= pixels·n <= acc.len(), out.len().
+            unsafe {
+                let ld = |p: *const i32| _mm512_loadu_si512(p as *const _);
+                let x = _mm512_mullo_epi32(
+                    _mm512_add_epi32(ld(acc.as_ptr().add(i)), ld(bias.as_ptr().add(c))),
+                    ld(q.left.as_ptr().add(c)),
+                );
+                let m = ld(q.m.as_ptr().add(c));
+                // SaturatingRoundingDoublingHighMul on even and odd lanes as i64.
+                let high = |p: __m512i| {
+                    let t = _mm512_add_epi64(
+                        p,
+                        _mm512_mask_blend_epi64(_mm512_cmplt_epi64_mask(p, _mm512_setzero_si512()), pos, neg),
+                    );
+                    let t = _mm512_add_epi64(t, _mm512_and_si512(_mm512_srai_epi64::<63>(t), low31));
+                    _mm512_srai_epi64::<31>(t)
+                };
+                let even = high(_mm512_mul_epi32(x, m));
+                let odd = high(_mm512_mul_epi32(_mm512_srli_epi64::<32>(x), _mm512_srli_epi64::<32>(m)));
+                let mut h = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64::<32>(odd));
+                let sat = _mm512_cmpeq_epi32_mask(x, min) & _mm512_cmpeq_epi32_mask(m, min);
+                h = _mm512_mask_mov_epi32(h, sat, _mm512_set1_epi32(i32::MAX));
+                // RoundingDivideByPOT.
+                let e = ld(q.right.as_ptr().add(c));
+                let mask = _mm512_sub_epi32(_mm512_sllv_epi32(one, e), one);
+                let rem = _mm512_and_si512(h, mask);
+                let threshold = _mm512_add_epi32(_mm512_srai_epi32::<1>(mask), _mm512_srli_epi32::<31>(h));
+                let r = _mm512_mask_add_epi32(
+                    _mm512_srav_epi32(h, e),
+                    _mm512_cmpgt_epi32_mask(rem, threshold),
+                    _mm512_srav_epi32(h, e),
+                    one,
+                );
+                let y = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(r, vzp), vlo), vhi);
+                _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut __m128i, _mm512_cvtepi32_epi8(y));
+            }
+        }
+    }
 }
 
 #[inline(always)]
@@ -421,12 +518,15 @@ impl PackedFc {
         }
         let m = Matrix::new(c.w, units, depth)?;
         let w_off = if per_channel { 0 } else { -(c.wq.zero_point() as i32) };
-        let scales = (0..units)
+        let scales: Vec<f64> = (0..units)
             .map(|o| {
                 let s_w = if per_channel { c.wq.scales()[o] } else { c.wq.scale() };
                 c.s_in as f64 * s_w as f64 / c.out.scale as f64
             })
             .collect();
+        if scales.iter().any(|s| !s.is_finite()) {
+            return None;
+        }
         let n_w_off_z = (depth as i32).wrapping_mul(w_off).wrapping_mul(c.z_in);
         let row_const = (0..units)
             .map(|o| {
@@ -737,8 +837,27 @@ mod tests {
         requantize_fixed(&acc, &bias, &q, -5, -128, 127, &mut got);
         for i in 0..acc.len() {
             let (m, sh) = mults[i];
-            let want = (crate::fixedpoint::mbqm(acc[i].wrapping_add(bias[i]), m, sh) + -5).clamp(-128, 127) as i8;
+            let want =
+                crate::fixedpoint::mbqm(acc[i].wrapping_add(bias[i]), m, sh).wrapping_add(-5).clamp(-128, 127) as i8;
             assert_eq!(got[i], want, "acc {} mult {m} shift {sh}", acc[i]);
+        }
+        // Many pixels of 16·k channels (the vector path), activation clamps.
+        for channels in [16usize, 32, 48] {
+            let pixels = 700;
+            let accs: Vec<i32> =
+                (0..channels * pixels).map(|i| if i < 6 { acc[i] } else { acc[i % acc.len()] }).collect();
+            let ch_mults = &mults[..channels];
+            let ch_bias = &bias[..channels];
+            let q = Multipliers::new(ch_mults);
+            let mut got = vec![0i8; accs.len()];
+            requantize_fixed(&accs, ch_bias, &q, 7, -100, 90, &mut got);
+            for (i, &a) in accs.iter().enumerate() {
+                let c = i % channels;
+                let (m, sh) = ch_mults[c];
+                let want =
+                    crate::fixedpoint::mbqm(a.wrapping_add(ch_bias[c]), m, sh).wrapping_add(7).clamp(-100, 90) as i8;
+                assert_eq!(got[i], want, "channels {channels} element {i}");
+            }
         }
     }
 

@@ -161,7 +161,7 @@ fn requantize_channels(
             let c = i % oc.max(1);
             let acc = bias.map_or(acc, |b| acc.wrapping_add(b[c]));
             let (m, sh) = mults[c];
-            (mbqm(acc, m, sh) + zp).clamp(lo, hi)
+            mbqm(acc, m, sh).wrapping_add(zp).clamp(lo, hi)
         })
         .collect()
 }
@@ -204,7 +204,7 @@ pub fn binary(
                     let sa = mbqm((a[i] - z1).wrapping_mul(1 << 20), m1, sh1);
                     let sb = mbqm((b[j] - z2).wrapping_mul(1 << 20), m2, sh2);
                     let raw = if kind == BinaryKind::Add { sa.wrapping_add(sb) } else { sa.wrapping_sub(sb) };
-                    (mbqm(raw, mo, sho) + out.zp).clamp(lo, hi)
+                    mbqm(raw, mo, sho).wrapping_add(out.zp).clamp(lo, hi)
                 })
                 .collect())
         }
@@ -212,7 +212,7 @@ pub fn binary(
             let (m, sh) = quantize_multiplier((s1 * s2 / out.scale) as f64);
             Ok(pairs
                 .iter()
-                .map(|&(i, j)| (out.zp + mbqm((a[i] - z1).wrapping_mul(b[j] - z2), m, sh)).clamp(lo, hi))
+                .map(|&(i, j)| out.zp.wrapping_add(mbqm((a[i] - z1).wrapping_mul(b[j] - z2), m, sh)).clamp(lo, hi))
                 .collect())
         }
         BinaryKind::Maximum | BinaryKind::Minimum | BinaryKind::Div => {
@@ -285,7 +285,7 @@ pub fn mean(op: &Mean, x: &[i32], xs: &[usize], out_len: usize, (s_in, z_in): (f
     sums.into_iter()
         .map(|s| {
             let shifted = s.wrapping_sub((z_in as i64 * count) as i32);
-            (mbqm(shifted, m, sh) + out.zp).clamp(lo, hi)
+            mbqm(shifted, m, sh).wrapping_add(out.zp).clamp(lo, hi)
         })
         .collect()
 }
@@ -358,13 +358,13 @@ pub fn lut(kind: UnaryKind, x: &[i32], (s_in, z_in): (f32, i32), out: OutQ) -> R
 /// Standalone RELU / RELU6 on quantized tensors (`QuantizedReluX` + `ReluX`).
 pub fn relu(kind: UnaryKind, x: &[i32], (s_in, z_in): (f32, i32), out: OutQ) -> Vec<i32> {
     let (lo, hi) = out.dtype.int_range().map_or((-128, 127), |(a, b)| (a as i32, b as i32));
-    let act_min = lo.max(out.zp + round_half_away(0.0 / out.scale) as i32);
+    let act_min = lo.max(out.zp.saturating_add(round_half_away(0.0 / out.scale) as i32));
     let act_max = match kind {
-        UnaryKind::Relu6 => hi.min(out.zp + round_half_away(6.0 / out.scale) as i32),
+        UnaryKind::Relu6 => hi.min(out.zp.saturating_add(round_half_away(6.0 / out.scale) as i32)),
         _ => hi,
     };
     let (m, sh) = quantize_multiplier((s_in / out.scale) as f64);
-    x.iter().map(|&v| (out.zp + mbqm(v - z_in, m, sh)).clamp(act_min, act_max)).collect()
+    x.iter().map(|&v| out.zp.wrapping_add(mbqm(v - z_in, m, sh)).clamp(act_min, act_max)).collect()
 }
 
 // ---------------------------------------------------------------- hybrid (dynamic range)
