@@ -214,9 +214,9 @@ fn dots_vnni(p: &VnniPack, xu: &[u8], acc: &mut [i32]) {
             }
             if j < g {
                 let x0 = _mm512_set1_epi32((xu.as_ptr().add(4 * j) as *const i32).read_unaligned());
-                for b in 0..4 {
+                for (b, ab) in a.iter_mut().take(4).enumerate() {
                     let w = p.data.as_ptr().add(base + (b * g + j) * 64);
-                    a[b] = _mm512_dpbusd_epi32(a[b], x0, _mm512_loadu_si512(w as *const _));
+                    *ab = _mm512_dpbusd_epi32(*ab, x0, _mm512_loadu_si512(w as *const _));
                 }
             }
             for b in 0..4 {
