@@ -9,14 +9,15 @@ type R = Result<(), String>;
 
 const USAGE: &str = "usage: cargo xtask <task>
 tasks:
-  ci                  fmt check, clippy -D warnings, codegen --check, tests, roundtrip, conformance
+  ci                  fmt check, clippy -D warnings, codegen --check, tests, roundtrip, conformance, fuzz smoke
   codegen [--check]   regenerate (or check) the committed flatbuffers bindings
   fixtures            regenerate fixtures/ (needs tensorflow-cpu; never run by CI)
   conformance         run the tests' exported models in LiteRT and compare with qlite
   onnx-backend [--update]   the onnx wheel's backend test cases through qlite (+ LiteRT via conformance)
   convert IN -o OUT [qlite convert options]   convert through the library
   roundtrip           read/write/read every .tflite under fixtures/
-  bench               measured numbers: inspect of a 100 MB .tflite, conversion times";
+  bench               measured numbers: inspect of a 100 MB .tflite, conversion times, latency vs LiteRT
+  fuzz [--seconds N] [TARGET...]   cargo-fuzz targets (tflite, onnx, safetensors, npy); nightly";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
         Some("roundtrip") => roundtrip(),
         Some("bench") => bench(),
         Some("onnx-backend") => onnx_backend(args.iter().any(|a| a == "--update")),
+        Some("fuzz") => fuzz::fuzz(&args[1..]),
         _ => Err(USAGE.to_string()),
     };
     match res {
@@ -74,6 +76,8 @@ fn ci() -> R {
     run(cargo().args(["run", "--quiet", "--release", "-p", "qlite-cli", "--", "roundtrip"]).args(fixture_models()?))?;
     onnx_backend(false)?;
     conformance(false)?;
+    // A short smoke run of every fuzz target (the long runs are `cargo xtask fuzz`).
+    fuzz::fuzz(&["--seconds".to_string(), "15".to_string()])?;
     eprintln!("xtask ci: all green in {:.0} s", t.elapsed().as_secs_f64());
     Ok(())
 }
@@ -318,5 +322,6 @@ fn bench() -> R {
     mod_bench::bench()
 }
 
+mod fuzz;
 mod mod_bench;
 mod onnx_backend;

@@ -1,0 +1,40 @@
+//! Shared by the fuzz targets: run a graph the parsers accepted, when it is small enough to
+//! run quickly, on both kernel sets; they must agree.
+
+use qlite_interp::{Array, Data, Interpreter, Kernels};
+use qlite_ir::{DType, Graph};
+
+/// Largest tensor (elements) a fuzzed graph may declare for it to be run.
+const MAX_RUN_ELEMENTS: usize = 1 << 14;
+
+pub fn run_small(g: &Graph) {
+    let small = g.tensors().iter().all(|t| {
+        t.shape.to_fixed().and_then(|d| qlite_ir::shape::checked_product(&d)).is_some_and(|n| n <= MAX_RUN_ELEMENTS)
+    });
+    if !small || g.nodes().len() > 64 {
+        return;
+    }
+    let mut inputs = Vec::new();
+    for &t in g.inputs() {
+        let Some(t) = g.tensor(t) else { return };
+        let Some(dims) = t.shape.to_fixed() else { return };
+        let n: usize = dims.iter().product();
+        let data = match t.dtype {
+            DType::F32 => Data::F32((0..n).map(|i| (i % 7) as f32 - 3.0).collect()),
+            DType::I8 => Data::I8((0..n).map(|i| (i * 37 % 256) as u8 as i8).collect()),
+            DType::U8 => Data::U8((0..n).map(|i| (i * 37 % 256) as u8).collect()),
+            _ => return,
+        };
+        let Ok(a) = Array::new(dims, data) else { return };
+        inputs.push(a);
+    }
+    let Ok(reference) = Interpreter::new(g) else { return };
+    let r = reference.run(inputs.clone());
+    let fast = reference.kernels(Kernels::Fast).run(inputs);
+    if let (Ok(a), Ok(b)) = (&r, &fast) {
+        // Bytes, not values: NaN outputs must agree too.
+        let bytes = |v: &Vec<Array>| v.iter().map(|x| (x.shape().to_vec(), x.dtype(), x.to_le_bytes())).collect::<Vec<_>>();
+        assert!(bytes(a) == bytes(b), "fast and reference kernels disagree");
+    }
+    assert_eq!(r.is_ok(), fast.is_ok(), "only one kernel set failed: {r:?} vs {fast:?}");
+}

@@ -1,0 +1,14 @@
+#![no_main]
+//! .tflite bytes → reader (flatbuffers verifier, range checks, IR verify) → interpreter.
+
+#[path = "common.rs"]
+mod common;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _ = qlite_tflite::file_info(data);
+    if let Ok(g) = qlite_tflite::read_model(bytes::Bytes::copy_from_slice(data)) {
+        common::run_small(&g);
+        // What was read must write.
+        let _ = qlite_tflite::write_model(&g);
+    }
+});
