@@ -2,13 +2,18 @@
 //! reads a model also exports it, with inputs and qlite's outputs, for the LiteRT
 //! conformance check (`cargo xtask conformance`) when QLITE_CONFORMANCE_DIR is set.
 
+mod alloc;
 mod cli;
 mod common;
 mod errors;
 mod fixtures;
+mod malformed;
 mod onnx;
 mod ops;
 mod passes;
 mod quantize;
 mod random_ops;
 mod safetensors;
+
+#[global_allocator]
+static ALLOC: alloc::Counting = alloc::Counting;

@@ -223,95 +223,22 @@ fn streamed_conversion_to_f16_bf16_int8() {
 }
 
 #[test]
-fn malformed_safetensors_give_clear_errors_and_no_output() {
+fn malformed_safetensors_are_refused_by_the_weights_path_too() {
+    // The catalogue's safetensors files (their `convert` errors are snapshotted by
+    // malformed.rs) must also fail `qlite weights`, leaving no output or temp file.
     let dir = tempfile::tempdir().unwrap();
-    let valid = std::fs::read(fixture("safetensors/mlp.safetensors")).unwrap();
-    let n = u64::from_le_bytes(valid[..8].try_into().unwrap()) as usize;
-    let header = String::from_utf8(valid[8..8 + n].to_vec()).unwrap();
-    let with_header = |h: &str, data_len: usize| -> Vec<u8> {
-        let mut v = (h.len() as u64).to_le_bytes().to_vec();
-        v.extend_from_slice(h.as_bytes());
-        v.extend(std::iter::repeat_n(0u8, data_len));
-        v
-    };
-    let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("under 8 bytes", vec![1, 2, 3]),
-        ("header length beyond the file", {
-            let mut v = valid.clone();
-            v[..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
-            v
-        }),
-        ("header length u64::MAX", {
-            let mut v = valid.clone();
-            v[..8].copy_from_slice(&u64::MAX.to_le_bytes());
-            v
-        }),
-        ("header over 100 MB", {
-            let mut v = (200_000_000u64).to_le_bytes().to_vec();
-            v.extend_from_slice(b"{}");
-            v
-        }),
-        (
-            "invalid UTF-8",
-            with_header("{\"a\":\u{fffd}}", 0).into_iter().map(|b| if b == 0xef { 0xff } else { b }).collect(),
-        ),
-        ("invalid JSON", with_header("{\"a\": [1, 2", 0)),
-        (
-            "overlapping offsets",
-            with_header(
-                r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
-                12,
-            ),
-        ),
-        (
-            "gap between tensors",
-            with_header(
-                r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[12,20]}}"#,
-                20,
-            ),
-        ),
-        ("shape x dtype != length", with_header(r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, 8)),
-        ("unknown dtype", with_header(r#"{"a":{"dtype":"F31","shape":[2],"data_offsets":[0,8]}}"#, 8)),
-        ("trailing bytes", {
-            let mut v = valid.clone();
-            v.extend_from_slice(&[0; 4]);
-            v
-        }),
-        (
-            "duplicate names",
-            with_header(
-                r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
-                4,
-            ),
-        ),
-        (
-            "element count overflow",
-            with_header(r#"{"a":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,8]}}"#, 8),
-        ),
-        ("truncated data", valid[..8 + n + 10].to_vec()),
-    ];
-    let _ = header;
-    let reg = Registry::default();
-    let mut text = String::new();
-    for (name, bytes) in cases {
-        let p = dir.path().join("bad.safetensors");
-        std::fs::write(&p, &bytes).unwrap();
-        let out = dir.path().join("out.safetensors");
-        let e = qlite::convert(&reg, &p, &out, &ConvertOptions::default()).unwrap_err();
-        assert!(!out.exists(), "{name}: output written");
-        let w = qlite::st::convert::convert(
-            &p,
-            &dir.path().join("w.safetensors"),
-            Target::F16,
-            &Select::default(),
-            &mut |_, _| {},
-        );
-        assert!(w.is_err(), "{name}: weights conversion accepted it");
-        assert!(!dir.path().join("w.safetensors").exists());
-        text.push_str(&format!("{name}: {}\n", e.to_string().replace(dir.path().to_str().unwrap(), "<tmp>")));
+    let mut n = 0;
+    for e in std::fs::read_dir(fixture("malformed")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_none_or(|x| x != "safetensors") {
+            continue;
+        }
+        n += 1;
+        let out = dir.path().join("w.safetensors");
+        let w = qlite::st::convert::convert(&p, &out, Target::F16, &Select::default(), &mut |_, _| {});
+        assert!(w.is_err(), "{}: weights conversion accepted it", p.display());
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "{}: files left: {left:?}", p.display());
     }
-    let left: Vec<_> =
-        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-    assert_eq!(left, vec!["bad.safetensors".to_string()], "no temp files left");
-    insta::assert_snapshot!("safetensors_errors", text);
+    assert!(n >= 15, "only {n} malformed safetensors files");
 }

@@ -17,6 +17,7 @@ tasks:
   convert IN -o OUT [qlite convert options]   convert through the library
   roundtrip           read/write/read every .tflite under fixtures/
   bench               measured numbers: inspect of a 100 MB .tflite, conversion times, latency vs LiteRT
+  malformed           rewrite fixtures/malformed/ (the hostile-input catalogue; also part of fixtures)
   fuzz [--seconds N] [TARGET...]   cargo-fuzz targets (tflite, onnx, safetensors, npy); nightly";
 
 fn main() -> ExitCode {
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(),
         Some("onnx-backend") => onnx_backend(args.iter().any(|a| a == "--update")),
         Some("fuzz") => fuzz::fuzz(&args[1..]),
+        Some("malformed") => malformed::malformed(),
         _ => Err(USAGE.to_string()),
     };
     match res {
@@ -214,6 +216,7 @@ fn codegen_onnx(check: bool) -> R {
 // ---------------------------------------------------------------- fixtures, conformance
 
 fn fixtures() -> R {
+    malformed::malformed()?;
     let py = venv(&root().join(".venv-fixtures"), &root().join("xtask/requirements-fixtures.txt"))?;
     run(Command::new(&py).arg(root().join("xtask/fixtures/make_fixtures.py")).arg(root().join("fixtures/digits")))?;
     // After make_fixtures.py: it writes the tf2onnx models and the digits samples this one feeds.
@@ -323,5 +326,6 @@ fn bench() -> R {
 }
 
 mod fuzz;
+mod malformed;
 mod mod_bench;
 mod onnx_backend;

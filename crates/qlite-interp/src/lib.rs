@@ -395,6 +395,16 @@ impl<'g> Interpreter<'g> {
     }
 }
 
+/// A requantization multiplier must have a Q31 fixed-point form: finite, positive and below
+/// 2^30 (larger ones would shift an int32 accumulator left by more than 30 bits, which TFLite's
+/// kernels leave undefined).
+fn check_multiplier(real: f64, what: &str) -> Result<(), String> {
+    if !(real.is_finite() && real > 0.0 && real < (1u64 << 30) as f64) {
+        return Err(format!("{what} multiplier {real:e} has no fixed-point form: the scales are inconsistent"));
+    }
+    Ok(())
+}
+
 /// Load-time checks of the quantization parameters an integer kernel relies on, so a model
 /// whose parameters would break the multiplier arithmetic is refused before it runs.
 fn validate_quantized(g: &Graph, n: &qlite_ir::Node) -> Result<(), String> {
@@ -426,6 +436,15 @@ fn validate_quantized(g: &Graph, n: &qlite_ir::Node) -> Result<(), String> {
             {
                 return Err(format!("integer kernels take an int32 bias, got {}", b.dtype));
             }
+            let (s_in, _) = in_q(0)?;
+            for (c, &s_w) in wq.scales().iter().enumerate() {
+                check_multiplier(s_in as f64 * s_w as f64 / s_out as f64, &format!("channel {c}'s rescale"))?;
+            }
+        }
+        Op::Binary(b) if b.kind == qlite_ir::BinaryKind::Mul => {
+            let (s1, _) = in_q(0)?;
+            let (s2, _) = in_q(1)?;
+            check_multiplier((s1 * s2 / s_out) as f64, "the MUL rescale")?;
         }
         Op::Binary(b) => {
             let (s1, _) = in_q(0)?;
