@@ -153,6 +153,9 @@ impl Raw {
     }
 }
 
+/// Named files of one format.
+type Cases = Vec<(&'static str, Vec<u8>)>;
+
 /// One way to break the default model.
 type Breakage = Box<dyn Fn(&mut Raw)>;
 
@@ -482,7 +485,7 @@ pub fn malformed() -> R {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut n = 0;
-    let sets: [(&str, Vec<(&str, Vec<u8>)>); 4] = [
+    let sets: [(&str, Cases); 4] = [
         ("tflite", tflite_cases()),
         ("onnx", onnx_cases()),
         ("safetensors", safetensors_cases()),
