@@ -38,6 +38,17 @@ fn errors_are_one_line_and_non_zero() {
             "-o",
             dir.path().join("out.onnx").to_str().unwrap(),
         ],
+        // Resource limits from the command line.
+        vec!["--max-elements", "100", "inspect", fixture("digits/mlp.tflite").to_str().unwrap()],
+        vec![
+            "convert",
+            fixture("digits/cnn.tflite").to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--max-nodes",
+            "3",
+        ],
+        vec!["run", fixture("digits/cnn.tflite").to_str().unwrap(), "-i", bad.to_str().unwrap(), "--max-rank", "2"],
     ] {
         let (ok, err) = stderr_of(&args);
         assert!(!ok, "{args:?} succeeded");
@@ -103,4 +114,70 @@ fn inspect_json_and_roundtrip_and_demo() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("MLP 64-512-256-10") && text.contains("CNN") && text.matches("int8").count() >= 2, "{text}");
+}
+
+/// SIGKILL in the middle of writing a large output leaves no partial file under the output
+/// name: the data goes to a temporary file that is renamed only once complete and synced.
+#[cfg(unix)]
+#[test]
+fn a_conversion_killed_while_writing_leaves_no_partial_output() {
+    use qlite::ir::op::{Activation, FullyConnected};
+    use qlite::ir::{DType, Graph, Node, Op, Shape, Tensor};
+    let dir = tempfile::tempdir().unwrap();
+    // A 192 MiB model (zeros: cheap to make, as slow to write as any other bytes).
+    let (units, depth) = (12288usize, 4096usize);
+    let mut g = Graph::new("big");
+    let x = g.add_tensor(Tensor::activation("x", DType::F32, Shape::fixed(&[1, depth])));
+    let w = g.add_tensor(Tensor::constant(
+        "w",
+        DType::F32,
+        Shape::fixed(&[units, depth]),
+        vec![0u8; units * depth * 4].into(),
+    ));
+    let y = g.add_tensor(Tensor::activation("y", DType::F32, Shape::fixed(&[1, units])));
+    let op = FullyConnected { activation: Activation::None, keep_num_dims: false, asymmetric_inputs: false };
+    g.add_node(Node::new("fc", Op::FullyConnected(op), vec![Some(x), Some(w), None], vec![y]));
+    g.set_inputs(vec![x]);
+    g.set_outputs(vec![y]);
+    let src = dir.path().join("big.tflite");
+    qlite::save(&qlite::Registry::default(), &g, &src).unwrap();
+    drop(g);
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let out = out_dir.join("converted.tflite");
+    let mut killed_mid_write = false;
+    for _attempt in 0..5 {
+        let _ = std::fs::remove_file(&out);
+        let mut child = qlite()
+            .args(["convert", src.to_str().unwrap(), "-o", out.to_str().unwrap(), "--quantize", "float16"])
+            .stderr(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Wait until the temporary file exists and has data, then kill.
+        let start = std::time::Instant::now();
+        let mut writing = false;
+        while start.elapsed() < std::time::Duration::from_secs(60) {
+            let tmp = std::fs::read_dir(&out_dir)
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .find(|e| e.file_name().to_string_lossy().starts_with(".qlite-"));
+            if tmp.is_some_and(|e| e.metadata().is_ok_and(|m| m.len() > 0)) {
+                writing = true;
+                break;
+            }
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        let _ = child.kill(); // SIGKILL
+        let status = child.wait().unwrap();
+        if writing && !status.success() {
+            killed_mid_write = true;
+            assert!(!out.exists(), "a partial output exists under the output name after SIGKILL");
+            break;
+        }
+    }
+    assert!(killed_mid_write, "never caught the conversion while it was writing");
 }

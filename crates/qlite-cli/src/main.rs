@@ -14,8 +14,46 @@ struct Cli {
     /// Print elapsed time and peak memory to stderr when done (for benchmarks).
     #[arg(long, global = true)]
     stats: bool,
+    /// Refuse models with a tensor larger than this many bytes.
+    #[arg(long, global = true, value_name = "BYTES")]
+    max_tensor_bytes: Option<u64>,
+    /// Refuse models whose constants add up to more than this many bytes.
+    #[arg(long, global = true, value_name = "BYTES")]
+    max_total_bytes: Option<u64>,
+    /// Refuse models with more nodes than this.
+    #[arg(long, global = true, value_name = "N")]
+    max_nodes: Option<usize>,
+    /// Refuse tensors of higher rank than this.
+    #[arg(long, global = true, value_name = "N")]
+    max_rank: Option<usize>,
+    /// Refuse tensors with more elements than this.
+    #[arg(long, global = true, value_name = "N")]
+    max_elements: Option<u64>,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+impl Cli {
+    /// The default resource limits with the command line's overrides.
+    fn limits(&self) -> qlite::ir::Limits {
+        let mut l = qlite::ir::Limits::default();
+        if let Some(v) = self.max_tensor_bytes {
+            l.max_tensor_bytes = v;
+        }
+        if let Some(v) = self.max_total_bytes {
+            l.max_total_bytes = v;
+        }
+        if let Some(v) = self.max_nodes {
+            l.max_nodes = v;
+        }
+        if let Some(v) = self.max_rank {
+            l.max_rank = v;
+        }
+        if let Some(v) = self.max_elements {
+            l.max_elements = v;
+        }
+        l
+    }
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
@@ -217,7 +255,7 @@ fn main() -> ExitCode {
 
 fn real_main(cli: Cli) -> Result<(), String> {
     let _stats = Stats { on: cli.stats, start: std::time::Instant::now() };
-    let reg = Registry::default();
+    let reg = Registry::default().with_limits(cli.limits());
     match cli.cmd {
         Cmd::Convert {
             input,

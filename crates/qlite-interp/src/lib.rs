@@ -6,6 +6,9 @@
 //! execution covers data movement, QUANTIZE and DEQUANTIZE (integer arithmetic kernels come with
 //! the int8 reference interpreter). The interpreter never reads files.
 
+// Library code never unwraps: values derived from a file are checked and errors returned.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod array;
 pub mod fast;
 pub mod fixedpoint;

@@ -5,9 +5,13 @@
 //! deterministic text printer; and the [`Pass`] / [`PassManager`] machinery with the generic
 //! cleanup passes. This crate does no I/O and knows no file format.
 
+// Library code never unwraps: values derived from a file are checked and errors returned.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod dtype;
 pub mod graph;
 pub mod hint;
+pub mod limits;
 pub mod op;
 pub mod pass;
 pub mod passes;
@@ -19,6 +23,7 @@ pub mod verify;
 
 pub use dtype::DType;
 pub use graph::{Graph, Node, NodeId, Signature, TensorId};
+pub use limits::{LimitError, Limits};
 pub use op::*;
 pub use pass::{Pass, PassCx, PassError, PassInfo, PassManager, PipelineError};
 pub use print::print_graph;

@@ -6,6 +6,9 @@
 //! I/O. Weights are read zero-copy (`raw_data` is a slice of the model bytes); external data is
 //! resolved only inside the model's directory. Every unsupported op is reported in one error.
 
+// Library code never unwraps: values derived from a file are checked and errors returned.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 #[allow(clippy::all, missing_debug_implementations)]
 #[rustfmt::skip]
 pub mod proto {

@@ -8,6 +8,9 @@
 //! - [`passes`]: the float16, dynamic-range and full-integer rewrites, as passes.
 //! - [`report`]: per-layer error statistics (SQNR, cosine similarity, max-abs error).
 
+// Library code never unwraps: values derived from a file are checked and errors returned.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod calib;
 pub mod config;
 pub mod params;

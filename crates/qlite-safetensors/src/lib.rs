@@ -3,6 +3,9 @@
 //! (an architecture sidecar, or binding by name to another model's graph), export a graph's
 //! constants, and convert big checkpoints to f16 / bf16 / int8 streamed.
 
+// Library code never unwraps: values derived from a file are checked and errors returned.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod arch;
 pub mod convert;
 pub mod format;

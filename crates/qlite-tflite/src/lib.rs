@@ -10,7 +10,10 @@
 //! uses, and hands the graph to the IR verifier. Constant data is never copied: tensors point
 //! into the input [`bytes::Bytes`], which may be a memory map.
 
-#[allow(unsafe_code, unused_imports, dead_code, clippy::all, missing_debug_implementations, mismatched_lifetime_syntaxes)]
+// Library code never unwraps: values derived from a file are checked and errors returned.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
+#[allow(unsafe_code, unused_imports, dead_code, clippy::all, clippy::unwrap_used, clippy::expect_used, missing_debug_implementations, mismatched_lifetime_syntaxes)]
 #[rustfmt::skip]
 mod generated {
     include!("generated/tflite_generated.rs");

@@ -24,6 +24,9 @@
 //! # Ok(()) }
 //! ```
 
+// Library code never unwraps: values derived from a file are checked and errors returned.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod inspect;
 pub mod io;
 pub mod npy;
@@ -64,6 +67,8 @@ pub enum Error {
     Npy { path: PathBuf, source: npy::NpyError },
     #[error("{0}")]
     Usage(String),
+    #[error("{path}: {source}")]
+    Limit { path: PathBuf, source: qlite_ir::LimitError },
 }
 
 /// Bytes of a model file plus where they came from, and import options.
@@ -75,6 +80,8 @@ pub struct Source {
     pub input_shapes: std::collections::BTreeMap<String, Vec<usize>>,
     /// Give the model NHWC inputs and outputs (rank-4 I/O of an NCHW source format).
     pub nhwc_io: bool,
+    /// What the importer may allocate (the facade checks the whole graph again afterwards).
+    pub limits: qlite_ir::Limits,
 }
 
 /// Reads one model format into the IR. Implement this to add a format.
@@ -194,6 +201,7 @@ impl Importer for OnnxFormat {
 pub struct Registry {
     importers: Vec<Box<dyn Importer>>,
     exporters: Vec<Box<dyn Exporter>>,
+    limits: qlite_ir::Limits,
 }
 
 impl std::fmt::Debug for Registry {
@@ -201,6 +209,7 @@ impl std::fmt::Debug for Registry {
         f.debug_struct("Registry")
             .field("importers", &self.importers.iter().map(|i| i.name()).collect::<Vec<_>>())
             .field("exporters", &self.exporters.iter().map(|e| e.name()).collect::<Vec<_>>())
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -222,7 +231,15 @@ fn extension(path: &Path) -> String {
 
 impl Registry {
     pub fn empty() -> Self {
-        Registry { importers: Vec::new(), exporters: Vec::new() }
+        Registry { importers: Vec::new(), exporters: Vec::new(), limits: qlite_ir::Limits::default() }
+    }
+    /// Resource limits every model loaded through this registry is held to.
+    pub fn with_limits(mut self, limits: qlite_ir::Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+    pub fn limits(&self) -> &qlite_ir::Limits {
+        &self.limits
     }
     pub fn add_importer(mut self, i: impl Importer + 'static) -> Self {
         self.importers.push(Box::new(i));
@@ -267,8 +284,16 @@ pub fn load_bytes(reg: &Registry, path: &Path, bytes: Bytes) -> Result<Graph, Er
     let imp = reg
         .importer_for(path, &bytes[..bytes.len().min(64)])
         .ok_or_else(|| Error::UnknownFormat { path: path.to_path_buf(), known: reg.known_importers() })?;
-    let src = Source { path: path.to_path_buf(), bytes, input_shapes: Default::default(), nhwc_io: false };
-    imp.import(&src).map_err(|message| Error::Import { path: path.to_path_buf(), message })
+    let src = Source {
+        path: path.to_path_buf(),
+        bytes,
+        input_shapes: Default::default(),
+        nhwc_io: false,
+        limits: reg.limits,
+    };
+    let g = imp.import(&src).map_err(|message| Error::Import { path: path.to_path_buf(), message })?;
+    reg.limits.check(&g).map_err(|source| Error::Limit { path: path.to_path_buf(), source })?;
+    Ok(g)
 }
 
 /// [`load_bytes`] with input shape overrides.
@@ -299,8 +324,11 @@ pub fn load_with(
             imp.name()
         )));
     }
-    let src = Source { path: path.to_path_buf(), bytes, input_shapes: input_shapes.clone(), nhwc_io };
-    imp.import(&src).map_err(|message| Error::Import { path: path.to_path_buf(), message })
+    let src =
+        Source { path: path.to_path_buf(), bytes, input_shapes: input_shapes.clone(), nhwc_io, limits: reg.limits };
+    let g = imp.import(&src).map_err(|message| Error::Import { path: path.to_path_buf(), message })?;
+    reg.limits.check(&g).map_err(|source| Error::Limit { path: path.to_path_buf(), source })?;
+    Ok(g)
 }
 
 /// Serialize `g` for `path` (format by extension), without writing.
