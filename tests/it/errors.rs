@@ -73,3 +73,120 @@ fn integer_models_with_unusable_quantization_are_refused_at_load() {
     text.push_str(&format!("input: {e}\n"));
     insta::assert_snapshot!("load_time_quant_errors", text);
 }
+
+/// Hostile but well-formed graphs: the interpreter refuses them when it is created or returns
+/// an error when run; it never panics.
+#[test]
+fn hostile_well_formed_graphs_never_crash_the_interpreter() {
+    use qlite::ir::op::*;
+    use qlite::ir::{DType, Graph, Node, Shape, Tensor};
+    use qlite::{Array, Data};
+    type Case = (&'static str, Graph, Vec<Array>);
+    let f32_in = |g: &mut Graph, dims: &[usize]| {
+        let t = g.add_tensor(Tensor::activation("x", DType::F32, Shape::fixed(dims)));
+        g.set_inputs(vec![t]);
+        t
+    };
+    let zeros = |dims: &[usize]| Array::new(dims.to_vec(), Data::F32(vec![0.0; dims.iter().product()])).unwrap();
+    let konst = |g: &mut Graph, name: &str, dims: &[usize]| {
+        let n: usize = dims.iter().product();
+        g.add_tensor(Tensor::constant(name, DType::F32, Shape::fixed(dims), vec![0u8; n * 4].into()))
+    };
+    let conv = |stride: usize, dilation: usize, x_dims: &[usize], w_dims: &[usize], y_dims: &[usize]| {
+        let mut g = Graph::new("conv");
+        let x = f32_in(&mut g, x_dims);
+        let w = konst(&mut g, "w", w_dims);
+        let y = g.add_tensor(Tensor::activation("y", DType::F32, Shape::fixed(y_dims)));
+        let op = Conv2d {
+            padding: Padding::Same,
+            stride: [stride, stride],
+            dilation: [dilation, dilation],
+            activation: Activation::None,
+        };
+        g.add_node(Node::new("c", Op::Conv2d(op), vec![Some(x), Some(w), None], vec![y]));
+        g.set_outputs(vec![y]);
+        (g, vec![zeros(x_dims)])
+    };
+    let mut cases: Vec<Case> = Vec::new();
+    let (g, i) = conv(1 << 40, 1, &[1, 4, 4, 1], &[1, 3, 3, 1], &[1, 1, 1, 1]);
+    cases.push(("huge stride", g, i));
+    let (g, i) = conv(1, 1 << 40, &[1, 4, 4, 1], &[1, 3, 3, 1], &[1, 4, 4, 1]);
+    cases.push(("huge dilation", g, i));
+    let (g, i) = conv(0, 1, &[1, 4, 4, 1], &[1, 3, 3, 1], &[1, 4, 4, 1]);
+    cases.push(("zero stride", g, i));
+    let (g, i) = conv(1, 1, &[1, 0, 4, 1], &[1, 3, 3, 1], &[1, 0, 4, 1]);
+    cases.push(("zero-sized height", g, i));
+    let (g, i) = conv(1, 1, &[1, 4, 4, 0], &[2, 3, 3, 0], &[1, 4, 4, 2]);
+    cases.push(("zero input channels", g, i));
+    let (g, i) = conv(1, 1, &[1, 4, 4, 1], &[1, 3, 3, 1], &[1, 9, 9, 1]);
+    cases.push(("output shape disagrees with inference", g, i));
+    // Depthwise with multiplier 0.
+    let mut g = Graph::new("dw");
+    let x = f32_in(&mut g, &[1, 4, 4, 2]);
+    let w = konst(&mut g, "w", &[1, 3, 3, 2]);
+    let y = g.add_tensor(Tensor::activation("y", DType::F32, Shape::fixed(&[1, 4, 4, 2])));
+    let op = DepthwiseConv2d {
+        padding: Padding::Same,
+        stride: [1, 1],
+        dilation: [1, 1],
+        depth_multiplier: 0,
+        activation: Activation::None,
+    };
+    g.add_node(Node::new("d", Op::DepthwiseConv2d(op), vec![Some(x), Some(w), None], vec![y]));
+    g.set_outputs(vec![y]);
+    cases.push(("depth multiplier 0", g, vec![zeros(&[1, 4, 4, 2])]));
+    // Aliasing: one node writes the tensor it reads; two nodes write one tensor.
+    let mut g = Graph::new("alias");
+    let x = f32_in(&mut g, &[1, 4]);
+    g.add_node(Node::new("r", Op::Unary(Unary { kind: UnaryKind::Relu }), vec![Some(x)], vec![x]));
+    g.set_outputs(vec![x]);
+    cases.push(("node writes its own input", g, vec![zeros(&[1, 4])]));
+    let mut g = Graph::new("twice");
+    let x = f32_in(&mut g, &[1, 4]);
+    let y = g.add_tensor(Tensor::activation("y", DType::F32, Shape::fixed(&[1, 4])));
+    g.add_node(Node::new("a", Op::Unary(Unary { kind: UnaryKind::Relu }), vec![Some(x)], vec![y]));
+    g.add_node(Node::new("b", Op::Unary(Unary { kind: UnaryKind::Tanh }), vec![Some(x)], vec![y]));
+    g.set_outputs(vec![y]);
+    cases.push(("two nodes write one tensor", g, vec![zeros(&[1, 4])]));
+    // Pool with a zero filter, and a huge pad.
+    let mut g = Graph::new("pool");
+    let x = f32_in(&mut g, &[1, 4, 4, 1]);
+    let y = g.add_tensor(Tensor::activation("y", DType::F32, Shape::fixed(&[1, 4, 4, 1])));
+    let op = Pool2d {
+        kind: PoolKind::Max,
+        filter: [0, 0],
+        stride: [1, 1],
+        padding: Padding::Same,
+        activation: Activation::None,
+    };
+    g.add_node(Node::new("p", Op::Pool2d(op), vec![Some(x)], vec![y]));
+    g.set_outputs(vec![y]);
+    cases.push(("pool filter 0", g, vec![zeros(&[1, 4, 4, 1])]));
+    let mut g = Graph::new("pad");
+    let x = f32_in(&mut g, &[1, 4]);
+    let y = g.add_tensor(Tensor::activation("y", DType::F32, Shape::fixed(&[1, 1 << 40])));
+    g.add_node(Node::new("p", Op::Pad(Pad { paddings: vec![[0, 0], [0, (1 << 40) - 4]] }), vec![Some(x)], vec![y]));
+    g.set_outputs(vec![y]);
+    cases.push(("pad to 2^40 elements", g, vec![zeros(&[1, 4])]));
+    // Transpose with a repeated axis.
+    let mut g = Graph::new("transpose");
+    let x = f32_in(&mut g, &[2, 3]);
+    let y = g.add_tensor(Tensor::activation("y", DType::F32, Shape::fixed(&[2, 2])));
+    g.add_node(Node::new("t", Op::Transpose(Transpose { perm: vec![0, 0] }), vec![Some(x)], vec![y]));
+    g.set_outputs(vec![y]);
+    cases.push(("transpose repeats an axis", g, vec![zeros(&[2, 3])]));
+
+    let mut text = String::new();
+    for (name, g, inputs) in cases {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match qlite::Interpreter::new(&g) {
+            Err(e) => format!("refused at load: {e}"),
+            Ok(i) => match i.kernels(qlite::Kernels::Fast).run(inputs) {
+                Err(e) => format!("error at run: {e}"),
+                Ok(y) => format!("ran: {:?}", y.iter().map(|a| a.shape().to_vec()).collect::<Vec<_>>()),
+            },
+        }));
+        let outcome = outcome.unwrap_or_else(|_| panic!("{name}: the interpreter panicked"));
+        text.push_str(&format!("{name}: {outcome}\n"));
+    }
+    insta::assert_snapshot!("hostile_graphs", text);
+}
