@@ -14,6 +14,7 @@ mod passes;
 mod quantize;
 mod random_ops;
 mod safetensors;
+mod savedmodel;
 
 #[global_allocator]
 static ALLOC: alloc::Counting = alloc::Counting;

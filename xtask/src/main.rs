@@ -157,6 +157,7 @@ fn flatc() -> Result<PathBuf, String> {
 
 fn codegen(check: bool) -> R {
     codegen_onnx(check)?;
+    codegen_tensorflow(check)?;
     let flatc = flatc()?;
     let out = root().join("target").join("codegen");
     let _ = std::fs::remove_dir_all(&out);
@@ -175,6 +176,38 @@ fn codegen(check: bool) -> R {
     }
     std::fs::write(root().join(GENERATED), fresh).map_err(|e| e.to_string())?;
     eprintln!("codegen: wrote {GENERATED}");
+    Ok(())
+}
+
+const TF_GENERATED: &str = "crates/qlite-savedmodel/src/generated/tensorflow.rs";
+
+/// Rust code for schemas/tensorflow.proto (the SavedModel subset), like [`codegen_onnx`];
+/// `tensor_content` becomes `bytes::Bytes` so constants stay in the mapped file.
+fn codegen_tensorflow(check: bool) -> R {
+    let out = root().join("target").join("codegen-tensorflow");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+    let fds = protox::compile([root().join("schemas/tensorflow.proto")], [root().join("schemas")])
+        .map_err(|e| format!("schemas/tensorflow.proto: {e}"))?;
+    prost_build::Config::new()
+        .bytes([".tensorflow.TensorProto.tensor_content"])
+        .btree_map(["."])
+        .out_dir(&out)
+        .compile_fds(fds)
+        .map_err(|e| format!("prost-build: {e}"))?;
+    let fresh = std::fs::read(out.join("tensorflow.rs")).map_err(|e| e.to_string())?;
+    let committed = std::fs::read(root().join(TF_GENERATED)).unwrap_or_default();
+    if fresh == committed {
+        eprintln!("codegen: {TF_GENERATED} is up to date");
+        return Ok(());
+    }
+    if check {
+        return Err(format!(
+            "{TF_GENERATED} is stale: it differs from what prost-build generates from schemas/tensorflow.proto. Run `cargo xtask codegen` and commit the result."
+        ));
+    }
+    std::fs::write(root().join(TF_GENERATED), fresh).map_err(|e| e.to_string())?;
+    eprintln!("codegen: wrote {TF_GENERATED}");
     Ok(())
 }
 
@@ -221,6 +254,9 @@ fn fixtures() -> R {
     run(Command::new(&py).arg(root().join("xtask/fixtures/make_fixtures.py")).arg(root().join("fixtures/digits")))?;
     // After make_fixtures.py: it writes the tf2onnx models and the digits samples this one feeds.
     run(Command::new(&py).arg(root().join("xtask/fixtures/make_onnx.py")).arg(root().join("fixtures/onnx")))?;
+    run(Command::new(&py)
+        .arg(root().join("xtask/fixtures/make_savedmodel.py"))
+        .arg(root().join("fixtures/savedmodel")))?;
     run(Command::new(&py)
         .arg(root().join("xtask/fixtures/make_safetensors.py"))
         .arg(root().join("fixtures/safetensors")))

@@ -93,6 +93,9 @@ enum Cmd {
         input: PathBuf,
         #[arg(short, long)]
         output: PathBuf,
+        /// The TensorFlow SavedModel signature to convert (default: serving_default).
+        #[arg(long, value_name = "NAME")]
+        signature: Option<String>,
         /// Comma-separated passes to run instead of the default pipeline (see `qlite passes`).
         #[arg(long, value_delimiter = ',')]
         passes: Option<Vec<String>>,
@@ -207,6 +210,9 @@ enum Cmd {
         /// loops the fast ones are checked against); both give the same bytes.
         #[arg(long, default_value = "fast")]
         kernels: qlite::Kernels,
+        /// The TensorFlow SavedModel signature to run (default: serving_default).
+        #[arg(long, value_name = "NAME")]
+        signature: Option<String>,
     },
     /// Read, write and re-read each model; fail with a diff if anything changed.
     Roundtrip {
@@ -260,6 +266,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
         Cmd::Convert {
             input,
             output,
+            signature,
             passes,
             print_ir_after_change,
             stop_after,
@@ -310,6 +317,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
                 weights,
                 input_shapes: parse_input_shapes(&input_shape)?,
                 nhwc_io: io_layout == IoLayout::Nhwc,
+                signature,
             };
             let mut bar = Progress::new("calibrating");
             let r = qlite::convert_with_progress(&reg, &input, &output, &opts, &mut |d, t| bar.update(d, t))
@@ -355,8 +363,8 @@ fn real_main(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
-        Cmd::Run { model, input, output, dump, dequantize, kernels } => {
-            run_cmd(&reg, &model, &input, &output, dump.as_deref(), dequantize, kernels)
+        Cmd::Run { model, input, output, dump, dequantize, kernels, signature } => {
+            run_cmd(&reg, &model, &input, &output, dump.as_deref(), dequantize, kernels, signature.as_deref())
         }
         Cmd::Roundtrip { models, seed } => {
             let mut failed = 0;
@@ -453,6 +461,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
 }
 
 /// Run a model; a batch of N rows on a batch-1 model runs N times and the outputs are stacked.
+#[allow(clippy::too_many_arguments)]
 fn run_cmd(
     reg: &Registry,
     model: &Path,
@@ -461,8 +470,14 @@ fn run_cmd(
     dump: Option<&Path>,
     dequantize: bool,
     kernels: qlite::Kernels,
+    signature: Option<&str>,
 ) -> Result<(), String> {
-    let g = qlite::load(reg, model).map_err(|e| e.to_string())?;
+    let g = match signature {
+        None => qlite::load(reg, model),
+        Some(sig) => qlite::model_bytes(model)
+            .and_then(|b| qlite::load_with(reg, model, b, &Default::default(), false, Some(sig))),
+    }
+    .map_err(|e| e.to_string())?;
     if inputs.len() != g.inputs().len() {
         return Err(format!(
             "{} has {} inputs but {} --input files were given",

@@ -1,6 +1,6 @@
 //! `qlite inspect`: what a model file contains, as text or JSON.
 
-use crate::{Error, Registry, io, load_bytes};
+use crate::{Error, Registry, load_bytes};
 use qlite_ir::{Graph, TensorId};
 use serde::Serialize;
 use std::fmt::Write;
@@ -138,7 +138,7 @@ pub fn summarize(g: &Graph, file: &str, format: &str, bytes: &[u8]) -> Summary {
 
 /// Inspect a model file (memory-mapped: weights are not copied).
 pub fn inspect_file(reg: &Registry, path: &Path) -> Result<Summary, Error> {
-    let bytes = io::map_file(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let bytes = crate::model_bytes(path)?;
     let format = reg.importer_for(path, &bytes[..bytes.len().min(64)]).map_or("unknown", |i| i.name());
     let g = load_bytes(reg, path, bytes.clone())?;
     let file = path.file_name().map_or_else(|| path.display().to_string(), |f| f.to_string_lossy().into_owned());

@@ -82,6 +82,8 @@ pub struct Source {
     pub nhwc_io: bool,
     /// What the importer may allocate (the facade checks the whole graph again afterwards).
     pub limits: qlite_ir::Limits,
+    /// Which signature to import, for formats that have several (SavedModel).
+    pub signature: Option<String>,
 }
 
 /// Reads one model format into the IR. Implement this to add a format.
@@ -196,6 +198,59 @@ impl Importer for OnnxFormat {
     }
 }
 
+/// TensorFlow SavedModel directories (and `saved_model.pb` inside one) and frozen GraphDef
+/// `.pb` files.
+#[derive(Debug, Clone, Copy)]
+pub struct SavedModelFormat;
+
+impl Importer for SavedModelFormat {
+    fn name(&self) -> &'static str {
+        "savedmodel"
+    }
+    fn extensions(&self) -> &'static [&'static str] {
+        &["pb"]
+    }
+    fn sniff(&self, _head: &[u8]) -> bool {
+        false // protobuf has no magic number: chosen for directories and by extension
+    }
+    fn import(&self, source: &Source) -> Result<Graph, String> {
+        let opts = qlite_savedmodel::ImportOptions {
+            signature: source.signature.clone(),
+            input_shapes: source.input_shapes.clone(),
+        };
+        let dir = if source.path.is_dir() {
+            Some(source.path.clone())
+        } else if source.path.file_name().is_some_and(|f| f == "saved_model.pb") {
+            source.path.parent().map(Path::to_path_buf)
+        } else {
+            None
+        };
+        match dir {
+            Some(d) => qlite_savedmodel::import_saved_model(&d, &opts),
+            None => qlite_savedmodel::import_graph_def(source.bytes.clone(), &opts),
+        }
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// The bytes of a model path: the file, memory-mapped; for a SavedModel directory, its
+/// `saved_model.pb`.
+pub fn model_bytes(path: &Path) -> Result<Bytes, Error> {
+    let file = if path.is_dir() {
+        let pb = path.join("saved_model.pb");
+        if !pb.is_file() {
+            return Err(Error::Import {
+                path: path.to_path_buf(),
+                message: "a directory is read as a TensorFlow SavedModel, but this one has no saved_model.pb".into(),
+            });
+        }
+        pb
+    } else {
+        path.to_path_buf()
+    };
+    io::map_file(&file).map_err(|source| Error::Io { path: file, source })
+}
+
 /// The importers and exporters qlite knows. `Registry::default()` has every built-in format;
 /// other crates add theirs with [`Registry::add_importer`] / [`Registry::add_exporter`].
 pub struct Registry {
@@ -220,6 +275,7 @@ impl Default for Registry {
             .add_importer(TfliteFormat)
             .add_importer(SafetensorsFormat)
             .add_importer(OnnxFormat)
+            .add_importer(SavedModelFormat)
             .add_exporter(TfliteFormat)
             .add_exporter(SafetensorsFormat)
     }
@@ -252,6 +308,9 @@ impl Registry {
 
     /// The importer for a file: magic bytes first, then the extension.
     pub fn importer_for(&self, path: &Path, head: &[u8]) -> Option<&dyn Importer> {
+        if path.is_dir() {
+            return self.importers.iter().find(|i| i.name() == "savedmodel").map(|b| b.as_ref());
+        }
         self.importers
             .iter()
             .find(|i| i.sniff(head))
@@ -275,7 +334,7 @@ impl Registry {
 
 /// Read a model file into the IR (memory-mapped; constants point into the map).
 pub fn load(reg: &Registry, path: &Path) -> Result<Graph, Error> {
-    let bytes = io::map_file(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let bytes = model_bytes(path)?;
     load_bytes(reg, path, bytes)
 }
 
@@ -290,6 +349,7 @@ pub fn load_bytes(reg: &Registry, path: &Path, bytes: Bytes) -> Result<Graph, Er
         input_shapes: Default::default(),
         nhwc_io: false,
         limits: reg.limits,
+        signature: None,
     };
     let g = imp.import(&src).map_err(|message| Error::Import { path: path.to_path_buf(), message })?;
     reg.limits.check(&g).map_err(|source| Error::Limit { path: path.to_path_buf(), source })?;
@@ -303,7 +363,7 @@ pub fn load_with_shapes(
     bytes: Bytes,
     input_shapes: &std::collections::BTreeMap<String, Vec<usize>>,
 ) -> Result<Graph, Error> {
-    load_with(reg, path, bytes, input_shapes, false)
+    load_with(reg, path, bytes, input_shapes, false, None)
 }
 
 /// [`load_bytes`] with input shape overrides and, for NCHW formats (ONNX), NHWC I/O.
@@ -313,6 +373,7 @@ pub fn load_with(
     bytes: Bytes,
     input_shapes: &std::collections::BTreeMap<String, Vec<usize>>,
     nhwc_io: bool,
+    signature: Option<&str>,
 ) -> Result<Graph, Error> {
     let imp = reg
         .importer_for(path, &bytes[..bytes.len().min(64)])
@@ -324,8 +385,21 @@ pub fn load_with(
             imp.name()
         )));
     }
-    let src =
-        Source { path: path.to_path_buf(), bytes, input_shapes: input_shapes.clone(), nhwc_io, limits: reg.limits };
+    if signature.is_some() && imp.name() != "savedmodel" {
+        return Err(Error::Usage(format!(
+            "{}: --signature applies to TensorFlow SavedModels; {} models have one signature",
+            path.display(),
+            imp.name()
+        )));
+    }
+    let src = Source {
+        path: path.to_path_buf(),
+        bytes,
+        input_shapes: input_shapes.clone(),
+        nhwc_io,
+        limits: reg.limits,
+        signature: signature.map(str::to_string),
+    };
     let g = imp.import(&src).map_err(|message| Error::Import { path: path.to_path_buf(), message })?;
     reg.limits.check(&g).map_err(|source| Error::Limit { path: path.to_path_buf(), source })?;
     Ok(g)
@@ -380,6 +454,8 @@ pub struct ConvertOptions {
     pub input_shapes: std::collections::BTreeMap<String, Vec<usize>>,
     /// NHWC inputs and outputs for an NCHW source (ONNX): `--io-layout nhwc`.
     pub nhwc_io: bool,
+    /// The SavedModel signature to convert (default `serving_default`): `--signature`.
+    pub signature: Option<String>,
 }
 
 /// What [`convert`] did.
@@ -439,7 +515,7 @@ pub fn convert_with_progress(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<ConvertReport, Error> {
     let start = Instant::now();
-    let bytes = io::map_file(input).map_err(|source| Error::Io { path: input.to_path_buf(), source })?;
+    let bytes = model_bytes(input)?;
     let input_bytes = bytes.len();
     let mut g = match &opts.arch {
         Some(arch) => {
@@ -449,7 +525,7 @@ pub fn convert_with_progress(
             qlite_safetensors::arch::build(&text, &f)
                 .map_err(|e| Error::Import { path: arch.clone(), message: e.to_string() })?
         }
-        None => load_with(reg, input, bytes, &opts.input_shapes, opts.nhwc_io)?,
+        None => load_with(reg, input, bytes, &opts.input_shapes, opts.nhwc_io, opts.signature.as_deref())?,
     };
     if let Some(w) = &opts.weights {
         let wb = io::map_file(w).map_err(|source| Error::Io { path: w.clone(), source })?;

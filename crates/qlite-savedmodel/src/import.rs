@@ -1,0 +1,1361 @@
+//! SavedModel / GraphDef → IR.
+//!
+//! A SavedModel's signature names placeholder inputs and the outputs of a
+//! `StatefulPartitionedCall` into the function library. qlite follows the call: it binds the
+//! function's trailing resource arguments to checkpoint keys (the concrete function's
+//! `bound_inputs` → object-graph node → `VARIABLE_VALUE` key in the tensor bundle), then
+//! evaluates only the nodes the outputs depend on, in dependency order, inlining nested calls.
+//! `ReadVariableOp` of a bound resource becomes a constant sliced from the mapped shard.
+//! Shape arithmetic (`Shape` → `StridedSlice` → `Pack`, as Keras's Reshape and Flatten emit)
+//! is folded symbolically, a dynamic batch kept as -1. Nothing in the model is executed.
+
+use crate::bundle::{Bundle, StoredTensor};
+use crate::proto::{
+    self, AttrValue, DataType, FunctionDef, GraphDef, NodeDef, SavedModel, TensorProto, TensorShapeProto,
+    TrackableObjectGraph, attr_value,
+};
+use crate::{SmError, map_file};
+use bytes::Bytes;
+use prost::Message;
+use qlite_ir::op::*;
+use qlite_ir::tensor::{f32_bytes, i64_bytes, read_f32s, read_i32s, read_i64s};
+use qlite_ir::{DType, Dim, Graph, Node, Shape, Signature, Tensor, TensorId};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+
+type R<T> = Result<T, String>;
+
+/// Options of [`import_saved_model`] and [`import_graph_def`].
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// The signature to import (default `serving_default`).
+    pub signature: Option<String>,
+    /// Input shapes that override the model's, by signature input name.
+    pub input_shapes: BTreeMap<String, Vec<usize>>,
+}
+
+/// Deepest nesting of function calls followed.
+const MAX_CALL_DEPTH: usize = 64;
+/// Largest constant (elements) built from a TensorProto's typed fields.
+const MAX_CONST_ELEMENTS: usize = 1 << 26;
+
+/// A value during import.
+#[derive(Debug, Clone)]
+enum Val {
+    /// A runtime IR tensor.
+    T(TensorId),
+    /// A constant known at import time.
+    C(Const),
+    /// A resource handle bound to a checkpoint key.
+    Res(String),
+    /// A 1-D integer vector with unknown entries (a shape with a dynamic batch).
+    Sym(Vec<Option<i64>>),
+    /// An integer scalar that may be unknown.
+    SymScalar(Option<i64>),
+    /// No data (NoOp, an unsupported op's output).
+    Nothing,
+}
+
+#[derive(Debug, Clone)]
+struct Const {
+    dtype: DType,
+    dims: Vec<usize>,
+    data: Bytes,
+}
+
+impl Const {
+    fn f32(dims: Vec<usize>, v: &[f32]) -> Self {
+        Const { dtype: DType::F32, dims, data: f32_bytes(v) }
+    }
+    fn i64(dims: Vec<usize>, v: &[i64]) -> Self {
+        Const { dtype: DType::I64, dims, data: i64_bytes(v) }
+    }
+    fn f32s(&self) -> Option<Vec<f32>> {
+        (self.dtype == DType::F32).then(|| read_f32s(&self.data))
+    }
+    fn ints(&self) -> Option<Vec<i64>> {
+        match self.dtype {
+            DType::I32 => Some(read_i32s(&self.data).into_iter().map(i64::from).collect()),
+            DType::I64 => Some(read_i64s(&self.data)),
+            _ => None,
+        }
+    }
+}
+
+fn ir_dtype(d: i32) -> Option<DType> {
+    Some(match DataType::try_from(d).ok()? {
+        DataType::DtFloat => DType::F32,
+        DataType::DtHalf => DType::F16,
+        DataType::DtBfloat16 => DType::BF16,
+        DataType::DtInt8 => DType::I8,
+        DataType::DtUint8 => DType::U8,
+        DataType::DtInt16 => DType::I16,
+        DataType::DtInt32 => DType::I32,
+        DataType::DtInt64 => DType::I64,
+        DataType::DtBool => DType::Bool,
+        _ => return None,
+    })
+}
+
+fn dtype_name(d: i32) -> String {
+    DataType::try_from(d).map_or_else(|_| format!("type {d}"), |t| t.as_str_name().to_string())
+}
+
+fn dims_of(s: Option<&TensorShapeProto>) -> R<Vec<usize>> {
+    let Some(s) = s else { return Ok(Vec::new()) };
+    if s.unknown_rank {
+        return Err("a constant has an unknown rank".into());
+    }
+    s.dim.iter().map(|d| usize::try_from(d.size).map_err(|_| format!("negative dimension {}", d.size))).collect()
+}
+
+/// A TensorProto (Const node value) as a constant.
+fn tensor_const(t: &TensorProto) -> R<Const> {
+    let dims = dims_of(t.tensor_shape.as_ref())?;
+    let n = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or("constant element count overflows")?;
+    let dtype = if t.dtype == DataType::DtDouble as i32 {
+        DType::F32
+    } else {
+        ir_dtype(t.dtype).ok_or_else(|| format!("constants of {} are not supported", dtype_name(t.dtype)))?
+    };
+    if !t.tensor_content.is_empty() {
+        if t.dtype == DataType::DtDouble as i32 {
+            if t.tensor_content.len() != n.saturating_mul(8) {
+                return Err("DT_DOUBLE constant content disagrees with its shape".into());
+            }
+            let v: Vec<f32> = t
+                .tensor_content
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+                .collect();
+            return Ok(Const::f32(dims, &v));
+        }
+        if t.tensor_content.len() != n.saturating_mul(dtype.size()) {
+            return Err(format!(
+                "constant content is {} bytes but shape {dims:?} of {dtype} needs {}",
+                t.tensor_content.len(),
+                n.saturating_mul(dtype.size())
+            ));
+        }
+        return Ok(Const { dtype, dims, data: t.tensor_content.clone() });
+    }
+    if n > MAX_CONST_ELEMENTS {
+        return Err(format!("a constant of {n} elements is too large"));
+    }
+    // Typed fields; fewer values than elements repeat the last one (TensorFlow's rule).
+    fn fill<T: Copy>(v: &[T], n: usize, zero: T) -> R<Vec<T>> {
+        if v.len() > n {
+            return Err(format!("{} values for {n} elements", v.len()));
+        }
+        let last = v.last().copied().unwrap_or(zero);
+        Ok((0..n).map(|i| v.get(i).copied().unwrap_or(last)).collect())
+    }
+    let data = match dtype {
+        DType::F32 if t.dtype == DataType::DtDouble as i32 => {
+            f32_bytes(&fill(&t.double_val, n, 0.0)?.iter().map(|&v| v as f32).collect::<Vec<_>>())
+        }
+        DType::F32 => f32_bytes(&fill(&t.float_val, n, 0.0)?),
+        DType::I32 => qlite_ir::tensor::i32_bytes(&fill(&t.int_val, n, 0)?),
+        DType::I64 => i64_bytes(&fill(&t.int64_val, n, 0)?),
+        DType::I8 | DType::U8 | DType::Bool => {
+            let v = if dtype == DType::Bool {
+                fill(&t.bool_val, n, false)?.iter().map(|&b| b as u8).collect()
+            } else {
+                fill(&t.int_val, n, 0)?.iter().map(|&b| b as u8).collect::<Vec<u8>>()
+            };
+            Bytes::from(v)
+        }
+        DType::F16 | DType::BF16 | DType::I16 => {
+            let v = fill(&t.half_val, n, 0)?;
+            Bytes::from(v.iter().flat_map(|&h| (h as u16).to_le_bytes()).collect::<Vec<u8>>())
+        }
+    };
+    Ok(Const { dtype, dims, data })
+}
+
+fn attr<'a>(n: &'a NodeDef, k: &str) -> Option<&'a attr_value::Value> {
+    n.attr.get(k).and_then(|a: &AttrValue| a.value.as_ref())
+}
+fn attr_i(n: &NodeDef, k: &str) -> Option<i64> {
+    match attr(n, k)? {
+        attr_value::Value::I(i) => Some(*i),
+        _ => None,
+    }
+}
+fn attr_f(n: &NodeDef, k: &str) -> Option<f32> {
+    match attr(n, k)? {
+        attr_value::Value::F(f) => Some(*f),
+        _ => None,
+    }
+}
+fn attr_b(n: &NodeDef, k: &str) -> Option<bool> {
+    match attr(n, k)? {
+        attr_value::Value::B(b) => Some(*b),
+        _ => None,
+    }
+}
+fn attr_s(n: &NodeDef, k: &str) -> Option<String> {
+    match attr(n, k)? {
+        attr_value::Value::S(s) => Some(String::from_utf8_lossy(s).into_owned()),
+        _ => None,
+    }
+}
+fn attr_ints(n: &NodeDef, k: &str) -> Option<Vec<i64>> {
+    match attr(n, k)? {
+        attr_value::Value::List(l) => Some(l.i.clone()),
+        _ => None,
+    }
+}
+fn attr_func(n: &NodeDef, k: &str) -> Option<String> {
+    match attr(n, k)? {
+        attr_value::Value::Func(f) => Some(f.name.clone()),
+        _ => None,
+    }
+}
+
+/// Split a reference: "^ctrl" → None; "node", "node:2" (graph) or "node:out:2" (function body).
+fn parse_ref(r: &str) -> Option<(&str, Option<&str>, usize)> {
+    if r.starts_with('^') || r.is_empty() {
+        return None;
+    }
+    let mut parts = r.split(':');
+    let node = parts.next()?;
+    match (parts.next(), parts.next()) {
+        (None, _) => Some((node, None, 0)),
+        (Some(i), None) => Some((node, None, i.parse().ok()?)),
+        (Some(out), Some(i)) => Some((node, Some(out), i.parse().ok()?)),
+    }
+}
+
+const CALLS: [&str; 2] = ["StatefulPartitionedCall", "PartitionedCall"];
+
+/// Op types the importer converts (in some forms).
+const KNOWN_OPS: &[&str] = &[
+    "Placeholder",
+    "Const",
+    "Identity",
+    "IdentityN",
+    "StopGradient",
+    "Snapshot",
+    "PreventGradient",
+    "NoOp",
+    "ReadVariableOp",
+    "VarHandleOp",
+    "StatefulPartitionedCall",
+    "PartitionedCall",
+    "AddV2",
+    "Add",
+    "Sub",
+    "Mul",
+    "RealDiv",
+    "Maximum",
+    "Minimum",
+    "BiasAdd",
+    "MatMul",
+    "Conv2D",
+    "DepthwiseConv2dNative",
+    "MaxPool",
+    "AvgPool",
+    "Relu",
+    "Relu6",
+    "LeakyRelu",
+    "Sigmoid",
+    "Tanh",
+    "Softmax",
+    "Exp",
+    "Sqrt",
+    "Rsqrt",
+    "Neg",
+    "Abs",
+    "Reshape",
+    "Squeeze",
+    "ExpandDims",
+    "Transpose",
+    "ConcatV2",
+    "Pad",
+    "PadV2",
+    "Mean",
+    "FusedBatchNormV3",
+    "FusedBatchNorm",
+    "Shape",
+    "StridedSlice",
+    "Pack",
+    "Cast",
+];
+
+struct Im<'a> {
+    g: Graph,
+    lib: HashMap<&'a str, &'a FunctionDef>,
+    bundle: Option<&'a Bundle>,
+    /// Checkpoint keys of the resources each concrete function binds as trailing arguments.
+    bound: HashMap<String, Vec<String>>,
+    unsupported: BTreeSet<(String, String)>,
+}
+
+/// One graph or function body being evaluated.
+struct Frame<'f> {
+    nodes: HashMap<&'f str, &'f NodeDef>,
+    /// Values of evaluated nodes (all outputs) and of arguments.
+    vals: HashMap<String, Vec<Val>>,
+    /// References per node name (for folding a BiasAdd into its only producer).
+    uses: HashMap<&'f str, usize>,
+    /// Prefix for IR tensor names created in this frame.
+    prefix: String,
+}
+
+impl<'f> Frame<'f> {
+    fn new(nodes: &'f [NodeDef], prefix: String) -> Self {
+        let mut uses: HashMap<&str, usize> = HashMap::new();
+        for n in nodes {
+            for r in &n.input {
+                if let Some((src, _, _)) = parse_ref(r) {
+                    *uses.entry(src).or_default() += 1;
+                }
+            }
+        }
+        Frame { nodes: nodes.iter().map(|n| (n.name.as_str(), n)).collect(), vals: HashMap::new(), uses, prefix }
+    }
+}
+
+impl<'a> Im<'a> {
+    fn push(&mut self, name: &str, op: Op, inputs: Vec<Option<TensorId>>) -> R<TensorId> {
+        let ins: Vec<_> =
+            inputs.iter().map(|i| i.and_then(|t| self.g.tensor(t)).map(|t| (t.dtype, &t.shape))).collect();
+        let inf = op.infer(&ins).map_err(|e| format!("{name}: {}", e.0))?.remove(0);
+        let out = self.g.add_tensor(Tensor::activation(name, inf.dtype.unwrap_or(DType::F32), inf.shape));
+        self.g.add_node(Node::new(name, op, inputs, vec![out]));
+        Ok(out)
+    }
+
+    fn shape(&self, t: TensorId) -> Shape {
+        self.g.tensor(t).map(|t| t.shape.clone()).unwrap_or_default()
+    }
+
+    fn materialize(&mut self, name: &str, v: &Val) -> R<TensorId> {
+        match v {
+            Val::T(t) => Ok(*t),
+            Val::C(c) => Ok(self.g.add_tensor(Tensor::constant(name, c.dtype, Shape::fixed(&c.dims), c.data.clone()))),
+            Val::Sym(s) if s.iter().all(Option::is_some) => {
+                let v: Vec<i64> = s.iter().flatten().copied().collect();
+                Ok(self.g.add_tensor(Tensor::constant(name, DType::I64, Shape::fixed(&[v.len()]), i64_bytes(&v))))
+            }
+            _ => Err(format!("{name}: a tensor is needed here, got {}", describe(v))),
+        }
+    }
+
+    /// The value of a variable (checkpoint key) as a constant (a slice of the mapped shard).
+    fn variable(&mut self, key: &str) -> R<Const> {
+        let b = self.bundle.ok_or("a variable is read but the model has no variables/ bundle")?;
+        let StoredTensor { dtype, shape, data } = b.tensor(key).map_err(|e| e.to_string())?;
+        let dt = ir_dtype(dtype as i32).ok_or_else(|| format!("variable {key:?} has type {}", dtype.as_str_name()))?;
+        let dims = shape.iter().map(|&d| d as usize).collect();
+        Ok(Const { dtype: dt, dims, data })
+    }
+
+    /// Evaluate `refs` in frame `fr` (only the nodes they depend on), returning their values.
+    fn eval(&mut self, fr: &mut Frame<'_>, refs: &[String], depth: usize) -> R<Vec<Val>> {
+        // Iterative post-order over the needed nodes, with cycle detection.
+        let mut order: Vec<String> = Vec::new();
+        let mut state: HashMap<String, u8> = HashMap::new(); // 1 = in progress, 2 = done
+        for r in refs {
+            let Some((root, _, _)) = parse_ref(r) else { continue };
+            if fr.vals.contains_key(root) {
+                continue;
+            }
+            let mut stack: Vec<(String, usize)> = vec![(root.to_string(), 0)];
+            while let Some((name, next)) = stack.pop() {
+                if next == 0 {
+                    match state.get(&name) {
+                        Some(2) => continue,
+                        Some(_) => return Err(format!("node {name:?} depends on itself: the graph has a cycle")),
+                        None => {
+                            state.insert(name.clone(), 1);
+                        }
+                    }
+                }
+                let n = *fr.nodes.get(name.as_str()).ok_or_else(|| format!("input {name:?} names no node"))?;
+                let deps = self.data_inputs(n);
+                if next < deps.len() {
+                    stack.push((name.clone(), next + 1));
+                    if let Some((dep, _, _)) = parse_ref(&deps[next])
+                        && !fr.vals.contains_key(dep)
+                    {
+                        match state.get(dep) {
+                            Some(2) => {}
+                            Some(_) => return Err(format!("node {dep:?} depends on itself: the graph has a cycle")),
+                            None => stack.push((dep.to_string(), 0)),
+                        }
+                    }
+                    continue;
+                }
+                state.insert(name.clone(), 2);
+                order.push(name);
+            }
+        }
+        for name in order {
+            let n = *fr.nodes.get(name.as_str()).ok_or("node vanished")?;
+            let deps = self.data_inputs(n);
+            let mut ins = Vec::with_capacity(deps.len());
+            for d in &deps {
+                ins.push(self.lookup(fr, n, d)?);
+            }
+            let outs = match self.node(fr, n, ins, depth) {
+                Ok(Some(v)) => v,
+                Ok(None) => {
+                    self.unsupported.insert((n.op.clone(), n.name.clone()));
+                    vec![Val::Nothing]
+                }
+                Err(e) => return Err(format!("node {:?} ({}): {e}", n.name, n.op)),
+            };
+            fr.vals.insert(name, outs);
+        }
+        refs.iter()
+            .map(|r| {
+                let (node, out, idx) = parse_ref(r).ok_or_else(|| format!("bad reference {r:?}"))?;
+                let n = fr.nodes.get(node).copied();
+                self.pick(fr, n, node, out, idx)
+            })
+            .collect()
+    }
+
+    /// The inputs a node's value depends on: data inputs only, and for a call whose function
+    /// binds its trailing resources to variables, not those (they are bound, not evaluated).
+    fn data_inputs(&self, n: &NodeDef) -> Vec<String> {
+        let data: Vec<String> = n.input.iter().filter(|r| !r.starts_with('^')).cloned().collect();
+        if CALLS.contains(&n.op.as_str())
+            && let Some(k) = attr_func(n, "f").and_then(|f| self.bound.get(&f)).map(Vec::len)
+        {
+            return data[..data.len().saturating_sub(k)].to_vec();
+        }
+        data
+    }
+
+    fn lookup(&self, fr: &Frame<'_>, consumer: &NodeDef, r: &str) -> R<Val> {
+        let (node, out, idx) = parse_ref(r).ok_or_else(|| format!("bad reference {r:?}"))?;
+        let _ = consumer;
+        self.pick(fr, fr.nodes.get(node).copied(), node, out, idx)
+    }
+
+    fn pick(&self, fr: &Frame<'_>, n: Option<&NodeDef>, node: &str, out: Option<&str>, idx: usize) -> R<Val> {
+        let vals = fr.vals.get(node).ok_or_else(|| format!("{node:?} has no value"))?;
+        // Function bodies name outputs "node:arg:i"; every op qlite converts has one output
+        // argument except calls and IdentityN, whose "output:i" is the i-th value.
+        let i = match (n.map(|n| n.op.as_str()), out) {
+            (Some("FusedBatchNormV3" | "FusedBatchNorm"), Some(o)) if o != "y" => {
+                return Err(format!("output {o:?} of a batch normalization is not supported"));
+            }
+            _ => idx,
+        };
+        vals.get(i).cloned().ok_or_else(|| format!("{node:?} has no output {i}"))
+    }
+
+    /// Inline a function call with `args` (the bound resources appended).
+    fn call(&mut self, fname: &str, mut args: Vec<Val>, depth: usize) -> R<Vec<Val>> {
+        if depth >= MAX_CALL_DEPTH {
+            return Err(format!("function calls nest deeper than {MAX_CALL_DEPTH} (recursion?)"));
+        }
+        let f = *self.lib.get(fname).ok_or_else(|| format!("function {fname:?} is not in the library"))?;
+        if let Some(keys) = self.bound.get(fname) {
+            args.extend(keys.iter().map(|k| Val::Res(k.clone())));
+        }
+        let sig = f.signature.as_ref().ok_or("function without a signature")?;
+        if args.len() != sig.input_arg.len() {
+            return Err(format!("{fname} takes {} arguments, the call passes {}", sig.input_arg.len(), args.len()));
+        }
+        let mut fr = Frame::new(&f.node_def, String::new());
+        for (a, v) in sig.input_arg.iter().zip(args) {
+            fr.vals.insert(a.name.clone(), vec![v]);
+        }
+        let refs: Vec<String> = sig
+            .output_arg
+            .iter()
+            .map(|o| f.ret.get(&o.name).cloned().ok_or_else(|| format!("{fname}: output {:?} is not returned", o.name)))
+            .collect::<R<_>>()?;
+        self.eval(&mut fr, &refs, depth + 1)
+    }
+
+    /// Convert one node. `Ok(None)`: the op is not supported (listed in the final error).
+    fn node(&mut self, fr: &mut Frame<'_>, n: &NodeDef, ins: Vec<Val>, depth: usize) -> R<Option<Vec<Val>>> {
+        let name = format!("{}{}", fr.prefix, n.name);
+        let one = |v: Val| Ok(Some(vec![v]));
+        let get = |i: usize| ins.get(i).cloned().ok_or_else(|| format!("input {i} is missing"));
+        if ins.iter().any(|v| matches!(v, Val::Nothing)) && !matches!(n.op.as_str(), "NoOp" | "IdentityN") {
+            // Behind an unsupported node: its cause is already reported; an unknown op type
+            // here is reported too, so one error names every op qlite lacks.
+            return Ok(KNOWN_OPS.contains(&n.op.as_str()).then(|| vec![Val::Nothing]));
+        }
+        match n.op.as_str() {
+            "Placeholder" => Err("an input that the signature does not feed".into()),
+            "Const" => match attr(n, "value") {
+                Some(attr_value::Value::Tensor(t)) => one(Val::C(tensor_const(t)?)),
+                _ => Err("Const without a tensor value".into()),
+            },
+            "Identity" | "StopGradient" | "Snapshot" | "PreventGradient" => one(get(0)?),
+            "IdentityN" => Ok(Some(ins)),
+            "NoOp" => one(Val::Nothing),
+            "ReadVariableOp" => match get(0)? {
+                Val::Res(key) => one(Val::C(self.variable(&key)?)),
+                other => Err(format!("reads {} instead of a bound variable", describe(&other))),
+            },
+            "VarHandleOp" => Err(format!(
+                "resource variable {:?} is not bound to a checkpoint value (only variables captured by the signature's function are)",
+                attr_s(n, "shared_name").unwrap_or_default()
+            )),
+            op if CALLS.contains(&op) => {
+                let f = attr_func(n, "f").ok_or("call without a function")?;
+                Ok(Some(self.call(&f, ins, depth)?))
+            }
+            "AddV2" | "Add" | "Sub" | "Mul" | "RealDiv" | "Maximum" | "Minimum" => {
+                let (a, b) = (get(0)?, get(1)?);
+                if let (Val::C(x), Val::C(y)) = (&a, &b) {
+                    return one(Val::C(fold_binary(&n.op, x, y)?));
+                }
+                let kind = match n.op.as_str() {
+                    "Sub" => BinaryKind::Sub,
+                    "Mul" => BinaryKind::Mul,
+                    "Maximum" => BinaryKind::Maximum,
+                    "Minimum" => BinaryKind::Minimum,
+                    "RealDiv" => {
+                        if let Val::C(c) = &b {
+                            let inv: Vec<f32> =
+                                c.f32s().ok_or("division by a non-float")?.iter().map(|v| 1.0 / v).collect();
+                            let r = Val::C(Const::f32(c.dims.clone(), &inv));
+                            let (x, y) = (
+                                self.materialize(&format!("{name}/x"), &a)?,
+                                self.materialize(&format!("{name}/reciprocal"), &r)?,
+                            );
+                            let op = Op::Binary(Binary { kind: BinaryKind::Mul, activation: Activation::None });
+                            return one(Val::T(self.push(&name, op, vec![Some(x), Some(y)])?));
+                        }
+                        BinaryKind::Div
+                    }
+                    _ => BinaryKind::Add,
+                };
+                let x = self.materialize(&format!("{name}/x"), &a)?;
+                let y = self.materialize(&format!("{name}/y"), &b)?;
+                for t in [x, y] {
+                    if self.g.tensor(t).map(|t| t.dtype) != Some(DType::F32) {
+                        return Ok(None); // integer arithmetic on runtime tensors: no kernel
+                    }
+                }
+                let op = Op::Binary(Binary { kind, activation: Activation::None });
+                one(Val::T(self.push(&name, op, vec![Some(x), Some(y)])?))
+            }
+            "BiasAdd" => {
+                let (a, b) = (get(0)?, get(1)?);
+                let Val::C(bias) = b else { return Err("the bias must be a constant".into()) };
+                if let Val::C(x) = &a {
+                    return one(Val::C(fold_binary("AddV2", x, &bias)?));
+                }
+                let x = self.materialize(&format!("{name}/x"), &a)?;
+                // Fold into the FULLY_CONNECTED / CONV_2D / DEPTHWISE that produced x when this
+                // BiasAdd is its only reader and it has no bias yet.
+                let producer_ref = n.input.first().and_then(|r| parse_ref(r)).map(|(p, _, _)| p.to_string());
+                let single = producer_ref.as_deref().is_some_and(|p| fr.uses.get(p) == Some(&1));
+                if single
+                    && let Some(pi) = self.g.producer(x)
+                    && let Some(pn) = self.g.nodes().get(pi.index())
+                    && matches!(pn.op, Op::FullyConnected(_) | Op::Conv2d(_) | Op::DepthwiseConv2d(_))
+                    && pn.input(2).is_none()
+                    && !self.g.outputs().contains(&x)
+                {
+                    let bt = self.materialize(&format!("{name}/bias"), &Val::C(bias))?;
+                    if let Some(node) = self.g.node_mut(pi) {
+                        while node.inputs.len() < 3 {
+                            node.inputs.push(None);
+                        }
+                        node.inputs[2] = Some(bt);
+                    }
+                    if let Some(t) = self.g.tensor_mut(x) {
+                        t.name = name.clone();
+                    }
+                    return one(Val::T(x));
+                }
+                let y = self.materialize(&format!("{name}/bias"), &Val::C(bias))?;
+                let op = Op::Binary(Binary { kind: BinaryKind::Add, activation: Activation::None });
+                one(Val::T(self.push(&name, op, vec![Some(x), Some(y)])?))
+            }
+            "MatMul" => {
+                let (a, b) = (get(0)?, get(1)?);
+                let Val::C(w) = b else { return Ok(None) }; // runtime weights: BATCH_MATMUL, not supported
+                if attr_b(n, "transpose_a") == Some(true) || w.dims.len() != 2 {
+                    return Ok(None);
+                }
+                let wv = w.f32s().ok_or("MatMul weights must be float32")?;
+                let (k, m) = (w.dims[0], w.dims[1]);
+                let (data, dims) = if attr_b(n, "transpose_b") == Some(true) {
+                    (w.data.clone(), vec![k, m])
+                } else {
+                    let mut t = vec![0f32; k * m];
+                    for r in 0..k {
+                        for c in 0..m {
+                            t[c * k + r] = wv[r * m + c];
+                        }
+                    }
+                    (f32_bytes(&t), vec![m, k])
+                };
+                let x = self.materialize(&format!("{name}/x"), &a)?;
+                let wt = self.g.add_tensor(Tensor::constant(
+                    format!("{name}/weights"),
+                    DType::F32,
+                    Shape::fixed(&dims),
+                    data,
+                ));
+                let op = Op::FullyConnected(FullyConnected {
+                    activation: Activation::None,
+                    keep_num_dims: false,
+                    asymmetric_inputs: false,
+                });
+                one(Val::T(self.push(&name, op, vec![Some(x), Some(wt), None])?))
+            }
+            "Conv2D" | "DepthwiseConv2dNative" => {
+                self.conv(n, &name, get(0)?, get(1)?).map(|o| o.map(|t| vec![Val::T(t)]))
+            }
+            "MaxPool" | "AvgPool" => {
+                let x = self.materialize(&format!("{name}/x"), &get(0)?)?;
+                let (Some(k), Some(s)) = (attr_ints(n, "ksize"), attr_ints(n, "strides")) else {
+                    return Err("pool without ksize / strides".into());
+                };
+                if k.len() != 4 || s.len() != 4 || k[0] != 1 || k[3] != 1 || s[0] != 1 || s[3] != 1 {
+                    return Ok(None);
+                }
+                let padding = padding(n)?.ok_or("explicit padding on a pool")?;
+                let pos = |v: i64| usize::try_from(v).ok().filter(|&v| v > 0).ok_or("pool sizes must be positive");
+                let op = Op::Pool2d(Pool2d {
+                    kind: if n.op == "MaxPool" { PoolKind::Max } else { PoolKind::Average },
+                    filter: [pos(k[1])?, pos(k[2])?],
+                    stride: [pos(s[1])?, pos(s[2])?],
+                    padding,
+                    activation: Activation::None,
+                });
+                one(Val::T(self.push(&name, op, vec![Some(x)])?))
+            }
+            "Relu" | "Relu6" | "Sigmoid" | "Tanh" | "Exp" | "Sqrt" | "Neg" | "Abs" | "Rsqrt" => {
+                let a = get(0)?;
+                if let Val::C(c) = &a {
+                    let v = c.f32s().ok_or("float constant expected")?;
+                    let f: fn(f32) -> f32 = match n.op.as_str() {
+                        "Relu" => |x| x.max(0.0),
+                        "Relu6" => |x| x.clamp(0.0, 6.0),
+                        "Sigmoid" => |x| 1.0 / (1.0 + (-x).exp()),
+                        "Tanh" => f32::tanh,
+                        "Exp" => f32::exp,
+                        "Sqrt" => f32::sqrt,
+                        "Neg" => |x| -x,
+                        "Abs" => f32::abs,
+                        _ => |x| 1.0 / x.sqrt(),
+                    };
+                    return one(Val::C(Const::f32(c.dims.clone(), &v.iter().map(|&x| f(x)).collect::<Vec<_>>())));
+                }
+                let kind = match n.op.as_str() {
+                    "Relu" => UnaryKind::Relu,
+                    "Relu6" => UnaryKind::Relu6,
+                    "Sigmoid" => UnaryKind::Logistic,
+                    "Tanh" => UnaryKind::Tanh,
+                    "Exp" => UnaryKind::Exp,
+                    "Sqrt" => UnaryKind::Sqrt,
+                    "Neg" => UnaryKind::Neg,
+                    "Abs" => UnaryKind::Abs,
+                    _ => return Ok(None),
+                };
+                let x = self.materialize(&format!("{name}/x"), &a)?;
+                one(Val::T(self.push(&name, Op::Unary(Unary { kind }), vec![Some(x)])?))
+            }
+            "LeakyRelu" => {
+                // max(x, αx) for 0 ≤ α ≤ 1.
+                let alpha = attr_f(n, "alpha").unwrap_or(0.2);
+                if !(0.0..=1.0).contains(&alpha) {
+                    return Ok(None);
+                }
+                let x = self.materialize(&format!("{name}/x"), &get(0)?)?;
+                let a = self.g.add_tensor(Tensor::constant(
+                    format!("{name}/alpha"),
+                    DType::F32,
+                    Shape::fixed(&[]),
+                    f32_bytes(&[alpha]),
+                ));
+                let scaled = self.push(
+                    &format!("{name}/scaled"),
+                    Op::Binary(Binary { kind: BinaryKind::Mul, activation: Activation::None }),
+                    vec![Some(x), Some(a)],
+                )?;
+                let op = Op::Binary(Binary { kind: BinaryKind::Maximum, activation: Activation::None });
+                one(Val::T(self.push(&name, op, vec![Some(x), Some(scaled)])?))
+            }
+            "Softmax" => {
+                let x = self.materialize(&format!("{name}/x"), &get(0)?)?;
+                one(Val::T(self.push(&name, Op::Softmax(Softmax { beta: 1.0 }), vec![Some(x)])?))
+            }
+            "Reshape" => {
+                let (a, s) = (get(0)?, get(1)?);
+                let target: Vec<i64> = match &s {
+                    Val::C(c) => c.ints().ok_or("Reshape shape must be integers")?,
+                    Val::Sym(v) => {
+                        if v.iter().filter(|d| d.is_none()).count() > 1 {
+                            return Err("Reshape target has more than one unknown dimension".into());
+                        }
+                        v.iter().map(|d| d.unwrap_or(-1)).collect()
+                    }
+                    other => return Err(format!("Reshape shape is {}", describe(other))),
+                };
+                if let Val::C(c) = &a {
+                    let dims = resolve_reshape(&c.dims, &target)?;
+                    return one(Val::C(Const { dims, ..c.clone() }));
+                }
+                let x = self.materialize(&format!("{name}/x"), &a)?;
+                one(Val::T(self.push(&name, Op::Reshape(Reshape { shape: target }), vec![Some(x)])?))
+            }
+            "Squeeze" | "ExpandDims" => {
+                let a = get(0)?;
+                let dims: Vec<Option<i64>> = match &a {
+                    Val::C(c) => c.dims.iter().map(|&d| Some(d as i64)).collect(),
+                    Val::T(t) => self.shape(*t).dims().iter().map(|d| d.fixed().map(|v| v as i64)).collect(),
+                    other => return Err(format!("{} of {}", n.op, describe(other))),
+                };
+                let rank = dims.len() as i64;
+                let mut out = dims.clone();
+                if n.op == "Squeeze" {
+                    let axes = attr_ints(n, "squeeze_dims").unwrap_or_default();
+                    let axes: Vec<usize> = axes.iter().map(|&a| norm_axis(a, rank)).collect::<R<_>>()?;
+                    out = dims
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, d)| if axes.is_empty() { **d != Some(1) } else { !axes.contains(i) })
+                        .map(|(_, d)| *d)
+                        .collect();
+                } else {
+                    let ax = match get(1)? {
+                        Val::C(c) => {
+                            c.ints().and_then(|v| v.first().copied()).ok_or("ExpandDims axis must be an integer")?
+                        }
+                        other => return Err(format!("ExpandDims axis is {}", describe(&other))),
+                    };
+                    let at = norm_axis(ax, rank + 1)?;
+                    out.insert(at, Some(1));
+                }
+                if let Val::C(c) = &a {
+                    let dims = out.iter().map(|d| d.unwrap_or(1) as usize).collect();
+                    return one(Val::C(Const { dims, ..c.clone() }));
+                }
+                if out.iter().filter(|d| d.is_none()).count() > 1 {
+                    return Err("more than one unknown dimension".into());
+                }
+                let x = self.materialize(&format!("{name}/x"), &a)?;
+                let shape = out.iter().map(|d| d.unwrap_or(-1)).collect();
+                one(Val::T(self.push(&name, Op::Reshape(Reshape { shape }), vec![Some(x)])?))
+            }
+            "Transpose" => {
+                let (a, p) = (get(0)?, get(1)?);
+                let Val::C(pc) = p else { return Err("Transpose perm must be a constant".into()) };
+                let perm: Vec<usize> = pc
+                    .ints()
+                    .ok_or("perm must be integers")?
+                    .iter()
+                    .map(|&v| usize::try_from(v).map_err(|_| "negative perm entry".to_string()))
+                    .collect::<R<_>>()?;
+                if let Val::C(c) = &a {
+                    let moved = qlite_ir::passes::transpose_bytes(&c.data, &c.dims, &perm, c.dtype.size())
+                        .ok_or("bad transpose of a constant")?;
+                    let dims = perm.iter().map(|&i| c.dims.get(i).copied().unwrap_or(1)).collect();
+                    return one(Val::C(Const { dims, data: moved.into(), dtype: c.dtype }));
+                }
+                let x = self.materialize(&format!("{name}/x"), &a)?;
+                one(Val::T(self.push(&name, Op::Transpose(Transpose { perm }), vec![Some(x)])?))
+            }
+            "ConcatV2" => {
+                let (axis_v, parts) = ins.split_last().ok_or("ConcatV2 without inputs")?;
+                let axis = match axis_v {
+                    Val::C(c) => c.ints().and_then(|v| v.first().copied()).ok_or("axis must be an integer")?,
+                    other => return Err(format!("axis is {}", describe(other))),
+                };
+                // Shape vectors concatenated symbolically.
+                if parts.iter().all(|p| {
+                    matches!(p, Val::Sym(_)) || matches!(p, Val::C(c) if c.ints().is_some() && c.dims.len() == 1)
+                }) {
+                    let mut v = Vec::new();
+                    for p in parts {
+                        match p {
+                            Val::Sym(s) => v.extend(s.iter().copied()),
+                            Val::C(c) => v.extend(c.ints().unwrap_or_default().into_iter().map(Some)),
+                            _ => {}
+                        }
+                    }
+                    return one(Val::Sym(v));
+                }
+                let mut ts = Vec::new();
+                for (i, p) in parts.iter().enumerate() {
+                    ts.push(Some(self.materialize(&format!("{name}/in{i}"), p)?));
+                }
+                let rank = ts.first().copied().flatten().map_or(0, |t| self.shape(t).rank()) as i64;
+                let op =
+                    Op::Concatenation(Concatenation { axis: norm_axis(axis, rank)?, activation: Activation::None });
+                one(Val::T(self.push(&name, op, ts)?))
+            }
+            "Pad" | "PadV2" => {
+                if n.op == "PadV2" {
+                    let zero =
+                        matches!(ins.get(2), Some(Val::C(c)) if c.f32s().is_some_and(|v| v.iter().all(|&x| x == 0.0)));
+                    if !zero {
+                        return Ok(None);
+                    }
+                }
+                let Val::C(p) = get(1)? else { return Err("paddings must be a constant".into()) };
+                let v = p.ints().ok_or("paddings must be integers")?;
+                let paddings = v
+                    .chunks_exact(2)
+                    .map(|c| {
+                        Ok([
+                            usize::try_from(c[0]).map_err(|_| "negative padding")?,
+                            usize::try_from(c[1]).map_err(|_| "negative padding")?,
+                        ])
+                    })
+                    .collect::<Result<Vec<_>, &str>>()?;
+                let x = self.materialize(&format!("{name}/x"), &get(0)?)?;
+                one(Val::T(self.push(&name, Op::Pad(Pad { paddings }), vec![Some(x)])?))
+            }
+            "Mean" => {
+                let x = self.materialize(&format!("{name}/x"), &get(0)?)?;
+                let Val::C(a) = get(1)? else { return Err("Mean axes must be a constant".into()) };
+                let rank = self.shape(x).rank() as i64;
+                let mut axes: Vec<usize> =
+                    a.ints().ok_or("axes must be integers")?.iter().map(|&v| norm_axis(v, rank)).collect::<R<_>>()?;
+                axes.sort_unstable();
+                axes.dedup();
+                let keep_dims = attr_b(n, "keep_dims").unwrap_or(false);
+                one(Val::T(self.push(&name, Op::Mean(Mean { axes, keep_dims }), vec![Some(x)])?))
+            }
+            "FusedBatchNormV3" | "FusedBatchNorm" => {
+                if attr_b(n, "is_training") == Some(true) {
+                    return Err("batch normalization in training mode".into());
+                }
+                if attr_s(n, "data_format").is_some_and(|f| f != "NHWC") {
+                    return Ok(None);
+                }
+                let c = |i: usize| match ins.get(i) {
+                    Some(Val::C(c)) => c.f32s().ok_or_else(|| format!("input {i} must be float")),
+                    _ => Err(format!("input {i} must be a constant")),
+                };
+                let (scale, offset, mean, var) = (c(1)?, c(2)?, c(3)?, c(4)?);
+                let eps = attr_f(n, "epsilon").unwrap_or(1e-3);
+                let s: Vec<f32> = scale.iter().zip(&var).map(|(g, v)| g / (v + eps).sqrt()).collect();
+                let b: Vec<f32> = offset.iter().zip(&mean).zip(&s).map(|((o, m), s)| o - m * s).collect();
+                let x = self.materialize(&format!("{name}/x"), &get(0)?)?;
+                let st = self.materialize(&format!("{name}/scale"), &Val::C(Const::f32(vec![s.len()], &s)))?;
+                let bt = self.materialize(&format!("{name}/shift"), &Val::C(Const::f32(vec![b.len()], &b)))?;
+                let mul = Op::Binary(Binary { kind: BinaryKind::Mul, activation: Activation::None });
+                let y = self.push(&format!("{name}/scaled"), mul, vec![Some(x), Some(st)])?;
+                let add = Op::Binary(Binary { kind: BinaryKind::Add, activation: Activation::None });
+                let y = self.push(&name, add, vec![Some(y), Some(bt)])?;
+                Ok(Some(vec![Val::T(y), Val::Nothing, Val::Nothing, Val::Nothing, Val::Nothing, Val::Nothing]))
+            }
+            "Shape" => match get(0)? {
+                Val::T(t) => one(Val::Sym(self.shape(t).dims().iter().map(|d| d.fixed().map(|v| v as i64)).collect())),
+                Val::C(c) => {
+                    one(Val::C(Const::i64(vec![c.dims.len()], &c.dims.iter().map(|&d| d as i64).collect::<Vec<_>>())))
+                }
+                Val::Sym(s) => one(Val::C(Const::i64(vec![1], &[s.len() as i64]))),
+                other => Err(format!("Shape of {}", describe(&other))),
+            },
+            "StridedSlice" => self.strided_slice(n, &ins).map(|v| v.map(|v| vec![v])),
+            "Pack" => {
+                if attr_i(n, "axis").unwrap_or(0) != 0 {
+                    return Ok(None);
+                }
+                let mut v = Vec::new();
+                for p in &ins {
+                    match p {
+                        Val::SymScalar(s) => v.push(*s),
+                        Val::C(c) if c.dims.is_empty() && c.ints().is_some() => {
+                            v.push(c.ints().and_then(|x| x.first().copied()))
+                        }
+                        Val::C(c) if c.dims.is_empty() && c.f32s().is_some() => {
+                            // A float vector of scalars: fold to a constant.
+                            let all: Option<Vec<f32>> = ins
+                                .iter()
+                                .map(|p| match p {
+                                    Val::C(c) if c.dims.is_empty() => c.f32s().and_then(|x| x.first().copied()),
+                                    _ => None,
+                                })
+                                .collect();
+                            let all = all.ok_or("Pack of mixed values")?;
+                            return one(Val::C(Const::f32(vec![all.len()], &all)));
+                        }
+                        _ => return Ok(None), // packing runtime tensors
+                    }
+                }
+                if v.iter().all(Option::is_some) {
+                    let c: Vec<i64> = v.iter().flatten().copied().collect();
+                    return one(Val::C(Const::i64(vec![c.len()], &c)));
+                }
+                one(Val::Sym(v))
+            }
+            "Cast" => {
+                let to = match attr(n, "DstT") {
+                    Some(attr_value::Value::Type(t)) => *t,
+                    _ => return Err("Cast without DstT".into()),
+                };
+                match get(0)? {
+                    v @ (Val::Sym(_) | Val::SymScalar(_)) => one(v),
+                    Val::C(c) => {
+                        if let (Some(i), true) = (c.ints(), to == DataType::DtFloat as i32) {
+                            return one(Val::C(Const::f32(
+                                c.dims.clone(),
+                                &i.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+                            )));
+                        }
+                        if let (Some(f), true) =
+                            (c.f32s(), to == DataType::DtInt32 as i32 || to == DataType::DtInt64 as i32)
+                        {
+                            return one(Val::C(Const::i64(
+                                c.dims.clone(),
+                                &f.iter().map(|&v| v as i64).collect::<Vec<_>>(),
+                            )));
+                        }
+                        if ir_dtype(to) == Some(c.dtype)
+                            || (c.ints().is_some()
+                                && (to == DataType::DtInt32 as i32 || to == DataType::DtInt64 as i32))
+                        {
+                            return one(Val::C(c));
+                        }
+                        Ok(None)
+                    }
+                    Val::T(t) if self.g.tensor(t).map(|t| t.dtype) == ir_dtype(to) => one(Val::T(t)),
+                    _ => Ok(None),
+                }
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn conv(&mut self, n: &NodeDef, name: &str, a: Val, w: Val) -> R<Option<TensorId>> {
+        if attr_s(n, "data_format").is_some_and(|f| f != "NHWC") {
+            return Ok(None);
+        }
+        let Val::C(w) = w else { return Ok(None) };
+        if w.dims.len() != 4 {
+            return Err(format!("filter of rank {}", w.dims.len()));
+        }
+        let wv = w.f32s().ok_or("filters must be float32")?;
+        let s = attr_ints(n, "strides").unwrap_or_else(|| vec![1, 1, 1, 1]);
+        let d = attr_ints(n, "dilations").unwrap_or_else(|| vec![1, 1, 1, 1]);
+        if s.len() != 4 || d.len() != 4 || s[0] != 1 || s[3] != 1 || d[0] != 1 || d[3] != 1 {
+            return Ok(None);
+        }
+        let pos = |v: i64| usize::try_from(v).ok().filter(|&v| v > 0).ok_or("strides and dilations must be positive");
+        let (stride, dilation) = ([pos(s[1])?, pos(s[2])?], [pos(d[1])?, pos(d[2])?]);
+        let mut x = self.materialize(&format!("{name}/x"), &a)?;
+        let padding = match padding(n)? {
+            Some(p) => p,
+            None => {
+                // EXPLICIT: a PAD before a VALID convolution.
+                let e = attr_ints(n, "explicit_paddings").unwrap_or_default();
+                if e.len() != 8 || e.iter().any(|&v| v < 0) {
+                    return Err(format!("explicit_paddings {e:?}"));
+                }
+                let paddings = e.chunks_exact(2).map(|c| [c[0] as usize, c[1] as usize]).collect();
+                x = self.push(&format!("{name}/pad"), Op::Pad(Pad { paddings }), vec![Some(x)])?;
+                Padding::Valid
+            }
+        };
+        let (kh, kw, ci, co) = (w.dims[0], w.dims[1], w.dims[2], w.dims[3]);
+        let (op, wt) = if n.op == "Conv2D" {
+            // HWIO → OHWI.
+            let mut t = vec![0f32; wv.len()];
+            for y in 0..kh {
+                for z in 0..kw {
+                    for i in 0..ci {
+                        for o in 0..co {
+                            t[((o * kh + y) * kw + z) * ci + i] = wv[((y * kw + z) * ci + i) * co + o];
+                        }
+                    }
+                }
+            }
+            let wt = self.g.add_tensor(Tensor::constant(
+                format!("{name}/filter"),
+                DType::F32,
+                Shape::fixed(&[co, kh, kw, ci]),
+                f32_bytes(&t),
+            ));
+            (Op::Conv2d(Conv2d { padding, stride, dilation, activation: Activation::None }), wt)
+        } else {
+            // [kh, kw, C, M] is already [1, kh, kw, C·M] with channel c·M + m.
+            let wt = self.g.add_tensor(Tensor::constant(
+                format!("{name}/filter"),
+                DType::F32,
+                Shape::fixed(&[1, kh, kw, ci * co]),
+                w.data.clone(),
+            ));
+            let op = DepthwiseConv2d { padding, stride, dilation, depth_multiplier: co, activation: Activation::None };
+            (Op::DepthwiseConv2d(op), wt)
+        };
+        Ok(Some(self.push(name, op, vec![Some(x), Some(wt), None])?))
+    }
+
+    /// StridedSlice on a shape vector (the Keras Reshape / Flatten pattern) or a constant.
+    fn strided_slice(&mut self, n: &NodeDef, ins: &[Val]) -> R<Option<Val>> {
+        let ints = |i: usize| match ins.get(i) {
+            Some(Val::C(c)) => c.ints().ok_or_else(|| format!("input {i} must be integers")),
+            _ => Err(format!("input {i} must be a constant")),
+        };
+        let (begin, end, strides) = (ints(1)?, ints(2)?, ints(3)?);
+        let m = |k: &str| attr_i(n, k).unwrap_or(0);
+        if m("ellipsis_mask") != 0
+            || m("new_axis_mask") != 0
+            || begin.len() != 1
+            || end.len() != 1
+            || strides.len() != 1
+        {
+            return Ok(None);
+        }
+        let v: Vec<Option<i64>> = match ins.first() {
+            Some(Val::Sym(s)) => s.clone(),
+            Some(Val::C(c)) if c.dims.len() == 1 => match c.ints() {
+                Some(v) => v.into_iter().map(Some).collect(),
+                None => return Ok(None),
+            },
+            _ => return Ok(None),
+        };
+        let len = v.len() as i64;
+        let st = strides[0];
+        if st == 0 {
+            return Err("stride 0".into());
+        }
+        let clampi = |x: i64, lo: i64, hi: i64| x.max(lo).min(hi);
+        let norm = |x: i64| if x < 0 { x + len } else { x };
+        let (b, e) = if st > 0 {
+            (
+                if m("begin_mask") & 1 != 0 { 0 } else { clampi(norm(begin[0]), 0, len) },
+                if m("end_mask") & 1 != 0 { len } else { clampi(norm(end[0]), 0, len) },
+            )
+        } else {
+            (
+                if m("begin_mask") & 1 != 0 { len - 1 } else { clampi(norm(begin[0]), -1, len - 1) },
+                if m("end_mask") & 1 != 0 { -1 } else { clampi(norm(end[0]), -1, len - 1) },
+            )
+        };
+        if m("shrink_axis_mask") & 1 != 0 {
+            let i = norm(begin[0]);
+            let x = usize::try_from(i).ok().and_then(|i| v.get(i)).ok_or("shrink index out of range")?;
+            return Ok(Some(match x {
+                Some(k) => Val::C(Const::i64(vec![], &[*k])),
+                None => Val::SymScalar(None),
+            }));
+        }
+        let mut out = Vec::new();
+        let mut i = b;
+        while (st > 0 && i < e) || (st < 0 && i > e) {
+            out.push(usize::try_from(i).ok().and_then(|i| v.get(i)).copied().flatten());
+            i += st;
+        }
+        if out.iter().all(Option::is_some) {
+            let c: Vec<i64> = out.iter().flatten().copied().collect();
+            return Ok(Some(Val::C(Const::i64(vec![c.len()], &c))));
+        }
+        Ok(Some(Val::Sym(out)))
+    }
+}
+
+fn describe(v: &Val) -> String {
+    match v {
+        Val::T(_) => "a runtime tensor".into(),
+        Val::C(c) => format!("a constant {}{:?}", c.dtype, c.dims),
+        Val::Res(k) => format!("the variable {k:?}"),
+        Val::Sym(_) | Val::SymScalar(_) => "a shape with unknown entries".into(),
+        Val::Nothing => "nothing".into(),
+    }
+}
+
+fn padding(n: &NodeDef) -> R<Option<Padding>> {
+    match attr_s(n, "padding").as_deref() {
+        Some("SAME") => Ok(Some(Padding::Same)),
+        Some("VALID") => Ok(Some(Padding::Valid)),
+        Some("EXPLICIT") => Ok(None),
+        other => Err(format!("padding {other:?}")),
+    }
+}
+
+fn norm_axis(a: i64, rank: i64) -> R<usize> {
+    let v = if a < 0 { a + rank } else { a };
+    if v < 0 || v >= rank.max(1) {
+        return Err(format!("axis {a} is out of range for rank {rank}"));
+    }
+    Ok(v as usize)
+}
+
+fn resolve_reshape(dims: &[usize], target: &[i64]) -> R<Vec<usize>> {
+    let total: usize = dims.iter().product();
+    let known: i64 = target.iter().filter(|&&d| d >= 0).product();
+    let unknown = target.iter().filter(|&&d| d == -1).count();
+    target
+        .iter()
+        .map(|&d| match d {
+            -1 if unknown == 1 && known > 0 => Ok(total / known as usize),
+            d if d >= 0 => Ok(d as usize),
+            _ => Err(format!("cannot reshape {dims:?} to {target:?}")),
+        })
+        .collect::<R<Vec<usize>>>()
+        .and_then(|v| {
+            if v.iter().product::<usize>() == total {
+                Ok(v)
+            } else {
+                Err(format!("cannot reshape {dims:?} to {target:?}"))
+            }
+        })
+}
+
+/// Elementwise arithmetic on two float constants with numpy broadcasting.
+fn fold_binary(op: &str, a: &Const, b: &Const) -> R<Const> {
+    let (x, y) = (a.f32s().ok_or("non-float constant arithmetic")?, b.f32s().ok_or("non-float constant arithmetic")?);
+    let rank = a.dims.len().max(b.dims.len());
+    let pad = |d: &[usize]| {
+        let mut v = vec![1usize; rank - d.len()];
+        v.extend_from_slice(d);
+        v
+    };
+    let (da, db) = (pad(&a.dims), pad(&b.dims));
+    let mut out = Vec::with_capacity(rank);
+    for (p, q) in da.iter().zip(&db) {
+        out.push(match (p, q) {
+            (p, q) if p == q => *p,
+            (1, q) => *q,
+            (p, 1) => *p,
+            _ => return Err(format!("shapes {:?} and {:?} do not broadcast", a.dims, b.dims)),
+        });
+    }
+    let n: usize = out.iter().product();
+    if n > MAX_CONST_ELEMENTS {
+        return Err("folded constant too large".into());
+    }
+    let index = |d: &[usize], mut i: usize| {
+        let mut k = 0;
+        let mut stride = 1;
+        for ax in (0..rank).rev() {
+            let c = i % out[ax];
+            i /= out[ax];
+            if d[ax] != 1 {
+                k += c * stride;
+            }
+            stride *= d[ax];
+        }
+        k
+    };
+    let f: fn(f32, f32) -> f32 = match op {
+        "Sub" => |p, q| p - q,
+        "Mul" => |p, q| p * q,
+        "RealDiv" => |p, q| p / q,
+        "Maximum" => f32::max,
+        "Minimum" => f32::min,
+        _ => |p, q| p + q,
+    };
+    let v: Vec<f32> = (0..n).map(|i| f(x[index(&da, i)], y[index(&db, i)])).collect();
+    Ok(Const::f32(out, &v))
+}
+
+fn ir_input_shape(ti: Option<&TensorShapeProto>, over: Option<&Vec<usize>>) -> R<Shape> {
+    if let Some(o) = over {
+        return Ok(Shape::fixed(o));
+    }
+    let s = ti.ok_or("an input without a shape")?;
+    if s.unknown_rank {
+        return Err("an input of unknown rank (give it with --input-shape)".into());
+    }
+    Ok(Shape::new(s.dim.iter().map(|d| if d.size < 0 { Dim::Dynamic } else { Dim::Fixed(d.size as usize) }).collect()))
+}
+
+/// Checkpoint key of each object-graph node with a VARIABLE_VALUE attribute.
+fn checkpoint_keys(bundle: Option<&Bundle>, sm: &proto::SavedObjectGraph) -> HashMap<i32, String> {
+    let mut keys = HashMap::new();
+    if let Some(og) = bundle
+        .and_then(|b| b.string_scalar("_CHECKPOINTABLE_OBJECT_GRAPH").ok())
+        .and_then(|raw| TrackableObjectGraph::decode(raw).ok())
+    {
+        for (i, n) in og.nodes.iter().enumerate() {
+            if let Some(a) = n.attributes.iter().find(|a| a.name == "VARIABLE_VALUE") {
+                keys.insert(i as i32, a.checkpoint_key.clone());
+            }
+        }
+        return keys;
+    }
+    // No object graph in the bundle: the key is the first breadth-first path from the root.
+    let escape = |s: &str| s.replace('.', "..").replace('/', ".S");
+    let mut path: HashMap<i32, String> = HashMap::from([(0, String::new())]);
+    let mut queue = std::collections::VecDeque::from([0i32]);
+    while let Some(id) = queue.pop_front() {
+        let Some(node) = usize::try_from(id).ok().and_then(|i| sm.nodes.get(i)) else { continue };
+        let base = path.get(&id).cloned().unwrap_or_default();
+        for c in &node.children {
+            if path.contains_key(&c.node_id) {
+                continue;
+            }
+            let p = if base.is_empty() { escape(&c.local_name) } else { format!("{base}/{}", escape(&c.local_name)) };
+            path.insert(c.node_id, p);
+            queue.push_back(c.node_id);
+        }
+    }
+    for (i, n) in sm.nodes.iter().enumerate() {
+        if matches!(n.kind, Some(proto::saved_object::Kind::Variable(_)))
+            && let Some(p) = path.get(&(i as i32))
+        {
+            keys.insert(i as i32, format!("{p}/.ATTRIBUTES/VARIABLE_VALUE"));
+        }
+    }
+    keys
+}
+
+/// Import the signature of a SavedModel directory.
+pub fn import_saved_model(dir: &Path, opts: &ImportOptions) -> Result<Graph, SmError> {
+    let pb = map_file(&dir.join("saved_model.pb"))?;
+    let sm = SavedModel::decode(pb)
+        .map_err(|e| SmError::Decode { what: "saved_model.pb".into(), message: e.to_string() })?;
+    let mg = sm
+        .meta_graphs
+        .iter()
+        .find(|m| m.meta_info_def.as_ref().is_none_or(|i| i.tags.is_empty() || i.tags.iter().any(|t| t == "serve")))
+        .ok_or_else(|| SmError::Invalid("saved_model.pb has no meta graph tagged \"serve\"".into()))?;
+    let key = opts.signature.clone().unwrap_or_else(|| "serving_default".into());
+    let sig = mg.signature_def.get(&key).ok_or_else(|| {
+        let have: Vec<&str> = mg.signature_def.keys().map(String::as_str).filter(|k| !k.starts_with("__")).collect();
+        SmError::Invalid(format!("no signature {key:?}; the model has: {}", have.join(", ")))
+    })?;
+    let prefix = dir.join("variables").join("variables");
+    let bundle =
+        if prefix.with_extension("index").exists() { Some(Bundle::open(&prefix, &|p| map_file(p))?) } else { None };
+    let graph = mg.graph_def.as_ref().ok_or_else(|| SmError::Invalid("the meta graph has no graph".into()))?;
+    let empty = proto::SavedObjectGraph::default();
+    let og = mg.object_graph_def.as_ref().unwrap_or(&empty);
+    let keys = checkpoint_keys(bundle.as_ref(), og);
+    let mut bound = HashMap::new();
+    for (fname, cf) in &og.concrete_functions {
+        let ks: Option<Vec<String>> = cf.bound_inputs.iter().map(|id| keys.get(id).cloned()).collect();
+        if let Some(ks) = ks.filter(|k| !k.is_empty()) {
+            bound.insert(fname.clone(), ks);
+        }
+    }
+    convert(graph, Some(sig), bundle.as_ref(), bound, opts, &key)
+}
+
+/// Import a frozen GraphDef (`.pb`): placeholders are the inputs, nodes nothing reads the outputs.
+pub fn import_graph_def(bytes: Bytes, opts: &ImportOptions) -> Result<Graph, SmError> {
+    let g = GraphDef::decode(bytes).map_err(|e| SmError::Decode { what: "GraphDef".into(), message: e.to_string() })?;
+    convert(&g, None, None, HashMap::new(), opts, "serving_default")
+}
+
+fn convert(
+    graph: &GraphDef,
+    sig: Option<&proto::SignatureDef>,
+    bundle: Option<&Bundle>,
+    bound: HashMap<String, Vec<String>>,
+    opts: &ImportOptions,
+    key: &str,
+) -> Result<Graph, SmError> {
+    let lib: HashMap<&str, &FunctionDef> = graph
+        .library
+        .as_ref()
+        .map(|l| l.function.iter().filter_map(|f| f.signature.as_ref().map(|s| (s.name.as_str(), f))).collect())
+        .unwrap_or_default();
+    let mut im = Im { g: Graph::new(key.to_string()), lib, bundle, bound, unsupported: BTreeSet::new() };
+    let mut fr = Frame::new(&graph.node, String::new());
+    // Inputs and outputs: from the signature, or (frozen graph) placeholders and sinks.
+    let (ins, outs): (Vec<InputSpec>, Vec<(String, String)>) = match sig {
+        Some(s) => (
+            s.inputs.iter().map(|(k, t)| (k.clone(), tensor_name(t), t.dtype, t.tensor_shape.clone())).collect(),
+            s.outputs.iter().map(|(k, t)| (k.clone(), tensor_name(t))).collect(),
+        ),
+        None => {
+            let read: BTreeSet<&str> =
+                graph.node.iter().flat_map(|n| n.input.iter().filter_map(|r| parse_ref(r).map(|p| p.0))).collect();
+            let ins = graph
+                .node
+                .iter()
+                .filter(|n| n.op == "Placeholder")
+                .map(|n| {
+                    let dt = match attr(n, "dtype") {
+                        Some(attr_value::Value::Type(t)) => *t,
+                        _ => DataType::DtFloat as i32,
+                    };
+                    let shape = match attr(n, "shape") {
+                        Some(attr_value::Value::Shape(s)) => Some(s.clone()),
+                        _ => None,
+                    };
+                    (n.name.clone(), n.name.clone(), dt, shape)
+                })
+                .collect();
+            let outs = graph
+                .node
+                .iter()
+                .filter(|n| {
+                    !read.contains(n.name.as_str())
+                        && !matches!(n.op.as_str(), "NoOp" | "Placeholder" | "Const" | "Assert")
+                })
+                .map(|n| (n.name.clone(), format!("{}:0", n.name)))
+                .collect();
+            (ins, outs)
+        }
+    };
+    if outs.is_empty() {
+        return Err(SmError::Invalid("the graph has no output".into()));
+    }
+    let mut input_ids = Vec::new();
+    let mut input_names = Vec::new();
+    for (name, tensor, dt, shape) in &ins {
+        let dtype = ir_dtype(*dt)
+            .ok_or_else(|| SmError::Unsupported(format!("input {name:?} has type {}", dtype_name(*dt))))?;
+        let shape = ir_input_shape(shape.as_ref(), opts.input_shapes.get(name))
+            .map_err(|e| SmError::Invalid(format!("input {name:?}: {e}")))?;
+        let id = im.g.add_tensor(Tensor::activation(name.clone(), dtype, shape));
+        let node = parse_ref(tensor).map(|p| p.0.to_string()).unwrap_or_default();
+        fr.vals.insert(node, vec![Val::T(id)]);
+        input_ids.push(id);
+        input_names.push(name.clone());
+    }
+    for over in opts.input_shapes.keys() {
+        if !input_names.contains(over) {
+            return Err(SmError::Invalid(format!(
+                "--input-shape names {over:?}, which is not an input ({})",
+                input_names.join(", ")
+            )));
+        }
+    }
+    im.g.set_inputs(input_ids);
+    let refs: Vec<String> = outs.iter().map(|(_, t)| t.clone()).collect();
+    let vals = im.eval(&mut fr, &refs, 0);
+    if !im.unsupported.is_empty() {
+        let list: Vec<String> = im.unsupported.iter().map(|(op, n)| format!("{op} (node {n:?})")).collect();
+        return Err(SmError::Unsupported(format!("unsupported TensorFlow operators: {}", list.join(", "))));
+    }
+    let vals = vals.map_err(SmError::Invalid)?;
+    let mut out_ids = Vec::new();
+    let mut out_names = Vec::new();
+    for ((name, _), v) in outs.iter().zip(&vals) {
+        let id = im.materialize(name, v).map_err(SmError::Invalid)?;
+        if let Some(t) = im.g.tensor_mut(id) {
+            t.name = name.clone();
+        }
+        out_ids.push(id);
+        out_names.push(name.clone());
+    }
+    im.g.set_outputs(out_ids);
+    im.g.set_signature(Some(Signature { key: key.to_string(), inputs: input_names, outputs: out_names }));
+    im.g.set_description(Some(if sig.is_some() {
+        "imported from a TensorFlow SavedModel".into()
+    } else {
+        "imported from a TensorFlow GraphDef".into()
+    }));
+    {
+        use qlite_ir::Pass;
+        let mut cx = qlite_ir::PassCx::new(None);
+        qlite_ir::passes::DeadCodeElimination.run(&mut im.g, &mut cx).map_err(|e| SmError::Invalid(e.to_string()))?;
+    }
+    qlite_ir::verify(&im.g).map_err(|e| SmError::Invalid(e.to_string()))?;
+    Ok(im.g)
+}
+
+/// (signature name, tensor reference, dtype, shape) of an input.
+type InputSpec = (String, String, i32, Option<TensorShapeProto>);
+
+fn tensor_name(t: &proto::TensorInfo) -> String {
+    match &t.encoding {
+        Some(proto::tensor_info::Encoding::Name(n)) => n.clone(),
+        None => String::new(),
+    }
+}

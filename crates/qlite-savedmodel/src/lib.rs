@@ -1,0 +1,56 @@
+//! TensorFlow SavedModel (and frozen GraphDef) → qlite IR.
+
+// Library code never unwraps: values derived from a file are checked and errors returned.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
+#[allow(clippy::all, missing_debug_implementations)]
+#[rustfmt::skip]
+pub mod proto {
+    include!("generated/tensorflow.rs");
+}
+
+pub mod bundle;
+mod import;
+
+pub use import::{ImportOptions, import_graph_def, import_saved_model};
+
+use bytes::Bytes;
+use std::path::Path;
+
+/// What can go wrong reading a SavedModel or GraphDef.
+#[derive(Debug, thiserror::Error)]
+pub enum SmError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("cannot decode {what}: {message}")]
+    Decode { what: String, message: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Map a file read-only (empty files give empty bytes).
+#[allow(unsafe_code)]
+pub fn map_file(path: &Path) -> Result<Bytes, SmError> {
+    let io = |source| SmError::Io { path: path.display().to_string(), source };
+    let file = std::fs::File::open(path).map_err(io)?;
+    if file.metadata().map_err(io)?.len() == 0 {
+        return Ok(Bytes::new());
+    }
+    // SAFETY: read-only private map; the bytes are validated by every reader, and a file
+    // rewritten underneath is the documented risk of mapping (as for every qlite format).
+    let m = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+    Ok(Bytes::from_owner(m))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn crc32c_known_values() {
+        // RFC 3720 test vectors.
+        assert_eq!(super::bundle::crc32c(&[0u8; 32]), 0x8a91_36aa);
+        assert_eq!(super::bundle::crc32c(&[0xffu8; 32]), 0x62a8_ab43);
+        assert_eq!(super::bundle::crc32c(b"123456789"), 0xe306_9283);
+    }
+}
