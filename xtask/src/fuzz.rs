@@ -13,8 +13,13 @@ use std::process::Command;
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// The targets and the file extensions that seed them.
-pub const TARGETS: [(&str, &[&str]); 4] =
-    [("tflite", &["tflite"]), ("onnx", &["onnx"]), ("safetensors", &["safetensors"]), ("npy", &["npy"])];
+pub const TARGETS: [(&str, &[&str]); 5] = [
+    ("tflite", &["tflite"]),
+    ("onnx", &["onnx"]),
+    ("safetensors", &["safetensors"]),
+    ("npy", &["npy"]),
+    ("savedmodel", &["pb", "index"]),
+];
 
 fn cargo_fuzz_bin() -> Result<PathBuf, String> {
     let dir = root().join(".tools").join(format!("cargo-fuzz-{CARGO_FUZZ_VERSION}"));
@@ -115,7 +120,9 @@ pub fn fuzz(args: &[String]) -> R {
                 tail.join("\n")
             ));
         }
-        report.push(format!("fuzz {t}: {runs}, no crash"));
+        let line = format!("fuzz {t}: {runs}, no crash");
+        eprintln!("{line}");
+        report.push(line);
     }
     for r in report {
         eprintln!("{r}");
