@@ -18,6 +18,7 @@ fn keras_exports_match_keras_and_run_in_litert() {
         ("mlp", fixture("savedmodel/mlp"), "savedmodel/mlp_expected.npy"),
         ("cnn", fixture("savedmodel/cnn"), "savedmodel/cnn_expected.npy"),
         ("mlp_frozen", fixture("savedmodel/mlp_frozen.pb"), "savedmodel/mlp_expected.npy"),
+        ("ops", fixture("savedmodel/ops"), "savedmodel/ops_expected.npy"),
     ] {
         let want = qlite::read_npy_file(&fixture(expected)).unwrap();
         let g = qlite::load(&reg, &path).unwrap();
@@ -162,4 +163,10 @@ fn another_signature_can_be_chosen() {
     qlite::convert(&reg, &fixture("savedmodel/mlp"), &out, &o).unwrap();
     let g = qlite::load(&reg, &out).unwrap();
     assert_eq!(g.signature().unwrap().key, "serve");
+    // A tf.Module saved with two signatures.
+    let o = ConvertOptions { signature: Some("logits_only".into()), ..Default::default() };
+    qlite::convert(&reg, &fixture("savedmodel/ops"), &out, &o).unwrap();
+    let g = qlite::load(&reg, &out).unwrap();
+    assert_eq!(g.signature().unwrap().key, "logits_only");
+    assert_eq!(g.output_name(0), Some("logits"));
 }

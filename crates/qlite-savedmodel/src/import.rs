@@ -449,6 +449,45 @@ impl<'a> Im<'a> {
         vals.get(i).cloned().ok_or_else(|| format!("{node:?} has no output {i}"))
     }
 
+    /// Make `bias` the bias of the FULLY_CONNECTED / CONV_2D / DEPTHWISE that produced `x`,
+    /// when node `n` (reading `x` as input `slot`) is its only reader, it has no bias yet and
+    /// the bias matches its output channels. Returns the (renamed) output.
+    fn fold_bias(
+        &mut self,
+        fr: &Frame<'_>,
+        n: &NodeDef,
+        slot: usize,
+        x: TensorId,
+        bias: &Const,
+        name: &str,
+    ) -> R<Option<TensorId>> {
+        let data_inputs: Vec<&String> = n.input.iter().filter(|r| !r.starts_with('^')).collect();
+        let producer = data_inputs.get(slot).and_then(|r| parse_ref(r)).map(|(p, _, _)| p);
+        let single = producer.is_some_and(|p| fr.uses.get(p) == Some(&1));
+        let channels = self.shape(x).dims().last().and_then(|d| d.fixed());
+        if !single || bias.dtype != DType::F32 || bias.dims.len() != 1 || Some(bias.dims[0]) != channels {
+            return Ok(None);
+        }
+        let Some(pi) = self.g.producer(x) else { return Ok(None) };
+        let foldable = self.g.nodes().get(pi.index()).is_some_and(|pn| {
+            matches!(pn.op, Op::FullyConnected(_) | Op::Conv2d(_) | Op::DepthwiseConv2d(_)) && pn.input(2).is_none()
+        });
+        if !foldable || self.g.outputs().contains(&x) {
+            return Ok(None);
+        }
+        let bt = self.materialize(&format!("{name}/bias"), &Val::C(bias.clone()))?;
+        if let Some(node) = self.g.node_mut(pi) {
+            while node.inputs.len() < 3 {
+                node.inputs.push(None);
+            }
+            node.inputs[2] = Some(bt);
+        }
+        if let Some(t) = self.g.tensor_mut(x) {
+            t.name = name.to_string();
+        }
+        Ok(Some(x))
+    }
+
     /// Inline a function call with `args` (the bound resources appended).
     fn call(&mut self, fname: &str, mut args: Vec<Val>, depth: usize) -> R<Vec<Val>> {
         if depth >= MAX_CALL_DEPTH {
@@ -531,6 +570,17 @@ impl<'a> Im<'a> {
                     }
                     _ => BinaryKind::Add,
                 };
+                // `matmul(x, w) + b` / `conv(x, k) + b`: the constant becomes the op's bias.
+                if matches!(n.op.as_str(), "AddV2" | "Add") {
+                    for (slot, (v, c)) in [(0usize, (&a, &b)), (1, (&b, &a))] {
+                        if let (Val::T(t), Val::C(bias)) = (v, c)
+                            && bias.dims.len() == 1
+                            && let Some(t) = self.fold_bias(fr, n, slot, *t, bias, &name)?
+                        {
+                            return one(Val::T(t));
+                        }
+                    }
+                }
                 let x = self.materialize(&format!("{name}/x"), &a)?;
                 let y = self.materialize(&format!("{name}/y"), &b)?;
                 for t in [x, y] {
@@ -548,28 +598,8 @@ impl<'a> Im<'a> {
                     return one(Val::C(fold_binary("AddV2", x, &bias)?));
                 }
                 let x = self.materialize(&format!("{name}/x"), &a)?;
-                // Fold into the FULLY_CONNECTED / CONV_2D / DEPTHWISE that produced x when this
-                // BiasAdd is its only reader and it has no bias yet.
-                let producer_ref = n.input.first().and_then(|r| parse_ref(r)).map(|(p, _, _)| p.to_string());
-                let single = producer_ref.as_deref().is_some_and(|p| fr.uses.get(p) == Some(&1));
-                if single
-                    && let Some(pi) = self.g.producer(x)
-                    && let Some(pn) = self.g.nodes().get(pi.index())
-                    && matches!(pn.op, Op::FullyConnected(_) | Op::Conv2d(_) | Op::DepthwiseConv2d(_))
-                    && pn.input(2).is_none()
-                    && !self.g.outputs().contains(&x)
-                {
-                    let bt = self.materialize(&format!("{name}/bias"), &Val::C(bias))?;
-                    if let Some(node) = self.g.node_mut(pi) {
-                        while node.inputs.len() < 3 {
-                            node.inputs.push(None);
-                        }
-                        node.inputs[2] = Some(bt);
-                    }
-                    if let Some(t) = self.g.tensor_mut(x) {
-                        t.name = name.clone();
-                    }
-                    return one(Val::T(x));
+                if let Some(t) = self.fold_bias(fr, n, 0, x, &bias, &name)? {
+                    return one(Val::T(t));
                 }
                 let y = self.materialize(&format!("{name}/bias"), &Val::C(bias))?;
                 let op = Op::Binary(Binary { kind: BinaryKind::Add, activation: Activation::None });
