@@ -361,6 +361,60 @@ fn weights_bench(dir: &Path, exe: &Path) -> R {
     Ok(())
 }
 
+/// SavedModel → .tflite: qlite's whole process against TensorFlow's converter call alone.
+fn savedmodel_bench(exe: &Path) -> R {
+    let models = ["mlp", "cnn", "ops"].map(|m| root().join("fixtures/savedmodel").join(m));
+    let out = root().join("target/bench/sm.tflite");
+    let mut ours = Vec::new();
+    for m in &models {
+        let mut times = Vec::new();
+        for _ in 0..7 {
+            let o = Command::new(exe)
+                .arg("--stats")
+                .args(["convert"])
+                .arg(m)
+                .arg("-o")
+                .arg(&out)
+                .output()
+                .map_err(|e| e.to_string())?;
+            if !o.status.success() {
+                return Err(format!("qlite convert {} failed: {}", m.display(), String::from_utf8_lossy(&o.stderr)));
+            }
+            let t = String::from_utf8_lossy(&o.stderr)
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("elapsed_ms=").and_then(|v| v.parse::<f64>().ok()))
+                .unwrap_or(f64::NAN);
+            times.push(t);
+        }
+        ours.push(median(times));
+    }
+    // TensorFlow: QLITE_TF_PYTHON, or the fixtures venv (created on first use).
+    let py = match std::env::var_os("QLITE_TF_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => super::venv(&root().join(".venv-fixtures"), &root().join("xtask/requirements-fixtures.txt"))?,
+    };
+    let o = Command::new(py)
+        .arg(root().join("xtask/bench/tf_convert.py"))
+        .args(&models)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !o.status.success() {
+        return Err(format!("TensorFlow converter script failed: {}", String::from_utf8_lossy(&o.stderr)));
+    }
+    let text = String::from_utf8_lossy(&o.stdout);
+    println!("  SavedModel -> .tflite (median; qlite: whole process; TensorFlow: the converter call only):");
+    for (m, q) in models.iter().zip(&ours) {
+        let line = text.lines().find(|l| l.starts_with(&m.display().to_string())).unwrap_or("");
+        let tf: f64 = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("tf_ms=").and_then(|v| v.parse().ok()))
+            .unwrap_or(f64::NAN);
+        let name = m.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        println!("    {name:<6} qlite {q:>7.2} ms   TensorFlow {tf:>8.1} ms   {:>6.0}x faster", tf / q);
+    }
+    Ok(())
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -469,6 +523,7 @@ pub fn bench() -> R {
     }
 
     weights_bench(&dir, &exe)?;
+    savedmodel_bench(&exe)?;
 
     // Single-image latency: qlite (reference and fast kernels) vs LiteRT (reference kernels
     // and default path), same models, one thread. The table also goes to docs/benchmarks.md.
