@@ -380,6 +380,102 @@ fn onnx_cases() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+// ------------------------------------------------------------------ TensorFlow GraphDef
+
+fn graphdef_cases() -> Cases {
+    use qlite_savedmodel::proto::{
+        AttrValue, FunctionDef, FunctionDefLibrary, GraphDef, NameAttrList, NodeDef, OpDef, TensorProto,
+        TensorShapeProto, attr_value, op_def, tensor_shape_proto,
+    };
+    let node = |name: &str, op: &str, inputs: &[&str]| NodeDef {
+        name: name.into(),
+        op: op.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    let placeholder = || {
+        let mut n = node("x", "Placeholder", &[]);
+        n.attr.insert("dtype".into(), AttrValue { value: Some(attr_value::Value::Type(1)) });
+        let dim = [1i64, 4].iter().map(|&size| tensor_shape_proto::Dim { size, name: String::new() }).collect();
+        n.attr.insert(
+            "shape".into(),
+            AttrValue { value: Some(attr_value::Value::Shape(TensorShapeProto { dim, unknown_rank: false })) },
+        );
+        n
+    };
+    let konst = |name: &str, dims: &[i64], t: TensorProto| {
+        let mut n = node(name, "Const", &[]);
+        let dim = dims.iter().map(|&size| tensor_shape_proto::Dim { size, name: String::new() }).collect();
+        let t = TensorProto { dtype: 1, tensor_shape: Some(TensorShapeProto { dim, unknown_rank: false }), ..t };
+        n.attr.insert("value".into(), AttrValue { value: Some(attr_value::Value::Tensor(t)) });
+        n
+    };
+    let graph = |nodes: Vec<NodeDef>, library: Option<FunctionDefLibrary>| {
+        prost::Message::encode_to_vec(&GraphDef { node: nodes, library })
+    };
+    let call = |name: &str, f: &str, inputs: &[&str]| {
+        let mut n = node(name, "PartitionedCall", inputs);
+        n.attr.insert(
+            "f".into(),
+            AttrValue {
+                value: Some(attr_value::Value::Func(NameAttrList { name: f.into(), attr: Default::default() })),
+            },
+        );
+        n
+    };
+    let arg = |name: &str| op_def::ArgDef { name: name.into(), r#type: 1, ..Default::default() };
+    let recursive = FunctionDef {
+        signature: Some(OpDef { name: "again".into(), input_arg: vec![arg("a")], output_arg: vec![arg("r")] }),
+        node_def: vec![call("inner", "again", &["a"])],
+        ret: [("r".to_string(), "inner:output:0".to_string())].into(),
+    };
+    vec![
+        ("reads_a_file", graph(vec![placeholder(), node("y", "ReadFile", &["x"])], None)),
+        (
+            "py_func_and_write_file",
+            graph(vec![placeholder(), node("p", "PyFunc", &["x"]), node("y", "WriteFile", &["p"])], None),
+        ),
+        ("input_names_no_node", graph(vec![placeholder(), node("y", "Relu", &["nope"])], None)),
+        (
+            "cycle",
+            graph(
+                vec![placeholder(), node("a", "Relu", &["b"]), node("b", "Relu", &["a"]), node("y", "Relu", &["b"])],
+                None,
+            ),
+        ),
+        (
+            "recursive_function",
+            graph(
+                vec![placeholder(), call("y", "again", &["x"])],
+                Some(FunctionDefLibrary { function: vec![recursive] }),
+            ),
+        ),
+        (
+            "huge_splat_constant",
+            graph(
+                vec![
+                    placeholder(),
+                    konst("c", &[1 << 40], TensorProto { float_val: vec![1.0], ..Default::default() }),
+                    node("y", "AddV2", &["x", "c"]),
+                ],
+                None,
+            ),
+        ),
+        (
+            "constant_content_disagrees_with_shape",
+            graph(
+                vec![
+                    placeholder(),
+                    konst("c", &[4], TensorProto { tensor_content: vec![0u8; 7].into(), ..Default::default() }),
+                    node("y", "AddV2", &["x", "c"]),
+                ],
+                None,
+            ),
+        ),
+        ("truncated", vec![0x0a, 0x40, 0x0a, 0x01]),
+    ]
+}
+
 // ------------------------------------------------------------------ safetensors
 
 fn safetensors_cases() -> Vec<(&'static str, Vec<u8>)> {
@@ -485,8 +581,9 @@ pub fn malformed() -> R {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut n = 0;
-    let sets: [(&str, Cases); 4] = [
+    let sets: [(&str, Cases); 5] = [
         ("tflite", tflite_cases()),
+        ("pb", graphdef_cases()),
         ("onnx", onnx_cases()),
         ("safetensors", safetensors_cases()),
         ("npy", npy_cases()),

@@ -405,6 +405,8 @@ impl<'a> Im<'a> {
                     self.unsupported.insert((n.op.clone(), n.name.clone()));
                     vec![Val::Nothing]
                 }
+                // The innermost node names the problem; callers around it add nothing.
+                Err(e) if e.starts_with("node ") => return Err(e),
                 Err(e) => return Err(format!("node {:?} ({}): {e}", n.name, n.op)),
             };
             fr.vals.insert(name, outs);
@@ -491,7 +493,7 @@ impl<'a> Im<'a> {
     /// Inline a function call with `args` (the bound resources appended).
     fn call(&mut self, fname: &str, mut args: Vec<Val>, depth: usize) -> R<Vec<Val>> {
         if depth >= MAX_CALL_DEPTH {
-            return Err(format!("function calls nest deeper than {MAX_CALL_DEPTH} (recursion?)"));
+            return Err(format!("calls to function {fname:?} nest deeper than {MAX_CALL_DEPTH} (recursion?)"));
         }
         let f = *self.lib.get(fname).ok_or_else(|| format!("function {fname:?} is not in the library"))?;
         if let Some(keys) = self.bound.get(fname) {
