@@ -179,70 +179,55 @@ fn codegen(check: bool) -> R {
     Ok(())
 }
 
-const TF_GENERATED: &str = "crates/qlite-savedmodel/src/generated/tensorflow.rs";
-
-/// Rust code for schemas/tensorflow.proto (the SavedModel subset), like [`codegen_onnx`];
-/// `tensor_content` becomes `bytes::Bytes` so constants stay in the mapped file.
-fn codegen_tensorflow(check: bool) -> R {
-    let out = root().join("target").join("codegen-tensorflow");
-    let _ = std::fs::remove_dir_all(&out);
-    std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
-    let fds = protox::compile([root().join("schemas/tensorflow.proto")], [root().join("schemas")])
-        .map_err(|e| format!("schemas/tensorflow.proto: {e}"))?;
-    prost_build::Config::new()
-        .bytes([".tensorflow.TensorProto.tensor_content"])
-        .btree_map(["."])
-        .out_dir(&out)
-        .compile_fds(fds)
-        .map_err(|e| format!("prost-build: {e}"))?;
-    let fresh = std::fs::read(out.join("tensorflow.rs")).map_err(|e| e.to_string())?;
-    let committed = std::fs::read(root().join(TF_GENERATED)).unwrap_or_default();
-    if fresh == committed {
-        eprintln!("codegen: {TF_GENERATED} is up to date");
-        return Ok(());
-    }
-    if check {
-        return Err(format!(
-            "{TF_GENERATED} is stale: it differs from what prost-build generates from schemas/tensorflow.proto. Run `cargo xtask codegen` and commit the result."
-        ));
-    }
-    std::fs::write(root().join(TF_GENERATED), fresh).map_err(|e| e.to_string())?;
-    eprintln!("codegen: wrote {TF_GENERATED}");
-    Ok(())
+/// Rust code for schemas/onnx.proto: `raw_data` as `bytes::Bytes` so tensor data is not copied.
+fn codegen_onnx(check: bool) -> R {
+    codegen_proto(check, "onnx", "crates/qlite-onnx/src/generated/onnx.rs", &[".onnx.TensorProto.raw_data"], false)
 }
 
-const ONNX_GENERATED: &str = "crates/qlite-onnx/src/generated/onnx.rs";
+/// Rust code for schemas/tensorflow.proto (the SavedModel subset): `tensor_content` as
+/// `bytes::Bytes`, maps as BTreeMap so signatures iterate in a fixed order.
+fn codegen_tensorflow(check: bool) -> R {
+    codegen_proto(
+        check,
+        "tensorflow",
+        "crates/qlite-savedmodel/src/generated/tensorflow.rs",
+        &[".tensorflow.TensorProto.tensor_content"],
+        true,
+    )
+}
 
-/// Rust code for schemas/onnx.proto: protox compiles the schema (no protoc), prost-build
-/// generates; `raw_data` becomes `bytes::Bytes` so tensor data is not copied.
-fn codegen_onnx(check: bool) -> R {
-    let out = root().join("target").join("codegen-onnx");
+/// protox compiles `schemas/NAME.proto` (no protoc), prost-build generates; the result must
+/// equal the committed `generated` file (`check`) or replaces it.
+fn codegen_proto(check: bool, name: &str, generated: &str, bytes_fields: &[&str], btree_maps: bool) -> R {
+    let out = root().join("target").join(format!("codegen-{name}"));
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
-    let fds = protox::compile([root().join("schemas/onnx.proto")], [root().join("schemas")])
-        .map_err(|e| format!("schemas/onnx.proto: {e}"))?;
-    prost_build::Config::new()
-        .bytes([".onnx.TensorProto.raw_data"])
-        .out_dir(&out)
-        .compile_fds(fds)
-        .map_err(|e| format!("prost-build: {e}"))?;
-    let fresh = std::fs::read(out.join("onnx.rs")).map_err(|e| e.to_string())?;
-    let committed = std::fs::read(root().join(ONNX_GENERATED)).unwrap_or_default();
+    let schema = format!("schemas/{name}.proto");
+    let fds =
+        protox::compile([root().join(&schema)], [root().join("schemas")]).map_err(|e| format!("{schema}: {e}"))?;
+    let mut config = prost_build::Config::new();
+    config.bytes(bytes_fields);
+    if btree_maps {
+        config.btree_map(["."]);
+    }
+    config.out_dir(&out).compile_fds(fds).map_err(|e| format!("prost-build: {e}"))?;
+    let fresh = std::fs::read(out.join(format!("{name}.rs"))).map_err(|e| e.to_string())?;
+    let committed = std::fs::read(root().join(generated)).unwrap_or_default();
     if fresh == committed {
-        eprintln!("codegen: {ONNX_GENERATED} is up to date");
+        eprintln!("codegen: {generated} is up to date");
         return Ok(());
     }
     if check {
         return Err(format!(
-            "{ONNX_GENERATED} is stale: it differs from what prost-build generates from schemas/onnx.proto. Run `cargo xtask codegen` and commit the result."
+            "{generated} is stale: it differs from what prost-build generates from {schema}. Run `cargo xtask codegen` and commit the result."
         ));
     }
-    let dest = root().join(ONNX_GENERATED);
+    let dest = root().join(generated);
     if let Some(d) = dest.parent() {
         std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
     }
     std::fs::write(&dest, fresh).map_err(|e| e.to_string())?;
-    eprintln!("codegen: wrote {ONNX_GENERATED}");
+    eprintln!("codegen: wrote {generated}");
     Ok(())
 }
 

@@ -376,6 +376,29 @@ impl Multipliers {
     }
 }
 
+/// A convolution's output stage: per-channel multipliers, output zero point and the clamp of
+/// its fused activation.
+#[derive(Debug, Clone)]
+struct ChannelOut {
+    mults: Multipliers,
+    zp: i32,
+    lo: i32,
+    hi: i32,
+}
+
+impl ChannelOut {
+    fn new(c: &Common, activation: qlite_ir::op::Activation, channels: usize) -> Self {
+        let (lo, hi) = c.out.range(activation);
+        let mults = Multipliers::new(&per_channel_multipliers(c.s_in, c.wq, c.out.scale, channels));
+        ChannelOut { mults, zp: c.out.zp, lo, hi }
+    }
+
+    /// Requantize pixels × channels accumulators (plus `bias`) into `out`.
+    fn apply(&self, acc: &[i32], bias: &[i32], out: &mut [i8]) {
+        requantize_fixed(acc, bias, &self.mults, self.zp, self.lo, self.hi, out);
+    }
+}
+
 /// The convolutions' per-channel requantization of whole pixels (`acc` is pixels × channels):
 /// bias, `MultiplyByQuantizedMultiplier`, offset, clamp — the reference's arithmetic,
 /// branch-free so it vectorizes.
@@ -587,10 +610,7 @@ pub struct PackedConv {
     z_in: i32,
     /// `bias[o] − z_in · Σ w[o]`.
     row_const: Vec<i32>,
-    mults: Multipliers,
-    zp_out: i32,
-    lo: i32,
-    hi: i32,
+    out: ChannelOut,
 }
 
 impl PackedConv {
@@ -602,7 +622,6 @@ impl PackedConv {
         let m = Matrix::new(c.w, oc, kh.checked_mul(kw)?.checked_mul(ic)?)?;
         let row_const =
             (0..oc).map(|o| c.bias.map_or(0, |b| b[o]).wrapping_sub(c.z_in.wrapping_mul(m.sum_w[o]))).collect();
-        let (lo, hi) = c.out.range(op.activation);
         Some(PackedConv {
             op: op.clone(),
             m,
@@ -611,10 +630,7 @@ impl PackedConv {
             ic,
             z_in: c.z_in,
             row_const,
-            mults: Multipliers::new(&per_channel_multipliers(c.s_in, c.wq, c.out.scale, oc)),
-            zp_out: c.out.zp,
-            lo,
-            hi,
+            out: ChannelOut::new(&c, op.activation, oc),
         })
     }
 
@@ -671,7 +687,7 @@ impl PackedConv {
                 }
             }
         }
-        requantize_fixed(&accs, &self.row_const, &self.mults, self.zp_out, self.lo, self.hi, &mut y);
+        self.out.apply(&accs, &self.row_const, &mut y);
         Some((vec![n, oh, ow, oc], y))
     }
 }
@@ -689,10 +705,7 @@ pub struct PackedDepthwise {
     w: Vec<i32>,
     z_in: i32,
     bias: Vec<i32>,
-    mults: Multipliers,
-    zp_out: i32,
-    lo: i32,
-    hi: i32,
+    out: ChannelOut,
 }
 
 impl PackedDepthwise {
@@ -701,7 +714,6 @@ impl PackedDepthwise {
         if c.bias.is_some_and(|b| b.len() != oc) || c.w.len() != kh * kw * oc {
             return None;
         }
-        let (lo, hi) = c.out.range(op.activation);
         Some(PackedDepthwise {
             op: op.clone(),
             kh,
@@ -710,10 +722,7 @@ impl PackedDepthwise {
             w: c.w.iter().map(|&v| v as i32).collect(),
             z_in: c.z_in,
             bias: c.bias.map_or_else(|| vec![0; oc], |b| b.to_vec()),
-            mults: Multipliers::new(&per_channel_multipliers(c.s_in, c.wq, c.out.scale, oc)),
-            zp_out: c.out.zp,
-            lo,
-            hi,
+            out: ChannelOut::new(&c, op.activation, oc),
         })
     }
 
@@ -737,11 +746,11 @@ impl PackedDepthwise {
             unsafe {
                 dw_accumulate_avx2(self, &dims, xv, &mut accs)
             };
-            requantize_fixed(&accs, &self.bias, &self.mults, self.zp_out, self.lo, self.hi, &mut y);
+            self.out.apply(&accs, &self.bias, &mut y);
             return Some((vec![n, oh, ow, oc], y));
         }
         dw_accumulate(self, &dims, xv, &mut accs);
-        requantize_fixed(&accs, &self.bias, &self.mults, self.zp_out, self.lo, self.hi, &mut y);
+        self.out.apply(&accs, &self.bias, &mut y);
         Some((vec![n, oh, ow, oc], y))
     }
 }
