@@ -102,7 +102,7 @@ impl<'a> Common<'a> {
 struct Matrix {
     units: usize,
     depth: usize,
-    /// Row-major, for the AVX2 and portable paths.
+    /// Row-major, for the AVX2 and portable paths (empty when the VNNI pack is used).
     rows: Vec<i8>,
     /// Row sums.
     sum_w: Vec<i32>,
@@ -135,7 +135,9 @@ impl Matrix {
             }
             VnniPack { groups, data }
         });
-        Some(Matrix { units, depth, rows: w.to_vec(), sum_w, vnni })
+        // The row-major copy only serves the non-VNNI paths.
+        let rows = if vnni.is_some() { Vec::new() } else { w.to_vec() };
+        Some(Matrix { units, depth, rows, sum_w, vnni })
     }
 
     /// Scratch sizes [`Matrix::dots`] needs: `acc` of at least `acc_len()` entries.
@@ -143,12 +145,12 @@ impl Matrix {
         self.units.div_ceil(16) * 16
     }
 
-    /// `acc[o] = Σ_d w[o][d] · x[d]` (wrapping) for every unit; `x.len() == depth`.
-    fn dots(&self, x: &[i8], xu: &mut Vec<u8>, acc: &mut [i32]) {
+    /// `acc[o] = Σ_d w[o][d] · x[d]` (wrapping) for every unit; `x.len() == depth`. `acc` is
+    /// sized here (to whole VNNI blocks); its first `units` entries are the results.
+    fn dots(&self, x: &[i8], xu: &mut Vec<u8>, acc: &mut Vec<i32>) {
+        acc.resize(self.acc_len(), 0);
         #[cfg(target_arch = "x86_64")]
-        if let Some(p) = &self.vnni
-            && acc.len() >= self.acc_len()
-        {
+        if let Some(p) = &self.vnni {
             // x + 128 as unsigned bytes, zero-padded to whole groups of 4.
             xu.clear();
             xu.extend(x.iter().map(|&v| (v as u8) ^ 0x80));
