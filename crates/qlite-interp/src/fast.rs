@@ -826,6 +826,37 @@ fn dw_accumulate(p: &PackedDepthwise, d: &DwDims, xv: &[i8], accs: &mut [i32]) {
 mod tests {
     use super::*;
 
+    /// Every dot-product path (VNNI when the CPU has it, AVX2, portable) against a plain sum:
+    /// the tests otherwise only exercise the best path of the machine they run on.
+    #[test]
+    fn every_dot_product_path_gives_the_same_sums() {
+        let mut rng = 0x853c49e6748fea9bu64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for _ in 0..200 {
+            let units = 1 + (next() % 150) as usize;
+            let depth = 1 + (next() % 300) as usize;
+            let w: Vec<i8> = (0..units * depth).map(|_| next() as i8).collect();
+            let x: Vec<i8> = (0..depth).map(|_| next() as i8).collect();
+            let want: Vec<i32> =
+                w.chunks(depth).map(|r| r.iter().zip(&x).map(|(&a, &b)| a as i32 * b as i32).sum()).collect();
+            let m = Matrix::new(&w, units, depth).unwrap();
+            let (mut acc, mut xu) = (Vec::new(), Vec::new());
+            m.dots(&x, &mut xu, &mut acc);
+            assert_eq!(&acc[..units], &want[..], "best path, {units}x{depth}");
+            let plain = Matrix { vnni: None, rows: w.clone(), ..m.clone() };
+            plain.dots(&x, &mut xu, &mut acc);
+            assert_eq!(&acc[..units], &want[..], "AVX2 / portable path, {units}x{depth}");
+            let mut p = vec![0i32; units];
+            dots_portable(&w, &x, &mut p);
+            assert_eq!(p, want, "portable path, {units}x{depth}");
+        }
+    }
+
     #[test]
     fn vectorized_fixed_point_requantization_matches_mbqm() {
         let mut rng = 0x2545f4914f6cdd1du64;
