@@ -282,6 +282,26 @@ fn onnx_value(name: &str, dims: &[i64]) -> proto::ValueInfoProto {
 }
 
 fn onnx_model(op: &str, inputs: &[&str], inits: Vec<proto::TensorProto>, x: &[i64]) -> Vec<u8> {
+    onnx_model_with(op, inputs, inits, x, &[])
+}
+
+/// One-node model with integer-list attributes.
+fn onnx_model_with(
+    op: &str,
+    inputs: &[&str],
+    inits: Vec<proto::TensorProto>,
+    x: &[i64],
+    attrs: &[(&str, Vec<i64>)],
+) -> Vec<u8> {
+    let attribute = attrs
+        .iter()
+        .map(|(k, v)| proto::AttributeProto {
+            name: Some((*k).into()),
+            ints: v.clone(),
+            r#type: Some(7),
+            ..Default::default()
+        })
+        .collect();
     proto::ModelProto {
         ir_version: Some(8),
         opset_import: vec![proto::OperatorSetIdProto { domain: Some(String::new()), version: Some(17) }],
@@ -291,6 +311,7 @@ fn onnx_model(op: &str, inputs: &[&str], inits: Vec<proto::TensorProto>, x: &[i6
                 name: Some(format!("{op}_node")),
                 input: inputs.iter().map(|s| s.to_string()).collect(),
                 output: vec!["y".into()],
+                attribute,
                 ..Default::default()
             }],
             name: Some("g".into()),
@@ -368,6 +389,21 @@ fn onnx_cases() -> Vec<(&'static str, Vec<u8>)> {
         ("gemm_with_too_few_inputs", onnx_model("Gemm", &["x"], vec![], &[1, 4])),
         ("unknown_op", onnx_model("NoSuchOp", &["x"], vec![], &[1, 4])),
         ("huge_input_shape", onnx_model("Relu", &["x"], vec![], &[1 << 40, 1 << 40])),
+        (
+            // Found by the ONNX fuzzer: an empty strides list indexed a pool's strides[0].
+            "pool_with_empty_strides",
+            onnx_model_with(
+                "MaxPool",
+                &["x"],
+                vec![],
+                &[1, 1, 4, 4],
+                &[("kernel_shape", vec![2, 2]), ("strides", vec![])],
+            ),
+        ),
+        (
+            "conv_with_one_stride",
+            onnx_model_with("Conv", &["x", "w"], vec![w(vec![1, 1, 2, 2], 16)], &[1, 1, 4, 4], &[("strides", vec![2])]),
+        ),
         (
             "external_past_the_end",
             onnx_model(

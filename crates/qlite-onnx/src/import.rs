@@ -1500,8 +1500,11 @@ impl Importer {
             return Ok(false);
         }
         let s = attr_ints(n, "strides").unwrap_or_else(|| vec![1, 1]);
+        if s.len() != 2 || s.iter().any(|&v| v < 1) {
+            return Err(format!("strides {s:?} must be two positive values"));
+        }
         let filter = [k[0] as usize, k[1] as usize];
-        let stride = [s[0].max(1) as usize, s.get(1).copied().unwrap_or(1).max(1) as usize];
+        let stride = [s[0] as usize, s[1] as usize];
         let hw = [xs.dim(2).and_then(|d| d.fixed()).unwrap_or(1), xs.dim(3).and_then(|d| d.fixed()).unwrap_or(1)];
         let (mut padding, explicit) = window_padding(n, hw, filter, stride, [1, 1])?;
         let kind = if op_type == "MaxPool" { PoolKind::Max } else { PoolKind::Average };
