@@ -111,7 +111,7 @@ pub fn export_case_with_reference(
         .unwrap()
         .kernels(qlite::Kernels::Fast)
         .run(inputs.to_vec())
-        .or_else(|_| qlite::run_batched_with(&g, inputs.to_vec(), qlite::Kernels::Fast))
+        .or_else(|_| qlite::run_batched_with(&g, inputs.to_vec(), qlite::Kernels::Fast, 1))
         .unwrap();
     assert!(fast == outputs, "{name}: the fast kernels differ from the reference");
     let Some(dir) = conformance_dir() else { return };

@@ -392,3 +392,33 @@ fn fast_fully_connected_is_bit_exact_with_the_reference() {
     }
     assert_eq!(fast_nodes, 400, "every case must run the fast kernel");
 }
+
+/// Large convolutions split their output rows over threads: the bytes must not change.
+#[test]
+fn threaded_fast_convolutions_match_the_reference() {
+    for (seed, (h, w, ic, oc, k, stride)) in
+        [(40usize, 36usize, 16usize, 32usize, 3usize, 1usize), (33, 29, 24, 48, 1, 1), (31, 30, 8, 40, 5, 2)]
+            .into_iter()
+            .enumerate()
+    {
+        let mut b = Builder::new(&format!("threaded_conv_{seed}"));
+        let qi = qp(&mut b.rng);
+        let x = input(&mut b, "x", &[2, h, w, ic], qi.clone());
+        let (wt, ws) = weights(&mut b, &[oc, k, k, ic], 0, true);
+        let bias = bias(&mut b, oc, qi.scale(), &ws);
+        let qo = qp_near(&mut b.rng, typical_out(qi.scale(), &ws, k * k * ic));
+        let op = Op::Conv2d(Conv2d {
+            padding: if seed % 2 == 0 { Padding::Same } else { Padding::Valid },
+            stride: [stride, stride],
+            dilation: [1, 1],
+            activation: Activation::Relu,
+        });
+        let out = b.node(op, &[Some(x), Some(wt), Some(bias)], Some((DType::I8, qo)));
+        let (g, inputs) = b.finish(&[out]);
+        let reference = qlite::Interpreter::new(&g).unwrap().run(inputs.clone()).unwrap();
+        for threads in [1, 2, 3, 7] {
+            let fast = qlite::Interpreter::new(&g).unwrap().kernels(qlite::Kernels::Fast).threads(threads);
+            assert_eq!(fast.run(inputs.clone()).unwrap(), reference, "case {seed}, {threads} threads");
+        }
+    }
+}

@@ -213,6 +213,9 @@ enum Cmd {
         /// The TensorFlow SavedModel signature to run (default: serving_default).
         #[arg(long, value_name = "NAME")]
         signature: Option<String>,
+        /// Threads large fast convolutions may use (the output is the same).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
     },
     /// Read, write and re-read each model; fail with a diff if anything changed.
     Roundtrip {
@@ -234,9 +237,12 @@ enum Cmd {
         /// Integer kernels: fast or reference.
         #[arg(long, default_value = "fast")]
         kernels: qlite::Kernels,
-        /// Print one JSON object (median_us, min_us, mean_us, iterations, kernels).
+        /// Print one JSON object (median_us, min_us, mean_us, iterations, kernels, threads).
         #[arg(long)]
         json: bool,
+        /// Threads large fast convolutions may use (default 1).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
     },
     /// List the passes `convert --passes` accepts.
     Passes,
@@ -363,8 +369,10 @@ fn real_main(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
-        Cmd::Run { model, input, output, dump, dequantize, kernels, signature } => {
-            run_cmd(&reg, &model, &input, &output, dump.as_deref(), dequantize, kernels, signature.as_deref())
+        Cmd::Run { model, input, output, dump, dequantize, kernels, signature, threads } => {
+            let run =
+                RunOptions { dump: dump.as_deref(), dequantize, kernels, signature: signature.as_deref(), threads };
+            run_cmd(&reg, &model, &input, &output, &run)
         }
         Cmd::Roundtrip { models, seed } => {
             let mut failed = 0;
@@ -447,8 +455,8 @@ fn real_main(cli: Cli) -> Result<(), String> {
             );
             Ok(())
         }
-        Cmd::Bench { model, input, iterations, kernels, json } => {
-            bench_cmd(&reg, &model, input.as_deref(), iterations, kernels, json)
+        Cmd::Bench { model, input, iterations, kernels, json, threads } => {
+            bench_cmd(&reg, &model, input.as_deref(), iterations, kernels, json, threads)
         }
         Cmd::Passes => {
             for p in qlite::pass_table() {
@@ -461,17 +469,23 @@ fn real_main(cli: Cli) -> Result<(), String> {
 }
 
 /// Run a model; a batch of N rows on a batch-1 model runs N times and the outputs are stacked.
-#[allow(clippy::too_many_arguments)]
+/// `qlite run`'s options beyond the model and the files.
+struct RunOptions<'a> {
+    dump: Option<&'a Path>,
+    dequantize: bool,
+    kernels: qlite::Kernels,
+    signature: Option<&'a str>,
+    threads: usize,
+}
+
 fn run_cmd(
     reg: &Registry,
     model: &Path,
     inputs: &[PathBuf],
     outputs: &[PathBuf],
-    dump: Option<&Path>,
-    dequantize: bool,
-    kernels: qlite::Kernels,
-    signature: Option<&str>,
+    o: &RunOptions<'_>,
 ) -> Result<(), String> {
+    let (dump, dequantize, kernels, signature) = (o.dump, o.dequantize, o.kernels, o.signature);
     let g = match signature {
         None => qlite::load(reg, model),
         Some(sig) => qlite::model_bytes(model)
@@ -505,14 +519,14 @@ fn run_cmd(
             std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             let mut obs = DumpObserver { dir: dir.to_path_buf(), error: None };
             let ys = qlite::Interpreter::new(&g)
-                .and_then(|i| i.kernels(kernels).run_observed(arrays, &mut obs))
+                .and_then(|i| i.kernels(kernels).threads(o.threads).run_observed(arrays, &mut obs))
                 .map_err(|e| e.to_string())?;
             if let Some(e) = obs.error {
                 return Err(e);
             }
             ys
         }
-        None => qlite::run_batched_with(&g, arrays, kernels).map_err(|e| e.to_string())?,
+        None => qlite::run_batched_with(&g, arrays, kernels, o.threads).map_err(|e| e.to_string())?,
     };
     let ys = if dequantize { qlite::dequantize_outputs(&g, ys).map_err(|e| e.to_string())? } else { ys };
     if outputs.is_empty() {
@@ -579,6 +593,7 @@ fn bench_cmd(
     runs: usize,
     kernels: qlite::Kernels,
     json: bool,
+    threads: usize,
 ) -> Result<(), String> {
     let g = qlite::load(reg, model).map_err(|e| e.to_string())?;
     let inputs = match input {
@@ -594,7 +609,7 @@ fn bench_cmd(
         }
         None => qlite::roundtrip::random_inputs(&g, 0)?,
     };
-    let interp = qlite::Interpreter::new(&g).map_err(|e| e.to_string())?.kernels(kernels);
+    let interp = qlite::Interpreter::new(&g).map_err(|e| e.to_string())?.kernels(kernels).threads(threads);
     for _ in 0..10 {
         interp.run(inputs.clone()).map_err(|e| e.to_string())?;
     }
@@ -620,7 +635,7 @@ fn bench_cmd(
             "iterations": times.len(),
             "kernels": kernels_name,
             "fast_nodes": interp.fast_nodes(),
-            "threads": 1,
+            "threads": threads,
         });
         println!("{o}");
         return Ok(());

@@ -40,13 +40,13 @@ impl Packed {
         }
     }
 
-    /// Run on the node's first input; `None` when the input is not what was packed for (the
-    /// reference kernel then runs).
-    pub fn run(&self, x: &Array) -> Option<Result<Array, String>> {
+    /// Run on the node's first input (large convolutions on up to `threads` threads); `None`
+    /// when the input is not what was packed for (the reference kernel then runs).
+    pub fn run(&self, x: &Array, threads: usize) -> Option<Result<Array, String>> {
         let Data::I8(xv) = x.data() else { return None };
         match self {
             Packed::Fc(p) => p.run(x.shape(), xv),
-            Packed::Conv(p) => p.run(x.shape(), xv),
+            Packed::Conv(p) => p.run(x.shape(), xv, threads),
             Packed::Depthwise(p) => p.run(x.shape(), xv),
         }
         .map(|(shape, y)| Array::new(shape, Data::I8(y)).map_err(|e| e.to_string()))
@@ -636,7 +636,7 @@ impl PackedConv {
         })
     }
 
-    fn run(&self, xs: &[usize], xv: &[i8]) -> Option<(Vec<usize>, Vec<i8>)> {
+    fn run(&self, xs: &[usize], xv: &[i8], threads: usize) -> Option<(Vec<usize>, Vec<i8>)> {
         let &[n, ih, iw, ic] = xs else { return None };
         if ic != self.ic || n.checked_mul(ih)?.checked_mul(iw)?.checked_mul(ic)? != xv.len() {
             return None; // grouped: the reference kernel
@@ -646,52 +646,83 @@ impl PackedConv {
         let (ow, pad_w) = axis(op.padding, iw, self.kw, op.stride[1], op.dilation[1])?;
         let oc = self.m.units;
         let mut y = vec![0i8; n.checked_mul(oh)?.checked_mul(ow)?.checked_mul(oc)?];
-        let mut acc = vec![0i32; self.m.acc_len()];
         let mut accs = vec![0i32; y.len()];
-        let mut xu = Vec::new();
-        let z = self.z_in.clamp(-128, 127) as i8;
-        let pointwise = self.kh == 1 && self.kw == 1 && pad_h == 0 && pad_w == 0;
-        let mut col = vec![z; self.m.depth];
-        let mut yi = 0;
-        for b in 0..n {
-            let img = &xv[b * ih * iw * ic..(b + 1) * ih * iw * ic];
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let patch: &[i8] = if pointwise {
-                        let (iy, ix) = (oy * op.stride[0], ox * op.stride[1]);
-                        &img[(iy * iw + ix) * ic..(iy * iw + ix + 1) * ic]
-                    } else {
-                        for ky in 0..self.kh {
-                            let iy = (oy * op.stride[0] + ky * op.dilation[0]) as isize - pad_h as isize;
-                            for kx in 0..self.kw {
-                                let ix = (ox * op.stride[1] + kx * op.dilation[1]) as isize - pad_w as isize;
-                                let dst = &mut col[(ky * self.kw + kx) * ic..(ky * self.kw + kx + 1) * ic];
-                                if iy >= 0 && (iy as usize) < ih && ix >= 0 && (ix as usize) < iw {
-                                    let at = (iy as usize * iw + ix as usize) * ic;
-                                    if ic < 16 {
-                                        // A call to memcpy costs more than a few bytes.
-                                        for (d, &v) in dst.iter_mut().zip(&img[at..at + ic]) {
-                                            *d = v;
-                                        }
-                                    } else {
-                                        dst.copy_from_slice(&img[at..at + ic]);
-                                    }
-                                } else {
-                                    dst.fill(z);
-                                }
-                            }
-                        }
-                        &col
-                    };
-                    self.m.dots(patch, &mut xu, &mut acc);
-                    accs[yi..yi + oc].copy_from_slice(&acc[..oc]);
-                    yi += oc;
+        let g = ConvGeom { ih, iw, ic, oh, ow, pad_h, pad_w };
+        let rows = n * oh;
+        let row_len = (ow * oc).max(1);
+        // Output rows are independent: large convolutions split them over threads (the
+        // bytes are the same however they are split).
+        let macs = y.len().saturating_mul(self.m.depth);
+        let threads = if macs >= 1 << 21 { threads.clamp(1, rows.max(1)) } else { 1 };
+        if threads <= 1 {
+            self.conv_rows(&g, xv, 0, &mut accs);
+        } else {
+            let per = rows.div_ceil(threads);
+            std::thread::scope(|sc| {
+                for (t, chunk) in accs.chunks_mut(per * row_len).enumerate() {
+                    let g = &g;
+                    sc.spawn(move || self.conv_rows(g, xv, t * per, chunk));
                 }
-            }
+            });
         }
         self.out.apply(&accs, &self.row_const, &mut y);
         Some((vec![n, oh, ow, oc], y))
     }
+
+    /// Accumulators of the output rows `first..` that `accs` covers (whole rows of ow × oc).
+    fn conv_rows(&self, g: &ConvGeom, xv: &[i8], first: usize, accs: &mut [i32]) {
+        let op = &self.op;
+        let (ih, iw, ic, oh, ow) = (g.ih, g.iw, g.ic, g.oh, g.ow);
+        let oc = self.m.units;
+        let z = self.z_in.clamp(-128, 127) as i8;
+        let pointwise = self.kh == 1 && self.kw == 1 && g.pad_h == 0 && g.pad_w == 0;
+        let (mut acc, mut xu, mut col) = (Vec::new(), Vec::new(), vec![z; self.m.depth]);
+        for (r, out_row) in accs.chunks_mut((ow * oc).max(1)).enumerate() {
+            let (b, oy) = ((first + r) / oh.max(1), (first + r) % oh.max(1));
+            let Some(img) = xv.get(b * ih * iw * ic..(b + 1) * ih * iw * ic) else { return };
+            for (ox, out_px) in out_row.chunks_mut(oc.max(1)).enumerate() {
+                let patch: &[i8] = if pointwise {
+                    let (iy, ix) = (oy * op.stride[0], ox * op.stride[1]);
+                    &img[(iy * iw + ix) * ic..(iy * iw + ix + 1) * ic]
+                } else {
+                    for ky in 0..self.kh {
+                        let iy = (oy * op.stride[0] + ky * op.dilation[0]) as isize - g.pad_h as isize;
+                        for kx in 0..self.kw {
+                            let ix = (ox * op.stride[1] + kx * op.dilation[1]) as isize - g.pad_w as isize;
+                            let dst = &mut col[(ky * self.kw + kx) * ic..(ky * self.kw + kx + 1) * ic];
+                            if iy >= 0 && (iy as usize) < ih && ix >= 0 && (ix as usize) < iw {
+                                let at = (iy as usize * iw + ix as usize) * ic;
+                                if ic < 16 {
+                                    // A call to memcpy costs more than a few bytes.
+                                    for (d, &v) in dst.iter_mut().zip(&img[at..at + ic]) {
+                                        *d = v;
+                                    }
+                                } else {
+                                    dst.copy_from_slice(&img[at..at + ic]);
+                                }
+                            } else {
+                                dst.fill(z);
+                            }
+                        }
+                    }
+                    &col
+                };
+                self.m.dots(patch, &mut xu, &mut acc);
+                out_px.copy_from_slice(&acc[..oc]);
+            }
+        }
+    }
+}
+
+/// The geometry of one convolution run.
+struct ConvGeom {
+    ih: usize,
+    iw: usize,
+    ic: usize,
+    oh: usize,
+    ow: usize,
+    pad_h: usize,
+    pad_w: usize,
 }
 
 // ------------------------------------------------------------------ DEPTHWISE_CONV_2D

@@ -65,6 +65,8 @@ pub struct Interpreter<'g> {
     reference_lrn: bool,
     /// Per node: its packed fast kernel, when [`Kernels::Fast`] is selected and one applies.
     packed: Vec<Option<fast::Packed>>,
+    /// Threads a large fast convolution may use.
+    threads: usize,
 }
 
 /// Which integer kernels run: the plain reference loops (the oracle) or the fast ones, which
@@ -140,6 +142,7 @@ impl<'g> Interpreter<'g> {
             last_use,
             reference_lrn: false,
             packed: Vec::new(),
+            threads: 1,
         };
         interp.fold_constant_nodes()?;
         Ok(interp)
@@ -197,6 +200,13 @@ impl<'g> Interpreter<'g> {
         self
     }
 
+    /// Let large fast convolutions use up to `n` threads (default 1: single-threaded). The
+    /// output bytes do not depend on it.
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = n.max(1);
+        self
+    }
+
     /// The number of nodes a fast kernel runs.
     pub fn fast_nodes(&self) -> usize {
         self.packed.iter().filter(|p| p.is_some()).count()
@@ -243,7 +253,7 @@ impl<'g> Interpreter<'g> {
                 .map(|t| t.and_then(|t| values[t.index()].as_ref().or(self.consts[t.index()].as_ref())))
                 .collect();
             let fast = match (self.packed.get(ni).and_then(|p| p.as_ref()), ins.first().copied().flatten()) {
-                (Some(p), Some(x)) => p.run(x),
+                (Some(p), Some(x)) => p.run(x, self.threads),
                 _ => None,
             };
             let out = match fast {

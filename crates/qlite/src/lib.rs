@@ -650,13 +650,13 @@ pub fn write_npy_file(path: &Path, a: &Array) -> Result<(), Error> {
 /// the array has N rows, the graph runs N times and the outputs are stacked along axis 0. An
 /// array missing the batch dimension is treated as one sample.
 pub fn run_batched(g: &Graph, inputs: Vec<Array>) -> Result<Vec<Array>, Error> {
-    run_batched_with(g, inputs, Kernels::Reference)
+    run_batched_with(g, inputs, Kernels::Reference, 1)
 }
 
-/// [`run_batched`] with a choice of integer kernels (the same bytes either way).
-pub fn run_batched_with(g: &Graph, inputs: Vec<Array>, kernels: Kernels) -> Result<Vec<Array>, Error> {
+/// [`run_batched`] with a choice of integer kernels and threads (the same bytes either way).
+pub fn run_batched_with(g: &Graph, inputs: Vec<Array>, kernels: Kernels, threads: usize) -> Result<Vec<Array>, Error> {
     use qlite_ir::Dim;
-    let interp = Interpreter::new(g)?.kernels(kernels);
+    let interp = Interpreter::new(g)?.kernels(kernels).threads(threads);
     let mut rows: Option<usize> = None;
     let mut prepared = Vec::with_capacity(inputs.len());
     for (i, a) in inputs.into_iter().enumerate() {
