@@ -401,6 +401,17 @@ fn onnx_cases() -> Vec<(&'static str, Vec<u8>)> {
             ),
         ),
         (
+            // Found by the ONNX fuzzer: enormous pads sized an average pool's count map.
+            "pool_with_enormous_pads",
+            onnx_model_with(
+                "AveragePool",
+                &["x"],
+                vec![],
+                &[1, 1, 4, 4],
+                &[("kernel_shape", vec![2, 2]), ("pads", vec![1 << 40, 0, 1 << 40, 0])],
+            ),
+        ),
+        (
             "conv_with_one_stride",
             onnx_model_with("Conv", &["x", "w"], vec![w(vec![1, 1, 2, 2], 16)], &[1, 1, 4, 4], &[("strides", vec![2])]),
         ),

@@ -370,8 +370,8 @@ fn window_padding(
         _ => {}
     }
     let pads = attr_ints(n, "pads").unwrap_or_else(|| vec![0; 4]);
-    if pads.len() != 4 || pads.iter().any(|&p| p < 0) {
-        return Err(format!("pads {pads:?} must be 4 non-negative values"));
+    if pads.len() != 4 || pads.iter().any(|&p| !(0..=MAX_WINDOW).contains(&p)) {
+        return Err(format!("pads {pads:?} must be 4 values in [0, {MAX_WINDOW}]"));
     }
     let p = [pads[0] as usize, pads[1] as usize, pads[2] as usize, pads[3] as usize];
     if p == [0, 0, 0, 0] {
@@ -1290,8 +1290,8 @@ impl Importer {
         let group = attr_i(n, "group", 1).max(1) as usize;
         let strides = attr_ints(n, "strides").unwrap_or_else(|| vec![1, 1]);
         let dil = attr_ints(n, "dilations").unwrap_or_else(|| vec![1, 1]);
-        if strides.len() != 2 || dil.len() != 2 || strides.iter().chain(&dil).any(|&v| v < 1) {
-            return Err(format!("strides {strides:?} / dilations {dil:?} must be two positive values"));
+        if strides.len() != 2 || dil.len() != 2 || strides.iter().chain(&dil).any(|&v| !(1..=MAX_WINDOW).contains(&v)) {
+            return Err(format!("strides {strides:?} / dilations {dil:?} must be two values in [1, {MAX_WINDOW}]"));
         }
         let (stride, dilation) = ([strides[0] as usize, strides[1] as usize], [dil[0] as usize, dil[1] as usize]);
         let c = xs.dim(1).and_then(|d| d.fixed()).ok_or("Conv needs a known channel count")?;
@@ -1492,6 +1492,9 @@ impl Importer {
         let x = self.input(n, 0)?;
         let xs = self.shape_of(x);
         let k = attr_ints(n, "kernel_shape").unwrap_or_default();
+        if k.iter().any(|&v| v > MAX_WINDOW) {
+            return Err(format!("kernel_shape {k:?} is larger than {MAX_WINDOW}"));
+        }
         if xs.rank() != 4 || k.len() != 2 || k.iter().any(|&v| v < 1) {
             return Ok(false);
         }
@@ -1500,8 +1503,8 @@ impl Importer {
             return Ok(false);
         }
         let s = attr_ints(n, "strides").unwrap_or_else(|| vec![1, 1]);
-        if s.len() != 2 || s.iter().any(|&v| v < 1) {
-            return Err(format!("strides {s:?} must be two positive values"));
+        if s.len() != 2 || s.iter().any(|&v| !(1..=MAX_WINDOW).contains(&v)) {
+            return Err(format!("strides {s:?} must be two values in [1, {MAX_WINDOW}]"));
         }
         let filter = [k[0] as usize, k[1] as usize];
         let stride = [s[0] as usize, s[1] as usize];
@@ -1549,8 +1552,12 @@ impl Importer {
             }
             if kind == PoolKind::Average && p != [0; 4] {
                 let d = declared.unwrap_or([0; 4]);
+                let outs = [0, 1].map(|i| (hw[i] + p[i] + p[i + 2]).saturating_sub(filter[i]) / stride[i] + 1);
+                if outs[0].saturating_mul(outs[1]) > 1 << 24 {
+                    return Err(format!("an average pool output of {}x{} is too large", outs[0], outs[1]));
+                }
                 let counts = |i: usize| -> Vec<usize> {
-                    let out = (hw[i] + p[i] + p[i + 2] - filter[i]) / stride[i] + 1;
+                    let out = outs[i];
                     (0..out)
                         .map(|o| {
                             let start = (o * stride[i]) as isize - p[i] as isize;
@@ -1608,6 +1615,10 @@ impl Importer {
         Ok(true)
     }
 }
+
+/// Largest pad, kernel size, stride or dilation accepted (far above any real model; keeps the
+/// window arithmetic and the pool count maps small).
+const MAX_WINDOW: i64 = 1 << 16;
 
 /// The [top, left, bottom, right] pads of TFLite's SAME rule.
 fn same_pads(hw: [usize; 2], k: [usize; 2], s: [usize; 2]) -> [usize; 4] {
