@@ -1634,7 +1634,8 @@ fn same_pads(hw: [usize; 2], k: [usize; 2], s: [usize; 2]) -> [usize; 4] {
 
 /// Reshape target with ONNX's 0 (copy) and -1 (infer) rules.
 fn resolve_reshape(dims: &[usize], shape: &[i64], allowzero: bool) -> R<Vec<usize>> {
-    let total: usize = dims.iter().product();
+    let bad = || format!("cannot reshape {dims:?} to {shape:?}");
+    let total = qlite_ir::shape::checked_product(dims).ok_or_else(bad)?;
     let mut out: Vec<Option<usize>> = Vec::with_capacity(shape.len());
     for (i, &s) in shape.iter().enumerate() {
         out.push(match s {
@@ -1644,11 +1645,11 @@ fn resolve_reshape(dims: &[usize], shape: &[i64], allowzero: bool) -> R<Vec<usiz
             s => return Err(format!("bad reshape dimension {s}")),
         });
     }
-    let known: usize = out.iter().flatten().product();
+    let known = out.iter().flatten().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(bad)?;
     let missing = out.iter().filter(|d| d.is_none()).count();
     if missing > 1 || (missing == 1 && (known == 0 || !total.is_multiple_of(known))) || (missing == 0 && known != total)
     {
-        return Err(format!("cannot reshape {dims:?} to {shape:?}"));
+        return Err(bad());
     }
     Ok(out.into_iter().map(|d| d.unwrap_or(total / known.max(1))).collect())
 }

@@ -1115,24 +1115,26 @@ fn norm_axis(a: i64, rank: i64) -> R<usize> {
 }
 
 fn resolve_reshape(dims: &[usize], target: &[i64]) -> R<Vec<usize>> {
-    let total: usize = dims.iter().product();
-    let known: i64 = target.iter().filter(|&&d| d >= 0).product();
+    let bad = || format!("cannot reshape {dims:?} to {target:?}");
+    let total = qlite_ir::shape::checked_product(dims).ok_or_else(bad)?;
+    let known = target
+        .iter()
+        .filter(|&&d| d >= 0)
+        .try_fold(1usize, |a, &d| usize::try_from(d).ok().and_then(|d| a.checked_mul(d)))
+        .ok_or_else(bad)?;
     let unknown = target.iter().filter(|&&d| d == -1).count();
-    target
+    let out: Vec<usize> = target
         .iter()
         .map(|&d| match d {
-            -1 if unknown == 1 && known > 0 => Ok(total / known as usize),
-            d if d >= 0 => Ok(d as usize),
-            _ => Err(format!("cannot reshape {dims:?} to {target:?}")),
+            -1 if unknown == 1 && known > 0 => Ok(total / known),
+            d if d >= 0 => usize::try_from(d).map_err(|_| bad()),
+            _ => Err(bad()),
         })
-        .collect::<R<Vec<usize>>>()
-        .and_then(|v| {
-            if v.iter().product::<usize>() == total {
-                Ok(v)
-            } else {
-                Err(format!("cannot reshape {dims:?} to {target:?}"))
-            }
-        })
+        .collect::<R<_>>()?;
+    if qlite_ir::shape::checked_product(&out) != Some(total) {
+        return Err(bad());
+    }
+    Ok(out)
 }
 
 /// Elementwise arithmetic on two float constants with numpy broadcasting.
