@@ -12,4 +12,5 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     }
     let _ = <qlite_savedmodel::proto::SavedModel as prost::Message>::decode(data);
     let _ = qlite_savedmodel::bundle::read_table(data, std::path::Path::new("fuzz.index"));
+    let _ = qlite_savedmodel::bundle::snappy_decompress(data, 1 << 20);
 });

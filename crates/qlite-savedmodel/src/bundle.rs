@@ -67,8 +67,62 @@ fn bad(file: &Path, what: impl std::fmt::Display) -> SmError {
     SmError::Invalid(format!("{}: {what}", file.display()))
 }
 
-/// Read the block at (offset, size), checking its trailer.
-fn block<'a>(data: &'a [u8], file: &Path, offset: u64, size: u64) -> Result<&'a [u8], SmError> {
+/// Decompress a Snappy block (the raw format LevelDB tables use): a varint length, then
+/// literals and back-references, every offset and length checked.
+pub fn snappy_decompress(src: &[u8], max_len: usize) -> Option<Vec<u8>> {
+    let mut pos = 0;
+    let len = usize::try_from(varint(src, &mut pos)?).ok().filter(|&l| l <= max_len)?;
+    let mut out: Vec<u8> = Vec::with_capacity(len);
+    while pos < src.len() {
+        let tag = src[pos];
+        pos += 1;
+        let (copy_len, offset) = match tag & 3 {
+            0 => {
+                let mut n = (tag >> 2) as usize;
+                if n >= 60 {
+                    let bytes = n - 59;
+                    let raw = src.get(pos..pos + bytes)?;
+                    n = raw.iter().rev().fold(0usize, |a, &b| (a << 8) | b as usize);
+                    pos += bytes;
+                }
+                let lit = src.get(pos..pos.checked_add(n)?.checked_add(1)?)?;
+                out.extend_from_slice(lit);
+                pos += n + 1;
+                if out.len() > len {
+                    return None;
+                }
+                continue;
+            }
+            1 => {
+                let b = *src.get(pos)? as usize;
+                pos += 1;
+                (((tag >> 2) & 7) as usize + 4, (((tag >> 5) as usize) << 8) | b)
+            }
+            2 => {
+                let b = src.get(pos..pos + 2)?;
+                pos += 2;
+                ((tag >> 2) as usize + 1, u16::from_le_bytes([b[0], b[1]]) as usize)
+            }
+            _ => {
+                let b = src.get(pos..pos + 4)?;
+                pos += 4;
+                ((tag >> 2) as usize + 1, u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            }
+        };
+        if offset == 0 || offset > out.len() || out.len() + copy_len > len {
+            return None;
+        }
+        let start = out.len() - offset;
+        for i in 0..copy_len {
+            let v = out[start + i];
+            out.push(v);
+        }
+    }
+    (out.len() == len).then_some(out)
+}
+
+/// Read the block at (offset, size), checking its trailer; Snappy blocks are decompressed.
+fn block<'a>(data: &'a [u8], file: &Path, offset: u64, size: u64) -> Result<std::borrow::Cow<'a, [u8]>, SmError> {
     let end = offset.checked_add(size).and_then(|e| e.checked_add(5)).filter(|&e| e <= data.len() as u64);
     let Some(end) = end else {
         return Err(bad(file, format!("block [{offset}, +{size}) runs past the {}-byte file", data.len())));
@@ -85,17 +139,17 @@ fn block<'a>(data: &'a [u8], file: &Path, offset: u64, size: u64) -> Result<&'a 
             format!("block at {offset}: CRC32C mismatch (stored {stored:#010x}, computed {actual:#010x})"),
         ));
     }
-    if kind != 0 {
-        return Err(bad(
-            file,
-            format!("block at {offset} is compressed (type {kind}); only uncompressed tables are supported"),
-        ));
+    match kind {
+        0 => Ok(std::borrow::Cow::Borrowed(contents)),
+        1 => snappy_decompress(contents, 64 << 20)
+            .map(std::borrow::Cow::Owned)
+            .ok_or_else(|| bad(file, format!("block at {offset}: malformed Snappy data"))),
+        k => Err(bad(file, format!("block at {offset} has unknown compression type {k}"))),
     }
-    Ok(contents)
 }
 
 /// Every (key, value) of one block.
-fn entries<'a>(b: &'a [u8], file: &Path, out: &mut Vec<(Vec<u8>, &'a [u8])>) -> Result<(), SmError> {
+fn entries(b: &[u8], file: &Path, out: &mut Entries) -> Result<(), SmError> {
     if b.len() < 4 {
         return Err(bad(file, "block shorter than its restart count"));
     }
@@ -117,7 +171,7 @@ fn entries<'a>(b: &'a [u8], file: &Path, out: &mut Vec<(Vec<u8>, &'a [u8])>) -> 
         let v_end = k_end.checked_add(value_len).filter(|&e| e <= body.len()).ok_or_else(err)?;
         key.truncate(shared);
         key.extend_from_slice(&body[pos..k_end]);
-        out.push((key.clone(), &body[k_end..v_end]));
+        out.push((key.clone(), body[k_end..v_end].to_vec()));
         if out.len() > MAX_ENTRIES {
             return Err(bad(file, format!("more than {MAX_ENTRIES} entries")));
         }
@@ -127,10 +181,10 @@ fn entries<'a>(b: &'a [u8], file: &Path, out: &mut Vec<(Vec<u8>, &'a [u8])>) -> 
 }
 
 /// Key/value pairs of a table.
-pub type Entries<'a> = Vec<(Vec<u8>, &'a [u8])>;
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// All key/value pairs of a LevelDB-format table, in order.
-pub fn read_table<'a>(data: &'a [u8], file: &Path) -> Result<Entries<'a>, SmError> {
+pub fn read_table(data: &[u8], file: &Path) -> Result<Entries, SmError> {
     if data.len() < FOOTER_LEN {
         return Err(bad(file, format!("{} bytes is too short for a table footer", data.len())));
     }
@@ -146,12 +200,12 @@ pub fn read_table<'a>(data: &'a [u8], file: &Path) -> Result<Entries<'a>, SmErro
     let (io, is) = (varint(footer, &mut pos).ok_or_else(err)?, varint(footer, &mut pos).ok_or_else(err)?);
     let index = block(data, file, io, is)?;
     let mut handles = Vec::new();
-    entries(index, file, &mut handles)?;
+    entries(&index, file, &mut handles)?;
     let mut out = Vec::new();
     for (_, h) in handles {
         let mut p = 0;
-        let (o, s) = (varint(h, &mut p).ok_or_else(err)?, varint(h, &mut p).ok_or_else(err)?);
-        entries(block(data, file, o, s)?, file, &mut out)?;
+        let (o, s) = (varint(&h, &mut p).ok_or_else(err)?, varint(&h, &mut p).ok_or_else(err)?);
+        entries(&block(data, file, o, s)?, file, &mut out)?;
     }
     Ok(out)
 }
@@ -194,12 +248,13 @@ impl Bundle {
         let mut header = None;
         for (k, v) in read_table(&index, &index_path)? {
             if k.is_empty() {
-                header =
-                    Some(BundleHeaderProto::decode(v).map_err(|e| bad(&index_path, format!("bundle header: {e}")))?);
+                header = Some(
+                    BundleHeaderProto::decode(&v[..]).map_err(|e| bad(&index_path, format!("bundle header: {e}")))?,
+                );
                 continue;
             }
             let key = String::from_utf8(k).map_err(|_| bad(&index_path, "a key is not UTF-8"))?;
-            let e = BundleEntryProto::decode(v).map_err(|e| bad(&index_path, format!("entry {key:?}: {e}")))?;
+            let e = BundleEntryProto::decode(&v[..]).map_err(|e| bad(&index_path, format!("entry {key:?}: {e}")))?;
             entries.insert(key, e);
         }
         let header = header.ok_or_else(|| bad(&index_path, "no bundle header"))?;

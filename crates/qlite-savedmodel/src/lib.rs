@@ -47,6 +47,19 @@ pub fn map_file(path: &Path) -> Result<Bytes, SmError> {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn snappy_literals_and_overlapping_copies() {
+        use super::bundle::snappy_decompress;
+        // "abc", then a 9-byte copy from 3 back (overlapping): "abcabcabcabc".
+        let ok = [0x0c, 0x08, b'a', b'b', b'c', 0x15, 0x03];
+        assert_eq!(snappy_decompress(&ok, 100).as_deref(), Some(&b"abcabcabcabc"[..]));
+        // A copy reaching before the start, a length lie, a limit: refused.
+        assert_eq!(snappy_decompress(&[0x0c, 0x08, b'a', b'b', b'c', 0x15, 0x09], 100), None);
+        assert_eq!(snappy_decompress(&[0x0d, 0x08, b'a', b'b', b'c', 0x15, 0x03], 100), None);
+        assert_eq!(snappy_decompress(&ok, 11), None);
+        assert_eq!(snappy_decompress(&[0x04, 0xf8, 0xff, 0xff, 0xff, 0xff], 100), None);
+    }
+
+    #[test]
     fn crc32c_known_values() {
         // RFC 3720 test vectors.
         assert_eq!(super::bundle::crc32c(&[0u8; 32]), 0x8a91_36aa);
