@@ -857,17 +857,21 @@ fn dw_accumulate(p: &PackedDepthwise, d: &DwDims, xv: &[i8], accs: &mut [i32]) {
 mod tests {
     use super::*;
 
+    /// A seeded xorshift64 stream for the randomized tests.
+    fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        }
+    }
+
     /// Every dot-product path (VNNI when the CPU has it, AVX2, portable) against a plain sum:
     /// the tests otherwise only exercise the best path of the machine they run on.
     #[test]
     fn every_dot_product_path_gives_the_same_sums() {
-        let mut rng = 0x853c49e6748fea9bu64;
-        let mut next = || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = xorshift(0x853c49e6748fea9bu64);
         for _ in 0..200 {
             let units = 1 + (next() % 150) as usize;
             let depth = 1 + (next() % 300) as usize;
@@ -890,13 +894,7 @@ mod tests {
 
     #[test]
     fn vectorized_fixed_point_requantization_matches_mbqm() {
-        let mut rng = 0x2545f4914f6cdd1du64;
-        let mut next = || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = xorshift(0x2545f4914f6cdd1du64);
         let mut acc = vec![i32::MIN, i32::MAX, 0, -1, 1, i32::MIN];
         let mut mults = vec![(i32::MIN, 0), (i32::MAX, 5), (1 << 30, -31), (1 << 30, -1), (1 << 30, -1), (i32::MIN, 0)];
         for _ in 0..50000 {
@@ -936,13 +934,7 @@ mod tests {
 
     #[test]
     fn vectorizable_rounding_is_round_half_away_from_zero() {
-        let mut rng = 0x9e3779b97f4a7c15u64;
-        let mut next = || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = xorshift(0x9e3779b97f4a7c15u64);
         let mut accs = vec![0, 1, -1, 5, -5, 3, -3, i32::MAX, i32::MIN, 7, -7];
         let mut scales = vec![0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 1e-9, 1e-9, 0.25, 0.25];
         for _ in 0..20000 {
