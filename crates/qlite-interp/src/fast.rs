@@ -647,7 +647,7 @@ impl PackedConv {
         let oc = self.m.units;
         let mut y = vec![0i8; n.checked_mul(oh)?.checked_mul(ow)?.checked_mul(oc)?];
         let mut accs = vec![0i32; y.len()];
-        let g = ConvGeom { ih, iw, ic, oh, ow, pad_h, pad_w };
+        let g = ConvGeom { n, ih, iw, ic, oh, ow, pad_h, pad_w };
         let rows = n * oh;
         let row_len = (ow * oc).max(1);
         // Output rows are independent: large convolutions split them over threads (the
@@ -714,8 +714,9 @@ impl PackedConv {
     }
 }
 
-/// The geometry of one convolution run.
+/// The geometry of one convolution or depthwise run.
 struct ConvGeom {
+    n: usize,
     ih: usize,
     iw: usize,
     ic: usize,
@@ -771,7 +772,7 @@ impl PackedDepthwise {
         let oc = self.oc;
         let mut y = vec![0i8; n.checked_mul(oh)?.checked_mul(ow)?.checked_mul(oc)?];
         let mut accs = vec![0i32; y.len()];
-        let dims = DwDims { n, ih, iw, ic, oh, ow, pad_h, pad_w, mult };
+        let dims = ConvGeom { n, ih, iw, ic, oh, ow, pad_h, pad_w };
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2, the only requirement of `dw_accumulate_avx2`.
@@ -788,22 +789,9 @@ impl PackedDepthwise {
     }
 }
 
-/// The geometry of one depthwise run.
-struct DwDims {
-    n: usize,
-    ih: usize,
-    iw: usize,
-    ic: usize,
-    oh: usize,
-    ow: usize,
-    pad_h: usize,
-    pad_w: usize,
-    mult: usize,
-}
-
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn dw_accumulate_avx2(p: &PackedDepthwise, d: &DwDims, xv: &[i8], accs: &mut [i32]) {
+fn dw_accumulate_avx2(p: &PackedDepthwise, d: &ConvGeom, xv: &[i8], accs: &mut [i32]) {
     dw_accumulate(p, d, xv, accs);
 }
 
@@ -811,8 +799,9 @@ fn dw_accumulate_avx2(p: &PackedDepthwise, d: &DwDims, xv: &[i8], accs: &mut [i3
 /// `Σ_taps w[tap][o] · (x[c(o)] − z)` over the taps inside the image, channels innermost so
 /// the multiply-adds vectorize.
 #[inline(always)]
-fn dw_accumulate(p: &PackedDepthwise, d: &DwDims, xv: &[i8], accs: &mut [i32]) {
+fn dw_accumulate(p: &PackedDepthwise, d: &ConvGeom, xv: &[i8], accs: &mut [i32]) {
     let op = &p.op;
+    let mult = op.depth_multiplier.max(1);
     let (ih, iw, ic, oc) = (d.ih, d.iw, d.ic, p.oc);
     let mut xi = vec![0i32; ih * iw * ic];
     let mut pixels = accs.chunks_exact_mut(oc.max(1));
@@ -836,14 +825,14 @@ fn dw_accumulate(p: &PackedDepthwise, d: &DwDims, xv: &[i8], accs: &mut [i32]) {
                         }
                         let at = (iy as usize * iw + ix as usize) * ic;
                         let wt = &p.w[(ky * p.kw + kx) * oc..(ky * p.kw + kx + 1) * oc];
-                        if d.mult == 1 {
+                        if mult == 1 {
                             let xs = &xi[at..at + ic];
                             for ((a, &w), &x) in acc.iter_mut().zip(wt).zip(xs) {
                                 *a = a.wrapping_add(w.wrapping_mul(x));
                             }
                         } else {
                             for (o, (a, &w)) in acc.iter_mut().zip(wt).enumerate() {
-                                *a = a.wrapping_add(w.wrapping_mul(xi[at + o / d.mult]));
+                                *a = a.wrapping_add(w.wrapping_mul(xi[at + o / mult]));
                             }
                         }
                     }
