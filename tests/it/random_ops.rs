@@ -422,3 +422,97 @@ fn threaded_fast_convolutions_match_the_reference() {
         }
     }
 }
+
+/// The fast CONV_2D and DEPTHWISE_CONV_2D against the reference kernels on shapes the
+/// LiteRT-exported cases keep small: channel counts around and across the vector widths (4,
+/// 16, 64 units), kernels up to 5×5, strides, dilations, both paddings, pointwise convolutions
+/// read in place (strided too), depth multipliers, batches.
+#[test]
+fn fast_convolutions_are_bit_exact_with_the_reference() {
+    let mut fast_nodes = 0;
+    for seed in 0..300u64 {
+        let mut b = Builder::new(&format!("fast_conv_{seed}"));
+        let n = int(&mut b.rng, 1, 2) as usize;
+        let (h, w_) = (int(&mut b.rng, 1, 14) as usize, int(&mut b.rng, 1, 14) as usize);
+        let depthwise = seed % 3 == 2;
+        let pointwise = seed % 3 == 1;
+        let ic = match seed % 4 {
+            0 => int(&mut b.rng, 1, 5),
+            1 => int(&mut b.rng, 12, 20),
+            _ => int(&mut b.rng, 1, 70),
+        } as usize;
+        let (kh, kw) = if pointwise {
+            (1, 1)
+        } else {
+            (int(&mut b.rng, 1, 5) as usize, int(&mut b.rng, 1, 5) as usize)
+        };
+        let stride = [int(&mut b.rng, 1, 3) as usize, int(&mut b.rng, 1, 3) as usize];
+        let dilation =
+            if pointwise { [1, 1] } else { [int(&mut b.rng, 1, 2) as usize, int(&mut b.rng, 1, 2) as usize] };
+        let fits = (kh - 1) * dilation[0] < h && (kw - 1) * dilation[1] < w_;
+        let padding = if pointwise || (fits && b.rng.next_u64() % 2 == 0) { Padding::Valid } else { Padding::Same };
+        let qi = qp(&mut b.rng);
+        let x = input(&mut b, "x", &[n, h, w_, ic], qi.clone());
+        let a = act(&mut b.rng);
+        let out = if depthwise {
+            let m = int(&mut b.rng, 1, 3) as usize;
+            let (w, ws) = weights(&mut b, &[1, kh, kw, ic * m], 3, true);
+            let bias = bias(&mut b, ic * m, qi.scale(), &ws);
+            let qo = qp_near(&mut b.rng, typical_out(qi.scale(), &ws, kh * kw));
+            let op =
+                Op::DepthwiseConv2d(DepthwiseConv2d { padding, stride, dilation, depth_multiplier: m, activation: a });
+            b.node(op, &[Some(x), Some(w), Some(bias)], Some((DType::I8, qo)))
+        } else {
+            let oc = match seed % 5 {
+                0 => int(&mut b.rng, 1, 15),
+                1 => int(&mut b.rng, 15, 17),
+                2 => int(&mut b.rng, 60, 70),
+                _ => int(&mut b.rng, 1, 150),
+            } as usize;
+            let (w, ws) = weights(&mut b, &[oc, kh, kw, ic], 0, seed % 6 != 0);
+            let bias = (seed % 7 != 3).then(|| bias(&mut b, oc, qi.scale(), &ws));
+            let qo = qp_near(&mut b.rng, typical_out(qi.scale(), &ws, kh * kw * ic));
+            let op = Op::Conv2d(Conv2d { padding, stride, dilation, activation: a });
+            b.node(op, &[Some(x), Some(w), bias], Some((DType::I8, qo)))
+        };
+        let (g, inputs) = b.finish(&[out]);
+        let reference = qlite::Interpreter::new(&g).unwrap().run(inputs.clone()).unwrap();
+        let fast = qlite::Interpreter::new(&g).unwrap().kernels(qlite::Kernels::Fast);
+        fast_nodes += fast.fast_nodes();
+        assert_eq!(
+            fast.run(inputs).unwrap(),
+            reference,
+            "seed {seed}: {n}x{h}x{w_}x{ic}, kernel {kh}x{kw}, stride {stride:?}, dilation {dilation:?}, {padding:?}, depthwise {depthwise}"
+        );
+    }
+    assert_eq!(fast_nodes, 300, "every case must run a fast kernel");
+}
+
+/// The fast spatial MEAN (global average pooling, the end of most CNNs) against the reference:
+/// window sizes up to hundreds of pixels, channel counts across vector widths, both
+/// keep_dims, output scales equal to and unlike the input's.
+#[test]
+fn fast_spatial_mean_is_bit_exact_with_the_reference() {
+    let mut fast_nodes = 0;
+    for seed in 0..150u64 {
+        let mut b = Builder::new(&format!("fast_mean_{seed}"));
+        let dims = [
+            int(&mut b.rng, 1, 3) as usize,
+            int(&mut b.rng, 1, 20) as usize,
+            int(&mut b.rng, 1, 20) as usize,
+            int(&mut b.rng, 1, 80) as usize,
+        ];
+        let axes = if seed % 2 == 0 { vec![1, 2] } else { vec![2, 1] };
+        let keep_dims = seed % 3 == 0;
+        let qi = qp(&mut b.rng);
+        let x = input(&mut b, "x", &dims, qi.clone());
+        let qo = if seed % 4 == 0 { qi } else { qp_near(&mut b.rng, qi.scale()) };
+        let out = b.node(Op::Mean(Mean { axes, keep_dims }), &[Some(x)], Some((DType::I8, qo)));
+        let (g, inputs) = b.finish(&[out]);
+        let reference = qlite::Interpreter::new(&g).unwrap().run(inputs.clone()).unwrap();
+        let fast = qlite::Interpreter::new(&g).unwrap().kernels(qlite::Kernels::Fast);
+        fast_nodes += fast.fast_nodes();
+        assert_eq!(fast.run(inputs).unwrap(), reference, "seed {seed}: {dims:?}");
+    }
+    assert_eq!(fast_nodes, 150, "every case must run the fast kernel");
+}

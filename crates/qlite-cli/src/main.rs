@@ -243,6 +243,9 @@ enum Cmd {
         /// Threads large fast convolutions may use (default 1).
         #[arg(long, default_value_t = 1)]
         threads: usize,
+        /// Also time every node (mean per node over the runs; the observer adds a little).
+        #[arg(long)]
+        profile: bool,
     },
     /// List the passes `convert --passes` accepts.
     Passes,
@@ -455,8 +458,9 @@ fn real_main(cli: Cli) -> Result<(), String> {
             );
             Ok(())
         }
-        Cmd::Bench { model, input, iterations, kernels, json, threads } => {
-            bench_cmd(&reg, &model, input.as_deref(), iterations, kernels, json, threads)
+        Cmd::Bench { model, input, iterations, kernels, json, threads, profile } => {
+            let o = BenchOpts { runs: iterations, kernels, json, threads, profile };
+            bench_cmd(&reg, &model, input.as_deref(), &o)
         }
         Cmd::Passes => {
             for p in qlite::pass_table() {
@@ -590,11 +594,9 @@ fn bench_cmd(
     reg: &Registry,
     model: &Path,
     input: Option<&Path>,
-    runs: usize,
-    kernels: qlite::Kernels,
-    json: bool,
-    threads: usize,
+    o: &BenchOpts,
 ) -> Result<(), String> {
+    let &BenchOpts { runs, kernels, json, threads, profile } = o;
     let g = qlite::load(reg, model).map_err(|e| e.to_string())?;
     let inputs = match input {
         Some(p) => {
@@ -620,6 +622,16 @@ fn bench_cmd(
         interp.run(x).map_err(|e| e.to_string())?;
         times.push(t.elapsed().as_secs_f64() * 1e6);
     }
+    let node_profile = if profile {
+        let mut obs = NodeTimer::new(&g);
+        for _ in 0..runs.max(1) {
+            obs.last = std::time::Instant::now();
+            interp.run_observed(inputs.clone(), &mut obs).map_err(|e| e.to_string())?;
+        }
+        Some(obs.into_rows(&g, runs.max(1)))
+    } else {
+        None
+    };
     times.sort_by(|a, b| a.total_cmp(b));
     let mean = times.iter().sum::<f64>() / times.len() as f64;
     let kernels_name = match kernels {
@@ -637,6 +649,13 @@ fn bench_cmd(
             "fast_nodes": interp.fast_nodes(),
             "threads": threads,
         });
+        let mut o = o;
+        if let Some(rows) = &node_profile {
+            o["nodes"] = serde_json::json!(rows
+                .iter()
+                .map(|r| serde_json::json!({"node": r.node, "op": r.op, "output": r.output, "mean_us": r.mean_us}))
+                .collect::<Vec<_>>());
+        }
         println!("{o}");
         return Ok(());
     }
@@ -648,7 +667,85 @@ fn bench_cmd(
         times[0],
         times.len()
     );
+    if let Some(rows) = node_profile {
+        let total: f64 = rows.iter().map(|r| r.mean_us).sum::<f64>().max(1e-9);
+        println!("{:>5}  {:<24} {:<22} {:>10} {:>6}", "node", "op", "output", "mean µs", "%");
+        for r in rows {
+            println!(
+                "{:>5}  {:<24} {:<22} {:>10.2} {:>5.1}%",
+                r.node,
+                r.op,
+                r.output,
+                r.mean_us,
+                100.0 * r.mean_us / total
+            );
+        }
+    }
     Ok(())
+}
+
+struct BenchOpts {
+    runs: usize,
+    kernels: qlite::Kernels,
+    json: bool,
+    threads: usize,
+    profile: bool,
+}
+
+/// Times every node: the time between one observed value and the next is the producing
+/// node's (constant-folded nodes are not run, so they do not appear).
+struct NodeTimer {
+    last: std::time::Instant,
+    producer: Vec<Option<usize>>,
+    total_us: Vec<f64>,
+}
+
+struct NodeRow {
+    node: usize,
+    op: String,
+    output: String,
+    mean_us: f64,
+}
+
+impl NodeTimer {
+    fn new(g: &qlite::ir::Graph) -> Self {
+        let mut producer = vec![None; g.tensors().len()];
+        for (i, n) in g.nodes().iter().enumerate() {
+            for o in &n.outputs {
+                producer[o.index()] = Some(i);
+            }
+        }
+        NodeTimer { last: std::time::Instant::now(), producer, total_us: vec![0.0; g.nodes().len()] }
+    }
+
+    fn into_rows(self, g: &qlite::ir::Graph, runs: usize) -> Vec<NodeRow> {
+        g.nodes()
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| self.total_us[i] > 0.0)
+            .map(|(i, n)| NodeRow {
+                node: i,
+                op: n.op.name().to_string(),
+                output: n
+                    .outputs
+                    .first()
+                    .and_then(|o| g.tensor(*o))
+                    .map(|t| format!("{}{}", t.dtype, t.shape))
+                    .unwrap_or_default(),
+                mean_us: self.total_us[i] / runs as f64,
+            })
+            .collect()
+    }
+}
+
+impl qlite::Observer for NodeTimer {
+    fn observe(&mut self, tensor: qlite::ir::TensorId, _: &Array) {
+        let now = std::time::Instant::now();
+        if let Some(&Some(n)) = self.producer.get(tensor.index()) {
+            self.total_us[n] += (now - self.last).as_secs_f64() * 1e6;
+        }
+        self.last = now;
+    }
 }
 
 /// Writes every value the interpreter computes to DIR/<tensor index>.npy.

@@ -25,12 +25,16 @@ pub enum Packed {
     Fc(PackedFc),
     Conv(PackedConv),
     Depthwise(PackedDepthwise),
+    Mean(PackedMean),
 }
 
 impl Packed {
     /// Prepare node `n` if a fast kernel covers it (int8 input, weights and output, constant
     /// weights and bias); `None` leaves it to the reference kernels.
     pub fn new(g: &Graph, n: &Node, consts: &[Option<Array>]) -> Option<Self> {
+        if let Op::Mean(m) = &n.op {
+            return PackedMean::new(g, n, m).map(Packed::Mean);
+        }
         let common = Common::new(g, n, consts)?;
         match &n.op {
             Op::FullyConnected(o) => PackedFc::new(o, common).map(Packed::Fc),
@@ -48,6 +52,7 @@ impl Packed {
             Packed::Fc(p) => p.run(x.shape(), xv),
             Packed::Conv(p) => p.run(x.shape(), xv, threads),
             Packed::Depthwise(p) => p.run(x.shape(), xv),
+            Packed::Mean(p) => p.run(x.shape(), xv),
         }
         .map(|(shape, y)| Array::new(shape, Data::I8(y)).map_err(|e| e.to_string()))
     }
@@ -258,6 +263,120 @@ fn dots_vnni(p: &VnniPack, xu: &[u8], acc: &mut [i32]) {
     }
 }
 
+/// Rows of inputs at once: `acc[r·stride + o] = Σ_{d < 4g} xu[offs[r] + d] · w[o][d]` for
+/// every row `r` of `offs` and every unit `o < units`, with `xu` holding `x + 128` as unsigned
+/// bytes (VNNI's operand form). Tiles of 4 rows × 4 blocks of 16 units keep 16 accumulators
+/// in registers: per 4 depth positions, 4 weight loads and 4 broadcasts feed 16 `vpdpbusd`.
+/// Returns false (computing nothing) if a row or the accumulators would be out of bounds.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[allow(unsafe_code)]
+fn gemm_vnni(p: &VnniPack, units: usize, xu: &[u8], offs: &[usize], acc: &mut [i32], stride: usize) -> bool {
+    let g = p.groups;
+    let blocks = units.div_ceil(16);
+    let rows = offs.len();
+    if rows == 0 || units == 0 {
+        return true;
+    }
+    let fits = stride >= units
+        && p.data.len() >= blocks * g * 64
+        && offs.iter().all(|&o| o.checked_add(4 * g).is_some_and(|e| e <= xu.len()))
+        && (rows - 1).checked_mul(stride).and_then(|v| v.checked_add(units)).is_some_and(|e| e <= acc.len());
+    if !fits {
+        return false;
+    }
+    let mut blk = 0;
+    while blk < blocks {
+        let nb = (blocks - blk).min(4);
+        let mut r = 0;
+        while r < rows {
+            let nr = (rows - r).min(4);
+            // SAFETY: checked above: every row reads 4g bytes from its offset inside `xu`,
+            // blocks blk..blk+nb lie inside the pack, and every accumulator written (masked to
+            // `units`) is inside `acc`.
+            unsafe {
+                let x = |i: usize| xu.as_ptr().add(offs[r + i.min(nr - 1)]);
+                let out = |i: usize| acc.as_mut_ptr().add((r + i.min(nr - 1)) * stride + blk * 16);
+                let mask = |b: usize| {
+                    let left = units.saturating_sub((blk + b) * 16).min(16);
+                    ((1u32 << left) - 1) as u16
+                };
+                let w = p.data.as_ptr().add(blk * g * 64);
+                macro_rules! tile {
+                    ($r:literal, $b:literal) => {
+                        gemm_tile::<$r, $b>(
+                            w,
+                            g,
+                            std::array::from_fn(x),
+                            std::array::from_fn(out),
+                            std::array::from_fn(mask),
+                        )
+                    };
+                }
+                match (nr, nb) {
+                    (4, 4) => tile!(4, 4),
+                    (4, 3) => tile!(4, 3),
+                    (4, 2) => tile!(4, 2),
+                    (4, _) => tile!(4, 1),
+                    (3, 4) => tile!(3, 4),
+                    (3, 3) => tile!(3, 3),
+                    (3, 2) => tile!(3, 2),
+                    (3, _) => tile!(3, 1),
+                    (2, 4) => tile!(2, 4),
+                    (2, 3) => tile!(2, 3),
+                    (2, 2) => tile!(2, 2),
+                    (2, _) => tile!(2, 1),
+                    (_, 4) => tile!(1, 4),
+                    (_, 3) => tile!(1, 3),
+                    (_, 2) => tile!(1, 2),
+                    (_, _) => tile!(1, 1),
+                }
+            }
+            r += nr;
+        }
+        blk += nb;
+    }
+    true
+}
+
+/// One tile of [`gemm_vnni`]: `R` rows × `B` blocks of 16 units, block `b` of the weights at
+/// `w + b·g·64`.
+///
+/// # Safety
+/// Each `x[r]` must be readable for `4g` bytes, the weights for `B·g·64` bytes, and each
+/// `out[r]` writable at the lanes `masks` selects in `B` blocks of 16 i32.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[allow(unsafe_code)]
+#[inline]
+unsafe fn gemm_tile<const R: usize, const B: usize>(
+    w: *const i8,
+    g: usize,
+    x: [*const u8; R],
+    out: [*mut i32; R],
+    masks: [u16; B],
+) {
+    use std::arch::x86_64::*;
+    let mut a = [[_mm512_setzero_si512(); B]; R];
+    // SAFETY: the caller's contract covers every pointer offset below (j < g).
+    unsafe {
+        for j in 0..g {
+            let wv: [__m512i; B] = std::array::from_fn(|b| _mm512_loadu_si512(w.add((b * g + j) * 64) as *const _));
+            for r in 0..R {
+                let xb = _mm512_set1_epi32((x[r].add(4 * j) as *const i32).read_unaligned());
+                for b in 0..B {
+                    a[r][b] = _mm512_dpbusd_epi32(a[r][b], xb, wv[b]);
+                }
+            }
+        }
+        for r in 0..R {
+            for b in 0..B {
+                _mm512_mask_storeu_epi32(out[r].add(b * 16) as *mut _, masks[b], a[r][b]);
+            }
+        }
+    }
+}
+
 /// `acc[o] = Σ_d w[o·n + d] · x[d]` (wrapping), AVX2 when the CPU has it.
 fn dots(w: &[i8], x: &[i8], acc: &mut [i32]) {
     #[cfg(target_arch = "x86_64")]
@@ -431,11 +550,7 @@ fn requantize_fixed_avx512(acc: &[i32], bias: &[i32], q: &Multipliers, zp: i32, 
         return;
     }
     let pixels = (acc.len() / n).min(out.len() / n);
-    let (vzp, vlo, vhi) = (_mm512_set1_epi32(zp), _mm512_set1_epi32(lo), _mm512_set1_epi32(hi));
-    let one = _mm512_set1_epi32(1);
-    let min = _mm512_set1_epi32(i32::MIN);
-    let (pos, neg) = (_mm512_set1_epi64(1 << 30), _mm512_set1_epi64(1 - (1 << 30)));
-    let low31 = _mm512_set1_epi64((1 << 31) - 1);
+    let k = OutVec::new(zp, lo, hi);
     for px in 0..pixels {
         for c in (0..n).step_by(16) {
             let i = px * n + c;
@@ -443,40 +558,70 @@ fn requantize_fixed_avx512(acc: &[i32], bias: &[i32], q: &Multipliers, zp: i32, 
             // i + 16 <= pixels·n <= acc.len(), out.len().
             unsafe {
                 let ld = |p: *const i32| _mm512_loadu_si512(p as *const _);
-                let x = _mm512_mullo_epi32(
-                    _mm512_add_epi32(ld(acc.as_ptr().add(i)), ld(bias.as_ptr().add(c))),
-                    ld(q.left.as_ptr().add(c)),
-                );
-                let m = ld(q.m.as_ptr().add(c));
-                // SaturatingRoundingDoublingHighMul on even and odd lanes as i64.
-                let high = |p: __m512i| {
-                    let t = _mm512_add_epi64(
-                        p,
-                        _mm512_mask_blend_epi64(_mm512_cmplt_epi64_mask(p, _mm512_setzero_si512()), pos, neg),
-                    );
-                    let t = _mm512_add_epi64(t, _mm512_and_si512(_mm512_srai_epi64::<63>(t), low31));
-                    _mm512_srai_epi64::<31>(t)
-                };
-                let even = high(_mm512_mul_epi32(x, m));
-                let odd = high(_mm512_mul_epi32(_mm512_srli_epi64::<32>(x), _mm512_srli_epi64::<32>(m)));
-                let mut h = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64::<32>(odd));
-                let sat = _mm512_cmpeq_epi32_mask(x, min) & _mm512_cmpeq_epi32_mask(m, min);
-                h = _mm512_mask_mov_epi32(h, sat, _mm512_set1_epi32(i32::MAX));
-                // RoundingDivideByPOT.
-                let e = ld(q.right.as_ptr().add(c));
-                let mask = _mm512_sub_epi32(_mm512_sllv_epi32(one, e), one);
-                let rem = _mm512_and_si512(h, mask);
-                let threshold = _mm512_add_epi32(_mm512_srai_epi32::<1>(mask), _mm512_srli_epi32::<31>(h));
-                let r = _mm512_mask_add_epi32(
-                    _mm512_srav_epi32(h, e),
-                    _mm512_cmpgt_epi32_mask(rem, threshold),
-                    _mm512_srav_epi32(h, e),
-                    one,
-                );
-                let y = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(r, vzp), vlo), vhi);
-                _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut __m128i, _mm512_cvtepi32_epi8(y));
+                let x = _mm512_add_epi32(ld(acc.as_ptr().add(i)), ld(bias.as_ptr().add(c)));
+                let y = k.requantize(x, ld(q.m.as_ptr().add(c)), ld(q.left.as_ptr().add(c)), ld(q.right.as_ptr().add(c)));
+                _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut __m128i, y);
             }
         }
+    }
+}
+
+/// The constants of a 16-lane requantization.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct OutVec {
+    zp: std::arch::x86_64::__m512i,
+    lo: std::arch::x86_64::__m512i,
+    hi: std::arch::x86_64::__m512i,
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+impl OutVec {
+    #[target_feature(enable = "avx512f")]
+    fn new(zp: i32, lo: i32, hi: i32) -> Self {
+        use std::arch::x86_64::*;
+        OutVec { zp: _mm512_set1_epi32(zp), lo: _mm512_set1_epi32(lo), hi: _mm512_set1_epi32(hi) }
+    }
+
+    /// 16 accumulators (bias included) → int8: `MultiplyByQuantizedMultiplier(x, m, shift)`
+    /// (`left = 2^max(shift, 0)`, `right = max(−shift, 0)`), plus the zero point, clamped.
+    #[target_feature(enable = "avx512f,avx512dq,avx512vl")]
+    #[inline]
+    fn requantize(
+        &self,
+        x: std::arch::x86_64::__m512i,
+        m: std::arch::x86_64::__m512i,
+        left: std::arch::x86_64::__m512i,
+        right: std::arch::x86_64::__m512i,
+    ) -> std::arch::x86_64::__m128i {
+        use std::arch::x86_64::*;
+        let one = _mm512_set1_epi32(1);
+        let min = _mm512_set1_epi32(i32::MIN);
+        let (pos, neg) = (_mm512_set1_epi64(1 << 30), _mm512_set1_epi64(1 - (1 << 30)));
+        let low31 = _mm512_set1_epi64((1 << 31) - 1);
+        let x = _mm512_mullo_epi32(x, left);
+        // SaturatingRoundingDoublingHighMul on even and odd lanes as i64.
+        let high = |p: __m512i| {
+            let t = _mm512_add_epi64(
+                p,
+                _mm512_mask_blend_epi64(_mm512_cmplt_epi64_mask(p, _mm512_setzero_si512()), pos, neg),
+            );
+            let t = _mm512_add_epi64(t, _mm512_and_si512(_mm512_srai_epi64::<63>(t), low31));
+            _mm512_srai_epi64::<31>(t)
+        };
+        let even = high(_mm512_mul_epi32(x, m));
+        let odd = high(_mm512_mul_epi32(_mm512_srli_epi64::<32>(x), _mm512_srli_epi64::<32>(m)));
+        let mut h = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64::<32>(odd));
+        let sat = _mm512_cmpeq_epi32_mask(x, min) & _mm512_cmpeq_epi32_mask(m, min);
+        h = _mm512_mask_mov_epi32(h, sat, _mm512_set1_epi32(i32::MAX));
+        // RoundingDivideByPOT.
+        let mask = _mm512_sub_epi32(_mm512_sllv_epi32(one, right), one);
+        let rem = _mm512_and_si512(h, mask);
+        let threshold = _mm512_add_epi32(_mm512_srai_epi32::<1>(mask), _mm512_srli_epi32::<31>(h));
+        let shifted = _mm512_srav_epi32(h, right);
+        let r = _mm512_mask_add_epi32(shifted, _mm512_cmpgt_epi32_mask(rem, threshold), shifted, one);
+        _mm512_cvtepi32_epi8(_mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(r, self.zp), self.lo), self.hi))
     }
 }
 
@@ -612,6 +757,8 @@ pub struct PackedConv {
     z_in: i32,
     /// `bias[o] − z_in · Σ w[o]`.
     row_const: Vec<i32>,
+    /// `row_const[o] − 128 · Σ w[o]`: the bias of the VNNI path, whose products take `x + 128`.
+    vnni_bias: Vec<i32>,
     out: ChannelOut,
 }
 
@@ -622,8 +769,9 @@ impl PackedConv {
             return None;
         }
         let m = Matrix::new(c.w, oc, kh.checked_mul(kw)?.checked_mul(ic)?)?;
-        let row_const =
+        let row_const: Vec<i32> =
             (0..oc).map(|o| c.bias.map_or(0, |b| b[o]).wrapping_sub(c.z_in.wrapping_mul(m.sum_w[o]))).collect();
+        let vnni_bias = row_const.iter().zip(&m.sum_w).map(|(&r, &s)| r.wrapping_sub(s.wrapping_mul(128))).collect();
         Some(PackedConv {
             op: op.clone(),
             m,
@@ -632,6 +780,7 @@ impl PackedConv {
             ic,
             z_in: c.z_in,
             row_const,
+            vnni_bias,
             out: ChannelOut::new(&c, op.activation, oc),
         })
     }
@@ -654,19 +803,112 @@ impl PackedConv {
         // bytes are the same however they are split).
         let macs = y.len().saturating_mul(self.m.depth);
         let threads = if macs >= 1 << 21 { threads.clamp(1, rows.max(1)) } else { 1 };
-        if threads <= 1 {
-            self.conv_rows(&g, xv, 0, &mut accs);
+        // The VNNI path reads `x + 128` as unsigned bytes: converted once for the whole input,
+        // with slack so a pointwise row may read its last group of 4 whole.
+        let vnni = self.m.vnni.as_ref().map(|p| {
+            let mut xu: Vec<u8> = xv.iter().map(|&v| (v as u8) ^ 0x80).collect();
+            xu.resize(xv.len() + p.groups * 4, 0);
+            (p, xu)
+        });
+        let vnni = vnni.as_ref().map(|(p, xu)| (*p, xu.as_slice()));
+        let run_rows = |first: usize, chunk: &mut [i32]| match vnni {
+            Some((p, xu)) => self.conv_rows_vnni(&g, p, xu, first, chunk),
+            None => {
+                self.conv_rows(&g, xv, first, chunk);
+                true
+            }
+        };
+        let ok = if threads <= 1 {
+            run_rows(0, &mut accs)
         } else {
             let per = rows.div_ceil(threads);
             std::thread::scope(|sc| {
-                for (t, chunk) in accs.chunks_mut(per * row_len).enumerate() {
-                    let g = &g;
-                    sc.spawn(move || self.conv_rows(g, xv, t * per, chunk));
-                }
-            });
+                let handles: Vec<_> = accs
+                    .chunks_mut(per * row_len)
+                    .enumerate()
+                    .map(|(t, chunk)| {
+                        let run_rows = &run_rows;
+                        sc.spawn(move || run_rows(t * per, chunk))
+                    })
+                    .collect();
+                handles.into_iter().all(|h| h.join().unwrap_or(false))
+            })
+        };
+        if !ok {
+            return None;
         }
-        self.out.apply(&accs, &self.row_const, &mut y);
+        let bias = if vnni.is_some() { &self.vnni_bias } else { &self.row_const };
+        self.out.apply(&accs, bias, &mut y);
         Some((vec![n, oh, ow, oc], y))
+    }
+
+    /// [`PackedConv::conv_rows`] on the VNNI pack: pixels in batches, each batch's input rows
+    /// (pointwise: read in place; otherwise gathered, padding taps holding the input zero
+    /// point) multiplied by the weights in register tiles. `xu` is the whole input as
+    /// `x + 128`. False if a row would fall outside the input (nothing is then trusted).
+    #[cfg(target_arch = "x86_64")]
+    fn conv_rows_vnni(&self, g: &ConvGeom, p: &VnniPack, xu: &[u8], first: usize, accs: &mut [i32]) -> bool {
+        const BATCH: usize = 32;
+        let op = &self.op;
+        let (ih, iw, ic, oh, ow) = (g.ih, g.iw, g.ic, g.oh, g.ow);
+        let oc = self.m.units;
+        let k4 = p.groups * 4;
+        let zu = (self.z_in.clamp(-128, 127) as i8 as u8) ^ 0x80;
+        let pointwise = self.kh == 1 && self.kw == 1 && g.pad_h == 0 && g.pad_w == 0;
+        let pixels = accs.len() / oc.max(1);
+        let first_px = first * ow;
+        let per_image = (oh * ow).max(1);
+        let mut col = if pointwise { Vec::new() } else { vec![0u8; BATCH * k4] };
+        let mut offs = Vec::with_capacity(BATCH);
+        for start in (0..pixels).step_by(BATCH) {
+            let count = (pixels - start).min(BATCH);
+            offs.clear();
+            for i in 0..count {
+                let px = first_px + start + i;
+                let (b, rem) = (px / per_image, px % per_image);
+                let (oy, ox) = (rem / ow.max(1), rem % ow.max(1));
+                let img = b * ih * iw * ic;
+                if pointwise {
+                    offs.push(img + ((oy * op.stride[0]) * iw + ox * op.stride[1]) * ic);
+                    continue;
+                }
+                let row = &mut col[i * k4..(i + 1) * k4];
+                for ky in 0..self.kh {
+                    let iy = (oy * op.stride[0] + ky * op.dilation[0]) as isize - g.pad_h as isize;
+                    for kx in 0..self.kw {
+                        let ix = (ox * op.stride[1] + kx * op.dilation[1]) as isize - g.pad_w as isize;
+                        let dst = &mut row[(ky * self.kw + kx) * ic..(ky * self.kw + kx + 1) * ic];
+                        if iy >= 0 && (iy as usize) < ih && ix >= 0 && (ix as usize) < iw {
+                            let at = img + (iy as usize * iw + ix as usize) * ic;
+                            let Some(src) = xu.get(at..at + ic) else { return false };
+                            if ic < 16 {
+                                for (d, &v) in dst.iter_mut().zip(src) {
+                                    *d = v;
+                                }
+                            } else {
+                                dst.copy_from_slice(src);
+                            }
+                        } else {
+                            dst.fill(zu);
+                        }
+                    }
+                }
+                offs.push(i * k4);
+            }
+            let src: &[u8] = if pointwise { xu } else { &col };
+            // SAFETY: a VNNI pack exists only when `has_vnni()` found AVX-512 F/BW/VNNI.
+            #[allow(unsafe_code)]
+            let ok = unsafe { gemm_vnni(p, oc, src, &offs, &mut accs[start * oc..], oc) };
+            if !ok {
+                return false;
+            }
+        }
+        true
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn conv_rows_vnni(&self, _: &ConvGeom, _: &VnniPack, _: &[u8], _: usize, _: &mut [i32]) -> bool {
+        false
     }
 
     /// Accumulators of the output rows `first..` that `accs` covers (whole rows of ow × oc).
@@ -740,6 +982,36 @@ pub struct PackedDepthwise {
     z_in: i32,
     bias: Vec<i32>,
     out: ChannelOut,
+    /// The AVX-512 form (multiplier 1, CPU with AVX-512 F/BW/DQ/VL).
+    wide: Option<DwWide>,
+}
+
+/// Depthwise parameters padded to whole vectors of 16 channels (zeros past `oc`).
+#[derive(Debug, Clone)]
+struct DwWide {
+    /// Channels rounded up to a multiple of 16.
+    ocp: usize,
+    /// `[kh·kw][ocp]`.
+    w: Vec<i32>,
+    bias: Vec<i32>,
+    /// `bias − z_in · Σ_taps w`: the bias of a pixel whose taps all lie inside the image,
+    /// whose accumulator then needs no zero-point subtraction per tap.
+    bias_inside: Vec<i32>,
+    m: Vec<i32>,
+    left: Vec<i32>,
+    right: Vec<i32>,
+}
+
+fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512dq")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 impl PackedDepthwise {
@@ -748,16 +1020,38 @@ impl PackedDepthwise {
         if c.bias.is_some_and(|b| b.len() != oc) || c.w.len() != kh * kw * oc {
             return None;
         }
-        Some(PackedDepthwise {
-            op: op.clone(),
-            kh,
-            kw,
-            oc,
-            w: c.w.iter().map(|&v| v as i32).collect(),
-            z_in: c.z_in,
-            bias: c.bias.map_or_else(|| vec![0; oc], |b| b.to_vec()),
-            out: ChannelOut::new(&c, op.activation, oc),
-        })
+        let w: Vec<i32> = c.w.iter().map(|&v| v as i32).collect();
+        let bias = c.bias.map_or_else(|| vec![0; oc], |b| b.to_vec());
+        let out = ChannelOut::new(&c, op.activation, oc);
+        let wide = (op.depth_multiplier <= 1 && has_avx512()).then(|| {
+            let ocp = oc.div_ceil(16) * 16;
+            let pad = |v: &[i32]| {
+                let mut p = v.to_vec();
+                p.resize(ocp, 0);
+                p
+            };
+            let mut wp = vec![0i32; kh * kw * ocp];
+            for (dst, src) in wp.chunks_exact_mut(ocp).zip(w.chunks_exact(oc.max(1))) {
+                dst[..oc].copy_from_slice(src);
+            }
+            let bias = pad(&bias);
+            let bias_inside = (0..ocp)
+                .map(|o| {
+                    let sum = (0..kh * kw).fold(0i32, |a, t| a.wrapping_add(wp[t * ocp + o]));
+                    bias[o].wrapping_sub(c.z_in.wrapping_mul(sum))
+                })
+                .collect();
+            DwWide {
+                ocp,
+                w: wp,
+                bias,
+                bias_inside,
+                m: pad(&out.mults.m),
+                left: pad(&out.mults.left),
+                right: pad(&out.mults.right),
+            }
+        });
+        Some(PackedDepthwise { op: op.clone(), kh, kw, oc, w, z_in: c.z_in, bias, out, wide })
     }
 
     fn run(&self, xs: &[usize], xv: &[i8]) -> Option<(Vec<usize>, Vec<i8>)> {
@@ -771,8 +1065,17 @@ impl PackedDepthwise {
         let (ow, pad_w) = axis(op.padding, iw, self.kw, op.stride[1], op.dilation[1])?;
         let oc = self.oc;
         let mut y = vec![0i8; n.checked_mul(oh)?.checked_mul(ow)?.checked_mul(oc)?];
-        let mut accs = vec![0i32; y.len()];
         let dims = ConvGeom { n, ih, iw, ic, oh, ow, pad_h, pad_w };
+        #[cfg(target_arch = "x86_64")]
+        if let Some(wide) = &self.wide {
+            // SAFETY: `wide` exists only when `has_avx512()` found AVX-512 F/BW/DQ/VL.
+            #[allow(unsafe_code)]
+            let done = unsafe { dw_avx512(self, wide, &dims, xv, &mut y) };
+            if done {
+                return Some((vec![n, oh, ow, oc], y));
+            }
+        }
+        let mut accs = vec![0i32; y.len()];
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2, the only requirement of `dw_accumulate_avx2`.
@@ -787,6 +1090,116 @@ impl PackedDepthwise {
         self.out.apply(&accs, &self.bias, &mut y);
         Some((vec![n, oh, ow, oc], y))
     }
+}
+
+/// Multiplier-1 depthwise on AVX-512, requantized in registers: for each output pixel and
+/// each vector of 16 channels, `Σ_taps w · (x − z)` over the taps inside the image (input
+/// bytes widened to i32 lanes, `vpmulld`), then bias and requantization, 16 bytes stored.
+/// False (nothing trusted) if the sizes do not match.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+#[allow(unsafe_code)]
+fn dw_avx512(p: &PackedDepthwise, k: &DwWide, d: &ConvGeom, xv: &[i8], y: &mut [i8]) -> bool {
+    use std::arch::x86_64::*;
+    let op = &p.op;
+    let (ih, iw, ic, oc, ocp) = (d.ih, d.iw, d.ic, p.oc, k.ocp);
+    let taps = p.kh * p.kw;
+    let sizes_ok = ic == oc
+        && oc > 0
+        && ocp >= oc
+        && ocp.is_multiple_of(16)
+        && xv.len() == d.n * ih * iw * ic
+        && y.len() == d.n * d.oh * d.ow * oc
+        && k.w.len() == taps * ocp
+        && [&k.bias, &k.bias_inside, &k.m, &k.left, &k.right].iter().all(|v| v.len() == ocp);
+    if !sizes_ok {
+        return false;
+    }
+    let out = OutVec::new(p.out.zp, p.out.lo, p.out.hi);
+    let z = _mm512_set1_epi32(p.z_in);
+    let blocks = ocp / 16;
+    // Input offsets of the taps from a window's top-left corner, and the window's extent.
+    let (span_h, span_w) = ((p.kh - 1) * op.dilation[0], (p.kw - 1) * op.dilation[1]);
+    let tap_offsets: Vec<usize> = (0..p.kh)
+        .flat_map(|ky| (0..p.kw).map(move |kx| (ky * op.dilation[0] * iw + kx * op.dilation[1]) * ic))
+        .collect();
+    let mut o = 0;
+    for b in 0..d.n {
+        for oy in 0..d.oh {
+            let y0 = (oy * op.stride[0]) as isize - d.pad_h as isize;
+            let rows_inside = y0 >= 0 && y0 as usize + span_h < ih;
+            for ox in 0..d.ow {
+                let x0 = (ox * op.stride[1]) as isize - d.pad_w as isize;
+                if rows_inside && x0 >= 0 && x0 as usize + span_w < iw {
+                    // Every tap inside: no bounds checks, the zero point folded in the bias.
+                    let corner = ((b * ih + y0 as usize) * iw + x0 as usize) * ic;
+                    for blk in 0..blocks {
+                        let c = blk * 16;
+                        let mask = ((1u32 << (oc - c).min(16)) - 1) as u16;
+                        // SAFETY: corner + tap offset addresses a pixel of image b (the window
+                        // lies inside it), whose channels c.. (masked to oc) are in `xv`; the
+                        // weights of tap t hold ocp >= c + 16 entries at t·ocp; the parameter
+                        // vectors hold ocp entries; the store writes the masked lanes of
+                        // o + c .. o + oc, inside `y`.
+                        unsafe {
+                            let xp = xv.as_ptr().add(corner + c);
+                            let wp = k.w.as_ptr().add(c);
+                            let mut acc = _mm512_loadu_si512(k.bias_inside.as_ptr().add(c) as *const _);
+                            for (t, &off) in tap_offsets.iter().enumerate() {
+                                let xb = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, xp.add(off) as *const _));
+                                let wv = _mm512_loadu_si512(wp.add(t * ocp) as *const _);
+                                acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(xb, wv));
+                            }
+                            let ld = |v: &[i32]| _mm512_loadu_si512(v.as_ptr().add(c) as *const _);
+                            let q = out.requantize(acc, ld(&k.m), ld(&k.left), ld(&k.right));
+                            _mm_mask_storeu_epi8(y.as_mut_ptr().add(o + c) as *mut _, mask, q);
+                        }
+                    }
+                    o += oc;
+                    continue;
+                }
+                for blk in 0..blocks {
+                    let c = blk * 16;
+                    let mask = ((1u32 << (oc - c).min(16)) - 1) as u16;
+                    let mut acc = _mm512_setzero_si512();
+                    for ky in 0..p.kh {
+                        let iy = y0 + (ky * op.dilation[0]) as isize;
+                        if iy < 0 || iy as usize >= ih {
+                            continue;
+                        }
+                        for kx in 0..p.kw {
+                            let ix = x0 + (kx * op.dilation[1]) as isize;
+                            if ix < 0 || ix as usize >= iw {
+                                continue;
+                            }
+                            let at = ((b * ih + iy as usize) * iw + ix as usize) * ic + c;
+                            // SAFETY: (iy, ix) is inside image b, so at + (lanes the mask
+                            // selects, at most oc − c) <= xv.len(); the tap's weights hold
+                            // ocp >= c + 16 entries.
+                            unsafe {
+                                let xb = _mm512_sub_epi32(
+                                    _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, xv.as_ptr().add(at) as *const _)),
+                                    z,
+                                );
+                                let wv = _mm512_loadu_si512(k.w.as_ptr().add((ky * p.kw + kx) * ocp + c) as *const _);
+                                acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(xb, wv));
+                            }
+                        }
+                    }
+                    // SAFETY: the parameter vectors hold ocp >= c + 16 entries; the store
+                    // writes the lanes the mask selects, o + c .. o + oc, inside `y`.
+                    unsafe {
+                        let ld = |v: &[i32]| _mm512_loadu_si512(v.as_ptr().add(c) as *const _);
+                        let acc = _mm512_add_epi32(acc, ld(&k.bias));
+                        let q = out.requantize(acc, ld(&k.m), ld(&k.left), ld(&k.right));
+                        _mm_mask_storeu_epi8(y.as_mut_ptr().add(o + c) as *mut _, mask, q);
+                    }
+                }
+                o += oc;
+            }
+        }
+    }
+    true
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -839,6 +1252,59 @@ fn dw_accumulate(p: &PackedDepthwise, d: &ConvGeom, xv: &[i8], accs: &mut [i32])
                 }
             }
         }
+    }
+}
+
+// ------------------------------------------------------------------ MEAN
+
+/// An int8 MEAN over the spatial axes of an NHWC tensor (global average pooling): per image,
+/// channel sums over the pixels (i32 lanes), then the reference's QuantizedMeanOrSum output.
+#[derive(Debug, Clone)]
+pub struct PackedMean {
+    keep_dims: bool,
+    s_in: f32,
+    z_in: i32,
+    out: OutQ,
+}
+
+impl PackedMean {
+    fn new(g: &Graph, n: &Node, op: &qlite_ir::op::Mean) -> Option<Self> {
+        let x = n.input(0).and_then(|t| g.tensor(t))?;
+        let out = n.outputs.first().and_then(|o| g.tensor(*o))?;
+        let mut axes = op.axes.clone();
+        axes.sort_unstable();
+        if x.dtype != DType::I8 || out.dtype != DType::I8 || x.shape.rank() != 4 || axes != [1, 2] {
+            return None;
+        }
+        let (s_in, z_in) = per_tensor(x.quant.as_ref(), "input").ok()?;
+        let (scale, zp) = per_tensor(out.quant.as_ref(), "output").ok()?;
+        Some(PackedMean { keep_dims: op.keep_dims, s_in, z_in, out: OutQ { dtype: DType::I8, scale, zp } })
+    }
+
+    fn run(&self, xs: &[usize], xv: &[i8]) -> Option<(Vec<usize>, Vec<i8>)> {
+        let &[n, h, w, c] = xs else { return None };
+        let pixels = h.checked_mul(w)?;
+        if n.checked_mul(pixels)?.checked_mul(c)? != xv.len() || pixels == 0 || c == 0 {
+            return None;
+        }
+        let count = pixels as i64;
+        let mult = crate::int8::mean_multiplier(count, self.s_in, self.out.scale);
+        let (lo, hi) = self.out.range(qlite_ir::op::Activation::None);
+        let mut y = vec![0i8; n * c];
+        let mut sums = vec![0i32; c];
+        for (img, yb) in xv.chunks_exact(pixels * c).zip(y.chunks_exact_mut(c)) {
+            sums.fill(0);
+            for px in img.chunks_exact(c) {
+                for (s, &v) in sums.iter_mut().zip(px) {
+                    *s = s.wrapping_add(v as i32);
+                }
+            }
+            for (o, &s) in yb.iter_mut().zip(&sums) {
+                *o = crate::int8::mean_output(s, self.z_in, count, mult, self.out.zp, lo, hi) as i8;
+            }
+        }
+        let shape = if self.keep_dims { vec![n, 1, 1, c] } else { vec![n, c] };
+        Some((shape, y))
     }
 }
 

@@ -277,17 +277,26 @@ pub fn mean(op: &Mean, x: &[i32], xs: &[usize], out_len: usize, (s_in, z_in): (f
     if count == 0 {
         return vec![0; out_len];
     }
-    let (mut m, mut sh) = quantize_multiplier(s_in as f64 / out.scale as f64);
+    let (m, sh) = mean_multiplier(count, s_in, out.scale);
+    sums.into_iter().map(|s| mean_output(s, z_in, count, (m, sh), out.zp, lo, hi)).collect()
+}
+
+/// QuantizedMeanOrSum's multiplier for a mean of `count` (> 0) values: `s_in / s_out` with the
+/// division by `count` folded in.
+pub fn mean_multiplier(count: i64, s_in: f32, s_out: f32) -> (i32, i32) {
+    let (mut m, mut sh) = quantize_multiplier(s_in as f64 / s_out as f64);
     let mut shift = 63 - (count as u64).leading_zeros() as i32;
     shift = shift.min(32).min(31 + sh);
     m = (((m as i64) << shift) / count) as i32;
     sh -= shift;
-    sums.into_iter()
-        .map(|s| {
-            let shifted = s.wrapping_sub((z_in as i64 * count) as i32);
-            mbqm(shifted, m, sh).wrapping_add(out.zp).clamp(lo, hi)
-        })
-        .collect()
+    (m, sh)
+}
+
+/// One output of QuantizedMeanOrSum from the wrapping sum of its `count` inputs.
+#[inline]
+pub fn mean_output(sum: i32, z_in: i32, count: i64, (m, sh): (i32, i32), zp: i32, lo: i32, hi: i32) -> i32 {
+    let shifted = sum.wrapping_sub((z_in as i64 * count) as i32);
+    mbqm(shifted, m, sh).wrapping_add(zp).clamp(lo, hi)
 }
 
 /// `reference_ops::Softmax` (fixed point, int8/uint8 in and out), as the reference resolver runs it.
