@@ -441,11 +441,8 @@ fn fast_convolutions_are_bit_exact_with_the_reference() {
             1 => int(&mut b.rng, 12, 20),
             _ => int(&mut b.rng, 1, 70),
         } as usize;
-        let (kh, kw) = if pointwise {
-            (1, 1)
-        } else {
-            (int(&mut b.rng, 1, 5) as usize, int(&mut b.rng, 1, 5) as usize)
-        };
+        let (kh, kw) =
+            if pointwise { (1, 1) } else { (int(&mut b.rng, 1, 5) as usize, int(&mut b.rng, 1, 5) as usize) };
         let stride = [int(&mut b.rng, 1, 3) as usize, int(&mut b.rng, 1, 3) as usize];
         let dilation =
             if pointwise { [1, 1] } else { [int(&mut b.rng, 1, 2) as usize, int(&mut b.rng, 1, 2) as usize] };

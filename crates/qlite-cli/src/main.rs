@@ -590,12 +590,7 @@ impl Progress {
 }
 
 /// `qlite bench`: median, mean and best latency of one inference.
-fn bench_cmd(
-    reg: &Registry,
-    model: &Path,
-    input: Option<&Path>,
-    o: &BenchOpts,
-) -> Result<(), String> {
+fn bench_cmd(reg: &Registry, model: &Path, input: Option<&Path>, o: &BenchOpts) -> Result<(), String> {
     let &BenchOpts { runs, kernels, json, threads, profile } = o;
     let g = qlite::load(reg, model).map_err(|e| e.to_string())?;
     let inputs = match input {
@@ -651,7 +646,8 @@ fn bench_cmd(
         });
         let mut o = o;
         if let Some(rows) = &node_profile {
-            o["nodes"] = serde_json::json!(rows
+            o["nodes"] =
+                serde_json::json!(rows
                 .iter()
                 .map(|r| serde_json::json!({"node": r.node, "op": r.op, "output": r.output, "mean_us": r.mean_us}))
                 .collect::<Vec<_>>());

@@ -477,7 +477,7 @@ fn requantize_double_portable(acc: &[i32], scales: &[f64], zp: i32, lo: i32, hi:
     }
 }
 
-/// Per-channel `MultiplyByQuantizedMultiplier` parameters in the form the vector loop wants.
+/// Per-channel `MultiplyByQuantizedMultiplier` parameters in the form the vector loops want.
 #[derive(Debug, Clone)]
 struct Multipliers {
     m: Vec<i32>,
@@ -485,14 +485,33 @@ struct Multipliers {
     left: Vec<i32>,
     /// `max(−shift, 0)`, at most 31.
     right: Vec<i32>,
+    /// The multiplier of the next channel at even positions (what `vpmuldq` reads for the
+    /// odd lanes), 0 at odd ones.
+    m_odd: Vec<i32>,
+    /// `2^right − 1` and half of it: RoundingDivideByPOT's remainder mask and threshold.
+    mask: Vec<i32>,
+    half: Vec<i32>,
+    /// Some channel shifts left (otherwise the multiply by `left` is skipped).
+    any_left: bool,
+    /// Some multiplier is `i32::MIN` (the only one SaturatingRoundingDoublingHighMul can
+    /// saturate with; quantized multipliers are positive, so in practice never).
+    any_min: bool,
 }
 
 impl Multipliers {
     fn new(mults: &[(i32, i32)]) -> Self {
+        let m: Vec<i32> = mults.iter().map(|&(m, _)| m).collect();
+        let right: Vec<i32> = mults.iter().map(|&(_, s)| (-s).clamp(0, 31)).collect();
+        let mask: Vec<i32> = right.iter().map(|&e| ((1u32 << e) - 1) as i32).collect();
         Multipliers {
-            m: mults.iter().map(|&(m, _)| m).collect(),
             left: mults.iter().map(|&(_, s)| 1i32.wrapping_shl(s.clamp(0, 31) as u32)).collect(),
-            right: mults.iter().map(|&(_, s)| (-s).clamp(0, 31)).collect(),
+            m_odd: (0..m.len()).map(|i| if i % 2 == 0 { m.get(i + 1).copied().unwrap_or(0) } else { 0 }).collect(),
+            half: mask.iter().map(|&k| k >> 1).collect(),
+            any_left: mults.iter().any(|&(_, s)| s > 0),
+            any_min: m.contains(&i32::MIN),
+            m,
+            right,
+            mask,
         }
     }
 }
@@ -525,11 +544,8 @@ impl ChannelOut {
 /// branch-free so it vectorizes.
 fn requantize_fixed(acc: &[i32], bias: &[i32], q: &Multipliers, zp: i32, lo: i32, hi: i32, out: &mut [i8]) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512dq")
-        && std::arch::is_x86_feature_detected!("avx512vl")
-    {
-        // SAFETY: the CPU has AVX-512 F, DQ and VL, the only requirements.
+    if has_avx512() {
+        // SAFETY: the CPU has AVX-512 F, BW, DQ and VL, the only requirements.
         #[allow(unsafe_code)]
         unsafe {
             requantize_fixed_avx512(acc, bias, q, zp, lo, hi, out)
@@ -540,12 +556,13 @@ fn requantize_fixed(acc: &[i32], bias: &[i32], q: &Multipliers, zp: i32, lo: i32
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512dq,avx512vl")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
 #[allow(unsafe_code)]
 fn requantize_fixed_avx512(acc: &[i32], bias: &[i32], q: &Multipliers, zp: i32, lo: i32, hi: i32, out: &mut [i8]) {
     use std::arch::x86_64::*;
-    let n = bias.len().min(q.m.len()).min(q.left.len()).min(q.right.len());
-    if n == 0 || !n.is_multiple_of(16) {
+    let n = bias.len();
+    let lens_ok = [q.m.len(), q.left.len(), q.right.len(), q.m_odd.len(), q.mask.len(), q.half.len()] == [n; 6];
+    if n == 0 || !lens_ok || q.any_min {
         requantize_fixed_portable(acc, bias, q, zp, lo, hi, out);
         return;
     }
@@ -553,14 +570,18 @@ fn requantize_fixed_avx512(acc: &[i32], bias: &[i32], q: &Multipliers, zp: i32, 
     let k = OutVec::new(zp, lo, hi);
     for px in 0..pixels {
         for c in (0..n).step_by(16) {
+            let lanes = ((1u32 << (n - c).min(16)) - 1) as u16;
             let i = px * n + c;
-            // SAFETY (every load and store): c + 16 <= n <= each parameter slice's length, and
-            // i + 16 <= pixels·n <= acc.len(), out.len().
+            // SAFETY (every masked load and store): the lanes selected are c..min(c + 16, n),
+            // inside each parameter slice (length n), and i..i + (n − c) <= (px + 1)·n <=
+            // acc.len(), out.len().
             unsafe {
-                let ld = |p: *const i32| _mm512_loadu_si512(p as *const _);
-                let x = _mm512_add_epi32(ld(acc.as_ptr().add(i)), ld(bias.as_ptr().add(c)));
-                let y = k.requantize(x, ld(q.m.as_ptr().add(c)), ld(q.left.as_ptr().add(c)), ld(q.right.as_ptr().add(c)));
-                _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut __m128i, y);
+                let x = _mm512_add_epi32(
+                    _mm512_maskz_loadu_epi32(lanes, acc.as_ptr().add(i)),
+                    _mm512_maskz_loadu_epi32(lanes, bias.as_ptr().add(c)),
+                );
+                let y = k.requantize(x, q, c, lanes);
+                _mm_mask_storeu_epi8(out.as_mut_ptr().add(i) as *mut _, lanes, y);
             }
         }
     }
@@ -584,43 +605,39 @@ impl OutVec {
         OutVec { zp: _mm512_set1_epi32(zp), lo: _mm512_set1_epi32(lo), hi: _mm512_set1_epi32(hi) }
     }
 
-    /// 16 accumulators (bias included) → int8: `MultiplyByQuantizedMultiplier(x, m, shift)`
-    /// (`left = 2^max(shift, 0)`, `right = max(−shift, 0)`), plus the zero point, clamped.
-    #[target_feature(enable = "avx512f,avx512dq,avx512vl")]
+    /// 16 accumulators (bias included) of channels `c..c + 16` → int8:
+    /// `MultiplyByQuantizedMultiplier` plus the zero point, clamped. The reference's
+    /// SaturatingRoundingDoublingHighMul, `(p + nudge) / 2^31` truncated with `nudge = 2^30`
+    /// for `p >= 0` and `1 − 2^30` otherwise, equals `floor((p + 2^30) / 2^31)` for every `p`
+    /// (for `p < 0`, truncation is `ceil`, and `ceil((p + 1 − 2^30) / 2^31)` is
+    /// `floor((p + 2^30) / 2^31)`): one add and one shift per 64-bit product.
+    ///
+    /// # Safety
+    /// `q`'s vectors must hold the lanes `lanes` selects at `c..`; `q.any_min` must be false.
+    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
     #[inline]
-    fn requantize(
+    unsafe fn requantize(
         &self,
         x: std::arch::x86_64::__m512i,
-        m: std::arch::x86_64::__m512i,
-        left: std::arch::x86_64::__m512i,
-        right: std::arch::x86_64::__m512i,
+        q: &Multipliers,
+        c: usize,
+        lanes: u16,
     ) -> std::arch::x86_64::__m128i {
         use std::arch::x86_64::*;
-        let one = _mm512_set1_epi32(1);
-        let min = _mm512_set1_epi32(i32::MIN);
-        let (pos, neg) = (_mm512_set1_epi64(1 << 30), _mm512_set1_epi64(1 - (1 << 30)));
-        let low31 = _mm512_set1_epi64((1 << 31) - 1);
-        let x = _mm512_mullo_epi32(x, left);
-        // SaturatingRoundingDoublingHighMul on even and odd lanes as i64.
-        let high = |p: __m512i| {
-            let t = _mm512_add_epi64(
-                p,
-                _mm512_mask_blend_epi64(_mm512_cmplt_epi64_mask(p, _mm512_setzero_si512()), pos, neg),
-            );
-            let t = _mm512_add_epi64(t, _mm512_and_si512(_mm512_srai_epi64::<63>(t), low31));
-            _mm512_srai_epi64::<31>(t)
-        };
-        let even = high(_mm512_mul_epi32(x, m));
-        let odd = high(_mm512_mul_epi32(_mm512_srli_epi64::<32>(x), _mm512_srli_epi64::<32>(m)));
-        let mut h = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64::<32>(odd));
-        let sat = _mm512_cmpeq_epi32_mask(x, min) & _mm512_cmpeq_epi32_mask(m, min);
-        h = _mm512_mask_mov_epi32(h, sat, _mm512_set1_epi32(i32::MAX));
+        // SAFETY: the caller guarantees the selected lanes of every parameter vector.
+        let ld = |v: &[i32]| unsafe { _mm512_maskz_loadu_epi32(lanes, v.as_ptr().add(c)) };
+        let x = if q.any_left { _mm512_mullo_epi32(x, ld(&q.left)) } else { x };
+        let round = _mm512_set1_epi64(1 << 30);
+        let even = _mm512_srai_epi64::<31>(_mm512_add_epi64(_mm512_mul_epi32(x, ld(&q.m)), round));
+        let odd = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64::<32>(x), ld(&q.m_odd)), round);
+        // Bits 31..62 of the odd products into the high halves: the odd lanes' results.
+        let h = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64::<1>(odd));
         // RoundingDivideByPOT.
-        let mask = _mm512_sub_epi32(_mm512_sllv_epi32(one, right), one);
-        let rem = _mm512_and_si512(h, mask);
-        let threshold = _mm512_add_epi32(_mm512_srai_epi32::<1>(mask), _mm512_srli_epi32::<31>(h));
+        let right = ld(&q.right);
+        let rem = _mm512_and_si512(h, ld(&q.mask));
+        let threshold = _mm512_add_epi32(ld(&q.half), _mm512_srli_epi32::<31>(h));
         let shifted = _mm512_srav_epi32(h, right);
-        let r = _mm512_mask_add_epi32(shifted, _mm512_cmpgt_epi32_mask(rem, threshold), shifted, one);
+        let r = _mm512_mask_add_epi32(shifted, _mm512_cmpgt_epi32_mask(rem, threshold), shifted, _mm512_set1_epi32(1));
         _mm512_cvtepi32_epi8(_mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(r, self.zp), self.lo), self.hi))
     }
 }
@@ -795,7 +812,6 @@ impl PackedConv {
         let (ow, pad_w) = axis(op.padding, iw, self.kw, op.stride[1], op.dilation[1])?;
         let oc = self.m.units;
         let mut y = vec![0i8; n.checked_mul(oh)?.checked_mul(ow)?.checked_mul(oc)?];
-        let mut accs = vec![0i32; y.len()];
         let g = ConvGeom { n, ih, iw, ic, oh, ow, pad_h, pad_w };
         let rows = n * oh;
         let row_len = (ow * oc).max(1);
@@ -803,111 +819,134 @@ impl PackedConv {
         // bytes are the same however they are split).
         let macs = y.len().saturating_mul(self.m.depth);
         let threads = if macs >= 1 << 21 { threads.clamp(1, rows.max(1)) } else { 1 };
-        // The VNNI path reads `x + 128` as unsigned bytes: converted once for the whole input,
-        // with slack so a pointwise row may read its last group of 4 whole.
-        let vnni = self.m.vnni.as_ref().map(|p| {
+        let per = rows.div_ceil(threads.max(1)).max(1);
+        if let Some(p) = &self.m.vnni {
+            // The VNNI path reads `x + 128` as unsigned bytes: converted once for the whole
+            // input, with slack so a pointwise row may read its last group of 4 whole.
             let mut xu: Vec<u8> = xv.iter().map(|&v| (v as u8) ^ 0x80).collect();
             xu.resize(xv.len() + p.groups * 4, 0);
-            (p, xu)
-        });
-        let vnni = vnni.as_ref().map(|(p, xu)| (*p, xu.as_slice()));
-        let run_rows = |first: usize, chunk: &mut [i32]| match vnni {
-            Some((p, xu)) => self.conv_rows_vnni(&g, p, xu, first, chunk),
-            None => {
-                self.conv_rows(&g, xv, first, chunk);
-                true
-            }
-        };
-        let ok = if threads <= 1 {
-            run_rows(0, &mut accs)
-        } else {
-            let per = rows.div_ceil(threads);
-            std::thread::scope(|sc| {
-                let handles: Vec<_> = accs
-                    .chunks_mut(per * row_len)
-                    .enumerate()
-                    .map(|(t, chunk)| {
-                        let run_rows = &run_rows;
-                        sc.spawn(move || run_rows(t * per, chunk))
-                    })
-                    .collect();
-                handles.into_iter().all(|h| h.join().unwrap_or(false))
-            })
-        };
-        if !ok {
-            return None;
+            let ok = if threads <= 1 {
+                self.conv_rows_vnni(&g, p, &xu, 0, &mut y)
+            } else {
+                std::thread::scope(|sc| {
+                    let handles: Vec<_> = y
+                        .chunks_mut(per * row_len)
+                        .enumerate()
+                        .map(|(t, chunk)| {
+                            let (g, xu) = (&g, &xu);
+                            sc.spawn(move || self.conv_rows_vnni(g, p, xu, t * per, chunk))
+                        })
+                        .collect();
+                    handles.into_iter().all(|h| h.join().unwrap_or(false))
+                })
+            };
+            return ok.then_some((vec![n, oh, ow, oc], y));
         }
-        let bias = if vnni.is_some() { &self.vnni_bias } else { &self.row_const };
-        self.out.apply(&accs, bias, &mut y);
+        let mut accs = vec![0i32; y.len()];
+        if threads <= 1 {
+            self.conv_rows(&g, xv, 0, &mut accs);
+        } else {
+            std::thread::scope(|sc| {
+                for (t, chunk) in accs.chunks_mut(per * row_len).enumerate() {
+                    let g = &g;
+                    sc.spawn(move || self.conv_rows(g, xv, t * per, chunk));
+                }
+            });
+        }
+        self.out.apply(&accs, &self.row_const, &mut y);
         Some((vec![n, oh, ow, oc], y))
     }
 
-    /// [`PackedConv::conv_rows`] on the VNNI pack: pixels in batches, each batch's input rows
-    /// (pointwise: read in place; otherwise gathered, padding taps holding the input zero
-    /// point) multiplied by the weights in register tiles. `xu` is the whole input as
-    /// `x + 128`. False if a row would fall outside the input (nothing is then trusted).
+    /// The output rows `first..` that `y` covers (whole rows of ow × oc), on the VNNI pack:
+    /// pixels in batches, each batch's input rows (pointwise: read in place; otherwise
+    /// gathered, padding taps holding the input zero point) multiplied by the weights in
+    /// register tiles, then requantized while the batch's accumulators are in cache. `xu` is
+    /// the whole input as `x + 128`. False if a row would fall outside the input (nothing is
+    /// then trusted).
     #[cfg(target_arch = "x86_64")]
-    fn conv_rows_vnni(&self, g: &ConvGeom, p: &VnniPack, xu: &[u8], first: usize, accs: &mut [i32]) -> bool {
+    fn conv_rows_vnni(&self, g: &ConvGeom, p: &VnniPack, xu: &[u8], first: usize, y: &mut [i8]) -> bool {
         const BATCH: usize = 32;
         let op = &self.op;
         let (ih, iw, ic, oh, ow) = (g.ih, g.iw, g.ic, g.oh, g.ow);
+        let (kh, kw) = (self.kh, self.kw);
         let oc = self.m.units;
+        if oc == 0 || ow == 0 || oh == 0 {
+            return true;
+        }
         let k4 = p.groups * 4;
         let zu = (self.z_in.clamp(-128, 127) as i8 as u8) ^ 0x80;
-        let pointwise = self.kh == 1 && self.kw == 1 && g.pad_h == 0 && g.pad_w == 0;
-        let pixels = accs.len() / oc.max(1);
-        let first_px = first * ow;
-        let per_image = (oh * ow).max(1);
+        let pointwise = kh == 1 && kw == 1 && g.pad_h == 0 && g.pad_w == 0;
+        // A kernel row's taps are adjacent in the input when the dilation is 1.
+        let row_bytes = kw * ic;
+        let contiguous = op.dilation[1] == 1;
+        let pixels = y.len() / oc;
         let mut col = if pointwise { Vec::new() } else { vec![0u8; BATCH * k4] };
         let mut offs = Vec::with_capacity(BATCH);
+        let mut acc = vec![0i32; BATCH * oc];
+        // The output pixel (image, row, column) walked incrementally.
+        let (mut b, mut oy, mut ox) = (first / oh, first % oh, 0usize);
         for start in (0..pixels).step_by(BATCH) {
             let count = (pixels - start).min(BATCH);
             offs.clear();
             for i in 0..count {
-                let px = first_px + start + i;
-                let (b, rem) = (px / per_image, px % per_image);
-                let (oy, ox) = (rem / ow.max(1), rem % ow.max(1));
                 let img = b * ih * iw * ic;
                 if pointwise {
                     offs.push(img + ((oy * op.stride[0]) * iw + ox * op.stride[1]) * ic);
-                    continue;
-                }
-                let row = &mut col[i * k4..(i + 1) * k4];
-                for ky in 0..self.kh {
-                    let iy = (oy * op.stride[0] + ky * op.dilation[0]) as isize - g.pad_h as isize;
-                    for kx in 0..self.kw {
-                        let ix = (ox * op.stride[1] + kx * op.dilation[1]) as isize - g.pad_w as isize;
-                        let dst = &mut row[(ky * self.kw + kx) * ic..(ky * self.kw + kx + 1) * ic];
-                        if iy >= 0 && (iy as usize) < ih && ix >= 0 && (ix as usize) < iw {
-                            let at = img + (iy as usize * iw + ix as usize) * ic;
-                            let Some(src) = xu.get(at..at + ic) else { return false };
-                            if ic < 16 {
-                                for (d, &v) in dst.iter_mut().zip(src) {
-                                    *d = v;
-                                }
-                            } else {
+                } else {
+                    let row = &mut col[i * k4..(i + 1) * k4];
+                    let x0 = (ox * op.stride[1]) as isize - g.pad_w as isize;
+                    let cols_inside = x0 >= 0 && x0 as usize + (kw - 1) * op.dilation[1] < iw;
+                    for ky in 0..kh {
+                        let iy = (oy * op.stride[0] + ky * op.dilation[0]) as isize - g.pad_h as isize;
+                        let dst_row = &mut row[ky * row_bytes..(ky + 1) * row_bytes];
+                        if iy < 0 || iy as usize >= ih {
+                            dst_row.fill(zu);
+                            continue;
+                        }
+                        let line = img + iy as usize * iw * ic;
+                        if cols_inside && contiguous {
+                            let at = line + x0 as usize * ic;
+                            let Some(src) = xu.get(at..at + row_bytes) else { return false };
+                            dst_row.copy_from_slice(src);
+                            continue;
+                        }
+                        for (kx, dst) in dst_row.chunks_exact_mut(ic.max(1)).enumerate() {
+                            let ix = x0 + (kx * op.dilation[1]) as isize;
+                            if ix >= 0 && (ix as usize) < iw {
+                                let at = line + ix as usize * ic;
+                                let Some(src) = xu.get(at..at + ic) else { return false };
                                 dst.copy_from_slice(src);
+                            } else {
+                                dst.fill(zu);
                             }
-                        } else {
-                            dst.fill(zu);
                         }
                     }
+                    offs.push(i * k4);
                 }
-                offs.push(i * k4);
+                ox += 1;
+                if ox == ow {
+                    ox = 0;
+                    oy += 1;
+                    if oy == oh {
+                        oy = 0;
+                        b += 1;
+                    }
+                }
             }
             let src: &[u8] = if pointwise { xu } else { &col };
             // SAFETY: a VNNI pack exists only when `has_vnni()` found AVX-512 F/BW/VNNI.
             #[allow(unsafe_code)]
-            let ok = unsafe { gemm_vnni(p, oc, src, &offs, &mut accs[start * oc..], oc) };
+            let ok = unsafe { gemm_vnni(p, oc, src, &offs, &mut acc, oc) };
             if !ok {
                 return false;
             }
+            self.out.apply(&acc[..count * oc], &self.vnni_bias, &mut y[start * oc..(start + count) * oc]);
         }
         true
     }
 
     #[cfg(not(target_arch = "x86_64"))]
-    fn conv_rows_vnni(&self, _: &ConvGeom, _: &VnniPack, _: &[u8], _: usize, _: &mut [i32]) -> bool {
+    fn conv_rows_vnni(&self, _: &ConvGeom, _: &VnniPack, _: &[u8], _: usize, _: &mut [i8]) -> bool {
         false
     }
 
@@ -997,9 +1036,7 @@ struct DwWide {
     /// `bias − z_in · Σ_taps w`: the bias of a pixel whose taps all lie inside the image,
     /// whose accumulator then needs no zero-point subtraction per tap.
     bias_inside: Vec<i32>,
-    m: Vec<i32>,
-    left: Vec<i32>,
-    right: Vec<i32>,
+    mults: Multipliers,
 }
 
 fn has_avx512() -> bool {
@@ -1046,9 +1083,11 @@ impl PackedDepthwise {
                 w: wp,
                 bias,
                 bias_inside,
-                m: pad(&out.mults.m),
-                left: pad(&out.mults.left),
-                right: pad(&out.mults.right),
+                mults: {
+                    let mut pairs = per_channel_multipliers(c.s_in, c.wq, c.out.scale, oc);
+                    pairs.resize(ocp, (0, 0));
+                    Multipliers::new(&pairs)
+                },
             }
         });
         Some(PackedDepthwise { op: op.clone(), kh, kw, oc, w, z_in: c.z_in, bias, out, wide })
@@ -1111,7 +1150,19 @@ fn dw_avx512(p: &PackedDepthwise, k: &DwWide, d: &ConvGeom, xv: &[i8], y: &mut [
         && xv.len() == d.n * ih * iw * ic
         && y.len() == d.n * d.oh * d.ow * oc
         && k.w.len() == taps * ocp
-        && [&k.bias, &k.bias_inside, &k.m, &k.left, &k.right].iter().all(|v| v.len() == ocp);
+        && !k.mults.any_min
+        && [
+            &k.bias,
+            &k.bias_inside,
+            &k.mults.m,
+            &k.mults.left,
+            &k.mults.right,
+            &k.mults.m_odd,
+            &k.mults.mask,
+            &k.mults.half,
+        ]
+        .iter()
+        .all(|v| v.len() == ocp);
     if !sizes_ok {
         return false;
     }
@@ -1150,8 +1201,7 @@ fn dw_avx512(p: &PackedDepthwise, k: &DwWide, d: &ConvGeom, xv: &[i8], y: &mut [
                                 let wv = _mm512_loadu_si512(wp.add(t * ocp) as *const _);
                                 acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(xb, wv));
                             }
-                            let ld = |v: &[i32]| _mm512_loadu_si512(v.as_ptr().add(c) as *const _);
-                            let q = out.requantize(acc, ld(&k.m), ld(&k.left), ld(&k.right));
+                            let q = out.requantize(acc, &k.mults, c, mask);
                             _mm_mask_storeu_epi8(y.as_mut_ptr().add(o + c) as *mut _, mask, q);
                         }
                     }
@@ -1189,9 +1239,8 @@ fn dw_avx512(p: &PackedDepthwise, k: &DwWide, d: &ConvGeom, xv: &[i8], y: &mut [
                     // SAFETY: the parameter vectors hold ocp >= c + 16 entries; the store
                     // writes the lanes the mask selects, o + c .. o + oc, inside `y`.
                     unsafe {
-                        let ld = |v: &[i32]| _mm512_loadu_si512(v.as_ptr().add(c) as *const _);
-                        let acc = _mm512_add_epi32(acc, ld(&k.bias));
-                        let q = out.requantize(acc, ld(&k.m), ld(&k.left), ld(&k.right));
+                        let acc = _mm512_add_epi32(acc, _mm512_loadu_si512(k.bias.as_ptr().add(c) as *const _));
+                        let q = out.requantize(acc, &k.mults, c, mask);
                         _mm_mask_storeu_epi8(y.as_mut_ptr().add(o + c) as *mut _, mask, q);
                     }
                 }
@@ -1367,14 +1416,16 @@ mod tests {
                 crate::fixedpoint::mbqm(acc[i].wrapping_add(bias[i]), m, sh).wrapping_add(-5).clamp(-128, 127) as i8;
             assert_eq!(got[i], want, "acc {} mult {m} shift {sh}", acc[i]);
         }
-        // Many pixels of 16·k channels (the vector path), activation clamps.
-        for channels in [16usize, 32, 48] {
+        // Many pixels (the vector path: whole and partial vectors of 16 channels; multipliers
+        // without i32::MIN, which sends a tensor to the scalar path), activation clamps.
+        for channels in [16usize, 32, 48, 1, 5, 21, 100] {
             let pixels = 700;
             let accs: Vec<i32> =
                 (0..channels * pixels).map(|i| if i < 6 { acc[i] } else { acc[i % acc.len()] }).collect();
-            let ch_mults = &mults[..channels];
+            let ch_mults = &mults[6..6 + channels];
             let ch_bias = &bias[..channels];
             let q = Multipliers::new(ch_mults);
+            assert!(!q.any_min);
             let mut got = vec![0i8; accs.len()];
             requantize_fixed(&accs, ch_bias, &q, 7, -100, 90, &mut got);
             for (i, &a) in accs.iter().enumerate() {
