@@ -447,7 +447,8 @@ fn fast_convolutions_are_bit_exact_with_the_reference() {
         let dilation =
             if pointwise { [1, 1] } else { [int(&mut b.rng, 1, 2) as usize, int(&mut b.rng, 1, 2) as usize] };
         let fits = (kh - 1) * dilation[0] < h && (kw - 1) * dilation[1] < w_;
-        let padding = if pointwise || (fits && b.rng.next_u64() % 2 == 0) { Padding::Valid } else { Padding::Same };
+        let padding =
+            if pointwise || (fits && b.rng.next_u64().is_multiple_of(2)) { Padding::Valid } else { Padding::Same };
         let qi = qp(&mut b.rng);
         let x = input(&mut b, "x", &[n, h, w_, ic], qi.clone());
         let a = act(&mut b.rng);
