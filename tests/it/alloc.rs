@@ -10,6 +10,11 @@ pub struct Counting;
 thread_local! {
     static HELD: Cell<isize> = const { Cell::new(0) };
     static PEAK: Cell<isize> = const { Cell::new(0) };
+    static CALLS: Cell<usize> = const { Cell::new(0) };
+}
+
+fn count_call() {
+    let _ = CALLS.try_with(|c| c.set(c.get() + 1));
 }
 
 fn add(n: isize) {
@@ -25,11 +30,13 @@ fn add(n: isize) {
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count_call();
         add(layout.size() as isize);
         // SAFETY: same layout contract as the caller's.
         unsafe { System.alloc(layout) }
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count_call();
         add(layout.size() as isize);
         // SAFETY: same layout contract as the caller's.
         unsafe { System.alloc_zeroed(layout) }
@@ -40,6 +47,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count_call();
         add(new_size as isize - layout.size() as isize);
         // SAFETY: same contract as the caller's.
         unsafe { System.realloc(ptr, layout, new_size) }
@@ -53,4 +61,12 @@ pub fn peak_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
     let r = f();
     let peak = PEAK.with(Cell::get) - start;
     (r, peak.max(0) as usize)
+}
+
+/// Run `f` and return its result with the number of allocations (and reallocations) this
+/// thread made meanwhile.
+pub fn allocations_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    let start = CALLS.with(Cell::get);
+    let r = f();
+    (r, CALLS.with(Cell::get) - start)
 }

@@ -106,13 +106,20 @@ pub fn export_case_with_reference(
 ) {
     // Every exported case also runs on the fast kernels, which must give the same bytes as
     // the reference kernels that computed `outputs` (so the LiteRT check covers both).
+    // A session (the planned arena, in-place kernels) must too, run after run.
     let g = qlite_tflite::read_model(bytes::Bytes::copy_from_slice(model)).unwrap();
-    let fast = Interpreter::new(&g)
-        .unwrap()
-        .kernels(qlite::Kernels::Fast)
-        .run(inputs.to_vec())
-        .or_else(|_| qlite::run_batched_with(&g, inputs.to_vec(), qlite::Kernels::Fast, 1))
-        .unwrap();
+    let interp = Interpreter::new(&g).unwrap().kernels(qlite::Kernels::Fast);
+    let direct = interp.run(inputs.to_vec());
+    if direct.is_ok() {
+        let mut session = interp.session();
+        for run in 0..2 {
+            session.run(inputs).unwrap();
+            let got: Vec<Array> = session.outputs().unwrap().into_iter().cloned().collect();
+            assert!(got == outputs, "{name}: session run {run} differs from the reference");
+        }
+    }
+    let fast =
+        direct.or_else(|_| qlite::run_batched_with(&g, inputs.to_vec(), qlite::Kernels::Fast, 1)).unwrap();
     assert!(fast == outputs, "{name}: the fast kernels differ from the reference");
     let Some(dir) = conformance_dir() else { return };
     let d = dir.join(name);

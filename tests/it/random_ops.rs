@@ -514,3 +514,70 @@ fn fast_spatial_mean_is_bit_exact_with_the_reference() {
     }
     assert_eq!(fast_nodes, 150, "every case must run the fast kernel");
 }
+
+/// A session's planned arena: after the first run, a run of a model whose ops all have
+/// in-place kernels allocates nothing, and gives the reference kernels' bytes every time.
+#[test]
+fn sessions_allocate_nothing_after_the_first_run() {
+    let mut models: Vec<(String, qlite::ir::Graph)> = ["mlp.tflite", "cnn.tflite"]
+        .iter()
+        .map(|f| {
+            let bytes = std::fs::read(crate::common::fixture(&format!("digits/tf_int8/{f}"))).unwrap();
+            (f.to_string(), qlite_tflite::read_model(bytes::Bytes::from(bytes)).unwrap())
+        })
+        .collect();
+    // A MobileNet-style tail: convolution, depthwise, pointwise, global average.
+    let mut b = Builder::new("session_mobilenet_tail");
+    let qi = qp(&mut b.rng);
+    let x = input(&mut b, "x", &[1, 12, 12, 8], qi.clone());
+    let mut cur = (x, qi);
+    for (oc, k, depthwise) in [(24usize, 3usize, false), (24, 3, true), (40, 1, false)] {
+        let (xt, q) = cur.clone();
+        let in_c = b.g.tensor(xt).unwrap().shape.to_fixed().unwrap()[3];
+        let op_pad = Padding::Same;
+        let (w, ws, depth, op) = if depthwise {
+            let (w, ws) = weights(&mut b, &[1, k, k, in_c], 3, true);
+            let op = Op::DepthwiseConv2d(DepthwiseConv2d {
+                padding: op_pad,
+                stride: [1, 1],
+                dilation: [1, 1],
+                depth_multiplier: 1,
+                activation: Activation::Relu6,
+            });
+            (w, ws, k * k, op)
+        } else {
+            let (w, ws) = weights(&mut b, &[oc, k, k, in_c], 0, true);
+            let op = Op::Conv2d(Conv2d { padding: op_pad, stride: [1, 1], dilation: [1, 1], activation: Activation::Relu });
+            (w, ws, k * k * in_c, op)
+        };
+        let units = if depthwise { in_c } else { oc };
+        let bias = bias(&mut b, units, q.scale(), &ws);
+        let qo = qp_near(&mut b.rng, typical_out(q.scale(), &ws, depth));
+        let y = b.node(op, &[Some(xt), Some(w), Some(bias)], Some((DType::I8, qo.clone())));
+        cur = (y, qo);
+    }
+    let (last, q) = cur;
+    let out = b.node(Op::Mean(Mean { axes: vec![1, 2], keep_dims: false }), &[Some(last)], Some((DType::I8, q)));
+    let (g, tail_inputs) = b.finish(&[out]);
+    models.push(("mobilenet tail".into(), g));
+    for (name, g) in &models {
+        let inputs = if name == "mobilenet tail" {
+            tail_inputs.clone()
+        } else {
+            qlite::roundtrip::random_inputs(g, 3).unwrap()
+        };
+        let reference = qlite::Interpreter::new(g).unwrap().run(inputs.clone()).unwrap();
+        let interp = qlite::Interpreter::new(g).unwrap().kernels(qlite::Kernels::Fast);
+        let mut session = interp.session();
+        session.run(&inputs).unwrap();
+        let first = session.arena_bytes();
+        for run in 0..3 {
+            let ((), allocations) = crate::alloc::allocations_during(|| session.run(&inputs).unwrap());
+            assert_eq!(allocations, 0, "{name}: run {run} allocated");
+            let got: Vec<qlite::Array> = session.outputs().unwrap().into_iter().cloned().collect();
+            assert_eq!(got, reference, "{name}: run {run}");
+        }
+        assert_eq!(session.arena_bytes(), first, "{name}: the arena grew after the first run");
+        assert!(session.slots() < g.nodes().len(), "{name}: slots are shared ({} slots)", session.slots());
+    }
+}

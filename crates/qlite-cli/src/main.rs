@@ -2,6 +2,43 @@
 
 mod demo;
 
+/// The system allocator, counting allocation calls so `qlite bench` can report how many an
+/// inference makes (a relaxed atomic increment per call).
+struct CountingAlloc;
+
+static ALLOCATIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+// SAFETY: every call is forwarded unchanged to the system allocator; only a counter changes.
+#[allow(unsafe_code)]
+unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: the caller's layout contract is passed on.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: the caller's layout contract is passed on.
+        unsafe { std::alloc::System.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: `ptr` came from `System` with this layout.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: the caller's contract is passed on.
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+fn allocations() -> usize {
+    ALLOCATIONS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 use clap::{Parser, Subcommand};
 use qlite::{Array, CalibrationMethod, ConvertOptions, Data, IoType, QuantConfig, QuantMode, Registry};
 use std::io::{IsTerminal, Write};
@@ -607,16 +644,22 @@ fn bench_cmd(reg: &Registry, model: &Path, input: Option<&Path>, o: &BenchOpts) 
         None => qlite::roundtrip::random_inputs(&g, 0)?,
     };
     let interp = qlite::Interpreter::new(&g).map_err(|e| e.to_string())?.kernels(kernels).threads(threads);
+    // A session: the planned arena is reused, as an application running a model repeatedly
+    // would.
+    let mut session = interp.session();
     for _ in 0..10 {
-        interp.run(inputs.clone()).map_err(|e| e.to_string())?;
+        session.run(&inputs).map_err(|e| e.to_string())?;
     }
     let mut times = Vec::with_capacity(runs.max(1));
+    let allocations_before = allocations();
     for _ in 0..runs.max(1) {
-        let x = inputs.clone();
         let t = std::time::Instant::now();
-        interp.run(x).map_err(|e| e.to_string())?;
+        session.run(&inputs).map_err(|e| e.to_string())?;
         times.push(t.elapsed().as_secs_f64() * 1e6);
     }
+    // `times` was allocated with its capacity up front: every allocation counted is a run's.
+    let allocs_per_run = (allocations() - allocations_before) as f64 / runs.max(1) as f64;
+    let arena_bytes = session.arena_bytes();
     let node_profile = if profile {
         let mut obs = NodeTimer::new(&g);
         for _ in 0..runs.max(1) {
@@ -643,6 +686,9 @@ fn bench_cmd(reg: &Registry, model: &Path, input: Option<&Path>, o: &BenchOpts) 
             "kernels": kernels_name,
             "fast_nodes": interp.fast_nodes(),
             "threads": threads,
+            "arena_bytes": arena_bytes,
+            "arena_slots": session.slots(),
+            "allocations_per_run": allocs_per_run,
         });
         let mut o = o;
         if let Some(rows) = &node_profile {
@@ -656,12 +702,15 @@ fn bench_cmd(reg: &Registry, model: &Path, input: Option<&Path>, o: &BenchOpts) 
         return Ok(());
     }
     println!(
-        "{}: median {:.1} µs, mean {:.1} µs, best {:.1} µs over {} runs ({kernels_name} kernels)",
+        "{}: median {:.1} µs, mean {:.1} µs, best {:.1} µs over {} runs ({kernels_name} kernels); arena {} in {} slots, {} allocations per run",
         model.display(),
         times[times.len() / 2],
         mean,
         times[0],
-        times.len()
+        times.len(),
+        human_bytes(arena_bytes),
+        session.slots(),
+        allocs_per_run
     );
     if let Some(rows) = node_profile {
         let total: f64 = rows.iter().map(|r| r.mean_us).sum::<f64>().max(1e-9);
@@ -678,6 +727,14 @@ fn bench_cmd(reg: &Registry, model: &Path, input: Option<&Path>, o: &BenchOpts) 
         }
     }
     Ok(())
+}
+
+fn human_bytes(n: usize) -> String {
+    match n {
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
 }
 
 struct BenchOpts {

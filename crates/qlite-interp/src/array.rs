@@ -108,6 +108,49 @@ impl Array {
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }
+
+    /// Make `slot` an int8 array of `shape`, reusing its storage (no allocation when it
+    /// already holds int8 data with the capacity), and return its elements to be overwritten.
+    /// `None` if the element count overflows.
+    pub(crate) fn reuse_i8<'a>(slot: &'a mut Option<Array>, shape: &[usize]) -> Option<&'a mut [i8]> {
+        let n = checked_product(shape)?;
+        if !matches!(slot, Some(Array { data: Data::I8(_), .. })) {
+            *slot = Some(Array { shape: Vec::new(), data: Data::I8(Vec::new()) });
+        }
+        let Some(Array { shape: s, data: Data::I8(v) }) = slot else { return None };
+        s.clear();
+        s.extend_from_slice(shape);
+        v.resize(n, 0);
+        Some(v.as_mut_slice())
+    }
+
+    /// [`Array::reuse_i8`] for float32.
+    pub(crate) fn reuse_f32<'a>(slot: &'a mut Option<Array>, shape: &[usize]) -> Option<&'a mut [f32]> {
+        let n = checked_product(shape)?;
+        if !matches!(slot, Some(Array { data: Data::F32(_), .. })) {
+            *slot = Some(Array { shape: Vec::new(), data: Data::F32(Vec::new()) });
+        }
+        let Some(Array { shape: s, data: Data::F32(v) }) = slot else { return None };
+        s.clear();
+        s.extend_from_slice(shape);
+        v.resize(n, 0.0);
+        Some(v.as_mut_slice())
+    }
+
+    /// Bytes of element storage this array holds (its capacity, not its length).
+    pub fn capacity_bytes(&self) -> usize {
+        match &self.data {
+            Data::F32(v) => v.capacity() * 4,
+            Data::F16(v) => v.capacity() * 2,
+            Data::BF16(v) => v.capacity() * 2,
+            Data::I8(v) => v.capacity(),
+            Data::U8(v) => v.capacity(),
+            Data::I16(v) => v.capacity() * 2,
+            Data::I32(v) => v.capacity() * 4,
+            Data::I64(v) => v.capacity() * 8,
+            Data::Bool(v) => v.capacity(),
+        }
+    }
     pub fn data(&self) -> &Data {
         &self.data
     }

@@ -47,14 +47,50 @@ impl Packed {
     /// Run on the node's first input (large convolutions on up to `threads` threads); `None`
     /// when the input is not what was packed for (the reference kernel then runs).
     pub fn run(&self, x: &Array, threads: usize) -> Option<Result<Array, String>> {
+        let mut out = None;
+        self.run_into(x, &mut out, &mut Scratch::default(), threads)?;
+        out.map(Ok)
+    }
+
+    /// [`Packed::run`] writing into `out`, reusing its storage and `scratch`'s buffers: once
+    /// they have grown to a model's sizes, a single-threaded run allocates nothing.
+    pub fn run_into(&self, x: &Array, out: &mut Option<Array>, scratch: &mut Scratch, threads: usize) -> Option<()> {
         let Data::I8(xv) = x.data() else { return None };
+        let xs = x.shape();
         match self {
-            Packed::Fc(p) => p.run(x.shape(), xv),
-            Packed::Conv(p) => p.run(x.shape(), xv, threads),
-            Packed::Depthwise(p) => p.run(x.shape(), xv),
-            Packed::Mean(p) => p.run(x.shape(), xv),
+            Packed::Fc(p) => p.run(xs, xv, out, scratch),
+            Packed::Conv(p) => p.run(xs, xv, out, scratch, threads),
+            Packed::Depthwise(p) => p.run(xs, xv, out, scratch),
+            Packed::Mean(p) => p.run(xs, xv, out, scratch),
         }
-        .map(|(shape, y)| Array::new(shape, Data::I8(y)).map_err(|e| e.to_string()))
+    }
+}
+
+/// Buffers the fast kernels reuse from one run to the next.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    xu: Vec<u8>,
+    acc: Vec<i32>,
+    taps: Vec<usize>,
+    shape: Vec<usize>,
+    tile: TileBufs,
+}
+
+/// A convolution worker's buffers: gathered input rows, their offsets, accumulators.
+#[derive(Debug, Default)]
+struct TileBufs {
+    col: Vec<u8>,
+    offs: Vec<usize>,
+    acc: Vec<i32>,
+}
+
+impl Scratch {
+    /// Bytes held.
+    pub fn capacity_bytes(&self) -> usize {
+        self.xu.capacity()
+            + self.tile.col.capacity()
+            + (self.acc.capacity() + self.tile.acc.capacity()) * 4
+            + (self.tile.offs.capacity() + self.taps.capacity() + self.shape.capacity()) * size_of::<usize>()
     }
 }
 
@@ -728,31 +764,29 @@ impl PackedFc {
         Some(PackedFc { m, keep_num_dims: op.keep_num_dims, row_const, w_off, scales, zp_out: c.out.zp, lo, hi })
     }
 
-    fn run(&self, xs: &[usize], xv: &[i8]) -> Option<(Vec<usize>, Vec<i8>)> {
+    fn run(&self, xs: &[usize], xv: &[i8], out: &mut Option<Array>, s: &mut Scratch) -> Option<()> {
         let (units, depth) = (self.m.units, self.m.depth);
         if !xv.len().is_multiple_of(depth) {
             return None;
         }
         let batches = xv.len() / depth;
-        let shape = if self.keep_num_dims {
-            let mut s = xs.to_vec();
-            *s.last_mut()? = units;
-            s
+        s.shape.clear();
+        if self.keep_num_dims {
+            s.shape.extend_from_slice(xs);
+            *s.shape.last_mut()? = units;
         } else {
-            vec![batches, units]
-        };
-        let mut y = vec![0i8; batches * units];
-        let mut acc = vec![0i32; self.m.acc_len()];
-        let mut xu = Vec::new();
+            s.shape.extend_from_slice(&[batches, units]);
+        }
+        let y = Array::reuse_i8(out, &s.shape)?;
         for (xr, yr) in xv.chunks_exact(depth).zip(y.chunks_exact_mut(units.max(1))) {
             let x_term = self.w_off.wrapping_mul(xr.iter().fold(0i32, |a, &v| a.wrapping_add(v as i32)));
-            self.m.dots(xr, &mut xu, &mut acc);
-            for (a, &c) in acc.iter_mut().zip(&self.row_const) {
+            self.m.dots(xr, &mut s.xu, &mut s.acc);
+            for (a, &c) in s.acc.iter_mut().zip(&self.row_const) {
                 *a = a.wrapping_add(x_term).wrapping_add(c);
             }
-            requantize_double(&acc[..units], &self.scales, self.zp_out, self.lo, self.hi, yr);
+            requantize_double(&s.acc[..units], &self.scales, self.zp_out, self.lo, self.hi, yr);
         }
-        Some((shape, y))
+        Some(())
     }
 }
 
@@ -802,7 +836,14 @@ impl PackedConv {
         })
     }
 
-    fn run(&self, xs: &[usize], xv: &[i8], threads: usize) -> Option<(Vec<usize>, Vec<i8>)> {
+    fn run(
+        &self,
+        xs: &[usize],
+        xv: &[i8],
+        out: &mut Option<Array>,
+        s: &mut Scratch,
+        threads: usize,
+    ) -> Option<()> {
         let &[n, ih, iw, ic] = xs else { return None };
         if ic != self.ic || n.checked_mul(ih)?.checked_mul(iw)?.checked_mul(ic)? != xv.len() {
             return None; // grouped: the reference kernel
@@ -811,7 +852,7 @@ impl PackedConv {
         let (oh, pad_h) = axis(op.padding, ih, self.kh, op.stride[0], op.dilation[0])?;
         let (ow, pad_w) = axis(op.padding, iw, self.kw, op.stride[1], op.dilation[1])?;
         let oc = self.m.units;
-        let mut y = vec![0i8; n.checked_mul(oh)?.checked_mul(ow)?.checked_mul(oc)?];
+        let y = Array::reuse_i8(out, &[n, oh, ow, oc])?;
         let g = ConvGeom { n, ih, iw, ic, oh, ow, pad_h, pad_w };
         let rows = n * oh;
         let row_len = (ow * oc).max(1);
@@ -823,24 +864,26 @@ impl PackedConv {
         if let Some(p) = &self.m.vnni {
             // The VNNI path reads `x + 128` as unsigned bytes: converted once for the whole
             // input, with slack so a pointwise row may read its last group of 4 whole.
-            let mut xu: Vec<u8> = xv.iter().map(|&v| (v as u8) ^ 0x80).collect();
-            xu.resize(xv.len() + p.groups * 4, 0);
+            s.xu.clear();
+            s.xu.extend(xv.iter().map(|&v| (v as u8) ^ 0x80));
+            s.xu.resize(xv.len() + p.groups * 4, 0);
+            let xu = &s.xu;
             let ok = if threads <= 1 {
-                self.conv_rows_vnni(&g, p, &xu, 0, &mut y)
+                self.conv_rows_vnni(&g, p, xu, 0, y, &mut s.tile)
             } else {
                 std::thread::scope(|sc| {
                     let handles: Vec<_> = y
                         .chunks_mut(per * row_len)
                         .enumerate()
                         .map(|(t, chunk)| {
-                            let (g, xu) = (&g, &xu);
-                            sc.spawn(move || self.conv_rows_vnni(g, p, xu, t * per, chunk))
+                            let g = &g;
+                            sc.spawn(move || self.conv_rows_vnni(g, p, xu, t * per, chunk, &mut TileBufs::default()))
                         })
                         .collect();
                     handles.into_iter().all(|h| h.join().unwrap_or(false))
                 })
             };
-            return ok.then_some((vec![n, oh, ow, oc], y));
+            return ok.then_some(());
         }
         let mut accs = vec![0i32; y.len()];
         if threads <= 1 {
@@ -853,8 +896,8 @@ impl PackedConv {
                 }
             });
         }
-        self.out.apply(&accs, &self.row_const, &mut y);
-        Some((vec![n, oh, ow, oc], y))
+        self.out.apply(&accs, &self.row_const, y);
+        Some(())
     }
 
     /// The output rows `first..` that `y` covers (whole rows of ow × oc), on the VNNI pack:
@@ -864,7 +907,15 @@ impl PackedConv {
     /// the whole input as `x + 128`. False if a row would fall outside the input (nothing is
     /// then trusted).
     #[cfg(target_arch = "x86_64")]
-    fn conv_rows_vnni(&self, g: &ConvGeom, p: &VnniPack, xu: &[u8], first: usize, y: &mut [i8]) -> bool {
+    fn conv_rows_vnni(
+        &self,
+        g: &ConvGeom,
+        p: &VnniPack,
+        xu: &[u8],
+        first: usize,
+        y: &mut [i8],
+        bufs: &mut TileBufs,
+    ) -> bool {
         const BATCH: usize = 32;
         let op = &self.op;
         let (ih, iw, ic, oh, ow) = (g.ih, g.iw, g.ic, g.oh, g.ow);
@@ -880,9 +931,11 @@ impl PackedConv {
         let row_bytes = kw * ic;
         let contiguous = op.dilation[1] == 1;
         let pixels = y.len() / oc;
-        let mut col = if pointwise { Vec::new() } else { vec![0u8; BATCH * k4] };
-        let mut offs = Vec::with_capacity(BATCH);
-        let mut acc = vec![0i32; BATCH * oc];
+        let TileBufs { col, offs, acc } = bufs;
+        if !pointwise {
+            col.resize(BATCH * k4, 0);
+        }
+        acc.resize(BATCH * oc, 0);
         // The output pixel (image, row, column) walked incrementally.
         let (mut b, mut oy, mut ox) = (first / oh, first % oh, 0usize);
         for start in (0..pixels).step_by(BATCH) {
@@ -933,10 +986,10 @@ impl PackedConv {
                     }
                 }
             }
-            let src: &[u8] = if pointwise { xu } else { &col };
+            let src: &[u8] = if pointwise { xu } else { col };
             // SAFETY: a VNNI pack exists only when `has_vnni()` found AVX-512 F/BW/VNNI.
             #[allow(unsafe_code)]
-            let ok = unsafe { gemm_vnni(p, oc, src, &offs, &mut acc, oc) };
+            let ok = unsafe { gemm_vnni(p, oc, src, offs, acc, oc) };
             if !ok {
                 return false;
             }
@@ -946,7 +999,7 @@ impl PackedConv {
     }
 
     #[cfg(not(target_arch = "x86_64"))]
-    fn conv_rows_vnni(&self, _: &ConvGeom, _: &VnniPack, _: &[u8], _: usize, _: &mut [i8]) -> bool {
+    fn conv_rows_vnni(&self, _: &ConvGeom, _: &VnniPack, _: &[u8], _: usize, _: &mut [i8], _: &mut TileBufs) -> bool {
         false
     }
 
@@ -1093,7 +1146,7 @@ impl PackedDepthwise {
         Some(PackedDepthwise { op: op.clone(), kh, kw, oc, w, z_in: c.z_in, bias, out, wide })
     }
 
-    fn run(&self, xs: &[usize], xv: &[i8]) -> Option<(Vec<usize>, Vec<i8>)> {
+    fn run(&self, xs: &[usize], xv: &[i8], out: &mut Option<Array>, s: &mut Scratch) -> Option<()> {
         let &[n, ih, iw, ic] = xs else { return None };
         let op = &self.op;
         let mult = op.depth_multiplier.max(1);
@@ -1103,15 +1156,15 @@ impl PackedDepthwise {
         let (oh, pad_h) = axis(op.padding, ih, self.kh, op.stride[0], op.dilation[0])?;
         let (ow, pad_w) = axis(op.padding, iw, self.kw, op.stride[1], op.dilation[1])?;
         let oc = self.oc;
-        let mut y = vec![0i8; n.checked_mul(oh)?.checked_mul(ow)?.checked_mul(oc)?];
+        let y = Array::reuse_i8(out, &[n, oh, ow, oc])?;
         let dims = ConvGeom { n, ih, iw, ic, oh, ow, pad_h, pad_w };
         #[cfg(target_arch = "x86_64")]
         if let Some(wide) = &self.wide {
             // SAFETY: `wide` exists only when `has_avx512()` found AVX-512 F/BW/DQ/VL.
             #[allow(unsafe_code)]
-            let done = unsafe { dw_avx512(self, wide, &dims, xv, &mut y) };
+            let done = unsafe { dw_avx512(self, wide, &dims, xv, y, &mut s.taps) };
             if done {
-                return Some((vec![n, oh, ow, oc], y));
+                return Some(());
             }
         }
         let mut accs = vec![0i32; y.len()];
@@ -1122,12 +1175,12 @@ impl PackedDepthwise {
             unsafe {
                 dw_accumulate_avx2(self, &dims, xv, &mut accs)
             };
-            self.out.apply(&accs, &self.bias, &mut y);
-            return Some((vec![n, oh, ow, oc], y));
+            self.out.apply(&accs, &self.bias, y);
+            return Some(());
         }
         dw_accumulate(self, &dims, xv, &mut accs);
-        self.out.apply(&accs, &self.bias, &mut y);
-        Some((vec![n, oh, ow, oc], y))
+        self.out.apply(&accs, &self.bias, y);
+        Some(())
     }
 }
 
@@ -1138,7 +1191,7 @@ impl PackedDepthwise {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
 #[allow(unsafe_code)]
-fn dw_avx512(p: &PackedDepthwise, k: &DwWide, d: &ConvGeom, xv: &[i8], y: &mut [i8]) -> bool {
+fn dw_avx512(p: &PackedDepthwise, k: &DwWide, d: &ConvGeom, xv: &[i8], y: &mut [i8], offsets: &mut Vec<usize>) -> bool {
     use std::arch::x86_64::*;
     let op = &p.op;
     let (ih, iw, ic, oc, ocp) = (d.ih, d.iw, d.ic, p.oc, k.ocp);
@@ -1171,9 +1224,10 @@ fn dw_avx512(p: &PackedDepthwise, k: &DwWide, d: &ConvGeom, xv: &[i8], y: &mut [
     let blocks = ocp / 16;
     // Input offsets of the taps from a window's top-left corner, and the window's extent.
     let (span_h, span_w) = ((p.kh - 1) * op.dilation[0], (p.kw - 1) * op.dilation[1]);
-    let tap_offsets: Vec<usize> = (0..p.kh)
-        .flat_map(|ky| (0..p.kw).map(move |kx| (ky * op.dilation[0] * iw + kx * op.dilation[1]) * ic))
-        .collect();
+    offsets.clear();
+    offsets
+        .extend((0..p.kh).flat_map(|ky| (0..p.kw).map(move |kx| (ky * op.dilation[0] * iw + kx * op.dilation[1]) * ic)));
+    let tap_offsets: &[usize] = offsets;
     let mut o = 0;
     for b in 0..d.n {
         for oy in 0..d.oh {
@@ -1330,7 +1384,7 @@ impl PackedMean {
         Some(PackedMean { keep_dims: op.keep_dims, s_in, z_in, out: OutQ { dtype: DType::I8, scale, zp } })
     }
 
-    fn run(&self, xs: &[usize], xv: &[i8]) -> Option<(Vec<usize>, Vec<i8>)> {
+    fn run(&self, xs: &[usize], xv: &[i8], out: &mut Option<Array>, s: &mut Scratch) -> Option<()> {
         let &[n, h, w, c] = xs else { return None };
         let pixels = h.checked_mul(w)?;
         if n.checked_mul(pixels)?.checked_mul(c)? != xv.len() || pixels == 0 || c == 0 {
@@ -1339,8 +1393,9 @@ impl PackedMean {
         let count = pixels as i64;
         let mult = crate::int8::mean_multiplier(count, self.s_in, self.out.scale);
         let (lo, hi) = self.out.range(qlite_ir::op::Activation::None);
-        let mut y = vec![0i8; n * c];
-        let mut sums = vec![0i32; c];
+        let y = if self.keep_dims { Array::reuse_i8(out, &[n, 1, 1, c])? } else { Array::reuse_i8(out, &[n, c])? };
+        let sums = &mut s.acc;
+        sums.resize(c, 0);
         for (img, yb) in xv.chunks_exact(pixels * c).zip(y.chunks_exact_mut(c)) {
             sums.fill(0);
             for px in img.chunks_exact(c) {
@@ -1348,12 +1403,11 @@ impl PackedMean {
                     *s = s.wrapping_add(v as i32);
                 }
             }
-            for (o, &s) in yb.iter_mut().zip(&sums) {
+            for (o, &s) in yb.iter_mut().zip(sums.iter()) {
                 *o = crate::int8::mean_output(s, self.z_in, count, mult, self.out.zp, lo, hi) as i8;
             }
         }
-        let shape = if self.keep_dims { vec![n, 1, 1, c] } else { vec![n, c] };
-        Some((shape, y))
+        Some(())
     }
 }
 

@@ -224,12 +224,25 @@ pub fn binary(
 /// `reference_integer_ops::AveragePool` / `MaxPool`: raw values, window clipped to the image,
 /// average rounded half away from zero.
 pub fn pool(op: &Pool2d, x: &[i32], xs: &[usize], os: &[usize], out: OutQ) -> Vec<i32> {
+    let mut y = vec![0i32; os.iter().product()];
+    pool_with(op, x, xs, os, out, |i, v| y[i] = v);
+    y
+}
+
+/// [`pool`] on any integer input slice, handing each output (index, value) to `store`.
+pub fn pool_with<T: Copy + Into<i32>>(
+    op: &Pool2d,
+    x: &[T],
+    xs: &[usize],
+    os: &[usize],
+    out: OutQ,
+    mut store: impl FnMut(usize, i32),
+) {
     let (n, ih, iw, c) = (xs[0], xs[1], xs[2], xs[3]);
     let (oh, ow) = (os[1], os[2]);
     let (_, pad_h) = op.padding.compute(ih, op.filter[0], op.stride[0], 1).unwrap_or((0, 0));
     let (_, pad_w) = op.padding.compute(iw, op.filter[1], op.stride[1], 1).unwrap_or((0, 0));
     let (lo, hi) = out.range(op.activation);
-    let mut y = vec![0i32; n * oh * ow * c];
     for b in 0..n {
         for oy in 0..oh {
             for ox in 0..ow {
@@ -242,7 +255,7 @@ pub fn pool(op: &Pool2d, x: &[i32], xs: &[usize], os: &[usize], out: OutQ) -> Ve
                     let mut count: i32 = 0;
                     for iy in ys.clone() {
                         for ix in xr.clone() {
-                            let v = x[((b * ih + iy) * iw + ix) * c + ch];
+                            let v = x[((b * ih + iy) * iw + ix) * c + ch].into();
                             acc = if op.kind == PoolKind::Max { acc.max(v) } else { acc + v };
                             count += 1;
                         }
@@ -250,12 +263,11 @@ pub fn pool(op: &Pool2d, x: &[i32], xs: &[usize], os: &[usize], out: OutQ) -> Ve
                     if op.kind == PoolKind::Average && count > 0 {
                         acc = if acc > 0 { (acc + count / 2) / count } else { (acc - count / 2) / count };
                     }
-                    y[((b * oh + oy) * ow + ox) * c + ch] = acc.clamp(lo, hi);
+                    store(((b * oh + oy) * ow + ox) * c + ch, acc.clamp(lo, hi));
                 }
             }
         }
     }
-    y
 }
 
 /// `reference_ops::QuantizedMeanOrSum` (mean), the path of the reference resolver.
@@ -301,6 +313,20 @@ pub fn mean_output(sum: i32, z_in: i32, count: i64, (m, sh): (i32, i32), zp: i32
 
 /// `reference_ops::Softmax` (fixed point, int8/uint8 in and out), as the reference resolver runs it.
 pub fn softmax(x: &[i32], depth: usize, beta: f32, s_in: f32, out: OutQ) -> Vec<i32> {
+    let mut y = vec![0i32; x.len()];
+    softmax_with(x, depth, beta, s_in, out, |i, v| y[i] = v);
+    y
+}
+
+/// [`softmax`] on any integer input slice, handing each output (index, value) to `store`.
+pub fn softmax_with<T: Copy + Into<i32>>(
+    x: &[T],
+    depth: usize,
+    beta: f32,
+    s_in: f32,
+    out: OutQ,
+    mut store: impl FnMut(usize, i32),
+) {
     const SCALED_DIFF_INTEGER_BITS: i32 = 5;
     const ACCUM_INTEGER_BITS: i32 = 12;
     let real =
@@ -312,15 +338,17 @@ pub fn softmax(x: &[i32], depth: usize, beta: f32, s_in: f32, out: OutQ) -> Vec<
     let diff_min = -(max_input_rescaled.floor() as i32);
     let (lo, hi) = out.dtype.int_range().map_or((-128, 127), |(a, b)| (a as i32, b as i32));
     let bits = (out.dtype.size() * 8) as i32;
-    let mut y = vec![0i32; x.len()];
     if depth == 0 {
-        return y;
+        for i in 0..x.len() {
+            store(i, 0);
+        }
+        return;
     }
-    for (row, yrow) in x.chunks(depth).zip(y.chunks_mut(depth)) {
-        let max = row.iter().copied().max().unwrap_or(0);
+    for (r, row) in x.chunks(depth).enumerate() {
+        let max = row.iter().map(|&v| v.into()).max().unwrap_or(0);
         let mut sum: i32 = 0;
         for &v in row {
-            let diff = v - max;
+            let diff = v.into() - max;
             if diff >= diff_min {
                 let r = mbqm_greater_than_one(diff, mult, left_shift);
                 sum = sum.wrapping_add(sat_mul_pot(
@@ -331,18 +359,18 @@ pub fn softmax(x: &[i32], depth: usize, beta: f32, s_in: f32, out: OutQ) -> Vec<
         }
         let (recip, num_bits_over_unit) = get_reciprocal(sum, ACCUM_INTEGER_BITS);
         let exponent = (num_bits_over_unit + 31 - bits).clamp(0, 31);
-        for (o, &v) in yrow.iter_mut().zip(row) {
-            let diff = v - max;
-            *o = if diff >= diff_min {
+        for (i, &v) in row.iter().enumerate() {
+            let diff = v.into() - max;
+            let o = if diff >= diff_min {
                 let r = mbqm_greater_than_one(diff, mult, left_shift);
                 let e = exp_on_negative_values(r, SCALED_DIFF_INTEGER_BITS);
                 (rdbpot(srdhm(recip, e), exponent) + lo).clamp(lo, hi)
             } else {
                 lo
             };
+            store(r * depth + i, o);
         }
     }
-    y
 }
 
 /// `LUTPopulate` + lookup: LOGISTIC and TANH on 8-bit tensors (both resolvers build this table

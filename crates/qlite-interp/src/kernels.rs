@@ -473,7 +473,7 @@ fn store_int(dtype: DType, vals: Vec<i64>) -> Result<Data, String> {
 /// int → int requantize with `MultiplyByQuantizedMultiplier(q − z_in, s_in/s_out) + z_out`.
 /// float → int8 QUANTIZE: `clamp(round(x / s) + z)`, `round` half away from zero (exactly
 /// `f32::round`, written with `trunc` so it vectorizes).
-fn quantize_f32_i8(v: &[f32], s: f32, z: i32, out: &mut [i8]) {
+pub(crate) fn quantize_f32_i8(v: &[f32], s: f32, z: i32, out: &mut [i8]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f")
         && std::arch::is_x86_feature_detected!("avx512bw")

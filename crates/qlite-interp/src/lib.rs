@@ -14,8 +14,10 @@ pub mod fast;
 pub mod fixedpoint;
 pub mod int8;
 pub mod kernels;
+pub mod session;
 
 pub use array::{Array, ArrayError, Data};
+pub use session::Session;
 
 use qlite_ir::op::{Activation, UnaryKind};
 use qlite_ir::{DType, Dim, Graph, Op, QuantParams, Shape, TensorId, VerifyError, verify};
@@ -205,6 +207,12 @@ impl<'g> Interpreter<'g> {
     pub fn threads(mut self, n: usize) -> Self {
         self.threads = n.max(1);
         self
+    }
+
+    /// A [`Session`] for repeated runs: a planned arena reused from run to run, so that once
+    /// it has grown a run allocates nothing (for the ops with in-place kernels).
+    pub fn session(&self) -> Session<'_, 'g> {
+        Session::new(self)
     }
 
     /// The number of nodes a fast kernel runs.

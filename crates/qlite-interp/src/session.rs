@@ -1,0 +1,238 @@
+//! Repeated inference without allocation: a [`Session`] owns a planned arena of output
+//! buffers and the fast kernels' scratch space.
+//!
+//! The plan is made once, from the graph: every value a node computes gets an arena slot, and
+//! a slot is handed to a later value of the same dtype once every reader of its current value
+//! has run (greedy reuse in execution order, as TFLite's arena planner does with offsets).
+//! Buffers grow to the sizes of the first run and are then reused: a single-threaded run of a
+//! model whose ops all have in-place kernels (the fast int8 FULLY_CONNECTED, CONV_2D,
+//! DEPTHWISE_CONV_2D and spatial MEAN, and QUANTIZE, DEQUANTIZE, RESHAPE, SOFTMAX,
+//! MAX/AVERAGE_POOL_2D) allocates nothing after the first. Other ops run the interpreter's
+//! general path, which allocates their output. The values are the same bytes
+//! [`Interpreter::run`] computes.
+
+use crate::array::{Array, Data};
+use crate::fast::Scratch;
+use crate::int8::{self, OutQ};
+use crate::{InterpError, Interpreter, fits};
+use qlite_ir::{DType, Node, Op, VerifyError};
+
+/// An interpreter prepared for repeated runs; see the module documentation.
+#[derive(Debug)]
+pub struct Session<'i, 'g> {
+    interp: &'i Interpreter<'g>,
+    /// Per tensor: its slot in `slots` (computed values), or `None`.
+    slot_of: Vec<Option<usize>>,
+    /// Per tensor: its position among the graph inputs.
+    input_of: Vec<Option<usize>>,
+    slots: Vec<Option<Array>>,
+    scratch: Scratch,
+}
+
+impl<'i, 'g> Session<'i, 'g> {
+    pub(crate) fn new(interp: &'i Interpreter<'g>) -> Self {
+        let g = interp.graph;
+        let n_tensors = g.tensors().len();
+        let mut slot_of = vec![None; n_tensors];
+        let mut input_of = vec![None; n_tensors];
+        for (i, t) in g.inputs().iter().enumerate() {
+            input_of[t.index()] = Some(i);
+        }
+        // Greedy plan in execution order: free slots by dtype, released after last use.
+        let mut slot_dtype: Vec<DType> = Vec::new();
+        let mut free: Vec<usize> = Vec::new();
+        for (ni, node) in g.nodes().iter().enumerate() {
+            if interp.folded[ni] {
+                continue;
+            }
+            for o in &node.outputs {
+                let dtype = g.tensors()[o.index()].dtype;
+                let slot = match free.iter().rposition(|&s| slot_dtype[s] == dtype) {
+                    Some(i) => free.swap_remove(i),
+                    None => {
+                        slot_dtype.push(dtype);
+                        slot_dtype.len() - 1
+                    }
+                };
+                slot_of[o.index()] = Some(slot);
+            }
+            for (k, t) in node.input_ids().enumerate() {
+                let once = node.input_ids().take(k).all(|u| u != t);
+                if once
+                    && interp.last_use[t.index()] == ni
+                    && let Some(s) = slot_of[t.index()]
+                {
+                    free.push(s);
+                }
+            }
+        }
+        Session { interp, slot_of, input_of, slots: vec![None; slot_dtype.len()], scratch: Scratch::default() }
+    }
+
+    /// Run on `inputs` (one array per graph input, in order); the results are then read with
+    /// [`Session::output`] / [`Session::outputs`] until the next run.
+    pub fn run(&mut self, inputs: &[Array]) -> Result<(), InterpError> {
+        let Session { interp, slot_of, input_of, slots, scratch } = self;
+        let g = interp.graph;
+        if inputs.len() != g.inputs().len() {
+            return Err(InterpError::InputCount { expected: g.inputs().len(), got: inputs.len() });
+        }
+        for (i, (arr, &t)) in inputs.iter().zip(g.inputs()).enumerate() {
+            let decl = &g.tensors()[t.index()];
+            if arr.dtype() != decl.dtype || !fits(&decl.shape, arr.shape()) {
+                return Err(InterpError::InputMismatch {
+                    index: i,
+                    name: g.input_name(i).unwrap_or("").to_string(),
+                    expected: format!("{}{}", decl.dtype, decl.shape),
+                    got: format!("{}{:?}", arr.dtype(), arr.shape()),
+                });
+            }
+        }
+        for (ni, node) in g.nodes().iter().enumerate() {
+            if interp.folded[ni] {
+                continue;
+            }
+            let err =
+                |message: String| InterpError::Node { node: ni, op: node.op.name(), name: node.name.clone(), message };
+            let Some(&out_id) = node.outputs.first() else { continue };
+            let Some(slot) = slot_of[out_id.index()] else { continue };
+            let mut out = slots[slot].take();
+            let value = |t: qlite_ir::TensorId| -> Option<&Array> {
+                match (input_of[t.index()], slot_of[t.index()]) {
+                    (Some(i), _) => inputs.get(i),
+                    (None, Some(s)) => slots[s].as_ref(),
+                    (None, None) => interp.consts[t.index()].as_ref(),
+                }
+            };
+            let x = node.input(0).and_then(value);
+            let packed = interp.packed.get(ni).and_then(|p| p.as_ref());
+            let done = match (packed, x) {
+                (Some(p), Some(x)) => p.run_into(x, &mut out, scratch, interp.threads).is_some(),
+                _ => false,
+            } || x.is_some_and(|x| in_place(interp, node, x, &mut out).is_some());
+            if !done {
+                let ins: Vec<Option<&Array>> = node.inputs.iter().map(|t| t.and_then(value)).collect();
+                out = Some(interp.eval(node, &ins).map_err(err)?);
+            }
+            let decl = &g.tensors()[out_id.index()];
+            let Some(o) = &out else { return Err(err("no value was computed".into())) };
+            if o.dtype() != decl.dtype || !fits(&decl.shape, o.shape()) {
+                return Err(err(format!(
+                    "computed {}{:?} but the output is declared {}{}",
+                    o.dtype(),
+                    o.shape(),
+                    decl.dtype,
+                    decl.shape
+                )));
+            }
+            slots[slot] = out;
+        }
+        // Outputs that are graph inputs (passed through) are copied into the session.
+        for &o in g.outputs() {
+            if let Some(i) = input_of[o.index()]
+                && slot_of[o.index()].is_none()
+            {
+                slot_of[o.index()] = Some(slots.len());
+                slots.push(inputs.get(i).cloned());
+            } else if let (Some(i), Some(s)) = (input_of[o.index()], slot_of[o.index()]) {
+                slots[s] = inputs.get(i).cloned();
+            }
+        }
+        Ok(())
+    }
+
+    /// Output `i` of the last run.
+    pub fn output(&self, i: usize) -> Result<&Array, InterpError> {
+        let g = self.interp.graph;
+        let o = *g.outputs().get(i).ok_or(InterpError::InputCount { expected: g.outputs().len(), got: i })?;
+        let v = match self.slot_of[o.index()] {
+            Some(s) => self.slots.get(s).and_then(|v| v.as_ref()),
+            None => self.interp.consts[o.index()].as_ref(),
+        };
+        v.ok_or_else(|| {
+            InterpError::Verify(VerifyError::UndefinedOutput { tensor: o, name: g.tensors()[o.index()].name.clone() })
+        })
+    }
+
+    /// Every output of the last run, in order.
+    pub fn outputs(&self) -> Result<Vec<&Array>, InterpError> {
+        (0..self.interp.graph.outputs().len()).map(|i| self.output(i)).collect()
+    }
+
+    /// The arena's slots (buffers shared by values whose lifetimes do not overlap).
+    pub fn slots(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Bytes the arena and the kernels' scratch hold now (after a run: the peak the session
+    /// needs; the model's constants are not counted).
+    pub fn arena_bytes(&self) -> usize {
+        self.slots.iter().flatten().map(Array::capacity_bytes).sum::<usize>() + self.scratch.capacity_bytes()
+    }
+}
+
+/// The ops with an in-place kernel besides the packed ones; `None` sends the node to the
+/// general path.
+fn in_place(interp: &Interpreter, node: &Node, x: &Array, out: &mut Option<Array>) -> Option<()> {
+    let g = interp.graph;
+    let in_t = node.input(0).and_then(|t| g.tensor(t))?;
+    let out_t = node.outputs.first().and_then(|t| g.tensor(*t))?;
+    let per_tensor = |q: Option<&qlite_ir::QuantParams>| int8::per_tensor(q, "").ok();
+    match (&node.op, x.data()) {
+        (Op::Quantize, Data::F32(v)) if out_t.dtype == DType::I8 => {
+            let (s, z) = per_tensor(out_t.quant.as_ref())?;
+            let y = Array::reuse_i8(out, x.shape())?;
+            crate::kernels::quantize_f32_i8(v, s, z, y);
+            Some(())
+        }
+        (Op::Dequantize, Data::I8(v)) => {
+            let (s, z) = per_tensor(in_t.quant.as_ref())?;
+            let y = Array::reuse_f32(out, x.shape())?;
+            for (o, &q) in y.iter_mut().zip(v) {
+                *o = (s as f64 * (q as i64 - z as i64) as f64) as f32;
+            }
+            Some(())
+        }
+        (Op::Reshape(_), Data::I8(v)) => {
+            // The declared shape (fully known, else the general path infers it).
+            let decl = out_t.shape.dims();
+            let mut dims = [0usize; 8];
+            for (d, s) in dims.iter_mut().zip(decl) {
+                let qlite_ir::Dim::Fixed(n) = s else { return None };
+                *d = *n;
+            }
+            let y = Array::reuse_i8(out, dims.get(..decl.len())?)?;
+            if y.len() != v.len() {
+                return None;
+            }
+            y.copy_from_slice(v);
+            Some(())
+        }
+        (Op::Softmax(s), Data::I8(v)) if out_t.dtype == DType::I8 => {
+            let (s_in, _) = per_tensor(in_t.quant.as_ref())?;
+            let (scale, zp) = per_tensor(out_t.quant.as_ref())?;
+            if zp != -128 || (scale - 1.0 / 256.0).abs() > 0.001 / 256.0 {
+                return None; // the general path reports it
+            }
+            let depth = x.shape().last().copied().unwrap_or(1);
+            let y = Array::reuse_i8(out, x.shape())?;
+            int8::softmax_with(v, depth, s.beta, s_in, OutQ { dtype: DType::I8, scale, zp }, |i, q| y[i] = q as i8);
+            Some(())
+        }
+        (Op::Pool2d(p), Data::I8(v)) if out_t.dtype == DType::I8 && x.shape().len() == 4 => {
+            let (s_in, z_in) = per_tensor(in_t.quant.as_ref())?;
+            let (scale, zp) = per_tensor(out_t.quant.as_ref())?;
+            if (s_in, z_in) != (scale, zp) {
+                return None;
+            }
+            let xs = x.shape();
+            let (oh, _) = p.padding.compute(xs[1], p.filter[0], p.stride[0], 1)?;
+            let (ow, _) = p.padding.compute(xs[2], p.filter[1], p.stride[1], 1)?;
+            let os = [xs[0], oh, ow, xs[3]];
+            let y = Array::reuse_i8(out, &os)?;
+            int8::pool_with(p, v, xs, &os, OutQ { dtype: DType::I8, scale, zp }, |i, q| y[i] = q as i8);
+            Some(())
+        }
+        _ => None,
+    }
+}
