@@ -280,7 +280,7 @@ enum Cmd {
         /// Threads large fast convolutions may use (default 1).
         #[arg(long, default_value_t = 1)]
         threads: usize,
-        /// Also time every node (mean per node over the runs; the observer adds a little).
+        /// Also time every node (mean per node over a second set of runs).
         #[arg(long)]
         profile: bool,
     },
@@ -661,12 +661,12 @@ fn bench_cmd(reg: &Registry, model: &Path, input: Option<&Path>, o: &BenchOpts) 
     let allocs_per_run = (allocations() - allocations_before) as f64 / runs.max(1) as f64;
     let arena_bytes = session.arena_bytes();
     let node_profile = if profile {
-        let mut obs = NodeTimer::new(&g);
+        let mut timer = NodeTimer::new(&g);
         for _ in 0..runs.max(1) {
-            obs.last = std::time::Instant::now();
-            interp.run_observed(inputs.clone(), &mut obs).map_err(|e| e.to_string())?;
+            timer.last = std::time::Instant::now();
+            session.run_with(&inputs, &mut |node| timer.node_done(node)).map_err(|e| e.to_string())?;
         }
-        Some(obs.into_rows(&g, runs.max(1)))
+        Some(timer.into_rows(&g, runs.max(1)))
     } else {
         None
     };
@@ -745,11 +745,10 @@ struct BenchOpts {
     profile: bool,
 }
 
-/// Times every node: the time between one observed value and the next is the producing
-/// node's (constant-folded nodes are not run, so they do not appear).
+/// Times every node: the time from the previous node's end to this one's (constant-folded
+/// nodes are not run, so they do not appear).
 struct NodeTimer {
     last: std::time::Instant,
-    producer: Vec<Option<usize>>,
     total_us: Vec<f64>,
 }
 
@@ -762,13 +761,15 @@ struct NodeRow {
 
 impl NodeTimer {
     fn new(g: &qlite::ir::Graph) -> Self {
-        let mut producer = vec![None; g.tensors().len()];
-        for (i, n) in g.nodes().iter().enumerate() {
-            for o in &n.outputs {
-                producer[o.index()] = Some(i);
-            }
+        NodeTimer { last: std::time::Instant::now(), total_us: vec![0.0; g.nodes().len()] }
+    }
+
+    fn node_done(&mut self, node: usize) {
+        let now = std::time::Instant::now();
+        if let Some(t) = self.total_us.get_mut(node) {
+            *t += (now - self.last).as_secs_f64() * 1e6;
         }
-        NodeTimer { last: std::time::Instant::now(), producer, total_us: vec![0.0; g.nodes().len()] }
+        self.last = now;
     }
 
     fn into_rows(self, g: &qlite::ir::Graph, runs: usize) -> Vec<NodeRow> {
@@ -791,15 +792,6 @@ impl NodeTimer {
     }
 }
 
-impl qlite::Observer for NodeTimer {
-    fn observe(&mut self, tensor: qlite::ir::TensorId, _: &Array) {
-        let now = std::time::Instant::now();
-        if let Some(&Some(n)) = self.producer.get(tensor.index()) {
-            self.total_us[n] += (now - self.last).as_secs_f64() * 1e6;
-        }
-        self.last = now;
-    }
-}
 
 /// Writes every value the interpreter computes to DIR/<tensor index>.npy.
 struct DumpObserver {

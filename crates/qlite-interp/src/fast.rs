@@ -26,14 +26,19 @@ pub enum Packed {
     Conv(PackedConv),
     Depthwise(PackedDepthwise),
     Mean(PackedMean),
+    Softmax(PackedSoftmax),
+    Pool(PackedPool),
 }
 
 impl Packed {
     /// Prepare node `n` if a fast kernel covers it (int8 input, weights and output, constant
     /// weights and bias); `None` leaves it to the reference kernels.
     pub fn new(g: &Graph, n: &Node, consts: &[Option<Array>]) -> Option<Self> {
-        if let Op::Mean(m) = &n.op {
-            return PackedMean::new(g, n, m).map(Packed::Mean);
+        match &n.op {
+            Op::Mean(m) => return PackedMean::new(g, n, m).map(Packed::Mean),
+            Op::Softmax(o) => return PackedSoftmax::new(g, n, o.beta).map(Packed::Softmax),
+            Op::Pool2d(o) => return PackedPool::new(g, n, o).map(Packed::Pool),
+            _ => {}
         }
         let common = Common::new(g, n, consts)?;
         match &n.op {
@@ -62,6 +67,8 @@ impl Packed {
             Packed::Conv(p) => p.run(xs, xv, out, scratch, threads),
             Packed::Depthwise(p) => p.run(xs, xv, out, scratch),
             Packed::Mean(p) => p.run(xs, xv, out, scratch),
+            Packed::Softmax(p) => p.run(xs, xv, out),
+            Packed::Pool(p) => p.run(xs, xv, out, scratch),
         }
     }
 }
@@ -1405,6 +1412,171 @@ impl PackedMean {
             }
             for (o, &s) in yb.iter_mut().zip(sums.iter()) {
                 *o = crate::int8::mean_output(s, self.z_in, count, mult, self.out.zp, lo, hi) as i8;
+            }
+        }
+        Some(())
+    }
+}
+
+// ------------------------------------------------------------------ SOFTMAX
+
+/// An int8 SOFTMAX (output quantized 1/256, −128) with its exponentials tabulated: an int8
+/// input's difference from its row maximum is one of 256 values, so the reference kernel's
+/// fixed-point `exp` of each (and the term it adds to the sum) is computed once, when the
+/// model is loaded; a run does the reference's sum, reciprocal and output arithmetic.
+#[derive(Debug, Clone)]
+pub struct PackedSoftmax {
+    /// Indexed by `max − x` (0..=255): the Q0.31 exponential, or `None` below diff_min.
+    exp: Vec<Option<i32>>,
+    /// The same, rescaled to the sum's format (`SaturatingMultiplyByPOT(e, −12)`).
+    term: Vec<i32>,
+}
+
+impl PackedSoftmax {
+    const SCALED_DIFF_INTEGER_BITS: i32 = 5;
+    const ACCUM_INTEGER_BITS: i32 = 12;
+
+    fn new(g: &Graph, n: &Node, beta: f32) -> Option<Self> {
+        use crate::fixedpoint::*;
+        let x = n.input(0).and_then(|t| g.tensor(t))?;
+        let out = n.outputs.first().and_then(|o| g.tensor(*o))?;
+        if x.dtype != DType::I8 || out.dtype != DType::I8 {
+            return None;
+        }
+        let (s_in, _) = per_tensor(x.quant.as_ref(), "input").ok()?;
+        let (s_out, z_out) = per_tensor(out.quant.as_ref(), "output").ok()?;
+        if z_out != -128 || (s_out - 1.0 / 256.0).abs() > 0.001 / 256.0 {
+            return None; // the reference kernel reports it
+        }
+        // The reference's multiplier and cut-off (int8::softmax_with).
+        let bits = Self::SCALED_DIFF_INTEGER_BITS;
+        let real = (beta as f64 * s_in as f64 * (1i64 << (31 - bits)) as f64).min((1i64 << 31) as f64 - 1.0);
+        let (mult, left_shift) = quantize_multiplier(real);
+        let max_input_rescaled =
+            ((1i64 << bits) - 1) as f64 * (1i64 << (31 - bits)) as f64 / (1i64 << left_shift.clamp(0, 62)) as f64;
+        let diff_min = -(max_input_rescaled.floor() as i32);
+        let exp: Vec<Option<i32>> = (0..256)
+            .map(|d: i32| {
+                let diff = -d;
+                (diff >= diff_min)
+                    .then(|| exp_on_negative_values(mbqm_greater_than_one(diff, mult, left_shift), bits))
+            })
+            .collect();
+        let term = exp.iter().map(|e| e.map_or(0, |e| sat_mul_pot(e, -Self::ACCUM_INTEGER_BITS))).collect();
+        Some(PackedSoftmax { exp, term })
+    }
+
+    fn run(&self, xs: &[usize], xv: &[i8], out: &mut Option<Array>) -> Option<()> {
+        use crate::fixedpoint::*;
+        let depth = *xs.last()?;
+        let y = Array::reuse_i8(out, xs)?;
+        if depth == 0 || y.len() != xv.len() || self.exp.len() != 256 || self.term.len() != 256 {
+            return None;
+        }
+        for (row, yrow) in xv.chunks_exact(depth).zip(y.chunks_exact_mut(depth)) {
+            let max = row.iter().copied().max().unwrap_or(0);
+            let sum = row.iter().fold(0i32, |s, &v| s.wrapping_add(self.term[(max as i32 - v as i32) as usize]));
+            let (recip, num_bits_over_unit) = get_reciprocal(sum, Self::ACCUM_INTEGER_BITS);
+            let exponent = (num_bits_over_unit + 31 - 8).clamp(0, 31);
+            for (o, &v) in yrow.iter_mut().zip(row) {
+                *o = match self.exp[(max as i32 - v as i32) as usize] {
+                    Some(e) => (rdbpot(srdhm(recip, e), exponent) - 128).clamp(-128, 127) as i8,
+                    None => -128,
+                };
+            }
+        }
+        Some(())
+    }
+}
+
+// ------------------------------------------------------------------ pools
+
+/// An int8 MAX_POOL_2D / AVERAGE_POOL_2D (NHWC; input and output quantized alike): each
+/// output pixel reduces its window's pixels channel-wise (vectorizable), then the
+/// reference's clamp (max) or rounded division by the number of taps inside the image
+/// (average).
+#[derive(Debug, Clone)]
+pub struct PackedPool {
+    op: qlite_ir::op::Pool2d,
+    lo: i32,
+    hi: i32,
+}
+
+impl PackedPool {
+    fn new(g: &Graph, n: &Node, op: &qlite_ir::op::Pool2d) -> Option<Self> {
+        let x = n.input(0).and_then(|t| g.tensor(t))?;
+        let out = n.outputs.first().and_then(|o| g.tensor(*o))?;
+        if x.dtype != DType::I8 || out.dtype != DType::I8 || x.shape.rank() != 4 {
+            return None;
+        }
+        let q_in = per_tensor(x.quant.as_ref(), "input").ok()?;
+        let (scale, zp) = per_tensor(out.quant.as_ref(), "output").ok()?;
+        if q_in != (scale, zp) {
+            return None; // the reference kernel reports it
+        }
+        let (lo, hi) = OutQ { dtype: DType::I8, scale, zp }.range(op.activation);
+        Some(PackedPool { op: op.clone(), lo, hi })
+    }
+
+    fn run(&self, xs: &[usize], xv: &[i8], out: &mut Option<Array>, s: &mut Scratch) -> Option<()> {
+        let op = &self.op;
+        let &[n, ih, iw, c] = xs else { return None };
+        if n.checked_mul(ih)?.checked_mul(iw)?.checked_mul(c)? != xv.len() || c == 0 {
+            return None;
+        }
+        let (oh, pad_h) = op.padding.compute(ih, op.filter[0], op.stride[0], 1)?;
+        let (ow, pad_w) = op.padding.compute(iw, op.filter[1], op.stride[1], 1)?;
+        let y = Array::reuse_i8(out, &[n, oh, ow, c])?;
+        let max = op.kind == qlite_ir::op::PoolKind::Max;
+        let acc = &mut s.acc;
+        acc.resize(c, 0);
+        let mut pixels = y.chunks_exact_mut(c);
+        for b in 0..n {
+            let img = &xv[b * ih * iw * c..(b + 1) * ih * iw * c];
+            for oy in 0..oh {
+                let y0 = (oy * op.stride[0]) as isize - pad_h as isize;
+                let rows = y0.max(0) as usize..(y0 + op.filter[0] as isize).clamp(0, ih as isize) as usize;
+                for ox in 0..ow {
+                    let x0 = (ox * op.stride[1]) as isize - pad_w as isize;
+                    let cols = x0.max(0) as usize..(x0 + op.filter[1] as isize).clamp(0, iw as isize) as usize;
+                    let px = pixels.next()?;
+                    if max {
+                        // `lo` is the reference's starting value: it also applies the clamp below.
+                        px.fill(self.lo as i8);
+                        for iy in rows.clone() {
+                            for ix in cols.clone() {
+                                let at = (iy * iw + ix) * c;
+                                for (o, &v) in px.iter_mut().zip(&img[at..at + c]) {
+                                    *o = (*o).max(v);
+                                }
+                            }
+                        }
+                        for o in px.iter_mut() {
+                            *o = (*o).min(self.hi as i8);
+                        }
+                    } else {
+                        acc.fill(0);
+                        for iy in rows.clone() {
+                            for ix in cols.clone() {
+                                let at = (iy * iw + ix) * c;
+                                for (a, &v) in acc.iter_mut().zip(&img[at..at + c]) {
+                                    *a += v as i32;
+                                }
+                            }
+                        }
+                        let count = (rows.len() * cols.len()) as i32;
+                        for (o, &a) in px.iter_mut().zip(acc.iter()) {
+                            let v = if count == 0 {
+                                a
+                            } else if a > 0 {
+                                (a + count / 2) / count
+                            } else {
+                                (a - count / 2) / count
+                            };
+                            *o = v.clamp(self.lo, self.hi) as i8;
+                        }
+                    }
+                }
             }
         }
         Some(())

@@ -72,6 +72,12 @@ impl<'i, 'g> Session<'i, 'g> {
     /// Run on `inputs` (one array per graph input, in order); the results are then read with
     /// [`Session::output`] / [`Session::outputs`] until the next run.
     pub fn run(&mut self, inputs: &[Array]) -> Result<(), InterpError> {
+        self.run_with(inputs, &mut |_| {})
+    }
+
+    /// [`Session::run`], calling `after_node` with each node's index once it has run (nodes
+    /// folded at load are not run): a profiler's hook.
+    pub fn run_with(&mut self, inputs: &[Array], after_node: &mut dyn FnMut(usize)) -> Result<(), InterpError> {
         let Session { interp, slot_of, input_of, slots, scratch } = self;
         let g = interp.graph;
         if inputs.len() != g.inputs().len() {
@@ -126,6 +132,7 @@ impl<'i, 'g> Session<'i, 'g> {
                 )));
             }
             slots[slot] = out;
+            after_node(ni);
         }
         // Outputs that are graph inputs (passed through) are copied into the session.
         for &o in g.outputs() {
