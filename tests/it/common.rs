@@ -118,8 +118,7 @@ pub fn export_case_with_reference(
             assert!(got == outputs, "{name}: session run {run} differs from the reference");
         }
     }
-    let fast =
-        direct.or_else(|_| qlite::run_batched_with(&g, inputs.to_vec(), qlite::Kernels::Fast, 1)).unwrap();
+    let fast = direct.or_else(|_| qlite::run_batched_with(&g, inputs.to_vec(), qlite::Kernels::Fast, 1)).unwrap();
     assert!(fast == outputs, "{name}: the fast kernels differ from the reference");
     let Some(dir) = conformance_dir() else { return };
     let d = dir.join(name);

@@ -547,7 +547,8 @@ fn sessions_allocate_nothing_after_the_first_run() {
             (w, ws, k * k, op)
         } else {
             let (w, ws) = weights(&mut b, &[oc, k, k, in_c], 0, true);
-            let op = Op::Conv2d(Conv2d { padding: op_pad, stride: [1, 1], dilation: [1, 1], activation: Activation::Relu });
+            let op =
+                Op::Conv2d(Conv2d { padding: op_pad, stride: [1, 1], dilation: [1, 1], activation: Activation::Relu });
             (w, ws, k * k * in_c, op)
         };
         let units = if depthwise { in_c } else { oc };
@@ -561,11 +562,8 @@ fn sessions_allocate_nothing_after_the_first_run() {
     let (g, tail_inputs) = b.finish(&[out]);
     models.push(("mobilenet tail".into(), g));
     for (name, g) in &models {
-        let inputs = if name == "mobilenet tail" {
-            tail_inputs.clone()
-        } else {
-            qlite::roundtrip::random_inputs(g, 3).unwrap()
-        };
+        let inputs =
+            if name == "mobilenet tail" { tail_inputs.clone() } else { qlite::roundtrip::random_inputs(g, 3).unwrap() };
         let reference = qlite::Interpreter::new(g).unwrap().run(inputs.clone()).unwrap();
         let interp = qlite::Interpreter::new(g).unwrap().kernels(qlite::Kernels::Fast);
         let mut session = interp.session();

@@ -792,7 +792,6 @@ impl NodeTimer {
     }
 }
 
-
 /// Writes every value the interpreter computes to DIR/<tensor index>.npy.
 struct DumpObserver {
     dir: PathBuf,

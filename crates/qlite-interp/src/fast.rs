@@ -81,6 +81,10 @@ pub struct Scratch {
     taps: Vec<usize>,
     shape: Vec<usize>,
     tile: TileBufs,
+    /// An explicitly padded input (int8).
+    pad: Vec<i8>,
+    /// An explicitly padded input (`x + 128`).
+    pad_u8: Vec<u8>,
 }
 
 /// A convolution worker's buffers: gathered input rows, their offsets, accumulators.
@@ -95,6 +99,8 @@ impl Scratch {
     /// Bytes held.
     pub fn capacity_bytes(&self) -> usize {
         self.xu.capacity()
+            + self.pad.capacity()
+            + self.pad_u8.capacity()
             + self.tile.col.capacity()
             + (self.acc.capacity() + self.tile.acc.capacity()) * 4
             + (self.tile.offs.capacity() + self.taps.capacity() + self.shape.capacity()) * size_of::<usize>()
@@ -157,13 +163,51 @@ struct Matrix {
     vnni: Option<VnniPack>,
 }
 
-/// Weights for `vpdpbusd`: blocks of 16 output units; within a block, for each group of 4
-/// depth positions, 16 × 4 bytes (unit-major), so one 64-byte load feeds 16 dot products.
-/// Padded with zero weights to whole blocks and groups.
-#[derive(Debug, Clone)]
+/// Weights for `vpdpbusd`: blocks of 16 output units, each group of 4 depth positions of a
+/// block 16 × 4 bytes (unit-major), so one 64-byte load feeds 16 dot products. Blocks go in
+/// bands of 4 (the last band may be narrower), and within a band the groups are interleaved
+/// — depth group 0 of its blocks, then group 1, ... — so a kernel working on a band reads
+/// one sequential stream. Padded with zero weights to whole blocks and groups.
+#[derive(Debug)]
 struct VnniPack {
     groups: usize,
-    data: Vec<i8>,
+    /// The packed weights start at `start`, a 64-byte boundary, so no load splits a cache line.
+    buf: Vec<i8>,
+    start: usize,
+    len: usize,
+}
+
+impl Clone for VnniPack {
+    /// A copy aligned anew (its buffer is elsewhere).
+    fn clone(&self) -> Self {
+        let data = self.data();
+        let mut copy = VnniPack::new(self.groups, data.len());
+        copy.data_mut().copy_from_slice(data);
+        copy
+    }
+}
+
+impl VnniPack {
+    fn new(groups: usize, len: usize) -> Self {
+        let buf = vec![0i8; len + 64];
+        let start = buf.as_ptr().align_offset(64).min(64);
+        VnniPack { groups, buf, start, len }
+    }
+
+    fn data(&self) -> &[i8] {
+        &self.buf[self.start..self.start + self.len]
+    }
+
+    fn data_mut(&mut self) -> &mut [i8] {
+        &mut self.buf[self.start..self.start + self.len]
+    }
+
+    /// Where block `blk`'s depth group `j` starts, of `blocks` blocks of `groups` groups.
+    fn offset(blocks: usize, groups: usize, blk: usize, j: usize) -> usize {
+        let band = blk / 4 * 4;
+        let width = (blocks - band).min(4);
+        (band * groups + j * width + (blk - band)) * 64
+    }
 }
 
 impl Matrix {
@@ -174,14 +218,16 @@ impl Matrix {
         let sum_w = w.chunks_exact(depth).map(|r| r.iter().fold(0i32, |a, &v| a.wrapping_add(v as i32))).collect();
         let vnni = has_vnni().then(|| {
             let groups = depth.div_ceil(4);
-            let mut data = vec![0i8; units.div_ceil(16) * groups * 64];
+            let blocks = units.div_ceil(16);
+            let mut pack = VnniPack::new(groups, blocks * groups * 64);
+            let data = pack.data_mut();
             for o in 0..units {
                 let (blk, lane) = (o / 16, o % 16);
                 for d in 0..depth {
-                    data[(blk * groups + d / 4) * 64 + lane * 4 + d % 4] = w[o * depth + d];
+                    data[VnniPack::offset(blocks, groups, blk, d / 4) + lane * 4 + d % 4] = w[o * depth + d];
                 }
             }
-            VnniPack { groups, data }
+            pack
         });
         // The row-major copy only serves the non-VNNI paths.
         let rows = if vnni.is_some() { Vec::new() } else { w.to_vec() };
@@ -230,7 +276,9 @@ fn has_vnni() -> bool {
 }
 
 /// `acc[o] = Σ_d (x[d] + 128) · w[o][d]` for every unit of the pack (wrapping), 64 products per
-/// `vpdpbusd`; four accumulators per block hide the instruction's latency.
+/// `vpdpbusd`. A band of 4 blocks (64 units) at a time, read as one stream: one broadcast of
+/// x feeds the band's blocks, and two depth steps are in flight (8 accumulator chains hide
+/// the instruction's latency).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[allow(unsafe_code)]
@@ -240,69 +288,44 @@ fn dots_vnni(p: &VnniPack, xu: &[u8], acc: &mut [i32]) {
     if g == 0 || xu.len() < g * 4 {
         return;
     }
-    let blocks = (acc.len() / 16).min(p.data.len() / (g * 64));
-    // Four blocks (64 units) at a time: one broadcast of x feeds four independent
-    // accumulator chains, and two steps of j are in flight.
-    let quads = blocks / 4;
-    for q in 0..quads {
-        let base = q * 4 * g * 64;
-        let mut a = [_mm512_setzero_si512(); 8];
-        // SAFETY (every load below): j < g, so the 4 bytes of x at 4j lie inside `xu`
-        // (>= 4g bytes), and block b (< blocks) at step j is at base + (b·g + j)·64, inside
-        // `p.data` (>= blocks·g·64 bytes); `acc` holds blocks·16 i32.
+    let blocks = acc.len() / 16;
+    if p.data().len() < blocks * g * 64 {
+        return;
+    }
+    let mut band = 0;
+    while band < blocks {
+        let width = (blocks - band).min(4);
+        // SAFETY: band `band` holds `width` blocks × g groups × 64 bytes from band·g·64, inside
+        // `p.data()` (>= blocks·g·64 bytes, checked); j < g keeps the 4 bytes of x at 4j inside
+        // `xu` (>= 4g bytes); `acc` holds blocks·16 i32.
         unsafe {
+            let w = p.data().as_ptr().add(band * g * 64);
+            let step = width * 64;
+            let mut a = [_mm512_setzero_si512(); 8];
             let mut j = 0;
             while j + 2 <= g {
                 let x0 = _mm512_set1_epi32((xu.as_ptr().add(4 * j) as *const i32).read_unaligned());
                 let x1 = _mm512_set1_epi32((xu.as_ptr().add(4 * j + 4) as *const i32).read_unaligned());
-                for b in 0..4 {
-                    let w = p.data.as_ptr().add(base + (b * g + j) * 64);
-                    a[b] = _mm512_dpbusd_epi32(a[b], x0, _mm512_loadu_si512(w as *const _));
-                    a[4 + b] = _mm512_dpbusd_epi32(a[4 + b], x1, _mm512_loadu_si512(w.add(64) as *const _));
+                let w0 = w.add(j * step);
+                for b in 0..width {
+                    a[b] = _mm512_dpbusd_epi32(a[b], x0, _mm512_loadu_si512(w0.add(b * 64) as *const _));
+                    a[4 + b] = _mm512_dpbusd_epi32(a[4 + b], x1, _mm512_loadu_si512(w0.add(step + b * 64) as *const _));
                 }
                 j += 2;
             }
             if j < g {
                 let x0 = _mm512_set1_epi32((xu.as_ptr().add(4 * j) as *const i32).read_unaligned());
-                for (b, ab) in a.iter_mut().take(4).enumerate() {
-                    let w = p.data.as_ptr().add(base + (b * g + j) * 64);
-                    *ab = _mm512_dpbusd_epi32(*ab, x0, _mm512_loadu_si512(w as *const _));
+                let w0 = w.add(j * step);
+                for (b, ab) in a.iter_mut().enumerate().take(width) {
+                    *ab = _mm512_dpbusd_epi32(*ab, x0, _mm512_loadu_si512(w0.add(b * 64) as *const _));
                 }
             }
-            for b in 0..4 {
+            for b in 0..width {
                 let sum = _mm512_add_epi32(a[b], a[4 + b]);
-                _mm512_storeu_si512(acc.as_mut_ptr().add((q * 4 + b) * 16) as *mut _, sum);
+                _mm512_storeu_si512(acc.as_mut_ptr().add((band + b) * 16) as *mut _, sum);
             }
         }
-    }
-    for (blk, out) in acc.chunks_exact_mut(16).enumerate().skip(quads * 4).take(blocks - quads * 4) {
-        let base = blk * g * 64;
-        if base + g * 64 > p.data.len() {
-            break;
-        }
-        let mut a = [_mm512_setzero_si512(); 4];
-        let mut j = 0;
-        // SAFETY (every load below): j < g, so the 4 bytes of x at 4j and the 64 weight
-        // bytes at base + 64j lie inside `xu` (>= 4g bytes) and `p.data` (>= base + 64g
-        // bytes), both checked above; `out` holds 16 i32 (chunks_exact).
-        unsafe {
-            while j + 4 <= g {
-                for (k, ak) in a.iter_mut().enumerate() {
-                    let xb = _mm512_set1_epi32((xu.as_ptr().add(4 * (j + k)) as *const i32).read_unaligned());
-                    let wv = _mm512_loadu_si512(p.data.as_ptr().add(base + 64 * (j + k)) as *const _);
-                    *ak = _mm512_dpbusd_epi32(*ak, xb, wv);
-                }
-                j += 4;
-            }
-            while j < g {
-                let xb = _mm512_set1_epi32((xu.as_ptr().add(4 * j) as *const i32).read_unaligned());
-                let wv = _mm512_loadu_si512(p.data.as_ptr().add(base + 64 * j) as *const _);
-                a[0] = _mm512_dpbusd_epi32(a[0], xb, wv);
-                j += 1;
-            }
-            let sum = _mm512_add_epi32(_mm512_add_epi32(a[0], a[1]), _mm512_add_epi32(a[2], a[3]));
-            _mm512_storeu_si512(out.as_mut_ptr() as *mut _, sum);
-        }
+        band += width;
     }
 }
 
@@ -322,7 +345,7 @@ fn gemm_vnni(p: &VnniPack, units: usize, xu: &[u8], offs: &[usize], acc: &mut [i
         return true;
     }
     let fits = stride >= units
-        && p.data.len() >= blocks * g * 64
+        && p.data().len() >= blocks * g * 64
         && offs.iter().all(|&o| o.checked_add(4 * g).is_some_and(|e| e <= xu.len()))
         && (rows - 1).checked_mul(stride).and_then(|v| v.checked_add(units)).is_some_and(|e| e <= acc.len());
     if !fits {
@@ -344,7 +367,7 @@ fn gemm_vnni(p: &VnniPack, units: usize, xu: &[u8], offs: &[usize], acc: &mut [i
                     let left = units.saturating_sub((blk + b) * 16).min(16);
                     ((1u32 << left) - 1) as u16
                 };
-                let w = p.data.as_ptr().add(blk * g * 64);
+                let w = p.data().as_ptr().add(blk * g * 64);
                 macro_rules! tile {
                     ($r:literal, $b:literal) => {
                         gemm_tile::<$r, $b>(
@@ -382,8 +405,8 @@ fn gemm_vnni(p: &VnniPack, units: usize, xu: &[u8], offs: &[usize], acc: &mut [i
     true
 }
 
-/// One tile of [`gemm_vnni`]: `R` rows × `B` blocks of 16 units, block `b` of the weights at
-/// `w + b·g·64`.
+/// One tile of [`gemm_vnni`]: `R` rows × a band of `B` blocks of 16 units, whose depth group
+/// `j` is at `w + j·B·64` (block `b` at `+ b·64`).
 ///
 /// # Safety
 /// Each `x[r]` must be readable for `4g` bytes, the weights for `B·g·64` bytes, and each
@@ -404,7 +427,8 @@ unsafe fn gemm_tile<const R: usize, const B: usize>(
     // SAFETY: the caller's contract covers every pointer offset below (j < g).
     unsafe {
         for j in 0..g {
-            let wv: [__m512i; B] = std::array::from_fn(|b| _mm512_loadu_si512(w.add((b * g + j) * 64) as *const _));
+            let wj = w.add(j * B * 64);
+            let wv: [__m512i; B] = std::array::from_fn(|b| _mm512_loadu_si512(wj.add(b * 64) as *const _));
             for r in 0..R {
                 let xb = _mm512_set1_epi32((x[r].add(4 * j) as *const i32).read_unaligned());
                 for b in 0..B {
@@ -843,14 +867,7 @@ impl PackedConv {
         })
     }
 
-    fn run(
-        &self,
-        xs: &[usize],
-        xv: &[i8],
-        out: &mut Option<Array>,
-        s: &mut Scratch,
-        threads: usize,
-    ) -> Option<()> {
+    fn run(&self, xs: &[usize], xv: &[i8], out: &mut Option<Array>, s: &mut Scratch, threads: usize) -> Option<()> {
         let &[n, ih, iw, ic] = xs else { return None };
         if ic != self.ic || n.checked_mul(ih)?.checked_mul(iw)?.checked_mul(ic)? != xv.len() {
             return None; // grouped: the reference kernel
@@ -873,8 +890,16 @@ impl PackedConv {
             // input, with slack so a pointwise row may read its last group of 4 whole.
             s.xu.clear();
             s.xu.extend(xv.iter().map(|&v| (v as u8) ^ 0x80));
-            s.xu.resize(xv.len() + p.groups * 4, 0);
-            let xu = &s.xu;
+            // Padding made explicit: every window's rows are then whole runs of bytes.
+            let span = [(self.kh - 1) * op.dilation[0], (self.kw - 1) * op.dilation[1]];
+            let zu = (self.z_in.clamp(-128, 127) as i8 as u8) ^ 0x80;
+            let (g, xu) = match g.pad_into(&s.xu, span, op.stride, zu, &mut s.pad_u8) {
+                Some(padded) => (padded, &mut s.pad_u8),
+                None => (g, &mut s.xu),
+            };
+            let len = xu.len();
+            xu.resize(len + p.groups * 4, 0);
+            let xu = &*xu;
             let ok = if threads <= 1 {
                 self.conv_rows_vnni(&g, p, xu, 0, y, &mut s.tile)
             } else {
@@ -1056,6 +1081,7 @@ impl PackedConv {
 }
 
 /// The geometry of one convolution or depthwise run.
+#[derive(Debug, Clone, Copy)]
 struct ConvGeom {
     n: usize,
     ih: usize,
@@ -1065,6 +1091,41 @@ struct ConvGeom {
     ow: usize,
     pad_h: usize,
     pad_w: usize,
+}
+
+impl ConvGeom {
+    /// Copy the input into `out` with its padding made explicit — `fill` (the input zero
+    /// point, in whatever form the kernel reads it) around each image, as far as the windows
+    /// reach — and return the geometry of the padded input (no implicit padding left): every
+    /// window then lies inside the image. `None` (out untouched) if there is no padding.
+    fn pad_into<T: Copy>(
+        &self,
+        x: &[T],
+        span: [usize; 2],
+        stride: [usize; 2],
+        fill: T,
+        out: &mut Vec<T>,
+    ) -> Option<Self> {
+        if self.pad_h == 0 && self.pad_w == 0 {
+            return None;
+        }
+        // Rows and columns the windows reach, from the padded image's top-left corner.
+        let reach_h = (self.oh.max(1) - 1) * stride[0] + span[0] + 1;
+        let reach_w = (self.ow.max(1) - 1) * stride[1] + span[1] + 1;
+        let ph = reach_h.max(self.pad_h + self.ih);
+        let pw = reach_w.max(self.pad_w + self.iw);
+        let c = self.ic;
+        out.clear();
+        out.resize(self.n * ph * pw * c, fill);
+        for b in 0..self.n {
+            for y in 0..self.ih {
+                let src = &x[((b * self.ih + y) * self.iw) * c..((b * self.ih + y + 1) * self.iw) * c];
+                let at = ((b * ph + y + self.pad_h) * pw + self.pad_w) * c;
+                out[at..at + self.iw * c].copy_from_slice(src);
+            }
+        }
+        Some(ConvGeom { ih: ph, iw: pw, pad_h: 0, pad_w: 0, ..*self })
+    }
 }
 
 // ------------------------------------------------------------------ DEPTHWISE_CONV_2D
@@ -1167,9 +1228,19 @@ impl PackedDepthwise {
         let dims = ConvGeom { n, ih, iw, ic, oh, ow, pad_h, pad_w };
         #[cfg(target_arch = "x86_64")]
         if let Some(wide) = &self.wide {
+            // Padding made explicit (zero-point pixels) puts every window inside the image:
+            // the kernel's fast path for every pixel.
+            let span = [(self.kh - 1) * op.dilation[0], (self.kw - 1) * op.dilation[1]];
+            let z = self.z_in.clamp(-128, 127) as i8;
+            let mut padded = std::mem::take(&mut s.pad);
+            let (geom, input) = match dims.pad_into(xv, span, op.stride, z, &mut padded) {
+                Some(g) => (g, padded.as_slice()),
+                None => (dims, xv),
+            };
             // SAFETY: `wide` exists only when `has_avx512()` found AVX-512 F/BW/DQ/VL.
             #[allow(unsafe_code)]
-            let done = unsafe { dw_avx512(self, wide, &dims, xv, y, &mut s.taps) };
+            let done = unsafe { dw_avx512(self, wide, &geom, input, y, &mut s.taps) };
+            s.pad = padded;
             if done {
                 return Some(());
             }
@@ -1232,8 +1303,9 @@ fn dw_avx512(p: &PackedDepthwise, k: &DwWide, d: &ConvGeom, xv: &[i8], y: &mut [
     // Input offsets of the taps from a window's top-left corner, and the window's extent.
     let (span_h, span_w) = ((p.kh - 1) * op.dilation[0], (p.kw - 1) * op.dilation[1]);
     offsets.clear();
-    offsets
-        .extend((0..p.kh).flat_map(|ky| (0..p.kw).map(move |kx| (ky * op.dilation[0] * iw + kx * op.dilation[1]) * ic)));
+    offsets.extend(
+        (0..p.kh).flat_map(|ky| (0..p.kw).map(move |kx| (ky * op.dilation[0] * iw + kx * op.dilation[1]) * ic)),
+    );
     let tap_offsets: &[usize] = offsets;
     let mut o = 0;
     for b in 0..d.n {
@@ -1458,8 +1530,7 @@ impl PackedSoftmax {
         let exp: Vec<Option<i32>> = (0..256)
             .map(|d: i32| {
                 let diff = -d;
-                (diff >= diff_min)
-                    .then(|| exp_on_negative_values(mbqm_greater_than_one(diff, mult, left_shift), bits))
+                (diff >= diff_min).then(|| exp_on_negative_values(mbqm_greater_than_one(diff, mult, left_shift), bits))
             })
             .collect();
         let term = exp.iter().map(|e| e.map_or(0, |e| sat_mul_pot(e, -Self::ACCUM_INTEGER_BITS))).collect();
