@@ -544,20 +544,64 @@ fn requantize_double_portable(acc: &[i32], scales: &[f64], zp: i32, lo: i32, hi:
     }
 }
 
+/// 16 i32 lanes on a 64-byte boundary.
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C, align(64))]
+struct Lane16([i32; 16]);
+
+/// i32 values stored from a 64-byte boundary (so a vector of 16 of them at a multiple of 16
+/// never splits a cache line), zero-padded to a whole number of vectors; derefs to the
+/// values (without the padding).
+#[derive(Debug, Clone, Default)]
+struct AlignedI32 {
+    lanes: Vec<Lane16>,
+    len: usize,
+}
+
+impl AlignedI32 {
+    fn new(values: &[i32]) -> Self {
+        let mut lanes = vec![Lane16::default(); values.len().div_ceil(16)];
+        for (l, chunk) in lanes.iter_mut().zip(values.chunks(16)) {
+            l.0[..chunk.len()].copy_from_slice(chunk);
+        }
+        AlignedI32 { lanes, len: values.len() }
+    }
+}
+
+impl FromIterator<i32> for AlignedI32 {
+    fn from_iter<I: IntoIterator<Item = i32>>(iter: I) -> Self {
+        AlignedI32::new(&iter.into_iter().collect::<Vec<_>>())
+    }
+}
+
+impl std::ops::Deref for AlignedI32 {
+    type Target = [i32];
+    #[allow(unsafe_code)]
+    fn deref(&self) -> &[i32] {
+        // `Lane16` is `repr(C)` around `[i32; 16]`, 64 bytes with no padding: the lanes are
+        // 16·lanes.len() >= len consecutive, initialized i32 values.
+        let flat: &[[i32; 16]] =
+            // SAFETY: as above, `[Lane16]` and `[[i32; 16]]` have the same layout per element,
+            // and the pointer is at least as aligned as `[i32; 16]` needs.
+            unsafe { std::slice::from_raw_parts(self.lanes.as_ptr() as *const [i32; 16], self.lanes.len()) };
+        &flat.as_flattened()[..self.len]
+    }
+}
+
 /// Per-channel `MultiplyByQuantizedMultiplier` parameters in the form the vector loops want.
 #[derive(Debug, Clone)]
 struct Multipliers {
-    m: Vec<i32>,
+    m: AlignedI32,
     /// `2^max(shift, 0)`.
-    left: Vec<i32>,
+    left: AlignedI32,
     /// `max(−shift, 0)`, at most 31.
-    right: Vec<i32>,
+    right: AlignedI32,
     /// The multiplier of the next channel at even positions (what `vpmuldq` reads for the
     /// odd lanes), 0 at odd ones.
-    m_odd: Vec<i32>,
+    m_odd: AlignedI32,
     /// `2^right − 1` and half of it: RoundingDivideByPOT's remainder mask and threshold.
-    mask: Vec<i32>,
-    half: Vec<i32>,
+    mask: AlignedI32,
+    half: AlignedI32,
     /// Some channel shifts left (otherwise the multiply by `left` is skipped).
     any_left: bool,
     /// Some multiplier is `i32::MIN` (the only one SaturatingRoundingDoublingHighMul can
@@ -576,9 +620,9 @@ impl Multipliers {
             half: mask.iter().map(|&k| k >> 1).collect(),
             any_left: mults.iter().any(|&(_, s)| s > 0),
             any_min: m.contains(&i32::MIN),
-            m,
-            right,
-            mask,
+            m: AlignedI32::new(&m),
+            right: AlignedI32::new(&right),
+            mask: AlignedI32::new(&mask),
         }
     }
 }
@@ -840,7 +884,7 @@ pub struct PackedConv {
     /// `bias[o] − z_in · Σ w[o]`.
     row_const: Vec<i32>,
     /// `row_const[o] − 128 · Σ w[o]`: the bias of the VNNI path, whose products take `x + 128`.
-    vnni_bias: Vec<i32>,
+    vnni_bias: AlignedI32,
     out: ChannelOut,
 }
 
@@ -898,7 +942,7 @@ impl PackedConv {
                 None => (g, &mut s.xu),
             };
             let len = xu.len();
-            xu.resize(len + p.groups * 4, 0);
+            xu.resize(len + p.groups * 4 + 16, 0);
             let xu = &*xu;
             let ok = if threads <= 1 {
                 self.conv_rows_vnni(&g, p, xu, 0, y, &mut s.tile)
@@ -965,7 +1009,7 @@ impl PackedConv {
         let pixels = y.len() / oc;
         let TileBufs { col, offs, acc } = bufs;
         if !pointwise {
-            col.resize(BATCH * k4, 0);
+            col.resize(BATCH * k4 + 16, 0);
         }
         acc.resize(BATCH * oc, 0);
         // The output pixel (image, row, column) walked incrementally.
@@ -978,23 +1022,36 @@ impl PackedConv {
                 if pointwise {
                     offs.push(img + ((oy * op.stride[0]) * iw + ox * op.stride[1]) * ic);
                 } else {
-                    let row = &mut col[i * k4..(i + 1) * k4];
+                    // This pixel's row and everything after it (later rows and the slack).
+                    let row_ext = &mut col[i * k4..];
                     let x0 = (ox * op.stride[1]) as isize - g.pad_w as isize;
                     let cols_inside = x0 >= 0 && x0 as usize + (kw - 1) * op.dilation[1] < iw;
                     for ky in 0..kh {
                         let iy = (oy * op.stride[0] + ky * op.dilation[0]) as isize - g.pad_h as isize;
-                        let dst_row = &mut row[ky * row_bytes..(ky + 1) * row_bytes];
                         if iy < 0 || iy as usize >= ih {
-                            dst_row.fill(zu);
+                            row_ext[ky * row_bytes..(ky + 1) * row_bytes].fill(zu);
                             continue;
                         }
                         let line = img + iy as usize * iw * ic;
                         if cols_inside && contiguous {
                             let at = line + x0 as usize * ic;
+                            if row_bytes <= 16 {
+                                // A fixed 16-byte copy (one vector move, no call): the bytes
+                                // past the kernel row land where the next row, the zero-weight
+                                // padding or the next pixel is written later, or in the slack.
+                                let start = ky * row_bytes;
+                                let (Some(dst), Some(src)) = (row_ext.get_mut(start..start + 16), xu.get(at..at + 16))
+                                else {
+                                    return false;
+                                };
+                                dst.copy_from_slice(src);
+                                continue;
+                            }
                             let Some(src) = xu.get(at..at + row_bytes) else { return false };
-                            dst_row.copy_from_slice(src);
+                            row_ext[ky * row_bytes..(ky + 1) * row_bytes].copy_from_slice(src);
                             continue;
                         }
+                        let dst_row = &mut row_ext[ky * row_bytes..(ky + 1) * row_bytes];
                         for (kx, dst) in dst_row.chunks_exact_mut(ic.max(1)).enumerate() {
                             let ix = x0 + (kx * op.dilation[1]) as isize;
                             if ix >= 0 && (ix as usize) < iw {
@@ -1152,11 +1209,11 @@ struct DwWide {
     /// Channels rounded up to a multiple of 16.
     ocp: usize,
     /// `[kh·kw][ocp]`.
-    w: Vec<i32>,
-    bias: Vec<i32>,
+    w: AlignedI32,
+    bias: AlignedI32,
     /// `bias − z_in · Σ_taps w`: the bias of a pixel whose taps all lie inside the image,
     /// whose accumulator then needs no zero-point subtraction per tap.
-    bias_inside: Vec<i32>,
+    bias_inside: AlignedI32,
     mults: Multipliers,
 }
 
@@ -1201,8 +1258,8 @@ impl PackedDepthwise {
                 .collect();
             DwWide {
                 ocp,
-                w: wp,
-                bias,
+                w: AlignedI32::new(&wp),
+                bias: AlignedI32::new(&bias),
                 bias_inside,
                 mults: {
                     let mut pairs = per_channel_multipliers(c.s_in, c.wq, c.out.scale, oc);
@@ -1328,12 +1385,13 @@ fn dw_avx512(p: &PackedDepthwise, k: &DwWide, d: &ConvGeom, xv: &[i8], y: &mut [
                         unsafe {
                             let xp = xv.as_ptr().add(corner + c);
                             let wp = k.w.as_ptr().add(c);
-                            let mut acc = _mm512_loadu_si512(k.bias_inside.as_ptr().add(c) as *const _);
-                            for (t, &off) in tap_offsets.iter().enumerate() {
-                                let xb = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, xp.add(off) as *const _));
-                                let wv = _mm512_loadu_si512(wp.add(t * ocp) as *const _);
-                                acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(xb, wv));
-                            }
+                            let acc = _mm512_loadu_si512(k.bias_inside.as_ptr().add(c) as *const _);
+                            let acc = match tap_offsets {
+                                &[a, b, c, d, e, f, g, h, i] => {
+                                    dw_taps(xp, wp, &[a, b, c, d, e, f, g, h, i], ocp, mask, acc)
+                                }
+                                _ => dw_taps(xp, wp, tap_offsets, ocp, mask, acc),
+                            };
                             let q = out.requantize(acc, &k.mults, c, mask);
                             _mm_mask_storeu_epi8(y.as_mut_ptr().add(o + c) as *mut _, mask, q);
                         }
@@ -1382,6 +1440,44 @@ fn dw_avx512(p: &PackedDepthwise, k: &DwWide, d: &ConvGeom, xv: &[i8], y: &mut [
         }
     }
     true
+}
+
+/// `acc + Σ_t w[t] · x[t]` over 16 channels: tap `t`'s input bytes at `xp + offsets[t]`
+/// (the lanes `mask` selects), its weights at `wp + t·ocp`. A 3×3 window is passed as an
+/// array, so the loop unrolls.
+///
+/// # Safety
+/// For every tap, the masked input bytes and 16 weights must be readable.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+#[allow(unsafe_code)]
+#[inline]
+unsafe fn dw_taps<O: AsRef<[usize]>>(
+    xp: *const i8,
+    wp: *const i32,
+    offsets: O,
+    ocp: usize,
+    mask: u16,
+    mut acc: std::arch::x86_64::__m512i,
+) -> std::arch::x86_64::__m512i {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller guarantees every read below.
+    unsafe {
+        if mask == u16::MAX {
+            for (t, &off) in offsets.as_ref().iter().enumerate() {
+                let xb = _mm512_cvtepi8_epi32(_mm_loadu_si128(xp.add(off) as *const _));
+                let wv = _mm512_loadu_si512(wp.add(t * ocp) as *const _);
+                acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(xb, wv));
+            }
+        } else {
+            for (t, &off) in offsets.as_ref().iter().enumerate() {
+                let xb = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, xp.add(off) as *const _));
+                let wv = _mm512_loadu_si512(wp.add(t * ocp) as *const _);
+                acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(xb, wv));
+            }
+        }
+    }
+    acc
 }
 
 #[cfg(target_arch = "x86_64")]
