@@ -28,6 +28,7 @@ pub enum Packed {
     Mean(PackedMean),
     Softmax(PackedSoftmax),
     Pool(PackedPool),
+    HybridFc(PackedHybridFc),
 }
 
 impl Packed {
@@ -35,6 +36,9 @@ impl Packed {
     /// weights and bias); `None` leaves it to the reference kernels.
     pub fn new(g: &Graph, n: &Node, consts: &[Option<Array>]) -> Option<Self> {
         match &n.op {
+            Op::FullyConnected(o) if n.input(0).and_then(|t| g.tensor(t)).is_some_and(|t| t.dtype == DType::F32) => {
+                return PackedHybridFc::new(g, n, o, consts).map(Packed::HybridFc);
+            }
             Op::Mean(m) => return PackedMean::new(g, n, m).map(Packed::Mean),
             Op::Softmax(o) => return PackedSoftmax::new(g, n, o.beta).map(Packed::Softmax),
             Op::Pool2d(o) => return PackedPool::new(g, n, o).map(Packed::Pool),
@@ -60,6 +64,9 @@ impl Packed {
     /// [`Packed::run`] writing into `out`, reusing its storage and `scratch`'s buffers: once
     /// they have grown to a model's sizes, a single-threaded run allocates nothing.
     pub fn run_into(&self, x: &Array, out: &mut Option<Array>, scratch: &mut Scratch, threads: usize) -> Option<()> {
+        if let (Packed::HybridFc(p), Data::F32(xv)) = (self, x.data()) {
+            return p.run(x.shape(), xv, out, scratch);
+        }
         let Data::I8(xv) = x.data() else { return None };
         let xs = x.shape();
         match self {
@@ -69,6 +76,7 @@ impl Packed {
             Packed::Mean(p) => p.run(xs, xv, out, scratch),
             Packed::Softmax(p) => p.run(xs, xv, out),
             Packed::Pool(p) => p.run(xs, xv, out, scratch),
+            Packed::HybridFc(_) => None,
         }
     }
 }
@@ -85,6 +93,8 @@ pub struct Scratch {
     pad: Vec<i8>,
     /// An explicitly padded input (`x + 128`).
     pad_u8: Vec<u8>,
+    /// A hybrid kernel's quantized input row.
+    q: Vec<i8>,
 }
 
 /// A convolution worker's buffers: gathered input rows, their offsets, accumulators.
@@ -101,6 +111,7 @@ impl Scratch {
         self.xu.capacity()
             + self.pad.capacity()
             + self.pad_u8.capacity()
+            + self.q.capacity()
             + self.tile.col.capacity()
             + (self.acc.capacity() + self.tile.acc.capacity()) * 4
             + (self.tile.offs.capacity() + self.taps.capacity() + self.shape.capacity()) * size_of::<usize>()
@@ -865,6 +876,101 @@ impl PackedFc {
     }
 }
 
+// ------------------------------------------------------------------ hybrid FULLY_CONNECTED
+
+/// A hybrid (dynamic-range) FULLY_CONNECTED: float input and output, constant symmetric int8
+/// weights. Each input row is quantized as the reference does (symmetric, or asymmetric when
+/// the op says so), multiplied on the int8 dot products, and scaled back with the reference's
+/// float operations in the reference's order — so the floats are the same bits.
+#[derive(Debug, Clone)]
+pub struct PackedHybridFc {
+    m: Matrix,
+    keep_num_dims: bool,
+    asymmetric: bool,
+    /// Per output unit (per-channel weights), or one (per-tensor).
+    w_scales: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    activation: qlite_ir::op::Activation,
+}
+
+impl PackedHybridFc {
+    fn new(g: &Graph, n: &Node, op: &FullyConnected, consts: &[Option<Array>]) -> Option<Self> {
+        let t = |i: usize| n.input(i).and_then(|t| g.tensor(t));
+        let c = |i: usize| n.input(i).and_then(|t| consts.get(t.index())).and_then(|a| a.as_ref());
+        let out = n.outputs.first().and_then(|o| g.tensor(*o))?;
+        if t(0)?.dtype != DType::F32 || out.dtype != DType::F32 || t(1)?.dtype != DType::I8 {
+            return None;
+        }
+        let wq = t(1)?.quant.as_ref()?;
+        let wa = c(1)?;
+        let (Data::I8(w), &[units, depth]) = (wa.data(), wa.shape()) else { return None };
+        if wq.zero_points().iter().any(|&z| z != 0) || (wq.scales().len() != 1 && wq.scales().len() != units) {
+            return None; // the reference kernel reports it
+        }
+        let bias = match n.input(2) {
+            Some(_) => match c(2)?.data() {
+                Data::F32(b) if b.len() == units => Some(b.clone()),
+                _ => return None,
+            },
+            None => None,
+        };
+        Some(PackedHybridFc {
+            m: Matrix::new(w, units, depth)?,
+            keep_num_dims: op.keep_num_dims,
+            asymmetric: op.asymmetric_inputs,
+            w_scales: wq.scales().to_vec(),
+            bias,
+            activation: op.activation,
+        })
+    }
+
+    fn run(&self, xs: &[usize], xv: &[f32], out: &mut Option<Array>, s: &mut Scratch) -> Option<()> {
+        let (units, depth) = (self.m.units, self.m.depth);
+        if !xv.len().is_multiple_of(depth) {
+            return None;
+        }
+        let batches = xv.len() / depth;
+        s.shape.clear();
+        if self.keep_num_dims {
+            s.shape.extend_from_slice(xs);
+            *s.shape.last_mut()? = units;
+        } else {
+            s.shape.extend_from_slice(&[batches, units]);
+        }
+        let y = Array::reuse_f32(out, &s.shape)?;
+        for yr in y.chunks_exact_mut(units.max(1)) {
+            match &self.bias {
+                Some(b) => yr.copy_from_slice(b),
+                None => yr.fill(0.0),
+            }
+        }
+        // The reference skips the products when the whole input is zero.
+        if !xv.iter().all(|&v| v == 0.0) {
+            let per_channel = self.w_scales.len() > 1;
+            for (row, yr) in xv.chunks_exact(depth).zip(y.chunks_exact_mut(units.max(1))) {
+                let (mut sf, zp) = if self.asymmetric {
+                    crate::int8::asymmetric_quantize_into(row, &mut s.q)
+                } else {
+                    (crate::int8::symmetric_quantize_into(row, &mut s.q), 0)
+                };
+                if !per_channel {
+                    sf *= self.w_scales[0];
+                }
+                self.m.dots(&s.q, &mut s.xu, &mut s.acc);
+                for (o, (yo, &dot)) in yr.iter_mut().zip(s.acc.iter()).enumerate() {
+                    let dot = if self.asymmetric { dot.wrapping_sub(self.m.sum_w[o].wrapping_mul(zp)) } else { dot };
+                    let scale = if per_channel { sf * self.w_scales[o] } else { sf };
+                    *yo += dot as f32 * scale;
+                }
+            }
+        }
+        for v in y.iter_mut() {
+            *v = self.activation.apply(*v);
+        }
+        Some(())
+    }
+}
+
 // ------------------------------------------------------------------ CONV_2D
 
 /// Output size and leading padding of one spatial axis, as the IR's shape inference has it.
@@ -1388,7 +1494,7 @@ fn dw_avx512(p: &PackedDepthwise, k: &DwWide, d: &ConvGeom, xv: &[i8], y: &mut [
                             let acc = _mm512_loadu_si512(k.bias_inside.as_ptr().add(c) as *const _);
                             let acc = match tap_offsets {
                                 &[a, b, c, d, e, f, g, h, i] => {
-                                    dw_taps(xp, wp, &[a, b, c, d, e, f, g, h, i], ocp, mask, acc)
+                                    dw_taps(xp, wp, [a, b, c, d, e, f, g, h, i], ocp, mask, acc)
                                 }
                                 _ => dw_taps(xp, wp, tap_offsets, ocp, mask, acc),
                             };

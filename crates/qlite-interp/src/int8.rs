@@ -408,22 +408,41 @@ pub fn relu(kind: UnaryKind, x: &[i32], (s_in, z_in): (f32, i32), out: OutQ) -> 
 
 /// `SymmetricQuantizeFloats`: returns (values, scaling factor).
 pub fn symmetric_quantize(v: &[f32]) -> (Vec<i32>, f32) {
+    let mut q = Vec::new();
+    let sf = symmetric_quantize_into(v, &mut q);
+    (q.into_iter().map(i32::from).collect(), sf)
+}
+
+/// [`symmetric_quantize`] into `q` (resized to `v.len()`); returns the scaling factor.
+pub fn symmetric_quantize_into(v: &[f32], q: &mut Vec<i8>) -> f32 {
     let (mn, mx) = v.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
     let range = mn.abs().max(mx.abs());
+    q.clear();
     if v.is_empty() || range == 0.0 {
-        return (vec![0; v.len()], 1.0);
+        q.resize(v.len(), 0);
+        return 1.0;
     }
     let inv = 127.0 / range;
-    (v.iter().map(|&x| (round_half_away(x * inv) as i32).clamp(-127, 127)).collect(), range / 127.0)
+    q.extend(v.iter().map(|&x| (round_half_away(x * inv) as i32).clamp(-127, 127) as i8));
+    range / 127.0
 }
 
 /// `AsymmetricQuantizeFloats`: returns (values, scaling factor, zero point).
 pub fn asymmetric_quantize(v: &[f32]) -> (Vec<i32>, f32, i32) {
+    let mut q = Vec::new();
+    let (sf, zp) = asymmetric_quantize_into(v, &mut q);
+    (q.into_iter().map(i32::from).collect(), sf, zp)
+}
+
+/// [`asymmetric_quantize`] into `q` (resized to `v.len()`); returns (scaling factor, zero point).
+pub fn asymmetric_quantize_into(v: &[f32], q: &mut Vec<i8>) -> (f32, i32) {
     let (mn, mx) = v.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
     let rmin = 0f32.min(mn) as f64;
     let rmax = 0f32.max(mx) as f64;
+    q.clear();
     if v.is_empty() || rmin == rmax {
-        return (vec![0; v.len()], 1.0, 0);
+        q.resize(v.len(), 0);
+        return (1.0, 0);
     }
     let (qmin, qmax) = (-128f64, 127f64);
     let scale = (rmax - rmin) / (qmax - qmin);
@@ -441,8 +460,8 @@ pub fn asymmetric_quantize(v: &[f32]) -> (Vec<i32>, f32, i32) {
     };
     let sf = scale as f32;
     let inv = 1.0 / sf;
-    let q = v.iter().map(|&x| (round_half_away(zp as f32 + x * inv) as i32).clamp(-128, 127)).collect();
-    (q, sf, zp)
+    q.extend(v.iter().map(|&x| (round_half_away(zp as f32 + x * inv) as i32).clamp(-128, 127) as i8));
+    (sf, zp)
 }
 
 /// Hybrid FULLY_CONNECTED (`EvalHybridDense` with the portable tensor utils): each input row
