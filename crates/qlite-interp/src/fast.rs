@@ -964,8 +964,11 @@ impl PackedHybridFc {
                 }
             }
         }
-        for v in y.iter_mut() {
-            *v = self.activation.apply(*v);
+        use qlite_ir::op::Activation;
+        match self.activation {
+            Activation::None => {}
+            Activation::Relu => y.iter_mut().for_each(|v| *v = v.max(0.0)),
+            a => y.iter_mut().for_each(|v| *v = a.apply(*v)),
         }
         Some(())
     }

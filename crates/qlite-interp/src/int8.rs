@@ -415,6 +415,23 @@ pub fn symmetric_quantize(v: &[f32]) -> (Vec<i32>, f32) {
 
 /// [`symmetric_quantize`] into `q` (resized to `v.len()`); returns the scaling factor.
 pub fn symmetric_quantize_into(v: &[f32], q: &mut Vec<i8>) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, the only requirement.
+        #[allow(unsafe_code)]
+        return unsafe { symmetric_quantize_avx2(v, q) };
+    }
+    symmetric_quantize_body(v, q)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn symmetric_quantize_avx2(v: &[f32], q: &mut Vec<i8>) -> f32 {
+    symmetric_quantize_body(v, q)
+}
+
+#[inline(always)]
+fn symmetric_quantize_body(v: &[f32], q: &mut Vec<i8>) -> f32 {
     let (mn, mx) = v.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
     let range = mn.abs().max(mx.abs());
     q.clear();
@@ -436,6 +453,23 @@ pub fn asymmetric_quantize(v: &[f32]) -> (Vec<i32>, f32, i32) {
 
 /// [`asymmetric_quantize`] into `q` (resized to `v.len()`); returns (scaling factor, zero point).
 pub fn asymmetric_quantize_into(v: &[f32], q: &mut Vec<i8>) -> (f32, i32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, the only requirement.
+        #[allow(unsafe_code)]
+        return unsafe { asymmetric_quantize_avx2(v, q) };
+    }
+    asymmetric_quantize_body(v, q)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn asymmetric_quantize_avx2(v: &[f32], q: &mut Vec<i8>) -> (f32, i32) {
+    asymmetric_quantize_body(v, q)
+}
+
+#[inline(always)]
+fn asymmetric_quantize_body(v: &[f32], q: &mut Vec<i8>) -> (f32, i32) {
     let (mn, mx) = v.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
     let rmin = 0f32.min(mn) as f64;
     let rmax = 0f32.max(mx) as f64;

@@ -276,8 +276,15 @@ pub fn lrn_f32(op: &LocalResponseNorm, x: &[f32], depth: usize, exclusive_end: b
 
 pub fn softmax_f32(op: &Softmax, x: &[f32], depth: usize) -> Vec<f32> {
     let mut out = vec![0f32; x.len()];
+    softmax_f32_into(op, x, depth, &mut out);
+    out
+}
+
+/// [`softmax_f32`] into `out` (as long as `x`).
+pub fn softmax_f32_into(op: &Softmax, x: &[f32], depth: usize, out: &mut [f32]) {
     if depth == 0 {
-        return out;
+        out.fill(0.0);
+        return;
     }
     for (row, orow) in x.chunks(depth).zip(out.chunks_mut(depth)) {
         let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -290,7 +297,6 @@ pub fn softmax_f32(op: &Softmax, x: &[f32], depth: usize) -> Vec<f32> {
             *o /= sum;
         }
     }
-    out
 }
 
 pub fn unary_f32(kind: UnaryKind, x: &[f32]) -> Vec<f32> {

@@ -6,8 +6,8 @@
 //! has run (greedy reuse in execution order, as TFLite's arena planner does with offsets).
 //! Buffers grow to the sizes of the first run and are then reused: a single-threaded run of a
 //! model whose ops all have in-place kernels (the fast int8 FULLY_CONNECTED, CONV_2D,
-//! DEPTHWISE_CONV_2D and spatial MEAN, and QUANTIZE, DEQUANTIZE, RESHAPE, SOFTMAX,
-//! MAX/AVERAGE_POOL_2D) allocates nothing after the first. Other ops run the interpreter's
+//! DEPTHWISE_CONV_2D and spatial MEAN, the hybrid FULLY_CONNECTED, QUANTIZE, DEQUANTIZE,
+//! RESHAPE, int8 and float SOFTMAX, MAX/AVERAGE_POOL_2D) allocates nothing after the first. Other ops run the interpreter's
 //! general path, which allocates their output. The values are the same bytes
 //! [`Interpreter::run`] computes.
 
@@ -213,6 +213,12 @@ fn in_place(interp: &Interpreter, node: &Node, x: &Array, out: &mut Option<Array
                 return None;
             }
             y.copy_from_slice(v);
+            Some(())
+        }
+        (Op::Softmax(s), Data::F32(v)) => {
+            let depth = x.shape().last().copied().unwrap_or(1);
+            let y = Array::reuse_f32(out, x.shape())?;
+            crate::kernels::softmax_f32_into(s, v, depth, y);
             Some(())
         }
         (Op::Softmax(s), Data::I8(v)) if out_t.dtype == DType::I8 => {
