@@ -1563,6 +1563,60 @@ fn dw_avx512(p: &PackedDepthwise, k: &DwWide, d: &ConvGeom, xv: &[i8], y: &mut [
         (0..p.kh).flat_map(|ky| (0..p.kw).map(move |kx| (ky * op.dilation[0] * iw + kx * op.dilation[1]) * ic)),
     );
     let tap_offsets: &[usize] = offsets;
+    let all_inside = d.pad_h == 0
+        && d.pad_w == 0
+        && d.oh > 0
+        && d.ow > 0
+        && (d.oh - 1) * op.stride[0] + span_h < ih
+        && (d.ow - 1) * op.stride[1] + span_w < iw;
+    if all_inside && oc.is_multiple_of(16) {
+        // Every window inside and whole vectors: the outputs are one run of vectors,
+        // requantized and stored four at a time (64 bytes).
+        let mut pending = [_mm512_setzero_si512(); 4];
+        let (mut count, mut o) = (0, 0);
+        for b in 0..d.n {
+            for oy in 0..d.oh {
+                for ox in 0..d.ow {
+                    let corner = ((b * ih + oy * op.stride[0]) * iw + ox * op.stride[1]) * ic;
+                    for blk in 0..blocks {
+                        let c = blk * 16;
+                        // SAFETY: the window lies inside image b, so corner + tap offset + c..+16
+                        // (c + 16 <= oc = ic) is in `xv`; tap t's weights hold ocp >= c + 16
+                        // entries at t·ocp; the parameter vectors hold ocp; a store of 64 bytes
+                        // at o writes outputs o..o + 64 <= y.len() (4 vectors computed).
+                        unsafe {
+                            let xp = xv.as_ptr().add(corner + c);
+                            let wp = k.w.as_ptr().add(c);
+                            let acc = _mm512_loadu_si512(k.bias_inside.as_ptr().add(c) as *const _);
+                            let acc = match tap_offsets {
+                                &[a, b, c, d, e, f, g, h, i] => {
+                                    dw_taps(xp, wp, [a, b, c, d, e, f, g, h, i], ocp, u16::MAX, acc)
+                                }
+                                _ => dw_taps(xp, wp, tap_offsets, ocp, u16::MAX, acc),
+                            };
+                            pending[count] = out.scale(acc, &k.mults, c, u16::MAX);
+                            count += 1;
+                            if count == 4 {
+                                _mm512_storeu_si512(y.as_mut_ptr().add(o) as *mut _, out.finish4(pending));
+                                o += 64;
+                                count = 0;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // The last vectors (fewer than 4).
+        for r in pending.iter().take(count) {
+            // SAFETY: o + 16 <= y.len(): these outputs were computed and not yet stored.
+            unsafe {
+                let v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(*r, out.zp), out.lo), out.hi);
+                _mm_storeu_si128(y.as_mut_ptr().add(o) as *mut _, _mm512_cvtepi32_epi8(v));
+            }
+            o += 16;
+        }
+        return o == y.len();
+    }
     let mut o = 0;
     for b in 0..d.n {
         for oy in 0..d.oh {
