@@ -647,6 +647,8 @@ impl Multipliers {
 #[derive(Debug, Clone)]
 struct ChannelOut {
     mults: Multipliers,
+    /// For fewer than 16 channels dividing 16: the multipliers repeated over 16 lanes.
+    tiled: Option<Multipliers>,
     zp: i32,
     lo: i32,
     hi: i32,
@@ -656,35 +658,81 @@ impl ChannelOut {
     fn new(c: &Common, activation: qlite_ir::op::Activation, channels: usize) -> Self {
         let (lo, hi) = c.out.range(activation);
         let mults = Multipliers::new(&per_channel_multipliers(c.s_in, c.wq, c.out.scale, channels));
-        ChannelOut { mults, zp: c.out.zp, lo, hi }
+        ChannelOut { tiled: mults.tiled16(), mults, zp: c.out.zp, lo, hi }
     }
 
     /// Requantize pixels × channels accumulators (plus `bias`) into `out`.
     fn apply(&self, acc: &[i32], bias: &[i32], out: &mut [i8]) {
-        requantize_fixed(acc, bias, &self.mults, self.zp, self.lo, self.hi, out);
+        requantize_fixed_with(acc, bias, &self.mults, self.tiled.as_ref(), self.zp, self.lo, self.hi, out);
+    }
+}
+
+impl Multipliers {
+    /// For `n` < 16 channels with `n` dividing 16, the parameters repeated over 16 lanes (a
+    /// vector then covers 16/n pixels).
+    fn tiled16(&self) -> Option<Multipliers> {
+        let n = self.m.len();
+        if n == 0 || n >= 16 || !16usize.is_multiple_of(n) {
+            return None;
+        }
+        let pairs: Vec<(i32, i32)> = (0..16)
+            .map(|i| {
+                let c = i % n;
+                let shift = if self.left[c] != 1 { self.left[c].trailing_zeros() as i32 } else { -self.right[c] };
+                (self.m[c], shift)
+            })
+            .collect();
+        Some(Multipliers::new(&pairs))
     }
 }
 
 /// The convolutions' per-channel requantization of whole pixels (`acc` is pixels × channels):
 /// bias, `MultiplyByQuantizedMultiplier`, offset, clamp — the reference's arithmetic,
 /// branch-free so it vectorizes.
+#[cfg(test)]
 fn requantize_fixed(acc: &[i32], bias: &[i32], q: &Multipliers, zp: i32, lo: i32, hi: i32, out: &mut [i8]) {
+    requantize_fixed_with(acc, bias, q, q.tiled16().as_ref(), zp, lo, hi, out);
+}
+
+/// [`requantize_fixed`] with the 16-lane tiling of `q` (see [`Multipliers::tiled16`]).
+#[allow(clippy::too_many_arguments)]
+fn requantize_fixed_with(
+    acc: &[i32],
+    bias: &[i32],
+    q: &Multipliers,
+    tiled: Option<&Multipliers>,
+    zp: i32,
+    lo: i32,
+    hi: i32,
+    out: &mut [i8],
+) {
     #[cfg(target_arch = "x86_64")]
     if has_avx512() {
         // SAFETY: the CPU has AVX-512 F, BW, DQ and VL, the only requirements.
         #[allow(unsafe_code)]
         unsafe {
-            requantize_fixed_avx512(acc, bias, q, zp, lo, hi, out)
+            requantize_fixed_avx512(acc, bias, q, tiled, zp, lo, hi, out)
         };
         return;
     }
+    let _ = tiled;
     requantize_fixed_portable(acc, bias, q, zp, lo, hi, out);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
 #[allow(unsafe_code)]
-fn requantize_fixed_avx512(acc: &[i32], bias: &[i32], q: &Multipliers, zp: i32, lo: i32, hi: i32, out: &mut [i8]) {
+#[allow(clippy::too_many_arguments)]
+fn requantize_fixed_avx512(
+    acc: &[i32],
+    bias: &[i32],
+    q: &Multipliers,
+    tiled: Option<&Multipliers>,
+    zp: i32,
+    lo: i32,
+    hi: i32,
+    out: &mut [i8],
+) {
     use std::arch::x86_64::*;
     let n = bias.len();
     let lens_ok = [q.m.len(), q.left.len(), q.right.len(), q.m_odd.len(), q.mask.len(), q.half.len()] == [n; 6];
@@ -694,6 +742,29 @@ fn requantize_fixed_avx512(acc: &[i32], bias: &[i32], q: &Multipliers, zp: i32, 
     }
     let pixels = (acc.len() / n).min(out.len() / n);
     let k = OutVec::new(zp, lo, hi);
+    if let Some(t) = tiled.filter(|t| n < 16 && 16 % n == 0 && t.m.len() == 16 && !t.any_min) {
+        // Few channels: each vector covers 16/n pixels, the parameters tiled to match.
+        let mut tb = [0i32; 16];
+        for (i, b) in tb.iter_mut().enumerate() {
+            *b = bias[i % n];
+        }
+        let total = pixels * n;
+        let mut i = 0;
+        while i < total {
+            let lanes = ((1u32 << (total - i).min(16)) - 1) as u16;
+            // SAFETY: the lanes selected are i..min(i + 16, total) <= acc.len(), out.len(),
+            // and lanes < 16 of the 16-entry tiled parameters and `tb`.
+            unsafe {
+                let x = _mm512_add_epi32(
+                    _mm512_maskz_loadu_epi32(lanes, acc.as_ptr().add(i)),
+                    _mm512_loadu_si512(tb.as_ptr() as *const _),
+                );
+                _mm_mask_storeu_epi8(out.as_mut_ptr().add(i) as *mut _, lanes, k.requantize(x, t, 0, lanes));
+            }
+            i += 16;
+        }
+        return;
+    }
     if n.is_multiple_of(16) {
         // Whole vectors: 64 outputs (4 vectors, across pixels) per packed store.
         let total = pixels * n;
@@ -1213,12 +1284,48 @@ impl PackedConv {
         acc.resize(BATCH * oc, 0);
         // The output pixel (image, row, column) walked incrementally.
         let (mut b, mut oy, mut ox) = (first / oh, first % oh, 0usize);
+        // The common case gets a lean gather: every window inside the (explicitly padded)
+        // input, kernel rows contiguous (dilation 1 across) and at most 16 bytes, so each is
+        // one 16-byte move. The largest offset read and written is checked once, up front.
+        let row_offsets: [usize; 8] = std::array::from_fn(|ky| ky * op.dilation[0] * iw * ic);
+        let lean = !pointwise
+            && contiguous
+            && row_bytes <= 16
+            && kh <= 8
+            && g.pad_h == 0
+            && g.pad_w == 0
+            && (oh - 1) * op.stride[0] + (kh - 1) * op.dilation[0] < ih
+            && (ow - 1) * op.stride[1] + kw - 1 < iw
+            && col.len() >= BATCH * k4 + 16
+            && {
+                let last_image = (first + pixels.div_ceil(ow)).div_ceil(oh).max(1) - 1;
+                let last = last_image * ih * iw * ic
+                    + ((oh - 1) * op.stride[0] * iw + (ow - 1) * op.stride[1]) * ic
+                    + row_offsets[kh - 1];
+                last + 16 <= xu.len()
+            };
         for start in (0..pixels).step_by(BATCH) {
             let count = (pixels - start).min(BATCH);
             offs.clear();
             for i in 0..count {
                 let img = b * ih * iw * ic;
-                if pointwise {
+                if lean {
+                    let src = img + (oy * op.stride[0] * iw + ox * op.stride[1]) * ic;
+                    for (ky, &off) in row_offsets.iter().enumerate().take(kh) {
+                        // SAFETY: `lean` checked that the farthest row start plus 16 bytes is
+                        // inside `xu` (offsets grow with the pixel and the row) and that `col`
+                        // holds BATCH·k4 + 16 bytes, past i·k4 + (kh − 1)·row_bytes + 16.
+                        #[allow(unsafe_code)]
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                xu.as_ptr().add(src + off),
+                                col.as_mut_ptr().add(i * k4 + ky * row_bytes),
+                                16,
+                            );
+                        }
+                    }
+                    offs.push(i * k4);
+                } else if pointwise {
                     offs.push(img + ((oy * op.stride[0]) * iw + ox * op.stride[1]) * ic);
                 } else {
                     // This pixel's row and everything after it (later rows and the slack).
@@ -2064,7 +2171,7 @@ mod tests {
         }
         // Many pixels (the vector path: whole and partial vectors of 16 channels; multipliers
         // without i32::MIN, which sends a tensor to the scalar path), activation clamps.
-        for channels in [16usize, 32, 48, 1, 5, 21, 100] {
+        for channels in [16usize, 32, 48, 1, 2, 4, 8, 5, 21, 100] {
             let pixels = 700;
             let accs: Vec<i32> =
                 (0..channels * pixels).map(|i| if i < 6 { acc[i] } else { acc[i % acc.len()] }).collect();
