@@ -620,3 +620,36 @@ fn fast_hybrid_fully_connected_is_bit_exact_with_the_reference() {
     }
     assert_eq!(fast_nodes, 200, "every case must run the fast kernel");
 }
+
+/// Depthwise convolutions with 1, 2, 4 or 8 channels and stride 1 across, which the fast
+/// kernel runs several pixels per vector; and 16·k channels, which it requantizes four
+/// vectors at a time: against the reference, both paddings, odd widths (partial vectors).
+#[test]
+fn fast_depthwise_lane_layouts_are_bit_exact_with_the_reference() {
+    for seed in 0..80u64 {
+        let mut b = Builder::new(&format!("fast_dw_lanes_{seed}"));
+        let ic = [1usize, 2, 4, 8, 16, 32, 48, 64][seed as usize % 8];
+        let (h, w_) = (int(&mut b.rng, 3, 13) as usize, int(&mut b.rng, 3, 13) as usize);
+        let k = int(&mut b.rng, 1, 3) as usize;
+        let stride = [int(&mut b.rng, 1, 2) as usize, if seed % 3 == 0 { 2 } else { 1 }];
+        let padding = if seed % 2 == 0 { Padding::Same } else { Padding::Valid };
+        let qi = qp(&mut b.rng);
+        let x = input(&mut b, "x", &[1 + (seed % 2) as usize, h, w_, ic], qi.clone());
+        let (w, ws) = weights(&mut b, &[1, k, k, ic], 3, true);
+        let bias = bias(&mut b, ic, qi.scale(), &ws);
+        let qo = qp_near(&mut b.rng, typical_out(qi.scale(), &ws, k * k));
+        let op = Op::DepthwiseConv2d(DepthwiseConv2d {
+            padding,
+            stride,
+            dilation: [1, 1],
+            depth_multiplier: 1,
+            activation: act(&mut b.rng),
+        });
+        let out = b.node(op, &[Some(x), Some(w), Some(bias)], Some((DType::I8, qo)));
+        let (g, inputs) = b.finish(&[out]);
+        let reference = qlite::Interpreter::new(&g).unwrap().run(inputs.clone()).unwrap();
+        let fast = qlite::Interpreter::new(&g).unwrap().kernels(qlite::Kernels::Fast);
+        assert_eq!(fast.fast_nodes(), 1);
+        assert_eq!(fast.run(inputs).unwrap(), reference, "seed {seed}: {ic} channels, {h}x{w_}, k {k}, {stride:?}");
+    }
+}

@@ -1521,6 +1521,9 @@ struct DwWide {
     /// whose accumulator then needs no zero-point subtraction per tap.
     bias_inside: AlignedI32,
     mults: Multipliers,
+    /// For `oc` < 16 channels dividing 16: weights `[kh·kw][16]`, `bias_inside` and the
+    /// multipliers repeated over 16 lanes, so one vector covers 16/oc adjacent pixels.
+    tiled: Option<(AlignedI32, AlignedI32, Multipliers)>,
 }
 
 fn has_avx512() -> bool {
@@ -1556,23 +1559,25 @@ impl PackedDepthwise {
                 dst[..oc].copy_from_slice(src);
             }
             let bias = pad(&bias);
-            let bias_inside = (0..ocp)
+            let bias_inside: AlignedI32 = (0..ocp)
                 .map(|o| {
                     let sum = (0..kh * kw).fold(0i32, |a, t| a.wrapping_add(wp[t * ocp + o]));
                     bias[o].wrapping_sub(c.z_in.wrapping_mul(sum))
                 })
                 .collect();
-            DwWide {
-                ocp,
-                w: AlignedI32::new(&wp),
-                bias: AlignedI32::new(&bias),
-                bias_inside,
-                mults: {
-                    let mut pairs = per_channel_multipliers(c.s_in, c.wq, c.out.scale, oc);
-                    pairs.resize(ocp, (0, 0));
-                    Multipliers::new(&pairs)
-                },
-            }
+            let mults = {
+                let mut pairs = per_channel_multipliers(c.s_in, c.wq, c.out.scale, oc);
+                pairs.resize(ocp, (0, 0));
+                Multipliers::new(&pairs)
+            };
+            let tiled = (oc < 16 && 16 % oc == 0).then(|| {
+                let w16: Vec<i32> = (0..kh * kw * 16).map(|i| wp[(i / 16) * ocp + (i % 16) % oc]).collect();
+                let b16: Vec<i32> = (0..16).map(|i| bias_inside[i % oc]).collect();
+                let pairs = per_channel_multipliers(c.s_in, c.wq, c.out.scale, oc);
+                let m16: Vec<(i32, i32)> = (0..16).map(|i| pairs[i % oc]).collect();
+                (AlignedI32::new(&w16), AlignedI32::new(&b16), Multipliers::new(&m16))
+            });
+            DwWide { tiled, ocp, w: AlignedI32::new(&wp), bias: AlignedI32::new(&bias), bias_inside, mults }
         });
         Some(PackedDepthwise { op: op.clone(), kh, kw, oc, w, z_in: c.z_in, bias, out, wide })
     }
@@ -1676,6 +1681,47 @@ fn dw_avx512(p: &PackedDepthwise, k: &DwWide, d: &ConvGeom, xv: &[i8], y: &mut [
         && d.ow > 0
         && (d.oh - 1) * op.stride[0] + span_h < ih
         && (d.ow - 1) * op.stride[1] + span_w < iw;
+    if let Some((w16, b16, m16)) = k.tiled.as_ref().filter(|_| all_inside && op.stride[1] == 1) {
+        // Few channels, stride 1 across: a vector holds 16/oc adjacent output pixels, whose
+        // taps' inputs are adjacent too (one load per tap).
+        let per = 16 / oc;
+        let ok = oc * per == 16 && w16.len() == tap_offsets.len() * 16 && b16.len() == 16 && m16.m.len() == 16;
+        if !ok || m16.any_min {
+            return false;
+        }
+        let mut o = 0;
+        for b in 0..d.n {
+            for oy in 0..d.oh {
+                let row = (b * ih + oy * op.stride[0]) * iw;
+                let mut ox = 0;
+                while ox < d.ow {
+                    let lanes = (d.ow - ox).min(per) * oc;
+                    let mask = ((1u32 << lanes) - 1) as u16;
+                    let corner = (row + ox) * ic;
+                    // SAFETY: the windows of pixels ox..ox + lanes/oc lie inside the image, so
+                    // the masked lanes of every tap's load are in `xv`; `w16` holds 16 weights
+                    // per tap, `b16` and `m16` 16 lanes; the store writes lanes bytes at o,
+                    // o + lanes <= y.len().
+                    unsafe {
+                        let mut acc = _mm512_loadu_si512(b16.as_ptr() as *const _);
+                        for (t, &off) in tap_offsets.iter().enumerate() {
+                            let xb = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(
+                                mask,
+                                xv.as_ptr().add(corner + off) as *const _,
+                            ));
+                            let wv = _mm512_loadu_si512(w16.as_ptr().add(t * 16) as *const _);
+                            acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(xb, wv));
+                        }
+                        let q = out.requantize(acc, m16, 0, mask);
+                        _mm_mask_storeu_epi8(y.as_mut_ptr().add(o) as *mut _, mask, q);
+                    }
+                    o += lanes;
+                    ox += per;
+                }
+            }
+        }
+        return o == y.len();
+    }
     if all_inside && oc.is_multiple_of(16) {
         // Every window inside and whole vectors: the outputs are one run of vectors,
         // requantized and stored four at a time (64 bytes).
