@@ -1506,7 +1506,7 @@ pub struct PackedDepthwise {
     bias: Vec<i32>,
     out: ChannelOut,
     /// The AVX-512 form (multiplier 1, CPU with AVX-512 F/BW/DQ/VL).
-    wide: Option<DwWide>,
+    wide: Option<Box<DwWide>>,
 }
 
 /// Depthwise parameters padded to whole vectors of 16 channels (zeros past `oc`).
@@ -1577,7 +1577,7 @@ impl PackedDepthwise {
                 let m16: Vec<(i32, i32)> = (0..16).map(|i| pairs[i % oc]).collect();
                 (AlignedI32::new(&w16), AlignedI32::new(&b16), Multipliers::new(&m16))
             });
-            DwWide { tiled, ocp, w: AlignedI32::new(&wp), bias: AlignedI32::new(&bias), bias_inside, mults }
+            Box::new(DwWide { tiled, ocp, w: AlignedI32::new(&wp), bias: AlignedI32::new(&bias), bias_inside, mults })
         });
         Some(PackedDepthwise { op: op.clone(), kh, kw, oc, w, z_in: c.z_in, bias, out, wide })
     }
