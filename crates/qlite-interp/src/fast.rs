@@ -287,14 +287,13 @@ fn has_vnni() -> bool {
 }
 
 /// `acc[o] = Σ_d (x[d] + 128) · w[o][d]` for every unit of the pack (wrapping), 64 products per
-/// `vpdpbusd`. A band of 4 blocks (64 units) at a time, read as one stream: one broadcast of
-/// x feeds the band's blocks, and two depth steps are in flight (8 accumulator chains hide
-/// the instruction's latency).
+/// `vpdpbusd`. A band of up to 4 blocks (64 units) at a time, read as one stream: one
+/// broadcast of x feeds the band's blocks, and 8 accumulator chains hide the instruction's
+/// latency — 2 depth steps in flight for a band of 4 blocks, 4 for 2 blocks, 8 for 1.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[allow(unsafe_code)]
 fn dots_vnni(p: &VnniPack, xu: &[u8], acc: &mut [i32]) {
-    use std::arch::x86_64::*;
     let g = p.groups;
     if g == 0 || xu.len() < g * 4 {
         return;
@@ -307,36 +306,62 @@ fn dots_vnni(p: &VnniPack, xu: &[u8], acc: &mut [i32]) {
     while band < blocks {
         let width = (blocks - band).min(4);
         // SAFETY: band `band` holds `width` blocks × g groups × 64 bytes from band·g·64, inside
-        // `p.data()` (>= blocks·g·64 bytes, checked); j < g keeps the 4 bytes of x at 4j inside
-        // `xu` (>= 4g bytes); `acc` holds blocks·16 i32.
+        // `p.data()` (>= blocks·g·64 bytes, checked); `xu` holds >= 4g bytes; `acc` holds
+        // blocks·16 i32, (band + width)·16 of them.
         unsafe {
             let w = p.data().as_ptr().add(band * g * 64);
-            let step = width * 64;
-            let mut a = [_mm512_setzero_si512(); 8];
-            let mut j = 0;
-            while j + 2 <= g {
-                let x0 = _mm512_set1_epi32((xu.as_ptr().add(4 * j) as *const i32).read_unaligned());
-                let x1 = _mm512_set1_epi32((xu.as_ptr().add(4 * j + 4) as *const i32).read_unaligned());
-                let w0 = w.add(j * step);
-                for b in 0..width {
-                    a[b] = _mm512_dpbusd_epi32(a[b], x0, _mm512_loadu_si512(w0.add(b * 64) as *const _));
-                    a[4 + b] = _mm512_dpbusd_epi32(a[4 + b], x1, _mm512_loadu_si512(w0.add(step + b * 64) as *const _));
-                }
-                j += 2;
-            }
-            if j < g {
-                let x0 = _mm512_set1_epi32((xu.as_ptr().add(4 * j) as *const i32).read_unaligned());
-                let w0 = w.add(j * step);
-                for (b, ab) in a.iter_mut().enumerate().take(width) {
-                    *ab = _mm512_dpbusd_epi32(*ab, x0, _mm512_loadu_si512(w0.add(b * 64) as *const _));
-                }
-            }
-            for b in 0..width {
-                let sum = _mm512_add_epi32(a[b], a[4 + b]);
-                _mm512_storeu_si512(acc.as_mut_ptr().add((band + b) * 16) as *mut _, sum);
+            let out = acc.as_mut_ptr().add(band * 16);
+            match width {
+                4 => dots_band::<4, 2>(w, g, xu.as_ptr(), out),
+                3 => dots_band::<3, 2>(w, g, xu.as_ptr(), out),
+                2 => dots_band::<2, 4>(w, g, xu.as_ptr(), out),
+                _ => dots_band::<1, 8>(w, g, xu.as_ptr(), out),
             }
         }
         band += width;
+    }
+}
+
+/// One band of [`dots_vnni`]: `W` blocks, `U` depth steps in flight.
+///
+/// # Safety
+/// `w` must be readable for `W·g·64` bytes, `xu` for `4g`, `out` writable for `W·16` i32.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[allow(unsafe_code)]
+#[inline]
+unsafe fn dots_band<const W: usize, const U: usize>(w: *const i8, g: usize, xu: *const u8, out: *mut i32) {
+    use std::arch::x86_64::*;
+    let step = W * 64;
+    let mut a = [[_mm512_setzero_si512(); W]; U];
+    // SAFETY: the caller's contract covers every offset below (j < g).
+    unsafe {
+        let mut j = 0;
+        while j + U <= g {
+            for (u, au) in a.iter_mut().enumerate() {
+                let x = _mm512_set1_epi32((xu.add(4 * (j + u)) as *const i32).read_unaligned());
+                let wj = w.add((j + u) * step);
+                for (b, ab) in au.iter_mut().enumerate() {
+                    *ab = _mm512_dpbusd_epi32(*ab, x, _mm512_loadu_si512(wj.add(b * 64) as *const _));
+                }
+            }
+            j += U;
+        }
+        while j < g {
+            let x = _mm512_set1_epi32((xu.add(4 * j) as *const i32).read_unaligned());
+            let wj = w.add(j * step);
+            for (b, ab) in a[0].iter_mut().enumerate() {
+                *ab = _mm512_dpbusd_epi32(*ab, x, _mm512_loadu_si512(wj.add(b * 64) as *const _));
+            }
+            j += 1;
+        }
+        for b in 0..W {
+            let mut sum = a[0][b];
+            for au in a.iter().skip(1) {
+                sum = _mm512_add_epi32(sum, au[b]);
+            }
+            _mm512_storeu_si512(out.add(b * 16) as *mut _, sum);
+        }
     }
 }
 
