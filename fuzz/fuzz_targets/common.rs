@@ -1,5 +1,6 @@
 //! Shared by the fuzz targets: run a graph the parsers accepted, when it is small enough to
-//! run quickly, on both kernel sets; they must agree.
+//! run quickly, on both kernel sets and in a session (twice, reusing its arena); they must
+//! agree.
 
 use qlite_interp::{Array, Data, Interpreter, Kernels};
 use qlite_ir::{DType, Graph};
@@ -30,11 +31,23 @@ pub fn run_small(g: &Graph) {
     }
     let Ok(reference) = Interpreter::new(g) else { return };
     let r = reference.run(inputs.clone());
-    let fast = reference.kernels(Kernels::Fast).run(inputs);
+    let fast_interp = reference.kernels(Kernels::Fast);
+    let fast = fast_interp.run(inputs.clone());
+    // Bytes, not values: NaN outputs must agree too.
+    let bytes = |v: &[&Array]| v.iter().map(|x| (x.shape().to_vec(), x.dtype(), x.to_le_bytes())).collect::<Vec<_>>();
     if let (Ok(a), Ok(b)) = (&r, &fast) {
-        // Bytes, not values: NaN outputs must agree too.
-        let bytes = |v: &Vec<Array>| v.iter().map(|x| (x.shape().to_vec(), x.dtype(), x.to_le_bytes())).collect::<Vec<_>>();
-        assert!(bytes(a) == bytes(b), "fast and reference kernels disagree");
+        assert!(
+            bytes(&a.iter().collect::<Vec<_>>()) == bytes(&b.iter().collect::<Vec<_>>()),
+            "fast and reference kernels disagree"
+        );
     }
     assert_eq!(r.is_ok(), fast.is_ok(), "only one kernel set failed: {r:?} vs {fast:?}");
+    let mut session = fast_interp.session();
+    for _ in 0..2 {
+        let s = session.run(&inputs).and_then(|()| session.outputs());
+        assert_eq!(s.is_ok(), fast.is_ok(), "the session and a plain run disagree on failing: {s:?} vs {fast:?}");
+        if let (Ok(a), Ok(b)) = (s, &fast) {
+            assert!(bytes(&a) == bytes(&b.iter().collect::<Vec<_>>()), "a session and a plain run disagree");
+        }
+    }
 }
