@@ -653,3 +653,27 @@ fn fast_depthwise_lane_layouts_are_bit_exact_with_the_reference() {
         assert_eq!(fast.run(inputs).unwrap(), reference, "seed {seed}: {ic} channels, {h}x{w_}, k {k}, {stride:?}");
     }
 }
+
+/// A session's edges: an output that is a graph input (passed through), an output index out
+/// of range, the wrong number of inputs, new input values on each run.
+#[test]
+fn session_passes_inputs_through_and_reports_misuse() {
+    let mut b = Builder::new("session_edges");
+    let x = b.input("x", &[4], -2.0, 2.0);
+    let y = b.node(Op::Unary(Unary { kind: UnaryKind::Relu }), &[Some(x)], None);
+    let (g, inputs) = b.finish(&[y, x]);
+    let interp = qlite::Interpreter::new(&g).unwrap().kernels(qlite::Kernels::Fast);
+    let mut session = interp.session();
+    for scale in [1.0f32, -3.0] {
+        let xs: Vec<f32> = inputs[0].as_f32().unwrap().iter().map(|v| v * scale).collect();
+        let input = Array::f32(vec![4], xs.clone()).unwrap();
+        session.run(std::slice::from_ref(&input)).unwrap();
+        let relu: Vec<f32> = xs.iter().map(|v| v.max(0.0)).collect();
+        assert_eq!(session.output(0).unwrap().as_f32().unwrap(), &relu[..]);
+        assert_eq!(session.output(1).unwrap(), &input, "the passed-through input of this run");
+    }
+    let err = session.output(2).unwrap_err().to_string();
+    assert!(err.contains("output 2") && err.contains("2 outputs"), "{err}");
+    let err = session.run(&[]).unwrap_err().to_string();
+    assert!(err.contains("expected 1 inputs, got 0"), "{err}");
+}

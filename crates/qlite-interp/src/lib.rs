@@ -33,6 +33,8 @@ pub enum InterpError {
     Constant { tensor: TensorId, name: String, source: ArrayError },
     #[error("expected {expected} inputs, got {got}")]
     InputCount { expected: usize, got: usize },
+    #[error("output {index} asked of a graph with {count} outputs")]
+    OutputIndex { index: usize, count: usize },
     #[error("input {index} ({name:?}) must be {expected}, got {got}")]
     InputMismatch { index: usize, name: String, expected: String, got: String },
     #[error("node {node} ({op} {name:?}): {message}")]

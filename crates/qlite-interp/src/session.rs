@@ -151,7 +151,7 @@ impl<'i, 'g> Session<'i, 'g> {
     /// Output `i` of the last run.
     pub fn output(&self, i: usize) -> Result<&Array, InterpError> {
         let g = self.interp.graph;
-        let o = *g.outputs().get(i).ok_or(InterpError::InputCount { expected: g.outputs().len(), got: i })?;
+        let o = *g.outputs().get(i).ok_or(InterpError::OutputIndex { index: i, count: g.outputs().len() })?;
         let v = match self.slot_of[o.index()] {
             Some(s) => self.slots.get(s).and_then(|v| v.as_ref()),
             None => self.interp.consts[o.index()].as_ref(),
