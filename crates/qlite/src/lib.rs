@@ -21,6 +21,15 @@
 //! let model = qlite::load(&Registry::default(), &output)?;
 //! let y = qlite::run(&model, vec![qlite::Array::f32(vec![1, 4], vec![1.0, -2.0, 3.0, -4.0]).unwrap()])?;
 //! assert_eq!(y[0].shape(), &[1, 2]);
+//!
+//! // Many inferences: the fast kernels and a session, whose arena is reused (once it has
+//! // grown, a run allocates nothing for ops with in-place kernels).
+//! let interp = qlite::Interpreter::new(&model)?.kernels(qlite::Kernels::Fast);
+//! let mut session = interp.session();
+//! for x in [[1.0, -2.0, 3.0, -4.0], [0.5, 0.5, 0.5, 0.5]] {
+//!     session.run(&[qlite::Array::f32(vec![1, 4], x.to_vec()).unwrap()])?;
+//!     assert_eq!(session.output(0)?.shape(), &[1, 2]);
+//! }
 //! # Ok(()) }
 //! ```
 
@@ -34,7 +43,7 @@ pub mod quantize;
 pub mod roundtrip;
 pub mod sample;
 
-pub use qlite_interp::{Array, Data, Interpreter, Kernels, Observer};
+pub use qlite_interp::{Array, Data, Interpreter, Kernels, Observer, Session};
 pub use qlite_ir as ir;
 pub use qlite_ir::Graph;
 pub use qlite_onnx as onnx;
