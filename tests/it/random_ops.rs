@@ -417,7 +417,11 @@ fn threaded_fast_convolutions_match_the_reference() {
         let (g, inputs) = b.finish(&[out]);
         let reference = qlite::Interpreter::new(&g).unwrap().run(inputs.clone()).unwrap();
         for threads in [1, 2, 3, 7] {
-            let fast = qlite::Interpreter::new(&g).unwrap().kernels(qlite::Kernels::Fast).threads(threads);
+            let fast = qlite::Interpreter::new(&g)
+                .unwrap()
+                .kernels(qlite::Kernels::Fast)
+                .threads(threads)
+                .min_macs_per_thread(1 << 16);
             assert_eq!(fast.run(inputs.clone()).unwrap(), reference, "case {seed}, {threads} threads");
         }
     }

@@ -53,17 +53,17 @@ impl Packed {
         }
     }
 
-    /// Run on the node's first input (large convolutions on up to `threads` threads); `None`
-    /// when the input is not what was packed for (the reference kernel then runs).
-    pub fn run(&self, x: &Array, threads: usize) -> Option<Result<Array, String>> {
+    /// Run on the node's first input (large convolutions split as `par` allows); `None` when
+    /// the input is not what was packed for (the reference kernel then runs).
+    pub fn run(&self, x: &Array, par: Parallel) -> Option<Result<Array, String>> {
         let mut out = None;
-        self.run_into(x, &mut out, &mut Scratch::default(), threads)?;
+        self.run_into(x, &mut out, &mut Scratch::default(), par)?;
         out.map(Ok)
     }
 
     /// [`Packed::run`] writing into `out`, reusing its storage and `scratch`'s buffers: once
     /// they have grown to a model's sizes, a single-threaded run allocates nothing.
-    pub fn run_into(&self, x: &Array, out: &mut Option<Array>, scratch: &mut Scratch, threads: usize) -> Option<()> {
+    pub fn run_into(&self, x: &Array, out: &mut Option<Array>, scratch: &mut Scratch, par: Parallel) -> Option<()> {
         if let (Packed::HybridFc(p), Data::F32(xv)) = (self, x.data()) {
             return p.run(x.shape(), xv, out, scratch);
         }
@@ -71,13 +71,28 @@ impl Packed {
         let xs = x.shape();
         match self {
             Packed::Fc(p) => p.run(xs, xv, out, scratch),
-            Packed::Conv(p) => p.run(xs, xv, out, scratch, threads),
+            Packed::Conv(p) => p.run(xs, xv, out, scratch, par),
             Packed::Depthwise(p) => p.run(xs, xv, out, scratch),
             Packed::Mean(p) => p.run(xs, xv, out, scratch),
             Packed::Softmax(p) => p.run(xs, xv, out),
             Packed::Pool(p) => p.run(xs, xv, out, scratch),
             Packed::HybridFc(_) => None,
         }
+    }
+}
+
+/// How far a fast convolution may split its work: up to `threads` threads, each with at least
+/// `min_macs` multiply-adds (a thread costs ~60 µs to start and join on the machine this was
+/// tuned on, so only large layers gain).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parallel {
+    pub threads: usize,
+    pub min_macs: usize,
+}
+
+impl Default for Parallel {
+    fn default() -> Self {
+        Parallel { threads: 1, min_macs: 1 << 25 }
     }
 }
 
@@ -1206,7 +1221,7 @@ impl PackedConv {
         })
     }
 
-    fn run(&self, xs: &[usize], xv: &[i8], out: &mut Option<Array>, s: &mut Scratch, threads: usize) -> Option<()> {
+    fn run(&self, xs: &[usize], xv: &[i8], out: &mut Option<Array>, s: &mut Scratch, par: Parallel) -> Option<()> {
         let &[n, ih, iw, ic] = xs else { return None };
         if ic != self.ic || n.checked_mul(ih)?.checked_mul(iw)?.checked_mul(ic)? != xv.len() {
             return None; // grouped: the reference kernel
@@ -1222,7 +1237,7 @@ impl PackedConv {
         // Output rows are independent: large convolutions split them over threads (the
         // bytes are the same however they are split).
         let macs = y.len().saturating_mul(self.m.depth);
-        let threads = if macs >= 1 << 21 { threads.clamp(1, rows.max(1)) } else { 1 };
+        let threads = par.threads.min(macs / par.min_macs.max(1)).clamp(1, rows.max(1));
         let per = rows.div_ceil(threads.max(1)).max(1);
         if let Some(p) = &self.m.vnni {
             // The VNNI path reads `x + 128` as unsigned bytes: converted once for the whole

@@ -70,7 +70,7 @@ pub struct Interpreter<'g> {
     /// Per node: its packed fast kernel, when [`Kernels::Fast`] is selected and one applies.
     packed: Vec<Option<fast::Packed>>,
     /// Threads a large fast convolution may use.
-    threads: usize,
+    par: fast::Parallel,
 }
 
 /// Which integer kernels run: the plain reference loops (the oracle) or the fast ones, which
@@ -146,7 +146,7 @@ impl<'g> Interpreter<'g> {
             last_use,
             reference_lrn: false,
             packed: Vec::new(),
-            threads: 1,
+            par: fast::Parallel::default(),
         };
         interp.fold_constant_nodes()?;
         Ok(interp)
@@ -204,10 +204,19 @@ impl<'g> Interpreter<'g> {
         self
     }
 
-    /// Let large fast convolutions use up to `n` threads (default 1: single-threaded). The
-    /// output bytes do not depend on it.
+    /// Let large fast convolutions use up to `n` threads (default 1: single-threaded). A
+    /// convolution is split only if each thread gets at least 32 M multiply-adds (starting a
+    /// thread is not free). The output bytes do not depend on it.
     pub fn threads(mut self, n: usize) -> Self {
-        self.threads = n.max(1);
+        self.par.threads = n.max(1);
+        self
+    }
+
+    /// The least work (multiply-adds) a thread of a split convolution must get (default
+    /// 2^25). Lower it to split smaller layers (tests use it to exercise the split on small
+    /// shapes).
+    pub fn min_macs_per_thread(mut self, macs: usize) -> Self {
+        self.par.min_macs = macs.max(1);
         self
     }
 
@@ -263,7 +272,7 @@ impl<'g> Interpreter<'g> {
                 .map(|t| t.and_then(|t| values[t.index()].as_ref().or(self.consts[t.index()].as_ref())))
                 .collect();
             let fast = match (self.packed.get(ni).and_then(|p| p.as_ref()), ins.first().copied().flatten()) {
-                (Some(p), Some(x)) => p.run(x, self.threads),
+                (Some(p), Some(x)) => p.run(x, self.par),
                 _ => None,
             };
             let out = match fast {
