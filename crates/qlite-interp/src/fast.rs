@@ -1056,14 +1056,7 @@ impl PackedFc {
         if !xv.len().is_multiple_of(depth) {
             return None;
         }
-        let batches = xv.len() / depth;
-        s.shape.clear();
-        if self.keep_num_dims {
-            s.shape.extend_from_slice(xs);
-            *s.shape.last_mut()? = units;
-        } else {
-            s.shape.extend_from_slice(&[batches, units]);
-        }
+        fc_out_shape(xs, xv.len() / depth, units, self.keep_num_dims, &mut s.shape)?;
         let y = Array::reuse_i8(out, &s.shape)?;
         for (xr, yr) in xv.chunks_exact(depth).zip(y.chunks_exact_mut(units.max(1))) {
             let x_term = self.w_off.wrapping_mul(xr.iter().fold(0i32, |a, &v| a.wrapping_add(v as i32)));
@@ -1075,6 +1068,19 @@ impl PackedFc {
         }
         Some(())
     }
+}
+
+/// A FULLY_CONNECTED's output shape into `shape`: the input's with the last dimension
+/// replaced (keep_num_dims), else `[batches, units]`.
+fn fc_out_shape(xs: &[usize], batches: usize, units: usize, keep: bool, shape: &mut Vec<usize>) -> Option<()> {
+    shape.clear();
+    if keep {
+        shape.extend_from_slice(xs);
+        *shape.last_mut()? = units;
+    } else {
+        shape.extend_from_slice(&[batches, units]);
+    }
+    Some(())
 }
 
 // ------------------------------------------------------------------ hybrid FULLY_CONNECTED
@@ -1130,14 +1136,7 @@ impl PackedHybridFc {
         if !xv.len().is_multiple_of(depth) {
             return None;
         }
-        let batches = xv.len() / depth;
-        s.shape.clear();
-        if self.keep_num_dims {
-            s.shape.extend_from_slice(xs);
-            *s.shape.last_mut()? = units;
-        } else {
-            s.shape.extend_from_slice(&[batches, units]);
-        }
+        fc_out_shape(xs, xv.len() / depth, units, self.keep_num_dims, &mut s.shape)?;
         let y = Array::reuse_f32(out, &s.shape)?;
         for yr in y.chunks_exact_mut(units.max(1)) {
             match &self.bias {

@@ -248,15 +248,7 @@ impl<'g> Interpreter<'g> {
         }
         let mut values: Vec<Option<Array>> = vec![None; g.tensors().len()];
         for (i, (arr, &t)) in inputs.into_iter().zip(g.inputs()).enumerate() {
-            let decl = &g.tensors()[t.index()];
-            if arr.dtype() != decl.dtype || !fits(&decl.shape, arr.shape()) {
-                return Err(InterpError::InputMismatch {
-                    index: i,
-                    name: g.input_name(i).unwrap_or("").to_string(),
-                    expected: format!("{}{}", decl.dtype, decl.shape),
-                    got: format!("{}{:?}", arr.dtype(), arr.shape()),
-                });
-            }
+            check_input(g, i, &arr)?;
             observer.observe(t, &arr);
             values[t.index()] = Some(arr);
         }
@@ -707,6 +699,22 @@ impl Interpreter<'_> {
     fn asymmetric_inputs(&self, node: &qlite_ir::Node) -> bool {
         matches!(&node.op, Op::FullyConnected(o) if o.asymmetric_inputs)
     }
+}
+
+/// Input `i` must have its declared dtype and a shape that fits the declared one.
+fn check_input(g: &Graph, i: usize, arr: &Array) -> Result<(), InterpError> {
+    let Some(decl) = g.inputs().get(i).and_then(|&t| g.tensor(t)) else {
+        return Err(InterpError::InputCount { expected: g.inputs().len(), got: i + 1 });
+    };
+    if arr.dtype() != decl.dtype || !fits(&decl.shape, arr.shape()) {
+        return Err(InterpError::InputMismatch {
+            index: i,
+            name: g.input_name(i).unwrap_or("").to_string(),
+            expected: format!("{}{}", decl.dtype, decl.shape),
+            got: format!("{}{:?}", arr.dtype(), arr.shape()),
+        });
+    }
+    Ok(())
 }
 
 /// Does a concrete shape fit a declared one (dynamic dims match anything)?

@@ -14,7 +14,7 @@
 use crate::array::{Array, Data};
 use crate::fast::Scratch;
 use crate::int8::{self, OutQ};
-use crate::{InterpError, Interpreter, fits};
+use crate::{InterpError, Interpreter, check_input, fits};
 use qlite_ir::{DType, Node, Op, VerifyError};
 
 /// An interpreter prepared for repeated runs; see the module documentation.
@@ -83,16 +83,8 @@ impl<'i, 'g> Session<'i, 'g> {
         if inputs.len() != g.inputs().len() {
             return Err(InterpError::InputCount { expected: g.inputs().len(), got: inputs.len() });
         }
-        for (i, (arr, &t)) in inputs.iter().zip(g.inputs()).enumerate() {
-            let decl = &g.tensors()[t.index()];
-            if arr.dtype() != decl.dtype || !fits(&decl.shape, arr.shape()) {
-                return Err(InterpError::InputMismatch {
-                    index: i,
-                    name: g.input_name(i).unwrap_or("").to_string(),
-                    expected: format!("{}{}", decl.dtype, decl.shape),
-                    got: format!("{}{:?}", arr.dtype(), arr.shape()),
-                });
-            }
+        for (i, arr) in inputs.iter().enumerate() {
+            check_input(g, i, arr)?;
         }
         for (ni, node) in g.nodes().iter().enumerate() {
             if interp.folded[ni] {
