@@ -66,7 +66,15 @@ impl<'i, 'g> Session<'i, 'g> {
                 }
             }
         }
-        Session { interp, slot_of, input_of, slots: vec![None; slot_dtype.len()], scratch: Scratch::default() }
+        // A graph output that is a graph input gets a slot of its own for the copy.
+        let mut n_slots = slot_dtype.len();
+        for &o in g.outputs() {
+            if input_of[o.index()].is_some() && slot_of[o.index()].is_none() {
+                slot_of[o.index()] = Some(n_slots);
+                n_slots += 1;
+            }
+        }
+        Session { interp, slot_of, input_of, slots: vec![None; n_slots], scratch: Scratch::default() }
     }
 
     /// Run on `inputs` (one array per graph input, in order); the results are then read with
@@ -126,14 +134,9 @@ impl<'i, 'g> Session<'i, 'g> {
             slots[slot] = out;
             after_node(ni);
         }
-        // Outputs that are graph inputs (passed through) are copied into the session.
+        // Outputs that are graph inputs (passed through) are copied into their own slots.
         for &o in g.outputs() {
-            if let Some(i) = input_of[o.index()]
-                && slot_of[o.index()].is_none()
-            {
-                slot_of[o.index()] = Some(slots.len());
-                slots.push(inputs.get(i).cloned());
-            } else if let (Some(i), Some(s)) = (input_of[o.index()], slot_of[o.index()]) {
+            if let (Some(i), Some(s)) = (input_of[o.index()], slot_of[o.index()]) {
                 slots[s] = inputs.get(i).cloned();
             }
         }
