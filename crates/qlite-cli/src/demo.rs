@@ -4,7 +4,7 @@
 //! converted by TensorFlow's converter. The demo converts each with qlite to float32, float16,
 //! dynamic-range int8 and full-integer int8 (calibrated on the bundled calibration split),
 //! and evaluates every file on the bundled test split: size, top-1, agreement and SQNR against
-//! the float model, latency in qlite's reference interpreter.
+//! the float model, latency in qlite's interpreter (fast kernels, a session).
 
 use qlite::{CalibrationMethod, ConvertOptions, Data, QuantConfig, QuantMode, Registry};
 use std::path::Path;
@@ -80,7 +80,7 @@ pub fn run(reg: &Registry, out_dir: Option<&Path>) -> Result<(), String> {
         println!("\nconverted models written to {}", d.display());
     }
     println!(
-        "\nconvert = import, passes, calibration (int8) and atomic write; latency = qlite's reference interpreter, one sample"
+        "\nconvert = import, passes, calibration (int8) and atomic write; latency = qlite's interpreter (fast int8 kernels, a session), one sample, mean"
     );
     Ok(())
 }

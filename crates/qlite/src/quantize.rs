@@ -300,7 +300,9 @@ pub fn evaluate(model: &Graph, x: &Array, labels: &[i64], reference: Option<&Gra
     if n != labels.len() {
         return Err(Error::Usage(format!("{n} samples but {} labels", labels.len())));
     }
-    let interp = Interpreter::new(model)?;
+    // The fast kernels in a session: the reference kernels' bytes, at deployment speed.
+    let interp = Interpreter::new(model)?.kernels(crate::Kernels::Fast);
+    let mut session = interp.session();
     let ref_interp = reference.map(Interpreter::new).transpose()?;
     let mut correct = 0usize;
     let mut agree = 0usize;
@@ -310,9 +312,9 @@ pub fn evaluate(model: &Graph, x: &Array, labels: &[i64], reference: Option<&Gra
         let row = x.row(i).ok_or_else(|| Error::Usage("empty data".into()))?;
         let (inputs, _) = crate::quantize_inputs(model, vec![row.clone()])?;
         let t = std::time::Instant::now();
-        let y = interp.run(inputs)?;
+        session.run(&inputs)?;
         total_us += t.elapsed().as_secs_f64() * 1e6;
-        let y = crate::dequantize_outputs(model, y)?;
+        let y = crate::dequantize_outputs(model, session.outputs()?.into_iter().cloned().collect())?;
         let yv = y
             .first()
             .and_then(|a| a.as_f32())
