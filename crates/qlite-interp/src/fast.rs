@@ -701,13 +701,30 @@ impl ChannelOut {
         ChannelOut { tiled: mults.tiled16(), mults, zp: c.out.zp, lo, hi }
     }
 
-    /// Requantize pixels × channels accumulators (plus `bias`) into `out`.
+    /// Requantize pixels × channels accumulators (plus `bias`) into `out`: the reference's
+    /// bias, `MultiplyByQuantizedMultiplier`, offset and clamp, branch-free so it vectorizes.
     fn apply(&self, acc: &[i32], bias: &[i32], out: &mut [i8]) {
-        requantize_fixed_with(acc, bias, &self.mults, self.tiled.as_ref(), self.zp, self.lo, self.hi, out);
+        #[cfg(target_arch = "x86_64")]
+        if has_avx512() {
+            // SAFETY: the CPU has AVX-512 F, BW, DQ and VL, the only requirements.
+            #[allow(unsafe_code)]
+            unsafe {
+                requantize_fixed_avx512(acc, bias, self, out)
+            };
+            return;
+        }
+        requantize_fixed_portable(acc, bias, self, out);
     }
 }
 
 impl Multipliers {
+    /// The vector paths can use these for `n` channels: every parameter vector holds `n`
+    /// entries and no multiplier is `i32::MIN` (which the vector high-mul does not saturate).
+    fn vector_ready(&self, n: usize) -> bool {
+        [&self.m, &self.left, &self.right, &self.m_odd, &self.mask, &self.half].iter().all(|v| v.len() == n)
+            && !self.any_min
+    }
+
     /// For `n` < 16 channels with `n` dividing 16, the parameters repeated over 16 lanes (a
     /// vector then covers 16/n pixels).
     fn tiled16(&self) -> Option<Multipliers> {
@@ -726,63 +743,19 @@ impl Multipliers {
     }
 }
 
-/// The convolutions' per-channel requantization of whole pixels (`acc` is pixels × channels):
-/// bias, `MultiplyByQuantizedMultiplier`, offset, clamp — the reference's arithmetic,
-/// branch-free so it vectorizes.
-#[cfg(test)]
-fn requantize_fixed(acc: &[i32], bias: &[i32], q: &Multipliers, zp: i32, lo: i32, hi: i32, out: &mut [i8]) {
-    requantize_fixed_with(acc, bias, q, q.tiled16().as_ref(), zp, lo, hi, out);
-}
-
-/// [`requantize_fixed`] with the 16-lane tiling of `q` (see [`Multipliers::tiled16`]).
-#[allow(clippy::too_many_arguments)]
-fn requantize_fixed_with(
-    acc: &[i32],
-    bias: &[i32],
-    q: &Multipliers,
-    tiled: Option<&Multipliers>,
-    zp: i32,
-    lo: i32,
-    hi: i32,
-    out: &mut [i8],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx512() {
-        // SAFETY: the CPU has AVX-512 F, BW, DQ and VL, the only requirements.
-        #[allow(unsafe_code)]
-        unsafe {
-            requantize_fixed_avx512(acc, bias, q, tiled, zp, lo, hi, out)
-        };
-        return;
-    }
-    let _ = tiled;
-    requantize_fixed_portable(acc, bias, q, zp, lo, hi, out);
-}
-
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
 #[allow(unsafe_code)]
-#[allow(clippy::too_many_arguments)]
-fn requantize_fixed_avx512(
-    acc: &[i32],
-    bias: &[i32],
-    q: &Multipliers,
-    tiled: Option<&Multipliers>,
-    zp: i32,
-    lo: i32,
-    hi: i32,
-    out: &mut [i8],
-) {
+fn requantize_fixed_avx512(acc: &[i32], bias: &[i32], co: &ChannelOut, out: &mut [i8]) {
     use std::arch::x86_64::*;
-    let n = bias.len();
-    let lens_ok = [q.m.len(), q.left.len(), q.right.len(), q.m_odd.len(), q.mask.len(), q.half.len()] == [n; 6];
-    if n == 0 || !lens_ok || q.any_min {
-        requantize_fixed_portable(acc, bias, q, zp, lo, hi, out);
+    let (q, n) = (&co.mults, bias.len());
+    if n == 0 || !q.vector_ready(n) {
+        requantize_fixed_portable(acc, bias, co, out);
         return;
     }
     let pixels = (acc.len() / n).min(out.len() / n);
-    let k = OutVec::new(zp, lo, hi);
-    if let Some(t) = tiled.filter(|t| n < 16 && 16 % n == 0 && t.m.len() == 16 && !t.any_min) {
+    let k = OutVec::new(co.zp, co.lo, co.hi);
+    if let Some(t) = co.tiled.as_ref().filter(|t| n < 16 && 16 % n == 0 && t.vector_ready(16)) {
         // Few channels: each vector covers 16/n pixels, the parameters tiled to match.
         let mut tb = [0i32; 16];
         for (i, b) in tb.iter_mut().enumerate() {
@@ -966,13 +939,13 @@ impl OutVec {
 }
 
 #[inline(always)]
-fn requantize_fixed_portable(acc: &[i32], bias: &[i32], q: &Multipliers, zp: i32, lo: i32, hi: i32, out: &mut [i8]) {
-    let n = bias.len().min(q.m.len());
+fn requantize_fixed_portable(acc: &[i32], bias: &[i32], co: &ChannelOut, out: &mut [i8]) {
+    let n = bias.len().min(co.mults.m.len());
     if n == 0 {
         return;
     }
     for (out, acc) in out.chunks_exact_mut(n).zip(acc.chunks_exact(n)) {
-        requantize_pixel(acc, bias, q, zp, lo, hi, out);
+        requantize_pixel(acc, bias, &co.mults, co.zp, co.lo, co.hi, out);
     }
 }
 
@@ -1688,19 +1661,9 @@ fn dw_avx512(p: &PackedDepthwise, k: &DwWide, d: &ConvGeom, xv: &[i8], y: &mut [
         && xv.len() == d.n * ih * iw * ic
         && y.len() == d.n * d.oh * d.ow * oc
         && k.w.len() == taps * ocp
-        && !k.mults.any_min
-        && [
-            &k.bias,
-            &k.bias_inside,
-            &k.mults.m,
-            &k.mults.left,
-            &k.mults.right,
-            &k.mults.m_odd,
-            &k.mults.mask,
-            &k.mults.half,
-        ]
-        .iter()
-        .all(|v| v.len() == ocp);
+        && k.bias.len() == ocp
+        && k.bias_inside.len() == ocp
+        && k.mults.vector_ready(ocp);
     if !sizes_ok {
         return false;
     }
@@ -1724,8 +1687,8 @@ fn dw_avx512(p: &PackedDepthwise, k: &DwWide, d: &ConvGeom, xv: &[i8], y: &mut [
         // Few channels, stride 1 across: a vector holds 16/oc adjacent output pixels, whose
         // taps' inputs are adjacent too (one load per tap).
         let per = 16 / oc;
-        let ok = oc * per == 16 && w16.len() == tap_offsets.len() * 16 && b16.len() == 16 && m16.m.len() == 16;
-        if !ok || m16.any_min {
+        let ok = oc * per == 16 && w16.len() == tap_offsets.len() * 16 && b16.len() == 16 && m16.vector_ready(16);
+        if !ok {
             return false;
         }
         let mut o = 0;
@@ -2232,6 +2195,11 @@ mod tests {
             dots_portable(&w, &x, &mut p);
             assert_eq!(p, want, "portable path, {units}x{depth}");
         }
+    }
+
+    /// The convolutions' output stage with explicit parameters.
+    fn requantize_fixed(acc: &[i32], bias: &[i32], q: &Multipliers, zp: i32, lo: i32, hi: i32, out: &mut [i8]) {
+        ChannelOut { mults: q.clone(), tiled: q.tiled16(), zp, lo, hi }.apply(acc, bias, out);
     }
 
     #[test]
