@@ -181,3 +181,26 @@ fn a_conversion_killed_while_writing_leaves_no_partial_output() {
     }
     assert!(killed_mid_write, "never caught the conversion while it was writing");
 }
+
+/// `qlite bench --json --profile`: the fields the issue names plus the session's arena, no
+/// allocation per run on an int8 model, one timed row per node; a bad `--kernels` is one line.
+#[test]
+fn bench_reports_latency_arena_and_per_node_times() {
+    let model = fixture("digits/tf_int8/cnn.tflite");
+    let out =
+        qlite().args(["bench", model.to_str().unwrap(), "--iterations", "20", "--json", "--profile"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["iterations"], 20);
+    assert_eq!(v["kernels"], "fast");
+    let (median, min) = (v["median_us"].as_f64().unwrap(), v["min_us"].as_f64().unwrap());
+    assert!(min > 0.0 && min <= median, "min {min}, median {median}");
+    assert_eq!(v["allocations_per_run"].as_f64(), Some(0.0), "{v}");
+    assert!(v["arena_bytes"].as_u64().unwrap() > 0);
+    assert!(v["fast_nodes"].as_u64().unwrap() >= 4, "{v}");
+    let nodes = v["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 10, "every node of the CNN is timed");
+    assert!(nodes.iter().any(|n| n["op"] == "DepthwiseConv2d"), "{nodes:?}");
+    let (ok, err) = stderr_of(&["bench", model.to_str().unwrap(), "--kernels", "fastest"]);
+    assert!(!ok && err.contains("fastest"), "{err}");
+}
