@@ -110,6 +110,8 @@ pub struct Scratch {
     pad_u8: Vec<u8>,
     /// A hybrid kernel's quantized input row.
     q: Vec<i8>,
+    /// Depthwise input rows laid out for `vpdpbusd` ([`dw_vnni`]).
+    dw_rows: Vec<Lane16>,
 }
 
 /// A convolution worker's buffers: gathered input rows, their offsets, accumulators.
@@ -128,6 +130,7 @@ impl Scratch {
             + self.pad_u8.capacity()
             + self.q.capacity()
             + self.tile.col.capacity()
+            + self.dw_rows.capacity() * size_of::<Lane16>()
             + (self.acc.capacity() + self.tile.acc.capacity()) * 4
             + (self.tile.offs.capacity() + self.taps.capacity() + self.shape.capacity()) * size_of::<usize>()
     }
@@ -272,8 +275,7 @@ impl Matrix {
         #[cfg(target_arch = "x86_64")]
         if let Some(p) = &self.vnni {
             // x + 128 as unsigned bytes, zero-padded to whole groups of 4.
-            xu.clear();
-            xu.extend(x.iter().map(|&v| (v as u8) ^ 0x80));
+            flip_into(x, xu);
             xu.resize(p.groups * 4, 0);
             // SAFETY: the pack exists only when `has_vnni()` found AVX-512 F/BW/VNNI.
             #[allow(unsafe_code)]
@@ -287,6 +289,23 @@ impl Matrix {
         }
         let _ = xu;
         dots(&self.rows, x, &mut acc[..self.units]);
+    }
+}
+
+/// `dst = x + 128` as unsigned bytes (the sign bit flipped): a copy, then the flip in place in
+/// 64-byte chunks — both vectorized (an `extend` over a mapping iterator was not: 2 % of the
+/// MobileNet-like model's time).
+fn flip_into(x: &[i8], dst: &mut Vec<u8>) {
+    dst.clear();
+    dst.extend(x.iter().map(|&v| v as u8));
+    let mut chunks = dst.chunks_exact_mut(64);
+    for c in &mut chunks {
+        for b in c {
+            *b ^= 0x80;
+        }
+    }
+    for b in chunks.into_remainder() {
+        *b ^= 0x80;
     }
 }
 
@@ -662,6 +681,16 @@ struct Multipliers {
     /// Some multiplier is `i32::MIN` (the only one SaturatingRoundingDoublingHighMul can
     /// saturate with; quantized multipliers are positive, so in practice never).
     any_min: bool,
+    /// The short form (see [`Multipliers::bounded`]): per block of 16 channels, the 64-bit
+    /// rounding constants `2·(2^30 + 2^(right − 1)·2^31)` of its 8 even channels, then of its
+    /// 8 odd ones (as i32 pairs), and what a negative accumulator subtracts (1, or 0 when
+    /// `right` is 0).
+    k64: AlignedI32,
+    cnt: AlignedI32,
+    /// `k64` and `cnt` are filled: the vector paths may use the short form.
+    short: bool,
+    /// The largest |accumulator + bias| the layer can produce, if known.
+    bound: Option<i64>,
 }
 
 impl Multipliers {
@@ -678,8 +707,148 @@ impl Multipliers {
             m: AlignedI32::new(&m),
             right: AlignedI32::new(&right),
             mask: AlignedI32::new(&mask),
+            k64: AlignedI32::default(),
+            cnt: AlignedI32::default(),
+            short: false,
+            bound: None,
         }
     }
+
+    /// These multipliers for accumulators (bias included) of at most `bound` in magnitude,
+    /// which lets the vector paths use a shorter exact form when it applies: every multiplier
+    /// 0 or in [2^30, 2^31) (what QuantizeMultiplier produces), and `|x·2^left| + 2^(right−1)`
+    /// far from overflowing i32. Then SaturatingRoundingDoublingHighMul's result `h` is
+    /// negative exactly when x is (for x = −1 and m = 2^30, h = 0, and both forms below give
+    /// 0 for right >= 1), and RoundingDivideByPOT(h, right) — round half away from zero — is
+    /// `(h + 2^(right−1) − [x < 0]) >> right` (arithmetic; no sign term when right = 0),
+    /// whose `2^(right−1)` folds into the 64-bit rounding constant: `floor((floor(P/2^31) +
+    /// k)/2^e) = floor((P + k·2^31)/2^(31+e))` … applied as `(P + K) >> 31` then `>> right`.
+    fn bounded(mut self, bound: i64) -> Self {
+        self.bound = Some(bound);
+        let n = self.m.len();
+        let ms_ok = self.m.iter().all(|&m| m == 0 || m >= 1 << 30);
+        let left_max = self.left.iter().map(|&l| l as i64).max().unwrap_or(1);
+        let right_max = self.right.iter().copied().max().unwrap_or(0);
+        let x_max = bound.saturating_mul(left_max);
+        let fits = x_max.saturating_add(2 + (1i64 << right_max.max(1)).max(2)) < 1i64 << 30;
+        if !ms_ok || !fits || self.any_min || n == 0 {
+            return self;
+        }
+        let blocks = n.div_ceil(16);
+        let mut k = vec![0i32; blocks * 32];
+        let konst = |c: usize| -> i64 {
+            let r = self.right.get(c).copied().unwrap_or(0);
+            // Doubled (see `OutVec::scale_short`).
+            2 * ((1i64 << 30) + if r > 0 { 1i64 << (r + 30) } else { 0 })
+        };
+        for b in 0..blocks {
+            for j in 0..8 {
+                for (half, c) in [(0, b * 16 + 2 * j), (16, b * 16 + 2 * j + 1)] {
+                    let v = konst(c);
+                    k[b * 32 + half + 2 * j] = v as i32;
+                    k[b * 32 + half + 2 * j + 1] = (v >> 32) as i32;
+                }
+            }
+        }
+        let cnt: Vec<i32> = self.right.iter().map(|&r| (r > 0) as i32).collect();
+        (self.k64, self.cnt, self.short) = (AlignedI32::new(&k), AlignedI32::new(&cnt), true);
+        self
+    }
+}
+
+/// The largest |Σ w·(x − z) + bias| of `channels` channels over any int8 input (|x − z| at most
+/// 255): `w` holds the weights with the channel `channel_last` (depthwise) or first.
+fn acc_bound(w: &[i8], bias: Option<&[i32]>, channels: usize, channel_last: bool) -> i64 {
+    if channels == 0 {
+        return 0;
+    }
+    let mut sums = vec![0i64; channels];
+    let per = w.len() / channels;
+    for (i, &v) in w.iter().enumerate() {
+        let c = if channel_last { i % channels } else { (i / per.max(1)).min(channels - 1) };
+        sums[c] += (v as i64).abs();
+    }
+    (0..channels)
+        .map(|c| sums[c] * 255 + bias.and_then(|b| b.get(c)).map_or(0, |&b| (b as i64).abs()))
+        .max()
+        .unwrap_or(0)
+}
+
+/// 16 accumulators (bias included) `x` of channels `c..c + 16` →
+/// `MultiplyByQuantizedMultiplier` with multipliers `q` (before the zero point and clamp).
+/// `short` (a constant) picks the short form of [`Multipliers::bounded`]; otherwise the
+/// reference's SaturatingRoundingDoublingHighMul, `(p + nudge) / 2^31` truncated with `nudge =
+/// 2^30` for `p >= 0` and `1 − 2^30` otherwise, which equals `floor((p + 2^30) / 2^31)` for
+/// every `p` (for `p < 0`, truncation is `ceil`, and `ceil((p + 1 − 2^30) / 2^31)` is
+/// `floor((p + 2^30) / 2^31)`): one add and one shift per 64-bit product; then
+/// RoundingDivideByPOT.
+///
+/// A macro, so it is always inlined: as a `#[target_feature]` function LLVM inlined it into
+/// some loops and not others, by build (measured: a call per vector cost up to 30 %).
+///
+/// Safety (the caller's): AVX-512 F/BW/DQ/VL enabled; `q`'s vectors hold the lanes `lanes`
+/// selects at `c..`; `q.any_min` false; with `short`, `q.short` and `c` a multiple of 16.
+#[cfg(target_arch = "x86_64")]
+macro_rules! scale16 {
+    ($short:expr, $x:expr, $q:expr, $c:expr, $lanes:expr) => {{
+        let (x, q, c, lanes): (std::arch::x86_64::__m512i, &Multipliers, usize, u16) = ($x, $q, $c, $lanes);
+        #[allow(unused_unsafe)]
+        // SAFETY: the caller's contract above.
+        let r = unsafe {
+            let x = if q.any_left {
+                _mm512_mullo_epi32(x, _mm512_maskz_loadu_epi32(lanes, q.left.as_ptr().add(c)))
+            } else {
+                x
+            };
+            let m = _mm512_maskz_loadu_epi32(lanes, q.m.as_ptr().add(c));
+            let m_odd = _mm512_maskz_loadu_epi32(lanes, q.m_odd.as_ptr().add(c));
+            let right = _mm512_maskz_loadu_epi32(lanes, q.right.as_ptr().add(c));
+            if $short {
+                // |x| < 2^30: 2x is exact, and the high half of 2x·m + 2K is (x·m + K) >> 31 —
+                // no shifts (which only one port runs for 512-bit vectors), shuffles instead.
+                let x2 = _mm512_add_epi32(x, x);
+                let k = q.k64.as_ptr().add(2 * c);
+                let (ke, ko) = (_mm512_loadu_si512(k as *const _), _mm512_loadu_si512(k.add(16) as *const _));
+                let even = _mm512_add_epi64(_mm512_mul_epi32(x2, m), ke);
+                let odd = _mm512_add_epi64(_mm512_mul_epi32(_mm512_shuffle_epi32::<0xF5>(x2), m_odd), ko);
+                // The high halves in channel order: even channels from `even`, odd from `odd`.
+                let pick = _mm512_setr_epi32(1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
+                let h = _mm512_permutex2var_epi32(even, pick, odd);
+                let negative = _mm512_cmplt_epi32_mask(x, _mm512_setzero_si512());
+                let sub = _mm512_maskz_loadu_epi32(lanes, q.cnt.as_ptr().add(c));
+                _mm512_srav_epi32(_mm512_mask_sub_epi32(h, negative, h, sub), right)
+            } else {
+                let round = _mm512_set1_epi64(1 << 30);
+                let even = _mm512_srai_epi64::<31>(_mm512_add_epi64(_mm512_mul_epi32(x, m), round));
+                let odd = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64::<32>(x), m_odd), round);
+                // Bits 31..62 of the odd products into the high halves: the odd lanes' results.
+                let h = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64::<1>(odd));
+                // RoundingDivideByPOT.
+                let rem = _mm512_and_si512(h, _mm512_maskz_loadu_epi32(lanes, q.mask.as_ptr().add(c)));
+                let half = _mm512_maskz_loadu_epi32(lanes, q.half.as_ptr().add(c));
+                let threshold = _mm512_add_epi32(half, _mm512_srli_epi32::<31>(h));
+                let shifted = _mm512_srav_epi32(h, right);
+                let up = _mm512_cmpgt_epi32_mask(rem, threshold);
+                _mm512_mask_add_epi32(shifted, up, shifted, _mm512_set1_epi32(1))
+            }
+        };
+        r
+    }};
+}
+
+/// [`scale16`], then `out`'s zero point and clamp: 16 int8 (an `__m128i`). Same contract.
+#[cfg(target_arch = "x86_64")]
+macro_rules! requant16 {
+    ($short:expr, $out:expr, $x:expr, $q:expr, $c:expr, $lanes:expr) => {{
+        let out: &OutVec = $out;
+        let r = scale16!($short, $x, $q, $c, $lanes);
+        #[allow(unused_unsafe)]
+        // SAFETY: AVX-512 F enabled (the caller's contract).
+        let v = unsafe {
+            _mm512_cvtepi32_epi8(_mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(r, out.zp), out.lo), out.hi))
+        };
+        v
+    }};
 }
 
 /// A convolution's output stage: per-channel multipliers, output zero point and the clamp of
@@ -695,9 +864,14 @@ struct ChannelOut {
 }
 
 impl ChannelOut {
-    fn new(c: &Common, activation: qlite_ir::op::Activation, channels: usize) -> Self {
+    fn new(c: &Common, activation: qlite_ir::op::Activation, channels: usize, channel_last: bool) -> Self {
         let (lo, hi) = c.out.range(activation);
-        let mults = Multipliers::new(&per_channel_multipliers(c.s_in, c.wq, c.out.scale, channels));
+        let mults = Multipliers::new(&per_channel_multipliers(c.s_in, c.wq, c.out.scale, channels)).bounded(acc_bound(
+            c.w,
+            c.bias,
+            channels,
+            channel_last,
+        ));
         ChannelOut { tiled: mults.tiled16(), mults, zp: c.out.zp, lo, hi }
     }
 
@@ -739,7 +913,11 @@ impl Multipliers {
                 (self.m[c], shift)
             })
             .collect();
-        Some(Multipliers::new(&pairs))
+        let q = Multipliers::new(&pairs);
+        Some(match self.bound {
+            Some(b) => q.bounded(b),
+            None => q,
+        })
     }
 }
 
@@ -747,6 +925,31 @@ impl Multipliers {
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
 #[allow(unsafe_code)]
 fn requantize_fixed_avx512(acc: &[i32], bias: &[i32], co: &ChannelOut, out: &mut [i8]) {
+    let (q, n) = (&co.mults, bias.len());
+    if n == 0 || !q.vector_ready(n) {
+        requantize_fixed_portable(acc, bias, co, out);
+        return;
+    }
+    // SAFETY: the CPU has what this function enables; the short form only when every set
+    // of multipliers used has it.
+    unsafe {
+        if q.short && co.tiled.as_ref().is_none_or(|t| t.short) {
+            requantize_fixed_avx512_as::<true>(acc, bias, co, out)
+        } else {
+            requantize_fixed_avx512_as::<false>(acc, bias, co, out)
+        }
+    }
+}
+
+/// [`requantize_fixed_avx512`] with the form of [`OutVec::scale`] chosen.
+///
+/// # Safety
+/// The CPU must have AVX-512 F/BW/DQ/VL; with `SHORT`, `co.mults.short` and (if present)
+/// `co.tiled`'s `short` must be true.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+#[allow(unsafe_code)]
+unsafe fn requantize_fixed_avx512_as<const SHORT: bool>(acc: &[i32], bias: &[i32], co: &ChannelOut, out: &mut [i8]) {
     use std::arch::x86_64::*;
     let (q, n) = (&co.mults, bias.len());
     if n == 0 || !q.vector_ready(n) {
@@ -772,7 +975,7 @@ fn requantize_fixed_avx512(acc: &[i32], bias: &[i32], co: &ChannelOut, out: &mut
                     _mm512_maskz_loadu_epi32(lanes, acc.as_ptr().add(i)),
                     _mm512_loadu_si512(tb.as_ptr() as *const _),
                 );
-                _mm_mask_storeu_epi8(out.as_mut_ptr().add(i) as *mut _, lanes, k.requantize(x, t, 0, lanes));
+                _mm_mask_storeu_epi8(out.as_mut_ptr().add(i) as *mut _, lanes, requant16!(SHORT, &k, x, t, 0, lanes));
             }
             i += 16;
         }
@@ -802,7 +1005,7 @@ fn requantize_fixed_avx512(acc: &[i32], bias: &[i32], co: &ChannelOut, out: &mut
                         _mm512_loadu_si512(acc.as_ptr().add(i + 16 * v) as *const _),
                         _mm512_loadu_si512(bias.as_ptr().add(cs[v]) as *const _),
                     );
-                    r[v] = k.scale(x, q, cs[v], u16::MAX);
+                    r[v] = scale16!(SHORT, x, q, cs[v], u16::MAX);
                 }
                 _mm512_storeu_si512(out.as_mut_ptr().add(i) as *mut _, k.finish4(r));
             }
@@ -816,7 +1019,7 @@ fn requantize_fixed_avx512(acc: &[i32], bias: &[i32], co: &ChannelOut, out: &mut
                     _mm512_loadu_si512(acc.as_ptr().add(i) as *const _),
                     _mm512_loadu_si512(bias.as_ptr().add(c) as *const _),
                 );
-                _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut _, k.requantize(x, q, c, u16::MAX));
+                _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut _, requant16!(SHORT, &k, x, q, c, u16::MAX));
             }
             i += 16;
         }
@@ -834,7 +1037,7 @@ fn requantize_fixed_avx512(acc: &[i32], bias: &[i32], co: &ChannelOut, out: &mut
                     _mm512_maskz_loadu_epi32(lanes, acc.as_ptr().add(i)),
                     _mm512_maskz_loadu_epi32(lanes, bias.as_ptr().add(c)),
                 );
-                let y = k.requantize(x, q, c, lanes);
+                let y = requant16!(SHORT, &k, x, q, c, lanes);
                 _mm_mask_storeu_epi8(out.as_mut_ptr().add(i) as *mut _, lanes, y);
             }
         }
@@ -848,6 +1051,9 @@ struct OutVec {
     zp: std::arch::x86_64::__m512i,
     lo: std::arch::x86_64::__m512i,
     hi: std::arch::x86_64::__m512i,
+    /// `lo` and `hi` as bytes.
+    lo8: std::arch::x86_64::__m512i,
+    hi8: std::arch::x86_64::__m512i,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -856,66 +1062,14 @@ impl OutVec {
     #[target_feature(enable = "avx512f")]
     fn new(zp: i32, lo: i32, hi: i32) -> Self {
         use std::arch::x86_64::*;
-        OutVec { zp: _mm512_set1_epi32(zp), lo: _mm512_set1_epi32(lo), hi: _mm512_set1_epi32(hi) }
-    }
-
-    /// 16 accumulators (bias included) of channels `c..c + 16` →
-    /// `MultiplyByQuantizedMultiplier` (before the zero point and clamp). The reference's
-    /// SaturatingRoundingDoublingHighMul, `(p + nudge) / 2^31` truncated with `nudge = 2^30`
-    /// for `p >= 0` and `1 − 2^30` otherwise, equals `floor((p + 2^30) / 2^31)` for every `p`
-    /// (for `p < 0`, truncation is `ceil`, and `ceil((p + 1 − 2^30) / 2^31)` is
-    /// `floor((p + 2^30) / 2^31)`): one add and one shift per 64-bit product.
-    ///
-    /// # Safety
-    /// `q`'s vectors must hold the lanes `lanes` selects at `c..`; `q.any_min` must be false.
-    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
-    #[inline]
-    unsafe fn scale(
-        &self,
-        x: std::arch::x86_64::__m512i,
-        q: &Multipliers,
-        c: usize,
-        lanes: u16,
-    ) -> std::arch::x86_64::__m512i {
-        use std::arch::x86_64::*;
-        // SAFETY: the caller guarantees the selected lanes of every parameter vector.
-        // A macro, not a closure (see `requantize_fixed_avx512`).
-        macro_rules! ld {
-            ($v:expr) => {
-                unsafe { _mm512_maskz_loadu_epi32(lanes, $v.as_ptr().add(c)) }
-            };
+        let byte = |v: i32| _mm512_set1_epi8(v.clamp(-128, 127) as i8);
+        OutVec {
+            zp: _mm512_set1_epi32(zp),
+            lo: _mm512_set1_epi32(lo),
+            hi: _mm512_set1_epi32(hi),
+            lo8: byte(lo),
+            hi8: byte(hi),
         }
-        let x = if q.any_left { _mm512_mullo_epi32(x, ld!(q.left)) } else { x };
-        let round = _mm512_set1_epi64(1 << 30);
-        let even = _mm512_srai_epi64::<31>(_mm512_add_epi64(_mm512_mul_epi32(x, ld!(q.m)), round));
-        let odd = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64::<32>(x), ld!(q.m_odd)), round);
-        // Bits 31..62 of the odd products into the high halves: the odd lanes' results.
-        let h = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64::<1>(odd));
-        // RoundingDivideByPOT.
-        let right = ld!(q.right);
-        let rem = _mm512_and_si512(h, ld!(q.mask));
-        let threshold = _mm512_add_epi32(ld!(q.half), _mm512_srli_epi32::<31>(h));
-        let shifted = _mm512_srav_epi32(h, right);
-        _mm512_mask_add_epi32(shifted, _mm512_cmpgt_epi32_mask(rem, threshold), shifted, _mm512_set1_epi32(1))
-    }
-
-    /// [`OutVec::scale`], then the zero point and clamp: 16 int8.
-    ///
-    /// # Safety
-    /// As for [`OutVec::scale`].
-    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
-    #[inline]
-    unsafe fn requantize(
-        &self,
-        x: std::arch::x86_64::__m512i,
-        q: &Multipliers,
-        c: usize,
-        lanes: u16,
-    ) -> std::arch::x86_64::__m128i {
-        use std::arch::x86_64::*;
-        // SAFETY: the caller's contract is `scale`'s.
-        let r = unsafe { self.scale(x, q, c, lanes) };
-        _mm512_cvtepi32_epi8(_mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(r, self.zp), self.lo), self.hi))
     }
 
     /// Four vectors of [`OutVec::scale`] results → 64 int8 in order: the zero point added
@@ -929,9 +1083,7 @@ impl OutVec {
         let a = _mm512_packs_epi32(_mm512_add_epi32(r[0], self.zp), _mm512_add_epi32(r[1], self.zp));
         let b = _mm512_packs_epi32(_mm512_add_epi32(r[2], self.zp), _mm512_add_epi32(r[3], self.zp));
         let v = _mm512_packs_epi16(a, b);
-        let lo = _mm512_packs_epi16(_mm512_packs_epi32(self.lo, self.lo), _mm512_packs_epi32(self.lo, self.lo));
-        let hi = _mm512_packs_epi16(_mm512_packs_epi32(self.hi, self.hi), _mm512_packs_epi32(self.hi, self.hi));
-        let v = _mm512_min_epi8(_mm512_max_epi8(v, lo), hi);
+        let v = _mm512_min_epi8(_mm512_max_epi8(v, self.lo8), self.hi8);
         // 128-bit lane L holds the 4-byte groups L of r0, r1, r2, r3: dword L·4 + k → k·4 + L.
         let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
         _mm512_permutexvar_epi32(order, v)
@@ -1189,7 +1341,7 @@ impl PackedConv {
             z_in: c.z_in,
             row_const,
             vnni_bias,
-            out: ChannelOut::new(&c, op.activation, oc),
+            out: ChannelOut::new(&c, op.activation, oc, false),
         })
     }
 
@@ -1214,8 +1366,7 @@ impl PackedConv {
         if let Some(p) = &self.m.vnni {
             // The VNNI path reads `x + 128` as unsigned bytes: converted once for the whole
             // input, with slack so a pointwise row may read its last group of 4 whole.
-            s.xu.clear();
-            s.xu.extend(xv.iter().map(|&v| (v as u8) ^ 0x80));
+            flip_into(xv, &mut s.xu);
             // Padding made explicit: every window's rows are then whole runs of bytes.
             let span = [(self.kh - 1) * op.dilation[0], (self.kw - 1) * op.dilation[1]];
             let zu = (self.z_in.clamp(-128, 127) as i8 as u8) ^ 0x80;
@@ -1536,6 +1687,30 @@ struct DwWide {
     /// For `oc` < 16 channels dividing 16: weights `[kh·kw][16]`, `bias_inside` and the
     /// multipliers repeated over 16 lanes, so one vector covers 16/oc adjacent pixels.
     tiled: Option<(AlignedI32, AlignedI32, Multipliers)>,
+    /// The `vpdpbusd` form (kernels at most 4 wide, CPU with AVX-512 VNNI and VBMI).
+    vnni: Option<DwVnni>,
+}
+
+/// A depthwise kernel row as `vpdpbusd` operands: each channel's (up to 4) taps of one kernel
+/// row are one i32 word of 4 bytes, multiplied with the 4 input bytes those taps read — which
+/// [`dw_vnni`] lays out the same way, once per input row.
+#[derive(Debug, Clone)]
+struct DwVnni {
+    /// `[kh][ocp]` words: bytes `w[ky][kx][c]` for kx < kw, zero after.
+    w: AlignedI32,
+    /// `bias − (z_in + 128) · Σ_taps w`: the inputs enter as `x + 128` (unsigned).
+    bias: AlignedI32,
+}
+
+fn has_vnni_vbmi() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        has_avx512()
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+            && std::arch::is_x86_feature_detected!("avx512vbmi")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 fn has_avx512() -> bool {
@@ -1558,7 +1733,7 @@ impl PackedDepthwise {
         }
         let w: Vec<i32> = c.w.iter().map(|&v| v as i32).collect();
         let bias = c.bias.map_or_else(|| vec![0; oc], |b| b.to_vec());
-        let out = ChannelOut::new(&c, op.activation, oc);
+        let out = ChannelOut::new(&c, op.activation, oc, true);
         let wide = (op.depth_multiplier <= 1 && has_avx512()).then(|| {
             let ocp = oc.div_ceil(16) * 16;
             let pad = |v: &[i32]| {
@@ -1580,16 +1755,44 @@ impl PackedDepthwise {
             let mults = {
                 let mut pairs = per_channel_multipliers(c.s_in, c.wq, c.out.scale, oc);
                 pairs.resize(ocp, (0, 0));
-                Multipliers::new(&pairs)
+                Multipliers::new(&pairs).bounded(acc_bound(c.w, c.bias, oc, true))
             };
             let tiled = (oc < 16 && 16 % oc == 0).then(|| {
                 let w16: Vec<i32> = (0..kh * kw * 16).map(|i| wp[(i / 16) * ocp + (i % 16) % oc]).collect();
                 let b16: Vec<i32> = (0..16).map(|i| bias_inside[i % oc]).collect();
                 let pairs = per_channel_multipliers(c.s_in, c.wq, c.out.scale, oc);
                 let m16: Vec<(i32, i32)> = (0..16).map(|i| pairs[i % oc]).collect();
-                (AlignedI32::new(&w16), AlignedI32::new(&b16), Multipliers::new(&m16))
+                let bound = acc_bound(c.w, c.bias, oc, true);
+                (AlignedI32::new(&w16), AlignedI32::new(&b16), Multipliers::new(&m16).bounded(bound))
             });
-            Box::new(DwWide { tiled, ocp, w: AlignedI32::new(&wp), bias: AlignedI32::new(&bias), bias_inside, mults })
+            let vnni = (kw <= 4 && has_vnni_vbmi()).then(|| {
+                let mut words = vec![0i32; kh * ocp];
+                for ky in 0..kh {
+                    for o in 0..ocp {
+                        let mut b = [0u8; 4];
+                        for kx in 0..kw {
+                            b[kx] = wp[(ky * kw + kx) * ocp + o] as i8 as u8;
+                        }
+                        words[ky * ocp + o] = i32::from_le_bytes(b);
+                    }
+                }
+                let bias: AlignedI32 = (0..ocp)
+                    .map(|o| {
+                        let sum = (0..kh * kw).fold(0i32, |a, t| a.wrapping_add(wp[t * ocp + o]));
+                        bias[o].wrapping_sub(c.z_in.wrapping_add(128).wrapping_mul(sum))
+                    })
+                    .collect();
+                DwVnni { w: AlignedI32::new(&words), bias }
+            });
+            Box::new(DwWide {
+                tiled,
+                ocp,
+                w: AlignedI32::new(&wp),
+                bias: AlignedI32::new(&bias),
+                bias_inside,
+                mults,
+                vnni,
+            })
         });
         Some(PackedDepthwise { op: op.clone(), kh, kw, oc, w, z_in: c.z_in, bias, out, wide })
     }
@@ -1607,6 +1810,21 @@ impl PackedDepthwise {
         let y = Array::reuse_i8(out, &[n, oh, ow, oc])?;
         let dims = ConvGeom { n, ih, iw, ic, oh, ow, pad_h, pad_w };
         #[cfg(target_arch = "x86_64")]
+        if let Some((wide, v)) = self.wide.as_ref().and_then(|w| Some((w, w.vnni.as_ref()?))) {
+            // SAFETY: a VNNI form exists only when `has_vnni_vbmi()` found AVX-512
+            // F/BW/DQ/VL, VNNI and VBMI; the short form only when the multipliers have it.
+            #[allow(unsafe_code)]
+            let done = unsafe {
+                if wide.mults.short {
+                    dw_vnni::<true>(self, wide, v, &dims, xv, y, &mut s.dw_rows)
+                } else {
+                    dw_vnni::<false>(self, wide, v, &dims, xv, y, &mut s.dw_rows)
+                }
+            };
+            if done {
+                return Some(());
+            }
+        }
         if let Some(wide) = &self.wide {
             // Padding made explicit (zero-point pixels) puts every window inside the image:
             // the kernel's fast path for every pixel.
@@ -1650,6 +1868,33 @@ impl PackedDepthwise {
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
 #[allow(unsafe_code)]
 fn dw_avx512(p: &PackedDepthwise, k: &DwWide, d: &ConvGeom, xv: &[i8], y: &mut [i8], offsets: &mut Vec<usize>) -> bool {
+    // SAFETY: the CPU has what this function enables; the short form only when every set of
+    // multipliers used has it.
+    unsafe {
+        if k.mults.short && k.tiled.as_ref().is_none_or(|t| t.2.short) {
+            dw_avx512_as::<true>(p, k, d, xv, y, offsets)
+        } else {
+            dw_avx512_as::<false>(p, k, d, xv, y, offsets)
+        }
+    }
+}
+
+/// [`dw_avx512`] with the form of [`OutVec::scale`] chosen.
+///
+/// # Safety
+/// The CPU must have AVX-512 F/BW/DQ/VL; with `SHORT`, `k.mults.short` and (if present) the
+/// tiled multipliers' `short` must be true.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+#[allow(unsafe_code)]
+unsafe fn dw_avx512_as<const SHORT: bool>(
+    p: &PackedDepthwise,
+    k: &DwWide,
+    d: &ConvGeom,
+    xv: &[i8],
+    y: &mut [i8],
+    offsets: &mut Vec<usize>,
+) -> bool {
     use std::arch::x86_64::*;
     let op = &p.op;
     let (ih, iw, ic, oc, ocp) = (d.ih, d.iw, d.ic, p.oc, k.ocp);
@@ -1714,7 +1959,7 @@ fn dw_avx512(p: &PackedDepthwise, k: &DwWide, d: &ConvGeom, xv: &[i8], y: &mut [
                             let wv = _mm512_loadu_si512(w16.as_ptr().add(t * 16) as *const _);
                             acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(xb, wv));
                         }
-                        let q = out.requantize(acc, m16, 0, mask);
+                        let q = requant16!(SHORT, &out, acc, m16, 0, mask);
                         _mm_mask_storeu_epi8(y.as_mut_ptr().add(o) as *mut _, mask, q);
                     }
                     o += lanes;
@@ -1749,7 +1994,7 @@ fn dw_avx512(p: &PackedDepthwise, k: &DwWide, d: &ConvGeom, xv: &[i8], y: &mut [
                                 }
                                 _ => dw_taps(xp, wp, tap_offsets, ocp, u16::MAX, acc),
                             };
-                            pending[count] = out.scale(acc, &k.mults, c, u16::MAX);
+                            pending[count] = scale16!(SHORT, acc, &k.mults, c, u16::MAX);
                             count += 1;
                             if count == 4 {
                                 _mm512_storeu_si512(y.as_mut_ptr().add(o) as *mut _, out.finish4(pending));
@@ -1800,7 +2045,7 @@ fn dw_avx512(p: &PackedDepthwise, k: &DwWide, d: &ConvGeom, xv: &[i8], y: &mut [
                                 }
                                 _ => dw_taps(xp, wp, tap_offsets, ocp, mask, acc),
                             };
-                            let q = out.requantize(acc, &k.mults, c, mask);
+                            let q = requant16!(SHORT, &out, acc, &k.mults, c, mask);
                             _mm_mask_storeu_epi8(y.as_mut_ptr().add(o + c) as *mut _, mask, q);
                         }
                     }
@@ -1839,7 +2084,7 @@ fn dw_avx512(p: &PackedDepthwise, k: &DwWide, d: &ConvGeom, xv: &[i8], y: &mut [
                     // writes the lanes the mask selects, o + c .. o + oc, inside `y`.
                     unsafe {
                         let acc = _mm512_add_epi32(acc, _mm512_loadu_si512(k.bias.as_ptr().add(c) as *const _));
-                        let q = out.requantize(acc, &k.mults, c, mask);
+                        let q = requant16!(SHORT, &out, acc, &k.mults, c, mask);
                         _mm_mask_storeu_epi8(y.as_mut_ptr().add(o + c) as *mut _, mask, q);
                     }
                 }
@@ -1848,6 +2093,375 @@ fn dw_avx512(p: &PackedDepthwise, k: &DwWide, d: &ConvGeom, xv: &[i8], y: &mut [
         }
     }
     true
+}
+
+/// Most slots of input rows [`dw_vnni`] keeps laid out (the rows one output row reads).
+const DW_SLOTS: usize = 16;
+
+/// Depthwise (multiplier 1, kernel at most 4 wide) with `vpdpbusd`: each input row a window
+/// row reads is laid out once — for every output column and channel, the 4 bytes `x + 128`
+/// of the taps of one kernel row (the zero point where a tap falls in the padding), a word
+/// per channel — and
+/// kept while the output rows that read it are computed; an output vector of 16 channels is
+/// then one `vpdpbusd` per kernel row (64 multiply-adds each) on the bias, requantized in
+/// registers. False (nothing written) if the sizes do not fit this form.
+///
+/// # Safety
+/// The CPU must have AVX-512 F, BW, DQ, VL, VNNI and VBMI; with `SHORT`, `k.mults.short`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512vbmi")]
+#[allow(unsafe_code)]
+unsafe fn dw_vnni<const SHORT: bool>(
+    p: &PackedDepthwise,
+    k: &DwWide,
+    v: &DwVnni,
+    d: &ConvGeom,
+    xv: &[i8],
+    y: &mut [i8],
+    rows: &mut Vec<Lane16>,
+) -> bool {
+    use std::arch::x86_64::*;
+    let op = &p.op;
+    let (kh, kw, oc, ocp) = (p.kh, p.kw, p.oc, k.ocp);
+    let ([sh, sw], [dh, dw]) = (op.stride, op.dilation);
+    let (ih, iw, ic, oh, ow) = (d.ih, d.iw, d.ic, d.oh, d.ow);
+    let slots = (kh.max(1) - 1) * dh + 1;
+    let blocks = ocp / 16;
+    let ok = kh > 0
+        && (1..=4).contains(&kw)
+        && ic == oc
+        && oc > 0
+        && ocp.is_multiple_of(16)
+        && ocp >= oc
+        && slots <= DW_SLOTS
+        && sh > 0
+        && sw > 0
+        && xv.len() == d.n * ih * iw * ic
+        && y.len() == d.n * oh * ow * oc
+        && v.w.len() == kh * ocp
+        && v.bias.len() == ocp
+        && k.mults.vector_ready(ocp);
+    if !ok {
+        return false;
+    }
+    if y.is_empty() {
+        return true;
+    }
+    let row_vecs = ow * blocks;
+    // Every slot vector is written before it is read: no clearing.
+    if rows.len() < slots * row_vecs {
+        rows.resize(slots * row_vecs, Lane16::default());
+    }
+    let out = OutVec::new(p.out.zp, p.out.lo, p.out.hi);
+    let flip = _mm512_set1_epi8(-128);
+    // The input zero point (what padding reads), and laid out (+ 128).
+    let z = _mm512_set1_epi8(p.z_in.clamp(-128, 127) as i8);
+    let z_laid = _mm512_xor_si512(z, flip);
+    // Byte 4j + t of a laid-out vector is tap t's channel j: lane t of the gathered register.
+    let order = _mm512_set_epi8(
+        63, 47, 31, 15, 62, 46, 30, 14, 61, 45, 29, 13, 60, 44, 28, 12, 59, 43, 27, 11, 58, 42, 26, 10, 57, 41, 25, 9,
+        56, 40, 24, 8, 55, 39, 23, 7, 54, 38, 22, 6, 53, 37, 21, 5, 52, 36, 20, 4, 51, 35, 19, 3, 50, 34, 18, 2, 49,
+        33, 17, 1, 48, 32, 16, 0,
+    );
+    // Opaque to the compiler, which otherwise turns the one `vpermb` into ten byte and word
+    // unpacks (measured: the layout then cost more than the multiply-adds).
+    let order = std::hint::black_box(order);
+    // Taps `dw·ic` bytes apart: one load gathers them when they are 16 bytes apart.
+    let contiguous = dw * ic == 16;
+    let tap_mask: u64 = if kw == 4 { u64::MAX } else { (1u64 << (16 * kw)) - 1 };
+    // Rows of the padded image the windows reach (the slots' tags count them per image).
+    let reach = (oh.max(1) - 1) * sh + (kh - 1) * dh + 1;
+    let mut tags = [usize::MAX; DW_SLOTS];
+    let mut o = 0usize;
+    let base = rows.as_mut_ptr();
+    for b in 0..d.n {
+        for oy in 0..oh {
+            let mut src = [std::ptr::null::<Lane16>(); DW_SLOTS];
+            for (ky, src) in src.iter_mut().enumerate().take(kh) {
+                let r = oy * sh + ky * dh;
+                let slot = r % slots;
+                let tag = b * reach + r;
+                // SAFETY: slot < slots, so the slot's row_vecs vectors lie inside `rows`.
+                let dst = unsafe { base.add(slot * row_vecs) };
+                *src = dst;
+                if tags[slot] == tag {
+                    continue;
+                }
+                tags[slot] = tag;
+                let iy = r as isize - d.pad_h as isize;
+                if iy < 0 || iy as usize >= ih {
+                    // A padding row: every tap reads the zero point.
+                    for i in 0..row_vecs {
+                        // SAFETY: i < row_vecs, inside the slot.
+                        unsafe { _mm512_store_si512(dst.add(i) as *mut _, z_laid) };
+                    }
+                    continue;
+                }
+                let row = (b * ih + iy as usize) * iw * ic;
+                // Output columns whose taps all lie inside the row: lo..hi.
+                let lo = d.pad_w.div_ceil(sw).min(ow);
+                let last = (iw + d.pad_w).checked_sub(1 + (kw - 1) * dw).map_or(0, |v| v / sw + 1);
+                let hi = last.clamp(lo, ow);
+                let lay = DwLay { xv, row, iw, ic, oc, kw, dw, blocks, z, order, flip };
+                for ox in (0..lo).chain(hi..ow) {
+                    let x0 = (ox * sw) as isize - d.pad_w as isize;
+                    // SAFETY: vectors ox·blocks.. of the slot (ox < ow).
+                    unsafe { lay.column(x0, dst.add(ox * blocks)) };
+                }
+                if lo < hi {
+                    let first = row + (lo * sw - d.pad_w) * ic;
+                    // SAFETY: columns lo..hi have every tap inside the row (so the gathers
+                    // read inside `xv`; whole blocks when oc is a multiple of 16); vectors
+                    // lo·blocks..hi·blocks of the slot.
+                    unsafe {
+                        let out = dst.add(lo * blocks);
+                        let n = hi - lo;
+                        if !oc.is_multiple_of(16) {
+                            for i in 0..n {
+                                lay.column(
+                                    (first - row) as isize / ic as isize + (i * sw) as isize,
+                                    out.add(i * blocks),
+                                );
+                            }
+                        } else if contiguous {
+                            lay.inside_contiguous(first, sw * ic, n, tap_mask, out);
+                        } else {
+                            match kw {
+                                1 => lay.inside::<1>(first, sw * ic, n, out),
+                                2 => lay.inside::<2>(first, sw * ic, n, out),
+                                3 => lay.inside::<3>(first, sw * ic, n, out),
+                                _ => lay.inside::<4>(first, sw * ic, n, out),
+                            }
+                        }
+                    }
+                }
+            }
+            let row = DwRow { src: &src, w: &v.w, bias: &v.bias, mults: &k.mults, out: &out, oc, ocp, blocks, ow };
+            // SAFETY: every src[ky] (ky < kh) is a slot of row_vecs = ow·blocks vectors, the
+            // weights hold kh·ocp words, the bias and multipliers ocp; `o` is where this row's
+            // outputs go — ow·oc of them, inside `y`.
+            o = unsafe {
+                match kh {
+                    1 => row.run::<1, SHORT>(y, o),
+                    2 => row.run::<2, SHORT>(y, o),
+                    3 => row.run::<3, SHORT>(y, o),
+                    4 => row.run::<4, SHORT>(y, o),
+                    _ => row.run::<0, SHORT>(y, o),
+                }
+            };
+        }
+    }
+    o == y.len()
+}
+
+/// Lays out depthwise input rows for [`dw_vnni`]: for an output column, per block of 16
+/// channels, the bytes `x + 128` of the kernel row's taps interleaved (4 per channel).
+#[cfg(target_arch = "x86_64")]
+struct DwLay<'a> {
+    xv: &'a [i8],
+    /// Where the input row starts in `xv`.
+    row: usize,
+    iw: usize,
+    ic: usize,
+    oc: usize,
+    kw: usize,
+    dw: usize,
+    blocks: usize,
+    /// The input zero point in every byte.
+    z: std::arch::x86_64::__m512i,
+    /// The interleaving `vpermb` index, and the sign bits.
+    order: std::arch::x86_64::__m512i,
+    flip: std::arch::x86_64::__m512i,
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+impl DwLay<'_> {
+    /// Any column, its window starting at input column `x0` (taps outside the row read the
+    /// zero point).
+    ///
+    /// # Safety
+    /// AVX-512 F/BW/VBMI; `dst` writable for `blocks` vectors; `row + iw·ic <= xv.len()`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+    #[inline]
+    unsafe fn column(&self, x0: isize, dst: *mut Lane16) {
+        use std::arch::x86_64::*;
+        for blk in 0..self.blocks {
+            let c = blk * 16;
+            let lanes = ((1u32 << (self.oc - c).min(16)) - 1) as u16;
+            let mut g = self.z;
+            for t in 0..self.kw {
+                let ix = x0 + (t * self.dw) as isize;
+                if ix >= 0 && (ix as usize) < self.iw {
+                    // SAFETY: pixel ix of the row, channels c.. masked to < oc = ic: inside
+                    // the row; the store is vector blk < blocks of `dst`.
+                    unsafe {
+                        let at = self.xv.as_ptr().add(self.row + ix as usize * self.ic + c);
+                        let tap = _mm_maskz_loadu_epi8(lanes, at as *const _);
+                        g = _mm512_mask_broadcast_i32x4(g, 0xF << (4 * t), tap);
+                    }
+                }
+            }
+            let laid = _mm512_xor_si512(_mm512_permutexvar_epi8(self.order, g), self.flip);
+            // SAFETY: as above.
+            unsafe { _mm512_store_si512(dst.add(blk) as *mut _, laid) };
+        }
+    }
+
+    /// `n` columns whose taps are all inside the row, whole blocks (oc a multiple of 16): the
+    /// first window at `xv[first..]`, the next `step` bytes on; `KW` taps `dw·ic` apart.
+    ///
+    /// # Safety
+    /// AVX-512 F/BW/VBMI; every tap of the `n` windows inside `xv`; `dst` writable for
+    /// `n·blocks` vectors.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+    #[inline]
+    unsafe fn inside<const KW: usize>(&self, first: usize, step: usize, n: usize, dst: *mut Lane16) {
+        use std::arch::x86_64::*;
+        let tap = self.dw * self.ic;
+        // SAFETY: the caller's contract (each load is 16 bytes of one tap's pixel, channels
+        // c..c + 16 <= ic).
+        unsafe {
+            let mut at = self.xv.as_ptr().add(first);
+            let mut out = dst;
+            for _ in 0..n {
+                for blk in 0..self.blocks {
+                    let p = at.add(blk * 16);
+                    let mut g = _mm512_castsi128_si512(_mm_loadu_si128(p as *const _));
+                    if KW > 1 {
+                        g = _mm512_inserti32x4::<1>(g, _mm_loadu_si128(p.add(tap) as *const _));
+                    }
+                    if KW > 2 {
+                        g = _mm512_inserti32x4::<2>(g, _mm_loadu_si128(p.add(2 * tap) as *const _));
+                    }
+                    if KW > 3 {
+                        g = _mm512_inserti32x4::<3>(g, _mm_loadu_si128(p.add(3 * tap) as *const _));
+                    }
+                    let laid = _mm512_xor_si512(_mm512_permutexvar_epi8(self.order, g), self.flip);
+                    _mm512_store_si512(out as *mut _, laid);
+                    out = out.add(1);
+                }
+                at = at.add(step);
+            }
+        }
+    }
+
+    /// [`DwLay::inside`] when the taps are 16 bytes apart (16 channels, dilation 1): one load
+    /// (`mask`: kw·16 bytes) gathers a window.
+    ///
+    /// # Safety
+    /// As for [`DwLay::inside`].
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+    #[inline]
+    unsafe fn inside_contiguous(&self, first: usize, step: usize, n: usize, mask: u64, dst: *mut Lane16) {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller's contract (a window's kw·16 bytes).
+        unsafe {
+            let mut at = self.xv.as_ptr().add(first);
+            for i in 0..n {
+                let g = _mm512_maskz_loadu_epi8(mask, at as *const _);
+                let laid = _mm512_xor_si512(_mm512_permutexvar_epi8(self.order, g), self.flip);
+                _mm512_store_si512(dst.add(i) as *mut _, laid);
+                at = at.add(step);
+            }
+        }
+    }
+}
+
+/// One output row of [`dw_vnni`]: its input rows laid out, the layer's parameters.
+#[cfg(target_arch = "x86_64")]
+struct DwRow<'a> {
+    src: &'a [*const Lane16; DW_SLOTS],
+    w: &'a AlignedI32,
+    bias: &'a AlignedI32,
+    mults: &'a Multipliers,
+    out: &'a OutVec,
+    oc: usize,
+    ocp: usize,
+    blocks: usize,
+    ow: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+impl DwRow<'_> {
+    /// The row's ow·oc outputs into `y` from `o`; returns where the next row's outputs go.
+    /// `KH` kernel rows (0: `self.src`'s non-null entries, a loop).
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F/BW/DQ/VL and VNNI; `src[..KH]` must each point at
+    /// `ow·blocks` vectors; `w` must hold KH·ocp words, `bias` and `mults` ocp entries;
+    /// `o + ow·oc <= y.len()`; with `SHORT`, `mults.short`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+    #[inline]
+    unsafe fn run<const KH: usize, const SHORT: bool>(&self, y: &mut [i8], mut o: usize) -> usize {
+        use std::arch::x86_64::*;
+        let kh = if KH == 0 { self.src.iter().take_while(|p| !p.is_null()).count() } else { KH };
+        let (blocks, ocp) = (self.blocks, self.ocp);
+        // SAFETY (every load): the caller's contract; vector `at` < ow·blocks of each source
+        // row, its channels c..c + 16 <= ocp. A macro: a closure is compiled without this
+        // function's target features, out of line (measured: 20 % slower).
+        macro_rules! acc {
+            ($at:expr, $c:expr) => {{
+                let (at, c) = ($at, $c);
+                #[allow(unused_unsafe)]
+                let acc = unsafe {
+                    let mut acc = _mm512_load_si512(self.bias.as_ptr().add(c) as *const _);
+                    for ky in 0..kh {
+                        let x = _mm512_load_si512(self.src[ky].add(at) as *const _);
+                        let w = _mm512_load_si512(self.w.as_ptr().add(ky * ocp + c) as *const _);
+                        acc = _mm512_dpbusd_epi32(acc, x, w);
+                    }
+                    acc
+                };
+                acc
+            }};
+        }
+        let total = self.ow * blocks;
+        if self.oc.is_multiple_of(16) {
+            // The row's vectors are consecutive outputs: requantized and stored four at a time
+            // (64 bytes), the last (fewer than 4) one by one.
+            let (mut at, mut c) = (0, 0);
+            let next = |c: &mut usize| {
+                let now = *c;
+                *c = if now + 16 < ocp { now + 16 } else { 0 };
+                now
+            };
+            while at + 4 <= total {
+                let cs = [next(&mut c), next(&mut c), next(&mut c), next(&mut c)];
+                let mut r = [_mm512_setzero_si512(); 4];
+                for v in 0..4 {
+                    // SAFETY: as above; the multipliers hold ocp entries.
+                    r[v] = scale16!(SHORT, acc!(at + v, cs[v]), self.mults, cs[v], u16::MAX);
+                }
+                // SAFETY: outputs o..o + 64 belong to this row (4 of its vectors).
+                unsafe { _mm512_storeu_si512(y.as_mut_ptr().add(o) as *mut _, self.out.finish4(r)) };
+                (at, o) = (at + 4, o + 64);
+            }
+            while at < total {
+                let c = next(&mut c);
+                // SAFETY: as above; outputs o..o + 16 belong to this row.
+                unsafe {
+                    let q = requant16!(SHORT, self.out, acc!(at, c), self.mults, c, u16::MAX);
+                    _mm_storeu_si128(y.as_mut_ptr().add(o) as *mut _, q);
+                }
+                (at, o) = (at + 1, o + 16);
+            }
+            return o;
+        }
+        for at in 0..total {
+            let c = (at % blocks) * 16;
+            let n = (self.oc - c).min(16);
+            let lanes = ((1u32 << n) - 1) as u16;
+            // SAFETY: as above; the masked store writes n outputs of this row's pixel.
+            unsafe {
+                let q = requant16!(SHORT, self.out, acc!(at, c), self.mults, c, lanes);
+                _mm_mask_storeu_epi8(y.as_mut_ptr().add(o) as *mut _, lanes, q);
+            }
+            o += n;
+        }
+        o
+    }
 }
 
 /// `acc + Σ_t w[t] · x[t]` over 16 channels: tap `t`'s input bytes at `xp + offsets[t]`
@@ -2242,6 +2856,62 @@ mod tests {
                 assert_eq!(got[i], want, "channels {channels} element {i}");
             }
         }
+    }
+
+    /// The short form of `Multipliers::bounded` against the reference's
+    /// MultiplyByQuantizedMultiplier: accumulators anywhere within the bound (and every small
+    /// one, where the rounding ties are), multipliers at 2^30 (exact halves: ties everywhere),
+    /// 0, the top of the range and between; right shifts 0 to 31, left shifts; bounds up to
+    /// where the form must give way to the general one.
+    #[test]
+    fn short_requantization_matches_mbqm_within_its_bound() {
+        let mut next = xorshift(0x6a09e667f3bcc909u64);
+        let mut short_used = 0;
+        for round in 0..600usize {
+            let channels = [16usize, 32, 48, 5, 21, 1, 2, 8][round % 8];
+            let bound = 1i64 << (4 + next() % 27);
+            let mults: Vec<(i32, i32)> = (0..channels)
+                .map(|_| {
+                    let m = match next() % 8 {
+                        0 => 1 << 30,
+                        1 => 0,
+                        2 => i32::MAX,
+                        _ => (1 << 30) + (next() % (1 << 30)) as i32,
+                    };
+                    // Extreme shifts (which may rule the short form out) in a third of rounds.
+                    let shift = match next() % 8 {
+                        0 => 0,
+                        1 if round % 3 == 0 => 1 + (next() % 3) as i32,
+                        2 if round % 3 == 0 => -31,
+                        _ => -((next() % 14) as i32 + 1),
+                    };
+                    (m, shift)
+                })
+                .collect();
+            let q = Multipliers::new(&mults).bounded(bound);
+            short_used += q.short as usize;
+            let pixels = 40;
+            let mut xs: Vec<i64> = (0..channels * pixels)
+                .map(|i| match i % 4 {
+                    0 => (next() % 129) as i64 - 64,
+                    1 => [-bound, bound, -1, 0, 1][(next() % 5) as usize],
+                    _ => (next() % (2 * bound as u64 + 1)) as i64 - bound,
+                })
+                .collect();
+            xs.truncate(channels * pixels);
+            let bias: Vec<i32> = (0..channels).map(|_| (next() % 201) as i32 - 100).collect();
+            let accs: Vec<i32> = xs.iter().enumerate().map(|(i, &x)| (x - bias[i % channels] as i64) as i32).collect();
+            let mut got = vec![0i8; accs.len()];
+            requantize_fixed(&accs, &bias, &q, 3, -128, 127, &mut got);
+            for (i, &a) in accs.iter().enumerate() {
+                let c = i % channels;
+                let (m, sh) = mults[c];
+                let want =
+                    crate::fixedpoint::mbqm(a.wrapping_add(bias[c]), m, sh).wrapping_add(3).clamp(-128, 127) as i8;
+                assert_eq!(got[i], want, "round {round}: x {} bound {bound} mult {m} shift {sh}", xs[i]);
+            }
+        }
+        assert!(short_used > 300, "the short form must be exercised ({short_used} of 600)");
     }
 
     /// Near the top of the i32 range the reference's `+ zero point` wraps (the vector paths
