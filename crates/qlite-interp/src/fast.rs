@@ -399,15 +399,23 @@ unsafe fn dots_band<const W: usize, const U: usize>(w: *const i8, g: usize, xu: 
     }
 }
 
-/// Rows of inputs at once: `acc[r·stride + o] = Σ_{d < 4g} xu[offs[r] + d] · w[o][d]` for
-/// every row `r` of `offs` and every unit `o < units`, with `xu` holding `x + 128` as unsigned
+/// Rows of inputs at once: `acc[r·stride + o] = init[o] + Σ_{d < 4g} xu[offs[r] + d] · w[o][d]`
+/// for every row `r` of `offs` and every unit `o < units`, with `xu` holding `x + 128` as unsigned
 /// bytes (VNNI's operand form). Tiles of 4 rows × 4 blocks of 16 units keep 16 accumulators
 /// in registers: per 4 depth positions, 4 weight loads and 4 broadcasts feed 16 `vpdpbusd`.
 /// Returns false (computing nothing) if a row or the accumulators would be out of bounds.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[allow(unsafe_code)]
-fn gemm_vnni(p: &VnniPack, units: usize, xu: &[u8], offs: &[usize], acc: &mut [i32], stride: usize) -> bool {
+fn gemm_vnni(
+    p: &VnniPack,
+    units: usize,
+    xu: &[u8],
+    offs: &[usize],
+    acc: &mut [i32],
+    stride: usize,
+    init: &[i32],
+) -> bool {
     let g = p.groups;
     let blocks = units.div_ceil(16);
     let rows = offs.len();
@@ -415,6 +423,7 @@ fn gemm_vnni(p: &VnniPack, units: usize, xu: &[u8], offs: &[usize], acc: &mut [i
         return true;
     }
     let fits = stride >= units
+        && init.len() == units
         && p.data().len() >= blocks * g * 64
         && offs.iter().all(|&o| o.checked_add(4 * g).is_some_and(|e| e <= xu.len()))
         && (rows - 1).checked_mul(stride).and_then(|v| v.checked_add(units)).is_some_and(|e| e <= acc.len());
@@ -446,6 +455,7 @@ fn gemm_vnni(p: &VnniPack, units: usize, xu: &[u8], offs: &[usize], acc: &mut [i
                             std::array::from_fn(x),
                             std::array::from_fn(out),
                             std::array::from_fn(mask),
+                            init.as_ptr().add(blk * 16),
                         )
                     };
                 }
@@ -476,11 +486,12 @@ fn gemm_vnni(p: &VnniPack, units: usize, xu: &[u8], offs: &[usize], acc: &mut [i
 }
 
 /// One tile of [`gemm_vnni`]: `R` rows × a band of `B` blocks of 16 units, whose depth group
-/// `j` is at `w + j·B·64` (block `b` at `+ b·64`).
+/// `j` is at `w + j·B·64` (block `b` at `+ b·64`); the sums start from `init` (the band's
+/// units).
 ///
 /// # Safety
-/// Each `x[r]` must be readable for `4g` bytes, the weights for `B·g·64` bytes, and each
-/// `out[r]` writable at the lanes `masks` selects in `B` blocks of 16 i32.
+/// Each `x[r]` must be readable for `4g` bytes, the weights for `B·g·64` bytes, `init` at
+/// the lanes `masks` selects in `B` blocks of 16 i32, and each `out[r]` writable there.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[allow(unsafe_code)]
@@ -491,11 +502,16 @@ unsafe fn gemm_tile<const R: usize, const B: usize>(
     x: [*const u8; R],
     out: [*mut i32; R],
     masks: [u16; B],
+    init: *const i32,
 ) {
     use std::arch::x86_64::*;
-    let mut a = [[_mm512_setzero_si512(); B]; R];
     // SAFETY: the caller's contract covers every pointer offset below (j < g).
     unsafe {
+        let mut first = [_mm512_setzero_si512(); B];
+        for (b, v) in first.iter_mut().enumerate() {
+            *v = _mm512_maskz_loadu_epi32(masks[b], init.add(b * 16));
+        }
+        let mut a = [first; R];
         for j in 0..g {
             let wj = w.add(j * B * 64);
             // Plain loops around the intrinsics (see `requantize_fixed_avx512`).
@@ -691,6 +707,8 @@ struct Multipliers {
     short: bool,
     /// The largest |accumulator + bias| the layer can produce, if known.
     bound: Option<i64>,
+    /// The output zero point, added to every result.
+    zp: i32,
 }
 
 impl Multipliers {
@@ -711,6 +729,7 @@ impl Multipliers {
             cnt: AlignedI32::default(),
             short: false,
             bound: None,
+            zp: 0,
         }
     }
 
@@ -725,21 +744,41 @@ impl Multipliers {
     /// k)/2^e) = floor((P + k·2^31)/2^(31+e))` … applied as `(P + K) >> 31` then `>> right`.
     fn bounded(mut self, bound: i64) -> Self {
         self.bound = Some(bound);
+        self.prepare_short();
+        self
+    }
+
+    /// These multipliers with the output zero point `zp` added to their results (folded into
+    /// the short form's constants; one add otherwise).
+    fn with_zp(mut self, zp: i32) -> Self {
+        self.zp = zp;
+        self.prepare_short();
+        self
+    }
+
+    /// The short form's constants, when it applies (see [`Multipliers::bounded`]); the zero
+    /// point rides along: `(h + 2^(right−1) + zp·2^right − [x < 0]) >> right` is the
+    /// rounded result plus zp.
+    fn prepare_short(&mut self) {
+        self.short = false;
+        let Some(bound) = self.bound else { return };
         let n = self.m.len();
         let ms_ok = self.m.iter().all(|&m| m == 0 || m >= 1 << 30);
         let left_max = self.left.iter().map(|&l| l as i64).max().unwrap_or(1);
-        let right_max = self.right.iter().copied().max().unwrap_or(0);
+        let right_max = self.right.iter().copied().max().unwrap_or(0).clamp(0, 31);
         let x_max = bound.saturating_mul(left_max);
-        let fits = x_max.saturating_add(2 + (1i64 << right_max.max(1)).max(2)) < 1i64 << 30;
+        let extra = (1i64 << right_max) * (1 + (self.zp as i64).abs()) + 2;
+        let fits = x_max.saturating_add(extra) < 1i64 << 30;
         if !ms_ok || !fits || self.any_min || n == 0 {
-            return self;
+            return;
         }
         let blocks = n.div_ceil(16);
         let mut k = vec![0i32; blocks * 32];
         let konst = |c: usize| -> i64 {
-            let r = self.right.get(c).copied().unwrap_or(0);
-            // Doubled (see `OutVec::scale_short`).
-            2 * ((1i64 << 30) + if r > 0 { 1i64 << (r + 30) } else { 0 })
+            let r = self.right.get(c).copied().unwrap_or(0) as i64;
+            let rounding = if r > 0 { 1i64 << (r - 1) } else { 0 };
+            // Doubled (see `scale16`).
+            2 * ((1i64 << 30) + ((rounding + ((self.zp as i64) << r)) << 31))
         };
         for b in 0..blocks {
             for j in 0..8 {
@@ -752,7 +791,6 @@ impl Multipliers {
         }
         let cnt: Vec<i32> = self.right.iter().map(|&r| (r > 0) as i32).collect();
         (self.k64, self.cnt, self.short) = (AlignedI32::new(&k), AlignedI32::new(&cnt), true);
-        self
     }
 }
 
@@ -775,7 +813,7 @@ fn acc_bound(w: &[i8], bias: Option<&[i32]>, channels: usize, channel_last: bool
 }
 
 /// 16 accumulators (bias included) `x` of channels `c..c + 16` →
-/// `MultiplyByQuantizedMultiplier` with multipliers `q` (before the zero point and clamp).
+/// `MultiplyByQuantizedMultiplier` with multipliers `q`, plus `q.zp` (before the clamp).
 /// `short` (a constant) picks the short form of [`Multipliers::bounded`]; otherwise the
 /// reference's SaturatingRoundingDoublingHighMul, `(p + nudge) / 2^31` truncated with `nudge =
 /// 2^30` for `p >= 0` and `1 − 2^30` otherwise, which equals `floor((p + 2^30) / 2^31)` for
@@ -829,14 +867,16 @@ macro_rules! scale16 {
                 let threshold = _mm512_add_epi32(half, _mm512_srli_epi32::<31>(h));
                 let shifted = _mm512_srav_epi32(h, right);
                 let up = _mm512_cmpgt_epi32_mask(rem, threshold);
-                _mm512_mask_add_epi32(shifted, up, shifted, _mm512_set1_epi32(1))
+                let r = _mm512_mask_add_epi32(shifted, up, shifted, _mm512_set1_epi32(1));
+                // The zero point (a wrapping add, as the reference's).
+                _mm512_add_epi32(r, _mm512_set1_epi32(q.zp))
             }
         };
         r
     }};
 }
 
-/// [`scale16`], then `out`'s zero point and clamp: 16 int8 (an `__m128i`). Same contract.
+/// [`scale16`], then `out`'s clamp: 16 int8 (an `__m128i`). Same contract.
 #[cfg(target_arch = "x86_64")]
 macro_rules! requant16 {
     ($short:expr, $out:expr, $x:expr, $q:expr, $c:expr, $lanes:expr) => {{
@@ -844,9 +884,7 @@ macro_rules! requant16 {
         let r = scale16!($short, $x, $q, $c, $lanes);
         #[allow(unused_unsafe)]
         // SAFETY: AVX-512 F enabled (the caller's contract).
-        let v = unsafe {
-            _mm512_cvtepi32_epi8(_mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(r, out.zp), out.lo), out.hi))
-        };
+        let v = unsafe { _mm512_cvtepi32_epi8(_mm512_min_epi32(_mm512_max_epi32(r, out.lo), out.hi)) };
         v
     }};
 }
@@ -858,6 +896,7 @@ struct ChannelOut {
     mults: Multipliers,
     /// For fewer than 16 channels dividing 16: the multipliers repeated over 16 lanes.
     tiled: Option<Multipliers>,
+    /// The output zero point (also in `mults.zp`: the vector paths add it there).
     zp: i32,
     lo: i32,
     hi: i32,
@@ -866,18 +905,16 @@ struct ChannelOut {
 impl ChannelOut {
     fn new(c: &Common, activation: qlite_ir::op::Activation, channels: usize, channel_last: bool) -> Self {
         let (lo, hi) = c.out.range(activation);
-        let mults = Multipliers::new(&per_channel_multipliers(c.s_in, c.wq, c.out.scale, channels)).bounded(acc_bound(
-            c.w,
-            c.bias,
-            channels,
-            channel_last,
-        ));
+        let mults = Multipliers::new(&per_channel_multipliers(c.s_in, c.wq, c.out.scale, channels))
+            .with_zp(c.out.zp)
+            .bounded(acc_bound(c.w, c.bias, channels, channel_last));
         ChannelOut { tiled: mults.tiled16(), mults, zp: c.out.zp, lo, hi }
     }
 
-    /// Requantize pixels × channels accumulators (plus `bias`) into `out`: the reference's
-    /// bias, `MultiplyByQuantizedMultiplier`, offset and clamp, branch-free so it vectorizes.
-    fn apply(&self, acc: &[i32], bias: &[i32], out: &mut [i8]) {
+    /// Requantize pixels × channels accumulators (plus `bias`, unless the accumulators hold
+    /// it already) into `out`: the reference's bias, `MultiplyByQuantizedMultiplier`, offset
+    /// and clamp, branch-free so it vectorizes.
+    fn apply(&self, acc: &[i32], bias: Option<&[i32]>, out: &mut [i8]) {
         #[cfg(target_arch = "x86_64")]
         if has_avx512() {
             // SAFETY: the CPU has AVX-512 F, BW, DQ and VL, the only requirements.
@@ -913,20 +950,19 @@ impl Multipliers {
                 (self.m[c], shift)
             })
             .collect();
-        let q = Multipliers::new(&pairs);
-        Some(match self.bound {
-            Some(b) => q.bounded(b),
-            None => q,
-        })
+        let mut q = Multipliers::new(&pairs);
+        (q.bound, q.zp) = (self.bound, self.zp);
+        q.prepare_short();
+        Some(q)
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
 #[allow(unsafe_code)]
-fn requantize_fixed_avx512(acc: &[i32], bias: &[i32], co: &ChannelOut, out: &mut [i8]) {
-    let (q, n) = (&co.mults, bias.len());
-    if n == 0 || !q.vector_ready(n) {
+fn requantize_fixed_avx512(acc: &[i32], bias: Option<&[i32]>, co: &ChannelOut, out: &mut [i8]) {
+    let (q, n) = (&co.mults, co.mults.m.len());
+    if n == 0 || !q.vector_ready(n) || bias.is_some_and(|b| b.len() != n) {
         requantize_fixed_portable(acc, bias, co, out);
         return;
     }
@@ -949,20 +985,27 @@ fn requantize_fixed_avx512(acc: &[i32], bias: &[i32], co: &ChannelOut, out: &mut
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
 #[allow(unsafe_code)]
-unsafe fn requantize_fixed_avx512_as<const SHORT: bool>(acc: &[i32], bias: &[i32], co: &ChannelOut, out: &mut [i8]) {
+unsafe fn requantize_fixed_avx512_as<const SHORT: bool>(
+    acc: &[i32],
+    bias: Option<&[i32]>,
+    co: &ChannelOut,
+    out: &mut [i8],
+) {
     use std::arch::x86_64::*;
-    let (q, n) = (&co.mults, bias.len());
-    if n == 0 || !q.vector_ready(n) {
+    let (q, n) = (&co.mults, co.mults.m.len());
+    if n == 0 || !q.vector_ready(n) || bias.is_some_and(|b| b.len() != n) {
         requantize_fixed_portable(acc, bias, co, out);
         return;
     }
     let pixels = (acc.len() / n).min(out.len() / n);
-    let k = OutVec::new(co.zp, co.lo, co.hi);
+    let k = OutVec::new(co.lo, co.hi);
     if let Some(t) = co.tiled.as_ref().filter(|t| n < 16 && 16 % n == 0 && t.vector_ready(16)) {
         // Few channels: each vector covers 16/n pixels, the parameters tiled to match.
         let mut tb = [0i32; 16];
-        for (i, b) in tb.iter_mut().enumerate() {
-            *b = bias[i % n];
+        if let Some(bias) = bias {
+            for (i, b) in tb.iter_mut().enumerate() {
+                *b = bias[i % n];
+            }
         }
         let total = pixels * n;
         let mut i = 0;
@@ -980,6 +1023,18 @@ unsafe fn requantize_fixed_avx512_as<const SHORT: bool>(acc: &[i32], bias: &[i32
             i += 16;
         }
         return;
+    }
+    // The accumulators plus the bias of channels c.. (the lanes selected), if one is given.
+    let bias = bias.map(|b| b.as_ptr());
+    macro_rules! plus_bias {
+        ($x:expr, $c:expr, $lanes:expr) => {
+            match bias {
+                // (In the callers' unsafe blocks: the bias holds n entries, the lanes selected
+                // lie below n.)
+                Some(b) => _mm512_add_epi32($x, _mm512_maskz_loadu_epi32($lanes, b.add($c))),
+                None => $x,
+            }
+        };
     }
     if n.is_multiple_of(16) {
         // Whole vectors: 64 outputs (4 vectors, across pixels) per packed store.
@@ -1001,10 +1056,7 @@ unsafe fn requantize_fixed_avx512_as<const SHORT: bool>(acc: &[i32], bias: &[i32
             unsafe {
                 let mut r = [_mm512_setzero_si512(); 4];
                 for v in 0..4 {
-                    let x = _mm512_add_epi32(
-                        _mm512_loadu_si512(acc.as_ptr().add(i + 16 * v) as *const _),
-                        _mm512_loadu_si512(bias.as_ptr().add(cs[v]) as *const _),
-                    );
+                    let x = plus_bias!(_mm512_loadu_si512(acc.as_ptr().add(i + 16 * v) as *const _), cs[v], u16::MAX);
                     r[v] = scale16!(SHORT, x, q, cs[v], u16::MAX);
                 }
                 _mm512_storeu_si512(out.as_mut_ptr().add(i) as *mut _, k.finish4(r));
@@ -1015,10 +1067,7 @@ unsafe fn requantize_fixed_avx512_as<const SHORT: bool>(acc: &[i32], bias: &[i32
             let c = next(&mut c);
             // SAFETY: i + 16 <= total (both multiples of 16); c + 16 <= n.
             unsafe {
-                let x = _mm512_add_epi32(
-                    _mm512_loadu_si512(acc.as_ptr().add(i) as *const _),
-                    _mm512_loadu_si512(bias.as_ptr().add(c) as *const _),
-                );
+                let x = plus_bias!(_mm512_loadu_si512(acc.as_ptr().add(i) as *const _), c, u16::MAX);
                 _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut _, requant16!(SHORT, &k, x, q, c, u16::MAX));
             }
             i += 16;
@@ -1033,10 +1082,7 @@ unsafe fn requantize_fixed_avx512_as<const SHORT: bool>(acc: &[i32], bias: &[i32
             // inside each parameter slice (length n), and i..i + (n − c) <= (px + 1)·n <=
             // acc.len(), out.len().
             unsafe {
-                let x = _mm512_add_epi32(
-                    _mm512_maskz_loadu_epi32(lanes, acc.as_ptr().add(i)),
-                    _mm512_maskz_loadu_epi32(lanes, bias.as_ptr().add(c)),
-                );
+                let x = plus_bias!(_mm512_maskz_loadu_epi32(lanes, acc.as_ptr().add(i)), c, lanes);
                 let y = requant16!(SHORT, &k, x, q, c, lanes);
                 _mm_mask_storeu_epi8(out.as_mut_ptr().add(i) as *mut _, lanes, y);
             }
@@ -1048,7 +1094,6 @@ unsafe fn requantize_fixed_avx512_as<const SHORT: bool>(acc: &[i32], bias: &[i32
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
 struct OutVec {
-    zp: std::arch::x86_64::__m512i,
     lo: std::arch::x86_64::__m512i,
     hi: std::arch::x86_64::__m512i,
     /// `lo` and `hi` as bytes.
@@ -1060,28 +1105,22 @@ struct OutVec {
 #[allow(unsafe_code)]
 impl OutVec {
     #[target_feature(enable = "avx512f")]
-    fn new(zp: i32, lo: i32, hi: i32) -> Self {
+    fn new(lo: i32, hi: i32) -> Self {
         use std::arch::x86_64::*;
         let byte = |v: i32| _mm512_set1_epi8(v.clamp(-128, 127) as i8);
-        OutVec {
-            zp: _mm512_set1_epi32(zp),
-            lo: _mm512_set1_epi32(lo),
-            hi: _mm512_set1_epi32(hi),
-            lo8: byte(lo),
-            hi8: byte(hi),
-        }
+        OutVec { lo: _mm512_set1_epi32(lo), hi: _mm512_set1_epi32(hi), lo8: byte(lo), hi8: byte(hi) }
     }
 
-    /// Four vectors of [`OutVec::scale`] results → 64 int8 in order: the zero point added
-    /// (wrapping i32, as the reference), packed to i16 and i8 with saturation (which cannot
+    /// Four vectors of [`scale16`] results (zero point included) → 64 int8 in order: packed
+    /// to i16 and i8 with saturation (which cannot
     /// change what the clamp to [lo, hi] ⊂ [−128, 127] makes of a value), clamped, and the
     /// 4-byte groups the packs interleave put back in order.
     #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
     #[inline]
     fn finish4(&self, r: [std::arch::x86_64::__m512i; 4]) -> std::arch::x86_64::__m512i {
         use std::arch::x86_64::*;
-        let a = _mm512_packs_epi32(_mm512_add_epi32(r[0], self.zp), _mm512_add_epi32(r[1], self.zp));
-        let b = _mm512_packs_epi32(_mm512_add_epi32(r[2], self.zp), _mm512_add_epi32(r[3], self.zp));
+        let a = _mm512_packs_epi32(r[0], r[1]);
+        let b = _mm512_packs_epi32(r[2], r[3]);
         let v = _mm512_packs_epi16(a, b);
         let v = _mm512_min_epi8(_mm512_max_epi8(v, self.lo8), self.hi8);
         // 128-bit lane L holds the 4-byte groups L of r0, r1, r2, r3: dword L·4 + k → k·4 + L.
@@ -1091,9 +1130,9 @@ impl OutVec {
 }
 
 #[inline(always)]
-fn requantize_fixed_portable(acc: &[i32], bias: &[i32], co: &ChannelOut, out: &mut [i8]) {
-    let n = bias.len().min(co.mults.m.len());
-    if n == 0 {
+fn requantize_fixed_portable(acc: &[i32], bias: Option<&[i32]>, co: &ChannelOut, out: &mut [i8]) {
+    let n = co.mults.m.len();
+    if n == 0 || bias.is_some_and(|b| b.len() != n) {
         return;
     }
     for (out, acc) in out.chunks_exact_mut(n).zip(acc.chunks_exact(n)) {
@@ -1101,14 +1140,15 @@ fn requantize_fixed_portable(acc: &[i32], bias: &[i32], co: &ChannelOut, out: &m
     }
 }
 
-/// One pixel's channels (all slices `bias.len()` long).
+/// One pixel's channels (`acc`, `out` and the bias as long as `q`).
 #[inline(always)]
-fn requantize_pixel(acc: &[i32], bias: &[i32], q: &Multipliers, zp: i32, lo: i32, hi: i32, out: &mut [i8]) {
-    let n = bias.len();
+fn requantize_pixel(acc: &[i32], bias: Option<&[i32]>, q: &Multipliers, zp: i32, lo: i32, hi: i32, out: &mut [i8]) {
+    let n = q.m.len();
     let (out, acc) = (&mut out[..n], &acc[..n]);
     let (ms, left, right) = (&q.m[..n], &q.left[..n], &q.right[..n]);
     for i in 0..n {
-        let x = acc[i].wrapping_add(bias[i]).wrapping_mul(left[i]);
+        let b = bias.map_or(0, |b| b[i]);
+        let x = acc[i].wrapping_add(b).wrapping_mul(left[i]);
         let m = ms[i];
         // SaturatingRoundingDoublingHighMul: (x·m + nudge) / 2^31, rounding toward zero.
         let p = x as i64 * m as i64;
@@ -1405,7 +1445,7 @@ impl PackedConv {
                 }
             });
         }
-        self.out.apply(&accs, &self.row_const, y);
+        self.out.apply(&accs, Some(&self.row_const), y);
         Some(())
     }
 
@@ -1547,11 +1587,11 @@ impl PackedConv {
             let src: &[u8] = if pointwise { xu } else { col };
             // SAFETY: a VNNI pack exists only when `has_vnni()` found AVX-512 F/BW/VNNI.
             #[allow(unsafe_code)]
-            let ok = unsafe { gemm_vnni(p, oc, src, offs, acc, oc) };
+            let ok = unsafe { gemm_vnni(p, oc, src, offs, acc, oc, &self.vnni_bias) };
             if !ok {
                 return false;
             }
-            self.out.apply(&acc[..count * oc], &self.vnni_bias, &mut y[start * oc..(start + count) * oc]);
+            self.out.apply(&acc[..count * oc], None, &mut y[start * oc..(start + count) * oc]);
         }
         true
     }
@@ -1755,7 +1795,7 @@ impl PackedDepthwise {
             let mults = {
                 let mut pairs = per_channel_multipliers(c.s_in, c.wq, c.out.scale, oc);
                 pairs.resize(ocp, (0, 0));
-                Multipliers::new(&pairs).bounded(acc_bound(c.w, c.bias, oc, true))
+                Multipliers::new(&pairs).with_zp(c.out.zp).bounded(acc_bound(c.w, c.bias, oc, true))
             };
             let tiled = (oc < 16 && 16 % oc == 0).then(|| {
                 let w16: Vec<i32> = (0..kh * kw * 16).map(|i| wp[(i / 16) * ocp + (i % 16) % oc]).collect();
@@ -1763,7 +1803,7 @@ impl PackedDepthwise {
                 let pairs = per_channel_multipliers(c.s_in, c.wq, c.out.scale, oc);
                 let m16: Vec<(i32, i32)> = (0..16).map(|i| pairs[i % oc]).collect();
                 let bound = acc_bound(c.w, c.bias, oc, true);
-                (AlignedI32::new(&w16), AlignedI32::new(&b16), Multipliers::new(&m16).bounded(bound))
+                (AlignedI32::new(&w16), AlignedI32::new(&b16), Multipliers::new(&m16).with_zp(c.out.zp).bounded(bound))
             });
             let vnni = (kw <= 4 && has_vnni_vbmi()).then(|| {
                 let mut words = vec![0i32; kh * ocp];
@@ -1851,11 +1891,11 @@ impl PackedDepthwise {
             unsafe {
                 dw_accumulate_avx2(self, &dims, xv, &mut accs)
             };
-            self.out.apply(&accs, &self.bias, y);
+            self.out.apply(&accs, Some(&self.bias), y);
             return Some(());
         }
         dw_accumulate(self, &dims, xv, &mut accs);
-        self.out.apply(&accs, &self.bias, y);
+        self.out.apply(&accs, Some(&self.bias), y);
         Some(())
     }
 }
@@ -1912,7 +1952,7 @@ unsafe fn dw_avx512_as<const SHORT: bool>(
     if !sizes_ok {
         return false;
     }
-    let out = OutVec::new(p.out.zp, p.out.lo, p.out.hi);
+    let out = OutVec::new(p.out.lo, p.out.hi);
     let z = _mm512_set1_epi32(p.z_in);
     let blocks = ocp / 16;
     // Input offsets of the taps from a window's top-left corner, and the window's extent.
@@ -2010,7 +2050,7 @@ unsafe fn dw_avx512_as<const SHORT: bool>(
         for r in pending.iter().take(count) {
             // SAFETY: o + 16 <= y.len(): these outputs were computed and not yet stored.
             unsafe {
-                let v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(*r, out.zp), out.lo), out.hi);
+                let v = _mm512_min_epi32(_mm512_max_epi32(*r, out.lo), out.hi);
                 _mm_storeu_si128(y.as_mut_ptr().add(o) as *mut _, _mm512_cvtepi32_epi8(v));
             }
             o += 16;
@@ -2152,7 +2192,7 @@ unsafe fn dw_vnni<const SHORT: bool>(
     if rows.len() < slots * row_vecs {
         rows.resize(slots * row_vecs, Lane16::default());
     }
-    let out = OutVec::new(p.out.zp, p.out.lo, p.out.hi);
+    let out = OutVec::new(p.out.lo, p.out.hi);
     let flip = _mm512_set1_epi8(-128);
     // The input zero point (what padding reads), and laid out (+ 128).
     let z = _mm512_set1_epi8(p.z_in.clamp(-128, 127) as i8);
@@ -2813,7 +2853,8 @@ mod tests {
 
     /// The convolutions' output stage with explicit parameters.
     fn requantize_fixed(acc: &[i32], bias: &[i32], q: &Multipliers, zp: i32, lo: i32, hi: i32, out: &mut [i8]) {
-        ChannelOut { mults: q.clone(), tiled: q.tiled16(), zp, lo, hi }.apply(acc, bias, out);
+        let mults = q.clone().with_zp(zp);
+        ChannelOut { tiled: mults.tiled16(), mults, zp, lo, hi }.apply(acc, Some(bias), out);
     }
 
     #[test]

@@ -510,37 +510,79 @@ fn quantize_f32_i8_avx2(v: &[f32], s: f32, z: i32, out: &mut [i8]) {
     quantize_f32_i8_portable(v, s, z, out);
 }
 
-/// 16 floats at a time: the same division, `trunc`, the half-away-from-zero step, then the
-/// zero point and clamp in float (exact: the rounded value is an integer, and beyond ±2^24 the
-/// clamp decides either way); NaN lanes become `0 + z` as `as i32` makes them.
+/// 16 floats at a time: the same division, then round half away from zero as
+/// `sign(q)·floor(|q| + ½)` for |q| >= ½ (the floor is exact: where the sum rounds, it stays
+/// between the same integers; beyond 2^23 every float is an integer the clamp saturates) and 0
+/// below, the zero point and clamp in float (exact: the rounded value
+/// is an integer, and beyond ±2^24 the clamp decides either way); NaN lanes become `0 + z` as
+/// `as i32` makes them.
+///
+/// The division (the slowest vector instruction there is) is replaced by a multiplication
+/// with the reciprocal where that provably gives the same integer: `x · fl(1/s)` is within
+/// `3·2^-24·|q|` of the reference's correctly rounded `fl(x/s)`, so for |q| <= 512 when it lies
+/// farther than 2^-12 from every half-integer both round to the same integer (and beyond 511
+/// both saturate, whatever the zero point). A vector with a lane that close is divided.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 #[allow(unsafe_code)]
 fn quantize_f32_i8_avx512(v: &[f32], s: f32, z: i32, out: &mut [i8]) {
     use std::arch::x86_64::*;
     let n = v.len().min(out.len());
-    let (vs, vz) = (_mm512_set1_ps(s), _mm512_set1_ps(z as f32));
+    let recip = 1.0 / s;
+    // Only when the reciprocal carries s's full precision (no overflow, no subnormals).
+    let by_recip = s.is_normal() && recip.is_normal();
+    let (vs, vr, vz) = (_mm512_set1_ps(s), _mm512_set1_ps(recip), _mm512_set1_ps(z as f32));
     let (lo, hi) = (_mm512_set1_ps(-128.0), _mm512_set1_ps(127.0));
-    let (half, one) = (_mm512_set1_ps(0.5), _mm512_set1_ps(1.0));
+    let half = _mm512_set1_ps(0.5);
+    let far = _mm512_set1_ps(0.5 - 1.0 / 4096.0);
     let sign = _mm512_set1_epi32(i32::MIN);
+    const FLOOR: i32 = _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC;
+    // 16 lanes (those `mask` selects from `v[i..]`) → 16 clamped i32.
+    let lanes = |i: usize, mask: u16| {
+        // SAFETY: (in the loops below) the mask selects lanes inside `v`.
+        unsafe {
+            let x = _mm512_maskz_loadu_ps(mask, v.as_ptr().add(i));
+            let mut q = if by_recip { _mm512_mul_ps(x, vr) } else { _mm512_div_ps(x, vs) };
+            let mut a = _mm512_abs_ps(q);
+            let mut up = _mm512_add_ps(a, half);
+            let mut fl = _mm512_roundscale_ps::<FLOOR>(up);
+            if by_recip {
+                // |q| + ½ within 2^-12 of an integer: |q| that close to a half-integer.
+                let d = _mm512_abs_ps(_mm512_sub_ps(_mm512_sub_ps(up, fl), half));
+                if _mm512_cmp_ps_mask::<_CMP_GE_OQ>(d, far) != 0 {
+                    q = _mm512_div_ps(x, vs);
+                    a = _mm512_abs_ps(q);
+                    up = _mm512_add_ps(a, half);
+                    fl = _mm512_roundscale_ps::<FLOOR>(up);
+                }
+            }
+            // sign(q)·floor(|q| + ½): the sign bit of q over the (non-negative) floor.
+            let r = _mm512_castsi512_ps(_mm512_ternarylogic_epi32::<0xF8>(
+                _mm512_castps_si512(fl),
+                _mm512_castps_si512(q),
+                sign,
+            ));
+            // |q| < ½ (where |q| + ½ may round up to 1) and NaN lanes: 0 + z.
+            let c = _mm512_mask_add_ps(vz, _mm512_cmp_ps_mask::<_CMP_GE_OQ>(a, half), r, vz);
+            _mm512_cvttps_epi32(_mm512_min_ps(_mm512_max_ps(c, lo), hi))
+        }
+    };
     let mut i = 0;
+    // 64 at a time: packed (the values are in range already) and stored whole — a masked
+    // narrowing store per 16 cost more than the arithmetic.
+    let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    while i + 64 <= n {
+        let (a, b) = (lanes(i, u16::MAX), lanes(i + 16, u16::MAX));
+        let (c, d) = (lanes(i + 32, u16::MAX), lanes(i + 48, u16::MAX));
+        let p = _mm512_packs_epi16(_mm512_packs_epi32(a, b), _mm512_packs_epi32(c, d));
+        // SAFETY: i + 64 <= n <= out.len().
+        unsafe { _mm512_storeu_si512(out.as_mut_ptr().add(i) as *mut _, _mm512_permutexvar_epi32(order, p)) };
+        i += 64;
+    }
     while i < n {
         let mask: u16 = if n - i >= 16 { u16::MAX } else { ((1u32 << (n - i)) - 1) as u16 };
-        // SAFETY: the mask selects lanes i..min(i + 16, n), inside `v` and `out`.
-        unsafe {
-            let q = _mm512_div_ps(_mm512_maskz_loadu_ps(mask, v.as_ptr().add(i)), vs);
-            let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(q);
-            let frac = _mm512_abs_ps(_mm512_sub_ps(q, t));
-            let step = _mm512_castsi512_ps(_mm512_or_si512(
-                _mm512_castps_si512(one),
-                _mm512_and_si512(_mm512_castps_si512(q), sign),
-            ));
-            let r = _mm512_mask_add_ps(t, _mm512_cmp_ps_mask::<_CMP_GE_OQ>(frac, half), t, step);
-            let r = _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(q, q), _mm512_setzero_ps());
-            let c = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(r, vz), lo), hi);
-            let y = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(c));
-            _mm_mask_storeu_epi8(out.as_mut_ptr().add(i) as *mut _, mask, y);
-        }
+        // SAFETY: the mask selects lanes i..min(i + 16, n), inside `out`.
+        unsafe { _mm_mask_storeu_epi8(out.as_mut_ptr().add(i) as *mut _, mask, _mm512_cvtepi32_epi8(lanes(i, mask))) };
         i += 16;
     }
 }
@@ -612,6 +654,38 @@ mod tests {
                 let want = ((round_half_away(f / s) as i64).saturating_add(z as i64)).clamp(-128, 127) as i8;
                 assert_eq!(got[i], want, "{f} / {s} + {z}");
                 assert_eq!(portable[i], want, "portable: {f} / {s} + {z}");
+            }
+        }
+    }
+
+    /// The reciprocal form of the vector path where it is most fragile: inputs at and around
+    /// (k + ½)·s, where `x · (1/s)` and `x / s` can round to different sides of the half, for
+    /// scales whose reciprocals are inexact, tiny and huge scales, and scales too small for a
+    /// normal reciprocal (divided).
+    #[test]
+    fn vectorized_quantize_matches_division_at_halves() {
+        let scales = [0.3f32, 2.0 / 255.0, 3.7e-3, 0.1, 1.0 / 3.0, 7.0, 1e30, 1e-30, 1e-38, 5e-39, 3e38];
+        for s in scales {
+            let mut v = Vec::new();
+            for k in -300..300 {
+                let x0 = (k as f32 + 0.5) * s;
+                let mut up = x0;
+                let mut down = x0;
+                v.push(x0);
+                for _ in 0..6 {
+                    up = f32::from_bits(if up >= 0.0 { up.to_bits() + 1 } else { up.to_bits() - 1 });
+                    down = f32::from_bits(if down > 0.0 { down.to_bits() - 1 } else { down.to_bits() + 1 });
+                    v.extend([up, down]);
+                }
+            }
+            v.retain(|f| f.is_finite());
+            for z in [0, -128, 77] {
+                let mut got = vec![0i8; v.len()];
+                quantize_f32_i8(&v, s, z, &mut got);
+                for (i, &f) in v.iter().enumerate() {
+                    let want = ((round_half_away(f / s) as i64).saturating_add(z as i64)).clamp(-128, 127) as i8;
+                    assert_eq!(got[i], want, "{f:e} / {s:e} + {z}");
+                }
             }
         }
     }
