@@ -658,6 +658,39 @@ fn fast_depthwise_lane_layouts_are_bit_exact_with_the_reference() {
     }
 }
 
+/// The fast MAX/AVERAGE_POOL_2D against the reference with channel counts across the
+/// vector widths (the random-op pools keep 1–5 channels): 64-channel blocks and their tails,
+/// both paddings, strides, activations.
+#[test]
+fn fast_pools_are_bit_exact_with_the_reference() {
+    for seed in 0..120u64 {
+        let mut b = Builder::new(&format!("fast_pool_{seed}"));
+        let (h, w) = (int(&mut b.rng, 1, 9) as usize, int(&mut b.rng, 1, 9) as usize);
+        let c = [1usize, 7, 16, 63, 64, 65, 130][seed as usize % 7];
+        let kind = if seed % 2 == 0 { PoolKind::Max } else { PoolKind::Average };
+        let filter = [int(&mut b.rng, 1, 3.min(h) as i64) as usize, int(&mut b.rng, 1, 3.min(w) as i64) as usize];
+        let stride = [int(&mut b.rng, 1, 2) as usize, int(&mut b.rng, 1, 2) as usize];
+        let padding = pick(&mut b.rng, &[Padding::Same, Padding::Valid]);
+        let q = qp(&mut b.rng);
+        let x = input(&mut b, "x", &[1 + (seed % 2) as usize, h, w, c], q.clone());
+        let a = act(&mut b.rng);
+        let out = b.node(
+            Op::Pool2d(Pool2d { kind, filter, stride, padding, activation: a }),
+            &[Some(x)],
+            Some((DType::I8, q)),
+        );
+        let (g, inputs) = b.finish(&[out]);
+        let reference = qlite::Interpreter::new(&g).unwrap().run(inputs.clone()).unwrap();
+        let fast = qlite::Interpreter::new(&g).unwrap().kernels(qlite::Kernels::Fast);
+        assert_eq!(fast.fast_nodes(), 1);
+        assert_eq!(
+            fast.run(inputs).unwrap(),
+            reference,
+            "seed {seed}: {kind:?} {c} channels {h}x{w} {filter:?} {stride:?}"
+        );
+    }
+}
+
 /// A session's edges: an output that is a graph input (passed through), an output index out
 /// of range, the wrong number of inputs, new input values on each run.
 #[test]

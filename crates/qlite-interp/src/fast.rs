@@ -1850,7 +1850,10 @@ impl PackedDepthwise {
         let y = Array::reuse_i8(out, &[n, oh, ow, oc])?;
         let dims = ConvGeom { n, ih, iw, ic, oh, ow, pad_h, pad_w };
         #[cfg(target_arch = "x86_64")]
-        if let Some((wide, v)) = self.wide.as_ref().and_then(|w| Some((w, w.vnni.as_ref()?))) {
+        // Fewer than 16 channels dividing 16 at stride 1 across: the tiled path below packs
+        // 16/oc pixels per vector, where this one would use a vector per pixel.
+        let tiled = self.wide.as_ref().is_some_and(|w| w.tiled.is_some()) && op.stride[1] == 1;
+        if let Some((wide, v)) = self.wide.as_ref().and_then(|w| Some((w, w.vnni.as_ref()?))).filter(|_| !tiled) {
             // SAFETY: a VNNI form exists only when `has_vnni_vbmi()` found AVX-512
             // F/BW/DQ/VL, VNNI and VBMI; the short form only when the multipliers have it.
             #[allow(unsafe_code)]
@@ -2769,6 +2772,16 @@ impl PackedPool {
                     let x0 = (ox * op.stride[1]) as isize - pad_w as isize;
                     let cols = x0.max(0) as usize..(x0 + op.filter[1] as isize).clamp(0, iw as isize) as usize;
                     let px = pixels.next()?;
+                    #[cfg(target_arch = "x86_64")]
+                    if max && has_avx512() {
+                        // SAFETY: the CPU has AVX-512 F/BW (checked); the window's pixels
+                        // are inside the image.
+                        #[allow(unsafe_code)]
+                        unsafe {
+                            max_pixel_avx512(img, iw, c, rows.clone(), cols.clone(), self.lo, self.hi, px)
+                        };
+                        continue;
+                    }
                     if max {
                         // `lo` is the reference's starting value: it also applies the clamp below.
                         px.fill(self.lo as i8);
@@ -2809,6 +2822,43 @@ impl PackedPool {
             }
         }
         Some(())
+    }
+}
+
+/// One max-pooled pixel: per 64 channels, the maximum over the window's pixels (`rows` ×
+/// `cols` of `img`, `c` channels each) from `lo` (the reference's starting value, which also
+/// applies the activation's lower clamp), then clamped to `hi`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+#[allow(unsafe_code, clippy::too_many_arguments)]
+fn max_pixel_avx512(
+    img: &[i8],
+    iw: usize,
+    c: usize,
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+    lo: i32,
+    hi: i32,
+    px: &mut [i8],
+) {
+    use std::arch::x86_64::*;
+    let (vlo, vhi) = (_mm512_set1_epi8(lo.clamp(-128, 127) as i8), _mm512_set1_epi8(hi.clamp(-128, 127) as i8));
+    let c = c.min(px.len());
+    for start in (0..c).step_by(64) {
+        let n = (c - start).min(64);
+        let mask = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+        let mut m = vlo;
+        for iy in rows.clone() {
+            for ix in cols.clone() {
+                let at = (iy * iw + ix) * c + start;
+                if let Some(src) = img.get(at..at + n) {
+                    // SAFETY: the mask selects n bytes, all in `src`.
+                    m = _mm512_max_epi8(m, unsafe { _mm512_maskz_loadu_epi8(mask, src.as_ptr() as *const _) });
+                }
+            }
+        }
+        // SAFETY: the mask selects n bytes at `start`, inside `px` (start + n <= c <= px.len()).
+        unsafe { _mm512_mask_storeu_epi8(px.as_mut_ptr().add(start) as *mut _, mask, _mm512_min_epi8(m, vhi)) };
     }
 }
 
