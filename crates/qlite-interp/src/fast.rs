@@ -271,7 +271,14 @@ impl Matrix {
     /// `acc[o] = Σ_d w[o][d] · x[d]` (wrapping) for every unit; `x.len() == depth`. `acc` is
     /// sized here (to whole VNNI blocks); its first `units` entries are the results.
     fn dots(&self, x: &[i8], xu: &mut Vec<u8>, acc: &mut Vec<i32>) {
+        self.dots_plus(x, xu, acc, None, 0);
+    }
+
+    /// [`Matrix::dots`] plus `add[o] + k` for every unit (wrapping), in the same pass.
+    fn dots_plus(&self, x: &[i8], xu: &mut Vec<u8>, acc: &mut Vec<i32>, add: Option<&[i32]>, k: i32) {
         acc.resize(self.acc_len(), 0);
+        let units = self.units;
+        let add = add.filter(|a| a.len() == units);
         #[cfg(target_arch = "x86_64")]
         if let Some(p) = &self.vnni {
             // x + 128 as unsigned bytes, zero-padded to whole groups of 4.
@@ -282,13 +289,25 @@ impl Matrix {
             unsafe {
                 dots_vnni(p, xu, acc)
             };
-            for (a, &sw) in acc.iter_mut().zip(&self.sum_w) {
-                *a = a.wrapping_sub(sw.wrapping_mul(128));
+            match add {
+                Some(add) => {
+                    for ((a, &sw), &c) in acc[..units].iter_mut().zip(&self.sum_w).zip(add) {
+                        *a = a.wrapping_sub(sw.wrapping_mul(128)).wrapping_add(c).wrapping_add(k);
+                    }
+                }
+                None => {
+                    for (a, &sw) in acc[..units].iter_mut().zip(&self.sum_w) {
+                        *a = a.wrapping_sub(sw.wrapping_mul(128)).wrapping_add(k);
+                    }
+                }
             }
             return;
         }
         let _ = xu;
-        dots(&self.rows, x, &mut acc[..self.units]);
+        dots(&self.rows, x, &mut acc[..units]);
+        for (o, a) in acc[..units].iter_mut().enumerate() {
+            *a = a.wrapping_add(add.map_or(0, |add| add[o])).wrapping_add(k);
+        }
     }
 }
 
@@ -599,8 +618,8 @@ fn dots_portable(w: &[i8], x: &[i8], acc: &mut [i32]) {
 /// half away from zero in double, written so it vectorizes (`v − trunc(v)` is exact).
 fn requantize_double(acc: &[i32], scales: &[f64], zp: i32, lo: i32, hi: i32, out: &mut [i8]) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512dq") {
-        // SAFETY: the CPU has AVX-512 F and DQ, the only requirements.
+    if has_avx512() {
+        // SAFETY: the CPU has AVX-512 F, DQ and VL, the only requirements.
         #[allow(unsafe_code)]
         unsafe {
             requantize_double_avx512(acc, scales, zp, lo, hi, out)
@@ -610,10 +629,43 @@ fn requantize_double(acc: &[i32], scales: &[f64], zp: i32, lo: i32, hi: i32, out
     requantize_double_portable(acc, scales, zp, lo, hi, out);
 }
 
+/// 8 at a time: `v = acc · scale` in double (exact product of an integer and the scale, as
+/// the reference), round half away from zero as `sign(v)·floor(|v| + ½)` for |v| >= ½ (the
+/// floor is exact: where the sum rounds it stays between the same integers; beyond 2^52 every
+/// double is an integer) and 0 below, then the zero point and clamp in double (exact for
+/// integers below 2^53, and the clamp decides beyond).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512dq")]
+#[target_feature(enable = "avx512f,avx512dq,avx512vl")]
+#[allow(unsafe_code)]
 fn requantize_double_avx512(acc: &[i32], scales: &[f64], zp: i32, lo: i32, hi: i32, out: &mut [i8]) {
-    requantize_double_portable(acc, scales, zp, lo, hi, out);
+    use std::arch::x86_64::*;
+    let n = acc.len().min(scales.len()).min(out.len());
+    let (vzp, vlo, vhi) = (_mm512_set1_pd(zp as f64), _mm512_set1_pd(lo as f64), _mm512_set1_pd(hi as f64));
+    let half = _mm512_set1_pd(0.5);
+    let sign = _mm512_set1_epi64(i64::MIN);
+    const FLOOR: i32 = _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC;
+    let mut i = 0;
+    while i < n {
+        let k = (n - i).min(8);
+        let mask = ((1u32 << k) - 1) as u8;
+        // SAFETY: the mask selects lanes i..i + k <= n, inside `acc`, `scales` and `out`.
+        unsafe {
+            let a = _mm512_cvtepi32_pd(_mm256_maskz_loadu_epi32(mask, acc.as_ptr().add(i)));
+            let v = _mm512_mul_pd(a, _mm512_maskz_loadu_pd(mask, scales.as_ptr().add(i)));
+            let m = _mm512_abs_pd(v);
+            let fl = _mm512_roundscale_pd::<FLOOR>(_mm512_add_pd(m, half));
+            let r = _mm512_castsi512_pd(_mm512_ternarylogic_epi64::<0xF8>(
+                _mm512_castpd_si512(fl),
+                _mm512_castpd_si512(v),
+                sign,
+            ));
+            // |v| < ½: 0 + zp.
+            let c = _mm512_mask_add_pd(vzp, _mm512_cmp_pd_mask::<_CMP_GE_OQ>(m, half), r, vzp);
+            let q = _mm512_cvttpd_epi32(_mm512_min_pd(_mm512_max_pd(c, vlo), vhi));
+            _mm_mask_storeu_epi8(out.as_mut_ptr().add(i) as *mut _, mask as u16, _mm256_cvtepi32_epi8(q));
+        }
+        i += 8;
+    }
 }
 
 #[inline(always)]
@@ -1224,11 +1276,12 @@ impl PackedFc {
         fc_out_shape(xs, xv.len() / depth, units, self.keep_num_dims, &mut s.shape)?;
         let y = Array::reuse_i8(out, &s.shape)?;
         for (xr, yr) in xv.chunks_exact(depth).zip(y.chunks_exact_mut(units.max(1))) {
-            let x_term = self.w_off.wrapping_mul(xr.iter().fold(0i32, |a, &v| a.wrapping_add(v as i32)));
-            self.m.dots(xr, &mut s.xu, &mut s.acc);
-            for (a, &c) in s.acc.iter_mut().zip(&self.row_const) {
-                *a = a.wrapping_add(x_term).wrapping_add(c);
-            }
+            // Symmetric weights (always, per channel) have no `w_off · Σ x` term.
+            let x_term = match self.w_off {
+                0 => 0,
+                w_off => w_off.wrapping_mul(xr.iter().fold(0i32, |a, &v| a.wrapping_add(v as i32))),
+            };
+            self.m.dots_plus(xr, &mut s.xu, &mut s.acc, Some(&self.row_const), x_term);
             requantize_double(&s.acc[..units], &self.scales, self.zp_out, self.lo, self.hi, yr);
         }
         Some(())
