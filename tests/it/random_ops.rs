@@ -658,6 +658,47 @@ fn fast_depthwise_lane_layouts_are_bit_exact_with_the_reference() {
     }
 }
 
+/// The `vpdpbusd` depthwise (kernels up to 4 wide) at its edges, against the reference: tall
+/// kernels and vertical dilations (up to and past the ring of laid-out rows it keeps),
+/// horizontal dilations and strides to 3, padding wider than the image, 16·k channels and
+/// tails, images narrower than the kernel's reach, batches.
+#[test]
+fn fast_depthwise_row_layouts_are_bit_exact_with_the_reference() {
+    for seed in 0..200u64 {
+        let mut b = Builder::new(&format!("fast_dw_rows_{seed}"));
+        let n = int(&mut b.rng, 1, 2) as usize;
+        let (h, w_) = (int(&mut b.rng, 1, 20) as usize, int(&mut b.rng, 1, 20) as usize);
+        let ic = [16usize, 32, 48, 64, 17, 40, 80, 3][seed as usize % 8];
+        let (kh, kw) = (int(&mut b.rng, 1, 6) as usize, int(&mut b.rng, 1, 4) as usize);
+        let stride = [int(&mut b.rng, 1, 3) as usize, int(&mut b.rng, 1, 3) as usize];
+        let dilation = [int(&mut b.rng, 1, 4) as usize, int(&mut b.rng, 1, 3) as usize];
+        let fits = (kh - 1) * dilation[0] < h && (kw - 1) * dilation[1] < w_;
+        let padding = if fits && seed % 3 == 0 { Padding::Valid } else { Padding::Same };
+        let qi = qp(&mut b.rng);
+        let x = input(&mut b, "x", &[n, h, w_, ic], qi.clone());
+        let (w, ws) = weights(&mut b, &[1, kh, kw, ic], 3, true);
+        let bias = bias(&mut b, ic, qi.scale(), &ws);
+        let qo = qp_near(&mut b.rng, typical_out(qi.scale(), &ws, kh * kw));
+        let op = Op::DepthwiseConv2d(DepthwiseConv2d {
+            padding,
+            stride,
+            dilation,
+            depth_multiplier: 1,
+            activation: act(&mut b.rng),
+        });
+        let out = b.node(op, &[Some(x), Some(w), Some(bias)], Some((DType::I8, qo)));
+        let (g, inputs) = b.finish(&[out]);
+        let reference = qlite::Interpreter::new(&g).unwrap().run(inputs.clone()).unwrap();
+        let fast = qlite::Interpreter::new(&g).unwrap().kernels(qlite::Kernels::Fast);
+        assert_eq!(fast.fast_nodes(), 1);
+        assert_eq!(
+            fast.run(inputs).unwrap(),
+            reference,
+            "seed {seed}: {n}x{h}x{w_}x{ic}, kernel {kh}x{kw}, stride {stride:?}, dilation {dilation:?}, {padding:?}"
+        );
+    }
+}
+
 /// The fast MAX/AVERAGE_POOL_2D against the reference with channel counts across the
 /// vector widths (the random-op pools keep 1–5 channels): 64-channel blocks and their tails,
 /// both paddings, strides, activations.
