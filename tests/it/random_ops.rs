@@ -93,6 +93,15 @@ fn spatial(rng: &mut Rng) -> (usize, usize, usize) {
     (int(rng, 1, 2) as usize, int(rng, 3, 9) as usize, int(rng, 3, 9) as usize)
 }
 
+/// `g` on the reference and on the fast kernels: the outputs must be the same bytes (a panic
+/// naming `case` otherwise); returns how many nodes ran a fast kernel.
+fn fast_against_reference(g: &qlite::ir::Graph, inputs: Vec<Array>, case: &str) -> usize {
+    let reference = qlite::Interpreter::new(g).unwrap().run(inputs.clone()).unwrap();
+    let fast = qlite::Interpreter::new(g).unwrap().kernels(qlite::Kernels::Fast);
+    assert_eq!(fast.run(inputs).unwrap(), reference, "{case}: fast kernels differ from the reference");
+    fast.fast_nodes()
+}
+
 type Gen = fn(&mut Builder) -> TensorId;
 
 fn gen_fully_connected(b: &mut Builder) -> TensorId {
@@ -385,10 +394,7 @@ fn fast_fully_connected_is_bit_exact_with_the_reference() {
         let op = Op::FullyConnected(FullyConnected { activation: a, keep_num_dims: keep, asymmetric_inputs: false });
         let out = b.node(op, &[Some(x), Some(w), bias], Some((DType::I8, qo)));
         let (g, inputs) = b.finish(&[out]);
-        let reference = qlite::Interpreter::new(&g).unwrap().run(inputs.clone()).unwrap();
-        let fast = qlite::Interpreter::new(&g).unwrap().kernels(qlite::Kernels::Fast);
-        fast_nodes += fast.fast_nodes();
-        assert_eq!(fast.run(inputs).unwrap(), reference, "seed {seed}: depth {depth}, units {units}");
+        fast_nodes += fast_against_reference(&g, inputs, &format!("seed {seed}: depth {depth}, units {units}"));
     }
     assert_eq!(fast_nodes, 400, "every case must run the fast kernel");
 }
@@ -478,14 +484,10 @@ fn fast_convolutions_are_bit_exact_with_the_reference() {
             b.node(op, &[Some(x), Some(w), bias], Some((DType::I8, qo)))
         };
         let (g, inputs) = b.finish(&[out]);
-        let reference = qlite::Interpreter::new(&g).unwrap().run(inputs.clone()).unwrap();
-        let fast = qlite::Interpreter::new(&g).unwrap().kernels(qlite::Kernels::Fast);
-        fast_nodes += fast.fast_nodes();
-        assert_eq!(
-            fast.run(inputs).unwrap(),
-            reference,
+        let case = format!(
             "seed {seed}: {n}x{h}x{w_}x{ic}, kernel {kh}x{kw}, stride {stride:?}, dilation {dilation:?}, {padding:?}, depthwise {depthwise}"
         );
+        fast_nodes += fast_against_reference(&g, inputs, &case);
     }
     assert_eq!(fast_nodes, 300, "every case must run a fast kernel");
 }
@@ -511,10 +513,7 @@ fn fast_spatial_mean_is_bit_exact_with_the_reference() {
         let qo = if seed % 4 == 0 { qi } else { qp_near(&mut b.rng, qi.scale()) };
         let out = b.node(Op::Mean(Mean { axes, keep_dims }), &[Some(x)], Some((DType::I8, qo)));
         let (g, inputs) = b.finish(&[out]);
-        let reference = qlite::Interpreter::new(&g).unwrap().run(inputs.clone()).unwrap();
-        let fast = qlite::Interpreter::new(&g).unwrap().kernels(qlite::Kernels::Fast);
-        fast_nodes += fast.fast_nodes();
-        assert_eq!(fast.run(inputs).unwrap(), reference, "seed {seed}: {dims:?}");
+        fast_nodes += fast_against_reference(&g, inputs, &format!("seed {seed}: {dims:?}"));
     }
     assert_eq!(fast_nodes, 150, "every case must run the fast kernel");
 }
@@ -651,10 +650,8 @@ fn fast_depthwise_lane_layouts_are_bit_exact_with_the_reference() {
         });
         let out = b.node(op, &[Some(x), Some(w), Some(bias)], Some((DType::I8, qo)));
         let (g, inputs) = b.finish(&[out]);
-        let reference = qlite::Interpreter::new(&g).unwrap().run(inputs.clone()).unwrap();
-        let fast = qlite::Interpreter::new(&g).unwrap().kernels(qlite::Kernels::Fast);
-        assert_eq!(fast.fast_nodes(), 1);
-        assert_eq!(fast.run(inputs).unwrap(), reference, "seed {seed}: {ic} channels, {h}x{w_}, k {k}, {stride:?}");
+        let case = format!("seed {seed}: {ic} channels, {h}x{w_}, k {k}, {stride:?}");
+        assert_eq!(fast_against_reference(&g, inputs, &case), 1, "{case}");
     }
 }
 
@@ -688,14 +685,10 @@ fn fast_depthwise_row_layouts_are_bit_exact_with_the_reference() {
         });
         let out = b.node(op, &[Some(x), Some(w), Some(bias)], Some((DType::I8, qo)));
         let (g, inputs) = b.finish(&[out]);
-        let reference = qlite::Interpreter::new(&g).unwrap().run(inputs.clone()).unwrap();
-        let fast = qlite::Interpreter::new(&g).unwrap().kernels(qlite::Kernels::Fast);
-        assert_eq!(fast.fast_nodes(), 1);
-        assert_eq!(
-            fast.run(inputs).unwrap(),
-            reference,
+        let case = format!(
             "seed {seed}: {n}x{h}x{w_}x{ic}, kernel {kh}x{kw}, stride {stride:?}, dilation {dilation:?}, {padding:?}"
         );
+        assert_eq!(fast_against_reference(&g, inputs, &case), 1, "{case}");
     }
 }
 
@@ -721,14 +714,8 @@ fn fast_pools_are_bit_exact_with_the_reference() {
             Some((DType::I8, q)),
         );
         let (g, inputs) = b.finish(&[out]);
-        let reference = qlite::Interpreter::new(&g).unwrap().run(inputs.clone()).unwrap();
-        let fast = qlite::Interpreter::new(&g).unwrap().kernels(qlite::Kernels::Fast);
-        assert_eq!(fast.fast_nodes(), 1);
-        assert_eq!(
-            fast.run(inputs).unwrap(),
-            reference,
-            "seed {seed}: {kind:?} {c} channels {h}x{w} {filter:?} {stride:?}"
-        );
+        let case = format!("seed {seed}: {kind:?} {c} channels {h}x{w} {filter:?} {stride:?}");
+        assert_eq!(fast_against_reference(&g, inputs, &case), 1, "{case}");
     }
 }
 
