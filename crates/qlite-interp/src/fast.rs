@@ -619,7 +619,7 @@ fn dots_portable(w: &[i8], x: &[i8], acc: &mut [i32]) {
 fn requantize_double(acc: &[i32], scales: &[f64], zp: i32, lo: i32, hi: i32, out: &mut [i8]) {
     #[cfg(target_arch = "x86_64")]
     if has_avx512() {
-        // SAFETY: the CPU has AVX-512 F, DQ and VL, the only requirements.
+        // SAFETY: the CPU has AVX-512 F, BW, DQ and VL, the only requirements.
         #[allow(unsafe_code)]
         unsafe {
             requantize_double_avx512(acc, scales, zp, lo, hi, out)
@@ -635,7 +635,7 @@ fn requantize_double(acc: &[i32], scales: &[f64], zp: i32, lo: i32, hi: i32, out
 /// double is an integer) and 0 below, then the zero point and clamp in double (exact for
 /// integers below 2^53, and the clamp decides beyond).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512dq,avx512vl")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
 #[allow(unsafe_code)]
 fn requantize_double_avx512(acc: &[i32], scales: &[f64], zp: i32, lo: i32, hi: i32, out: &mut [i8]) {
     use std::arch::x86_64::*;
