@@ -644,11 +644,9 @@ fn requantize_double_avx512(acc: &[i32], scales: &[f64], zp: i32, lo: i32, hi: i
     let half = _mm512_set1_pd(0.5);
     let sign = _mm512_set1_epi64(i64::MIN);
     const FLOOR: i32 = _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC;
-    let mut i = 0;
-    while i < n {
-        let k = (n - i).min(8);
-        let mask = ((1u32 << k) - 1) as u8;
-        // SAFETY: the mask selects lanes i..i + k <= n, inside `acc`, `scales` and `out`.
+    // 8 lanes (those `mask` selects from i) → 8 clamped i32.
+    let eight = |i: usize, mask: u8| {
+        // SAFETY: (in the loops below) the mask selects lanes inside `acc` and `scales`.
         unsafe {
             let a = _mm512_cvtepi32_pd(_mm256_maskz_loadu_epi32(mask, acc.as_ptr().add(i)));
             let v = _mm512_mul_pd(a, _mm512_maskz_loadu_pd(mask, scales.as_ptr().add(i)));
@@ -661,9 +659,21 @@ fn requantize_double_avx512(acc: &[i32], scales: &[f64], zp: i32, lo: i32, hi: i
             ));
             // |v| < ½: 0 + zp.
             let c = _mm512_mask_add_pd(vzp, _mm512_cmp_pd_mask::<_CMP_GE_OQ>(m, half), r, vzp);
-            let q = _mm512_cvttpd_epi32(_mm512_min_pd(_mm512_max_pd(c, vlo), vhi));
-            _mm_mask_storeu_epi8(out.as_mut_ptr().add(i) as *mut _, mask as u16, _mm256_cvtepi32_epi8(q));
+            _mm512_cvttpd_epi32(_mm512_min_pd(_mm512_max_pd(c, vlo), vhi))
         }
+    };
+    let mut i = 0;
+    while i + 16 <= n {
+        let q = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(eight(i, 0xFF)), eight(i + 8, 0xFF));
+        // SAFETY: i + 16 <= n <= out.len().
+        unsafe { _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut _, _mm512_cvtepi32_epi8(q)) };
+        i += 16;
+    }
+    while i < n {
+        let k = (n - i).min(8);
+        let mask = ((1u32 << k) - 1) as u8;
+        // SAFETY: the mask selects lanes i..i + k <= n, inside `out`.
+        unsafe { _mm_mask_storeu_epi8(out.as_mut_ptr().add(i) as *mut _, mask as u16, _mm256_cvtepi32_epi8(eight(i, mask))) };
         i += 8;
     }
 }
