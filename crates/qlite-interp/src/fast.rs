@@ -673,7 +673,9 @@ fn requantize_double_avx512(acc: &[i32], scales: &[f64], zp: i32, lo: i32, hi: i
         let k = (n - i).min(8);
         let mask = ((1u32 << k) - 1) as u8;
         // SAFETY: the mask selects lanes i..i + k <= n, inside `out`.
-        unsafe { _mm_mask_storeu_epi8(out.as_mut_ptr().add(i) as *mut _, mask as u16, _mm256_cvtepi32_epi8(eight(i, mask))) };
+        unsafe {
+            _mm_mask_storeu_epi8(out.as_mut_ptr().add(i) as *mut _, mask as u16, _mm256_cvtepi32_epi8(eight(i, mask)))
+        };
         i += 8;
     }
 }
