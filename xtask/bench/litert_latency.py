@@ -1,6 +1,6 @@
 """Single-inference latency of LiteRT on each model given, with the reference kernels
 (BUILTIN_REF) and with the default CPU path (optimized kernels + XNNPACK), single thread.
-The default path is timed in 3 rounds and the lowest median kept (this VM's timing drifts;
+The default path is timed in 5 rounds and the lowest median kept (this VM's timing drifts;
 qlite's numbers are taken the same way). Times include the Python binding's call into
 `invoke()`. Prints one line per model: "<path> ref_us=<median> default_us=<median>"."""
 import sys
@@ -31,5 +31,5 @@ def median_us(path, resolver, runs=200):
 
 for path in sys.argv[1:]:
     ref = median_us(path, OpResolverType.BUILTIN_REF)
-    default = min(median_us(path, OpResolverType.AUTO, runs=1000) for _ in range(3))
+    default = min(median_us(path, OpResolverType.AUTO, runs=1000) for _ in range(5))
     print(f"{path} ref_us={ref:.1f} default_us={default:.1f}")
