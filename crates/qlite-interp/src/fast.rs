@@ -2825,6 +2825,8 @@ impl PackedPool {
         let (ow, pad_w) = op.padding.compute(iw, op.filter[1], op.stride[1], 1)?;
         let y = Array::reuse_i8(out, &[n, oh, ow, c])?;
         let max = op.kind == qlite_ir::op::PoolKind::Max;
+        #[cfg(target_arch = "x86_64")]
+        let max_avx512 = max && has_avx512();
         let acc = &mut s.acc;
         acc.resize(c, 0);
         let mut pixels = y.chunks_exact_mut(c);
@@ -2838,7 +2840,7 @@ impl PackedPool {
                     let cols = x0.max(0) as usize..(x0 + op.filter[1] as isize).clamp(0, iw as isize) as usize;
                     let px = pixels.next()?;
                     #[cfg(target_arch = "x86_64")]
-                    if max && has_avx512() {
+                    if max_avx512 {
                         // SAFETY: the CPU has AVX-512 F/BW (checked); the window's pixels
                         // are inside the image.
                         #[allow(unsafe_code)]
