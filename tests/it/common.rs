@@ -84,6 +84,18 @@ impl Builder {
     }
 }
 
+/// How close float outputs must be to another framework's (onnxruntime, Keras, numpy):
+/// `|ours − theirs| ≤ 1e-7 + 1e-4 · max(|ours|, |theirs|)`, non-finite values where they are.
+pub const FRAMEWORK_TOL: qlite::Tolerance = qlite::Tolerance::close(1e-4, 1e-7);
+
+/// Panic naming `what` unless `ours` agrees with `want` (the one comparison helper: equal
+/// shapes and dtypes, NaN and ±inf in the same places, integers exact).
+pub fn assert_agrees(ours: &Array, want: &Array, tol: qlite::Tolerance, what: &str) {
+    if let Err(e) = qlite::compare(ours, want, tol) {
+        panic!("{what}: {e}");
+    }
+}
+
 /// Where conformance cases go, if the run collects them.
 fn conformance_dir() -> Option<PathBuf> {
     std::env::var_os("QLITE_CONFORMANCE_DIR").map(PathBuf::from)
@@ -104,22 +116,12 @@ pub fn export_case_with_reference(
     reference: Option<&[Array]>,
     compare: &str,
 ) {
-    // Every exported case also runs on the fast kernels, which must give the same bytes as
-    // the reference kernels that computed `outputs` (so the LiteRT check covers both).
-    // A session (the planned arena, in-place kernels) must too, run after run.
+    // Every exported case also runs on the fast kernels at every instruction-set tier the
+    // host has, plainly and in a session (twice: the planned arena reused), batched cases
+    // one row at a time; each must give the same bytes as the reference kernels that
+    // computed `outputs` (so the LiteRT check covers them all).
     let g = qlite_tflite::read_model(bytes::Bytes::copy_from_slice(model)).unwrap();
-    let interp = Interpreter::new(&g).unwrap().kernels(qlite::Kernels::Fast);
-    let direct = interp.run(inputs.to_vec());
-    if direct.is_ok() {
-        let mut session = interp.session();
-        for run in 0..2 {
-            session.run(inputs).unwrap();
-            let got: Vec<Array> = session.outputs().unwrap().into_iter().cloned().collect();
-            assert!(got == outputs, "{name}: session run {run} differs from the reference");
-        }
-    }
-    let fast = direct.or_else(|_| qlite::run_batched_with(&g, inputs.to_vec(), qlite::Kernels::Fast, 1)).unwrap();
-    assert!(fast == outputs, "{name}: the fast kernels differ from the reference");
+    let tiers = fast_and_sessions_agree(name, &g, inputs, outputs);
     let Some(dir) = conformance_dir() else { return };
     let d = dir.join(name);
     std::fs::create_dir_all(&d).unwrap();
@@ -136,7 +138,8 @@ pub fn export_case_with_reference(
         qlite::write_npy_file(&d.join(&f), a).unwrap();
         outs.push(f);
     }
-    let mut case = serde_json::json!({"model": "model.tflite", "inputs": ins, "expected": outs, "compare": compare});
+    let mut case = serde_json::json!({"model": "model.tflite", "inputs": ins, "expected": outs, "compare": compare,
+        "session": true, "tiers": tiers});
     if let Some(r) = reference {
         let mut files = Vec::new();
         for (i, a) in r.iter().enumerate() {
@@ -147,6 +150,59 @@ pub fn export_case_with_reference(
         case["expected_reference"] = serde_json::json!(files);
     }
     std::fs::write(d.join("case.json"), serde_json::to_vec_pretty(&case).unwrap()).unwrap();
+}
+
+/// Whether `inputs` are a batch of rows for `g` (whose declared first dimension is 1) rather
+/// than the shapes it declares.
+fn is_row_batch(g: &Graph, inputs: &[Array]) -> bool {
+    inputs.iter().zip(g.inputs()).any(|(a, &t)| {
+        let d = g.tensors()[t.index()].shape.dims();
+        d.len() != a.shape().len() || d.iter().zip(a.shape()).any(|(d, &n)| d.fixed().is_some_and(|f| f != n))
+    })
+}
+
+/// Run `g` on the fast kernels at every tier, plainly and twice in a session, and require
+/// `outputs` bit for bit each time (the one comparison helper, exact). Returns the tiers run.
+pub fn fast_and_sessions_agree(name: &str, g: &Graph, inputs: &[Array], outputs: &[Array]) -> Vec<String> {
+    let rows: Vec<Vec<Array>> = if is_row_batch(g, inputs) {
+        let n = inputs[0].shape()[0];
+        (0..n).map(|r| inputs.iter().map(|a| a.row(r).expect("batch row")).collect()).collect()
+    } else {
+        vec![inputs.to_vec()]
+    };
+    let stack = |parts: Vec<Vec<Array>>| -> Vec<Array> {
+        if parts.len() == 1 && !is_row_batch(g, inputs) {
+            return parts.into_iter().next().unwrap_or_default();
+        }
+        let outs = parts.first().map_or(0, Vec::len);
+        (0..outs)
+            .map(|k| Array::stack_rows(&parts.iter().map(|p| p[k].clone()).collect::<Vec<_>>()).expect("stack"))
+            .collect()
+    };
+    let mut tiers = Vec::new();
+    qlite::isa::for_each_tier(|t| {
+        let interp = Interpreter::new(g).unwrap().isa(t).kernels(qlite::Kernels::Fast);
+        let plain = stack(rows.iter().map(|r| interp.run(r.clone()).unwrap()).collect());
+        if let Err(e) = qlite::compare_all(&plain, outputs, qlite::Tolerance::EXACT) {
+            panic!("{name} at {t}: the fast kernels differ from the reference: {e}");
+        }
+        let mut session = interp.session();
+        for run in 0..2 {
+            let got = stack(
+                rows.iter()
+                    .map(|r| {
+                        session.run(r).unwrap_or_else(|e| panic!("{name} at {t}: session: {e}"));
+                        session.outputs().unwrap().into_iter().cloned().collect()
+                    })
+                    .collect(),
+            );
+            if let Err(e) = qlite::compare_all(&got, outputs, qlite::Tolerance::EXACT) {
+                panic!("{name} at {t}: session run {run} differs from the reference: {e}");
+            }
+        }
+        tiers.push(t.name().to_string());
+    });
+    tiers
 }
 
 /// The round-trip cycle every op goes through: run in qlite → write → read → write (the

@@ -10,6 +10,7 @@ mod fixtures;
 mod malformed;
 mod onnx;
 mod ops;
+mod oracle;
 mod passes;
 mod quantize;
 mod random_ops;

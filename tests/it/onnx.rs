@@ -1,13 +1,9 @@
 //! ONNX import: fixtures against onnxruntime's outputs, layout cleanup, LiteRT, bad input.
 
-use crate::common::{export_case, export_case_with_reference, fixture};
+use crate::common::{FRAMEWORK_TOL, assert_agrees, export_case, export_case_with_reference, fixture};
 use prost::Message;
 use qlite::{Array, ConvertOptions, Registry};
 use qlite_onnx::proto;
-
-fn rel_err(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs() / y.abs().max(1e-3)).fold(0f32, f32::max)
-}
 
 #[test]
 fn fixtures_match_onnxruntime_and_litert_without_inner_transposes() {
@@ -21,8 +17,7 @@ fn fixtures_match_onnxruntime_and_litert_without_inner_transposes() {
         // The imported graph, run as is (NCHW with layout Transposes).
         let g = qlite::load(&reg, &model).unwrap();
         let y = qlite::run_batched(&g, vec![x.clone()]).unwrap();
-        let e = rel_err(y[0].as_f32().unwrap(), want.as_f32().unwrap());
-        assert!(e < 1e-4, "{name}: imported graph differs from onnxruntime by {e}");
+        assert_agrees(&y[0], &want, FRAMEWORK_TOL, &format!("{name}: the imported graph against onnxruntime"));
         // Converted: cleanup removes the layout Transposes; LiteRT must agree.
         let out = dir.path().join(format!("{name}.tflite"));
         qlite::convert(&reg, &model, &out, &ConvertOptions::default()).unwrap();
@@ -47,15 +42,14 @@ fn fixtures_match_onnxruntime_and_litert_without_inner_transposes() {
         let summary = qlite::inspect::inspect_file(&reg, &out).unwrap();
         assert_eq!(summary.transposes, transposes.len());
         let yt = qlite::run_batched(&t, vec![x.clone()]).unwrap();
-        let e2 = rel_err(yt[0].as_f32().unwrap(), want.as_f32().unwrap());
-        assert!(e2 < 1e-4, "{name}: converted model differs from onnxruntime by {e2}");
+        assert_agrees(&yt[0], &want, FRAMEWORK_TOL, &format!("{name}: the converted model against onnxruntime"));
         // LiteRT's reference LRN kernel sums one channel fewer than TensorFlow's window (and
         // ONNX's, and LiteRT's default kernel): hold it to qlite's emulation of that kernel.
         let has_lrn = t.nodes().iter().any(|n| matches!(n.op, qlite::ir::Op::LocalResponseNorm(_)));
         let reference = has_lrn.then(|| {
             let r = qlite::Interpreter::new(&t).unwrap().litert_reference_lrn(true).run(vec![x.clone()]).unwrap();
-            let e3 = rel_err(r[0].as_f32().unwrap(), want.as_f32().unwrap());
-            assert!(e3 > 1e-3, "{name}: the reference-window emulation should differ ({e3})");
+            let differs = qlite::compare(&r[0], &want, qlite::Tolerance::close(1e-3, 0.0)).is_err();
+            assert!(differs, "{name}: the reference-window emulation should differ");
             r
         });
         export_case_with_reference(
@@ -273,8 +267,7 @@ fn nhwc_io_layout() {
     assert_eq!(summary.inputs[0].shape, format!("[?,{},{},{}]", s[2], s[3], s[1]));
     let g = qlite::load(&reg, &out).unwrap();
     let y = qlite::run_batched(&g, vec![x_nhwc.clone()]).unwrap();
-    let e = rel_err(y[0].as_f32().unwrap(), want.as_f32().unwrap());
-    assert!(e < 1e-4, "NHWC model differs from onnxruntime by {e}");
+    assert_agrees(&y[0], &want, FRAMEWORK_TOL, "the NHWC model against onnxruntime");
     export_case("onnx_torch_style_cnn_nhwc_io", &std::fs::read(&out).unwrap(), &[x_nhwc], &y, "float");
     // A format that is NHWC already refuses the option.
     let e = qlite::convert(&reg, &fixture("digits/cnn.tflite"), &dir.path().join("x.tflite"), &opts).unwrap_err();

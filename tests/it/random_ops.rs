@@ -97,9 +97,17 @@ fn spatial(rng: &mut Rng) -> (usize, usize, usize) {
 /// naming `case` otherwise); returns how many nodes ran a fast kernel.
 fn fast_against_reference(g: &qlite::ir::Graph, inputs: Vec<Array>, case: &str) -> usize {
     let reference = qlite::Interpreter::new(g).unwrap().run(inputs.clone()).unwrap();
-    let fast = qlite::Interpreter::new(g).unwrap().kernels(qlite::Kernels::Fast);
-    assert_eq!(fast.run(inputs).unwrap(), reference, "{case}: fast kernels differ from the reference");
-    fast.fast_nodes()
+    let mut nodes = 0;
+    qlite::isa::for_each_tier(|t| {
+        let fast = qlite::Interpreter::new(g).unwrap().isa(t).kernels(qlite::Kernels::Fast);
+        assert_eq!(
+            fast.run(inputs.clone()).unwrap(),
+            reference,
+            "{case} at {t}: fast kernels differ from the reference"
+        );
+        nodes = fast.fast_nodes();
+    });
+    nodes
 }
 
 type Gen = fn(&mut Builder) -> TensorId;
@@ -338,8 +346,6 @@ fn random_integer_ops_are_exported_for_litert() {
             let out = generate(&mut b);
             let (g, inputs) = b.finish(&[out]);
             let y = qlite::run(&g, inputs.clone()).unwrap_or_else(|e| panic!("{case}: {e}"));
-            let fast = qlite::Interpreter::new(&g).unwrap().kernels(qlite::Kernels::Fast);
-            assert_eq!(fast.run(inputs.clone()).unwrap(), y, "{case}: fast kernels differ from the reference");
             let bytes = qlite_tflite::write_model(&g).unwrap();
             export_case(&case, &bytes, &inputs, &y, "exact");
             if i < 2 {
@@ -422,14 +428,17 @@ fn threaded_fast_convolutions_match_the_reference() {
         let out = b.node(op, &[Some(x), Some(wt), Some(bias)], Some((DType::I8, qo)));
         let (g, inputs) = b.finish(&[out]);
         let reference = qlite::Interpreter::new(&g).unwrap().run(inputs.clone()).unwrap();
-        for threads in [1, 2, 3, 7] {
-            let fast = qlite::Interpreter::new(&g)
-                .unwrap()
-                .kernels(qlite::Kernels::Fast)
-                .threads(threads)
-                .min_macs_per_thread(1 << 16);
-            assert_eq!(fast.run(inputs.clone()).unwrap(), reference, "case {seed}, {threads} threads");
-        }
+        qlite::isa::for_each_tier(|t| {
+            for threads in [1, 2, 3, 7] {
+                let fast = qlite::Interpreter::new(&g)
+                    .unwrap()
+                    .isa(t)
+                    .kernels(qlite::Kernels::Fast)
+                    .threads(threads)
+                    .min_macs_per_thread(1 << 16);
+                assert_eq!(fast.run(inputs.clone()).unwrap(), reference, "case {seed} at {t}, {threads} threads");
+            }
+        });
     }
 }
 
@@ -568,18 +577,20 @@ fn sessions_allocate_nothing_after_the_first_run() {
         let inputs =
             if name == "mobilenet tail" { tail_inputs.clone() } else { qlite::roundtrip::random_inputs(g, 3).unwrap() };
         let reference = qlite::Interpreter::new(g).unwrap().run(inputs.clone()).unwrap();
-        let interp = qlite::Interpreter::new(g).unwrap().kernels(qlite::Kernels::Fast);
-        let mut session = interp.session();
-        session.run(&inputs).unwrap();
-        let first = session.arena_bytes();
-        for run in 0..3 {
-            let ((), allocations) = crate::alloc::allocations_during(|| session.run(&inputs).unwrap());
-            assert_eq!(allocations, 0, "{name}: run {run} allocated");
-            let got: Vec<qlite::Array> = session.outputs().unwrap().into_iter().cloned().collect();
-            assert_eq!(got, reference, "{name}: run {run}");
-        }
-        assert_eq!(session.arena_bytes(), first, "{name}: the arena grew after the first run");
-        assert!(session.slots() < g.nodes().len(), "{name}: slots are shared ({} slots)", session.slots());
+        qlite::isa::for_each_tier(|t| {
+            let interp = qlite::Interpreter::new(g).unwrap().isa(t).kernels(qlite::Kernels::Fast);
+            let mut session = interp.session();
+            session.run(&inputs).unwrap();
+            let first = session.arena_bytes();
+            for run in 0..3 {
+                let ((), allocations) = crate::alloc::allocations_during(|| session.run(&inputs).unwrap());
+                assert_eq!(allocations, 0, "{name} at {t}: run {run} allocated");
+                let got: Vec<qlite::Array> = session.outputs().unwrap().into_iter().cloned().collect();
+                assert_eq!(got, reference, "{name} at {t}: run {run}");
+            }
+            assert_eq!(session.arena_bytes(), first, "{name} at {t}: the arena grew after the first run");
+            assert!(session.slots() < g.nodes().len(), "{name}: slots are shared ({} slots)", session.slots());
+        });
     }
 }
 
@@ -613,15 +624,17 @@ fn fast_hybrid_fully_connected_is_bit_exact_with_the_reference() {
         let out = b.node(op, &[Some(x), Some(w), bias], None);
         let (g, inputs) = b.finish(&[out]);
         let reference = qlite::Interpreter::new(&g).unwrap().run(inputs.clone()).unwrap();
-        let fast = qlite::Interpreter::new(&g).unwrap().kernels(qlite::Kernels::Fast);
-        fast_nodes += fast.fast_nodes();
-        let got = fast.run(inputs).unwrap();
         let bits = |a: &[Array]| -> Vec<u32> {
             a.iter().flat_map(|a| a.as_f32().unwrap().iter().map(|v| v.to_bits())).collect()
         };
-        assert_eq!(bits(&got), bits(&reference), "seed {seed}: depth {depth}, units {units}");
+        qlite::isa::for_each_tier(|t| {
+            let fast = qlite::Interpreter::new(&g).unwrap().isa(t).kernels(qlite::Kernels::Fast);
+            fast_nodes += fast.fast_nodes();
+            let got = fast.run(inputs.clone()).unwrap();
+            assert_eq!(bits(&got), bits(&reference), "seed {seed} at {t}: depth {depth}, units {units}");
+        });
     }
-    assert_eq!(fast_nodes, 200, "every case must run the fast kernel");
+    assert_eq!(fast_nodes, 200 * qlite::Isa::available().len(), "every case must run the fast kernel");
 }
 
 /// Depthwise convolutions with 1, 2, 4 or 8 channels and stride 1 across, which the fast

@@ -75,14 +75,7 @@ fn sidecar_models_match_numpy_and_litert() {
         let input = if name == "cnn" { x16.clone().reshaped(vec![16, 8, 8, 1]).unwrap() } else { x16.clone() };
         let y = qlite::run_batched(&g, vec![input.clone()]).unwrap();
         let want = qlite::read_npy_file(&fixture(&format!("safetensors/{name}_expected.npy"))).unwrap();
-        let err = y[0]
-            .as_f32()
-            .unwrap()
-            .iter()
-            .zip(want.as_f32().unwrap())
-            .map(|(a, b)| (a - b).abs() / b.abs().max(1e-3))
-            .fold(0f32, f32::max);
-        assert!(err < 1e-4, "{name}: relative error {err} against numpy");
+        crate::common::assert_agrees(&y[0], &want, crate::common::FRAMEWORK_TOL, &format!("{name} against numpy"));
         crate::common::export_case(&format!("st_{name}_sidecar"), &std::fs::read(&out).unwrap(), &[input], &y, "float");
     }
 }

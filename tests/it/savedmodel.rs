@@ -1,12 +1,8 @@
 //! TensorFlow SavedModel and frozen GraphDef import: Keras's own outputs, LiteRT on the
 //! converted models, int8 from a SavedModel, signatures, and bad input.
 
-use crate::common::{export_case, fixture};
+use crate::common::{FRAMEWORK_TOL, assert_agrees, export_case, fixture};
 use qlite::{ConvertOptions, Data, QuantConfig, QuantMode, Registry};
-
-fn rel_err(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs() / y.abs().max(1e-3)).fold(0f32, f32::max)
-}
 
 #[test]
 fn keras_exports_match_keras_and_run_in_litert() {
@@ -25,15 +21,13 @@ fn keras_exports_match_keras_and_run_in_litert() {
         // A dynamic batch stays dynamic: the whole test split runs at once.
         assert_eq!(g.tensor(g.inputs()[0]).unwrap().shape.to_string(), "[?,64]", "{name}");
         let y = qlite::run(&g, vec![x.clone()]).unwrap();
-        let e = rel_err(y[0].as_f32().unwrap(), want.as_f32().unwrap());
-        assert!(e < 1e-4, "{name}: qlite differs from Keras by {e}");
+        assert_agrees(&y[0], &want, FRAMEWORK_TOL, &format!("{name}: qlite against Keras"));
         let out = dir.path().join(format!("{name}.tflite"));
         qlite::convert(&reg, &path, &out, &ConvertOptions::default()).unwrap();
         let t = qlite::load(&reg, &out).unwrap();
         assert_eq!(t.tensor(t.inputs()[0]).unwrap().shape.to_string(), "[?,64]", "{name}: shape_signature -1");
         let yt = qlite::run(&t, vec![x.clone()]).unwrap();
-        let e2 = rel_err(yt[0].as_f32().unwrap(), want.as_f32().unwrap());
-        assert!(e2 < 1e-4, "{name}: the converted model differs from Keras by {e2}");
+        assert_agrees(&yt[0], &want, FRAMEWORK_TOL, &format!("{name}: the converted model against Keras"));
         // LiteRT must agree (float tolerance) on the first samples.
         let rows = qlite::Array::stack_rows(&(0..16).map(|i| x.row(i).unwrap()).collect::<Vec<_>>()).unwrap();
         let y16 = qlite::run(&t, vec![rows.clone()]).unwrap();

@@ -48,24 +48,74 @@ def run(model, inputs, resolver):
     return [np.concatenate(r, axis=0) for r in results]
 
 
-def compare(kind, ours, theirs):
-    if ours.shape != theirs.shape:
-        return f"shape {ours.shape} vs LiteRT {theirs.shape}"
-    if ours.dtype != theirs.dtype:
-        return f"dtype {ours.dtype} vs LiteRT {theirs.dtype}"
-    if kind == "exact" or ours.dtype.kind in "iub":  # "hybrid" and "float" use the tolerance
-        bad = np.flatnonzero(ours.reshape(-1) != theirs.reshape(-1))
-        if bad.size:
-            i = bad[0]
-            return f"{bad.size} elements differ (first at {i}: {ours.reshape(-1)[i]} vs {theirs.reshape(-1)[i]})"
+def compare_arrays(ours, want, rtol, atol):
+    """The one comparison, as qlite::compare (crates/qlite-interp/src/compare.rs) does it; both
+    are held to compare-cases.json (`check.py --self-test`, and a Rust test). Returns None when
+    the arrays agree, else what differs, naming the worst element:
+    - dtypes and shapes equal; integers and booleans exact whatever the tolerance;
+    - floats: |ours - want| <= atol + rtol * max(|ours|, |want|);
+    - non-finite values must match in place and value: NaN only NaN, +inf only +inf, -inf only -inf.
+    """
+    if ours.dtype != want.dtype:
+        return f"dtype {ours.dtype}, expected {want.dtype}"
+    if ours.shape != want.shape:
+        return f"shape {list(ours.shape)}, expected {list(want.shape)}"
+    a, b = ours.reshape(-1), want.reshape(-1)
+    if a.size == 0:
         return None
-    a, b = ours.astype(np.float64), theirs.astype(np.float64)
-    tol = RTOL * np.maximum(np.abs(a), np.abs(b)) + ATOL
-    err = np.abs(a - b)
-    if not np.all(np.isfinite(a) == np.isfinite(b)) or np.any(err[np.isfinite(err)] > tol[np.isfinite(err)]):
-        i = int(np.nanargmax(err - tol))
-        return f"max error {np.nanmax(err):.3e} (at {i}: {a.reshape(-1)[i]} vs {b.reshape(-1)[i]}) exceeds tolerance"
-    return None
+    if ours.dtype.kind in "iub":
+        bad = np.flatnonzero(a != b)
+        if bad.size == 0:
+            return None
+        diff = np.abs(a[bad].astype(object) - b[bad].astype(object))
+        w = bad[int(np.argmax(diff))]
+        idx = list(np.unravel_index(w, ours.shape))
+        return f"{bad.size} of {a.size} elements differ; worst at {[int(i) for i in idx]}: {a[w]} vs expected {b[w]}"
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    finite = np.isfinite(a) & np.isfinite(b)
+    same_nonfinite = (np.isnan(a) & np.isnan(b)) | (~finite & (a == b))
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = np.where(finite, np.abs(a - b), 0.0)
+        allowed = atol + rtol * np.maximum(np.abs(a), np.abs(b))
+        excess = np.where(finite, err - allowed, np.where(same_nonfinite, -1.0, np.inf))
+    bad = np.flatnonzero(excess > 0)
+    if bad.size == 0:
+        return None
+    w = bad[int(np.argmax(excess[bad]))]
+    idx = [int(i) for i in np.unravel_index(w, ours.shape)]
+    return f"{bad.size} of {a.size} elements differ; worst at {idx}: {a[w]!r} vs expected {b[w]!r} (|diff| {abs(a[w] - b[w]):.3e})"
+
+
+def compare(kind, ours, theirs):
+    """A case's output against LiteRT's: "exact" cases (integer models, and float outputs claimed
+    exact such as DEQUANTIZE) must be equal; "float" and "hybrid" within RTOL/ATOL."""
+    rtol, atol = (0.0, 0.0) if kind == "exact" else (RTOL, ATOL)
+    return compare_arrays(ours, theirs, rtol, atol)
+
+
+def self_test(path):
+    """Run compare-cases.json through compare_arrays: every verdict must be the expected one (the
+    Rust helper is held to the same file). Returns the number of wrong verdicts."""
+    def value(v):
+        return {"nan": np.nan, "inf": np.inf, "-inf": -np.inf}.get(v, v) if isinstance(v, str) else v
+
+    with open(path) as f:
+        cases = json.load(f)
+    wrong = 0
+    for c in cases:
+        dt = np.dtype(c["dtype"])
+        ours = np.array([value(v) for v in c["ours"]], dtype=dt).reshape(c.get("ours_shape", [len(c["ours"])]))
+        want = np.array([value(v) for v in c.get("want", c["ours"])], dtype=np.dtype(c.get("want_dtype", c["dtype"])))
+        want = want.reshape(c.get("want_shape", [want.size]))
+        msg = compare_arrays(ours, want, c["rtol"], c["atol"])
+        if (msg is None) != c["agree"]:
+            wrong += 1
+            print(f"compare self-test: {c['name']}: expected {'agreement' if c['agree'] else 'a mismatch'}, got {msg or 'agreement'}")
+    if not cases:
+        print("compare self-test: no cases")
+        return 1
+    print(f"compare self-test: {len(cases) - wrong} of {len(cases)} verdicts as expected")
+    return wrong
 
 
 def check_safetensors(d, case):
@@ -115,6 +165,8 @@ def check_safetensors(d, case):
 
 
 def main():
+    if sys.argv[1] == "--self-test":
+        return 1 if self_test(sys.argv[2]) else 0
     root = sys.argv[1]
     if not os.path.isdir(root):
         print(f"conformance: {root} does not exist: the tests exported no case", file=sys.stderr)

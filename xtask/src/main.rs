@@ -13,6 +13,7 @@ tasks:
   codegen [--check]   regenerate (or check) the committed flatbuffers bindings
   fixtures            regenerate fixtures/ (needs tensorflow-cpu; never run by CI)
   conformance         run the tests' exported models in LiteRT and compare with qlite
+  manifest [--update] hold target/conformance to xtask/conformance/manifest.txt (or rewrite it)
   onnx-backend [--update]   the onnx wheel's backend test cases through qlite (+ LiteRT via conformance)
   convert IN -o OUT [qlite convert options]   convert through the library
   roundtrip           read/write/read every .tflite under fixtures/
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
         Some("codegen") => codegen(args.iter().any(|a| a == "--check")),
         Some("fixtures") => fixtures(),
         Some("conformance") => conformance(true),
+        Some("manifest") => manifest::run(&root(), &conformance_dir(), args.iter().any(|a| a == "--update")),
         Some("convert") => convert(&args[1..]),
         Some("roundtrip") => roundtrip(),
         Some("bench") => bench(),
@@ -74,7 +76,9 @@ fn ci() -> R {
     // LiteRT conformance check below.
     let dir = conformance_dir();
     let _ = std::fs::remove_dir_all(&dir);
-    run(cargo().args(["test", "--workspace"]).env("QLITE_CONFORMANCE_DIR", &dir))?;
+    let _ = std::fs::remove_dir_all(tier_log());
+    run(cargo().args(["test", "--workspace"]).env("QLITE_CONFORMANCE_DIR", &dir).env("QLITE_TIER_LOG", tier_log()))?;
+    check_tiers()?;
     run(cargo().args(["run", "--quiet", "--release", "-p", "qlite-cli", "--", "roundtrip"]).args(fixture_models()?))?;
     onnx_backend(false)?;
     conformance(false)?;
@@ -255,7 +259,46 @@ fn conformance(run_tests: bool) -> R {
         run(cargo().args(["test", "-p", "qlite-cli", "--test", "it"]).env("QLITE_CONFORMANCE_DIR", &dir))?;
         onnx_backend(false)?;
     }
-    run(Command::new(py).arg(root().join("xtask/conformance/check.py")).arg(&dir))
+    // Every category, op and session the manifest expects, before LiteRT runs anything.
+    manifest::run(&root(), &dir, false)?;
+    // check.py's comparison must give the verdicts the Rust helper gives.
+    let check = root().join("xtask/conformance/check.py");
+    run(Command::new(&py).arg(&check).arg("--self-test").arg(root().join("xtask/conformance/compare-cases.json")))?;
+    run(Command::new(py).arg(check).arg(&dir))
+}
+
+/// Where the tests leave a file per instruction-set tier they ran (`qlite::isa::for_each_tier`).
+fn tier_log() -> PathBuf {
+    root().join("target").join("tiers")
+}
+
+/// Every tier this CPU has must have been run by the tests: a tier the host supports but no
+/// test ran (a `QLITE_ISA` cap left set, a test that stopped iterating) fails; a tier the
+/// host lacks is named, loudly, as untested here.
+fn check_tiers() -> R {
+    let ran: Vec<String> = std::fs::read_dir(tier_log())
+        .map(|r| r.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned())).collect())
+        .unwrap_or_default();
+    let host = qlite::Isa::host();
+    let mut missing = Vec::new();
+    for t in qlite::Isa::ALL {
+        let exercised = ran.iter().any(|r| r == t.name());
+        if t <= host {
+            eprintln!("isa tier {t}: {}", if exercised { "exercised" } else { "NOT exercised" });
+            if !exercised {
+                missing.push(t.name());
+            }
+        } else {
+            eprintln!("isa tier {t}: NOT TESTED — this CPU lacks it; its kernels went unchecked in this run");
+        }
+    }
+    if !missing.is_empty() {
+        return Err(format!(
+            "the CPU supports instruction-set tier(s) {} but no test ran them (is QLITE_ISA set?)",
+            missing.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------- library tasks
@@ -348,5 +391,6 @@ fn bench() -> R {
 
 mod fuzz;
 mod malformed;
+mod manifest;
 mod mod_bench;
 mod onnx_backend;

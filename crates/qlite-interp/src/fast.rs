@@ -112,6 +112,8 @@ pub struct Scratch {
     q: Vec<i8>,
     /// Depthwise input rows laid out for `vpdpbusd` ([`dw_vnni`]).
     dw_rows: Vec<Lane16>,
+    /// The depthwise input widened to i32 less the zero point ([`dw_accumulate`]).
+    xi: Vec<i32>,
 }
 
 /// A convolution worker's buffers: gathered input rows, their offsets, accumulators.
@@ -120,6 +122,8 @@ struct TileBufs {
     col: Vec<u8>,
     offs: Vec<usize>,
     acc: Vec<i32>,
+    /// A gathered int8 window ([`PackedConv::conv_rows`]).
+    patch: Vec<i8>,
 }
 
 impl Scratch {
@@ -245,7 +249,7 @@ impl Matrix {
             return None;
         }
         let sum_w = w.chunks_exact(depth).map(|r| r.iter().fold(0i32, |a, &v| a.wrapping_add(v as i32))).collect();
-        let vnni = has_vnni().then(|| {
+        let vnni = crate::isa::current().has_vnni().then(|| {
             let groups = depth.div_ceil(4);
             let blocks = units.div_ceil(16);
             let mut pack = VnniPack::new(groups, blocks * groups * 64);
@@ -284,7 +288,7 @@ impl Matrix {
             // x + 128 as unsigned bytes, zero-padded to whole groups of 4.
             flip_into(x, xu);
             xu.resize(p.groups * 4, 0);
-            // SAFETY: the pack exists only when `has_vnni()` found AVX-512 F/BW/VNNI.
+            // SAFETY: the pack exists only when the tier (never above the host's) has AVX-512 F/BW/VNNI.
             #[allow(unsafe_code)]
             unsafe {
                 dots_vnni(p, xu, acc)
@@ -326,17 +330,6 @@ fn flip_into(x: &[i8], dst: &mut Vec<u8>) {
     for b in chunks.into_remainder() {
         *b ^= 0x80;
     }
-}
-
-fn has_vnni() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512vnni")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
 }
 
 /// `acc[o] = Σ_d (x[d] + 128) · w[o][d]` for every unit of the pack (wrapping), 64 products per
@@ -556,7 +549,7 @@ unsafe fn gemm_tile<const R: usize, const B: usize>(
 /// `acc[o] = Σ_d w[o·n + d] · x[d]` (wrapping), AVX2 when the CPU has it.
 fn dots(w: &[i8], x: &[i8], acc: &mut [i32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
+    if crate::isa::current().has_avx2() {
         // SAFETY: the CPU supports AVX2 (checked just above), the only requirement.
         #[allow(unsafe_code)]
         unsafe {
@@ -618,7 +611,7 @@ fn dots_portable(w: &[i8], x: &[i8], acc: &mut [i32]) {
 /// half away from zero in double, written so it vectorizes (`v − trunc(v)` is exact).
 fn requantize_double(acc: &[i32], scales: &[f64], zp: i32, lo: i32, hi: i32, out: &mut [i8]) {
     #[cfg(target_arch = "x86_64")]
-    if has_avx512() {
+    if crate::isa::current().has_avx512() {
         // SAFETY: the CPU has AVX-512 F, BW, DQ and VL, the only requirements.
         #[allow(unsafe_code)]
         unsafe {
@@ -980,7 +973,7 @@ impl ChannelOut {
     /// and clamp, branch-free so it vectorizes.
     fn apply(&self, acc: &[i32], bias: Option<&[i32]>, out: &mut [i8]) {
         #[cfg(target_arch = "x86_64")]
-        if has_avx512() {
+        if crate::isa::current().has_avx512() {
             // SAFETY: the CPU has AVX-512 F, BW, DQ and VL, the only requirements.
             #[allow(unsafe_code)]
             unsafe {
@@ -1491,7 +1484,13 @@ impl PackedConv {
                         .enumerate()
                         .map(|(t, chunk)| {
                             let g = &g;
-                            sc.spawn(move || self.conv_rows_vnni(g, p, xu, t * per, chunk, &mut TileBufs::default()))
+                            // A worker runs at the tier of the thread that started it.
+                            let isa = crate::isa::current();
+                            sc.spawn(move || {
+                                crate::isa::with(isa, || {
+                                    self.conv_rows_vnni(g, p, xu, t * per, chunk, &mut TileBufs::default())
+                                })
+                            })
                         })
                         .collect();
                     handles.into_iter().all(|h| h.join().unwrap_or(false))
@@ -1499,18 +1498,24 @@ impl PackedConv {
             };
             return ok.then_some(());
         }
-        let mut accs = vec![0i32; y.len()];
+        let mut accs = std::mem::take(&mut s.acc);
+        accs.clear();
+        accs.resize(y.len(), 0);
         if threads <= 1 {
-            self.conv_rows(&g, xv, 0, &mut accs);
+            self.conv_rows(&g, xv, 0, &mut accs, &mut s.tile);
         } else {
             std::thread::scope(|sc| {
                 for (t, chunk) in accs.chunks_mut(per * row_len).enumerate() {
                     let g = &g;
-                    sc.spawn(move || self.conv_rows(g, xv, t * per, chunk));
+                    let isa = crate::isa::current();
+                    sc.spawn(move || {
+                        crate::isa::with(isa, || self.conv_rows(g, xv, t * per, chunk, &mut TileBufs::default()))
+                    });
                 }
             });
         }
         self.out.apply(&accs, Some(&self.row_const), y);
+        s.acc = accs;
         Some(())
     }
 
@@ -1545,7 +1550,7 @@ impl PackedConv {
         let row_bytes = kw * ic;
         let contiguous = op.dilation[1] == 1;
         let pixels = y.len() / oc;
-        let TileBufs { col, offs, acc } = bufs;
+        let TileBufs { col, offs, acc, .. } = bufs;
         if !pointwise {
             col.resize(BATCH * k4 + 16, 0);
         }
@@ -1650,7 +1655,7 @@ impl PackedConv {
                 }
             }
             let src: &[u8] = if pointwise { xu } else { col };
-            // SAFETY: a VNNI pack exists only when `has_vnni()` found AVX-512 F/BW/VNNI.
+            // SAFETY: a VNNI pack exists only when the tier (never above the host's) has AVX-512 F/BW/VNNI.
             #[allow(unsafe_code)]
             let ok = unsafe { gemm_vnni(p, oc, src, offs, acc, oc, &self.vnni_bias) };
             if !ok {
@@ -1667,13 +1672,15 @@ impl PackedConv {
     }
 
     /// Accumulators of the output rows `first..` that `accs` covers (whole rows of ow × oc).
-    fn conv_rows(&self, g: &ConvGeom, xv: &[i8], first: usize, accs: &mut [i32]) {
+    fn conv_rows(&self, g: &ConvGeom, xv: &[i8], first: usize, accs: &mut [i32], bufs: &mut TileBufs) {
         let op = &self.op;
         let (ih, iw, ic, oh, ow) = (g.ih, g.iw, g.ic, g.oh, g.ow);
         let oc = self.m.units;
         let z = self.z_in.clamp(-128, 127) as i8;
         let pointwise = self.kh == 1 && self.kw == 1 && g.pad_h == 0 && g.pad_w == 0;
-        let (mut acc, mut xu, mut col) = (Vec::new(), Vec::new(), vec![z; self.m.depth]);
+        let TileBufs { acc, col: xu, patch: col, .. } = bufs;
+        col.clear();
+        col.resize(self.m.depth, z);
         for (r, out_row) in accs.chunks_mut((ow * oc).max(1)).enumerate() {
             let (b, oy) = ((first + r) / oh.max(1), (first + r) % oh.max(1));
             let Some(img) = xv.get(b * ih * iw * ic..(b + 1) * ih * iw * ic) else { return };
@@ -1704,7 +1711,7 @@ impl PackedConv {
                     }
                     &col
                 };
-                self.m.dots(patch, &mut xu, &mut acc);
+                self.m.dots(patch, xu, acc);
                 out_px.copy_from_slice(&acc[..oc]);
             }
         }
@@ -1807,29 +1814,6 @@ struct DwVnni {
     bias: AlignedI32,
 }
 
-fn has_vnni_vbmi() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        has_avx512()
-            && std::arch::is_x86_feature_detected!("avx512vnni")
-            && std::arch::is_x86_feature_detected!("avx512vbmi")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
-fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512dq")
-            && std::arch::is_x86_feature_detected!("avx512vl")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
 impl PackedDepthwise {
     fn new(op: &DepthwiseConv2d, c: Common) -> Option<Self> {
         let &[1, kh, kw, oc] = c.w_shape else { return None };
@@ -1839,7 +1823,7 @@ impl PackedDepthwise {
         let w: Vec<i32> = c.w.iter().map(|&v| v as i32).collect();
         let bias = c.bias.map_or_else(|| vec![0; oc], |b| b.to_vec());
         let out = ChannelOut::new(&c, op.activation, oc, true);
-        let wide = (op.depth_multiplier <= 1 && has_avx512()).then(|| {
+        let wide = (op.depth_multiplier <= 1 && crate::isa::current().has_avx512()).then(|| {
             let ocp = oc.div_ceil(16) * 16;
             let pad = |v: &[i32]| {
                 let mut p = v.to_vec();
@@ -1870,7 +1854,7 @@ impl PackedDepthwise {
                 let bound = acc_bound(c.w, c.bias, oc, true);
                 (AlignedI32::new(&w16), AlignedI32::new(&b16), Multipliers::new(&m16).with_zp(c.out.zp).bounded(bound))
             });
-            let vnni = (kw <= 4 && has_vnni_vbmi()).then(|| {
+            let vnni = (kw <= 4 && crate::isa::current().has_vnni_vbmi()).then(|| {
                 let mut words = vec![0i32; kh * ocp];
                 for ky in 0..kh {
                     for o in 0..ocp {
@@ -1919,7 +1903,7 @@ impl PackedDepthwise {
         // 16/oc pixels per vector, where this one would use a vector per pixel.
         let tiled = self.wide.as_ref().is_some_and(|w| w.tiled.is_some()) && op.stride[1] == 1;
         if let Some((wide, v)) = self.wide.as_ref().and_then(|w| Some((w, w.vnni.as_ref()?))).filter(|_| !tiled) {
-            // SAFETY: a VNNI form exists only when `has_vnni_vbmi()` found AVX-512
+            // SAFETY: a VNNI form exists only when the tier (never above the host's) has AVX-512
             // F/BW/DQ/VL, VNNI and VBMI; the short form only when the multipliers have it.
             #[allow(unsafe_code)]
             let done = unsafe {
@@ -1943,7 +1927,7 @@ impl PackedDepthwise {
                 Some(g) => (g, padded.as_slice()),
                 None => (dims, xv),
             };
-            // SAFETY: `wide` exists only when `has_avx512()` found AVX-512 F/BW/DQ/VL.
+            // SAFETY: `wide` exists only when the tier (never above the host's) has AVX-512 F/BW/DQ/VL.
             #[allow(unsafe_code)]
             let done = unsafe { dw_avx512(self, wide, &geom, input, y, &mut s.taps) };
             s.pad = padded;
@@ -1951,19 +1935,23 @@ impl PackedDepthwise {
                 return Some(());
             }
         }
-        let mut accs = vec![0i32; y.len()];
+        let mut accs = std::mem::take(&mut s.acc);
+        accs.clear();
+        accs.resize(y.len(), 0);
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
+        if crate::isa::current().has_avx2() {
             // SAFETY: the CPU supports AVX2, the only requirement of `dw_accumulate_avx2`.
             #[allow(unsafe_code)]
             unsafe {
-                dw_accumulate_avx2(self, &dims, xv, &mut accs)
+                dw_accumulate_avx2(self, &dims, xv, &mut accs, &mut s.xi)
             };
             self.out.apply(&accs, Some(&self.bias), y);
+            s.acc = accs;
             return Some(());
         }
-        dw_accumulate(self, &dims, xv, &mut accs);
+        dw_accumulate(self, &dims, xv, &mut accs, &mut s.xi);
         self.out.apply(&accs, Some(&self.bias), y);
+        s.acc = accs;
         Some(())
     }
 }
@@ -2612,19 +2600,20 @@ unsafe fn dw_taps<O: AsRef<[usize]>>(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn dw_accumulate_avx2(p: &PackedDepthwise, d: &ConvGeom, xv: &[i8], accs: &mut [i32]) {
-    dw_accumulate(p, d, xv, accs);
+fn dw_accumulate_avx2(p: &PackedDepthwise, d: &ConvGeom, xv: &[i8], accs: &mut [i32], xi: &mut Vec<i32>) {
+    dw_accumulate(p, d, xv, accs, xi);
 }
 
 /// The raw depthwise accumulators of every output pixel (`accs` is pixels × channels):
 /// `Σ_taps w[tap][o] · (x[c(o)] − z)` over the taps inside the image, channels innermost so
 /// the multiply-adds vectorize.
 #[inline(always)]
-fn dw_accumulate(p: &PackedDepthwise, d: &ConvGeom, xv: &[i8], accs: &mut [i32]) {
+fn dw_accumulate(p: &PackedDepthwise, d: &ConvGeom, xv: &[i8], accs: &mut [i32], xi: &mut Vec<i32>) {
     let op = &p.op;
     let mult = op.depth_multiplier.max(1);
     let (ih, iw, ic, oc) = (d.ih, d.iw, d.ic, p.oc);
-    let mut xi = vec![0i32; ih * iw * ic];
+    xi.clear();
+    xi.resize(ih * iw * ic, 0);
     let mut pixels = accs.chunks_exact_mut(oc.max(1));
     for b in 0..d.n {
         let img = &xv[b * ih * iw * ic..(b + 1) * ih * iw * ic];
@@ -2826,7 +2815,7 @@ impl PackedPool {
         let y = Array::reuse_i8(out, &[n, oh, ow, c])?;
         let max = op.kind == qlite_ir::op::PoolKind::Max;
         #[cfg(target_arch = "x86_64")]
-        let max_avx512 = max && has_avx512();
+        let max_avx512 = max && crate::isa::current().has_avx512();
         let acc = &mut s.acc;
         acc.resize(c, 0);
         let mut pixels = y.chunks_exact_mut(c);
@@ -2947,25 +2936,27 @@ mod tests {
     /// the tests otherwise only exercise the best path of the machine they run on.
     #[test]
     fn every_dot_product_path_gives_the_same_sums() {
-        let mut next = xorshift(0x853c49e6748fea9bu64);
-        for _ in 0..200 {
-            let units = 1 + (next() % 150) as usize;
-            let depth = 1 + (next() % 300) as usize;
-            let w: Vec<i8> = (0..units * depth).map(|_| next() as i8).collect();
-            let x: Vec<i8> = (0..depth).map(|_| next() as i8).collect();
-            let want: Vec<i32> =
-                w.chunks(depth).map(|r| r.iter().zip(&x).map(|(&a, &b)| a as i32 * b as i32).sum()).collect();
-            let m = Matrix::new(&w, units, depth).unwrap();
-            let (mut acc, mut xu) = (Vec::new(), Vec::new());
-            m.dots(&x, &mut xu, &mut acc);
-            assert_eq!(&acc[..units], &want[..], "best path, {units}x{depth}");
-            let plain = Matrix { vnni: None, rows: w.clone(), ..m.clone() };
-            plain.dots(&x, &mut xu, &mut acc);
-            assert_eq!(&acc[..units], &want[..], "AVX2 / portable path, {units}x{depth}");
-            let mut p = vec![0i32; units];
-            dots_portable(&w, &x, &mut p);
-            assert_eq!(p, want, "portable path, {units}x{depth}");
-        }
+        crate::isa::for_each_tier(|_| {
+            let mut next = xorshift(0x853c49e6748fea9bu64);
+            for _ in 0..200 {
+                let units = 1 + (next() % 150) as usize;
+                let depth = 1 + (next() % 300) as usize;
+                let w: Vec<i8> = (0..units * depth).map(|_| next() as i8).collect();
+                let x: Vec<i8> = (0..depth).map(|_| next() as i8).collect();
+                let want: Vec<i32> =
+                    w.chunks(depth).map(|r| r.iter().zip(&x).map(|(&a, &b)| a as i32 * b as i32).sum()).collect();
+                let m = Matrix::new(&w, units, depth).unwrap();
+                let (mut acc, mut xu) = (Vec::new(), Vec::new());
+                m.dots(&x, &mut xu, &mut acc);
+                assert_eq!(&acc[..units], &want[..], "best path, {units}x{depth}");
+                let plain = Matrix { vnni: None, rows: w.clone(), ..m.clone() };
+                plain.dots(&x, &mut xu, &mut acc);
+                assert_eq!(&acc[..units], &want[..], "AVX2 / portable path, {units}x{depth}");
+                let mut p = vec![0i32; units];
+                dots_portable(&w, &x, &mut p);
+                assert_eq!(p, want, "portable path, {units}x{depth}");
+            }
+        });
     }
 
     /// The convolutions' output stage with explicit parameters.
@@ -2976,44 +2967,49 @@ mod tests {
 
     #[test]
     fn vectorized_fixed_point_requantization_matches_mbqm() {
-        let mut next = xorshift(0x2545f4914f6cdd1du64);
-        let mut acc = vec![i32::MIN, i32::MAX, 0, -1, 1, i32::MIN];
-        let mut mults = vec![(i32::MIN, 0), (i32::MAX, 5), (1 << 30, -31), (1 << 30, -1), (1 << 30, -1), (i32::MIN, 0)];
-        for _ in 0..50000 {
-            acc.push(next() as i32 >> (next() % 32));
-            let m = (next() as i32).wrapping_abs().max(1 << 30);
-            mults.push((m, (next() % 44) as i32 - 32));
-        }
-        let bias: Vec<i32> = (0..acc.len()).map(|i| if i % 3 == 0 { next() as i32 >> 10 } else { 0 }).collect();
-        let q = Multipliers::new(&mults);
-        let mut got = vec![0i8; acc.len()];
-        requantize_fixed(&acc, &bias, &q, -5, -128, 127, &mut got);
-        for i in 0..acc.len() {
-            let (m, sh) = mults[i];
-            let want =
-                crate::fixedpoint::mbqm(acc[i].wrapping_add(bias[i]), m, sh).wrapping_add(-5).clamp(-128, 127) as i8;
-            assert_eq!(got[i], want, "acc {} mult {m} shift {sh}", acc[i]);
-        }
-        // Many pixels (the vector path: whole and partial vectors of 16 channels; multipliers
-        // without i32::MIN, which sends a tensor to the scalar path), activation clamps.
-        for channels in [16usize, 32, 48, 1, 2, 4, 8, 5, 21, 100] {
-            let pixels = 700;
-            let accs: Vec<i32> =
-                (0..channels * pixels).map(|i| if i < 6 { acc[i] } else { acc[i % acc.len()] }).collect();
-            let ch_mults = &mults[6..6 + channels];
-            let ch_bias = &bias[..channels];
-            let q = Multipliers::new(ch_mults);
-            assert!(!q.any_min);
-            let mut got = vec![0i8; accs.len()];
-            requantize_fixed(&accs, ch_bias, &q, 7, -100, 90, &mut got);
-            for (i, &a) in accs.iter().enumerate() {
-                let c = i % channels;
-                let (m, sh) = ch_mults[c];
-                let want =
-                    crate::fixedpoint::mbqm(a.wrapping_add(ch_bias[c]), m, sh).wrapping_add(7).clamp(-100, 90) as i8;
-                assert_eq!(got[i], want, "channels {channels} element {i}");
+        crate::isa::for_each_tier(|_| {
+            let mut next = xorshift(0x2545f4914f6cdd1du64);
+            let mut acc = vec![i32::MIN, i32::MAX, 0, -1, 1, i32::MIN];
+            let mut mults =
+                vec![(i32::MIN, 0), (i32::MAX, 5), (1 << 30, -31), (1 << 30, -1), (1 << 30, -1), (i32::MIN, 0)];
+            for _ in 0..50000 {
+                acc.push(next() as i32 >> (next() % 32));
+                let m = (next() as i32).wrapping_abs().max(1 << 30);
+                mults.push((m, (next() % 44) as i32 - 32));
             }
-        }
+            let bias: Vec<i32> = (0..acc.len()).map(|i| if i % 3 == 0 { next() as i32 >> 10 } else { 0 }).collect();
+            let q = Multipliers::new(&mults);
+            let mut got = vec![0i8; acc.len()];
+            requantize_fixed(&acc, &bias, &q, -5, -128, 127, &mut got);
+            for i in 0..acc.len() {
+                let (m, sh) = mults[i];
+                let want = crate::fixedpoint::mbqm(acc[i].wrapping_add(bias[i]), m, sh)
+                    .wrapping_add(-5)
+                    .clamp(-128, 127) as i8;
+                assert_eq!(got[i], want, "acc {} mult {m} shift {sh}", acc[i]);
+            }
+            // Many pixels (the vector path: whole and partial vectors of 16 channels; multipliers
+            // without i32::MIN, which sends a tensor to the scalar path), activation clamps.
+            for channels in [16usize, 32, 48, 1, 2, 4, 8, 5, 21, 100] {
+                let pixels = 700;
+                let accs: Vec<i32> =
+                    (0..channels * pixels).map(|i| if i < 6 { acc[i] } else { acc[i % acc.len()] }).collect();
+                let ch_mults = &mults[6..6 + channels];
+                let ch_bias = &bias[..channels];
+                let q = Multipliers::new(ch_mults);
+                assert!(!q.any_min);
+                let mut got = vec![0i8; accs.len()];
+                requantize_fixed(&accs, ch_bias, &q, 7, -100, 90, &mut got);
+                for (i, &a) in accs.iter().enumerate() {
+                    let c = i % channels;
+                    let (m, sh) = ch_mults[c];
+                    let want = crate::fixedpoint::mbqm(a.wrapping_add(ch_bias[c]), m, sh)
+                        .wrapping_add(7)
+                        .clamp(-100, 90) as i8;
+                    assert_eq!(got[i], want, "channels {channels} element {i}");
+                }
+            }
+        });
     }
 
     /// The short form of `Multipliers::bounded` against the reference's
@@ -3023,88 +3019,95 @@ mod tests {
     /// where the form must give way to the general one.
     #[test]
     fn short_requantization_matches_mbqm_within_its_bound() {
-        let mut next = xorshift(0x6a09e667f3bcc909u64);
-        let mut short_used = 0;
-        for round in 0..600usize {
-            let channels = [16usize, 32, 48, 5, 21, 1, 2, 8][round % 8];
-            let bound = 1i64 << (4 + next() % 27);
-            let mults: Vec<(i32, i32)> = (0..channels)
-                .map(|_| {
-                    let m = match next() % 8 {
-                        0 => 1 << 30,
-                        1 => 0,
-                        2 => i32::MAX,
-                        _ => (1 << 30) + (next() % (1 << 30)) as i32,
-                    };
-                    // Extreme shifts (which may rule the short form out) in a third of rounds.
-                    let shift = match next() % 8 {
-                        0 => 0,
-                        1 if round % 3 == 0 => 1 + (next() % 3) as i32,
-                        2 if round % 3 == 0 => -31,
-                        _ => -((next() % 14) as i32 + 1),
-                    };
-                    (m, shift)
-                })
-                .collect();
-            let q = Multipliers::new(&mults).bounded(bound);
-            short_used += q.short as usize;
-            let pixels = 40;
-            let mut xs: Vec<i64> = (0..channels * pixels)
-                .map(|i| match i % 4 {
-                    0 => (next() % 129) as i64 - 64,
-                    1 => [-bound, bound, -1, 0, 1][(next() % 5) as usize],
-                    _ => (next() % (2 * bound as u64 + 1)) as i64 - bound,
-                })
-                .collect();
-            xs.truncate(channels * pixels);
-            let bias: Vec<i32> = (0..channels).map(|_| (next() % 201) as i32 - 100).collect();
-            let accs: Vec<i32> = xs.iter().enumerate().map(|(i, &x)| (x - bias[i % channels] as i64) as i32).collect();
-            let mut got = vec![0i8; accs.len()];
-            requantize_fixed(&accs, &bias, &q, 3, -128, 127, &mut got);
-            for (i, &a) in accs.iter().enumerate() {
-                let c = i % channels;
-                let (m, sh) = mults[c];
-                let want =
-                    crate::fixedpoint::mbqm(a.wrapping_add(bias[c]), m, sh).wrapping_add(3).clamp(-128, 127) as i8;
-                assert_eq!(got[i], want, "round {round}: x {} bound {bound} mult {m} shift {sh}", xs[i]);
+        crate::isa::for_each_tier(|_| {
+            let mut next = xorshift(0x6a09e667f3bcc909u64);
+            let mut short_used = 0;
+            for round in 0..600usize {
+                let channels = [16usize, 32, 48, 5, 21, 1, 2, 8][round % 8];
+                let bound = 1i64 << (4 + next() % 27);
+                let mults: Vec<(i32, i32)> = (0..channels)
+                    .map(|_| {
+                        let m = match next() % 8 {
+                            0 => 1 << 30,
+                            1 => 0,
+                            2 => i32::MAX,
+                            _ => (1 << 30) + (next() % (1 << 30)) as i32,
+                        };
+                        // Extreme shifts (which may rule the short form out) in a third of rounds.
+                        let shift = match next() % 8 {
+                            0 => 0,
+                            1 if round % 3 == 0 => 1 + (next() % 3) as i32,
+                            2 if round % 3 == 0 => -31,
+                            _ => -((next() % 14) as i32 + 1),
+                        };
+                        (m, shift)
+                    })
+                    .collect();
+                let q = Multipliers::new(&mults).bounded(bound);
+                short_used += q.short as usize;
+                let pixels = 40;
+                let mut xs: Vec<i64> = (0..channels * pixels)
+                    .map(|i| match i % 4 {
+                        0 => (next() % 129) as i64 - 64,
+                        1 => [-bound, bound, -1, 0, 1][(next() % 5) as usize],
+                        _ => (next() % (2 * bound as u64 + 1)) as i64 - bound,
+                    })
+                    .collect();
+                xs.truncate(channels * pixels);
+                let bias: Vec<i32> = (0..channels).map(|_| (next() % 201) as i32 - 100).collect();
+                let accs: Vec<i32> =
+                    xs.iter().enumerate().map(|(i, &x)| (x - bias[i % channels] as i64) as i32).collect();
+                let mut got = vec![0i8; accs.len()];
+                requantize_fixed(&accs, &bias, &q, 3, -128, 127, &mut got);
+                for (i, &a) in accs.iter().enumerate() {
+                    let c = i % channels;
+                    let (m, sh) = mults[c];
+                    let want =
+                        crate::fixedpoint::mbqm(a.wrapping_add(bias[c]), m, sh).wrapping_add(3).clamp(-128, 127) as i8;
+                    assert_eq!(got[i], want, "round {round}: x {} bound {bound} mult {m} shift {sh}", xs[i]);
+                }
             }
-        }
-        assert!(short_used > 300, "the short form must be exercised ({short_used} of 600)");
+            assert!(short_used > 300, "the short form must be exercised ({short_used} of 600)");
+        });
     }
 
     /// Near the top of the i32 range the reference's `+ zero point` wraps (the vector paths
     /// pack with saturation only after adding it, so they must wrap too).
     #[test]
     fn requantization_wraps_the_zero_point_add_like_the_reference() {
-        let channels = 16;
-        let pixels = 9; // 144 outputs: two packed groups of 64 and one single vector
-        let mults = vec![(i32::MAX, 0); channels];
-        let q = Multipliers::new(&mults);
-        let accs: Vec<i32> = (0..channels * pixels).map(|i| i32::MAX - (i as i32 % 5)).collect();
-        let bias = vec![0; channels];
-        let mut got = vec![0i8; accs.len()];
-        requantize_fixed(&accs, &bias, &q, 100, -128, 127, &mut got);
-        for (i, &a) in accs.iter().enumerate() {
-            let want = crate::fixedpoint::mbqm(a, i32::MAX, 0).wrapping_add(100).clamp(-128, 127) as i8;
-            assert_eq!(got[i], want, "acc {a}");
-        }
-        assert!(got.contains(&-128), "the wrapped sums clamp low");
+        crate::isa::for_each_tier(|_| {
+            let channels = 16;
+            let pixels = 9; // 144 outputs: two packed groups of 64 and one single vector
+            let mults = vec![(i32::MAX, 0); channels];
+            let q = Multipliers::new(&mults);
+            let accs: Vec<i32> = (0..channels * pixels).map(|i| i32::MAX - (i as i32 % 5)).collect();
+            let bias = vec![0; channels];
+            let mut got = vec![0i8; accs.len()];
+            requantize_fixed(&accs, &bias, &q, 100, -128, 127, &mut got);
+            for (i, &a) in accs.iter().enumerate() {
+                let want = crate::fixedpoint::mbqm(a, i32::MAX, 0).wrapping_add(100).clamp(-128, 127) as i8;
+                assert_eq!(got[i], want, "acc {a}");
+            }
+            assert!(got.contains(&-128), "the wrapped sums clamp low");
+        });
     }
 
     #[test]
     fn vectorizable_rounding_is_round_half_away_from_zero() {
-        let mut next = xorshift(0x9e3779b97f4a7c15u64);
-        let mut accs = vec![0, 1, -1, 5, -5, 3, -3, i32::MAX, i32::MIN, 7, -7];
-        let mut scales = vec![0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 1e-9, 1e-9, 0.25, 0.25];
-        for _ in 0..20000 {
-            accs.push(next() as i32 >> (next() % 31));
-            scales.push(f64::from_bits(0x3f00_0000_0000_0000 + (next() >> 12) % (1 << 53)));
-        }
-        let mut got = vec![0i8; accs.len()];
-        requantize_double(&accs, &scales, 3, -128, 127, &mut got);
-        for (i, (&a, &s)) in accs.iter().zip(&scales).enumerate() {
-            let want = ((a as f64 * s).round() as i32).saturating_add(3).clamp(-128, 127) as i8;
-            assert_eq!(got[i], want, "acc {a} scale {s}");
-        }
+        crate::isa::for_each_tier(|_| {
+            let mut next = xorshift(0x9e3779b97f4a7c15u64);
+            let mut accs = vec![0, 1, -1, 5, -5, 3, -3, i32::MAX, i32::MIN, 7, -7];
+            let mut scales = vec![0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 1e-9, 1e-9, 0.25, 0.25];
+            for _ in 0..20000 {
+                accs.push(next() as i32 >> (next() % 31));
+                scales.push(f64::from_bits(0x3f00_0000_0000_0000 + (next() >> 12) % (1 << 53)));
+            }
+            let mut got = vec![0i8; accs.len()];
+            requantize_double(&accs, &scales, 3, -128, 127, &mut got);
+            for (i, (&a, &s)) in accs.iter().zip(&scales).enumerate() {
+                let want = ((a as f64 * s).round() as i32).saturating_add(3).clamp(-128, 127) as i8;
+                assert_eq!(got[i], want, "acc {a} scale {s}");
+            }
+        });
     }
 }

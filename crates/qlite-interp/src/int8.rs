@@ -416,7 +416,7 @@ pub fn symmetric_quantize(v: &[f32]) -> (Vec<i32>, f32) {
 /// [`symmetric_quantize`] into `q` (resized to `v.len()`); returns the scaling factor.
 pub fn symmetric_quantize_into(v: &[f32], q: &mut Vec<i8>) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
+    if crate::isa::current().has_avx2() {
         // SAFETY: the CPU supports AVX2, the only requirement.
         #[allow(unsafe_code)]
         return unsafe { symmetric_quantize_avx2(v, q) };
@@ -454,7 +454,7 @@ pub fn asymmetric_quantize(v: &[f32]) -> (Vec<i32>, f32, i32) {
 /// [`asymmetric_quantize`] into `q` (resized to `v.len()`); returns (scaling factor, zero point).
 pub fn asymmetric_quantize_into(v: &[f32], q: &mut Vec<i8>) -> (f32, i32) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
+    if crate::isa::current().has_avx2() {
         // SAFETY: the CPU supports AVX2, the only requirement.
         #[allow(unsafe_code)]
         return unsafe { asymmetric_quantize_avx2(v, q) };

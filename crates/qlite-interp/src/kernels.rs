@@ -481,10 +481,7 @@ fn store_int(dtype: DType, vals: Vec<i64>) -> Result<Data, String> {
 /// `f32::round`, written with `trunc` so it vectorizes).
 pub(crate) fn quantize_f32_i8(v: &[f32], s: f32, z: i32, out: &mut [i8]) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512bw")
-        && std::arch::is_x86_feature_detected!("avx512vl")
-    {
+    if crate::isa::current().has_avx512() {
         // SAFETY: the CPU supports AVX-512 F/BW/VL, the requirements of `quantize_f32_i8_avx512`.
         #[allow(unsafe_code)]
         unsafe {
@@ -493,7 +490,7 @@ pub(crate) fn quantize_f32_i8(v: &[f32], s: f32, z: i32, out: &mut [i8]) {
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
+    if crate::isa::current().has_avx2() {
         // SAFETY: the CPU supports AVX2, the only requirement of `quantize_f32_i8_avx2`.
         #[allow(unsafe_code)]
         unsafe {
@@ -636,26 +633,28 @@ mod tests {
 
     #[test]
     fn vectorized_float_to_int8_quantize_matches_round() {
-        let mut v =
-            vec![0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 0.49999997, -0.49999997, 1e30, -1e30, f32::NAN, 126.5, -128.5];
-        let mut state = 12345u32;
-        for _ in 0..100000 {
-            state = state.wrapping_mul(1664525).wrapping_add(1013904223);
-            v.push(f32::from_bits(state) % 300.0);
-        }
-        v.retain(|f| !f.is_infinite());
-        for (s, z) in [(1.0f32, 0i32), (0.5, -3), (0.1, 100), (1.0 / 255.0, -128)] {
-            // The best vector path of this machine, and the portable loop.
-            let mut got = vec![0i8; v.len()];
-            let mut portable = vec![0i8; v.len()];
-            quantize_f32_i8(&v, s, z, &mut got);
-            quantize_f32_i8_portable(&v, s, z, &mut portable);
-            for (i, &f) in v.iter().enumerate() {
-                let want = ((round_half_away(f / s) as i64).saturating_add(z as i64)).clamp(-128, 127) as i8;
-                assert_eq!(got[i], want, "{f} / {s} + {z}");
-                assert_eq!(portable[i], want, "portable: {f} / {s} + {z}");
+        crate::isa::for_each_tier(|_| {
+            let mut v =
+                vec![0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 0.49999997, -0.49999997, 1e30, -1e30, f32::NAN, 126.5, -128.5];
+            let mut state = 12345u32;
+            for _ in 0..100000 {
+                state = state.wrapping_mul(1664525).wrapping_add(1013904223);
+                v.push(f32::from_bits(state) % 300.0);
             }
-        }
+            v.retain(|f| !f.is_infinite());
+            for (s, z) in [(1.0f32, 0i32), (0.5, -3), (0.1, 100), (1.0 / 255.0, -128)] {
+                // The best vector path of this machine, and the portable loop.
+                let mut got = vec![0i8; v.len()];
+                let mut portable = vec![0i8; v.len()];
+                quantize_f32_i8(&v, s, z, &mut got);
+                quantize_f32_i8_portable(&v, s, z, &mut portable);
+                for (i, &f) in v.iter().enumerate() {
+                    let want = ((round_half_away(f / s) as i64).saturating_add(z as i64)).clamp(-128, 127) as i8;
+                    assert_eq!(got[i], want, "{f} / {s} + {z}");
+                    assert_eq!(portable[i], want, "portable: {f} / {s} + {z}");
+                }
+            }
+        });
     }
 
     /// The reciprocal form of the vector path where it is most fragile: inputs at and around
@@ -664,30 +663,32 @@ mod tests {
     /// normal reciprocal (divided).
     #[test]
     fn vectorized_quantize_matches_division_at_halves() {
-        let scales = [0.3f32, 2.0 / 255.0, 3.7e-3, 0.1, 1.0 / 3.0, 7.0, 1e30, 1e-30, 1e-38, 5e-39, 3e38];
-        for s in scales {
-            let mut v = Vec::new();
-            for k in -300..300 {
-                let x0 = (k as f32 + 0.5) * s;
-                let mut up = x0;
-                let mut down = x0;
-                v.push(x0);
-                for _ in 0..6 {
-                    up = f32::from_bits(if up >= 0.0 { up.to_bits() + 1 } else { up.to_bits() - 1 });
-                    down = f32::from_bits(if down > 0.0 { down.to_bits() - 1 } else { down.to_bits() + 1 });
-                    v.extend([up, down]);
+        crate::isa::for_each_tier(|_| {
+            let scales = [0.3f32, 2.0 / 255.0, 3.7e-3, 0.1, 1.0 / 3.0, 7.0, 1e30, 1e-30, 1e-38, 5e-39, 3e38];
+            for s in scales {
+                let mut v = Vec::new();
+                for k in -300..300 {
+                    let x0 = (k as f32 + 0.5) * s;
+                    let mut up = x0;
+                    let mut down = x0;
+                    v.push(x0);
+                    for _ in 0..6 {
+                        up = f32::from_bits(if up >= 0.0 { up.to_bits() + 1 } else { up.to_bits() - 1 });
+                        down = f32::from_bits(if down > 0.0 { down.to_bits() - 1 } else { down.to_bits() + 1 });
+                        v.extend([up, down]);
+                    }
+                }
+                v.retain(|f| f.is_finite());
+                for z in [0, -128, 77] {
+                    let mut got = vec![0i8; v.len()];
+                    quantize_f32_i8(&v, s, z, &mut got);
+                    for (i, &f) in v.iter().enumerate() {
+                        let want = ((round_half_away(f / s) as i64).saturating_add(z as i64)).clamp(-128, 127) as i8;
+                        assert_eq!(got[i], want, "{f:e} / {s:e} + {z}");
+                    }
                 }
             }
-            v.retain(|f| f.is_finite());
-            for z in [0, -128, 77] {
-                let mut got = vec![0i8; v.len()];
-                quantize_f32_i8(&v, s, z, &mut got);
-                for (i, &f) in v.iter().enumerate() {
-                    let want = ((round_half_away(f / s) as i64).saturating_add(z as i64)).clamp(-128, 127) as i8;
-                    assert_eq!(got[i], want, "{f:e} / {s:e} + {z}");
-                }
-            }
-        }
+        });
     }
 
     #[test]

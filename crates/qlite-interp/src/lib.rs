@@ -10,13 +10,17 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod array;
+pub mod compare;
 pub mod fast;
 pub mod fixedpoint;
 pub mod int8;
+pub mod isa;
 pub mod kernels;
 pub mod session;
 
 pub use array::{Array, ArrayError, Data};
+pub use compare::{Agreement, Mismatch, Tolerance, compare, compare_all};
+pub use isa::Isa;
 pub use session::Session;
 
 use qlite_ir::op::{Activation, UnaryKind};
@@ -71,6 +75,10 @@ pub struct Interpreter<'g> {
     packed: Vec<Option<fast::Packed>>,
     /// Threads a large fast convolution may use.
     par: fast::Parallel,
+    /// The kernels chosen with [`Interpreter::kernels`].
+    kernels: Kernels,
+    /// The instruction-set tier the fast kernels are packed for and run at.
+    isa: Isa,
 }
 
 /// Which integer kernels run: the plain reference loops (the oracle) or the fast ones, which
@@ -147,6 +155,8 @@ impl<'g> Interpreter<'g> {
             reference_lrn: false,
             packed: Vec::new(),
             par: fast::Parallel::default(),
+            kernels: Kernels::Reference,
+            isa: Isa::process_default(),
         };
         interp.fold_constant_nodes()?;
         Ok(interp)
@@ -191,17 +201,37 @@ impl<'g> Interpreter<'g> {
     /// Select the integer kernels. [`Kernels::Fast`] packs the weights of every op it has a
     /// fast kernel for now, once; other ops keep running the reference kernels.
     pub fn kernels(mut self, k: Kernels) -> Self {
-        self.packed = match k {
-            Kernels::Reference => Vec::new(),
-            Kernels::Fast => self
-                .graph
-                .nodes()
-                .iter()
-                .enumerate()
-                .map(|(ni, n)| if self.folded[ni] { None } else { fast::Packed::new(self.graph, n, &self.consts) })
-                .collect(),
-        };
+        self.kernels = k;
+        self.pack();
         self
+    }
+
+    /// Cap the instruction-set tier of the fast kernels at `cap` (never above the host's, nor
+    /// above `QLITE_ISA`): the weights are packed for it and every run uses it. The bytes do
+    /// not depend on it; tests use it to run every tier the host has.
+    pub fn isa(mut self, cap: Isa) -> Self {
+        self.isa = cap.min(Isa::process_default());
+        self.pack();
+        self
+    }
+
+    /// The instruction-set tier this interpreter runs at.
+    pub fn current_isa(&self) -> Isa {
+        self.isa
+    }
+
+    fn pack(&mut self) {
+        self.packed = match self.kernels {
+            Kernels::Reference => Vec::new(),
+            Kernels::Fast => isa::with(self.isa, || {
+                self.graph
+                    .nodes()
+                    .iter()
+                    .enumerate()
+                    .map(|(ni, n)| if self.folded[ni] { None } else { fast::Packed::new(self.graph, n, &self.consts) })
+                    .collect()
+            }),
+        };
     }
 
     /// Let large fast convolutions use up to `n` threads (default 1: single-threaded). A
@@ -242,6 +272,10 @@ impl<'g> Interpreter<'g> {
 
     /// Run, showing every computed value to `observer`.
     pub fn run_observed(&self, inputs: Vec<Array>, observer: &mut dyn Observer) -> Result<Vec<Array>, InterpError> {
+        isa::with(self.isa, || self.run_observed_here(inputs, observer))
+    }
+
+    fn run_observed_here(&self, inputs: Vec<Array>, observer: &mut dyn Observer) -> Result<Vec<Array>, InterpError> {
         let g = self.graph;
         if inputs.len() != g.inputs().len() {
             return Err(InterpError::InputCount { expected: g.inputs().len(), got: inputs.len() });

@@ -86,6 +86,10 @@ impl<'i, 'g> Session<'i, 'g> {
     /// [`Session::run`], calling `after_node` with each node's index once it has run (nodes
     /// folded at load are not run): a profiler's hook.
     pub fn run_with(&mut self, inputs: &[Array], after_node: &mut dyn FnMut(usize)) -> Result<(), InterpError> {
+        crate::isa::with(self.interp.isa, || self.run_here(inputs, after_node))
+    }
+
+    fn run_here(&mut self, inputs: &[Array], after_node: &mut dyn FnMut(usize)) -> Result<(), InterpError> {
         let Session { interp, slot_of, input_of, slots, scratch } = self;
         let g = interp.graph;
         if inputs.len() != g.inputs().len() {

@@ -280,46 +280,109 @@ fn bad<T>(msg: impl Into<String>) -> Result<T, InferError> {
 /// Input metadata seen by inference.
 pub type InferInput<'a> = Option<(DType, &'a Shape)>;
 
+/// Define [`OpKind`] and its list from one list of names.
+macro_rules! op_kinds {
+    ($($kind:ident),* $(,)?) => {
+        /// Every op of the IR by name, each binary, unary and pool kind on its own. [`Op::kind`]
+        /// maps every op here (its match has no wildcard), and [`OpKind::ALL`] is generated from
+        /// this enum: the list the test harness requires conformance coverage for cannot fall
+        /// behind the IR.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum OpKind {
+            $($kind),*
+        }
+
+        impl OpKind {
+            pub const ALL: &'static [OpKind] = &[$(OpKind::$kind),*];
+
+            /// The stable name ([`Op::name`]).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(OpKind::$kind => stringify!($kind)),*
+                }
+            }
+        }
+    };
+}
+
+op_kinds!(
+    FullyConnected,
+    Conv2d,
+    DepthwiseConv2d,
+    Add,
+    Sub,
+    Mul,
+    Maximum,
+    Minimum,
+    Div,
+    MaxPool2d,
+    AveragePool2d,
+    Mean,
+    Reshape,
+    Transpose,
+    Concatenation,
+    Pad,
+    Softmax,
+    LocalResponseNorm,
+    Relu,
+    Relu6,
+    Logistic,
+    Tanh,
+    Exp,
+    Sqrt,
+    Neg,
+    Abs,
+    ReluN1To1,
+    Quantize,
+    Dequantize,
+    Opaque,
+);
+
 impl Op {
     /// Stable op name used by the printer, errors and the CLI.
     pub fn name(&self) -> &'static str {
+        self.kind().name()
+    }
+
+    /// Which of the IR's ops this is (binary, unary and pool kinds apart).
+    pub fn kind(&self) -> OpKind {
         match self {
-            Op::FullyConnected(_) => "FullyConnected",
-            Op::Conv2d(_) => "Conv2d",
-            Op::DepthwiseConv2d(_) => "DepthwiseConv2d",
+            Op::FullyConnected(_) => OpKind::FullyConnected,
+            Op::Conv2d(_) => OpKind::Conv2d,
+            Op::DepthwiseConv2d(_) => OpKind::DepthwiseConv2d,
             Op::Binary(b) => match b.kind {
-                BinaryKind::Add => "Add",
-                BinaryKind::Sub => "Sub",
-                BinaryKind::Mul => "Mul",
-                BinaryKind::Maximum => "Maximum",
-                BinaryKind::Minimum => "Minimum",
-                BinaryKind::Div => "Div",
+                BinaryKind::Add => OpKind::Add,
+                BinaryKind::Sub => OpKind::Sub,
+                BinaryKind::Mul => OpKind::Mul,
+                BinaryKind::Maximum => OpKind::Maximum,
+                BinaryKind::Minimum => OpKind::Minimum,
+                BinaryKind::Div => OpKind::Div,
             },
             Op::Pool2d(p) => match p.kind {
-                PoolKind::Max => "MaxPool2d",
-                PoolKind::Average => "AveragePool2d",
+                PoolKind::Max => OpKind::MaxPool2d,
+                PoolKind::Average => OpKind::AveragePool2d,
             },
-            Op::Mean(_) => "Mean",
-            Op::Reshape(_) => "Reshape",
-            Op::Transpose(_) => "Transpose",
-            Op::Concatenation(_) => "Concatenation",
-            Op::Pad(_) => "Pad",
-            Op::Softmax(_) => "Softmax",
-            Op::LocalResponseNorm(_) => "LocalResponseNorm",
+            Op::Mean(_) => OpKind::Mean,
+            Op::Reshape(_) => OpKind::Reshape,
+            Op::Transpose(_) => OpKind::Transpose,
+            Op::Concatenation(_) => OpKind::Concatenation,
+            Op::Pad(_) => OpKind::Pad,
+            Op::Softmax(_) => OpKind::Softmax,
+            Op::LocalResponseNorm(_) => OpKind::LocalResponseNorm,
             Op::Unary(u) => match u.kind {
-                UnaryKind::Relu => "Relu",
-                UnaryKind::Relu6 => "Relu6",
-                UnaryKind::Logistic => "Logistic",
-                UnaryKind::Tanh => "Tanh",
-                UnaryKind::Exp => "Exp",
-                UnaryKind::Sqrt => "Sqrt",
-                UnaryKind::Neg => "Neg",
-                UnaryKind::Abs => "Abs",
-                UnaryKind::ReluN1To1 => "ReluN1To1",
+                UnaryKind::Relu => OpKind::Relu,
+                UnaryKind::Relu6 => OpKind::Relu6,
+                UnaryKind::Logistic => OpKind::Logistic,
+                UnaryKind::Tanh => OpKind::Tanh,
+                UnaryKind::Exp => OpKind::Exp,
+                UnaryKind::Sqrt => OpKind::Sqrt,
+                UnaryKind::Neg => OpKind::Neg,
+                UnaryKind::Abs => OpKind::Abs,
+                UnaryKind::ReluN1To1 => OpKind::ReluN1To1,
             },
-            Op::Quantize => "Quantize",
-            Op::Dequantize => "Dequantize",
-            Op::Opaque(_) => "Opaque",
+            Op::Quantize => OpKind::Quantize,
+            Op::Dequantize => OpKind::Dequantize,
+            Op::Opaque(_) => OpKind::Opaque,
         }
     }
 

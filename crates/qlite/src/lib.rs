@@ -43,7 +43,10 @@ pub mod quantize;
 pub mod roundtrip;
 pub mod sample;
 
-pub use qlite_interp::{Array, Data, Interpreter, Kernels, Observer, Session};
+pub use qlite_interp::{
+    Agreement, Array, Data, Interpreter, Isa, Kernels, Mismatch, Observer, Session, Tolerance, compare, compare_all,
+    isa,
+};
 pub use qlite_ir as ir;
 pub use qlite_ir::Graph;
 pub use qlite_onnx as onnx;
