@@ -339,13 +339,14 @@ fn random_integer_ops_are_exported_for_litert() {
         ("concat_pad", gen_concat_pad),
     ];
     let mut snap = String::new();
+    let mut redrawn = Vec::new();
     for (name, generate) in kinds {
         for i in 0..PER_KIND {
             let case = format!("rand_{name}_{i:03}");
-            let mut b = Builder::new(&case);
-            let out = generate(&mut b);
-            let (g, inputs) = b.finish(&[out]);
-            let y = qlite::run(&g, inputs.clone()).unwrap_or_else(|e| panic!("{case}: {e}"));
+            let (g, inputs, y, attempts) = draw(&case, generate);
+            if attempts > 0 {
+                redrawn.push(format!("{case} ({attempts})"));
+            }
             let bytes = qlite_tflite::write_model(&g).unwrap();
             export_case(&case, &bytes, &inputs, &y, "exact");
             if i < 2 {
@@ -359,6 +360,74 @@ fn random_integer_ops_are_exported_for_litert() {
     }
     // Exact int8 outputs of the first cases of each kind (all cases are checked against LiteRT).
     insta::assert_snapshot!("random_int8_ops", snap);
+    eprintln!("{} random cases redrawn (attempts): {}", redrawn.len(), redrawn.join(", "));
+}
+
+/// A random case must show at least `min(MIN_DISTINCT, ⌈n/2⌉)` distinct values among its n
+/// outputs and at most `MAX_SATURATED` of them at -128 or 127; otherwise it proves
+/// little (a constant or clamped output agrees with almost any kernel) and is drawn again.
+/// (Half the outputs at the ReLU floor is what a real ReLU layer with zero point -128 gives, so
+/// the bound sits above that; the padding of PAD cases is the zero point, legitimately common.)
+const MIN_DISTINCT: usize = 4;
+const MAX_SATURATED: f64 = 0.6;
+/// Draws before a generator is declared broken.
+const MAX_DRAWS: usize = 64;
+
+/// Why an int8 output is too trivial to test anything, if it is.
+fn trivial(y: &Array) -> Option<String> {
+    let Data::I8(v) = y.data() else { return None };
+    let n = v.len();
+    let mut counts = [0usize; 256];
+    for &x in v {
+        counts[(x as i16 + 128) as usize] += 1;
+    }
+    let distinct = counts.iter().filter(|&&c| c > 0).count();
+    let saturated = (counts[0] + counts[255]) as f64 / n.max(1) as f64;
+    if distinct < MIN_DISTINCT.min(n.div_ceil(2)) {
+        Some(format!("{distinct} distinct values in {n}"))
+    } else if saturated > MAX_SATURATED {
+        Some(format!("{:.0}% of the outputs at -128 or 127", 100.0 * saturated))
+    } else {
+        None
+    }
+}
+
+/// Draw `case` from `generate` until its output is not trivial. The first draw is seeded by
+/// the case's name, redraw k by `NAME~k`: deterministic. Returns the graph, inputs, the
+/// reference outputs and how many draws were refused.
+fn draw(case: &str, generate: Gen) -> (qlite::ir::Graph, Vec<Array>, Vec<Array>, usize) {
+    let mut why = String::new();
+    for attempt in 0..MAX_DRAWS {
+        let seed = if attempt == 0 { case.to_string() } else { format!("{case}~{attempt}") };
+        let mut b = Builder::new(&seed);
+        let out = generate(&mut b);
+        let (g, inputs) = b.finish(&[out]);
+        let y = qlite::run(&g, inputs.clone()).unwrap_or_else(|e| panic!("{case}: {e}"));
+        match trivial(&y[0]) {
+            None => return (g, inputs, y, attempt),
+            Some(w) => why = w,
+        }
+    }
+    panic!("{case}: {MAX_DRAWS} draws all gave trivial outputs (last: {why}): the generator is broken")
+}
+
+/// Sabotage: a generator whose outputs always saturate (ReLU with the output zero point at
+/// 127) must be refused, not exported.
+#[test]
+fn a_saturating_generator_is_refused() {
+    fn saturating(b: &mut Builder) -> TensorId {
+        let x = input(b, "x", &[1, 32], QuantParams::per_tensor(0.1, 0));
+        let op = Op::Unary(Unary { kind: UnaryKind::Relu });
+        b.node(op, &[Some(x)], Some((DType::I8, QuantParams::per_tensor(0.1, 127))))
+    }
+    let r = std::panic::catch_unwind(|| draw("rand_saturating_000", saturating));
+    assert!(r.is_err(), "a saturating generator was accepted");
+    let y = Array::new(vec![6], Data::I8(vec![127, 127, 127, 127, 3, -5])).unwrap();
+    assert!(trivial(&y).is_some());
+    let y = Array::new(vec![6], Data::I8(vec![7, 7, 7, 8, 8, 8])).unwrap();
+    assert!(trivial(&y).is_some());
+    let y = Array::new(vec![6], Data::I8(vec![1, 2, 3, 4, 5, 6])).unwrap();
+    assert!(trivial(&y).is_none());
 }
 
 /// The fast FULLY_CONNECTED against the reference kernel: depths that exercise every vector
