@@ -67,7 +67,9 @@ fn int8_from_a_savedmodel_keeps_accuracy_and_is_exact_in_litert() {
         let q = qlite::load(&reg, &out).unwrap();
         let y = qlite::run(&q, vec![x.clone()]).unwrap();
         let acc = top1(&y[0]);
-        assert!(acc >= float - 0.02, "{name}: int8 top-1 {acc} vs float {float}");
+        // Measured: the MLP keeps every sample, the CNN loses one (0.28 points); the floor
+        // allows one sample more.
+        assert!(acc >= float - 0.0056, "{name}: int8 top-1 {acc} vs float {float}");
         let rows = qlite::Array::stack_rows(&(0..16).map(|i| x.row(i).unwrap()).collect::<Vec<_>>()).unwrap();
         let y16 = qlite::run(&q, vec![rows.clone()]).unwrap();
         export_case(&format!("savedmodel_{name}_int8"), &std::fs::read(&out).unwrap(), &[rows], &y16, "exact");
