@@ -217,7 +217,12 @@ pub fn cycle(name: &str, g: &Graph, inputs: &[Array], compare: &str) -> (Vec<Arr
     assert!(bytes == bytes2, "{name}: write → read → write is not byte-identical");
     let y2 = Interpreter::new(&g2).unwrap().run(inputs.to_vec()).unwrap();
     assert_eq!(y, y2, "{name}: outputs changed after the round trip");
-    export_case(name, &bytes, inputs, &y, compare);
+    // LiteRT's reference LOCAL_RESPONSE_NORMALIZATION sums one channel fewer than TensorFlow's
+    // window (see Interpreter::litert_reference_lrn): its run is held to qlite's emulation.
+    let lrn = g.nodes().iter().any(|n| matches!(n.op, Op::LocalResponseNorm(_)));
+    let reference =
+        lrn.then(|| Interpreter::new(&g2).unwrap().litert_reference_lrn(true).run(inputs.to_vec()).unwrap());
+    export_case_with_reference(name, &bytes, inputs, &y, reference.as_deref(), compare);
     (y, g2)
 }
 
