@@ -379,7 +379,7 @@ fn cases() -> Vec<Case> {
             let q = b.input_with(t, Array::new(vec![1, n], Data::I8(vals)).unwrap());
             vec![b.node(Op::Dequantize, &[Some(q)], None)]
         },
-        "float",
+        "exact",
     );
     add(
         "float16_weights_fully_connected",

@@ -94,6 +94,9 @@ pub fn fuzz(args: &[String]) -> R {
         let exts = TARGETS.iter().find(|(n, _)| n == t).map(|(_, e)| *e).unwrap_or(&[]);
         let corpus = work.join("corpus").join(t);
         let seeds = seed(&corpus, exts)?;
+        if seeds == 0 {
+            return Err(format!("fuzz target {t}: no seed file found under fixtures/ (extensions {exts:?})"));
+        }
         let artifacts = work.join("artifacts").join(t);
         std::fs::create_dir_all(&artifacts).map_err(|e| e.to_string())?;
         eprintln!("fuzz {t}: {seconds} s from {seeds} seed files");
@@ -109,7 +112,6 @@ pub fn fuzz(args: &[String]) -> R {
             .output()
             .map_err(|e| format!("cannot start cargo fuzz: {e}"))?;
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let runs = stderr.lines().rev().find_map(|l| l.strip_prefix("Done ")).unwrap_or("no run summary").to_string();
         if !out.status.success() {
             let tail: Vec<&str> = stderr.lines().rev().take(40).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
@@ -120,7 +122,8 @@ pub fn fuzz(args: &[String]) -> R {
                 tail.join("\n")
             ));
         }
-        let line = format!("fuzz {t}: {runs}, no crash");
+        let runs = run_summary(&stderr).map_err(|e| format!("fuzz target {t}: {e}"))?;
+        let line = format!("fuzz {t}: {runs} executions from {seeds} seed files, no crash");
         eprintln!("{line}");
         report.push(line);
     }
@@ -128,4 +131,37 @@ pub fn fuzz(args: &[String]) -> R {
         eprintln!("{r}");
     }
     Ok(())
+}
+
+/// The execution count of libFuzzer's closing `Done N runs in S second(s)` line. A run that
+/// printed no such line, or executed nothing, did not fuzz: an error.
+fn run_summary(stderr: &str) -> Result<u64, String> {
+    let line = stderr
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("Done "))
+        .ok_or("libFuzzer printed no run summary (`Done N runs ...`): nothing shows that it fuzzed")?;
+    let runs: u64 = line
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("cannot read the run summary {line:?}"))?;
+    if runs == 0 {
+        return Err("libFuzzer executed no input".into());
+    }
+    Ok(runs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::run_summary;
+
+    /// Sabotage: a smoke run without a summary, or with zero executions, is a failure.
+    #[test]
+    fn a_fuzz_run_must_show_executions() {
+        assert_eq!(run_summary("#2 INITED\nDone 48213 runs in 15 second(s)\n"), Ok(48213));
+        assert!(run_summary("INFO: Seed: 1\n").unwrap_err().contains("no run summary"));
+        assert!(run_summary("Done 0 runs in 15 second(s)").unwrap_err().contains("no input"));
+        assert!(run_summary("Done lots").is_err());
+    }
 }
