@@ -1709,7 +1709,7 @@ impl PackedConv {
                             }
                         }
                     }
-                    &col
+                    col
                 };
                 self.m.dots(patch, xu, acc);
                 out_px.copy_from_slice(&acc[..oc]);
