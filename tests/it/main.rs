@@ -5,6 +5,7 @@
 mod alloc;
 mod cli;
 mod common;
+mod dynamic;
 mod errors;
 mod fixtures;
 mod malformed;

@@ -32,6 +32,15 @@ def run(model, inputs, resolver):
     if len(ins) != len(inputs):
         raise RuntimeError(f"LiteRT sees {len(ins)} inputs, the case has {len(inputs)}")
     # Inputs/outputs are matched in subgraph order, which is how qlite runs them.
+    if any(len(d["shape_signature"]) and d["shape_signature"][0] == -1 for d in ins):
+        # A dynamic batch: LiteRT resizes the inputs and runs the whole batch at once.
+        for d, x in zip(ins, inputs):
+            it.resize_tensor_input(d["index"], x.shape, strict=True)
+        it.allocate_tensors()
+        for d, x in zip(ins, inputs):
+            it.set_tensor(d["index"], x)
+        it.invoke()
+        return [it.get_tensor(o["index"]).copy() for o in outs]
     rows = inputs[0].shape[0] if ins[0]["shape"][0] == 1 and inputs[0].shape[0] > 1 else None
     if rows is None:
         for d, x in zip(ins, inputs):

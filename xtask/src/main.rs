@@ -248,7 +248,10 @@ fn fixtures() -> R {
         .arg(root().join("fixtures/savedmodel")))?;
     run(Command::new(&py)
         .arg(root().join("xtask/fixtures/make_safetensors.py"))
-        .arg(root().join("fixtures/safetensors")))
+        .arg(root().join("fixtures/safetensors")))?;
+    run(Command::new(&py)
+        .arg(root().join("xtask/fixtures/make_dynamic.py"))
+        .arg(root().join("fixtures/tflite_dynamic")))
 }
 
 fn conformance(run_tests: bool) -> R {

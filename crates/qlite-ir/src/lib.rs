@@ -18,6 +18,7 @@ pub mod passes;
 pub mod print;
 pub mod quant;
 pub mod shape;
+pub mod sym;
 pub mod tensor;
 pub mod verify;
 

@@ -21,6 +21,7 @@ mod generated {
 
 mod codes;
 pub mod reader;
+mod shape;
 pub mod writer;
 
 pub use generated::tflite as fb;
@@ -40,8 +41,8 @@ pub fn sniff(bytes: &[u8]) -> bool {
 #[derive(Debug, Clone, PartialEq)]
 pub struct FileInfo {
     pub description: Option<String>,
-    /// (op name, version) per operator, in execution order.
-    pub operators: Vec<(String, i32)>,
+    /// (op name, version, name of its first output tensor) per operator, in execution order.
+    pub operators: Vec<(String, i32, String)>,
     pub min_runtime_version: Option<String>,
     pub metadata: Vec<String>,
     pub buffers: usize,
@@ -66,13 +67,23 @@ pub fn file_info(bytes: &[u8]) -> Result<FileInfo, ReadError> {
     if let Some(sg) = model.subgraphs().filter(|s| !s.is_empty()).map(|s| s.get(0))
         && let Some(ops) = sg.operators()
     {
+        let tensors = sg.tensors();
         for op in ops.iter() {
             let idx = op.opcode_index() as usize;
+            let out = op
+                .outputs()
+                .filter(|o| !o.is_empty())
+                .and_then(|o| usize::try_from(o.get(0)).ok())
+                .and_then(|i| tensors.filter(|t| i < t.len()).map(|t| t.get(i)))
+                .and_then(|t| t.name())
+                .unwrap_or("")
+                .to_string();
             let entry = codes_v.filter(|c| idx < c.len()).map(|c| {
                 let oc = c.get(idx);
                 (codes::builtin_name(oc.builtin_code().0.max(oc.deprecated_builtin_code() as i32)), oc.version())
             });
-            operators.push(entry.unwrap_or_else(|| ("<invalid opcode>".to_string(), 0)));
+            let (name, version) = entry.unwrap_or_else(|| ("<invalid opcode>".to_string(), 0));
+            operators.push((name, version, out));
         }
     }
     let mut metadata = Vec::new();

@@ -3,6 +3,7 @@
 
 use crate::codes;
 use crate::fb;
+use crate::shape;
 use bytes::Bytes;
 use qlite_ir::op::{
     Binary, BinaryKind, Concatenation, Conv2d, DepthwiseConv2d, FullyConnected, LocalResponseNorm, Mean, Opaque, Pad,
@@ -199,6 +200,7 @@ pub fn read_model(bytes: Bytes) -> Result<Graph, ReadError> {
     let opcodes = model.operator_codes();
     let n_codes = opcodes.map_or(0, |c| c.len());
     let mut unsupported = Vec::new();
+    let mut shapes = shape::Values::default();
     if let Some(ops) = sg.operators() {
         for oi in 0..ops.len() {
             let op = ops.get(oi);
@@ -232,6 +234,16 @@ pub fn read_model(bytes: Bytes) -> Result<Graph, ReadError> {
             let node_name =
                 outputs.first().and_then(|t| g.tensor(*t)).map_or_else(|| format!("op{oi}"), |t| t.name.clone());
             let oerr = |message: String| ReadError::Operator { index: oi, op: name_of(code), message };
+            // Shape arithmetic over a dynamic batch is evaluated here, not kept as nodes.
+            match shape::step(&mut g, &op, code, &inputs, &outputs, &mut shapes).map_err(oerr)? {
+                shape::Step::Folded => continue,
+                shape::Step::Reshape(target) => {
+                    let op_ir = Op::Reshape(Reshape { shape: target });
+                    g.add_node(Node::new(node_name, op_ir, inputs[..1].to_vec(), outputs));
+                    continue;
+                }
+                shape::Step::Op => {}
+            }
             let converted = convert_op(&g, &op, code, &mut inputs, &outputs).map_err(oerr)?;
             let op_ir = match converted {
                 Some(o) => o,
@@ -246,8 +258,16 @@ pub fn read_model(bytes: Bytes) -> Result<Graph, ReadError> {
     if !unsupported.is_empty() {
         return Err(ReadError::UnsupportedOps(unsupported.join(", ")));
     }
+    for &o in &outs {
+        shape::materialize(&mut g, o, &shapes).map_err(|message| ReadError::Operator {
+            index: sg.operators().map_or(0, |o| o.len()),
+            op: "subgraph output".into(),
+            message,
+        })?;
+    }
     g.set_inputs(ins);
     g.set_outputs(outs);
+    shape::drop_shape_only_nodes(&mut g, &shapes);
 
     // Signature names for subgraph 0, when every input and output has one.
     if let Some(sigs) = model.signature_defs()

@@ -67,6 +67,9 @@ pub struct Summary {
     pub constant_bytes: usize,
     /// Transpose ops in the graph (a converted CNN should have none inside).
     pub transposes: usize,
+    /// The file's operators that became no node: the shape arithmetic of a dynamic batch,
+    /// evaluated at read time.
+    pub folded_ops: Vec<String>,
 }
 
 fn io_summary(g: &Graph, name: Option<&str>, t: TensorId) -> IoSummary {
@@ -82,12 +85,24 @@ fn io_summary(g: &Graph, name: Option<&str>, t: TensorId) -> IoSummary {
 /// Describe a graph (and, for .tflite bytes, the operator versions and metadata of the file).
 pub fn summarize(g: &Graph, file: &str, format: &str, bytes: &[u8]) -> Summary {
     let info = (format == "tflite").then(|| qlite_tflite::file_info(bytes).ok()).flatten();
-    let ops = g
+    // Each node is the file's operator that writes its output tensor; the operators the reader
+    // folded (shape arithmetic) match no node.
+    let file_ops = info.as_ref().map_or(&[][..], |i| i.operators.as_slice());
+    let mut matched = vec![false; file_ops.len()];
+    let mut next = 0;
+    let mut file_op = |n: &qlite_ir::Node| {
+        let name = n.outputs.first().and_then(|t| g.tensor(*t)).map_or("", |t| t.name.as_str());
+        let k = (next..file_ops.len()).find(|&k| file_ops[k].2 == name)?;
+        matched[k] = true;
+        next = k + 1;
+        Some(&file_ops[k])
+    };
+    let ops: Vec<OpSummary> = g
         .nodes()
         .iter()
         .enumerate()
         .map(|(i, n)| {
-            let fo = info.as_ref().and_then(|inf| inf.operators.get(i));
+            let fo = file_op(n);
             let attrs: Vec<String> = n.op.attrs().into_iter().map(|(k, v)| format!("{k}={v}")).collect();
             OpSummary {
                 index: i,
@@ -100,6 +115,7 @@ pub fn summarize(g: &Graph, file: &str, format: &str, bytes: &[u8]) -> Summary {
             }
         })
         .collect();
+    let folded: Vec<String> = file_ops.iter().zip(&matched).filter(|(_, m)| !**m).map(|(f, _)| f.0.clone()).collect();
     let tensors = g
         .tensor_ids()
         .map(|id| {
@@ -133,6 +149,7 @@ pub fn summarize(g: &Graph, file: &str, format: &str, bytes: &[u8]) -> Summary {
         constant_tensors: g.tensors().iter().filter(|t| t.is_const()).count(),
         constant_bytes: g.constant_bytes(),
         transposes: g.nodes().iter().filter(|n| n.op.name() == "Transpose").count(),
+        folded_ops: folded,
     }
 }
 
@@ -170,6 +187,9 @@ pub fn render_text(s: &Summary) -> String {
         let _ = writeln!(o, "  {:?}: {}{} (tensor {})", i.name, i.dtype, i.shape, i.tensor);
     }
     let _ = writeln!(o, "ops ({}, {} Transpose):", s.ops.len(), s.transposes);
+    if !s.folded_ops.is_empty() {
+        let _ = writeln!(o, "  (shape arithmetic folded at read: {})", s.folded_ops.join(", "));
+    }
     for op in &s.ops {
         let fmt = match (&op.format_op, op.version) {
             (Some(f), Some(v)) => format!("{f} v{v}"),

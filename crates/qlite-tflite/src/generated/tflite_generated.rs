@@ -1445,7 +1445,7 @@ pub const ENUM_MIN_BUILTIN_OPTIONS: u8 = 0;
 pub const ENUM_MAX_BUILTIN_OPTIONS: u8 = 89;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BUILTIN_OPTIONS: [BuiltinOptions; 18] = [
+pub const ENUM_VALUES_BUILTIN_OPTIONS: [BuiltinOptions; 22] = [
   BuiltinOptions::NONE,
   BuiltinOptions::Conv2DOptions,
   BuiltinOptions::DepthwiseConv2DOptions,
@@ -1458,11 +1458,15 @@ pub const ENUM_VALUES_BUILTIN_OPTIONS: [BuiltinOptions; 18] = [
   BuiltinOptions::ReshapeOptions,
   BuiltinOptions::MulOptions,
   BuiltinOptions::PadOptions,
+  BuiltinOptions::GatherOptions,
   BuiltinOptions::TransposeOptions,
   BuiltinOptions::ReducerOptions,
   BuiltinOptions::SubOptions,
   BuiltinOptions::DivOptions,
+  BuiltinOptions::StridedSliceOptions,
   BuiltinOptions::DequantizeOptions,
+  BuiltinOptions::ShapeOptions,
+  BuiltinOptions::PackOptions,
   BuiltinOptions::QuantizeOptions,
 ];
 
@@ -1483,11 +1487,15 @@ impl BuiltinOptions {
   pub const ReshapeOptions: Self = Self(17);
   pub const MulOptions: Self = Self(21);
   pub const PadOptions: Self = Self(22);
+  pub const GatherOptions: Self = Self(23);
   pub const TransposeOptions: Self = Self(26);
   pub const ReducerOptions: Self = Self(27);
   pub const SubOptions: Self = Self(28);
   pub const DivOptions: Self = Self(29);
+  pub const StridedSliceOptions: Self = Self(32);
   pub const DequantizeOptions: Self = Self(38);
+  pub const ShapeOptions: Self = Self(55);
+  pub const PackOptions: Self = Self(59);
   pub const QuantizeOptions: Self = Self(89);
 
   pub const ENUM_MIN: u8 = 0;
@@ -1505,11 +1513,15 @@ impl BuiltinOptions {
     Self::ReshapeOptions,
     Self::MulOptions,
     Self::PadOptions,
+    Self::GatherOptions,
     Self::TransposeOptions,
     Self::ReducerOptions,
     Self::SubOptions,
     Self::DivOptions,
+    Self::StridedSliceOptions,
     Self::DequantizeOptions,
+    Self::ShapeOptions,
+    Self::PackOptions,
     Self::QuantizeOptions,
   ];
   /// Returns the variant's name or "" if unknown.
@@ -1527,11 +1539,15 @@ impl BuiltinOptions {
       Self::ReshapeOptions => Some("ReshapeOptions"),
       Self::MulOptions => Some("MulOptions"),
       Self::PadOptions => Some("PadOptions"),
+      Self::GatherOptions => Some("GatherOptions"),
       Self::TransposeOptions => Some("TransposeOptions"),
       Self::ReducerOptions => Some("ReducerOptions"),
       Self::SubOptions => Some("SubOptions"),
       Self::DivOptions => Some("DivOptions"),
+      Self::StridedSliceOptions => Some("StridedSliceOptions"),
       Self::DequantizeOptions => Some("DequantizeOptions"),
+      Self::ShapeOptions => Some("ShapeOptions"),
+      Self::PackOptions => Some("PackOptions"),
       Self::QuantizeOptions => Some("QuantizeOptions"),
       _ => None,
     }
@@ -3723,6 +3739,509 @@ impl ::core::fmt::Debug for ReshapeOptions<'_> {
       ds.finish()
   }
 }
+pub enum GatherOptionsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct GatherOptions<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for GatherOptions<'a> {
+  type Inner = GatherOptions<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> GatherOptions<'a> {
+  pub const VT_AXIS: ::flatbuffers::VOffsetT = 4;
+  pub const VT_BATCH_DIMS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    GatherOptions { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args GatherOptionsArgs
+  ) -> ::flatbuffers::WIPOffset<GatherOptions<'bldr>> {
+    let mut builder = GatherOptionsBuilder::new(_fbb);
+    builder.add_batch_dims(args.batch_dims);
+    builder.add_axis(args.axis);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn axis(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(GatherOptions::VT_AXIS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn batch_dims(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(GatherOptions::VT_BATCH_DIMS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for GatherOptions<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i32>("axis", Self::VT_AXIS, false)?
+     .visit_field::<i32>("batch_dims", Self::VT_BATCH_DIMS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GatherOptionsArgs {
+    pub axis: i32,
+    pub batch_dims: i32,
+}
+impl<'a> Default for GatherOptionsArgs {
+  #[inline]
+  fn default() -> Self {
+    GatherOptionsArgs {
+      axis: 0,
+      batch_dims: 0,
+    }
+  }
+}
+
+pub struct GatherOptionsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GatherOptionsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_axis(&mut self, axis: i32) {
+    self.fbb_.push_slot::<i32>(GatherOptions::VT_AXIS, axis, 0);
+  }
+  #[inline]
+  pub fn add_batch_dims(&mut self, batch_dims: i32) {
+    self.fbb_.push_slot::<i32>(GatherOptions::VT_BATCH_DIMS, batch_dims, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GatherOptionsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    GatherOptionsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<GatherOptions<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for GatherOptions<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("GatherOptions");
+      ds.field("axis", &self.axis());
+      ds.field("batch_dims", &self.batch_dims());
+      ds.finish()
+  }
+}
+pub enum StridedSliceOptionsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct StridedSliceOptions<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for StridedSliceOptions<'a> {
+  type Inner = StridedSliceOptions<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> StridedSliceOptions<'a> {
+  pub const VT_BEGIN_MASK: ::flatbuffers::VOffsetT = 4;
+  pub const VT_END_MASK: ::flatbuffers::VOffsetT = 6;
+  pub const VT_ELLIPSIS_MASK: ::flatbuffers::VOffsetT = 8;
+  pub const VT_NEW_AXIS_MASK: ::flatbuffers::VOffsetT = 10;
+  pub const VT_SHRINK_AXIS_MASK: ::flatbuffers::VOffsetT = 12;
+  pub const VT_OFFSET: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    StridedSliceOptions { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args StridedSliceOptionsArgs
+  ) -> ::flatbuffers::WIPOffset<StridedSliceOptions<'bldr>> {
+    let mut builder = StridedSliceOptionsBuilder::new(_fbb);
+    builder.add_shrink_axis_mask(args.shrink_axis_mask);
+    builder.add_new_axis_mask(args.new_axis_mask);
+    builder.add_ellipsis_mask(args.ellipsis_mask);
+    builder.add_end_mask(args.end_mask);
+    builder.add_begin_mask(args.begin_mask);
+    builder.add_offset(args.offset);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn begin_mask(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(StridedSliceOptions::VT_BEGIN_MASK, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn end_mask(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(StridedSliceOptions::VT_END_MASK, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn ellipsis_mask(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(StridedSliceOptions::VT_ELLIPSIS_MASK, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn new_axis_mask(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(StridedSliceOptions::VT_NEW_AXIS_MASK, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn shrink_axis_mask(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(StridedSliceOptions::VT_SHRINK_AXIS_MASK, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn offset(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(StridedSliceOptions::VT_OFFSET, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for StridedSliceOptions<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i32>("begin_mask", Self::VT_BEGIN_MASK, false)?
+     .visit_field::<i32>("end_mask", Self::VT_END_MASK, false)?
+     .visit_field::<i32>("ellipsis_mask", Self::VT_ELLIPSIS_MASK, false)?
+     .visit_field::<i32>("new_axis_mask", Self::VT_NEW_AXIS_MASK, false)?
+     .visit_field::<i32>("shrink_axis_mask", Self::VT_SHRINK_AXIS_MASK, false)?
+     .visit_field::<bool>("offset", Self::VT_OFFSET, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct StridedSliceOptionsArgs {
+    pub begin_mask: i32,
+    pub end_mask: i32,
+    pub ellipsis_mask: i32,
+    pub new_axis_mask: i32,
+    pub shrink_axis_mask: i32,
+    pub offset: bool,
+}
+impl<'a> Default for StridedSliceOptionsArgs {
+  #[inline]
+  fn default() -> Self {
+    StridedSliceOptionsArgs {
+      begin_mask: 0,
+      end_mask: 0,
+      ellipsis_mask: 0,
+      new_axis_mask: 0,
+      shrink_axis_mask: 0,
+      offset: false,
+    }
+  }
+}
+
+pub struct StridedSliceOptionsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> StridedSliceOptionsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_begin_mask(&mut self, begin_mask: i32) {
+    self.fbb_.push_slot::<i32>(StridedSliceOptions::VT_BEGIN_MASK, begin_mask, 0);
+  }
+  #[inline]
+  pub fn add_end_mask(&mut self, end_mask: i32) {
+    self.fbb_.push_slot::<i32>(StridedSliceOptions::VT_END_MASK, end_mask, 0);
+  }
+  #[inline]
+  pub fn add_ellipsis_mask(&mut self, ellipsis_mask: i32) {
+    self.fbb_.push_slot::<i32>(StridedSliceOptions::VT_ELLIPSIS_MASK, ellipsis_mask, 0);
+  }
+  #[inline]
+  pub fn add_new_axis_mask(&mut self, new_axis_mask: i32) {
+    self.fbb_.push_slot::<i32>(StridedSliceOptions::VT_NEW_AXIS_MASK, new_axis_mask, 0);
+  }
+  #[inline]
+  pub fn add_shrink_axis_mask(&mut self, shrink_axis_mask: i32) {
+    self.fbb_.push_slot::<i32>(StridedSliceOptions::VT_SHRINK_AXIS_MASK, shrink_axis_mask, 0);
+  }
+  #[inline]
+  pub fn add_offset(&mut self, offset: bool) {
+    self.fbb_.push_slot::<bool>(StridedSliceOptions::VT_OFFSET, offset, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> StridedSliceOptionsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    StridedSliceOptionsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<StridedSliceOptions<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for StridedSliceOptions<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("StridedSliceOptions");
+      ds.field("begin_mask", &self.begin_mask());
+      ds.field("end_mask", &self.end_mask());
+      ds.field("ellipsis_mask", &self.ellipsis_mask());
+      ds.field("new_axis_mask", &self.new_axis_mask());
+      ds.field("shrink_axis_mask", &self.shrink_axis_mask());
+      ds.field("offset", &self.offset());
+      ds.finish()
+  }
+}
+pub enum ShapeOptionsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ShapeOptions<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ShapeOptions<'a> {
+  type Inner = ShapeOptions<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ShapeOptions<'a> {
+  pub const VT_OUT_TYPE: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ShapeOptions { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ShapeOptionsArgs
+  ) -> ::flatbuffers::WIPOffset<ShapeOptions<'bldr>> {
+    let mut builder = ShapeOptionsBuilder::new(_fbb);
+    builder.add_out_type(args.out_type);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn out_type(&self) -> TensorType {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<TensorType>(ShapeOptions::VT_OUT_TYPE, Some(TensorType::FLOAT32)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ShapeOptions<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<TensorType>("out_type", Self::VT_OUT_TYPE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ShapeOptionsArgs {
+    pub out_type: TensorType,
+}
+impl<'a> Default for ShapeOptionsArgs {
+  #[inline]
+  fn default() -> Self {
+    ShapeOptionsArgs {
+      out_type: TensorType::FLOAT32,
+    }
+  }
+}
+
+pub struct ShapeOptionsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ShapeOptionsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_out_type(&mut self, out_type: TensorType) {
+    self.fbb_.push_slot::<TensorType>(ShapeOptions::VT_OUT_TYPE, out_type, TensorType::FLOAT32);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ShapeOptionsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ShapeOptionsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ShapeOptions<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ShapeOptions<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ShapeOptions");
+      ds.field("out_type", &self.out_type());
+      ds.finish()
+  }
+}
+pub enum PackOptionsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct PackOptions<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PackOptions<'a> {
+  type Inner = PackOptions<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PackOptions<'a> {
+  pub const VT_VALUES_COUNT: ::flatbuffers::VOffsetT = 4;
+  pub const VT_AXIS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PackOptions { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PackOptionsArgs
+  ) -> ::flatbuffers::WIPOffset<PackOptions<'bldr>> {
+    let mut builder = PackOptionsBuilder::new(_fbb);
+    builder.add_axis(args.axis);
+    builder.add_values_count(args.values_count);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn values_count(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(PackOptions::VT_VALUES_COUNT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn axis(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(PackOptions::VT_AXIS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PackOptions<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i32>("values_count", Self::VT_VALUES_COUNT, false)?
+     .visit_field::<i32>("axis", Self::VT_AXIS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PackOptionsArgs {
+    pub values_count: i32,
+    pub axis: i32,
+}
+impl<'a> Default for PackOptionsArgs {
+  #[inline]
+  fn default() -> Self {
+    PackOptionsArgs {
+      values_count: 0,
+      axis: 0,
+    }
+  }
+}
+
+pub struct PackOptionsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PackOptionsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_values_count(&mut self, values_count: i32) {
+    self.fbb_.push_slot::<i32>(PackOptions::VT_VALUES_COUNT, values_count, 0);
+  }
+  #[inline]
+  pub fn add_axis(&mut self, axis: i32) {
+    self.fbb_.push_slot::<i32>(PackOptions::VT_AXIS, axis, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PackOptionsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PackOptionsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PackOptions<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PackOptions<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PackOptions");
+      ds.field("values_count", &self.values_count());
+      ds.field("axis", &self.axis());
+      ds.finish()
+  }
+}
 pub enum PadOptionsOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -4584,6 +5103,21 @@ impl<'a> Operator<'a> {
 
   #[inline]
   #[allow(non_snake_case)]
+  pub fn builtin_options_as_gather_options(&self) -> Option<GatherOptions<'a>> {
+    if self.builtin_options_type() == BuiltinOptions::GatherOptions {
+      self.builtin_options().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { GatherOptions::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
   pub fn builtin_options_as_transpose_options(&self) -> Option<TransposeOptions<'a>> {
     if self.builtin_options_type() == BuiltinOptions::TransposeOptions {
       self.builtin_options().map(|t| {
@@ -4644,6 +5178,21 @@ impl<'a> Operator<'a> {
 
   #[inline]
   #[allow(non_snake_case)]
+  pub fn builtin_options_as_strided_slice_options(&self) -> Option<StridedSliceOptions<'a>> {
+    if self.builtin_options_type() == BuiltinOptions::StridedSliceOptions {
+      self.builtin_options().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { StridedSliceOptions::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
   pub fn builtin_options_as_dequantize_options(&self) -> Option<DequantizeOptions<'a>> {
     if self.builtin_options_type() == BuiltinOptions::DequantizeOptions {
       self.builtin_options().map(|t| {
@@ -4651,6 +5200,36 @@ impl<'a> Operator<'a> {
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
        unsafe { DequantizeOptions::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn builtin_options_as_shape_options(&self) -> Option<ShapeOptions<'a>> {
+    if self.builtin_options_type() == BuiltinOptions::ShapeOptions {
+      self.builtin_options().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ShapeOptions::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn builtin_options_as_pack_options(&self) -> Option<PackOptions<'a>> {
+    if self.builtin_options_type() == BuiltinOptions::PackOptions {
+      self.builtin_options().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { PackOptions::init_from_table(t) }
      })
     } else {
       None
@@ -4696,11 +5275,15 @@ impl ::flatbuffers::Verifiable for Operator<'_> {
           BuiltinOptions::ReshapeOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ReshapeOptions>>("BuiltinOptions::ReshapeOptions", pos),
           BuiltinOptions::MulOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MulOptions>>("BuiltinOptions::MulOptions", pos),
           BuiltinOptions::PadOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PadOptions>>("BuiltinOptions::PadOptions", pos),
+          BuiltinOptions::GatherOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GatherOptions>>("BuiltinOptions::GatherOptions", pos),
           BuiltinOptions::TransposeOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TransposeOptions>>("BuiltinOptions::TransposeOptions", pos),
           BuiltinOptions::ReducerOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ReducerOptions>>("BuiltinOptions::ReducerOptions", pos),
           BuiltinOptions::SubOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SubOptions>>("BuiltinOptions::SubOptions", pos),
           BuiltinOptions::DivOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DivOptions>>("BuiltinOptions::DivOptions", pos),
+          BuiltinOptions::StridedSliceOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StridedSliceOptions>>("BuiltinOptions::StridedSliceOptions", pos),
           BuiltinOptions::DequantizeOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DequantizeOptions>>("BuiltinOptions::DequantizeOptions", pos),
+          BuiltinOptions::ShapeOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ShapeOptions>>("BuiltinOptions::ShapeOptions", pos),
+          BuiltinOptions::PackOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PackOptions>>("BuiltinOptions::PackOptions", pos),
           BuiltinOptions::QuantizeOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<QuantizeOptions>>("BuiltinOptions::QuantizeOptions", pos),
           _ => Ok(()),
         }
@@ -4903,6 +5486,13 @@ impl ::core::fmt::Debug for Operator<'_> {
             ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")
           }
         },
+        BuiltinOptions::GatherOptions => {
+          if let Some(x) = self.builtin_options_as_gather_options() {
+            ds.field("builtin_options", &x)
+          } else {
+            ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
         BuiltinOptions::TransposeOptions => {
           if let Some(x) = self.builtin_options_as_transpose_options() {
             ds.field("builtin_options", &x)
@@ -4931,8 +5521,29 @@ impl ::core::fmt::Debug for Operator<'_> {
             ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")
           }
         },
+        BuiltinOptions::StridedSliceOptions => {
+          if let Some(x) = self.builtin_options_as_strided_slice_options() {
+            ds.field("builtin_options", &x)
+          } else {
+            ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
         BuiltinOptions::DequantizeOptions => {
           if let Some(x) = self.builtin_options_as_dequantize_options() {
+            ds.field("builtin_options", &x)
+          } else {
+            ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        BuiltinOptions::ShapeOptions => {
+          if let Some(x) = self.builtin_options_as_shape_options() {
+            ds.field("builtin_options", &x)
+          } else {
+            ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        BuiltinOptions::PackOptions => {
+          if let Some(x) = self.builtin_options_as_pack_options() {
             ds.field("builtin_options", &x)
           } else {
             ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")
