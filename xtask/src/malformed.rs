@@ -27,6 +27,8 @@ struct Raw {
     outputs: Vec<i32>,
     /// Give the operators Conv2DOptions instead of FullyConnectedOptions.
     wrong_options: bool,
+    /// (tensor, shape_signature): tensors with a dimension known only at run time.
+    signatures: Vec<(usize, Vec<i32>)>,
 }
 
 impl Default for Raw {
@@ -45,6 +47,7 @@ impl Default for Raw {
             inputs: vec![0],
             outputs: vec![2],
             wrong_options: false,
+            signatures: Vec::new(),
         }
     }
 }
@@ -64,7 +67,10 @@ impl Raw {
         let tensors: Vec<_> = self
             .tensors
             .iter()
-            .map(|(shape, ty, buffer, name, scales, zps)| {
+            .enumerate()
+            .map(|(i, (shape, ty, buffer, name, scales, zps))| {
+                let shape_signature =
+                    self.signatures.iter().find(|(t, _)| *t == i).map(|(_, sig)| fbb.create_vector(sig));
                 let shape = Some(fbb.create_vector(shape));
                 let name = Some(fbb.create_string(name));
                 let scale = Some(fbb.create_vector(scales));
@@ -75,7 +81,15 @@ impl Raw {
                 ));
                 fb::Tensor::create(
                     &mut fbb,
-                    &fb::TensorArgs { shape, type_: *ty, buffer: *buffer, name, quantization, ..Default::default() },
+                    &fb::TensorArgs {
+                        shape,
+                        type_: *ty,
+                        buffer: *buffer,
+                        name,
+                        quantization,
+                        shape_signature,
+                        ..Default::default()
+                    },
                 )
             })
             .collect();
@@ -236,6 +250,47 @@ fn tflite_cases() -> Vec<(&'static str, Vec<u8>)> {
             }),
         ),
         ("string_tensor", Box::new(|r| r.tensors[0].1 = fb::TensorType::STRING)),
+        (
+            // RESHAPE(x, CONCATENATION(SHAPE(x), SHAPE(x))) of a dynamic batch: two dims known
+            // only at run time in the target, one -1 cannot say both.
+            "symbolic_shape_unresolvable",
+            Box::new(|r| {
+                use fb::BuiltinOperator as B;
+                r.opcodes = vec![B::SHAPE.0, B::CONCATENATION.0, B::RESHAPE.0];
+                r.tensors = vec![
+                    (vec![1, 4], fb::TensorType::FLOAT32, 0, "x", vec![], vec![]),
+                    (vec![2], fb::TensorType::INT32, 0, "shape", vec![], vec![]),
+                    (vec![4], fb::TensorType::INT32, 0, "twice", vec![], vec![]),
+                    (vec![1, 4, 1, 4], fb::TensorType::FLOAT32, 0, "y", vec![], vec![]),
+                ];
+                r.signatures = vec![(0, vec![-1, 4]), (3, vec![-1, 4, -1, 4])];
+                r.buffers = vec![None];
+                r.ops = vec![(0, vec![0], vec![1]), (1, vec![1, 1], vec![2]), (2, vec![0, 2], vec![3])];
+                r.outputs = vec![3];
+            }),
+        ),
+        (
+            // STRIDED_SLICE of a shape vector whose begin is a model input.
+            "strided_slice_runtime_begin",
+            Box::new(|r| {
+                use fb::BuiltinOperator as B;
+                r.opcodes = vec![B::SHAPE.0, B::STRIDED_SLICE.0, B::RESHAPE.0];
+                r.tensors = vec![
+                    (vec![1, 4], fb::TensorType::FLOAT32, 0, "x", vec![], vec![]),
+                    (vec![1], fb::TensorType::INT32, 0, "begin", vec![], vec![]),
+                    (vec![1], fb::TensorType::INT32, 1, "end", vec![], vec![]),
+                    (vec![1], fb::TensorType::INT32, 2, "strides", vec![], vec![]),
+                    (vec![2], fb::TensorType::INT32, 0, "shape", vec![], vec![]),
+                    (vec![1], fb::TensorType::INT32, 0, "sliced", vec![], vec![]),
+                    (vec![4], fb::TensorType::FLOAT32, 0, "y", vec![], vec![]),
+                ];
+                r.signatures = vec![(0, vec![-1, 4]), (6, vec![-1])];
+                r.buffers = vec![None, Some(2i32.to_le_bytes().to_vec()), Some(1i32.to_le_bytes().to_vec())];
+                r.ops = vec![(0, vec![0], vec![4]), (1, vec![4, 1, 2, 3], vec![5]), (2, vec![0, 5], vec![6])];
+                r.inputs = vec![0, 1];
+                r.outputs = vec![6];
+            }),
+        ),
         (
             // Found by the fuzzer: a weight scale so large the int8 rescale has no Q31 form.
             "int8_rescale_without_fixed_point_form",
