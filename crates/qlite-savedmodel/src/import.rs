@@ -19,6 +19,7 @@ use bytes::Bytes;
 use prost::Message;
 use qlite_ir::op::*;
 use qlite_ir::tensor::{f32_bytes, i64_bytes, read_f32s, read_i32s, read_i64s};
+use qlite_ir::sym::{self, SliceAxis, SymDim, SymVal};
 use qlite_ir::{DType, Dim, Graph, Node, Shape, Signature, Tensor, TensorId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -1047,38 +1048,25 @@ impl<'a> Im<'a> {
             },
             _ => return Ok(None),
         };
-        let len = v.len() as i64;
-        let st = strides[0];
-        if st == 0 {
-            return Err("stride 0".into());
-        }
-        let clampi = |x: i64, lo: i64, hi: i64| x.max(lo).min(hi);
-        let norm = |x: i64| if x < 0 { x + len } else { x };
-        let (b, e) = if st > 0 {
-            (
-                if m("begin_mask") & 1 != 0 { 0 } else { clampi(norm(begin[0]), 0, len) },
-                if m("end_mask") & 1 != 0 { len } else { clampi(norm(end[0]), 0, len) },
-            )
-        } else {
-            (
-                if m("begin_mask") & 1 != 0 { len - 1 } else { clampi(norm(begin[0]), -1, len - 1) },
-                if m("end_mask") & 1 != 0 { -1 } else { clampi(norm(end[0]), -1, len - 1) },
-            )
+        // The shared shape arithmetic (qlite_ir::sym): run-time entries as anonymous dims.
+        let dims: Vec<SymDim> = v.iter().map(|d| d.map_or(SymDim::Runtime, SymDim::Known)).collect();
+        let axis = SliceAxis {
+            begin: begin[0],
+            end: end[0],
+            stride: strides[0],
+            begin_mask: m("begin_mask") & 1 != 0,
+            end_mask: m("end_mask") & 1 != 0,
+            shrink: m("shrink_axis_mask") & 1 != 0,
         };
-        if m("shrink_axis_mask") & 1 != 0 {
-            let i = norm(begin[0]);
-            let x = usize::try_from(i).ok().and_then(|i| v.get(i)).ok_or("shrink index out of range")?;
-            return Ok(Some(match x {
-                Some(k) => Val::C(Const::i64(vec![], &[*k])),
-                None => Val::SymScalar(None),
-            }));
-        }
-        let mut out = Vec::new();
-        let mut i = b;
-        while (st > 0 && i < e) || (st < 0 && i > e) {
-            out.push(usize::try_from(i).ok().and_then(|i| v.get(i)).copied().flatten());
-            i += st;
-        }
+        let out: Vec<Option<i64>> = match sym::strided_slice(&dims, axis).map_err(|e| e.to_string())? {
+            SymVal::Scalar(d) => {
+                return Ok(Some(match d.known() {
+                    Some(k) => Val::C(Const::i64(vec![], &[k])),
+                    None => Val::SymScalar(None),
+                }));
+            }
+            SymVal::Vector(v) => v.iter().map(|d| d.known()).collect(),
+        };
         if out.iter().all(Option::is_some) {
             let c: Vec<i64> = out.iter().flatten().copied().collect();
             return Ok(Some(Val::C(Const::i64(vec![c.len()], &c))));
