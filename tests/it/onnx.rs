@@ -105,7 +105,12 @@ fn value(name: &str, dims: &[i64]) -> proto::ValueInfoProto {
                     dim: dims
                         .iter()
                         .map(|&d| proto::tensor_shape_proto::Dimension {
-                            value: Some(proto::tensor_shape_proto::dimension::Value::DimValue(d)),
+                            // A negative size in these tests: a dynamic dim ("N").
+                            value: Some(if d < 0 {
+                                proto::tensor_shape_proto::dimension::Value::DimParam("N".into())
+                            } else {
+                                proto::tensor_shape_proto::dimension::Value::DimValue(d)
+                            }),
                             denotation: None,
                         })
                         .collect(),
@@ -222,6 +227,36 @@ fn bad_onnx_models_give_clear_errors() {
                 &[1, 1, 2, 2],
             ),
         ),
+        (
+            "a dynamic-batch reshape target with two run-time dims",
+            model_io(
+                vec![
+                    node("Shape", &["x"], &["s"]),
+                    proto::NodeProto {
+                        attribute: vec![proto::AttributeProto {
+                            name: Some("axis".into()),
+                            i: Some(0),
+                            r#type: Some(2),
+                            ..Default::default()
+                        }],
+                        ..node("Concat", &["s", "s"], &["t"])
+                    },
+                    node("Reshape", &["x", "t"], &["y"]),
+                ],
+                vec![],
+                &[-1, 4],
+                &[-1, 4, -1, 4],
+            ),
+        ),
+        (
+            "run-time shape arithmetic used as data",
+            model_io(
+                vec![node("Shape", &["x"], &["s"]), node("Mul", &["s", "s"], &["y"])],
+                vec![],
+                &[-1, 4],
+                &[2],
+            ),
+        ),
     ];
     let reg = Registry::default();
     let mut text = String::new();
@@ -272,4 +307,35 @@ fn nhwc_io_layout() {
     // A format that is NHWC already refuses the option.
     let e = qlite::convert(&reg, &fixture("digits/cnn.tflite"), &dir.path().join("x.tflite"), &opts).unwrap_err();
     assert!(e.to_string().contains("NHWC already"), "{e}");
+}
+
+/// A dynamic batch in the two forms exporters write a flatten (PyTorch's `view(size(0), -1)`
+/// and tf2onnx's Shape → Slice → Concat): the shape arithmetic folds into a constant reshape
+/// target; the whole batch runs at once, equal to onnxruntime; the converted model keeps the
+/// batch dynamic and runs in LiteRT, resized.
+#[test]
+fn dynamic_batch_shape_arithmetic_folds() {
+    let reg = Registry::default();
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["dynamic_flatten_torch", "dynamic_flatten_tf2onnx"] {
+        let model = fixture(&format!("onnx/{name}.onnx"));
+        let x = qlite::read_npy_file(&fixture(&format!("onnx/{name}_input.npy"))).unwrap();
+        let want = qlite::read_npy_file(&fixture(&format!("onnx/{name}_expected.npy"))).unwrap();
+        let g = qlite::load(&reg, &model).unwrap();
+        assert_eq!(g.tensor(g.inputs()[0]).unwrap().shape.to_string(), "[?,3,8,8]");
+        let reshape = g.nodes().iter().find_map(|n| match &n.op {
+            qlite::ir::Op::Reshape(r) => Some(r.shape.clone()),
+            _ => None,
+        });
+        assert_eq!(reshape, Some(vec![-1, 256]), "{name}");
+        let y = qlite::run(&g, vec![x.clone()]).unwrap();
+        assert_agrees(&y[0], &want, FRAMEWORK_TOL, &format!("{name} against onnxruntime"));
+        let out = dir.path().join(format!("{name}.tflite"));
+        qlite::convert(&reg, &model, &out, &ConvertOptions::default()).unwrap();
+        let t = qlite::load(&reg, &out).unwrap();
+        assert_eq!(t.tensor(t.inputs()[0]).unwrap().shape.to_string(), "[?,3,8,8]", "{name}: shape_signature -1");
+        let yt = qlite::run(&t, vec![x.clone()]).unwrap();
+        assert_agrees(&yt[0], &want, FRAMEWORK_TOL, &format!("{name}: converted, against onnxruntime"));
+        export_case(&format!("onnx_{name}"), &std::fs::read(&out).unwrap(), &[x], &yt, "float");
+    }
 }

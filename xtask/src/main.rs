@@ -251,7 +251,8 @@ fn fixtures() -> R {
         .arg(root().join("fixtures/safetensors")))?;
     run(Command::new(&py)
         .arg(root().join("xtask/fixtures/make_dynamic.py"))
-        .arg(root().join("fixtures/tflite_dynamic")))
+        .arg(root().join("fixtures/tflite_dynamic")))?;
+    run(Command::new(&py).arg(root().join("xtask/fixtures/make_onnx_dynamic.py")).arg(root().join("fixtures/onnx")))
 }
 
 fn conformance(run_tests: bool) -> R {

@@ -4,6 +4,7 @@ use crate::proto::{self, AttributeProto, ModelProto, NodeProto, TensorProto};
 use bytes::Bytes;
 use prost::Message;
 use qlite_ir::op::*;
+use qlite_ir::sym::{self, SliceAxis, SymDim, SymVal};
 use qlite_ir::tensor::{f32_bytes, i64_bytes, read_f32s};
 use qlite_ir::{DType, Dim, Graph, Node, Shape, Signature, Tensor, TensorId};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -48,6 +49,19 @@ pub struct ImportOptions {
 enum Val {
     Tensor(TensorId),
     Const(ConstVal),
+    /// Shape arithmetic with dims known only at run time (a dynamic batch's `Shape` and what
+    /// is computed from it), folded into the Reshape that reads it (`qlite_ir::sym`).
+    Sym(SymVal),
+}
+
+/// A fully known shape value as an int64 constant (a scalar for a scalar).
+fn sym_const(v: &SymVal) -> Option<ConstVal> {
+    let k = v.known()?;
+    let dims = match v {
+        SymVal::Scalar(_) => vec![],
+        SymVal::Vector(_) => vec![k.len()],
+    };
+    Some(ConstVal { dtype: DType::I64, dims, data: i64_bytes(&k) })
 }
 
 #[derive(Debug, Clone)]
@@ -287,6 +301,17 @@ impl Importer {
     fn tensor(&mut self, name: &str) -> R<TensorId> {
         match self.vals.get(name).cloned() {
             Some(Val::Tensor(t)) => Ok(t),
+            Some(Val::Sym(v)) => match sym_const(&v) {
+                Some(c) => {
+                    let id = self.g.add_tensor(Tensor::constant(name, c.dtype, Shape::fixed(&c.dims), c.data));
+                    self.vals.insert(name.to_string(), Val::Tensor(id));
+                    Ok(id)
+                }
+                None => Err(format!(
+                    "{name:?} is shape arithmetic known only at run time ({}): qlite folds it into a Reshape's target, and cannot compute with it as data",
+                    sym::show(&v.elements())
+                )),
+            },
             Some(Val::Const(c)) => {
                 let id = self.g.add_tensor(Tensor::constant(name, c.dtype, Shape::fixed(&c.dims), c.data.clone()));
                 self.vals.insert(name.to_string(), Val::Tensor(id));
@@ -301,12 +326,34 @@ impl Importer {
     fn constant(&self, name: &str) -> Option<ConstVal> {
         match self.vals.get(name) {
             Some(Val::Const(c)) => Some(c.clone()),
+            Some(Val::Sym(v)) => sym_const(v),
             Some(Val::Tensor(t)) => {
                 let t = self.g.tensor(*t)?;
                 Some(ConstVal { dtype: t.dtype, dims: t.shape.to_fixed()?, data: t.data.clone()? })
             }
             None => None,
         }
+    }
+
+    /// A shape value: symbolic, or an integer constant of rank 0 or 1.
+    fn shape_value(&self, name: &str) -> Option<SymVal> {
+        match self.vals.get(name) {
+            Some(Val::Sym(v)) => Some(v.clone()),
+            _ => {
+                let c = self.constant(name)?;
+                let v = c.i64s()?;
+                match c.dims.len() {
+                    0 if v.len() == 1 => Some(SymVal::Scalar(SymDim::Known(v[0]))),
+                    1 => Some(SymVal::from_ints(&v)),
+                    _ => None,
+                }
+            }
+        }
+    }
+
+    /// Is the value `name` symbolic shape arithmetic (not fully known)?
+    fn is_sym(&self, name: &str) -> bool {
+        matches!(self.vals.get(name), Some(Val::Sym(v)) if v.known().is_none())
     }
 
     fn new_const(&mut self, name: &str, dtype: DType, dims: &[usize], data: Bytes) -> TensorId {
@@ -924,6 +971,24 @@ impl Importer {
                 let y = self.push(name, Op::Reshape(Reshape { shape: target }), vec![Some(x)])?;
                 self.output(n, y);
             }
+            "Reshape" if n.input.get(1).is_some_and(|t| self.is_sym(t)) => {
+                let x = self.input(n, 0)?;
+                let xs = sym::shape_of(&self.shape_of(x), x.index());
+                let target = self.shape_value(&n.input[1]).map(|v| v.elements()).unwrap_or_default();
+                // ONNX's 0 copies the input's dim (unless allowzero).
+                let allowzero = attr_i(n, "allowzero", 0) != 0;
+                let target: Vec<SymDim> = target
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| match d {
+                        SymDim::Known(0) if !allowzero => xs.get(i).copied().unwrap_or(*d),
+                        _ => *d,
+                    })
+                    .collect();
+                let target = sym::reshape_target(&xs, &target).map_err(|e| e.to_string())?;
+                let y = self.push(name, Op::Reshape(Reshape { shape: target }), vec![Some(x)])?;
+                self.output(n, y);
+            }
             "Reshape" => {
                 let shape = self
                     .const_ints(n, 1, "Reshape shape")?
@@ -989,6 +1054,14 @@ impl Importer {
                 let y = self.transpose(name, x, perm)?;
                 self.output(n, y);
             }
+            "Concat" if n.input.iter().any(|i| self.is_sym(i)) => {
+                let parts = n
+                    .input
+                    .iter()
+                    .map(|i| self.shape_value(i).ok_or_else(|| format!("Concat of shape values: {i:?} is not one")))
+                    .collect::<R<Vec<_>>>()?;
+                self.alias(n, Val::Sym(sym::concat(&parts)));
+            }
             "Concat" => {
                 let consts: Option<Vec<ConstVal>> = n.input.iter().map(|i| self.constant(i)).collect();
                 if let Some(cs) = consts.filter(|cs| cs.iter().all(|c| c.dims.len() == 1 && c.dtype == DType::I64)) {
@@ -1005,6 +1078,16 @@ impl Importer {
                     xs.into_iter().map(Some).collect(),
                 )?;
                 self.output(n, y);
+            }
+            "Squeeze" | "Unsqueeze" if self.is_sym(&first) => {
+                let v = self.shape_value(&first).ok_or("missing shape value")?;
+                let axes = if self.opset >= 13 { self.const_ints(n, 1, "axes")? } else { attr_ints(n, "axes") };
+                let out = match (op_type, &v, axes.as_deref()) {
+                    ("Unsqueeze", SymVal::Scalar(d), Some([0] | [-1])) => SymVal::Vector(vec![*d]),
+                    ("Squeeze", SymVal::Vector(e), None | Some([0] | [-1])) if e.len() == 1 => SymVal::Scalar(e[0]),
+                    _ => return Err(format!("{op_type} of a shape value along axes {axes:?}")),
+                };
+                self.alias(n, Val::Sym(out));
             }
             "Squeeze" | "Unsqueeze" => {
                 let axes = if self.opset >= 13 { self.const_ints(n, 1, "axes")? } else { attr_ints(n, "axes") };
@@ -1179,15 +1262,61 @@ impl Importer {
                 }
             }
             "Shape" => {
-                let dims = match self.constant(&first) {
-                    Some(c) => c.dims,
+                let dims: Vec<SymDim> = match self.constant(&first) {
+                    Some(c) => c.dims.iter().map(|&d| SymDim::Known(d as i64)).collect(),
                     None => {
                         let x = self.input(n, 0)?;
-                        self.static_dims(x, "Shape")?
+                        sym::shape_of(&self.shape_of(x), x.index())
                     }
                 };
-                let v: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
-                self.alias(n, Val::Const(ints_const(&v)));
+                // Opset 15's start / end: a slice of the shape.
+                let len = dims.len() as i64;
+                let (start, end) = (attr_i(n, "start", 0), attr_i(n, "end", len));
+                let axis = SliceAxis { begin: start, end, stride: 1, ..Default::default() };
+                let v = sym::strided_slice(&dims, axis).map_err(|e| e.to_string())?;
+                self.alias(
+                    n,
+                    match sym_const(&v) {
+                        Some(c) => Val::Const(c),
+                        None => Val::Sym(v),
+                    },
+                );
+            }
+            "Gather" if self.is_sym(&first) => {
+                let v = self.shape_value(&first).map(|v| v.elements()).unwrap_or_default();
+                if attr_i(n, "axis", 0) != 0 {
+                    return Err("Gather of a shape value along an axis other than 0".into());
+                }
+                let idx = n.input.get(1).and_then(|i| self.constant(i)).ok_or("Gather indices must be a constant")?;
+                let ix = idx.i64s().ok_or("Gather indices must be integers")?;
+                self.alias(n, Val::Sym(sym::gather(&v, &ix, idx.dims.is_empty()).map_err(|e| e.to_string())?));
+            }
+            "Cast" if self.is_sym(&first) => {
+                let v = self.shape_value(&first).ok_or("missing shape value")?;
+                self.alias(n, Val::Sym(v));
+            }
+            "Slice" if self.is_sym(&first) => {
+                let v = self.shape_value(&first).map(|v| v.elements()).unwrap_or_default();
+                let one = |k: usize, what: &str| -> R<Option<i64>> {
+                    match self.const_ints(n, k, what)? {
+                        None => Ok(None),
+                        Some(v) if v.len() == 1 => Ok(Some(v[0])),
+                        Some(v) => Err(format!("Slice of a shape value with {} {what}", v.len())),
+                    }
+                };
+                if self.opset < 10 {
+                    return Err("Slice of a shape value needs opset 10".into());
+                }
+                if one(3, "axes")?.is_some_and(|a| a != 0 && a != -1) {
+                    return Err("Slice of a shape value along an axis other than 0".into());
+                }
+                let axis = SliceAxis {
+                    begin: one(1, "starts")?.ok_or("Slice needs starts")?,
+                    end: one(2, "ends")?.ok_or("Slice needs ends")?,
+                    stride: one(4, "steps")?.unwrap_or(1),
+                    ..Default::default()
+                };
+                self.alias(n, Val::Sym(sym::strided_slice(&v, axis).map_err(|e| e.to_string())?));
             }
             "Gather" => {
                 let (Some(data), Some(idx)) = (self.constant(&first), n.input.get(1).and_then(|s| self.constant(s)))
