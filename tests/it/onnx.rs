@@ -250,12 +250,7 @@ fn bad_onnx_models_give_clear_errors() {
         ),
         (
             "run-time shape arithmetic used as data",
-            model_io(
-                vec![node("Shape", &["x"], &["s"]), node("Mul", &["s", "s"], &["y"])],
-                vec![],
-                &[-1, 4],
-                &[2],
-            ),
+            model_io(vec![node("Shape", &["x"], &["s"]), node("Mul", &["s", "s"], &["y"])], vec![], &[-1, 4], &[2]),
         ),
     ];
     let reg = Registry::default();
