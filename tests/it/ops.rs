@@ -282,6 +282,20 @@ fn cases() -> Vec<Case> {
         "float",
     );
     add(
+        "strided_slice_masks_negative_stride_shrink",
+        &|b| {
+            let x = b.input("x", &[2, 5, 6, 3], -1.0, 1.0);
+            let axes = vec![
+                SliceDim { begin: Some(1), end: None, stride: 1, shrink: true },
+                SliceDim { begin: Some(-1), end: Some(0), stride: -2, shrink: false },
+                SliceDim { begin: Some(1), end: Some(100), stride: 2, shrink: false },
+                SliceDim::ALL,
+            ];
+            vec![b.node(Op::StridedSlice(StridedSlice { axes }), &[Some(x)], None)]
+        },
+        "float",
+    );
+    add(
         "logistic",
         &|b| {
             let x = b.input("x", &[1, 32], -8.0, 8.0);

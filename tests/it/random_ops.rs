@@ -319,9 +319,39 @@ fn gen_concat_pad(b: &mut Builder) -> TensorId {
     b.node(Op::Pad(Pad { paddings }), &[Some(cat)], Some((DType::I8, q)))
 }
 
+fn gen_strided_slice(b: &mut Builder) -> TensorId {
+    let rank = int(&mut b.rng, 1, 4) as usize;
+    let dims: Vec<usize> = (0..rank).map(|_| int(&mut b.rng, 1, 6) as usize).collect();
+    let mut axes = Vec::with_capacity(rank);
+    for &n in &dims {
+        let n = n as i64;
+        let mut axis = SliceDim::ALL;
+        // Up to 8 draws for a non-empty axis; the whole axis otherwise.
+        for _ in 0..8 {
+            let a = match b.rng.next_u64() % 8 {
+                0 => SliceDim::ALL,
+                1 => SliceDim { begin: Some(int(&mut b.rng, -n, n - 1)), end: None, stride: 1, shrink: true },
+                _ => {
+                    let edge = |rng: &mut Rng| (!rng.next_u64().is_multiple_of(4)).then(|| int(rng, -n - 1, n + 1));
+                    let (begin, end) = (edge(&mut b.rng), edge(&mut b.rng));
+                    SliceDim { begin, end, stride: pick(&mut b.rng, &[-2, -1, 1, 1, 2, 3]), shrink: false }
+                }
+            };
+            if a.resolve(n as usize).is_some_and(|(_, c)| c > 0) {
+                axis = a;
+                break;
+            }
+        }
+        axes.push(axis);
+    }
+    let q = qp(&mut b.rng);
+    let x = input(b, "x", &dims, q.clone());
+    b.node(Op::StridedSlice(StridedSlice { axes }), &[Some(x)], Some((DType::I8, q)))
+}
+
 #[test]
 fn random_integer_ops_are_exported_for_litert() {
-    let kinds: [(&str, Gen); 15] = [
+    let kinds: [(&str, Gen); 16] = [
         ("fully_connected", gen_fully_connected),
         ("conv2d", gen_conv),
         ("depthwise", gen_depthwise),
@@ -337,6 +367,7 @@ fn random_integer_ops_are_exported_for_litert() {
         ("relu", gen_relu),
         ("requantize", gen_requantize),
         ("concat_pad", gen_concat_pad),
+        ("strided_slice", gen_strided_slice),
     ];
     let mut snap = String::new();
     let mut redrawn = Vec::new();

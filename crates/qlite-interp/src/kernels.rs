@@ -371,6 +371,42 @@ pub fn concatenate(op: &Concatenation, xs: &[&Array], out_shape: &[usize]) -> Da
     }
 }
 
+/// STRIDED_SLICE of any dtype (a gather: the bytes are copied, as LiteRT's kernel copies
+/// them, whatever the quantization). Returns the output's dims and data.
+pub fn strided_slice(op: &StridedSlice, x: &Array) -> Result<(Vec<usize>, Data), String> {
+    let xs = x.shape();
+    if op.axes.len() != xs.len() {
+        return Err(format!("StridedSlice has {} axes for rank {}", op.axes.len(), xs.len()));
+    }
+    let st = strides(xs);
+    let mut axes = Vec::with_capacity(xs.len());
+    for (k, (a, &n)) in op.axes.iter().zip(xs).enumerate() {
+        let (start, count) = a.resolve(n).ok_or_else(|| format!("StridedSlice axis {k} is outside {n}"))?;
+        axes.push((start, count, if a.shrink { 1 } else { a.stride }));
+    }
+    let counts: Vec<usize> = axes.iter().map(|a| a.1).collect();
+    let total: usize = counts.iter().product();
+    let mut src = Vec::with_capacity(total);
+    let mut idx = vec![0usize; xs.len()];
+    for _ in 0..total {
+        let mut s = 0i64;
+        for (k, &i) in idx.iter().enumerate() {
+            let (start, _, step) = axes[k];
+            s += (start + i as i64 * step) * st[k] as i64;
+        }
+        src.push(s as usize);
+        for k in (0..idx.len()).rev() {
+            idx[k] += 1;
+            if idx[k] < counts[k] {
+                break;
+            }
+            idx[k] = 0;
+        }
+    }
+    let dims = counts.iter().zip(&op.axes).filter(|(_, a)| !a.shrink).map(|(&c, _)| c).collect();
+    Ok((dims, x.data().gather(&src)))
+}
+
 /// Constant padding; quantized tensors are padded with their zero point.
 pub fn pad(op: &Pad, x: &Array, zero_point: i64, out_shape: &[usize]) -> Data {
     let xs = x.shape();

@@ -439,6 +439,10 @@ impl<'g> Interpreter<'g> {
                 let zp = in_tensor(0).and_then(|t| t.quant.as_ref()).map_or(0, |q| q.zero_point());
                 make_data(kernels::pad(o, input(0)?, zp, &out_shape))
             }
+            Op::StridedSlice(o) => {
+                let (_, d) = kernels::strided_slice(o, input(0)?)?;
+                make_data(d)
+            }
             Op::Quantize => {
                 let q = out_tensor.quant.as_ref().ok_or("Quantize output has no quantization parameters")?;
                 let in_q = in_tensor(0).and_then(|t| t.quant.as_ref());
@@ -684,7 +688,9 @@ impl Interpreter<'_> {
                 }
                 return Ok(None);
             }
-            Op::Reshape(_) | Op::Transpose(_) | Op::Pad(_) | Op::Quantize | Op::Dequantize => return Ok(None),
+            Op::Reshape(_) | Op::Transpose(_) | Op::Pad(_) | Op::StridedSlice(_) | Op::Quantize | Op::Dequantize => {
+                return Ok(None);
+            }
             Op::LocalResponseNorm(_) => {
                 return Err("LocalResponseNorm has no integer kernel (LiteRT's is float-only)".into());
             }

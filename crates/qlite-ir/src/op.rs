@@ -229,6 +229,55 @@ pub struct Opaque {
     pub version: i64,
 }
 
+/// One axis of a [`StridedSlice`], in TensorFlow's terms (STRIDED_SLICE, ONNX Slice).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SliceDim {
+    /// `None`: from the first element (the last for a negative stride), as `begin_mask`.
+    /// Negative values count from the end.
+    pub begin: Option<i64>,
+    /// `None`: through the last element (the first for a negative stride), as `end_mask`.
+    pub end: Option<i64>,
+    /// Non-zero.
+    pub stride: i64,
+    /// Take the element at `begin` and drop the axis (`shrink_axis_mask`).
+    pub shrink: bool,
+}
+
+impl SliceDim {
+    /// The whole axis.
+    pub const ALL: SliceDim = SliceDim { begin: None, end: None, stride: 1, shrink: false };
+
+    /// The first index and the element count of this axis over a dimension of `n` elements
+    /// (begin and end clamped into range as TensorFlow does); `None` when the stride is 0 or a
+    /// shrunk axis's index is outside the dimension.
+    pub fn resolve(&self, n: usize) -> Option<(i64, usize)> {
+        let len = i64::try_from(n).ok()?;
+        let norm = |x: i64| if x < 0 { x.saturating_add(len) } else { x };
+        if self.shrink {
+            let i = norm(self.begin.unwrap_or(0));
+            return (0..len).contains(&i).then_some((i, 1));
+        }
+        let st = self.stride;
+        if st == 0 {
+            return None;
+        }
+        let (lo, hi) = if st > 0 { (0, len) } else { (-1, len - 1) };
+        let start = self.begin.map_or(if st > 0 { 0 } else { len - 1 }, |b| norm(b).clamp(lo, hi));
+        let stop = self.end.map_or(if st > 0 { len } else { -1 }, |e| norm(e).clamp(lo, hi));
+        let span = if st > 0 { stop - start } else { start - stop };
+        let step = st.unsigned_abs() as i64;
+        let count = if span <= 0 { 0 } else { (span + step - 1) / step };
+        Some((start, count as usize))
+    }
+}
+
+/// STRIDED_SLICE: a strided window of each axis; shrunk axes are dropped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StridedSlice {
+    /// One per input axis.
+    pub axes: Vec<SliceDim>,
+}
+
 /// The closed operator enum.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
@@ -242,6 +291,7 @@ pub enum Op {
     Transpose(Transpose),
     Concatenation(Concatenation),
     Pad(Pad),
+    StridedSlice(StridedSlice),
     Softmax(Softmax),
     LocalResponseNorm(LocalResponseNorm),
     Unary(Unary),
@@ -322,6 +372,7 @@ op_kinds!(
     Transpose,
     Concatenation,
     Pad,
+    StridedSlice,
     Softmax,
     LocalResponseNorm,
     Relu,
@@ -367,6 +418,7 @@ impl Op {
             Op::Transpose(_) => OpKind::Transpose,
             Op::Concatenation(_) => OpKind::Concatenation,
             Op::Pad(_) => OpKind::Pad,
+            Op::StridedSlice(_) => OpKind::StridedSlice,
             Op::Softmax(_) => OpKind::Softmax,
             Op::LocalResponseNorm(_) => OpKind::LocalResponseNorm,
             Op::Unary(u) => match u.kind {
@@ -398,6 +450,7 @@ impl Op {
             | Op::Reshape(_)
             | Op::Transpose(_)
             | Op::Pad(_)
+            | Op::StridedSlice(_)
             | Op::Softmax(_)
             | Op::LocalResponseNorm(_)
             | Op::Unary(_)
@@ -477,6 +530,21 @@ impl Op {
             Op::Pad(o) => {
                 let v: Vec<String> = o.paddings.iter().map(|p| format!("{}:{}", p[0], p[1])).collect();
                 out.push(("paddings", format!("[{}]", v.join(","))));
+            }
+            Op::StridedSlice(o) => {
+                let v: Vec<String> = o
+                    .axes
+                    .iter()
+                    .map(|a| {
+                        let b = a.begin.map_or("_".into(), |b| b.to_string());
+                        if a.shrink {
+                            format!("{b}!")
+                        } else {
+                            format!("{b}:{}:{}", a.end.map_or("_".into(), |e| e.to_string()), a.stride)
+                        }
+                    })
+                    .collect();
+                out.push(("axes", format!("[{}]", v.join(","))));
             }
             Op::Softmax(o) => out.push(("beta", format!("{:?}", o.beta))),
             Op::LocalResponseNorm(o) => {
@@ -723,6 +791,31 @@ impl Op {
                         ),
                         Dim::Dynamic => Dim::Dynamic,
                     });
+                }
+                one(Some(dt), Shape::new(dims))
+            }
+            Op::StridedSlice(o) => {
+                let (dt, x) = get(0)?;
+                if o.axes.len() != x.rank() {
+                    return bad(format!("StridedSlice has {} axes for rank {}", o.axes.len(), x.rank()));
+                }
+                let mut dims = Vec::with_capacity(x.rank());
+                for (i, (d, a)) in x.dims().iter().zip(&o.axes).enumerate() {
+                    if a.stride == 0 && !a.shrink {
+                        return bad(format!("StridedSlice axis {i} has stride 0"));
+                    }
+                    match d {
+                        Dim::Fixed(n) => {
+                            let (_, count) = a.resolve(*n).ok_or_else(|| {
+                                InferError(format!("StridedSlice axis {i}: index {:?} is outside {n}", a.begin))
+                            })?;
+                            if !a.shrink {
+                                dims.push(Dim::Fixed(count));
+                            }
+                        }
+                        Dim::Dynamic if a.shrink => {}
+                        Dim::Dynamic => dims.push(Dim::Dynamic),
+                    }
                 }
                 one(Some(dt), Shape::new(dims))
             }

@@ -92,6 +92,7 @@ pub fn builtin(op: &Op) -> Option<fb::BuiltinOperator> {
         Op::Transpose(_) => B::TRANSPOSE,
         Op::Concatenation(_) => B::CONCATENATION,
         Op::Pad(_) => B::PAD,
+        Op::StridedSlice(_) => B::STRIDED_SLICE,
         Op::Softmax(_) => B::SOFTMAX,
         Op::LocalResponseNorm(_) => B::LOCAL_RESPONSE_NORMALIZATION,
         Op::Unary(u) => match u.kind {
@@ -235,6 +236,19 @@ pub fn op_version(g: &Graph, n: &Node) -> i32 {
                 1
             }
         }
+        // op_version.cc: ellipsis / new-axis masks 6 (never written), string 5, rank > 4 4,
+        // bool 3, int8 2.
+        Op::StridedSlice(_) => {
+            if rank0 > 4 {
+                4
+            } else if x == Some(Bool) {
+                3
+            } else if x == Some(I8) {
+                2
+            } else {
+                1
+            }
+        }
         Op::Pad(_) => {
             if x == Some(Bool) {
                 5
@@ -300,6 +314,7 @@ pub fn min_runtime(op: fb::BuiltinOperator, version: i32) -> Option<&'static str
         ],
         B::MUL => &["1.5.0", "1.14.0", "1.15.0", "2.3.0", "2.6.0", "2.11.0", "2.13.0", "2.23.0"],
         B::PAD => &["1.5.0", "1.14.0", "2.4.0", "2.6.0", "2.20.0"],
+        B::STRIDED_SLICE => &["1.6.0", "1.14.0", "2.1.0", "2.2.0", "2.5.0", "2.6.0"],
         B::RESHAPE => &["1.5.0"],
         B::SOFTMAX => &["1.5.0", "1.14.0", "2.3.0", "2.23.0"],
         B::TRANSPOSE => &["1.6.0", "1.14.0", "1.15.0", "2.3.0", "2.4.0", "2.12.0", "2.14.4", "2.22.0", "2.23.0"],

@@ -123,7 +123,7 @@ fn i32_dim(g: &Graph, id: TensorId, d: usize) -> Result<i32, WriteError> {
     })
 }
 
-fn aux_for(node: &Node, g: &Graph) -> Result<Option<AuxTensor>, WriteError> {
+fn aux_for(node: &Node, g: &Graph) -> Result<Vec<AuxTensor>, WriteError> {
     let base = node.outputs.first().and_then(|t| g.tensor(*t)).map_or(node.name.as_str(), |t| t.name.as_str());
     let to_i32 = |v: i64| {
         i32::try_from(v).map_err(|_| WriteError::Unsupported {
@@ -131,6 +131,19 @@ fn aux_for(node: &Node, g: &Graph) -> Result<Option<AuxTensor>, WriteError> {
             message: format!("attribute value {v} does not fit int32"),
         })
     };
+    if let Op::StridedSlice(o) = &node.op {
+        // begin, end and strides; a masked value is written as 0 (its mask says to ignore it).
+        let mut parts = Vec::with_capacity(3);
+        for (what, f) in [
+            ("begin", (|a: &SliceDim| a.begin.unwrap_or(0)) as fn(&SliceDim) -> i64),
+            ("end", |a: &SliceDim| if a.shrink { a.begin.unwrap_or(0).saturating_add(1) } else { a.end.unwrap_or(0) }),
+            ("strides", |a: &SliceDim| if a.shrink { 1 } else { a.stride }),
+        ] {
+            let data = o.axes.iter().map(|a| to_i32(f(a))).collect::<Result<Vec<_>, _>>()?;
+            parts.push(AuxTensor { name: format!("{base}/{what}"), shape: vec![data.len() as i32], data });
+        }
+        return Ok(parts);
+    }
     Ok(match &node.op {
         Op::Reshape(r) => {
             let data = r.shape.iter().map(|&v| to_i32(v)).collect::<Result<Vec<_>, _>>()?;
@@ -153,7 +166,9 @@ fn aux_for(node: &Node, g: &Graph) -> Result<Option<AuxTensor>, WriteError> {
             Some(AuxTensor { name: format!("{base}/paddings"), shape: vec![p.paddings.len() as i32, 2], data })
         }
         _ => None,
-    })
+    }
+    .into_iter()
+    .collect())
 }
 
 /// Push `data` as a byte vector whose first byte lands on a 16-byte boundary of the final file.
@@ -188,15 +203,14 @@ fn serialize(g: &Graph) -> Result<bytes::Bytes, WriteError> {
     }
     // Aux tensors, in node order, after the graph's own tensors.
     let mut aux: Vec<AuxTensor> = Vec::new();
-    let mut aux_index: Vec<Option<i32>> = Vec::with_capacity(g.nodes().len());
+    let mut aux_index: Vec<Vec<i32>> = Vec::with_capacity(g.nodes().len());
     for n in g.nodes() {
-        match aux_for(n, g)? {
-            Some(a) => {
-                aux_index.push(Some((g.tensors().len() + aux.len()) as i32));
-                aux.push(a);
-            }
-            None => aux_index.push(None),
+        let mut ids = Vec::new();
+        for a in aux_for(n, g)? {
+            ids.push((g.tensors().len() + aux.len()) as i32);
+            aux.push(a);
         }
+        aux_index.push(ids);
     }
     let aux_bytes: Vec<Vec<u8>> = aux.iter().map(|a| a.data.iter().flat_map(|v| v.to_le_bytes()).collect()).collect();
     let aux_buffer_start = buffer_data.len() as u32;
@@ -324,9 +338,7 @@ fn serialize(g: &Graph) -> Result<bytes::Bytes, WriteError> {
     let mut operators = Vec::with_capacity(g.nodes().len());
     for (ni, n) in g.nodes().iter().enumerate() {
         let mut inputs: Vec<i32> = n.inputs.iter().map(|i| i.map_or(-1, |t| t.index() as i32)).collect();
-        if let Some(a) = aux_index[ni] {
-            inputs.push(a);
-        }
+        inputs.extend_from_slice(&aux_index[ni]);
         let outputs: Vec<i32> = n.outputs.iter().map(|t| t.index() as i32).collect();
         let inputs = Some(fbb.create_vector(&inputs));
         let outputs = Some(fbb.create_vector(&outputs));
@@ -580,6 +592,20 @@ fn options(fbb: &mut FlatBufferBuilder<'_>, n: &Node) -> (fb::BuiltinOptions, Op
             ),
         ),
         Op::Pad(_) => (O::PadOptions, Some(fb::PadOptions::create(fbb, &fb::PadOptionsArgs {}).as_union_value())),
+        Op::StridedSlice(o) => {
+            let mask = |f: fn(&SliceDim) -> bool| {
+                o.axes.iter().enumerate().filter(|(_, a)| f(a)).fold(0i32, |m, (i, _)| m | (1 << i))
+            };
+            let args = fb::StridedSliceOptionsArgs {
+                begin_mask: mask(|a| a.begin.is_none() && !a.shrink),
+                end_mask: mask(|a| a.end.is_none() && !a.shrink),
+                ellipsis_mask: 0,
+                new_axis_mask: 0,
+                shrink_axis_mask: mask(|a| a.shrink),
+                offset: false,
+            };
+            (O::StridedSliceOptions, Some(fb::StridedSliceOptions::create(fbb, &args).as_union_value()))
+        }
         Op::Softmax(s) => (
             O::SoftmaxOptions,
             Some(fb::SoftmaxOptions::create(fbb, &fb::SoftmaxOptionsArgs { beta: s.beta }).as_union_value()),
