@@ -5,7 +5,7 @@ use crate::array::{Array, Data, map_data};
 use crate::fixedpoint::{mbqm, quantize_multiplier, round_half_away};
 use qlite_ir::op::{
     Activation, Binary, BinaryKind, Concatenation, Conv2d, DepthwiseConv2d, FullyConnected, LocalResponseNorm, Mean,
-    Pad, Pool2d, PoolKind, Softmax, Transpose, UnaryKind,
+    Pad, Pool2d, PoolKind, Softmax, StridedSlice, Transpose, UnaryKind,
 };
 use qlite_ir::{DType, QuantParams};
 

@@ -3,6 +3,7 @@
 use crate::codes;
 use crate::fb;
 use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
+use qlite_ir::op::SliceDim;
 use qlite_ir::passes::DeadCodeElimination;
 use qlite_ir::{
     DType, Dim, Graph, Node, NodeId, Op, Pass, PassCx, PassError, PassManager, PipelineError, QuantParams, Shape,
