@@ -1358,6 +1358,41 @@ impl Importer {
                 let dims = c.dims.clone();
                 self.alias(n, Val::Const(ConstVal { dims, ..v }));
             }
+            "Slice" if self.constant(&first).is_none() && !self.is_sym(&first) => {
+                // A slice of a run-time tensor: STRIDED_SLICE over the listed axes.
+                let x = self.input(n, 0)?;
+                let rank = self.shape_of(x).rank();
+                let (starts, ends, axes, steps) = if self.opset >= 10 {
+                    (
+                        self.const_ints(n, 1, "starts")?.ok_or("Slice needs starts")?,
+                        self.const_ints(n, 2, "ends")?.ok_or("Slice needs ends")?,
+                        self.const_ints(n, 3, "axes")?,
+                        self.const_ints(n, 4, "steps")?,
+                    )
+                } else {
+                    (
+                        attr_ints(n, "starts").ok_or("Slice needs starts")?,
+                        attr_ints(n, "ends").ok_or("Slice needs ends")?,
+                        attr_ints(n, "axes"),
+                        None,
+                    )
+                };
+                let axes = axes.unwrap_or_else(|| (0..starts.len() as i64).collect());
+                let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
+                if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
+                    return Err("Slice starts, ends, axes and steps differ in length".into());
+                }
+                let mut dims = vec![SliceDim::ALL; rank];
+                for k in 0..starts.len() {
+                    let a = norm_axis(axes[k], rank)?;
+                    if steps[k] == 0 {
+                        return Err("Slice step 0".into());
+                    }
+                    dims[a] = SliceDim { begin: Some(starts[k]), end: Some(ends[k]), stride: steps[k], shrink: false };
+                }
+                let y = self.push(name, Op::StridedSlice(StridedSlice { axes: dims }), vec![Some(x)])?;
+                self.output(n, y);
+            }
             "Slice" => {
                 let Some(c) = self.constant(&first).filter(|c| c.dims.len() == 1) else { return Ok(false) };
                 let v = c.i64s().ok_or("Slice of a non-integer constant")?;

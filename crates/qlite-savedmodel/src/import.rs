@@ -282,6 +282,8 @@ const KNOWN_OPS: &[&str] = &[
     "StridedSlice",
     "Pack",
     "Cast",
+    "GatherV2",
+    "Prod",
 ];
 
 struct Im<'a> {
@@ -813,7 +815,7 @@ impl<'a> Im<'a> {
                             _ => {}
                         }
                     }
-                    return one(Val::Sym(v));
+                    return one(sym_val(v));
                 }
                 let mut ts = Vec::new();
                 for (i, p) in parts.iter().enumerate() {
@@ -890,6 +892,27 @@ impl<'a> Im<'a> {
                 other => Err(format!("Shape of {}", describe(&other))),
             },
             "StridedSlice" => self.strided_slice(n, &ins).map(|v| v.map(|v| vec![v])),
+            // Shape arithmetic of Tensordot (a Dense on 3-D input): through qlite_ir::sym.
+            "GatherV2" => {
+                let (Some(v), Val::C(idx), Val::C(axis)) = (shape_vector(&get(0)?), get(1)?, get(2)?) else {
+                    return Ok(None);
+                };
+                if axis.ints().is_none_or(|a| a.first().copied().unwrap_or(0) != 0) {
+                    return Ok(None);
+                }
+                let ix = idx.ints().ok_or("GatherV2 indices must be integers")?;
+                let r = sym::gather(&v, &ix, idx.dims.is_empty()).map_err(|e| e.to_string())?;
+                one(from_sym(r))
+            }
+            "Prod" => {
+                let (Some(v), Val::C(axes)) = (shape_vector(&get(0)?), get(1)?) else { return Ok(None) };
+                if !axes.ints().is_some_and(|a| a.iter().all(|&x| x == 0 || x == -1)) {
+                    return Ok(None);
+                }
+                let p = sym::product(&v).map_err(|e| e.to_string())?;
+                let keep = attr_b(n, "keep_dims").unwrap_or(false);
+                one(from_sym(if keep { SymVal::Vector(vec![p]) } else { SymVal::Scalar(p) }))
+            }
             "Pack" => {
                 if attr_i(n, "axis").unwrap_or(0) != 0 {
                     return Ok(None);
@@ -1032,6 +1055,33 @@ impl<'a> Im<'a> {
         };
         let (begin, end, strides) = (ints(1)?, ints(2)?, ints(3)?);
         let m = |k: &str| attr_i(n, k).unwrap_or(0);
+        if let Some(Val::T(x)) = ins.first() {
+            // A slice of a run-time tensor (Keras's Cropping2D): the STRIDED_SLICE op.
+            let rank = self.shape(*x).rank();
+            if m("ellipsis_mask") != 0 || m("new_axis_mask") != 0 || begin.len() > rank {
+                return Ok(None);
+            }
+            if end.len() != begin.len() || strides.len() != begin.len() {
+                return Err("begin, end and strides differ in length".into());
+            }
+            let bit = |k: &str, i: usize| i < 32 && m(k) & (1 << i) != 0;
+            let axes: Vec<SliceDim> = (0..rank)
+                .map(|i| match i < begin.len() {
+                    false => SliceDim::ALL,
+                    true => {
+                        let shrink = bit("shrink_axis_mask", i);
+                        SliceDim {
+                            begin: (shrink || !bit("begin_mask", i)).then_some(begin[i]),
+                            end: (!shrink && !bit("end_mask", i)).then_some(end[i]),
+                            stride: strides[i],
+                            shrink,
+                        }
+                    }
+                })
+                .collect();
+            let name = n.name.clone();
+            return Ok(Some(Val::T(self.push(&name, Op::StridedSlice(StridedSlice { axes }), vec![Some(*x)])?)));
+        }
         if m("ellipsis_mask") != 0
             || m("new_axis_mask") != 0
             || begin.len() != 1
@@ -1072,6 +1122,33 @@ impl<'a> Im<'a> {
             return Ok(Some(Val::C(Const::i64(vec![c.len()], &c))));
         }
         Ok(Some(Val::Sym(out)))
+    }
+}
+
+/// A 1-D integer value as shape arithmetic (run-time entries anonymous).
+fn shape_vector(v: &Val) -> Option<Vec<SymDim>> {
+    match v {
+        Val::Sym(s) => Some(s.iter().map(|d| d.map_or(SymDim::Runtime, SymDim::Known)).collect()),
+        Val::C(c) if c.dims.len() == 1 => Some(c.ints()?.into_iter().map(SymDim::Known).collect()),
+        _ => None,
+    }
+}
+
+/// A shape value: a constant when every entry is known.
+fn sym_val(v: Vec<Option<i64>>) -> Val {
+    match v.iter().copied().collect::<Option<Vec<i64>>>() {
+        Some(k) => Val::C(Const::i64(vec![k.len()], &k)),
+        None => Val::Sym(v),
+    }
+}
+
+fn from_sym(v: SymVal) -> Val {
+    match v {
+        SymVal::Scalar(d) => match d.known() {
+            Some(k) => Val::C(Const::i64(vec![], &[k])),
+            None => Val::SymScalar(None),
+        },
+        SymVal::Vector(v) => sym_val(v.iter().map(|d| d.known()).collect()),
     }
 }
 

@@ -490,8 +490,11 @@ fn convert_op(
                     let shrink = bit(|o| o.shrink_axis_mask(), i);
                     SliceDim {
                         begin: (shrink || !bit(|o| o.begin_mask(), i)).then_some(begin[i]),
-                        end: (!shrink && !bit(|o| o.end_mask(), i))
-                            .then_some(if offset { begin[i].saturating_add(end[i]) } else { end[i] }),
+                        end: (!shrink && !bit(|o| o.end_mask(), i)).then_some(if offset {
+                            begin[i].saturating_add(end[i])
+                        } else {
+                            end[i]
+                        }),
                         stride: strides[i],
                         shrink,
                     }
