@@ -296,6 +296,14 @@ fn cases() -> Vec<Case> {
         "float",
     );
     add(
+        "hard_swish",
+        &|b| {
+            let x = b.input("x", &[1, 40], -5.0, 5.0);
+            vec![b.node(unary(UnaryKind::HardSwish), &[Some(x)], None)]
+        },
+        "float",
+    );
+    add(
         "logistic",
         &|b| {
             let x = b.input("x", &[1, 32], -8.0, 8.0);

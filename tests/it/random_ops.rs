@@ -287,6 +287,15 @@ fn gen_tanh(b: &mut Builder) -> TensorId {
     )
 }
 
+fn gen_hard_swish(b: &mut Builder) -> TensorId {
+    let qi = if b.rng.next_u64().is_multiple_of(3) { qp(&mut b.rng) } else { qp_activation(&mut b.rng) };
+    let len = int(&mut b.rng, 1, 64) as usize;
+    let x = input(b, "x", &[1, len], qi.clone());
+    // Outputs span about [-0.375, max(x)]: around the input's own scale.
+    let qo = qp_near(&mut b.rng, qi.scale() * 0.6);
+    b.node(Op::Unary(Unary { kind: UnaryKind::HardSwish }), &[Some(x)], Some((DType::I8, qo)))
+}
+
 fn gen_relu(b: &mut Builder) -> TensorId {
     let kind = pick(&mut b.rng, &[UnaryKind::Relu, UnaryKind::Relu6]);
     let qi = qp(&mut b.rng);
@@ -351,7 +360,7 @@ fn gen_strided_slice(b: &mut Builder) -> TensorId {
 
 #[test]
 fn random_integer_ops_are_exported_for_litert() {
-    let kinds: [(&str, Gen); 16] = [
+    let kinds: [(&str, Gen); 17] = [
         ("fully_connected", gen_fully_connected),
         ("conv2d", gen_conv),
         ("depthwise", gen_depthwise),
@@ -368,6 +377,7 @@ fn random_integer_ops_are_exported_for_litert() {
         ("requantize", gen_requantize),
         ("concat_pad", gen_concat_pad),
         ("strided_slice", gen_strided_slice),
+        ("hard_swish", gen_hard_swish),
     ];
     let mut snap = String::new();
     let mut redrawn = Vec::new();

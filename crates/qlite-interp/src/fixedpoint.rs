@@ -55,6 +55,49 @@ pub fn rdbpot(x: i32, e: i32) -> i32 {
     (x >> e) + i32::from(rem > thr)
 }
 
+/// gemmlowp `SaturatingRoundingDoublingHighMul` on int16.
+pub fn srdhm16(a: i16, b: i16) -> i16 {
+    if a == i16::MIN && b == i16::MIN {
+        return i16::MAX;
+    }
+    let p = a as i32 * b as i32;
+    let nudge = if p >= 0 { 1 << 14 } else { 1 - (1 << 14) };
+    ((p + nudge) / (1 << 15)) as i16
+}
+
+/// `SaturatingDoublingHighMul` of the reference HARD_SWISH: as [`srdhm16`], rounding toward
+/// zero.
+pub fn sdhm16(a: i16, b: i16) -> i16 {
+    if a == i16::MIN && b == i16::MIN {
+        return i16::MAX;
+    }
+    ((a as i32 * b as i32) / (1 << 15)) as i16
+}
+
+/// gemmlowp `RoundingDivideByPOT` on int16.
+pub fn rdbpot16(x: i16, e: i32) -> i16 {
+    let e = e.clamp(0, 15);
+    let mask = ((1i32 << e) - 1) as i16;
+    let rem = x & mask;
+    let thr = (mask >> 1) + i16::from(x < 0);
+    (x >> e) + i16::from(rem > thr)
+}
+
+/// `SaturatingLeftShift` of the reference HARD_SWISH.
+pub fn sat_left_shift16(x: i16, amount: i32) -> i16 {
+    let r = (x as i64) << amount.clamp(0, 31);
+    r.clamp(i16::MIN as i64, i16::MAX as i64) as i16
+}
+
+/// `DownScaleInt32ToInt16Multiplier`: the top 16 bits of a Q31 multiplier, rounded.
+pub fn downscale_multiplier16(m: i32) -> i16 {
+    const OFFSET: i32 = 1 << 15;
+    if m >= i32::MAX - OFFSET {
+        return i16::MAX;
+    }
+    ((m + OFFSET) >> 16) as i16
+}
+
 /// `MultiplyByQuantizedMultiplier` (int32, double rounding).
 pub fn mbqm(x: i32, m: i32, shift: i32) -> i32 {
     let left = shift.max(0);

@@ -392,6 +392,46 @@ pub fn lut(kind: UnaryKind, x: &[i32], (s_in, z_in): (f32, i32), out: OutQ) -> R
     Ok(x.iter().map(|&v| table[(v - lo) as usize]).collect())
 }
 
+/// HARD_SWISH on 8-bit tensors: `HardSwishPrepare`'s 16-bit multipliers (computed from the
+/// float scales as the kernel does) and `reference_ops::HardSwish`'s int16 arithmetic.
+pub fn hard_swish(x: &[i32], (s_in, z_in): (f32, i32), out: OutQ) -> Result<Vec<i32>, String> {
+    let (lo, hi) = out.dtype.int_range().map_or((-128, 127), |(a, b)| (a as i32, b as i32));
+    let hires_input_scale = (1.0f32 / 128.0) * s_in;
+    let reluish_scale = 3.0f32 / 32768.0;
+    let (out_m, out_e) = quantize_multiplier((hires_input_scale / out.scale) as f64);
+    if out_e > 0 {
+        return Err(format!(
+            "HARD_SWISH: the input scale {s_in} is too large for the output scale {} (LiteRT refuses it too)",
+            out.scale
+        ));
+    }
+    let out_m16 = downscale_multiplier16(out_m);
+    let (rel_m, rel_e) = quantize_multiplier((hires_input_scale / reluish_scale) as f64);
+    let rel_m16 = downscale_multiplier16(rel_m);
+    Ok(x.iter()
+        .map(|&v| {
+            let input_value = (v - z_in) as i16;
+            let hires = input_value.wrapping_mul(1 << 7);
+            let preshift_out = srdhm16(hires, out_m16);
+            let mut reluish = hires;
+            if rel_e > 0 {
+                reluish = sat_left_shift16(reluish, rel_e - 1);
+            }
+            reluish = srdhm16(reluish, rel_m16);
+            if rel_e > 0 {
+                reluish = sat_left_shift16(reluish, 1);
+            }
+            if rel_e < 0 {
+                reluish = rdbpot16(reluish, -rel_e);
+            }
+            let reluish = ((reluish as i32 + (1 << 15)) >> 1) as i16;
+            let pre = sdhm16(reluish, preshift_out);
+            let o = rdbpot16(pre, -out_e).wrapping_add(out.zp as i16);
+            (o as i32).clamp(lo, hi)
+        })
+        .collect())
+}
+
 /// Standalone RELU / RELU6 on quantized tensors (`QuantizedReluX` + `ReluX`).
 pub fn relu(kind: UnaryKind, x: &[i32], (s_in, z_in): (f32, i32), out: OutQ) -> Vec<i32> {
     let (lo, hi) = out.dtype.int_range().map_or((-128, 127), |(a, b)| (a as i32, b as i32));

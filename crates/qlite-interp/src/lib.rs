@@ -670,6 +670,7 @@ impl Interpreter<'_> {
             Op::Unary(u) => match u.kind {
                 UnaryKind::Logistic | UnaryKind::Tanh => int8::lut(u.kind, &iv(0)?, in_q(0)?, out_q()?)?,
                 UnaryKind::Relu | UnaryKind::Relu6 => int8::relu(u.kind, &iv(0)?, in_q(0)?, out_q()?),
+                UnaryKind::HardSwish => int8::hard_swish(&iv(0)?, in_q(0)?, out_q()?)?,
                 k => return Err(format!("{k:?} has no int8 kernel in qlite (the quantizer keeps it in float)")),
             },
             Op::Concatenation(c) => {

@@ -212,6 +212,8 @@ pub enum UnaryKind {
     Abs,
     /// Clamp to [-1, 1] (RELU_N1_TO_1).
     ReluN1To1,
+    /// `x · relu6(x + 3) / 6` (HARD_SWISH).
+    HardSwish,
 }
 
 /// Elementwise activation as a standalone op.
@@ -384,6 +386,7 @@ op_kinds!(
     Neg,
     Abs,
     ReluN1To1,
+    HardSwish,
     Quantize,
     Dequantize,
     Opaque,
@@ -431,6 +434,7 @@ impl Op {
                 UnaryKind::Neg => OpKind::Neg,
                 UnaryKind::Abs => OpKind::Abs,
                 UnaryKind::ReluN1To1 => OpKind::ReluN1To1,
+                UnaryKind::HardSwish => OpKind::HardSwish,
             },
             Op::Quantize => OpKind::Quantize,
             Op::Dequantize => OpKind::Dequantize,

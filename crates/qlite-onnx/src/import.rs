@@ -785,28 +785,20 @@ impl Importer {
                 let y = self.push(name, bin(BinaryKind::Sub), vec![Some(pos), Some(scaled)])?;
                 self.output(n, y);
             }
-            "HardSigmoid" | "HardSwish" => {
-                // max(0, min(1, alpha·x + beta)); HardSwish is x · HardSigmoid(x) with 1/6, 1/2.
-                let (alpha, beta) = if op_type == "HardSwish" {
-                    (1.0 / 6.0, 0.5)
-                } else {
-                    (attr_f(n, "alpha", 0.2), attr_f(n, "beta", 0.5))
-                };
+            "HardSwish" => {
+                // x · max(0, min(1, x/6 + 1/2)) = x · relu6(x + 3) / 6: TFLite's HARD_SWISH.
+                let x = self.input(n, 0)?;
+                let y = self.push(name, Op::Unary(Unary { kind: UnaryKind::HardSwish }), vec![Some(x)])?;
+                self.output(n, y);
+            }
+            "HardSigmoid" => {
+                // max(0, min(1, alpha·x + beta)).
+                let (alpha, beta) = (attr_f(n, "alpha", 0.2), attr_f(n, "beta", 0.5));
                 let x = self.input(n, 0)?;
                 let t = self.scalar_binary(&format!("{name}/scale"), BinaryKind::Mul, x, alpha)?;
                 let t = self.scalar_binary(&format!("{name}/shift"), BinaryKind::Add, t, beta)?;
                 let t = self.scalar_binary(&format!("{name}/upper"), BinaryKind::Minimum, t, 1.0)?;
-                let hs = self.push(
-                    if op_type == "HardSigmoid" { name.to_string() } else { format!("{name}/gate") }.as_str(),
-                    Op::Unary(Unary { kind: UnaryKind::Relu }),
-                    vec![Some(t)],
-                )?;
-                let y = if op_type == "HardSwish" {
-                    let op = Op::Binary(Binary { kind: BinaryKind::Mul, activation: Activation::None });
-                    self.push(name, op, vec![Some(x), Some(hs)])?
-                } else {
-                    hs
-                };
+                let y = self.push(name, Op::Unary(Unary { kind: UnaryKind::Relu }), vec![Some(t)])?;
                 self.output(n, y);
             }
             "Max" | "Min" => {

@@ -53,7 +53,7 @@ pub fn op_spec(op: &Op) -> OpSpec {
         Op::Unary(u) => match u.kind {
             UnaryKind::Logistic => OpSpec::plain(OutputRule::Fixed(1.0 / 256.0, -128)),
             UnaryKind::Tanh => OpSpec::plain(OutputRule::Fixed(1.0 / 128.0, 0)),
-            UnaryKind::Relu | UnaryKind::Relu6 => OpSpec::plain(OutputRule::Calibrated),
+            UnaryKind::Relu | UnaryKind::Relu6 | UnaryKind::HardSwish => OpSpec::plain(OutputRule::Calibrated),
             // No int8 kernel in qlite yet: these stay float between Dequantize / Quantize.
             UnaryKind::Exp | UnaryKind::Sqrt | UnaryKind::Neg | UnaryKind::Abs | UnaryKind::ReluN1To1 => {
                 OpSpec { quantizable: false, ..OpSpec::plain(OutputRule::Calibrated) }

@@ -100,6 +100,7 @@ pub fn builtin(op: &Op) -> Option<fb::BuiltinOperator> {
             UnaryKind::Relu6 => B::RELU6,
             UnaryKind::Logistic => B::LOGISTIC,
             UnaryKind::Tanh => B::TANH,
+            UnaryKind::HardSwish => B::HARD_SWISH,
             UnaryKind::Exp => B::EXP,
             UnaryKind::Sqrt => B::SQRT,
             UnaryKind::Neg => B::NEG,
@@ -268,6 +269,8 @@ pub fn op_version(g: &Graph, n: &Node) -> i32 {
             _ => 1,
         },
         Op::Unary(u) => match (u.kind, x) {
+            // HARD_SWISH has one version for every dtype.
+            (UnaryKind::HardSwish, _) => 1,
             (_, Some(I16)) => 3,
             (_, Some(I8)) => 2,
             (UnaryKind::Relu, Some(U8)) => 2,
@@ -314,6 +317,7 @@ pub fn min_runtime(op: fb::BuiltinOperator, version: i32) -> Option<&'static str
         ],
         B::MUL => &["1.5.0", "1.14.0", "1.15.0", "2.3.0", "2.6.0", "2.11.0", "2.13.0", "2.23.0"],
         B::PAD => &["1.5.0", "1.14.0", "2.4.0", "2.6.0", "2.20.0"],
+        B::HARD_SWISH => &["1.15.0"],
         B::STRIDED_SLICE => &["1.6.0", "1.14.0", "2.1.0", "2.2.0", "2.5.0", "2.6.0"],
         B::RESHAPE => &["1.5.0"],
         B::SOFTMAX => &["1.5.0", "1.14.0", "2.3.0", "2.23.0"],

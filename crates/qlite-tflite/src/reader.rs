@@ -562,6 +562,7 @@ fn convert_op(
         B::RELU6 => Op::Unary(Unary { kind: UnaryKind::Relu6 }),
         B::LOGISTIC => Op::Unary(Unary { kind: UnaryKind::Logistic }),
         B::TANH => Op::Unary(Unary { kind: UnaryKind::Tanh }),
+        B::HARD_SWISH => Op::Unary(Unary { kind: UnaryKind::HardSwish }),
         B::EXP => Op::Unary(Unary { kind: UnaryKind::Exp }),
         B::SQRT => Op::Unary(Unary { kind: UnaryKind::Sqrt }),
         B::NEG => Op::Unary(Unary { kind: UnaryKind::Neg }),
