@@ -304,7 +304,7 @@ pub fn unary_f32(kind: UnaryKind, x: &[f32]) -> Vec<f32> {
         UnaryKind::Relu => x.iter().map(|v| Activation::Relu.apply(*v)).collect(),
         UnaryKind::Relu6 => x.iter().map(|v| Activation::Relu6.apply(*v)).collect(),
         // As the reference kernel: `in · min(6, max(0, in + 3)) / 6` in float.
-        UnaryKind::HardSwish => x.iter().map(|&v| v * (v + 3.0).max(0.0).min(6.0) / 6.0).collect(),
+        UnaryKind::HardSwish => x.iter().map(|&v| v * (v + 3.0).clamp(0.0, 6.0) / 6.0).collect(),
         UnaryKind::Logistic => x.iter().map(|v| 1.0 / (1.0 + (-v).exp())).collect(),
         UnaryKind::Tanh => x.iter().map(|v| v.tanh()).collect(),
         UnaryKind::Exp => x.iter().map(|v| v.exp()).collect(),
