@@ -296,6 +296,20 @@ fn cases() -> Vec<Case> {
         "float",
     );
     add(
+        "resize_nearest_half_pixel_up_and_down",
+        &|b| {
+            let x = b.input("x", &[2, 5, 3, 2], -1.0, 1.0);
+            let op = Op::Resize(Resize {
+                mode: ResizeMode::NearestNeighbor,
+                size: [7, 2],
+                align_corners: false,
+                half_pixel_centers: true,
+            });
+            vec![b.node(op, &[Some(x)], None)]
+        },
+        "float",
+    );
+    add(
         "hard_swish",
         &|b| {
             let x = b.input("x", &[1, 40], -5.0, 5.0);

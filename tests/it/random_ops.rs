@@ -287,6 +287,17 @@ fn gen_tanh(b: &mut Builder) -> TensorId {
     )
 }
 
+fn gen_resize_nearest(b: &mut Builder) -> TensorId {
+    let (n, h, w) = spatial(&mut b.rng);
+    let c = int(&mut b.rng, 1, 4) as usize;
+    let size = [int(&mut b.rng, 1, 2 * h as i64 + 1) as usize, int(&mut b.rng, 1, 2 * w as i64 + 1) as usize];
+    let (align_corners, half_pixel_centers) = pick(&mut b.rng, &[(false, false), (true, false), (false, true)]);
+    let q = qp(&mut b.rng);
+    let x = input(b, "x", &[n, h, w, c], q.clone());
+    let op = Op::Resize(Resize { mode: ResizeMode::NearestNeighbor, size, align_corners, half_pixel_centers });
+    b.node(op, &[Some(x)], Some((DType::I8, q)))
+}
+
 fn gen_hard_swish(b: &mut Builder) -> TensorId {
     let qi = if b.rng.next_u64().is_multiple_of(3) { qp(&mut b.rng) } else { qp_activation(&mut b.rng) };
     let len = int(&mut b.rng, 1, 64) as usize;
@@ -360,7 +371,7 @@ fn gen_strided_slice(b: &mut Builder) -> TensorId {
 
 #[test]
 fn random_integer_ops_are_exported_for_litert() {
-    let kinds: [(&str, Gen); 17] = [
+    let kinds: [(&str, Gen); 18] = [
         ("fully_connected", gen_fully_connected),
         ("conv2d", gen_conv),
         ("depthwise", gen_depthwise),
@@ -378,6 +389,7 @@ fn random_integer_ops_are_exported_for_litert() {
         ("concat_pad", gen_concat_pad),
         ("strided_slice", gen_strided_slice),
         ("hard_swish", gen_hard_swish),
+        ("resize_nearest", gen_resize_nearest),
     ];
     let mut snap = String::new();
     let mut redrawn = Vec::new();

@@ -270,6 +270,19 @@ fn tflite_cases() -> Vec<(&'static str, Vec<u8>)> {
             }),
         ),
         (
+            "resize_to_zero_size",
+            Box::new(|r| {
+                r.opcodes = vec![fb::BuiltinOperator::RESIZE_NEAREST_NEIGHBOR.0];
+                r.tensors = vec![
+                    (vec![1, 2, 2, 1], fb::TensorType::FLOAT32, 0, "x", vec![], vec![]),
+                    (vec![2], fb::TensorType::INT32, 1, "size", vec![], vec![]),
+                    (vec![1, 0, 4, 1], fb::TensorType::FLOAT32, 0, "y", vec![], vec![]),
+                ];
+                r.buffers = vec![None, Some([0i32, 4].iter().flat_map(|v| v.to_le_bytes()).collect())];
+                r.ops = vec![(0, vec![0, 1], vec![2])];
+            }),
+        ),
+        (
             // STRIDED_SLICE of a shape vector whose begin is a model input.
             "strided_slice_runtime_begin",
             Box::new(|r| {

@@ -5,7 +5,7 @@ use crate::array::{Array, Data, map_data};
 use crate::fixedpoint::{mbqm, quantize_multiplier, round_half_away};
 use qlite_ir::op::{
     Activation, Binary, BinaryKind, Concatenation, Conv2d, DepthwiseConv2d, FullyConnected, LocalResponseNorm, Mean,
-    Pad, Pool2d, PoolKind, Softmax, StridedSlice, Transpose, UnaryKind,
+    Pad, Pool2d, PoolKind, Resize, Softmax, StridedSlice, Transpose, UnaryKind,
 };
 use qlite_ir::{DType, QuantParams};
 
@@ -407,6 +407,27 @@ pub fn strided_slice(op: &StridedSlice, x: &Array) -> Result<(Vec<usize>, Data),
     }
     let dims = counts.iter().zip(&op.axes).filter(|(_, a)| !a.shrink).map(|(&c, _)| c).collect();
     Ok((dims, x.data().gather(&src)))
+}
+
+/// RESIZE_NEAREST_NEIGHBOR of any dtype (the bytes copied, as LiteRT's kernel copies them).
+pub fn resize_nearest(op: &Resize, x: &Array) -> Result<Data, String> {
+    let &[n, ih, iw, c] = x.shape() else { return Err("Resize needs a rank-4 input".into()) };
+    let [oh, ow] = op.size;
+    if ih == 0 || iw == 0 {
+        return Err("Resize of an empty image".into());
+    }
+    let ys: Vec<usize> = (0..oh).map(|y| op.nearest(y, ih, oh)).collect();
+    let xs: Vec<usize> = (0..ow).map(|v| op.nearest(v, iw, ow)).collect();
+    let mut src = Vec::with_capacity(n * oh * ow * c);
+    for b in 0..n {
+        for &y in &ys {
+            for &v in &xs {
+                let base = ((b * ih + y) * iw + v) * c;
+                src.extend(base..base + c);
+            }
+        }
+    }
+    Ok(x.data().gather(&src))
 }
 
 /// Constant padding; quantized tensors are padded with their zero point.

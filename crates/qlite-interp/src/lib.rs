@@ -443,6 +443,7 @@ impl<'g> Interpreter<'g> {
                 let (_, d) = kernels::strided_slice(o, input(0)?)?;
                 make_data(d)
             }
+            Op::Resize(o) => make_data(kernels::resize_nearest(o, input(0)?)?),
             Op::Quantize => {
                 let q = out_tensor.quant.as_ref().ok_or("Quantize output has no quantization parameters")?;
                 let in_q = in_tensor(0).and_then(|t| t.quant.as_ref());
@@ -689,7 +690,13 @@ impl Interpreter<'_> {
                 }
                 return Ok(None);
             }
-            Op::Reshape(_) | Op::Transpose(_) | Op::Pad(_) | Op::StridedSlice(_) | Op::Quantize | Op::Dequantize => {
+            Op::Reshape(_)
+            | Op::Transpose(_)
+            | Op::Pad(_)
+            | Op::StridedSlice(_)
+            | Op::Resize(_)
+            | Op::Quantize
+            | Op::Dequantize => {
                 return Ok(None);
             }
             Op::LocalResponseNorm(_) => {

@@ -280,6 +280,41 @@ pub struct StridedSlice {
     pub axes: Vec<SliceDim>,
 }
 
+/// How a [`Resize`] samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ResizeMode {
+    /// RESIZE_NEAREST_NEIGHBOR.
+    NearestNeighbor,
+}
+
+/// RESIZE_*: an NHWC tensor resampled to `size` (height, width).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resize {
+    pub mode: ResizeMode,
+    /// [height, width], each >= 1.
+    pub size: [usize; 2],
+    pub align_corners: bool,
+    pub half_pixel_centers: bool,
+}
+
+impl Resize {
+    /// The input index output index `out` reads along an axis of `input` elements resized to
+    /// `output` (`reference_ops::GetNearestNeighbor`, float arithmetic as the kernel's).
+    pub fn nearest(&self, out: usize, input: usize, output: usize) -> usize {
+        let scale = if self.align_corners && output > 1 {
+            (input as f32 - 1.0) / (output as f32 - 1.0)
+        } else {
+            input as f32 / output as f32
+        };
+        let offset = if self.half_pixel_centers { 0.5f32 } else { 0.0 };
+        let v = (out as f32 + offset) * scale;
+        let i = if self.align_corners { v.round() as i64 } else { v.floor() as i64 };
+        let i = i.min(input as i64 - 1);
+        let i = if self.half_pixel_centers { i.max(0) } else { i };
+        i.max(0) as usize
+    }
+}
+
 /// The closed operator enum.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
@@ -294,6 +329,7 @@ pub enum Op {
     Concatenation(Concatenation),
     Pad(Pad),
     StridedSlice(StridedSlice),
+    Resize(Resize),
     Softmax(Softmax),
     LocalResponseNorm(LocalResponseNorm),
     Unary(Unary),
@@ -375,6 +411,7 @@ op_kinds!(
     Concatenation,
     Pad,
     StridedSlice,
+    ResizeNearestNeighbor,
     Softmax,
     LocalResponseNorm,
     Relu,
@@ -422,6 +459,9 @@ impl Op {
             Op::Concatenation(_) => OpKind::Concatenation,
             Op::Pad(_) => OpKind::Pad,
             Op::StridedSlice(_) => OpKind::StridedSlice,
+            Op::Resize(r) => match r.mode {
+                ResizeMode::NearestNeighbor => OpKind::ResizeNearestNeighbor,
+            },
             Op::Softmax(_) => OpKind::Softmax,
             Op::LocalResponseNorm(_) => OpKind::LocalResponseNorm,
             Op::Unary(u) => match u.kind {
@@ -455,6 +495,7 @@ impl Op {
             | Op::Transpose(_)
             | Op::Pad(_)
             | Op::StridedSlice(_)
+            | Op::Resize(_)
             | Op::Softmax(_)
             | Op::LocalResponseNorm(_)
             | Op::Unary(_)
@@ -549,6 +590,11 @@ impl Op {
                     })
                     .collect();
                 out.push(("axes", format!("[{}]", v.join(","))));
+            }
+            Op::Resize(o) => {
+                out.push(("size", format!("{}x{}", o.size[0], o.size[1])));
+                out.push(("align_corners", o.align_corners.to_string()));
+                out.push(("half_pixel_centers", o.half_pixel_centers.to_string()));
             }
             Op::Softmax(o) => out.push(("beta", format!("{:?}", o.beta))),
             Op::LocalResponseNorm(o) => {
@@ -822,6 +868,20 @@ impl Op {
                     }
                 }
                 one(Some(dt), Shape::new(dims))
+            }
+            Op::Resize(o) => {
+                let (dt, x) = get(0)?;
+                if x.rank() != 4 {
+                    return bad(format!("Resize needs an NHWC input of rank 4, got {x}"));
+                }
+                if o.size[0] == 0 || o.size[1] == 0 {
+                    return bad(format!("Resize to {}x{}: sizes must be >= 1", o.size[0], o.size[1]));
+                }
+                if o.align_corners && o.half_pixel_centers {
+                    return bad("Resize with both align_corners and half_pixel_centers");
+                }
+                let d = x.dims();
+                one(Some(dt), Shape::new(vec![d[0], Dim::Fixed(o.size[0]), Dim::Fixed(o.size[1]), d[3]]))
             }
             Op::Softmax(_) => {
                 let (dt, x) = get(0)?;

@@ -62,7 +62,7 @@ pub fn op_spec(op: &Op) -> OpSpec {
         Op::Softmax(_) => OpSpec::plain(OutputRule::Fixed(1.0 / 256.0, -128)),
         // LiteRT's LOCAL_RESPONSE_NORMALIZATION is float-only.
         Op::LocalResponseNorm(_) => OpSpec { quantizable: false, ..OpSpec::plain(OutputRule::Calibrated) },
-        Op::Pool2d(_) | Op::Reshape(_) | Op::Transpose(_) | Op::Pad(_) | Op::StridedSlice(_) => {
+        Op::Pool2d(_) | Op::Reshape(_) | Op::Transpose(_) | Op::Pad(_) | Op::StridedSlice(_) | Op::Resize(_) => {
             OpSpec::plain(OutputRule::SameAsInput)
         }
         Op::Concatenation(_) => OpSpec { inputs_like_output: true, ..OpSpec::plain(OutputRule::Calibrated) },

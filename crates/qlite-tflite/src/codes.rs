@@ -93,6 +93,7 @@ pub fn builtin(op: &Op) -> Option<fb::BuiltinOperator> {
         Op::Concatenation(_) => B::CONCATENATION,
         Op::Pad(_) => B::PAD,
         Op::StridedSlice(_) => B::STRIDED_SLICE,
+        Op::Resize(_) => B::RESIZE_NEAREST_NEIGHBOR,
         Op::Softmax(_) => B::SOFTMAX,
         Op::LocalResponseNorm(_) => B::LOCAL_RESPONSE_NORMALIZATION,
         Op::Unary(u) => match u.kind {
@@ -250,6 +251,18 @@ pub fn op_version(g: &Graph, n: &Node) -> i32 {
                 1
             }
         }
+        // op_version.cc: int16 4; align_corners or half_pixel_centers 3; int8 2.
+        Op::Resize(r) => {
+            if x == Some(I16) {
+                4
+            } else if r.align_corners || r.half_pixel_centers {
+                3
+            } else if x == Some(I8) {
+                2
+            } else {
+                1
+            }
+        }
         Op::Pad(_) => {
             if x == Some(Bool) {
                 5
@@ -318,6 +331,7 @@ pub fn min_runtime(op: fb::BuiltinOperator, version: i32) -> Option<&'static str
         B::MUL => &["1.5.0", "1.14.0", "1.15.0", "2.3.0", "2.6.0", "2.11.0", "2.13.0", "2.23.0"],
         B::PAD => &["1.5.0", "1.14.0", "2.4.0", "2.6.0", "2.20.0"],
         B::HARD_SWISH => &["1.15.0"],
+        B::RESIZE_NEAREST_NEIGHBOR => &["1.13.1", "1.14.0", "2.3.0", "2.4.0"],
         B::STRIDED_SLICE => &["1.6.0", "1.14.0", "2.1.0", "2.2.0", "2.5.0", "2.6.0"],
         B::RESHAPE => &["1.5.0"],
         B::SOFTMAX => &["1.5.0", "1.14.0", "2.3.0", "2.23.0"],

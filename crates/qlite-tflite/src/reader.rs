@@ -7,7 +7,7 @@ use crate::shape;
 use bytes::Bytes;
 use qlite_ir::op::{
     Binary, BinaryKind, Concatenation, Conv2d, DepthwiseConv2d, FullyConnected, LocalResponseNorm, Mean, Opaque, Pad,
-    Pool2d, PoolKind, Reshape, SliceDim, Softmax, StridedSlice, Transpose, Unary, UnaryKind,
+    Pool2d, PoolKind, Reshape, Resize, ResizeMode, SliceDim, Softmax, StridedSlice, Transpose, Unary, UnaryKind,
 };
 use qlite_ir::{Activation, DType, Dim, Graph, Node, Op, QuantParams, Shape, Signature, Tensor, TensorId, VerifyError};
 
@@ -458,6 +458,19 @@ fn convert_op(
             };
             inputs.truncate(1);
             Op::Reshape(Reshape { shape })
+        }
+        B::RESIZE_NEAREST_NEIGHBOR => {
+            let size = const_ints(g, inputs.get(1).copied().flatten(), "size")?;
+            let &[h, w] = size.as_slice() else { return Err(format!("size has {} values, not 2", size.len())) };
+            let dim = |v: i64| usize::try_from(v).ok().filter(|&v| (1..=1 << 20).contains(&v));
+            let (Some(h), Some(w)) = (dim(h), dim(w)) else {
+                return Err(format!("resize to {h}x{w}: sizes must be between 1 and 2^20"));
+            };
+            let o = op.builtin_options_as_resize_nearest_neighbor_options();
+            let (align_corners, half_pixel_centers) =
+                o.map_or((false, false), |o| (o.align_corners(), o.half_pixel_centers()));
+            inputs.truncate(1);
+            Op::Resize(Resize { mode: ResizeMode::NearestNeighbor, size: [h, w], align_corners, half_pixel_centers })
         }
         B::STRIDED_SLICE => {
             let rank = rank_of(g, in0)?;

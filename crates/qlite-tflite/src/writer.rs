@@ -158,6 +158,10 @@ fn aux_for(node: &Node, g: &Graph) -> Result<Vec<AuxTensor>, WriteError> {
             let data = m.axes.iter().map(|&v| to_i32(v as i64)).collect::<Result<Vec<_>, _>>()?;
             Some(AuxTensor { name: format!("{base}/axes"), shape: vec![data.len() as i32], data })
         }
+        Op::Resize(r) => {
+            let data = vec![to_i32(r.size[0] as i64)?, to_i32(r.size[1] as i64)?];
+            Some(AuxTensor { name: format!("{base}/size"), shape: vec![2], data })
+        }
         Op::Pad(p) => {
             let mut data = Vec::with_capacity(p.paddings.len() * 2);
             for pr in &p.paddings {
@@ -593,6 +597,16 @@ fn options(fbb: &mut FlatBufferBuilder<'_>, n: &Node) -> (fb::BuiltinOptions, Op
             ),
         ),
         Op::Pad(_) => (O::PadOptions, Some(fb::PadOptions::create(fbb, &fb::PadOptionsArgs {}).as_union_value())),
+        Op::Resize(r) => {
+            let args = fb::ResizeNearestNeighborOptionsArgs {
+                align_corners: r.align_corners,
+                half_pixel_centers: r.half_pixel_centers,
+            };
+            (
+                O::ResizeNearestNeighborOptions,
+                Some(fb::ResizeNearestNeighborOptions::create(fbb, &args).as_union_value()),
+            )
+        }
         Op::StridedSlice(o) => {
             let mask = |f: fn(&SliceDim) -> bool| {
                 o.axes.iter().enumerate().filter(|(_, a)| f(a)).fold(0i32, |m, (i, _)| m | (1 << i))

@@ -1445,7 +1445,7 @@ pub const ENUM_MIN_BUILTIN_OPTIONS: u8 = 0;
 pub const ENUM_MAX_BUILTIN_OPTIONS: u8 = 89;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BUILTIN_OPTIONS: [BuiltinOptions; 22] = [
+pub const ENUM_VALUES_BUILTIN_OPTIONS: [BuiltinOptions; 23] = [
   BuiltinOptions::NONE,
   BuiltinOptions::Conv2DOptions,
   BuiltinOptions::DepthwiseConv2DOptions,
@@ -1467,6 +1467,7 @@ pub const ENUM_VALUES_BUILTIN_OPTIONS: [BuiltinOptions; 22] = [
   BuiltinOptions::DequantizeOptions,
   BuiltinOptions::ShapeOptions,
   BuiltinOptions::PackOptions,
+  BuiltinOptions::ResizeNearestNeighborOptions,
   BuiltinOptions::QuantizeOptions,
 ];
 
@@ -1496,6 +1497,7 @@ impl BuiltinOptions {
   pub const DequantizeOptions: Self = Self(38);
   pub const ShapeOptions: Self = Self(55);
   pub const PackOptions: Self = Self(59);
+  pub const ResizeNearestNeighborOptions: Self = Self(74);
   pub const QuantizeOptions: Self = Self(89);
 
   pub const ENUM_MIN: u8 = 0;
@@ -1522,6 +1524,7 @@ impl BuiltinOptions {
     Self::DequantizeOptions,
     Self::ShapeOptions,
     Self::PackOptions,
+    Self::ResizeNearestNeighborOptions,
     Self::QuantizeOptions,
   ];
   /// Returns the variant's name or "" if unknown.
@@ -1548,6 +1551,7 @@ impl BuiltinOptions {
       Self::DequantizeOptions => Some("DequantizeOptions"),
       Self::ShapeOptions => Some("ShapeOptions"),
       Self::PackOptions => Some("PackOptions"),
+      Self::ResizeNearestNeighborOptions => Some("ResizeNearestNeighborOptions"),
       Self::QuantizeOptions => Some("QuantizeOptions"),
       _ => None,
     }
@@ -4129,6 +4133,119 @@ impl ::core::fmt::Debug for ShapeOptions<'_> {
       ds.finish()
   }
 }
+pub enum ResizeNearestNeighborOptionsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ResizeNearestNeighborOptions<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ResizeNearestNeighborOptions<'a> {
+  type Inner = ResizeNearestNeighborOptions<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ResizeNearestNeighborOptions<'a> {
+  pub const VT_ALIGN_CORNERS: ::flatbuffers::VOffsetT = 4;
+  pub const VT_HALF_PIXEL_CENTERS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ResizeNearestNeighborOptions { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ResizeNearestNeighborOptionsArgs
+  ) -> ::flatbuffers::WIPOffset<ResizeNearestNeighborOptions<'bldr>> {
+    let mut builder = ResizeNearestNeighborOptionsBuilder::new(_fbb);
+    builder.add_half_pixel_centers(args.half_pixel_centers);
+    builder.add_align_corners(args.align_corners);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn align_corners(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ResizeNearestNeighborOptions::VT_ALIGN_CORNERS, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn half_pixel_centers(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ResizeNearestNeighborOptions::VT_HALF_PIXEL_CENTERS, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ResizeNearestNeighborOptions<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<bool>("align_corners", Self::VT_ALIGN_CORNERS, false)?
+     .visit_field::<bool>("half_pixel_centers", Self::VT_HALF_PIXEL_CENTERS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ResizeNearestNeighborOptionsArgs {
+    pub align_corners: bool,
+    pub half_pixel_centers: bool,
+}
+impl<'a> Default for ResizeNearestNeighborOptionsArgs {
+  #[inline]
+  fn default() -> Self {
+    ResizeNearestNeighborOptionsArgs {
+      align_corners: false,
+      half_pixel_centers: false,
+    }
+  }
+}
+
+pub struct ResizeNearestNeighborOptionsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ResizeNearestNeighborOptionsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_align_corners(&mut self, align_corners: bool) {
+    self.fbb_.push_slot::<bool>(ResizeNearestNeighborOptions::VT_ALIGN_CORNERS, align_corners, false);
+  }
+  #[inline]
+  pub fn add_half_pixel_centers(&mut self, half_pixel_centers: bool) {
+    self.fbb_.push_slot::<bool>(ResizeNearestNeighborOptions::VT_HALF_PIXEL_CENTERS, half_pixel_centers, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ResizeNearestNeighborOptionsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ResizeNearestNeighborOptionsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ResizeNearestNeighborOptions<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ResizeNearestNeighborOptions<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ResizeNearestNeighborOptions");
+      ds.field("align_corners", &self.align_corners());
+      ds.field("half_pixel_centers", &self.half_pixel_centers());
+      ds.finish()
+  }
+}
 pub enum PackOptionsOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -5238,6 +5355,21 @@ impl<'a> Operator<'a> {
 
   #[inline]
   #[allow(non_snake_case)]
+  pub fn builtin_options_as_resize_nearest_neighbor_options(&self) -> Option<ResizeNearestNeighborOptions<'a>> {
+    if self.builtin_options_type() == BuiltinOptions::ResizeNearestNeighborOptions {
+      self.builtin_options().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ResizeNearestNeighborOptions::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
   pub fn builtin_options_as_quantize_options(&self) -> Option<QuantizeOptions<'a>> {
     if self.builtin_options_type() == BuiltinOptions::QuantizeOptions {
       self.builtin_options().map(|t| {
@@ -5284,6 +5416,7 @@ impl ::flatbuffers::Verifiable for Operator<'_> {
           BuiltinOptions::DequantizeOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DequantizeOptions>>("BuiltinOptions::DequantizeOptions", pos),
           BuiltinOptions::ShapeOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ShapeOptions>>("BuiltinOptions::ShapeOptions", pos),
           BuiltinOptions::PackOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PackOptions>>("BuiltinOptions::PackOptions", pos),
+          BuiltinOptions::ResizeNearestNeighborOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ResizeNearestNeighborOptions>>("BuiltinOptions::ResizeNearestNeighborOptions", pos),
           BuiltinOptions::QuantizeOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<QuantizeOptions>>("BuiltinOptions::QuantizeOptions", pos),
           _ => Ok(()),
         }
@@ -5544,6 +5677,13 @@ impl ::core::fmt::Debug for Operator<'_> {
         },
         BuiltinOptions::PackOptions => {
           if let Some(x) = self.builtin_options_as_pack_options() {
+            ds.field("builtin_options", &x)
+          } else {
+            ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        BuiltinOptions::ResizeNearestNeighborOptions => {
+          if let Some(x) = self.builtin_options_as_resize_nearest_neighbor_options() {
             ds.field("builtin_options", &x)
           } else {
             ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")
