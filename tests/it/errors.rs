@@ -67,6 +67,14 @@ fn integer_models_with_unusable_quantization_are_refused_at_load() {
     let o = b.node(op, &[Some(x)], Some((DType::I8, QuantParams::per_tensor(0.2, 0))));
     let (g, _) = b.finish(&[o]);
     text.push_str(&format!("pool: {}\n", qlite::Interpreter::new(&g).unwrap_err()));
+    // HARD_SWISH whose input scale is more than 128 times its output scale (LiteRT's Prepare
+    // refuses it).
+    let mut b = Builder::new("bad_hard_swish");
+    let x = int8_input(&mut b, QuantParams::per_tensor(1.0, 0));
+    let op = Op::Unary(Unary { kind: UnaryKind::HardSwish });
+    let o = b.node(op, &[Some(x)], Some((DType::I8, QuantParams::per_tensor(1e-3, 0))));
+    let (g, _) = b.finish(&[o]);
+    text.push_str(&format!("hard_swish: {}\n", qlite::Interpreter::new(&g).unwrap_err()));
     // A run with the wrong input dtype names the input.
     let g = qlite::sample::tiny_graph();
     let e = qlite::run(&g, vec![Array::new(vec![1, 4], Data::I8(vec![0; 4])).unwrap()]).unwrap_err();

@@ -392,22 +392,26 @@ pub fn lut(kind: UnaryKind, x: &[i32], (s_in, z_in): (f32, i32), out: OutQ) -> R
     Ok(x.iter().map(|&v| table[(v - lo) as usize]).collect())
 }
 
+/// `HardSwishPrepare`: the output and "relu-ish" multipliers as 16-bit fixed point with their
+/// exponents; an output exponent above 0 is refused, as LiteRT refuses it.
+pub fn hard_swish_params(s_in: f32, s_out: f32) -> Result<(i16, i32, i16, i32), String> {
+    let hires_input_scale = (1.0f32 / 128.0) * s_in;
+    let reluish_scale = 3.0f32 / 32768.0;
+    let (out_m, out_e) = quantize_multiplier((hires_input_scale / s_out) as f64);
+    if out_e > 0 {
+        return Err(format!(
+            "HARD_SWISH input scale {s_in} is more than 128 times the output scale {s_out} (LiteRT refuses it too)"
+        ));
+    }
+    let (rel_m, rel_e) = quantize_multiplier((hires_input_scale / reluish_scale) as f64);
+    Ok((downscale_multiplier16(out_m), out_e, downscale_multiplier16(rel_m), rel_e))
+}
+
 /// HARD_SWISH on 8-bit tensors: `HardSwishPrepare`'s 16-bit multipliers (computed from the
 /// float scales as the kernel does) and `reference_ops::HardSwish`'s int16 arithmetic.
 pub fn hard_swish(x: &[i32], (s_in, z_in): (f32, i32), out: OutQ) -> Result<Vec<i32>, String> {
     let (lo, hi) = out.dtype.int_range().map_or((-128, 127), |(a, b)| (a as i32, b as i32));
-    let hires_input_scale = (1.0f32 / 128.0) * s_in;
-    let reluish_scale = 3.0f32 / 32768.0;
-    let (out_m, out_e) = quantize_multiplier((hires_input_scale / out.scale) as f64);
-    if out_e > 0 {
-        return Err(format!(
-            "HARD_SWISH: the input scale {s_in} is too large for the output scale {} (LiteRT refuses it too)",
-            out.scale
-        ));
-    }
-    let out_m16 = downscale_multiplier16(out_m);
-    let (rel_m, rel_e) = quantize_multiplier((hires_input_scale / reluish_scale) as f64);
-    let rel_m16 = downscale_multiplier16(rel_m);
+    let (out_m16, out_e, rel_m16, rel_e) = hard_swish_params(s_in, out.scale)?;
     Ok(x.iter()
         .map(|&v| {
             let input_value = (v - z_in) as i16;

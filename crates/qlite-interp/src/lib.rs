@@ -484,6 +484,10 @@ fn validate_quantized(g: &Graph, n: &qlite_ir::Node) -> Result<(), String> {
         return Err(format!("integer op reads {} but writes {}", x.dtype, out.dtype));
     }
     match &n.op {
+        Op::Unary(u) if u.kind == qlite_ir::UnaryKind::HardSwish => {
+            let (s_in, _) = in_q(0)?;
+            int8::hard_swish_params(s_in, s_out)?;
+        }
         Op::FullyConnected(_) | Op::Conv2d(_) | Op::DepthwiseConv2d(_) => {
             in_q(0)?;
             let w = t(1).ok_or("weights are missing")?;

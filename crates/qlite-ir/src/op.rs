@@ -280,6 +280,56 @@ pub struct StridedSlice {
     pub axes: Vec<SliceDim>,
 }
 
+/// TensorFlow's STRIDED_SLICE masks (bit `i` is axis `i`), as TFLite and SavedModels hold them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TfSliceMasks {
+    pub begin: i64,
+    pub end: i64,
+    pub shrink: i64,
+    pub ellipsis: i64,
+    pub new_axis: i64,
+    /// `end` is an offset from `begin` (TFLite's `offset` option).
+    pub offset: bool,
+}
+
+impl StridedSlice {
+    /// From TensorFlow's operands and masks over an input of `rank` axes; axes past the given
+    /// values are taken whole. Ellipsis and new-axis masks are not supported.
+    pub fn from_tf(rank: usize, begin: &[i64], end: &[i64], strides: &[i64], m: TfSliceMasks) -> Result<Self, String> {
+        if m.ellipsis != 0 || m.new_axis != 0 {
+            return Err("STRIDED_SLICE with an ellipsis or new-axis mask is not supported".into());
+        }
+        if begin.len() > rank || end.len() != begin.len() || strides.len() != begin.len() {
+            return Err(format!(
+                "begin, end and strides have {}, {} and {} values for rank {rank}",
+                begin.len(),
+                end.len(),
+                strides.len()
+            ));
+        }
+        let bit = |mask: i64, i: usize| i < 63 && mask & (1 << i) != 0;
+        let axes: Vec<SliceDim> = (0..rank)
+            .map(|i| {
+                if i >= begin.len() {
+                    return SliceDim::ALL;
+                }
+                let shrink = bit(m.shrink, i);
+                let stop = if m.offset { begin[i].saturating_add(end[i]) } else { end[i] };
+                SliceDim {
+                    begin: (shrink || !bit(m.begin, i)).then_some(begin[i]),
+                    end: (!shrink && !bit(m.end, i)).then_some(stop),
+                    stride: strides[i],
+                    shrink,
+                }
+            })
+            .collect();
+        if axes.iter().any(|a| a.stride == 0 && !a.shrink) {
+            return Err("a stride is 0".into());
+        }
+        Ok(StridedSlice { axes })
+    }
+}
+
 /// How a [`Resize`] samples.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ResizeMode {
@@ -1032,6 +1082,40 @@ pub fn numel(dims: &[usize]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strided_slice_from_tensorflow_and_its_errors() {
+        let m = TfSliceMasks { begin: 0b01, end: 0b01, shrink: 0b10, ..Default::default() };
+        let s = StridedSlice::from_tf(3, &[5, 2], &[9, 3], &[1, 1], m).unwrap();
+        assert_eq!(s.axes[0], SliceDim::ALL);
+        assert_eq!(s.axes[1], SliceDim { begin: Some(2), end: None, stride: 1, shrink: true });
+        assert_eq!(s.axes[2], SliceDim::ALL);
+        let off = TfSliceMasks { offset: true, ..Default::default() };
+        assert_eq!(StridedSlice::from_tf(1, &[1], &[2], &[1], off).unwrap().axes[0].end, Some(3));
+        let err = |m: TfSliceMasks, b: &[i64], st: &[i64]| StridedSlice::from_tf(2, b, b, st, m).unwrap_err();
+        assert!(err(TfSliceMasks { ellipsis: 1, ..Default::default() }, &[0], &[1]).contains("ellipsis"));
+        assert!(err(TfSliceMasks { new_axis: 2, ..Default::default() }, &[0], &[1]).contains("new-axis"));
+        assert!(err(TfSliceMasks::default(), &[0, 0, 0], &[1, 1, 1]).contains("for rank 2"));
+        assert!(err(TfSliceMasks::default(), &[0], &[0]).contains("stride is 0"));
+    }
+
+    #[test]
+    fn resize_sizes_and_modes_are_checked() {
+        let x = Shape::fixed(&[1, 4, 4, 2]);
+        let r = |size: [usize; 2], align_corners, half_pixel_centers| {
+            Op::Resize(Resize { mode: ResizeMode::NearestNeighbor, size, align_corners, half_pixel_centers })
+                .infer(&[Some((DType::F32, &x))])
+        };
+        assert_eq!(r([8, 2], false, true).unwrap()[0].shape, Shape::fixed(&[1, 8, 2, 2]));
+        assert!(r([0, 2], false, false).unwrap_err().0.contains(">= 1"));
+        assert!(r([2, 2], true, true).unwrap_err().0.contains("both"));
+        // GetNearestNeighbor: 4 -> 8 half-pixel reads 0,0,1,1,2,2,3,3; 4 -> 3 aligned reads 0,2,3.
+        let op =
+            |a, h| Resize { mode: ResizeMode::NearestNeighbor, size: [1, 1], align_corners: a, half_pixel_centers: h };
+        let idx = |o: &Resize, out: usize| (0..out).map(|i| o.nearest(i, 4, out)).collect::<Vec<_>>();
+        assert_eq!(idx(&op(false, true), 8), vec![0, 0, 1, 1, 2, 2, 3, 3]);
+        assert_eq!(idx(&op(true, false), 3), vec![0, 2, 3]);
+    }
 
     fn s(d: &[usize]) -> Shape {
         Shape::fixed(d)

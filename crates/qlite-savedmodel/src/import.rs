@@ -1061,26 +1061,15 @@ impl<'a> Im<'a> {
             if m("ellipsis_mask") != 0 || m("new_axis_mask") != 0 || begin.len() > rank {
                 return Ok(None);
             }
-            if end.len() != begin.len() || strides.len() != begin.len() {
-                return Err("begin, end and strides differ in length".into());
-            }
-            let bit = |k: &str, i: usize| i < 32 && m(k) & (1 << i) != 0;
-            let axes: Vec<SliceDim> = (0..rank)
-                .map(|i| match i < begin.len() {
-                    false => SliceDim::ALL,
-                    true => {
-                        let shrink = bit("shrink_axis_mask", i);
-                        SliceDim {
-                            begin: (shrink || !bit("begin_mask", i)).then_some(begin[i]),
-                            end: (!shrink && !bit("end_mask", i)).then_some(end[i]),
-                            stride: strides[i],
-                            shrink,
-                        }
-                    }
-                })
-                .collect();
+            let masks = TfSliceMasks {
+                begin: m("begin_mask"),
+                end: m("end_mask"),
+                shrink: m("shrink_axis_mask"),
+                ..TfSliceMasks::default()
+            };
+            let slice = StridedSlice::from_tf(rank, &begin, &end, &strides, masks)?;
             let name = n.name.clone();
-            return Ok(Some(Val::T(self.push(&name, Op::StridedSlice(StridedSlice { axes }), vec![Some(*x)])?)));
+            return Ok(Some(Val::T(self.push(&name, Op::StridedSlice(slice), vec![Some(*x)])?)));
         }
         if m("ellipsis_mask") != 0
             || m("new_axis_mask") != 0

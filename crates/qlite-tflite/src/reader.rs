@@ -7,7 +7,7 @@ use crate::shape;
 use bytes::Bytes;
 use qlite_ir::op::{
     Binary, BinaryKind, Concatenation, Conv2d, DepthwiseConv2d, FullyConnected, LocalResponseNorm, Mean, Opaque, Pad,
-    Pool2d, PoolKind, Reshape, Resize, ResizeMode, SliceDim, Softmax, StridedSlice, Transpose, Unary, UnaryKind,
+    Pool2d, PoolKind, Reshape, Resize, ResizeMode, Softmax, StridedSlice, TfSliceMasks, Transpose, Unary, UnaryKind,
 };
 use qlite_ir::{Activation, DType, Dim, Graph, Node, Op, QuantParams, Shape, Signature, Tensor, TensorId, VerifyError};
 
@@ -479,45 +479,18 @@ fn convert_op(
                 const_ints(g, inputs.get(2).copied().flatten(), "end")?,
                 const_ints(g, inputs.get(3).copied().flatten(), "strides")?,
             );
-            let o = op.builtin_options_as_strided_slice_options();
-            let m = |f: fn(&fb::StridedSliceOptions<'_>) -> i32| o.as_ref().map_or(0, f);
-            if m(|o| o.ellipsis_mask()) != 0 || m(|o| o.new_axis_mask()) != 0 {
-                return Err("STRIDED_SLICE with an ellipsis or new-axis mask is not supported".into());
-            }
-            if begin.len() > rank || end.len() != begin.len() || strides.len() != begin.len() {
-                return Err(format!(
-                    "begin, end and strides have {}, {} and {} values for rank {rank}",
-                    begin.len(),
-                    end.len(),
-                    strides.len()
-                ));
-            }
-            let offset = o.as_ref().is_some_and(|o| o.offset());
-            let bit = |f: fn(&fb::StridedSliceOptions<'_>) -> i32, i: usize| i < 32 && m(f) & (1 << i) != 0;
-            // Axes past the given values are taken whole.
-            let axes: Vec<SliceDim> = (0..rank)
-                .map(|i| {
-                    if i >= begin.len() {
-                        return SliceDim::ALL;
-                    }
-                    let shrink = bit(|o| o.shrink_axis_mask(), i);
-                    SliceDim {
-                        begin: (shrink || !bit(|o| o.begin_mask(), i)).then_some(begin[i]),
-                        end: (!shrink && !bit(|o| o.end_mask(), i)).then_some(if offset {
-                            begin[i].saturating_add(end[i])
-                        } else {
-                            end[i]
-                        }),
-                        stride: strides[i],
-                        shrink,
-                    }
-                })
-                .collect();
-            if axes.iter().any(|a| a.stride == 0 && !a.shrink) {
-                return Err("a stride is 0".into());
-            }
+            let masks =
+                op.builtin_options_as_strided_slice_options().map_or(TfSliceMasks::default(), |o| TfSliceMasks {
+                    begin: o.begin_mask().into(),
+                    end: o.end_mask().into(),
+                    shrink: o.shrink_axis_mask().into(),
+                    ellipsis: o.ellipsis_mask().into(),
+                    new_axis: o.new_axis_mask().into(),
+                    offset: o.offset(),
+                });
+            let slice = StridedSlice::from_tf(rank, &begin, &end, &strides, masks)?;
             inputs.truncate(1);
-            Op::StridedSlice(StridedSlice { axes })
+            Op::StridedSlice(slice)
         }
         B::TRANSPOSE => {
             let perm = const_ints(g, inputs.get(1).copied().flatten(), "perm")?;
