@@ -152,6 +152,25 @@ pub fn export_case_with_reference(
     std::fs::write(d.join("case.json"), serde_json::to_vec_pretty(&case).unwrap()).unwrap();
 }
 
+/// Export a re-written file holding ops qlite cannot run: LiteRT must give on `model` exactly
+/// what it gives on `original` (check.py, case kind "reexport").
+pub fn export_reexport_case(name: &str, original: &[u8], model: &[u8], inputs: &[Array]) {
+    let Some(dir) = conformance_dir() else { return };
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("model.tflite"), model).unwrap();
+    std::fs::write(d.join("original.tflite"), original).unwrap();
+    let mut ins = Vec::new();
+    for (i, a) in inputs.iter().enumerate() {
+        let f = format!("input_{i}.npy");
+        qlite::write_npy_file(&d.join(&f), a).unwrap();
+        ins.push(f);
+    }
+    let case = serde_json::json!({"kind": "reexport", "model": "model.tflite", "original": "original.tflite",
+        "inputs": ins});
+    std::fs::write(d.join("case.json"), serde_json::to_vec_pretty(&case).unwrap()).unwrap();
+}
+
 /// Whether `inputs` are a batch of rows for `g` (whose declared first dimension is 1) rather
 /// than the shapes it declares.
 fn is_row_batch(g: &Graph, inputs: &[Array]) -> bool {

@@ -10,6 +10,7 @@ mod errors;
 mod fixtures;
 mod malformed;
 mod onnx;
+mod opaque;
 mod ops;
 mod oracle;
 mod passes;

@@ -59,7 +59,9 @@ pub fn scan(dir: &Path) -> Result<Seen, String> {
         let text = std::fs::read_to_string(d.join("case.json")).map_err(|e| format!("{name}: {e}"))?;
         let case: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{name}/case.json: {e}"))?;
         *seen.categories.entry(category(&name)).or_default() += 1;
-        if case.get("kind").and_then(|k| k.as_str()) == Some("safetensors") {
+        // Safetensors files have no ops; a re-exported file's oracle is LiteRT on the original
+        // (it holds ops qlite cannot run, so no session either).
+        if matches!(case.get("kind").and_then(|k| k.as_str()), Some("safetensors" | "reexport")) {
             continue;
         }
         if case.get("session").and_then(|s| s.as_bool()) != Some(true) {

@@ -31,7 +31,7 @@ use qlite_ir::{DType, Dim, Graph, Op, QuantParams, Shape, TensorId, VerifyError,
 pub enum InterpError {
     #[error("invalid graph: {0}")]
     Verify(#[from] VerifyError),
-    #[error("graph has unsupported ops: {0}")]
+    #[error("cannot run ops qlite does not model: {0}")]
     Opaque(String),
     #[error("constant {tensor} ({name:?}): {source}")]
     Constant { tensor: TensorId, name: String, source: ArrayError },
@@ -109,7 +109,7 @@ impl<'g> Interpreter<'g> {
             .nodes()
             .iter()
             .filter_map(|n| match &n.op {
-                Op::Opaque(o) => Some(format!("{} (node {:?})", o.op_type, n.name)),
+                Op::Opaque(o) => Some(format!("{} v{} (node {:?})", o.op_type, o.version, n.name)),
                 _ => None,
             })
             .collect();

@@ -222,13 +222,70 @@ pub struct Unary {
     pub kind: UnaryKind,
 }
 
-/// An operator an importer does not know; kept so every unsupported op can be reported at once.
+/// An operator the IR does not model. Importers keep it so that every unsupported op is
+/// reported at once, and, with a [`OpaqueSource`], so that the file can be inspected, re-written
+/// and converted unchanged: only execution and quantization refuse it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Opaque {
-    /// e.g. "onnx:Gather" or "tflite:GATHER"
+    /// e.g. "onnx:Gather", "tflite:GATHER_ND" or "tflite:CUSTOM(TFLite_Detection_PostProcess)"
     pub op_type: String,
     /// Opset or operator version in the source format.
     pub version: i64,
+    /// What the source format needs to write the op back as it was read; `None` when the
+    /// importer cannot keep it (the graph then cannot be exported).
+    pub source: Option<OpaqueSource>,
+}
+
+/// An opaque operator as its source format stores it. The IR never looks inside; the format's
+/// writer puts it back. Tables of options are kept field by field (a flatbuffer table's fields
+/// by their ids), so they survive being moved into a new file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpaqueSource {
+    /// The format that can write it back (e.g. "tflite").
+    pub format: String,
+    /// The format's operator code (TFLite's `BuiltinOperator`).
+    pub code: i64,
+    /// A custom operator's name.
+    pub custom_code: Option<String>,
+    /// Options tables: (which slot of the operator, union type id, fields).
+    pub options: Vec<OpaqueOptions>,
+    /// Bytes the operator's kernel parses itself (TFLite's `custom_options`).
+    pub custom_options: Vec<u8>,
+    /// How `custom_options` is encoded (TFLite: 0 = FlexBuffers).
+    pub custom_options_format: i64,
+}
+
+/// One options table of an [`OpaqueSource`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpaqueOptions {
+    /// Which of the operator's options slots holds it (TFLite: 1 = `builtin_options`,
+    /// 2 = `builtin_options_2`).
+    pub slot: u8,
+    /// The union's type id.
+    pub type_id: u8,
+    pub fields: Vec<OpaqueField>,
+}
+
+/// One present field of an options table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpaqueField {
+    /// The field's id (its index in the table's vtable).
+    pub id: u16,
+    pub value: OpaqueValue,
+}
+
+/// A field's value, as raw little-endian bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OpaqueValue {
+    /// An inline scalar: `bytes.len()` is 1, 2, 4 or 8 (it may include the field's padding; a
+    /// reader reads the field's own size from the start).
+    Scalar(Vec<u8>),
+    /// A vector of scalars of `elem_size` bytes each.
+    Vector {
+        elem_size: u8,
+        bytes: Vec<u8>,
+    },
+    String(String),
 }
 
 /// One axis of a [`StridedSlice`], in TensorFlow's terms (STRIDED_SLICE, ONNX Slice).
@@ -656,6 +713,15 @@ impl Op {
             Op::Opaque(o) => {
                 out.push(("op_type", o.op_type.clone()));
                 out.push(("version", o.version.to_string()));
+                if let Some(src) = &o.source {
+                    let fields: usize = src.options.iter().map(|t| t.fields.len()).sum();
+                    if fields > 0 {
+                        out.push(("option_fields", fields.to_string()));
+                    }
+                    if !src.custom_options.is_empty() {
+                        out.push(("custom_options", format!("{} B", src.custom_options.len())));
+                    }
+                }
             }
             Op::Binary(_) | Op::Unary(_) | Op::Quantize | Op::Dequantize => {}
         }

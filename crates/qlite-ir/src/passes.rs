@@ -25,7 +25,10 @@ impl Pass for DeadCodeElimination {
         }
         let mut keep = vec![true; g.nodes().len()];
         for (i, node) in g.nodes().iter().enumerate().rev() {
-            let used = node.outputs.iter().any(|o| live.get(o.index()).copied().unwrap_or(false));
+            // An opaque op may have effects qlite cannot see (a variable assignment has no
+            // output): it stays.
+            let used = matches!(node.op, Op::Opaque(_))
+                || node.outputs.iter().any(|o| live.get(o.index()).copied().unwrap_or(false));
             if used || !cx.allow_rewrite_if(!used) {
                 for t in node.input_ids() {
                     if let Some(l) = live.get_mut(t.index()) {

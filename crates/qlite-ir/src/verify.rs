@@ -223,14 +223,17 @@ pub fn shapes_compatible(a: &Shape, b: &Shape) -> bool {
         })
 }
 
-/// `verify`, plus: no `Opaque` ops (every unsupported op named at once). Exporters call this.
-pub fn verify_exportable(g: &Graph) -> Result<(), VerifyError> {
+/// `verify`, plus: every `Opaque` op is one `format`'s writer can put back (it was read from
+/// that format, which kept it); the others are named at once. Exporters call this.
+pub fn verify_exportable(g: &Graph, format: &str) -> Result<(), VerifyError> {
     verify(g)?;
     let unsupported: Vec<String> = g
         .nodes()
         .iter()
         .filter_map(|n| match &n.op {
-            Op::Opaque(o) => Some(format!("{} v{} (node {:?})", o.op_type, o.version, n.name)),
+            Op::Opaque(o) if o.source.as_ref().is_none_or(|s| s.format != format) => {
+                Some(format!("{} v{} (node {:?})", o.op_type, o.version, n.name))
+            }
             _ => None,
         })
         .collect();

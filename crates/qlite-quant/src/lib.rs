@@ -36,4 +36,19 @@ pub enum QuantError {
     ExcludeMatchesNothing(String),
     #[error("int8 quantization needs calibration data (--calibration X.npy) or a table (--calibration-table FILE)")]
     NoCalibration,
+    #[error("cannot quantize ops qlite does not model: {0}")]
+    Unsupported(String),
+}
+
+/// Quantization needs a spec and a kernel for every op: every opaque op is named at once.
+pub fn check_supported(g: &qlite_ir::Graph) -> Result<(), QuantError> {
+    let names: Vec<String> = g
+        .nodes()
+        .iter()
+        .filter_map(|n| match &n.op {
+            qlite_ir::Op::Opaque(o) => Some(format!("{} v{} (node {:?})", o.op_type, o.version, n.name)),
+            _ => None,
+        })
+        .collect();
+    if names.is_empty() { Ok(()) } else { Err(QuantError::Unsupported(names.join(", "))) }
 }

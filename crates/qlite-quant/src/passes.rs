@@ -426,6 +426,9 @@ impl Pass for QuantizePass {
 
 /// Quantize a float graph (no pipeline around it).
 pub fn quantize_graph(g: &Graph, table: Option<&CalibrationTable>, cfg: &QuantConfig) -> Result<Graph, QuantError> {
+    if cfg.mode != QuantMode::None {
+        crate::check_supported(g)?;
+    }
     match cfg.mode {
         QuantMode::None => Ok(g.clone()),
         QuantMode::Float16 => float16(g),

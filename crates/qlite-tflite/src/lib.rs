@@ -20,6 +20,7 @@ mod generated {
 }
 
 mod codes;
+mod opaque;
 pub mod reader;
 mod shape;
 pub mod writer;
@@ -80,7 +81,12 @@ pub fn file_info(bytes: &[u8]) -> Result<FileInfo, ReadError> {
                 .to_string();
             let entry = codes_v.filter(|c| idx < c.len()).map(|c| {
                 let oc = c.get(idx);
-                (codes::builtin_name(oc.builtin_code().0.max(oc.deprecated_builtin_code() as i32)), oc.version())
+                let code = oc.builtin_code().0.max(oc.deprecated_builtin_code() as i32);
+                let name = match oc.custom_code() {
+                    Some(custom) if code == fb::BuiltinOperator::CUSTOM.0 => format!("CUSTOM({custom})"),
+                    _ => codes::builtin_name(code),
+                };
+                (name, oc.version())
             });
             let (name, version) = entry.unwrap_or_else(|| ("<invalid opcode>".to_string(), 0));
             operators.push((name, version, out));

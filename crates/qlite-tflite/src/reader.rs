@@ -6,8 +6,9 @@ use crate::fb;
 use crate::shape;
 use bytes::Bytes;
 use qlite_ir::op::{
-    Binary, BinaryKind, Concatenation, Conv2d, DepthwiseConv2d, FullyConnected, LocalResponseNorm, Mean, Opaque, Pad,
-    Pool2d, PoolKind, Reshape, Resize, ResizeMode, Softmax, StridedSlice, TfSliceMasks, Transpose, Unary, UnaryKind,
+    Binary, BinaryKind, Concatenation, Conv2d, DepthwiseConv2d, FullyConnected, LocalResponseNorm, Mean, Opaque,
+    OpaqueSource, Pad, Pool2d, PoolKind, Reshape, Resize, ResizeMode, Softmax, StridedSlice, TfSliceMasks, Transpose,
+    Unary, UnaryKind,
 };
 use qlite_ir::{Activation, DType, Dim, Graph, Node, Op, QuantParams, Shape, Signature, Tensor, TensorId, VerifyError};
 
@@ -32,8 +33,6 @@ pub enum ReadError {
     Tensor { index: usize, name: String, message: String },
     #[error("operator {index} ({op}): {message}")]
     Operator { index: usize, op: String, message: String },
-    #[error("unsupported operators: {0}")]
-    UnsupportedOps(String),
     #[error("invalid model: {0}")]
     Invalid(#[from] VerifyError),
 }
@@ -53,6 +52,46 @@ fn oob(what: impl Into<String>, index: i64, len: usize) -> ReadError {
 fn offset_in(whole: &[u8], part: &[u8]) -> Option<usize> {
     let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
     (start.checked_add(part.len())? <= whole.len()).then_some(start)
+}
+
+/// An operator qlite does not model, as the file stores it.
+fn opaque_source(
+    file: &[u8],
+    op: &fb::Operator<'_>,
+    code: i32,
+    custom_code: Option<&str>,
+) -> Result<OpaqueSource, String> {
+    let mut options = Vec::new();
+    if let Some(t) = op.builtin_options() {
+        options.push(crate::opaque::capture(t.buf(), t.loc(), 1, op.builtin_options_type().0)?);
+    }
+    if let Some(t) = op.builtin_options_2() {
+        options.push(crate::opaque::capture(t._tab.buf(), t._tab.loc(), 2, op.builtin_options_2_type())?);
+    }
+    let custom_options = match op.custom_options() {
+        Some(c) if !c.is_empty() => c.bytes().to_vec(),
+        _ if op.large_custom_options_size() > 0 => {
+            let (off, size) = (op.large_custom_options_offset(), op.large_custom_options_size());
+            off.checked_add(size)
+                .filter(|&e| off > 1 && e <= file.len() as u64)
+                .map(|e| file[off as usize..e as usize].to_vec())
+                .ok_or_else(|| {
+                    format!(
+                        "custom options at offset {off} with size {size} run past the end of the {}-byte file",
+                        file.len()
+                    )
+                })?
+        }
+        _ => Vec::new(),
+    };
+    Ok(OpaqueSource {
+        format: "tflite".into(),
+        code: code as i64,
+        custom_code: custom_code.map(str::to_string),
+        options,
+        custom_options,
+        custom_options_format: op.custom_options_format().0 as i64,
+    })
 }
 
 /// Parse a .tflite model. Constant data stays in `bytes` (no copy).
@@ -199,7 +238,6 @@ pub fn read_model(bytes: Bytes) -> Result<Graph, ReadError> {
     // Operators.
     let opcodes = model.operator_codes();
     let n_codes = opcodes.map_or(0, |c| c.len());
-    let mut unsupported = Vec::new();
     let mut shapes = shape::Values::default();
     if let Some(ops) = sg.operators() {
         for oi in 0..ops.len() {
@@ -247,16 +285,16 @@ pub fn read_model(bytes: Bytes) -> Result<Graph, ReadError> {
             let converted = convert_op(&g, &op, code, &mut inputs, &outputs).map_err(oerr)?;
             let op_ir = match converted {
                 Some(o) => o,
-                None => {
-                    unsupported.push(format!("{} v{version} (operator {oi}, output {node_name:?})", name_of(code)));
-                    Op::Opaque(Opaque { op_type: format!("tflite:{}", name_of(code)), version: version as i64 })
-                }
+                // Kept as read: `inspect`, `roundtrip` and a plain `convert` write it back;
+                // running or quantizing the graph names it.
+                None => Op::Opaque(Opaque {
+                    op_type: format!("tflite:{}", name_of(code)),
+                    version: version as i64,
+                    source: Some(opaque_source(&bytes, &op, code, oc.custom_code()).map_err(oerr)?),
+                }),
             };
             g.add_node(Node::new(node_name, op_ir, inputs, outputs));
         }
-    }
-    if !unsupported.is_empty() {
-        return Err(ReadError::UnsupportedOps(unsupported.join(", ")));
     }
     for &o in &outs {
         shape::materialize(&mut g, o, &shapes).map_err(|message| ReadError::Operator {

@@ -112,7 +112,7 @@ struct AuxTensor {
 pub fn write_model(g: &Graph) -> Result<bytes::Bytes, WriteError> {
     let mut g = g.clone();
     legalize_pipeline().run(&mut g)?;
-    verify_exportable(&g)?;
+    verify_exportable(&g, "tflite")?;
     serialize(&g)
 }
 
@@ -222,15 +222,31 @@ fn serialize(g: &Graph) -> Result<bytes::Bytes, WriteError> {
     for b in &aux_bytes {
         buffer_data.push(Some(b));
     }
-    // Operator codes, deduplicated by (code, version) in first-use order.
-    let mut opcodes: Vec<(fb::BuiltinOperator, i32)> = Vec::new();
+    // Operator codes, deduplicated by (code, version, custom code) in first-use order.
+    let mut opcodes: Vec<(fb::BuiltinOperator, i32, Option<&str>)> = Vec::new();
     let mut node_opcode = Vec::with_capacity(g.nodes().len());
     for n in g.nodes() {
-        let code = codes::builtin(&n.op).ok_or_else(|| WriteError::Unsupported {
-            node: n.name.clone(),
-            message: format!("{} has no TFLite builtin", n.op.name()),
-        })?;
-        let key = (code, codes::op_version(g, n));
+        let key = match &n.op {
+            Op::Opaque(o) => {
+                let src =
+                    o.source.as_ref().filter(|s| s.format == "tflite").ok_or_else(|| WriteError::Unsupported {
+                        node: n.name.clone(),
+                        message: format!("{} was not read from a .tflite file", o.op_type),
+                    })?;
+                let code = i32::try_from(src.code).map_err(|_| WriteError::Unsupported {
+                    node: n.name.clone(),
+                    message: format!("operator code {} does not fit int32", src.code),
+                })?;
+                (fb::BuiltinOperator(code), o.version.clamp(1, i32::MAX as i64) as i32, src.custom_code.as_deref())
+            }
+            op => {
+                let code = codes::builtin(op).ok_or_else(|| WriteError::Unsupported {
+                    node: n.name.clone(),
+                    message: format!("{} has no TFLite builtin", n.op.name()),
+                })?;
+                (code, codes::op_version(g, n), None)
+            }
+        };
         let idx = match opcodes.iter().position(|k| *k == key) {
             Some(i) => i,
             None => {
@@ -242,7 +258,7 @@ fn serialize(g: &Graph) -> Result<bytes::Bytes, WriteError> {
     }
     // min_runtime_version: max over operators.
     let mut min_rt = String::new();
-    for &(code, version) in &opcodes {
+    for &(code, version, _) in &opcodes {
         if let Some(v) = codes::min_runtime(code, version)
             && (min_rt.is_empty() || codes::version_lt(&min_rt, v))
         {
@@ -348,17 +364,33 @@ fn serialize(g: &Graph) -> Result<bytes::Bytes, WriteError> {
         let inputs = Some(fbb.create_vector(&inputs));
         let outputs = Some(fbb.create_vector(&outputs));
         let (builtin_options_type, builtin_options) = options(&mut fbb, n);
-        operators.push(fb::Operator::create(
-            &mut fbb,
-            &fb::OperatorArgs {
-                opcode_index: node_opcode[ni],
-                inputs,
-                outputs,
-                builtin_options_type,
-                builtin_options,
-                ..Default::default()
-            },
-        ));
+        let mut args = fb::OperatorArgs {
+            opcode_index: node_opcode[ni],
+            inputs,
+            outputs,
+            builtin_options_type,
+            builtin_options,
+            ..Default::default()
+        };
+        if let Op::Opaque(o) = &n.op
+            && let Some(src) = &o.source
+        {
+            for t in &src.options {
+                let table = crate::opaque::emit(&mut fbb, t);
+                if t.slot == 2 {
+                    args.builtin_options_2_type = t.type_id;
+                    args.builtin_options_2 = Some(WIPOffset::new(table.value()));
+                } else {
+                    args.builtin_options_type = fb::BuiltinOptions(t.type_id);
+                    args.builtin_options = Some(table);
+                }
+            }
+            if !src.custom_options.is_empty() {
+                args.custom_options = Some(fbb.create_vector(&src.custom_options));
+            }
+            args.custom_options_format = fb::CustomOptionsFormat(src.custom_options_format.clamp(0, 127) as i8);
+        }
+        operators.push(fb::Operator::create(&mut fbb, &args));
     }
     let operators = fbb.create_vector(&operators);
     let sg_inputs: Vec<i32> = g.inputs().iter().map(|t| t.index() as i32).collect();
@@ -381,12 +413,13 @@ fn serialize(g: &Graph) -> Result<bytes::Bytes, WriteError> {
 
     let codes_vec: Vec<_> = opcodes
         .iter()
-        .map(|&(code, version)| {
+        .map(|&(code, version, custom)| {
+            let custom_code = custom.map(|c| fbb.create_string(c));
             fb::OperatorCode::create(
                 &mut fbb,
                 &fb::OperatorCodeArgs {
                     deprecated_builtin_code: code.0.min(127) as i8,
-                    custom_code: None,
+                    custom_code,
                     version,
                     builtin_code: code,
                 },

@@ -592,6 +592,9 @@ pub fn quantize_model(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Quantized, Error> {
     let cfg = &opts.quant;
+    if cfg.mode != QuantMode::None || opts.calibration.is_some() {
+        qlite_quant::check_supported(g).map_err(|e| Error::Usage(e.to_string()))?;
+    }
     let set = match &opts.calibration {
         Some(p) => Some(quantize::open_calibration(g, p)?),
         None => None,

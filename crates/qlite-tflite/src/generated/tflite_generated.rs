@@ -4767,6 +4767,86 @@ impl ::core::fmt::Debug for QuantizeOptions<'_> {
       ds.finish()
   }
 }
+pub enum OpaqueOptionsTableOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Any options table, read and written field by field (`opaque.rs`): stands for the members
+/// of upstream's BuiltinOptions2 union, which this schema does not declare.
+pub struct OpaqueOptionsTable<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for OpaqueOptionsTable<'a> {
+  type Inner = OpaqueOptionsTable<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> OpaqueOptionsTable<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    OpaqueOptionsTable { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    _args: &'args OpaqueOptionsTableArgs
+  ) -> ::flatbuffers::WIPOffset<OpaqueOptionsTable<'bldr>> {
+    let mut builder = OpaqueOptionsTableBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for OpaqueOptionsTable<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct OpaqueOptionsTableArgs {
+}
+impl<'a> Default for OpaqueOptionsTableArgs {
+  #[inline]
+  fn default() -> Self {
+    OpaqueOptionsTableArgs {
+    }
+  }
+}
+
+pub struct OpaqueOptionsTableBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> OpaqueOptionsTableBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> OpaqueOptionsTableBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    OpaqueOptionsTableBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<OpaqueOptionsTable<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for OpaqueOptionsTable<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("OpaqueOptionsTable");
+      ds.finish()
+  }
+}
 pub enum OperatorCodeOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -4941,6 +5021,8 @@ impl<'a> Operator<'a> {
   pub const VT_INTERMEDIATES: ::flatbuffers::VOffsetT = 20;
   pub const VT_LARGE_CUSTOM_OPTIONS_OFFSET: ::flatbuffers::VOffsetT = 22;
   pub const VT_LARGE_CUSTOM_OPTIONS_SIZE: ::flatbuffers::VOffsetT = 24;
+  pub const VT_BUILTIN_OPTIONS_2_TYPE: ::flatbuffers::VOffsetT = 26;
+  pub const VT_BUILTIN_OPTIONS_2: ::flatbuffers::VOffsetT = 28;
   pub const VT_DEBUG_METADATA_INDEX: ::flatbuffers::VOffsetT = 30;
 
   #[inline]
@@ -4956,6 +5038,7 @@ impl<'a> Operator<'a> {
     builder.add_large_custom_options_size(args.large_custom_options_size);
     builder.add_large_custom_options_offset(args.large_custom_options_offset);
     builder.add_debug_metadata_index(args.debug_metadata_index);
+    if let Some(x) = args.builtin_options_2 { builder.add_builtin_options_2(x); }
     if let Some(x) = args.intermediates { builder.add_intermediates(x); }
     if let Some(x) = args.mutating_variable_inputs { builder.add_mutating_variable_inputs(x); }
     if let Some(x) = args.custom_options { builder.add_custom_options(x); }
@@ -4963,6 +5046,7 @@ impl<'a> Operator<'a> {
     if let Some(x) = args.outputs { builder.add_outputs(x); }
     if let Some(x) = args.inputs { builder.add_inputs(x); }
     builder.add_opcode_index(args.opcode_index);
+    builder.add_builtin_options_2_type(args.builtin_options_2_type);
     builder.add_custom_options_format(args.custom_options_format);
     builder.add_builtin_options_type(args.builtin_options_type);
     builder.finish()
@@ -5045,6 +5129,20 @@ impl<'a> Operator<'a> {
     // Created from valid Table for this object
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(Operator::VT_LARGE_CUSTOM_OPTIONS_SIZE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn builtin_options_2_type(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(Operator::VT_BUILTIN_OPTIONS_2_TYPE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn builtin_options_2(&self) -> Option<OpaqueOptionsTable<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<OpaqueOptionsTable>>(Operator::VT_BUILTIN_OPTIONS_2, None)}
   }
   #[inline]
   pub fn debug_metadata_index(&self) -> i32 {
@@ -5427,6 +5525,8 @@ impl ::flatbuffers::Verifiable for Operator<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, i32>>>("intermediates", Self::VT_INTERMEDIATES, false)?
      .visit_field::<u64>("large_custom_options_offset", Self::VT_LARGE_CUSTOM_OPTIONS_OFFSET, false)?
      .visit_field::<u64>("large_custom_options_size", Self::VT_LARGE_CUSTOM_OPTIONS_SIZE, false)?
+     .visit_field::<u8>("builtin_options_2_type", Self::VT_BUILTIN_OPTIONS_2_TYPE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<OpaqueOptionsTable>>("builtin_options_2", Self::VT_BUILTIN_OPTIONS_2, false)?
      .visit_field::<i32>("debug_metadata_index", Self::VT_DEBUG_METADATA_INDEX, false)?
      .finish();
     Ok(())
@@ -5444,6 +5544,8 @@ pub struct OperatorArgs<'a> {
     pub intermediates: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, i32>>>,
     pub large_custom_options_offset: u64,
     pub large_custom_options_size: u64,
+    pub builtin_options_2_type: u8,
+    pub builtin_options_2: Option<::flatbuffers::WIPOffset<OpaqueOptionsTable<'a>>>,
     pub debug_metadata_index: i32,
 }
 impl<'a> Default for OperatorArgs<'a> {
@@ -5461,6 +5563,8 @@ impl<'a> Default for OperatorArgs<'a> {
       intermediates: None,
       large_custom_options_offset: 0,
       large_custom_options_size: 0,
+      builtin_options_2_type: 0,
+      builtin_options_2: None,
       debug_metadata_index: -1,
     }
   }
@@ -5514,6 +5618,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> OperatorBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_large_custom_options_size(&mut self, large_custom_options_size: u64) {
     self.fbb_.push_slot::<u64>(Operator::VT_LARGE_CUSTOM_OPTIONS_SIZE, large_custom_options_size, 0);
+  }
+  #[inline]
+  pub fn add_builtin_options_2_type(&mut self, builtin_options_2_type: u8) {
+    self.fbb_.push_slot::<u8>(Operator::VT_BUILTIN_OPTIONS_2_TYPE, builtin_options_2_type, 0);
+  }
+  #[inline]
+  pub fn add_builtin_options_2(&mut self, builtin_options_2: ::flatbuffers::WIPOffset<OpaqueOptionsTable<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<OpaqueOptionsTable>>(Operator::VT_BUILTIN_OPTIONS_2, builtin_options_2);
   }
   #[inline]
   pub fn add_debug_metadata_index(&mut self, debug_metadata_index: i32) {
@@ -5707,6 +5819,8 @@ impl ::core::fmt::Debug for Operator<'_> {
       ds.field("intermediates", &self.intermediates());
       ds.field("large_custom_options_offset", &self.large_custom_options_offset());
       ds.field("large_custom_options_size", &self.large_custom_options_size());
+      ds.field("builtin_options_2_type", &self.builtin_options_2_type());
+      ds.field("builtin_options_2", &self.builtin_options_2());
       ds.field("debug_metadata_index", &self.debug_metadata_index());
       ds.finish()
   }

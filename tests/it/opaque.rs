@@ -1,0 +1,166 @@
+//! Operators qlite does not model: read, shown, written back unchanged (LiteRT gives the same
+//! outputs on the re-export as on the original); only running and quantizing refuse, naming
+//! every such op at once.
+
+use crate::common::{export_reexport_case, fixture};
+use qlite::ir::{Graph, Op, OpaqueSource, OpaqueValue};
+use std::process::Command;
+
+fn read(path: &str) -> (Vec<u8>, Graph) {
+    let bytes = std::fs::read(fixture(path)).unwrap();
+    let g = qlite_tflite::read_model(bytes::Bytes::copy_from_slice(&bytes)).unwrap();
+    (bytes, g)
+}
+
+fn opaque(g: &Graph) -> Vec<(String, OpaqueSource)> {
+    g.nodes()
+        .iter()
+        .filter_map(|n| match &n.op {
+            Op::Opaque(o) => Some((o.op_type.clone(), o.source.clone().expect("a .tflite opaque op keeps its source"))),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Two captures of one options table agree: same fields, same values. A scalar is captured
+/// with the bytes up to the next field, which depends on the writer's layout, so scalars are
+/// compared on the bytes both captured (a field's own size is never more).
+fn same_options(a: &OpaqueSource, b: &OpaqueSource) -> Result<(), String> {
+    if (a.code, &a.custom_code, &a.custom_options, a.custom_options_format)
+        != (b.code, &b.custom_code, &b.custom_options, b.custom_options_format)
+    {
+        return Err(format!("operator code or custom options differ: {a:?} vs {b:?}"));
+    }
+    if a.options.len() != b.options.len() {
+        return Err(format!("{} options tables vs {}", a.options.len(), b.options.len()));
+    }
+    for (x, y) in a.options.iter().zip(&b.options) {
+        if (x.slot, x.type_id, x.fields.len()) != (y.slot, y.type_id, y.fields.len()) {
+            return Err(format!("options table {x:?} vs {y:?}"));
+        }
+        for (f, h) in x.fields.iter().zip(&y.fields) {
+            let same = f.id == h.id
+                && match (&f.value, &h.value) {
+                    (OpaqueValue::Scalar(p), OpaqueValue::Scalar(q)) => {
+                        let n = p.len().min(q.len());
+                        p[..n] == q[..n]
+                    }
+                    (p, q) => p == q,
+                };
+            if !same {
+                return Err(format!("field {f:?} vs {h:?}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn unmodelled_builtins_are_kept_and_litert_agrees_on_the_rewrite() {
+    let (bytes, g) = read("tflite_opaque/builtins.tflite");
+    let kept = opaque(&g);
+    let names: Vec<&str> = kept.iter().map(|k| k.0.as_str()).collect();
+    assert_eq!(names, ["tflite:CUMSUM", "tflite:ARG_MAX", "tflite:BUCKETIZE", "tflite:GATHER_ND"]);
+    // CUMSUM's two bools (exclusive, reverse) are both true; ARG_MAX's output type is INT32
+    // (2); BUCKETIZE keeps its vector of four float boundaries.
+    let field = |src: &OpaqueSource, id: u16| src.options[0].fields.iter().find(|f| f.id == id).unwrap().value.clone();
+    let byte0 = |v: OpaqueValue| match v {
+        OpaqueValue::Scalar(b) => b[0],
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((byte0(field(&kept[0].1, 0)), byte0(field(&kept[0].1, 1))), (1, 1));
+    assert_eq!(byte0(field(&kept[1].1, 0)), 2);
+    let boundaries: Vec<f32> = match field(&kept[2].1, 0) {
+        OpaqueValue::Vector { elem_size: 4, bytes } => {
+            bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(boundaries, [0.0, 0.5, 1.5, 3.0]);
+    assert!(kept[3].1.options.iter().all(|t| t.fields.is_empty()));
+
+    let written = qlite_tflite::write_model(&g).unwrap();
+    let again = qlite_tflite::read_model(written.clone()).unwrap();
+    let kept_again = opaque(&again);
+    assert_eq!(kept.len(), kept_again.len());
+    for ((n, a), (m, b)) in kept.iter().zip(&kept_again) {
+        assert_eq!(n, m);
+        same_options(a, b).unwrap_or_else(|e| panic!("{n}: {e}"));
+    }
+    // Written twice, the bytes are the same: nothing drifts.
+    assert_eq!(qlite_tflite::write_model(&again).unwrap(), written);
+
+    let x = qlite::read_npy_file(&fixture("tflite_opaque/builtins_input.npy")).unwrap();
+    export_reexport_case("tflite_opaque_builtins", &bytes, &written, &[x]);
+}
+
+#[test]
+fn custom_ops_keep_their_name_and_custom_options_bytes() {
+    let (_, g) = read("tflite_opaque/custom.tflite");
+    let kept = opaque(&g);
+    assert_eq!(kept.len(), 1);
+    let (name, src) = &kept[0];
+    assert_eq!(name, "tflite:CUSTOM(Dawsn)");
+    assert_eq!(src.custom_code.as_deref(), Some("Dawsn"));
+    assert!(!src.custom_options.is_empty(), "the converter writes the op's attributes as FlexBuffers");
+    let again = qlite_tflite::read_model(qlite_tflite::write_model(&g).unwrap()).unwrap();
+    let kept_again = opaque(&again);
+    assert_eq!(kept_again.len(), 1);
+    same_options(src, &kept_again[0].1).unwrap();
+    assert_eq!(src.custom_options, kept_again[0].1.custom_options);
+}
+
+/// What a user sees: `inspect` and a plain `convert` work; `run` and quantization name every
+/// op they cannot handle in one line.
+#[test]
+fn cli_inspects_and_converts_and_names_every_unmodelled_op() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("tflite_opaque/builtins.tflite");
+    let input = fixture("tflite_opaque/builtins_input.npy");
+    let out = dir.path().join("out.tflite");
+    let qlite = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_qlite")).args(args).output().unwrap();
+
+    let inspect = qlite(&["inspect", model.to_str().unwrap()]);
+    assert!(inspect.status.success(), "{}", String::from_utf8_lossy(&inspect.stderr));
+    let text = String::from_utf8_lossy(&inspect.stdout).into_owned();
+    insta::assert_snapshot!("tflite_opaque_builtins_inspect", text);
+
+    let convert = qlite(&["convert", model.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert!(convert.status.success(), "{}", String::from_utf8_lossy(&convert.stderr));
+    assert!(out.exists());
+
+    let mut errors = String::new();
+    for args in [
+        vec!["run", model.to_str().unwrap(), "--input", input.to_str().unwrap()],
+        vec![
+            "convert",
+            model.to_str().unwrap(),
+            "-o",
+            dir.path().join("f16.tflite").to_str().unwrap(),
+            "--quantize",
+            "float16",
+        ],
+        vec![
+            "convert",
+            model.to_str().unwrap(),
+            "-o",
+            dir.path().join("int8.tflite").to_str().unwrap(),
+            "--quantize",
+            "int8",
+            "--calibration",
+            input.to_str().unwrap(),
+        ],
+    ] {
+        let o = qlite(&args);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        let err = String::from_utf8_lossy(&o.stderr).replace(dir.path().to_str().unwrap(), "$TMP");
+        let err = err.replace(fixture("").to_str().unwrap(), "$FIXTURES/");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        for op in ["CUMSUM", "ARG_MAX", "BUCKETIZE", "GATHER_ND"] {
+            assert!(err.contains(op), "{args:?}: {err}");
+        }
+        errors.push_str(&format!("$ qlite {}\n{err}\n", args[0]));
+    }
+    assert!(!dir.path().join("f16.tflite").exists() && !dir.path().join("int8.tflite").exists());
+    insta::assert_snapshot!("tflite_opaque_refusals", errors);
+}
