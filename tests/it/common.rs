@@ -152,6 +152,16 @@ pub fn export_case_with_reference(
     std::fs::write(d.join("case.json"), serde_json::to_vec_pretty(&case).unwrap()).unwrap();
 }
 
+/// Record that LiteRT's default resolver (XNNPACK) fails on an exported case with `error`:
+/// check.py then requires that failure (and still holds the reference resolver to the case).
+pub fn default_resolver_fails(name: &str, error: &str, why: &str) {
+    let Some(dir) = conformance_dir() else { return };
+    let path = dir.join(name).join("case.json");
+    let mut case: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    case["default_resolver_fails"] = serde_json::json!({"error": error, "why": why});
+    std::fs::write(&path, serde_json::to_vec_pretty(&case).unwrap()).unwrap();
+}
+
 /// Export a re-written file holding ops qlite cannot run: LiteRT must give on `model` exactly
 /// what it gives on `original` (check.py, case kind "reexport").
 pub fn export_reexport_case(name: &str, original: &[u8], model: &[u8], inputs: &[Array]) {

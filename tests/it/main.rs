@@ -18,6 +18,7 @@ mod quantize;
 mod random_ops;
 mod safetensors;
 mod savedmodel;
+mod sparse;
 
 #[global_allocator]
 static ALLOC: alloc::Counting = alloc::Counting;

@@ -430,7 +430,44 @@ fn cases() -> Vec<Case> {
         },
         "float",
     );
+    add(
+        "densify_fully_connected",
+        &|b| {
+            // Weights with about two thirds zeros, stored CSR (rows dense, columns sparse, uint8
+            // indices) and made dense by DENSIFY before the FC, as TF's sparsity mode writes.
+            let x = b.input("x", &[1, 8], -1.0, 1.0);
+            let w: Vec<f32> = b.rng.vec(32, -1.0, 1.0).iter().map(|&v| if v.abs() < 0.66 { 0.0 } else { v }).collect();
+            let t = Tensor::constant("w_sparse", DType::F32, Shape::fixed(&[4, 8]), f32_bytes(&w));
+            let w_sparse = b.raw_const(Tensor { sparse: Some(Box::new(csr_rows(&w, 4, 8))), ..t });
+            let w_dense = b.node(Op::Densify, &[Some(w_sparse)], None);
+            vec![b.node(fc(Activation::None, false), &[Some(x), Some(w_dense), None], None)]
+        },
+        "float",
+    );
     v
+}
+
+/// A row-major f32 matrix stored as TFLite's CSR: rows dense, the non-zero columns of each.
+fn csr_rows(w: &[f32], rows: usize, cols: usize) -> qlite::ir::SparseForm {
+    let (mut segments, mut indices, mut values) = (vec![0u32], Vec::new(), Vec::new());
+    for r in 0..rows {
+        for c in 0..cols {
+            if w[r * cols + c] != 0.0 {
+                indices.push(c as u32);
+                values.extend_from_slice(&w[r * cols + c].to_le_bytes());
+            }
+        }
+        segments.push(indices.len() as u32);
+    }
+    qlite::ir::SparseForm {
+        traversal_order: vec![0, 1],
+        block_map: vec![],
+        levels: vec![
+            qlite::ir::SparseLevel::Dense(rows),
+            qlite::ir::SparseLevel::Csr { segments, indices, segments_width: 1, indices_width: 1 },
+        ],
+        values: values.into(),
+    }
 }
 
 fn qlite_f16_bits(f: f32) -> u16 {

@@ -253,7 +253,10 @@ fn fixtures() -> R {
         .arg(root().join("xtask/fixtures/make_dynamic.py"))
         .arg(root().join("fixtures/tflite_dynamic")))?;
     run(Command::new(&py).arg(root().join("xtask/fixtures/make_onnx_dynamic.py")).arg(root().join("fixtures/onnx")))?;
-    run(Command::new(&py).arg(root().join("xtask/fixtures/make_opaque.py")).arg(root().join("fixtures/tflite_opaque")))
+    run(Command::new(&py)
+        .arg(root().join("xtask/fixtures/make_opaque.py"))
+        .arg(root().join("fixtures/tflite_opaque")))?;
+    run(Command::new(&py).arg(root().join("xtask/fixtures/make_sparse.py")).arg(root().join("fixtures/tflite_sparse")))
 }
 
 fn conformance(run_tests: bool) -> R {

@@ -29,7 +29,12 @@ struct Raw {
     wrong_options: bool,
     /// (tensor, shape_signature): tensors with a dimension known only at run time.
     signatures: Vec<(usize, Vec<i32>)>,
+    /// Sparsity parameters for tensor 1: traversal order, block map, and per level either
+    /// `Err(dense size)` or `Ok((segments, indices))`.
+    sparse: Option<RawSparsity>,
 }
+
+type RawSparsity = (Vec<i32>, Vec<i32>, Vec<Result<(Vec<i32>, Vec<i32>), i32>>);
 
 impl Default for Raw {
     fn default() -> Self {
@@ -48,6 +53,7 @@ impl Default for Raw {
             outputs: vec![2],
             wrong_options: false,
             signatures: Vec::new(),
+            sparse: None,
         }
     }
 }
@@ -79,6 +85,41 @@ impl Raw {
                     &mut fbb,
                     &fb::QuantizationParametersArgs { scale, zero_point, ..Default::default() },
                 ));
+                let sparsity = self.sparse.as_ref().filter(|_| i == 1).map(|(order, blocks, levels)| {
+                    let levels: Vec<_> = levels
+                        .iter()
+                        .map(|l| match l {
+                            Err(n) => fb::DimensionMetadata::create(
+                                &mut fbb,
+                                &fb::DimensionMetadataArgs { dense_size: *n, ..Default::default() },
+                            ),
+                            Ok((seg, idx)) => {
+                                let v = Some(fbb.create_vector(seg));
+                                let seg = fb::Int32Vector::create(&mut fbb, &fb::Int32VectorArgs { values: v });
+                                let v = Some(fbb.create_vector(idx));
+                                let idx = fb::Int32Vector::create(&mut fbb, &fb::Int32VectorArgs { values: v });
+                                fb::DimensionMetadata::create(
+                                    &mut fbb,
+                                    &fb::DimensionMetadataArgs {
+                                        format: fb::DimensionType::SPARSE_CSR,
+                                        dense_size: 0,
+                                        array_segments_type: fb::SparseIndexVector::Int32Vector,
+                                        array_segments: Some(seg.as_union_value()),
+                                        array_indices_type: fb::SparseIndexVector::Int32Vector,
+                                        array_indices: Some(idx.as_union_value()),
+                                    },
+                                )
+                            }
+                        })
+                        .collect();
+                    let dim_metadata = Some(fbb.create_vector(&levels));
+                    let traversal_order = Some(fbb.create_vector(order));
+                    let block_map = Some(fbb.create_vector(blocks));
+                    fb::SparsityParameters::create(
+                        &mut fbb,
+                        &fb::SparsityParametersArgs { traversal_order, block_map, dim_metadata },
+                    )
+                });
                 fb::Tensor::create(
                     &mut fbb,
                     &fb::TensorArgs {
@@ -88,6 +129,7 @@ impl Raw {
                         name,
                         quantization,
                         shape_signature,
+                        sparsity,
                         ..Default::default()
                     },
                 )
@@ -211,6 +253,37 @@ fn tflite_cases() -> Vec<(&'static str, Vec<u8>)> {
         ("subgraph_input_out_of_range", Box::new(|r| r.inputs[0] = 99)),
         ("no_subgraph", Box::new(|r| r.subgraphs = 0)),
         ("two_subgraphs", Box::new(|r| r.subgraphs = 2)),
+        // Sparse weights (CSR over the columns of w[2,4], 2 stored values).
+        (
+            "sparse_index_out_of_range",
+            Box::new(|r| {
+                r.buffers[1] = Some(vec![0u8; 8]);
+                r.sparse = Some((vec![0, 1], vec![], vec![Err(2), Ok((vec![0, 1, 2], vec![0, 9]))]));
+            }),
+        ),
+        (
+            "sparse_segments_past_indices",
+            Box::new(|r| {
+                r.buffers[1] = Some(vec![0u8; 8]);
+                r.sparse = Some((vec![0, 1], vec![], vec![Err(2), Ok((vec![0, 7, 2], vec![0, 1]))]));
+            }),
+        ),
+        (
+            "sparse_value_count_lies",
+            Box::new(|r| {
+                r.buffers[1] = Some(vec![0u8; 4]);
+                r.sparse = Some((vec![0, 1], vec![], vec![Err(2), Ok((vec![0, 1, 2], vec![0, 1]))]));
+            }),
+        ),
+        (
+            // One stored value claiming a [1, 100000000] dense tensor (400 MB from a 1 KB file).
+            "sparse_expands_past_the_file",
+            Box::new(|r| {
+                r.buffers[1] = Some(vec![0u8; 4]);
+                r.tensors[1].0 = vec![1, 100_000_000];
+                r.sparse = Some((vec![0, 1], vec![], vec![Err(1), Ok((vec![0, 1], vec![0]))]));
+            }),
+        ),
         ("schema_version_2", Box::new(|r| r.version = 2)),
         ("buffer_shorter_than_shape", Box::new(|r| r.buffers[1] = Some(vec![0u8; 31]))),
         ("buffer_longer_than_shape", Box::new(|r| r.buffers[1] = Some(vec![0u8; 33]))),

@@ -421,6 +421,8 @@ impl<'g> Interpreter<'g> {
                 (_, d) => Err(format!("{} on {} is not supported yet (float32 only)", node.op.name(), d.dtype())),
             },
             Op::Reshape(_) => input(0)?.clone().reshaped(out_shape.clone()).map_err(|e| e.to_string()),
+            // The input is a constant already dense in the IR (folded at load).
+            Op::Densify => Ok(input(0)?.clone()),
             Op::Transpose(o) => {
                 let (_, d) = kernels::transpose(o, input(0)?);
                 make_data(d)
@@ -475,7 +477,7 @@ fn validate_quantized(g: &Graph, n: &qlite_ir::Node) -> Result<(), String> {
     let Some(x) = t(0) else { return Ok(()) };
     let Some(out) = n.outputs.first().and_then(|o| g.tensor(*o)) else { return Ok(()) };
     let integer = matches!(x.dtype, DType::I8 | DType::U8 | DType::I16);
-    if !integer || matches!(n.op, Op::Quantize | Op::Dequantize | Op::Reshape(_) | Op::Transpose(_)) {
+    if !integer || matches!(n.op, Op::Quantize | Op::Dequantize | Op::Reshape(_) | Op::Transpose(_) | Op::Densify) {
         return Ok(());
     }
     let in_q = |i: usize| int8::per_tensor(t(i).and_then(|t| t.quant.as_ref()), &format!("input {i}"));
@@ -700,7 +702,8 @@ impl Interpreter<'_> {
             | Op::StridedSlice(_)
             | Op::Resize(_)
             | Op::Quantize
-            | Op::Dequantize => {
+            | Op::Dequantize
+            | Op::Densify => {
                 return Ok(None);
             }
             Op::LocalResponseNorm(_) => {

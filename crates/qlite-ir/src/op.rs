@@ -444,6 +444,9 @@ pub enum Op {
     Quantize,
     /// integer or f16 → f32.
     Dequantize,
+    /// A sparse constant made dense (TFLite's DENSIFY): its input's data is already dense in
+    /// the IR (`Tensor::sparse` keeps the stored form), so this is a copy.
+    Densify,
     Opaque(Opaque),
 }
 
@@ -533,6 +536,7 @@ op_kinds!(
     HardSwish,
     Quantize,
     Dequantize,
+    Densify,
     Opaque,
 );
 
@@ -585,6 +589,7 @@ impl Op {
             },
             Op::Quantize => OpKind::Quantize,
             Op::Dequantize => OpKind::Dequantize,
+            Op::Densify => OpKind::Densify,
             Op::Opaque(_) => OpKind::Opaque,
         }
     }
@@ -607,7 +612,8 @@ impl Op {
             | Op::LocalResponseNorm(_)
             | Op::Unary(_)
             | Op::Quantize
-            | Op::Dequantize => a(1, 1),
+            | Op::Dequantize
+            | Op::Densify => a(1, 1),
         }
     }
 
@@ -723,7 +729,7 @@ impl Op {
                     }
                 }
             }
-            Op::Binary(_) | Op::Unary(_) | Op::Quantize | Op::Dequantize => {}
+            Op::Binary(_) | Op::Unary(_) | Op::Quantize | Op::Dequantize | Op::Densify => {}
         }
         if let Some(act) = self.fused_activation()
             && act != Activation::None
@@ -1024,6 +1030,10 @@ impl Op {
             Op::Dequantize => {
                 let (_, x) = get(0)?;
                 one(Some(DType::F32), x.clone())
+            }
+            Op::Densify => {
+                let (dt, x) = get(0)?;
+                one(Some(dt), x.clone())
             }
             Op::Opaque(o) => {
                 bad(format!("unsupported op {} (version {}) has no shape inference", o.op_type, o.version))

@@ -485,6 +485,7 @@ impl SinkTransposes {
             quant: out_t.quant.clone(),
             data: None,
             dtype: out_t.dtype,
+            sparse: None,
         });
         if let Some(n) = g.node_mut(crate::NodeId::from_index(ci)) {
             n.op = new_op;
@@ -531,4 +532,38 @@ impl Pass for SinkTransposes {
         }
         Ok(changed)
     }
+}
+
+/// Replace every Densify of a constant by the constant it makes: the output tensor gets the
+/// dense data (the IR's form of every constant) and no sparse form, and the node goes. The
+/// quantizer calls this first: its weights must be constants, and the weights it writes are
+/// new dense tensors. A Densify whose output is a graph output stays.
+pub fn fold_densify(g: &mut Graph) -> usize {
+    let mut folded = Vec::new();
+    for (ni, n) in g.nodes().iter().enumerate() {
+        if !matches!(n.op, Op::Densify) {
+            continue;
+        }
+        let (Some(x), Some(&out)) = (n.input(0), n.outputs.first()) else { continue };
+        let Some(data) = g.tensor(x).and_then(|t| t.data.clone()) else { continue };
+        if g.outputs().contains(&out) {
+            continue;
+        }
+        folded.push((ni, out, data));
+    }
+    let count = folded.len();
+    let mut drop = vec![false; g.nodes().len()];
+    for (ni, out, data) in folded {
+        if let Some(t) = g.tensor_mut(out) {
+            t.data = Some(data);
+            t.sparse = None;
+        }
+        drop[ni] = true;
+    }
+    if count > 0 {
+        let mut it = drop.into_iter();
+        g.retain_nodes(|_| !it.next().unwrap_or(false));
+        g.compact_tensors();
+    }
+    count
 }

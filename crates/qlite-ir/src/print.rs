@@ -36,9 +36,12 @@ pub fn print_graph(g: &Graph) -> String {
     for id in g.tensor_ids() {
         let t = &g.tensors()[id.index()];
         if let Some(d) = &t.data {
+            let sparse = t.sparse.as_ref().map_or(String::new(), |sp| {
+                format!(", sparse ({} stored bytes, fnv1a {:016x})", sp.values.len(), fnv1a(&sp.values))
+            });
             let _ = writeln!(
                 s,
-                "  const {id} {:?} : {}  # {} bytes, fnv1a {:016x}",
+                "  const {id} {:?} : {}  # {} bytes, fnv1a {:016x}{sparse}",
                 t.name,
                 tensor_type(g, id),
                 d.len(),

@@ -15,17 +15,20 @@ pub struct Tensor {
     pub quant: Option<QuantParams>,
     /// Little-endian, row-major constant data. `None` for activations.
     pub data: Option<Bytes>,
+    /// How the source file stored this constant sparsely; `data` is its dense form. Writers
+    /// store it sparse again only while it still expands to `data`.
+    pub sparse: Option<Box<crate::sparse::SparseForm>>,
 }
 
 impl Tensor {
     /// A non-constant tensor.
     pub fn activation(name: impl Into<String>, dtype: DType, shape: Shape) -> Self {
-        Tensor { name: name.into(), dtype, shape, quant: None, data: None }
+        Tensor { name: name.into(), dtype, shape, quant: None, data: None, sparse: None }
     }
 
     /// A constant tensor; the length is checked by the verifier.
     pub fn constant(name: impl Into<String>, dtype: DType, shape: Shape, data: Bytes) -> Self {
-        Tensor { name: name.into(), dtype, shape, quant: None, data: Some(data) }
+        Tensor { name: name.into(), dtype, shape, quant: None, data: Some(data), sparse: None }
     }
 
     pub fn with_quant(mut self, q: QuantParams) -> Self {

@@ -429,6 +429,15 @@ pub fn quantize_graph(g: &Graph, table: Option<&CalibrationTable>, cfg: &QuantCo
     if cfg.mode != QuantMode::None {
         crate::check_supported(g)?;
     }
+    // Weights must be constants: sparse ones made dense first (the result stores them dense).
+    let mut dense;
+    let g = if g.nodes().iter().any(|n| matches!(n.op, Op::Densify)) {
+        dense = g.clone();
+        qlite_ir::passes::fold_densify(&mut dense);
+        &dense
+    } else {
+        g
+    };
     match cfg.mode {
         QuantMode::None => Ok(g.clone()),
         QuantMode::Float16 => float16(g),

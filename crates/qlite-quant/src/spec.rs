@@ -66,7 +66,8 @@ pub fn op_spec(op: &Op) -> OpSpec {
             OpSpec::plain(OutputRule::SameAsInput)
         }
         Op::Concatenation(_) => OpSpec { inputs_like_output: true, ..OpSpec::plain(OutputRule::Calibrated) },
-        Op::Quantize | Op::Dequantize | Op::Opaque(_) => {
+        // Folded into its constant before quantizing (`qlite_ir::passes::fold_densify`).
+        Op::Quantize | Op::Dequantize | Op::Densify | Op::Opaque(_) => {
             OpSpec { quantizable: false, ..OpSpec::plain(OutputRule::Calibrated) }
         }
     }

@@ -110,6 +110,7 @@ pub fn builtin(op: &Op) -> Option<fb::BuiltinOperator> {
         },
         Op::Quantize => B::QUANTIZE,
         Op::Dequantize => B::DEQUANTIZE,
+        Op::Densify => B::DENSIFY,
         Op::Opaque(_) => return None,
     })
 }
@@ -289,7 +290,7 @@ pub fn op_version(g: &Graph, n: &Node) -> i32 {
             (UnaryKind::Relu, Some(U8)) => 2,
             _ => 1,
         },
-        Op::Reshape(_) | Op::LocalResponseNorm(_) => 1,
+        Op::Reshape(_) | Op::LocalResponseNorm(_) | Op::Densify => 1,
         Op::Quantize => {
             if n.outputs
                 .first()
@@ -340,6 +341,7 @@ pub fn min_runtime(op: fb::BuiltinOperator, version: i32) -> Option<&'static str
         B::RELU6 => &["1.5.0", "1.14.0", "2.5.0"],
         B::RELU => &["1.5.0", "2.1.0", "2.5.0"],
         B::TANH | B::LOGISTIC => &["1.14.0", "1.14.0", "2.3.0"],
+        B::DENSIFY => &["2.2.0"],
         B::DEQUANTIZE => &["1.13.1", "1.14.0", "1.15.0", "2.2.0", "2.7.0", "2.18.0", "2.21.0", "2.22.0"],
         B::QUANTIZE => &["1.14.0", "1.15.0", "2.7.0", "2.21.0", "2.21.0", "2.21.0"],
         _ => &[],

@@ -10,7 +10,10 @@ use qlite_ir::op::{
     OpaqueSource, Pad, Pool2d, PoolKind, Reshape, Resize, ResizeMode, Softmax, StridedSlice, TfSliceMasks, Transpose,
     Unary, UnaryKind,
 };
-use qlite_ir::{Activation, DType, Dim, Graph, Node, Op, QuantParams, Shape, Signature, Tensor, TensorId, VerifyError};
+use qlite_ir::{
+    Activation, DType, Dim, Graph, Node, Op, QuantParams, Shape, Signature, SparseForm, SparseLevel, Tensor, TensorId,
+    VerifyError,
+};
 
 /// Why a .tflite file could not be read.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -52,6 +55,72 @@ fn oob(what: impl Into<String>, index: i64, len: usize) -> ReadError {
 fn offset_in(whole: &[u8], part: &[u8]) -> Option<usize> {
     let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
     (start.checked_add(part.len())? <= whole.len()).then_some(start)
+}
+
+/// Dense bytes a sparse constant may expand to: at most [`MAX_SPARSE_EXPANSION`] times the
+/// file (a denser claim is a lying header, not a pruned model) and within the default limits.
+fn checked_dense_len(dims: &[usize], elem: usize, file_len: usize) -> Result<usize, String> {
+    let n = dims.iter().try_fold(elem, |a, &d| a.checked_mul(d)).ok_or("dense size overflows")?;
+    let cap = (file_len as u64).saturating_mul(MAX_SPARSE_EXPANSION).min(qlite_ir::Limits::default().max_tensor_bytes);
+    if n as u64 > cap {
+        return Err(format!(
+            "expands to {n} bytes, more than {MAX_SPARSE_EXPANSION}x the {file_len}-byte file (or the tensor size limit)"
+        ));
+    }
+    Ok(n)
+}
+
+/// How many times its file's size a sparse constant may expand to (0.1% density).
+pub const MAX_SPARSE_EXPANSION: u64 = 1000;
+
+fn index_vector(m: &fb::DimensionMetadata<'_>, segments: bool, what: &str) -> Result<(Vec<u32>, u8), String> {
+    let missing = || format!("{what} is missing");
+    let (i32s, u16s, u8s) = if segments {
+        (m.array_segments_as_int_32_vector(), m.array_segments_as_uint_16_vector(), m.array_segments_as_uint_8_vector())
+    } else {
+        (m.array_indices_as_int_32_vector(), m.array_indices_as_uint_16_vector(), m.array_indices_as_uint_8_vector())
+    };
+    if let Some(v) = i32s {
+        let v = v.values().ok_or_else(missing)?;
+        let mut out = Vec::with_capacity(v.len());
+        for x in v.iter() {
+            out.push(u32::try_from(x).map_err(|_| format!("{what} holds the negative value {x}"))?);
+        }
+        Ok((out, 4))
+    } else if let Some(v) = u16s {
+        Ok((v.values().ok_or_else(missing)?.iter().map(u32::from).collect(), 2))
+    } else if let Some(v) = u8s {
+        Ok((v.values().ok_or_else(missing)?.iter().map(u32::from).collect(), 1))
+    } else {
+        Err(missing())
+    }
+}
+
+fn read_sparsity(sp: &fb::SparsityParameters<'_>, values: Bytes) -> Result<SparseForm, String> {
+    let ints = |v: Option<flatbuffers::Vector<'_, i32>>, what: &str| -> Result<Vec<usize>, String> {
+        v.map(|v| v.iter().collect::<Vec<i32>>())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|x| usize::try_from(x).map_err(|_| format!("{what} holds {x}")))
+            .collect()
+    };
+    let traversal_order = ints(sp.traversal_order(), "traversal_order")?;
+    let block_map = ints(sp.block_map(), "block_map")?;
+    let mut levels = Vec::new();
+    for (l, m) in sp.dim_metadata().map(|v| v.iter().collect::<Vec<_>>()).unwrap_or_default().into_iter().enumerate() {
+        levels.push(match m.format() {
+            fb::DimensionType::DENSE => SparseLevel::Dense(
+                usize::try_from(m.dense_size()).map_err(|_| format!("level {l}: dense size {}", m.dense_size()))?,
+            ),
+            fb::DimensionType::SPARSE_CSR => {
+                let (segments, segments_width) = index_vector(&m, true, &format!("level {l} segments"))?;
+                let (indices, indices_width) = index_vector(&m, false, &format!("level {l} indices"))?;
+                SparseLevel::Csr { segments, indices, segments_width, indices_width }
+            }
+            other => return Err(format!("level {l} has unknown format {}", other.0)),
+        });
+    }
+    Ok(SparseForm { traversal_order, block_map, levels, values })
 }
 
 /// An operator qlite does not model, as the file stores it.
@@ -213,7 +282,20 @@ pub fn read_model(bytes: Bytes) -> Result<Graph, ReadError> {
             },
             None => None,
         };
-        g.add_tensor(Tensor { name, dtype, shape, quant, data });
+        // A sparse constant: its buffer holds the stored values; the IR gets the dense data.
+        let (data, sparse) = match (t.sparsity(), data) {
+            (Some(sp), Some(values)) => {
+                let form = read_sparsity(&sp, values).map_err(|m| terr(format!("sparsity: {m}")))?;
+                let dims = shape.to_fixed().ok_or_else(|| terr("a sparse constant needs a static shape".into()))?;
+                let dense = checked_dense_len(&dims, dtype.size(), bytes.len())
+                    .and_then(|_| form.densify(&dims, dtype.size()))
+                    .map_err(|m| terr(format!("sparsity: {m}")))?;
+                (Some(Bytes::from(dense)), Some(Box::new(form)))
+            }
+            (Some(_), None) => return Err(terr("sparsity parameters on a tensor without data".into())),
+            (None, data) => (data, None),
+        };
+        g.add_tensor(Tensor { name, dtype, shape, quant, data, sparse });
     }
     let n_tensors = g.tensors().len();
     let tensor_ref = |what: &str, idx: i32| -> Result<TensorId, ReadError> {
@@ -594,6 +676,7 @@ fn convert_op(
         B::RELU_N1_TO_1 => Op::Unary(Unary { kind: UnaryKind::ReluN1To1 }),
         B::QUANTIZE => Op::Quantize,
         B::DEQUANTIZE => Op::Dequantize,
+        B::DENSIFY => Op::Densify,
         _ => return Ok(None),
     };
     Ok(Some(op_ir))

@@ -186,6 +186,79 @@ fn aligned_bytes<'a>(fbb: &mut FlatBufferBuilder<'a>, data: &[u8]) -> WIPOffset<
     fbb.create_vector(data)
 }
 
+/// A sparse constant's `SparsityParameters`, with the index widths it was read with.
+fn sparsity_table<'a>(
+    fbb: &mut FlatBufferBuilder<'a>,
+    sp: &qlite_ir::SparseForm,
+) -> WIPOffset<fb::SparsityParameters<'a>> {
+    fn index_vector<'a>(
+        fbb: &mut FlatBufferBuilder<'a>,
+        v: &[u32],
+        width: u8,
+    ) -> (fb::SparseIndexVector, WIPOffset<UnionWIPOffset>) {
+        match width {
+            1 => {
+                let b: Vec<u8> = v.iter().map(|&x| x as u8).collect();
+                let values = Some(fbb.create_vector(&b));
+                (
+                    fb::SparseIndexVector::Uint8Vector,
+                    fb::Uint8Vector::create(fbb, &fb::Uint8VectorArgs { values }).as_union_value(),
+                )
+            }
+            2 => {
+                let b: Vec<u16> = v.iter().map(|&x| x as u16).collect();
+                let values = Some(fbb.create_vector(&b));
+                (
+                    fb::SparseIndexVector::Uint16Vector,
+                    fb::Uint16Vector::create(fbb, &fb::Uint16VectorArgs { values }).as_union_value(),
+                )
+            }
+            _ => {
+                let b: Vec<i32> = v.iter().map(|&x| x as i32).collect();
+                let values = Some(fbb.create_vector(&b));
+                (
+                    fb::SparseIndexVector::Int32Vector,
+                    fb::Int32Vector::create(fbb, &fb::Int32VectorArgs { values }).as_union_value(),
+                )
+            }
+        }
+    }
+    let levels: Vec<_> = sp
+        .levels
+        .iter()
+        .map(|l| match l {
+            qlite_ir::SparseLevel::Dense(n) => fb::DimensionMetadata::create(
+                fbb,
+                &fb::DimensionMetadataArgs {
+                    format: fb::DimensionType::DENSE,
+                    dense_size: *n as i32,
+                    ..Default::default()
+                },
+            ),
+            qlite_ir::SparseLevel::Csr { segments, indices, segments_width, indices_width } => {
+                let (st, s) = index_vector(fbb, segments, *segments_width);
+                let (it, i) = index_vector(fbb, indices, *indices_width);
+                fb::DimensionMetadata::create(
+                    fbb,
+                    &fb::DimensionMetadataArgs {
+                        format: fb::DimensionType::SPARSE_CSR,
+                        dense_size: 0,
+                        array_segments_type: st,
+                        array_segments: Some(s),
+                        array_indices_type: it,
+                        array_indices: Some(i),
+                    },
+                )
+            }
+        })
+        .collect();
+    let dim_metadata = Some(fbb.create_vector(&levels));
+    let to = |v: &[usize]| v.iter().map(|&x| x as i32).collect::<Vec<i32>>();
+    let traversal_order = Some(fbb.create_vector(&to(&sp.traversal_order)));
+    let block_map = Some(fbb.create_vector(&to(&sp.block_map)));
+    fb::SparsityParameters::create(fbb, &fb::SparsityParametersArgs { traversal_order, block_map, dim_metadata })
+}
+
 fn serialize(g: &Graph) -> Result<bytes::Bytes, WriteError> {
     // Estimate: flatbuffers cannot exceed 2 GiB.
     let const_bytes = g.constant_bytes();
@@ -200,10 +273,20 @@ fn serialize(g: &Graph) -> Result<bytes::Bytes, WriteError> {
     // Buffers: 0 is the empty sentinel; each constant gets its own.
     let mut buffer_data: Vec<Option<&[u8]>> = vec![None];
     let mut tensor_buffer = vec![0u32; g.tensors().len()];
+    // A constant read sparse is written sparse while its stored form still expands to its data
+    // (a pass that changed the data, or the dtype, makes it dense).
+    let sparse: Vec<Option<&qlite_ir::SparseForm>> = g
+        .tensors()
+        .iter()
+        .map(|t| {
+            let (sp, data, dims) = (t.sparse.as_deref()?, t.data.as_ref()?, t.shape.to_fixed()?);
+            sp.densify(&dims, t.dtype.size()).ok().filter(|d| d[..] == data[..]).map(|_| sp)
+        })
+        .collect();
     for id in g.tensor_ids() {
         if let Some(d) = &g.tensors()[id.index()].data {
             tensor_buffer[id.index()] = buffer_data.len() as u32;
-            buffer_data.push(Some(d));
+            buffer_data.push(Some(sparse[id.index()].map_or(&d[..], |sp| &sp.values[..])));
         }
     }
     // Aux tensors, in node order, after the graph's own tensors.
@@ -323,6 +406,7 @@ fn serialize(g: &Graph) -> Result<bytes::Bytes, WriteError> {
             }
             None => fb::QuantizationParameters::create(&mut fbb, &Default::default()),
         });
+        let sparsity = sparse[id.index()].map(|sp| sparsity_table(&mut fbb, sp));
         tensors.push(fb::Tensor::create(
             &mut fbb,
             &fb::TensorArgs {
@@ -331,6 +415,7 @@ fn serialize(g: &Graph) -> Result<bytes::Bytes, WriteError> {
                 buffer: tensor_buffer[id.index()],
                 name,
                 quantization,
+                sparsity,
                 shape_signature,
                 has_rank: true,
                 ..Default::default()
@@ -675,6 +760,9 @@ fn options(fbb: &mut FlatBufferBuilder<'_>, n: &Node) -> (fb::BuiltinOptions, Op
         ),
         Op::Quantize => {
             (O::QuantizeOptions, Some(fb::QuantizeOptions::create(fbb, &fb::QuantizeOptionsArgs {}).as_union_value()))
+        }
+        Op::Densify => {
+            (O::DensifyOptions, Some(fb::DensifyOptions::create(fbb, &fb::DensifyOptionsArgs {}).as_union_value()))
         }
         Op::Dequantize => (
             O::DequantizeOptions,

@@ -17,6 +17,10 @@ pub struct TensorSummary {
     /// Bytes of constant data; `None` for activations.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub const_bytes: Option<usize>,
+    /// For a constant the file stores sparse: the bytes of its stored values (`const_bytes` is
+    /// its dense size).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sparse_bytes: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -131,6 +135,7 @@ pub fn summarize(g: &Graph, file: &str, format: &str, bytes: &[u8]) -> Summary {
                     axis: q.axis(),
                 }),
                 const_bytes: t.data.as_ref().map(|d| d.len()),
+                sparse_bytes: t.sparse.as_ref().map(|sp| sp.values.len()),
             }
         })
         .collect();
@@ -206,6 +211,9 @@ pub fn render_text(s: &Summary) -> String {
         let mut line = format!("  {:>3} {}{} {:?}", t.index, t.dtype, t.shape, t.name);
         if let Some(b) = t.const_bytes {
             let _ = write!(line, " const {b} B");
+        }
+        if let Some(b) = t.sparse_bytes {
+            let _ = write!(line, " (sparse, {b} B stored)");
         }
         if let Some(q) = &t.quant {
             match q.axis {
