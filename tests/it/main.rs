@@ -14,6 +14,7 @@ mod opaque;
 mod ops;
 mod oracle;
 mod passes;
+mod prod_ops;
 mod quantize;
 mod random_ops;
 mod safetensors;

@@ -431,6 +431,78 @@ fn cases() -> Vec<Case> {
         "float",
     );
     add(
+        "prelu",
+        &|b| {
+            let x = b.input("x", &[1, 3, 3, 4], -2.0, 2.0);
+            let alpha = b.raw_const(Tensor::constant(
+                "alpha",
+                DType::F32,
+                Shape::fixed(&[1, 1, 4]),
+                f32_bytes(&[0.1, 0.25, -0.5, 2.0]),
+            ));
+            vec![b.node(Op::Prelu, &[Some(x), Some(alpha)], None)]
+        },
+        "float",
+    );
+    add(
+        "gather",
+        &|b| {
+            let x = b.input("x", &[2, 5, 3], -1.0, 1.0);
+            let idx = b.raw_const(Tensor::constant(
+                "indices",
+                DType::I32,
+                Shape::fixed(&[2, 2]),
+                qlite::ir::tensor::i32_bytes(&[4, 0, 2, 2]),
+            ));
+            vec![b.node(Op::Gather(Gather { axis: 1 }), &[Some(x), Some(idx)], None)]
+        },
+        "float",
+    );
+    add(
+        "tile",
+        &|b| {
+            let x = b.input("x", &[1, 2, 3], -1.0, 1.0);
+            vec![b.node(Op::Tile(Tile { multiples: vec![2, 1, 3] }), &[Some(x)], None)]
+        },
+        "float",
+    );
+    add(
+        "depth_to_space",
+        &|b| {
+            let x = b.input("x", &[1, 2, 3, 8], -1.0, 1.0);
+            vec![b.node(Op::DepthToSpace(SpaceDepth { block: 2 }), &[Some(x)], None)]
+        },
+        "float",
+    );
+    add(
+        "space_to_depth",
+        &|b| {
+            let x = b.input("x", &[1, 6, 4, 2], -1.0, 1.0);
+            vec![b.node(Op::SpaceToDepth(SpaceDepth { block: 2 }), &[Some(x)], None)]
+        },
+        "float",
+    );
+    add(
+        "mirror_pad",
+        &|b| {
+            let x = b.input("x", &[1, 3, 4, 2], -1.0, 1.0);
+            let r = b.node(
+                Op::MirrorPad(MirrorPad { paddings: vec![[0, 0], [2, 1], [1, 3], [0, 0]], mode: MirrorMode::Reflect }),
+                &[Some(x)],
+                None,
+            );
+            vec![b.node(
+                Op::MirrorPad(MirrorPad {
+                    paddings: vec![[0, 0], [1, 1], [0, 2], [1, 0]],
+                    mode: MirrorMode::Symmetric,
+                }),
+                &[Some(r)],
+                None,
+            )]
+        },
+        "float",
+    );
+    add(
         "densify_fully_connected",
         &|b| {
             // Weights with about two thirds zeros, stored CSR (rows dense, columns sparse, uint8

@@ -369,9 +369,85 @@ fn gen_strided_slice(b: &mut Builder) -> TensorId {
     b.node(Op::StridedSlice(StridedSlice { axes }), &[Some(x)], Some((DType::I8, q)))
 }
 
+fn gen_prelu(b: &mut Builder) -> TensorId {
+    let (n, h, w) = spatial(&mut b.rng);
+    let c = int(&mut b.rng, 1, 6) as usize;
+    let qi = qp(&mut b.rng);
+    let x = input(b, "x", &[n, h, w, c], qi.clone());
+    // The slope: per channel ([c] or [1, 1, c]) or one value, asymmetric int8.
+    let dims: Vec<usize> = match b.rng.next_u64() % 3 {
+        0 => vec![c],
+        1 => vec![1, 1, c],
+        _ => vec![1],
+    };
+    let len: usize = dims.iter().product();
+    let qa = QuantParams::per_tensor(10f32.powf(b.rng.uniform(-3.0, -1.5)), int(&mut b.rng, -128, 127));
+    let vals: Vec<u8> = i8s(&mut b.rng, len).into_iter().map(|v| v as u8).collect();
+    let alpha = b.raw_const(Tensor::constant("alpha", DType::I8, Shape::fixed(&dims), vals.into()).with_quant(qa));
+    let qo = qp_near(&mut b.rng, qi.scale() * 0.7);
+    b.node(Op::Prelu, &[Some(x), Some(alpha)], Some((DType::I8, qo)))
+}
+
+fn random_dims(rng: &mut Rng) -> Vec<usize> {
+    let rank = int(rng, 1, 4) as usize;
+    (0..rank).map(|_| int(rng, 1, 5) as usize).collect()
+}
+
+fn gen_gather(b: &mut Builder) -> TensorId {
+    let dims = random_dims(&mut b.rng);
+    let axis = int(&mut b.rng, 0, dims.len() as i64 - 1) as usize;
+    let count = int(&mut b.rng, 1, 5) as usize;
+    let idx: Vec<i32> = (0..count).map(|_| int(&mut b.rng, 0, dims[axis] as i64 - 1) as i32).collect();
+    let q = qp(&mut b.rng);
+    let x = input(b, "x", &dims, q.clone());
+    let i = b.raw_const(Tensor::constant("indices", DType::I32, Shape::fixed(&[count]), i32_bytes(&idx)));
+    b.node(Op::Gather(Gather { axis }), &[Some(x), Some(i)], Some((DType::I8, q)))
+}
+
+fn gen_tile(b: &mut Builder) -> TensorId {
+    let dims = random_dims(&mut b.rng);
+    let multiples = dims.iter().map(|_| int(&mut b.rng, 1, 3) as usize).collect();
+    let q = qp(&mut b.rng);
+    let x = input(b, "x", &dims, q.clone());
+    b.node(Op::Tile(Tile { multiples }), &[Some(x)], Some((DType::I8, q)))
+}
+
+fn gen_mirror_pad(b: &mut Builder) -> TensorId {
+    let dims = random_dims(&mut b.rng);
+    let mode = pick(&mut b.rng, &[MirrorMode::Reflect, MirrorMode::Symmetric]);
+    let paddings = dims
+        .iter()
+        .map(|&n| {
+            let most = if mode == MirrorMode::Reflect { n as i64 - 1 } else { n as i64 };
+            [int(&mut b.rng, 0, most) as usize, int(&mut b.rng, 0, most) as usize]
+        })
+        .collect();
+    let q = qp(&mut b.rng);
+    let x = input(b, "x", &dims, q.clone());
+    b.node(Op::MirrorPad(MirrorPad { paddings, mode }), &[Some(x)], Some((DType::I8, q)))
+}
+
+fn gen_space_to_depth(b: &mut Builder) -> TensorId {
+    let block = int(&mut b.rng, 2, 3) as usize;
+    let (n, h, w) = spatial(&mut b.rng);
+    let c = int(&mut b.rng, 1, 4) as usize;
+    let q = qp(&mut b.rng);
+    let x = input(b, "x", &[n, h.min(3) * block, w.min(3) * block, c], q.clone());
+    b.node(Op::SpaceToDepth(SpaceDepth { block }), &[Some(x)], Some((DType::I8, q)))
+}
+
+fn gen_depth_to_space(b: &mut Builder) -> TensorId {
+    let block = int(&mut b.rng, 2, 3) as usize;
+    let (n, h, w) = spatial(&mut b.rng);
+    let c = int(&mut b.rng, 1, 3) as usize;
+    let q = qp(&mut b.rng);
+    let x = input(b, "x", &[n, h.min(4), w.min(4), c * block * block], q.clone());
+    b.node(Op::DepthToSpace(SpaceDepth { block }), &[Some(x)], Some((DType::I8, q)))
+}
+
 #[test]
 fn random_integer_ops_are_exported_for_litert() {
-    let kinds: [(&str, Gen); 18] = [
+    let kinds: [(&str, Gen); 24] = [
         ("fully_connected", gen_fully_connected),
         ("conv2d", gen_conv),
         ("depthwise", gen_depthwise),
@@ -390,6 +466,12 @@ fn random_integer_ops_are_exported_for_litert() {
         ("strided_slice", gen_strided_slice),
         ("hard_swish", gen_hard_swish),
         ("resize_nearest", gen_resize_nearest),
+        ("prelu", gen_prelu),
+        ("gather", gen_gather),
+        ("tile", gen_tile),
+        ("mirror_pad", gen_mirror_pad),
+        ("space_to_depth", gen_space_to_depth),
+        ("depth_to_space", gen_depth_to_space),
     ];
     let mut snap = String::new();
     let mut redrawn = Vec::new();
@@ -402,6 +484,20 @@ fn random_integer_ops_are_exported_for_litert() {
             }
             let bytes = qlite_tflite::write_model(&g).unwrap();
             export_case(&case, &bytes, &inputs, &y, "exact");
+            // BUILTIN_REF registers only the float versions of these two: LiteRT's default
+            // kernel (a copy, like ours) is held to the bit instead.
+            let unregistered = match name {
+                "depth_to_space" => Some("'DEPTH_TO_SPACE' version '2'"),
+                "tile" => Some("'TILE' version '3'"),
+                _ => None,
+            };
+            if let Some(op) = unregistered {
+                crate::common::reference_resolver_fails(
+                    &case,
+                    &format!("Didn't find op for builtin opcode {op}"),
+                    "BUILTIN_REF does not register the int8 version of this op",
+                );
+            }
             if i < 2 {
                 snap.push_str(&format!(
                     "== {case}\n{}{}\n\n",

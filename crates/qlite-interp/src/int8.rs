@@ -722,3 +722,39 @@ fn image_accumulators(
         }
     }
 }
+
+/// PRELU's two multipliers, as LiteRT's prepare computes them: the real multipliers in float
+/// (`s_in / s_out` and `s_in · s_alpha / s_out`, float arithmetic widened to double).
+pub fn prelu_params(s_in: f32, s_alpha: f32, s_out: f32) -> Result<[(i32, i32); 2], String> {
+    let r1 = (s_in / s_out) as f64;
+    let r2 = (s_in * s_alpha / s_out) as f64;
+    for (r, what) in [(r1, "identity"), (r2, "alpha")] {
+        if !(r.is_finite() && r > 0.0 && r < (1u64 << 30) as f64) {
+            return Err(format!("PRELU {what} multiplier {r:e} has no fixed-point form"));
+        }
+    }
+    Ok([quantize_multiplier(r1), quantize_multiplier(r2)])
+}
+
+/// PRELU, reference_ops::BroadcastPrelu4DSlow: `x − z_in` scaled by the first multiplier when
+/// non-negative, else `(x − z_in)(alpha − z_alpha)` by the second; plus the output zero point,
+/// clamped. `pairs` maps each output to its (input, alpha) elements.
+pub fn prelu(
+    x: &[i32],
+    alpha: &[i32],
+    pairs: &[(usize, usize)],
+    (s_in, z_in): (f32, i32),
+    (s_a, z_a): (f32, i32),
+    out: OutQ,
+) -> Result<Vec<i32>, String> {
+    let [(m1, e1), (m2, e2)] = prelu_params(s_in, s_a, out.scale)?;
+    let (lo, hi) = activation_range(Activation::None, out.dtype, out.scale, out.zp);
+    Ok(pairs
+        .iter()
+        .map(|&(i, a)| {
+            let v = x[i] - z_in;
+            let y = if v >= 0 { mbqm(v, m1, e1) } else { mbqm(v * (alpha[a] - z_a), m2, e2) };
+            (y + out.zp).clamp(lo, hi)
+        })
+        .collect())
+}

@@ -4,8 +4,8 @@
 use crate::array::{Array, Data, map_data};
 use crate::fixedpoint::{mbqm, quantize_multiplier, round_half_away};
 use qlite_ir::op::{
-    Activation, Binary, BinaryKind, Concatenation, Conv2d, DepthwiseConv2d, FullyConnected, LocalResponseNorm, Mean,
-    Pad, Pool2d, PoolKind, Resize, Softmax, StridedSlice, Transpose, UnaryKind,
+    Activation, Binary, BinaryKind, Concatenation, Conv2d, DepthwiseConv2d, FullyConnected, Gather, LocalResponseNorm,
+    Mean, MirrorMode, MirrorPad, Pad, Pool2d, PoolKind, Resize, Softmax, StridedSlice, Transpose, UnaryKind,
 };
 use qlite_ir::{DType, QuantParams};
 
@@ -684,6 +684,109 @@ pub fn quantize(x: &Array, in_q: Option<&QuantParams>, out_dtype: DType, out_q: 
         }
     };
     store_int(out_dtype, vals)
+}
+
+/// Visit every index of `shape` in row-major order.
+fn for_each_index(shape: &[usize], mut f: impl FnMut(&[usize])) {
+    let n: usize = shape.iter().product();
+    let mut idx = vec![0usize; shape.len()];
+    for _ in 0..n {
+        f(&idx);
+        for k in (0..shape.len()).rev() {
+            idx[k] += 1;
+            if idx[k] < shape[k] {
+                break;
+            }
+            idx[k] = 0;
+        }
+    }
+}
+
+/// GATHER of any dtype: an index outside the axis is an error, as in LiteRT.
+pub fn gather(op: &Gather, x: &Array, indices: &Array) -> Result<Data, String> {
+    let xs = x.shape();
+    let n = *xs.get(op.axis).ok_or("Gather axis is outside the input")?;
+    let idx: Vec<i64> = match indices.data() {
+        Data::I32(v) => v.iter().map(|&i| i as i64).collect(),
+        Data::I64(v) => v.clone(),
+        d => return Err(format!("Gather indices must be int32 or int64, got {}", d.dtype())),
+    };
+    let outer: usize = xs[..op.axis].iter().product();
+    let inner: usize = xs[op.axis + 1..].iter().product();
+    let mut src = Vec::with_capacity(outer * idx.len() * inner);
+    for o in 0..outer {
+        for &i in &idx {
+            if i < 0 || i as usize >= n {
+                return Err(format!("Gather index {i} is outside [0, {n})"));
+            }
+            let base = (o * n + i as usize) * inner;
+            src.extend(base..base + inner);
+        }
+    }
+    Ok(x.data().gather(&src))
+}
+
+/// TILE of any dtype.
+pub fn tile(x: &Array, out_shape: &[usize]) -> Data {
+    let xs = x.shape();
+    let st = strides(xs);
+    let mut src = Vec::with_capacity(out_shape.iter().product());
+    for_each_index(out_shape, |idx| src.push(idx.iter().zip(xs).zip(&st).map(|((&i, &n), &s)| (i % n) * s).sum()));
+    x.data().gather(&src)
+}
+
+/// DEPTH_TO_SPACE (`to_space`) or SPACE_TO_DEPTH of any dtype, NHWC, TensorFlow's order.
+pub fn space_depth(block: usize, to_space: bool, x: &Array, out_shape: &[usize]) -> Result<Data, String> {
+    let &[_, _, iw, ic] = x.shape() else { return Err("DepthToSpace/SpaceToDepth needs a rank-4 input".into()) };
+    let ih = x.shape()[1];
+    let oc = out_shape[3];
+    let b = block;
+    let mut src = Vec::with_capacity(out_shape.iter().product());
+    for_each_index(out_shape, |i| {
+        let (n, h, w, c) = (i[0], i[1], i[2], i[3]);
+        let (sh, sw, sc) = if to_space {
+            // out[n, h, w, c] = in[n, h / b, w / b, ((h % b) · b + w % b) · oc + c]
+            (h / b, w / b, ((h % b) * b + w % b) * oc + c)
+        } else {
+            // out[n, h, w, (bh · b + bw) · ic + c'] = in[n, h · b + bh, w · b + bw, c']
+            let (blk, cc) = (c / ic, c % ic);
+            (h * b + blk / b, w * b + blk % b, cc)
+        };
+        src.push(((n * ih + sh) * iw + sw) * ic + sc);
+    });
+    Ok(x.data().gather(&src))
+}
+
+/// MIRROR_PAD of any dtype.
+pub fn mirror_pad(op: &MirrorPad, x: &Array, out_shape: &[usize]) -> Data {
+    let xs = x.shape();
+    let st = strides(xs);
+    let reflect = op.mode == MirrorMode::Reflect;
+    let mut src = Vec::with_capacity(out_shape.iter().product());
+    for_each_index(out_shape, |idx| {
+        let mut s = 0;
+        for (k, &i) in idx.iter().enumerate() {
+            let (n, before) = (xs[k] as i64, op.paddings[k][0] as i64);
+            let j = i as i64 - before;
+            let j = if j < 0 {
+                if reflect { -j } else { -j - 1 }
+            } else if j >= n {
+                if reflect { 2 * n - 2 - j } else { 2 * n - 1 - j }
+            } else {
+                j
+            };
+            s += j.clamp(0, n - 1) as usize * st[k];
+        }
+        src.push(s);
+    });
+    x.data().gather(&src)
+}
+
+/// PRELU in float: `x` where `x >= 0`, else `x · alpha` (alpha broadcast).
+pub fn prelu_f32(x: &Array, alpha: &Array, xv: &[f32], av: &[f32], out_shape: &[usize]) -> Vec<f32> {
+    let ix = broadcast_indices(out_shape, x.shape());
+    let ia = broadcast_indices(out_shape, alpha.shape());
+    ix.iter().zip(&ia).map(|(&i, &a)| if xv[i] >= 0.0 { xv[i] } else { xv[i] * av[a] }).collect()
 }
 
 #[cfg(test)]

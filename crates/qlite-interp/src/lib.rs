@@ -423,6 +423,12 @@ impl<'g> Interpreter<'g> {
             Op::Reshape(_) => input(0)?.clone().reshaped(out_shape.clone()).map_err(|e| e.to_string()),
             // The input is a constant already dense in the IR (folded at load).
             Op::Densify => Ok(input(0)?.clone()),
+            Op::Gather(o) => make_data(kernels::gather(o, input(0)?, input(1)?)?),
+            Op::Tile(_) => make_data(kernels::tile(input(0)?, &out_shape)),
+            Op::DepthToSpace(o) => make_data(kernels::space_depth(o.block, true, input(0)?, &out_shape)?),
+            Op::SpaceToDepth(o) => make_data(kernels::space_depth(o.block, false, input(0)?, &out_shape)?),
+            Op::MirrorPad(o) => make_data(kernels::mirror_pad(o, input(0)?, &out_shape)),
+            Op::Prelu => make(kernels::prelu_f32(input(0)?, input(1)?, f32_in(0)?, f32_in(1)?, &out_shape)),
             Op::Transpose(o) => {
                 let (_, d) = kernels::transpose(o, input(0)?);
                 make_data(d)
@@ -705,6 +711,26 @@ impl Interpreter<'_> {
             | Op::Dequantize
             | Op::Densify => {
                 return Ok(None);
+            }
+            Op::Gather(_) | Op::Tile(_) | Op::DepthToSpace(_) | Op::SpaceToDepth(_) | Op::MirrorPad(_) => {
+                let (s_in, z_in) = in_q(0)?;
+                let o = out_q()?;
+                if s_in != o.scale || z_in != o.zp {
+                    return Err(format!(
+                        "integer {} moves data: input ({s_in}, {z_in}) and output ({}, {}) must be quantized alike",
+                        node.op.name(),
+                        o.scale,
+                        o.zp
+                    ));
+                }
+                return Ok(None);
+            }
+            Op::Prelu => {
+                let (a, c) = (arr(0)?, arr(1)?);
+                let ia = kernels::broadcast_indices(out_shape, a.shape());
+                let ib = kernels::broadcast_indices(out_shape, c.shape());
+                let pairs: Vec<(usize, usize)> = ia.into_iter().zip(ib).collect();
+                int8::prelu(&iv(0)?, &iv(1)?, &pairs, in_q(0)?, in_q(1)?, out_q()?)?
             }
             Op::LocalResponseNorm(_) => {
                 return Err("LocalResponseNorm has no integer kernel (LiteRT's is float-only)".into());

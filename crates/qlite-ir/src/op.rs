@@ -394,6 +394,41 @@ pub enum ResizeMode {
     NearestNeighbor,
 }
 
+/// GATHER along `axis` with the indices of input 1 (int32 or int64; TFLite's `batch_dims` 0).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gather {
+    pub axis: usize,
+}
+
+/// TILE: dimension `d` repeated `multiples[d]` times.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tile {
+    pub multiples: Vec<usize>,
+}
+
+/// DEPTH_TO_SPACE / SPACE_TO_DEPTH on NHWC tensors, TensorFlow's channel order (the block's
+/// row, then column, then the channel).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpaceDepth {
+    pub block: usize,
+}
+
+/// How MIRROR_PAD mirrors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MirrorMode {
+    /// Without the edge element (`[1 2 3]` padded by 2: `3 2 | 1 2 3 | 2 1`).
+    Reflect,
+    /// With the edge element (`2 1 | 1 2 3 | 3 2`).
+    Symmetric,
+}
+
+/// MIRROR_PAD: [before, after] per dimension, mirrored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MirrorPad {
+    pub paddings: Vec<[usize; 2]>,
+    pub mode: MirrorMode,
+}
+
 /// RESIZE_*: an NHWC tensor resampled to `size` (height, width).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resize {
@@ -437,6 +472,13 @@ pub enum Op {
     Pad(Pad),
     StridedSlice(StridedSlice),
     Resize(Resize),
+    Gather(Gather),
+    Tile(Tile),
+    DepthToSpace(SpaceDepth),
+    SpaceToDepth(SpaceDepth),
+    MirrorPad(MirrorPad),
+    /// PRELU: `x` where `x >= 0`, else `x · alpha` (alpha, input 1, broadcast against x).
+    Prelu,
     Softmax(Softmax),
     LocalResponseNorm(LocalResponseNorm),
     Unary(Unary),
@@ -522,6 +564,12 @@ op_kinds!(
     Pad,
     StridedSlice,
     ResizeNearestNeighbor,
+    Gather,
+    Tile,
+    DepthToSpace,
+    SpaceToDepth,
+    MirrorPad,
+    Prelu,
     Softmax,
     LocalResponseNorm,
     Relu,
@@ -590,6 +638,12 @@ impl Op {
             Op::Quantize => OpKind::Quantize,
             Op::Dequantize => OpKind::Dequantize,
             Op::Densify => OpKind::Densify,
+            Op::Gather(_) => OpKind::Gather,
+            Op::Tile(_) => OpKind::Tile,
+            Op::DepthToSpace(_) => OpKind::DepthToSpace,
+            Op::SpaceToDepth(_) => OpKind::SpaceToDepth,
+            Op::MirrorPad(_) => OpKind::MirrorPad,
+            Op::Prelu => OpKind::Prelu,
             Op::Opaque(_) => OpKind::Opaque,
         }
     }
@@ -598,7 +652,7 @@ impl Op {
         let a = |min_inputs, max_inputs| Arity { min_inputs, max_inputs, outputs: 1 };
         match self {
             Op::FullyConnected(_) | Op::Conv2d(_) | Op::DepthwiseConv2d(_) => a(2, 3),
-            Op::Binary(_) => a(2, 2),
+            Op::Binary(_) | Op::Gather(_) | Op::Prelu => a(2, 2),
             Op::Concatenation(_) => a(1, usize::MAX),
             Op::Opaque(_) => Arity { min_inputs: 0, max_inputs: usize::MAX, outputs: usize::MAX },
             Op::Pool2d(_)
@@ -613,7 +667,11 @@ impl Op {
             | Op::Unary(_)
             | Op::Quantize
             | Op::Dequantize
-            | Op::Densify => a(1, 1),
+            | Op::Densify
+            | Op::Tile(_)
+            | Op::DepthToSpace(_)
+            | Op::SpaceToDepth(_)
+            | Op::MirrorPad(_) => a(1, 1),
         }
     }
 
@@ -729,7 +787,18 @@ impl Op {
                     }
                 }
             }
-            Op::Binary(_) | Op::Unary(_) | Op::Quantize | Op::Dequantize | Op::Densify => {}
+            Op::Gather(o) => out.push(("axis", o.axis.to_string())),
+            Op::Tile(o) => {
+                let v: Vec<String> = o.multiples.iter().map(|m| m.to_string()).collect();
+                out.push(("multiples", format!("[{}]", v.join(","))));
+            }
+            Op::DepthToSpace(o) | Op::SpaceToDepth(o) => out.push(("block", o.block.to_string())),
+            Op::MirrorPad(o) => {
+                let v: Vec<String> = o.paddings.iter().map(|p| format!("{}:{}", p[0], p[1])).collect();
+                out.push(("paddings", format!("[{}]", v.join(","))));
+                out.push(("mode", format!("{:?}", o.mode).to_lowercase()));
+            }
+            Op::Binary(_) | Op::Unary(_) | Op::Quantize | Op::Dequantize | Op::Densify | Op::Prelu => {}
         }
         if let Some(act) = self.fused_activation()
             && act != Activation::None
@@ -1034,6 +1103,106 @@ impl Op {
             Op::Densify => {
                 let (dt, x) = get(0)?;
                 one(Some(dt), x.clone())
+            }
+            Op::Gather(o) => {
+                let (dt, x) = get(0)?;
+                let (it, idx) = get(1)?;
+                if !matches!(it, DType::I32 | DType::I64) {
+                    return bad(format!("Gather indices must be int32 or int64, got {it}"));
+                }
+                if o.axis >= x.rank() {
+                    return bad(format!("Gather axis {} is outside rank {}", o.axis, x.rank()));
+                }
+                let d = x.dims();
+                let mut dims = d[..o.axis].to_vec();
+                dims.extend_from_slice(idx.dims());
+                dims.extend_from_slice(&d[o.axis + 1..]);
+                if dims.len() > crate::MAX_RANK {
+                    return bad(format!("Gather output has rank {} (max {})", dims.len(), crate::MAX_RANK));
+                }
+                one(Some(dt), Shape::new(dims))
+            }
+            Op::Tile(o) => {
+                let (dt, x) = get(0)?;
+                if o.multiples.len() != x.rank() {
+                    return bad(format!("Tile has {} multiples for rank {}", o.multiples.len(), x.rank()));
+                }
+                let mut dims = Vec::with_capacity(x.rank());
+                for (d, &m) in x.dims().iter().zip(&o.multiples) {
+                    dims.push(match d {
+                        Dim::Fixed(n) => {
+                            Dim::Fixed(n.checked_mul(m).ok_or_else(|| InferError("Tile size overflows".into()))?)
+                        }
+                        Dim::Dynamic => Dim::Dynamic,
+                    });
+                }
+                one(Some(dt), Shape::new(dims))
+            }
+            Op::DepthToSpace(o) | Op::SpaceToDepth(o) => {
+                let (dt, x) = get(0)?;
+                let to_space = matches!(self, Op::DepthToSpace(_));
+                let name = if to_space { "DepthToSpace" } else { "SpaceToDepth" };
+                if x.rank() != 4 || o.block < 1 {
+                    return bad(format!("{name} needs an NHWC input and a block >= 1, got {x} and {}", o.block));
+                }
+                let b = o.block;
+                let bb = b.checked_mul(b).ok_or_else(|| InferError("block size overflows".into()))?;
+                let d = x.dims();
+                let fixed = |i: usize| d[i].fixed();
+                let (h, w, c) = (fixed(1), fixed(2), fixed(3));
+                let ok = |v: Option<usize>, k: usize| v.is_none_or(|v| v % k == 0);
+                let map = |v: Option<usize>, f: &dyn Fn(usize) -> Option<usize>| match v {
+                    Some(v) => f(v).map(Dim::Fixed).ok_or_else(|| InferError(format!("{name} size overflows"))),
+                    None => Ok(Dim::Dynamic),
+                };
+                let dims = if to_space {
+                    if !ok(c, bb) {
+                        return bad(format!("DepthToSpace: {x} has channels not divisible by {bb}"));
+                    }
+                    vec![
+                        d[0],
+                        map(h, &|v| v.checked_mul(b))?,
+                        map(w, &|v| v.checked_mul(b))?,
+                        map(c, &|v| Some(v / bb))?,
+                    ]
+                } else {
+                    if !ok(h, b) || !ok(w, b) {
+                        return bad(format!("SpaceToDepth: {x} has a height or width not divisible by {b}"));
+                    }
+                    vec![d[0], map(h, &|v| Some(v / b))?, map(w, &|v| Some(v / b))?, map(c, &|v| v.checked_mul(bb))?]
+                };
+                one(Some(dt), Shape::new(dims))
+            }
+            Op::MirrorPad(o) => {
+                let (dt, x) = get(0)?;
+                if o.paddings.len() != x.rank() {
+                    return bad(format!("MirrorPad has {} paddings for rank {}", o.paddings.len(), x.rank()));
+                }
+                let mut dims = Vec::with_capacity(x.rank());
+                for (d, p) in x.dims().iter().zip(&o.paddings) {
+                    dims.push(match d {
+                        Dim::Fixed(n) => {
+                            // A mirror holds at most the dimension (without its edge: one less).
+                            let most = if o.mode == MirrorMode::Reflect { n.saturating_sub(1) } else { *n };
+                            if p[0] > most || p[1] > most {
+                                return bad(format!(
+                                    "MirrorPad of [{}, {}] on a dimension of {n}: at most {most} in {:?} mode",
+                                    p[0], p[1], o.mode
+                                ));
+                            }
+                            Dim::Fixed(n + p[0] + p[1])
+                        }
+                        Dim::Dynamic => Dim::Dynamic,
+                    });
+                }
+                one(Some(dt), Shape::new(dims))
+            }
+            Op::Prelu => {
+                let (dt, x) = get(0)?;
+                let (_, alpha) = get(1)?;
+                let s =
+                    broadcast(x, alpha).ok_or_else(|| InferError(format!("Prelu cannot broadcast {x} and {alpha}")))?;
+                one(Some(dt), s)
             }
             Op::Opaque(o) => {
                 bad(format!("unsupported op {} (version {}) has no shape inference", o.op_type, o.version))

@@ -340,6 +340,9 @@ pub fn full_integer(g: &Graph, table: &CalibrationTable, cfg: &QuantConfig) -> R
                         .with_quant(p),
                 );
                 inputs.push(Some(id));
+            } else if g.tensors()[t.index()].dtype != DType::F32 {
+                // Integer operands (GATHER's indices) are not quantized.
+                inputs.push(Some(rw.float_of(t)));
             } else {
                 let p = if spec.inputs_like_output {
                     out_p.clone()

@@ -62,9 +62,19 @@ pub fn op_spec(op: &Op) -> OpSpec {
         Op::Softmax(_) => OpSpec::plain(OutputRule::Fixed(1.0 / 256.0, -128)),
         // LiteRT's LOCAL_RESPONSE_NORMALIZATION is float-only.
         Op::LocalResponseNorm(_) => OpSpec { quantizable: false, ..OpSpec::plain(OutputRule::Calibrated) },
-        Op::Pool2d(_) | Op::Reshape(_) | Op::Transpose(_) | Op::Pad(_) | Op::StridedSlice(_) | Op::Resize(_) => {
-            OpSpec::plain(OutputRule::SameAsInput)
-        }
+        Op::Pool2d(_)
+        | Op::Reshape(_)
+        | Op::Transpose(_)
+        | Op::Pad(_)
+        | Op::StridedSlice(_)
+        | Op::Resize(_)
+        | Op::Gather(_)
+        | Op::Tile(_)
+        | Op::DepthToSpace(_)
+        | Op::SpaceToDepth(_)
+        | Op::MirrorPad(_) => OpSpec::plain(OutputRule::SameAsInput),
+        // The slope is quantized from its own range (asymmetric, per tensor), as TF's converter does.
+        Op::Prelu => OpSpec::plain(OutputRule::Calibrated),
         Op::Concatenation(_) => OpSpec { inputs_like_output: true, ..OpSpec::plain(OutputRule::Calibrated) },
         // Folded into its constant before quantizing (`qlite_ir::passes::fold_densify`).
         Op::Quantize | Op::Dequantize | Op::Densify | Op::Opaque(_) => {

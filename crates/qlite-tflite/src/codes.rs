@@ -94,6 +94,12 @@ pub fn builtin(op: &Op) -> Option<fb::BuiltinOperator> {
         Op::Pad(_) => B::PAD,
         Op::StridedSlice(_) => B::STRIDED_SLICE,
         Op::Resize(_) => B::RESIZE_NEAREST_NEIGHBOR,
+        Op::Gather(_) => B::GATHER,
+        Op::Tile(_) => B::TILE,
+        Op::DepthToSpace(_) => B::DEPTH_TO_SPACE,
+        Op::SpaceToDepth(_) => B::SPACE_TO_DEPTH,
+        Op::MirrorPad(_) => B::MIRROR_PAD,
+        Op::Prelu => B::PRELU,
         Op::Softmax(_) => B::SOFTMAX,
         Op::LocalResponseNorm(_) => B::LOCAL_RESPONSE_NORMALIZATION,
         Op::Unary(u) => match u.kind {
@@ -290,7 +296,32 @@ pub fn op_version(g: &Graph, n: &Node) -> i32 {
             (UnaryKind::Relu, Some(U8)) => 2,
             _ => 1,
         },
-        Op::Reshape(_) | Op::LocalResponseNorm(_) | Op::Densify => 1,
+        Op::Reshape(_) | Op::LocalResponseNorm(_) | Op::Densify | Op::Prelu => 1,
+        Op::Gather(_) => match x {
+            Some(I16) => 4,
+            Some(Bool) => 3,
+            Some(I8) => 2,
+            _ => 1,
+        },
+        Op::Tile(_) => {
+            if x == Some(I8) {
+                3
+            } else {
+                1
+            }
+        }
+        Op::DepthToSpace(_) | Op::SpaceToDepth(_) => {
+            if x == Some(I8) {
+                2
+            } else {
+                1
+            }
+        }
+        Op::MirrorPad(_) => match x {
+            Some(I16) => 3,
+            Some(I8) => 2,
+            _ => 1,
+        },
         Op::Quantize => {
             if n.outputs
                 .first()
@@ -342,6 +373,12 @@ pub fn min_runtime(op: fb::BuiltinOperator, version: i32) -> Option<&'static str
         B::RELU => &["1.5.0", "2.1.0", "2.5.0"],
         B::TANH | B::LOGISTIC => &["1.14.0", "1.14.0", "2.3.0"],
         B::DENSIFY => &["2.2.0"],
+        B::GATHER => &["1.6.0", "1.14.0", "1.15.0", "2.4.0", "2.5.0"],
+        B::TILE => &["1.10.1", "2.2.0", "2.8.0"],
+        B::DEPTH_TO_SPACE => &["2.1.0", "2.5.0"],
+        B::SPACE_TO_DEPTH => &["1.5.0", "1.14.0"],
+        B::MIRROR_PAD => &["1.13.1", "2.3.0"],
+        B::PRELU => &["1.8.0"],
         B::DEQUANTIZE => &["1.13.1", "1.14.0", "1.15.0", "2.2.0", "2.7.0", "2.18.0", "2.21.0", "2.22.0"],
         B::QUANTIZE => &["1.14.0", "1.15.0", "2.7.0", "2.21.0", "2.21.0", "2.21.0"],
         _ => &[],

@@ -6,9 +6,9 @@ use crate::fb;
 use crate::shape;
 use bytes::Bytes;
 use qlite_ir::op::{
-    Binary, BinaryKind, Concatenation, Conv2d, DepthwiseConv2d, FullyConnected, LocalResponseNorm, Mean, Opaque,
-    OpaqueSource, Pad, Pool2d, PoolKind, Reshape, Resize, ResizeMode, Softmax, StridedSlice, TfSliceMasks, Transpose,
-    Unary, UnaryKind,
+    Binary, BinaryKind, Concatenation, Conv2d, DepthwiseConv2d, FullyConnected, Gather, LocalResponseNorm, Mean,
+    MirrorMode, MirrorPad, Opaque, OpaqueSource, Pad, Pool2d, PoolKind, Reshape, Resize, ResizeMode, SliceDim, Softmax,
+    SpaceDepth, StridedSlice, TfSliceMasks, Tile, Transpose, Unary, UnaryKind,
 };
 use qlite_ir::{
     Activation, DType, Dim, Graph, Node, Op, QuantParams, Shape, Signature, SparseForm, SparseLevel, Tensor, TensorId,
@@ -364,6 +364,13 @@ pub fn read_model(bytes: Bytes) -> Result<Graph, ReadError> {
                 }
                 shape::Step::Op => {}
             }
+            // SPLIT and SPLIT_V: one STRIDED_SLICE per output.
+            if code == fb::BuiltinOperator::SPLIT.0 || code == fb::BuiltinOperator::SPLIT_V.0 {
+                for node in split_as_slices(&g, code, &inputs, &outputs).map_err(oerr)? {
+                    g.add_node(node);
+                }
+                continue;
+            }
             let converted = convert_op(&g, &op, code, &mut inputs, &outputs).map_err(oerr)?;
             let op_ir = match converted {
                 Some(o) => o,
@@ -428,6 +435,69 @@ fn const_ints(g: &Graph, t: Option<TensorId>, what: &str) -> Result<Vec<i64>, St
         DType::I64 if data.len() % 8 == 0 => Ok(qlite_ir::tensor::read_i64s(data)),
         d => Err(format!("{what} must be int32 or int64, got {d} with {} bytes", data.len())),
     }
+}
+
+/// SPLIT (axis, x) or SPLIT_V (x, size_splits, axis) as one STRIDED_SLICE node per output.
+fn split_as_slices(
+    g: &Graph,
+    code: i32,
+    inputs: &[Option<TensorId>],
+    outputs: &[TensorId],
+) -> Result<Vec<Node>, String> {
+    let is_v = code == fb::BuiltinOperator::SPLIT_V.0;
+    let (x, axis_t) = if is_v { (inputs.first(), inputs.get(2)) } else { (inputs.get(1), inputs.first()) };
+    let x = x.copied().flatten().ok_or("the input is missing")?;
+    let rank = rank_of(g, Some(x))?;
+    let axis = const_ints(g, axis_t.copied().flatten(), "axis")?;
+    let &[axis] = axis.as_slice() else { return Err("axis must be one value".into()) };
+    let axis = norm_axis(axis, rank, "axis")?;
+    let n =
+        g.tensor(x).and_then(|t| t.shape.dim(axis)).and_then(|d| d.fixed()).ok_or("the split axis must be static")?;
+    let k = outputs.len();
+    let sizes: Vec<usize> = if is_v {
+        let raw = const_ints(g, inputs.get(1).copied().flatten(), "size_splits")?;
+        if raw.len() != k || raw.iter().filter(|&&v| v == -1).count() > 1 || raw.iter().any(|&v| v < -1) {
+            return Err(format!("size_splits {raw:?} for {k} outputs"));
+        }
+        let known: i64 = raw.iter().filter(|&&v| v >= 0).sum();
+        let rest = n as i64 - known;
+        if rest < 0 || (rest > 0 && !raw.contains(&-1)) {
+            return Err(format!("size_splits {raw:?} do not add up to {n}"));
+        }
+        raw.iter().map(|&v| if v == -1 { rest as usize } else { v as usize }).collect()
+    } else {
+        if k == 0 || n % k != 0 {
+            return Err(format!("{n} does not split into {k} equal parts"));
+        }
+        vec![n / k; k]
+    };
+    let mut nodes = Vec::with_capacity(k);
+    let mut at = 0i64;
+    for (&out, &size) in outputs.iter().zip(&sizes) {
+        let mut axes = vec![SliceDim::ALL; rank];
+        axes[axis] = SliceDim { begin: Some(at), end: Some(at + size as i64), stride: 1, shrink: false };
+        at += size as i64;
+        let name = g.tensor(out).map_or_else(|| format!("split{}", nodes.len()), |t| t.name.clone());
+        nodes.push(Node::new(name, Op::StridedSlice(StridedSlice { axes }), vec![Some(x)], vec![out]));
+    }
+    Ok(nodes)
+}
+
+/// A constant `[rank, 2]` paddings tensor (PAD, MIRROR_PAD).
+fn paddings(g: &Graph, t: Option<TensorId>, rank: usize) -> Result<Vec<[usize; 2]>, String> {
+    let raw = const_ints(g, t, "paddings")?;
+    if raw.len() != rank * 2 {
+        return Err(format!("paddings has {} values for rank {rank}", raw.len()));
+    }
+    let mut out = Vec::with_capacity(rank);
+    for p in raw.chunks_exact(2) {
+        let (a, b) = (p[0], p[1]);
+        if a < 0 || b < 0 || a > u32::MAX as i64 || b > u32::MAX as i64 {
+            return Err(format!("padding [{a}, {b}] is negative or too large"));
+        }
+        out.push([a as usize, b as usize]);
+    }
+    Ok(out)
 }
 
 fn positive(v: i32, what: &str) -> Result<usize, String> {
@@ -612,6 +682,95 @@ fn convert_op(
             inputs.truncate(1);
             Op::StridedSlice(slice)
         }
+        B::GATHER => {
+            let o = op.builtin_options_as_gather_options();
+            if o.is_some_and(|o| o.batch_dims() != 0) {
+                return Ok(None);
+            }
+            let rank = rank_of(g, in0)?;
+            Op::Gather(Gather { axis: norm_axis(o.map_or(0, |o| o.axis()) as i64, rank, "axis")? })
+        }
+        B::TILE => {
+            let raw = const_ints(g, inputs.get(1).copied().flatten(), "multiples")?;
+            if raw.len() != rank_of(g, in0)? || raw.iter().any(|&m| !(0..=1 << 20).contains(&m)) {
+                return Err(format!("multiples {raw:?} do not fit the input"));
+            }
+            inputs.truncate(1);
+            Op::Tile(Tile { multiples: raw.into_iter().map(|m| m as usize).collect() })
+        }
+        B::DEPTH_TO_SPACE | B::SPACE_TO_DEPTH => {
+            let block = if code == B::DEPTH_TO_SPACE.0 {
+                op.builtin_options_as_depth_to_space_options().map(|o| o.block_size())
+            } else {
+                op.builtin_options_as_space_to_depth_options().map(|o| o.block_size())
+            };
+            let block = positive(block.ok_or_else(|| missing("block_size"))?, "block_size")?;
+            if code == B::DEPTH_TO_SPACE.0 {
+                Op::DepthToSpace(SpaceDepth { block })
+            } else {
+                Op::SpaceToDepth(SpaceDepth { block })
+            }
+        }
+        B::MIRROR_PAD => {
+            let mode = match op.builtin_options_as_mirror_pad_options().map(|o| o.mode()) {
+                Some(fb::MirrorPadMode::SYMMETRIC) => MirrorMode::Symmetric,
+                Some(fb::MirrorPadMode::REFLECT) | None => MirrorMode::Reflect,
+                Some(m) => return Err(format!("unknown mirror pad mode {}", m.0)),
+            };
+            let paddings = paddings(g, inputs.get(1).copied().flatten(), rank_of(g, in0)?)?;
+            inputs.truncate(1);
+            Op::MirrorPad(MirrorPad { paddings, mode })
+        }
+        B::PRELU => Op::Prelu,
+        // Pure reshapes: read as RESHAPE to the shape they give.
+        B::SQUEEZE | B::EXPAND_DIMS => {
+            let x = in0.and_then(|t| g.tensor(t)).ok_or("input 0 is missing")?;
+            let dims = x.shape.dims();
+            let mut target: Vec<i64> = dims.iter().map(|d| d.fixed().map_or(-1, |v| v as i64)).collect();
+            if code == B::SQUEEZE.0 {
+                let listed: Vec<i64> = op
+                    .builtin_options_as_squeeze_options()
+                    .and_then(|o| o.squeeze_dims())
+                    .map(|v| v.iter().map(i64::from).collect())
+                    .unwrap_or_default();
+                let axes =
+                    listed.iter().map(|&a| norm_axis(a, dims.len(), "squeeze dim")).collect::<Result<Vec<_>, _>>()?;
+                let drop = |k: usize| if axes.is_empty() { dims[k].fixed() == Some(1) } else { axes.contains(&k) };
+                if axes.iter().any(|&k| dims[k].fixed() != Some(1)) {
+                    return Err(format!("squeeze of a dimension that is not 1 in {}", x.shape));
+                }
+                target = target.into_iter().enumerate().filter(|(k, _)| !drop(*k)).map(|(_, v)| v).collect();
+            } else {
+                let axis = const_ints(g, inputs.get(1).copied().flatten(), "axis")?;
+                let &[a] = axis.as_slice() else { return Err("EXPAND_DIMS axis must be one value".into()) };
+                let at = norm_axis(if a < 0 { a + 1 } else { a }, dims.len() + 1, "axis")?;
+                target.insert(at, 1);
+            }
+            if target.iter().filter(|&&v| v == -1).count() > 1 {
+                return Err(format!("{} with more than one run-time dimension", x.shape));
+            }
+            inputs.truncate(1);
+            Op::Reshape(Reshape { shape: target })
+        }
+        // SLICE is a STRIDED_SLICE with stride 1 (size -1: to the end).
+        B::SLICE => {
+            let rank = rank_of(g, in0)?;
+            let begin = const_ints(g, inputs.get(1).copied().flatten(), "begin")?;
+            let size = const_ints(g, inputs.get(2).copied().flatten(), "size")?;
+            if begin.len() != rank || size.len() != rank {
+                return Err(format!("begin {begin:?} and size {size:?} do not match rank {rank}"));
+            }
+            let mut axes = Vec::with_capacity(rank);
+            for (&b, &n) in begin.iter().zip(&size) {
+                if b < 0 || n < -1 {
+                    return Err(format!("slice begin {b} and size {n} must be >= 0 (size -1: to the end)"));
+                }
+                let end = if n == -1 { None } else { Some(b.checked_add(n).ok_or("slice end overflows")?) };
+                axes.push(SliceDim { begin: Some(b), end, stride: 1, shrink: false });
+            }
+            inputs.truncate(1);
+            Op::StridedSlice(StridedSlice { axes })
+        }
         B::TRANSPOSE => {
             let perm = const_ints(g, inputs.get(1).copied().flatten(), "perm")?;
             let rank = rank_of(g, in0)?;
@@ -628,19 +787,7 @@ fn convert_op(
             })
         }
         B::PAD => {
-            let raw = const_ints(g, inputs.get(1).copied().flatten(), "paddings")?;
-            let rank = rank_of(g, in0)?;
-            if raw.len() != rank * 2 {
-                return Err(format!("paddings has {} values for rank {rank}", raw.len()));
-            }
-            let mut paddings = Vec::with_capacity(rank);
-            for p in raw.chunks_exact(2) {
-                let (a, b) = (p[0], p[1]);
-                if a < 0 || b < 0 || a > u32::MAX as i64 || b > u32::MAX as i64 {
-                    return Err(format!("padding [{a}, {b}] is negative or too large"));
-                }
-                paddings.push([a as usize, b as usize]);
-            }
+            let paddings = paddings(g, inputs.get(1).copied().flatten(), rank_of(g, in0)?)?;
             inputs.truncate(1);
             Op::Pad(Pad { paddings })
         }

@@ -158,6 +158,18 @@ fn aux_for(node: &Node, g: &Graph) -> Result<Vec<AuxTensor>, WriteError> {
             let data = m.axes.iter().map(|&v| to_i32(v as i64)).collect::<Result<Vec<_>, _>>()?;
             Some(AuxTensor { name: format!("{base}/axes"), shape: vec![data.len() as i32], data })
         }
+        Op::Tile(t) => {
+            let data = t.multiples.iter().map(|&v| to_i32(v as i64)).collect::<Result<Vec<_>, _>>()?;
+            Some(AuxTensor { name: format!("{base}/multiples"), shape: vec![data.len() as i32], data })
+        }
+        Op::MirrorPad(p) => {
+            let mut data = Vec::with_capacity(p.paddings.len() * 2);
+            for pr in &p.paddings {
+                data.push(to_i32(pr[0] as i64)?);
+                data.push(to_i32(pr[1] as i64)?);
+            }
+            Some(AuxTensor { name: format!("{base}/paddings"), shape: vec![p.paddings.len() as i32, 2], data })
+        }
         Op::Resize(r) => {
             let data = vec![to_i32(r.size[0] as i64)?, to_i32(r.size[1] as i64)?];
             Some(AuxTensor { name: format!("{base}/size"), shape: vec![2], data })
@@ -761,6 +773,30 @@ fn options(fbb: &mut FlatBufferBuilder<'_>, n: &Node) -> (fb::BuiltinOptions, Op
         Op::Quantize => {
             (O::QuantizeOptions, Some(fb::QuantizeOptions::create(fbb, &fb::QuantizeOptionsArgs {}).as_union_value()))
         }
+        Op::Gather(o) => {
+            let args = fb::GatherOptionsArgs { axis: o.axis as i32, batch_dims: 0 };
+            (O::GatherOptions, Some(fb::GatherOptions::create(fbb, &args).as_union_value()))
+        }
+        Op::Tile(_) => (O::TileOptions, Some(fb::TileOptions::create(fbb, &fb::TileOptionsArgs {}).as_union_value())),
+        Op::DepthToSpace(o) => {
+            let args = fb::DepthToSpaceOptionsArgs { block_size: o.block as i32 };
+            (O::DepthToSpaceOptions, Some(fb::DepthToSpaceOptions::create(fbb, &args).as_union_value()))
+        }
+        Op::SpaceToDepth(o) => {
+            let args = fb::SpaceToDepthOptionsArgs { block_size: o.block as i32 };
+            (O::SpaceToDepthOptions, Some(fb::SpaceToDepthOptions::create(fbb, &args).as_union_value()))
+        }
+        Op::MirrorPad(o) => {
+            let mode = match o.mode {
+                qlite_ir::op::MirrorMode::Reflect => fb::MirrorPadMode::REFLECT,
+                qlite_ir::op::MirrorMode::Symmetric => fb::MirrorPadMode::SYMMETRIC,
+            };
+            (
+                O::MirrorPadOptions,
+                Some(fb::MirrorPadOptions::create(fbb, &fb::MirrorPadOptionsArgs { mode }).as_union_value()),
+            )
+        }
+        Op::Prelu => (O::NONE, None),
         Op::Densify => {
             (O::DensifyOptions, Some(fb::DensifyOptions::create(fbb, &fb::DensifyOptionsArgs {}).as_union_value()))
         }

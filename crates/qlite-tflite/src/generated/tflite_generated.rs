@@ -1618,12 +1618,96 @@ impl<'a> ::flatbuffers::Verifiable for CustomOptionsFormat {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for CustomOptionsFormat {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_MIRROR_PAD_MODE: i8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_MIRROR_PAD_MODE: i8 = 1;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_MIRROR_PAD_MODE: [MirrorPadMode; 2] = [
+  MirrorPadMode::REFLECT,
+  MirrorPadMode::SYMMETRIC,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct MirrorPadMode(pub i8);
+#[allow(non_upper_case_globals)]
+impl MirrorPadMode {
+  pub const REFLECT: Self = Self(0);
+  pub const SYMMETRIC: Self = Self(1);
+
+  pub const ENUM_MIN: i8 = 0;
+  pub const ENUM_MAX: i8 = 1;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::REFLECT,
+    Self::SYMMETRIC,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::REFLECT => Some("REFLECT"),
+      Self::SYMMETRIC => Some("SYMMETRIC"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for MirrorPadMode {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for MirrorPadMode {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<i8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for MirrorPadMode {
+    type Output = MirrorPadMode;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<i8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for MirrorPadMode {
+  type Scalar = i8;
+  #[inline]
+  fn to_little_endian(self) -> i8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: i8) -> Self {
+    let b = i8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for MirrorPadMode {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    i8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for MirrorPadMode {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BUILTIN_OPTIONS: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MAX_BUILTIN_OPTIONS: u8 = 99;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BUILTIN_OPTIONS: [BuiltinOptions; 24] = [
+pub const ENUM_VALUES_BUILTIN_OPTIONS: [BuiltinOptions; 33] = [
   BuiltinOptions::NONE,
   BuiltinOptions::Conv2DOptions,
   BuiltinOptions::DepthwiseConv2DOptions,
@@ -1634,6 +1718,7 @@ pub const ENUM_VALUES_BUILTIN_OPTIONS: [BuiltinOptions; 24] = [
   BuiltinOptions::AddOptions,
   BuiltinOptions::LocalResponseNormalizationOptions,
   BuiltinOptions::ReshapeOptions,
+  BuiltinOptions::SpaceToDepthOptions,
   BuiltinOptions::MulOptions,
   BuiltinOptions::PadOptions,
   BuiltinOptions::GatherOptions,
@@ -1641,12 +1726,20 @@ pub const ENUM_VALUES_BUILTIN_OPTIONS: [BuiltinOptions; 24] = [
   BuiltinOptions::ReducerOptions,
   BuiltinOptions::SubOptions,
   BuiltinOptions::DivOptions,
+  BuiltinOptions::SqueezeOptions,
   BuiltinOptions::StridedSliceOptions,
+  BuiltinOptions::SplitOptions,
   BuiltinOptions::DequantizeOptions,
+  BuiltinOptions::SliceOptions,
+  BuiltinOptions::TileOptions,
+  BuiltinOptions::ExpandDimsOptions,
   BuiltinOptions::ShapeOptions,
   BuiltinOptions::PackOptions,
   BuiltinOptions::ResizeNearestNeighborOptions,
+  BuiltinOptions::MirrorPadOptions,
+  BuiltinOptions::SplitVOptions,
   BuiltinOptions::QuantizeOptions,
+  BuiltinOptions::DepthToSpaceOptions,
   BuiltinOptions::DensifyOptions,
 ];
 
@@ -1665,6 +1758,7 @@ impl BuiltinOptions {
   pub const AddOptions: Self = Self(11);
   pub const LocalResponseNormalizationOptions: Self = Self(13);
   pub const ReshapeOptions: Self = Self(17);
+  pub const SpaceToDepthOptions: Self = Self(19);
   pub const MulOptions: Self = Self(21);
   pub const PadOptions: Self = Self(22);
   pub const GatherOptions: Self = Self(23);
@@ -1672,12 +1766,20 @@ impl BuiltinOptions {
   pub const ReducerOptions: Self = Self(27);
   pub const SubOptions: Self = Self(28);
   pub const DivOptions: Self = Self(29);
+  pub const SqueezeOptions: Self = Self(30);
   pub const StridedSliceOptions: Self = Self(32);
+  pub const SplitOptions: Self = Self(35);
   pub const DequantizeOptions: Self = Self(38);
+  pub const SliceOptions: Self = Self(48);
+  pub const TileOptions: Self = Self(51);
+  pub const ExpandDimsOptions: Self = Self(52);
   pub const ShapeOptions: Self = Self(55);
   pub const PackOptions: Self = Self(59);
   pub const ResizeNearestNeighborOptions: Self = Self(74);
+  pub const MirrorPadOptions: Self = Self(77);
+  pub const SplitVOptions: Self = Self(79);
   pub const QuantizeOptions: Self = Self(89);
+  pub const DepthToSpaceOptions: Self = Self(94);
   pub const DensifyOptions: Self = Self(99);
 
   pub const ENUM_MIN: u8 = 0;
@@ -1693,6 +1795,7 @@ impl BuiltinOptions {
     Self::AddOptions,
     Self::LocalResponseNormalizationOptions,
     Self::ReshapeOptions,
+    Self::SpaceToDepthOptions,
     Self::MulOptions,
     Self::PadOptions,
     Self::GatherOptions,
@@ -1700,12 +1803,20 @@ impl BuiltinOptions {
     Self::ReducerOptions,
     Self::SubOptions,
     Self::DivOptions,
+    Self::SqueezeOptions,
     Self::StridedSliceOptions,
+    Self::SplitOptions,
     Self::DequantizeOptions,
+    Self::SliceOptions,
+    Self::TileOptions,
+    Self::ExpandDimsOptions,
     Self::ShapeOptions,
     Self::PackOptions,
     Self::ResizeNearestNeighborOptions,
+    Self::MirrorPadOptions,
+    Self::SplitVOptions,
     Self::QuantizeOptions,
+    Self::DepthToSpaceOptions,
     Self::DensifyOptions,
   ];
   /// Returns the variant's name or "" if unknown.
@@ -1721,6 +1832,7 @@ impl BuiltinOptions {
       Self::AddOptions => Some("AddOptions"),
       Self::LocalResponseNormalizationOptions => Some("LocalResponseNormalizationOptions"),
       Self::ReshapeOptions => Some("ReshapeOptions"),
+      Self::SpaceToDepthOptions => Some("SpaceToDepthOptions"),
       Self::MulOptions => Some("MulOptions"),
       Self::PadOptions => Some("PadOptions"),
       Self::GatherOptions => Some("GatherOptions"),
@@ -1728,12 +1840,20 @@ impl BuiltinOptions {
       Self::ReducerOptions => Some("ReducerOptions"),
       Self::SubOptions => Some("SubOptions"),
       Self::DivOptions => Some("DivOptions"),
+      Self::SqueezeOptions => Some("SqueezeOptions"),
       Self::StridedSliceOptions => Some("StridedSliceOptions"),
+      Self::SplitOptions => Some("SplitOptions"),
       Self::DequantizeOptions => Some("DequantizeOptions"),
+      Self::SliceOptions => Some("SliceOptions"),
+      Self::TileOptions => Some("TileOptions"),
+      Self::ExpandDimsOptions => Some("ExpandDimsOptions"),
       Self::ShapeOptions => Some("ShapeOptions"),
       Self::PackOptions => Some("PackOptions"),
       Self::ResizeNearestNeighborOptions => Some("ResizeNearestNeighborOptions"),
+      Self::MirrorPadOptions => Some("MirrorPadOptions"),
+      Self::SplitVOptions => Some("SplitVOptions"),
       Self::QuantizeOptions => Some("QuantizeOptions"),
+      Self::DepthToSpaceOptions => Some("DepthToSpaceOptions"),
       Self::DensifyOptions => Some("DensifyOptions"),
       _ => None,
     }
@@ -4695,6 +4815,816 @@ impl ::core::fmt::Debug for ReshapeOptions<'_> {
       ds.finish()
   }
 }
+pub enum SpaceToDepthOptionsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct SpaceToDepthOptions<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SpaceToDepthOptions<'a> {
+  type Inner = SpaceToDepthOptions<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SpaceToDepthOptions<'a> {
+  pub const VT_BLOCK_SIZE: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SpaceToDepthOptions { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SpaceToDepthOptionsArgs
+  ) -> ::flatbuffers::WIPOffset<SpaceToDepthOptions<'bldr>> {
+    let mut builder = SpaceToDepthOptionsBuilder::new(_fbb);
+    builder.add_block_size(args.block_size);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn block_size(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(SpaceToDepthOptions::VT_BLOCK_SIZE, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SpaceToDepthOptions<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i32>("block_size", Self::VT_BLOCK_SIZE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SpaceToDepthOptionsArgs {
+    pub block_size: i32,
+}
+impl<'a> Default for SpaceToDepthOptionsArgs {
+  #[inline]
+  fn default() -> Self {
+    SpaceToDepthOptionsArgs {
+      block_size: 0,
+    }
+  }
+}
+
+pub struct SpaceToDepthOptionsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SpaceToDepthOptionsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_block_size(&mut self, block_size: i32) {
+    self.fbb_.push_slot::<i32>(SpaceToDepthOptions::VT_BLOCK_SIZE, block_size, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SpaceToDepthOptionsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SpaceToDepthOptionsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SpaceToDepthOptions<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SpaceToDepthOptions<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SpaceToDepthOptions");
+      ds.field("block_size", &self.block_size());
+      ds.finish()
+  }
+}
+pub enum DepthToSpaceOptionsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct DepthToSpaceOptions<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DepthToSpaceOptions<'a> {
+  type Inner = DepthToSpaceOptions<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DepthToSpaceOptions<'a> {
+  pub const VT_BLOCK_SIZE: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DepthToSpaceOptions { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DepthToSpaceOptionsArgs
+  ) -> ::flatbuffers::WIPOffset<DepthToSpaceOptions<'bldr>> {
+    let mut builder = DepthToSpaceOptionsBuilder::new(_fbb);
+    builder.add_block_size(args.block_size);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn block_size(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(DepthToSpaceOptions::VT_BLOCK_SIZE, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DepthToSpaceOptions<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i32>("block_size", Self::VT_BLOCK_SIZE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DepthToSpaceOptionsArgs {
+    pub block_size: i32,
+}
+impl<'a> Default for DepthToSpaceOptionsArgs {
+  #[inline]
+  fn default() -> Self {
+    DepthToSpaceOptionsArgs {
+      block_size: 0,
+    }
+  }
+}
+
+pub struct DepthToSpaceOptionsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DepthToSpaceOptionsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_block_size(&mut self, block_size: i32) {
+    self.fbb_.push_slot::<i32>(DepthToSpaceOptions::VT_BLOCK_SIZE, block_size, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DepthToSpaceOptionsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DepthToSpaceOptionsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DepthToSpaceOptions<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DepthToSpaceOptions<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DepthToSpaceOptions");
+      ds.field("block_size", &self.block_size());
+      ds.finish()
+  }
+}
+pub enum SqueezeOptionsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct SqueezeOptions<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SqueezeOptions<'a> {
+  type Inner = SqueezeOptions<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SqueezeOptions<'a> {
+  pub const VT_SQUEEZE_DIMS: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SqueezeOptions { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SqueezeOptionsArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<SqueezeOptions<'bldr>> {
+    let mut builder = SqueezeOptionsBuilder::new(_fbb);
+    if let Some(x) = args.squeeze_dims { builder.add_squeeze_dims(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn squeeze_dims(&self) -> Option<::flatbuffers::Vector<'a, i32>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i32>>>(SqueezeOptions::VT_SQUEEZE_DIMS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SqueezeOptions<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, i32>>>("squeeze_dims", Self::VT_SQUEEZE_DIMS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SqueezeOptionsArgs<'a> {
+    pub squeeze_dims: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, i32>>>,
+}
+impl<'a> Default for SqueezeOptionsArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SqueezeOptionsArgs {
+      squeeze_dims: None,
+    }
+  }
+}
+
+pub struct SqueezeOptionsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SqueezeOptionsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_squeeze_dims(&mut self, squeeze_dims: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , i32>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SqueezeOptions::VT_SQUEEZE_DIMS, squeeze_dims);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SqueezeOptionsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SqueezeOptionsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SqueezeOptions<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SqueezeOptions<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SqueezeOptions");
+      ds.field("squeeze_dims", &self.squeeze_dims());
+      ds.finish()
+  }
+}
+pub enum SplitOptionsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct SplitOptions<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SplitOptions<'a> {
+  type Inner = SplitOptions<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SplitOptions<'a> {
+  pub const VT_NUM_SPLITS: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SplitOptions { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SplitOptionsArgs
+  ) -> ::flatbuffers::WIPOffset<SplitOptions<'bldr>> {
+    let mut builder = SplitOptionsBuilder::new(_fbb);
+    builder.add_num_splits(args.num_splits);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn num_splits(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(SplitOptions::VT_NUM_SPLITS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SplitOptions<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i32>("num_splits", Self::VT_NUM_SPLITS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SplitOptionsArgs {
+    pub num_splits: i32,
+}
+impl<'a> Default for SplitOptionsArgs {
+  #[inline]
+  fn default() -> Self {
+    SplitOptionsArgs {
+      num_splits: 0,
+    }
+  }
+}
+
+pub struct SplitOptionsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SplitOptionsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_num_splits(&mut self, num_splits: i32) {
+    self.fbb_.push_slot::<i32>(SplitOptions::VT_NUM_SPLITS, num_splits, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SplitOptionsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SplitOptionsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SplitOptions<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SplitOptions<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SplitOptions");
+      ds.field("num_splits", &self.num_splits());
+      ds.finish()
+  }
+}
+pub enum SplitVOptionsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct SplitVOptions<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SplitVOptions<'a> {
+  type Inner = SplitVOptions<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SplitVOptions<'a> {
+  pub const VT_NUM_SPLITS: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SplitVOptions { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SplitVOptionsArgs
+  ) -> ::flatbuffers::WIPOffset<SplitVOptions<'bldr>> {
+    let mut builder = SplitVOptionsBuilder::new(_fbb);
+    builder.add_num_splits(args.num_splits);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn num_splits(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(SplitVOptions::VT_NUM_SPLITS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SplitVOptions<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i32>("num_splits", Self::VT_NUM_SPLITS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SplitVOptionsArgs {
+    pub num_splits: i32,
+}
+impl<'a> Default for SplitVOptionsArgs {
+  #[inline]
+  fn default() -> Self {
+    SplitVOptionsArgs {
+      num_splits: 0,
+    }
+  }
+}
+
+pub struct SplitVOptionsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SplitVOptionsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_num_splits(&mut self, num_splits: i32) {
+    self.fbb_.push_slot::<i32>(SplitVOptions::VT_NUM_SPLITS, num_splits, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SplitVOptionsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SplitVOptionsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SplitVOptions<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SplitVOptions<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SplitVOptions");
+      ds.field("num_splits", &self.num_splits());
+      ds.finish()
+  }
+}
+pub enum SliceOptionsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct SliceOptions<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SliceOptions<'a> {
+  type Inner = SliceOptions<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SliceOptions<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SliceOptions { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    _args: &'args SliceOptionsArgs
+  ) -> ::flatbuffers::WIPOffset<SliceOptions<'bldr>> {
+    let mut builder = SliceOptionsBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for SliceOptions<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SliceOptionsArgs {
+}
+impl<'a> Default for SliceOptionsArgs {
+  #[inline]
+  fn default() -> Self {
+    SliceOptionsArgs {
+    }
+  }
+}
+
+pub struct SliceOptionsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SliceOptionsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SliceOptionsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SliceOptionsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SliceOptions<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SliceOptions<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SliceOptions");
+      ds.finish()
+  }
+}
+pub enum TileOptionsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct TileOptions<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for TileOptions<'a> {
+  type Inner = TileOptions<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> TileOptions<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    TileOptions { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    _args: &'args TileOptionsArgs
+  ) -> ::flatbuffers::WIPOffset<TileOptions<'bldr>> {
+    let mut builder = TileOptionsBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for TileOptions<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct TileOptionsArgs {
+}
+impl<'a> Default for TileOptionsArgs {
+  #[inline]
+  fn default() -> Self {
+    TileOptionsArgs {
+    }
+  }
+}
+
+pub struct TileOptionsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> TileOptionsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> TileOptionsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    TileOptionsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<TileOptions<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for TileOptions<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("TileOptions");
+      ds.finish()
+  }
+}
+pub enum ExpandDimsOptionsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ExpandDimsOptions<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ExpandDimsOptions<'a> {
+  type Inner = ExpandDimsOptions<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ExpandDimsOptions<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ExpandDimsOptions { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    _args: &'args ExpandDimsOptionsArgs
+  ) -> ::flatbuffers::WIPOffset<ExpandDimsOptions<'bldr>> {
+    let mut builder = ExpandDimsOptionsBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for ExpandDimsOptions<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ExpandDimsOptionsArgs {
+}
+impl<'a> Default for ExpandDimsOptionsArgs {
+  #[inline]
+  fn default() -> Self {
+    ExpandDimsOptionsArgs {
+    }
+  }
+}
+
+pub struct ExpandDimsOptionsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ExpandDimsOptionsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ExpandDimsOptionsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ExpandDimsOptionsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ExpandDimsOptions<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ExpandDimsOptions<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ExpandDimsOptions");
+      ds.finish()
+  }
+}
+pub enum MirrorPadOptionsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct MirrorPadOptions<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MirrorPadOptions<'a> {
+  type Inner = MirrorPadOptions<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MirrorPadOptions<'a> {
+  pub const VT_MODE: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MirrorPadOptions { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MirrorPadOptionsArgs
+  ) -> ::flatbuffers::WIPOffset<MirrorPadOptions<'bldr>> {
+    let mut builder = MirrorPadOptionsBuilder::new(_fbb);
+    builder.add_mode(args.mode);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn mode(&self) -> MirrorPadMode {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<MirrorPadMode>(MirrorPadOptions::VT_MODE, Some(MirrorPadMode::REFLECT)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MirrorPadOptions<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<MirrorPadMode>("mode", Self::VT_MODE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MirrorPadOptionsArgs {
+    pub mode: MirrorPadMode,
+}
+impl<'a> Default for MirrorPadOptionsArgs {
+  #[inline]
+  fn default() -> Self {
+    MirrorPadOptionsArgs {
+      mode: MirrorPadMode::REFLECT,
+    }
+  }
+}
+
+pub struct MirrorPadOptionsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MirrorPadOptionsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_mode(&mut self, mode: MirrorPadMode) {
+    self.fbb_.push_slot::<MirrorPadMode>(MirrorPadOptions::VT_MODE, mode, MirrorPadMode::REFLECT);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MirrorPadOptionsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MirrorPadOptionsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MirrorPadOptions<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MirrorPadOptions<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MirrorPadOptions");
+      ds.field("mode", &self.mode());
+      ds.finish()
+  }
+}
 pub enum GatherOptionsOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -6318,6 +7248,21 @@ impl<'a> Operator<'a> {
 
   #[inline]
   #[allow(non_snake_case)]
+  pub fn builtin_options_as_space_to_depth_options(&self) -> Option<SpaceToDepthOptions<'a>> {
+    if self.builtin_options_type() == BuiltinOptions::SpaceToDepthOptions {
+      self.builtin_options().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { SpaceToDepthOptions::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
   pub fn builtin_options_as_mul_options(&self) -> Option<MulOptions<'a>> {
     if self.builtin_options_type() == BuiltinOptions::MulOptions {
       self.builtin_options().map(|t| {
@@ -6423,6 +7368,21 @@ impl<'a> Operator<'a> {
 
   #[inline]
   #[allow(non_snake_case)]
+  pub fn builtin_options_as_squeeze_options(&self) -> Option<SqueezeOptions<'a>> {
+    if self.builtin_options_type() == BuiltinOptions::SqueezeOptions {
+      self.builtin_options().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { SqueezeOptions::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
   pub fn builtin_options_as_strided_slice_options(&self) -> Option<StridedSliceOptions<'a>> {
     if self.builtin_options_type() == BuiltinOptions::StridedSliceOptions {
       self.builtin_options().map(|t| {
@@ -6438,6 +7398,21 @@ impl<'a> Operator<'a> {
 
   #[inline]
   #[allow(non_snake_case)]
+  pub fn builtin_options_as_split_options(&self) -> Option<SplitOptions<'a>> {
+    if self.builtin_options_type() == BuiltinOptions::SplitOptions {
+      self.builtin_options().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { SplitOptions::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
   pub fn builtin_options_as_dequantize_options(&self) -> Option<DequantizeOptions<'a>> {
     if self.builtin_options_type() == BuiltinOptions::DequantizeOptions {
       self.builtin_options().map(|t| {
@@ -6445,6 +7420,51 @@ impl<'a> Operator<'a> {
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
        unsafe { DequantizeOptions::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn builtin_options_as_slice_options(&self) -> Option<SliceOptions<'a>> {
+    if self.builtin_options_type() == BuiltinOptions::SliceOptions {
+      self.builtin_options().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { SliceOptions::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn builtin_options_as_tile_options(&self) -> Option<TileOptions<'a>> {
+    if self.builtin_options_type() == BuiltinOptions::TileOptions {
+      self.builtin_options().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { TileOptions::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn builtin_options_as_expand_dims_options(&self) -> Option<ExpandDimsOptions<'a>> {
+    if self.builtin_options_type() == BuiltinOptions::ExpandDimsOptions {
+      self.builtin_options().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ExpandDimsOptions::init_from_table(t) }
      })
     } else {
       None
@@ -6498,6 +7518,36 @@ impl<'a> Operator<'a> {
 
   #[inline]
   #[allow(non_snake_case)]
+  pub fn builtin_options_as_mirror_pad_options(&self) -> Option<MirrorPadOptions<'a>> {
+    if self.builtin_options_type() == BuiltinOptions::MirrorPadOptions {
+      self.builtin_options().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { MirrorPadOptions::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn builtin_options_as_split_voptions(&self) -> Option<SplitVOptions<'a>> {
+    if self.builtin_options_type() == BuiltinOptions::SplitVOptions {
+      self.builtin_options().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { SplitVOptions::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
   pub fn builtin_options_as_quantize_options(&self) -> Option<QuantizeOptions<'a>> {
     if self.builtin_options_type() == BuiltinOptions::QuantizeOptions {
       self.builtin_options().map(|t| {
@@ -6505,6 +7555,21 @@ impl<'a> Operator<'a> {
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
        unsafe { QuantizeOptions::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn builtin_options_as_depth_to_space_options(&self) -> Option<DepthToSpaceOptions<'a>> {
+    if self.builtin_options_type() == BuiltinOptions::DepthToSpaceOptions {
+      self.builtin_options().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DepthToSpaceOptions::init_from_table(t) }
      })
     } else {
       None
@@ -6548,6 +7613,7 @@ impl ::flatbuffers::Verifiable for Operator<'_> {
           BuiltinOptions::AddOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AddOptions>>("BuiltinOptions::AddOptions", pos),
           BuiltinOptions::LocalResponseNormalizationOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LocalResponseNormalizationOptions>>("BuiltinOptions::LocalResponseNormalizationOptions", pos),
           BuiltinOptions::ReshapeOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ReshapeOptions>>("BuiltinOptions::ReshapeOptions", pos),
+          BuiltinOptions::SpaceToDepthOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SpaceToDepthOptions>>("BuiltinOptions::SpaceToDepthOptions", pos),
           BuiltinOptions::MulOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MulOptions>>("BuiltinOptions::MulOptions", pos),
           BuiltinOptions::PadOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PadOptions>>("BuiltinOptions::PadOptions", pos),
           BuiltinOptions::GatherOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GatherOptions>>("BuiltinOptions::GatherOptions", pos),
@@ -6555,12 +7621,20 @@ impl ::flatbuffers::Verifiable for Operator<'_> {
           BuiltinOptions::ReducerOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ReducerOptions>>("BuiltinOptions::ReducerOptions", pos),
           BuiltinOptions::SubOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SubOptions>>("BuiltinOptions::SubOptions", pos),
           BuiltinOptions::DivOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DivOptions>>("BuiltinOptions::DivOptions", pos),
+          BuiltinOptions::SqueezeOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SqueezeOptions>>("BuiltinOptions::SqueezeOptions", pos),
           BuiltinOptions::StridedSliceOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StridedSliceOptions>>("BuiltinOptions::StridedSliceOptions", pos),
+          BuiltinOptions::SplitOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SplitOptions>>("BuiltinOptions::SplitOptions", pos),
           BuiltinOptions::DequantizeOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DequantizeOptions>>("BuiltinOptions::DequantizeOptions", pos),
+          BuiltinOptions::SliceOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SliceOptions>>("BuiltinOptions::SliceOptions", pos),
+          BuiltinOptions::TileOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TileOptions>>("BuiltinOptions::TileOptions", pos),
+          BuiltinOptions::ExpandDimsOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ExpandDimsOptions>>("BuiltinOptions::ExpandDimsOptions", pos),
           BuiltinOptions::ShapeOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ShapeOptions>>("BuiltinOptions::ShapeOptions", pos),
           BuiltinOptions::PackOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PackOptions>>("BuiltinOptions::PackOptions", pos),
           BuiltinOptions::ResizeNearestNeighborOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ResizeNearestNeighborOptions>>("BuiltinOptions::ResizeNearestNeighborOptions", pos),
+          BuiltinOptions::MirrorPadOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MirrorPadOptions>>("BuiltinOptions::MirrorPadOptions", pos),
+          BuiltinOptions::SplitVOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SplitVOptions>>("BuiltinOptions::SplitVOptions", pos),
           BuiltinOptions::QuantizeOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<QuantizeOptions>>("BuiltinOptions::QuantizeOptions", pos),
+          BuiltinOptions::DepthToSpaceOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DepthToSpaceOptions>>("BuiltinOptions::DepthToSpaceOptions", pos),
           BuiltinOptions::DensifyOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DensifyOptions>>("BuiltinOptions::DensifyOptions", pos),
           _ => Ok(()),
         }
@@ -6763,6 +7837,13 @@ impl ::core::fmt::Debug for Operator<'_> {
             ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")
           }
         },
+        BuiltinOptions::SpaceToDepthOptions => {
+          if let Some(x) = self.builtin_options_as_space_to_depth_options() {
+            ds.field("builtin_options", &x)
+          } else {
+            ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
         BuiltinOptions::MulOptions => {
           if let Some(x) = self.builtin_options_as_mul_options() {
             ds.field("builtin_options", &x)
@@ -6812,6 +7893,13 @@ impl ::core::fmt::Debug for Operator<'_> {
             ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")
           }
         },
+        BuiltinOptions::SqueezeOptions => {
+          if let Some(x) = self.builtin_options_as_squeeze_options() {
+            ds.field("builtin_options", &x)
+          } else {
+            ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
         BuiltinOptions::StridedSliceOptions => {
           if let Some(x) = self.builtin_options_as_strided_slice_options() {
             ds.field("builtin_options", &x)
@@ -6819,8 +7907,36 @@ impl ::core::fmt::Debug for Operator<'_> {
             ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")
           }
         },
+        BuiltinOptions::SplitOptions => {
+          if let Some(x) = self.builtin_options_as_split_options() {
+            ds.field("builtin_options", &x)
+          } else {
+            ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
         BuiltinOptions::DequantizeOptions => {
           if let Some(x) = self.builtin_options_as_dequantize_options() {
+            ds.field("builtin_options", &x)
+          } else {
+            ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        BuiltinOptions::SliceOptions => {
+          if let Some(x) = self.builtin_options_as_slice_options() {
+            ds.field("builtin_options", &x)
+          } else {
+            ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        BuiltinOptions::TileOptions => {
+          if let Some(x) = self.builtin_options_as_tile_options() {
+            ds.field("builtin_options", &x)
+          } else {
+            ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        BuiltinOptions::ExpandDimsOptions => {
+          if let Some(x) = self.builtin_options_as_expand_dims_options() {
             ds.field("builtin_options", &x)
           } else {
             ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -6847,8 +7963,29 @@ impl ::core::fmt::Debug for Operator<'_> {
             ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")
           }
         },
+        BuiltinOptions::MirrorPadOptions => {
+          if let Some(x) = self.builtin_options_as_mirror_pad_options() {
+            ds.field("builtin_options", &x)
+          } else {
+            ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        BuiltinOptions::SplitVOptions => {
+          if let Some(x) = self.builtin_options_as_split_voptions() {
+            ds.field("builtin_options", &x)
+          } else {
+            ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
         BuiltinOptions::QuantizeOptions => {
           if let Some(x) = self.builtin_options_as_quantize_options() {
+            ds.field("builtin_options", &x)
+          } else {
+            ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        BuiltinOptions::DepthToSpaceOptions => {
+          if let Some(x) = self.builtin_options_as_depth_to_space_options() {
             ds.field("builtin_options", &x)
           } else {
             ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -1,0 +1,86 @@
+//! The data-movement and activation ops of production models (PRELU, DEPTH_TO_SPACE,
+//! SPACE_TO_DEPTH, MIRROR_PAD, TILE, GATHER, SPLIT, SPLIT_V, SLICE) in TensorFlow's converter's
+//! own files, float32 and int8: qlite runs them, LiteRT must agree (float within 1e-5, int8 to
+//! the bit), on the files as TF wrote them, as qlite re-writes them, and after qlite quantizes
+//! the float one.
+
+use crate::common::{assert_agrees, export_case, fixture, reference_resolver_fails};
+use qlite::ir::Graph;
+use std::collections::BTreeSet;
+
+/// LiteRT 2.3's BUILTIN_REF resolver registers DEPTH_TO_SPACE version 1 only: it cannot load an
+/// int8 DEPTH_TO_SPACE (version 2, as TF's converter writes it too). The default resolver runs
+/// it and is then held to the bit.
+const REF_D2S: &str = "Didn't find op for builtin opcode 'DEPTH_TO_SPACE' version '2'";
+const WHY_D2S: &str = "BUILTIN_REF registers DEPTH_TO_SPACE v1 only; int8 is v2 (TF's own file too)";
+
+fn read(name: &str) -> (Vec<u8>, Graph) {
+    let bytes = std::fs::read(fixture(&format!("tflite_ops/{name}.tflite"))).unwrap();
+    let g = qlite_tflite::read_model(bytes::Bytes::copy_from_slice(&bytes)).unwrap();
+    (bytes, g)
+}
+
+fn ops(g: &Graph) -> BTreeSet<&'static str> {
+    g.nodes().iter().map(|n| n.op.name()).collect()
+}
+
+#[test]
+fn tf_converter_files_with_production_ops_run_and_reexport() {
+    let x = qlite::read_npy_file(&fixture("tflite_ops/input.npy")).unwrap();
+    for (mode, compare) in [("float", "float"), ("int8", "exact")] {
+        let (bytes, g) = read(mode);
+        let have = ops(&g);
+        for op in ["Prelu", "DepthToSpace", "SpaceToDepth", "MirrorPad", "Gather", "Tile", "StridedSlice"] {
+            assert!(have.contains(op), "{mode}: no {op} in {have:?}");
+        }
+        let y = qlite::run_batched(&g, vec![x.clone()]).unwrap();
+        export_case(&format!("tflite_ops_{mode}"), &bytes, std::slice::from_ref(&x), &y, compare);
+        if mode == "int8" {
+            reference_resolver_fails(&format!("tflite_ops_{mode}"), REF_D2S, WHY_D2S);
+        }
+        let written = qlite_tflite::write_model(&g).unwrap();
+        let g2 = qlite_tflite::read_model(written.clone()).unwrap();
+        assert_eq!(
+            qlite::ir::print_graph(&g2),
+            qlite::ir::print_graph(&qlite_tflite::read_model(qlite_tflite::write_model(&g2).unwrap()).unwrap())
+        );
+        let y2 = qlite::run_batched(&g2, vec![x.clone()]).unwrap();
+        assert_eq!(y, y2, "{mode}: the re-written file computes something else");
+        export_case(&format!("tflite_ops_{mode}_rewritten"), &written, std::slice::from_ref(&x), &y2, compare);
+        if mode == "int8" {
+            reference_resolver_fails(&format!("tflite_ops_{mode}_rewritten"), REF_D2S, WHY_D2S);
+        }
+    }
+}
+
+#[test]
+fn production_ops_quantize_with_qlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let calib = dir.path().join("calib.npy");
+    let x = qlite::read_npy_file(&fixture("tflite_ops/input.npy")).unwrap();
+    qlite::write_npy_file(&calib, &x).unwrap();
+    let out = dir.path().join("int8.tflite");
+    let mut opts = qlite::ConvertOptions::default();
+    opts.quant.mode = qlite::QuantMode::Int8;
+    opts.calibration = Some(calib);
+    qlite::convert(&qlite::Registry::default(), &fixture("tflite_ops/float.tflite"), &out, &opts).unwrap();
+    let bytes = std::fs::read(&out).unwrap();
+    let g = qlite_tflite::read_model(bytes::Bytes::copy_from_slice(&bytes)).unwrap();
+    // Every op runs in int8: no float island.
+    let float_ops: Vec<String> = g
+        .nodes()
+        .iter()
+        .filter(|n| !matches!(n.op, qlite::ir::Op::Quantize | qlite::ir::Op::Dequantize))
+        .filter(|n| n.outputs.iter().any(|&o| g.tensor(o).is_some_and(|t| t.dtype == qlite::ir::DType::F32)))
+        .map(|n| n.name.clone())
+        .collect();
+    assert!(float_ops.is_empty(), "left in float: {float_ops:?}");
+    let y = qlite::run_batched(&g, vec![x.clone()]).unwrap();
+    let (_, gf) = read("float");
+    let yf = qlite::run_batched(&gf, vec![x.clone()]).unwrap();
+    for (a, b) in y.iter().zip(&yf) {
+        assert_agrees(a, b, qlite::Tolerance::close(0.1, 0.15), "int8 vs float");
+    }
+    export_case("tflite_ops_quantized_by_qlite", &bytes, &[x], &y, "exact");
+    reference_resolver_fails("tflite_ops_quantized_by_qlite", REF_D2S, WHY_D2S);
+}
