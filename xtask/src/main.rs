@@ -256,7 +256,9 @@ fn fixtures() -> R {
     run(Command::new(&py)
         .arg(root().join("xtask/fixtures/make_opaque.py"))
         .arg(root().join("fixtures/tflite_opaque")))?;
-    run(Command::new(&py).arg(root().join("xtask/fixtures/make_sparse.py")).arg(root().join("fixtures/tflite_sparse")))?;
+    run(Command::new(&py)
+        .arg(root().join("xtask/fixtures/make_sparse.py"))
+        .arg(root().join("fixtures/tflite_sparse")))?;
     run(Command::new(&py).arg(root().join("xtask/fixtures/make_ops.py")).arg(root().join("fixtures/tflite_ops")))
 }
 

@@ -326,7 +326,10 @@ impl SinkTransposes {
             // x / (1 + |x|)): give each reader its own copy, which then sinks on its own path
             // and cancels where the paths meet again.
             if consumers.len() > 1
-                && consumers.iter().all(|(c, _)| matches!(g.nodes()[c.index()].op, Op::Unary(_) | Op::Binary(_)))
+                && consumers.iter().all(|(c, slot)| {
+                    matches!(g.nodes()[c.index()].op, Op::Unary(_) | Op::Binary(_))
+                        || (*slot == 0 && matches!(g.nodes()[c.index()].op, Op::Prelu))
+                })
             {
                 let name = g.nodes()[ti].name.clone();
                 let Some(yt) = g.tensor(y).cloned() else { continue };
@@ -401,7 +404,7 @@ impl SinkTransposes {
                 new_inputs[slot] = Some(x);
                 c.op.clone()
             }
-            Op::Binary(b) => {
+            Op::Binary(_) | Op::Prelu if !(matches!(c.op, Op::Prelu) && slot != 0) => {
                 let other_slot = 1 - slot;
                 let Some(other) = c.input(other_slot) else { return false };
                 let Some(ot) = g.tensor(other).cloned() else { return false };
@@ -437,7 +440,7 @@ impl SinkTransposes {
                     }
                 }
                 new_inputs[slot] = Some(x);
-                Op::Binary(b.clone())
+                c.op.clone()
             }
             Op::Concatenation(cat) => {
                 for (k, inp) in c.inputs.iter().enumerate() {
@@ -466,6 +469,14 @@ impl SinkTransposes {
                 }
                 new_inputs[slot] = Some(x);
                 Op::Pad(crate::op::Pad { paddings })
+            }
+            Op::MirrorPad(p) => {
+                let mut paddings = vec![[0usize; 2]; rank];
+                for (i, &src) in perm.iter().enumerate() {
+                    paddings[src] = p.paddings[i];
+                }
+                new_inputs[slot] = Some(x);
+                Op::MirrorPad(crate::op::MirrorPad { paddings, mode: p.mode })
             }
             Op::Mean(m) if m.keep_dims => {
                 let mut axes: Vec<usize> = m.axes.iter().map(|&a| perm[a]).collect();

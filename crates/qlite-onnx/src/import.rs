@@ -5,7 +5,7 @@ use bytes::Bytes;
 use prost::Message;
 use qlite_ir::op::*;
 use qlite_ir::sym::{self, SliceAxis, SymDim, SymVal};
-use qlite_ir::tensor::{f32_bytes, i64_bytes, read_f32s};
+use qlite_ir::tensor::{f32_bytes, i32_bytes, i64_bytes, read_f32s};
 use qlite_ir::{DType, Dim, Graph, Node, Shape, Signature, Tensor, TensorId};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -485,6 +485,9 @@ const KNOWN_OPS: &[&str] = &[
     "LRN",
     "Shape",
     "Gather",
+    "DepthToSpace",
+    "SpaceToDepth",
+    "Tile",
     "Cast",
     "Slice",
     "ConstantOfShape",
@@ -751,7 +754,6 @@ impl Importer {
                 self.output(n, y);
             }
             "LeakyRelu" | "PRelu" => {
-                // y = relu(x) - slope · relu(-x): exact in float (one of the two terms is 0).
                 let x = self.input(n, 0)?;
                 let slope = if op_type == "LeakyRelu" {
                     self.new_const(&format!("{name}/alpha"), DType::F32, &[], f32_bytes(&[attr_f(n, "alpha", 0.01)]))
@@ -770,19 +772,8 @@ impl Importer {
                     };
                     self.new_const(&sname, DType::F32, &dims, f32_bytes(&v))
                 };
-                let bin = |kind| Op::Binary(Binary { kind, activation: Activation::None });
-                let pos =
-                    self.push(&format!("{name}/pos"), Op::Unary(Unary { kind: UnaryKind::Relu }), vec![Some(x)])?;
-                let negx =
-                    self.push(&format!("{name}/neg"), Op::Unary(Unary { kind: UnaryKind::Neg }), vec![Some(x)])?;
-                let negr = self.push(
-                    &format!("{name}/neg_relu"),
-                    Op::Unary(Unary { kind: UnaryKind::Relu }),
-                    vec![Some(negx)],
-                )?;
-                let scaled =
-                    self.push(&format!("{name}/scaled"), bin(BinaryKind::Mul), vec![Some(negr), Some(slope)])?;
-                let y = self.push(name, bin(BinaryKind::Sub), vec![Some(pos), Some(scaled)])?;
+                // One PRELU (x where x >= 0, else x · slope): LiteRT's op, int8 included.
+                let y = self.push(name, Op::Prelu, vec![Some(x), Some(slope)])?;
                 self.output(n, y);
             }
             "HardSwish" => {
@@ -1117,8 +1108,53 @@ impl Importer {
                 )?;
                 self.output(n, y);
             }
+            "DepthToSpace" | "SpaceToDepth" => {
+                // ONNX is NCHW; DCR's channel order (block row, block column, channel) is
+                // TensorFlow's. CRD is not.
+                if op_type == "DepthToSpace" && attr_s(n, "mode").is_some_and(|m| m != "DCR") {
+                    return Ok(false);
+                }
+                let block = attr_i(n, "blocksize", 0);
+                if !(1..=64).contains(&block) {
+                    return Err(format!("blocksize {block} must be between 1 and 64"));
+                }
+                let x = self.input(n, 0)?;
+                if self.shape_of(x).rank() != 4 {
+                    return Ok(false);
+                }
+                let t = self.transpose(&format!("{name}/to_nhwc"), x, vec![0, 2, 3, 1])?;
+                let sd = SpaceDepth { block: block as usize };
+                let op = if op_type == "DepthToSpace" { Op::DepthToSpace(sd) } else { Op::SpaceToDepth(sd) };
+                let y = self.push(&format!("{name}/nhwc"), op, vec![Some(t)])?;
+                let y = self.transpose(name, y, vec![0, 3, 1, 2])?;
+                self.output(n, y);
+            }
+            "Tile" => {
+                let reps = self.const_ints(n, 1, "repeats")?.ok_or("Tile needs constant repeats")?;
+                let x = self.input(n, 0)?;
+                if reps.len() != self.shape_of(x).rank() || reps.iter().any(|&r| !(0..=1 << 20).contains(&r)) {
+                    return Err(format!("Tile repeats {reps:?} do not fit the input"));
+                }
+                let multiples = reps.into_iter().map(|r| r as usize).collect();
+                let y = self.push(name, Op::Tile(Tile { multiples }), vec![Some(x)])?;
+                self.output(n, y);
+            }
             "Pad" => {
                 let mode = attr_s(n, "mode").unwrap_or_else(|| "constant".into());
+                if mode == "reflect" {
+                    let pads = if self.opset >= 11 { self.const_ints(n, 1, "pads")? } else { attr_ints(n, "pads") }
+                        .ok_or("Pad needs pads")?;
+                    let x = self.input(n, 0)?;
+                    let rank = self.shape_of(x).rank();
+                    if pads.len() != 2 * rank || pads.iter().any(|&p| p < 0) {
+                        return Ok(false);
+                    }
+                    let paddings = (0..rank).map(|i| [pads[i] as usize, pads[i + rank] as usize]).collect();
+                    let op = Op::MirrorPad(MirrorPad { paddings, mode: MirrorMode::Reflect });
+                    let y = self.push(name, op, vec![Some(x)])?;
+                    self.output(n, y);
+                    return Ok(true);
+                }
                 if mode != "constant" {
                     return Ok(false);
                 }
@@ -1309,6 +1345,46 @@ impl Importer {
                     ..Default::default()
                 };
                 self.alias(n, Val::Sym(sym::strided_slice(&v, axis).map_err(|e| e.to_string())?));
+            }
+            "Gather" if n.input.get(1).is_some_and(|s| self.constant(s).is_none()) => {
+                // Run-time indices (an embedding lookup): GATHER of the data, constant or not.
+                let x = self.input(n, 0)?;
+                let idx = self.input(n, 1)?;
+                let rank = self.shape_of(x).rank() as i64;
+                let axis = attr_i(n, "axis", 0);
+                if axis < -rank || axis >= rank {
+                    return Err(format!("Gather axis {axis} is outside rank {rank}"));
+                }
+                let axis = if axis < 0 { axis + rank } else { axis } as usize;
+                let y = self.push(name, Op::Gather(Gather { axis }), vec![Some(x), Some(idx)])?;
+                self.output(n, y);
+            }
+            "Gather" if self.constant(&first).is_none() => {
+                // A runtime tensor gathered at constant indices: GATHER (negative indices
+                // resolved here; LiteRT refuses them).
+                let Some(idx) = n.input.get(1).and_then(|s| self.constant(s)) else { return Ok(false) };
+                let Some(ix) = idx.i64s() else { return Ok(false) };
+                let x = self.input(n, 0)?;
+                let xs = self.shape_of(x);
+                let rank = xs.rank() as i64;
+                let axis = attr_i(n, "axis", 0);
+                if axis < -rank || axis >= rank {
+                    return Err(format!("Gather axis {axis} is outside rank {rank}"));
+                }
+                let axis = if axis < 0 { axis + rank } else { axis } as usize;
+                let Some(len) = xs.dim(axis).and_then(|d| d.fixed()) else { return Ok(false) };
+                let mut resolved = Vec::with_capacity(ix.len());
+                for &i in &ix {
+                    let j = if i < 0 { i + len as i64 } else { i };
+                    if j < 0 || j >= len as i64 {
+                        return Err(format!("Gather index {i} is outside [0, {len})"));
+                    }
+                    resolved.push(j as i32);
+                }
+                let dims: Vec<usize> = idx.dims.clone();
+                let indices = self.new_const(&format!("{name}/indices"), DType::I32, &dims, i32_bytes(&resolved));
+                let y = self.push(name, Op::Gather(Gather { axis }), vec![Some(x), Some(indices)])?;
+                self.output(n, y);
             }
             "Gather" => {
                 let (Some(data), Some(idx)) = (self.constant(&first), n.input.get(1).and_then(|s| self.constant(s)))
