@@ -334,3 +334,36 @@ fn dynamic_batch_shape_arithmetic_folds() {
         export_case(&format!("onnx_{name}"), &std::fs::read(&out).unwrap(), &[x], &yt, "float");
     }
 }
+
+/// ONNX's Resize and Upsample in every form qlite maps onto RESIZE_BILINEAR and
+/// RESIZE_NEAREST_NEIGHBOR: equal to onnxruntime, the layout transposes only at the NCHW input
+/// and output of the converted file, and LiteRT must agree with it.
+#[test]
+fn resize_forms_match_onnxruntime() {
+    let reg = Registry::default();
+    let dir = tempfile::tempdir().unwrap();
+    for (name, kind) in [
+        ("torch_nearest", "ResizeNearestNeighbor"),
+        ("torch_bilinear", "ResizeBilinear"),
+        ("align_corners", "ResizeBilinear"),
+        ("half_pixel_linear", "ResizeBilinear"),
+        ("half_pixel_nearest", "ResizeNearestNeighbor"),
+        ("upsample9", "ResizeNearestNeighbor"),
+    ] {
+        let model = fixture(&format!("onnx/resize_{name}.onnx"));
+        let x = qlite::read_npy_file(&fixture(&format!("onnx/resize_{name}_input.npy"))).unwrap();
+        let want = qlite::read_npy_file(&fixture(&format!("onnx/resize_{name}_expected.npy"))).unwrap();
+        let g = qlite::load(&reg, &model).unwrap();
+        assert!(g.nodes().iter().any(|n| n.op.name() == kind), "{name}: no {kind}");
+        let y = qlite::run(&g, vec![x.clone()]).unwrap();
+        assert_agrees(&y[0], &want, FRAMEWORK_TOL, &format!("{name} against onnxruntime"));
+        let out = dir.path().join(format!("{name}.tflite"));
+        qlite::convert(&reg, &model, &out, &ConvertOptions::default()).unwrap();
+        let t = qlite::load(&reg, &out).unwrap();
+        let transposes = t.nodes().iter().filter(|n| n.op.name() == "Transpose").count();
+        assert!(transposes <= 2, "{name}: {transposes} transposes");
+        let yt = qlite::run(&t, vec![x.clone()]).unwrap();
+        assert_agrees(&yt[0], &want, FRAMEWORK_TOL, &format!("{name}: converted, against onnxruntime"));
+        export_case(&format!("onnx_resize_{name}"), &std::fs::read(&out).unwrap(), &[x], &yt, "float");
+    }
+}

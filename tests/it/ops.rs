@@ -430,6 +430,26 @@ fn cases() -> Vec<Case> {
         },
         "float",
     );
+    for (name, ac, hpc) in [
+        ("resize_bilinear", false, false),
+        ("resize_bilinear_align_corners", true, false),
+        ("resize_bilinear_half_pixel", false, true),
+    ] {
+        add(
+            name,
+            &move |b| {
+                let x = b.input("x", &[1, 3, 4, 2], -1.0, 1.0);
+                let op = Op::Resize(Resize {
+                    mode: ResizeMode::Bilinear,
+                    size: [5, 7],
+                    align_corners: ac,
+                    half_pixel_centers: hpc,
+                });
+                vec![b.node(op, &[Some(x)], None)]
+            },
+            "float",
+        );
+    }
     add(
         "prelu",
         &|b| {

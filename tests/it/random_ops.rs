@@ -298,6 +298,17 @@ fn gen_resize_nearest(b: &mut Builder) -> TensorId {
     b.node(op, &[Some(x)], Some((DType::I8, q)))
 }
 
+fn gen_resize_bilinear(b: &mut Builder) -> TensorId {
+    let (n, h, w) = spatial(&mut b.rng);
+    let c = int(&mut b.rng, 1, 4) as usize;
+    let size = [int(&mut b.rng, 1, 2 * h as i64 + 1) as usize, int(&mut b.rng, 1, 2 * w as i64 + 1) as usize];
+    let (align_corners, half_pixel_centers) = pick(&mut b.rng, &[(false, false), (true, false), (false, true)]);
+    let q = qp(&mut b.rng);
+    let x = input(b, "x", &[n, h, w, c], q.clone());
+    let op = Op::Resize(Resize { mode: ResizeMode::Bilinear, size, align_corners, half_pixel_centers });
+    b.node(op, &[Some(x)], Some((DType::I8, q)))
+}
+
 fn gen_hard_swish(b: &mut Builder) -> TensorId {
     let qi = if b.rng.next_u64().is_multiple_of(3) { qp(&mut b.rng) } else { qp_activation(&mut b.rng) };
     let len = int(&mut b.rng, 1, 64) as usize;
@@ -447,7 +458,7 @@ fn gen_depth_to_space(b: &mut Builder) -> TensorId {
 
 #[test]
 fn random_integer_ops_are_exported_for_litert() {
-    let kinds: [(&str, Gen); 24] = [
+    let kinds: [(&str, Gen); 25] = [
         ("fully_connected", gen_fully_connected),
         ("conv2d", gen_conv),
         ("depthwise", gen_depthwise),
@@ -466,6 +477,7 @@ fn random_integer_ops_are_exported_for_litert() {
         ("strided_slice", gen_strided_slice),
         ("hard_swish", gen_hard_swish),
         ("resize_nearest", gen_resize_nearest),
+        ("resize_bilinear", gen_resize_bilinear),
         ("prelu", gen_prelu),
         ("gather", gen_gather),
         ("tile", gen_tile),

@@ -451,6 +451,9 @@ impl<'g> Interpreter<'g> {
                 let (_, d) = kernels::strided_slice(o, input(0)?)?;
                 make_data(d)
             }
+            Op::Resize(o) if o.mode == qlite_ir::op::ResizeMode::Bilinear => {
+                make_data(kernels::resize_bilinear(o, input(0)?)?)
+            }
             Op::Resize(o) => make_data(kernels::resize_nearest(o, input(0)?)?),
             Op::Quantize => {
                 let q = out_tensor.quant.as_ref().ok_or("Quantize output has no quantization parameters")?;

@@ -392,6 +392,8 @@ impl StridedSlice {
 pub enum ResizeMode {
     /// RESIZE_NEAREST_NEIGHBOR.
     NearestNeighbor,
+    /// RESIZE_BILINEAR.
+    Bilinear,
 }
 
 /// GATHER along `axis` with the indices of input 1 (int32 or int64; TFLite's `batch_dims` 0).
@@ -564,6 +566,7 @@ op_kinds!(
     Pad,
     StridedSlice,
     ResizeNearestNeighbor,
+    ResizeBilinear,
     Gather,
     Tile,
     DepthToSpace,
@@ -620,6 +623,7 @@ impl Op {
             Op::StridedSlice(_) => OpKind::StridedSlice,
             Op::Resize(r) => match r.mode {
                 ResizeMode::NearestNeighbor => OpKind::ResizeNearestNeighbor,
+                ResizeMode::Bilinear => OpKind::ResizeBilinear,
             },
             Op::Softmax(_) => OpKind::Softmax,
             Op::LocalResponseNorm(_) => OpKind::LocalResponseNorm,

@@ -93,7 +93,10 @@ pub fn builtin(op: &Op) -> Option<fb::BuiltinOperator> {
         Op::Concatenation(_) => B::CONCATENATION,
         Op::Pad(_) => B::PAD,
         Op::StridedSlice(_) => B::STRIDED_SLICE,
-        Op::Resize(_) => B::RESIZE_NEAREST_NEIGHBOR,
+        Op::Resize(r) => match r.mode {
+            qlite_ir::op::ResizeMode::NearestNeighbor => B::RESIZE_NEAREST_NEIGHBOR,
+            qlite_ir::op::ResizeMode::Bilinear => B::RESIZE_BILINEAR,
+        },
         Op::Gather(_) => B::GATHER,
         Op::Tile(_) => B::TILE,
         Op::DepthToSpace(_) => B::DEPTH_TO_SPACE,
@@ -259,6 +262,17 @@ pub fn op_version(g: &Graph, n: &Node) -> i32 {
             }
         }
         // op_version.cc: int16 4; align_corners or half_pixel_centers 3; int8 2.
+        Op::Resize(r) if r.mode == qlite_ir::op::ResizeMode::Bilinear => {
+            if x == Some(I16) {
+                4
+            } else if r.half_pixel_centers {
+                3
+            } else if x == Some(I8) {
+                2
+            } else {
+                1
+            }
+        }
         Op::Resize(r) => {
             if x == Some(I16) {
                 4
@@ -373,6 +387,7 @@ pub fn min_runtime(op: fb::BuiltinOperator, version: i32) -> Option<&'static str
         B::RELU => &["1.5.0", "2.1.0", "2.5.0"],
         B::TANH | B::LOGISTIC => &["1.14.0", "1.14.0", "2.3.0"],
         B::DENSIFY => &["2.2.0"],
+        B::RESIZE_BILINEAR => &["1.7.0", "1.14.0", "2.2.0", "2.5.0"],
         B::GATHER => &["1.6.0", "1.14.0", "1.15.0", "2.4.0", "2.5.0"],
         B::TILE => &["1.10.1", "2.2.0", "2.8.0"],
         B::DEPTH_TO_SPACE => &["2.1.0", "2.5.0"],

@@ -649,18 +649,22 @@ fn convert_op(
             inputs.truncate(1);
             Op::Reshape(Reshape { shape })
         }
-        B::RESIZE_NEAREST_NEIGHBOR => {
+        B::RESIZE_NEAREST_NEIGHBOR | B::RESIZE_BILINEAR => {
             let size = const_ints(g, inputs.get(1).copied().flatten(), "size")?;
             let &[h, w] = size.as_slice() else { return Err(format!("size has {} values, not 2", size.len())) };
             let dim = |v: i64| usize::try_from(v).ok().filter(|&v| (1..=1 << 20).contains(&v));
             let (Some(h), Some(w)) = (dim(h), dim(w)) else {
                 return Err(format!("resize to {h}x{w}: sizes must be between 1 and 2^20"));
             };
-            let o = op.builtin_options_as_resize_nearest_neighbor_options();
-            let (align_corners, half_pixel_centers) =
-                o.map_or((false, false), |o| (o.align_corners(), o.half_pixel_centers()));
+            let (mode, (align_corners, half_pixel_centers)) = if code == B::RESIZE_BILINEAR.0 {
+                let o = op.builtin_options_as_resize_bilinear_options();
+                (ResizeMode::Bilinear, o.map_or((false, false), |o| (o.align_corners(), o.half_pixel_centers())))
+            } else {
+                let o = op.builtin_options_as_resize_nearest_neighbor_options();
+                (ResizeMode::NearestNeighbor, o.map_or((false, false), |o| (o.align_corners(), o.half_pixel_centers())))
+            };
             inputs.truncate(1);
-            Op::Resize(Resize { mode: ResizeMode::NearestNeighbor, size: [h, w], align_corners, half_pixel_centers })
+            Op::Resize(Resize { mode, size: [h, w], align_corners, half_pixel_centers })
         }
         B::STRIDED_SLICE => {
             let rank = rank_of(g, in0)?;

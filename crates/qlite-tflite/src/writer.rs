@@ -727,6 +727,13 @@ fn options(fbb: &mut FlatBufferBuilder<'_>, n: &Node) -> (fb::BuiltinOptions, Op
             ),
         ),
         Op::Pad(_) => (O::PadOptions, Some(fb::PadOptions::create(fbb, &fb::PadOptionsArgs {}).as_union_value())),
+        Op::Resize(r) if r.mode == qlite_ir::op::ResizeMode::Bilinear => {
+            let args = fb::ResizeBilinearOptionsArgs {
+                align_corners: r.align_corners,
+                half_pixel_centers: r.half_pixel_centers,
+            };
+            (O::ResizeBilinearOptions, Some(fb::ResizeBilinearOptions::create(fbb, &args).as_union_value()))
+        }
         Op::Resize(r) => {
             let args = fb::ResizeNearestNeighborOptionsArgs {
                 align_corners: r.align_corners,

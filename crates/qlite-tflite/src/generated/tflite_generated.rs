@@ -1707,7 +1707,7 @@ pub const ENUM_MIN_BUILTIN_OPTIONS: u8 = 0;
 pub const ENUM_MAX_BUILTIN_OPTIONS: u8 = 99;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BUILTIN_OPTIONS: [BuiltinOptions; 33] = [
+pub const ENUM_VALUES_BUILTIN_OPTIONS: [BuiltinOptions; 34] = [
   BuiltinOptions::NONE,
   BuiltinOptions::Conv2DOptions,
   BuiltinOptions::DepthwiseConv2DOptions,
@@ -1717,6 +1717,7 @@ pub const ENUM_VALUES_BUILTIN_OPTIONS: [BuiltinOptions; 33] = [
   BuiltinOptions::ConcatenationOptions,
   BuiltinOptions::AddOptions,
   BuiltinOptions::LocalResponseNormalizationOptions,
+  BuiltinOptions::ResizeBilinearOptions,
   BuiltinOptions::ReshapeOptions,
   BuiltinOptions::SpaceToDepthOptions,
   BuiltinOptions::MulOptions,
@@ -1757,6 +1758,7 @@ impl BuiltinOptions {
   pub const ConcatenationOptions: Self = Self(10);
   pub const AddOptions: Self = Self(11);
   pub const LocalResponseNormalizationOptions: Self = Self(13);
+  pub const ResizeBilinearOptions: Self = Self(15);
   pub const ReshapeOptions: Self = Self(17);
   pub const SpaceToDepthOptions: Self = Self(19);
   pub const MulOptions: Self = Self(21);
@@ -1794,6 +1796,7 @@ impl BuiltinOptions {
     Self::ConcatenationOptions,
     Self::AddOptions,
     Self::LocalResponseNormalizationOptions,
+    Self::ResizeBilinearOptions,
     Self::ReshapeOptions,
     Self::SpaceToDepthOptions,
     Self::MulOptions,
@@ -1831,6 +1834,7 @@ impl BuiltinOptions {
       Self::ConcatenationOptions => Some("ConcatenationOptions"),
       Self::AddOptions => Some("AddOptions"),
       Self::LocalResponseNormalizationOptions => Some("LocalResponseNormalizationOptions"),
+      Self::ResizeBilinearOptions => Some("ResizeBilinearOptions"),
       Self::ReshapeOptions => Some("ReshapeOptions"),
       Self::SpaceToDepthOptions => Some("SpaceToDepthOptions"),
       Self::MulOptions => Some("MulOptions"),
@@ -4815,6 +4819,119 @@ impl ::core::fmt::Debug for ReshapeOptions<'_> {
       ds.finish()
   }
 }
+pub enum ResizeBilinearOptionsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ResizeBilinearOptions<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ResizeBilinearOptions<'a> {
+  type Inner = ResizeBilinearOptions<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ResizeBilinearOptions<'a> {
+  pub const VT_ALIGN_CORNERS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_HALF_PIXEL_CENTERS: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ResizeBilinearOptions { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ResizeBilinearOptionsArgs
+  ) -> ::flatbuffers::WIPOffset<ResizeBilinearOptions<'bldr>> {
+    let mut builder = ResizeBilinearOptionsBuilder::new(_fbb);
+    builder.add_half_pixel_centers(args.half_pixel_centers);
+    builder.add_align_corners(args.align_corners);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn align_corners(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ResizeBilinearOptions::VT_ALIGN_CORNERS, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn half_pixel_centers(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ResizeBilinearOptions::VT_HALF_PIXEL_CENTERS, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ResizeBilinearOptions<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<bool>("align_corners", Self::VT_ALIGN_CORNERS, false)?
+     .visit_field::<bool>("half_pixel_centers", Self::VT_HALF_PIXEL_CENTERS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ResizeBilinearOptionsArgs {
+    pub align_corners: bool,
+    pub half_pixel_centers: bool,
+}
+impl<'a> Default for ResizeBilinearOptionsArgs {
+  #[inline]
+  fn default() -> Self {
+    ResizeBilinearOptionsArgs {
+      align_corners: false,
+      half_pixel_centers: false,
+    }
+  }
+}
+
+pub struct ResizeBilinearOptionsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ResizeBilinearOptionsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_align_corners(&mut self, align_corners: bool) {
+    self.fbb_.push_slot::<bool>(ResizeBilinearOptions::VT_ALIGN_CORNERS, align_corners, false);
+  }
+  #[inline]
+  pub fn add_half_pixel_centers(&mut self, half_pixel_centers: bool) {
+    self.fbb_.push_slot::<bool>(ResizeBilinearOptions::VT_HALF_PIXEL_CENTERS, half_pixel_centers, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ResizeBilinearOptionsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ResizeBilinearOptionsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ResizeBilinearOptions<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ResizeBilinearOptions<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ResizeBilinearOptions");
+      ds.field("align_corners", &self.align_corners());
+      ds.field("half_pixel_centers", &self.half_pixel_centers());
+      ds.finish()
+  }
+}
 pub enum SpaceToDepthOptionsOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -7233,6 +7350,21 @@ impl<'a> Operator<'a> {
 
   #[inline]
   #[allow(non_snake_case)]
+  pub fn builtin_options_as_resize_bilinear_options(&self) -> Option<ResizeBilinearOptions<'a>> {
+    if self.builtin_options_type() == BuiltinOptions::ResizeBilinearOptions {
+      self.builtin_options().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ResizeBilinearOptions::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
   pub fn builtin_options_as_reshape_options(&self) -> Option<ReshapeOptions<'a>> {
     if self.builtin_options_type() == BuiltinOptions::ReshapeOptions {
       self.builtin_options().map(|t| {
@@ -7612,6 +7744,7 @@ impl ::flatbuffers::Verifiable for Operator<'_> {
           BuiltinOptions::ConcatenationOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ConcatenationOptions>>("BuiltinOptions::ConcatenationOptions", pos),
           BuiltinOptions::AddOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AddOptions>>("BuiltinOptions::AddOptions", pos),
           BuiltinOptions::LocalResponseNormalizationOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LocalResponseNormalizationOptions>>("BuiltinOptions::LocalResponseNormalizationOptions", pos),
+          BuiltinOptions::ResizeBilinearOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ResizeBilinearOptions>>("BuiltinOptions::ResizeBilinearOptions", pos),
           BuiltinOptions::ReshapeOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ReshapeOptions>>("BuiltinOptions::ReshapeOptions", pos),
           BuiltinOptions::SpaceToDepthOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SpaceToDepthOptions>>("BuiltinOptions::SpaceToDepthOptions", pos),
           BuiltinOptions::MulOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MulOptions>>("BuiltinOptions::MulOptions", pos),
@@ -7825,6 +7958,13 @@ impl ::core::fmt::Debug for Operator<'_> {
         },
         BuiltinOptions::LocalResponseNormalizationOptions => {
           if let Some(x) = self.builtin_options_as_local_response_normalization_options() {
+            ds.field("builtin_options", &x)
+          } else {
+            ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        BuiltinOptions::ResizeBilinearOptions => {
+          if let Some(x) = self.builtin_options_as_resize_bilinear_options() {
             ds.field("builtin_options", &x)
           } else {
             ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")
