@@ -336,7 +336,8 @@ fn dynamic_batch_shape_arithmetic_folds() {
 }
 
 /// ONNX's Resize and Upsample in every form qlite maps onto RESIZE_BILINEAR and
-/// RESIZE_NEAREST_NEIGHBOR: equal to onnxruntime, the layout transposes only at the NCHW input
+/// RESIZE_NEAREST_NEIGHBOR, and ConvTranspose (pads, output_padding, SAME_UPPER) onto
+/// TRANSPOSE_CONV: equal to onnxruntime, the layout transposes only at the NCHW input
 /// and output of the converted file, and LiteRT must agree with it.
 #[test]
 fn resize_forms_match_onnxruntime() {
@@ -349,6 +350,8 @@ fn resize_forms_match_onnxruntime() {
         ("half_pixel_linear", "ResizeBilinear"),
         ("half_pixel_nearest", "ResizeNearestNeighbor"),
         ("upsample9", "ResizeNearestNeighbor"),
+        ("conv_transpose", "TransposeConv2d"),
+        ("conv_transpose_same", "TransposeConv2d"),
     ] {
         let model = fixture(&format!("onnx/resize_{name}.onnx"));
         let x = qlite::read_npy_file(&fixture(&format!("onnx/resize_{name}_input.npy"))).unwrap();

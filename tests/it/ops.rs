@@ -450,6 +450,24 @@ fn cases() -> Vec<Case> {
             "float",
         );
     }
+    for (name, padding, stride, output) in [
+        ("transpose_conv_same", Padding::Same, [2, 2], [6, 8]),
+        ("transpose_conv_valid", Padding::Valid, [2, 1], [7, 6]),
+    ] {
+        add(
+            name,
+            &move |b| {
+                let x = b.input("x", &[1, 3, 4, 2], -1.0, 1.0);
+                let wv: Vec<f32> = b.rng.vec(3 * 3 * 3 * 2, -0.5, 0.5);
+                let w = b.raw_const(Tensor::constant("w", DType::F32, Shape::fixed(&[3, 3, 3, 2]), f32_bytes(&wv)));
+                let bias =
+                    b.raw_const(Tensor::constant("b", DType::F32, Shape::fixed(&[3]), f32_bytes(&[0.1, -0.2, 0.3])));
+                let op = Op::TransposeConv2d(TransposeConv2d { padding, stride, output, activation: Activation::Relu });
+                vec![b.node(op, &[Some(x), Some(w), Some(bias)], None)]
+            },
+            "float",
+        );
+    }
     add(
         "prelu",
         &|b| {

@@ -152,6 +152,29 @@ fn gen_conv(b: &mut Builder) -> TensorId {
     )
 }
 
+fn gen_transpose_conv(b: &mut Builder) -> TensorId {
+    let (n, h, w_) = spatial(&mut b.rng);
+    let (h, w_) = (h.min(5), w_.min(5));
+    let (ic, oc) = (int(&mut b.rng, 1, 5) as usize, int(&mut b.rng, 1, 5) as usize);
+    let (kh, kw) = (int(&mut b.rng, 1, 4) as usize, int(&mut b.rng, 1, 4) as usize);
+    let stride = [int(&mut b.rng, 1, 3) as usize, int(&mut b.rng, 1, 3) as usize];
+    let padding = pick(&mut b.rng, &[Padding::Same, Padding::Valid]);
+    // The sizes a Conv2DTranspose gives: SAME h·s, VALID (h − 1)·s + k.
+    let output = match padding {
+        Padding::Same => [h * stride[0], w_ * stride[1]],
+        Padding::Valid => [(h - 1) * stride[0] + kh, (w_ - 1) * stride[1] + kw],
+    };
+    let qi = qp(&mut b.rng);
+    let x = input(b, "x", &[n, h, w_, ic], qi.clone());
+    let per_channel = !b.rng.next_u64().is_multiple_of(4);
+    let (w, ws) = weights(b, &[oc, kh, kw, ic], 0, per_channel);
+    let with_bias = !b.rng.next_u64().is_multiple_of(3);
+    let bias = with_bias.then(|| bias(b, oc, qi.scale(), &ws));
+    let qo = qp_near(&mut b.rng, typical_out(qi.scale(), &ws, ic * 2));
+    let op = Op::TransposeConv2d(TransposeConv2d { padding, stride, output, activation: Activation::None });
+    b.node(op, &[Some(x), Some(w), bias], Some((DType::I8, qo)))
+}
+
 fn gen_depthwise(b: &mut Builder) -> TensorId {
     let (n, h, w_) = spatial(&mut b.rng);
     let (ic, m) = (int(&mut b.rng, 1, 6) as usize, int(&mut b.rng, 1, 2) as usize);
@@ -207,6 +230,16 @@ fn gen_binary(b: &mut Builder, kind: BinaryKind) -> TensorId {
     let a = act(&mut b.rng);
     let qo = qp_near(&mut b.rng, typical);
     b.node(Op::Binary(Binary { kind, activation: a }), &[Some(x), Some(y)], Some((DType::I8, qo)))
+}
+
+/// MAXIMUM / MINIMUM: inputs and output share one quantization, as TFLite's spec has them.
+fn gen_max_min(b: &mut Builder) -> TensorId {
+    let kind = pick(&mut b.rng, &[BinaryKind::Maximum, BinaryKind::Minimum]);
+    let (sa, sb) = broadcast_pair(&mut b.rng);
+    let q = qp(&mut b.rng);
+    let x = input(b, "x", &sa, q.clone());
+    let y = input(b, "y", &sb, q.clone());
+    b.node(Op::Binary(Binary { kind, activation: Activation::None }), &[Some(x), Some(y)], Some((DType::I8, q)))
 }
 
 fn gen_add(b: &mut Builder) -> TensorId {
@@ -458,7 +491,7 @@ fn gen_depth_to_space(b: &mut Builder) -> TensorId {
 
 #[test]
 fn random_integer_ops_are_exported_for_litert() {
-    let kinds: [(&str, Gen); 25] = [
+    let kinds: [(&str, Gen); 27] = [
         ("fully_connected", gen_fully_connected),
         ("conv2d", gen_conv),
         ("depthwise", gen_depthwise),
@@ -479,6 +512,8 @@ fn random_integer_ops_are_exported_for_litert() {
         ("resize_nearest", gen_resize_nearest),
         ("resize_bilinear", gen_resize_bilinear),
         ("prelu", gen_prelu),
+        ("max_min", gen_max_min),
+        ("transpose_conv", gen_transpose_conv),
         ("gather", gen_gather),
         ("tile", gen_tile),
         ("mirror_pad", gen_mirror_pad),

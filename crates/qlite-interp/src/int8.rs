@@ -215,8 +215,12 @@ pub fn binary(
                 .map(|&(i, j)| out.zp.wrapping_add(mbqm((a[i] - z1).wrapping_mul(b[j] - z2), m, sh)).clamp(lo, hi))
                 .collect())
         }
-        BinaryKind::Maximum | BinaryKind::Minimum | BinaryKind::Div => {
-            Err(format!("{kind:?} has no int8 kernel in qlite (the quantizer keeps it in float)"))
+        // reference_ops::MaximumMinimumBroadcastSlow: the raw values compared (TFLite's spec
+        // gives inputs and output the same parameters; LiteRT does not rescale either way).
+        BinaryKind::Maximum => Ok(pairs.iter().map(|&(i, j)| a[i].max(b[j])).collect()),
+        BinaryKind::Minimum => Ok(pairs.iter().map(|&(i, j)| a[i].min(b[j])).collect()),
+        BinaryKind::Div => {
+            Err("Div has no int8 kernel (LiteRT has none either; the quantizer keeps it in float)".into())
         }
     }
 }
@@ -757,4 +761,59 @@ pub fn prelu(
             (y + out.zp).clamp(lo, hi)
         })
         .collect())
+}
+
+/// `reference_integer_ops::TransposeConv`: int32 sums of `(x − z_in) · w` scattered through
+/// the filter (symmetric weights), then per output channel the bias, the channel's multiplier,
+/// the output zero point and the activation range.
+#[allow(clippy::too_many_arguments)]
+pub fn transpose_conv(
+    op: &qlite_ir::op::TransposeConv2d,
+    x: &[i32],
+    xs: &[usize],
+    (s_in, z_in): (f32, i32),
+    w: &[i32],
+    ws: &[usize],
+    wq: &QuantParams,
+    bias: Option<&[i32]>,
+    os: &[usize],
+    out: OutQ,
+) -> Vec<i32> {
+    let (n, ih, iw, ic) = (xs[0], xs[1], xs[2], xs[3]);
+    let (oc, kh, kw) = (ws[0], ws[1], ws[2]);
+    let (oh, ow) = (os[1], os[2]);
+    let [ph, pw] = op.pad_before([kh, kw]);
+    let mut acc = vec![0i32; n * oh * ow * oc];
+    for b in 0..n {
+        for iy in 0..ih {
+            for ix in 0..iw {
+                for c in 0..ic {
+                    let v = x[((b * ih + iy) * iw + ix) * ic + c] - z_in;
+                    for fy in 0..kh {
+                        let Some(oy) = (iy * op.stride[0] + fy).checked_sub(ph).filter(|&y| y < oh) else { continue };
+                        for fx in 0..kw {
+                            let Some(ox) = (ix * op.stride[1] + fx).checked_sub(pw).filter(|&v| v < ow) else {
+                                continue;
+                            };
+                            for o in 0..oc {
+                                let a = &mut acc[((b * oh + oy) * ow + ox) * oc + o];
+                                *a = a.wrapping_add(v.wrapping_mul(w[((o * kh + fy) * kw + fx) * ic + c]));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mults = per_channel_multipliers(s_in, wq, out.scale, oc);
+    let (lo, hi) = out.range(op.activation);
+    acc.iter()
+        .enumerate()
+        .map(|(i, &a)| {
+            let o = i % oc;
+            let a = a.wrapping_add(bias.map_or(0, |b| b[o]));
+            let (m, sh) = mults[o];
+            mbqm(a, m, sh).wrapping_add(out.zp).clamp(lo, hi)
+        })
+        .collect()
 }

@@ -5,7 +5,8 @@ use crate::array::{Array, Data, map_data};
 use crate::fixedpoint::{mbqm, quantize_multiplier, round_half_away};
 use qlite_ir::op::{
     Activation, Binary, BinaryKind, Concatenation, Conv2d, DepthwiseConv2d, FullyConnected, Gather, LocalResponseNorm,
-    Mean, MirrorMode, MirrorPad, Pad, Pool2d, PoolKind, Resize, Softmax, StridedSlice, Transpose, UnaryKind,
+    Mean, MirrorMode, MirrorPad, Pad, Pool2d, PoolKind, Resize, Softmax, StridedSlice, Transpose, TransposeConv2d,
+    UnaryKind,
 };
 use qlite_ir::{DType, QuantParams};
 
@@ -884,6 +885,51 @@ pub fn prelu_f32(x: &Array, alpha: &Array, xv: &[f32], av: &[f32], out_shape: &[
     let ix = broadcast_indices(out_shape, x.shape());
     let ia = broadcast_indices(out_shape, alpha.shape());
     ix.iter().zip(&ia).map(|(&i, &a)| if xv[i] >= 0.0 { xv[i] } else { xv[i] * av[a] }).collect()
+}
+
+/// TRANSPOSE_CONV in float, reference_ops::TransposeConv's order: every input pixel scattered
+/// through the filter into the output, then the bias and the activation.
+pub fn transpose_conv_f32(
+    op: &TransposeConv2d,
+    x: &[f32],
+    xs: &[usize],
+    w: &[f32],
+    ws: &[usize],
+    bias: Option<&[f32]>,
+    os: &[usize],
+) -> Vec<f32> {
+    let (n, ih, iw, ic) = (xs[0], xs[1], xs[2], xs[3]);
+    let (oc, kh, kw) = (ws[0], ws[1], ws[2]);
+    let (oh, ow) = (os[1], os[2]);
+    let [ph, pw] = op.pad_before([kh, kw]);
+    let mut out = vec![0f32; n * oh * ow * oc];
+    for b in 0..n {
+        for iy in 0..ih {
+            for ix in 0..iw {
+                for c in 0..ic {
+                    let v = x[((b * ih + iy) * iw + ix) * ic + c];
+                    for fy in 0..kh {
+                        let Some(oy) = (iy * op.stride[0] + fy).checked_sub(ph).filter(|&y| y < oh) else { continue };
+                        for fx in 0..kw {
+                            let Some(ox) = (ix * op.stride[1] + fx).checked_sub(pw).filter(|&v| v < ow) else {
+                                continue;
+                            };
+                            for o in 0..oc {
+                                out[((b * oh + oy) * ow + ox) * oc + o] += v * w[((o * kh + fy) * kw + fx) * ic + c];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (i, v) in out.iter_mut().enumerate() {
+        if let Some(bv) = bias {
+            *v += bv[i % oc];
+        }
+        *v = op.activation.apply(*v);
+    }
+    out
 }
 
 #[cfg(test)]

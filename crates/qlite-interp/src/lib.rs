@@ -397,6 +397,15 @@ impl<'g> Interpreter<'g> {
                 opt_f32(2)?,
                 &out_shape,
             )),
+            Op::TransposeConv2d(o) => make(kernels::transpose_conv_f32(
+                o,
+                f32_in(0)?,
+                input(0)?.shape(),
+                f32_in(1)?,
+                input(1)?.shape(),
+                opt_f32(2)?,
+                &out_shape,
+            )),
             Op::DepthwiseConv2d(o) => make(kernels::depthwise_f32(
                 o,
                 f32_in(0)?,
@@ -629,6 +638,21 @@ impl Interpreter<'_> {
             Op::Conv2d(o) => {
                 let (x, w) = (arr(0)?, arr(1)?);
                 int8::conv2d(
+                    o,
+                    &iv(0)?,
+                    x.shape(),
+                    in_q(0)?,
+                    &iv(1)?,
+                    w.shape(),
+                    wq(1)?,
+                    bias(2)?.as_deref(),
+                    out_shape,
+                    out_q()?,
+                )
+            }
+            Op::TransposeConv2d(o) => {
+                let (x, w) = (arr(0)?, arr(1)?);
+                int8::transpose_conv(
                     o,
                     &iv(0)?,
                     x.shape(),

@@ -99,6 +99,33 @@ pub struct Conv2d {
     pub activation: Activation,
 }
 
+/// TRANSPOSE_CONV (a convolution's gradient, "deconvolution"): inputs x (NHWC), weights
+/// (OHWI) and an optional bias; the output's height and width are given, as TFLite gives them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransposeConv2d {
+    pub padding: Padding,
+    /// [height, width]
+    pub stride: [usize; 2],
+    /// Output [height, width].
+    pub output: [usize; 2],
+    pub activation: Activation,
+}
+
+impl TransposeConv2d {
+    /// The padding before each spatial axis, as LiteRT computes it: that of a convolution
+    /// whose input is this op's output (`ComputePaddingHeightWidth`, half the total).
+    pub fn pad_before(&self, kernel: [usize; 2]) -> [usize; 2] {
+        [0, 1].map(|i| {
+            let (size, k, s) = (self.output[i] as i64, kernel[i] as i64, self.stride[i] as i64);
+            let conv_out = match self.padding {
+                Padding::Same => (size + s - 1) / s,
+                Padding::Valid => (size - k + s) / s,
+            };
+            (((conv_out - 1) * s + k - size).max(0) / 2) as usize
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct DepthwiseConv2d {
     pub padding: Padding,
@@ -465,6 +492,7 @@ pub enum Op {
     FullyConnected(FullyConnected),
     Conv2d(Conv2d),
     DepthwiseConv2d(DepthwiseConv2d),
+    TransposeConv2d(TransposeConv2d),
     Binary(Binary),
     Pool2d(Pool2d),
     Mean(Mean),
@@ -551,6 +579,7 @@ op_kinds!(
     FullyConnected,
     Conv2d,
     DepthwiseConv2d,
+    TransposeConv2d,
     Add,
     Sub,
     Mul,
@@ -603,6 +632,7 @@ impl Op {
             Op::FullyConnected(_) => OpKind::FullyConnected,
             Op::Conv2d(_) => OpKind::Conv2d,
             Op::DepthwiseConv2d(_) => OpKind::DepthwiseConv2d,
+            Op::TransposeConv2d(_) => OpKind::TransposeConv2d,
             Op::Binary(b) => match b.kind {
                 BinaryKind::Add => OpKind::Add,
                 BinaryKind::Sub => OpKind::Sub,
@@ -655,7 +685,7 @@ impl Op {
     pub fn arity(&self) -> Arity {
         let a = |min_inputs, max_inputs| Arity { min_inputs, max_inputs, outputs: 1 };
         match self {
-            Op::FullyConnected(_) | Op::Conv2d(_) | Op::DepthwiseConv2d(_) => a(2, 3),
+            Op::FullyConnected(_) | Op::Conv2d(_) | Op::DepthwiseConv2d(_) | Op::TransposeConv2d(_) => a(2, 3),
             Op::Binary(_) | Op::Gather(_) | Op::Prelu => a(2, 2),
             Op::Concatenation(_) => a(1, usize::MAX),
             Op::Opaque(_) => Arity { min_inputs: 0, max_inputs: usize::MAX, outputs: usize::MAX },
@@ -685,6 +715,7 @@ impl Op {
             Op::FullyConnected(o) => Some(o.activation),
             Op::Conv2d(o) => Some(o.activation),
             Op::DepthwiseConv2d(o) => Some(o.activation),
+            Op::TransposeConv2d(o) => Some(o.activation),
             Op::Binary(o) if o.kind.has_activation() => Some(o.activation),
             Op::Pool2d(o) => Some(o.activation),
             Op::Concatenation(o) => Some(o.activation),
@@ -698,6 +729,7 @@ impl Op {
             Op::FullyConnected(o) => &mut o.activation,
             Op::Conv2d(o) => &mut o.activation,
             Op::DepthwiseConv2d(o) => &mut o.activation,
+            Op::TransposeConv2d(o) => &mut o.activation,
             Op::Binary(o) if o.kind.has_activation() => &mut o.activation,
             Op::Pool2d(o) => &mut o.activation,
             Op::Concatenation(o) => &mut o.activation,
@@ -728,6 +760,11 @@ impl Op {
                 out.push(("padding", o.padding.name().to_string()));
                 out.push(("stride", pair(o.stride)));
                 out.push(("dilation", pair(o.dilation)));
+            }
+            Op::TransposeConv2d(o) => {
+                out.push(("padding", o.padding.name().to_string()));
+                out.push(("stride", pair(o.stride)));
+                out.push(("output", pair(o.output)));
             }
             Op::DepthwiseConv2d(o) => {
                 out.push(("padding", o.padding.name().to_string()));
@@ -872,6 +909,41 @@ impl Op {
                     None => Dim::Dynamic,
                 };
                 one(Some(dt), Shape::new(vec![batch, units_dim]))
+            }
+            Op::TransposeConv2d(o) => {
+                let (dt, x) = get(0)?;
+                let (_, w) = get(1)?;
+                check_rank(x, 4, "TransposeConv2d input")?;
+                check_rank(w, 4, "TransposeConv2d weights")?;
+                if let (Dim::Fixed(c), Dim::Fixed(ic)) = (x.dims()[3], w.dims()[3])
+                    && c != ic
+                {
+                    return bad(format!("TransposeConv2d input {x} and weights {w} disagree on input channels"));
+                }
+                if o.stride.contains(&0) || o.output.contains(&0) {
+                    return bad("TransposeConv2d strides and output size must be >= 1");
+                }
+                // As LiteRT's prepare: the output, convolved back, must give the input's size.
+                for i in 0..2 {
+                    if let (Dim::Fixed(n), Dim::Fixed(k)) = (x.dims()[i + 1], w.dims()[i + 1]) {
+                        let (size, s) = (o.output[i] as i64, o.stride[i] as i64);
+                        let back = match o.padding {
+                            Padding::Same => (size + s - 1) / s,
+                            Padding::Valid => (size - k as i64 + s) / s,
+                        };
+                        if back != n as i64 {
+                            return bad(format!(
+                                "TransposeConv2d output {:?} with kernel {k} and stride {s} ({}) convolves back to {back}, not the input's {n}",
+                                o.output,
+                                o.padding.name()
+                            ));
+                        }
+                    }
+                }
+                one(
+                    Some(dt),
+                    Shape::new(vec![x.dims()[0], Dim::Fixed(o.output[0]), Dim::Fixed(o.output[1]), w.dims()[0]]),
+                )
             }
             Op::Conv2d(o) => {
                 let (dt, x) = get(0)?;

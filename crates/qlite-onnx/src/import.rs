@@ -468,6 +468,7 @@ const KNOWN_OPS: &[&str] = &[
     "Gemm",
     "MatMul",
     "Conv",
+    "ConvTranspose",
     "BatchNormalization",
     "MaxPool",
     "AveragePool",
@@ -931,6 +932,7 @@ impl Importer {
                 return self.lift_1d(n, name, op_type);
             }
             "Conv" => return self.conv(n, name),
+            "ConvTranspose" => return self.conv_transpose(n, name),
             "BatchNormalization" => return self.batch_norm(n, name),
             "MaxPool" | "AveragePool" => return self.pool(n, name, op_type),
             "GlobalAveragePool" => {
@@ -1678,6 +1680,124 @@ impl Importer {
         if let Some(out) = n.output.first() {
             self.convs.insert(out.clone(), (conv_node, wt, bias, axis));
         }
+        self.output(n, back);
+        Ok(true)
+    }
+
+    /// ConvTranspose (2-D, one group, no dilation): TRANSPOSE_CONV with VALID padding over at
+    /// least the whole scatter, `max(pad_begin + out, (in − 1)·s + k)` rows and columns (VALID
+    /// adds no padding before, LiteRT wants that size to give back the input's, and what lies
+    /// past the scatter, ONNX's `output_padding`, is the bias alone in both), then the window
+    /// `[pad_begin, pad_begin + out)` cut by a STRIDED_SLICE.
+    fn conv_transpose(&mut self, n: &NodeProto, name: &str) -> R<bool> {
+        let x = self.input(n, 0)?;
+        let xs = self.shape_of(x);
+        let wname = n.input.get(1).cloned().unwrap_or_default();
+        let Some(w) = self.constant(&wname).filter(|c| c.dims.len() == 4) else { return Ok(false) };
+        if xs.rank() != 4 || attr_i(n, "group", 1) != 1 {
+            return Ok(false);
+        }
+        if attr_ints(n, "dilations").is_some_and(|d| d.iter().any(|&v| v != 1)) {
+            return Ok(false);
+        }
+        let wv = w.f32s().ok_or("ConvTranspose weights must be float")?;
+        let (ic, o, kh, kw) = (w.dims[0], w.dims[1], w.dims[2], w.dims[3]);
+        let strides = attr_ints(n, "strides").unwrap_or_else(|| vec![1, 1]);
+        if strides.len() != 2 || strides.iter().any(|&v| !(1..=MAX_WINDOW).contains(&v)) {
+            return Err(format!("strides {strides:?} must be two values in [1, {MAX_WINDOW}]"));
+        }
+        let stride = [strides[0] as usize, strides[1] as usize];
+        let (Some(ih), Some(iw)) = (xs.dim(2).and_then(|d| d.fixed()), xs.dim(3).and_then(|d| d.fixed())) else {
+            return Ok(false);
+        };
+        if xs.dim(1).and_then(|d| d.fixed()) != Some(ic) {
+            return Err(format!("ConvTranspose input {xs} and weights {:?} disagree on channels", w.dims));
+        }
+        let op_pad = attr_ints(n, "output_padding").unwrap_or_else(|| vec![0, 0]);
+        if op_pad.len() != 2 || op_pad.iter().any(|&p| !(0..MAX_WINDOW).contains(&p)) {
+            return Err(format!("output_padding {op_pad:?} is invalid"));
+        }
+        let full = [(ih - 1) * stride[0] + kh, (iw - 1) * stride[1] + kw];
+        let auto = attr_s(n, "auto_pad").unwrap_or_else(|| "NOTSET".into());
+        // pads [top, left, bottom, right]
+        let pads: [i64; 4] = match (attr_ints(n, "output_shape"), auto.as_str()) {
+            (Some(os), a) if os.len() >= 2 => {
+                let out = [os[os.len() - 2], os[os.len() - 1]];
+                let mut p = [0i64; 4];
+                for i in 0..2 {
+                    let total = full[i] as i64 + op_pad[i] - out[i];
+                    let (begin, end) =
+                        if a == "SAME_UPPER" { (total / 2, total - total / 2) } else { (total - total / 2, total / 2) };
+                    p[i] = begin;
+                    p[i + 2] = end;
+                }
+                p
+            }
+            (_, "SAME_UPPER" | "SAME_LOWER") => {
+                let mut p = [0i64; 4];
+                for i in 0..2 {
+                    let total = full[i] as i64 + op_pad[i] - ([ih, iw][i] * stride[i]) as i64;
+                    let (begin, end) = if auto == "SAME_UPPER" {
+                        (total / 2, total - total / 2)
+                    } else {
+                        (total - total / 2, total / 2)
+                    };
+                    p[i] = begin;
+                    p[i + 2] = end;
+                }
+                p
+            }
+            _ => {
+                let p = attr_ints(n, "pads").unwrap_or_else(|| vec![0; 4]);
+                let &[a, b, c, d] = p.as_slice() else { return Err(format!("pads {p:?} must have 4 values")) };
+                [a, b, c, d]
+            }
+        };
+        if pads.iter().any(|&p| p < 0) {
+            return Ok(false);
+        }
+        let out = [0, 1].map(|i| full[i] as i64 + op_pad[i] - pads[i] - pads[i + 2]);
+        if out.iter().any(|&v| v < 1) {
+            return Err(format!("ConvTranspose output {out:?} is empty"));
+        }
+        // LiteRT requires the VALID output to give back the input size: at least the full scatter.
+        let scatter = [0, 1].map(|i| ((pads[i] + out[i]) as usize).max(full[i]));
+        // IOHW → OHWI
+        let mut ohwi = vec![0f32; wv.len()];
+        for i in 0..ic {
+            for a in 0..o {
+                for y in 0..kh {
+                    for z in 0..kw {
+                        ohwi[((a * kh + y) * kw + z) * ic + i] = wv[((i * o + a) * kh + y) * kw + z];
+                    }
+                }
+            }
+        }
+        let wt = self.new_const(&wname, DType::F32, &[o, kh, kw, ic], f32_bytes(&ohwi));
+        let bias = match n.input.get(2).filter(|s| !s.is_empty()) {
+            Some(bn) => {
+                let b =
+                    self.constant(bn).and_then(|c| c.f32s()).ok_or("ConvTranspose bias must be a float constant")?;
+                Some(self.new_const(bn, DType::F32, &[o], f32_bytes(&b)))
+            }
+            None => None,
+        };
+        let t = self.transpose(&format!("{name}/to_nhwc"), x, vec![0, 2, 3, 1])?;
+        let op = Op::TransposeConv2d(TransposeConv2d {
+            padding: Padding::Valid,
+            stride,
+            output: scatter,
+            activation: Activation::None,
+        });
+        let mut y = self.push(&format!("{name}/nhwc"), op, vec![Some(t), Some(wt), bias])?;
+        if (0..2).any(|i| pads[i] > 0 || (pads[i] + out[i]) as usize != scatter[i]) {
+            let mut axes = vec![SliceDim::ALL; 4];
+            for i in 0..2 {
+                axes[i + 1] = SliceDim { begin: Some(pads[i]), end: Some(pads[i] + out[i]), stride: 1, shrink: false };
+            }
+            y = self.push(&format!("{name}/crop"), Op::StridedSlice(StridedSlice { axes }), vec![Some(y)])?;
+        }
+        let back = self.transpose(name, y, vec![0, 3, 1, 2])?;
         self.output(n, back);
         Ok(true)
     }

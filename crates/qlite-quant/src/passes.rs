@@ -111,7 +111,8 @@ pub fn dynamic_range(g: &Graph, cfg: &QuantConfig) -> Result<Graph, QuantError> 
         let n = &g.nodes()[ni];
         let spec = op_spec(&n.op);
         let Some((wi, axis)) = spec.weights else { continue };
-        if excluded(cfg, g, n) {
+        // qlite has no hybrid TRANSPOSE_CONV kernel: it stays float.
+        if excluded(cfg, g, n) || matches!(n.op, Op::TransposeConv2d(_)) {
             continue;
         }
         let Some(w) = n.input(wi) else { continue };

@@ -38,15 +38,18 @@ impl OpSpec {
 /// The spec of every op of the IR.
 pub fn op_spec(op: &Op) -> OpSpec {
     match op {
-        Op::FullyConnected(_) | Op::Conv2d(_) => {
+        Op::FullyConnected(_) | Op::Conv2d(_) | Op::TransposeConv2d(_) => {
             OpSpec { weights: Some((1, 0)), bias: Some(2), ..OpSpec::plain(OutputRule::Calibrated) }
         }
         Op::DepthwiseConv2d(_) => {
             OpSpec { weights: Some((1, 3)), bias: Some(2), ..OpSpec::plain(OutputRule::Calibrated) }
         }
-        // MAXIMUM / MINIMUM / DIV: no int8 kernel in qlite yet, they stay float (LiteRT has no
-        // int8 DIV at all).
-        Op::Binary(b) if matches!(b.kind, BinaryKind::Maximum | BinaryKind::Minimum | BinaryKind::Div) => {
+        // MAXIMUM / MINIMUM compare raw int8 values: inputs share the output's parameters.
+        Op::Binary(b) if matches!(b.kind, BinaryKind::Maximum | BinaryKind::Minimum) => {
+            OpSpec { inputs_like_output: true, ..OpSpec::plain(OutputRule::Calibrated) }
+        }
+        // LiteRT has no int8 DIV: it stays float.
+        Op::Binary(b) if b.kind == BinaryKind::Div => {
             OpSpec { quantizable: false, ..OpSpec::plain(OutputRule::Calibrated) }
         }
         Op::Binary(_) | Op::Mean(_) => OpSpec::plain(OutputRule::Calibrated),

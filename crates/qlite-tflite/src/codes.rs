@@ -75,6 +75,7 @@ pub fn builtin(op: &Op) -> Option<fb::BuiltinOperator> {
         Op::FullyConnected(_) => B::FULLY_CONNECTED,
         Op::Conv2d(_) => B::CONV_2D,
         Op::DepthwiseConv2d(_) => B::DEPTHWISE_CONV_2D,
+        Op::TransposeConv2d(_) => B::TRANSPOSE_CONV,
         Op::Binary(b) => match b.kind {
             BinaryKind::Add => B::ADD,
             BinaryKind::Sub => B::SUB,
@@ -148,6 +149,17 @@ pub fn op_version(g: &Graph, n: &Node) -> i32 {
                 3
             } else if x == Some(F32) && w == Some(I8) {
                 if per_channel(1) { 5 } else { 2 }
+            } else {
+                1
+            }
+        }
+        Op::TransposeConv2d(o) => {
+            if o.activation != qlite_ir::Activation::None {
+                4
+            } else if n.input(2).is_some() {
+                3
+            } else if w == Some(I8) {
+                2
             } else {
                 1
             }
@@ -387,6 +399,7 @@ pub fn min_runtime(op: fb::BuiltinOperator, version: i32) -> Option<&'static str
         B::RELU => &["1.5.0", "2.1.0", "2.5.0"],
         B::TANH | B::LOGISTIC => &["1.14.0", "1.14.0", "2.3.0"],
         B::DENSIFY => &["2.2.0"],
+        B::TRANSPOSE_CONV => &["1.9.0", "2.2.0", "2.3.0"],
         B::RESIZE_BILINEAR => &["1.7.0", "1.14.0", "2.2.0", "2.5.0"],
         B::GATHER => &["1.6.0", "1.14.0", "1.15.0", "2.4.0", "2.5.0"],
         B::TILE => &["1.10.1", "2.2.0", "2.8.0"],

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use qlite_ir::op::{
     Binary, BinaryKind, Concatenation, Conv2d, DepthwiseConv2d, FullyConnected, Gather, LocalResponseNorm, Mean,
     MirrorMode, MirrorPad, Opaque, OpaqueSource, Pad, Pool2d, PoolKind, Reshape, Resize, ResizeMode, SliceDim, Softmax,
-    SpaceDepth, StridedSlice, TfSliceMasks, Tile, Transpose, Unary, UnaryKind,
+    SpaceDepth, StridedSlice, TfSliceMasks, Tile, Transpose, TransposeConv2d, Unary, UnaryKind,
 };
 use qlite_ir::{
     Activation, DType, Dim, Graph, Node, Op, QuantParams, Shape, Signature, SparseForm, SparseLevel, Tensor, TensorId,
@@ -685,6 +685,29 @@ fn convert_op(
             let slice = StridedSlice::from_tf(rank, &begin, &end, &strides, masks)?;
             inputs.truncate(1);
             Op::StridedSlice(slice)
+        }
+        B::TRANSPOSE_CONV => {
+            let o = op.builtin_options_as_transpose_conv_options().ok_or_else(|| missing("TransposeConvOptions"))?;
+            let shape = const_ints(g, inputs.first().copied().flatten(), "output_shape")?;
+            let &[_, h, w, _] = shape.as_slice() else {
+                return Err(format!("output_shape {shape:?} is not [N, H, W, C]"));
+            };
+            let dim = |v: i64| usize::try_from(v).ok().filter(|&v| (1..=1 << 20).contains(&v));
+            let (Some(h), Some(w)) = (dim(h), dim(w)) else {
+                return Err(format!("output size {h}x{w} must be between 1 and 2^20"));
+            };
+            let (weights, x, bias) =
+                (inputs.get(1).copied().flatten(), inputs.get(2).copied().flatten(), inputs.get(3).copied().flatten());
+            *inputs = vec![x, weights];
+            if bias.is_some() {
+                inputs.push(bias);
+            }
+            Op::TransposeConv2d(TransposeConv2d {
+                padding: pad_of(o.padding())?,
+                stride: [positive(o.stride_h(), "stride_h")?, positive(o.stride_w(), "stride_w")?],
+                output: [h, w],
+                activation: act(o.fused_activation_function())?,
+            })
         }
         B::GATHER => {
             let o = op.builtin_options_as_gather_options();

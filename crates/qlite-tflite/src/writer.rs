@@ -158,6 +158,21 @@ fn aux_for(node: &Node, g: &Graph) -> Result<Vec<AuxTensor>, WriteError> {
             let data = m.axes.iter().map(|&v| to_i32(v as i64)).collect::<Result<Vec<_>, _>>()?;
             Some(AuxTensor { name: format!("{base}/axes"), shape: vec![data.len() as i32], data })
         }
+        Op::TransposeConv2d(t) => {
+            // output_shape [N, H, W, O], from the output tensor (batch 1 when dynamic).
+            let out = node.outputs.first().and_then(|o| g.tensor(*o)).ok_or_else(|| WriteError::Unsupported {
+                node: node.name.clone(),
+                message: "TransposeConv2d has no output".into(),
+            })?;
+            let d = out.shape.dims();
+            let data = vec![
+                to_i32(d[0].fixed().unwrap_or(1) as i64)?,
+                to_i32(t.output[0] as i64)?,
+                to_i32(t.output[1] as i64)?,
+                to_i32(d[3].fixed().unwrap_or(0) as i64)?,
+            ];
+            Some(AuxTensor { name: format!("{base}/output_shape"), shape: vec![4], data })
+        }
         Op::Tile(t) => {
             let data = t.multiples.iter().map(|&v| to_i32(v as i64)).collect::<Result<Vec<_>, _>>()?;
             Some(AuxTensor { name: format!("{base}/multiples"), shape: vec![data.len() as i32], data })
@@ -457,6 +472,14 @@ fn serialize(g: &Graph) -> Result<bytes::Bytes, WriteError> {
     for (ni, n) in g.nodes().iter().enumerate() {
         let mut inputs: Vec<i32> = n.inputs.iter().map(|i| i.map_or(-1, |t| t.index() as i32)).collect();
         inputs.extend_from_slice(&aux_index[ni]);
+        if let (Op::TransposeConv2d(_), Some(&shape)) = (&n.op, aux_index[ni].first()) {
+            // TFLite's order: output_shape, weights, input, bias.
+            let at = |i: usize| n.input(i).map_or(-1, |t| t.index() as i32);
+            inputs = vec![shape, at(1), at(0)];
+            if n.input(2).is_some() {
+                inputs.push(at(2));
+            }
+        }
         let outputs: Vec<i32> = n.outputs.iter().map(|t| t.index() as i32).collect();
         let inputs = Some(fbb.create_vector(&inputs));
         let outputs = Some(fbb.create_vector(&outputs));
@@ -779,6 +802,16 @@ fn options(fbb: &mut FlatBufferBuilder<'_>, n: &Node) -> (fb::BuiltinOptions, Op
         ),
         Op::Quantize => {
             (O::QuantizeOptions, Some(fb::QuantizeOptions::create(fbb, &fb::QuantizeOptionsArgs {}).as_union_value()))
+        }
+        Op::TransposeConv2d(o) => {
+            let args = fb::TransposeConvOptionsArgs {
+                padding: codes::padding(o.padding),
+                stride_w: o.stride[1] as i32,
+                stride_h: o.stride[0] as i32,
+                fused_activation_function: codes::activation(o.activation),
+                ..Default::default()
+            };
+            (O::TransposeConvOptions, Some(fb::TransposeConvOptions::create(fbb, &args).as_union_value()))
         }
         Op::Gather(o) => {
             let args = fb::GatherOptionsArgs { axis: o.axis as i32, batch_dims: 0 };
