@@ -351,6 +351,16 @@ fn gen_hard_swish(b: &mut Builder) -> TensorId {
     b.node(Op::Unary(Unary { kind: UnaryKind::HardSwish }), &[Some(x)], Some((DType::I8, qo)))
 }
 
+/// ELU and GELU (both forms): LiteRT tabulates them for int8, as qlite does.
+fn gen_lut_activation(b: &mut Builder) -> TensorId {
+    let kind = pick(&mut b.rng, &[UnaryKind::Elu, UnaryKind::Gelu, UnaryKind::GeluTanh]);
+    let qi = if b.rng.next_u64().is_multiple_of(3) { qp(&mut b.rng) } else { qp_activation(&mut b.rng) };
+    let len = int(&mut b.rng, 1, 64) as usize;
+    let x = input(b, "x", &[1, len], qi.clone());
+    let qo = qp_near(&mut b.rng, qi.scale() * 0.7);
+    b.node(Op::Unary(Unary { kind }), &[Some(x)], Some((DType::I8, qo)))
+}
+
 fn gen_relu(b: &mut Builder) -> TensorId {
     let kind = pick(&mut b.rng, &[UnaryKind::Relu, UnaryKind::Relu6]);
     let qi = qp(&mut b.rng);
@@ -491,7 +501,7 @@ fn gen_depth_to_space(b: &mut Builder) -> TensorId {
 
 #[test]
 fn random_integer_ops_are_exported_for_litert() {
-    let kinds: [(&str, Gen); 27] = [
+    let kinds: [(&str, Gen); 28] = [
         ("fully_connected", gen_fully_connected),
         ("conv2d", gen_conv),
         ("depthwise", gen_depthwise),
@@ -514,6 +524,7 @@ fn random_integer_ops_are_exported_for_litert() {
         ("prelu", gen_prelu),
         ("max_min", gen_max_min),
         ("transpose_conv", gen_transpose_conv),
+        ("elu_gelu", gen_lut_activation),
         ("gather", gen_gather),
         ("tile", gen_tile),
         ("mirror_pad", gen_mirror_pad),
@@ -533,9 +544,12 @@ fn random_integer_ops_are_exported_for_litert() {
             export_case(&case, &bytes, &inputs, &y, "exact");
             // BUILTIN_REF registers only the float versions of these two: LiteRT's default
             // kernel (a copy, like ours) is held to the bit instead.
+            let elu = g.nodes().iter().any(|n| matches!(&n.op, Op::Unary(u) if u.kind == UnaryKind::Elu));
             let unregistered = match name {
                 "depth_to_space" => Some("'DEPTH_TO_SPACE' version '2'"),
                 "tile" => Some("'TILE' version '3'"),
+                // BUILTIN_REF registers no ELU at all.
+                _ if elu => Some("'ELU' version '1'"),
                 _ => None,
             };
             if let Some(op) = unregistered {

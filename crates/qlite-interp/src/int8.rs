@@ -219,6 +219,9 @@ pub fn binary(
         // gives inputs and output the same parameters; LiteRT does not rescale either way).
         BinaryKind::Maximum => Ok(pairs.iter().map(|&(i, j)| a[i].max(b[j])).collect()),
         BinaryKind::Minimum => Ok(pairs.iter().map(|&(i, j)| a[i].min(b[j])).collect()),
+        BinaryKind::SquaredDifference => {
+            Err("SquaredDifference has no int8 kernel in qlite yet (the quantizer keeps it in float)".into())
+        }
         BinaryKind::Div => {
             Err("Div has no int8 kernel (LiteRT has none either; the quantizer keeps it in float)".into())
         }
@@ -381,9 +384,10 @@ pub fn softmax_with<T: Copy + Into<i32>>(
 /// in float).
 pub fn lut(kind: UnaryKind, x: &[i32], (s_in, z_in): (f32, i32), out: OutQ) -> Result<Vec<i32>, String> {
     let f: fn(f32) -> f32 = match kind {
-        UnaryKind::Logistic => |v| 1.0 / (1.0 + (-v).exp()),
-        UnaryKind::Tanh => |v| v.tanh(),
-        _ => return Err("only Logistic and Tanh use a lookup table".into()),
+        UnaryKind::Logistic | UnaryKind::Tanh | UnaryKind::Elu | UnaryKind::Gelu | UnaryKind::GeluTanh => {
+            crate::kernels::unary_fn(kind)
+        }
+        _ => return Err("only Logistic, Tanh, Elu and Gelu use a lookup table".into()),
     };
     let (lo, hi) = out.dtype.int_range().map_or((-128, 127), |(a, b)| (a as i32, b as i32));
     let inverse_scale = 1.0 / out.scale;

@@ -64,6 +64,7 @@ pub fn binary_f32(op: &Binary, a: &Array, b: &Array, a_in: &[f32], b_in: &[f32],
                 BinaryKind::Maximum => x.max(y),
                 BinaryKind::Minimum => x.min(y),
                 BinaryKind::Div => x / y,
+                BinaryKind::SquaredDifference => (x - y) * (x - y),
             };
             op.activation.apply(v)
         })
@@ -313,7 +314,53 @@ pub fn unary_f32(kind: UnaryKind, x: &[f32]) -> Vec<f32> {
         UnaryKind::Neg => x.iter().map(|v| -v).collect(),
         UnaryKind::Abs => x.iter().map(|v| v.abs()).collect(),
         UnaryKind::ReluN1To1 => x.iter().map(|v| v.clamp(-1.0, 1.0)).collect(),
+        UnaryKind::Elu | UnaryKind::Gelu | UnaryKind::GeluTanh | UnaryKind::Rsqrt => {
+            let f = unary_fn(kind);
+            x.iter().map(|&v| f(v)).collect()
+        }
     }
+}
+
+/// The float function of ELU, GELU (both forms) and RSQRT as LiteRT's float kernels compute
+/// them; the int8 kernels tabulate the same function.
+pub fn unary_fn(kind: UnaryKind) -> fn(f32) -> f32 {
+    match kind {
+        UnaryKind::Elu => |v| if v < 0.0 { libm::expm1f(v) } else { v },
+        // reference_ops::Gelu: 0.5 · x · erfc(x · −1/√2).
+        UnaryKind::Gelu => |v| 0.5 * v * libm::erfcf(v * -std::f32::consts::FRAC_1_SQRT_2),
+        UnaryKind::GeluTanh => |v| {
+            const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+            0.5 * v * (1.0 + (SQRT_2_OVER_PI * (v + 0.044715 * v * v * v)).tanh())
+        },
+        UnaryKind::Rsqrt => |v| 1.0 / v.sqrt(),
+        UnaryKind::Logistic => |v| 1.0 / (1.0 + (-v).exp()),
+        UnaryKind::Tanh => |v| v.tanh(),
+        UnaryKind::Exp => |v| v.exp(),
+        UnaryKind::Sqrt => |v| v.sqrt(),
+        UnaryKind::Neg => |v| -v,
+        UnaryKind::Abs => |v| v.abs(),
+        UnaryKind::Relu => |v| v.max(0.0),
+        UnaryKind::Relu6 => |v| v.clamp(0.0, 6.0),
+        UnaryKind::ReluN1To1 => |v| v.clamp(-1.0, 1.0),
+        UnaryKind::HardSwish => |v| v * (v + 3.0).clamp(0.0, 6.0) / 6.0,
+    }
+}
+
+/// LOG_SOFTMAX over rows of `depth`: `x − max − log Σ exp(x − max)`.
+pub fn log_softmax_f32(x: &[f32], depth: usize) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    if depth == 0 {
+        return out;
+    }
+    for (row, orow) in x.chunks(depth).zip(out.chunks_mut(depth)) {
+        let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let sum: f32 = row.iter().map(|&v| (v - m).exp()).sum();
+        let log_sum = sum.ln();
+        for (o, &v) in orow.iter_mut().zip(row) {
+            *o = v - m - log_sum;
+        }
+    }
+    out
 }
 
 // ---- data movement (any dtype) ----

@@ -418,6 +418,9 @@ impl<'g> Interpreter<'g> {
             Op::Binary(o) => make(kernels::binary_f32(o, input(0)?, input(1)?, f32_in(0)?, f32_in(1)?, &out_shape)),
             Op::Pool2d(o) => make(kernels::pool_f32(o, f32_in(0)?, input(0)?.shape(), &out_shape)),
             Op::Mean(o) => make(kernels::mean_f32(o, f32_in(0)?, input(0)?.shape(), numel)),
+            Op::LogSoftmax => {
+                make(kernels::log_softmax_f32(f32_in(0)?, input(0)?.shape().last().copied().unwrap_or(1)))
+            }
             Op::Softmax(o) => make(kernels::softmax_f32(o, f32_in(0)?, input(0)?.shape().last().copied().unwrap_or(1))),
             Op::LocalResponseNorm(o) => make(kernels::lrn_f32(
                 o,
@@ -708,7 +711,9 @@ impl Interpreter<'_> {
                 int8::softmax(&iv(0)?, arr(0)?.shape().last().copied().unwrap_or(1), s.beta, s_in, o)
             }
             Op::Unary(u) => match u.kind {
-                UnaryKind::Logistic | UnaryKind::Tanh => int8::lut(u.kind, &iv(0)?, in_q(0)?, out_q()?)?,
+                UnaryKind::Logistic | UnaryKind::Tanh | UnaryKind::Elu | UnaryKind::Gelu | UnaryKind::GeluTanh => {
+                    int8::lut(u.kind, &iv(0)?, in_q(0)?, out_q()?)?
+                }
                 UnaryKind::Relu | UnaryKind::Relu6 => int8::relu(u.kind, &iv(0)?, in_q(0)?, out_q()?),
                 UnaryKind::HardSwish => int8::hard_swish(&iv(0)?, in_q(0)?, out_q()?)?,
                 k => return Err(format!("{k:?} has no int8 kernel in qlite (the quantizer keeps it in float)")),
@@ -762,6 +767,7 @@ impl Interpreter<'_> {
             Op::LocalResponseNorm(_) => {
                 return Err("LocalResponseNorm has no integer kernel (LiteRT's is float-only)".into());
             }
+            Op::LogSoftmax => return Err("LogSoftmax has no int8 kernel in qlite yet".into()),
             Op::Opaque(o) => return Err(format!("unsupported op {}", o.op_type)),
         }))
     }

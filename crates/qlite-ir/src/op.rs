@@ -146,6 +146,8 @@ pub enum BinaryKind {
     Minimum,
     /// Elementwise division (DIV; fused activation).
     Div,
+    /// `(a − b)²` (SQUARED_DIFFERENCE; no fused activation).
+    SquaredDifference,
 }
 
 impl BinaryKind {
@@ -241,6 +243,14 @@ pub enum UnaryKind {
     ReluN1To1,
     /// `x · relu6(x + 3) / 6` (HARD_SWISH).
     HardSwish,
+    /// `x` for x >= 0, else `exp(x) − 1` (ELU).
+    Elu,
+    /// `x · Φ(x)`, exact: `0.5 · x · erfc(−x / √2)` (GELU).
+    Gelu,
+    /// GELU's tanh approximation, `0.5 · x · (1 + tanh(√(2/π) (x + 0.044715 x³)))`.
+    GeluTanh,
+    /// `1 / √x` (RSQRT).
+    Rsqrt,
 }
 
 /// Elementwise activation as a standalone op.
@@ -510,6 +520,8 @@ pub enum Op {
     /// PRELU: `x` where `x >= 0`, else `x · alpha` (alpha, input 1, broadcast against x).
     Prelu,
     Softmax(Softmax),
+    /// LOG_SOFTMAX over the last axis.
+    LogSoftmax,
     LocalResponseNorm(LocalResponseNorm),
     Unary(Unary),
     /// float → integer with the output tensor's quantization (or integer → integer requantize).
@@ -586,6 +598,7 @@ op_kinds!(
     Maximum,
     Minimum,
     Div,
+    SquaredDifference,
     MaxPool2d,
     AveragePool2d,
     Mean,
@@ -603,6 +616,7 @@ op_kinds!(
     MirrorPad,
     Prelu,
     Softmax,
+    LogSoftmax,
     LocalResponseNorm,
     Relu,
     Relu6,
@@ -614,6 +628,10 @@ op_kinds!(
     Abs,
     ReluN1To1,
     HardSwish,
+    Elu,
+    Gelu,
+    GeluTanh,
+    Rsqrt,
     Quantize,
     Dequantize,
     Densify,
@@ -640,6 +658,7 @@ impl Op {
                 BinaryKind::Maximum => OpKind::Maximum,
                 BinaryKind::Minimum => OpKind::Minimum,
                 BinaryKind::Div => OpKind::Div,
+                BinaryKind::SquaredDifference => OpKind::SquaredDifference,
             },
             Op::Pool2d(p) => match p.kind {
                 PoolKind::Max => OpKind::MaxPool2d,
@@ -656,6 +675,7 @@ impl Op {
                 ResizeMode::Bilinear => OpKind::ResizeBilinear,
             },
             Op::Softmax(_) => OpKind::Softmax,
+            Op::LogSoftmax => OpKind::LogSoftmax,
             Op::LocalResponseNorm(_) => OpKind::LocalResponseNorm,
             Op::Unary(u) => match u.kind {
                 UnaryKind::Relu => OpKind::Relu,
@@ -668,6 +688,10 @@ impl Op {
                 UnaryKind::Abs => OpKind::Abs,
                 UnaryKind::ReluN1To1 => OpKind::ReluN1To1,
                 UnaryKind::HardSwish => OpKind::HardSwish,
+                UnaryKind::Elu => OpKind::Elu,
+                UnaryKind::Gelu => OpKind::Gelu,
+                UnaryKind::GeluTanh => OpKind::GeluTanh,
+                UnaryKind::Rsqrt => OpKind::Rsqrt,
             },
             Op::Quantize => OpKind::Quantize,
             Op::Dequantize => OpKind::Dequantize,
@@ -697,6 +721,7 @@ impl Op {
             | Op::StridedSlice(_)
             | Op::Resize(_)
             | Op::Softmax(_)
+            | Op::LogSoftmax
             | Op::LocalResponseNorm(_)
             | Op::Unary(_)
             | Op::Quantize
@@ -839,7 +864,8 @@ impl Op {
                 out.push(("paddings", format!("[{}]", v.join(","))));
                 out.push(("mode", format!("{:?}", o.mode).to_lowercase()));
             }
-            Op::Binary(_) | Op::Unary(_) | Op::Quantize | Op::Dequantize | Op::Densify | Op::Prelu => {}
+            Op::Binary(_) | Op::Unary(_) | Op::Quantize | Op::Dequantize | Op::Densify | Op::Prelu | Op::LogSoftmax => {
+            }
         }
         if let Some(act) = self.fused_activation()
             && act != Activation::None
@@ -1154,6 +1180,13 @@ impl Op {
                 let (dt, x) = get(0)?;
                 if x.rank() == 0 {
                     return bad("Softmax input must have rank >= 1");
+                }
+                one(Some(dt), x.clone())
+            }
+            Op::LogSoftmax => {
+                let (dt, x) = get(0)?;
+                if x.rank() == 0 {
+                    return bad("LogSoftmax input must have rank >= 1");
                 }
                 one(Some(dt), x.clone())
             }

@@ -450,6 +450,9 @@ const KNOWN_OPS: &[&str] = &[
     "Tanh",
     "Exp",
     "Sqrt",
+    "Elu",
+    "Gelu",
+    "LogSoftmax",
     "Neg",
     "Abs",
     "Clip",
@@ -698,9 +701,33 @@ impl Importer {
                 };
                 self.alias(n, Val::Const(c));
             }
-            "Relu" | "Sigmoid" | "Tanh" | "Exp" | "Sqrt" | "Neg" | "Abs" => {
+            "Elu" if attr_f(n, "alpha", 1.0) != 1.0 => {
+                // TFLite's ELU has α = 1: α·elu(x) + (1 − α)·relu(x) (one of the two is x).
+                let alpha = attr_f(n, "alpha", 1.0);
+                if !alpha.is_finite() {
+                    return Err(format!("Elu alpha {alpha} is not finite"));
+                }
+                let x = self.input(n, 0)?;
+                let bin = |kind| Op::Binary(Binary { kind, activation: Activation::None });
+                let e = self.push(&format!("{name}/elu"), Op::Unary(Unary { kind: UnaryKind::Elu }), vec![Some(x)])?;
+                let r =
+                    self.push(&format!("{name}/relu"), Op::Unary(Unary { kind: UnaryKind::Relu }), vec![Some(x)])?;
+                let a = self.new_const(&format!("{name}/alpha"), DType::F32, &[], f32_bytes(&[alpha]));
+                let b = self.new_const(&format!("{name}/one_minus_alpha"), DType::F32, &[], f32_bytes(&[1.0 - alpha]));
+                let ea = self.push(&format!("{name}/scaled_elu"), bin(BinaryKind::Mul), vec![Some(e), Some(a)])?;
+                let rb = self.push(&format!("{name}/scaled_relu"), bin(BinaryKind::Mul), vec![Some(r), Some(b)])?;
+                let y = self.push(name, bin(BinaryKind::Add), vec![Some(ea), Some(rb)])?;
+                self.output(n, y);
+            }
+            "Gelu" if !matches!(attr_s(n, "approximate").as_deref(), None | Some("none") | Some("tanh")) => {
+                return Ok(false);
+            }
+            "Relu" | "Sigmoid" | "Tanh" | "Exp" | "Sqrt" | "Neg" | "Abs" | "Elu" | "Gelu" => {
                 let x = self.input(n, 0)?;
                 let kind = match op_type {
+                    "Elu" => UnaryKind::Elu,
+                    "Gelu" if attr_s(n, "approximate").as_deref() == Some("tanh") => UnaryKind::GeluTanh,
+                    "Gelu" => UnaryKind::Gelu,
                     "Relu" => UnaryKind::Relu,
                     "Sigmoid" => UnaryKind::Logistic,
                     "Exp" => UnaryKind::Exp,
@@ -1331,6 +1358,18 @@ impl Importer {
                 let y = self.push(&format!("{name}/nhwc"), Op::LocalResponseNorm(op), vec![Some(t)])?;
                 let back = self.transpose(name, y, vec![0, 3, 1, 2])?;
                 self.output(n, back);
+            }
+            "LogSoftmax" => {
+                // Over the last axis only (opset 13's default, or an explicit last axis).
+                let x = self.input(n, 0)?;
+                let rank = self.shape_of(x).rank();
+                let default = if self.opset >= 13 { -1 } else { 1 };
+                let axis = norm_axis(attr_i(n, "axis", default), rank)?;
+                if axis + 1 != rank {
+                    return Ok(false);
+                }
+                let y = self.push(name, Op::LogSoftmax, vec![Some(x)])?;
+                self.output(n, y);
             }
             "Softmax" => {
                 let x = self.input(n, 0)?;

@@ -48,21 +48,28 @@ pub fn op_spec(op: &Op) -> OpSpec {
         Op::Binary(b) if matches!(b.kind, BinaryKind::Maximum | BinaryKind::Minimum) => {
             OpSpec { inputs_like_output: true, ..OpSpec::plain(OutputRule::Calibrated) }
         }
-        // LiteRT has no int8 DIV: it stays float.
-        Op::Binary(b) if b.kind == BinaryKind::Div => {
+        // LiteRT has no int8 DIV: it stays float (and SQUARED_DIFFERENCE until qlite has one).
+        Op::Binary(b) if matches!(b.kind, BinaryKind::Div | BinaryKind::SquaredDifference) => {
             OpSpec { quantizable: false, ..OpSpec::plain(OutputRule::Calibrated) }
         }
         Op::Binary(_) | Op::Mean(_) => OpSpec::plain(OutputRule::Calibrated),
         Op::Unary(u) => match u.kind {
             UnaryKind::Logistic => OpSpec::plain(OutputRule::Fixed(1.0 / 256.0, -128)),
             UnaryKind::Tanh => OpSpec::plain(OutputRule::Fixed(1.0 / 128.0, 0)),
-            UnaryKind::Relu | UnaryKind::Relu6 | UnaryKind::HardSwish => OpSpec::plain(OutputRule::Calibrated),
+            UnaryKind::Relu
+            | UnaryKind::Relu6
+            | UnaryKind::HardSwish
+            | UnaryKind::Elu
+            | UnaryKind::Gelu
+            | UnaryKind::GeluTanh => OpSpec::plain(OutputRule::Calibrated),
+            UnaryKind::Rsqrt => OpSpec { quantizable: false, ..OpSpec::plain(OutputRule::Calibrated) },
             // No int8 kernel in qlite yet: these stay float between Dequantize / Quantize.
             UnaryKind::Exp | UnaryKind::Sqrt | UnaryKind::Neg | UnaryKind::Abs | UnaryKind::ReluN1To1 => {
                 OpSpec { quantizable: false, ..OpSpec::plain(OutputRule::Calibrated) }
             }
         },
         Op::Softmax(_) => OpSpec::plain(OutputRule::Fixed(1.0 / 256.0, -128)),
+        Op::LogSoftmax => OpSpec { quantizable: false, ..OpSpec::plain(OutputRule::Calibrated) },
         // LiteRT's LOCAL_RESPONSE_NORMALIZATION is float-only.
         Op::LocalResponseNorm(_) => OpSpec { quantizable: false, ..OpSpec::plain(OutputRule::Calibrated) },
         Op::Pool2d(_)

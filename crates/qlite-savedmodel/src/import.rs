@@ -266,6 +266,7 @@ const KNOWN_OPS: &[&str] = &[
     "Exp",
     "Sqrt",
     "Rsqrt",
+    "Elu",
     "Neg",
     "Abs",
     "Reshape",
@@ -665,7 +666,7 @@ impl<'a> Im<'a> {
                 });
                 one(Val::T(self.push(&name, op, vec![Some(x)])?))
             }
-            "Relu" | "Relu6" | "Sigmoid" | "Tanh" | "Exp" | "Sqrt" | "Neg" | "Abs" | "Rsqrt" => {
+            "Relu" | "Relu6" | "Sigmoid" | "Tanh" | "Exp" | "Sqrt" | "Neg" | "Abs" | "Rsqrt" | "Elu" => {
                 let a = get(0)?;
                 if let Val::C(c) = &a {
                     let v = c.f32s().ok_or("float constant expected")?;
@@ -678,6 +679,7 @@ impl<'a> Im<'a> {
                         "Sqrt" => f32::sqrt,
                         "Neg" => |x| -x,
                         "Abs" => f32::abs,
+                        "Elu" => |x| if x < 0.0 { x.exp_m1() } else { x },
                         _ => |x| 1.0 / x.sqrt(),
                     };
                     return one(Val::C(Const::f32(c.dims.clone(), &v.iter().map(|&x| f(x)).collect::<Vec<_>>())));
@@ -691,6 +693,8 @@ impl<'a> Im<'a> {
                     "Sqrt" => UnaryKind::Sqrt,
                     "Neg" => UnaryKind::Neg,
                     "Abs" => UnaryKind::Abs,
+                    "Rsqrt" => UnaryKind::Rsqrt,
+                    "Elu" => UnaryKind::Elu,
                     _ => return Ok(None),
                 };
                 let x = self.materialize(&format!("{name}/x"), &a)?;

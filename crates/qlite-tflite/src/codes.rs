@@ -83,6 +83,7 @@ pub fn builtin(op: &Op) -> Option<fb::BuiltinOperator> {
             BinaryKind::Maximum => B::MAXIMUM,
             BinaryKind::Minimum => B::MINIMUM,
             BinaryKind::Div => B::DIV,
+            BinaryKind::SquaredDifference => B::SQUARED_DIFFERENCE,
         },
         Op::Pool2d(p) => match p.kind {
             PoolKind::Max => B::MAX_POOL_2D,
@@ -117,7 +118,11 @@ pub fn builtin(op: &Op) -> Option<fb::BuiltinOperator> {
             UnaryKind::Neg => B::NEG,
             UnaryKind::Abs => B::ABS,
             UnaryKind::ReluN1To1 => B::RELU_N1_TO_1,
+            UnaryKind::Elu => B::ELU,
+            UnaryKind::Gelu | UnaryKind::GeluTanh => B::GELU,
+            UnaryKind::Rsqrt => B::RSQRT,
         },
+        Op::LogSoftmax => B::LOG_SOFTMAX,
         Op::Quantize => B::QUANTIZE,
         Op::Dequantize => B::DEQUANTIZE,
         Op::Densify => B::DENSIFY,
@@ -201,6 +206,10 @@ pub fn op_version(g: &Graph, n: &Node) -> i32 {
             },
             BinaryKind::Div => match x {
                 Some(U8) => 2,
+                _ => 1,
+            },
+            BinaryKind::SquaredDifference => match x {
+                Some(I8) => 2,
                 _ => 1,
             },
             BinaryKind::Add => match x {
@@ -315,14 +324,21 @@ pub fn op_version(g: &Graph, n: &Node) -> i32 {
             _ => 1,
         },
         Op::Unary(u) => match (u.kind, x) {
-            // HARD_SWISH has one version for every dtype.
-            (UnaryKind::HardSwish, _) => 1,
+            // Not versioned by dtype in op_version.cc: one version for every dtype.
+            (UnaryKind::HardSwish | UnaryKind::Elu | UnaryKind::Neg | UnaryKind::Sqrt | UnaryKind::ReluN1To1, _) => 1,
+            (UnaryKind::Gelu | UnaryKind::GeluTanh, Some(I8 | U8)) => 2,
+            (UnaryKind::Gelu | UnaryKind::GeluTanh, _) => 1,
+            (UnaryKind::Exp, Some(I8 | I16)) => 2,
             (_, Some(I16)) => 3,
             (_, Some(I8)) => 2,
             (UnaryKind::Relu, Some(U8)) => 2,
             _ => 1,
         },
         Op::Reshape(_) | Op::LocalResponseNorm(_) | Op::Densify | Op::Prelu => 1,
+        Op::LogSoftmax => match x {
+            Some(I8) => 2,
+            _ => 1,
+        },
         Op::Gather(_) => match x {
             Some(I16) => 4,
             Some(Bool) => 3,
@@ -399,6 +415,11 @@ pub fn min_runtime(op: fb::BuiltinOperator, version: i32) -> Option<&'static str
         B::RELU => &["1.5.0", "2.1.0", "2.5.0"],
         B::TANH | B::LOGISTIC => &["1.14.0", "1.14.0", "2.3.0"],
         B::DENSIFY => &["2.2.0"],
+        B::ELU => &["1.14.0"],
+        B::GELU => &["2.9.0", "2.9.0"],
+        B::RSQRT => &["1.10.0", "2.5.0"],
+        B::LOG_SOFTMAX => &["1.14.0", "1.14.0"],
+        B::SQUARED_DIFFERENCE => &["1.13.1", "2.5.0"],
         B::TRANSPOSE_CONV => &["1.9.0", "2.2.0", "2.3.0"],
         B::RESIZE_BILINEAR => &["1.7.0", "1.14.0", "2.2.0", "2.5.0"],
         B::GATHER => &["1.6.0", "1.14.0", "1.15.0", "2.4.0", "2.5.0"],

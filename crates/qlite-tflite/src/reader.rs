@@ -848,6 +848,19 @@ fn convert_op(
         B::NEG => Op::Unary(Unary { kind: UnaryKind::Neg }),
         B::ABS => Op::Unary(Unary { kind: UnaryKind::Abs }),
         B::RELU_N1_TO_1 => Op::Unary(Unary { kind: UnaryKind::ReluN1To1 }),
+        B::ELU => Op::Unary(Unary { kind: UnaryKind::Elu }),
+        B::RSQRT => Op::Unary(Unary { kind: UnaryKind::Rsqrt }),
+        B::GELU => Op::Unary(Unary {
+            kind: if op.builtin_options_as_gelu_options().is_some_and(|o| o.approximate()) {
+                UnaryKind::GeluTanh
+            } else {
+                UnaryKind::Gelu
+            },
+        }),
+        B::LOG_SOFTMAX => Op::LogSoftmax,
+        B::SQUARED_DIFFERENCE => {
+            Op::Binary(Binary { kind: BinaryKind::SquaredDifference, activation: Activation::None })
+        }
         B::QUANTIZE => Op::Quantize,
         B::DEQUANTIZE => Op::Dequantize,
         B::DENSIFY => Op::Densify,

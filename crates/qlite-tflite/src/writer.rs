@@ -704,6 +704,13 @@ fn options(fbb: &mut FlatBufferBuilder<'_>, n: &Node) -> (fb::BuiltinOptions, Op
                 ),
                 // MAXIMUM / MINIMUM read no options.
                 qlite_ir::BinaryKind::Maximum | qlite_ir::BinaryKind::Minimum => (O::NONE, None),
+                qlite_ir::BinaryKind::SquaredDifference => (
+                    O::SquaredDifferenceOptions,
+                    Some(
+                        fb::SquaredDifferenceOptions::create(fbb, &fb::SquaredDifferenceOptionsArgs {})
+                            .as_union_value(),
+                    ),
+                ),
             }
         }
         Op::Pool2d(o) => (
@@ -837,6 +844,14 @@ fn options(fbb: &mut FlatBufferBuilder<'_>, n: &Node) -> (fb::BuiltinOptions, Op
             )
         }
         Op::Prelu => (O::NONE, None),
+        Op::LogSoftmax => (
+            O::LogSoftmaxOptions,
+            Some(fb::LogSoftmaxOptions::create(fbb, &fb::LogSoftmaxOptionsArgs {}).as_union_value()),
+        ),
+        Op::Unary(u) if matches!(u.kind, qlite_ir::UnaryKind::Gelu | qlite_ir::UnaryKind::GeluTanh) => {
+            let args = fb::GeluOptionsArgs { approximate: u.kind == qlite_ir::UnaryKind::GeluTanh };
+            (O::GeluOptions, Some(fb::GeluOptions::create(fbb, &args).as_union_value()))
+        }
         Op::Densify => {
             (O::DensifyOptions, Some(fb::DensifyOptions::create(fbb, &fb::DensifyOptionsArgs {}).as_union_value()))
         }

@@ -1704,10 +1704,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for MirrorPadMode {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BUILTIN_OPTIONS: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BUILTIN_OPTIONS: u8 = 99;
+pub const ENUM_MAX_BUILTIN_OPTIONS: u8 = 116;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BUILTIN_OPTIONS: [BuiltinOptions; 35] = [
+pub const ENUM_VALUES_BUILTIN_OPTIONS: [BuiltinOptions; 38] = [
   BuiltinOptions::NONE,
   BuiltinOptions::Conv2DOptions,
   BuiltinOptions::DepthwiseConv2DOptions,
@@ -1730,6 +1730,7 @@ pub const ENUM_VALUES_BUILTIN_OPTIONS: [BuiltinOptions; 35] = [
   BuiltinOptions::SqueezeOptions,
   BuiltinOptions::StridedSliceOptions,
   BuiltinOptions::SplitOptions,
+  BuiltinOptions::LogSoftmaxOptions,
   BuiltinOptions::DequantizeOptions,
   BuiltinOptions::SliceOptions,
   BuiltinOptions::TransposeConvOptions,
@@ -1738,11 +1739,13 @@ pub const ENUM_VALUES_BUILTIN_OPTIONS: [BuiltinOptions; 35] = [
   BuiltinOptions::ShapeOptions,
   BuiltinOptions::PackOptions,
   BuiltinOptions::ResizeNearestNeighborOptions,
+  BuiltinOptions::SquaredDifferenceOptions,
   BuiltinOptions::MirrorPadOptions,
   BuiltinOptions::SplitVOptions,
   BuiltinOptions::QuantizeOptions,
   BuiltinOptions::DepthToSpaceOptions,
   BuiltinOptions::DensifyOptions,
+  BuiltinOptions::GeluOptions,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -1772,6 +1775,7 @@ impl BuiltinOptions {
   pub const SqueezeOptions: Self = Self(30);
   pub const StridedSliceOptions: Self = Self(32);
   pub const SplitOptions: Self = Self(35);
+  pub const LogSoftmaxOptions: Self = Self(36);
   pub const DequantizeOptions: Self = Self(38);
   pub const SliceOptions: Self = Self(48);
   pub const TransposeConvOptions: Self = Self(49);
@@ -1780,14 +1784,16 @@ impl BuiltinOptions {
   pub const ShapeOptions: Self = Self(55);
   pub const PackOptions: Self = Self(59);
   pub const ResizeNearestNeighborOptions: Self = Self(74);
+  pub const SquaredDifferenceOptions: Self = Self(76);
   pub const MirrorPadOptions: Self = Self(77);
   pub const SplitVOptions: Self = Self(79);
   pub const QuantizeOptions: Self = Self(89);
   pub const DepthToSpaceOptions: Self = Self(94);
   pub const DensifyOptions: Self = Self(99);
+  pub const GeluOptions: Self = Self(116);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 99;
+  pub const ENUM_MAX: u8 = 116;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Conv2DOptions,
@@ -1811,6 +1817,7 @@ impl BuiltinOptions {
     Self::SqueezeOptions,
     Self::StridedSliceOptions,
     Self::SplitOptions,
+    Self::LogSoftmaxOptions,
     Self::DequantizeOptions,
     Self::SliceOptions,
     Self::TransposeConvOptions,
@@ -1819,11 +1826,13 @@ impl BuiltinOptions {
     Self::ShapeOptions,
     Self::PackOptions,
     Self::ResizeNearestNeighborOptions,
+    Self::SquaredDifferenceOptions,
     Self::MirrorPadOptions,
     Self::SplitVOptions,
     Self::QuantizeOptions,
     Self::DepthToSpaceOptions,
     Self::DensifyOptions,
+    Self::GeluOptions,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1850,6 +1859,7 @@ impl BuiltinOptions {
       Self::SqueezeOptions => Some("SqueezeOptions"),
       Self::StridedSliceOptions => Some("StridedSliceOptions"),
       Self::SplitOptions => Some("SplitOptions"),
+      Self::LogSoftmaxOptions => Some("LogSoftmaxOptions"),
       Self::DequantizeOptions => Some("DequantizeOptions"),
       Self::SliceOptions => Some("SliceOptions"),
       Self::TransposeConvOptions => Some("TransposeConvOptions"),
@@ -1858,11 +1868,13 @@ impl BuiltinOptions {
       Self::ShapeOptions => Some("ShapeOptions"),
       Self::PackOptions => Some("PackOptions"),
       Self::ResizeNearestNeighborOptions => Some("ResizeNearestNeighborOptions"),
+      Self::SquaredDifferenceOptions => Some("SquaredDifferenceOptions"),
       Self::MirrorPadOptions => Some("MirrorPadOptions"),
       Self::SplitVOptions => Some("SplitVOptions"),
       Self::QuantizeOptions => Some("QuantizeOptions"),
       Self::DepthToSpaceOptions => Some("DepthToSpaceOptions"),
       Self::DensifyOptions => Some("DensifyOptions"),
+      Self::GeluOptions => Some("GeluOptions"),
       _ => None,
     }
   }
@@ -3407,6 +3419,258 @@ impl ::core::fmt::Debug for Conv2DOptions<'_> {
       ds.field("dilation_w_factor", &self.dilation_w_factor());
       ds.field("dilation_h_factor", &self.dilation_h_factor());
       ds.field("quantized_bias_type", &self.quantized_bias_type());
+      ds.finish()
+  }
+}
+pub enum LogSoftmaxOptionsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LogSoftmaxOptions<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LogSoftmaxOptions<'a> {
+  type Inner = LogSoftmaxOptions<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LogSoftmaxOptions<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LogSoftmaxOptions { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    _args: &'args LogSoftmaxOptionsArgs
+  ) -> ::flatbuffers::WIPOffset<LogSoftmaxOptions<'bldr>> {
+    let mut builder = LogSoftmaxOptionsBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for LogSoftmaxOptions<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LogSoftmaxOptionsArgs {
+}
+impl<'a> Default for LogSoftmaxOptionsArgs {
+  #[inline]
+  fn default() -> Self {
+    LogSoftmaxOptionsArgs {
+    }
+  }
+}
+
+pub struct LogSoftmaxOptionsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LogSoftmaxOptionsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LogSoftmaxOptionsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LogSoftmaxOptionsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LogSoftmaxOptions<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LogSoftmaxOptions<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LogSoftmaxOptions");
+      ds.finish()
+  }
+}
+pub enum SquaredDifferenceOptionsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct SquaredDifferenceOptions<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SquaredDifferenceOptions<'a> {
+  type Inner = SquaredDifferenceOptions<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SquaredDifferenceOptions<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SquaredDifferenceOptions { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    _args: &'args SquaredDifferenceOptionsArgs
+  ) -> ::flatbuffers::WIPOffset<SquaredDifferenceOptions<'bldr>> {
+    let mut builder = SquaredDifferenceOptionsBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for SquaredDifferenceOptions<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SquaredDifferenceOptionsArgs {
+}
+impl<'a> Default for SquaredDifferenceOptionsArgs {
+  #[inline]
+  fn default() -> Self {
+    SquaredDifferenceOptionsArgs {
+    }
+  }
+}
+
+pub struct SquaredDifferenceOptionsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SquaredDifferenceOptionsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SquaredDifferenceOptionsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SquaredDifferenceOptionsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SquaredDifferenceOptions<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SquaredDifferenceOptions<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SquaredDifferenceOptions");
+      ds.finish()
+  }
+}
+pub enum GeluOptionsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct GeluOptions<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for GeluOptions<'a> {
+  type Inner = GeluOptions<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> GeluOptions<'a> {
+  pub const VT_APPROXIMATE: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    GeluOptions { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args GeluOptionsArgs
+  ) -> ::flatbuffers::WIPOffset<GeluOptions<'bldr>> {
+    let mut builder = GeluOptionsBuilder::new(_fbb);
+    builder.add_approximate(args.approximate);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn approximate(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(GeluOptions::VT_APPROXIMATE, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for GeluOptions<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<bool>("approximate", Self::VT_APPROXIMATE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GeluOptionsArgs {
+    pub approximate: bool,
+}
+impl<'a> Default for GeluOptionsArgs {
+  #[inline]
+  fn default() -> Self {
+    GeluOptionsArgs {
+      approximate: false,
+    }
+  }
+}
+
+pub struct GeluOptionsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GeluOptionsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_approximate(&mut self, approximate: bool) {
+    self.fbb_.push_slot::<bool>(GeluOptions::VT_APPROXIMATE, approximate, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GeluOptionsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    GeluOptionsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<GeluOptions<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for GeluOptions<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("GeluOptions");
+      ds.field("approximate", &self.approximate());
       ds.finish()
   }
 }
@@ -7713,6 +7977,21 @@ impl<'a> Operator<'a> {
 
   #[inline]
   #[allow(non_snake_case)]
+  pub fn builtin_options_as_log_softmax_options(&self) -> Option<LogSoftmaxOptions<'a>> {
+    if self.builtin_options_type() == BuiltinOptions::LogSoftmaxOptions {
+      self.builtin_options().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LogSoftmaxOptions::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
   pub fn builtin_options_as_dequantize_options(&self) -> Option<DequantizeOptions<'a>> {
     if self.builtin_options_type() == BuiltinOptions::DequantizeOptions {
       self.builtin_options().map(|t| {
@@ -7833,6 +8112,21 @@ impl<'a> Operator<'a> {
 
   #[inline]
   #[allow(non_snake_case)]
+  pub fn builtin_options_as_squared_difference_options(&self) -> Option<SquaredDifferenceOptions<'a>> {
+    if self.builtin_options_type() == BuiltinOptions::SquaredDifferenceOptions {
+      self.builtin_options().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { SquaredDifferenceOptions::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
   pub fn builtin_options_as_mirror_pad_options(&self) -> Option<MirrorPadOptions<'a>> {
     if self.builtin_options_type() == BuiltinOptions::MirrorPadOptions {
       self.builtin_options().map(|t| {
@@ -7906,6 +8200,21 @@ impl<'a> Operator<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn builtin_options_as_gelu_options(&self) -> Option<GeluOptions<'a>> {
+    if self.builtin_options_type() == BuiltinOptions::GeluOptions {
+      self.builtin_options().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { GeluOptions::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Operator<'_> {
@@ -7940,6 +8249,7 @@ impl ::flatbuffers::Verifiable for Operator<'_> {
           BuiltinOptions::SqueezeOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SqueezeOptions>>("BuiltinOptions::SqueezeOptions", pos),
           BuiltinOptions::StridedSliceOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StridedSliceOptions>>("BuiltinOptions::StridedSliceOptions", pos),
           BuiltinOptions::SplitOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SplitOptions>>("BuiltinOptions::SplitOptions", pos),
+          BuiltinOptions::LogSoftmaxOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LogSoftmaxOptions>>("BuiltinOptions::LogSoftmaxOptions", pos),
           BuiltinOptions::DequantizeOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DequantizeOptions>>("BuiltinOptions::DequantizeOptions", pos),
           BuiltinOptions::SliceOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SliceOptions>>("BuiltinOptions::SliceOptions", pos),
           BuiltinOptions::TransposeConvOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TransposeConvOptions>>("BuiltinOptions::TransposeConvOptions", pos),
@@ -7948,11 +8258,13 @@ impl ::flatbuffers::Verifiable for Operator<'_> {
           BuiltinOptions::ShapeOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ShapeOptions>>("BuiltinOptions::ShapeOptions", pos),
           BuiltinOptions::PackOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PackOptions>>("BuiltinOptions::PackOptions", pos),
           BuiltinOptions::ResizeNearestNeighborOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ResizeNearestNeighborOptions>>("BuiltinOptions::ResizeNearestNeighborOptions", pos),
+          BuiltinOptions::SquaredDifferenceOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SquaredDifferenceOptions>>("BuiltinOptions::SquaredDifferenceOptions", pos),
           BuiltinOptions::MirrorPadOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MirrorPadOptions>>("BuiltinOptions::MirrorPadOptions", pos),
           BuiltinOptions::SplitVOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SplitVOptions>>("BuiltinOptions::SplitVOptions", pos),
           BuiltinOptions::QuantizeOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<QuantizeOptions>>("BuiltinOptions::QuantizeOptions", pos),
           BuiltinOptions::DepthToSpaceOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DepthToSpaceOptions>>("BuiltinOptions::DepthToSpaceOptions", pos),
           BuiltinOptions::DensifyOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DensifyOptions>>("BuiltinOptions::DensifyOptions", pos),
+          BuiltinOptions::GeluOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GeluOptions>>("BuiltinOptions::GeluOptions", pos),
           _ => Ok(()),
         }
      })?
@@ -8238,6 +8550,13 @@ impl ::core::fmt::Debug for Operator<'_> {
             ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")
           }
         },
+        BuiltinOptions::LogSoftmaxOptions => {
+          if let Some(x) = self.builtin_options_as_log_softmax_options() {
+            ds.field("builtin_options", &x)
+          } else {
+            ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
         BuiltinOptions::DequantizeOptions => {
           if let Some(x) = self.builtin_options_as_dequantize_options() {
             ds.field("builtin_options", &x)
@@ -8294,6 +8613,13 @@ impl ::core::fmt::Debug for Operator<'_> {
             ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")
           }
         },
+        BuiltinOptions::SquaredDifferenceOptions => {
+          if let Some(x) = self.builtin_options_as_squared_difference_options() {
+            ds.field("builtin_options", &x)
+          } else {
+            ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
         BuiltinOptions::MirrorPadOptions => {
           if let Some(x) = self.builtin_options_as_mirror_pad_options() {
             ds.field("builtin_options", &x)
@@ -8324,6 +8650,13 @@ impl ::core::fmt::Debug for Operator<'_> {
         },
         BuiltinOptions::DensifyOptions => {
           if let Some(x) = self.builtin_options_as_densify_options() {
+            ds.field("builtin_options", &x)
+          } else {
+            ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        BuiltinOptions::GeluOptions => {
+          if let Some(x) = self.builtin_options_as_gelu_options() {
             ds.field("builtin_options", &x)
           } else {
             ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")
