@@ -166,3 +166,44 @@ fn another_signature_can_be_chosen() {
     assert_eq!(g.signature().unwrap().key, "logits_only");
     assert_eq!(g.output_name(0), Some("logits"));
 }
+
+/// Decoder and upsampling layers (Conv2DTranspose SAME and VALID with their biases folded,
+/// UpSampling2D bilinear, resize nearest, depth/space moves, reflect pad, tile, ELU, squared
+/// difference) from a Keras `model.export()`: equal to Keras, and the converted file to LiteRT.
+#[test]
+fn keras_decoder_layers_match_keras() {
+    let reg = qlite::Registry::default();
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixture("savedmodel_ops/savedmodel");
+    let x = qlite::read_npy_file(&fixture("savedmodel_ops/input.npy")).unwrap();
+    let want = qlite::read_npy_file(&fixture("savedmodel_ops/expected.npy")).unwrap();
+    let g = qlite::load(&reg, &src).unwrap();
+    let kinds: std::collections::BTreeSet<&str> = g.nodes().iter().map(|n| n.op.name()).collect();
+    for k in [
+        "TransposeConv2d",
+        "ResizeBilinear",
+        "ResizeNearestNeighbor",
+        "DepthToSpace",
+        "SpaceToDepth",
+        "MirrorPad",
+        "Tile",
+        "SquaredDifference",
+    ] {
+        assert!(kinds.contains(k), "no {k} in {kinds:?}");
+    }
+    // Conv2DTranspose's BiasAdd is folded into the op.
+    assert!(g.nodes().iter().filter(|n| n.op.name() == "TransposeConv2d").all(|n| n.input(2).is_some()));
+    let y = qlite::run_batched(&g, vec![x.clone()]).unwrap();
+    crate::common::assert_agrees(&y[0], &want, crate::common::FRAMEWORK_TOL, "the SavedModel against Keras");
+    let out = dir.path().join("decoder.tflite");
+    // A batch of 1 (`--input-shape image=1,6,6,3`): LiteRT's TRANSPOSE_CONV takes its output
+    // shape from a tensor, which for a dynamic batch must be computed at run time (SHAPE ->
+    // STRIDED_SLICE -> CONCATENATION), and qlite's writer does not emit that yet.
+    let mut opts = qlite::ConvertOptions::default();
+    opts.input_shapes.insert("image".into(), vec![1, 6, 6, 3]);
+    qlite::convert(&reg, &src, &out, &opts).unwrap();
+    let t = qlite::load(&reg, &out).unwrap();
+    let yt = qlite::run_batched(&t, vec![x.clone()]).unwrap();
+    crate::common::assert_agrees(&yt[0], &want, crate::common::FRAMEWORK_TOL, "converted, against Keras");
+    crate::common::export_case("savedmodel_keras_decoder", &std::fs::read(&out).unwrap(), &[x], &yt, "float");
+}

@@ -259,7 +259,10 @@ fn fixtures() -> R {
     run(Command::new(&py)
         .arg(root().join("xtask/fixtures/make_sparse.py"))
         .arg(root().join("fixtures/tflite_sparse")))?;
-    run(Command::new(&py).arg(root().join("xtask/fixtures/make_ops.py")).arg(root().join("fixtures/tflite_ops")))
+    run(Command::new(&py).arg(root().join("xtask/fixtures/make_ops.py")).arg(root().join("fixtures/tflite_ops")))?;
+    run(Command::new(&py)
+        .arg(root().join("xtask/fixtures/make_savedmodel_ops.py"))
+        .arg(root().join("fixtures/savedmodel_ops")))
 }
 
 fn conformance(run_tests: bool) -> R {

@@ -254,6 +254,15 @@ const KNOWN_OPS: &[&str] = &[
     "BiasAdd",
     "MatMul",
     "Conv2D",
+    "Conv2DBackpropInput",
+    "ResizeNearestNeighbor",
+    "ResizeBilinear",
+    "DepthToSpace",
+    "SpaceToDepth",
+    "Tile",
+    "MirrorPad",
+    "SquaredDifference",
+    "LogSoftmax",
     "DepthwiseConv2dNative",
     "MaxPool",
     "AvgPool",
@@ -476,7 +485,8 @@ impl<'a> Im<'a> {
         }
         let Some(pi) = self.g.producer(x) else { return Ok(None) };
         let foldable = self.g.nodes().get(pi.index()).is_some_and(|pn| {
-            matches!(pn.op, Op::FullyConnected(_) | Op::Conv2d(_) | Op::DepthwiseConv2d(_)) && pn.input(2).is_none()
+            matches!(pn.op, Op::FullyConnected(_) | Op::Conv2d(_) | Op::DepthwiseConv2d(_) | Op::TransposeConv2d(_))
+                && pn.input(2).is_none()
         });
         if !foldable || self.g.outputs().contains(&x) {
             return Ok(None);
@@ -646,6 +656,132 @@ impl<'a> Im<'a> {
             }
             "Conv2D" | "DepthwiseConv2dNative" => {
                 self.conv(n, &name, get(0)?, get(1)?).map(|o| o.map(|t| vec![Val::T(t)]))
+            }
+            // Keras's Conv2DTranspose: input_sizes, filter [kh, kw, out, in], the input.
+            "Conv2DBackpropInput" => {
+                if attr_s(n, "data_format").is_some_and(|f| f != "NHWC") {
+                    return Ok(None);
+                }
+                // input_sizes: Keras computes it from the input's (dynamic) batch; height and
+                // width must be known.
+                let sz: Vec<i64> = match get(0)? {
+                    Val::C(c) => c.ints().ok_or("input_sizes must be integers")?,
+                    Val::Sym(v) if v.len() == 4 => v.iter().map(|d| d.unwrap_or(1)).collect(),
+                    _ => return Ok(None),
+                };
+                let Val::C(w) = get(1)? else { return Ok(None) };
+                let wv = w.f32s().ok_or("filters must be float32")?;
+                if sz.len() != 4 || w.dims.len() != 4 {
+                    return Err(format!("input_sizes {sz:?} / filter {:?}", w.dims));
+                }
+                let s = attr_ints(n, "strides").unwrap_or_else(|| vec![1, 1, 1, 1]);
+                let d = attr_ints(n, "dilations").unwrap_or_else(|| vec![1, 1, 1, 1]);
+                if s.len() != 4 || s[0] != 1 || s[3] != 1 || d.iter().any(|&v| v != 1) {
+                    return Ok(None);
+                }
+                let Some(padding) = padding(n)? else { return Ok(None) };
+                let pos = |v: i64| {
+                    usize::try_from(v).ok().filter(|&v| (1..=1 << 20).contains(&v)).ok_or("sizes must be positive")
+                };
+                let (kh, kw, co, ci) = (w.dims[0], w.dims[1], w.dims[2], w.dims[3]);
+                // HWOI → OHWI.
+                let mut t = vec![0f32; wv.len()];
+                for y in 0..kh {
+                    for z in 0..kw {
+                        for o in 0..co {
+                            for i in 0..ci {
+                                t[((o * kh + y) * kw + z) * ci + i] = wv[((y * kw + z) * co + o) * ci + i];
+                            }
+                        }
+                    }
+                }
+                let wt = self.g.add_tensor(Tensor::constant(
+                    format!("{name}/filter"),
+                    DType::F32,
+                    Shape::fixed(&[co, kh, kw, ci]),
+                    f32_bytes(&t),
+                ));
+                let x = self.materialize(&format!("{name}/x"), &get(2)?)?;
+                let op = Op::TransposeConv2d(TransposeConv2d {
+                    padding,
+                    stride: [pos(s[1])?, pos(s[2])?],
+                    output: [pos(sz[1])?, pos(sz[2])?],
+                    activation: Activation::None,
+                });
+                one(Val::T(self.push(&name, op, vec![Some(x), Some(wt)])?))
+            }
+            "ResizeNearestNeighbor" | "ResizeBilinear" => {
+                let sz: Vec<i64> = match get(1)? {
+                    Val::C(c) => c.ints().ok_or("size must be integers")?,
+                    Val::Sym(v) if v.iter().all(Option::is_some) => v.iter().flatten().copied().collect(),
+                    _ => return Ok(None),
+                };
+                let pos = |v: i64| {
+                    usize::try_from(v)
+                        .ok()
+                        .filter(|&v| (1..=1 << 20).contains(&v))
+                        .ok_or("resize sizes must be positive")
+                };
+                let &[h, w] = sz.as_slice() else { return Err(format!("size {sz:?}")) };
+                let x = self.materialize(&format!("{name}/x"), &get(0)?)?;
+                let op = Op::Resize(Resize {
+                    mode: if n.op == "ResizeBilinear" { ResizeMode::Bilinear } else { ResizeMode::NearestNeighbor },
+                    size: [pos(h)?, pos(w)?],
+                    align_corners: attr_b(n, "align_corners").unwrap_or(false),
+                    half_pixel_centers: attr_b(n, "half_pixel_centers").unwrap_or(false),
+                });
+                one(Val::T(self.push(&name, op, vec![Some(x)])?))
+            }
+            "DepthToSpace" | "SpaceToDepth" => {
+                if attr_s(n, "data_format").is_some_and(|f| f != "NHWC") {
+                    return Ok(None);
+                }
+                let block =
+                    attr_i(n, "block_size").filter(|&b| (1..=64).contains(&b)).ok_or("block_size must be 1..64")?;
+                let x = self.materialize(&format!("{name}/x"), &get(0)?)?;
+                let sd = SpaceDepth { block: block as usize };
+                let op = if n.op == "DepthToSpace" { Op::DepthToSpace(sd) } else { Op::SpaceToDepth(sd) };
+                one(Val::T(self.push(&name, op, vec![Some(x)])?))
+            }
+            "Tile" => {
+                let Val::C(m) = get(1)? else { return Ok(None) };
+                let mult = m.ints().ok_or("multiples must be integers")?;
+                if mult.iter().any(|&v| !(0..=1 << 20).contains(&v)) {
+                    return Err(format!("multiples {mult:?}"));
+                }
+                let x = self.materialize(&format!("{name}/x"), &get(0)?)?;
+                let op = Op::Tile(Tile { multiples: mult.into_iter().map(|v| v as usize).collect() });
+                one(Val::T(self.push(&name, op, vec![Some(x)])?))
+            }
+            "MirrorPad" => {
+                let mode = match attr_s(n, "mode").as_deref() {
+                    Some("REFLECT") => MirrorMode::Reflect,
+                    Some("SYMMETRIC") => MirrorMode::Symmetric,
+                    m => return Err(format!("MirrorPad mode {m:?}")),
+                };
+                let Val::C(p) = get(1)? else { return Err("paddings must be a constant".into()) };
+                let v = p.ints().ok_or("paddings must be integers")?;
+                let paddings = v
+                    .chunks_exact(2)
+                    .map(|c| {
+                        Ok([
+                            usize::try_from(c[0]).map_err(|_| "negative padding")?,
+                            usize::try_from(c[1]).map_err(|_| "negative padding")?,
+                        ])
+                    })
+                    .collect::<Result<Vec<_>, &str>>()?;
+                let x = self.materialize(&format!("{name}/x"), &get(0)?)?;
+                one(Val::T(self.push(&name, Op::MirrorPad(MirrorPad { paddings, mode }), vec![Some(x)])?))
+            }
+            "SquaredDifference" => {
+                let a = self.materialize(&format!("{name}/a"), &get(0)?)?;
+                let b = self.materialize(&format!("{name}/b"), &get(1)?)?;
+                let op = Op::Binary(Binary { kind: BinaryKind::SquaredDifference, activation: Activation::None });
+                one(Val::T(self.push(&name, op, vec![Some(a), Some(b)])?))
+            }
+            "LogSoftmax" => {
+                let x = self.materialize(&format!("{name}/x"), &get(0)?)?;
+                one(Val::T(self.push(&name, Op::LogSoftmax, vec![Some(x)])?))
             }
             "MaxPool" | "AvgPool" => {
                 let x = self.materialize(&format!("{name}/x"), &get(0)?)?;
