@@ -164,3 +164,92 @@ fn cli_inspects_and_converts_and_names_every_unmodelled_op() {
     assert!(!dir.path().join("f16.tflite").exists() && !dir.path().join("int8.tflite").exists());
     insta::assert_snapshot!("tflite_opaque_refusals", errors);
 }
+
+/// MediaPipe's `Convolution2DTransposeBias` custom op (its selfie segmentation models) is read as
+/// the TRANSPOSE_CONV with bias it is: a file made of one such op runs in qlite as the builtin
+/// does, and is written back as the builtin (LiteRT: the same outputs as the custom op).
+#[test]
+fn mediapipe_transpose_conv_bias_is_a_transpose_conv() {
+    use qlite::ir::op::TransposeConv2d;
+    use qlite::ir::tensor::f32_bytes;
+    use qlite::ir::{Activation, DType, Padding, Shape, Tensor};
+    use qlite_tflite::fb;
+    // The builtin form, through qlite's own writer, as the expected outputs.
+    let mut b = crate::common::Builder::new("deconv");
+    let x = b.input("x", &[1, 3, 4, 2], -1.0, 1.0);
+    let wv: Vec<f32> = b.rng.vec(3 * 3 * 3 * 2, -0.5, 0.5);
+    let w = b.raw_const(Tensor::constant("w", DType::F32, Shape::fixed(&[3, 3, 3, 2]), f32_bytes(&wv)));
+    let bias = b.raw_const(Tensor::constant("b", DType::F32, Shape::fixed(&[3]), f32_bytes(&[0.1, -0.2, 0.3])));
+    let op = TransposeConv2d { padding: Padding::Same, stride: [2, 2], output: [6, 8], activation: Activation::None };
+    let y = b.node(qlite::ir::Op::TransposeConv2d(op), &[Some(x), Some(w), Some(bias)], None);
+    let (g, inputs) = b.finish(&[y]);
+    let want = qlite::run(&g, inputs.clone()).unwrap();
+
+    // The same op as MediaPipe writes it: CUSTOM "Convolution2DTransposeBias", inputs (input,
+    // weights, bias), options the raw TfLiteTransposeConvParams {padding 1 = SAME, 2, 2}.
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    let empty = fb::Buffer::create(&mut fbb, &fb::BufferArgs::default());
+    let wb = fbb.create_vector(&f32_bytes(&wv)[..]);
+    let wbuf = fb::Buffer::create(&mut fbb, &fb::BufferArgs { data: Some(wb), ..Default::default() });
+    let bb = fbb.create_vector(&f32_bytes(&[0.1, -0.2, 0.3])[..]);
+    let bbuf = fb::Buffer::create(&mut fbb, &fb::BufferArgs { data: Some(bb), ..Default::default() });
+    let buffers = fbb.create_vector(&[empty, wbuf, bbuf]);
+    let mut tensors = Vec::new();
+    for (shape, buffer, name) in
+        [(&[1, 3, 4, 2][..], 0u32, "x"), (&[3, 3, 3, 2][..], 1, "w"), (&[3][..], 2, "b"), (&[1, 6, 8, 3][..], 0, "y")]
+    {
+        let shape = Some(fbb.create_vector(shape));
+        let name = Some(fbb.create_string(name));
+        tensors.push(fb::Tensor::create(
+            &mut fbb,
+            &fb::TensorArgs { shape, type_: fb::TensorType::FLOAT32, buffer, name, ..Default::default() },
+        ));
+    }
+    let tensors = fbb.create_vector(&tensors);
+    let params: Vec<u8> = [1i32, 2, 2].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let custom_options = Some(fbb.create_vector(&params[..]));
+    let (ins, outs) = (Some(fbb.create_vector(&[0, 1, 2])), Some(fbb.create_vector(&[3])));
+    let op = fb::Operator::create(
+        &mut fbb,
+        &fb::OperatorArgs { opcode_index: 0, inputs: ins, outputs: outs, custom_options, ..Default::default() },
+    );
+    let operators = Some(fbb.create_vector(&[op]));
+    let (sg_in, sg_out) = (Some(fbb.create_vector(&[0])), Some(fbb.create_vector(&[3])));
+    let sg = fb::SubGraph::create(
+        &mut fbb,
+        &fb::SubGraphArgs { tensors: Some(tensors), inputs: sg_in, outputs: sg_out, operators, ..Default::default() },
+    );
+    let subgraphs = Some(fbb.create_vector(&[sg]));
+    let custom_code = Some(fbb.create_string("Convolution2DTransposeBias"));
+    let code = fb::OperatorCode::create(
+        &mut fbb,
+        &fb::OperatorCodeArgs {
+            deprecated_builtin_code: 32,
+            custom_code,
+            version: 1,
+            builtin_code: fb::BuiltinOperator::CUSTOM,
+        },
+    );
+    let operator_codes = Some(fbb.create_vector(&[code]));
+    let model = fb::Model::create(
+        &mut fbb,
+        &fb::ModelArgs { version: 3, operator_codes, subgraphs, buffers: Some(buffers), ..Default::default() },
+    );
+    fbb.finish(model, Some("TFL3"));
+    let custom = fbb.finished_data().to_vec();
+
+    let gc = qlite_tflite::read_model(bytes::Bytes::copy_from_slice(&custom)).unwrap();
+    assert!(matches!(gc.nodes()[0].op, qlite::ir::Op::TransposeConv2d(_)), "{:?}", gc.nodes()[0].op);
+    assert_eq!(qlite::run(&gc, inputs.clone()).unwrap(), want);
+    let written = qlite_tflite::write_model(&gc).unwrap();
+    let back = qlite_tflite::read_model(written.clone()).unwrap();
+    assert_eq!(qlite::run(&back, inputs.clone()).unwrap(), want);
+    // LiteRT runs MediaPipe's custom op with its default resolver (BUILTIN_REF has none): it must
+    // give what it gives on qlite's builtin TRANSPOSE_CONV.
+    export_reexport_case("tflite_mediapipe_transpose_conv_bias", &custom, &written, &inputs);
+    crate::common::reference_resolver_fails(
+        "tflite_mediapipe_transpose_conv_bias",
+        "Encountered unresolved custom op: Convolution2DTransposeBias",
+        "BUILTIN_REF registers no MediaPipe custom op",
+    );
+}

@@ -173,6 +173,17 @@ def check_safetensors(d, case):
     return problems
 
 
+def report(name, problems, note=""):
+    """Print a case's verdict; True when it passed."""
+    if problems:
+        print(f"FAIL {name}")
+        for p in problems:
+            print(f"     {p}")
+        return False
+    print(f"ok   {name}{note}")
+    return True
+
+
 def main():
     if sys.argv[1] == "--self-test":
         return 1 if self_test(sys.argv[2]) else 0
@@ -187,15 +198,8 @@ def main():
         with open(os.path.join(d, "case.json")) as f:
             case = json.load(f)
         if case.get("kind") == "safetensors":
-            problems = check_safetensors(d, case)
-            if problems:
-                failed += 1
-                print(f"FAIL {name}")
-                for p in problems:
-                    print(f"     {p}")
-            else:
-                passed += 1
-                print(f"ok   {name}")
+            ok = report(name, check_safetensors(d, case))
+            passed, failed = passed + ok, failed + (not ok)
             continue
         inputs = [np.load(os.path.join(d, p)) for p in case["inputs"]]
         if case.get("kind") == "reexport":
@@ -203,11 +207,16 @@ def main():
             # give exactly what it gives on the original, with either resolver.
             problems = []
             for label, resolver in (("reference", OpResolverType.BUILTIN_REF), ("default", OpResolverType.AUTO)):
+                known = case.get(f"{label}_resolver_fails")
                 try:
                     want = run(os.path.join(d, case["original"]), inputs, resolver)
                     got = run(os.path.join(d, case["model"]), inputs, resolver)
                 except Exception as e:  # noqa: BLE001 - any LiteRT failure is a conformance failure
-                    problems.append(f"{label}: LiteRT failed: {e}")
+                    if not (known and known["error"] in str(e)):
+                        problems.append(f"{label}: LiteRT failed: {e}")
+                    continue
+                if known:
+                    problems.append(f"{label}: expected LiteRT to fail with {known['error']!r} ({known['why']}), it ran")
                     continue
                 if len(got) != len(want):
                     problems.append(f"{label}: {len(got)} outputs vs {len(want)} of the original")
@@ -215,14 +224,8 @@ def main():
                     msg = compare_arrays(g, w, 0.0, 0.0)
                     if msg:
                         problems.append(f"{label}: output {k} differs from the original's: {msg}")
-            if problems:
-                failed += 1
-                print(f"FAIL {name}")
-                for p in problems:
-                    print(f"     {p}")
-            else:
-                passed += 1
-                print(f"ok   {name}")
+            ok = report(name, problems)
+            passed, failed = passed + ok, failed + (not ok)
             continue
         expected_default = [np.load(os.path.join(d, p)) for p in case["expected"]]
         # Where LiteRT's reference kernels knowingly compute something else than its default
@@ -262,15 +265,9 @@ def main():
                 msg = compare(kind, e, g)
                 if msg:
                     problems.append(f"{label}: output {k}: {msg}")
-        if problems:
-            failed += 1
-            print(f"FAIL {name}")
-            for p in problems:
-                print(f"     {p}")
-        else:
-            passed += 1
-            note = f"  (default resolver differs by up to {diffs['default']:g})" if diffs else ""
-            print(f"ok   {name}{note}")
+        note = f"  (default resolver differs by up to {diffs['default']:g})" if diffs else ""
+        ok = report(name, problems, note)
+        passed, failed = passed + ok, failed + (not ok)
     if not cases:
         print("conformance: no case was exported; the oracle checked nothing", file=sys.stderr)
         return 1

@@ -759,17 +759,7 @@ impl<'a> Im<'a> {
                     Some("SYMMETRIC") => MirrorMode::Symmetric,
                     m => return Err(format!("MirrorPad mode {m:?}")),
                 };
-                let Val::C(p) = get(1)? else { return Err("paddings must be a constant".into()) };
-                let v = p.ints().ok_or("paddings must be integers")?;
-                let paddings = v
-                    .chunks_exact(2)
-                    .map(|c| {
-                        Ok([
-                            usize::try_from(c[0]).map_err(|_| "negative padding")?,
-                            usize::try_from(c[1]).map_err(|_| "negative padding")?,
-                        ])
-                    })
-                    .collect::<Result<Vec<_>, &str>>()?;
+                let paddings = paddings_of(&get(1)?)?;
                 let x = self.materialize(&format!("{name}/x"), &get(0)?)?;
                 one(Val::T(self.push(&name, Op::MirrorPad(MirrorPad { paddings, mode }), vec![Some(x)])?))
             }
@@ -974,17 +964,7 @@ impl<'a> Im<'a> {
                         return Ok(None);
                     }
                 }
-                let Val::C(p) = get(1)? else { return Err("paddings must be a constant".into()) };
-                let v = p.ints().ok_or("paddings must be integers")?;
-                let paddings = v
-                    .chunks_exact(2)
-                    .map(|c| {
-                        Ok([
-                            usize::try_from(c[0]).map_err(|_| "negative padding")?,
-                            usize::try_from(c[1]).map_err(|_| "negative padding")?,
-                        ])
-                    })
-                    .collect::<Result<Vec<_>, &str>>()?;
+                let paddings = paddings_of(&get(1)?)?;
                 let x = self.materialize(&format!("{name}/x"), &get(0)?)?;
                 one(Val::T(self.push(&name, Op::Pad(Pad { paddings }), vec![Some(x)])?))
             }
@@ -1289,6 +1269,20 @@ fn describe(v: &Val) -> String {
         Val::Sym(_) | Val::SymScalar(_) => "a shape with unknown entries".into(),
         Val::Nothing => "nothing".into(),
     }
+}
+
+/// A constant `[rank, 2]` paddings operand (Pad, PadV2, MirrorPad).
+fn paddings_of(v: &Val) -> R<Vec<[usize; 2]>> {
+    let Val::C(p) = v else { return Err("paddings must be a constant".into()) };
+    let v = p.ints().ok_or("paddings must be integers")?;
+    v.chunks_exact(2)
+        .map(|c| {
+            Ok([
+                usize::try_from(c[0]).map_err(|_| "negative padding")?,
+                usize::try_from(c[1]).map_err(|_| "negative padding")?,
+            ])
+        })
+        .collect()
 }
 
 fn padding(n: &NodeDef) -> R<Option<Padding>> {

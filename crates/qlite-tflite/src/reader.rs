@@ -371,7 +371,11 @@ pub fn read_model(bytes: Bytes) -> Result<Graph, ReadError> {
                 }
                 continue;
             }
-            let converted = convert_op(&g, &op, code, &mut inputs, &outputs).map_err(oerr)?;
+            let converted = if code == fb::BuiltinOperator::CUSTOM.0 {
+                custom_op(&g, &op, oc.custom_code(), &outputs).map_err(oerr)?
+            } else {
+                convert_op(&g, &op, code, &mut inputs, &outputs).map_err(oerr)?
+            };
             let op_ir = match converted {
                 Some(o) => o,
                 // Kept as read: `inspect`, `roundtrip` and a plain `convert` write it back;
@@ -435,6 +439,42 @@ fn const_ints(g: &Graph, t: Option<TensorId>, what: &str) -> Result<Vec<i64>, St
         DType::I64 if data.len() % 8 == 0 => Ok(qlite_ir::tensor::read_i64s(data)),
         d => Err(format!("{what} must be int32 or int64, got {d} with {} bytes", data.len())),
     }
+}
+
+/// Custom operators that are builtins under another name. MediaPipe's
+/// `Convolution2DTransposeBias` (its segmentation models) is TRANSPOSE_CONV with a bias: its
+/// custom options are the raw `TfLiteTransposeConvParams` (padding 1 = SAME, 2 = VALID, then the
+/// width and height strides, little-endian int32) and its output size is the output tensor's.
+fn custom_op(
+    g: &Graph,
+    op: &fb::Operator<'_>,
+    custom_code: Option<&str>,
+    outputs: &[TensorId],
+) -> Result<Option<Op>, String> {
+    if custom_code != Some("Convolution2DTransposeBias") {
+        return Ok(None);
+    }
+    let raw = op.custom_options().map(|v| v.bytes().to_vec()).unwrap_or_default();
+    if raw.len() < 12 {
+        return Err(format!("custom options of {} bytes, expected 12 (padding, stride_w, stride_h)", raw.len()));
+    }
+    let int = |k: usize| i32::from_le_bytes([raw[4 * k], raw[4 * k + 1], raw[4 * k + 2], raw[4 * k + 3]]);
+    let padding = match int(0) {
+        1 => qlite_ir::Padding::Same,
+        2 => qlite_ir::Padding::Valid,
+        p => return Err(format!("padding {p} (1 = SAME, 2 = VALID)")),
+    };
+    let out = outputs.first().and_then(|t| g.tensor(*t)).ok_or("the output is missing")?;
+    let (Some(h), Some(w)) = (out.shape.dim(1).and_then(|d| d.fixed()), out.shape.dim(2).and_then(|d| d.fixed()))
+    else {
+        return Err(format!("the output {} needs a static height and width", out.shape));
+    };
+    Ok(Some(Op::TransposeConv2d(TransposeConv2d {
+        padding,
+        stride: [positive(int(2), "stride_h")?, positive(int(1), "stride_w")?],
+        output: [h, w],
+        activation: Activation::None,
+    })))
 }
 
 /// SPLIT (axis, x) or SPLIT_V (x, size_splits, axis) as one STRIDED_SLICE node per output.
