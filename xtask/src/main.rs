@@ -18,6 +18,7 @@ tasks:
   convert IN -o OUT [qlite convert options]   convert through the library
   roundtrip           read/write/read every .tflite under fixtures/
   bench               measured numbers: inspect of a 100 MB .tflite, conversion times, latency vs LiteRT
+  published [--update]   published production .tflite files (MediaPipe's wheel) through qlite and LiteRT
   malformed           rewrite fixtures/malformed/ (the hostile-input catalogue; also part of fixtures)
   fuzz [--seconds N] [TARGET...]   cargo-fuzz targets (tflite, onnx, safetensors, npy); nightly";
 
@@ -35,6 +36,7 @@ fn main() -> ExitCode {
         Some("onnx-backend") => onnx_backend(args.iter().any(|a| a == "--update")),
         Some("fuzz") => fuzz::fuzz(&args[1..]),
         Some("malformed") => malformed::malformed(),
+        Some("published") => published(args.iter().any(|a| a == "--update")),
         _ => Err(USAGE.to_string()),
     };
     match res {
@@ -82,6 +84,7 @@ fn ci() -> R {
     run(cargo().args(["run", "--quiet", "--release", "-p", "qlite-cli", "--", "roundtrip"]).args(fixture_models()?))?;
     onnx_backend(false)?;
     conformance(false)?;
+    published(false)?;
     // A short smoke run of every fuzz target (the long runs are `cargo xtask fuzz`).
     fuzz::fuzz(&["--seconds".to_string(), "15".to_string()])?;
     eprintln!("xtask ci: all green in {:.0} s", t.elapsed().as_secs_f64());
@@ -263,6 +266,47 @@ fn fixtures() -> R {
     run(Command::new(&py)
         .arg(root().join("xtask/fixtures/make_savedmodel_ops.py"))
         .arg(root().join("fixtures/savedmodel_ops")))
+}
+
+/// Published models: download the pinned wheels (no dependencies, hash-checked) into
+/// `.tools/published`, then hold qlite's verdict on every .tflite in them to
+/// `xtask/published/expected.txt`.
+fn published(update: bool) -> R {
+    let py = oracle_python()?;
+    let dir = root().join(".tools").join("published");
+    let reqs = root().join("xtask/published/requirements.txt");
+    let want = std::fs::read_to_string(&reqs).map_err(|e| format!("{}: {e}", reqs.display()))?;
+    let stamp = dir.join(".requirements");
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(want.as_str()) {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        run(Command::new(&py)
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "--require-hashes",
+                "-d",
+            ])
+            .arg(&dir)
+            .arg("-r")
+            .arg(&reqs))
+        .map_err(|e| format!("cannot download the published models: {e}"))?;
+        std::fs::write(&stamp, want).map_err(|e| e.to_string())?;
+    }
+    run(cargo().args(["build", "--quiet", "--release", "-p", "qlite-cli"]))?;
+    let mut cmd = Command::new(py);
+    cmd.arg(root().join("xtask/published/check.py"))
+        .arg(root().join("target/release/qlite"))
+        .arg(&dir)
+        .arg(root().join("xtask/published/expected.txt"));
+    if update {
+        cmd.arg("--update");
+    }
+    run(&mut cmd)
 }
 
 fn conformance(run_tests: bool) -> R {
