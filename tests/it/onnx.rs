@@ -370,3 +370,24 @@ fn resize_forms_match_onnxruntime() {
         export_case(&format!("onnx_resize_{name}"), &std::fs::read(&out).unwrap(), &[x], &yt, "float");
     }
 }
+
+/// Self-attention: MatMul of two run-time tensors is BATCH_MATMUL (the projections, with
+/// constant weights, FULLY_CONNECTED); equal to onnxruntime, and LiteRT to the converted file.
+#[test]
+fn attention_matmuls_match_onnxruntime() {
+    let reg = Registry::default();
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("onnx/attention.onnx");
+    let x = qlite::read_npy_file(&fixture("onnx/attention_input.npy")).unwrap();
+    let want = qlite::read_npy_file(&fixture("onnx/attention_expected.npy")).unwrap();
+    let g = qlite::load(&reg, &model).unwrap();
+    assert_eq!(g.nodes().iter().filter(|n| n.op.name() == "BatchMatMul").count(), 2);
+    let y = qlite::run(&g, vec![x.clone()]).unwrap();
+    assert_agrees(&y[0], &want, FRAMEWORK_TOL, "attention against onnxruntime");
+    let out = dir.path().join("attention.tflite");
+    qlite::convert(&reg, &model, &out, &ConvertOptions::default()).unwrap();
+    let t = qlite::load(&reg, &out).unwrap();
+    let yt = qlite::run(&t, vec![x.clone()]).unwrap();
+    assert_agrees(&yt[0], &want, FRAMEWORK_TOL, "converted, against onnxruntime");
+    export_case("onnx_attention", &std::fs::read(&out).unwrap(), &[x], &yt, "float");
+}

@@ -483,6 +483,20 @@ fn cases() -> Vec<Case> {
             "float",
         );
     }
+    for (name, da, db, adj_x, adj_y) in [
+        ("batch_matmul_2d", vec![3, 4], vec![4, 5], false, false),
+        ("batch_matmul_broadcast_adj", vec![2, 3, 4, 3], vec![3, 5, 4], true, true),
+    ] {
+        add(
+            name,
+            &move |b| {
+                let x = b.input("a", &da, -1.0, 1.0);
+                let y = b.input("b", &db, -1.0, 1.0);
+                vec![b.node(Op::BatchMatMul(BatchMatMul { adj_x, adj_y }), &[Some(x), Some(y)], None)]
+            },
+            "float",
+        );
+    }
     add(
         "squared_difference",
         &|b| {

@@ -175,6 +175,31 @@ fn gen_transpose_conv(b: &mut Builder) -> TensorId {
     b.node(op, &[Some(x), Some(w), bias], Some((DType::I8, qo)))
 }
 
+fn gen_batch_matmul(b: &mut Builder) -> TensorId {
+    let (m, k, n) = (int(&mut b.rng, 1, 6) as usize, int(&mut b.rng, 1, 12) as usize, int(&mut b.rng, 1, 6) as usize);
+    let (adj_x, adj_y) = (!b.rng.next_u64().is_multiple_of(3), b.rng.next_u64().is_multiple_of(3));
+    let batch_a: Vec<usize> = match b.rng.next_u64() % 3 {
+        0 => vec![],
+        1 => vec![int(&mut b.rng, 1, 3) as usize],
+        _ => vec![2, int(&mut b.rng, 1, 2) as usize],
+    };
+    // b's batch: the same, or broadcast (1s, or fewer axes).
+    let batch_b: Vec<usize> = if b.rng.next_u64().is_multiple_of(2) {
+        batch_a.clone()
+    } else {
+        batch_a.iter().map(|_| 1).skip(b.rng.next_u64() as usize % (batch_a.len() + 1)).collect()
+    };
+    let mut da = batch_a.clone();
+    da.extend(if adj_x { [k, m] } else { [m, k] });
+    let mut db = batch_b.clone();
+    db.extend(if adj_y { [n, k] } else { [k, n] });
+    let (qa, qb) = (qp(&mut b.rng), qp(&mut b.rng));
+    let x = input(b, "a", &da, qa.clone());
+    let y = input(b, "b", &db, qb.clone());
+    let qo = qp_near(&mut b.rng, qa.scale() * qb.scale() * 60.0 * (k as f32).sqrt());
+    b.node(Op::BatchMatMul(BatchMatMul { adj_x, adj_y }), &[Some(x), Some(y)], Some((DType::I8, qo)))
+}
+
 fn gen_depthwise(b: &mut Builder) -> TensorId {
     let (n, h, w_) = spatial(&mut b.rng);
     let (ic, m) = (int(&mut b.rng, 1, 6) as usize, int(&mut b.rng, 1, 2) as usize);
@@ -501,7 +526,7 @@ fn gen_depth_to_space(b: &mut Builder) -> TensorId {
 
 #[test]
 fn random_integer_ops_are_exported_for_litert() {
-    let kinds: [(&str, Gen); 28] = [
+    let kinds: [(&str, Gen); 29] = [
         ("fully_connected", gen_fully_connected),
         ("conv2d", gen_conv),
         ("depthwise", gen_depthwise),
@@ -525,6 +550,7 @@ fn random_integer_ops_are_exported_for_litert() {
         ("max_min", gen_max_min),
         ("transpose_conv", gen_transpose_conv),
         ("elu_gelu", gen_lut_activation),
+        ("batch_matmul", gen_batch_matmul),
         ("gather", gen_gather),
         ("tile", gen_tile),
         ("mirror_pad", gen_mirror_pad),

@@ -821,3 +821,33 @@ pub fn transpose_conv(
         })
         .collect()
 }
+
+/// BATCH_MATMUL on 8-bit operands (reference_ops::BatchMatMul): int32 sums of
+/// `(a − z_a)(b − z_b)`, the multiplier `(s_a · s_b) / s_out` (the product in float, as
+/// `GetQuantizedConvolutionMultipler`), the output zero point, clamped to the type.
+pub fn batch_matmul(
+    p: &crate::kernels::MatMulPlan,
+    a: &[i32],
+    b: &[i32],
+    (s_a, z_a): (f32, i32),
+    (s_b, z_b): (f32, i32),
+    out: OutQ,
+) -> Vec<i32> {
+    let (m, sh) = quantize_multiplier(((s_a * s_b) as f64) / out.scale as f64);
+    let (lo, hi) = out.range(Activation::None);
+    let mut y = Vec::with_capacity(p.batches.len() * p.m * p.n);
+    for &(oa, ob) in &p.batches {
+        for i in 0..p.m {
+            for j in 0..p.n {
+                let mut acc = 0i32;
+                for k in 0..p.k {
+                    let x = a[oa + i * p.a_st.0 + k * p.a_st.1] - z_a;
+                    let w = b[ob + k * p.b_st.0 + j * p.b_st.1] - z_b;
+                    acc = acc.wrapping_add(x.wrapping_mul(w));
+                }
+                y.push(mbqm(acc, m, sh).wrapping_add(out.zp).clamp(lo, hi));
+            }
+        }
+    }
+    y
+}

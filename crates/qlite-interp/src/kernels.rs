@@ -4,9 +4,9 @@
 use crate::array::{Array, Data, map_data};
 use crate::fixedpoint::{mbqm, quantize_multiplier, round_half_away};
 use qlite_ir::op::{
-    Activation, Binary, BinaryKind, Concatenation, Conv2d, DepthwiseConv2d, FullyConnected, Gather, LocalResponseNorm,
-    Mean, MirrorMode, MirrorPad, Pad, Pool2d, PoolKind, Resize, Softmax, StridedSlice, Transpose, TransposeConv2d,
-    UnaryKind,
+    Activation, BatchMatMul, Binary, BinaryKind, Concatenation, Conv2d, DepthwiseConv2d, FullyConnected, Gather,
+    LocalResponseNorm, Mean, MirrorMode, MirrorPad, Pad, Pool2d, PoolKind, Resize, Softmax, StridedSlice, Transpose,
+    TransposeConv2d, UnaryKind,
 };
 use qlite_ir::{DType, QuantParams};
 
@@ -975,6 +975,54 @@ pub fn transpose_conv_f32(
             *v += bv[i % oc];
         }
         *v = op.activation.apply(*v);
+    }
+    out
+}
+
+/// BATCH_MATMUL's index arithmetic: for every batch of the output, the offsets of the two
+/// operands' matrices, and the strides of a[i][k] and b[k][j] (after adj_x / adj_y).
+#[derive(Debug)]
+pub struct MatMulPlan {
+    pub batches: Vec<(usize, usize)>,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    /// (row stride, column stride) of a as M×K and of b as K×N.
+    pub a_st: (usize, usize),
+    pub b_st: (usize, usize),
+}
+
+impl MatMulPlan {
+    pub fn new(op: &BatchMatMul, a: &[usize], b: &[usize], out: &[usize]) -> Result<Self, String> {
+        let (ra, rb, ro) = (a.len(), b.len(), out.len());
+        if ra < 2 || rb < 2 || ro < 2 {
+            return Err("BatchMatMul needs rank >= 2".into());
+        }
+        let (ar, ac) = (a[ra - 2], a[ra - 1]);
+        let (br, bc) = (b[rb - 2], b[rb - 1]);
+        let (m, k, a_st) = if op.adj_x { (ac, ar, (1, ac)) } else { (ar, ac, (ac, 1)) };
+        let (n, b_st) = if op.adj_y { (br, (1, bc)) } else { (bc, (bc, 1)) };
+        let batch_out = &out[..ro - 2];
+        let ia = broadcast_indices(batch_out, &a[..ra - 2]);
+        let ib = broadcast_indices(batch_out, &b[..rb - 2]);
+        let batches = ia.into_iter().zip(ib).map(|(x, y)| (x * ar * ac, y * br * bc)).collect();
+        Ok(MatMulPlan { batches, m, n, k, a_st, b_st })
+    }
+}
+
+/// BATCH_MATMUL in float: each output `Σ_k a[i][k] · b[k][j]` in k order.
+pub fn batch_matmul_f32(p: &MatMulPlan, a: &[f32], b: &[f32]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(p.batches.len() * p.m * p.n);
+    for &(oa, ob) in &p.batches {
+        for i in 0..p.m {
+            for j in 0..p.n {
+                let mut acc = 0f32;
+                for k in 0..p.k {
+                    acc += a[oa + i * p.a_st.0 + k * p.a_st.1] * b[ob + k * p.b_st.0 + j * p.b_st.1];
+                }
+                out.push(acc);
+            }
+        }
     }
     out
 }

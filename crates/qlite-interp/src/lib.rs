@@ -397,6 +397,10 @@ impl<'g> Interpreter<'g> {
                 opt_f32(2)?,
                 &out_shape,
             )),
+            Op::BatchMatMul(o) => {
+                let plan = kernels::MatMulPlan::new(o, input(0)?.shape(), input(1)?.shape(), &out_shape)?;
+                make(kernels::batch_matmul_f32(&plan, f32_in(0)?, f32_in(1)?))
+            }
             Op::TransposeConv2d(o) => make(kernels::transpose_conv_f32(
                 o,
                 f32_in(0)?,
@@ -652,6 +656,10 @@ impl Interpreter<'_> {
                     out_shape,
                     out_q()?,
                 )
+            }
+            Op::BatchMatMul(o) => {
+                let plan = kernels::MatMulPlan::new(o, arr(0)?.shape(), arr(1)?.shape(), out_shape)?;
+                int8::batch_matmul(&plan, &iv(0)?, &iv(1)?, in_q(0)?, in_q(1)?, out_q()?)
             }
             Op::TransposeConv2d(o) => {
                 let (x, w) = (arr(0)?, arr(1)?);

@@ -99,6 +99,14 @@ pub struct Conv2d {
     pub activation: Activation,
 }
 
+/// BATCH_MATMUL: `a · b` over the last two axes (`adj_x` / `adj_y` transpose them first), the
+/// leading (batch) axes broadcast.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchMatMul {
+    pub adj_x: bool,
+    pub adj_y: bool,
+}
+
 /// TRANSPOSE_CONV (a convolution's gradient, "deconvolution"): inputs x (NHWC), weights
 /// (OHWI) and an optional bias; the output's height and width are given, as TFLite gives them.
 #[derive(Debug, Clone, PartialEq)]
@@ -503,6 +511,7 @@ pub enum Op {
     Conv2d(Conv2d),
     DepthwiseConv2d(DepthwiseConv2d),
     TransposeConv2d(TransposeConv2d),
+    BatchMatMul(BatchMatMul),
     Binary(Binary),
     Pool2d(Pool2d),
     Mean(Mean),
@@ -592,6 +601,7 @@ op_kinds!(
     Conv2d,
     DepthwiseConv2d,
     TransposeConv2d,
+    BatchMatMul,
     Add,
     Sub,
     Mul,
@@ -651,6 +661,7 @@ impl Op {
             Op::Conv2d(_) => OpKind::Conv2d,
             Op::DepthwiseConv2d(_) => OpKind::DepthwiseConv2d,
             Op::TransposeConv2d(_) => OpKind::TransposeConv2d,
+            Op::BatchMatMul(_) => OpKind::BatchMatMul,
             Op::Binary(b) => match b.kind {
                 BinaryKind::Add => OpKind::Add,
                 BinaryKind::Sub => OpKind::Sub,
@@ -710,7 +721,7 @@ impl Op {
         let a = |min_inputs, max_inputs| Arity { min_inputs, max_inputs, outputs: 1 };
         match self {
             Op::FullyConnected(_) | Op::Conv2d(_) | Op::DepthwiseConv2d(_) | Op::TransposeConv2d(_) => a(2, 3),
-            Op::Binary(_) | Op::Gather(_) | Op::Prelu => a(2, 2),
+            Op::Binary(_) | Op::Gather(_) | Op::Prelu | Op::BatchMatMul(_) => a(2, 2),
             Op::Concatenation(_) => a(1, usize::MAX),
             Op::Opaque(_) => Arity { min_inputs: 0, max_inputs: usize::MAX, outputs: usize::MAX },
             Op::Pool2d(_)
@@ -785,6 +796,10 @@ impl Op {
                 out.push(("padding", o.padding.name().to_string()));
                 out.push(("stride", pair(o.stride)));
                 out.push(("dilation", pair(o.dilation)));
+            }
+            Op::BatchMatMul(o) => {
+                out.push(("adj_x", o.adj_x.to_string()));
+                out.push(("adj_y", o.adj_y.to_string()));
             }
             Op::TransposeConv2d(o) => {
                 out.push(("padding", o.padding.name().to_string()));
@@ -935,6 +950,32 @@ impl Op {
                     None => Dim::Dynamic,
                 };
                 one(Some(dt), Shape::new(vec![batch, units_dim]))
+            }
+            Op::BatchMatMul(o) => {
+                let (dt, a) = get(0)?;
+                let (_, b) = get(1)?;
+                if a.rank() < 2 || b.rank() < 2 {
+                    return bad(format!("BatchMatMul needs rank >= 2 operands, got {a} and {b}"));
+                }
+                let (ad, bd) = (a.dims(), b.dims());
+                let (m, ka) =
+                    if o.adj_x { (ad[ad.len() - 1], ad[ad.len() - 2]) } else { (ad[ad.len() - 2], ad[ad.len() - 1]) };
+                let (kb, n) =
+                    if o.adj_y { (bd[bd.len() - 1], bd[bd.len() - 2]) } else { (bd[bd.len() - 2], bd[bd.len() - 1]) };
+                if let (Dim::Fixed(x), Dim::Fixed(y)) = (ka, kb)
+                    && x != y
+                {
+                    return bad(format!("BatchMatMul contracts {x} against {y} ({a} · {b})"));
+                }
+                let batch =
+                    broadcast(&Shape::new(ad[..ad.len() - 2].to_vec()), &Shape::new(bd[..bd.len() - 2].to_vec()))
+                        .ok_or_else(|| {
+                            InferError(format!("BatchMatMul cannot broadcast the batch axes of {a} and {b}"))
+                        })?;
+                let mut dims = batch.dims().to_vec();
+                dims.push(m);
+                dims.push(n);
+                one(Some(dt), Shape::new(dims))
             }
             Op::TransposeConv2d(o) => {
                 let (dt, x) = get(0)?;

@@ -888,6 +888,19 @@ impl Importer {
                 };
                 self.fold_binary(n, name, kind)?;
             }
+            // Both operands at run time (attention scores, values): BATCH_MATMUL.
+            "MatMul" if n.input.get(1).is_some_and(|s| self.constant(s).is_none()) => {
+                let (a, b) = (self.input(n, 0)?, self.input(n, 1)?);
+                if self.shape_of(a).rank() < 2 || self.shape_of(b).rank() < 2 {
+                    return Ok(false);
+                }
+                let y = self.push(
+                    name,
+                    Op::BatchMatMul(BatchMatMul { adj_x: false, adj_y: false }),
+                    vec![Some(a), Some(b)],
+                )?;
+                self.output(n, y);
+            }
             "Gemm" | "MatMul" => {
                 let mut x = self.input(n, 0)?;
                 let bname = n.input.get(1).cloned().unwrap_or_default();

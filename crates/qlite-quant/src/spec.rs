@@ -84,7 +84,7 @@ pub fn op_spec(op: &Op) -> OpSpec {
         | Op::SpaceToDepth(_)
         | Op::MirrorPad(_) => OpSpec::plain(OutputRule::SameAsInput),
         // The slope is quantized from its own range (asymmetric, per tensor), as TF's converter does.
-        Op::Prelu => OpSpec::plain(OutputRule::Calibrated),
+        Op::Prelu | Op::BatchMatMul(_) => OpSpec::plain(OutputRule::Calibrated),
         Op::Concatenation(_) => OpSpec { inputs_like_output: true, ..OpSpec::plain(OutputRule::Calibrated) },
         // Folded into its constant before quantizing (`qlite_ir::passes::fold_densify`).
         Op::Quantize | Op::Dequantize | Op::Densify | Op::Opaque(_) => {

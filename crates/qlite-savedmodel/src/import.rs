@@ -253,6 +253,9 @@ const KNOWN_OPS: &[&str] = &[
     "Minimum",
     "BiasAdd",
     "MatMul",
+    "BatchMatMul",
+    "BatchMatMulV2",
+    "BatchMatMulV3",
     "Conv2D",
     "Conv2DBackpropInput",
     "ResizeNearestNeighbor",
@@ -621,9 +624,22 @@ impl<'a> Im<'a> {
                 let op = Op::Binary(Binary { kind: BinaryKind::Add, activation: Activation::None });
                 one(Val::T(self.push(&name, op, vec![Some(x), Some(y)])?))
             }
+            // Both operands at run time (attention): BATCH_MATMUL.
+            "MatMul" | "BatchMatMul" | "BatchMatMulV2" | "BatchMatMulV3"
+                if n.op != "MatMul" || !matches!(ins.get(1), Some(Val::C(_))) =>
+            {
+                let (ta, tb) = if n.op == "MatMul" { ("transpose_a", "transpose_b") } else { ("adj_x", "adj_y") };
+                let a = self.materialize(&format!("{name}/a"), &get(0)?)?;
+                let b = self.materialize(&format!("{name}/b"), &get(1)?)?;
+                let op = Op::BatchMatMul(BatchMatMul {
+                    adj_x: attr_b(n, ta).unwrap_or(false),
+                    adj_y: attr_b(n, tb).unwrap_or(false),
+                });
+                one(Val::T(self.push(&name, op, vec![Some(a), Some(b)])?))
+            }
             "MatMul" => {
                 let (a, b) = (get(0)?, get(1)?);
-                let Val::C(w) = b else { return Ok(None) }; // runtime weights: BATCH_MATMUL, not supported
+                let Val::C(w) = b else { return Ok(None) };
                 if attr_b(n, "transpose_a") == Some(true) || w.dims.len() != 2 {
                     return Ok(None);
                 }

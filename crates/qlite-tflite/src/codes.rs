@@ -76,6 +76,7 @@ pub fn builtin(op: &Op) -> Option<fb::BuiltinOperator> {
         Op::Conv2d(_) => B::CONV_2D,
         Op::DepthwiseConv2d(_) => B::DEPTHWISE_CONV_2D,
         Op::TransposeConv2d(_) => B::TRANSPOSE_CONV,
+        Op::BatchMatMul(_) => B::BATCH_MATMUL,
         Op::Binary(b) => match b.kind {
             BinaryKind::Add => B::ADD,
             BinaryKind::Sub => B::SUB,
@@ -158,6 +159,11 @@ pub fn op_version(g: &Graph, n: &Node) -> i32 {
                 1
             }
         }
+        Op::BatchMatMul(_) => match x {
+            Some(I16) => 3,
+            Some(I8) => 2,
+            _ => 1,
+        },
         Op::TransposeConv2d(o) => {
             if o.activation != qlite_ir::Activation::None {
                 4
@@ -421,6 +427,7 @@ pub fn min_runtime(op: fb::BuiltinOperator, version: i32) -> Option<&'static str
         B::LOG_SOFTMAX => &["1.14.0", "1.14.0"],
         B::SQUARED_DIFFERENCE => &["1.13.1", "2.5.0"],
         B::TRANSPOSE_CONV => &["1.9.0", "2.2.0", "2.3.0"],
+        B::BATCH_MATMUL => &["2.3.0", "2.3.0", "2.4.0", "2.5.0"],
         B::RESIZE_BILINEAR => &["1.7.0", "1.14.0", "2.2.0", "2.5.0"],
         B::GATHER => &["1.6.0", "1.14.0", "1.15.0", "2.4.0", "2.5.0"],
         B::TILE => &["1.10.1", "2.2.0", "2.8.0"],

@@ -6,9 +6,9 @@ use crate::fb;
 use crate::shape;
 use bytes::Bytes;
 use qlite_ir::op::{
-    Binary, BinaryKind, Concatenation, Conv2d, DepthwiseConv2d, FullyConnected, Gather, LocalResponseNorm, Mean,
-    MirrorMode, MirrorPad, Opaque, OpaqueSource, Pad, Pool2d, PoolKind, Reshape, Resize, ResizeMode, SliceDim, Softmax,
-    SpaceDepth, StridedSlice, TfSliceMasks, Tile, Transpose, TransposeConv2d, Unary, UnaryKind,
+    BatchMatMul, Binary, BinaryKind, Concatenation, Conv2d, DepthwiseConv2d, FullyConnected, Gather, LocalResponseNorm,
+    Mean, MirrorMode, MirrorPad, Opaque, OpaqueSource, Pad, Pool2d, PoolKind, Reshape, Resize, ResizeMode, SliceDim,
+    Softmax, SpaceDepth, StridedSlice, TfSliceMasks, Tile, Transpose, TransposeConv2d, Unary, UnaryKind,
 };
 use qlite_ir::{
     Activation, DType, Dim, Graph, Node, Op, QuantParams, Shape, Signature, SparseForm, SparseLevel, Tensor, TensorId,
@@ -725,6 +725,10 @@ fn convert_op(
             let slice = StridedSlice::from_tf(rank, &begin, &end, &strides, masks)?;
             inputs.truncate(1);
             Op::StridedSlice(slice)
+        }
+        B::BATCH_MATMUL => {
+            let o = op.builtin_options_as_batch_mat_mul_options();
+            Op::BatchMatMul(BatchMatMul { adj_x: o.is_some_and(|o| o.adj_x()), adj_y: o.is_some_and(|o| o.adj_y()) })
         }
         B::TRANSPOSE_CONV => {
             let o = op.builtin_options_as_transpose_conv_options().ok_or_else(|| missing("TransposeConvOptions"))?;

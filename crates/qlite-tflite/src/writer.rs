@@ -810,6 +810,10 @@ fn options(fbb: &mut FlatBufferBuilder<'_>, n: &Node) -> (fb::BuiltinOptions, Op
         Op::Quantize => {
             (O::QuantizeOptions, Some(fb::QuantizeOptions::create(fbb, &fb::QuantizeOptionsArgs {}).as_union_value()))
         }
+        Op::BatchMatMul(o) => {
+            let args = fb::BatchMatMulOptionsArgs { adj_x: o.adj_x, adj_y: o.adj_y, asymmetric_quantize_inputs: false };
+            (O::BatchMatMulOptions, Some(fb::BatchMatMulOptions::create(fbb, &args).as_union_value()))
+        }
         Op::TransposeConv2d(o) => {
             let args = fb::TransposeConvOptionsArgs {
                 padding: codes::padding(o.padding),
