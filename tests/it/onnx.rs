@@ -372,7 +372,8 @@ fn resize_forms_match_onnxruntime() {
 }
 
 /// Self-attention: MatMul of two run-time tensors is BATCH_MATMUL (the projections, with
-/// constant weights, FULLY_CONNECTED); equal to onnxruntime, and LiteRT to the converted file.
+/// constant weights, FULLY_CONNECTED), then a residual and LayerNormalization (decomposed: MEAN,
+/// SQUARED_DIFFERENCE, RSQRT, ...); equal to onnxruntime, and LiteRT to the converted file.
 #[test]
 fn attention_matmuls_match_onnxruntime() {
     let reg = Registry::default();
@@ -382,6 +383,7 @@ fn attention_matmuls_match_onnxruntime() {
     let want = qlite::read_npy_file(&fixture("onnx/attention_expected.npy")).unwrap();
     let g = qlite::load(&reg, &model).unwrap();
     assert_eq!(g.nodes().iter().filter(|n| n.op.name() == "BatchMatMul").count(), 2);
+    assert!(g.nodes().iter().any(|n| n.op.name() == "Rsqrt"), "LayerNormalization is decomposed");
     let y = qlite::run(&g, vec![x.clone()]).unwrap();
     assert_agrees(&y[0], &want, FRAMEWORK_TOL, "attention against onnxruntime");
     let out = dir.path().join("attention.tflite");
