@@ -175,7 +175,7 @@ fn bad_onnx_models_give_clear_errors() {
             "unsupported ops are all named",
             model(
                 vec![
-                    node("Erf", &["x"], &["a"]),
+                    node("Hardmax", &["x"], &["a"]),
                     node("Relu", &["a"], &["b"]),
                     node("NonMaxSuppression", &["b"], &["y"]),
                 ],
@@ -373,7 +373,8 @@ fn resize_forms_match_onnxruntime() {
 
 /// Self-attention: MatMul of two run-time tensors is BATCH_MATMUL (the projections, with
 /// constant weights, FULLY_CONNECTED), then a residual and LayerNormalization (decomposed: MEAN,
-/// SQUARED_DIFFERENCE, RSQRT, ...); equal to onnxruntime, and LiteRT to the converted file.
+/// SQUARED_DIFFERENCE, RSQRT, ...) and an MLP whose Erf-spelled GELU becomes one GELU; equal to
+/// onnxruntime, and LiteRT to the converted file.
 #[test]
 fn attention_matmuls_match_onnxruntime() {
     let reg = Registry::default();
@@ -389,6 +390,8 @@ fn attention_matmuls_match_onnxruntime() {
     let out = dir.path().join("attention.tflite");
     qlite::convert(&reg, &model, &out, &ConvertOptions::default()).unwrap();
     let t = qlite::load(&reg, &out).unwrap();
+    assert!(t.nodes().iter().any(|n| n.op.name() == "Gelu"), "x·0.5·(1 + erf(x/√2)) is one GELU");
+    assert!(t.nodes().iter().all(|n| n.op.name() != "Erf"));
     let yt = qlite::run(&t, vec![x.clone()]).unwrap();
     assert_agrees(&yt[0], &want, FRAMEWORK_TOL, "converted, against onnxruntime");
     export_case("onnx_attention", &std::fs::read(&out).unwrap(), &[x], &yt, "float");

@@ -93,11 +93,58 @@ fn failures_name_the_pass_and_restore_the_graph() {
 #[test]
 fn pass_table_builds_pipelines_by_name() {
     let names: Vec<&str> = PASSES.iter().map(|p| p.name).collect();
-    assert_eq!(names, ["dce", "fold-constants", "fuse-activations", "sink-transposes"]);
+    assert_eq!(names, ["dce", "fold-constants", "fuse-activations", "fuse-gelu", "sink-transposes"]);
     assert_eq!(
         pipeline_from_names(PASSES, &["dce", "fuse-activations"]).unwrap().pass_names(),
         ["dce", "fuse-activations"]
     );
     let err = pipeline_from_names(PASSES, &["dce", "nope", "also-nope"]).unwrap_err();
     assert!(err.contains("nope, also-nope"), "{err}");
+}
+
+/// `fuse-gelu` turns both spellings of the exact GELU, `(x · (1 + erf(x/√2))) · 0.5` and
+/// `(0.5 · x) · (1 + erf(x · 1/√2))`, into one GELU with the same outputs; with an intermediate
+/// read elsewhere it leaves the graph alone.
+#[test]
+fn erf_spelled_gelu_fuses() {
+    use qlite::ir::op::{Binary, BinaryKind, Unary, UnaryKind};
+    use qlite::ir::{Activation, DType, Op, Shape, Tensor, tensor::f32_bytes};
+    let bin = |kind| Op::Binary(Binary { kind, activation: Activation::None });
+    for (form, leak) in [(0, false), (1, false), (0, true)] {
+        let mut b = crate::common::Builder::new("gelu");
+        let x = b.input("x", &[1, 16], -3.0, 3.0);
+        let c = |b: &mut crate::common::Builder, name: &str, v: f32| {
+            b.raw_const(Tensor::constant(name, DType::F32, Shape::fixed(&[]), f32_bytes(&[v])))
+        };
+        let (one, half) = (c(&mut b, "one", 1.0), c(&mut b, "half", 0.5));
+        let scaled = if form == 0 {
+            let s = c(&mut b, "sqrt2", std::f32::consts::SQRT_2);
+            b.node(bin(BinaryKind::Div), &[Some(x), Some(s)], None)
+        } else {
+            let s = c(&mut b, "inv_sqrt2", std::f32::consts::FRAC_1_SQRT_2);
+            b.node(bin(BinaryKind::Mul), &[Some(x), Some(s)], None)
+        };
+        let e = b.node(Op::Unary(Unary { kind: UnaryKind::Erf }), &[Some(scaled)], None);
+        let e1 = b.node(bin(BinaryKind::Add), &[Some(e), Some(one)], None);
+        let y = if form == 0 {
+            let m = b.node(bin(BinaryKind::Mul), &[Some(x), Some(e1)], None);
+            b.node(bin(BinaryKind::Mul), &[Some(m), Some(half)], None)
+        } else {
+            let hx = b.node(bin(BinaryKind::Mul), &[Some(half), Some(x)], None);
+            b.node(bin(BinaryKind::Mul), &[Some(hx), Some(e1)], None)
+        };
+        let outs = if leak { vec![y, e] } else { vec![y] };
+        let (g, inputs) = b.finish(&outs);
+        let want = qlite::run(&g, inputs.clone()).unwrap();
+        let mut fused = g.clone();
+        qlite::ir::passes::cleanup_pipeline().run(&mut fused).unwrap();
+        let gelus = fused.nodes().iter().filter(|n| n.op.name() == "Gelu").count();
+        if leak {
+            assert_eq!(gelus, 0, "erf is also a graph output: nothing fuses");
+            continue;
+        }
+        assert_eq!((gelus, fused.nodes().len()), (1, 1), "form {form}: {}", qlite::ir::print_graph(&fused));
+        let got = qlite::run(&fused, inputs).unwrap();
+        crate::common::assert_agrees(&got[0], &want[0], qlite::Tolerance::close(1e-6, 1e-7), "fused GELU");
+    }
 }

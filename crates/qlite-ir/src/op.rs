@@ -259,6 +259,9 @@ pub enum UnaryKind {
     GeluTanh,
     /// `1 / √x` (RSQRT).
     Rsqrt,
+    /// The error function. No TFLite builtin: the `fuse-gelu` pass turns
+    /// `x · 0.5 · (1 + erf(x / √2))` into GELU; an Erf left over cannot be written.
+    Erf,
 }
 
 /// Elementwise activation as a standalone op.
@@ -642,6 +645,7 @@ op_kinds!(
     Gelu,
     GeluTanh,
     Rsqrt,
+    Erf,
     Quantize,
     Dequantize,
     Densify,
@@ -703,6 +707,7 @@ impl Op {
                 UnaryKind::Gelu => OpKind::Gelu,
                 UnaryKind::GeluTanh => OpKind::GeluTanh,
                 UnaryKind::Rsqrt => OpKind::Rsqrt,
+                UnaryKind::Erf => OpKind::Erf,
             },
             Op::Quantize => OpKind::Quantize,
             Op::Dequantize => OpKind::Dequantize,

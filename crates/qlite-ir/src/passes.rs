@@ -228,6 +228,117 @@ impl Pass for FuseActivations {
     }
 }
 
+/// Fuses the exact GELU as exporters spell it out, `x · 0.5 · (1 + erf(x / √2))` (PyTorch's
+/// ONNX export before opset 20, Keras's `gelu`), into one GELU: TFLite has no ERF, and one
+/// GELU is what TF's converter writes. Accepted forms: the division by √2 or a multiplication
+/// by 1/√2; the 0.5 applied last, or to `x` first. Every intermediate must have one reader.
+#[derive(Debug, Default)]
+pub struct FuseGelu;
+
+/// The scalar value of a constant tensor (any shape with one element).
+fn scalar_const(g: &Graph, t: TensorId) -> Option<f32> {
+    let t = g.tensor(t)?;
+    let d = t.data.as_ref()?;
+    (t.dtype == crate::DType::F32 && d.len() == 4).then(|| f32::from_le_bytes([d[0], d[1], d[2], d[3]]))
+}
+
+fn near(a: f32, b: f32) -> bool {
+    (a - b).abs() <= 1e-4 * b.abs()
+}
+
+impl FuseGelu {
+    /// The operands of a binary `kind` node producing `t`, when it is one.
+    fn binary(g: &Graph, t: TensorId, kind: crate::BinaryKind) -> Option<(crate::NodeId, TensorId, TensorId)> {
+        let p = g.producer(t)?;
+        let n = &g.nodes()[p.index()];
+        match &n.op {
+            Op::Binary(b) if b.kind == kind && b.activation == Activation::None => Some((p, n.input(0)?, n.input(1)?)),
+            _ => None,
+        }
+    }
+
+    /// `x` when `t = x / √2` or `x · (1/√2)`.
+    fn scaled_input(g: &Graph, t: TensorId) -> Option<TensorId> {
+        if let Some((_, a, b)) = Self::binary(g, t, crate::BinaryKind::Div) {
+            return scalar_const(g, b).filter(|&c| near(c, std::f32::consts::SQRT_2)).map(|_| a);
+        }
+        let (_, a, b) = Self::binary(g, t, crate::BinaryKind::Mul)?;
+        let (x, c) = if scalar_const(g, b).is_some() { (a, b) } else { (b, a) };
+        scalar_const(g, c).filter(|&c| near(c, std::f32::consts::FRAC_1_SQRT_2)).map(|_| x)
+    }
+
+    /// For the GELU ending at node `ni` (a Mul), the input `x`.
+    fn matches(g: &Graph, ni: usize) -> Option<TensorId> {
+        let out = *g.nodes()[ni].outputs.first()?;
+        let single = |t: TensorId| g.consumers(t).len() == 1 && !g.outputs().contains(&t);
+        let (_, p, q) = Self::binary(g, out, crate::BinaryKind::Mul)?;
+        // (x · (1 + erf)) · 0.5, or (0.5 · x) · (1 + erf) (either operand order).
+        let (inner, half_last) = match (scalar_const(g, p), scalar_const(g, q)) {
+            (Some(h), None) if near(h, 0.5) => (q, true),
+            (None, Some(h)) if near(h, 0.5) => (p, true),
+            (None, None) => (p, false),
+            _ => return None,
+        };
+        let one_plus_erf = |t: TensorId| -> Option<TensorId> {
+            let (_, a, b) = Self::binary(g, t, crate::BinaryKind::Add)?;
+            let (e, one) = if scalar_const(g, b).is_some() { (a, b) } else { (b, a) };
+            if !near(scalar_const(g, one)?, 1.0) || !single(t) || !single(e) {
+                return None;
+            }
+            let en = &g.nodes()[g.producer(e)?.index()];
+            match &en.op {
+                Op::Unary(u) if u.kind == UnaryKind::Erf => {
+                    let s = en.input(0)?;
+                    single(s).then_some(())?;
+                    Self::scaled_input(g, s)
+                }
+                _ => None,
+            }
+        };
+        if half_last {
+            // inner = x · (1 + erf(x/√2))
+            if !single(inner) {
+                return None;
+            }
+            let (_, a, b) = Self::binary(g, inner, crate::BinaryKind::Mul)?;
+            [(a, b), (b, a)].into_iter().find_map(|(x, s)| one_plus_erf(s).filter(|&xi| xi == x))
+        } else {
+            // One side is 0.5 · x, the other 1 + erf(x/√2).
+            [(p, q), (q, p)].into_iter().find_map(|(hx, s)| {
+                let x = one_plus_erf(s)?;
+                single(hx).then_some(())?;
+                let (_, a, b) = Self::binary(g, hx, crate::BinaryKind::Mul)?;
+                let ok = (a == x && scalar_const(g, b).is_some_and(|h| near(h, 0.5)))
+                    || (b == x && scalar_const(g, a).is_some_and(|h| near(h, 0.5)));
+                ok.then_some(x)
+            })
+        }
+    }
+}
+
+impl Pass for FuseGelu {
+    fn name(&self) -> &'static str {
+        "fuse-gelu"
+    }
+
+    fn run(&self, g: &mut Graph, cx: &mut PassCx) -> Result<bool, PassError> {
+        let mut changed = false;
+        for ni in 0..g.nodes().len() {
+            let Some(x) = Self::matches(g, ni) else { continue };
+            if !cx.allow_rewrite() {
+                break;
+            }
+            if let Some(n) = g.node_mut(crate::NodeId::from_index(ni)) {
+                n.op = Op::Unary(crate::op::Unary { kind: UnaryKind::Gelu });
+                n.inputs = vec![Some(x)];
+            }
+            changed = true;
+        }
+        // The Div / Erf / Add / Mul left unread are for dead code elimination.
+        Ok(changed)
+    }
+}
+
 /// The IR's generic passes, by name.
 pub const PASSES: &[PassInfo] = &[
     PassInfo {
@@ -246,6 +357,11 @@ pub const PASSES: &[PassInfo] = &[
         make: || Box::new(FuseActivations),
     },
     PassInfo {
+        name: "fuse-gelu",
+        description: "turn x · 0.5 · (1 + erf(x / √2)) into one GELU",
+        make: || Box::new(FuseGelu),
+    },
+    PassInfo {
         name: "sink-transposes",
         description: "push layout Transposes down, cancel inverse pairs, turn unit-dim ones into Reshapes",
         make: || Box::new(SinkTransposes),
@@ -254,7 +370,12 @@ pub const PASSES: &[PassInfo] = &[
 
 /// Cleanup run after import: fold, fuse, then remove what is left over.
 pub fn cleanup_pipeline() -> PassManager {
-    PassManager::new().with(FoldConstants).with(SinkTransposes).with(FuseActivations).with(DeadCodeElimination)
+    PassManager::new()
+        .with(FoldConstants)
+        .with(SinkTransposes)
+        .with(FuseGelu)
+        .with(FuseActivations)
+        .with(DeadCodeElimination)
 }
 
 /// Layout cleanup after importing an NCHW model: Transposes are pushed down through ops that

@@ -485,6 +485,7 @@ const KNOWN_OPS: &[&str] = &[
     "Pad",
     "ReduceMean",
     "LayerNormalization",
+    "Erf",
     "ReduceSum",
     "Softmax",
     "LRN",
@@ -723,9 +724,10 @@ impl Importer {
             "Gelu" if !matches!(attr_s(n, "approximate").as_deref(), None | Some("none") | Some("tanh")) => {
                 return Ok(false);
             }
-            "Relu" | "Sigmoid" | "Tanh" | "Exp" | "Sqrt" | "Neg" | "Abs" | "Elu" | "Gelu" => {
+            "Relu" | "Sigmoid" | "Tanh" | "Exp" | "Sqrt" | "Neg" | "Abs" | "Elu" | "Gelu" | "Erf" => {
                 let x = self.input(n, 0)?;
                 let kind = match op_type {
+                    "Erf" => UnaryKind::Erf,
                     "Elu" => UnaryKind::Elu,
                     "Gelu" if attr_s(n, "approximate").as_deref() == Some("tanh") => UnaryKind::GeluTanh,
                     "Gelu" => UnaryKind::Gelu,
@@ -1328,23 +1330,45 @@ impl Importer {
                 let axis = norm_axis(attr_i(n, "axis", -1), rank)?;
                 let eps = attr_f(n, "epsilon", 1e-5);
                 let axes: Vec<usize> = (axis..rank).collect();
-                let normalized: Vec<usize> = axes.iter().map(|&a| xs.dim(a).and_then(|d| d.fixed())).collect::<Option<_>>().ok_or("LayerNormalization needs static normalized axes")?;
+                let normalized: Vec<usize> = axes
+                    .iter()
+                    .map(|&a| xs.dim(a).and_then(|d| d.fixed()))
+                    .collect::<Option<_>>()
+                    .ok_or("LayerNormalization needs static normalized axes")?;
                 let get = |i: usize| -> R<Option<Vec<f32>>> {
                     match n.input.get(i).filter(|s| !s.is_empty()) {
                         None => Ok(None),
-                        Some(s) => self.constant(s).and_then(|c| c.f32s()).map(Some).ok_or_else(|| format!("LayerNormalization input {i} must be a float constant")),
+                        Some(s) => self
+                            .constant(s)
+                            .and_then(|c| c.f32s())
+                            .map(Some)
+                            .ok_or_else(|| format!("LayerNormalization input {i} must be a float constant")),
                     }
                 };
-                let (Some(gamma), beta) = (get(1)?, get(2)?) else { return Err("LayerNormalization needs a scale".into()) };
+                let (Some(gamma), beta) = (get(1)?, get(2)?) else {
+                    return Err("LayerNormalization needs a scale".into());
+                };
                 let bin = |kind| Op::Binary(Binary { kind, activation: Activation::None });
-                let mean = self.push(&format!("{name}/mean"), Op::Mean(Mean { axes: axes.clone(), keep_dims: true }), vec![Some(x)])?;
-                let centered = self.push(&format!("{name}/centered"), bin(BinaryKind::Sub), vec![Some(x), Some(mean)])?;
-                let sq = self.push(&format!("{name}/squared"), bin(BinaryKind::SquaredDifference), vec![Some(x), Some(mean)])?;
-                let var = self.push(&format!("{name}/variance"), Op::Mean(Mean { axes, keep_dims: true }), vec![Some(sq)])?;
+                let mean = self.push(
+                    &format!("{name}/mean"),
+                    Op::Mean(Mean { axes: axes.clone(), keep_dims: true }),
+                    vec![Some(x)],
+                )?;
+                let centered =
+                    self.push(&format!("{name}/centered"), bin(BinaryKind::Sub), vec![Some(x), Some(mean)])?;
+                let sq = self.push(
+                    &format!("{name}/squared"),
+                    bin(BinaryKind::SquaredDifference),
+                    vec![Some(x), Some(mean)],
+                )?;
+                let var =
+                    self.push(&format!("{name}/variance"), Op::Mean(Mean { axes, keep_dims: true }), vec![Some(sq)])?;
                 let e = self.new_const(&format!("{name}/epsilon"), DType::F32, &[], f32_bytes(&[eps]));
                 let ve = self.push(&format!("{name}/variance_eps"), bin(BinaryKind::Add), vec![Some(var), Some(e)])?;
-                let inv = self.push(&format!("{name}/rsqrt"), Op::Unary(Unary { kind: UnaryKind::Rsqrt }), vec![Some(ve)])?;
-                let norm = self.push(&format!("{name}/normalized"), bin(BinaryKind::Mul), vec![Some(centered), Some(inv)])?;
+                let inv =
+                    self.push(&format!("{name}/rsqrt"), Op::Unary(Unary { kind: UnaryKind::Rsqrt }), vec![Some(ve)])?;
+                let norm =
+                    self.push(&format!("{name}/normalized"), bin(BinaryKind::Mul), vec![Some(centered), Some(inv)])?;
                 let g = self.new_const(&format!("{name}/scale"), DType::F32, &normalized, f32_bytes(&gamma));
                 let mut y = self.push(&format!("{name}/scaled"), bin(BinaryKind::Mul), vec![Some(norm), Some(g)])?;
                 if let Some(beta) = beta {

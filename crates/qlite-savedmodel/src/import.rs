@@ -279,6 +279,7 @@ const KNOWN_OPS: &[&str] = &[
     "Sqrt",
     "Rsqrt",
     "Elu",
+    "Erf",
     "Neg",
     "Abs",
     "Reshape",
@@ -808,7 +809,7 @@ impl<'a> Im<'a> {
                 });
                 one(Val::T(self.push(&name, op, vec![Some(x)])?))
             }
-            "Relu" | "Relu6" | "Sigmoid" | "Tanh" | "Exp" | "Sqrt" | "Neg" | "Abs" | "Rsqrt" | "Elu" => {
+            "Relu" | "Relu6" | "Sigmoid" | "Tanh" | "Exp" | "Sqrt" | "Neg" | "Abs" | "Rsqrt" | "Elu" | "Erf" => {
                 let a = get(0)?;
                 if let Val::C(c) = &a {
                     let v = c.f32s().ok_or("float constant expected")?;
@@ -822,6 +823,7 @@ impl<'a> Im<'a> {
                         "Neg" => |x| -x,
                         "Abs" => f32::abs,
                         "Elu" => |x| if x < 0.0 { x.exp_m1() } else { x },
+                        "Erf" => libm::erff,
                         _ => |x| 1.0 / x.sqrt(),
                     };
                     return one(Val::C(Const::f32(c.dims.clone(), &v.iter().map(|&x| f(x)).collect::<Vec<_>>())));
@@ -837,6 +839,7 @@ impl<'a> Im<'a> {
                     "Abs" => UnaryKind::Abs,
                     "Rsqrt" => UnaryKind::Rsqrt,
                     "Elu" => UnaryKind::Elu,
+                    "Erf" => UnaryKind::Erf,
                     _ => return Ok(None),
                 };
                 let x = self.materialize(&format!("{name}/x"), &a)?;
