@@ -102,21 +102,39 @@ fn pass_table_builds_pipelines_by_name() {
     assert!(err.contains("nope, also-nope"), "{err}");
 }
 
-/// `fuse-gelu` turns both spellings of the exact GELU, `(x · (1 + erf(x/√2))) · 0.5` and
-/// `(0.5 · x) · (1 + erf(x · 1/√2))`, into one GELU with the same outputs; with an intermediate
+/// `fuse-gelu` turns the spellings of the exact GELU, `(x · (1 + erf(x/√2))) · 0.5`,
+/// `(0.5 · x) · (1 + erf(x · 1/√2))` and TF's `(0.5 · x) · erfc(neg(x) · 1/√2)`, into one GELU with the same outputs; with an intermediate
 /// read elsewhere it leaves the graph alone.
 #[test]
 fn erf_spelled_gelu_fuses() {
     use qlite::ir::op::{Binary, BinaryKind, Unary, UnaryKind};
     use qlite::ir::{Activation, DType, Op, Shape, Tensor, tensor::f32_bytes};
     let bin = |kind| Op::Binary(Binary { kind, activation: Activation::None });
-    for (form, leak) in [(0, false), (1, false), (0, true)] {
+    for (form, leak) in [(0, false), (1, false), (2, false), (0, true)] {
         let mut b = crate::common::Builder::new("gelu");
         let x = b.input("x", &[1, 16], -3.0, 3.0);
         let c = |b: &mut crate::common::Builder, name: &str, v: f32| {
             b.raw_const(Tensor::constant(name, DType::F32, Shape::fixed(&[]), f32_bytes(&[v])))
         };
         let (one, half) = (c(&mut b, "one", 1.0), c(&mut b, "half", 0.5));
+        if form == 2 {
+            // TF's gelu: (0.5 · x) · erfc(neg(x) · 1/√2).
+            let inv = c(&mut b, "inv_sqrt2", std::f32::consts::FRAC_1_SQRT_2);
+            let hx = b.node(bin(BinaryKind::Mul), &[Some(x), Some(half)], None);
+            let nx = b.node(Op::Unary(Unary { kind: UnaryKind::Neg }), &[Some(x)], None);
+            let s = b.node(bin(BinaryKind::Mul), &[Some(nx), Some(inv)], None);
+            let e = b.node(Op::Unary(Unary { kind: UnaryKind::Erfc }), &[Some(s)], None);
+            let y = b.node(bin(BinaryKind::Mul), &[Some(hx), Some(e)], None);
+            let (g, inputs) = b.finish(&[y]);
+            let want = qlite::run(&g, inputs.clone()).unwrap();
+            let mut fused = g.clone();
+            qlite::ir::passes::cleanup_pipeline().run(&mut fused).unwrap();
+            assert_eq!(fused.nodes().len(), 1, "{}", qlite::ir::print_graph(&fused));
+            assert_eq!(fused.nodes()[0].op.name(), "Gelu");
+            let got = qlite::run(&fused, inputs).unwrap();
+            crate::common::assert_agrees(&got[0], &want[0], qlite::Tolerance::close(1e-6, 1e-7), "fused erfc GELU");
+            continue;
+        }
         let scaled = if form == 0 {
             let s = c(&mut b, "sqrt2", std::f32::consts::SQRT_2);
             b.node(bin(BinaryKind::Div), &[Some(x), Some(s)], None)

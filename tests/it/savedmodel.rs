@@ -168,8 +168,10 @@ fn another_signature_can_be_chosen() {
 }
 
 /// Decoder and upsampling layers (Conv2DTranspose SAME and VALID with their biases folded,
-/// UpSampling2D bilinear, resize nearest, depth/space moves, reflect pad, tile, ELU, squared
-/// difference) from a Keras `model.export()`: equal to Keras, and the converted file to LiteRT.
+/// UpSampling2D bilinear, resize nearest, depth/space moves, reflect pad, tile, squared
+/// difference), Rescaling and Normalization (constants captured by value), LayerNormalization
+/// and the exact gelu (fused from TF's erfc form when converting) from a Keras
+/// `model.export()`: equal to Keras, and the converted file to LiteRT.
 #[test]
 fn keras_decoder_layers_match_keras() {
     let reg = qlite::Registry::default();
@@ -203,6 +205,7 @@ fn keras_decoder_layers_match_keras() {
     opts.input_shapes.insert("image".into(), vec![1, 6, 6, 3]);
     qlite::convert(&reg, &src, &out, &opts).unwrap();
     let t = qlite::load(&reg, &out).unwrap();
+    assert!(t.nodes().iter().any(|n| n.op.name() == "Gelu"), "the gelu is one GELU");
     let yt = qlite::run_batched(&t, vec![x.clone()]).unwrap();
     crate::common::assert_agrees(&yt[0], &want, crate::common::FRAMEWORK_TOL, "converted, against Keras");
     crate::common::export_case("savedmodel_keras_decoder", &std::fs::read(&out).unwrap(), &[x], &yt, "float");

@@ -314,7 +314,12 @@ pub fn unary_f32(kind: UnaryKind, x: &[f32]) -> Vec<f32> {
         UnaryKind::Neg => x.iter().map(|v| -v).collect(),
         UnaryKind::Abs => x.iter().map(|v| v.abs()).collect(),
         UnaryKind::ReluN1To1 => x.iter().map(|v| v.clamp(-1.0, 1.0)).collect(),
-        UnaryKind::Elu | UnaryKind::Gelu | UnaryKind::GeluTanh | UnaryKind::Rsqrt | UnaryKind::Erf => {
+        UnaryKind::Elu
+        | UnaryKind::Gelu
+        | UnaryKind::GeluTanh
+        | UnaryKind::Rsqrt
+        | UnaryKind::Erf
+        | UnaryKind::Erfc => {
             let f = unary_fn(kind);
             x.iter().map(|&v| f(v)).collect()
         }
@@ -334,6 +339,7 @@ pub fn unary_fn(kind: UnaryKind) -> fn(f32) -> f32 {
         },
         UnaryKind::Rsqrt => |v| 1.0 / v.sqrt(),
         UnaryKind::Erf => libm::erff,
+        UnaryKind::Erfc => libm::erfcf,
         UnaryKind::Logistic => |v| 1.0 / (1.0 + (-v).exp()),
         UnaryKind::Tanh => |v| v.tanh(),
         UnaryKind::Exp => |v| v.exp(),

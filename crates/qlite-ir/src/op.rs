@@ -262,6 +262,9 @@ pub enum UnaryKind {
     /// The error function. No TFLite builtin: the `fuse-gelu` pass turns
     /// `x · 0.5 · (1 + erf(x / √2))` into GELU; an Erf left over cannot be written.
     Erf,
+    /// `1 − erf(x)`; no TFLite builtin either: `0.5·x·erfc(−x/√2)` (TF's exact gelu) fuses into
+    /// GELU.
+    Erfc,
 }
 
 /// Elementwise activation as a standalone op.
@@ -646,6 +649,7 @@ op_kinds!(
     GeluTanh,
     Rsqrt,
     Erf,
+    Erfc,
     Quantize,
     Dequantize,
     Densify,
@@ -708,6 +712,7 @@ impl Op {
                 UnaryKind::GeluTanh => OpKind::GeluTanh,
                 UnaryKind::Rsqrt => OpKind::Rsqrt,
                 UnaryKind::Erf => OpKind::Erf,
+                UnaryKind::Erfc => OpKind::Erfc,
             },
             Op::Quantize => OpKind::Quantize,
             Op::Dequantize => OpKind::Dequantize,

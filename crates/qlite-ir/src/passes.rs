@@ -229,7 +229,7 @@ impl Pass for FuseActivations {
 }
 
 /// Fuses the exact GELU as exporters spell it out, `x · 0.5 · (1 + erf(x / √2))` (PyTorch's
-/// ONNX export before opset 20, Keras's `gelu`), into one GELU: TFLite has no ERF, and one
+/// ONNX export before opset 20) or `0.5·x · erfc(−x/√2)` (TF's `gelu`), into one GELU: TFLite has no ERF, and one
 /// GELU is what TF's converter writes. Accepted forms: the division by √2 or a multiplication
 /// by 1/√2; the 0.5 applied last, or to `x` first. Every intermediate must have one reader.
 #[derive(Debug, Default)]
@@ -267,11 +267,50 @@ impl FuseGelu {
         scalar_const(g, c).filter(|&c| near(c, std::f32::consts::FRAC_1_SQRT_2)).map(|_| x)
     }
 
+    /// `x` when `t = −x/√2`: `neg(x) · (1/√2)`, `neg(x) / √2` or `x · (−1/√2)`.
+    fn neg_scaled_input(g: &Graph, t: TensorId) -> Option<TensorId> {
+        let neg_of = |t: TensorId| {
+            let n = &g.nodes()[g.producer(t)?.index()];
+            match &n.op {
+                Op::Unary(u) if u.kind == UnaryKind::Neg && g.consumers(t).len() == 1 => n.input(0),
+                _ => None,
+            }
+        };
+        if let Some(y) = Self::scaled_input(g, t) {
+            return neg_of(y);
+        }
+        let (_, a, b) = Self::binary(g, t, crate::BinaryKind::Mul)?;
+        let (x, c) = if scalar_const(g, b).is_some() { (a, b) } else { (b, a) };
+        scalar_const(g, c).filter(|&c| near(c, -std::f32::consts::FRAC_1_SQRT_2)).map(|_| x)
+    }
+
+    /// TF's exact gelu, `(0.5·x) · erfc(−x/√2)` (either operand order): the input `x`.
+    fn matches_erfc(g: &Graph, p: TensorId, q: TensorId) -> Option<TensorId> {
+        let single = |t: TensorId| g.consumers(t).len() == 1 && !g.outputs().contains(&t);
+        [(p, q), (q, p)].into_iter().find_map(|(hx, e)| {
+            let en = &g.nodes()[g.producer(e)?.index()];
+            let Op::Unary(u) = &en.op else { return None };
+            if u.kind != UnaryKind::Erfc || !single(e) || !single(hx) {
+                return None;
+            }
+            let s = en.input(0)?;
+            single(s).then_some(())?;
+            let x = Self::neg_scaled_input(g, s)?;
+            let (_, a, b) = Self::binary(g, hx, crate::BinaryKind::Mul)?;
+            let ok = (a == x && scalar_const(g, b).is_some_and(|h| near(h, 0.5)))
+                || (b == x && scalar_const(g, a).is_some_and(|h| near(h, 0.5)));
+            ok.then_some(x)
+        })
+    }
+
     /// For the GELU ending at node `ni` (a Mul), the input `x`.
     fn matches(g: &Graph, ni: usize) -> Option<TensorId> {
         let out = *g.nodes()[ni].outputs.first()?;
         let single = |t: TensorId| g.consumers(t).len() == 1 && !g.outputs().contains(&t);
         let (_, p, q) = Self::binary(g, out, crate::BinaryKind::Mul)?;
+        if let Some(x) = Self::matches_erfc(g, p, q) {
+            return Some(x);
+        }
         // (x · (1 + erf)) · 0.5, or (0.5 · x) · (1 + erf) (either operand order).
         let (inner, half_last) = match (scalar_const(g, p), scalar_const(g, q)) {
             (Some(h), None) if near(h, 0.5) => (q, true),

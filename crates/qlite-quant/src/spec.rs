@@ -62,7 +62,9 @@ pub fn op_spec(op: &Op) -> OpSpec {
             | UnaryKind::Elu
             | UnaryKind::Gelu
             | UnaryKind::GeluTanh => OpSpec::plain(OutputRule::Calibrated),
-            UnaryKind::Rsqrt | UnaryKind::Erf => OpSpec { quantizable: false, ..OpSpec::plain(OutputRule::Calibrated) },
+            UnaryKind::Rsqrt | UnaryKind::Erf | UnaryKind::Erfc => {
+                OpSpec { quantizable: false, ..OpSpec::plain(OutputRule::Calibrated) }
+            }
             // No int8 kernel in qlite yet: these stay float between Dequantize / Quantize.
             UnaryKind::Exp | UnaryKind::Sqrt | UnaryKind::Neg | UnaryKind::Abs | UnaryKind::ReluN1To1 => {
                 OpSpec { quantizable: false, ..OpSpec::plain(OutputRule::Calibrated) }

@@ -280,6 +280,7 @@ const KNOWN_OPS: &[&str] = &[
     "Rsqrt",
     "Elu",
     "Erf",
+    "Erfc",
     "Neg",
     "Abs",
     "Reshape",
@@ -305,7 +306,9 @@ struct Im<'a> {
     lib: HashMap<&'a str, &'a FunctionDef>,
     bundle: Option<&'a Bundle>,
     /// Checkpoint keys of the resources each concrete function binds as trailing arguments.
-    bound: HashMap<String, Vec<String>>,
+    /// Per function, the values its trailing captured inputs are bound to: variables (their
+    /// checkpoint keys) or constants captured by value.
+    bound: HashMap<String, Vec<Val>>,
     unsupported: BTreeSet<(String, String)>,
 }
 
@@ -514,8 +517,8 @@ impl<'a> Im<'a> {
             return Err(format!("calls to function {fname:?} nest deeper than {MAX_CALL_DEPTH} (recursion?)"));
         }
         let f = *self.lib.get(fname).ok_or_else(|| format!("function {fname:?} is not in the library"))?;
-        if let Some(keys) = self.bound.get(fname) {
-            args.extend(keys.iter().map(|k| Val::Res(k.clone())));
+        if let Some(vals) = self.bound.get(fname) {
+            args.extend(vals.iter().cloned());
         }
         let sig = f.signature.as_ref().ok_or("function without a signature")?;
         if args.len() != sig.input_arg.len() {
@@ -809,7 +812,8 @@ impl<'a> Im<'a> {
                 });
                 one(Val::T(self.push(&name, op, vec![Some(x)])?))
             }
-            "Relu" | "Relu6" | "Sigmoid" | "Tanh" | "Exp" | "Sqrt" | "Neg" | "Abs" | "Rsqrt" | "Elu" | "Erf" => {
+            "Relu" | "Relu6" | "Sigmoid" | "Tanh" | "Exp" | "Sqrt" | "Neg" | "Abs" | "Rsqrt" | "Elu" | "Erf"
+            | "Erfc" => {
                 let a = get(0)?;
                 if let Val::C(c) = &a {
                     let v = c.f32s().ok_or("float constant expected")?;
@@ -824,6 +828,7 @@ impl<'a> Im<'a> {
                         "Abs" => f32::abs,
                         "Elu" => |x| if x < 0.0 { x.exp_m1() } else { x },
                         "Erf" => libm::erff,
+                        "Erfc" => libm::erfcf,
                         _ => |x| 1.0 / x.sqrt(),
                     };
                     return one(Val::C(Const::f32(c.dims.clone(), &v.iter().map(|&x| f(x)).collect::<Vec<_>>())));
@@ -840,6 +845,7 @@ impl<'a> Im<'a> {
                     "Rsqrt" => UnaryKind::Rsqrt,
                     "Elu" => UnaryKind::Elu,
                     "Erf" => UnaryKind::Erf,
+                    "Erfc" => UnaryKind::Erfc,
                     _ => return Ok(None),
                 };
                 let x = self.materialize(&format!("{name}/x"), &a)?;
@@ -1465,11 +1471,26 @@ pub fn import_saved_model(dir: &Path, opts: &ImportOptions) -> Result<Graph, SmE
     let empty = proto::SavedObjectGraph::default();
     let og = mg.object_graph_def.as_ref().unwrap_or(&empty);
     let keys = checkpoint_keys(bundle.as_ref(), og);
+    // A function's captures: variables (their checkpoint keys) and tensors captured by value
+    // (a Const op of the meta graph: Keras's Rescaling and Normalization constants).
+    let consts: HashMap<&str, &NodeDef> =
+        graph.node.iter().filter(|n| n.op == "Const").map(|n| (n.name.as_str(), n)).collect();
+    let capture = |id: &i32| -> Option<Val> {
+        if let Some(k) = keys.get(id) {
+            return Some(Val::Res(k.clone()));
+        }
+        let node = og.nodes.get(usize::try_from(*id).ok()?)?;
+        let Some(proto::saved_object::Kind::Constant(c)) = &node.kind else { return None };
+        match attr(consts.get(c.operation.as_str())?, "value") {
+            Some(attr_value::Value::Tensor(t)) => tensor_const(t).ok().map(Val::C),
+            _ => None,
+        }
+    };
     let mut bound = HashMap::new();
     for (fname, cf) in &og.concrete_functions {
-        let ks: Option<Vec<String>> = cf.bound_inputs.iter().map(|id| keys.get(id).cloned()).collect();
-        if let Some(ks) = ks.filter(|k| !k.is_empty()) {
-            bound.insert(fname.clone(), ks);
+        let vals: Option<Vec<Val>> = cf.bound_inputs.iter().map(capture).collect();
+        if let Some(vals) = vals.filter(|v| !v.is_empty()) {
+            bound.insert(fname.clone(), vals);
         }
     }
     convert(graph, Some(sig), bundle.as_ref(), bound, opts, &key)
@@ -1485,7 +1506,7 @@ fn convert(
     graph: &GraphDef,
     sig: Option<&proto::SignatureDef>,
     bundle: Option<&Bundle>,
-    bound: HashMap<String, Vec<String>>,
+    bound: HashMap<String, Vec<Val>>,
     opts: &ImportOptions,
     key: &str,
 ) -> Result<Graph, SmError> {

@@ -122,7 +122,7 @@ pub fn builtin(op: &Op) -> Option<fb::BuiltinOperator> {
             UnaryKind::Elu => B::ELU,
             UnaryKind::Gelu | UnaryKind::GeluTanh => B::GELU,
             UnaryKind::Rsqrt => B::RSQRT,
-            UnaryKind::Erf => return None,
+            UnaryKind::Erf | UnaryKind::Erfc => return None,
         },
         Op::LogSoftmax => B::LOG_SOFTMAX,
         Op::Quantize => B::QUANTIZE,

@@ -265,7 +265,7 @@ pub struct SavedUserObject {
 pub struct SavedObject {
     #[prost(message, repeated, tag = "1")]
     pub children: ::prost::alloc::vec::Vec<ObjectReference>,
-    #[prost(oneof = "saved_object::Kind", tags = "4, 6, 7, 8")]
+    #[prost(oneof = "saved_object::Kind", tags = "4, 6, 7, 8, 9")]
     pub kind: ::core::option::Option<saved_object::Kind>,
 }
 /// Nested message and enum types in `SavedObject`.
@@ -280,7 +280,15 @@ pub mod saved_object {
         Variable(super::SavedVariable),
         #[prost(message, tag = "8")]
         BareConcreteFunction(super::SavedBareConcreteFunction),
+        #[prost(message, tag = "9")]
+        Constant(super::SavedConstant),
     }
+}
+/// A tensor a function captured by value: the name of the Const op in the meta graph.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SavedConstant {
+    #[prost(string, tag = "1")]
+    pub operation: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct SavedFunction {
