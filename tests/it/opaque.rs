@@ -161,6 +161,13 @@ fn cli_inspects_and_converts_and_names_every_unmodelled_op() {
         }
         errors.push_str(&format!("$ qlite {}\n{err}\n", args[0]));
     }
+    // A custom op asked to run: named, with the op's own name.
+    let custom = fixture("tflite_opaque/custom.tflite");
+    let o = qlite(&["run", custom.to_str().unwrap(), "--input", input.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(err.contains("tflite:CUSTOM(Dawsn)"), "{err}");
+    errors.push_str(&format!("$ qlite run custom.tflite\n{err}\n"));
     assert!(!dir.path().join("f16.tflite").exists() && !dir.path().join("int8.tflite").exists());
     insta::assert_snapshot!("tflite_opaque_refusals", errors);
 }
