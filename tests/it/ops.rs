@@ -498,6 +498,15 @@ fn cases() -> Vec<Case> {
         );
     }
     add(
+        "padv2",
+        &|b| {
+            let x = b.input("x", &[1, 3, 4, 2], -1.0, 1.0);
+            let v = b.raw_const(Tensor::constant("value", DType::F32, Shape::fixed(&[]), f32_bytes(&[-1.5])));
+            vec![b.node(Op::Pad(Pad { paddings: vec![[0, 0], [1, 2], [0, 1], [1, 0]] }), &[Some(x), Some(v)], None)]
+        },
+        "float",
+    );
+    add(
         "squared_difference",
         &|b| {
             let x = b.input("x", &[2, 1, 5], -3.0, 3.0);

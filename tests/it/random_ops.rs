@@ -418,6 +418,18 @@ fn gen_concat_pad(b: &mut Builder) -> TensorId {
     b.node(Op::Pad(Pad { paddings }), &[Some(cat)], Some((DType::I8, q)))
 }
 
+/// PADV2: the pad value an int8 constant with the input's parameters.
+fn gen_padv2(b: &mut Builder) -> TensorId {
+    let dims = random_dims(&mut b.rng);
+    let paddings = dims.iter().map(|_| [int(&mut b.rng, 0, 2) as usize, int(&mut b.rng, 0, 2) as usize]).collect();
+    let q = qp(&mut b.rng);
+    let x = input(b, "x", &dims, q.clone());
+    let value = int(&mut b.rng, -128, 127) as i8 as u8;
+    let v =
+        b.raw_const(Tensor::constant("value", DType::I8, Shape::fixed(&[]), vec![value].into()).with_quant(q.clone()));
+    b.node(Op::Pad(Pad { paddings }), &[Some(x), Some(v)], Some((DType::I8, q)))
+}
+
 fn gen_strided_slice(b: &mut Builder) -> TensorId {
     let rank = int(&mut b.rng, 1, 4) as usize;
     let dims: Vec<usize> = (0..rank).map(|_| int(&mut b.rng, 1, 6) as usize).collect();
@@ -526,7 +538,7 @@ fn gen_depth_to_space(b: &mut Builder) -> TensorId {
 
 #[test]
 fn random_integer_ops_are_exported_for_litert() {
-    let kinds: [(&str, Gen); 29] = [
+    let kinds: [(&str, Gen); 30] = [
         ("fully_connected", gen_fully_connected),
         ("conv2d", gen_conv),
         ("depthwise", gen_depthwise),
@@ -551,6 +563,7 @@ fn random_integer_ops_are_exported_for_litert() {
         ("transpose_conv", gen_transpose_conv),
         ("elu_gelu", gen_lut_activation),
         ("batch_matmul", gen_batch_matmul),
+        ("padv2", gen_padv2),
         ("gather", gen_gather),
         ("tile", gen_tile),
         ("mirror_pad", gen_mirror_pad),

@@ -461,7 +461,11 @@ impl<'g> Interpreter<'g> {
             }
             Op::Pad(o) => {
                 let zp = in_tensor(0).and_then(|t| t.quant.as_ref()).map_or(0, |q| q.zero_point());
-                make_data(kernels::pad(o, input(0)?, zp, &out_shape))
+                match ins.get(1).copied().flatten() {
+                    // PADV2: pad with the given value (raw, as LiteRT copies it).
+                    Some(v) => make_data(kernels::pad_with(o, input(0)?, v, &out_shape)?),
+                    None => make_data(kernels::pad(o, input(0)?, zp, &out_shape)),
+                }
             }
             Op::StridedSlice(o) => {
                 let (_, d) = kernels::strided_slice(o, input(0)?)?;

@@ -732,13 +732,14 @@ impl Op {
         match self {
             Op::FullyConnected(_) | Op::Conv2d(_) | Op::DepthwiseConv2d(_) | Op::TransposeConv2d(_) => a(2, 3),
             Op::Binary(_) | Op::Gather(_) | Op::Prelu | Op::BatchMatMul(_) => a(2, 2),
+            // PAD, or PADV2 with the value as input 1.
+            Op::Pad(_) => a(1, 2),
             Op::Concatenation(_) => a(1, usize::MAX),
             Op::Opaque(_) => Arity { min_inputs: 0, max_inputs: usize::MAX, outputs: usize::MAX },
             Op::Pool2d(_)
             | Op::Mean(_)
             | Op::Reshape(_)
             | Op::Transpose(_)
-            | Op::Pad(_)
             | Op::StridedSlice(_)
             | Op::Resize(_)
             | Op::Softmax(_)
@@ -1174,6 +1175,13 @@ impl Op {
                 let (dt, x) = get(0)?;
                 if o.paddings.len() != x.rank() {
                     return bad(format!("Pad has {} paddings for rank {}", o.paddings.len(), x.rank()));
+                }
+                // PADV2: the value to pad with, one element of the input's type.
+                if inputs.len() > 1 {
+                    let (vt, v) = get(1)?;
+                    if vt != dt || v.num_elements() != Some(1) {
+                        return bad(format!("Pad value must be one {dt}, got {vt}{v}"));
+                    }
                 }
                 let mut dims = Vec::with_capacity(x.rank());
                 for (d, p) in x.dims().iter().zip(&o.paddings) {

@@ -1295,18 +1295,13 @@ impl Importer {
                 }
                 let pads = if self.opset >= 11 { self.const_ints(n, 1, "pads")? } else { attr_ints(n, "pads") }
                     .ok_or("Pad needs pads")?;
+                let mut val = if self.opset < 11 { attr_f(n, "value", 0.0) } else { 0.0 };
                 if let Some(v) = n.input.get(2).filter(|s| !s.is_empty()) {
-                    let val = self
+                    val = self
                         .constant(v)
                         .and_then(|c| c.f32s())
                         .and_then(|v| v.first().copied())
                         .ok_or("Pad value must be a constant")?;
-                    if val != 0.0 {
-                        return Ok(false);
-                    }
-                }
-                if self.opset < 11 && attr_f(n, "value", 0.0) != 0.0 {
-                    return Ok(false);
                 }
                 let x = self.input(n, 0)?;
                 let rank = self.shape_of(x).rank();
@@ -1314,7 +1309,12 @@ impl Importer {
                     return Ok(false);
                 }
                 let paddings = (0..rank).map(|i| [pads[i] as usize, pads[i + rank] as usize]).collect();
-                let y = self.push(name, Op::Pad(Pad { paddings }), vec![Some(x)])?;
+                let mut inputs = vec![Some(x)];
+                if val != 0.0 {
+                    // PADV2: pad with the value.
+                    inputs.push(Some(self.new_const(&format!("{name}/value"), DType::F32, &[], f32_bytes(&[val]))));
+                }
+                let y = self.push(name, Op::Pad(Pad { paddings }), inputs)?;
                 self.output(n, y);
             }
             // LayerNormalization (opset 17), the form transformers export: over the axes from

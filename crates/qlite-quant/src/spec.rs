@@ -74,10 +74,11 @@ pub fn op_spec(op: &Op) -> OpSpec {
         Op::LogSoftmax => OpSpec { quantizable: false, ..OpSpec::plain(OutputRule::Calibrated) },
         // LiteRT's LOCAL_RESPONSE_NORMALIZATION is float-only.
         Op::LocalResponseNorm(_) => OpSpec { quantizable: false, ..OpSpec::plain(OutputRule::Calibrated) },
+        // A PADV2 value takes the input's parameters (LiteRT requires them equal).
+        Op::Pad(_) => OpSpec { inputs_like_output: true, ..OpSpec::plain(OutputRule::SameAsInput) },
         Op::Pool2d(_)
         | Op::Reshape(_)
         | Op::Transpose(_)
-        | Op::Pad(_)
         | Op::StridedSlice(_)
         | Op::Resize(_)
         | Op::Gather(_)

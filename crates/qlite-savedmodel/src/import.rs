@@ -982,16 +982,30 @@ impl<'a> Im<'a> {
                 one(Val::T(self.push(&name, op, ts)?))
             }
             "Pad" | "PadV2" => {
-                if n.op == "PadV2" {
-                    let zero =
-                        matches!(ins.get(2), Some(Val::C(c)) if c.f32s().is_some_and(|v| v.iter().all(|&x| x == 0.0)));
-                    if !zero {
-                        return Ok(None);
+                // PadV2 with a value other than 0: the value is the IR Pad's input 1 (PADV2).
+                let value = match (n.op.as_str(), ins.get(2)) {
+                    ("PadV2", Some(Val::C(c))) if c.f32s().is_some_and(|v| v.iter().any(|&x| x != 0.0)) => {
+                        let v = c.f32s().unwrap_or_default();
+                        if v.len() != 1 {
+                            return Ok(None);
+                        }
+                        Some(self.g.add_tensor(Tensor::constant(
+                            format!("{name}/value"),
+                            DType::F32,
+                            Shape::fixed(&[]),
+                            f32_bytes(&v),
+                        )))
                     }
-                }
+                    ("PadV2", Some(Val::C(_))) | ("Pad", _) => None,
+                    _ => return Ok(None),
+                };
                 let paddings = paddings_of(&get(1)?)?;
                 let x = self.materialize(&format!("{name}/x"), &get(0)?)?;
-                one(Val::T(self.push(&name, Op::Pad(Pad { paddings }), vec![Some(x)])?))
+                let mut inputs = vec![Some(x)];
+                if value.is_some() {
+                    inputs.push(value);
+                }
+                one(Val::T(self.push(&name, Op::Pad(Pad { paddings }), inputs)?))
             }
             "Mean" => {
                 let x = self.materialize(&format!("{name}/x"), &get(0)?)?;

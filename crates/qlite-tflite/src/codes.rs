@@ -422,6 +422,7 @@ pub fn min_runtime(op: fb::BuiltinOperator, version: i32) -> Option<&'static str
         B::RELU => &["1.5.0", "2.1.0", "2.5.0"],
         B::TANH | B::LOGISTIC => &["1.14.0", "1.14.0", "2.3.0"],
         B::DENSIFY => &["2.2.0"],
+        B::PADV2 => &["1.9.0", "1.14.0", "2.4.0", "2.6.0"],
         B::ELU => &["1.14.0"],
         B::GELU => &["2.9.0", "2.9.0"],
         B::RSQRT => &["1.10.0", "2.5.0"],

@@ -857,9 +857,14 @@ fn convert_op(
                 activation: act(o.fused_activation_function())?,
             })
         }
-        B::PAD => {
+        B::PAD | B::PADV2 => {
             let paddings = paddings(g, inputs.get(1).copied().flatten(), rank_of(g, in0)?)?;
+            // PADV2's value (input 2) becomes the IR's input 1.
+            let value = if code == B::PADV2.0 { inputs.get(2).copied().flatten() } else { None };
             inputs.truncate(1);
+            if value.is_some() {
+                inputs.push(value);
+            }
             Op::Pad(Pad { paddings })
         }
         B::SOFTMAX => {

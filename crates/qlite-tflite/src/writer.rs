@@ -354,6 +354,12 @@ fn serialize(g: &Graph) -> Result<bytes::Bytes, WriteError> {
                     node: n.name.clone(),
                     message: format!("{} has no TFLite builtin", n.op.name()),
                 })?;
+                // A pad value makes PAD a PADV2 (same versions).
+                let code = if code == fb::BuiltinOperator::PAD && n.input(1).is_some() {
+                    fb::BuiltinOperator::PADV2
+                } else {
+                    code
+                };
                 (code, codes::op_version(g, n), None)
             }
         };
@@ -472,6 +478,10 @@ fn serialize(g: &Graph) -> Result<bytes::Bytes, WriteError> {
     for (ni, n) in g.nodes().iter().enumerate() {
         let mut inputs: Vec<i32> = n.inputs.iter().map(|i| i.map_or(-1, |t| t.index() as i32)).collect();
         inputs.extend_from_slice(&aux_index[ni]);
+        if let (Op::Pad(_), Some(value), Some(&paddings)) = (&n.op, n.input(1), aux_index[ni].first()) {
+            // PADV2's order: input, paddings, value.
+            inputs = vec![inputs[0], paddings, value.index() as i32];
+        }
         if let (Op::TransposeConv2d(_), Some(&shape)) = (&n.op, aux_index[ni].first()) {
             // TFLite's order: output_shape, weights, input, bias.
             let at = |i: usize| n.input(i).map_or(-1, |t| t.index() as i32);
@@ -756,6 +766,9 @@ fn options(fbb: &mut FlatBufferBuilder<'_>, n: &Node) -> (fb::BuiltinOptions, Op
                 .as_union_value(),
             ),
         ),
+        Op::Pad(_) if n.input(1).is_some() => {
+            (O::PadV2Options, Some(fb::PadV2Options::create(fbb, &fb::PadV2OptionsArgs {}).as_union_value()))
+        }
         Op::Pad(_) => (O::PadOptions, Some(fb::PadOptions::create(fbb, &fb::PadOptionsArgs {}).as_union_value())),
         Op::Resize(r) if r.mode == qlite_ir::op::ResizeMode::Bilinear => {
             let args = fb::ResizeBilinearOptionsArgs {

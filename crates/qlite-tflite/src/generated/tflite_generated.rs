@@ -1707,7 +1707,7 @@ pub const ENUM_MIN_BUILTIN_OPTIONS: u8 = 0;
 pub const ENUM_MAX_BUILTIN_OPTIONS: u8 = 116;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BUILTIN_OPTIONS: [BuiltinOptions; 39] = [
+pub const ENUM_VALUES_BUILTIN_OPTIONS: [BuiltinOptions; 40] = [
   BuiltinOptions::NONE,
   BuiltinOptions::Conv2DOptions,
   BuiltinOptions::DepthwiseConv2DOptions,
@@ -1732,6 +1732,7 @@ pub const ENUM_VALUES_BUILTIN_OPTIONS: [BuiltinOptions; 39] = [
   BuiltinOptions::SplitOptions,
   BuiltinOptions::LogSoftmaxOptions,
   BuiltinOptions::DequantizeOptions,
+  BuiltinOptions::PadV2Options,
   BuiltinOptions::SliceOptions,
   BuiltinOptions::TransposeConvOptions,
   BuiltinOptions::TileOptions,
@@ -1778,6 +1779,7 @@ impl BuiltinOptions {
   pub const SplitOptions: Self = Self(35);
   pub const LogSoftmaxOptions: Self = Self(36);
   pub const DequantizeOptions: Self = Self(38);
+  pub const PadV2Options: Self = Self(43);
   pub const SliceOptions: Self = Self(48);
   pub const TransposeConvOptions: Self = Self(49);
   pub const TileOptions: Self = Self(51);
@@ -1821,6 +1823,7 @@ impl BuiltinOptions {
     Self::SplitOptions,
     Self::LogSoftmaxOptions,
     Self::DequantizeOptions,
+    Self::PadV2Options,
     Self::SliceOptions,
     Self::TransposeConvOptions,
     Self::TileOptions,
@@ -1864,6 +1867,7 @@ impl BuiltinOptions {
       Self::SplitOptions => Some("SplitOptions"),
       Self::LogSoftmaxOptions => Some("LogSoftmaxOptions"),
       Self::DequantizeOptions => Some("DequantizeOptions"),
+      Self::PadV2Options => Some("PadV2Options"),
       Self::SliceOptions => Some("SliceOptions"),
       Self::TransposeConvOptions => Some("TransposeConvOptions"),
       Self::TileOptions => Some("TileOptions"),
@@ -3553,6 +3557,84 @@ impl ::core::fmt::Debug for BatchMatMulOptions<'_> {
       ds.field("adj_x", &self.adj_x());
       ds.field("adj_y", &self.adj_y());
       ds.field("asymmetric_quantize_inputs", &self.asymmetric_quantize_inputs());
+      ds.finish()
+  }
+}
+pub enum PadV2OptionsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct PadV2Options<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PadV2Options<'a> {
+  type Inner = PadV2Options<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PadV2Options<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PadV2Options { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    _args: &'args PadV2OptionsArgs
+  ) -> ::flatbuffers::WIPOffset<PadV2Options<'bldr>> {
+    let mut builder = PadV2OptionsBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for PadV2Options<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PadV2OptionsArgs {
+}
+impl<'a> Default for PadV2OptionsArgs {
+  #[inline]
+  fn default() -> Self {
+    PadV2OptionsArgs {
+    }
+  }
+}
+
+pub struct PadV2OptionsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PadV2OptionsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PadV2OptionsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PadV2OptionsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PadV2Options<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PadV2Options<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PadV2Options");
       ds.finish()
   }
 }
@@ -8141,6 +8223,21 @@ impl<'a> Operator<'a> {
 
   #[inline]
   #[allow(non_snake_case)]
+  pub fn builtin_options_as_pad_v2_options(&self) -> Option<PadV2Options<'a>> {
+    if self.builtin_options_type() == BuiltinOptions::PadV2Options {
+      self.builtin_options().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { PadV2Options::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
   pub fn builtin_options_as_slice_options(&self) -> Option<SliceOptions<'a>> {
     if self.builtin_options_type() == BuiltinOptions::SliceOptions {
       self.builtin_options().map(|t| {
@@ -8400,6 +8497,7 @@ impl ::flatbuffers::Verifiable for Operator<'_> {
           BuiltinOptions::SplitOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SplitOptions>>("BuiltinOptions::SplitOptions", pos),
           BuiltinOptions::LogSoftmaxOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LogSoftmaxOptions>>("BuiltinOptions::LogSoftmaxOptions", pos),
           BuiltinOptions::DequantizeOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DequantizeOptions>>("BuiltinOptions::DequantizeOptions", pos),
+          BuiltinOptions::PadV2Options => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PadV2Options>>("BuiltinOptions::PadV2Options", pos),
           BuiltinOptions::SliceOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SliceOptions>>("BuiltinOptions::SliceOptions", pos),
           BuiltinOptions::TransposeConvOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TransposeConvOptions>>("BuiltinOptions::TransposeConvOptions", pos),
           BuiltinOptions::TileOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TileOptions>>("BuiltinOptions::TileOptions", pos),
@@ -8709,6 +8807,13 @@ impl ::core::fmt::Debug for Operator<'_> {
         },
         BuiltinOptions::DequantizeOptions => {
           if let Some(x) = self.builtin_options_as_dequantize_options() {
+            ds.field("builtin_options", &x)
+          } else {
+            ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        BuiltinOptions::PadV2Options => {
+          if let Some(x) = self.builtin_options_as_pad_v2_options() {
             ds.field("builtin_options", &x)
           } else {
             ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")
