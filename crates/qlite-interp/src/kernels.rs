@@ -582,6 +582,27 @@ pub fn resize_bilinear(op: &Resize, x: &Array) -> Result<Data, String> {
     }
 }
 
+/// For each element of the padded output, its source in the input, or `x.len()` (one past the
+/// input: the fill value appended to it) in the padding.
+fn pad_sources(op: &Pad, xs: &[usize], out_shape: &[usize]) -> Vec<usize> {
+    let st = strides(xs);
+    let fill: usize = xs.iter().product();
+    let mut src = Vec::with_capacity(out_shape.iter().product());
+    for_each_index(out_shape, |idx| {
+        let mut s = 0usize;
+        for (k, &i) in idx.iter().enumerate() {
+            let before = op.paddings[k][0];
+            if i < before || i - before >= xs[k] {
+                src.push(fill);
+                return;
+            }
+            s += (i - before) * st[k];
+        }
+        src.push(s);
+    });
+    src
+}
+
 /// PADV2: padding with the one element of `value` (any dtype, copied as it is).
 pub fn pad_with(op: &Pad, x: &Array, value: &Array, out_shape: &[usize]) -> Result<Data, String> {
     if value.dtype() != x.dtype() || value.len() != 1 {
@@ -590,61 +611,13 @@ pub fn pad_with(op: &Pad, x: &Array, value: &Array, out_shape: &[usize]) -> Resu
     let flat = |a: &Array| a.clone().reshaped(vec![a.len()]).map_err(|e| e.to_string());
     let (xf, vf) = (flat(x)?, flat(value)?);
     let joined = concatenate(&Concatenation { axis: 0, activation: Activation::None }, &[&xf, &vf], &[x.len() + 1]);
-    let xs = x.shape();
-    let st = strides(xs);
-    let mut src = Vec::with_capacity(out_shape.iter().product());
-    let mut idx = vec![0usize; out_shape.len()];
-    for _ in 0..out_shape.iter().product::<usize>() {
-        let mut s = 0usize;
-        let mut inside = true;
-        for (k, &i) in idx.iter().enumerate() {
-            let before = op.paddings[k][0];
-            if i < before || i - before >= xs[k] {
-                inside = false;
-                break;
-            }
-            s += (i - before) * st[k];
-        }
-        src.push(if inside { s } else { x.len() });
-        for k in (0..out_shape.len()).rev() {
-            idx[k] += 1;
-            if idx[k] < out_shape[k] {
-                break;
-            }
-            idx[k] = 0;
-        }
-    }
+    let src = pad_sources(op, x.shape(), out_shape);
     Ok(joined.gather(&src))
 }
 
 /// Constant padding; quantized tensors are padded with their zero point.
 pub fn pad(op: &Pad, x: &Array, zero_point: i64, out_shape: &[usize]) -> Data {
-    let xs = x.shape();
-    let st = strides(xs);
-    let n: usize = out_shape.iter().product();
-    let fill = x.len();
-    let mut idx = vec![0usize; out_shape.len()];
-    let mut src = Vec::with_capacity(n);
-    for _ in 0..n {
-        let mut s = 0usize;
-        let mut inside = true;
-        for (k, &i) in idx.iter().enumerate() {
-            let before = op.paddings[k][0];
-            if i < before || i - before >= xs[k] {
-                inside = false;
-                break;
-            }
-            s += (i - before) * st[k];
-        }
-        src.push(if inside { s } else { fill });
-        for k in (0..out_shape.len()).rev() {
-            idx[k] += 1;
-            if idx[k] < out_shape[k] {
-                break;
-            }
-            idx[k] = 0;
-        }
-    }
+    let src = pad_sources(op, x.shape(), out_shape);
     let z = zero_point;
     let extended = map_data!(x.data().clone(), |v| {
         let mut v = v;
