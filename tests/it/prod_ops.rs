@@ -1,6 +1,6 @@
 //! The data-movement and activation ops of production models (PRELU, DEPTH_TO_SPACE,
 //! SPACE_TO_DEPTH, MIRROR_PAD, TILE, GATHER, SPLIT, SPLIT_V, SLICE) in TensorFlow's converter's
-//! own files, float32 and int8: qlite runs them, LiteRT must agree (float within 1e-5, int8 to
+//! own files, float32, float16 weights and int8: qlite runs them, LiteRT must agree (float within 1e-5, int8 to
 //! the bit), on the files as TF wrote them, as qlite re-writes them, and after qlite quantizes
 //! the float one.
 
@@ -27,7 +27,7 @@ fn ops(g: &Graph) -> BTreeSet<&'static str> {
 #[test]
 fn tf_converter_files_with_production_ops_run_and_reexport() {
     let x = qlite::read_npy_file(&fixture("tflite_ops/input.npy")).unwrap();
-    for (mode, compare) in [("float", "float"), ("int8", "exact")] {
+    for (mode, compare) in [("float", "float"), ("float16", "float"), ("int8", "exact")] {
         let (bytes, g) = read(mode);
         let have = ops(&g);
         for op in ["Prelu", "DepthToSpace", "SpaceToDepth", "MirrorPad", "Gather", "Tile", "StridedSlice"] {
