@@ -84,3 +84,18 @@ fn production_ops_quantize_with_qlite() {
     export_case("tflite_ops_quantized_by_qlite", &bytes, &[x], &y, "exact");
     reference_resolver_fails("tflite_ops_quantized_by_qlite", REF_D2S, WHY_D2S);
 }
+
+/// TF's converter's Conv2DTranspose with a dynamic batch computes TRANSPOSE_CONV's output_shape
+/// at run time (SHAPE → STRIDED_SLICE → PACK): qlite reads it (the height and width are known),
+/// runs a batch of 3 as LiteRT does on the same file.
+#[test]
+fn tf_dynamic_batch_transpose_conv_reads_and_runs() {
+    let bytes = std::fs::read(fixture("tflite_ops/deconv_dynamic.tflite")).unwrap();
+    let g = qlite_tflite::read_model(bytes::Bytes::copy_from_slice(&bytes)).unwrap();
+    assert_eq!(g.tensor(g.inputs()[0]).unwrap().shape.to_string(), "[?,5,5,3]");
+    assert_eq!(g.nodes().iter().filter(|n| n.op.name() == "TransposeConv2d").count(), 2);
+    let x = qlite::read_npy_file(&fixture("tflite_ops/deconv_input.npy")).unwrap();
+    let y = qlite::run(&g, vec![x.clone()]).unwrap();
+    assert_eq!(y[0].shape(), &[3, 11, 11, 2]);
+    export_case("tflite_ops_deconv_dynamic", &bytes, &[x], &y, "float");
+}

@@ -139,6 +139,22 @@ pub fn step(
             Some(sym::concat(&parts))
         }
         B::CAST if is_sym(0) => value(g, vals, input(0)),
+        // TF's converter computes a dynamic-batch TRANSPOSE_CONV's output_shape at run time; the
+        // op needs only its height and width, which are known: the batch (and any other
+        // unknown) is written as 1 in a constant.
+        B::TRANSPOSE_CONV if is_sym(0) => {
+            let t = input(0).ok_or("TRANSPOSE_CONV has no output_shape")?;
+            let v = value(g, vals, Some(t)).map(|v| v.elements()).unwrap_or_default();
+            let known: Vec<i64> = v.iter().map(|d| d.known().unwrap_or(1)).collect();
+            if v.len() != 4 || v[1].known().is_none() || v[2].known().is_none() {
+                return Err(format!("TRANSPOSE_CONV output_shape {} needs a known height and width", sym::show(&v)));
+            }
+            let data: Vec<u8> = known.iter().flat_map(|&x| (x as i32).to_le_bytes()).collect();
+            let tensor = g.tensor_mut(t).ok_or("tensor missing")?;
+            tensor.dtype = DType::I32;
+            tensor.data = Some(data.into());
+            return Ok(Step::Op);
+        }
         _ => {
             // Any other reader of a shape value: a known one becomes a constant.
             for &t in inputs.iter().flatten() {
