@@ -240,32 +240,46 @@ fn codegen_proto(check: bool, name: &str, generated: &str, bytes_fields: &[&str]
 
 // ---------------------------------------------------------------- fixtures, conformance
 
+/// Every script of `xtask/fixtures/` and the directory it writes, in the order they run:
+/// make_fixtures.py writes the tf2onnx models and digits samples make_onnx.py feeds.
+const FIXTURE_SCRIPTS: &[(&str, &str)] = &[
+    ("make_fixtures.py", "digits"),
+    ("make_onnx.py", "onnx"),
+    ("make_savedmodel.py", "savedmodel"),
+    ("make_safetensors.py", "safetensors"),
+    ("make_dynamic.py", "tflite_dynamic"),
+    ("make_onnx_dynamic.py", "onnx"),
+    ("make_onnx_resize.py", "onnx"),
+    ("make_opaque.py", "tflite_opaque"),
+    ("make_sparse.py", "tflite_sparse"),
+    ("make_ops.py", "tflite_ops"),
+    ("make_savedmodel_ops.py", "savedmodel_ops"),
+];
+
+#[cfg(test)]
+mod fixture_tests {
+    /// A script added to `xtask/fixtures/` and not to the table would never run.
+    #[test]
+    fn every_fixture_script_runs() {
+        let mut on_disk: Vec<String> = std::fs::read_dir(super::root().join("xtask/fixtures"))
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .filter(|n| n.ends_with(".py"))
+            .collect();
+        on_disk.sort();
+        let mut listed: Vec<String> = super::FIXTURE_SCRIPTS.iter().map(|(s, _)| s.to_string()).collect();
+        listed.sort();
+        assert_eq!(on_disk, listed);
+    }
+}
+
 fn fixtures() -> R {
     malformed::malformed()?;
     let py = venv(&root().join(".venv-fixtures"), &root().join("xtask/requirements-fixtures.txt"))?;
-    run(Command::new(&py).arg(root().join("xtask/fixtures/make_fixtures.py")).arg(root().join("fixtures/digits")))?;
-    // After make_fixtures.py: it writes the tf2onnx models and the digits samples this one feeds.
-    run(Command::new(&py).arg(root().join("xtask/fixtures/make_onnx.py")).arg(root().join("fixtures/onnx")))?;
-    run(Command::new(&py)
-        .arg(root().join("xtask/fixtures/make_savedmodel.py"))
-        .arg(root().join("fixtures/savedmodel")))?;
-    run(Command::new(&py)
-        .arg(root().join("xtask/fixtures/make_safetensors.py"))
-        .arg(root().join("fixtures/safetensors")))?;
-    run(Command::new(&py)
-        .arg(root().join("xtask/fixtures/make_dynamic.py"))
-        .arg(root().join("fixtures/tflite_dynamic")))?;
-    run(Command::new(&py).arg(root().join("xtask/fixtures/make_onnx_dynamic.py")).arg(root().join("fixtures/onnx")))?;
-    run(Command::new(&py)
-        .arg(root().join("xtask/fixtures/make_opaque.py"))
-        .arg(root().join("fixtures/tflite_opaque")))?;
-    run(Command::new(&py)
-        .arg(root().join("xtask/fixtures/make_sparse.py"))
-        .arg(root().join("fixtures/tflite_sparse")))?;
-    run(Command::new(&py).arg(root().join("xtask/fixtures/make_ops.py")).arg(root().join("fixtures/tflite_ops")))?;
-    run(Command::new(&py)
-        .arg(root().join("xtask/fixtures/make_savedmodel_ops.py"))
-        .arg(root().join("fixtures/savedmodel_ops")))
+    for (script, dir) in FIXTURE_SCRIPTS {
+        run(Command::new(&py).arg(root().join("xtask/fixtures").join(script)).arg(root().join("fixtures").join(dir)))?;
+    }
+    Ok(())
 }
 
 /// Published models: download the pinned wheels (no dependencies, hash-checked) into

@@ -1878,17 +1878,9 @@ impl Importer {
         // LiteRT requires the VALID output to give back the input size: at least the full scatter.
         let scatter = [0, 1].map(|i| ((pads[i] + out[i]) as usize).max(full[i]));
         // IOHW → OHWI
-        let mut ohwi = vec![0f32; wv.len()];
-        for i in 0..ic {
-            for a in 0..o {
-                for y in 0..kh {
-                    for z in 0..kw {
-                        ohwi[((a * kh + y) * kw + z) * ic + i] = wv[((i * o + a) * kh + y) * kw + z];
-                    }
-                }
-            }
-        }
-        let wt = self.new_const(&wname, DType::F32, &[o, kh, kw, ic], f32_bytes(&ohwi));
+        let ohwi = qlite_ir::passes::transpose_bytes(&f32_bytes(&wv), &[ic, o, kh, kw], &[1, 2, 3, 0], 4)
+            .ok_or("ConvTranspose weights do not match their shape")?;
+        let wt = self.new_const(&wname, DType::F32, &[o, kh, kw, ic], ohwi.into());
         let bias = match n.input.get(2).filter(|s| !s.is_empty()) {
             Some(bn) => {
                 let b =

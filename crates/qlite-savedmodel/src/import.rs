@@ -18,6 +18,7 @@ use crate::{SmError, map_file};
 use bytes::Bytes;
 use prost::Message;
 use qlite_ir::op::*;
+use qlite_ir::passes::transpose_bytes;
 use qlite_ir::sym::{self, SliceAxis, SymDim, SymVal};
 use qlite_ir::tensor::{f32_bytes, i64_bytes, read_f32s, read_i32s, read_i64s};
 use qlite_ir::{DType, Dim, Graph, Node, Shape, Signature, Tensor, TensorId};
@@ -690,7 +691,9 @@ impl<'a> Im<'a> {
                     _ => return Ok(None),
                 };
                 let Val::C(w) = get(1)? else { return Ok(None) };
-                let wv = w.f32s().ok_or("filters must be float32")?;
+                if w.dtype != DType::F32 {
+                    return Err("filters must be float32".into());
+                }
                 if sz.len() != 4 || w.dims.len() != 4 {
                     return Err(format!("input_sizes {sz:?} / filter {:?}", w.dims));
                 }
@@ -705,21 +708,12 @@ impl<'a> Im<'a> {
                 };
                 let (kh, kw, co, ci) = (w.dims[0], w.dims[1], w.dims[2], w.dims[3]);
                 // HWOI → OHWI.
-                let mut t = vec![0f32; wv.len()];
-                for y in 0..kh {
-                    for z in 0..kw {
-                        for o in 0..co {
-                            for i in 0..ci {
-                                t[((o * kh + y) * kw + z) * ci + i] = wv[((y * kw + z) * co + o) * ci + i];
-                            }
-                        }
-                    }
-                }
+                let t = transpose_bytes(&w.data, &w.dims, &[2, 0, 1, 3], 4).ok_or("filter size mismatch")?;
                 let wt = self.g.add_tensor(Tensor::constant(
                     format!("{name}/filter"),
                     DType::F32,
                     Shape::fixed(&[co, kh, kw, ci]),
-                    f32_bytes(&t),
+                    t.into(),
                 ));
                 let x = self.materialize(&format!("{name}/x"), &get(2)?)?;
                 let op = Op::TransposeConv2d(TransposeConv2d {
@@ -1150,7 +1144,9 @@ impl<'a> Im<'a> {
         if w.dims.len() != 4 {
             return Err(format!("filter of rank {}", w.dims.len()));
         }
-        let wv = w.f32s().ok_or("filters must be float32")?;
+        if w.dtype != DType::F32 {
+            return Err("filters must be float32".into());
+        }
         let s = attr_ints(n, "strides").unwrap_or_else(|| vec![1, 1, 1, 1]);
         let d = attr_ints(n, "dilations").unwrap_or_else(|| vec![1, 1, 1, 1]);
         if s.len() != 4 || d.len() != 4 || s[0] != 1 || s[3] != 1 || d[0] != 1 || d[3] != 1 {
@@ -1175,21 +1171,12 @@ impl<'a> Im<'a> {
         let (kh, kw, ci, co) = (w.dims[0], w.dims[1], w.dims[2], w.dims[3]);
         let (op, wt) = if n.op == "Conv2D" {
             // HWIO → OHWI.
-            let mut t = vec![0f32; wv.len()];
-            for y in 0..kh {
-                for z in 0..kw {
-                    for i in 0..ci {
-                        for o in 0..co {
-                            t[((o * kh + y) * kw + z) * ci + i] = wv[((y * kw + z) * ci + i) * co + o];
-                        }
-                    }
-                }
-            }
+            let t = transpose_bytes(&w.data, &w.dims, &[3, 0, 1, 2], 4).ok_or("filter size mismatch")?;
             let wt = self.g.add_tensor(Tensor::constant(
                 format!("{name}/filter"),
                 DType::F32,
                 Shape::fixed(&[co, kh, kw, ci]),
-                f32_bytes(&t),
+                t.into(),
             ));
             (Op::Conv2d(Conv2d { padding, stride, dilation, activation: Activation::None }), wt)
         } else {
