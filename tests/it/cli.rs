@@ -204,3 +204,20 @@ fn bench_reports_latency_arena_and_per_node_times() {
     let (ok, err) = stderr_of(&["bench", model.to_str().unwrap(), "--kernels", "fastest"]);
     assert!(!ok && err.contains("fastest"), "{err}");
 }
+
+/// `qlite inspect | head`: a reader that closes the pipe ends qlite quietly, with no panic.
+#[test]
+fn a_closed_stdout_pipe_is_not_a_panic() {
+    let mut child = qlite()
+        .args(["inspect", "--json"])
+        .arg(crate::common::fixture("digits/cnn.tflite"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}: {err}", out.status);
+    assert!(!err.contains("panicked"), "{err}");
+}

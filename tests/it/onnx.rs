@@ -396,3 +396,42 @@ fn attention_matmuls_match_onnxruntime() {
     assert_agrees(&yt[0], &want, FRAMEWORK_TOL, "converted, against onnxruntime");
     export_case("onnx_attention", &std::fs::read(&out).unwrap(), &[x], &yt, "float");
 }
+
+/// A valid ONNX file qlite cannot import as it stands (a Resize whose input's height and width
+/// are known only at run time) is still described by `inspect`, from what the file declares,
+/// with the reason and the remedy; with the dimensions fixed it converts.
+#[test]
+fn inspect_describes_an_onnx_file_with_run_time_spatial_sizes() {
+    let reg = Registry::default();
+    let dir = tempfile::tempdir().unwrap();
+    let scales = proto::TensorProto {
+        name: Some("scales".into()),
+        dims: vec![4],
+        data_type: Some(1),
+        float_data: vec![1.0, 1.0, 2.0, 2.0],
+        ..Default::default()
+    };
+    let mut resize = node("Resize", &["x", "", "scales"], &["y"]);
+    for (k, v) in [("mode", "nearest"), ("coordinate_transformation_mode", "asymmetric"), ("nearest_mode", "floor")] {
+        resize.attribute.push(proto::AttributeProto {
+            name: Some(k.into()),
+            r#type: Some(proto::attribute_proto::AttributeType::String as i32),
+            s: Some(v.as_bytes().to_vec()),
+            ..Default::default()
+        });
+    }
+    let path = dir.path().join("upsample.onnx");
+    std::fs::write(&path, model_io(vec![resize], vec![scales], &[-1, 3, -1, -1], &[-1, 3, -1, -1])).unwrap();
+    let s = qlite::inspect::inspect_file(&reg, &path).unwrap();
+    let why = s.not_imported.clone().expect("the import fails as it stands");
+    assert!(why.contains("Resize") && why.contains("--input-shape"), "{why}");
+    assert_eq!(s.inputs[0].shape, "[N,3,N,N]");
+    assert_eq!(s.ops.len(), 1);
+    insta::assert_snapshot!("inspect_onnx_not_imported", qlite::inspect::render_text(&s));
+    let mut o = ConvertOptions::default();
+    o.input_shapes.insert("x".into(), vec![1, 3, 4, 5]);
+    let out = dir.path().join("upsample.tflite");
+    qlite::convert(&reg, &path, &out, &o).unwrap();
+    let g = qlite::load(&reg, &out).unwrap();
+    assert_eq!(g.tensor(g.outputs()[0]).unwrap().shape.to_string(), "[1,3,8,10]");
+}

@@ -520,6 +520,14 @@ fn cases() -> Vec<Case> {
         "float",
     );
     add(
+        "sum",
+        &|b| {
+            let x = b.input("x", &[2, 3, 4, 5], -2.0, 2.0);
+            vec![b.node(Op::Sum(Mean { axes: vec![1, 3], keep_dims: false }), &[Some(x)], None)]
+        },
+        "float",
+    );
+    add(
         "log_softmax",
         &|b| {
             let x = b.input("x", &[3, 10], -5.0, 5.0);

@@ -310,6 +310,126 @@ fn gen_mean(b: &mut Builder) -> TensorId {
     b.node(Op::Mean(Mean { axes, keep_dims }), &[Some(x)], Some((DType::I8, qo)))
 }
 
+/// SUM: the input zero point kept small, so that the sum's offset `−z_in · n` does not swamp it.
+fn gen_sum(b: &mut Builder) -> TensorId {
+    let rank = int(&mut b.rng, 1, 4) as usize;
+    let dims: Vec<usize> = (0..rank).map(|_| int(&mut b.rng, 1, 5) as usize).collect();
+    let mut axes: Vec<usize> = (0..rank).filter(|_| b.rng.next_u64().is_multiple_of(2)).collect();
+    if axes.is_empty() {
+        axes.push(rank - 1);
+    }
+    let keep_dims = b.rng.next_u64().is_multiple_of(2);
+    let count: usize = axes.iter().map(|&a| dims[a]).product();
+    let qi = QuantParams::per_tensor(10f32.powf(b.rng.uniform(-3.0, 0.5)), int(&mut b.rng, -20, 20));
+    let x = input(b, "x", &dims, qi.clone());
+    let spread = (qi.zero_point().abs() as f32 * count as f32 + 128.0 * (count as f32).sqrt()) / 100.0;
+    let qo = qp_near(&mut b.rng, qi.scale() * spread);
+    b.node(Op::Sum(Mean { axes, keep_dims }), &[Some(x)], Some((DType::I8, qo)))
+}
+
+/// What LiteRT's reference SUM kernel gives on int8: `reduce.cc` runs
+/// `reference_ops::QuantizedMeanOrSum<uint8_t>` on every 8-bit type, so int8 bytes are summed
+/// as uint8 and the output clamped to [0, 255] before it is stored as a byte.
+fn litert_reference_sum_int8(g: &qlite::ir::Graph, x: &Array) -> Array {
+    let n = &g.nodes()[0];
+    let Op::Sum(m) = &n.op else { unreachable!() };
+    let (ti, to) = (g.tensor(n.inputs[0].unwrap()).unwrap(), g.tensor(n.outputs[0]).unwrap());
+    let (qi, qo) = (ti.quant.as_ref().unwrap(), to.quant.as_ref().unwrap());
+    let Data::I8(v) = x.data() else { unreachable!() };
+    let xs = x.shape();
+    let kept: Vec<usize> = (0..xs.len()).filter(|a| !m.axes.contains(a)).collect();
+    let out_len: usize = kept.iter().map(|&a| xs[a]).product();
+    let count: i64 = m.axes.iter().map(|&a| xs[a] as i64).product();
+    let mut sums = vec![0i32; out_len];
+    for (i, &val) in v.iter().enumerate() {
+        let (mut o, mut rest, mut stride) = (0usize, i, 1usize);
+        let mut coords = vec![0usize; xs.len()];
+        for a in (0..xs.len()).rev() {
+            coords[a] = rest % xs[a];
+            rest /= xs[a];
+        }
+        for &a in kept.iter().rev() {
+            o += coords[a] * stride;
+            stride *= xs[a];
+        }
+        sums[o] += i32::from(val as u8);
+    }
+    let (mult, shift) = qlite_interp::fixedpoint::quantize_multiplier(qi.scale() as f64 / qo.scale() as f64);
+    let out: Vec<i8> = sums
+        .into_iter()
+        .map(|s| {
+            let shifted = s - qi.zero_point() as i32 * count as i32;
+            let y = qlite_interp::fixedpoint::mbqm(shifted, mult, shift) + qo.zero_point() as i32;
+            y.clamp(0, 255) as u8 as i8
+        })
+        .collect();
+    Array::new(to.shape.dims().iter().map(|d| d.fixed().unwrap()).collect(), Data::I8(out)).unwrap()
+}
+
+/// Inputs at or above the zero point (SQRT and RSQRT are defined on non-negative reals only).
+fn input_non_negative(b: &mut Builder, name: &str, dims: &[usize], q: QuantParams) -> TensorId {
+    let n: usize = dims.iter().product();
+    let zp = q.zero_point();
+    let v: Vec<i8> = (0..n).map(|_| int(&mut b.rng, zp, 127) as i8).collect();
+    let t = Tensor::activation(name, DType::I8, Shape::fixed(dims)).with_quant(q);
+    b.input_with(t, Array::new(dims.to_vec(), Data::I8(v)).unwrap())
+}
+
+/// EXP, ABS, SQRT, RSQRT and RELU_N1_TO_1 on int8.
+fn gen_unary_more(b: &mut Builder) -> TensorId {
+    let kind =
+        pick(&mut b.rng, &[UnaryKind::Exp, UnaryKind::Abs, UnaryKind::Sqrt, UnaryKind::Rsqrt, UnaryKind::ReluN1To1]);
+    let len = int(&mut b.rng, 1, 64) as usize;
+    let u = b.rng.uniform(-0.3, 0.3);
+    let (x, qo) = match kind {
+        UnaryKind::Exp => {
+            let qi = qp_near(&mut b.rng, 4.0 / 128.0);
+            let top = (qi.scale() * (127 - qi.zero_point()) as f32).min(5.0);
+            let x = input(b, "x", &[1, len], qi);
+            (x, QuantParams::per_tensor(top.exp() / 220.0 * 10f32.powf(u), int(&mut b.rng, -120, -90)))
+        }
+        UnaryKind::Abs => {
+            let qi = qp(&mut b.rng);
+            let x = input(b, "x", &[1, len], qi.clone());
+            let qo = if b.rng.next_u64().is_multiple_of(3) {
+                qi
+            } else {
+                QuantParams::per_tensor(qi.scale() * 10f32.powf(u), int(&mut b.rng, -128, -60))
+            };
+            (x, qo)
+        }
+        UnaryKind::Sqrt | UnaryKind::Rsqrt => {
+            let qi = QuantParams::per_tensor(10f32.powf(b.rng.uniform(-3.0, 0.5)), int(&mut b.rng, -128, 60));
+            let top = qi.scale() * (127 - qi.zero_point()) as f32;
+            let x = input_non_negative(b, "x", &[1, len], qi.clone());
+            let out_top = if kind == UnaryKind::Sqrt { top.sqrt() } else { 1.0 / (qi.scale() * 4.0).sqrt() };
+            (x, QuantParams::per_tensor(out_top / 220.0 * 10f32.powf(u), int(&mut b.rng, -120, -90)))
+        }
+        _ => {
+            let qi = qp_near(&mut b.rng, 1.5 / 128.0);
+            let x = input(b, "x", &[1, len], qi.clone());
+            let qo = if b.rng.next_u64().is_multiple_of(2) { qi } else { qp_near(&mut b.rng, 1.0 / 100.0) };
+            (x, qo)
+        }
+    };
+    b.node(Op::Unary(Unary { kind }), &[Some(x)], Some((DType::I8, qo)))
+}
+
+/// SQUARED_DIFFERENCE with broadcast (no fused activation in TFLite).
+fn gen_squared_difference(b: &mut Builder) -> TensorId {
+    let (sa, sb) = broadcast_pair(&mut b.rng);
+    let q1 = qp(&mut b.rng);
+    let ratio = 10f32.powf(b.rng.uniform(-1.0, 1.0));
+    let q2 = qp_near(&mut b.rng, q1.scale() * ratio);
+    let m = q1.scale().max(q2.scale());
+    let typical = m * m * 10000.0 / 128.0;
+    let x = input(b, "x", &sa, q1);
+    let y = input(b, "y", &sb, q2);
+    let qo = qp_near(&mut b.rng, typical);
+    let op = Op::Binary(Binary { kind: BinaryKind::SquaredDifference, activation: Activation::None });
+    b.node(op, &[Some(x), Some(y)], Some((DType::I8, qo)))
+}
+
 /// Inputs whose real range is a few units: where the curves bend.
 fn qp_activation(rng: &mut Rng) -> QuantParams {
     qp_near(rng, 8.0 / 128.0)
@@ -538,7 +658,7 @@ fn gen_depth_to_space(b: &mut Builder) -> TensorId {
 
 #[test]
 fn random_integer_ops_are_exported_for_litert() {
-    let kinds: [(&str, Gen); 30] = [
+    let kinds: [(&str, Gen); 33] = [
         ("fully_connected", gen_fully_connected),
         ("conv2d", gen_conv),
         ("depthwise", gen_depthwise),
@@ -569,6 +689,9 @@ fn random_integer_ops_are_exported_for_litert() {
         ("mirror_pad", gen_mirror_pad),
         ("space_to_depth", gen_space_to_depth),
         ("depth_to_space", gen_depth_to_space),
+        ("sum", gen_sum),
+        ("unary_more", gen_unary_more),
+        ("squared_difference", gen_squared_difference),
     ];
     let mut snap = String::new();
     let mut redrawn = Vec::new();
@@ -580,7 +703,12 @@ fn random_integer_ops_are_exported_for_litert() {
                 redrawn.push(format!("{case} ({attempts})"));
             }
             let bytes = qlite_tflite::write_model(&g).unwrap();
-            export_case(&case, &bytes, &inputs, &y, "exact");
+            if name == "sum" {
+                let reference = litert_reference_sum_int8(&g, &inputs[0]);
+                crate::common::export_case_with_reference(&case, &bytes, &inputs, &y, Some(&[reference]), "exact");
+            } else {
+                export_case(&case, &bytes, &inputs, &y, "exact");
+            }
             // BUILTIN_REF registers only the float versions of these two: LiteRT's default
             // kernel (a copy, like ours) is held to the bit instead.
             let elu = g.nodes().iter().any(|n| matches!(&n.op, Op::Unary(u) if u.kind == UnaryKind::Elu));

@@ -9,6 +9,16 @@ For every .tflite file in the downloaded wheels:
 - `qlite run` on a seeded input must match LiteRT's reference kernels on the re-export
   (float: |a - b| <= 1e-6 + 1e-5 |b|), unless the model holds ops qlite does not model, which
   `run` must then name.
+For every .onnx file:
+- `qlite inspect` must read it as published (dynamic dimensions and all);
+- `qlite convert --input-shape` (the shape its package feeds it, from ONNX_SHAPES) must write a
+  .tflite whose `qlite run` matches onnxruntime on the original
+  (|a - b| <= 1e-5 max|b| + 1e-4 |b|) and LiteRT's reference kernels on the conversion
+  (|a - b| <= 1e-6 max|b| + 1e-5 |b|). A deep network amplifies float rounding: where that
+  fails, the largest difference must stay within onnxruntime's own noise: twice the largest
+  difference between its outputs with and without its graph optimizations;
+- `qlite convert --quantize int8`, calibrated on two seeded samples, must write a file that
+  LiteRT's reference kernels run to exactly qlite's bytes.
 The verdicts must equal EXPECTED (one line per model); `--update` rewrites it. A model that
 stops loading or running, or a new disagreement, fails CI.
 """
@@ -29,6 +39,104 @@ def litert(path, xs, resolver):
         it.set_tensor(d["index"], x)
     it.invoke()
     return [it.get_tensor(o["index"]).copy() for o in it.get_output_details()]
+
+
+# The input shape each published ONNX model is fed by its package (RapidOCR: detection on a
+# multiple of 32, recognition at height 48, the direction classifier at 48x192).
+ONNX_SHAPES = {
+    "ch_PP-OCRv4_det_infer.onnx": (1, 3, 320, 320),
+    "ch_PP-OCRv4_rec_infer.onnx": (1, 3, 48, 320),
+    "ch_ppocr_mobile_v2.0_cls_infer.onnx": (1, 3, 48, 192),
+}
+
+
+def close(got, want, atol_of_max, rtol):
+    """The fraction of elements outside |a - b| <= atol_of_max * max|b| + rtol * |b|."""
+    w = want.astype(np.float64)
+    tol = atol_of_max * float(np.max(np.abs(w), initial=0.0)) + rtol * np.abs(w)
+    return float(np.mean(np.abs(got.astype(np.float64) - w) > tol))
+
+
+def qlite_run(qlite, model, xs, n_out, work):
+    for k, x in enumerate(xs):
+        np.save(os.path.join(work, f"in{k}.npy"), x)
+    cmd = [qlite, "run", model] + sum([["--input", os.path.join(work, f"in{k}.npy")] for k in range(len(xs))], [])
+    cmd += sum([["--output", os.path.join(work, f"out{k}.npy")] for k in range(n_out)], [])
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        return None, r.stderr.strip()
+    return [np.load(os.path.join(work, f"out{k}.npy")) for k in range(n_out)], ""
+
+
+def onnx_verdict(qlite, path, work):
+    import json
+
+    import onnxruntime as ort
+
+    name = os.path.basename(path)
+    r = subprocess.run([qlite, "inspect", "--json", path], capture_output=True, text=True)
+    if r.returncode != 0:
+        return f"inspect fails: {r.stderr.strip()}"
+    summary = json.loads(r.stdout)
+    shape = ONNX_SHAPES.get(name)
+    if shape is None or len(summary["inputs"]) != 1:
+        return "read; no input shape known to check.py"
+    input_name = summary["inputs"][0]["name"]
+    spec = f"{input_name}=" + ",".join(str(d) for d in shape)
+    out = os.path.join(work, name + ".tflite")
+    r = subprocess.run([qlite, "convert", path, "--input-shape", spec, "-o", out], capture_output=True, text=True)
+    if r.returncode != 0:
+        return f"read; convert fails: {r.stderr.strip()}"
+    x = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    want = session.run(None, {session.get_inputs()[0].name: x})
+    plain = ort.SessionOptions()
+    plain.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    unopt = ort.InferenceSession(path, plain, providers=["CPUExecutionProvider"])
+    noise = max(float(np.max(np.abs(a.astype(np.float64) - b), initial=0.0))
+                for a, b in zip(want, unopt.run(None, {session.get_inputs()[0].name: x})))
+
+    def within(got, ref, atol_of_max, rtol):
+        """'' (agrees), ' within onnxruntime's own noise', or None (differs)."""
+        if all(close(g, w, atol_of_max, rtol) == 0 for g, w in zip(got, ref)):
+            return ""
+        worst = max(float(np.max(np.abs(g.astype(np.float64) - w), initial=0.0)) for g, w in zip(got, ref))
+        # Twice the noise: how far onnxruntime's two graphs drift apart varies with the CPU.
+        return " within onnxruntime's own noise" if worst <= 2 * noise else None
+
+    got, err = qlite_run(qlite, out, [x], len(want), work)
+    if got is None:
+        return f"read, converted; run FAILS: {err}"
+    parts = ["read, converted"]
+    if any(g.shape != w.shape for g, w in zip(got, want)):
+        return "; ".join(parts + ["run: output shapes differ from onnxruntime's"])
+    w = within(got, want, 1e-5, 1e-4)
+    if w is None:
+        bad = max(close(g, w, 1e-5, 1e-4) for g, w in zip(got, want))
+        parts.append(f"run DIFFERS from onnxruntime ({bad:.2%} of elements)")
+    else:
+        parts.append("run matches onnxruntime" + w)
+    lite = litert(out, [x], OpResolverType.BUILTIN_REF)
+    w = within(got, lite, 1e-6, 1e-5)
+    if w is None:
+        bad = max(close(g, w, 1e-6, 1e-5) for g, w in zip(got, lite))
+        parts.append(f"LiteRT DIFFERS on the conversion ({bad:.2%} of elements)")
+    else:
+        parts.append("LiteRT runs the conversion equal" + w)
+    calib = os.path.join(work, "calibration.npy")
+    np.save(calib, np.random.default_rng(1).uniform(-1, 1, (2,) + tuple(shape[1:])).astype(np.float32))
+    q = os.path.join(work, name + ".int8.tflite")
+    r = subprocess.run([qlite, "convert", path, "--input-shape", spec, "--quantize", "int8", "--calibration", calib,
+                        "-o", q], capture_output=True, text=True)
+    if r.returncode != 0:
+        return "; ".join(parts + [f"int8 convert fails: {r.stderr.strip()}"])
+    got, err = qlite_run(qlite, q, [x], len(want), work)
+    if got is None:
+        return "; ".join(parts + [f"int8 run FAILS: {err}"])
+    lite = litert(q, [x], OpResolverType.BUILTIN_REF)
+    same = all(g.dtype == w.dtype and np.array_equal(g, w) for g, w in zip(got, lite))
+    parts.append("int8 bit-exact with LiteRT's reference kernels" if same else "int8 DIFFERS from LiteRT's reference kernels")
+    return "; ".join(parts)
 
 
 def verdict(qlite, path, work):
@@ -95,7 +203,7 @@ def main():
     for whl in sorted(glob.glob(os.path.join(wheels, "*.whl"))):
         with zipfile.ZipFile(whl) as z:
             for n in sorted(z.namelist()):
-                if n.endswith(".tflite"):
+                if n.endswith(".tflite") or n.endswith(".onnx"):
                     dest = os.path.join(wheels, "models", n)
                     os.makedirs(os.path.dirname(dest), exist_ok=True)
                     with open(dest, "wb") as f:
@@ -106,7 +214,7 @@ def main():
         return 1
     lines = []
     for m in models:
-        v = verdict(qlite, m, work)
+        v = onnx_verdict(qlite, m, work) if m.endswith(".onnx") else verdict(qlite, m, work)
         lines.append(f"{os.path.basename(m)}: {v}")
         print(lines[-1], flush=True)
     text = "".join(line + "\n" for line in lines)
@@ -125,8 +233,8 @@ def main():
             if line not in want.splitlines():
                 print(f"  got:      {line}", file=sys.stderr)
         return 1
-    ran = sum("run equals" in line for line in lines)
-    print(f"published: {len(lines)} models read and re-exported, {ran} run equal to LiteRT's reference kernels")
+    ran = sum("run equals" in line or "LiteRT runs the conversion equal" in line for line in lines)
+    print(f"published: {len(lines)} models read and converted, {ran} run equal to LiteRT's reference kernels")
     return 0
 
 

@@ -1,5 +1,28 @@
 //! The `qlite` command-line tool. Parsing and printing only: the work is in the `qlite` crate.
 
+/// `print!` that ends the process quietly when stdout is a closed pipe (`qlite inspect | head`)
+/// instead of panicking as std's does; any other write error is one line on stderr, exit 1.
+macro_rules! print {
+    ($($t:tt)*) => { $crate::write_stdout(format_args!($($t)*)) };
+}
+
+/// `println!` with [`print!`]'s handling of a closed stdout.
+macro_rules! println {
+    () => { $crate::write_stdout(format_args!("\n")) };
+    ($($t:tt)*) => { $crate::write_stdout(format_args!("{}\n", format_args!($($t)*))) };
+}
+
+fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
 mod demo;
 
 /// The system allocator, counting allocation calls so `qlite bench` can report how many an

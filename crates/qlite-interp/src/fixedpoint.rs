@@ -216,6 +216,40 @@ pub fn multiplier_in_unit(real: f64) -> bool {
     real > 0.0 && real < 1.0
 }
 
+/// `GetInvSqrtQuantizedMultiplierExp` (common.h): `1/√input` as a multiplier and shift, by five
+/// Newton-Raphson steps in gemmlowp Q3.28; the shift is multiplied by `reverse_shift`.
+pub fn inv_sqrt_quantized_multiplier_exp(mut input: i32, reverse_shift: i32) -> (i32, i32) {
+    if input <= 1 {
+        return (i32::MAX, 0);
+    }
+    let mut shift = 11i32;
+    while input >= (1 << 29) {
+        input /= 4;
+        shift += 1;
+    }
+    let max_left_shift_bits = (input as u32).leading_zeros() - 1;
+    let left_shift_bit_pairs = max_left_shift_bits / 2 - 1;
+    shift -= left_shift_bit_pairs as i32;
+    input = input.wrapping_shl(2 * left_shift_bit_pairs);
+    // F3 values: raw i32 with 3 integer bits. F3·F3 = F6 (srdhm of the raws); Rescale<3> from
+    // F6 or F9 is a saturating left shift by 3 or 6.
+    let fixedpoint_input = input >> 1;
+    let half_input = sat_mul_pot(fixedpoint_input, -1);
+    let half_three = (1 << 28) + (1 << 27);
+    let mut x = 1i32 << 28;
+    for _ in 0..5 {
+        let x3 = sat_mul_pot(srdhm(srdhm(x, x), x), 6);
+        x = sat_mul_pot(srdhm(half_three, x).wrapping_sub(srdhm(half_input, x3)), 3);
+    }
+    let half_sqrt_2 = 1518500250;
+    let mut inv = srdhm(x, half_sqrt_2);
+    if shift < 0 {
+        inv = inv.wrapping_shl((-shift) as u32);
+        shift = 0;
+    }
+    (inv, shift * reverse_shift)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

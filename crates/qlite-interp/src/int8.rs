@@ -219,8 +219,30 @@ pub fn binary(
         // gives inputs and output the same parameters; LiteRT does not rescale either way).
         BinaryKind::Maximum => Ok(pairs.iter().map(|&(i, j)| a[i].max(b[j])).collect()),
         BinaryKind::Minimum => Ok(pairs.iter().map(|&(i, j)| a[i].min(b[j])).collect()),
+        // squared_difference.cc: both inputs rescaled to twice the larger scale with 7 bits of
+        // headroom, the difference squared in int32, then rescaled to the output.
         BinaryKind::SquaredDifference => {
-            Err("SquaredDifference has no int8 kernel in qlite yet (the quantizer keeps it in float)".into())
+            let twice_max = 2.0 * s1.max(s2);
+            let smaller = |real: f64| {
+                let (m, sh) = quantize_multiplier(real);
+                if sh > 0 {
+                    Err(format!("SquaredDifference multiplier {real} is not below 1 (LiteRT aborts on it)"))
+                } else {
+                    Ok((m, sh))
+                }
+            };
+            let (m1, sh1) = smaller(s1 as f64 / twice_max as f64)?;
+            let (m2, sh2) = smaller(s2 as f64 / twice_max as f64)?;
+            let (mo, sho) = smaller((twice_max as f64 * twice_max as f64) / ((1i32 << 14) as f32 * out.scale) as f64)?;
+            Ok(pairs
+                .iter()
+                .map(|&(i, j)| {
+                    let sa = mbqm((a[i] - z1).wrapping_mul(1 << 7), m1, sh1);
+                    let sb = mbqm((b[j] - z2).wrapping_mul(1 << 7), m2, sh2);
+                    let d = sa.wrapping_sub(sb);
+                    mbqm(d.wrapping_mul(d), mo, sho).wrapping_add(out.zp).clamp(lo, hi)
+                })
+                .collect())
         }
         BinaryKind::Div => {
             Err("Div has no int8 kernel (LiteRT has none either; the quantizer keeps it in float)".into())
@@ -279,6 +301,39 @@ pub fn pool_with<T: Copy + Into<i32>>(
 
 /// `reference_ops::QuantizedMeanOrSum` (mean), the path of the reference resolver.
 pub fn mean(op: &Mean, x: &[i32], xs: &[usize], out_len: usize, (s_in, z_in): (f32, i32), out: OutQ) -> Vec<i32> {
+    let sums = raw_sums(op, x, xs, out_len);
+    let count: i64 = op.axes.iter().map(|&a| xs[a] as i64).product();
+    let (lo, hi) = out.dtype.int_range().map_or((-128, 127), |(a, b)| (a as i32, b as i32));
+    if count == 0 {
+        return vec![0; out_len];
+    }
+    let (m, sh) = mean_multiplier(count, s_in, out.scale);
+    sums.into_iter().map(|s| mean_output(s, z_in, count, (m, sh), out.zp, lo, hi)).collect()
+}
+
+/// SUM on 8-bit tensors as LiteRT's default kernel computes it (`optimized_ops::QuantizedMeanOrSum`
+/// with `compute_sum`): the int32 sum of raw values, rescaled in float,
+/// `round(sum · (s_in / s_out) + (−z_in · (s_in / s_out)) · n) + z_out`.
+///
+/// LiteRT's *reference* SUM kernel reads int8 data as uint8 (`reduce.cc` instantiates
+/// `reference_ops::QuantizedMeanOrSum` with `uint8_t` for every 8-bit type), so for int8 it is
+/// not a reference: qlite matches the kernel users run.
+pub fn sum(op: &Mean, x: &[i32], xs: &[usize], out_len: usize, (s_in, z_in): (f32, i32), out: OutQ) -> Vec<i32> {
+    let sums = raw_sums(op, x, xs, out_len);
+    let count: usize = op.axes.iter().map(|&a| xs[a]).product();
+    let (lo, hi) = out.dtype.int_range().map_or((-128, 127), |(a, b)| (a as i32, b as i32));
+    if count == 0 {
+        return vec![out.zp.clamp(lo, hi); out_len];
+    }
+    let scale = s_in / out.scale;
+    let bias = (-z_in) as f32 * scale * count as f32;
+    sums.into_iter()
+        .map(|s| (round_half_away(s as f32 * scale + bias) as i32).wrapping_add(out.zp).clamp(lo, hi))
+        .collect()
+}
+
+/// Wrapping int32 sums of raw values over `op.axes`.
+fn raw_sums(op: &Mean, x: &[i32], xs: &[usize], out_len: usize) -> Vec<i32> {
     let st = crate::kernels::strides(xs);
     let kept: Vec<usize> = (0..xs.len()).filter(|a| !op.axes.contains(a)).collect();
     let kept_dims: Vec<usize> = kept.iter().map(|&a| xs[a]).collect();
@@ -291,13 +346,7 @@ pub fn mean(op: &Mean, x: &[i32], xs: &[usize], out_len: usize, (s_in, z_in): (f
         }
         sums[o] = sums[o].wrapping_add(v);
     }
-    let count: i64 = op.axes.iter().map(|&a| xs[a] as i64).product();
-    let (lo, hi) = out.dtype.int_range().map_or((-128, 127), |(a, b)| (a as i32, b as i32));
-    if count == 0 {
-        return vec![0; out_len];
-    }
-    let (m, sh) = mean_multiplier(count, s_in, out.scale);
-    sums.into_iter().map(|s| mean_output(s, z_in, count, (m, sh), out.zp, lo, hi)).collect()
+    sums
 }
 
 /// QuantizedMeanOrSum's multiplier for a mean of `count` (> 0) values: `s_in / s_out` with the
@@ -384,10 +433,13 @@ pub fn softmax_with<T: Copy + Into<i32>>(
 /// in float).
 pub fn lut(kind: UnaryKind, x: &[i32], (s_in, z_in): (f32, i32), out: OutQ) -> Result<Vec<i32>, String> {
     let f: fn(f32) -> f32 = match kind {
-        UnaryKind::Logistic | UnaryKind::Tanh | UnaryKind::Elu | UnaryKind::Gelu | UnaryKind::GeluTanh => {
-            crate::kernels::unary_fn(kind)
-        }
-        _ => return Err("only Logistic, Tanh, Elu and Gelu use a lookup table".into()),
+        UnaryKind::Logistic
+        | UnaryKind::Tanh
+        | UnaryKind::Elu
+        | UnaryKind::Gelu
+        | UnaryKind::GeluTanh
+        | UnaryKind::Exp => crate::kernels::unary_fn(kind),
+        _ => return Err("only Logistic, Tanh, Elu, Gelu and Exp use a lookup table".into()),
     };
     let (lo, hi) = out.dtype.int_range().map_or((-128, 127), |(a, b)| (a as i32, b as i32));
     let inverse_scale = 1.0 / out.scale;
@@ -444,12 +496,71 @@ pub fn hard_swish(x: &[i32], (s_in, z_in): (f32, i32), out: OutQ) -> Result<Vec<
         .collect())
 }
 
+/// ABS on 8-bit tensors (`AbsEvalQuantized`): `|q − z_in|`, rescaled only when the scales differ.
+pub fn abs(x: &[i32], (s_in, z_in): (f32, i32), out: OutQ) -> Vec<i32> {
+    let (lo, hi) = out.dtype.int_range().map_or((-128, 127), |(a, b)| (a as i32, b as i32));
+    let rescale = (s_in != out.scale).then(|| quantize_multiplier((s_in / out.scale) as f64));
+    x.iter()
+        .map(|&v| {
+            let value = (v - z_in).abs();
+            match rescale {
+                None => value + out.zp,
+                Some((m, sh)) => mbqm(value, m, sh).wrapping_add(out.zp),
+            }
+            .clamp(lo, hi)
+        })
+        .collect()
+}
+
+/// SQRT on 8-bit tensors (`SqrtEvalQuantized`): computed in float and truncated toward zero,
+/// as LiteRT does; a negative input is an error there too.
+pub fn sqrt(x: &[i32], (s_in, z_in): (f32, i32), out: OutQ) -> Result<Vec<i32>, String> {
+    let (lo, hi) = out.dtype.int_range().map_or((-128, 127), |(a, b)| (a as i32, b as i32));
+    x.iter()
+        .map(|&v| {
+            let d = s_in * (v - z_in) as f32;
+            if d < 0.0 {
+                return Err(format!("Sqrt is only defined for non-negative values, got {d}"));
+            }
+            Ok(((d.sqrt() / out.scale) as i32).wrapping_add(out.zp).clamp(lo, hi))
+        })
+        .collect()
+}
+
+/// RSQRT on int8 (`RsqrtEvalQuantizedInt8`): `1/√(q − z_in)` from
+/// `GetInvSqrtQuantizedMultiplierExp`, then `1/(√s_in · s_out)`; an input below the zero point
+/// is an error, as in LiteRT, and `q = z_in` gives the largest output.
+pub fn rsqrt(x: &[i32], (s_in, z_in): (f32, i32), out: OutQ) -> Result<Vec<i32>, String> {
+    const K_SHIFT: i32 = 20;
+    let (lo, hi) = out.dtype.int_range().map_or((-128, 127), |(a, b)| (a as i32, b as i32));
+    let (m, sh) = quantize_multiplier(1.0 / (s_in.sqrt() * out.scale) as f64);
+    x.iter()
+        .map(|&v| {
+            if v < z_in {
+                return Err("Rsqrt is only defined for positive values".to_string());
+            }
+            let value = v - z_in;
+            if value == 0 {
+                return Ok(hi);
+            }
+            let (inv, inv_sh) = inv_sqrt_quantized_multiplier_exp(value, -1);
+            let data = mbqm(1, inv, inv_sh + K_SHIFT);
+            Ok(mbqm(data, m, sh - K_SHIFT).wrapping_add(out.zp).clamp(lo, hi))
+        })
+        .collect()
+}
+
 /// Standalone RELU / RELU6 on quantized tensors (`QuantizedReluX` + `ReluX`).
 pub fn relu(kind: UnaryKind, x: &[i32], (s_in, z_in): (f32, i32), out: OutQ) -> Vec<i32> {
     let (lo, hi) = out.dtype.int_range().map_or((-128, 127), |(a, b)| (a as i32, b as i32));
     let act_min = lo.max(out.zp.saturating_add(round_half_away(0.0 / out.scale) as i32));
+    let act_min = match kind {
+        UnaryKind::ReluN1To1 => lo.max(out.zp.saturating_add(round_half_away(-1.0 / out.scale) as i32)),
+        _ => act_min,
+    };
     let act_max = match kind {
         UnaryKind::Relu6 => hi.min(out.zp.saturating_add(round_half_away(6.0 / out.scale) as i32)),
+        UnaryKind::ReluN1To1 => hi.min(out.zp.saturating_add(round_half_away(1.0 / out.scale) as i32)),
         _ => hi,
     };
     let (m, sh) = quantize_multiplier((s_in / out.scale) as f64);

@@ -239,13 +239,19 @@ pub fn pool_f32(op: &Pool2d, x: &[f32], xs: &[usize], os: &[usize]) -> Vec<f32> 
 }
 
 pub fn mean_f32(op: &Mean, x: &[f32], xs: &[usize], out_len: usize) -> Vec<f32> {
+    let count: usize = op.axes.iter().map(|&a| xs[a]).product();
+    let n = count.max(1) as f32;
+    sum_f32(op, x, xs, out_len).into_iter().map(|s| s / n).collect()
+}
+
+/// SUM: the sums over `op.axes`, accumulated in input order.
+pub fn sum_f32(op: &Mean, x: &[f32], xs: &[usize], out_len: usize) -> Vec<f32> {
     let st = strides(xs);
     // Output index of each input element: the input index with reduced axes dropped.
     let kept: Vec<usize> = (0..xs.len()).filter(|a| !op.axes.contains(a)).collect();
     let kept_dims: Vec<usize> = kept.iter().map(|&a| xs[a]).collect();
     let kst = strides(&kept_dims);
     let mut sums = vec![0f32; out_len];
-    let count: usize = op.axes.iter().map(|&a| xs[a]).product();
     for (i, &v) in x.iter().enumerate() {
         let mut o = 0;
         for (k, &a) in kept.iter().enumerate() {
@@ -253,8 +259,7 @@ pub fn mean_f32(op: &Mean, x: &[f32], xs: &[usize], out_len: usize) -> Vec<f32> 
         }
         sums[o] += v;
     }
-    let n = count.max(1) as f32;
-    sums.into_iter().map(|s| s / n).collect()
+    sums
 }
 
 /// LOCAL_RESPONSE_NORMALIZATION over the last axis with TensorFlow's window

@@ -422,6 +422,7 @@ impl<'g> Interpreter<'g> {
             Op::Binary(o) => make(kernels::binary_f32(o, input(0)?, input(1)?, f32_in(0)?, f32_in(1)?, &out_shape)),
             Op::Pool2d(o) => make(kernels::pool_f32(o, f32_in(0)?, input(0)?.shape(), &out_shape)),
             Op::Mean(o) => make(kernels::mean_f32(o, f32_in(0)?, input(0)?.shape(), numel)),
+            Op::Sum(o) => make(kernels::sum_f32(o, f32_in(0)?, input(0)?.shape(), numel)),
             Op::LogSoftmax => {
                 make(kernels::log_softmax_f32(f32_in(0)?, input(0)?.shape().last().copied().unwrap_or(1)))
             }
@@ -562,7 +563,7 @@ fn validate_quantized(g: &Graph, n: &qlite_ir::Node) -> Result<(), String> {
                 }
             }
         }
-        Op::Softmax(_) | Op::Unary(_) | Op::Mean(_) => {
+        Op::Softmax(_) | Op::Unary(_) | Op::Mean(_) | Op::Sum(_) => {
             in_q(0)?;
             if matches!(n.op, Op::Softmax(_))
                 && x.dtype == DType::I8
@@ -711,6 +712,7 @@ impl Interpreter<'_> {
                 int8::pool(p, &iv(0)?, arr(0)?.shape(), out_shape, o)
             }
             Op::Mean(m) => int8::mean(m, &iv(0)?, arr(0)?.shape(), numel, in_q(0)?, out_q()?),
+            Op::Sum(m) => int8::sum(m, &iv(0)?, arr(0)?.shape(), numel, in_q(0)?, out_q()?),
             Op::Softmax(s) => {
                 let o = out_q()?;
                 let (s_in, _) = in_q(0)?;
@@ -723,10 +725,18 @@ impl Interpreter<'_> {
                 int8::softmax(&iv(0)?, arr(0)?.shape().last().copied().unwrap_or(1), s.beta, s_in, o)
             }
             Op::Unary(u) => match u.kind {
-                UnaryKind::Logistic | UnaryKind::Tanh | UnaryKind::Elu | UnaryKind::Gelu | UnaryKind::GeluTanh => {
-                    int8::lut(u.kind, &iv(0)?, in_q(0)?, out_q()?)?
+                UnaryKind::Logistic
+                | UnaryKind::Tanh
+                | UnaryKind::Elu
+                | UnaryKind::Gelu
+                | UnaryKind::GeluTanh
+                | UnaryKind::Exp => int8::lut(u.kind, &iv(0)?, in_q(0)?, out_q()?)?,
+                UnaryKind::Relu | UnaryKind::Relu6 | UnaryKind::ReluN1To1 => {
+                    int8::relu(u.kind, &iv(0)?, in_q(0)?, out_q()?)
                 }
-                UnaryKind::Relu | UnaryKind::Relu6 => int8::relu(u.kind, &iv(0)?, in_q(0)?, out_q()?),
+                UnaryKind::Abs => int8::abs(&iv(0)?, in_q(0)?, out_q()?),
+                UnaryKind::Sqrt => int8::sqrt(&iv(0)?, in_q(0)?, out_q()?)?,
+                UnaryKind::Rsqrt => int8::rsqrt(&iv(0)?, in_q(0)?, out_q()?)?,
                 UnaryKind::HardSwish => int8::hard_swish(&iv(0)?, in_q(0)?, out_q()?)?,
                 k => return Err(format!("{k:?} has no int8 kernel in qlite (the quantizer keeps it in float)")),
             },

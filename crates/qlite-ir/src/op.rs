@@ -521,6 +521,8 @@ pub enum Op {
     Binary(Binary),
     Pool2d(Pool2d),
     Mean(Mean),
+    /// Sum over `axes` (SUM / ReduceSum / tf.Sum): the same attributes as [`Mean`].
+    Sum(Mean),
     Reshape(Reshape),
     Transpose(Transpose),
     Concatenation(Concatenation),
@@ -618,6 +620,7 @@ op_kinds!(
     MaxPool2d,
     AveragePool2d,
     Mean,
+    Sum,
     Reshape,
     Transpose,
     Concatenation,
@@ -684,6 +687,7 @@ impl Op {
                 PoolKind::Average => OpKind::AveragePool2d,
             },
             Op::Mean(_) => OpKind::Mean,
+            Op::Sum(_) => OpKind::Sum,
             Op::Reshape(_) => OpKind::Reshape,
             Op::Transpose(_) => OpKind::Transpose,
             Op::Concatenation(_) => OpKind::Concatenation,
@@ -738,6 +742,7 @@ impl Op {
             Op::Opaque(_) => Arity { min_inputs: 0, max_inputs: usize::MAX, outputs: usize::MAX },
             Op::Pool2d(_)
             | Op::Mean(_)
+            | Op::Sum(_)
             | Op::Reshape(_)
             | Op::Transpose(_)
             | Op::StridedSlice(_)
@@ -828,7 +833,7 @@ impl Op {
                 out.push(("stride", pair(o.stride)));
                 out.push(("padding", o.padding.name().to_string()));
             }
-            Op::Mean(o) => {
+            Op::Mean(o) | Op::Sum(o) => {
                 out.push(("axes", list(&o.axes)));
                 out.push(("keep_dims", o.keep_dims.to_string()));
             }
@@ -1093,14 +1098,14 @@ impl Op {
                 let (h, w) = spatial(x, o.filter, o.stride, [1, 1], o.padding, self.name())?;
                 one(Some(dt), Shape::new(vec![x.dims()[0], h, w, x.dims()[3]]))
             }
-            Op::Mean(o) => {
+            Op::Mean(o) | Op::Sum(o) => {
                 let (dt, x) = get(0)?;
                 let mut seen = vec![false; x.rank()];
                 for &a in &o.axes {
                     match seen.get_mut(a) {
                         Some(s) if !*s => *s = true,
-                        Some(_) => return bad(format!("Mean axis {a} repeated")),
-                        None => return bad(format!("Mean axis {a} is outside rank {}", x.rank())),
+                        Some(_) => return bad(format!("{} axis {a} repeated", self.name())),
+                        None => return bad(format!("{} axis {a} is outside rank {}", self.name(), x.rank())),
                     }
                 }
                 let mut dims = Vec::new();

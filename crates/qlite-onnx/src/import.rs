@@ -1158,13 +1158,17 @@ impl Importer {
             "Resize" | "Upsample" => {
                 let x = self.input(n, 0)?;
                 let xs = self.shape_of(x);
-                let (Some(ih), Some(iw)) = (xs.dim(2).and_then(|d| d.fixed()), xs.dim(3).and_then(|d| d.fixed()))
-                else {
-                    return Ok(false);
-                };
                 if xs.rank() != 4 {
                     return Ok(false);
                 }
+                let (Some(ih), Some(iw)) = (xs.dim(2).and_then(|d| d.fixed()), xs.dim(3).and_then(|d| d.fixed()))
+                else {
+                    // TFLite resizes to a size: a scale of a height or width known only at run
+                    // time has none until the input shape is fixed.
+                    return Err(format!(
+                        "the input's height and width are known only at run time ({xs}); TFLite resizes to a fixed size"
+                    ));
+                };
                 // The output size: `sizes`, else the scales (an input from opset 9, an attribute
                 // before). Only exact integer sizes map: TFLite resizes to a size, not a scale.
                 let sizes_input = if op_type == "Resize" && self.opset >= 11 { 3 } else { usize::MAX };
@@ -1393,24 +1397,9 @@ impl Importer {
                 ax.sort_unstable();
                 ax.dedup();
                 let keep = attr_i(n, "keepdims", 1) != 0;
-                if op_type == "ReduceSum" {
-                    // SUM = MEAN · count (the IR has no SUM op yet; float-exact up to one rounding).
-                    let xs = self.shape_of(x);
-                    let count =
-                        ax.iter().try_fold(1usize, |acc, &a| xs.dim(a).and_then(|d| d.fixed()).map(|d| acc * d));
-                    let Some(count) = count else { return Ok(false) };
-                    let m = self.push(
-                        &format!("{name}/mean"),
-                        Op::Mean(Mean { axes: ax, keep_dims: keep }),
-                        vec![Some(x)],
-                    )?;
-                    let c = self.new_const(&format!("{name}/count"), DType::F32, &[], f32_bytes(&[count as f32]));
-                    let op = Op::Binary(Binary { kind: BinaryKind::Mul, activation: Activation::None });
-                    let y = self.push(name, op, vec![Some(m), Some(c)])?;
-                    self.output(n, y);
-                    return Ok(true);
-                }
-                let y = self.push(name, Op::Mean(Mean { axes: ax, keep_dims: keep }), vec![Some(x)])?;
+                let attrs = Mean { axes: ax, keep_dims: keep };
+                let op = if op_type == "ReduceSum" { Op::Sum(attrs) } else { Op::Mean(attrs) };
+                let y = self.push(name, op, vec![Some(x)])?;
                 self.output(n, y);
             }
             "LRN" => {

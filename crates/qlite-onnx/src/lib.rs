@@ -15,7 +15,10 @@ pub mod proto {
     include!("generated/onnx.rs");
 }
 
+mod describe;
 mod import;
+
+pub use describe::{DeclaredNode, DeclaredValue, Description, describe};
 
 pub use import::{ImportOptions, OnnxError, import, read_tensor_proto};
 

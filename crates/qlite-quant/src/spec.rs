@@ -48,11 +48,11 @@ pub fn op_spec(op: &Op) -> OpSpec {
         Op::Binary(b) if matches!(b.kind, BinaryKind::Maximum | BinaryKind::Minimum) => {
             OpSpec { inputs_like_output: true, ..OpSpec::plain(OutputRule::Calibrated) }
         }
-        // LiteRT has no int8 DIV: it stays float (and SQUARED_DIFFERENCE until qlite has one).
-        Op::Binary(b) if matches!(b.kind, BinaryKind::Div | BinaryKind::SquaredDifference) => {
+        // LiteRT has no int8 DIV: it stays float.
+        Op::Binary(b) if b.kind == BinaryKind::Div => {
             OpSpec { quantizable: false, ..OpSpec::plain(OutputRule::Calibrated) }
         }
-        Op::Binary(_) | Op::Mean(_) => OpSpec::plain(OutputRule::Calibrated),
+        Op::Binary(_) | Op::Mean(_) | Op::Sum(_) => OpSpec::plain(OutputRule::Calibrated),
         Op::Unary(u) => match u.kind {
             UnaryKind::Logistic => OpSpec::plain(OutputRule::Fixed(1.0 / 256.0, -128)),
             UnaryKind::Tanh => OpSpec::plain(OutputRule::Fixed(1.0 / 128.0, 0)),
@@ -61,14 +61,17 @@ pub fn op_spec(op: &Op) -> OpSpec {
             | UnaryKind::HardSwish
             | UnaryKind::Elu
             | UnaryKind::Gelu
-            | UnaryKind::GeluTanh => OpSpec::plain(OutputRule::Calibrated),
-            UnaryKind::Rsqrt | UnaryKind::Erf | UnaryKind::Erfc => {
-                OpSpec { quantizable: false, ..OpSpec::plain(OutputRule::Calibrated) }
-            }
-            // No int8 kernel in qlite yet: these stay float between Dequantize / Quantize.
-            UnaryKind::Exp | UnaryKind::Sqrt | UnaryKind::Neg | UnaryKind::Abs | UnaryKind::ReluN1To1 => {
-                OpSpec { quantizable: false, ..OpSpec::plain(OutputRule::Calibrated) }
-            }
+            | UnaryKind::GeluTanh
+            | UnaryKind::Exp
+            | UnaryKind::Sqrt
+            | UnaryKind::Rsqrt
+            | UnaryKind::Abs
+            | UnaryKind::ReluN1To1 => OpSpec::plain(OutputRule::Calibrated),
+            // No TFLite op: Erf/Erfc cannot be written, quantized or not.
+            UnaryKind::Erf | UnaryKind::Erfc => OpSpec { quantizable: false, ..OpSpec::plain(OutputRule::Calibrated) },
+            // LiteRT's int8 NEG negates raw values, right only when the output zero point is
+            // minus the input's (and wrong at −128): NEG stays float between DEQUANTIZE/QUANTIZE.
+            UnaryKind::Neg => OpSpec { quantizable: false, ..OpSpec::plain(OutputRule::Calibrated) },
         },
         Op::Softmax(_) => OpSpec::plain(OutputRule::Fixed(1.0 / 256.0, -128)),
         Op::LogSoftmax => OpSpec { quantizable: false, ..OpSpec::plain(OutputRule::Calibrated) },

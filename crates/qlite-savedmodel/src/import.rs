@@ -292,6 +292,7 @@ const KNOWN_OPS: &[&str] = &[
     "Pad",
     "PadV2",
     "Mean",
+    "Sum",
     "FusedBatchNormV3",
     "FusedBatchNorm",
     "Shape",
@@ -1001,16 +1002,18 @@ impl<'a> Im<'a> {
                 }
                 one(Val::T(self.push(&name, Op::Pad(Pad { paddings }), inputs)?))
             }
-            "Mean" => {
+            "Mean" | "Sum" => {
                 let x = self.materialize(&format!("{name}/x"), &get(0)?)?;
-                let Val::C(a) = get(1)? else { return Err("Mean axes must be a constant".into()) };
+                let Val::C(a) = get(1)? else { return Err(format!("{} axes must be a constant", n.op)) };
                 let rank = self.shape(x).rank() as i64;
                 let mut axes: Vec<usize> =
                     a.ints().ok_or("axes must be integers")?.iter().map(|&v| norm_axis(v, rank)).collect::<R<_>>()?;
                 axes.sort_unstable();
                 axes.dedup();
                 let keep_dims = attr_b(n, "keep_dims").unwrap_or(false);
-                one(Val::T(self.push(&name, Op::Mean(Mean { axes, keep_dims }), vec![Some(x)])?))
+                let attrs = Mean { axes, keep_dims };
+                let op = if n.op == "Sum" { Op::Sum(attrs) } else { Op::Mean(attrs) };
+                one(Val::T(self.push(&name, op, vec![Some(x)])?))
             }
             "FusedBatchNormV3" | "FusedBatchNorm" => {
                 if attr_b(n, "is_training") == Some(true) {

@@ -91,6 +91,7 @@ pub fn builtin(op: &Op) -> Option<fb::BuiltinOperator> {
             PoolKind::Average => B::AVERAGE_POOL_2D,
         },
         Op::Mean(_) => B::MEAN,
+        Op::Sum(_) => B::SUM,
         Op::Reshape(_) => B::RESHAPE,
         Op::Transpose(_) => B::TRANSPOSE,
         Op::Concatenation(_) => B::CONCATENATION,
@@ -325,6 +326,10 @@ pub fn op_version(g: &Graph, n: &Node) -> i32 {
                 1
             }
         }
+        Op::Sum(_) => match x {
+            Some(I8) => 2,
+            _ => 1,
+        },
         Op::Concatenation(_) | Op::Softmax(_) | Op::Mean(_) => match x {
             Some(I16) => 3,
             Some(I8) => 2,
@@ -332,10 +337,10 @@ pub fn op_version(g: &Graph, n: &Node) -> i32 {
         },
         Op::Unary(u) => match (u.kind, x) {
             // Not versioned by dtype in op_version.cc: one version for every dtype.
-            (UnaryKind::HardSwish | UnaryKind::Elu | UnaryKind::Neg | UnaryKind::Sqrt | UnaryKind::ReluN1To1, _) => 1,
+            (UnaryKind::HardSwish | UnaryKind::Elu | UnaryKind::Neg | UnaryKind::ReluN1To1, _) => 1,
+            (UnaryKind::Exp | UnaryKind::Sqrt, Some(I8 | I16)) => 2,
             (UnaryKind::Gelu | UnaryKind::GeluTanh, Some(I8 | U8)) => 2,
             (UnaryKind::Gelu | UnaryKind::GeluTanh, _) => 1,
-            (UnaryKind::Exp, Some(I8 | I16)) => 2,
             (_, Some(I16)) => 3,
             (_, Some(I8)) => 2,
             (UnaryKind::Relu, Some(U8)) => 2,
@@ -418,6 +423,11 @@ pub fn min_runtime(op: fb::BuiltinOperator, version: i32) -> Option<&'static str
         B::SOFTMAX => &["1.5.0", "1.14.0", "2.3.0", "2.23.0"],
         B::TRANSPOSE => &["1.6.0", "1.14.0", "1.15.0", "2.3.0", "2.4.0", "2.12.0", "2.14.4", "2.22.0", "2.23.0"],
         B::MEAN => &["1.6.0", "1.14.0", "2.4.0"],
+        B::SUM => &["1.10.0", "1.15.0"],
+        B::EXP => &["1.7.0", "2.12.0"],
+        B::SQRT => &["1.10.0", "2.21.0"],
+        B::ABS => &["1.13.0", "2.4.0", "2.5.0", "2.6.0", "2.12.0"],
+        B::RELU_N1_TO_1 => &["1.5.0"],
         B::RELU6 => &["1.5.0", "1.14.0", "2.5.0"],
         B::RELU => &["1.5.0", "2.1.0", "2.5.0"],
         B::TANH | B::LOGISTIC => &["1.14.0", "1.14.0", "2.3.0"],

@@ -665,7 +665,7 @@ fn convert_op(
                 activation: act(o.fused_activation_function())?,
             })
         }
-        B::MEAN => {
+        B::MEAN | B::SUM => {
             let keep_dims = op.builtin_options_as_reducer_options().is_some_and(|o| o.keep_dims());
             let rank = rank_of(g, in0)?;
             let raw = const_ints(g, inputs.get(1).copied().flatten(), "axes")?;
@@ -673,7 +673,7 @@ fn convert_op(
             axes.sort_unstable();
             axes.dedup();
             inputs.truncate(1);
-            Op::Mean(Mean { axes, keep_dims })
+            if code == B::SUM.0 { Op::Sum(Mean { axes, keep_dims }) } else { Op::Mean(Mean { axes, keep_dims }) }
         }
         B::RESHAPE => {
             let shape = match inputs.get(1).copied().flatten() {

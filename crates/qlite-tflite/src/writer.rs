@@ -154,7 +154,7 @@ fn aux_for(node: &Node, g: &Graph) -> Result<Vec<AuxTensor>, WriteError> {
             let data = t.perm.iter().map(|&v| to_i32(v as i64)).collect::<Result<Vec<_>, _>>()?;
             Some(AuxTensor { name: format!("{base}/perm"), shape: vec![data.len() as i32], data })
         }
-        Op::Mean(m) => {
+        Op::Mean(m) | Op::Sum(m) => {
             let data = m.axes.iter().map(|&v| to_i32(v as i64)).collect::<Result<Vec<_>, _>>()?;
             Some(AuxTensor { name: format!("{base}/axes"), shape: vec![data.len() as i32], data })
         }
@@ -740,7 +740,7 @@ fn options(fbb: &mut FlatBufferBuilder<'_>, n: &Node) -> (fb::BuiltinOptions, Op
                 .as_union_value(),
             ),
         ),
-        Op::Mean(m) => (
+        Op::Mean(m) | Op::Sum(m) => (
             O::ReducerOptions,
             Some(fb::ReducerOptions::create(fbb, &fb::ReducerOptionsArgs { keep_dims: m.keep_dims }).as_union_value()),
         ),

@@ -74,6 +74,11 @@ pub struct Summary {
     /// The file's operators that became no node: the shape arithmetic of a dynamic batch,
     /// evaluated at read time.
     pub folded_ops: Vec<String>,
+    /// Set when the file is valid but qlite cannot import it as it stands (an ONNX model whose
+    /// spatial sizes are known only at run time, an operator qlite does not map): why, and what
+    /// to do. The summary then describes what the file declares (`ops` are its nodes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_imported: Option<String>,
 }
 
 fn io_summary(g: &Graph, name: Option<&str>, t: TensorId) -> IoSummary {
@@ -155,6 +160,60 @@ pub fn summarize(g: &Graph, file: &str, format: &str, bytes: &[u8]) -> Summary {
         constant_bytes: g.constant_bytes(),
         transposes: g.nodes().iter().filter(|n| n.op.name() == "Transpose").count(),
         folded_ops: folded,
+        not_imported: None,
+    }
+}
+
+/// The summary of an ONNX file qlite cannot import as it stands, from what the file declares.
+fn describe_onnx(d: &qlite_onnx::Description, file: &str, bytes: usize, why: &str) -> Summary {
+    let dtype = |e: &str| match e {
+        "FLOAT" => "f32".to_string(),
+        "FLOAT16" => "f16".to_string(),
+        "INT64" => "i64".to_string(),
+        "INT32" => "i32".to_string(),
+        "INT8" => "i8".to_string(),
+        "UINT8" => "u8".to_string(),
+        other => other.to_lowercase(),
+    };
+    let io = |(i, v): (usize, &qlite_onnx::DeclaredValue)| IoSummary {
+        name: v.name.clone(),
+        tensor: i,
+        dtype: dtype(&v.elem_type),
+        shape: format!("[{}]", v.dims.join(",")),
+    };
+    let run_time_dims = d.inputs.iter().any(|v| v.dims.iter().any(|x| x.parse::<usize>().is_err()));
+    let hint =
+        if run_time_dims { " (fix the dimensions known only at run time with --input-shape NAME=D,D,…)" } else { "" };
+    Summary {
+        file: file.to_string(),
+        format: "onnx".to_string(),
+        file_bytes: bytes,
+        description: d.producer.as_ref().map(|p| format!("ONNX from {p}, opset {}", d.opset)),
+        signature_key: None,
+        min_runtime_version: None,
+        metadata: Vec::new(),
+        inputs: d.inputs.iter().enumerate().map(io).collect(),
+        outputs: d.outputs.iter().enumerate().map(io).collect(),
+        ops: d
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| OpSummary {
+                index: i,
+                op: n.op.clone(),
+                format_op: None,
+                version: None,
+                attrs: format!("name={:?}", n.name),
+                inputs: Vec::new(),
+                outputs: Vec::new(),
+            })
+            .collect(),
+        tensors: Vec::new(),
+        constant_tensors: d.initializers,
+        constant_bytes: d.initializer_bytes,
+        transposes: d.nodes.iter().filter(|n| n.op == "Transpose").count(),
+        folded_ops: Vec::new(),
+        not_imported: Some(format!("{why}{hint}")),
     }
 }
 
@@ -162,9 +221,16 @@ pub fn summarize(g: &Graph, file: &str, format: &str, bytes: &[u8]) -> Summary {
 pub fn inspect_file(reg: &Registry, path: &Path) -> Result<Summary, Error> {
     let bytes = crate::model_bytes(path)?;
     let format = reg.importer_for(path, &bytes[..bytes.len().min(64)]).map_or("unknown", |i| i.name());
-    let g = load_bytes(reg, path, bytes.clone())?;
     let file = path.file_name().map_or_else(|| path.display().to_string(), |f| f.to_string_lossy().into_owned());
-    Ok(summarize(&g, &file, format, &bytes))
+    match load_bytes(reg, path, bytes.clone()) {
+        Ok(g) => Ok(summarize(&g, &file, format, &bytes)),
+        // A valid ONNX file qlite cannot import as it stands is described from its declarations.
+        Err(Error::Import { message, .. }) if format == "onnx" => match qlite_onnx::describe(bytes.clone()) {
+            Ok(d) => Ok(describe_onnx(&d, &file, bytes.len(), &message)),
+            Err(_) => Err(Error::Import { path: path.to_path_buf(), message }),
+        },
+        Err(e) => Err(e),
+    }
 }
 
 /// Human-readable text of a summary (stable: used in snapshots).
@@ -190,6 +256,15 @@ pub fn render_text(s: &Summary) -> String {
     let _ = writeln!(o, "outputs:");
     for i in &s.outputs {
         let _ = writeln!(o, "  {:?}: {}{} (tensor {})", i.name, i.dtype, i.shape, i.tensor);
+    }
+    if let Some(why) = &s.not_imported {
+        let _ = writeln!(o, "not imported as it stands: {why}");
+        let _ = writeln!(o, "nodes as declared ({}):", s.ops.len());
+        for op in &s.ops {
+            let _ = writeln!(o, "  {:>3} {:<24} {}", op.index, op.op, op.attrs);
+        }
+        let _ = writeln!(o, "constants: {} initializers, {} bytes", s.constant_tensors, s.constant_bytes);
+        return o;
     }
     let _ = writeln!(o, "ops ({}, {} Transpose):", s.ops.len(), s.transposes);
     if !s.folded_ops.is_empty() {
