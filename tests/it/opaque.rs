@@ -260,3 +260,31 @@ fn mediapipe_transpose_conv_bias_is_a_transpose_conv() {
         "BUILTIN_REF registers no MediaPipe custom op",
     );
 }
+
+/// Valid files with what qlite does not import at all (a WHILE with its condition and body
+/// subgraphs, a STRING input): `inspect` describes them from the flatbuffer (every subgraph's
+/// operators), `convert` refuses with one line and writes nothing.
+#[test]
+fn control_flow_and_string_files_are_described_not_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let qlite = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_qlite")).args(args).output().unwrap();
+    let mut text = String::new();
+    for (name, why) in [("control_flow", "3 subgraphs"), ("strings", "unsupported tensor type STRING")] {
+        let model = fixture(&format!("tflite_opaque/{name}.tflite"));
+        let inspect = qlite(&["inspect", model.to_str().unwrap()]);
+        assert!(inspect.status.success(), "{}", String::from_utf8_lossy(&inspect.stderr));
+        let out = String::from_utf8_lossy(&inspect.stdout).into_owned();
+        assert!(out.contains("not imported as it stands") && out.contains(why), "{out}");
+        text.push_str(&out);
+        let json = qlite(&["inspect", "--json", model.to_str().unwrap()]);
+        let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+        assert!(v["not_imported"].as_str().is_some_and(|s| s.contains(why)), "{v}");
+        let dest = dir.path().join("out.tflite");
+        let convert = qlite(&["convert", model.to_str().unwrap(), "-o", dest.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&convert.stderr).into_owned();
+        assert!(!convert.status.success() && err.contains(why) && err.trim_end().lines().count() == 1, "{err}");
+        assert!(!dest.exists());
+    }
+    assert!(text.contains("WHILE v1") && text.contains("while_body") && text.contains("CUSTOM(StringLength)"));
+    insta::assert_snapshot!("tflite_not_imported_inspect", text);
+}

@@ -116,3 +116,109 @@ pub fn file_info(bytes: &[u8]) -> Result<FileInfo, ReadError> {
         buffers: model.buffers().map_or(0, |b| b.len()),
     })
 }
+
+/// A tensor of a subgraph as the file declares it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeclaredTensor {
+    pub index: usize,
+    pub name: String,
+    /// The schema's type name ("FLOAT32", "STRING", "INT4", …).
+    pub dtype: String,
+    /// `shape_signature` when present (-1 for a dynamic dimension), else `shape`.
+    pub shape: Vec<i32>,
+}
+
+/// One subgraph as the file declares it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeclaredSubgraph {
+    pub name: String,
+    pub inputs: Vec<DeclaredTensor>,
+    pub outputs: Vec<DeclaredTensor>,
+    /// (op name, version, name of its first output tensor) per operator.
+    pub operators: Vec<(String, i32, String)>,
+    pub tensors: usize,
+}
+
+/// What a valid .tflite file declares, read from the flatbuffer alone: what `qlite inspect`
+/// shows of a file qlite cannot import (control flow, string or 4-bit tensors).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Description {
+    pub info: FileInfo,
+    pub subgraphs: Vec<DeclaredSubgraph>,
+    /// Signature keys with their subgraph index.
+    pub signatures: Vec<(String, usize)>,
+}
+
+/// Describe a .tflite file from its flatbuffer (verified as [`read_model`] verifies it).
+pub fn describe(bytes: &[u8]) -> Result<Description, ReadError> {
+    if bytes.get(4..8) != Some(&FILE_IDENTIFIER[..]) {
+        return Err(ReadError::WrongIdentifier(String::from_utf8_lossy(bytes.get(4..8).unwrap_or(&[])).into_owned()));
+    }
+    let info = file_info(bytes)?;
+    let fb_len = bytes.len().min((1usize << 31) - 1);
+    let opts = flatbuffers::VerifierOptions {
+        max_depth: 64,
+        max_tables: 10_000_000,
+        max_apparent_size: 1 << 31,
+        ..Default::default()
+    };
+    let model = flatbuffers::root_with_opts::<fb::Model>(&opts, &bytes[..fb_len]).map_err(flatbuffer_error)?;
+    let codes_v = model.operator_codes();
+    let mut subgraphs = Vec::new();
+    for sg in model.subgraphs().iter().flat_map(|v| v.iter()) {
+        let tensors = sg.tensors();
+        let declared = |i: i32| -> DeclaredTensor {
+            let t = usize::try_from(i).ok().and_then(|i| tensors.filter(|t| i < t.len()).map(|t| (i, t.get(i))));
+            match t {
+                Some((index, t)) => DeclaredTensor {
+                    index,
+                    name: t.name().unwrap_or("").to_string(),
+                    dtype: t.type_().variant_name().map_or_else(|| t.type_().0.to_string(), str::to_string),
+                    shape: t.shape_signature().or(t.shape()).map(|v| v.iter().collect()).unwrap_or_default(),
+                },
+                None => DeclaredTensor {
+                    index: 0,
+                    name: format!("<tensor {i} out of range>"),
+                    dtype: "?".into(),
+                    shape: vec![],
+                },
+            }
+        };
+        let operators = sg
+            .operators()
+            .iter()
+            .flat_map(|v| v.iter())
+            .map(|op| {
+                let idx = op.opcode_index() as usize;
+                let (name, version) = codes_v
+                    .filter(|c| idx < c.len())
+                    .map(|c| {
+                        let oc = c.get(idx);
+                        let code = oc.builtin_code().0.max(oc.deprecated_builtin_code() as i32);
+                        let name = match oc.custom_code() {
+                            Some(custom) if code == fb::BuiltinOperator::CUSTOM.0 => format!("CUSTOM({custom})"),
+                            _ => codes::builtin_name(code),
+                        };
+                        (name, oc.version())
+                    })
+                    .unwrap_or_else(|| ("<invalid opcode>".to_string(), 0));
+                let out = op.outputs().filter(|o| !o.is_empty()).map(|o| declared(o.get(0)).name).unwrap_or_default();
+                (name, version, out)
+            })
+            .collect();
+        subgraphs.push(DeclaredSubgraph {
+            name: sg.name().unwrap_or("").to_string(),
+            inputs: sg.inputs().iter().flat_map(|v| v.iter()).map(declared).collect(),
+            outputs: sg.outputs().iter().flat_map(|v| v.iter()).map(declared).collect(),
+            operators,
+            tensors: tensors.map_or(0, |t| t.len()),
+        });
+    }
+    let signatures = model
+        .signature_defs()
+        .iter()
+        .flat_map(|v| v.iter())
+        .map(|s| (s.signature_key().unwrap_or("").to_string(), s.subgraph_index() as usize))
+        .collect();
+    Ok(Description { info, subgraphs, signatures })
+}

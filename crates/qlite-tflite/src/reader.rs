@@ -34,10 +34,22 @@ pub enum ReadError {
     IndexOutOfRange { what: String, index: i64, len: usize },
     #[error("tensor {index} ({name:?}): {message}")]
     Tensor { index: usize, name: String, message: String },
+    /// A valid tensor of a kind qlite does not model (a string or 4-bit tensor, weights in a
+    /// side file): `inspect` still describes the file ([`crate::describe`]).
+    #[error("tensor {index} ({name:?}): {message}")]
+    UnsupportedTensor { index: usize, name: String, message: String },
     #[error("operator {index} ({op}): {message}")]
     Operator { index: usize, op: String, message: String },
     #[error("invalid model: {0}")]
     Invalid(#[from] VerifyError),
+}
+
+impl ReadError {
+    /// The file is a valid .tflite model using something qlite does not model (control-flow
+    /// subgraphs, string or 4-bit tensors, external buffers), not a malformed one.
+    pub fn is_unsupported_feature(&self) -> bool {
+        matches!(self, ReadError::MultipleSubgraphs(_) | ReadError::UnsupportedTensor { .. })
+    }
 }
 
 /// The verifier's message, with its context trace folded onto one line.
@@ -207,14 +219,15 @@ pub fn read_model(bytes: Bytes) -> Result<Graph, ReadError> {
         let t = fb_tensors.get(i);
         let name = t.name().unwrap_or("").to_string();
         let terr = |message: String| ReadError::Tensor { index: i, name: name.clone(), message };
+        let unsupported = |message: String| ReadError::UnsupportedTensor { index: i, name: name.clone(), message };
         let dtype = codes::dtype(t.type_()).ok_or_else(|| {
-            terr(format!(
+            unsupported(format!(
                 "unsupported tensor type {}",
                 t.type_().variant_name().map_or_else(|| t.type_().0.to_string(), str::to_string)
             ))
         })?;
         if t.external_buffer() != 0 {
-            return Err(terr("external buffers (weights in side files) are not supported".into()));
+            return Err(unsupported("external buffers (weights in side files) are not supported".into()));
         }
         let shape_v: Vec<i32> = t.shape().map(|v| v.iter().collect()).unwrap_or_default();
         let sig_v: Option<Vec<i32>> = t.shape_signature().map(|v| v.iter().collect());

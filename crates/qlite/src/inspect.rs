@@ -164,6 +164,54 @@ pub fn summarize(g: &Graph, file: &str, format: &str, bytes: &[u8]) -> Summary {
     }
 }
 
+/// The summary of a valid .tflite file qlite cannot import (control-flow subgraphs, string or
+/// 4-bit tensors), from what the file declares: subgraph 0's signature, every subgraph's ops.
+fn describe_tflite(d: &qlite_tflite::Description, file: &str, bytes: usize, why: &str) -> Summary {
+    let io = |t: &qlite_tflite::DeclaredTensor| IoSummary {
+        name: t.name.clone(),
+        tensor: t.index,
+        dtype: t.dtype.to_lowercase(),
+        shape: format!(
+            "[{}]",
+            t.shape.iter().map(|&v| if v < 0 { "?".to_string() } else { v.to_string() }).collect::<Vec<_>>().join(",")
+        ),
+    };
+    let main = d.subgraphs.first();
+    let mut ops = Vec::new();
+    for (k, sg) in d.subgraphs.iter().enumerate() {
+        for (name, version, out) in &sg.operators {
+            ops.push(OpSummary {
+                index: ops.len(),
+                op: format!("{name} v{version}"),
+                format_op: Some(name.clone()),
+                version: Some(*version),
+                attrs: format!("subgraph {k} {:?}, output {out:?}", sg.name),
+                inputs: Vec::new(),
+                outputs: Vec::new(),
+            });
+        }
+    }
+    let sigs: Vec<String> = d.signatures.iter().map(|(k, i)| format!("{k} (subgraph {i})")).collect();
+    Summary {
+        file: file.to_string(),
+        format: "tflite".to_string(),
+        file_bytes: bytes,
+        description: d.info.description.clone(),
+        signature_key: (!sigs.is_empty()).then(|| sigs.join(", ")),
+        min_runtime_version: d.info.min_runtime_version.clone(),
+        metadata: d.info.metadata.clone(),
+        inputs: main.map(|m| m.inputs.iter().map(io).collect()).unwrap_or_default(),
+        outputs: main.map(|m| m.outputs.iter().map(io).collect()).unwrap_or_default(),
+        transposes: ops.iter().filter(|o| o.format_op.as_deref() == Some("TRANSPOSE")).count(),
+        ops,
+        tensors: Vec::new(),
+        constant_tensors: 0,
+        constant_bytes: 0,
+        folded_ops: Vec::new(),
+        not_imported: Some(format!("{why} ({} subgraphs, {} buffers)", d.subgraphs.len(), d.info.buffers)),
+    }
+}
+
 /// The summary of an ONNX file qlite cannot import as it stands, from what the file declares.
 fn describe_onnx(d: &qlite_onnx::Description, file: &str, bytes: usize, why: &str) -> Summary {
     let dtype = |e: &str| match e {
@@ -229,6 +277,15 @@ pub fn inspect_file(reg: &Registry, path: &Path) -> Result<Summary, Error> {
             Ok(d) => Ok(describe_onnx(&d, &file, bytes.len(), &message)),
             Err(_) => Err(Error::Import { path: path.to_path_buf(), message }),
         },
+        // A valid .tflite file with what qlite does not model is described from the flatbuffer;
+        // a malformed one is still an error.
+        Err(e @ Error::Import { .. }) if format == "tflite" => match qlite_tflite::read_model(bytes.clone()) {
+            Err(re) if re.is_unsupported_feature() => match qlite_tflite::describe(&bytes) {
+                Ok(d) => Ok(describe_tflite(&d, &file, bytes.len(), &re.to_string())),
+                Err(_) => Err(e),
+            },
+            _ => Err(e),
+        },
         Err(e) => Err(e),
     }
 }
@@ -263,7 +320,9 @@ pub fn render_text(s: &Summary) -> String {
         for op in &s.ops {
             let _ = writeln!(o, "  {:>3} {:<24} {}", op.index, op.op, op.attrs);
         }
-        let _ = writeln!(o, "constants: {} initializers, {} bytes", s.constant_tensors, s.constant_bytes);
+        if s.format == "onnx" {
+            let _ = writeln!(o, "constants: {} initializers, {} bytes", s.constant_tensors, s.constant_bytes);
+        }
         return o;
     }
     let _ = writeln!(o, "ops ({}, {} Transpose):", s.ops.len(), s.transposes);
