@@ -443,6 +443,14 @@ fn gen_softmax(b: &mut Builder) -> TensorId {
     b.node(Op::Softmax(Softmax { beta }), &[Some(x)], Some((DType::I8, QuantParams::per_tensor(1.0 / 256.0, -128))))
 }
 
+/// LOG_SOFTMAX: the output fixed at (16/256, 127), as LiteRT requires.
+fn gen_log_softmax(b: &mut Builder) -> TensorId {
+    let dims = [int(&mut b.rng, 1, 3) as usize, int(&mut b.rng, 2, 24) as usize];
+    let qi = if b.rng.next_u64().is_multiple_of(4) { qp(&mut b.rng) } else { qp_activation(&mut b.rng) };
+    let x = input(b, "x", &dims, qi);
+    b.node(Op::LogSoftmax, &[Some(x)], Some((DType::I8, QuantParams::per_tensor(16.0 / 256.0, 127))))
+}
+
 fn gen_logistic(b: &mut Builder) -> TensorId {
     let qi = qp_activation(&mut b.rng);
     let len = int(&mut b.rng, 1, 64) as usize;
@@ -658,7 +666,7 @@ fn gen_depth_to_space(b: &mut Builder) -> TensorId {
 
 #[test]
 fn random_integer_ops_are_exported_for_litert() {
-    let kinds: [(&str, Gen); 33] = [
+    let kinds: [(&str, Gen); 34] = [
         ("fully_connected", gen_fully_connected),
         ("conv2d", gen_conv),
         ("depthwise", gen_depthwise),
@@ -692,6 +700,7 @@ fn random_integer_ops_are_exported_for_litert() {
         ("sum", gen_sum),
         ("unary_more", gen_unary_more),
         ("squared_difference", gen_squared_difference),
+        ("log_softmax", gen_log_softmax),
     ];
     let mut snap = String::new();
     let mut redrawn = Vec::new();

@@ -250,6 +250,52 @@ pub fn inv_sqrt_quantized_multiplier_exp(mut input: i32, reverse_shift: i32) -> 
     (inv, shift * reverse_shift)
 }
 
+/// `SaturatingAddNonGemmlowp` / `SaturatingSub` on int32: the exact result, clamped.
+fn sat_add(a: i32, b: i32) -> i32 {
+    (a as i64 + b as i64).clamp(i32::MIN as i64, i32::MAX as i64) as i32
+}
+
+fn sat_sub(a: i32, b: i32) -> i32 {
+    (a as i64 - b as i64).clamp(i32::MIN as i64, i32::MAX as i64) as i32
+}
+
+/// `log_x_for_x_greater_than_or_equal_to_1_impl` (common.h): `ln(x)` of a fixed-point value with
+/// `input_bits` integer bits, as a raw value with `output_bits` integer bits.
+pub fn log_x_for_x_ge_1(input: i32, input_bits: i32, output_bits: i32) -> i32 {
+    const LOG_2: i32 = 1488522236;
+    const SQRT_SQRT_HALF: i32 = 1805811301;
+    const SQRT_HALF: i32 = 1518500250;
+    const ONE_QUARTER: i32 = 536870912;
+    const ALPHA_N: i32 = 117049297;
+    const ALPHA_D: i32 = 127690142;
+    const ALPHA_I: i32 = 1057819769;
+    const ALPHA_F: i32 = 638450708;
+    let accum_bits = output_bits + 1;
+    let shifted_quarter = sat_mul_pot(ONE_QUARTER, -accum_bits);
+    let z_a = input;
+    let z_a_headroom_plus_1 = (z_a as u32).leading_zeros() as i32;
+    let r_a_tmp = sat_mul_pot(z_a, z_a_headroom_plus_1 - 1);
+    let r_a_raw = sat_mul_pot(srdhm(r_a_tmp, SQRT_HALF), 1);
+    let z_a_pow_2_adj = sat_add(sat_mul_pot(input_bits - z_a_headroom_plus_1, 31 - accum_bits), shifted_quarter);
+    let z_b = srdhm(z_a, SQRT_HALF);
+    let z_b_headroom = (z_b as u32).leading_zeros() as i32 - 1;
+    let r_b_raw = sat_mul_pot(z_a, z_b_headroom);
+    let z_b_pow_2_adj = sat_sub(sat_mul_pot(input_bits - z_b_headroom, 31 - accum_bits), shifted_quarter);
+    let r = r_a_raw.min(r_b_raw);
+    let z_pow_2_adj = z_a_pow_2_adj.max(z_b_pow_2_adj);
+    let p = rounding_half_sum(r, SQRT_SQRT_HALF);
+    let mut q = r.wrapping_sub(SQRT_SQRT_HALF);
+    q = q.wrapping_add(q);
+    let common_sq = srdhm(q, q);
+    let num = srdhm(q, r).wrapping_add(srdhm(srdhm(q, common_sq), ALPHA_N));
+    let denom_minus_one =
+        srdhm(p, ALPHA_I.wrapping_add(q).wrapping_add(srdhm(ALPHA_D, common_sq))).wrapping_add(srdhm(ALPHA_F, q));
+    let recip_denom = one_over_one_plus_x_for_x_in_0_1(denom_minus_one);
+    let num_scaled = sat_mul_pot(num, -accum_bits);
+    let sum = srdhm(z_pow_2_adj, LOG_2).wrapping_add(srdhm(num_scaled, recip_denom));
+    sat_mul_pot(sum, accum_bits - output_bits)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

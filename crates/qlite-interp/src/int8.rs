@@ -452,6 +452,57 @@ pub fn lut(kind: UnaryKind, x: &[i32], (s_in, z_in): (f32, i32), out: OutQ) -> R
     Ok(x.iter().map(|&v| table[(v - lo) as usize]).collect())
 }
 
+/// LOG_SOFTMAX on int8 as LiteRT's reference kernel computes it
+/// (`reference_integer_ops::LogSoftmax`, fixed point: exp sums in Q12, their log in Q5); the
+/// output is (16/256, 127), as LiteRT requires.
+pub fn log_softmax(x: &[i32], depth: usize, s_in: f32, out: OutQ) -> Result<Vec<i32>, String> {
+    const INPUT_BITS: i32 = 5;
+    const ACCUM_BITS: i32 = 12;
+    const OUTPUT_BITS: i32 = 4;
+    if out.zp != 127 || out.scale != 16.0 / 256.0 {
+        return Err(format!("int8 LogSoftmax output must be quantized (16/256, 127), got ({}, {})", out.scale, out.zp));
+    }
+    // PreprocessLogSoftmaxScalingExp (beta 1).
+    let real = (s_in as f64 * (1i64 << (31 - INPUT_BITS)) as f64).min((1i64 << 31) as f64 - 1.0);
+    let (mult, left_shift) = quantize_multiplier(real);
+    let reverse_real = (1i64 << (31 - left_shift).clamp(0, 62)) as f64 / mult as f64;
+    let (reverse_mult, reverse_left_shift) = quantize_multiplier(reverse_real);
+    if reverse_left_shift > 0 {
+        return Err(format!("LogSoftmax input scale {s_in} is too small (LiteRT aborts on it)"));
+    }
+    let max_input_rescaled = ((1i64 << INPUT_BITS) - 1) as f64 * (1i64 << (31 - INPUT_BITS)) as f64
+        / (1i64 << left_shift.clamp(0, 62)) as f64;
+    let diff_min = -(max_input_rescaled.floor() as i32);
+    let mut y = vec![0i32; x.len()];
+    if depth == 0 {
+        return Ok(y);
+    }
+    for (row, orow) in x.chunks(depth).zip(y.chunks_mut(depth)) {
+        let max = row.iter().copied().max().unwrap_or(-128);
+        let mut sum: i32 = 0;
+        for &v in row {
+            let diff = v - max;
+            if diff >= diff_min {
+                let q5 = mbqm(diff, mult, left_shift);
+                sum = sum.wrapping_add(sat_mul_pot(exp_on_negative_values(q5, INPUT_BITS), -ACCUM_BITS));
+            }
+        }
+        let log_sum = log_x_for_x_ge_1(sum, ACCUM_BITS, INPUT_BITS);
+        let shifted = log_sum.wrapping_add(i32::MIN);
+        let adjusted_diff_min = (diff_min - 1).max(mbqm(shifted, reverse_mult, reverse_left_shift));
+        for (&v, o) in row.iter().zip(orow.iter_mut()) {
+            let diff = v - max;
+            *o = if diff > adjusted_diff_min {
+                let q5 = mbqm(diff, mult, left_shift);
+                (rdbpot(q5.wrapping_sub(log_sum), 31 - INPUT_BITS - OUTPUT_BITS) + 127).clamp(-128, 127)
+            } else {
+                -128
+            };
+        }
+    }
+    Ok(y)
+}
+
 /// `HardSwishPrepare`: the output and "relu-ish" multipliers as 16-bit fixed point with their
 /// exponents; an output exponent above 0 is refused, as LiteRT refuses it.
 pub fn hard_swish_params(s_in: f32, s_out: f32) -> Result<(i16, i32, i16, i32), String> {

@@ -789,7 +789,10 @@ impl Interpreter<'_> {
             Op::LocalResponseNorm(_) => {
                 return Err("LocalResponseNorm has no integer kernel (LiteRT's is float-only)".into());
             }
-            Op::LogSoftmax => return Err("LogSoftmax has no int8 kernel in qlite yet".into()),
+            Op::LogSoftmax => {
+                let depth = arr(0)?.shape().last().copied().unwrap_or(1);
+                int8::log_softmax(&iv(0)?, depth, in_q(0)?.0, out_q()?)?
+            }
             Op::Opaque(o) => return Err(format!("unsupported op {}", o.op_type)),
         }))
     }

@@ -74,7 +74,8 @@ pub fn op_spec(op: &Op) -> OpSpec {
             UnaryKind::Neg => OpSpec { quantizable: false, ..OpSpec::plain(OutputRule::Calibrated) },
         },
         Op::Softmax(_) => OpSpec::plain(OutputRule::Fixed(1.0 / 256.0, -128)),
-        Op::LogSoftmax => OpSpec { quantizable: false, ..OpSpec::plain(OutputRule::Calibrated) },
+        // LiteRT requires (16/256, 127): outputs in [-255/16, 0].
+        Op::LogSoftmax => OpSpec::plain(OutputRule::Fixed(16.0 / 256.0, 127)),
         // LiteRT's LOCAL_RESPONSE_NORMALIZATION is float-only.
         Op::LocalResponseNorm(_) => OpSpec { quantizable: false, ..OpSpec::plain(OutputRule::Calibrated) },
         // A PADV2 value takes the input's parameters (LiteRT requires them equal).
