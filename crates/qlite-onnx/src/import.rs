@@ -242,20 +242,9 @@ impl Ctx {
         let end = offset.checked_add(len).filter(|&e| e <= file_len).ok_or_else(|| {
             format!("external data [{offset}, +{len}) runs past the {file_len}-byte file {location:?}")
         })?;
-        let bytes = map_file(&real).map_err(|e| format!("external data {location:?}: {e}"))?;
+        let bytes = qlite_io::map_file(&real).map_err(|e| format!("external data {location:?}: {e}"))?;
         Ok(bytes.slice(offset as usize..end as usize))
     }
-}
-
-#[allow(unsafe_code)]
-fn map_file(path: &Path) -> std::io::Result<Bytes> {
-    let f = std::fs::File::open(path)?;
-    if f.metadata()?.len() == 0 {
-        return Ok(Bytes::new());
-    }
-    // SAFETY: read-only private map, as for model files (see qlite::io::map_file).
-    let m = unsafe { memmap2::Mmap::map(&f)? };
-    Ok(Bytes::from_owner(m))
 }
 
 fn attr<'a>(n: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {

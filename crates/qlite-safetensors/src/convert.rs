@@ -11,7 +11,7 @@ use safetensors::{Dtype, SafeTensors};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Target of a conversion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,11 +199,7 @@ pub fn convert_file(
     }
     let head = header(&entries, &metadata);
     let total: u64 = entries.iter().map(|e| e.len as u64).sum();
-    let dir = match output.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let tmp = tempfile::Builder::new().prefix(".qlite-").suffix(".tmp").tempfile_in(&dir).map_err(|e| io(e, &dir))?;
+    let tmp = qlite_io::temp_beside(output).map_err(|e| io(e, output))?;
     let mut w = BufWriter::with_capacity(8 << 20, tmp.as_file());
     w.write_all(&head).map_err(|e| io(e, output))?;
     let mut done = 0u64;
@@ -296,9 +292,8 @@ pub fn convert_file(
     }
     w.flush().map_err(|e| io(e, output))?;
     drop(w);
-    tmp.as_file().sync_all().map_err(|e| io(e, output))?;
     report.bytes_out = head.len() as u64 + total;
-    tmp.persist(output).map_err(|e| io(e.error, output))?;
+    qlite_io::finish(tmp, output).map_err(|e| io(e, output))?;
     let _ = byte_len;
     Ok(report)
 }

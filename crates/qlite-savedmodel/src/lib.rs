@@ -30,18 +30,10 @@ pub enum SmError {
     Unsupported(String),
 }
 
-/// Map a file read-only (empty files give empty bytes).
-#[allow(unsafe_code)]
+/// Map a file read-only (empty files give empty bytes), through `qlite_io` so the pages of the
+/// weights shards can be released once written out.
 pub fn map_file(path: &Path) -> Result<Bytes, SmError> {
-    let io = |source| SmError::Io { path: path.display().to_string(), source };
-    let file = std::fs::File::open(path).map_err(io)?;
-    if file.metadata().map_err(io)?.len() == 0 {
-        return Ok(Bytes::new());
-    }
-    // SAFETY: read-only private map; the bytes are validated by every reader, and a file
-    // rewritten underneath is the documented risk of mapping (as for every qlite format).
-    let m = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-    Ok(Bytes::from_owner(m))
+    qlite_io::map_file(path).map_err(|source| SmError::Io { path: path.display().to_string(), source })
 }
 
 #[cfg(test)]
