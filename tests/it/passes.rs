@@ -166,3 +166,38 @@ fn erf_spelled_gelu_fuses() {
         crate::common::assert_agrees(&got[0], &want[0], qlite::Tolerance::close(1e-6, 1e-7), "fused GELU");
     }
 }
+
+/// A layout Transpose read by three elementwise ops (and by one of them twice): every reader
+/// gets its own copy, which sinks below it; the outputs do not change. (Three or more readers once rewired the wrong nodes:
+/// inserting a copy shifted the readers' ids.)
+#[test]
+fn a_transpose_read_by_three_ops_sinks_without_rewiring_the_wrong_node() {
+    use qlite::ir::passes::SinkTransposes;
+    let un = |kind| Op::Unary(Unary { kind });
+    let bin = |kind| Op::Binary(Binary { kind, activation: Activation::None });
+    let mut b = Builder::new("fanout3");
+    let x = b.input("x", &[1, 3, 4, 2], -2.0, 2.0);
+    let t = b.node(Op::Transpose(Transpose { perm: vec![0, 2, 3, 1] }), &[Some(x)], None);
+    let z = b.input("z", &[1, 4, 2, 3], -2.0, 2.0);
+    let r = b.node(un(UnaryKind::Relu), &[Some(t)], None);
+    // A node that does not read the Transpose, between two that do.
+    let l = b.node(un(UnaryKind::Logistic), &[Some(z)], None);
+    let n = b.node(un(UnaryKind::Neg), &[Some(t)], None);
+    let a = b.node(un(UnaryKind::Abs), &[Some(t)], None);
+    let s = b.node(bin(BinaryKind::Add), &[Some(r), Some(n)], None);
+    let m = b.node(bin(BinaryKind::Mul), &[Some(s), Some(a)], None);
+    let m = b.node(bin(BinaryKind::Add), &[Some(m), Some(l)], None);
+    let back = b.node(Op::Transpose(Transpose { perm: vec![0, 3, 1, 2] }), &[Some(m)], None);
+    let (g, inputs) = b.finish(&[back]);
+    let want = qlite::run(&g, inputs.clone()).unwrap();
+    let mut sunk = g.clone();
+    PassManager::new().with(SinkTransposes).with(DeadCodeElimination).run(&mut sunk).unwrap();
+    qlite::ir::verify::verify(&sunk).unwrap();
+    // Each reader's copy sank below it: Relu, Neg and Abs read the input itself.
+    let x_in = sunk.inputs()[0];
+    for op in ["Relu", "Neg", "Abs"] {
+        let node = sunk.nodes().iter().find(|n| n.op.name() == op).unwrap();
+        assert_eq!(node.input(0), Some(x_in), "{op}: {}", qlite::ir::print_graph(&sunk));
+    }
+    assert_eq!(qlite::run(&sunk, inputs).unwrap(), want, "{}", qlite::ir::print_graph(&sunk));
+}

@@ -493,11 +493,17 @@ impl SinkTransposes {
             {
                 let name = g.nodes()[ti].name.clone();
                 let Some(yt) = g.tensor(y).cloned() else { continue };
-                for (k, &(c, slot)) in consumers.iter().enumerate().skip(1).rev() {
+                // Rewire every reader first: inserting a node shifts the ids of the nodes after
+                // it, so consumer ids are only valid before the first insertion.
+                let mut copies = Vec::new();
+                for (k, &(c, slot)) in consumers.iter().enumerate().skip(1) {
                     let yk = g.add_tensor(crate::Tensor { name: format!("{}/{k}", yt.name), ..yt.clone() });
                     if let Some(n) = g.node_mut(c) {
                         n.inputs[slot] = Some(yk);
                     }
+                    copies.push((k, yk));
+                }
+                for (k, yk) in copies.into_iter().rev() {
                     let op = Op::Transpose(crate::op::Transpose { perm: perm.clone() });
                     g.insert_node(ti + 1, crate::Node::new(format!("{name}/{k}"), op, vec![Some(x)], vec![yk]));
                 }
