@@ -406,7 +406,18 @@ mod tests {
 
 // ---------------------------------------------------------------- library tasks
 
+/// The .tflite fixtures qlite imports. The valid files it cannot import at all (control-flow
+/// subgraphs, string tensors: `fixtures/tflite_opaque/{control_flow,strings}.tflite`) are left
+/// out of the round trip; `tests/it/opaque.rs` holds them to `inspect` describing them and
+/// `convert` refusing them in one line.
 fn fixture_models() -> Result<Vec<PathBuf>, String> {
+    let reg = qlite::Registry::default();
+    let mut all = all_fixture_models()?;
+    all.retain(|m| qlite::inspect::inspect_file(&reg, m).map_or(true, |s| s.not_imported.is_none()));
+    Ok(all)
+}
+
+fn all_fixture_models() -> Result<Vec<PathBuf>, String> {
     let mut out = Vec::new();
     let mut stack = vec![root().join("fixtures")];
     while let Some(d) = stack.pop() {
