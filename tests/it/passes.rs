@@ -93,7 +93,7 @@ fn failures_name_the_pass_and_restore_the_graph() {
 #[test]
 fn pass_table_builds_pipelines_by_name() {
     let names: Vec<&str> = PASSES.iter().map(|p| p.name).collect();
-    assert_eq!(names, ["dce", "fold-constants", "fuse-activations", "fuse-gelu", "sink-transposes"]);
+    assert_eq!(names, ["dce", "fold-constants", "fuse-activations", "fuse-gelu", "assign-layout", "sink-transposes"]);
     assert_eq!(
         pipeline_from_names(PASSES, &["dce", "fuse-activations"]).unwrap().pass_names(),
         ["dce", "fuse-activations"]
@@ -200,4 +200,71 @@ fn a_transpose_read_by_three_ops_sinks_without_rewiring_the_wrong_node() {
         assert_eq!(node.input(0), Some(x_in), "{op}: {}", qlite::ir::print_graph(&sunk));
     }
     assert_eq!(qlite::run(&sunk, inputs).unwrap(), want, "{}", qlite::ir::print_graph(&sunk));
+}
+
+/// `assign-layout` on an NCHW graph as the ONNX importer makes it (each convolution wrapped in
+/// Transposes): a residual fan-out, a per-channel constant, a channel concatenation, a pad, a
+/// kept-dims mean and a flatten into a fully-connected layer. Stored channels-last as a whole,
+/// the graph keeps only the input's Transpose, and its outputs do not change.
+#[test]
+fn assign_layout_leaves_no_inner_transpose_in_an_nchw_graph() {
+    use qlite::ir::layout::AssignLayout;
+    use qlite::ir::passes::SinkTransposes;
+    let bin = |kind| Op::Binary(Binary { kind, activation: Activation::None });
+    let to_nhwc = || Op::Transpose(Transpose { perm: vec![0, 2, 3, 1] });
+    let to_nchw = || Op::Transpose(Transpose { perm: vec![0, 3, 1, 2] });
+    let conv = || {
+        Op::Conv2d(Conv2d { padding: Padding::Same, stride: [1, 1], dilation: [1, 1], activation: Activation::None })
+    };
+    let mut b = Builder::new("nchw");
+    let x = b.input("x", &[1, 4, 5, 6], -1.0, 1.0);
+    let convolve = |b: &mut Builder, t: qlite::ir::TensorId, name: &str| {
+        let w = b.konst(&format!("{name}_w"), &[4, 3, 3, 4]);
+        let bias = b.konst(&format!("{name}_b"), &[4]);
+        let h = b.node(to_nhwc(), &[Some(t)], None);
+        let c = b.node(conv(), &[Some(h), Some(w), Some(bias)], None);
+        b.node(to_nchw(), &[Some(c)], None)
+    };
+    let c1 = convolve(&mut b, x, "c1");
+    let r = b.node(Op::Unary(Unary { kind: UnaryKind::Relu }), &[Some(c1)], None);
+    let skip = b.node(bin(BinaryKind::Add), &[Some(r), Some(x)], None);
+    let scale = b.konst("scale", &[4, 1, 1]);
+    let scaled = b.node(bin(BinaryKind::Mul), &[Some(skip), Some(scale)], None);
+    let c2 = convolve(&mut b, scaled, "c2");
+    let cat = b.node(
+        Op::Concatenation(Concatenation { axis: 1, activation: Activation::None }),
+        &[Some(c2), Some(skip)],
+        None,
+    );
+    let padded = b.node(Op::Pad(Pad { paddings: vec![[0, 0], [0, 0], [1, 0], [0, 1]] }), &[Some(cat)], None);
+    let m = b.node(Op::Mean(Mean { axes: vec![1], keep_dims: true }), &[Some(padded)], None);
+    let both = b.node(bin(BinaryKind::Sub), &[Some(padded), Some(m)], None);
+    let flat = b.node(Op::Reshape(Reshape { shape: vec![1, 8 * 6 * 7] }), &[Some(both)], None);
+    let fw = b.konst("fc_w", &[3, 8 * 6 * 7]);
+    let y = b.node(
+        Op::FullyConnected(FullyConnected {
+            activation: Activation::None,
+            keep_num_dims: false,
+            asymmetric_inputs: false,
+        }),
+        &[Some(flat), Some(fw), None],
+        None,
+    );
+    let (g, inputs) = b.finish(&[y, skip]);
+    let want = qlite::run(&g, inputs.clone()).unwrap();
+    let mut laid = g.clone();
+    PassManager::new().with(AssignLayout).with(SinkTransposes).with(DeadCodeElimination).run(&mut laid).unwrap();
+    qlite::ir::verify::verify(&laid).unwrap();
+    let transposes = laid.nodes().iter().filter(|n| n.op.name() == "Transpose").count();
+    // The input's and the NCHW output `skip`'s.
+    assert_eq!(transposes, 2, "{}", qlite::ir::print_graph(&laid));
+    let got = qlite::run(&laid, inputs).unwrap();
+    for (k, (a, e)) in got.iter().zip(&want).enumerate() {
+        crate::common::assert_agrees(
+            a,
+            e,
+            qlite::Tolerance::close(1e-5, 1e-6),
+            &format!("output {k}: {}", qlite::ir::print_graph(&laid)),
+        );
+    }
 }

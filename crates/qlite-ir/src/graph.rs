@@ -163,6 +163,12 @@ impl Graph {
         self.nodes.get_mut(id.index())
     }
 
+    /// Replace the node list (a pass that rebuilds the graph in one sweep); the order must be a
+    /// valid execution order, as `verify` checks.
+    pub fn set_nodes(&mut self, nodes: Vec<Node>) {
+        self.nodes = nodes;
+    }
+
     /// Keep only nodes for which `keep` returns true; order is preserved.
     pub fn retain_nodes(&mut self, mut keep: impl FnMut(&Node) -> bool) {
         self.nodes.retain(|n| keep(n));

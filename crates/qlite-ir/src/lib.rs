@@ -11,6 +11,7 @@
 pub mod dtype;
 pub mod graph;
 pub mod hint;
+pub mod layout;
 pub mod limits;
 pub mod op;
 pub mod pass;

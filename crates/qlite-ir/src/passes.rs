@@ -401,6 +401,11 @@ pub const PASSES: &[PassInfo] = &[
         make: || Box::new(FuseGelu),
     },
     PassInfo {
+        name: "assign-layout",
+        description: "store rank-4 regions channels-last where that removes Transposes (one global choice per region)",
+        make: || Box::new(crate::layout::AssignLayout),
+    },
+    PassInfo {
         name: "sink-transposes",
         description: "push layout Transposes down, cancel inverse pairs, turn unit-dim ones into Reshapes",
         make: || Box::new(SinkTransposes),
@@ -411,6 +416,7 @@ pub const PASSES: &[PassInfo] = &[
 pub fn cleanup_pipeline() -> PassManager {
     PassManager::new()
         .with(FoldConstants)
+        .with(crate::layout::AssignLayout)
         .with(SinkTransposes)
         .with(FuseGelu)
         .with(FuseActivations)
@@ -469,8 +475,27 @@ impl SinkTransposes {
                 g.retain_nodes(|n| !n.outputs.contains(&y));
                 return true;
             }
+            // An identity Transpose writing a graph output: its producer writes the output
+            // itself, when nothing else reads the input.
+            if is_identity(&perm)
+                && let Some(p) = g.producer(x)
+                && g.consumers(x).len() == 1
+                && !g.outputs().contains(&x)
+                && !g.inputs().contains(&x)
+            {
+                if let Some(pn) = g.node_mut(p) {
+                    for o in pn.outputs.iter_mut().filter(|o| **o == x) {
+                        *o = y;
+                    }
+                }
+                g.retain_nodes(|n| {
+                    !(matches!(n.op, Op::Transpose(_)) && n.outputs.contains(&y) && n.input(0) == Some(x))
+                });
+                return true;
+            }
             let Some(xs) = g.tensor(x).map(|t| t.shape.clone()) else { continue };
-            if only_moves_unit_dims(&xs, &perm) && !g.outputs().contains(&y) {
+            // Moving only unit axes is a Reshape (a graph output keeps its tensor).
+            if only_moves_unit_dims(&xs, &perm) {
                 let target: Vec<i64> =
                     perm.iter().map(|&src| xs.dim(src).and_then(|d| d.fixed()).map_or(-1, |v| v as i64)).collect();
                 if let Some(n) = g.node_mut(crate::NodeId::from_index(ti)) {

@@ -41,6 +41,8 @@ pub struct ImportOptions {
     /// Rank-4 graph inputs and outputs in NHWC instead of ONNX's NCHW (a Transpose at each,
     /// which the layout passes then cancel against the convolutions' own).
     pub nhwc_io: bool,
+    /// What the import may allocate for a tensor it makes (ConstantOfShape).
+    pub limits: qlite_ir::Limits,
 }
 
 /// A value of the ONNX graph during import: an IR tensor, or a constant known at import time
@@ -277,6 +279,7 @@ struct Importer {
     opaque: HashSet<String>,
     /// Tensors known to hold only values >= 0 (ReLU outputs), where zero padding acts as -inf.
     nonneg: HashSet<TensorId>,
+    limits: qlite_ir::Limits,
 }
 
 type R<T> = Result<T, String>;
@@ -510,6 +513,7 @@ pub fn import(bytes: Bytes, opts: &ImportOptions) -> Result<Graph, OnnxError> {
         convs: HashMap::new(),
         opaque: HashSet::new(),
         nonneg: HashSet::new(),
+        limits: opts.limits,
     };
     if let Some(doc) = &model.producer_name {
         im.g.set_description(Some(format!("imported from ONNX ({doc})")));
@@ -1669,9 +1673,15 @@ impl Importer {
                     .iter()
                     .map(|&d| usize::try_from(d).map_err(|_| format!("negative dimension {d}")))
                     .collect::<R<_>>()?;
+                let lim = &self.limits;
                 let count = qlite_ir::shape::checked_product(&dims)
-                    .filter(|&c| c <= 1 << 26)
-                    .ok_or("ConstantOfShape is too large")?;
+                    .filter(|&c| c as u64 <= lim.max_elements && (c as u64).saturating_mul(8) <= lim.max_tensor_bytes)
+                    .ok_or_else(|| {
+                        format!(
+                            "ConstantOfShape {dims:?} is over the limits ({} elements, {} bytes; raise them with --max-elements / --max-tensor-bytes)",
+                            lim.max_elements, lim.max_tensor_bytes
+                        )
+                    })?;
                 let value = attr(n, "value")
                     .and_then(|a| a.t.as_ref())
                     .map(|t| tensor_value(t, &Ctx { model_dir: None }))

@@ -205,6 +205,7 @@ impl Importer for OnnxFormat {
                 .map(|p| if p.as_os_str().is_empty() { Path::new(".").to_path_buf() } else { p.to_path_buf() }),
             input_shapes: source.input_shapes.clone(),
             nhwc_io: source.nhwc_io,
+            limits: source.limits,
         };
         qlite_onnx::import(source.bytes.clone(), &opts).map_err(|e| e.to_string())
     }
