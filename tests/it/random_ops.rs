@@ -982,6 +982,50 @@ fn fast_spatial_mean_is_bit_exact_with_the_reference() {
     assert_eq!(fast_nodes, 150, "every case must run the fast kernel");
 }
 
+/// The table-driven int8 ADD / SUB / MUL (same-shape operands, any fused activation) and the
+/// row-copying int8 PAD / PADV2 give the reference kernels' bytes at every tier, and run fast.
+#[test]
+fn fast_binary_and_pad_match_the_reference() {
+    let mut fast_nodes = 0;
+    for seed in 0..120u64 {
+        let mut b = Builder::new(&format!("fast_binary_{seed}"));
+        let rank = int(&mut b.rng, 1, 4) as usize;
+        let dims: Vec<usize> = (0..rank).map(|_| int(&mut b.rng, 1, 9) as usize).collect();
+        let kind = pick(&mut b.rng, &[BinaryKind::Add, BinaryKind::Sub, BinaryKind::Mul]);
+        let (q1, q2) = (qp(&mut b.rng), qp(&mut b.rng));
+        let typical = match kind {
+            BinaryKind::Mul => q1.scale() * q2.scale() * 10000.0 / 64.0,
+            _ => q1.scale().max(q2.scale()) * 2.0,
+        };
+        let x = input(&mut b, "x", &dims, q1);
+        let y = input(&mut b, "y", &dims, q2);
+        let a = act(&mut b.rng);
+        let qo = qp_near(&mut b.rng, typical);
+        let out = b.node(Op::Binary(Binary { kind, activation: a }), &[Some(x), Some(y)], Some((DType::I8, qo)));
+        let (g, inputs) = b.finish(&[out]);
+        fast_nodes += fast_against_reference(&g, inputs, &format!("binary seed {seed}: {kind:?} {dims:?}"));
+    }
+    for seed in 0..80u64 {
+        let mut b = Builder::new(&format!("fast_pad_{seed}"));
+        let rank = int(&mut b.rng, 1, 4) as usize;
+        let dims: Vec<usize> = (0..rank).map(|_| int(&mut b.rng, 1, 6) as usize).collect();
+        let paddings: Vec<[usize; 2]> =
+            (0..rank).map(|_| [int(&mut b.rng, 0, 3) as usize, int(&mut b.rng, 0, 3) as usize]).collect();
+        let q = qp(&mut b.rng);
+        let x = input(&mut b, "x", &dims, q.clone());
+        let mut ins = vec![Some(x)];
+        if seed % 2 == 1 {
+            let v = int(&mut b.rng, -128, 127) as i8 as u8;
+            let t = Tensor::constant("value", DType::I8, Shape::fixed(&[]), vec![v].into()).with_quant(q.clone());
+            ins.push(Some(b.raw_const(t)));
+        }
+        let out = b.node(Op::Pad(Pad { paddings: paddings.clone() }), &ins, Some((DType::I8, q)));
+        let (g, inputs) = b.finish(&[out]);
+        fast_nodes += fast_against_reference(&g, inputs, &format!("pad seed {seed}: {dims:?} {paddings:?}"));
+    }
+    assert_eq!(fast_nodes, 200, "every case must run the fast kernel");
+}
+
 /// A session's planned arena: after the first run, a run of a model whose ops all have
 /// in-place kernels allocates nothing, and gives the reference kernels' bytes every time.
 #[test]

@@ -29,6 +29,8 @@ pub enum Packed {
     Softmax(PackedSoftmax),
     Pool(PackedPool),
     HybridFc(PackedHybridFc),
+    Binary(PackedBinary),
+    Pad(PackedPad),
 }
 
 impl Packed {
@@ -42,6 +44,8 @@ impl Packed {
             Op::Mean(m) => return PackedMean::new(g, n, m).map(Packed::Mean),
             Op::Softmax(o) => return PackedSoftmax::new(g, n, o.beta).map(Packed::Softmax),
             Op::Pool2d(o) => return PackedPool::new(g, n, o).map(Packed::Pool),
+            Op::Binary(b) => return PackedBinary::new(g, n, b).map(Packed::Binary),
+            Op::Pad(_) => return PackedPad::new(g, n, consts).map(Packed::Pad),
             _ => {}
         }
         let common = Common::new(g, n, consts)?;
@@ -55,15 +59,22 @@ impl Packed {
 
     /// Run on the node's first input (large convolutions split as `par` allows); `None` when
     /// the input is not what was packed for (the reference kernel then runs).
-    pub fn run(&self, x: &Array, par: Parallel) -> Option<Result<Array, String>> {
+    pub fn run(&self, x: &Array, x2: Option<&Array>, par: Parallel) -> Option<Result<Array, String>> {
         let mut out = None;
-        self.run_into(x, &mut out, &mut Scratch::default(), par)?;
+        self.run_into(x, x2, &mut out, &mut Scratch::default(), par)?;
         out.map(Ok)
     }
 
     /// [`Packed::run`] writing into `out`, reusing its storage and `scratch`'s buffers: once
     /// they have grown to a model's sizes, a single-threaded run allocates nothing.
-    pub fn run_into(&self, x: &Array, out: &mut Option<Array>, scratch: &mut Scratch, par: Parallel) -> Option<()> {
+    pub fn run_into(
+        &self,
+        x: &Array,
+        x2: Option<&Array>,
+        out: &mut Option<Array>,
+        scratch: &mut Scratch,
+        par: Parallel,
+    ) -> Option<()> {
         if let (Packed::HybridFc(p), Data::F32(xv)) = (self, x.data()) {
             return p.run(x.shape(), xv, out, scratch);
         }
@@ -76,6 +87,8 @@ impl Packed {
             Packed::Mean(p) => p.run(xs, xv, out, scratch),
             Packed::Softmax(p) => p.run(xs, xv, out),
             Packed::Pool(p) => p.run(xs, xv, out, scratch),
+            Packed::Binary(p) => p.run(x, x2?, out),
+            Packed::Pad(p) => p.run(xs, xv, out),
             Packed::HybridFc(_) => None,
         }
     }
@@ -3110,4 +3123,123 @@ mod tests {
             }
         });
     }
+}
+
+/// int8 ADD, SUB and MUL of two same-shape tensors through one 256 × 256 table of the
+/// reference kernel's results (`int8::binary` on every pair of input values, fused activation
+/// included): bit-exact by construction, one load per element.
+#[derive(Debug, Clone)]
+pub struct PackedBinary {
+    table: Vec<i8>,
+}
+
+impl PackedBinary {
+    fn new(g: &Graph, n: &Node, b: &qlite_ir::op::Binary) -> Option<Self> {
+        use qlite_ir::op::BinaryKind;
+        if !matches!(b.kind, BinaryKind::Add | BinaryKind::Sub | BinaryKind::Mul) {
+            return None;
+        }
+        let (a, c) = (g.tensor(n.input(0)?)?, g.tensor(n.input(1)?)?);
+        let out = g.tensor(*n.outputs.first()?)?;
+        if a.dtype != DType::I8 || c.dtype != DType::I8 || out.dtype != DType::I8 || a.shape != c.shape {
+            return None;
+        }
+        let q1 = per_tensor(a.quant.as_ref(), "input 0").ok()?;
+        let q2 = per_tensor(c.quant.as_ref(), "input 1").ok()?;
+        let (scale, zp) = per_tensor(out.quant.as_ref(), "output").ok()?;
+        let xs: Vec<i32> = (-128..128).collect();
+        let pairs: Vec<(usize, usize)> = (0..256).flat_map(|i| (0..256).map(move |j| (i, j))).collect();
+        let oq = OutQ { dtype: DType::I8, scale, zp };
+        let t = crate::int8::binary(b.kind, &xs, &xs, &pairs, q1, q2, oq, b.activation).ok()?;
+        Some(PackedBinary { table: t.into_iter().map(|v| v as i8).collect() })
+    }
+
+    fn run(&self, a: &Array, b: &Array, out: &mut Option<Array>) -> Option<()> {
+        let (Data::I8(av), Data::I8(bv)) = (a.data(), b.data()) else { return None };
+        if a.shape() != b.shape() {
+            return None;
+        }
+        let y = Array::reuse_i8(out, a.shape())?;
+        let table = &self.table[..65536];
+        for ((o, &p), &q) in y.iter_mut().zip(av).zip(bv) {
+            *o = table[((p as u8 as usize) ^ 0x80) << 8 | ((q as u8 as usize) ^ 0x80)];
+        }
+        Some(())
+    }
+}
+
+/// int8 PAD (and PADV2 with a constant value): whole rows of the innermost axis copied, the
+/// rest filled with the value (the zero point for PAD), as the reference kernel fills it.
+#[derive(Debug, Clone)]
+pub struct PackedPad {
+    paddings: Vec<[usize; 2]>,
+    value: i8,
+}
+
+impl PackedPad {
+    fn new(g: &Graph, n: &Node, consts: &[Option<Array>]) -> Option<Self> {
+        let Op::Pad(p) = &n.op else { return None };
+        let x = g.tensor(n.input(0)?)?;
+        let out = g.tensor(*n.outputs.first()?)?;
+        if x.dtype != DType::I8 || out.dtype != DType::I8 || p.paddings.len() != x.shape.rank() || p.paddings.is_empty()
+        {
+            return None;
+        }
+        let value = match n.input(1) {
+            None => i8::try_from(x.quant.as_ref().map_or(0, |q| q.zero_point())).ok()?,
+            Some(v) => match consts.get(v.index())?.as_ref()?.data() {
+                Data::I8(d) if d.len() == 1 => d[0],
+                _ => return None,
+            },
+        };
+        Some(PackedPad { paddings: p.paddings.clone(), value })
+    }
+
+    fn run(&self, xs: &[usize], xv: &[i8], out: &mut Option<Array>) -> Option<()> {
+        let rank = xs.len();
+        if rank != self.paddings.len() || checked_len(xs)? != xv.len() {
+            return None;
+        }
+        let os: Vec<usize> = xs.iter().zip(&self.paddings).map(|(&d, p)| d + p[0] + p[1]).collect();
+        let y = Array::reuse_i8(out, &os)?;
+        let (inner_in, inner_out) = (xs[rank - 1], os[rank - 1]);
+        let [before, _] = self.paddings[rank - 1];
+        if inner_out == 0 {
+            return Some(());
+        }
+        let rows = y.len() / inner_out;
+        let mut idx = vec![0usize; rank - 1];
+        for r in 0..rows {
+            let row = &mut y[r * inner_out..(r + 1) * inner_out];
+            // The input row this output row reads, if every outer index is inside the input.
+            let mut src = Some(0usize);
+            for (a, &i) in idx.iter().enumerate() {
+                let lo = self.paddings[a][0];
+                src = match src {
+                    Some(s) if i >= lo && i - lo < xs[a] => Some(s * xs[a] + (i - lo)),
+                    _ => None,
+                };
+            }
+            match src {
+                Some(s) => {
+                    row[..before].fill(self.value);
+                    row[before..before + inner_in].copy_from_slice(&xv[s * inner_in..(s + 1) * inner_in]);
+                    row[before + inner_in..].fill(self.value);
+                }
+                None => row.fill(self.value),
+            }
+            for a in (0..rank - 1).rev() {
+                idx[a] += 1;
+                if idx[a] < os[a] {
+                    break;
+                }
+                idx[a] = 0;
+            }
+        }
+        Some(())
+    }
+}
+
+fn checked_len(dims: &[usize]) -> Option<usize> {
+    dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
 }

@@ -298,7 +298,7 @@ impl<'g> Interpreter<'g> {
                 .map(|t| t.and_then(|t| values[t.index()].as_ref().or(self.consts[t.index()].as_ref())))
                 .collect();
             let fast = match (self.packed.get(ni).and_then(|p| p.as_ref()), ins.first().copied().flatten()) {
-                (Some(p), Some(x)) => p.run(x, self.par),
+                (Some(p), Some(x)) => p.run(x, ins.get(1).copied().flatten(), self.par),
                 _ => None,
             };
             let out = match fast {
