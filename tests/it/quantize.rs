@@ -365,3 +365,55 @@ fn fixed_batch_models_calibrate_in_batches_and_float_only_ops_stay_float() {
     let ours = qlite::run(&q, vec![test.clone()]).unwrap();
     export_case("quant_batch2_float_fallback", &std::fs::read(&out).unwrap(), &[test], &ours, "exact");
 }
+
+/// DenseNet's pattern: a concatenation whose output feeds the next concatenation, inputs
+/// calibrated on their own (different ranges). In int8 the inputs take the concatenation's
+/// parameters (one class per chain, quantized over the union of ranges), as TFLite's kernel
+/// requires, so no QUANTIZE requantizes anything inside the graph; LiteRT agrees to the bit.
+#[test]
+fn concatenation_inputs_share_the_output_parameters() {
+    use crate::common::Builder;
+    use qlite::ir::op::*;
+    let mut b = Builder::new("dense_concat");
+    let x = b.input("x", &[1, 6, 6, 3], -1.0, 1.0);
+    let conv = |b: &mut Builder, t, name: &str, co: usize, ci: usize, act| {
+        let w = b.konst(&format!("{name}_w"), &[co, 3, 3, ci]);
+        let bias = b.konst(&format!("{name}_b"), &[co]);
+        let op = Op::Conv2d(Conv2d { padding: Padding::Same, stride: [1, 1], dilation: [1, 1], activation: act });
+        b.node(op, &[Some(t), Some(w), Some(bias)], None)
+    };
+    let cat = |b: &mut Builder, ins: &[qlite::ir::TensorId]| {
+        let ins: Vec<_> = ins.iter().map(|&t| Some(t)).collect();
+        b.node(Op::Concatenation(Concatenation { axis: 3, activation: Activation::None }), &ins, None)
+    };
+    let a = conv(&mut b, x, "a", 4, 3, Activation::Relu);
+    let c1 = cat(&mut b, &[x, a]);
+    let d = conv(&mut b, c1, "d", 4, 7, Activation::None);
+    let c2 = cat(&mut b, &[c1, d]);
+    let y = conv(&mut b, c2, "y", 2, 11, Activation::None);
+    let (g, _) = b.finish(&[y]);
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::default();
+    let float_path = dir.path().join("dense.tflite");
+    qlite::save(&reg, &g, &float_path).unwrap();
+    let mut rng = qlite::sample::Rng::new(3);
+    let calib = dir.path().join("calib.npy");
+    qlite::write_npy_file(&calib, &Array::f32(vec![8, 6, 6, 3], rng.vec(8 * 108, -1.0, 1.0)).unwrap()).unwrap();
+    let out = dir.path().join("dense_int8.tflite");
+    let mut quant = QuantConfig::new(QuantMode::Int8);
+    quant.io_type = IoType::Float32;
+    let o = ConvertOptions { quant, calibration: Some(calib), ..Default::default() };
+    qlite::convert(&reg, &float_path, &out, &o).unwrap();
+    let q = qlite::load(&reg, &out).unwrap();
+    let quantizes = q.nodes().iter().filter(|n| n.op.name() == "Quantize").count();
+    assert_eq!(quantizes, 1, "only the graph input is quantized: {}", qlite::ir::print_graph(&q));
+    for n in q.nodes().iter().filter(|n| n.op.name() == "Concatenation") {
+        let out_q = q.tensor(n.outputs[0]).unwrap().quant.clone();
+        for t in n.input_ids() {
+            assert_eq!(q.tensor(t).unwrap().quant, out_q, "{}", qlite::ir::print_graph(&q));
+        }
+    }
+    let test = Array::f32(vec![1, 6, 6, 3], rng.vec(108, -1.0, 1.0)).unwrap();
+    let ours = qlite::run(&q, vec![test.clone()]).unwrap();
+    export_case("quant_concat_shared_params", &std::fs::read(&out).unwrap(), &[test], &ours, "exact");
+}

@@ -232,6 +232,98 @@ impl Int8Rewrite<'_> {
     }
 }
 
+/// Activations that must share one set of parameters, with those parameters: TFLite's int8
+/// CONCATENATION (and MAXIMUM / MINIMUM) need every input quantized as the output. Where an input
+/// is produced with parameters of its own choosing (a calibrated output or a graph input, not a
+/// fixed-range op's), it joins the output's class, and the class is quantized over the union of
+/// its members' ranges, as TF's converter does; no QUANTIZE op is then needed to requantize
+/// it. Classes chain (DenseNet's concatenation feeds the next one).
+fn shared_params(g: &Graph, table: &CalibrationTable, cfg: &QuantConfig) -> HashMap<TensorId, QuantParams> {
+    use qlite_ir::op::BinaryKind;
+    let nt = g.tensors().len();
+    let mut parent: Vec<usize> = (0..nt).collect();
+    fn find(p: &mut [usize], x: usize) -> usize {
+        let mut r = x;
+        while p[r] != r {
+            r = p[r];
+        }
+        let mut c = x;
+        while p[c] != r {
+            let next = p[c];
+            p[c] = r;
+            c = next;
+        }
+        r
+    }
+    let mut producer: HashMap<TensorId, usize> = HashMap::new();
+    for (i, n) in g.nodes().iter().enumerate() {
+        for &o in &n.outputs {
+            producer.insert(o, i);
+        }
+    }
+    let free = |t: TensorId| -> bool {
+        let tensor = &g.tensors()[t.index()];
+        if tensor.is_const() || tensor.dtype != DType::F32 {
+            return false;
+        }
+        match producer.get(&t) {
+            Some(&i) => {
+                let p = &g.nodes()[i];
+                let spec = op_spec(&p.op);
+                spec.output == OutputRule::Calibrated || !spec.quantizable || excluded(cfg, g, p)
+            }
+            None => g.inputs().contains(&t),
+        }
+    };
+    let mut joined = false;
+    for n in g.nodes() {
+        let shares = match &n.op {
+            Op::Concatenation(_) => true,
+            Op::Binary(b) => matches!(b.kind, BinaryKind::Maximum | BinaryKind::Minimum),
+            _ => false,
+        };
+        if !shares || !op_spec(&n.op).quantizable || excluded(cfg, g, n) {
+            continue;
+        }
+        let Some(&out) = n.outputs.first() else { continue };
+        for t in n.input_ids() {
+            if free(t) {
+                let (a, b) = (find(&mut parent, t.index()), find(&mut parent, out.index()));
+                if a != b {
+                    parent[a] = b;
+                    joined = true;
+                }
+            }
+        }
+    }
+    let mut shared = HashMap::new();
+    if !joined {
+        return shared;
+    }
+    let mut classes: HashMap<usize, Vec<usize>> = HashMap::new();
+    for i in 0..nt {
+        let r = find(&mut parent, i);
+        if r != i || classes.contains_key(&r) {
+            classes.entry(r).or_default().push(i);
+        }
+    }
+    for (root, mut members) in classes {
+        members.push(root);
+        let ranges: Vec<(f32, f32)> =
+            members.iter().filter_map(|&m| table.ranges.get(&g.tensors()[m].name).map(|r| (r.min, r.max))).collect();
+        if ranges.len() != members.len() {
+            continue; // a member without a range: the missing range is reported where it is read
+        }
+        let lo = ranges.iter().map(|r| r.0).fold(f32::INFINITY, f32::min);
+        let hi = ranges.iter().map(|r| r.1).fold(f32::NEG_INFINITY, f32::max);
+        let p = activation_params(lo, hi);
+        for m in members {
+            shared.insert(TensorId::from_index(m), p.clone());
+        }
+    }
+    shared
+}
+
 /// Full-integer quantization: the prepare, quantize and post-quantize phases.
 pub fn full_integer(g: &Graph, table: &CalibrationTable, cfg: &QuantConfig) -> Result<Graph, QuantError> {
     check_float(g)?;
@@ -245,8 +337,12 @@ pub fn full_integer(g: &Graph, table: &CalibrationTable, cfg: &QuantConfig) -> R
     };
 
     // ---- prepare: parameters of every activation.
+    let shared = shared_params(g, table, cfg);
     for &t in g.inputs() {
-        rw.params[t.index()] = Some(rw.range_params(table, t)?);
+        rw.params[t.index()] = Some(match shared.get(&t) {
+            Some(p) => p.clone(),
+            None => rw.range_params(table, t)?,
+        });
     }
     for n in g.nodes() {
         let spec = op_spec(&n.op);
@@ -257,7 +353,10 @@ pub fn full_integer(g: &Graph, table: &CalibrationTable, cfg: &QuantConfig) -> R
                     Some(p) => p,
                     None => rw.range_params(table, o)?,
                 },
-                OutputRule::Calibrated => rw.range_params(table, o)?,
+                OutputRule::Calibrated => match shared.get(&o) {
+                    Some(p) => p.clone(),
+                    None => rw.range_params(table, o)?,
+                },
             };
             rw.params[o.index()] = Some(p);
         }
