@@ -487,6 +487,19 @@ fn convert(args: &[String]) -> R {
 }
 
 /// The onnx wheel's backend test data, found through the oracle venv.
+/// The `onnx` wheel's backend test data directory (in the oracle venv).
+fn onnx_test_data() -> Result<PathBuf, String> {
+    let py = oracle_python()?;
+    let out = Command::new(&py)
+        .args(["-c", "import onnx, os; print(os.path.join(os.path.dirname(onnx.__file__), 'backend', 'test', 'data'))"])
+        .output()
+        .map_err(|e| format!("{}: {e}", py.display()))?;
+    if !out.status.success() {
+        return Err(format!("the oracle venv has no onnx package: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
 fn onnx_backend(update: bool) -> R {
     let py = oracle_python()?;
     let out = Command::new(&py)
