@@ -93,7 +93,18 @@ fn failures_name_the_pass_and_restore_the_graph() {
 #[test]
 fn pass_table_builds_pipelines_by_name() {
     let names: Vec<&str> = PASSES.iter().map(|p| p.name).collect();
-    assert_eq!(names, ["dce", "fold-constants", "fuse-activations", "fuse-gelu", "assign-layout", "sink-transposes"]);
+    assert_eq!(
+        names,
+        [
+            "dce",
+            "fold-constants",
+            "fuse-activations",
+            "fuse-gelu",
+            "fold-scale-shift",
+            "assign-layout",
+            "sink-transposes"
+        ]
+    );
     assert_eq!(
         pipeline_from_names(PASSES, &["dce", "fuse-activations"]).unwrap().pass_names(),
         ["dce", "fuse-activations"]
@@ -267,4 +278,73 @@ fn assign_layout_leaves_no_inner_transpose_in_an_nchw_graph() {
             &format!("output {k}: {}", qlite::ir::print_graph(&laid)),
         );
     }
+}
+
+/// `fold-scale-shift`: an inference BatchNorm after a convolution, a depthwise convolution and a
+/// fully-connected layer (MUL by a per-channel scale, ADD of a per-channel shift, then ReLU)
+/// folds into the layer's weights and bias; the outputs stay within float rounding. A scale
+/// read twice, or one varying along another axis, is left alone.
+#[test]
+fn batchnorm_after_a_layer_folds_into_its_weights() {
+    use qlite::ir::passes::{FoldScaleShift, cleanup_pipeline};
+    let bin = |kind| Op::Binary(Binary { kind, activation: Activation::None });
+    let mut b = Builder::new("bn");
+    let x = b.input("x", &[1, 5, 5, 3], -1.0, 1.0);
+    let w = b.konst("w", &[4, 3, 3, 3]);
+    let bias = b.konst("b", &[4]);
+    let conv =
+        Op::Conv2d(Conv2d { padding: Padding::Same, stride: [1, 1], dilation: [1, 1], activation: Activation::None });
+    let c = b.node(conv, &[Some(x), Some(w), Some(bias)], None);
+    let s = b.konst("scale", &[4]);
+    let t = b.konst("shift", &[1, 1, 1, 4]);
+    let m = b.node(bin(BinaryKind::Mul), &[Some(s), Some(c)], None);
+    let a = b.node(bin(BinaryKind::Add), &[Some(m), Some(t)], None);
+    let r = b.node(Op::Unary(Unary { kind: UnaryKind::Relu }), &[Some(a)], None);
+    let dw = b.konst("dw", &[1, 3, 3, 4]);
+    let dconv = Op::DepthwiseConv2d(DepthwiseConv2d {
+        padding: Padding::Valid,
+        stride: [1, 1],
+        dilation: [1, 1],
+        depth_multiplier: 1,
+        activation: Activation::None,
+    });
+    let d = b.node(dconv, &[Some(r), Some(dw), None], None);
+    let s2 = b.konst("scale2", &[4]);
+    let d2 = b.node(bin(BinaryKind::Mul), &[Some(d), Some(s2)], None);
+    let flat = b.node(Op::Reshape(Reshape { shape: vec![1, 36] }), &[Some(d2)], None);
+    let fw = b.konst("fw", &[3, 36]);
+    let f = b.node(
+        Op::FullyConnected(FullyConnected {
+            activation: Activation::None,
+            keep_num_dims: false,
+            asymmetric_inputs: false,
+        }),
+        &[Some(flat), Some(fw), None],
+        None,
+    );
+    let shift3 = b.konst("shift3", &[3]);
+    let y = b.node(bin(BinaryKind::Add), &[Some(f), Some(shift3)], None);
+    // Not folded: the scale varies along height.
+    let odd = b.konst("odd", &[1, 5, 1, 1]);
+    let z = b.node(bin(BinaryKind::Mul), &[Some(r), Some(odd)], None);
+    let (g, inputs) = b.finish(&[y, z]);
+    let want = qlite::run(&g, inputs.clone()).unwrap();
+    let mut folded = g.clone();
+    cleanup_pipeline().run(&mut folded).unwrap();
+    let ops: Vec<&str> = folded.nodes().iter().map(|n| n.op.name()).collect();
+    assert_eq!(
+        ops,
+        ["Conv2d", "DepthwiseConv2d", "Reshape", "FullyConnected", "Mul"],
+        "{}",
+        qlite::ir::print_graph(&folded)
+    );
+    assert!(matches!(&folded.nodes()[0].op, Op::Conv2d(c) if c.activation == Activation::Relu));
+    let got = qlite::run(&folded, inputs).unwrap();
+    for (k, (a, e)) in got.iter().zip(&want).enumerate() {
+        crate::common::assert_agrees(a, e, qlite::Tolerance::close(1e-5, 1e-6), &format!("output {k}"));
+    }
+    // The pass on its own reports the change.
+    let mut alone = g.clone();
+    let records = PassManager::new().with(FoldScaleShift).run(&mut alone).unwrap();
+    assert!(records[0].changed);
 }

@@ -4,6 +4,7 @@ use crate::graph::{Graph, TensorId};
 use crate::op::{Activation, Op, UnaryKind};
 use crate::pass::{Pass, PassCx, PassError, PassInfo, PassManager};
 use crate::shape::checked_product;
+use crate::tensor::f32_bytes;
 use bytes::Bytes;
 
 /// Removes nodes whose outputs nobody reads, then tensors nobody references.
@@ -228,6 +229,158 @@ impl Pass for FuseActivations {
     }
 }
 
+/// Folds a per-channel scale and shift after a convolution or fully-connected layer into its
+/// weights and bias: `conv → MUL s → ADD t` (an inference BatchNorm as SavedModels and
+/// TF-converted files spell it), `conv → MUL s` or `conv → ADD t`. `s` and `t` are float
+/// constants varying along the last axis only (or scalars); the layer's float weights become
+/// `w · s` per output channel and its bias `b · s + t`. TF's converter folds the same way.
+#[derive(Debug, Default)]
+pub struct FoldScaleShift;
+
+/// A per-channel constant of `channels` values (a scalar is broadcast): the values, if `t` is
+/// one.
+fn per_channel_const(g: &Graph, t: TensorId, channels: usize) -> Option<Vec<f32>> {
+    let c = g.tensor(t)?;
+    if c.dtype != crate::DType::F32 || c.quant.is_some() {
+        return None;
+    }
+    let dims = c.shape.to_fixed()?;
+    let v = crate::tensor::read_f32s(c.data.as_ref()?);
+    match (dims.split_last(), v.len()) {
+        (_, 1) => Some(vec![v[0]; channels]),
+        (Some((&last, lead)), n) if last == channels && n == channels && lead.iter().all(|&d| d == 1) => Some(v),
+        _ => None,
+    }
+}
+
+impl FoldScaleShift {
+    /// One fold, if any applies.
+    fn step(g: &mut Graph) -> bool {
+        for i in 0..g.nodes().len() {
+            let n = &g.nodes()[i];
+            let channel_axis_last = match &n.op {
+                Op::Conv2d(o) if o.activation == Activation::None => false,
+                Op::FullyConnected(o) if o.activation == Activation::None && !o.asymmetric_inputs => false,
+                Op::DepthwiseConv2d(o) if o.activation == Activation::None => true,
+                _ => continue,
+            };
+            let (Some(w), Some(&y)) = (n.input(1), n.outputs.first()) else { continue };
+            let Some(wt) = g.tensor(w).filter(|t| t.dtype == crate::DType::F32 && t.quant.is_none()).cloned() else {
+                continue;
+            };
+            let (Some(wdims), Some(wdata)) = (wt.shape.to_fixed(), wt.data.clone()) else { continue };
+            let channels = if channel_axis_last { *wdims.last().unwrap_or(&0) } else { wdims[0] };
+            let bias = match n.input(2) {
+                Some(b) => match per_channel_const(g, b, channels) {
+                    Some(v) => v,
+                    None => continue,
+                },
+                None => vec![0.0; channels],
+            };
+            // The chain: up to a MUL then an ADD, each the only reader of what it reads.
+            let mut scale = vec![1f32; channels];
+            let mut shift = vec![0f32; channels];
+            let mut last = y;
+            let mut removed = Vec::new();
+            let mut act = Activation::None;
+            for kind in [crate::op::BinaryKind::Mul, crate::op::BinaryKind::Add] {
+                let readers = g.consumers(last);
+                if readers.len() != 1 || g.outputs().contains(&last) {
+                    break;
+                }
+                let (c, slot) = readers[0];
+                let cn = &g.nodes()[c.index()];
+                let Op::Binary(b) = &cn.op else { break };
+                if act != Activation::None {
+                    break;
+                }
+                if b.kind != kind {
+                    // No scale: the shift may still follow directly.
+                    if kind == crate::op::BinaryKind::Mul {
+                        continue;
+                    }
+                    break;
+                }
+                let Some(other) = cn.input(1 - slot) else { break };
+                let Some(v) = per_channel_const(g, other, channels) else { break };
+                let Some(&out) = cn.outputs.first() else { break };
+                // The output keeps the layer's shape (no broadcast up).
+                if g.tensor(out).map(|t| &t.shape) != g.tensor(y).map(|t| &t.shape) {
+                    break;
+                }
+                if kind == crate::op::BinaryKind::Mul {
+                    scale = v;
+                } else {
+                    shift = v;
+                }
+                act = b.activation;
+                removed.push(c.index());
+                last = out;
+            }
+            if removed.is_empty() {
+                continue;
+            }
+            let mut wv = crate::tensor::read_f32s(&wdata);
+            for (k, x) in wv.iter_mut().enumerate() {
+                let ch = if channel_axis_last { k % channels } else { k / (wv_len_per(&wdims)) };
+                *x *= scale[ch];
+            }
+            let nb: Vec<f32> = (0..channels).map(|c| bias[c] * scale[c] + shift[c]).collect();
+            let wname = format!("{}/folded", wt.name);
+            let new_w =
+                g.add_tensor(crate::Tensor::constant(wname, crate::DType::F32, wt.shape.clone(), f32_bytes(&wv)));
+            let bname = format!("{}/bias_folded", g.nodes()[i].name);
+            let new_b = g.add_tensor(crate::Tensor::constant(
+                bname,
+                crate::DType::F32,
+                crate::Shape::fixed(&[channels]),
+                f32_bytes(&nb),
+            ));
+            if let Some(node) = g.node_mut(crate::NodeId::from_index(i)) {
+                node.inputs[1] = Some(new_w);
+                if node.inputs.len() < 3 {
+                    node.inputs.resize(3, None);
+                }
+                node.inputs[2] = Some(new_b);
+                node.outputs[0] = last;
+                node.op.set_fused_activation(act);
+            }
+            let mut k = 0;
+            g.retain_nodes(|_| {
+                k += 1;
+                !removed.contains(&(k - 1))
+            });
+            return true;
+        }
+        false
+    }
+}
+
+/// Weights per output channel of an OHWI / [O, I] tensor.
+fn wv_len_per(dims: &[usize]) -> usize {
+    dims.iter().skip(1).product::<usize>().max(1)
+}
+
+impl Pass for FoldScaleShift {
+    fn name(&self) -> &'static str {
+        "fold-scale-shift"
+    }
+
+    fn run(&self, g: &mut Graph, cx: &mut PassCx) -> Result<bool, PassError> {
+        let mut changed = false;
+        for _ in 0..=g.nodes().len() {
+            if !cx.allow_rewrite() || !Self::step(g) {
+                break;
+            }
+            changed = true;
+        }
+        if changed {
+            g.compact_tensors();
+        }
+        Ok(changed)
+    }
+}
+
 /// Fuses the exact GELU as exporters spell it out, `x · 0.5 · (1 + erf(x / √2))` (PyTorch's
 /// ONNX export before opset 20) or `0.5·x · erfc(−x/√2)` (TF's `gelu`), into one GELU: TFLite has no ERF, and one
 /// GELU is what TF's converter writes. Accepted forms: the division by √2 or a multiplication
@@ -401,6 +554,11 @@ pub const PASSES: &[PassInfo] = &[
         make: || Box::new(FuseGelu),
     },
     PassInfo {
+        name: "fold-scale-shift",
+        description: "fold a per-channel MUL / ADD after a conv or FC (an inference BatchNorm) into its weights and bias",
+        make: || Box::new(FoldScaleShift),
+    },
+    PassInfo {
         name: "assign-layout",
         description: "store rank-4 regions channels-last where that removes Transposes (one global choice per region)",
         make: || Box::new(crate::layout::AssignLayout),
@@ -418,6 +576,7 @@ pub fn cleanup_pipeline() -> PassManager {
         .with(FoldConstants)
         .with(crate::layout::AssignLayout)
         .with(SinkTransposes)
+        .with(FoldScaleShift)
         .with(FuseGelu)
         .with(FuseActivations)
         .with(DeadCodeElimination)
