@@ -192,9 +192,13 @@ enum Cmd {
         /// Keep ops whose name or output tensor name matches (exactly or as a regex) in float.
         #[arg(long, value_name = "NAME_OR_REGEX")]
         exclude: Vec<String>,
-        /// dynamic mode: quantize each FULLY_CONNECTED input row asymmetrically.
-        #[arg(long)]
+        /// dynamic mode: quantize each FULLY_CONNECTED input row asymmetrically (the default).
+        #[arg(long, conflicts_with = "symmetric_inputs")]
         asymmetric_inputs: bool,
+        /// dynamic mode: quantize FULLY_CONNECTED inputs symmetrically (qlite's default before;
+        /// asymmetric inputs measure 3-5 dB better).
+        #[arg(long)]
+        symmetric_inputs: bool,
         /// Write the per-layer error report (JSON); needs --calibration.
         #[arg(long, value_name = "FILE")]
         report: Option<PathBuf>,
@@ -349,6 +353,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
             io_type,
             exclude,
             asymmetric_inputs,
+            symmetric_inputs,
             report,
             arch,
             weights,
@@ -372,7 +377,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
                 IoArg::Uint8 => IoType::Uint8,
             };
             quant.exclude = exclude.iter().map(|e| qlite::quant::Exclude::new(e)).collect();
-            quant.asymmetric_inputs = asymmetric_inputs;
+            quant.asymmetric_inputs = asymmetric_inputs || !symmetric_inputs;
             let opts = ConvertOptions {
                 passes,
                 print_ir_after_change,

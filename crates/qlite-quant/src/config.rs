@@ -78,7 +78,9 @@ pub struct QuantConfig {
     pub method: CalibrationMethod,
     /// Ops whose name or output tensor name matches stay in float (int8 mode).
     pub exclude: Vec<Exclude>,
-    /// Dynamic mode: hybrid FULLY_CONNECTED quantizes each input row asymmetrically.
+    /// Dynamic mode: hybrid FULLY_CONNECTED quantizes each input row asymmetrically (the
+    /// default, as TF's converter does: it measures better on every fixture; `--symmetric-inputs`
+    /// opts out).
     pub asymmetric_inputs: bool,
     /// Dynamic mode: weights with fewer elements stay float (TensorFlow: 1024).
     pub dynamic_min_elements: usize,
@@ -86,7 +88,7 @@ pub struct QuantConfig {
 
 impl QuantConfig {
     pub fn new(mode: QuantMode) -> Self {
-        QuantConfig { mode, dynamic_min_elements: 1024, ..Default::default() }
+        QuantConfig { mode, dynamic_min_elements: 1024, asymmetric_inputs: true, ..Default::default() }
     }
 }
 
