@@ -982,6 +982,71 @@ fn fast_spatial_mean_is_bit_exact_with_the_reference() {
     assert_eq!(fast_nodes, 150, "every case must run the fast kernel");
 }
 
+/// The float32 fast kernels (CONV_2D as im2col + SGEMM, FULLY_CONNECTED as SGEMM, DEPTHWISE
+/// with the channel loop inside, same-shape ADD / SUB / MUL, PAD) against the reference kernels,
+/// random shapes, strides, dilations, paddings and activations: within `FAST_FLOAT_TOL`.
+#[test]
+fn fast_float_kernels_are_within_the_stated_bound() {
+    let tol = crate::common::FAST_FLOAT_TOL;
+    let mut fast_nodes = 0;
+    for seed in 0..150u64 {
+        let mut b = Builder::new(&format!("fast_float_{seed}"));
+        let (n, h, w_) = spatial(&mut b.rng);
+        let (ic, oc) = (int(&mut b.rng, 1, 24) as usize, int(&mut b.rng, 1, 24) as usize);
+        let (kh, kw) = (int(&mut b.rng, 1, 3) as usize, int(&mut b.rng, 1, 3) as usize);
+        let stride = [int(&mut b.rng, 1, 2) as usize, int(&mut b.rng, 1, 2) as usize];
+        let dilation = [int(&mut b.rng, 1, 2) as usize, int(&mut b.rng, 1, 2) as usize];
+        let padding = if (kh - 1) * dilation[0] + 1 > h || (kw - 1) * dilation[1] + 1 > w_ {
+            Padding::Same
+        } else {
+            pick(&mut b.rng, &[Padding::Same, Padding::Valid])
+        };
+        let x = b.input("x", &[n, h, w_, ic], -1.0, 1.0);
+        let a = act(&mut b.rng);
+        let op = match seed % 3 {
+            0 => Op::Conv2d(Conv2d { padding, stride, dilation, activation: a }),
+            1 => Op::DepthwiseConv2d(DepthwiseConv2d { padding, stride, dilation, depth_multiplier: 1, activation: a }),
+            _ => Op::FullyConnected(FullyConnected {
+                activation: a,
+                keep_num_dims: seed % 2 == 0,
+                asymmetric_inputs: false,
+            }),
+        };
+        let (wdims, bias_len) = match &op {
+            Op::Conv2d(_) => (vec![oc, kh, kw, ic], oc),
+            Op::DepthwiseConv2d(_) => (vec![1, kh, kw, ic], ic),
+            _ => (vec![oc, ic], oc),
+        };
+        let wt = b.konst("w", &wdims);
+        let bias = (seed % 4 != 0).then(|| b.konst("b", &[bias_len]));
+        let y = b.node(op, &[Some(x), Some(wt), bias], None);
+        let other = b.input("o", &g_shape(&b, y), -1.0, 1.0);
+        let kind = pick(&mut b.rng, &[BinaryKind::Add, BinaryKind::Sub, BinaryKind::Mul]);
+        let a2 = act(&mut b.rng);
+        let z = b.node(Op::Binary(Binary { kind, activation: a2 }), &[Some(y), Some(other)], None);
+        let rank = g_shape(&b, z).len();
+        let paddings: Vec<[usize; 2]> =
+            (0..rank).map(|_| [int(&mut b.rng, 0, 2) as usize, int(&mut b.rng, 0, 2) as usize]).collect();
+        let p = b.node(Op::Pad(Pad { paddings }), &[Some(z)], None);
+        let (g, inputs) = b.finish(&[p]);
+        let reference = qlite::Interpreter::new(&g).unwrap().run(inputs.clone()).unwrap();
+        qlite::isa::for_each_tier(|t| {
+            let fast = qlite::Interpreter::new(&g).unwrap().isa(t).kernels(qlite::Kernels::Fast);
+            let got = fast.run(inputs.clone()).unwrap();
+            if let Err(e) = qlite::compare_all(&got, &reference, tol) {
+                panic!("seed {seed} at {t}: {e}\n{}", qlite::ir::print_graph(&g));
+            }
+            assert_eq!(fast.fast_nodes(), 3, "seed {seed}: the layer, the binary op and the pad run fast");
+        });
+        fast_nodes += 1;
+    }
+    assert_eq!(fast_nodes, 150);
+}
+
+fn g_shape(b: &Builder, t: TensorId) -> Vec<usize> {
+    b.g.tensor(t).and_then(|x| x.shape.to_fixed()).expect("a fixed shape")
+}
+
 /// The table-driven int8 ADD / SUB / MUL (same-shape operands, any fused activation) and the
 /// row-copying int8 PAD / PADV2 give the reference kernels' bytes at every tier, and run fast.
 #[test]

@@ -6,9 +6,10 @@ For every .tflite file in the downloaded wheels:
 - `qlite inspect` must read it;
 - `qlite convert` (no quantization) must write it back, and LiteRT (default resolver) must give
   on the re-export exactly what it gives on the original, when LiteRT can load the original;
-- `qlite run` on a seeded input must match LiteRT's reference kernels on the re-export
-  (float: |a - b| <= 1e-6 + 1e-5 |b|), unless the model holds ops qlite does not model, which
-  `run` must then name.
+- `qlite run --kernels reference` on a seeded input must match LiteRT's reference kernels on
+  the re-export (float: |a - b| <= 1e-6 + 1e-5 |b|), unless the model holds ops qlite does not
+  model, which `run` must then name; `qlite run` (the fast kernels, float layers as SGEMM) must
+  stay within twice what LiteRT's own default path drifts from its reference kernels.
 For every .onnx file:
 - `qlite inspect` must read it as published (dynamic dimensions and all);
 - `qlite convert --input-shape` (the shape its package feeds it, from ONNX_SHAPES) must write a
@@ -169,20 +170,28 @@ def verdict(qlite, path, work):
     for k, x in enumerate(xs):
         np.save(os.path.join(work, f"in{k}.npy"), x)
     n_out = len(summary["outputs"])
-    cmd = [qlite, "run", out] + sum([["--input", os.path.join(work, f"in{k}.npy")] for k in range(len(xs))], [])
-    cmd += sum([["--output", os.path.join(work, f"out{k}.npy")] for k in range(n_out)], [])
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        err = r.stderr.strip()
+
+    def run_qlite(kernels):
+        cmd = [qlite, "run", out, "--kernels", kernels]
+        cmd += sum([["--input", os.path.join(work, f"in{k}.npy")] for k in range(len(xs))], [])
+        cmd += sum([["--output", os.path.join(work, f"out{k}.npy")] for k in range(n_out)], [])
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            return None, r.stderr.strip()
+        return [np.load(os.path.join(work, f"out{k}.npy")) for k in range(n_out)], ""
+
+    ref_run, err = run_qlite("reference")
+    if ref_run is None:
         parts.append("run refused: " + err[err.find("cannot run"):] if "cannot run" in err else "run FAILS: " + err)
         return "; ".join(parts)
     try:
         want = litert(out, xs, OpResolverType.BUILTIN_REF)
+        default = litert(out, xs, OpResolverType.AUTO)
     except RuntimeError as e:
         return "; ".join(parts + ["LiteRT's reference kernels cannot run the re-export: " + str(e).splitlines()[0]])
     worst = 0.0
     for k, w in enumerate(want):
-        g = np.load(os.path.join(work, f"out{k}.npy"))
+        g = ref_run[k]
         if g.shape != w.shape or g.dtype != w.dtype:
             return "; ".join(parts + [f"run: output {k} is {g.dtype}{list(g.shape)}, LiteRT {w.dtype}{list(w.shape)}"])
         if w.dtype.kind == "f":
@@ -191,6 +200,22 @@ def verdict(qlite, path, work):
         elif not np.array_equal(g, w):
             worst = 1.0
     parts.append("run equals LiteRT's reference kernels" if worst == 0 else f"run DIFFERS from LiteRT ({worst:.1%} of elements)")
+    # The fast kernels: float sums in blocks (SGEMM), as LiteRT's default path sums. Each output
+    # within twice what LiteRT's own default path drifts from its reference kernels on the same
+    # input (integer outputs: the same bytes).
+    fast, err = run_qlite("fast")
+    if fast is None:
+        return "; ".join(parts + ["fast kernels FAIL: " + err])
+    ok = True
+    for k, w in enumerate(want):
+        g, d = fast[k].astype(np.float64), default[k].astype(np.float64)
+        if w.dtype.kind != "f":
+            ok = ok and np.array_equal(fast[k], w)
+            continue
+        scale = float(np.max(np.abs(w), initial=0.0))
+        noise = float(np.max(np.abs(d - w), initial=0.0))
+        ok = ok and float(np.max(np.abs(g - w), initial=0.0)) <= 2 * noise + 1e-6 * scale
+    parts.append("fast kernels within LiteRT's own float noise" if ok else "fast kernels DIFFER beyond LiteRT's own float noise")
     return "; ".join(parts)
 
 

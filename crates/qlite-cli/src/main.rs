@@ -270,8 +270,9 @@ enum Cmd {
         /// Write integer outputs as float32, dequantized with their scale and zero point.
         #[arg(long)]
         dequantize: bool,
-        /// Integer kernels: `fast` (packed weights, vectorized) or `reference` (the plain
-        /// loops the fast ones are checked against); both give the same bytes.
+        /// Kernels: `fast` (packed weights, vectorized; float layers as SGEMM) or `reference`
+        /// (the plain loops the fast ones are checked against, bit-exact with LiteRT's reference
+        /// kernels). Integer outputs are the same bytes; float ones agree within 1e-5.
         #[arg(long, default_value = "fast")]
         kernels: qlite::Kernels,
         /// The TensorFlow SavedModel signature to run (default: serving_default).
@@ -298,7 +299,7 @@ enum Cmd {
         /// Timed single-sample inferences (after 10 warm-up runs).
         #[arg(long, alias = "runs", default_value_t = 100)]
         iterations: usize,
-        /// Integer kernels: fast or reference.
+        /// Kernels: fast or reference (see `qlite run --help`).
         #[arg(long, default_value = "fast")]
         kernels: qlite::Kernels,
         /// Print one JSON object (median_us, min_us, mean_us, iterations, kernels, threads).

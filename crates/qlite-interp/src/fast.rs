@@ -31,13 +31,22 @@ pub enum Packed {
     HybridFc(PackedHybridFc),
     Binary(PackedBinary),
     Pad(PackedPad),
+    FloatConv(PackedFloatConv),
+    FloatFc(PackedFloatFc),
+    FloatDepthwise(PackedFloatDepthwise),
 }
 
 impl Packed {
     /// Prepare node `n` if a fast kernel covers it (int8 input, weights and output, constant
     /// weights and bias); `None` leaves it to the reference kernels.
     pub fn new(g: &Graph, n: &Node, consts: &[Option<Array>]) -> Option<Self> {
+        let w_f32 = n.input(1).and_then(|t| g.tensor(t)).is_some_and(|t| t.dtype == DType::F32);
         match &n.op {
+            Op::FullyConnected(o) if w_f32 => return PackedFloatFc::new(g, n, o, consts).map(Packed::FloatFc),
+            Op::Conv2d(o) if w_f32 => return PackedFloatConv::new(g, n, o, consts).map(Packed::FloatConv),
+            Op::DepthwiseConv2d(o) if w_f32 => {
+                return PackedFloatDepthwise::new(g, n, o, consts).map(Packed::FloatDepthwise);
+            }
             Op::FullyConnected(o) if n.input(0).and_then(|t| g.tensor(t)).is_some_and(|t| t.dtype == DType::F32) => {
                 return PackedHybridFc::new(g, n, o, consts).map(Packed::HybridFc);
             }
@@ -75,8 +84,14 @@ impl Packed {
         scratch: &mut Scratch,
         par: Parallel,
     ) -> Option<()> {
-        if let (Packed::HybridFc(p), Data::F32(xv)) = (self, x.data()) {
-            return p.run(x.shape(), xv, out, scratch);
+        match (self, x.data()) {
+            (Packed::HybridFc(p), Data::F32(xv)) => return p.run(x.shape(), xv, out, scratch),
+            (Packed::FloatConv(p), Data::F32(xv)) => return p.run(x.shape(), xv, out, scratch),
+            (Packed::FloatFc(p), Data::F32(xv)) => return p.run(x.shape(), xv, out),
+            (Packed::FloatDepthwise(p), Data::F32(xv)) => return p.run(x.shape(), xv, out),
+            (Packed::Pad(p), Data::F32(xv)) => return p.run_f32(x.shape(), xv, out),
+            (Packed::Binary(p), Data::F32(_)) => return p.run(x, x2?, out),
+            _ => {}
         }
         let Data::I8(xv) = x.data() else { return None };
         let xs = x.shape();
@@ -89,7 +104,7 @@ impl Packed {
             Packed::Pool(p) => p.run(xs, xv, out, scratch),
             Packed::Binary(p) => p.run(x, x2?, out),
             Packed::Pad(p) => p.run(xs, xv, out),
-            Packed::HybridFc(_) => None,
+            Packed::HybridFc(_) | Packed::FloatConv(_) | Packed::FloatFc(_) | Packed::FloatDepthwise(_) => None,
         }
     }
 }
@@ -127,6 +142,8 @@ pub struct Scratch {
     dw_rows: Vec<Lane16>,
     /// The depthwise input widened to i32 less the zero point ([`dw_accumulate`]).
     xi: Vec<i32>,
+    /// A float convolution's im2col rows.
+    col_f32: Vec<f32>,
 }
 
 /// A convolution worker's buffers: gathered input rows, their offsets, accumulators.
@@ -3130,7 +3147,10 @@ mod tests {
 /// included): bit-exact by construction, one load per element.
 #[derive(Debug, Clone)]
 pub struct PackedBinary {
+    /// int8: the 256 × 256 results; float32: empty.
     table: Vec<i8>,
+    /// float32: the op, applied element by element as the reference kernel does.
+    float: Option<qlite_ir::op::Binary>,
 }
 
 impl PackedBinary {
@@ -3141,6 +3161,9 @@ impl PackedBinary {
         }
         let (a, c) = (g.tensor(n.input(0)?)?, g.tensor(n.input(1)?)?);
         let out = g.tensor(*n.outputs.first()?)?;
+        if a.dtype == DType::F32 && c.dtype == DType::F32 && out.dtype == DType::F32 {
+            return Some(PackedBinary { table: Vec::new(), float: Some(b.clone()) });
+        }
         if a.dtype != DType::I8 || c.dtype != DType::I8 || out.dtype != DType::I8 || a.shape != c.shape {
             return None;
         }
@@ -3151,14 +3174,29 @@ impl PackedBinary {
         let pairs: Vec<(usize, usize)> = (0..256).flat_map(|i| (0..256).map(move |j| (i, j))).collect();
         let oq = OutQ { dtype: DType::I8, scale, zp };
         let t = crate::int8::binary(b.kind, &xs, &xs, &pairs, q1, q2, oq, b.activation).ok()?;
-        Some(PackedBinary { table: t.into_iter().map(|v| v as i8).collect() })
+        Some(PackedBinary { table: t.into_iter().map(|v| v as i8).collect(), float: None })
     }
 
     fn run(&self, a: &Array, b: &Array, out: &mut Option<Array>) -> Option<()> {
-        let (Data::I8(av), Data::I8(bv)) = (a.data(), b.data()) else { return None };
         if a.shape() != b.shape() {
             return None;
         }
+        if let (Some(op), Data::F32(av), Data::F32(bv)) = (&self.float, a.data(), b.data()) {
+            use qlite_ir::op::BinaryKind as K;
+            let f: fn(f32, f32) -> f32 = match op.kind {
+                K::Add => |x, y| x + y,
+                K::Sub => |x, y| x - y,
+                K::Mul => |x, y| x * y,
+                _ => return None,
+            };
+            let y = Array::reuse_f32(out, a.shape())?;
+            let act = op.activation;
+            for ((o, &p), &q) in y.iter_mut().zip(av).zip(bv) {
+                *o = act.apply(f(p, q));
+            }
+            return Some(());
+        }
+        let (Data::I8(av), Data::I8(bv)) = (a.data(), b.data()) else { return None };
         let y = Array::reuse_i8(out, a.shape())?;
         let table = &self.table[..65536];
         for ((o, &p), &q) in y.iter_mut().zip(av).zip(bv) {
@@ -3174,6 +3212,8 @@ impl PackedBinary {
 pub struct PackedPad {
     paddings: Vec<[usize; 2]>,
     value: i8,
+    /// float32 PAD (zeros) or PADV2 with a constant value.
+    value_f32: Option<f32>,
 }
 
 impl PackedPad {
@@ -3181,8 +3221,20 @@ impl PackedPad {
         let Op::Pad(p) = &n.op else { return None };
         let x = g.tensor(n.input(0)?)?;
         let out = g.tensor(*n.outputs.first()?)?;
-        if x.dtype != DType::I8 || out.dtype != DType::I8 || p.paddings.len() != x.shape.rank() || p.paddings.is_empty()
-        {
+        if p.paddings.len() != x.shape.rank() || p.paddings.is_empty() || x.dtype != out.dtype {
+            return None;
+        }
+        if x.dtype == DType::F32 {
+            let value = match n.input(1) {
+                None => 0.0,
+                Some(v) => match consts.get(v.index())?.as_ref()?.data() {
+                    Data::F32(d) if d.len() == 1 => d[0],
+                    _ => return None,
+                },
+            };
+            return Some(PackedPad { paddings: p.paddings.clone(), value: 0, value_f32: Some(value) });
+        }
+        if x.dtype != DType::I8 {
             return None;
         }
         let value = match n.input(1) {
@@ -3192,16 +3244,40 @@ impl PackedPad {
                 _ => return None,
             },
         };
-        Some(PackedPad { paddings: p.paddings.clone(), value })
+        Some(PackedPad { paddings: p.paddings.clone(), value, value_f32: None })
     }
 
     fn run(&self, xs: &[usize], xv: &[i8], out: &mut Option<Array>) -> Option<()> {
-        let rank = xs.len();
-        if rank != self.paddings.len() || checked_len(xs)? != xv.len() {
+        if self.value_f32.is_some() {
             return None;
         }
-        let os: Vec<usize> = xs.iter().zip(&self.paddings).map(|(&d, p)| d + p[0] + p[1]).collect();
+        let os = self.out_shape(xs, xv.len())?;
         let y = Array::reuse_i8(out, &os)?;
+        self.fill(xs, &os, xv, y, self.value)
+    }
+
+    fn run_f32(&self, xs: &[usize], xv: &[f32], out: &mut Option<Array>) -> Option<()> {
+        let value = self.value_f32?;
+        let os = self.out_shape(xs, xv.len())?;
+        let y = Array::reuse_f32(out, &os)?;
+        self.fill(xs, &os, xv, y, value)
+    }
+
+    fn out_shape(&self, xs: &[usize], len: usize) -> Option<Vec<usize>> {
+        if xs.len() != self.paddings.len() || checked_len(xs)? != len {
+            return None;
+        }
+        let os: Vec<usize> = xs
+            .iter()
+            .zip(&self.paddings)
+            .map(|(&d, p)| d.checked_add(p[0])?.checked_add(p[1]))
+            .collect::<Option<_>>()?;
+        // Past the interpreter's limit the reference kernel reports it.
+        (checked_len(&os)? <= MAX_FAST_ELEMENTS).then_some(os)
+    }
+
+    fn fill<T: Copy>(&self, xs: &[usize], os: &[usize], xv: &[T], y: &mut [T], value: T) -> Option<()> {
+        let rank = xs.len();
         let (inner_in, inner_out) = (xs[rank - 1], os[rank - 1]);
         let [before, _] = self.paddings[rank - 1];
         if inner_out == 0 {
@@ -3222,11 +3298,11 @@ impl PackedPad {
             }
             match src {
                 Some(s) => {
-                    row[..before].fill(self.value);
+                    row[..before].fill(value);
                     row[before..before + inner_in].copy_from_slice(&xv[s * inner_in..(s + 1) * inner_in]);
-                    row[before + inner_in..].fill(self.value);
+                    row[before + inner_in..].fill(value);
                 }
-                None => row.fill(self.value),
+                None => row.fill(value),
             }
             for a in (0..rank - 1).rev() {
                 idx[a] += 1;
@@ -3240,6 +3316,283 @@ impl PackedPad {
     }
 }
 
+/// The most elements a fast kernel writes or stages (the interpreter's limit); past it the
+/// reference kernel runs and reports the limit.
+const MAX_FAST_ELEMENTS: usize = 1 << 31;
+
 fn checked_len(dims: &[usize]) -> Option<usize> {
     dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
+}
+
+// ---------------------------------------------------------------- float32
+
+/// Float weights and bias of a conv / FC node (constant float32), if they are.
+/// (weights, their shape, bias).
+type FloatParams<'a> = (&'a [f32], Vec<usize>, Option<Vec<f32>>);
+
+fn float_params<'a>(n: &Node, consts: &'a [Option<Array>]) -> Option<FloatParams<'a>> {
+    let c = |i: usize| n.input(i).and_then(|t| consts.get(t.index())).and_then(|a| a.as_ref());
+    let wa = c(1)?;
+    let Data::F32(w) = wa.data() else { return None };
+    let bias = match n.input(2) {
+        Some(_) => match c(2)?.data() {
+            Data::F32(b) => Some(b.clone()),
+            _ => return None,
+        },
+        None => None,
+    };
+    Some((w.as_slice(), wa.shape().to_vec(), bias))
+}
+
+/// `out[m, :] = act(out[m, :] + bias)`.
+fn bias_act(out: &mut [f32], cols: usize, bias: Option<&[f32]>, act: qlite_ir::Activation) {
+    if cols == 0 {
+        return;
+    }
+    for row in out.chunks_exact_mut(cols) {
+        match bias {
+            Some(b) => {
+                for (o, &bv) in row.iter_mut().zip(b) {
+                    *o = act.apply(*o + bv);
+                }
+            }
+            None => {
+                for o in row.iter_mut() {
+                    *o = act.apply(*o);
+                }
+            }
+        }
+    }
+}
+
+/// `C[m×n] = A[m×k] · B[k×n]` with the given strides (row, column), C dense row-major.
+#[allow(clippy::too_many_arguments, unsafe_code)]
+fn sgemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    (rsa, csa): (usize, usize),
+    b: &[f32],
+    (rsb, csb): (usize, usize),
+    c: &mut [f32],
+) -> Option<()> {
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| {
+        if rows == 0 || cols == 0 {
+            Some(0)
+        } else {
+            (rows - 1).checked_mul(rs)?.checked_add((cols - 1).checked_mul(cs)?)?.checked_add(1)
+        }
+    };
+    if last(m, k, rsa, csa)? > a.len() || last(k, n, rsb, csb)? > b.len() || m.checked_mul(n)? > c.len() {
+        return None;
+    }
+    if m == 0 || n == 0 {
+        return Some(());
+    }
+    if k == 0 {
+        c[..m * n].fill(0.0);
+        return Some(());
+    }
+    let st = |v: usize| isize::try_from(v).ok();
+    let (rsa, csa, rsb, csb, rsc) = (st(rsa)?, st(csa)?, st(rsb)?, st(csb)?, st(n)?);
+    // SAFETY: every element the strides address is inside its slice (checked above), `c` is
+    // written only at `i·n + j` for i < m, j < n, and the slices do not overlap (distinct borrows).
+    unsafe {
+        matrixmultiply::sgemm(m, k, n, 1.0, a.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb, 0.0, c.as_mut_ptr(), rsc, 1);
+    }
+    Some(())
+}
+
+/// Float CONV_2D (one group) as im2col + SGEMM over the OHWI weights, then bias and
+/// activation. Sums are in SGEMM's blocked order: within float rounding of the reference
+/// kernel's sequential sums (the stated bound, `tests/it/random_ops.rs`).
+#[derive(Debug, Clone)]
+pub struct PackedFloatConv {
+    op: qlite_ir::op::Conv2d,
+    w: Vec<f32>,
+    ws: Vec<usize>,
+    bias: Option<Vec<f32>>,
+}
+
+impl PackedFloatConv {
+    fn new(g: &Graph, n: &Node, op: &qlite_ir::op::Conv2d, consts: &[Option<Array>]) -> Option<Self> {
+        let x = g.tensor(n.input(0)?)?;
+        let out = g.tensor(*n.outputs.first()?)?;
+        if x.dtype != DType::F32 || out.dtype != DType::F32 {
+            return None;
+        }
+        let (w, ws, bias) = float_params(n, consts)?;
+        if ws.len() != 4 || x.shape.dim(3).and_then(|d| d.fixed()) != Some(ws[3]) {
+            return None; // grouped convolutions stay on the reference kernel
+        }
+        Some(PackedFloatConv { op: op.clone(), w: w.to_vec(), ws, bias })
+    }
+
+    fn run(&self, xs: &[usize], xv: &[f32], out: &mut Option<Array>, s: &mut Scratch) -> Option<()> {
+        let &[n, ih, iw, ic] = xs else { return None };
+        let [oc, kh, kw, wc] = self.ws[..] else { return None };
+        if wc != ic || checked_len(xs)? != xv.len() {
+            return None;
+        }
+        let op = &self.op;
+        let (oh, pad_h) = op.padding.compute(ih, kh, op.stride[0], op.dilation[0])?;
+        let (ow, pad_w) = op.padding.compute(iw, kw, op.stride[1], op.dilation[1])?;
+        let k = kh.checked_mul(kw)?.checked_mul(ic)?;
+        let pixels = oh.checked_mul(ow)?;
+        if checked_len(&[n, oh, ow, oc])? > MAX_FAST_ELEMENTS || pixels.checked_mul(k)? > MAX_FAST_ELEMENTS {
+            return None;
+        }
+        let y = Array::reuse_f32(out, &[n, oh, ow, oc])?;
+        let direct = kh == 1 && kw == 1 && op.stride == [1, 1] && pad_h == 0 && pad_w == 0;
+        for b in 0..n {
+            let img = &xv[b * ih * iw * ic..(b + 1) * ih * iw * ic];
+            let yb = &mut y[b * pixels * oc..(b + 1) * pixels * oc];
+            if direct {
+                sgemm(pixels, k, oc, img, (k, 1), &self.w, (1, k), yb)?;
+            } else {
+                let col = &mut s.col_f32;
+                col.clear();
+                col.resize(pixels.checked_mul(k)?, 0.0);
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let row = &mut col[(oy * ow + ox) * k..(oy * ow + ox + 1) * k];
+                        for ky in 0..kh {
+                            let iy = (oy * op.stride[0] + ky * op.dilation[0]) as isize - pad_h as isize;
+                            for kx in 0..kw {
+                                let dst = &mut row[(ky * kw + kx) * ic..(ky * kw + kx + 1) * ic];
+                                let ix = (ox * op.stride[1] + kx * op.dilation[1]) as isize - pad_w as isize;
+                                if iy < 0 || iy >= ih as isize || ix < 0 || ix >= iw as isize {
+                                    dst.fill(0.0);
+                                } else {
+                                    let at = (iy as usize * iw + ix as usize) * ic;
+                                    dst.copy_from_slice(&img[at..at + ic]);
+                                }
+                            }
+                        }
+                    }
+                }
+                sgemm(pixels, k, oc, col, (k, 1), &self.w, (1, k), yb)?;
+            }
+            bias_act(yb, oc, self.bias.as_deref(), op.activation);
+        }
+        Some(())
+    }
+}
+
+/// Float FULLY_CONNECTED as one SGEMM over the [units, depth] weights.
+#[derive(Debug, Clone)]
+pub struct PackedFloatFc {
+    activation: qlite_ir::Activation,
+    keep_num_dims: bool,
+    w: Vec<f32>,
+    units: usize,
+    depth: usize,
+    bias: Option<Vec<f32>>,
+}
+
+impl PackedFloatFc {
+    fn new(g: &Graph, n: &Node, op: &FullyConnected, consts: &[Option<Array>]) -> Option<Self> {
+        let x = g.tensor(n.input(0)?)?;
+        let out = g.tensor(*n.outputs.first()?)?;
+        if x.dtype != DType::F32 || out.dtype != DType::F32 {
+            return None;
+        }
+        let (w, ws, bias) = float_params(n, consts)?;
+        let [units, depth] = ws[..] else { return None };
+        Some(PackedFloatFc {
+            activation: op.activation,
+            keep_num_dims: op.keep_num_dims,
+            w: w.to_vec(),
+            units,
+            depth,
+            bias,
+        })
+    }
+
+    fn run(&self, xs: &[usize], xv: &[f32], out: &mut Option<Array>) -> Option<()> {
+        let (units, depth) = (self.units, self.depth);
+        if depth == 0 || !xv.len().is_multiple_of(depth) || (self.keep_num_dims && xs.last() != Some(&depth)) {
+            return None;
+        }
+        let batches = xv.len() / depth;
+        // The op's output shape: [batches, units], or the input's leading dims when kept.
+        let mut os: Vec<usize> = if self.keep_num_dims { xs[..xs.len() - 1].to_vec() } else { vec![batches] };
+        os.push(units);
+        if checked_len(&os)? != batches.checked_mul(units)? || batches * units > MAX_FAST_ELEMENTS {
+            return None;
+        }
+        let y = Array::reuse_f32(out, &os)?;
+        sgemm(batches, depth, units, xv, (depth, 1), &self.w, (1, depth), y)?;
+        bias_act(y, units, self.bias.as_deref(), self.activation);
+        Some(())
+    }
+}
+
+/// Float DEPTHWISE_CONV_2D with the channel loop innermost (it vectorizes), each output's
+/// taps summed in the reference kernel's order: the same float sums.
+#[derive(Debug, Clone)]
+pub struct PackedFloatDepthwise {
+    op: qlite_ir::op::DepthwiseConv2d,
+    w: Vec<f32>,
+    ws: Vec<usize>,
+    bias: Option<Vec<f32>>,
+}
+
+impl PackedFloatDepthwise {
+    fn new(g: &Graph, n: &Node, op: &DepthwiseConv2d, consts: &[Option<Array>]) -> Option<Self> {
+        let x = g.tensor(n.input(0)?)?;
+        let out = g.tensor(*n.outputs.first()?)?;
+        if x.dtype != DType::F32 || out.dtype != DType::F32 || op.depth_multiplier != 1 {
+            return None;
+        }
+        let (w, ws, bias) = float_params(n, consts)?;
+        if ws.len() != 4 {
+            return None;
+        }
+        Some(PackedFloatDepthwise { op: op.clone(), w: w.to_vec(), ws, bias })
+    }
+
+    fn run(&self, xs: &[usize], xv: &[f32], out: &mut Option<Array>) -> Option<()> {
+        let &[n, ih, iw, c] = xs else { return None };
+        let [_, kh, kw, wc] = self.ws[..] else { return None };
+        if wc != c || checked_len(xs)? != xv.len() {
+            return None;
+        }
+        let op = &self.op;
+        let (oh, pad_h) = op.padding.compute(ih, kh, op.stride[0], op.dilation[0])?;
+        let (ow, pad_w) = op.padding.compute(iw, kw, op.stride[1], op.dilation[1])?;
+        if checked_len(&[n, oh, ow, c])? > MAX_FAST_ELEMENTS {
+            return None;
+        }
+        let y = Array::reuse_f32(out, &[n, oh, ow, c])?;
+        for b in 0..n {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let o = &mut y[((b * oh + oy) * ow + ox) * c..((b * oh + oy) * ow + ox + 1) * c];
+                    o.fill(0.0);
+                    for ky in 0..kh {
+                        let iy = (oy * op.stride[0] + ky * op.dilation[0]) as isize - pad_h as isize;
+                        if iy < 0 || iy >= ih as isize {
+                            continue;
+                        }
+                        for kx in 0..kw {
+                            let ix = (ox * op.stride[1] + kx * op.dilation[1]) as isize - pad_w as isize;
+                            if ix < 0 || ix >= iw as isize {
+                                continue;
+                            }
+                            let at = ((b * ih + iy as usize) * iw + ix as usize) * c;
+                            let xr = &xv[at..at + c];
+                            let wr = &self.w[(ky * kw + kx) * c..(ky * kw + kx + 1) * c];
+                            for ((acc, &xv), &wv) in o.iter_mut().zip(xr).zip(wr) {
+                                *acc += xv * wv;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        bias_act(y, c, self.bias.as_deref(), op.activation);
+        Some(())
+    }
 }
