@@ -348,3 +348,27 @@ fn batchnorm_after_a_layer_folds_into_its_weights() {
     let records = PassManager::new().with(FoldScaleShift).run(&mut alone).unwrap();
     assert!(records[0].changed);
 }
+
+/// An attention block's reshuffle, NHWC `[1, 1, 40, 12]` → NCHW → `[1, 12, 40]` → `[1, 40, 12]`,
+/// moves no element: the Transposes and the Reshape become one Reshape, outputs unchanged; a
+/// chain that does move elements stays.
+#[test]
+fn a_transpose_chain_that_moves_nothing_is_one_reshape() {
+    use qlite::ir::passes::SinkTransposes;
+    for (perm2, moves) in [(vec![0, 2, 1], false), (vec![0, 1, 2], true)] {
+        let mut b = Builder::new("chain");
+        let x = b.input("x", &[1, 1, 40, 12], -1.0, 1.0);
+        let t = b.node(Op::Transpose(Transpose { perm: vec![0, 3, 1, 2] }), &[Some(x)], None);
+        let r = b.node(Op::Reshape(Reshape { shape: vec![1, 12, 40] }), &[Some(t)], None);
+        let t2 = b.node(Op::Transpose(Transpose { perm: perm2.clone() }), &[Some(r)], None);
+        let y = b.node(Op::Unary(Unary { kind: UnaryKind::Relu }), &[Some(t2)], None);
+        let (g, inputs) = b.finish(&[y]);
+        let want = qlite::run(&g, inputs.clone()).unwrap();
+        let mut h = g.clone();
+        PassManager::new().with(SinkTransposes).with(DeadCodeElimination).run(&mut h).unwrap();
+        qlite::ir::verify::verify(&h).unwrap();
+        let transposes = h.nodes().iter().filter(|n| n.op.name() == "Transpose").count();
+        assert_eq!(transposes > 0, moves, "{perm2:?}: {}", qlite::ir::print_graph(&h));
+        assert_eq!(qlite::run(&h, inputs).unwrap(), want);
+    }
+}

@@ -625,6 +625,35 @@ fn only_moves_unit_dims(s: &crate::Shape, p: &[usize]) -> bool {
 impl SinkTransposes {
     /// One rewrite, if any applies. Returns true when the graph changed.
     fn step(&self, g: &mut Graph) -> bool {
+        // A chain of Transposes and Reshapes that leaves every element where it was (NHWC
+        // [1,1,W,C] → NCHW → flatten → transpose back, as attention blocks spell it) is one
+        // Reshape: checked on an index array, exactly.
+        for ti in 0..g.nodes().len() {
+            if !matches!(g.nodes()[ti].op, Op::Transpose(_)) {
+                continue;
+            }
+            if let Some((last, target, mut chain)) = identity_chain(g, ti) {
+                let x = g.nodes()[ti].input(0);
+                let same_shape = x
+                    .and_then(|x| g.tensor(x))
+                    .and_then(|t| t.shape.to_fixed())
+                    .is_some_and(|d| d.iter().map(|&v| v as i64).collect::<Vec<_>>() == target);
+                if let (true, Some(x), false) = (same_shape, x, g.outputs().contains(&last)) {
+                    // Nothing moves and nothing changes shape: the chain goes.
+                    g.replace_uses(last, x);
+                    chain.push(ti);
+                } else if let Some(n) = g.node_mut(crate::NodeId::from_index(ti)) {
+                    n.op = Op::Reshape(crate::op::Reshape { shape: target });
+                    n.outputs = vec![last];
+                }
+                let mut k = 0;
+                g.retain_nodes(|_| {
+                    k += 1;
+                    !chain.contains(&(k - 1))
+                });
+                return true;
+            }
+        }
         for ti in 0..g.nodes().len() {
             let Op::Transpose(t) = &g.nodes()[ti].op else { continue };
             let perm = t.perm.clone();
@@ -867,6 +896,59 @@ impl SinkTransposes {
         g.retain_nodes(|n| !(matches!(n.op, Op::Transpose(_)) && n.outputs.iter().all(|&o| o == y)));
         true
     }
+}
+
+/// From Transpose `ti`, the longest run of single-reader Transposes and Reshapes whose overall
+/// effect keeps every element in place: (the run's output, its shape as a Reshape target, the
+/// indices of the nodes after `ti`). Static shapes of at most 2^18 elements only.
+fn identity_chain(g: &Graph, ti: usize) -> Option<(TensorId, Vec<i64>, Vec<usize>)> {
+    let x = g.nodes()[ti].input(0)?;
+    // Only where a Transpose or Reshape reads the Transpose (cheap to rule out first).
+    let y = *g.nodes()[ti].outputs.first()?;
+    let [(next, 0)] = g.consumers(y)[..] else { return None };
+    if !matches!(g.nodes()[next.index()].op, Op::Transpose(_) | Op::Reshape(_)) {
+        return None;
+    }
+    let dims = g.tensor(x)?.shape.to_fixed()?;
+    let n = checked_product(&dims)?;
+    if n > 1 << 18 || n == 0 {
+        return None;
+    }
+    let iota: Vec<u8> = (0..n as u32).flat_map(|v| v.to_le_bytes()).collect();
+    let mut data = iota.clone();
+    let mut cur_dims = dims;
+    let mut node = ti;
+    let mut chain = Vec::new();
+    let mut best = None;
+    loop {
+        let nd = &g.nodes()[node];
+        let out = *nd.outputs.first()?;
+        let out_dims = g.tensor(out)?.shape.to_fixed()?;
+        match &nd.op {
+            Op::Transpose(t) => {
+                data = transpose_bytes(&data, &cur_dims, &t.perm, 4)?;
+            }
+            Op::Reshape(_) => {}
+            _ => break,
+        }
+        cur_dims = out_dims;
+        if node != ti {
+            chain.push(node);
+            if data == iota {
+                best = Some((out, cur_dims.iter().map(|&d| d as i64).collect::<Vec<_>>(), chain.clone()));
+            }
+        }
+        if g.outputs().contains(&out) {
+            break;
+        }
+        let readers = g.consumers(out);
+        let [(next, 0)] = readers[..] else { break };
+        if !matches!(g.nodes()[next.index()].op, Op::Transpose(_) | Op::Reshape(_)) {
+            break;
+        }
+        node = next.index();
+    }
+    best
 }
 
 impl Pass for SinkTransposes {
