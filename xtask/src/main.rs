@@ -501,16 +501,7 @@ fn onnx_test_data() -> Result<PathBuf, String> {
 }
 
 fn onnx_backend(update: bool) -> R {
-    let py = oracle_python()?;
-    let out = Command::new(&py)
-        .args(["-c", "import onnx, os; print(os.path.join(os.path.dirname(onnx.__file__), 'backend', 'test', 'data'))"])
-        .output()
-        .map_err(|e| format!("{}: {e}", py.display()))?;
-    if !out.status.success() {
-        return Err(format!("the oracle venv has no onnx package: {}", String::from_utf8_lossy(&out.stderr)));
-    }
-    let data = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    onnx_backend::run(&root(), &data, &conformance_dir(), update)
+    onnx_backend::run(&root(), &onnx_test_data()?, &conformance_dir(), update)
 }
 
 fn bench() -> R {
