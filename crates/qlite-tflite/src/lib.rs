@@ -49,9 +49,8 @@ pub struct FileInfo {
     pub buffers: usize,
 }
 
-/// Read the operator versions and metadata of a .tflite file (after the same verification as
-/// [`read_model`]; call that first).
-pub fn file_info(bytes: &[u8]) -> Result<FileInfo, ReadError> {
+/// The verified flatbuffer root (the verifier settings of [`read_model`]).
+fn verified_root(bytes: &[u8]) -> Result<fb::Model<'_>, ReadError> {
     if bytes.len() < 8 {
         return Err(ReadError::TooShort(bytes.len()));
     }
@@ -62,36 +61,47 @@ pub fn file_info(bytes: &[u8]) -> Result<FileInfo, ReadError> {
         max_apparent_size: 1 << 31,
         ..Default::default()
     };
-    let model = flatbuffers::root_with_opts::<fb::Model>(&opts, &bytes[..fb_len]).map_err(flatbuffer_error)?;
+    flatbuffers::root_with_opts::<fb::Model>(&opts, &bytes[..fb_len]).map_err(flatbuffer_error)
+}
+
+/// (op name, version, name of its first output tensor) of each operator of a subgraph.
+fn operator_list(model: &fb::Model<'_>, sg: &fb::SubGraph<'_>) -> Vec<(String, i32, String)> {
     let codes_v = model.operator_codes();
+    let tensors = sg.tensors();
     let mut operators = Vec::new();
-    if let Some(sg) = model.subgraphs().filter(|s| !s.is_empty()).map(|s| s.get(0))
-        && let Some(ops) = sg.operators()
-    {
-        let tensors = sg.tensors();
-        for op in ops.iter() {
-            let idx = op.opcode_index() as usize;
-            let out = op
-                .outputs()
-                .filter(|o| !o.is_empty())
-                .and_then(|o| usize::try_from(o.get(0)).ok())
-                .and_then(|i| tensors.filter(|t| i < t.len()).map(|t| t.get(i)))
-                .and_then(|t| t.name())
-                .unwrap_or("")
-                .to_string();
-            let entry = codes_v.filter(|c| idx < c.len()).map(|c| {
-                let oc = c.get(idx);
-                let code = oc.builtin_code().0.max(oc.deprecated_builtin_code() as i32);
-                let name = match oc.custom_code() {
-                    Some(custom) if code == fb::BuiltinOperator::CUSTOM.0 => format!("CUSTOM({custom})"),
-                    _ => codes::builtin_name(code),
-                };
-                (name, oc.version())
-            });
-            let (name, version) = entry.unwrap_or_else(|| ("<invalid opcode>".to_string(), 0));
-            operators.push((name, version, out));
-        }
+    for op in sg.operators().iter().flat_map(|v| v.iter()) {
+        let idx = op.opcode_index() as usize;
+        let out = op
+            .outputs()
+            .filter(|o| !o.is_empty())
+            .and_then(|o| usize::try_from(o.get(0)).ok())
+            .and_then(|i| tensors.filter(|t| i < t.len()).map(|t| t.get(i)))
+            .and_then(|t| t.name())
+            .unwrap_or("")
+            .to_string();
+        let entry = codes_v.filter(|c| idx < c.len()).map(|c| {
+            let oc = c.get(idx);
+            let code = oc.builtin_code().0.max(oc.deprecated_builtin_code() as i32);
+            let name = match oc.custom_code() {
+                Some(custom) if code == fb::BuiltinOperator::CUSTOM.0 => format!("CUSTOM({custom})"),
+                _ => codes::builtin_name(code),
+            };
+            (name, oc.version())
+        });
+        let (name, version) = entry.unwrap_or_else(|| ("<invalid opcode>".to_string(), 0));
+        operators.push((name, version, out));
     }
+    operators
+}
+
+/// Read the operator versions and metadata of a .tflite file (after the same verification as
+/// [`read_model`]; call that first).
+pub fn file_info(bytes: &[u8]) -> Result<FileInfo, ReadError> {
+    let model = verified_root(bytes)?;
+    let operators = match model.subgraphs().filter(|s| !s.is_empty()).map(|s| s.get(0)) {
+        Some(sg) => operator_list(&model, &sg),
+        None => Vec::new(),
+    };
     let mut metadata = Vec::new();
     let mut min_runtime_version = None;
     if let Some(md) = model.metadata() {
@@ -155,15 +165,7 @@ pub fn describe(bytes: &[u8]) -> Result<Description, ReadError> {
         return Err(ReadError::WrongIdentifier(String::from_utf8_lossy(bytes.get(4..8).unwrap_or(&[])).into_owned()));
     }
     let info = file_info(bytes)?;
-    let fb_len = bytes.len().min((1usize << 31) - 1);
-    let opts = flatbuffers::VerifierOptions {
-        max_depth: 64,
-        max_tables: 10_000_000,
-        max_apparent_size: 1 << 31,
-        ..Default::default()
-    };
-    let model = flatbuffers::root_with_opts::<fb::Model>(&opts, &bytes[..fb_len]).map_err(flatbuffer_error)?;
-    let codes_v = model.operator_codes();
+    let model = verified_root(bytes)?;
     let mut subgraphs = Vec::new();
     for sg in model.subgraphs().iter().flat_map(|v| v.iter()) {
         let tensors = sg.tensors();
@@ -184,28 +186,7 @@ pub fn describe(bytes: &[u8]) -> Result<Description, ReadError> {
                 },
             }
         };
-        let operators = sg
-            .operators()
-            .iter()
-            .flat_map(|v| v.iter())
-            .map(|op| {
-                let idx = op.opcode_index() as usize;
-                let (name, version) = codes_v
-                    .filter(|c| idx < c.len())
-                    .map(|c| {
-                        let oc = c.get(idx);
-                        let code = oc.builtin_code().0.max(oc.deprecated_builtin_code() as i32);
-                        let name = match oc.custom_code() {
-                            Some(custom) if code == fb::BuiltinOperator::CUSTOM.0 => format!("CUSTOM({custom})"),
-                            _ => codes::builtin_name(code),
-                        };
-                        (name, oc.version())
-                    })
-                    .unwrap_or_else(|| ("<invalid opcode>".to_string(), 0));
-                let out = op.outputs().filter(|o| !o.is_empty()).map(|o| declared(o.get(0)).name).unwrap_or_default();
-                (name, version, out)
-            })
-            .collect();
+        let operators = operator_list(&model, &sg);
         subgraphs.push(DeclaredSubgraph {
             name: sg.name().unwrap_or("").to_string(),
             inputs: sg.inputs().iter().flat_map(|v| v.iter()).map(declared).collect(),
