@@ -100,6 +100,7 @@ fn pass_table_builds_pipelines_by_name() {
             "fold-constants",
             "fuse-activations",
             "fuse-gelu",
+            "fold-pad",
             "fold-scale-shift",
             "assign-layout",
             "sink-transposes"
@@ -370,5 +371,50 @@ fn a_transpose_chain_that_moves_nothing_is_one_reshape() {
         let transposes = h.nodes().iter().filter(|n| n.op.name() == "Transpose").count();
         assert_eq!(transposes > 0, moves, "{perm2:?}: {}", qlite::ir::print_graph(&h));
         assert_eq!(qlite::run(&h, inputs).unwrap(), want);
+    }
+}
+
+/// `fold-pad`: Keras's ZeroPadding2D((0,1),(0,1)) before a stride-2 VALID convolution, and a
+/// (1,1) pad before a stride-1 3×3 depthwise, are SAME padding: the PADs go, the outputs stay.
+/// A (1,1) pad before a stride-2 convolution is not what SAME adds there (0,1): it stays.
+#[test]
+fn a_zero_pad_that_is_same_padding_folds_into_the_convolution() {
+    use qlite::ir::passes::cleanup_pipeline;
+    let conv = |stride| {
+        Op::Conv2d(Conv2d {
+            padding: Padding::Valid,
+            stride: [stride, stride],
+            dilation: [1, 1],
+            activation: Activation::None,
+        })
+    };
+    for (pads, stride, depthwise, folds) in
+        [([0, 1], 2, false, true), ([1, 1], 1, true, true), ([1, 1], 2, false, false)]
+    {
+        let mut b = Builder::new("pad");
+        let x = b.input("x", &[1, 8, 8, 3], -1.0, 1.0);
+        let p = b.node(Op::Pad(Pad { paddings: vec![[0, 0], pads, pads, [0, 0]] }), &[Some(x)], None);
+        let y = if depthwise {
+            let w = b.konst("w", &[1, 3, 3, 3]);
+            let op = Op::DepthwiseConv2d(DepthwiseConv2d {
+                padding: Padding::Valid,
+                stride: [stride, stride],
+                dilation: [1, 1],
+                depth_multiplier: 1,
+                activation: Activation::None,
+            });
+            b.node(op, &[Some(p), Some(w), None], None)
+        } else {
+            let w = b.konst("w", &[4, 3, 3, 3]);
+            b.node(conv(stride), &[Some(p), Some(w), None], None)
+        };
+        let (g, inputs) = b.finish(&[y]);
+        let want = qlite::run(&g, inputs.clone()).unwrap();
+        let mut h = g.clone();
+        cleanup_pipeline().run(&mut h).unwrap();
+        let pads_left = h.nodes().iter().filter(|n| n.op.name() == "Pad").count();
+        assert_eq!(pads_left == 0, folds, "{pads:?} stride {stride}: {}", qlite::ir::print_graph(&h));
+        let got = qlite::run(&h, inputs).unwrap();
+        crate::common::assert_agrees(&got[0], &want[0], qlite::Tolerance::close(1e-6, 1e-7), "folded pad");
     }
 }

@@ -356,6 +356,103 @@ impl FoldScaleShift {
     }
 }
 
+/// Folds a float zero PAD of height and width into the VALID convolution (or depthwise
+/// convolution) reading it, when the pad is exactly what SAME padding adds: Keras's
+/// `ZeroPadding2D(((0, 1), (0, 1)))` before a stride-2 VALID convolution (MobileNets) is a SAME
+/// convolution. Pads SAME would split differently (ResNet's 3/3 before a 7×7 stride 2) stay.
+#[derive(Debug, Default)]
+pub struct FoldPad;
+
+impl FoldPad {
+    fn step(g: &mut Graph) -> bool {
+        for pi in 0..g.nodes().len() {
+            let pn = &g.nodes()[pi];
+            let Op::Pad(p) = &pn.op else { continue };
+            let (Some(x), Some(&y)) = (pn.input(0), pn.outputs.first()) else { continue };
+            let zero_value = match pn.input(1) {
+                None => true,
+                Some(v) => g
+                    .tensor(v)
+                    .and_then(|t| t.data.as_ref().map(|d| (t.dtype, d.clone())))
+                    .is_some_and(|(dt, d)| dt == crate::DType::F32 && crate::tensor::read_f32s(&d) == [0.0]),
+            };
+            let float = g.tensor(x).is_some_and(|t| t.dtype == crate::DType::F32 && t.shape.rank() == 4);
+            if !zero_value || !float || p.paddings.len() != 4 || p.paddings[0] != [0, 0] || p.paddings[3] != [0, 0] {
+                continue;
+            }
+            let readers = g.consumers(y);
+            let [(ci, 0)] = readers[..] else { continue };
+            if g.outputs().contains(&y) {
+                continue;
+            }
+            let cn = &g.nodes()[ci.index()];
+            let (kh, kw, stride, dilation) = match &cn.op {
+                Op::Conv2d(c) if c.padding == crate::op::Padding::Valid => {
+                    let Some(w) = cn.input(1).and_then(|w| g.tensor(w)).and_then(|t| t.shape.to_fixed()) else {
+                        continue;
+                    };
+                    (w[1], w[2], c.stride, c.dilation)
+                }
+                Op::DepthwiseConv2d(c) if c.padding == crate::op::Padding::Valid => {
+                    let Some(w) = cn.input(1).and_then(|w| g.tensor(w)).and_then(|t| t.shape.to_fixed()) else {
+                        continue;
+                    };
+                    (w[1], w[2], c.stride, c.dilation)
+                }
+                _ => continue,
+            };
+            let Some(xs) = g.tensor(x).map(|t| t.shape.clone()) else { continue };
+            let same = |axis: usize, k: usize, s: usize, d: usize| -> Option<[usize; 2]> {
+                let input = xs.dim(axis)?.fixed()?;
+                let (out, before) = crate::op::Padding::Same.compute(input, k, s, d)?;
+                let eff = (k - 1) * d + 1;
+                let total = ((out - 1) * s + eff).saturating_sub(input);
+                Some([before, total - before])
+            };
+            if same(1, kh, stride[0], dilation[0]) != Some(p.paddings[1])
+                || same(2, kw, stride[1], dilation[1]) != Some(p.paddings[2])
+            {
+                continue;
+            }
+            if let Some(c) = g.node_mut(ci) {
+                c.inputs[0] = Some(x);
+                match &mut c.op {
+                    Op::Conv2d(o) => o.padding = crate::op::Padding::Same,
+                    Op::DepthwiseConv2d(o) => o.padding = crate::op::Padding::Same,
+                    _ => {}
+                }
+            }
+            let mut k = 0;
+            g.retain_nodes(|_| {
+                k += 1;
+                k - 1 != pi
+            });
+            return true;
+        }
+        false
+    }
+}
+
+impl Pass for FoldPad {
+    fn name(&self) -> &'static str {
+        "fold-pad"
+    }
+
+    fn run(&self, g: &mut Graph, cx: &mut PassCx) -> Result<bool, PassError> {
+        let mut changed = false;
+        for _ in 0..=g.nodes().len() {
+            if !cx.allow_rewrite() || !Self::step(g) {
+                break;
+            }
+            changed = true;
+        }
+        if changed {
+            g.compact_tensors();
+        }
+        Ok(changed)
+    }
+}
+
 /// Weights per output channel of an OHWI / [O, I] tensor.
 fn wv_len_per(dims: &[usize]) -> usize {
     dims.iter().skip(1).product::<usize>().max(1)
@@ -554,6 +651,11 @@ pub const PASSES: &[PassInfo] = &[
         make: || Box::new(FuseGelu),
     },
     PassInfo {
+        name: "fold-pad",
+        description: "fold a float zero PAD into the VALID convolution reading it where it is exactly SAME padding",
+        make: || Box::new(FoldPad),
+    },
+    PassInfo {
         name: "fold-scale-shift",
         description: "fold a per-channel MUL / ADD after a conv or FC (an inference BatchNorm) into its weights and bias",
         make: || Box::new(FoldScaleShift),
@@ -577,6 +679,7 @@ pub fn cleanup_pipeline() -> PassManager {
         .with(crate::layout::AssignLayout)
         .with(SinkTransposes)
         .with(FoldScaleShift)
+        .with(FoldPad)
         .with(FuseGelu)
         .with(FuseActivations)
         .with(DeadCodeElimination)
