@@ -7,6 +7,31 @@ use crate::shape::checked_product;
 use crate::tensor::f32_bytes;
 use bytes::Bytes;
 
+/// Remove the nodes at `indices` (positions in the node list); the others keep their order.
+fn remove_nodes(g: &mut Graph, indices: &[usize]) {
+    let mut k = 0;
+    g.retain_nodes(|_| {
+        k += 1;
+        !indices.contains(&(k - 1))
+    });
+}
+
+/// Apply `step` (one rewrite, or none) until nothing changes or the rewrite budget is spent,
+/// then drop the tensors nothing references; whether anything changed.
+fn rewrite_to_fixed_point(g: &mut Graph, cx: &mut PassCx, step: fn(&mut Graph) -> bool) -> bool {
+    let mut changed = false;
+    for _ in 0..=g.nodes().len() {
+        if !cx.allow_rewrite() || !step(g) {
+            break;
+        }
+        changed = true;
+    }
+    if changed {
+        g.compact_tensors();
+    }
+    changed
+}
+
 /// Removes nodes whose outputs nobody reads, then tensors nobody references.
 #[derive(Debug, Default)]
 pub struct DeadCodeElimination;
@@ -152,11 +177,7 @@ impl Pass for FoldConstants {
                 if let Some(t) = g.tensor_mut(out) {
                     t.data = Some(data);
                 }
-                let mut k = 0;
-                g.retain_nodes(|_| {
-                    k += 1;
-                    k - 1 != i
-                });
+                remove_nodes(g, &[i]);
                 changed = true;
                 continue;
             }
@@ -212,11 +233,7 @@ impl Pass for FuseActivations {
                     pn.op.set_fused_activation(act);
                     pn.outputs[0] = y;
                 }
-                let mut k = 0;
-                g.retain_nodes(|_| {
-                    k += 1;
-                    k - 1 != i
-                });
+                remove_nodes(g, &[i]);
                 changed = true;
                 continue;
             }
@@ -321,8 +338,10 @@ impl FoldScaleShift {
                 continue;
             }
             let mut wv = crate::tensor::read_f32s(&wdata);
+            // Weights per output channel of OHWI / [O, I] weights.
+            let per_channel = wdims.iter().skip(1).product::<usize>().max(1);
             for (k, x) in wv.iter_mut().enumerate() {
-                let ch = if channel_axis_last { k % channels } else { k / (wv_len_per(&wdims)) };
+                let ch = if channel_axis_last { k % channels } else { k / per_channel };
                 *x *= scale[ch];
             }
             let nb: Vec<f32> = (0..channels).map(|c| bias[c] * scale[c] + shift[c]).collect();
@@ -345,11 +364,7 @@ impl FoldScaleShift {
                 node.outputs[0] = last;
                 node.op.set_fused_activation(act);
             }
-            let mut k = 0;
-            g.retain_nodes(|_| {
-                k += 1;
-                !removed.contains(&(k - 1))
-            });
+            remove_nodes(g, &removed);
             return true;
         }
         false
@@ -386,21 +401,14 @@ impl FoldPad {
                 continue;
             }
             let cn = &g.nodes()[ci.index()];
-            let (kh, kw, stride, dilation) = match &cn.op {
-                Op::Conv2d(c) if c.padding == crate::op::Padding::Valid => {
-                    let Some(w) = cn.input(1).and_then(|w| g.tensor(w)).and_then(|t| t.shape.to_fixed()) else {
-                        continue;
-                    };
-                    (w[1], w[2], c.stride, c.dilation)
-                }
-                Op::DepthwiseConv2d(c) if c.padding == crate::op::Padding::Valid => {
-                    let Some(w) = cn.input(1).and_then(|w| g.tensor(w)).and_then(|t| t.shape.to_fixed()) else {
-                        continue;
-                    };
-                    (w[1], w[2], c.stride, c.dilation)
-                }
+            let (stride, dilation) = match &cn.op {
+                Op::Conv2d(c) if c.padding == crate::op::Padding::Valid => (c.stride, c.dilation),
+                Op::DepthwiseConv2d(c) if c.padding == crate::op::Padding::Valid => (c.stride, c.dilation),
                 _ => continue,
             };
+            // OHWI / 1HWC weights: the window is axes 1 and 2 either way.
+            let Some(w) = cn.input(1).and_then(|w| g.tensor(w)).and_then(|t| t.shape.to_fixed()) else { continue };
+            let (kh, kw) = (w[1], w[2]);
             let Some(xs) = g.tensor(x).map(|t| t.shape.clone()) else { continue };
             let same = |axis: usize, k: usize, s: usize, d: usize| -> Option<[usize; 2]> {
                 let input = xs.dim(axis)?.fixed()?;
@@ -422,11 +430,7 @@ impl FoldPad {
                     _ => {}
                 }
             }
-            let mut k = 0;
-            g.retain_nodes(|_| {
-                k += 1;
-                k - 1 != pi
-            });
+            remove_nodes(g, &[pi]);
             return true;
         }
         false
@@ -439,23 +443,8 @@ impl Pass for FoldPad {
     }
 
     fn run(&self, g: &mut Graph, cx: &mut PassCx) -> Result<bool, PassError> {
-        let mut changed = false;
-        for _ in 0..=g.nodes().len() {
-            if !cx.allow_rewrite() || !Self::step(g) {
-                break;
-            }
-            changed = true;
-        }
-        if changed {
-            g.compact_tensors();
-        }
-        Ok(changed)
+        Ok(rewrite_to_fixed_point(g, cx, Self::step))
     }
-}
-
-/// Weights per output channel of an OHWI / [O, I] tensor.
-fn wv_len_per(dims: &[usize]) -> usize {
-    dims.iter().skip(1).product::<usize>().max(1)
 }
 
 impl Pass for FoldScaleShift {
@@ -464,17 +453,7 @@ impl Pass for FoldScaleShift {
     }
 
     fn run(&self, g: &mut Graph, cx: &mut PassCx) -> Result<bool, PassError> {
-        let mut changed = false;
-        for _ in 0..=g.nodes().len() {
-            if !cx.allow_rewrite() || !Self::step(g) {
-                break;
-            }
-            changed = true;
-        }
-        if changed {
-            g.compact_tensors();
-        }
-        Ok(changed)
+        Ok(rewrite_to_fixed_point(g, cx, Self::step))
     }
 }
 
@@ -749,11 +728,7 @@ impl SinkTransposes {
                     n.op = Op::Reshape(crate::op::Reshape { shape: target });
                     n.outputs = vec![last];
                 }
-                let mut k = 0;
-                g.retain_nodes(|_| {
-                    k += 1;
-                    !chain.contains(&(k - 1))
-                });
+                remove_nodes(g, &chain);
                 return true;
             }
         }
