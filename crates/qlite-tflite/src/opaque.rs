@@ -83,6 +83,28 @@ fn u32_at(buf: &[u8], at: usize, what: &str) -> Result<usize, String> {
     Ok(u32::from_le_bytes(read::<4>(buf, at, what)?) as usize)
 }
 
+/// Where the table that field `field` (a vtable offset) of the table at `table_loc` points to
+/// starts, every read bounds-checked: the flatbuffers verifier does not follow a union value
+/// of a type the schema does not know, so its accessor may read out of range.
+pub(crate) fn follow_field(buf: &[u8], table_loc: usize, field: u16) -> Result<Option<usize>, String> {
+    let soffset = i32::from_le_bytes(read::<4>(buf, table_loc, "operator table")?);
+    let vt: usize = (table_loc as i64 - soffset as i64)
+        .try_into()
+        .map_err(|_| "operator vtable lies outside the file".to_string())?;
+    let vt_len = u16_at(buf, vt, "operator vtable")?;
+    if (field as usize) + 2 > vt_len {
+        return Ok(None);
+    }
+    let off = u16_at(buf, vt + field as usize, "operator vtable")?;
+    if off == 0 {
+        return Ok(None);
+    }
+    let at = table_loc.checked_add(off).ok_or("options offset overflows")?;
+    let target = at.checked_add(u32_at(buf, at, "options offset")?).ok_or("options offset overflows")?;
+    read::<4>(buf, target, "options table")?;
+    Ok(Some(target))
+}
+
 /// Read the options table at `loc` of `buf` (a table of union type `type_id` in options slot
 /// `slot`) into its fields.
 pub(crate) fn capture(buf: &[u8], loc: usize, slot: u8, type_id: u8) -> Result<OpaqueOptions, String> {

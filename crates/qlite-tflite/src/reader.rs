@@ -143,8 +143,8 @@ fn opaque_source(
     custom_code: Option<&str>,
 ) -> Result<OpaqueSource, String> {
     let mut options = Vec::new();
-    if let Some(t) = op.builtin_options() {
-        options.push(crate::opaque::capture(t.buf(), t.loc(), 1, op.builtin_options_type().0)?);
+    if let Some(loc) = crate::opaque::follow_field(op._tab.buf(), op._tab.loc(), fb::Operator::VT_BUILTIN_OPTIONS)? {
+        options.push(crate::opaque::capture(op._tab.buf(), loc, 1, op.builtin_options_type().0)?);
     }
     if let Some(t) = op.builtin_options_2() {
         options.push(crate::opaque::capture(t._tab.buf(), t._tab.loc(), 2, op.builtin_options_2_type())?);
