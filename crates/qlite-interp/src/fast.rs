@@ -18,6 +18,7 @@ use crate::array::{Array, Data};
 use crate::int8::{OutQ, per_channel_multipliers, per_tensor};
 use qlite_ir::op::{Conv2d, DepthwiseConv2d, FullyConnected};
 use qlite_ir::{DType, Graph, Node, Op};
+use std::sync::Arc;
 
 /// A node's fast kernel, prepared when the interpreter is set up.
 #[derive(Debug, Clone)]
@@ -39,7 +40,7 @@ pub enum Packed {
 impl Packed {
     /// Prepare node `n` if a fast kernel covers it (int8 input, weights and output, constant
     /// weights and bias); `None` leaves it to the reference kernels.
-    pub fn new(g: &Graph, n: &Node, consts: &[Option<Array>]) -> Option<Self> {
+    pub fn new(g: &Graph, n: &Node, consts: &[Option<Arc<Array>>]) -> Option<Self> {
         let w_f32 = n.input(1).and_then(|t| g.tensor(t)).is_some_and(|t| t.dtype == DType::F32);
         match &n.op {
             Op::FullyConnected(o) if w_f32 => return PackedFloatFc::new(g, n, o, consts).map(Packed::FloatFc),
@@ -182,9 +183,9 @@ struct Common<'a> {
 }
 
 impl<'a> Common<'a> {
-    fn new(g: &'a Graph, n: &Node, consts: &'a [Option<Array>]) -> Option<Self> {
+    fn new(g: &'a Graph, n: &Node, consts: &'a [Option<Arc<Array>>]) -> Option<Self> {
         let t = |i: usize| n.input(i).and_then(|t| g.tensor(t));
-        let c = |i: usize| n.input(i).and_then(|t| consts.get(t.index())).and_then(|a| a.as_ref());
+        let c = |i: usize| n.input(i).and_then(|t| consts.get(t.index())).and_then(|a| a.as_deref());
         let (x, w, out) = (t(0)?, t(1)?, n.outputs.first().and_then(|o| g.tensor(*o))?);
         if x.dtype != DType::I8 || w.dtype != DType::I8 || out.dtype != DType::I8 {
             return None;
@@ -1354,9 +1355,9 @@ pub struct PackedHybridFc {
 }
 
 impl PackedHybridFc {
-    fn new(g: &Graph, n: &Node, op: &FullyConnected, consts: &[Option<Array>]) -> Option<Self> {
+    fn new(g: &Graph, n: &Node, op: &FullyConnected, consts: &[Option<Arc<Array>>]) -> Option<Self> {
         let t = |i: usize| n.input(i).and_then(|t| g.tensor(t));
-        let c = |i: usize| n.input(i).and_then(|t| consts.get(t.index())).and_then(|a| a.as_ref());
+        let c = |i: usize| n.input(i).and_then(|t| consts.get(t.index())).and_then(|a| a.as_deref());
         let out = n.outputs.first().and_then(|o| g.tensor(*o))?;
         if t(0)?.dtype != DType::F32 || out.dtype != DType::F32 || t(1)?.dtype != DType::I8 {
             return None;
@@ -3217,7 +3218,7 @@ pub struct PackedPad {
 }
 
 impl PackedPad {
-    fn new(g: &Graph, n: &Node, consts: &[Option<Array>]) -> Option<Self> {
+    fn new(g: &Graph, n: &Node, consts: &[Option<Arc<Array>>]) -> Option<Self> {
         let Op::Pad(p) = &n.op else { return None };
         let x = g.tensor(n.input(0)?)?;
         let out = g.tensor(*n.outputs.first()?)?;
@@ -3227,7 +3228,7 @@ impl PackedPad {
         if x.dtype == DType::F32 {
             let value = match n.input(1) {
                 None => 0.0,
-                Some(v) => match consts.get(v.index())?.as_ref()?.data() {
+                Some(v) => match consts.get(v.index())?.as_deref()?.data() {
                     Data::F32(d) if d.len() == 1 => d[0],
                     _ => return None,
                 },
@@ -3239,7 +3240,7 @@ impl PackedPad {
         }
         let value = match n.input(1) {
             None => i8::try_from(x.quant.as_ref().map_or(0, |q| q.zero_point())).ok()?,
-            Some(v) => match consts.get(v.index())?.as_ref()?.data() {
+            Some(v) => match consts.get(v.index())?.as_deref()?.data() {
                 Data::I8(d) if d.len() == 1 => d[0],
                 _ => return None,
             },
@@ -3330,8 +3331,8 @@ fn checked_len(dims: &[usize]) -> Option<usize> {
 /// (weights, their shape, bias).
 type FloatParams<'a> = (&'a [f32], Vec<usize>, Option<Vec<f32>>);
 
-fn float_params<'a>(n: &Node, consts: &'a [Option<Array>]) -> Option<FloatParams<'a>> {
-    let c = |i: usize| n.input(i).and_then(|t| consts.get(t.index())).and_then(|a| a.as_ref());
+fn float_params<'a>(n: &Node, consts: &'a [Option<Arc<Array>>]) -> Option<FloatParams<'a>> {
+    let c = |i: usize| n.input(i).and_then(|t| consts.get(t.index())).and_then(|a| a.as_deref());
     let wa = c(1)?;
     let Data::F32(w) = wa.data() else { return None };
     let bias = match n.input(2) {
@@ -3416,7 +3417,7 @@ pub struct PackedFloatConv {
 }
 
 impl PackedFloatConv {
-    fn new(g: &Graph, n: &Node, op: &qlite_ir::op::Conv2d, consts: &[Option<Array>]) -> Option<Self> {
+    fn new(g: &Graph, n: &Node, op: &qlite_ir::op::Conv2d, consts: &[Option<Arc<Array>>]) -> Option<Self> {
         let x = g.tensor(n.input(0)?)?;
         let out = g.tensor(*n.outputs.first()?)?;
         if x.dtype != DType::F32 || out.dtype != DType::F32 {
@@ -3485,25 +3486,27 @@ impl PackedFloatConv {
 pub struct PackedFloatFc {
     activation: qlite_ir::Activation,
     keep_num_dims: bool,
-    w: Vec<f32>,
+    /// The interpreter's own constant ([units, depth] row-major is already the layout the
+    /// GEMM reads): shared, not copied.
+    w: Arc<Array>,
     units: usize,
     depth: usize,
     bias: Option<Vec<f32>>,
 }
 
 impl PackedFloatFc {
-    fn new(g: &Graph, n: &Node, op: &FullyConnected, consts: &[Option<Array>]) -> Option<Self> {
+    fn new(g: &Graph, n: &Node, op: &FullyConnected, consts: &[Option<Arc<Array>>]) -> Option<Self> {
         let x = g.tensor(n.input(0)?)?;
         let out = g.tensor(*n.outputs.first()?)?;
         if x.dtype != DType::F32 || out.dtype != DType::F32 {
             return None;
         }
-        let (w, ws, bias) = float_params(n, consts)?;
+        let (_, ws, bias) = float_params(n, consts)?;
         let [units, depth] = ws[..] else { return None };
         Some(PackedFloatFc {
             activation: op.activation,
             keep_num_dims: op.keep_num_dims,
-            w: w.to_vec(),
+            w: Arc::clone(consts.get(n.input(1)?.index())?.as_ref()?),
             units,
             depth,
             bias,
@@ -3523,7 +3526,8 @@ impl PackedFloatFc {
             return None;
         }
         let y = Array::reuse_f32(out, &os)?;
-        sgemm(batches, depth, units, xv, (depth, 1), &self.w, (1, depth), y)?;
+        let Data::F32(w) = self.w.data() else { return None };
+        sgemm(batches, depth, units, xv, (depth, 1), w, (1, depth), y)?;
         bias_act(y, units, self.bias.as_deref(), self.activation);
         Some(())
     }
@@ -3540,7 +3544,7 @@ pub struct PackedFloatDepthwise {
 }
 
 impl PackedFloatDepthwise {
-    fn new(g: &Graph, n: &Node, op: &DepthwiseConv2d, consts: &[Option<Array>]) -> Option<Self> {
+    fn new(g: &Graph, n: &Node, op: &DepthwiseConv2d, consts: &[Option<Arc<Array>>]) -> Option<Self> {
         let x = g.tensor(n.input(0)?)?;
         let out = g.tensor(*n.outputs.first()?)?;
         if x.dtype != DType::F32 || out.dtype != DType::F32 || op.depth_multiplier != 1 {

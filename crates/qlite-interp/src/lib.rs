@@ -25,6 +25,7 @@ pub use session::Session;
 
 use qlite_ir::op::{Activation, UnaryKind};
 use qlite_ir::{DType, Dim, Graph, Op, QuantParams, Shape, TensorId, VerifyError, verify};
+use std::sync::Arc;
 
 /// Something that went wrong while preparing or running a graph.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -62,7 +63,8 @@ impl Observer for NoObserver {
 #[derive(Debug)]
 pub struct Interpreter<'g> {
     graph: &'g Graph,
-    consts: Vec<Option<Array>>,
+    /// Constants decoded once; shared (not copied) by the fast kernels that read them as is.
+    consts: Vec<Option<Arc<Array>>>,
     /// Nodes whose inputs are all constant, evaluated once at load (e.g. DEQUANTIZE of
     /// float16 weights, as TFLite does in Prepare).
     folded: Vec<bool>,
@@ -121,11 +123,15 @@ impl<'g> Interpreter<'g> {
             let t = &graph.tensors()[id.index()];
             consts.push(match (&t.data, t.shape.to_fixed()) {
                 (Some(d), Some(dims)) => {
-                    Some(Array::from_le_bytes(t.dtype, dims, d).map_err(|source| InterpError::Constant {
+                    let a = Array::from_le_bytes(t.dtype, dims, d).map_err(|source| InterpError::Constant {
                         tensor: id,
                         name: t.name.clone(),
                         source,
-                    })?)
+                    })?;
+                    // Decoded: the file pages behind a mapped constant can go (they are
+                    // read again from the file if the graph is used later).
+                    qlite_ir::hint::constant_consumed(d);
+                    Some(Arc::new(a))
                 }
                 _ => None,
             });
@@ -174,7 +180,7 @@ impl<'g> Interpreter<'g> {
                 continue;
             }
             let ins: Vec<Option<&Array>> =
-                node.inputs.iter().map(|t| t.and_then(|t| self.consts[t.index()].as_ref())).collect();
+                node.inputs.iter().map(|t| t.and_then(|t| self.consts[t.index()].as_deref())).collect();
             let out = self.eval(node, &ins).map_err(|message| InterpError::Node {
                 node: ni,
                 op: node.op.name(),
@@ -182,7 +188,7 @@ impl<'g> Interpreter<'g> {
                 message,
             })?;
             if let Some(&o) = node.outputs.first() {
-                self.consts[o.index()] = Some(out);
+                self.consts[o.index()] = Some(Arc::new(out));
                 self.folded[ni] = true;
             }
         }
@@ -295,7 +301,7 @@ impl<'g> Interpreter<'g> {
             let ins: Vec<Option<&Array>> = node
                 .inputs
                 .iter()
-                .map(|t| t.and_then(|t| values[t.index()].as_ref().or(self.consts[t.index()].as_ref())))
+                .map(|t| t.and_then(|t| values[t.index()].as_ref().or(self.consts[t.index()].as_deref())))
                 .collect();
             let fast = match (self.packed.get(ni).and_then(|p| p.as_ref()), ins.first().copied().flatten()) {
                 (Some(p), Some(x)) => p.run(x, ins.get(1).copied().flatten(), self.par),
@@ -327,7 +333,7 @@ impl<'g> Interpreter<'g> {
         g.outputs()
             .iter()
             .map(|&o| {
-                values[o.index()].clone().or_else(|| self.consts[o.index()].clone()).ok_or_else(|| {
+                values[o.index()].clone().or_else(|| self.consts[o.index()].as_deref().cloned()).ok_or_else(|| {
                     InterpError::Verify(VerifyError::UndefinedOutput {
                         tensor: o,
                         name: g.tensors()[o.index()].name.clone(),

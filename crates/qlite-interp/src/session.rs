@@ -111,7 +111,7 @@ impl<'i, 'g> Session<'i, 'g> {
                 match (input_of[t.index()], slot_of[t.index()]) {
                     (Some(i), _) => inputs.get(i),
                     (None, Some(s)) => slots[s].as_ref(),
-                    (None, None) => interp.consts[t.index()].as_ref(),
+                    (None, None) => interp.consts[t.index()].as_deref(),
                 }
             };
             let x = node.input(0).and_then(value);
@@ -154,7 +154,7 @@ impl<'i, 'g> Session<'i, 'g> {
         let o = *g.outputs().get(i).ok_or(InterpError::OutputIndex { index: i, count: g.outputs().len() })?;
         let v = match self.slot_of[o.index()] {
             Some(s) => self.slots.get(s).and_then(|v| v.as_ref()),
-            None => self.interp.consts[o.index()].as_ref(),
+            None => self.interp.consts[o.index()].as_deref(),
         };
         v.ok_or_else(|| {
             InterpError::Verify(VerifyError::UndefinedOutput { tensor: o, name: g.tensors()[o.index()].name.clone() })
