@@ -9,6 +9,7 @@ mod dynamic;
 mod errors;
 mod fixtures;
 mod malformed;
+mod offset_buffers;
 mod onnx;
 mod opaque;
 mod ops;

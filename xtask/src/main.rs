@@ -9,7 +9,8 @@ type R = Result<(), String>;
 
 const USAGE: &str = "usage: cargo xtask <task>
 tasks:
-  ci                  fmt check, clippy -D warnings, codegen --check, tests, roundtrip, conformance, fuzz smoke
+  ci                  fmt check, clippy -D warnings, codegen --check, tests, roundtrip, conformance,
+                      published models, the 2 GiB+ model, fuzz smoke
   codegen [--check]   regenerate (or check) the committed flatbuffers bindings
   fixtures            regenerate fixtures/ (needs tensorflow-cpu; never run by CI)
   conformance         run the tests' exported models in LiteRT and compare with qlite
@@ -19,6 +20,7 @@ tasks:
   roundtrip           read/write/read every .tflite under fixtures/
   bench               measured numbers: inspect of a 100 MB .tflite, conversion times, latency vs LiteRT
   published [--update]   published production .tflite files (MediaPipe's wheel) through qlite and LiteRT
+  large-model [--keep]   a model over 2 GiB (offset buffers) written by qlite, run by qlite and LiteRT
   malformed           rewrite fixtures/malformed/ (the hostile-input catalogue; also part of fixtures)
   fuzz [--seconds N] [TARGET...]   cargo-fuzz targets (tflite, onnx, safetensors, npy); nightly";
 
@@ -36,6 +38,7 @@ fn main() -> ExitCode {
         Some("onnx-backend") => onnx_backend(args.iter().any(|a| a == "--update")),
         Some("fuzz") => fuzz::fuzz(&args[1..]),
         Some("malformed") => malformed::malformed(),
+        Some("large-model") => large::large_model(args.iter().any(|a| a == "--keep")),
         Some("published") => published(args.iter().any(|a| a == "--update")),
         _ => Err(USAGE.to_string()),
     };
@@ -85,6 +88,7 @@ fn ci() -> R {
     onnx_backend(false)?;
     conformance(false)?;
     published(false)?;
+    large::large_model(false)?;
     // A short smoke run of every fuzz target (the long runs are `cargo xtask fuzz`).
     fuzz::fuzz(&["--seconds".to_string(), "15".to_string()])?;
     eprintln!("xtask ci: all green in {:.0} s", t.elapsed().as_secs_f64());
@@ -509,6 +513,7 @@ fn bench() -> R {
 }
 
 mod fuzz;
+mod large;
 mod malformed;
 mod manifest;
 mod mod_bench;

@@ -404,7 +404,31 @@ fn tflite_cases() -> Vec<(&'static str, Vec<u8>)> {
         "unknown_options_offset_past_the_end",
         std::fs::read(&found).unwrap_or_else(|e| panic!("{}: {e}", found.display())),
     ));
+    // Offset buffers (constants after the flatbuffer, as in files over 2 GiB): the tiny model
+    // written that way, with the weights' offset moved past the end of the file, and with the
+    // bias moved to overlap the weights.
+    let outside = qlite_tflite::write_model_with(&qlite::sample::tiny_graph(), qlite_tflite::BufferPlacement::Outside)
+        .expect("the tiny model writes")
+        .to_vec();
+    let fb_len = u64::try_from(outside.len()).unwrap_or(u64::MAX);
+    let patch = |at: u64, to: u64| {
+        let mut v = outside.clone();
+        let pat = at.to_le_bytes();
+        let hits: Vec<usize> = (0..v.len() - 8).filter(|&i| v[i..i + 8] == pat).collect();
+        assert_eq!(hits.len(), 1, "offset {at} occurs once in the flatbuffer");
+        v[hits[0]..hits[0] + 8].copy_from_slice(&to.to_le_bytes());
+        v
+    };
+    let offsets = offset_buffer_offsets(&outside);
+    out.push(("offset_buffer_past_the_end", patch(offsets[0], fb_len - 8)));
+    out.push(("offset_buffers_overlap", patch(offsets[1], offsets[0] + 4)));
     out
+}
+
+/// The offsets of the buffers kept after the flatbuffer, in buffer order.
+fn offset_buffer_offsets(bytes: &[u8]) -> Vec<u64> {
+    let model = flatbuffers::root::<fb::Model>(bytes).expect("a valid model");
+    model.buffers().into_iter().flatten().map(|b| b.offset()).filter(|&o| o > 1).collect()
 }
 
 // ------------------------------------------------------------------ ONNX

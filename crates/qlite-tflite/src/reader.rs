@@ -40,6 +40,8 @@ pub enum ReadError {
     UnsupportedTensor { index: usize, name: String, message: String },
     #[error("operator {index} ({op}): {message}")]
     Operator { index: usize, op: String, message: String },
+    #[error("buffer {index}: {message}")]
+    Buffer { index: usize, message: String },
     #[error("invalid model: {0}")]
     Invalid(#[from] VerifyError),
 }
@@ -175,6 +177,40 @@ fn opaque_source(
     })
 }
 
+/// Buffers kept after the flatbuffer (`offset` > 1, no `data`; files over 2 GiB) must lie in
+/// the file, and two of them may share a range (the converter stores identical constants
+/// once) but not partly overlap.
+fn check_offset_buffers(
+    bs: &flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<fb::Buffer<'_>>>,
+    file_len: usize,
+) -> Result<(), ReadError> {
+    let mut ranges = Vec::new();
+    for (i, b) in bs.iter().enumerate() {
+        if b.data().is_some_and(|d| !d.is_empty()) || b.offset() <= 1 {
+            continue;
+        }
+        let (off, size) = (b.offset(), b.size());
+        let end = off.checked_add(size).filter(|&e| e <= file_len as u64).ok_or_else(|| ReadError::Buffer {
+            index: i,
+            message: format!("offset {off} with size {size} runs past the end of the {file_len}-byte file"),
+        })?;
+        if size > 0 {
+            ranges.push((off, end, i));
+        }
+    }
+    ranges.sort_unstable();
+    for w in ranges.windows(2) {
+        let ((a0, a1, ai), (b0, b1, bi)) = (w[0], w[1]);
+        if b0 < a1 && (a0, a1) != (b0, b1) {
+            return Err(ReadError::Buffer {
+                index: bi,
+                message: format!("bytes {b0}..{b1} partly overlap buffer {ai}'s bytes {a0}..{a1}"),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Parse a .tflite model. Constant data stays in `bytes` (no copy).
 pub fn read_model(bytes: Bytes) -> Result<Graph, ReadError> {
     if bytes.len() < 8 {
@@ -205,6 +241,9 @@ pub fn read_model(bytes: Bytes) -> Result<Graph, ReadError> {
     let sg = subgraphs.get(0);
     let buffers = model.buffers();
     let n_buffers = buffers.map_or(0, |b| b.len());
+    if let Some(bs) = buffers {
+        check_offset_buffers(&bs, bytes.len())?;
+    }
     let fb_tensors = sg.tensors().ok_or_else(|| ReadError::Tensor {
         index: 0,
         name: String::new(),

@@ -21,9 +21,32 @@ pub enum WriteError {
     DimTooLarge { tensor: TensorId, name: String, dim: usize },
     #[error("node {node:?}: {message}")]
     Unsupported { node: String, message: String },
-    #[error("the model is {size} bytes; files over 2 GiB are not supported yet")]
+    #[error(
+        "the model's constants take {size} bytes, too many to keep inside a flatbuffer (at most 2 GiB); write them after it (BufferPlacement::Auto or Outside)"
+    )]
     TooLarge { size: usize },
+    #[error("writing the model: {0}")]
+    Io(String),
 }
+
+/// Where the constant data of a written model goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BufferPlacement {
+    /// Inside the flatbuffer unless the constants approach its 2 GiB limit (more than
+    /// [`OUTSIDE_THRESHOLD`] bytes), as TensorFlow's converter decides.
+    #[default]
+    Auto,
+    /// Always inside the flatbuffer (`Buffer.data`); fails over 2 GiB.
+    Inside,
+    /// Always after the flatbuffer (`Buffer.offset` / `Buffer.size`, counted from the start of
+    /// the file), with the `buffer_location` metadata TensorFlow's converter writes.
+    Outside,
+}
+
+/// Constants above this many bytes are written after the flatbuffer under
+/// [`BufferPlacement::Auto`]: 2 GiB less 512 MiB, the margin TensorFlow's converter keeps for
+/// the rest of the flatbuffer.
+pub const OUTSIDE_THRESHOLD: usize = (2 << 30) - (512 << 20);
 
 /// The rewrites that bring any verified IR graph into the form the writer maps one to one.
 /// The IR already uses TFLite's layouts (NHWC activations, OHWI / 1HWO weights); what is left
@@ -110,10 +133,91 @@ struct AuxTensor {
 /// Serialize `g` as a .tflite flatbuffer. Runs [`legalize_pipeline`] on a copy first (constants
 /// are shared, not copied); the returned bytes are the builder's own buffer.
 pub fn write_model(g: &Graph) -> Result<bytes::Bytes, WriteError> {
+    write_model_with(g, BufferPlacement::Auto)
+}
+
+/// [`write_model`] with the constants placed as asked.
+pub fn write_model_with(g: &Graph, placement: BufferPlacement) -> Result<bytes::Bytes, WriteError> {
+    let s = serialize_placed(g, placement)?;
+    if s.blobs.is_empty() {
+        return Ok(s.flatbuffer);
+    }
+    let mut out = Vec::with_capacity(s.len as usize);
+    s.write_to(&mut out).map_err(|e| WriteError::Io(e.to_string()))?;
+    Ok(out.into())
+}
+
+/// Serialize `g` into `w`, streaming constants written after the flatbuffer straight from
+/// the graph (no second copy of the weights). Returns the number of bytes written.
+pub fn write_model_to(g: &Graph, placement: BufferPlacement, w: &mut dyn std::io::Write) -> Result<u64, WriteError> {
+    let s = serialize_placed(g, placement)?;
+    s.write_to(w).map_err(|e| WriteError::Io(e.to_string()))?;
+    Ok(s.len)
+}
+
+/// A serialized model: the flatbuffer, then (offset-buffer mode) each constant at its offset.
+struct Serialized {
+    flatbuffer: bytes::Bytes,
+    /// (offset from the start of the file, data), ascending, each offset 16-aligned.
+    blobs: Vec<(u64, bytes::Bytes)>,
+    /// Total file length.
+    len: u64,
+}
+
+impl Serialized {
+    fn write_to(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        const ZEROS: [u8; 64] = [0; 64];
+        w.write_all(&self.flatbuffer)?;
+        let mut pos = self.flatbuffer.len() as u64;
+        for (off, data) in &self.blobs {
+            w.write_all(&ZEROS[..(off - pos) as usize])?;
+            w.write_all(data)?;
+            qlite_ir::hint::constant_consumed(data);
+            pos = off + data.len() as u64;
+        }
+        w.write_all(&ZEROS[..(self.len - pos) as usize])?;
+        Ok(())
+    }
+}
+
+fn align16(x: u64) -> u64 {
+    x.next_multiple_of(16)
+}
+
+fn serialize_placed(g: &Graph, placement: BufferPlacement) -> Result<Serialized, WriteError> {
     let mut g = g.clone();
     legalize_pipeline().run(&mut g)?;
     verify_exportable(&g, "tflite")?;
-    serialize(&g)
+    let outside = match placement {
+        BufferPlacement::Inside => false,
+        BufferPlacement::Outside => true,
+        BufferPlacement::Auto => g.constant_bytes() > OUTSIDE_THRESHOLD,
+    };
+    if !outside {
+        let (flatbuffer, _) = serialize(&g, None)?;
+        let len = flatbuffer.len() as u64;
+        return Ok(Serialized { flatbuffer, blobs: Vec::new(), len });
+    }
+    // Offset fields have a fixed size, so a first pass with placeholder offsets gives the
+    // flatbuffer's length, and the second pass, with the real offsets, the same length.
+    let (first, blobs) = serialize(&g, Some(&[]))?;
+    let mut pos = align16(first.len() as u64);
+    let mut offsets = Vec::with_capacity(blobs.len());
+    for b in &blobs {
+        offsets.push(pos);
+        pos = align16(pos + b.len() as u64);
+    }
+    // 16 zero bytes after the last constant, for kernels that read a vector past the end.
+    let len = align16(pos + 16);
+    let (flatbuffer, _) = serialize(&g, Some(&offsets))?;
+    if flatbuffer.len() != first.len() {
+        return Err(WriteError::Io(format!(
+            "internal: the flatbuffer changed length ({} → {}) when its offsets were filled in",
+            first.len(),
+            flatbuffer.len()
+        )));
+    }
+    Ok(Serialized { flatbuffer, blobs: offsets.into_iter().zip(blobs).collect(), len })
 }
 
 fn i32_dim(g: &Graph, id: TensorId, d: usize) -> Result<i32, WriteError> {
@@ -286,9 +390,12 @@ fn sparsity_table<'a>(
     fb::SparsityParameters::create(fbb, &fb::SparsityParametersArgs { traversal_order, block_map, dim_metadata })
 }
 
-fn serialize(g: &Graph) -> Result<bytes::Bytes, WriteError> {
+/// Build the flatbuffer. `outside`: `None` keeps constant data in the flatbuffer; `Some(offsets)`
+/// writes the non-empty constant buffers as (offset, size), the k-th of them at `offsets[k]`
+/// (an empty slice: placeholders), and returns their data in that order.
+fn serialize(g: &Graph, outside: Option<&[u64]>) -> Result<(bytes::Bytes, Vec<bytes::Bytes>), WriteError> {
     // Estimate: flatbuffers cannot exceed 2 GiB.
-    let const_bytes = g.constant_bytes();
+    let const_bytes = if outside.is_some() { 0 } else { g.constant_bytes() };
     if const_bytes > (2usize << 30) - (64 << 20) {
         return Err(WriteError::TooLarge { size: const_bytes });
     }
@@ -298,7 +405,7 @@ fn serialize(g: &Graph) -> Result<bytes::Bytes, WriteError> {
     fbb.push(fb::Align16::new(0, 0));
 
     // Buffers: 0 is the empty sentinel; each constant gets its own.
-    let mut buffer_data: Vec<Option<&[u8]>> = vec![None];
+    let mut buffer_data: Vec<Option<bytes::Bytes>> = vec![None];
     let mut tensor_buffer = vec![0u32; g.tensors().len()];
     // A constant read sparse is written sparse while its stored form still expands to its data
     // (a pass that changed the data, or the dtype, makes it dense).
@@ -313,7 +420,7 @@ fn serialize(g: &Graph) -> Result<bytes::Bytes, WriteError> {
     for id in g.tensor_ids() {
         if let Some(d) = &g.tensors()[id.index()].data {
             tensor_buffer[id.index()] = buffer_data.len() as u32;
-            buffer_data.push(Some(sparse[id.index()].map_or(&d[..], |sp| &sp.values[..])));
+            buffer_data.push(Some(sparse[id.index()].map_or_else(|| d.clone(), |sp| sp.values.clone())));
         }
     }
     // Aux tensors, in node order, after the graph's own tensors.
@@ -327,10 +434,9 @@ fn serialize(g: &Graph) -> Result<bytes::Bytes, WriteError> {
         }
         aux_index.push(ids);
     }
-    let aux_bytes: Vec<Vec<u8>> = aux.iter().map(|a| a.data.iter().flat_map(|v| v.to_le_bytes()).collect()).collect();
     let aux_buffer_start = buffer_data.len() as u32;
-    for b in &aux_bytes {
-        buffer_data.push(Some(b));
+    for a in &aux {
+        buffer_data.push(Some(a.data.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into()));
     }
     // Operator codes, deduplicated by (code, version, custom code) in first-use order.
     let mut opcodes: Vec<(fb::BuiltinOperator, i32, Option<&str>)> = Vec::new();
@@ -385,21 +491,35 @@ fn serialize(g: &Graph) -> Result<bytes::Bytes, WriteError> {
     if min_rt.len() < 16 {
         rt_bytes[..min_rt.len()].copy_from_slice(min_rt.as_bytes());
     }
+    // Metadata buffers stay in the flatbuffer in either mode.
+    let n_tensor_buffers = buffer_data.len();
     let rt_buffer = buffer_data.len() as u32;
-    buffer_data.push(Some(&rt_bytes));
+    buffer_data.push(Some(bytes::Bytes::copy_from_slice(&rt_bytes)));
+    let location_buffer = buffer_data.len() as u32;
+    if outside.is_some() {
+        buffer_data.push(Some(bytes::Bytes::from_static(b"outside flatbuffers")));
+    }
 
     // ---- build ----
-    let buffers: Vec<WIPOffset<fb::Buffer>> = buffer_data
-        .iter()
-        .map(|d| {
-            let data = d.map(|d| {
-                let v = aligned_bytes(&mut fbb, d);
+    let mut blobs = Vec::new();
+    let mut buffers: Vec<WIPOffset<fb::Buffer>> = Vec::with_capacity(buffer_data.len());
+    for (i, d) in buffer_data.iter().enumerate() {
+        let args = match (d, outside) {
+            (Some(d), Some(offsets)) if i < n_tensor_buffers && !d.is_empty() => {
+                // A placeholder offset above 1 (only those are valid) keeps the field present.
+                let offset = offsets.get(blobs.len()).copied().unwrap_or(2);
+                blobs.push(d.clone());
+                fb::BufferArgs { data: None, offset, size: d.len() as u64 }
+            }
+            (Some(d), _) => {
+                let data = Some(aligned_bytes(&mut fbb, d));
                 qlite_ir::hint::constant_consumed(d);
-                v
-            });
-            fb::Buffer::create(&mut fbb, &fb::BufferArgs { data, offset: 0, size: 0 })
-        })
-        .collect();
+                fb::BufferArgs { data, offset: 0, size: 0 }
+            }
+            (None, _) => fb::BufferArgs { data: None, offset: 0, size: 0 },
+        };
+        buffers.push(fb::Buffer::create(&mut fbb, &args));
+    }
     let buffers = fbb.create_vector(&buffers);
 
     let mut tensors = Vec::with_capacity(g.tensors().len() + aux.len());
@@ -596,8 +716,12 @@ fn serialize(g: &Graph) -> Result<bytes::Bytes, WriteError> {
     );
     let signature_defs = Some(fbb.create_vector(&[sig]));
     let md_name = Some(fbb.create_string("min_runtime_version"));
-    let md = fb::Metadata::create(&mut fbb, &fb::MetadataArgs { name: md_name, buffer: rt_buffer });
-    let metadata = Some(fbb.create_vector(&[md]));
+    let mut md = vec![fb::Metadata::create(&mut fbb, &fb::MetadataArgs { name: md_name, buffer: rt_buffer })];
+    if outside.is_some() {
+        let name = Some(fbb.create_string("buffer_location"));
+        md.push(fb::Metadata::create(&mut fbb, &fb::MetadataArgs { name, buffer: location_buffer }));
+    }
+    let metadata = Some(fbb.create_vector(&md));
     let description = Some(fbb.create_string(g.description().unwrap_or(DESCRIPTION)));
     let model = fb::Model::create(
         &mut fbb,
@@ -617,7 +741,7 @@ fn serialize(g: &Graph) -> Result<bytes::Bytes, WriteError> {
     fbb.finish(model, Some("TFL3"));
     // Hand out the builder's buffer without copying it (the model starts at `head`).
     let (buf, head) = fbb.collapse();
-    Ok(bytes::Bytes::from(buf).slice(head..))
+    Ok((bytes::Bytes::from(buf).slice(head..), blobs))
 }
 
 fn options(fbb: &mut FlatBufferBuilder<'_>, n: &Node) -> (fb::BuiltinOptions, Option<WIPOffset<UnionWIPOffset>>) {

@@ -36,6 +36,7 @@
 // Library code never unwraps: values derived from a file are checked and errors returned.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod diff;
 pub mod inspect;
 pub mod io;
 pub mod npy;
@@ -116,6 +117,13 @@ pub trait Exporter: Send + Sync {
     fn extensions(&self) -> &'static [&'static str];
     /// Serialize (legalize first, then write one to one).
     fn export(&self, g: &Graph) -> Result<Bytes, String>;
+    /// Serialize into `w`; returns the bytes written. Override to stream large data instead of
+    /// building the whole file in memory first.
+    fn export_to(&self, g: &Graph, w: &mut dyn std::io::Write) -> Result<u64, String> {
+        let data = self.export(g)?;
+        w.write_all(&data).map_err(|e| e.to_string())?;
+        Ok(data.len() as u64)
+    }
 }
 
 /// TensorFlow Lite flatbuffers.
@@ -146,6 +154,9 @@ impl Exporter for TfliteFormat {
     }
     fn export(&self, g: &Graph) -> Result<Bytes, String> {
         qlite_tflite::write_model(g).map_err(|e| e.to_string())
+    }
+    fn export_to(&self, g: &Graph, w: &mut dyn std::io::Write) -> Result<u64, String> {
+        qlite_tflite::write_model_to(g, qlite_tflite::BufferPlacement::Auto, w).map_err(|e| e.to_string())
     }
 }
 
@@ -420,7 +431,12 @@ pub fn load_with(
 
 /// Serialize `g` for `path` (format by extension), without writing.
 pub fn export_bytes(reg: &Registry, g: &Graph, path: &Path) -> Result<Bytes, Error> {
-    let exp = reg.exporter_for(path).ok_or_else(|| Error::NoExporter {
+    let exp = exporter(reg, path)?;
+    exp.export(g).map_err(|message| Error::Export { path: path.to_path_buf(), message })
+}
+
+fn exporter<'r>(reg: &'r Registry, path: &Path) -> Result<&'r dyn Exporter, Error> {
+    reg.exporter_for(path).ok_or_else(|| Error::NoExporter {
         path: path.to_path_buf(),
         known: reg
             .exporters
@@ -429,15 +445,20 @@ pub fn export_bytes(reg: &Registry, g: &Graph, path: &Path) -> Result<Bytes, Err
             .map(|e| format!(".{e}"))
             .collect::<Vec<_>>()
             .join(", "),
-    })?;
-    exp.export(g).map_err(|message| Error::Export { path: path.to_path_buf(), message })
+    })
 }
 
-/// Write `g` to `path` atomically. Returns the number of bytes written.
+/// Write `g` to `path` atomically (a temporary file beside it, renamed when complete; nothing
+/// is left behind on error). Returns the number of bytes written.
 pub fn save(reg: &Registry, g: &Graph, path: &Path) -> Result<usize, Error> {
-    let data = export_bytes(reg, g, path)?;
-    io::write_atomic(path, &data).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
-    Ok(data.len())
+    let exp = exporter(reg, path)?;
+    let io_err = |source| Error::Io { path: path.to_path_buf(), source };
+    let tmp = io::temp_beside(path).map_err(io_err)?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp);
+    let n = exp.export_to(g, &mut w).map_err(|message| Error::Export { path: path.to_path_buf(), message })?;
+    let tmp = w.into_inner().map_err(|e| io_err(e.into_error()))?;
+    io::finish(tmp, path).map_err(io_err)?;
+    Ok(n as usize)
 }
 
 /// Options of [`convert`].
