@@ -5,6 +5,7 @@
 mod alloc;
 mod cli;
 mod common;
+mod diff;
 mod dynamic;
 mod errors;
 mod fixtures;

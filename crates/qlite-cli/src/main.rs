@@ -312,6 +312,23 @@ enum Cmd {
         #[arg(long)]
         profile: bool,
     },
+    /// Compare two models (any formats qlite reads): signature, ops added / removed / changed
+    /// (matched by output tensor name), quantization parameters, weights and, with --data,
+    /// every layer's output. Exit 0 when equivalent, 1 when different, 2 on error.
+    Diff {
+        a: PathBuf,
+        b: PathBuf,
+        /// Samples (.npy, float32; a directory of NAME.npy for several inputs) to run both
+        /// models on and compare layer by layer (integer inputs are quantized for each model).
+        #[arg(long, value_name = "X.npy|DIR")]
+        data: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Rows shown per list in the text output.
+        #[arg(long, default_value_t = 20, value_name = "N")]
+        max_rows: usize,
+    },
     /// List the passes `convert --passes` accepts.
     Passes,
     /// The bundled demo: digits models converted and evaluated.
@@ -324,6 +341,17 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.cmd, Cmd::Diff { .. }) {
+        // diff(1)'s convention: 0 equivalent, 1 different, 2 trouble.
+        return match diff_cmd(cli) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(msg) => {
+                eprintln!("error: {msg}");
+                ExitCode::from(2)
+            }
+        };
+    }
     match real_main(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
@@ -331,6 +359,29 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `qlite diff`: whether the models are equivalent.
+fn diff_cmd(cli: Cli) -> Result<bool, String> {
+    let reg = Registry::default().with_limits(cli.limits());
+    let Cmd::Diff { a, b, data, json, max_rows } = cli.cmd else { return Err("not a diff".into()) };
+    let ga = qlite::load(&reg, &a).map_err(|e| e.to_string())?;
+    let gb = qlite::load(&reg, &b).map_err(|e| e.to_string())?;
+    let set = match &data {
+        Some(p) => {
+            qlite::diff::check_same_inputs(&ga, &gb).map_err(|e| e.to_string())?;
+            Some(qlite::quantize::open_samples(&ga, p, "comparison").map_err(|e| e.to_string())?)
+        }
+        None => None,
+    };
+    let names = (a.display().to_string(), b.display().to_string());
+    let d = qlite::diff::diff(&ga, &gb, (&names.0, &names.1), set.as_ref()).map_err(|e| e.to_string())?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&d).map_err(|e| e.to_string())?);
+    } else {
+        print!("{}", qlite::diff::render_text(&d, max_rows));
+    }
+    Ok(d.equivalent)
 }
 
 fn real_main(cli: Cli) -> Result<(), String> {
@@ -533,6 +584,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
             let o = BenchOpts { runs: iterations, kernels, json, threads, profile };
             bench_cmd(&reg, &model, input.as_deref(), &o)
         }
+        Cmd::Diff { .. } => diff_cmd(cli).map(|_| ()),
         Cmd::Passes => {
             for p in qlite::pass_table() {
                 println!("{:<20} {}", p.name, p.description);

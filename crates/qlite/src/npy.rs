@@ -37,18 +37,7 @@ fn field<'a>(header: &'a str, key: &str) -> Result<&'a str, NpyError> {
 pub fn read_npy(bytes: &[u8]) -> Result<Array, NpyError> {
     let Header { descr, shape, data_start: end } = parse_header(bytes)?;
     let data = &bytes[end..];
-    let (dtype, elem) = match descr.as_str() {
-        "<f4" => (Some(DType::F32), 4),
-        "<f8" => (None, 8),
-        "<f2" => (Some(DType::F16), 2),
-        "|i1" | "<i1" => (Some(DType::I8), 1),
-        "|u1" | "<u1" => (Some(DType::U8), 1),
-        "<i2" => (Some(DType::I16), 2),
-        "<i4" => (Some(DType::I32), 4),
-        "<i8" => (Some(DType::I64), 8),
-        "|b1" => (Some(DType::Bool), 1),
-        _ => return Err(NpyError::DType(descr)),
-    };
+    let (dtype, elem) = element_type(&descr)?;
     let expected = qlite_ir::shape::checked_product(&shape).and_then(|n| n.checked_mul(elem));
     if expected != Some(data.len()) {
         return Err(NpyError::DataLength {
@@ -148,13 +137,8 @@ impl NpyRows {
     pub fn open(bytes: bytes::Bytes) -> Result<Self, NpyError> {
         // Validate everything by parsing the header as `read_npy` does, without the data.
         let header = parse_header(&bytes)?;
-        let (dtype, elem, f64_source) = match header.descr.as_str() {
-            "<f4" => (DType::F32, 4, false),
-            "<f8" => (DType::F32, 8, true),
-            "|i1" | "<i1" => (DType::I8, 1, false),
-            "|u1" | "<u1" => (DType::U8, 1, false),
-            other => return Err(NpyError::DType(other.to_string())),
-        };
+        let (dtype, elem) = element_type(&header.descr)?;
+        let (dtype, f64_source) = (dtype.unwrap_or(DType::F32), dtype.is_none());
         if header.shape.is_empty() {
             return Err(NpyError::Header("a 0-d array has no rows".into()));
         }
@@ -210,6 +194,22 @@ struct Header {
     descr: String,
     shape: Vec<usize>,
     data_start: usize,
+}
+
+/// The element type of a `descr` (`None`: float64, read as float32) and its size in bytes.
+fn element_type(descr: &str) -> Result<(Option<DType>, usize), NpyError> {
+    Ok(match descr {
+        "<f4" => (Some(DType::F32), 4),
+        "<f8" => (None, 8),
+        "<f2" => (Some(DType::F16), 2),
+        "|i1" | "<i1" => (Some(DType::I8), 1),
+        "|u1" | "<u1" => (Some(DType::U8), 1),
+        "<i2" => (Some(DType::I16), 2),
+        "<i4" => (Some(DType::I32), 4),
+        "<i8" => (Some(DType::I64), 8),
+        "|b1" => (Some(DType::Bool), 1),
+        _ => return Err(NpyError::DType(descr.to_string())),
+    })
 }
 
 fn parse_header(bytes: &[u8]) -> Result<Header, NpyError> {

@@ -19,12 +19,20 @@ pub struct CalibrationSet {
     /// Rows per run: a model declared with a fixed batch B > 1 is calibrated B rows at a time.
     batch: usize,
     origin: PathBuf,
+    /// What the data is for ("calibration", "comparison"), as the errors name it.
+    what: String,
 }
 
 /// Open calibration data for `g`: an .npy file of N samples (single-input models) or a
 /// directory of NAME.npy files, one per input (NAME = the input's signature name). Shapes,
 /// dtypes and values are checked here, naming the input and the sample.
 pub fn open_calibration(g: &Graph, path: &Path) -> Result<CalibrationSet, Error> {
+    open_samples(g, path, "calibration")
+}
+
+/// [`open_calibration`] for data with another purpose (`what`, e.g. "validation"), named so
+/// in the errors.
+pub fn open_samples(g: &Graph, path: &Path, what: &str) -> Result<CalibrationSet, Error> {
     let err = |message: String| Error::Import { path: path.to_path_buf(), message };
     let files: Vec<PathBuf> = if path.is_dir() {
         (0..g.inputs().len())
@@ -58,7 +66,7 @@ pub fn open_calibration(g: &Graph, path: &Path) -> Result<CalibrationSet, Error>
         if r.dtype() != DType::F32 {
             return Err(Error::Import {
                 path: f.clone(),
-                message: format!("calibration data for input {i} ({name:?}) must be float32, got {}", r.dtype()),
+                message: format!("{what} data for input {i} ({name:?}) must be float32, got {}", r.dtype()),
             });
         }
         let want: Vec<Option<usize>> = t.shape.dims().iter().skip(1).map(|d| d.fixed()).collect();
@@ -68,7 +76,7 @@ pub fn open_calibration(g: &Graph, path: &Path) -> Result<CalibrationSet, Error>
             return Err(Error::Import {
                 path: f.clone(),
                 message: format!(
-                    "calibration samples for input {i} ({name:?}) have shape {:?}, the model expects {} per sample",
+                    "{what} samples for input {i} ({name:?}) have shape {:?}, the model expects {} per sample",
                     r.row_shape(),
                     t.shape
                 ),
@@ -85,7 +93,7 @@ pub fn open_calibration(g: &Graph, path: &Path) -> Result<CalibrationSet, Error>
     }
     let rows = rows.unwrap_or(0);
     if rows == 0 {
-        return Err(err("the calibration set is empty".into()));
+        return Err(err(format!("the {what} set is empty")));
     }
     let batch = g
         .inputs()
@@ -96,10 +104,10 @@ pub fn open_calibration(g: &Graph, path: &Path) -> Result<CalibrationSet, Error>
         .unwrap_or(1);
     if rows < batch {
         return Err(err(format!(
-            "the model runs batches of {batch}: give at least {batch} calibration samples, got {rows}"
+            "the model runs batches of {batch}: give at least {batch} {what} samples, got {rows}"
         )));
     }
-    Ok(CalibrationSet { inputs, rows, batch, origin: path.to_path_buf() })
+    Ok(CalibrationSet { inputs, rows, batch, origin: path.to_path_buf(), what: what.to_string() })
 }
 
 impl CalibrationSet {
@@ -133,7 +141,7 @@ impl CalibrationSet {
                 {
                     return Err(Error::Import {
                         path: self.origin.clone(),
-                        message: format!("calibration sample {i} of input {k} holds {} at element {bad}", v[bad]),
+                        message: format!("{} sample {i} of input {k} holds {} at element {bad}", self.what, v[bad]),
                     });
                 }
                 Ok(a)
@@ -186,7 +194,11 @@ pub fn calibrate(
 }
 
 /// Values of every tensor of one run, dequantized to float, by tensor name.
-fn float_values(g: &Graph, interp: &Interpreter<'_>, inputs: Vec<Array>) -> Result<BTreeMap<String, Vec<f32>>, Error> {
+pub(crate) fn float_values(
+    g: &Graph,
+    interp: &Interpreter<'_>,
+    inputs: Vec<Array>,
+) -> Result<BTreeMap<String, Vec<f32>>, Error> {
     struct Collect<'a> {
         g: &'a Graph,
         out: BTreeMap<String, Vec<f32>>,
