@@ -3,6 +3,7 @@
 //! conformance check (`cargo xtask conformance`) when QLITE_CONFORMANCE_DIR is set.
 
 mod alloc;
+mod check;
 mod cli;
 mod common;
 mod diff;

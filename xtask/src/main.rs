@@ -21,6 +21,7 @@ tasks:
   bench               measured numbers: inspect of a 100 MB .tflite, conversion times, latency vs LiteRT
   published [--update]   published production .tflite files (MediaPipe's wheel) through qlite and LiteRT
   large-model [--keep]   a model over 2 GiB (offset buffers) written by qlite, run by qlite and LiteRT
+  targets LITERT TFLM   rebuild `qlite check`'s support tables from LiteRT / TFLM checkouts
   malformed           rewrite fixtures/malformed/ (the hostile-input catalogue; also part of fixtures)
   fuzz [--seconds N] [TARGET...]   cargo-fuzz targets (tflite, onnx, safetensors, npy); nightly";
 
@@ -38,6 +39,7 @@ fn main() -> ExitCode {
         Some("onnx-backend") => onnx_backend(args.iter().any(|a| a == "--update")),
         Some("fuzz") => fuzz::fuzz(&args[1..]),
         Some("malformed") => malformed::malformed(),
+        Some("targets") => targets::targets(&args[1..]),
         Some("large-model") => large::large_model(args.iter().any(|a| a == "--keep")),
         Some("published") => published(args.iter().any(|a| a == "--update")),
         _ => Err(USAGE.to_string()),
@@ -340,7 +342,13 @@ fn conformance(run_tests: bool) -> R {
     // check.py's comparison must give the verdicts the Rust helper gives.
     let check = root().join("xtask/conformance/check.py");
     run(Command::new(&py).arg(&check).arg("--self-test").arg(root().join("xtask/conformance/compare-cases.json")))?;
-    run(Command::new(py).arg(check).arg(&dir))
+    run(Command::new(&py).arg(check).arg(&dir))?;
+    // `qlite check`'s verdicts held to LiteRT (every case runs there) and to TFLM's runtime.
+    run(cargo().args(["build", "--quiet", "--release", "-p", "qlite-cli"]))?;
+    run(Command::new(py)
+        .arg(root().join("xtask/conformance/targets.py"))
+        .arg(root().join("target/release/qlite"))
+        .arg(&dir))
 }
 
 /// Where the tests leave a file per instruction-set tier they ran (`qlite::isa::for_each_tier`).
@@ -518,3 +526,4 @@ mod malformed;
 mod manifest;
 mod mod_bench;
 mod onnx_backend;
+mod targets;

@@ -146,6 +146,8 @@ enum IoLayout {
     Nhwc,
 }
 
+// Parsed once per process: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Convert a model to another file (format chosen by the output extension).
@@ -214,6 +216,10 @@ enum Cmd {
         /// Layout of rank-4 inputs and outputs of an NCHW (ONNX) model.
         #[arg(long, value_enum, default_value = "source")]
         io_layout: IoLayout,
+        /// Check the output against a runtime (litert, tflm, xnnpack) before writing it; any
+        /// unsupported operator fails the conversion and nothing is written.
+        #[arg(long, value_name = "RUNTIME")]
+        target: Option<String>,
     },
     /// Convert a big safetensors checkpoint (file or sharded directory) to f16, bf16 or int8,
     /// streamed with bounded memory.
@@ -329,6 +335,19 @@ enum Cmd {
         #[arg(long, default_value_t = 20, value_name = "N")]
         max_rows: usize,
     },
+    /// Check every operator of a model against what a runtime supports: litert (LiteRT's
+    /// builtin kernels, with op versions), tflm (TensorFlow Lite Micro) or xnnpack (LiteRT's
+    /// XNNPACK delegate). Exit 0 when all are supported, 1 when any is not, 2 on error.
+    Check {
+        /// One or more models (any format qlite reads; .tflite files are checked as they are).
+        #[arg(required = true)]
+        model: Vec<PathBuf>,
+        #[arg(long, value_name = "RUNTIME")]
+        target: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the passes `convert --passes` accepts.
     Passes,
     /// The bundled demo: digits models converted and evaluated.
@@ -341,6 +360,16 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.cmd, Cmd::Check { .. }) {
+        return match check_cmd(cli) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(msg) => {
+                eprintln!("error: {msg}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if matches!(cli.cmd, Cmd::Diff { .. }) {
         // diff(1)'s convention: 0 equivalent, 1 different, 2 trouble.
         return match diff_cmd(cli) {
@@ -359,6 +388,33 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `qlite check`: whether every operator is supported.
+fn check_cmd(cli: Cli) -> Result<bool, String> {
+    let reg = Registry::default().with_limits(cli.limits());
+    let Cmd::Check { model, target, json } = cli.cmd else { return Err("not a check".into()) };
+    let target: qlite::check::Target = target.parse()?;
+    let mut reports = Vec::with_capacity(model.len());
+    for m in &model {
+        reports.push(qlite::check::check_file(&reg, m, target).map_err(|e| e.to_string())?);
+    }
+    if json {
+        // One object for one model, an array for several.
+        let text = match &reports[..] {
+            [one] => serde_json::to_string_pretty(one),
+            all => serde_json::to_string_pretty(all),
+        };
+        println!("{}", text.map_err(|e| e.to_string())?);
+    } else {
+        for (m, r) in model.iter().zip(&reports) {
+            if model.len() > 1 {
+                println!("{}:", m.display());
+            }
+            print!("{}", qlite::check::render_text(r));
+        }
+    }
+    Ok(reports.iter().all(|r| r.ok()))
 }
 
 /// `qlite diff`: whether the models are equivalent.
@@ -411,6 +467,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
             weights,
             input_shape,
             io_layout,
+            target,
         } => {
             let mut quant = QuantConfig::new(match quantize {
                 QuantArg::None => QuantMode::None,
@@ -444,6 +501,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
                 input_shapes: parse_input_shapes(&input_shape)?,
                 nhwc_io: io_layout == IoLayout::Nhwc,
                 signature,
+                target: target.map(|t| t.parse()).transpose()?,
             };
             let mut bar = Progress::new("calibrating");
             let r = qlite::convert_with_progress(&reg, &input, &output, &opts, &mut |d, t| bar.update(d, t))
@@ -585,6 +643,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
             bench_cmd(&reg, &model, input.as_deref(), &o)
         }
         Cmd::Diff { .. } => diff_cmd(cli).map(|_| ()),
+        Cmd::Check { .. } => check_cmd(cli).map(|_| ()),
         Cmd::Passes => {
             for p in qlite::pass_table() {
                 println!("{:<20} {}", p.name, p.description);

@@ -25,6 +25,7 @@ pub mod reader;
 mod shape;
 pub mod writer;
 
+pub use codes::builtin_name;
 pub use generated::tflite as fb;
 use reader::flatbuffer_error;
 pub use reader::{ReadError, read_model};
@@ -204,4 +205,98 @@ pub fn describe(bytes: &[u8]) -> Result<Description, ReadError> {
         .map(|s| (s.signature_key().unwrap_or("").to_string(), s.subgraph_index() as usize))
         .collect();
     Ok(Description { info, subgraphs, signatures })
+}
+
+/// A tensor an operator reads or writes, as the file declares it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperandDetail {
+    /// The schema's type name ("FLOAT32", "INT8", …).
+    pub dtype: String,
+    /// Holds constant data (a buffer with data, or an offset buffer).
+    pub constant: bool,
+    /// Has a dimension known only at run time (-1 in `shape_signature`).
+    pub dynamic: bool,
+    /// The declared `shape` (a dynamic dimension holds its placeholder, 1).
+    pub dims: Vec<i32>,
+}
+
+/// One operator of a file, with what a runtime's support depends on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperatorDetail {
+    pub subgraph: usize,
+    pub index: usize,
+    /// The builtin's name ("CONV_2D") or, for a custom op, its custom code.
+    pub name: String,
+    pub custom: bool,
+    pub version: i32,
+    /// Name of its first output tensor.
+    pub output: String,
+    /// `None` for an omitted optional input (-1).
+    pub inputs: Vec<Option<OperandDetail>>,
+    pub outputs: Vec<OperandDetail>,
+}
+
+/// Every operator of every subgraph (after the verification of [`read_model`]), and whether
+/// the file keeps constants after the flatbuffer (offset buffers).
+pub fn operator_details(bytes: &[u8]) -> Result<(Vec<OperatorDetail>, bool), ReadError> {
+    if bytes.get(4..8) != Some(&FILE_IDENTIFIER[..]) {
+        return Err(ReadError::WrongIdentifier(String::from_utf8_lossy(bytes.get(4..8).unwrap_or(&[])).into_owned()));
+    }
+    let model = verified_root(bytes)?;
+    let buffers = model.buffers();
+    let has_data = |b: u32| {
+        buffers
+            .filter(|bs| (b as usize) < bs.len())
+            .map(|bs| bs.get(b as usize))
+            .is_some_and(|b| b.data().is_some_and(|d| !d.is_empty()) || b.offset() > 1)
+    };
+    let offset_buffers =
+        buffers.iter().flat_map(|v| v.iter()).any(|b| b.data().is_none_or(|d| d.is_empty()) && b.offset() > 1);
+    let codes_v = model.operator_codes();
+    let mut out = Vec::new();
+    for (si, sg) in model.subgraphs().iter().flat_map(|v| v.iter()).enumerate() {
+        let tensors = sg.tensors();
+        let operand = |i: i32| -> Option<OperandDetail> {
+            let t = usize::try_from(i).ok().and_then(|i| tensors.filter(|t| i < t.len()).map(|t| t.get(i)))?;
+            Some(OperandDetail {
+                dtype: t.type_().variant_name().map_or_else(|| t.type_().0.to_string(), str::to_string),
+                constant: t.buffer() != 0 && has_data(t.buffer()),
+                dynamic: t.shape_signature().is_some_and(|s| s.iter().any(|d| d < 0)),
+                dims: t.shape().map(|v| v.iter().collect()).unwrap_or_default(),
+            })
+        };
+        for (oi, op) in sg.operators().iter().flat_map(|v| v.iter()).enumerate() {
+            let idx = op.opcode_index() as usize;
+            let (name, custom, version) = match codes_v.filter(|c| idx < c.len()).map(|c| c.get(idx)) {
+                Some(oc) => {
+                    let code = oc.builtin_code().0.max(oc.deprecated_builtin_code() as i32);
+                    match oc.custom_code() {
+                        Some(c) if code == fb::BuiltinOperator::CUSTOM.0 => (c.to_string(), true, oc.version()),
+                        _ => (codes::builtin_name(code), false, oc.version()),
+                    }
+                }
+                None => ("<invalid opcode>".to_string(), false, 0),
+            };
+            let outputs: Vec<OperandDetail> = op.outputs().iter().flat_map(|v| v.iter()).filter_map(operand).collect();
+            let output = op
+                .outputs()
+                .filter(|o| !o.is_empty())
+                .and_then(|o| usize::try_from(o.get(0)).ok())
+                .and_then(|i| tensors.filter(|t| i < t.len()).map(|t| t.get(i)))
+                .and_then(|t| t.name())
+                .unwrap_or("")
+                .to_string();
+            out.push(OperatorDetail {
+                subgraph: si,
+                index: oi,
+                name,
+                custom,
+                version,
+                output,
+                inputs: op.inputs().iter().flat_map(|v| v.iter()).map(operand).collect(),
+                outputs,
+            });
+        }
+    }
+    Ok((out, offset_buffers))
 }

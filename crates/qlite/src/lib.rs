@@ -36,6 +36,7 @@
 // Library code never unwraps: values derived from a file are checked and errors returned.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod check;
 pub mod diff;
 pub mod inspect;
 pub mod io;
@@ -82,6 +83,8 @@ pub enum Error {
     Usage(String),
     #[error("{path}: {source}")]
     Limit { path: PathBuf, source: qlite_ir::LimitError },
+    #[error("{path}: not written: {}", check::one_line(report))]
+    Unsupported { path: PathBuf, report: Box<check::CheckReport> },
 }
 
 /// Bytes of a model file plus where they came from, and import options.
@@ -490,6 +493,9 @@ pub struct ConvertOptions {
     pub nhwc_io: bool,
     /// The SavedModel signature to convert (default `serving_default`): `--signature`.
     pub signature: Option<String>,
+    /// Check the written .tflite against this runtime before anything is written (`--target`):
+    /// any unsupported operator fails the conversion, every one named.
+    pub target: Option<check::Target>,
 }
 
 /// What [`convert`] did.
@@ -577,7 +583,19 @@ pub fn convert_with_progress(
     let mut passes = run_passes(&mut g, opts)?;
     let q = quantize_model(&g, opts, progress)?;
     passes.extend(q.passes);
-    let output_bytes = save(reg, &q.graph, output)?;
+    let output_bytes = match opts.target {
+        None => save(reg, &q.graph, output)?,
+        Some(target) => {
+            let bytes = export_bytes(reg, &q.graph, output)?;
+            let report = check::check_tflite(&bytes, target)
+                .map_err(|e| Error::Export { path: output.to_path_buf(), message: e.to_string() })?;
+            if !report.ok() {
+                return Err(Error::Unsupported { path: output.to_path_buf(), report: Box::new(report) });
+            }
+            io::write_atomic(output, &bytes).map_err(|source| Error::Io { path: output.to_path_buf(), source })?;
+            bytes.len()
+        }
+    };
     Ok(ConvertReport {
         input_bytes,
         output_bytes,
