@@ -5,6 +5,8 @@
 - tflm: each model is loaded, allocated and run in TensorFlow Lite Micro (the `tflite-micro`
   wheel). qlite's verdict must be TFLM's: a model check passes must run, a model check refuses
   must fail. TFLM cannot resize inputs, so a batched test input is cut to the model's batch.
+  TFLM aborts the process on some models it cannot run: the models run in a worker process,
+  and a model that kills it counts as refused.
 
 usage: targets.py QLITE CONFORMANCE_DIR
 """
@@ -13,9 +15,36 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
-from tflite_micro.python.tflite_micro import runtime
+
+if sys.argv[1] == "--worker":
+    # Worker: run each case named in the list file, announcing it first, so the parent knows which
+    # one killed the process.
+    root = sys.argv[2]
+    from tflite_micro.python.tflite_micro import runtime
+
+    for line in open(sys.argv[3]):
+        case = line.strip()
+        print(f"start\t{case}", flush=True)
+        d = os.path.join(root, case)
+        try:
+            it = runtime.Interpreter.from_file(os.path.join(d, "model.tflite"), arena_size=64 << 20)
+            i = 0
+            while os.path.exists(os.path.join(d, f"input_{i}.npy")):
+                x = np.load(os.path.join(d, f"input_{i}.npy"))
+                want = it.get_input_details(i)["shape"]
+                if x.ndim == len(want) and x.ndim > 0 and x.shape[0] != want[0] and x.shape[1:] == tuple(want[1:]):
+                    x = x[:want[0]]
+                it.set_input(x, i)
+                i += 1
+            it.invoke()
+            print(f"ok\t{case}\t", flush=True)
+        except Exception as e:  # TFLM reports a refusal as a RuntimeError
+            why = (str(e).splitlines() or [type(e).__name__])[0].replace("\t", " ")
+            print(f"fail\t{case}\t{why}", flush=True)
+    sys.exit(0)
 
 qlite, root = sys.argv[1], sys.argv[2]
 cases = sorted(c for c in os.listdir(root) if os.path.exists(os.path.join(root, c, "model.tflite")))
@@ -48,35 +77,47 @@ if refused:
 verdict = check("tflm")
 
 
-def tflm_runs(case):
-    d = os.path.join(root, case)
-    try:
-        it = runtime.Interpreter.from_file(os.path.join(d, "model.tflite"), arena_size=64 << 20)
-        i = 0
-        while os.path.exists(os.path.join(d, f"input_{i}.npy")):
-            x = np.load(os.path.join(d, f"input_{i}.npy"))
-            want = it.get_input_details(i)["shape"]
-            if x.ndim == len(want) and x.ndim > 0 and x.shape[0] != want[0] and x.shape[1:] == tuple(want[1:]):
-                x = x[:want[0]]
-            it.set_input(x, i)
-            i += 1
-        it.invoke()
-        return True, ""
-    except Exception as e:  # TFLM reports every refusal as a RuntimeError
-        return False, str(e).splitlines()[0] if str(e) else type(e).__name__
+def tflm_results():
+    """case -> (runs, why), each case run in a worker process that may die on it."""
+    results, todo = {}, list(cases)
+    while todo:
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+            f.write("".join(c + "\n" for c in todo))
+        w = subprocess.Popen([sys.executable, __file__, "--worker", root, f.name],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        current = None
+        for line in w.stdout:
+            kind, case, *rest = line.rstrip("\n").split("\t")
+            if kind == "start":
+                current = case
+            else:
+                results[case] = (kind == "ok", rest[0] if rest else "")
+                current = None
+        code = w.wait()
+        os.unlink(f.name)
+        if current is not None:
+            results[current] = (False, f"TFLM killed the process (exit {code})")
+        todo = [c for c in todo if c not in results]
+        if todo and current is None:
+            sys.exit(f"the TFLM worker stopped (exit {code}) with {len(todo)} models left")
+    return results
 
 
 counts = collections.Counter()
 wrong = []
+crashed = []
+results = tflm_results()
 for c in cases:
-    ok, why = tflm_runs(c)
+    ok, why = results[c]
+    if why.startswith("TFLM killed"):
+        crashed.append(c)
     ours = not verdict[c]
     counts[(ours, ok)] += 1
     if ours != ok:
         wrong.append((c, "qlite: supported" if ours else f"qlite: {verdict[c][0]['reason']}",
                       "TFLM runs it" if ok else f"TFLM: {why}"))
 print(f"tflm: {len(cases)} models; both run: {counts[(True, True)]}, both refuse: {counts[(False, False)]}, "
-      f"qlite wrong: {len(wrong)}")
+      f"qlite wrong: {len(wrong)} (TFLM aborted on {len(crashed)}: {', '.join(crashed[:5])})")
 for w in wrong[:50]:
     print("  ", *w)
 sys.exit(1 if wrong else 0)
