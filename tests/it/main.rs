@@ -20,6 +20,7 @@ mod passes;
 mod prod_ops;
 mod quantize;
 mod random_ops;
+mod report;
 mod safetensors;
 mod savedmodel;
 mod sparse;

@@ -201,9 +201,15 @@ enum Cmd {
         /// asymmetric inputs measure 3-5 dB better).
         #[arg(long)]
         symmetric_inputs: bool,
-        /// Write the per-layer error report (JSON); needs --calibration.
-        #[arg(long, value_name = "FILE")]
+        /// Write the per-layer error report; needs --calibration. R.json: the numbers;
+        /// R.html: one self-contained page (SQNR chart worst first, value histograms of the
+        /// worst layers; no script, no network).
+        #[arg(long, value_name = "R.json|R.html")]
         report: Option<PathBuf>,
+        /// Write the per-layer SQNR as Model Explorer node data, to overlay on the graph in
+        /// that tool; needs --calibration.
+        #[arg(long, value_name = "F.json")]
+        report_node_data: Option<PathBuf>,
         /// Architecture sidecar (TOML) that builds a model from a safetensors weights file.
         #[arg(long, value_name = "model.toml")]
         arch: Option<PathBuf>,
@@ -463,6 +469,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
             asymmetric_inputs,
             symmetric_inputs,
             report,
+            report_node_data,
             arch,
             weights,
             input_shape,
@@ -496,6 +503,8 @@ fn real_main(cli: Cli) -> Result<(), String> {
                 calibration_table,
                 save_calibration,
                 report,
+                report_node_data,
+                model_name: input.file_name().map(|n| n.to_string_lossy().into_owned()),
                 arch,
                 weights,
                 input_shapes: parse_input_shapes(&input_shape)?,

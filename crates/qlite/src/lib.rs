@@ -42,6 +42,7 @@ pub mod inspect;
 pub mod io;
 pub mod npy;
 pub mod quantize;
+pub mod report;
 pub mod roundtrip;
 pub mod sample;
 
@@ -481,8 +482,13 @@ pub struct ConvertOptions {
     pub calibration_table: Option<PathBuf>,
     /// Where to save the calibration table.
     pub save_calibration: Option<PathBuf>,
-    /// Where to write the per-layer error report (JSON); needs calibration data.
+    /// Where to write the per-layer error report (JSON, or one self-contained HTML page for a
+    /// `.html` path); needs calibration data.
     pub report: Option<PathBuf>,
+    /// Where to write the per-layer SQNR as Model Explorer node data (JSON).
+    pub report_node_data: Option<PathBuf>,
+    /// The model's name in the HTML report (default: the graph's name).
+    pub model_name: Option<String>,
     /// Architecture sidecar (TOML) that turns a safetensors weights file into a model.
     pub arch: Option<PathBuf>,
     /// safetensors weights bound by name onto the model's constants (fine-tuned weights).
@@ -667,22 +673,48 @@ pub fn quantize_model(
         records.into_iter().map(|r| (r.pass.to_string(), r.changed, r.elapsed)).collect()
     };
     // The report runs both models over the calibration set: only when asked for.
-    let report = match (&set, &opts.report) {
+    let asked = opts.report.as_ref().or(opts.report_node_data.as_ref());
+    let report = match (&set, asked) {
         (Some(set), Some(_)) if cfg.mode != QuantMode::None => {
             Some(quantize::error_report(g, &graph, set, cfg.mode.name())?)
         }
         _ => None,
     };
-    if let (Some(p), Some(r)) = (&opts.report, &report) {
-        let json = serde_json::to_string_pretty(r).map_err(|e| Error::Usage(e.to_string()))?;
-        io::write_atomic(p, json.as_bytes()).map_err(|source| Error::Io { path: p.clone(), source })?;
-    } else if let (Some(p), None) = (&opts.report, &report) {
-        return Err(Error::Usage(format!(
-            "{}: the error report needs --calibration data and a quantization mode",
-            p.display()
-        )));
+    match (asked, &report) {
+        (Some(p), None) => {
+            return Err(Error::Usage(format!(
+                "{}: the error report needs --calibration data and a quantization mode",
+                p.display()
+            )));
+        }
+        (_, Some(r)) => write_reports(opts, r, &graph)?,
+        _ => {}
     }
     Ok(Quantized { graph, passes, calibration, table, report })
+}
+
+/// Write the error report where `--report` (JSON, or one HTML page for a `.html` path) and
+/// `--report-node-data` (Model Explorer's node data) ask.
+fn write_reports(opts: &ConvertOptions, r: &quantize::ErrorReport, quantized: &Graph) -> Result<(), Error> {
+    let write = |p: &PathBuf, text: String| {
+        io::write_atomic(p, text.as_bytes()).map_err(|source| Error::Io { path: p.clone(), source })
+    };
+    if let Some(p) = &opts.report {
+        let html = p.extension().is_some_and(|e| e.eq_ignore_ascii_case("html") || e.eq_ignore_ascii_case("htm"));
+        let text = if html {
+            let model = opts.model_name.clone().unwrap_or_else(|| quantized.name().to_string());
+            report::render_html(r, &model, &opts.quant.exclude.iter().map(|e| e.pattern.clone()).collect::<Vec<_>>())
+        } else {
+            serde_json::to_string_pretty(r).map_err(|e| Error::Usage(e.to_string()))?
+        };
+        write(p, text)?;
+    }
+    if let Some(p) = &opts.report_node_data {
+        // The graph as the .tflite writer names it (Model Explorer's graph id).
+        let graph = if quantized.name().is_empty() { "main" } else { quantized.name() };
+        write(p, report::node_data_json(r, graph))?;
+    }
+    Ok(())
 }
 
 /// Run a graph once.

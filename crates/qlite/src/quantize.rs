@@ -229,6 +229,8 @@ pub struct ErrorReport {
     pub layers: Vec<LayerError>,
     /// The model outputs (float vs quantized, dequantized).
     pub outputs: Vec<LayerError>,
+    /// Value histograms of the worst layers.
+    pub histograms: Vec<RangeHistogram>,
 }
 
 pub fn error_report(float: &Graph, quant: &Graph, set: &CalibrationSet, mode: &str) -> Result<ErrorReport, Error> {
@@ -269,7 +271,8 @@ pub fn error_report(float: &Graph, quant: &Graph, set: &CalibrationSet, mode: &s
     layers.sort_by(|a, b| a.sqnr_db.total_cmp(&b.sqnr_db).then_with(|| a.tensor.cmp(&b.tensor)));
     let outputs =
         out_stats.iter().enumerate().map(|(k, s)| s.layer(float.output_name(k).unwrap_or(""), "output")).collect();
-    Ok(ErrorReport { mode: mode.to_string(), samples: set.len(), layers, outputs })
+    let histograms = range_histograms(float, quant, &fi, set, &layers)?;
+    Ok(ErrorReport { mode: mode.to_string(), samples: set.len(), layers, outputs, histograms })
 }
 
 /// Text table of a report (worst layers first).
@@ -350,4 +353,102 @@ pub fn evaluate(model: &Graph, x: &Array, labels: &[i64], reference: Option<&Gra
         sqnr_db: reference.map(|_| if stats.sqnr_db().is_finite() { stats.sqnr_db() } else { 999.0 }),
         mean_latency_us: total_us / n,
     })
+}
+
+/// The float model's values at one layer, binned over the range its quantized tensor can
+/// represent (quantization clips what falls outside).
+#[derive(Debug, Clone, Serialize)]
+pub struct RangeHistogram {
+    pub tensor: String,
+    /// The binned range: the quantized tensor's, or the observed one for a tensor left float.
+    pub lo: f64,
+    pub hi: f64,
+    /// The quantized tensor's type and parameters, when it has them.
+    pub quant: Option<String>,
+    pub bins: Vec<u64>,
+    /// Values below `lo` and above `hi`.
+    pub below: u64,
+    pub above: u64,
+}
+
+/// How many of the worst layers get a histogram, and how many bins.
+const HIST_LAYERS: usize = 6;
+const HIST_BINS: usize = 64;
+
+/// Histograms of the float values of the worst (non-identical) layers over the calibration set.
+fn range_histograms(
+    float: &Graph,
+    quant: &Graph,
+    fi: &Interpreter<'_>,
+    set: &CalibrationSet,
+    layers: &[LayerError],
+) -> Result<Vec<RangeHistogram>, Error> {
+    let chosen: Vec<&LayerError> = layers.iter().filter(|l| l.sqnr_db < 999.0).take(HIST_LAYERS).collect();
+    if chosen.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut by_name: BTreeMap<&str, &qlite_ir::Tensor> = BTreeMap::new();
+    for t in quant.tensors() {
+        by_name.entry(t.name.as_str()).or_insert(t);
+    }
+    let mut hists: Vec<RangeHistogram> = chosen
+        .iter()
+        .map(|l| {
+            let t = by_name.get(l.tensor.as_str());
+            let q = t.and_then(|t| t.quant.as_ref().filter(|q| !q.is_per_channel()).map(|q| (t.dtype, q)));
+            let limits = q.and_then(|(d, q)| {
+                let (lo, hi) = match d {
+                    DType::I8 => (-128.0, 127.0),
+                    DType::U8 => (0.0, 255.0),
+                    DType::I16 => (-32768.0, 32767.0),
+                    _ => return None,
+                };
+                let (s, z) = (q.scale() as f64, q.zero_point() as f64);
+                Some((s * (lo - z), s * (hi - z)))
+            });
+            let (lo, hi) = limits.unwrap_or((f64::INFINITY, f64::NEG_INFINITY));
+            RangeHistogram {
+                tensor: l.tensor.clone(),
+                lo,
+                hi,
+                quant: q
+                    .filter(|_| limits.is_some())
+                    .map(|(d, q)| format!("{d} scale {:e} zp {}", q.scale(), q.zero_point())),
+                bins: vec![0; HIST_BINS],
+                below: 0,
+                above: 0,
+            }
+        })
+        .collect();
+    // A tensor left float is binned over the range it was observed in.
+    if hists.iter().any(|h| h.quant.is_none()) {
+        for i in 0..set.len() {
+            let fv = float_values(float, fi, set.sample(i)?)?;
+            for h in hists.iter_mut().filter(|h| h.quant.is_none()) {
+                for &v in fv.get(&h.tensor).into_iter().flatten().filter(|v| v.is_finite()) {
+                    h.lo = h.lo.min(v as f64);
+                    h.hi = h.hi.max(v as f64);
+                }
+            }
+        }
+    }
+    for i in 0..set.len() {
+        let fv = float_values(float, fi, set.sample(i)?)?;
+        for h in hists.iter_mut() {
+            let width = h.hi - h.lo;
+            for &v in fv.get(&h.tensor).into_iter().flatten() {
+                let v = v as f64;
+                if v < h.lo {
+                    h.below += 1;
+                } else if v > h.hi {
+                    h.above += 1;
+                } else {
+                    let k = if width > 0.0 { ((v - h.lo) / width * HIST_BINS as f64) as usize } else { 0 };
+                    h.bins[k.min(HIST_BINS - 1)] += 1;
+                }
+            }
+        }
+    }
+    hists.retain(|h| h.lo.is_finite() && h.hi.is_finite());
+    Ok(hists)
 }
