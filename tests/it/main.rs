@@ -11,6 +11,7 @@ mod dynamic;
 mod errors;
 mod fixtures;
 mod malformed;
+mod mixed;
 mod offset_buffers;
 mod onnx;
 mod opaque;

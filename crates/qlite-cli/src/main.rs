@@ -210,6 +210,14 @@ enum Cmd {
         /// that tool; needs --calibration.
         #[arg(long, value_name = "F.json")]
         report_node_data: Option<PathBuf>,
+        /// Mixed precision: keep the layers that add the most error in float, one by one,
+        /// until the output SQNR against the float model reaches DB (measured on --validation,
+        /// else on --calibration).
+        #[arg(long, value_name = "DB")]
+        min_sqnr: Option<f64>,
+        /// Samples to measure --min-sqnr on (.npy, or a directory of NAME.npy).
+        #[arg(long, value_name = "X.npy|DIR")]
+        validation: Option<PathBuf>,
         /// Architecture sidecar (TOML) that builds a model from a safetensors weights file.
         #[arg(long, value_name = "model.toml")]
         arch: Option<PathBuf>,
@@ -470,6 +478,8 @@ fn real_main(cli: Cli) -> Result<(), String> {
             symmetric_inputs,
             report,
             report_node_data,
+            min_sqnr,
+            validation,
             arch,
             weights,
             input_shape,
@@ -505,6 +515,8 @@ fn real_main(cli: Cli) -> Result<(), String> {
                 report,
                 report_node_data,
                 model_name: input.file_name().map(|n| n.to_string_lossy().into_owned()),
+                min_sqnr,
+                validation,
                 arch,
                 weights,
                 input_shapes: parse_input_shapes(&input_shape)?,
@@ -518,6 +530,9 @@ fn real_main(cli: Cli) -> Result<(), String> {
             bar.finish();
             if let Some(rep) = &r.error_report {
                 print!("{}", qlite::quantize::render_report(rep, 10));
+            }
+            if let Some(m) = &r.mixed {
+                print!("{}", qlite::mixed::render_text(m));
             }
             if !r.calibration.is_zero() {
                 println!("calibration: {:.2} ms", r.calibration.as_secs_f64() * 1e3);

@@ -106,6 +106,11 @@ impl Exclude {
         Exclude { pattern: pattern.to_string(), regex }
     }
 
+    /// An exact node or tensor name (no regular expression).
+    pub fn exact(name: &str) -> Self {
+        Exclude { pattern: name.to_string(), regex: None }
+    }
+
     pub fn matches(&self, name: &str) -> bool {
         name == self.pattern || self.regex.as_ref().is_some_and(|r| r.is_match(name))
     }

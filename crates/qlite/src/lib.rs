@@ -40,6 +40,7 @@ pub mod check;
 pub mod diff;
 pub mod inspect;
 pub mod io;
+pub mod mixed;
 pub mod npy;
 pub mod quantize;
 pub mod report;
@@ -489,6 +490,11 @@ pub struct ConvertOptions {
     pub report_node_data: Option<PathBuf>,
     /// The model's name in the HTML report (default: the graph's name).
     pub model_name: Option<String>,
+    /// Mixed precision: keep the layers that add the most error in float until the output
+    /// SQNR against the float model reaches this many dB (`--min-sqnr`).
+    pub min_sqnr: Option<f64>,
+    /// Measure `min_sqnr` on these samples instead of the calibration set (`--validation`).
+    pub validation: Option<PathBuf>,
     /// Architecture sidecar (TOML) that turns a safetensors weights file into a model.
     pub arch: Option<PathBuf>,
     /// safetensors weights bound by name onto the model's constants (fine-tuned weights).
@@ -516,6 +522,8 @@ pub struct ConvertReport {
     pub calibration: Duration,
     /// The per-layer error report, when calibration data was given.
     pub error_report: Option<quantize::ErrorReport>,
+    /// What mixed precision kept in float, when `min_sqnr` was given.
+    pub mixed: Option<mixed::MixedPrecision>,
 }
 
 /// Every pass the CLI can name with `--passes`.
@@ -610,6 +618,7 @@ pub fn convert_with_progress(
         elapsed: start.elapsed(),
         calibration: q.calibration,
         error_report: q.report,
+        mixed: q.mixed,
     })
 }
 
@@ -629,6 +638,7 @@ pub struct Quantized {
     pub calibration: Duration,
     pub table: Option<CalibrationTable>,
     pub report: Option<quantize::ErrorReport>,
+    pub mixed: Option<mixed::MixedPrecision>,
 }
 
 /// Calibrate (if needed) and quantize a float graph as `opts` asks; also the error report.
@@ -672,6 +682,26 @@ pub fn quantize_model(
             .map_err(|e| Error::Pipeline(e.to_string()))?;
         records.into_iter().map(|r| (r.pass.to_string(), r.changed, r.elapsed)).collect()
     };
+    let mixed = match opts.min_sqnr {
+        None => None,
+        Some(_) if cfg.mode == QuantMode::None => {
+            return Err(Error::Usage(
+                "--min-sqnr needs a quantization mode (--quantize int8, dynamic or float16)".into(),
+            ));
+        }
+        Some(target) => {
+            let (owned, measured_on) = match &opts.validation {
+                Some(p) => (Some(quantize::open_samples(g, p, "validation")?), "validation set"),
+                None => (None, "calibration set"),
+            };
+            let measure = owned.as_ref().or(set.as_ref()).ok_or_else(|| {
+                Error::Usage("--min-sqnr measures the model on data: give --calibration or --validation".into())
+            })?;
+            let (q, decision) = mixed::search(g, cfg, &table, measure, measured_on, target)?;
+            graph = q;
+            Some(decision)
+        }
+    };
     // The report runs both models over the calibration set: only when asked for.
     let asked = opts.report.as_ref().or(opts.report_node_data.as_ref());
     let report = match (&set, asked) {
@@ -687,15 +717,20 @@ pub fn quantize_model(
                 p.display()
             )));
         }
-        (_, Some(r)) => write_reports(opts, r, &graph)?,
+        (_, Some(r)) => write_reports(opts, r, &graph, mixed.as_ref())?,
         _ => {}
     }
-    Ok(Quantized { graph, passes, calibration, table, report })
+    Ok(Quantized { graph, passes, calibration, table, report, mixed })
 }
 
 /// Write the error report where `--report` (JSON, or one HTML page for a `.html` path) and
 /// `--report-node-data` (Model Explorer's node data) ask.
-fn write_reports(opts: &ConvertOptions, r: &quantize::ErrorReport, quantized: &Graph) -> Result<(), Error> {
+fn write_reports(
+    opts: &ConvertOptions,
+    r: &quantize::ErrorReport,
+    quantized: &Graph,
+    mixed: Option<&mixed::MixedPrecision>,
+) -> Result<(), Error> {
     let write = |p: &PathBuf, text: String| {
         io::write_atomic(p, text.as_bytes()).map_err(|source| Error::Io { path: p.clone(), source })
     };
@@ -703,7 +738,28 @@ fn write_reports(opts: &ConvertOptions, r: &quantize::ErrorReport, quantized: &G
         let html = p.extension().is_some_and(|e| e.eq_ignore_ascii_case("html") || e.eq_ignore_ascii_case("htm"));
         let text = if html {
             let model = opts.model_name.clone().unwrap_or_else(|| quantized.name().to_string());
-            report::render_html(r, &model, &opts.quant.exclude.iter().map(|e| e.pattern.clone()).collect::<Vec<_>>())
+            let mut decisions: Vec<String> = Vec::new();
+            if let Some(m) = mixed {
+                decisions.push(format!(
+                    "Mixed precision, target {:.2} dB on the {} ({} samples): {:.2} dB with every layer quantized, {:.2} dB written{}.",
+                    m.target_db,
+                    m.measured_on,
+                    m.samples,
+                    m.all_quantized_db,
+                    m.achieved_db,
+                    if m.met { "" } else { " (not met)" }
+                ));
+                for k in &m.kept {
+                    decisions.push(format!(
+                        "Kept in float by mixed precision: {} {} (quantized alone: {:.2} dB output SQNR; model {:.2} dB once kept; +{} bytes).",
+                        k.op, k.tensor, k.alone_db, k.after_db, k.extra_bytes
+                    ));
+                }
+            }
+            for e in &opts.quant.exclude {
+                decisions.push(format!("Kept in float by --exclude {}.", e.pattern));
+            }
+            report::render_html(r, &model, &decisions)
         } else {
             serde_json::to_string_pretty(r).map_err(|e| Error::Usage(e.to_string()))?
         };

@@ -234,6 +234,17 @@ pub struct ErrorReport {
 }
 
 pub fn error_report(float: &Graph, quant: &Graph, set: &CalibrationSet, mode: &str) -> Result<ErrorReport, Error> {
+    error_report_with(float, quant, set, mode, true)
+}
+
+/// [`error_report`], with or without the histograms (two more passes over the samples).
+pub(crate) fn error_report_with(
+    float: &Graph,
+    quant: &Graph,
+    set: &CalibrationSet,
+    mode: &str,
+    with_histograms: bool,
+) -> Result<ErrorReport, Error> {
     let fi = Interpreter::new(float)?;
     let qi = Interpreter::new(quant)?;
     let mut stats: BTreeMap<String, ErrorStats> = BTreeMap::new();
@@ -271,7 +282,7 @@ pub fn error_report(float: &Graph, quant: &Graph, set: &CalibrationSet, mode: &s
     layers.sort_by(|a, b| a.sqnr_db.total_cmp(&b.sqnr_db).then_with(|| a.tensor.cmp(&b.tensor)));
     let outputs =
         out_stats.iter().enumerate().map(|(k, s)| s.layer(float.output_name(k).unwrap_or(""), "output")).collect();
-    let histograms = range_histograms(float, quant, &fi, set, &layers)?;
+    let histograms = if with_histograms { range_histograms(float, quant, &fi, set, &layers)? } else { Vec::new() };
     Ok(ErrorReport { mode: mode.to_string(), samples: set.len(), layers, outputs, histograms })
 }
 

@@ -125,7 +125,7 @@ fn histogram(hg: &RangeHistogram) -> String {
 
 /// One self-contained page: the per-layer SQNR chart (worst first), the model outputs, and the
 /// value histograms of the worst layers. Well-formed XHTML; no script, no external resource.
-pub fn render_html(r: &ErrorReport, model: &str, excluded: &[String]) -> String {
+pub fn render_html(r: &ErrorReport, model: &str, decisions: &[String]) -> String {
     let mut s = String::new();
     s.push_str("<!DOCTYPE html>\n<html xmlns=\"http://www.w3.org/1999/xhtml\" lang=\"en\">\n<head>\n<meta charset=\"utf-8\"/>\n");
     let _ = writeln!(s, "<title>qlite quantization report: {}</title>", esc(model));
@@ -183,12 +183,12 @@ th{background:#f4f4f4}td.l{text-align:left;word-break:break-all;max-width:480px}
         s.push_str("</div>\n");
     }
     s.push_str("<h2>Decisions</h2>\n");
-    if excluded.is_empty() {
+    if decisions.is_empty() {
         s.push_str("<p>Every layer was quantized as the mode asks; none was kept in higher precision.</p>\n");
     } else {
-        s.push_str("<p>Kept in float by <code>--exclude</code> (ops whose name or output matches):</p>\n<ul>\n");
-        for e in excluded {
-            let _ = writeln!(s, "<li><code>{}</code></li>", esc(e));
+        s.push_str("<ul class=\"decisions\">\n");
+        for d in decisions {
+            let _ = writeln!(s, "<li>{}</li>", esc(d));
         }
         s.push_str("</ul>\n");
     }
