@@ -83,3 +83,46 @@ fn min_sqnr_errors() {
     assert!(e.to_string().contains("give --calibration or --validation"), "{e}");
     assert!(!dir.path().join("m.tflite").exists());
 }
+
+#[test]
+fn an_accuracy_budget_keeps_top1_on_held_out_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = qlite::read_npy_file(&fixture("digits/x_test.npy")).unwrap();
+    let y = qlite::read_npy_file(&fixture("digits/y_test.npy")).unwrap();
+    let qlite::Data::I64(labels) = y.data().clone() else { panic!("int64 labels") };
+    let n = x.shape()[0];
+    let (xv, xh) = (rows(&x, 0..180), rows(&x, 180..n));
+    let (vx, vy) = (dir.path().join("vx.npy"), dir.path().join("vy.npy"));
+    qlite::write_npy_file(&vx, &xv).unwrap();
+    qlite::write_npy_file(&vy, &Array::new(vec![180], qlite::Data::I64(labels[..180].to_vec())).unwrap()).unwrap();
+    let reg = qlite::Registry::default();
+    let src = fixture("digits/cnn.tflite");
+    let out = dir.path().join("cnn_acc.tflite");
+    let opts = qlite::ConvertOptions {
+        quant: qlite::QuantConfig::new(qlite::QuantMode::Int8),
+        calibration: Some(fixture("digits/x_calib.npy")),
+        max_accuracy_drop: Some(0.0),
+        validation: Some(vx),
+        labels: Some(vy),
+        ..Default::default()
+    };
+    let r = qlite::convert(&reg, &src, &out, &opts).unwrap();
+    let m = r.mixed.unwrap();
+    let (f, a) = (m.float_top1.unwrap(), m.achieved_top1.unwrap());
+    assert!(m.met && f - a <= 0.0, "{m:?}");
+    assert!(m.all_quantized_top1.unwrap() < f, "all-int8 loses accuracy on the validation half: {m:?}");
+    // Held out: at most one sample of 180 lost.
+    let (fg, qg) = (qlite::load(&reg, &src).unwrap(), qlite::load(&reg, &out).unwrap());
+    let e = qlite::quantize::evaluate(&qg, &xh, &labels[180..], Some(&fg)).unwrap();
+    let ef = qlite::quantize::evaluate(&fg, &xh, &labels[180..], None).unwrap();
+    // (`evaluate` gives top-1 as a fraction.)
+    assert!(ef.top1 - e.top1 <= 1.0 / 180.0 + 1e-9, "held out: float {} vs mixed {}", ef.top1, e.top1);
+    // The CLI needs the labelled validation data.
+    let o = out.to_str().unwrap();
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_qlite"))
+        .args(["convert", src.to_str().unwrap(), "-o", o, "--quantize", "int8", "--max-accuracy-drop", "1"])
+        .output()
+        .unwrap();
+    assert!(!cli.status.success());
+    assert!(String::from_utf8_lossy(&cli.stderr).contains("--validation"), "{}", String::from_utf8_lossy(&cli.stderr));
+}

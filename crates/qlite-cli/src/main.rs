@@ -213,8 +213,15 @@ enum Cmd {
         /// Mixed precision: keep the layers that add the most error in float, one by one,
         /// until the output SQNR against the float model reaches DB (measured on --validation,
         /// else on --calibration).
-        #[arg(long, value_name = "DB")]
+        #[arg(long, value_name = "DB", conflicts_with = "max_accuracy_drop")]
         min_sqnr: Option<f64>,
+        /// Mixed precision: keep the most sensitive layers in float until the top-1 accuracy
+        /// lost against the float model on --validation (with --labels) is at most PCT points.
+        #[arg(long, value_name = "PCT", requires_all = ["validation", "labels"])]
+        max_accuracy_drop: Option<f64>,
+        /// One integer class label per --validation sample (.npy).
+        #[arg(long, value_name = "Y.npy")]
+        labels: Option<PathBuf>,
         /// Samples to measure --min-sqnr on (.npy, or a directory of NAME.npy).
         #[arg(long, value_name = "X.npy|DIR")]
         validation: Option<PathBuf>,
@@ -479,6 +486,8 @@ fn real_main(cli: Cli) -> Result<(), String> {
             report,
             report_node_data,
             min_sqnr,
+            max_accuracy_drop,
+            labels,
             validation,
             arch,
             weights,
@@ -516,6 +525,8 @@ fn real_main(cli: Cli) -> Result<(), String> {
                 report_node_data,
                 model_name: input.file_name().map(|n| n.to_string_lossy().into_owned()),
                 min_sqnr,
+                max_accuracy_drop,
+                labels,
                 validation,
                 arch,
                 weights,

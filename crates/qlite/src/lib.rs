@@ -493,7 +493,14 @@ pub struct ConvertOptions {
     /// Mixed precision: keep the layers that add the most error in float until the output
     /// SQNR against the float model reaches this many dB (`--min-sqnr`).
     pub min_sqnr: Option<f64>,
-    /// Measure `min_sqnr` on these samples instead of the calibration set (`--validation`).
+    /// Mixed precision: keep layers in float until the top-1 accuracy lost against the float
+    /// model is at most this many percentage points on `validation` with `labels`
+    /// (`--max-accuracy-drop`).
+    pub max_accuracy_drop: Option<f64>,
+    /// One integer class label per validation sample (`--labels`).
+    pub labels: Option<PathBuf>,
+    /// Measure the mixed-precision budget on these samples instead of the calibration set
+    /// (`--validation`).
     pub validation: Option<PathBuf>,
     /// Architecture sidecar (TOML) that turns a safetensors weights file into a model.
     pub arch: Option<PathBuf>,
@@ -682,14 +689,40 @@ pub fn quantize_model(
             .map_err(|e| Error::Pipeline(e.to_string()))?;
         records.into_iter().map(|r| (r.pass.to_string(), r.changed, r.elapsed)).collect()
     };
-    let mixed = match opts.min_sqnr {
+    let budget = match (opts.min_sqnr, opts.max_accuracy_drop) {
+        (Some(_), Some(_)) => return Err(Error::Usage("give --min-sqnr or --max-accuracy-drop, not both".into())),
+        (Some(db), None) => Some(mixed::Budget::MinSqnr(db)),
+        (None, Some(points)) => {
+            let (Some(_), Some(l)) = (&opts.validation, &opts.labels) else {
+                return Err(Error::Usage(
+                    "--max-accuracy-drop measures top-1 accuracy: give --validation X.npy and --labels Y.npy".into(),
+                ));
+            };
+            let labels: Vec<i64> = match read_npy_file(l)?.into_data() {
+                Data::I64(v) => v,
+                Data::I32(v) => v.into_iter().map(i64::from).collect(),
+                Data::U8(v) => v.into_iter().map(i64::from).collect(),
+                other => {
+                    return Err(Error::Usage(format!(
+                        "{}: labels must be integers, got {}",
+                        l.display(),
+                        other.dtype()
+                    )));
+                }
+            };
+            Some(mixed::Budget::MaxAccuracyDrop { points, labels })
+        }
+        (None, None) => None,
+    };
+    let mixed = match budget {
         None => None,
         Some(_) if cfg.mode == QuantMode::None => {
             return Err(Error::Usage(
-                "--min-sqnr needs a quantization mode (--quantize int8, dynamic or float16)".into(),
+                "mixed precision (--min-sqnr, --max-accuracy-drop) needs a quantization mode (--quantize int8, dynamic or float16)"
+                    .into(),
             ));
         }
-        Some(target) => {
+        Some(budget) => {
             let (owned, measured_on) = match &opts.validation {
                 Some(p) => (Some(quantize::open_samples(g, p, "validation")?), "validation set"),
                 None => (None, "calibration set"),
@@ -697,7 +730,7 @@ pub fn quantize_model(
             let measure = owned.as_ref().or(set.as_ref()).ok_or_else(|| {
                 Error::Usage("--min-sqnr measures the model on data: give --calibration or --validation".into())
             })?;
-            let (q, decision) = mixed::search(g, cfg, &table, measure, measured_on, target)?;
+            let (q, decision) = mixed::search(g, cfg, &table, measure, measured_on, &budget)?;
             graph = q;
             Some(decision)
         }
@@ -740,15 +773,7 @@ fn write_reports(
             let model = opts.model_name.clone().unwrap_or_else(|| quantized.name().to_string());
             let mut decisions: Vec<String> = Vec::new();
             if let Some(m) = mixed {
-                decisions.push(format!(
-                    "Mixed precision, target {:.2} dB on the {} ({} samples): {:.2} dB with every layer quantized, {:.2} dB written{}.",
-                    m.target_db,
-                    m.measured_on,
-                    m.samples,
-                    m.all_quantized_db,
-                    m.achieved_db,
-                    if m.met { "" } else { " (not met)" }
-                ));
+                decisions.push(format!("Mixed precision, {}.", mixed::summary(m)));
                 for k in &m.kept {
                     decisions.push(format!(
                         "Kept in float by mixed precision: {} {} (quantized alone: {:.2} dB output SQNR; model {:.2} dB once kept; +{} bytes).",

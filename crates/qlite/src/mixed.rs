@@ -30,10 +30,28 @@ pub struct KeptLayer {
     pub extra_bytes: i64,
 }
 
+/// What the mixed-precision budget bounds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Budget {
+    /// The output SQNR against the float model, in dB, at least (`--min-sqnr`).
+    MinSqnr(f64),
+    /// The top-1 accuracy lost against the float model, in percentage points, at most
+    /// (`--max-accuracy-drop`), with one label per sample of the measure set.
+    MaxAccuracyDrop { points: f64, labels: Vec<i64> },
+}
+
 /// What mixed precision decided.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct MixedPrecision {
-    pub target_db: f64,
+    /// The SQNR budget (`--min-sqnr`), if that was the budget.
+    pub target_db: Option<f64>,
+    /// The accuracy budget in percentage points (`--max-accuracy-drop`), if that was the budget.
+    pub max_accuracy_drop: Option<f64>,
+    /// Top-1 accuracy (%) of the float model, with every layer quantized, and written (with
+    /// an accuracy budget).
+    pub float_top1: Option<f64>,
+    pub all_quantized_top1: Option<f64>,
+    pub achieved_top1: Option<f64>,
     /// "calibration set" or "validation set".
     pub measured_on: String,
     pub samples: usize,
@@ -73,24 +91,59 @@ fn folds(samples: usize) -> usize {
     (samples / 2).clamp(1, FOLDS)
 }
 
-/// The lowest output SQNR of `q` against the reference, over the outputs and the folds of the
-/// samples (999: identical).
-fn measure(q: &Graph, set: &CalibrationSet, reference: &[Vec<Vec<f32>>]) -> Result<f64, Error> {
-    let it = Interpreter::new(q)?;
-    let folds = folds(reference.len());
-    let outputs = reference.first().map_or(0, Vec::len);
-    let mut stats = vec![vec![ErrorStats::default(); outputs]; folds];
-    for (i, want) in reference.iter().enumerate() {
-        let (x, _) = crate::quantize_inputs(q, set.sample(i)?)?;
-        let y = crate::dequantize_outputs(q, it.run(x)?)?;
-        let fold = i * folds / reference.len();
-        for ((s, w), a) in stats[fold].iter_mut().zip(want).zip(&y) {
-            if let Some(v) = a.as_f32() {
-                s.add(w, v);
-            }
+/// Top-1 accuracy (%) of the first output's rows against `labels` (one per row, in order).
+fn top1(outputs: &[Vec<Vec<f32>>], labels: &[i64]) -> Result<f64, Error> {
+    let mut rows = Vec::new();
+    for run in outputs {
+        let y = run.first().map_or(&[][..], Vec::as_slice);
+        rows.push(y);
+    }
+    let n_rows: usize = labels.len();
+    let per_run = if outputs.is_empty() { 0 } else { n_rows / outputs.len() };
+    if per_run == 0 || per_run * outputs.len() != n_rows {
+        return Err(Error::Usage(format!(
+            "{} labels for {} runs of the validation set: give one label per sample",
+            labels.len(),
+            outputs.len()
+        )));
+    }
+    let mut correct = 0usize;
+    for (r, y) in rows.iter().enumerate() {
+        let classes = y.len() / per_run;
+        for (k, row) in y.chunks(classes.max(1)).take(per_run).enumerate() {
+            let best =
+                row.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0;
+            correct += usize::from(best as i64 == labels[r * per_run + k]);
         }
     }
-    Ok(stats.iter().flatten().map(|s| s.layer("", "").sqnr_db).fold(999.0, f64::min))
+    Ok(100.0 * correct as f64 / n_rows as f64)
+}
+
+/// `q`'s outputs (dequantized) on every sample.
+fn outputs(q: &Graph, set: &CalibrationSet) -> Result<Vec<Vec<Vec<f32>>>, Error> {
+    let it = Interpreter::new(q)?;
+    let mut out = Vec::with_capacity(set.len());
+    for i in 0..set.len() {
+        let (x, _) = crate::quantize_inputs(q, set.sample(i)?)?;
+        let y = crate::dequantize_outputs(q, it.run(x)?)?;
+        out.push(y.iter().map(|a| a.as_f32().map(<[f32]>::to_vec).unwrap_or_default()).collect());
+    }
+    Ok(out)
+}
+
+/// The lowest output SQNR of `got` against the reference, over the outputs and the folds of
+/// the samples (999: identical).
+fn sqnr_of(got: &[Vec<Vec<f32>>], reference: &[Vec<Vec<f32>>]) -> f64 {
+    let folds = folds(reference.len());
+    let n_out = reference.first().map_or(0, Vec::len);
+    let mut stats = vec![vec![ErrorStats::default(); n_out]; folds];
+    for (i, (want, y)) in reference.iter().zip(got).enumerate() {
+        let fold = i * folds / reference.len();
+        for ((s, w), v) in stats[fold].iter_mut().zip(want).zip(y) {
+            s.add(w, v);
+        }
+    }
+    stats.iter().flatten().map(|s| s.layer("", "").sqnr_db).fold(999.0, f64::min)
 }
 
 /// Search for a small set of float layers that meets `target_db` on `set`. Returns the graph
@@ -101,11 +154,26 @@ pub(crate) fn search(
     table: &Option<CalibrationTable>,
     set: &CalibrationSet,
     measured_on: &str,
-    target_db: f64,
+    budget: &Budget,
 ) -> Result<(Graph, MixedPrecision), Error> {
     let want = reference(g, set)?;
+    let labels = match budget {
+        Budget::MaxAccuracyDrop { labels, .. } => Some(labels.as_slice()),
+        Budget::MinSqnr(_) => None,
+    };
+    let float_top1 = labels.map(|l| top1(&want, l)).transpose()?;
+    // (SQNR, top-1) of a candidate, and whether it meets the budget.
+    let judge = |got: &[Vec<Vec<f32>>]| -> Result<(f64, Option<f64>, bool), Error> {
+        let db = sqnr_of(got, &want);
+        let acc = labels.map(|l| top1(got, l)).transpose()?;
+        let met = match budget {
+            Budget::MinSqnr(t) => db >= *t,
+            Budget::MaxAccuracyDrop { points, .. } => float_top1.zip(acc).is_some_and(|(f, a)| f - a <= *points),
+        };
+        Ok((db, acc, met))
+    };
     let all_q = quantize(g, cfg, table)?;
-    let all_quantized_db = measure(&all_q, set, &want)?;
+    let (all_quantized_db, all_quantized_top1, all_met) = judge(&outputs(&all_q, set)?)?;
     let name = |t: qlite_ir::TensorId| g.tensor(t).map(|t| t.name.clone()).unwrap_or_default();
     // The layers quantization changed: their output or a constant input is stored otherwise.
     let stored = |graph: &Graph| -> BTreeMap<String, (qlite_ir::DType, bool)> {
@@ -125,14 +193,15 @@ pub(crate) fn search(
         }
     }
     let mut kept = Vec::new();
-    let (mut q, mut achieved_db) = (all_q.clone(), all_quantized_db);
-    if achieved_db < target_db {
+    let (mut q, mut achieved_db, mut achieved_top1, mut met) =
+        (all_q.clone(), all_quantized_db, all_quantized_top1, all_met);
+    if !met {
         // Sensitivity: the output SQNR with one layer quantized alone.
         let mut alone = Vec::with_capacity(layers.len());
         for (k, (out, _, _)) in layers.iter().enumerate() {
             let mut c = cfg.clone();
             c.exclude.extend(layers.iter().enumerate().filter(|&(j, _)| j != k).map(|(_, l)| Exclude::exact(&l.0)));
-            let db = measure(&quantize(g, &c, table)?, set, &want)?;
+            let db = sqnr_of(&outputs(&quantize(g, &c, table)?, set)?, &want);
             alone.push((db, k));
             let _ = out;
         }
@@ -150,7 +219,7 @@ pub(crate) fn search(
             let (out, op, consts) = &layers[k];
             c.exclude.push(Exclude::exact(out));
             q = quantize(g, &c, table)?;
-            achieved_db = measure(&q, set, &want)?;
+            (achieved_db, achieved_top1, met) = judge(&outputs(&q, set)?)?;
             kept.push(KeptLayer {
                 tensor: out.clone(),
                 op: op.clone(),
@@ -158,40 +227,66 @@ pub(crate) fn search(
                 after_db: (achieved_db * 100.0).round() / 100.0,
                 extra_bytes: bytes(g, consts) - bytes(&all_q, consts),
             });
-            if achieved_db >= target_db {
+            if met {
                 break;
             }
         }
     }
     let decision = MixedPrecision {
-        target_db,
+        target_db: match budget {
+            Budget::MinSqnr(t) => Some(*t),
+            Budget::MaxAccuracyDrop { .. } => None,
+        },
+        max_accuracy_drop: match budget {
+            Budget::MaxAccuracyDrop { points, .. } => Some(*points),
+            Budget::MinSqnr(_) => None,
+        },
+        float_top1,
+        all_quantized_top1,
+        achieved_top1,
         measured_on: measured_on.to_string(),
         samples: set.len(),
         all_quantized_db,
         achieved_db,
-        met: achieved_db >= target_db,
+        met,
         kept,
     };
     Ok((q, decision))
 }
 
+/// The budget and its outcome in one sentence.
+pub fn summary(m: &MixedPrecision) -> String {
+    let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2} %"));
+    let head = match (m.target_db, m.max_accuracy_drop) {
+        (Some(t), _) => format!(
+            "target {t:.2} dB output SQNR on the {} ({} samples, worst of {} folds): {:.2} dB with every layer quantized, {:.2} dB written",
+            m.measured_on,
+            m.samples,
+            folds(m.samples),
+            m.all_quantized_db,
+            m.achieved_db
+        ),
+        (None, drop) => format!(
+            "top-1 drop at most {:.2} points on the {} ({} samples): float {}, every layer quantized {}, written {} ({:.2} dB output SQNR)",
+            drop.unwrap_or(0.0),
+            m.measured_on,
+            m.samples,
+            pct(m.float_top1),
+            pct(m.all_quantized_top1),
+            pct(m.achieved_top1),
+            m.achieved_db
+        ),
+    };
+    format!(
+        "{head}{}",
+        if m.met { "" } else { " (not met even with every layer in float: the I/O quantization alone exceeds it)" }
+    )
+}
+
 /// The decisions as text (for the CLI).
 pub fn render_text(m: &MixedPrecision) -> String {
     use std::fmt::Write;
-    let mut s = format!(
-        "mixed precision: target {:.2} dB on the {} ({} samples, worst of {} folds): {:.2} dB with every layer quantized, {:.2} dB written{}\n",
-        m.target_db,
-        m.measured_on,
-        m.samples,
-        folds(m.samples),
-        m.all_quantized_db,
-        m.achieved_db,
-        if m.met {
-            ""
-        } else {
-            " (target not met even with every layer in float: the I/O quantization alone exceeds it)"
-        }
-    );
+    let mut s = format!("mixed precision: {}\n", summary(m));
     for k in &m.kept {
         let _ = writeln!(
             s,
