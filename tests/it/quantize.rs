@@ -417,3 +417,38 @@ fn concatenation_inputs_share_the_output_parameters() {
     let ours = qlite::run(&q, vec![test.clone()]).unwrap();
     export_case("quant_concat_shared_params", &std::fs::read(&out).unwrap(), &[test], &ours, "exact");
 }
+
+/// `--bias-correction` changes int8 biases only, and the corrected model stays a valid int8
+/// model LiteRT runs bit-exactly like qlite.
+#[test]
+fn bias_correction_changes_biases_only_and_runs_in_litert() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = qlite::Registry::default();
+    let src = crate::common::fixture("digits/cnn.tflite");
+    let mut outs = Vec::new();
+    for bc in [false, true] {
+        let out = dir.path().join(format!("cnn_{bc}.tflite"));
+        let opts = qlite::ConvertOptions {
+            quant: qlite::QuantConfig::new(qlite::QuantMode::Int8),
+            calibration: Some(crate::common::fixture("digits/x_calib.npy")),
+            bias_correction: bc,
+            ..Default::default()
+        };
+        qlite::convert(&reg, &src, &out, &opts).unwrap();
+        outs.push(qlite::load(&reg, &out).unwrap());
+    }
+    let (plain, corrected) = (&outs[0], &outs[1]);
+    let mut changed = 0;
+    for (a, b) in plain.tensors().iter().zip(corrected.tensors()) {
+        assert_eq!((&a.name, a.dtype, &a.quant), (&b.name, b.dtype, &b.quant));
+        if a.data != b.data {
+            assert_eq!(a.dtype, qlite::ir::DType::I32, "only biases change: {}", a.name);
+            changed += 1;
+        }
+    }
+    assert!(changed > 0, "some bias was corrected");
+    let x = qlite::read_npy_file(&crate::common::fixture("digits/x_test.npy")).unwrap();
+    let y = qlite::run_batched(corrected, vec![x.clone()]).unwrap();
+    let bytes = qlite_tflite::write_model(corrected).unwrap();
+    crate::common::export_case("quant_bias_correction_cnn", &bytes, &[x], &y, "exact");
+}

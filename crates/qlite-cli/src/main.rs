@@ -222,6 +222,10 @@ enum Cmd {
         /// One integer class label per --validation sample (.npy).
         #[arg(long, value_name = "Y.npy")]
         labels: Option<PathBuf>,
+        /// int8: subtract each conv / FC layer's mean output error over the calibration set
+        /// from its bias.
+        #[arg(long)]
+        bias_correction: bool,
         /// Samples to measure --min-sqnr on (.npy, or a directory of NAME.npy).
         #[arg(long, value_name = "X.npy|DIR")]
         validation: Option<PathBuf>,
@@ -488,6 +492,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
             min_sqnr,
             max_accuracy_drop,
             labels,
+            bias_correction,
             validation,
             arch,
             weights,
@@ -527,6 +532,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
                 min_sqnr,
                 max_accuracy_drop,
                 labels,
+                bias_correction,
                 validation,
                 arch,
                 weights,

@@ -499,6 +499,9 @@ pub struct ConvertOptions {
     pub max_accuracy_drop: Option<f64>,
     /// One integer class label per validation sample (`--labels`).
     pub labels: Option<PathBuf>,
+    /// int8: correct each conv / FC bias by its layer's mean output error over the calibration
+    /// set (`--bias-correction`).
+    pub bias_correction: bool,
     /// Measure the mixed-precision budget on these samples instead of the calibration set
     /// (`--validation`).
     pub validation: Option<PathBuf>,
@@ -735,6 +738,14 @@ pub fn quantize_model(
             Some(decision)
         }
     };
+    if opts.bias_correction {
+        let set = set.as_ref().filter(|_| cfg.mode == QuantMode::Int8).ok_or_else(|| {
+            Error::Usage(
+                "--bias-correction measures int8 layers on data: give --quantize int8 and --calibration".into(),
+            )
+        })?;
+        quantize::bias_correction(g, &mut graph, set, BIAS_CORRECTION_ROUNDS)?;
+    }
     // The report runs both models over the calibration set: only when asked for.
     let asked = opts.report.as_ref().or(opts.report_node_data.as_ref());
     let report = match (&set, asked) {
@@ -755,6 +766,9 @@ pub fn quantize_model(
     }
     Ok(Quantized { graph, passes, calibration, table, report, mixed })
 }
+
+/// Rounds of bias correction (each measures the model the previous one corrected).
+const BIAS_CORRECTION_ROUNDS: usize = 1;
 
 /// Write the error report where `--report` (JSON, or one HTML page for a `.html` path) and
 /// `--report-node-data` (Model Explorer's node data) ask.

@@ -5,10 +5,10 @@
 use crate::npy::NpyRows;
 use crate::{Array, Error, Interpreter, io};
 use qlite_interp::Data;
-use qlite_ir::{DType, Graph, TensorId};
+use qlite_ir::{DType, Graph, Op, TensorId};
 use qlite_quant::{CalibrationMethod, CalibrationTable, ErrorStats, HistogramObserver, LayerError, MinMaxObserver};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Calibration samples: one row source per graph input.
@@ -462,4 +462,89 @@ fn range_histograms(
     }
     hists.retain(|h| h.lo.is_finite() && h.hi.is_finite());
     Ok(hists)
+}
+
+/// Bias correction: for each int8 CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED of `quant`,
+/// the mean error of its output against the float model's same tensor over the samples (per
+/// output channel, where the fused activation is linear) is subtracted from its int32 bias.
+/// `rounds` repeats it (each round measures the model the previous one corrected). Returns the
+/// number of layers whose bias changed.
+pub fn bias_correction(float: &Graph, quant: &mut Graph, set: &CalibrationSet, rounds: usize) -> Result<usize, Error> {
+    use qlite_ir::op::Activation;
+    let mut corrected = BTreeSet::new();
+    for _ in 0..rounds {
+        // (output tensor name, bias tensor, channels, linear range of the activation)
+        let mut layers: Vec<(String, TensorId, usize, (f32, f32))> = Vec::new();
+        for n in quant.nodes() {
+            if !matches!(n.op, Op::Conv2d(_) | Op::DepthwiseConv2d(_) | Op::FullyConnected(_)) {
+                continue;
+            }
+            let (Some(&out), Some(b)) = (n.outputs.first(), n.input(2)) else { continue };
+            let (Some(ot), Some(bt)) = (quant.tensor(out), quant.tensor(b)) else { continue };
+            if ot.dtype != DType::I8 || bt.dtype != DType::I32 || bt.data.is_none() || bt.quant.is_none() {
+                continue;
+            }
+            let range = match n.op.fused_activation().unwrap_or_default() {
+                Activation::None => (f32::NEG_INFINITY, f32::INFINITY),
+                Activation::Relu => (0.0, f32::INFINITY),
+                Activation::Relu6 => (0.0, 6.0),
+                Activation::ReluN1To1 => (-1.0, 1.0),
+            };
+            let channels = bt.shape.to_fixed().map_or(0, |d| d.iter().product());
+            if channels > 0 {
+                layers.push((ot.name.clone(), b, channels, range));
+            }
+        }
+        let (fi, qi) = (Interpreter::new(float)?, Interpreter::new(quant)?);
+        let mut sums: Vec<Vec<(f64, u64)>> = layers.iter().map(|l| vec![(0.0, 0); l.2]).collect();
+        for i in 0..set.len() {
+            let sample = set.sample(i)?;
+            let (xq, _) = crate::quantize_inputs(quant, sample.clone())?;
+            let fv = float_values(float, &fi, sample)?;
+            let qv = float_values(quant, &qi, xq)?;
+            for (k, (name, _, c, (lo, hi))) in layers.iter().enumerate() {
+                let (Some(f), Some(q)) = (fv.get(name), qv.get(name)) else { continue };
+                if f.len() != q.len() || f.len() % c != 0 {
+                    continue;
+                }
+                for (j, (&a, &b)) in f.iter().zip(q).enumerate() {
+                    if a > *lo && a < *hi {
+                        let s = &mut sums[k][j % c];
+                        s.0 += (b - a) as f64;
+                        s.1 += 1;
+                    }
+                }
+            }
+        }
+        let mut changed = false;
+        for ((name, b, _, _), sums) in layers.iter().zip(&sums) {
+            let Some(t) = quant.tensor(*b) else { continue };
+            let (Some(q), Some(data)) = (t.quant.clone(), t.data.clone()) else { continue };
+            let mut v: Vec<i32> = data.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let mut any = false;
+            for (c, &(sum, count)) in sums.iter().enumerate() {
+                if count == 0 {
+                    continue;
+                }
+                let scale = q.channel(c).0 as f64;
+                let step = (sum / count as f64 / scale).round();
+                if step != 0.0 && scale > 0.0 {
+                    v[c] = (v[c] as f64 - step).clamp(i32::MIN as f64, i32::MAX as f64) as i32;
+                    any = true;
+                }
+            }
+            if any {
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                if let Some(t) = quant.tensor_mut(*b) {
+                    t.data = Some(bytes.into());
+                }
+                corrected.insert(name.clone());
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    Ok(corrected.len())
 }
