@@ -418,6 +418,76 @@ fn concatenation_inputs_share_the_output_parameters() {
     export_case("quant_concat_shared_params", &std::fs::read(&out).unwrap(), &[test], &ours, "exact");
 }
 
+/// DenseNet's transition: conv → AVERAGE_POOL_2D → concatenation. The pool passes its input's
+/// parameters on, so the convolution before it takes the concatenation's parameters too (no
+/// requantize), and, as in TF's converter, only the pool's output and the concatenation set
+/// their range: the convolution's wider range does not coarsen the class.
+#[test]
+fn a_pool_before_a_concatenation_passes_the_shared_parameters_back() {
+    use crate::common::Builder;
+    use qlite::ir::op::*;
+    let mut b = Builder::new("transition");
+    let x = b.input("x", &[1, 8, 8, 3], -1.0, 1.0);
+    let w = b.konst("t_w", &[6, 1, 1, 3]);
+    let bias = b.konst("t_b", &[6]);
+    let conv =
+        Op::Conv2d(Conv2d { padding: Padding::Same, stride: [1, 1], dilation: [1, 1], activation: Activation::None });
+    let t = b.node(conv, &[Some(x), Some(w), Some(bias)], None);
+    let pool = Op::Pool2d(Pool2d {
+        kind: PoolKind::Average,
+        filter: [2, 2],
+        stride: [2, 2],
+        padding: Padding::Valid,
+        activation: Activation::None,
+    });
+    let p = b.node(pool, &[Some(t)], None);
+    let w2 = b.konst("u_w", &[2, 3, 3, 6]);
+    let b2 = b.konst("u_b", &[2]);
+    let conv2 =
+        Op::Conv2d(Conv2d { padding: Padding::Same, stride: [1, 1], dilation: [1, 1], activation: Activation::Relu });
+    let u = b.node(conv2, &[Some(p), Some(w2), Some(b2)], None);
+    let c =
+        b.node(Op::Concatenation(Concatenation { axis: 3, activation: Activation::None }), &[Some(p), Some(u)], None);
+    let (g, _) = b.finish(&[c]);
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::default();
+    let float_path = dir.path().join("transition.tflite");
+    qlite::save(&reg, &g, &float_path).unwrap();
+    let mut rng = qlite::sample::Rng::new(5);
+    let calib = dir.path().join("calib.npy");
+    qlite::write_npy_file(&calib, &Array::f32(vec![8, 8, 8, 3], rng.vec(8 * 192, -1.0, 1.0)).unwrap()).unwrap();
+    let table = dir.path().join("table.json");
+    let out = dir.path().join("transition_int8.tflite");
+    let o = ConvertOptions {
+        quant: QuantConfig::new(QuantMode::Int8),
+        calibration: Some(calib),
+        save_calibration: Some(table.clone()),
+        ..Default::default()
+    };
+    qlite::convert(&reg, &float_path, &out, &o).unwrap();
+    let q = qlite::load(&reg, &out).unwrap();
+    let quantizes = q.nodes().iter().filter(|n| n.op.name() == "Quantize").count();
+    assert_eq!(quantizes, 1, "only the graph input is quantized: {}", qlite::ir::print_graph(&q));
+    let params = |name: &str| q.tensors().iter().find(|t| t.name == name).unwrap().quant.clone().unwrap();
+    let (tn, pn, cn) = (&g.tensor(t).unwrap().name, &g.tensor(p).unwrap().name, &g.tensor(c).unwrap().name);
+    assert_eq!(params(tn), params(cn), "the convolution before the pool takes the class's parameters");
+    assert_eq!(params(pn), params(cn));
+    // The class's range: the pool output's and the concatenation's, not the convolution's.
+    let t_json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&table).unwrap()).unwrap();
+    let range = |name: &str| {
+        let r = &t_json["ranges"][name];
+        (r["min"].as_f64().unwrap(), r["max"].as_f64().unwrap())
+    };
+    let (conv_r, pool_r, cat_r) = (range(tn), range(pn), range(cn));
+    assert!(conv_r.1 - conv_r.0 > pool_r.1 - pool_r.0, "averaging narrows the range: {conv_r:?} {pool_r:?}");
+    let (lo, hi) = (pool_r.0.min(cat_r.0).min(0.0), pool_r.1.max(cat_r.1).max(0.0));
+    let scale = params(cn).scale() as f64;
+    assert!((scale - (hi - lo) / 255.0).abs() < 1e-6 * scale.max(1.0), "scale {scale} for [{lo}, {hi}]");
+    let test = Array::f32(vec![1, 8, 8, 3], rng.vec(192, -1.0, 1.0)).unwrap();
+    let ours = qlite::run(&q, vec![test.clone()]).unwrap();
+    export_case("quant_pool_concat_shared_params", &std::fs::read(&out).unwrap(), &[test], &ours, "exact");
+}
+
 /// `--bias-correction` changes int8 biases only, and the corrected model stays a valid int8
 /// model LiteRT runs bit-exactly like qlite.
 #[test]

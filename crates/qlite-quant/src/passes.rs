@@ -237,7 +237,13 @@ impl Int8Rewrite<'_> {
 /// is produced with parameters of its own choosing (a calibrated output or a graph input, not a
 /// fixed-range op's), it joins the output's class, and the class is quantized over the union of
 /// its members' ranges, as TF's converter does; no QUANTIZE op is then needed to requantize
-/// it. Classes chain (DenseNet's concatenation feeds the next one).
+/// it. Classes chain (DenseNet's concatenation feeds the next one), and reach back through ops
+/// whose output takes their input's parameters (a pool, a reshape, a pad) to the producer
+/// that chooses them (DenseNet's first concatenation of a block takes a pool's output: the
+/// convolution before the pool is quantized with the concatenation's parameters). As in TF's
+/// converter, only the class's own tensors set its range: a producer reached through a pool
+/// takes the parameters without widening them (average pooling narrows the range; the
+/// producer's few values beyond it saturate).
 fn shared_params(g: &Graph, table: &CalibrationTable, cfg: &QuantConfig) -> HashMap<TensorId, QuantParams> {
     use qlite_ir::op::BinaryKind;
     let nt = g.tensors().len();
@@ -261,21 +267,35 @@ fn shared_params(g: &Graph, table: &CalibrationTable, cfg: &QuantConfig) -> Hash
             producer.insert(o, i);
         }
     }
-    let free = |t: TensorId| -> bool {
-        let tensor = &g.tensors()[t.index()];
-        if tensor.is_const() || tensor.dtype != DType::F32 {
-            return false;
-        }
-        match producer.get(&t) {
-            Some(&i) => {
-                let p = &g.nodes()[i];
-                let spec = op_spec(&p.op);
-                spec.output == OutputRule::Calibrated || !spec.quantizable || excluded(cfg, g, p)
+    // The tensors that must join `t`'s class for it to take shared parameters: `t` itself
+    // and, through ops that pass their input's parameters on, their inputs back to a producer
+    // free to choose; `None` when a fixed-range op is on the way.
+    let joinable = |t: TensorId| -> Option<Vec<TensorId>> {
+        let mut chain = Vec::new();
+        let mut t = t;
+        loop {
+            let tensor = &g.tensors()[t.index()];
+            if tensor.is_const() || tensor.dtype != DType::F32 || chain.len() > g.nodes().len() {
+                return None;
             }
-            None => g.inputs().contains(&t),
+            chain.push(t);
+            let Some(&i) = producer.get(&t) else {
+                return g.inputs().contains(&t).then_some(chain);
+            };
+            let p = &g.nodes()[i];
+            let spec = op_spec(&p.op);
+            if spec.output == OutputRule::Calibrated || !spec.quantizable || excluded(cfg, g, p) {
+                return Some(chain);
+            }
+            if spec.output != OutputRule::SameAsInput {
+                return None;
+            }
+            t = p.input(0)?;
         }
     };
     let mut joined = false;
+    // Tensors whose calibrated range counts towards their class's parameters.
+    let mut sets_range = vec![false; nt];
     for n in g.nodes() {
         let shares = match &n.op {
             Op::Concatenation(_) => true,
@@ -286,9 +306,14 @@ fn shared_params(g: &Graph, table: &CalibrationTable, cfg: &QuantConfig) -> Hash
             continue;
         }
         let Some(&out) = n.outputs.first() else { continue };
+        sets_range[out.index()] = true;
         for t in n.input_ids() {
-            if free(t) {
-                let (a, b) = (find(&mut parent, t.index()), find(&mut parent, out.index()));
+            let chain = joinable(t).unwrap_or_default();
+            if let Some(first) = chain.first() {
+                sets_range[first.index()] = true;
+            }
+            for m in chain {
+                let (a, b) = (find(&mut parent, m.index()), find(&mut parent, out.index()));
                 if a != b {
                     parent[a] = b;
                     joined = true;
@@ -309,9 +334,10 @@ fn shared_params(g: &Graph, table: &CalibrationTable, cfg: &QuantConfig) -> Hash
     }
     for (root, mut members) in classes {
         members.push(root);
+        let setting: Vec<usize> = members.iter().copied().filter(|&m| sets_range[m]).collect();
         let ranges: Vec<(f32, f32)> =
-            members.iter().filter_map(|&m| table.ranges.get(&g.tensors()[m].name).map(|r| (r.min, r.max))).collect();
-        if ranges.len() != members.len() {
+            setting.iter().filter_map(|&m| table.ranges.get(&g.tensors()[m].name).map(|r| (r.min, r.max))).collect();
+        if ranges.is_empty() || ranges.len() != setting.len() {
             continue; // a member without a range: the missing range is reported where it is read
         }
         let lo = ranges.iter().map(|r| r.0).fold(f32::INFINITY, f32::min);
