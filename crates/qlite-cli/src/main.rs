@@ -623,12 +623,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
         Cmd::Eval { model, data, labels, reference, json } => {
             let g = qlite::load(&reg, &model).map_err(|e| e.to_string())?;
             let x = qlite::read_npy_file(&data).map_err(|e| e.to_string())?;
-            let y: Vec<i64> = match qlite::read_npy_file(&labels).map_err(|e| e.to_string())?.into_data() {
-                Data::I64(v) => v,
-                Data::I32(v) => v.into_iter().map(i64::from).collect(),
-                Data::U8(v) => v.into_iter().map(i64::from).collect(),
-                other => return Err(format!("{}: labels must be integers, got {}", labels.display(), other.dtype())),
-            };
+            let y = qlite::read_labels(&labels).map_err(|e| e.to_string())?;
             let r = match &reference {
                 Some(p) => Some(qlite::load(&reg, p).map_err(|e| e.to_string())?),
                 None => None,

@@ -701,19 +701,7 @@ pub fn quantize_model(
                     "--max-accuracy-drop measures top-1 accuracy: give --validation X.npy and --labels Y.npy".into(),
                 ));
             };
-            let labels: Vec<i64> = match read_npy_file(l)?.into_data() {
-                Data::I64(v) => v,
-                Data::I32(v) => v.into_iter().map(i64::from).collect(),
-                Data::U8(v) => v.into_iter().map(i64::from).collect(),
-                other => {
-                    return Err(Error::Usage(format!(
-                        "{}: labels must be integers, got {}",
-                        l.display(),
-                        other.dtype()
-                    )));
-                }
-            };
-            Some(mixed::Budget::MaxAccuracyDrop { points, labels })
+            Some(mixed::Budget::MaxAccuracyDrop { points, labels: read_labels(l)? })
         }
         (None, None) => None,
     };
@@ -821,6 +809,16 @@ pub fn run(g: &Graph, inputs: Vec<Array>) -> Result<Vec<Array>, Error> {
 pub fn read_npy_file(path: &Path) -> Result<Array, Error> {
     let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
     npy::read_npy(&bytes).map_err(|source| Error::Npy { path: path.to_path_buf(), source })
+}
+
+/// Class labels from an .npy file of integers (int64, int32 or uint8).
+pub fn read_labels(path: &Path) -> Result<Vec<i64>, Error> {
+    match read_npy_file(path)?.into_data() {
+        Data::I64(v) => Ok(v),
+        Data::I32(v) => Ok(v.into_iter().map(i64::from).collect()),
+        Data::U8(v) => Ok(v.into_iter().map(i64::from).collect()),
+        other => Err(Error::Usage(format!("{}: labels must be integers, got {}", path.display(), other.dtype()))),
+    }
 }
 
 /// Write an .npy file atomically.

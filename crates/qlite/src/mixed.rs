@@ -71,20 +71,9 @@ fn quantize(g: &Graph, cfg: &QuantConfig, table: &Option<CalibrationTable>) -> R
     Ok(q)
 }
 
-/// The float model's outputs on every sample (the reference every measurement compares with).
-fn reference(g: &Graph, set: &CalibrationSet) -> Result<Vec<Vec<Vec<f32>>>, Error> {
-    let it = Interpreter::new(g)?;
-    let mut out = Vec::with_capacity(set.len());
-    for i in 0..set.len() {
-        let y = crate::dequantize_outputs(g, it.run(set.sample(i)?)?)?;
-        out.push(y.iter().map(|a| a.as_f32().map(<[f32]>::to_vec).unwrap_or_default()).collect());
-    }
-    Ok(out)
-}
-
 /// The measure set is split into up to this many folds of consecutive samples (two samples
-/// each at least), and the budget must hold on each: the worst fold stands in for data
-/// the search never saw.
+/// each at least), and the budget must hold on each: the worst fold stands in for data the
+/// search never saw.
 const FOLDS: usize = 8;
 
 fn folds(samples: usize) -> usize {
@@ -93,14 +82,8 @@ fn folds(samples: usize) -> usize {
 
 /// Top-1 accuracy (%) of the first output's rows against `labels` (one per row, in order).
 fn top1(outputs: &[Vec<Vec<f32>>], labels: &[i64]) -> Result<f64, Error> {
-    let mut rows = Vec::new();
-    for run in outputs {
-        let y = run.first().map_or(&[][..], Vec::as_slice);
-        rows.push(y);
-    }
-    let n_rows: usize = labels.len();
-    let per_run = if outputs.is_empty() { 0 } else { n_rows / outputs.len() };
-    if per_run == 0 || per_run * outputs.len() != n_rows {
+    let per_run = if outputs.is_empty() { 0 } else { labels.len() / outputs.len() };
+    if per_run == 0 || per_run * outputs.len() != labels.len() {
         return Err(Error::Usage(format!(
             "{} labels for {} runs of the validation set: give one label per sample",
             labels.len(),
@@ -108,18 +91,20 @@ fn top1(outputs: &[Vec<Vec<f32>>], labels: &[i64]) -> Result<f64, Error> {
         )));
     }
     let mut correct = 0usize;
-    for (r, y) in rows.iter().enumerate() {
-        let classes = y.len() / per_run;
-        for (k, row) in y.chunks(classes.max(1)).take(per_run).enumerate() {
+    for (r, run) in outputs.iter().enumerate() {
+        let y = run.first().map_or(&[][..], Vec::as_slice);
+        let classes = (y.len() / per_run).max(1);
+        for (k, row) in y.chunks(classes).take(per_run).enumerate() {
             let best =
                 row.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0;
             correct += usize::from(best as i64 == labels[r * per_run + k]);
         }
     }
-    Ok(100.0 * correct as f64 / n_rows as f64)
+    Ok(100.0 * correct as f64 / labels.len() as f64)
 }
 
-/// `q`'s outputs (dequantized) on every sample.
+/// `q`'s outputs (dequantized) on every sample (the float model's are the reference the
+/// quantized candidates are measured against).
 fn outputs(q: &Graph, set: &CalibrationSet) -> Result<Vec<Vec<Vec<f32>>>, Error> {
     let it = Interpreter::new(q)?;
     let mut out = Vec::with_capacity(set.len());
@@ -156,7 +141,7 @@ pub(crate) fn search(
     measured_on: &str,
     budget: &Budget,
 ) -> Result<(Graph, MixedPrecision), Error> {
-    let want = reference(g, set)?;
+    let want = outputs(g, set)?;
     let labels = match budget {
         Budget::MaxAccuracyDrop { labels, .. } => Some(labels.as_slice()),
         Budget::MinSqnr(_) => None,
