@@ -58,10 +58,19 @@ def sqnr(ref, y):
     return float("inf") if err == 0 else 10 * np.log10(np.sum(ref ** 2) / err)
 
 
-calib, held = images(CALIB, 1), images(HELD, 2)
-np.save(os.path.join(out, "calib.npy"), calib)
+# Each architecture's own input preprocessing (MobileNetV2 expects [-1, 1], ResNet50 BGR
+# minus the mean, DenseNet standardized, EfficientNet [0, 255]).
+PREPROCESS = {
+    "MobileNetV2": tf.keras.applications.mobilenet_v2.preprocess_input,
+    "ResNet50": tf.keras.applications.resnet50.preprocess_input,
+    "DenseNet121": tf.keras.applications.densenet.preprocess_input,
+    "EfficientNetB0": tf.keras.applications.efficientnet.preprocess_input,
+}
 rows = []
 for name in names:
+    prep = PREPROCESS.get(name, lambda v: v)
+    calib, held = prep(images(CALIB, 1)).astype(np.float32), prep(images(HELD, 2)).astype(np.float32)
+    np.save(os.path.join(out, f"{name}_calib.npy"), calib)
     m = build(name)
     d = os.path.join(out, name)
     os.makedirs(d, exist_ok=True)
@@ -86,7 +95,7 @@ for name in names:
     for mode in ["dynamic", "int8"]:
         p = os.path.join(d, f"qlite_{mode}.tflite")
         r = subprocess.run([qlite, "convert", float_path, "-o", p, "--quantize", mode,
-                            "--calibration", os.path.join(out, "calib.npy")], capture_output=True, text=True)
+                            "--calibration", os.path.join(out, f"{name}_calib.npy")], capture_output=True, text=True)
         if r.returncode != 0:
             print(f"{name} qlite {mode}: {r.stderr.strip()}", flush=True)
             continue

@@ -21,6 +21,7 @@ tasks:
   bench               measured numbers: inspect of a 100 MB .tflite, conversion times, latency vs LiteRT
   published [--update]   published production .tflite files (MediaPipe's wheel) through qlite and LiteRT
   large-model [--keep]   a model over 2 GiB (offset buffers) written by qlite, run by qlite and LiteRT
+  sqnr [MODEL...]     qlite's int8 / dynamic range against TF's converter on Keras architectures (needs TF)
   targets LITERT TFLM   rebuild `qlite check`'s support tables from LiteRT / TFLM checkouts
   malformed           rewrite fixtures/malformed/ (the hostile-input catalogue; also part of fixtures)
   fuzz [--seconds N] [TARGET...]   cargo-fuzz targets (tflite, onnx, safetensors, npy); nightly";
@@ -40,6 +41,7 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz::fuzz(&args[1..]),
         Some("malformed") => malformed::malformed(),
         Some("targets") => targets::targets(&args[1..]),
+        Some("sqnr") => sqnr::sqnr(&args[1..]),
         Some("large-model") => large::large_model(args.iter().any(|a| a == "--keep")),
         Some("published") => published(args.iter().any(|a| a == "--update")),
         _ => Err(USAGE.to_string()),
@@ -526,4 +528,5 @@ mod malformed;
 mod manifest;
 mod mod_bench;
 mod onnx_backend;
+mod sqnr;
 mod targets;
