@@ -67,34 +67,47 @@ fn verified_root(bytes: &[u8]) -> Result<fb::Model<'_>, ReadError> {
     flatbuffers::root_with_opts::<fb::Model>(&opts, &bytes[..fb_len]).map_err(flatbuffer_error)
 }
 
-/// (op name, version, name of its first output tensor) of each operator of a subgraph.
-fn operator_list(model: &fb::Model<'_>, sg: &fb::SubGraph<'_>) -> Vec<(String, i32, String)> {
-    let codes_v = model.operator_codes();
-    let tensors = sg.tensors();
-    let mut operators = Vec::new();
-    for op in sg.operators().iter().flat_map(|v| v.iter()) {
-        let idx = op.opcode_index() as usize;
-        let out = op
-            .outputs()
-            .filter(|o| !o.is_empty())
-            .and_then(|o| usize::try_from(o.get(0)).ok())
-            .and_then(|i| tensors.filter(|t| i < t.len()).map(|t| t.get(i)))
-            .and_then(|t| t.name())
-            .unwrap_or("")
-            .to_string();
-        let entry = codes_v.filter(|c| idx < c.len()).map(|c| {
-            let oc = c.get(idx);
+/// An operator's code as the file names it: (builtin name or custom code, is custom, version),
+/// and the name of its first output tensor.
+fn operator_identity(
+    model: &fb::Model<'_>,
+    sg: &fb::SubGraph<'_>,
+    op: &fb::Operator<'_>,
+) -> ((String, bool, i32), String) {
+    let idx = op.opcode_index() as usize;
+    let code = match model.operator_codes().filter(|c| idx < c.len()).map(|c| c.get(idx)) {
+        Some(oc) => {
             let code = oc.builtin_code().0.max(oc.deprecated_builtin_code() as i32);
-            let name = match oc.custom_code() {
-                Some(custom) if code == fb::BuiltinOperator::CUSTOM.0 => format!("CUSTOM({custom})"),
-                _ => codes::builtin_name(code),
-            };
-            (name, oc.version())
-        });
-        let (name, version) = entry.unwrap_or_else(|| ("<invalid opcode>".to_string(), 0));
-        operators.push((name, version, out));
-    }
-    operators
+            match oc.custom_code() {
+                Some(c) if code == fb::BuiltinOperator::CUSTOM.0 => (c.to_string(), true, oc.version()),
+                _ => (codes::builtin_name(code), false, oc.version()),
+            }
+        }
+        None => ("<invalid opcode>".to_string(), false, 0),
+    };
+    let tensors = sg.tensors();
+    let out = op
+        .outputs()
+        .filter(|o| !o.is_empty())
+        .and_then(|o| usize::try_from(o.get(0)).ok())
+        .and_then(|i| tensors.filter(|t| i < t.len()).map(|t| t.get(i)))
+        .and_then(|t| t.name())
+        .unwrap_or("")
+        .to_string();
+    (code, out)
+}
+
+/// (op name, version, name of its first output tensor) of each operator of a subgraph; a
+/// custom op is named `CUSTOM(code)`.
+fn operator_list(model: &fb::Model<'_>, sg: &fb::SubGraph<'_>) -> Vec<(String, i32, String)> {
+    sg.operators()
+        .iter()
+        .flat_map(|v| v.iter())
+        .map(|op| {
+            let ((name, custom, version), out) = operator_identity(model, sg, &op);
+            (if custom { format!("CUSTOM({name})") } else { name }, version, out)
+        })
+        .collect()
 }
 
 /// Read the operator versions and metadata of a .tflite file (after the same verification as
@@ -252,7 +265,6 @@ pub fn operator_details(bytes: &[u8]) -> Result<(Vec<OperatorDetail>, bool), Rea
     };
     let offset_buffers =
         buffers.iter().flat_map(|v| v.iter()).any(|b| b.data().is_none_or(|d| d.is_empty()) && b.offset() > 1);
-    let codes_v = model.operator_codes();
     let mut out = Vec::new();
     for (si, sg) in model.subgraphs().iter().flat_map(|v| v.iter()).enumerate() {
         let tensors = sg.tensors();
@@ -266,26 +278,8 @@ pub fn operator_details(bytes: &[u8]) -> Result<(Vec<OperatorDetail>, bool), Rea
             })
         };
         for (oi, op) in sg.operators().iter().flat_map(|v| v.iter()).enumerate() {
-            let idx = op.opcode_index() as usize;
-            let (name, custom, version) = match codes_v.filter(|c| idx < c.len()).map(|c| c.get(idx)) {
-                Some(oc) => {
-                    let code = oc.builtin_code().0.max(oc.deprecated_builtin_code() as i32);
-                    match oc.custom_code() {
-                        Some(c) if code == fb::BuiltinOperator::CUSTOM.0 => (c.to_string(), true, oc.version()),
-                        _ => (codes::builtin_name(code), false, oc.version()),
-                    }
-                }
-                None => ("<invalid opcode>".to_string(), false, 0),
-            };
+            let ((name, custom, version), output) = operator_identity(&model, &sg, &op);
             let outputs: Vec<OperandDetail> = op.outputs().iter().flat_map(|v| v.iter()).filter_map(operand).collect();
-            let output = op
-                .outputs()
-                .filter(|o| !o.is_empty())
-                .and_then(|o| usize::try_from(o.get(0)).ok())
-                .and_then(|i| tensors.filter(|t| i < t.len()).map(|t| t.get(i)))
-                .and_then(|t| t.name())
-                .unwrap_or("")
-                .to_string();
             out.push(OperatorDetail {
                 subgraph: si,
                 index: oi,
