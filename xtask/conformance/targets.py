@@ -9,6 +9,8 @@
   and a model that kills it counts as refused.
 
 usage: targets.py QLITE CONFORMANCE_DIR
+       targets.py --tflm-only QLITE DIR   (every .tflite file under DIR, run on zero inputs;
+                                           for published models LiteRT may not run as they are)
 """
 import collections
 import json
@@ -18,6 +20,13 @@ import sys
 import tempfile
 
 import numpy as np
+
+
+def model_path(root, case):
+    """A case is a conformance directory (model.tflite and inputs) or a .tflite file."""
+    p = os.path.join(root, case)
+    return p if case.endswith(".tflite") else os.path.join(p, "model.tflite")
+
 
 if sys.argv[1] == "--worker":
     # Worker: run each case named in the list file, announcing it first, so the parent knows which
@@ -30,7 +39,7 @@ if sys.argv[1] == "--worker":
         print(f"start\t{case}", flush=True)
         d = os.path.join(root, case)
         try:
-            it = runtime.Interpreter.from_file(os.path.join(d, "model.tflite"), arena_size=64 << 20)
+            it = runtime.Interpreter.from_file(model_path(root, case), arena_size=64 << 20)
             i = 0
             while os.path.exists(os.path.join(d, f"input_{i}.npy")):
                 x = np.load(os.path.join(d, f"input_{i}.npy"))
@@ -46,8 +55,13 @@ if sys.argv[1] == "--worker":
             print(f"fail\t{case}\t{why}", flush=True)
     sys.exit(0)
 
-qlite, root = sys.argv[1], sys.argv[2]
-cases = sorted(c for c in os.listdir(root) if os.path.exists(os.path.join(root, c, "model.tflite")))
+tflm_only = sys.argv[1] == "--tflm-only"
+qlite, root = sys.argv[1 + tflm_only], sys.argv[2 + tflm_only]
+if tflm_only:
+    cases = sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs
+                   if f.endswith(".tflite"))
+else:
+    cases = sorted(c for c in os.listdir(root) if os.path.exists(os.path.join(root, c, "model.tflite")))
 CHUNK = 400
 
 
@@ -57,7 +71,7 @@ def check(target):
     for k in range(0, len(cases), CHUNK):
         part = cases[k:k + CHUNK]
         r = subprocess.run([qlite, "check", "--target", target, "--json"] +
-                           [os.path.join(root, c, "model.tflite") for c in part], capture_output=True, text=True)
+                           [model_path(root, c) for c in part], capture_output=True, text=True)
         if r.returncode not in (0, 1):
             sys.exit(f"qlite check --target {target} failed: {r.stderr.strip()}")
         reports = json.loads(r.stdout)
@@ -67,9 +81,10 @@ def check(target):
     return found
 
 
-litert = check("litert")
+litert = {} if tflm_only else check("litert")
 refused = [(c, f[0]) for c, f in litert.items() if f]
-print(f"litert: {len(cases)} models LiteRT runs; qlite check refuses {len(refused)}")
+if not tflm_only:
+    print(f"litert: {len(cases)} models LiteRT runs; qlite check refuses {len(refused)}")
 for c, f in refused[:20]:
     print("  ", c, f"op {f['index']} {f['op']} v{f['version']}: {f['reason']}")
 if refused:

@@ -320,7 +320,7 @@ fn published(update: bool) -> R {
         std::fs::write(&stamp, want).map_err(|e| e.to_string())?;
     }
     run(cargo().args(["build", "--quiet", "--release", "-p", "qlite-cli"]))?;
-    let mut cmd = Command::new(py);
+    let mut cmd = Command::new(&py);
     cmd.arg(root().join("xtask/published/check.py"))
         .arg(root().join("target/release/qlite"))
         .arg(&dir)
@@ -328,7 +328,14 @@ fn published(update: bool) -> R {
     if update {
         cmd.arg("--update");
     }
-    run(&mut cmd)
+    run(&mut cmd)?;
+    // `qlite check --target tflm` on the published files and qlite's conversions of them, held
+    // to TFLM's runtime.
+    run(Command::new(py)
+        .arg(root().join("xtask/conformance/targets.py"))
+        .arg("--tflm-only")
+        .arg(root().join("target/release/qlite"))
+        .arg(&dir))
 }
 
 fn conformance(run_tests: bool) -> R {
