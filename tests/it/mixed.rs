@@ -82,6 +82,25 @@ fn min_sqnr_errors() {
     let e = qlite::convert(&reg, &fixture("digits/mlp.tflite"), &dir.path().join("m.tflite"), &opts).unwrap_err();
     assert!(e.to_string().contains("give --calibration or --validation"), "{e}");
     assert!(!dir.path().join("m.tflite").exists());
+    // Budgets that mean nothing are refused before any work.
+    opts.calibration = Some(fixture("digits/x_calib.npy"));
+    for (min_sqnr, drop, want) in [
+        (Some(f64::NAN), None, "finite number of dB"),
+        (Some(f64::INFINITY), None, "finite number of dB"),
+        (None, Some(-1.0), "between 0 and 100"),
+        (None, Some(150.0), "between 0 and 100"),
+        (Some(40.0), Some(1.0), "not both"),
+    ] {
+        opts.min_sqnr = min_sqnr;
+        opts.max_accuracy_drop = drop;
+        let e = qlite::convert(&reg, &fixture("digits/mlp.tflite"), &dir.path().join("m.tflite"), &opts).unwrap_err();
+        assert!(e.to_string().contains(want), "{e}");
+    }
+    opts.max_accuracy_drop = Some(1.0);
+    opts.min_sqnr = None;
+    let e = qlite::convert(&reg, &fixture("digits/mlp.tflite"), &dir.path().join("m.tflite"), &opts).unwrap_err();
+    assert!(e.to_string().contains("--validation X.npy and --labels Y.npy"), "{e}");
+    assert!(!dir.path().join("m.tflite").exists());
 }
 
 #[test]

@@ -658,6 +658,12 @@ pub fn quantize_model(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Quantized, Error> {
     let cfg = &opts.quant;
+    if let Some(db) = opts.min_sqnr.filter(|v| !v.is_finite()) {
+        return Err(Error::Usage(format!("--min-sqnr must be a finite number of dB, got {db}")));
+    }
+    if let Some(p) = opts.max_accuracy_drop.filter(|v| !(0.0..=100.0).contains(v)) {
+        return Err(Error::Usage(format!("--max-accuracy-drop must be between 0 and 100 percentage points, got {p}")));
+    }
     if cfg.mode != QuantMode::None || opts.calibration.is_some() {
         qlite_quant::check_supported(g).map_err(|e| Error::Usage(e.to_string()))?;
     }
