@@ -541,7 +541,8 @@ fn real_main(cli: Cli) -> Result<(), String> {
                 signature,
                 target: target.map(|t| t.parse()).transpose()?,
             };
-            let mut bar = Progress::new("calibrating");
+            // Calibration, then (mixed precision) the sensitivity of each layer.
+            let mut bar = Progress::new("quantizing");
             let r = qlite::convert_with_progress(&reg, &input, &output, &opts, &mut |d, t| bar.update(d, t))
                 .map_err(|e| e.to_string())?;
             bar.finish();

@@ -727,7 +727,7 @@ pub fn quantize_model(
             let measure = owned.as_ref().or(set.as_ref()).ok_or_else(|| {
                 Error::Usage("--min-sqnr measures the model on data: give --calibration or --validation".into())
             })?;
-            let (q, decision) = mixed::search(g, cfg, &table, measure, measured_on, &budget)?;
+            let (q, decision) = mixed::search(g, cfg, &table, measure, measured_on, &budget, progress)?;
             graph = q;
             Some(decision)
         }
