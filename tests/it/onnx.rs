@@ -153,6 +153,78 @@ fn f32_init(name: &str, dims: &[i64], n: usize) -> proto::TensorProto {
     }
 }
 
+fn i64_init(name: &str, dims: &[i64], v: &[i64]) -> proto::TensorProto {
+    proto::TensorProto {
+        name: Some(name.into()),
+        dims: dims.to_vec(),
+        data_type: Some(7),
+        raw_data: Some(v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>().into()),
+        ..Default::default()
+    }
+}
+
+/// PyTorch's `x.view(x.size(0), x.size(1), x.size(2) * x.size(3))` with a dynamic batch:
+/// `Shape → Gather → Mul → Unsqueeze → Concat → Reshape`. The integer arithmetic on shape
+/// values is folded (the batch stays one run-time dim); the file keeps the dynamic batch and
+/// LiteRT runs a batch of 3.
+#[test]
+fn shape_arithmetic_with_mul_folds_into_the_reshape() {
+    let gather = |i: &str, o: &str| {
+        let mut n = node("Gather", &["s", i], &[o]);
+        n.name = Some(format!("gather_{o}"));
+        n
+    };
+    let unsq = |i: &str, o: &str| {
+        let mut n = node("Unsqueeze", &[i, "axis0"], &[o]);
+        n.name = Some(format!("unsqueeze_{o}"));
+        n
+    };
+    let mut concat = node("Concat", &["b1", "c1", "hw1"], &["target"]);
+    concat.attribute.push(proto::AttributeProto {
+        name: Some("axis".into()),
+        r#type: Some(2),
+        i: Some(0),
+        ..Default::default()
+    });
+    let nodes = vec![
+        node("Shape", &["x"], &["s"]),
+        gather("i0", "b"),
+        gather("i1", "c"),
+        gather("i2", "h"),
+        gather("i3", "w"),
+        node("Mul", &["h", "w"], &["hw"]),
+        unsq("b", "b1"),
+        unsq("c", "c1"),
+        unsq("hw", "hw1"),
+        concat,
+        node("Reshape", &["x", "target"], &["r"]),
+        node("Relu", &["r"], &["y"]),
+    ];
+    let inits = vec![
+        i64_init("i0", &[], &[0]),
+        i64_init("i1", &[], &[1]),
+        i64_init("i2", &[], &[2]),
+        i64_init("i3", &[], &[3]),
+        i64_init("axis0", &[1], &[0]),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("flatten.onnx");
+    std::fs::write(&p, model_io(nodes, inits, &[-1, 3, 4, 5], &[-1, 3, 20])).unwrap();
+    let reg = Registry::default();
+    let out = dir.path().join("flatten.tflite");
+    qlite::convert(&reg, &p, &out, &ConvertOptions::default()).unwrap();
+    let t = qlite::load(&reg, &out).unwrap();
+    let ops: Vec<&str> = t.nodes().iter().map(|n| n.op.name()).collect();
+    assert_eq!(ops, ["Reshape", "Relu"]);
+    assert_eq!(t.tensor(t.outputs()[0]).unwrap().shape.to_string(), "[?,3,20]");
+    let v: Vec<f32> = (0..3 * 60).map(|i| (i as f32 * 0.37).sin()).collect();
+    let x = Array::f32(vec![3, 3, 4, 5], v.clone()).unwrap();
+    let y = qlite::run(&t, vec![x.clone()]).unwrap();
+    let want: Vec<f32> = v.iter().map(|&a| a.max(0.0)).collect();
+    assert_eq!(y[0], Array::f32(vec![3, 3, 20], want).unwrap());
+    export_case("onnx_dynamic_flatten_mul", &std::fs::read(&out).unwrap(), &[x], &y, "float");
+}
+
 #[test]
 fn bad_onnx_models_give_clear_errors() {
     let dir = tempfile::tempdir().unwrap();

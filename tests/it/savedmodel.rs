@@ -168,7 +168,7 @@ fn another_signature_can_be_chosen() {
 }
 
 /// Decoder and upsampling layers (Conv2DTranspose SAME and VALID with their biases folded,
-/// UpSampling2D bilinear, resize nearest, depth/space moves, reflect pad, tile, squared
+/// UpSampling2D bilinear and nearest (Keras 3's repeat: shape arithmetic), resize nearest, depth/space moves, reflect pad, tile, squared
 /// difference), Rescaling and Normalization (constants captured by value), LayerNormalization
 /// and the exact gelu (fused from TF's erfc form when converting) from a Keras
 /// `model.export()`: equal to Keras, and the converted file to LiteRT.
@@ -198,13 +198,18 @@ fn keras_decoder_layers_match_keras() {
     let y = qlite::run_batched(&g, vec![x.clone()]).unwrap();
     crate::common::assert_agrees(&y[0], &want, crate::common::FRAMEWORK_TOL, "the SavedModel against Keras");
     let out = dir.path().join("decoder.tflite");
-    // A batch of 1 (`--input-shape image=1,6,6,3`): LiteRT's TRANSPOSE_CONV takes its output
-    // shape from a tensor, which for a dynamic batch must be computed at run time (SHAPE ->
-    // STRIDED_SLICE -> CONCATENATION), and qlite's writer does not emit that yet.
-    let mut opts = qlite::ConvertOptions::default();
-    opts.input_shapes.insert("image".into(), vec![1, 6, 6, 3]);
-    qlite::convert(&reg, &src, &out, &opts).unwrap();
+    // The dynamic batch is kept: TRANSPOSE_CONV's output shape is computed at run time
+    // (SHAPE -> STRIDED_SLICE -> CONCATENATION) and LiteRT runs the batch of 3.
+    qlite::convert(&reg, &src, &out, &qlite::ConvertOptions::default()).unwrap();
+    let (ops, _) = qlite_tflite::operator_details(&std::fs::read(&out).unwrap()).unwrap();
+    let names: Vec<&str> = ops.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(
+        names.iter().filter(|&&n| n == "SHAPE").count(),
+        2,
+        "one run-time output shape per TRANSPOSE_CONV: {names:?}"
+    );
     let t = qlite::load(&reg, &out).unwrap();
+    assert!(t.inputs().iter().all(|&i| !t.tensors()[i.index()].shape.is_static()), "the batch stays dynamic");
     assert!(t.nodes().iter().any(|n| n.op.name() == "Gelu"), "the gelu is one GELU");
     let yt = qlite::run_batched(&t, vec![x.clone()]).unwrap();
     crate::common::assert_agrees(&yt[0], &want, crate::common::FRAMEWORK_TOL, "converted, against Keras");

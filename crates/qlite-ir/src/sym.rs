@@ -173,6 +173,76 @@ pub fn product(v: &[SymDim]) -> Result<SymDim, SymError> {
     Ok(SymDim::Known(p))
 }
 
+/// Integer arithmetic on shape values (TFLite MUL/ADD/SUB/FLOOR_DIV, ONNX Mul/Add/Sub/Div,
+/// TensorFlow Mul/AddV2/Sub/FloorDiv on the output of Shape).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SymOp {
+    Add,
+    Sub,
+    Mul,
+    /// Division rounding toward negative infinity (TensorFlow FloorDiv, TFLite FLOOR_DIV).
+    FloorDiv,
+    /// Division rounding toward zero (ONNX integer Div).
+    TruncDiv,
+    Max,
+    Min,
+}
+
+/// `a (op) b` elementwise, a scalar or a one-element vector broadcast against the other. Known
+/// values compute (checked: overflow and division by zero are errors); `x·1`, `x+0`, `x−0` and
+/// `x/1` keep a run-time dim's identity, `x·0` is 0, anything else with a run-time dim is a
+/// run-time dim.
+pub fn binary(op: SymOp, a: &SymVal, b: &SymVal) -> Result<SymVal, SymError> {
+    let (x, y) = (a.elements(), b.elements());
+    let n = match (x.len(), y.len()) {
+        (p, q) if p == q => p,
+        (1, q) => q,
+        (p, 1) => p,
+        (p, q) => return Err(SymError(format!("shape values of {p} and {q} elements do not broadcast"))),
+    };
+    let pick = |v: &[SymDim], i: usize| if v.len() == 1 { v[0] } else { v[i] };
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        out.push(one_binary(op, pick(&x, i), pick(&y, i))?);
+    }
+    Ok(match (a, b) {
+        (SymVal::Scalar(_), SymVal::Scalar(_)) => SymVal::Scalar(out[0]),
+        _ => SymVal::Vector(out),
+    })
+}
+
+fn one_binary(op: SymOp, a: SymDim, b: SymDim) -> Result<SymDim, SymError> {
+    let overflow = || SymError(format!("shape arithmetic overflows ({op:?})"));
+    match (a.known(), b.known()) {
+        (Some(p), Some(q)) => {
+            let v = match op {
+                SymOp::Add => p.checked_add(q),
+                SymOp::Sub => p.checked_sub(q),
+                SymOp::Mul => p.checked_mul(q),
+                SymOp::FloorDiv | SymOp::TruncDiv if q == 0 => {
+                    return Err(SymError("shape arithmetic divides by zero".into()));
+                }
+                SymOp::FloorDiv => p.checked_div(q).map(|d| if p % q != 0 && (p < 0) != (q < 0) { d - 1 } else { d }),
+                SymOp::TruncDiv => p.checked_div(q),
+                SymOp::Max => Some(p.max(q)),
+                SymOp::Min => Some(p.min(q)),
+            };
+            v.map(SymDim::Known).ok_or_else(overflow)
+        }
+        (None, Some(q)) => Ok(match (op, q) {
+            (SymOp::Mul | SymOp::FloorDiv | SymOp::TruncDiv, 1) | (SymOp::Add | SymOp::Sub, 0) => a,
+            (SymOp::Mul, 0) => SymDim::Known(0),
+            _ => SymDim::Runtime,
+        }),
+        (Some(p), None) => Ok(match (op, p) {
+            (SymOp::Mul, 1) | (SymOp::Add, 0) => b,
+            (SymOp::Mul, 0) => SymDim::Known(0),
+            _ => SymDim::Runtime,
+        }),
+        (None, None) => Ok(SymDim::Runtime),
+    }
+}
+
 /// The constant target of a RESHAPE of `input` (the shape of the tensor numbered
 /// `input_tensor`) to `target`: every known value kept, and the run-time dims turned into one
 /// `-1`. A `Var` of the input's own shape that the target repeats cancels, so
@@ -258,6 +328,39 @@ mod tests {
         assert_eq!(reshape_target(&s, &[rows, k(6)]).unwrap(), vec![-1, 6]);
         assert_eq!(product(&[k(4), k(6)]).unwrap(), k(24));
         assert!(product(&[k(i64::MAX), k(2)]).is_err());
+    }
+
+    #[test]
+    fn integer_arithmetic_on_shape_values() {
+        // Keras 3's UpSampling2D: [batch, h·2, w, c] from Shape.
+        let s = [B, k(4), k(5), k(3)];
+        let h = SymVal::Scalar(s[1]);
+        assert_eq!(binary(SymOp::Mul, &h, &SymVal::Scalar(k(2))).unwrap(), SymVal::Scalar(k(8)));
+        // A run-time dim keeps its identity through ·1 and +0, and becomes anonymous otherwise.
+        let b = SymVal::Scalar(B);
+        assert_eq!(binary(SymOp::Mul, &b, &SymVal::Scalar(k(1))).unwrap(), b);
+        assert_eq!(binary(SymOp::Add, &SymVal::Scalar(k(0)), &b).unwrap(), b);
+        assert_eq!(binary(SymOp::Mul, &b, &SymVal::Scalar(k(3))).unwrap(), SymVal::Scalar(SymDim::Runtime));
+        assert_eq!(binary(SymOp::Mul, &b, &SymVal::Scalar(k(0))).unwrap(), SymVal::Scalar(k(0)));
+        // Vectors elementwise, a scalar broadcast.
+        let v = SymVal::Vector(s.to_vec());
+        let doubled = binary(SymOp::Mul, &v, &SymVal::Vector(vec![k(1), k(2), k(2), k(1)])).unwrap();
+        assert_eq!(doubled, SymVal::Vector(vec![B, k(8), k(10), k(3)]));
+        assert_eq!(
+            binary(SymOp::FloorDiv, &SymVal::from_ints(&[7, -7]), &SymVal::Scalar(k(2))).unwrap(),
+            SymVal::from_ints(&[3, -4])
+        );
+        assert_eq!(
+            binary(SymOp::TruncDiv, &SymVal::from_ints(&[7, -7]), &SymVal::Scalar(k(2))).unwrap(),
+            SymVal::from_ints(&[3, -3])
+        );
+        assert_eq!(
+            binary(SymOp::FloorDiv, &SymVal::Scalar(k(7)), &SymVal::Scalar(k(-2))).unwrap(),
+            SymVal::Scalar(k(-4))
+        );
+        assert!(binary(SymOp::FloorDiv, &h, &SymVal::Scalar(k(0))).is_err());
+        assert!(binary(SymOp::Mul, &SymVal::Scalar(k(i64::MAX)), &SymVal::Scalar(k(2))).is_err());
+        assert!(binary(SymOp::Add, &SymVal::from_ints(&[1, 2]), &SymVal::from_ints(&[1, 2, 3])).is_err());
     }
 
     #[test]

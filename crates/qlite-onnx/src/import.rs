@@ -4,7 +4,7 @@ use crate::proto::{self, AttributeProto, ModelProto, NodeProto, TensorProto};
 use bytes::Bytes;
 use prost::Message;
 use qlite_ir::op::*;
-use qlite_ir::sym::{self, SliceAxis, SymDim, SymVal};
+use qlite_ir::sym::{self, SliceAxis, SymDim, SymOp, SymVal};
 use qlite_ir::tensor::{f32_bytes, i32_bytes, i64_bytes, read_f32s};
 use qlite_ir::{DType, Dim, Graph, Node, Shape, Signature, Tensor, TensorId};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -27,6 +27,8 @@ pub enum OnnxError {
     Input { name: String, message: String },
     #[error("output {0:?} is never produced")]
     Output(String),
+    #[error("output {name:?}: {message}")]
+    OutputValue { name: String, message: String },
     #[error("invalid graph: {0}")]
     Invalid(String),
 }
@@ -621,7 +623,11 @@ pub fn import(bytes: Bytes, opts: &ImportOptions) -> Result<Graph, OnnxError> {
     let mut output_names = Vec::new();
     for vi in &graph.output {
         let name = vi.name.clone().unwrap_or_default();
-        let mut id = im.tensor(&name).map_err(|_| OnnxError::Output(name.clone()))?;
+        let mut id = match im.tensor(&name) {
+            Ok(id) => id,
+            Err(message) if im.vals.contains_key(&name) => return Err(OnnxError::OutputValue { name, message }),
+            Err(_) => return Err(OnnxError::Output(name)),
+        };
         if opts.nhwc_io && im.shape_of(id).rank() == 4 {
             if let Some(t) = im.g.tensor_mut(id) {
                 t.name = format!("{name}/nchw");
@@ -838,6 +844,21 @@ impl Importer {
                     return Ok(false);
                 };
                 self.output(n, y);
+            }
+            "Add" | "Sub" | "Mul" | "Div"
+                if n.input.len() == 2 && n.input.iter().any(|i| matches!(self.vals.get(i), Some(Val::Sym(_)))) =>
+            {
+                // Shape arithmetic (PyTorch's `x.view(b, c * h * w)`): folded, never a tensor.
+                let (Some(a), Some(b)) = (self.shape_value(&n.input[0]), self.shape_value(&n.input[1])) else {
+                    return Err(format!("{op_type} of a shape value and a tensor that is not one"));
+                };
+                let op = match op_type {
+                    "Add" => SymOp::Add,
+                    "Sub" => SymOp::Sub,
+                    "Mul" => SymOp::Mul,
+                    _ => SymOp::TruncDiv,
+                };
+                self.alias(n, Val::Sym(sym::binary(op, &a, &b).map_err(|e| e.to_string())?));
             }
             "Add" | "Sub" | "Mul" | "Div" | "Sum" => {
                 if op_type == "Sum" && n.input.len() == 1 {

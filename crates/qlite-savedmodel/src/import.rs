@@ -19,7 +19,7 @@ use bytes::Bytes;
 use prost::Message;
 use qlite_ir::op::*;
 use qlite_ir::passes::transpose_bytes;
-use qlite_ir::sym::{self, SliceAxis, SymDim, SymVal};
+use qlite_ir::sym::{self, SliceAxis, SymDim, SymOp, SymVal};
 use qlite_ir::tensor::{f32_bytes, i64_bytes, read_f32s, read_i32s, read_i64s};
 use qlite_ir::{DType, Dim, Graph, Node, Shape, Signature, Tensor, TensorId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -250,6 +250,7 @@ const KNOWN_OPS: &[&str] = &[
     "Sub",
     "Mul",
     "RealDiv",
+    "FloorDiv",
     "Maximum",
     "Minimum",
     "BiasAdd",
@@ -569,10 +570,33 @@ impl<'a> Im<'a> {
                 let f = attr_func(n, "f").ok_or("call without a function")?;
                 Ok(Some(self.call(&f, ins, depth)?))
             }
-            "AddV2" | "Add" | "Sub" | "Mul" | "RealDiv" | "Maximum" | "Minimum" => {
+            "AddV2" | "Add" | "Sub" | "Mul" | "RealDiv" | "Maximum" | "Minimum" | "FloorDiv" => {
                 let (a, b) = (get(0)?, get(1)?);
+                if matches!(a, Val::Sym(_) | Val::SymScalar(_)) || matches!(b, Val::Sym(_) | Val::SymScalar(_)) {
+                    // Shape arithmetic (Keras 3's UpSampling2D: `shape[1] * 2`): folded.
+                    let (Some(x), Some(y)) = (sym_of(&a), sym_of(&b)) else {
+                        return Err(format!(
+                            "{} of a shape value and {}",
+                            n.op,
+                            describe(if sym_of(&a).is_none() { &a } else { &b })
+                        ));
+                    };
+                    let op = match n.op.as_str() {
+                        "Sub" => SymOp::Sub,
+                        "Mul" => SymOp::Mul,
+                        "FloorDiv" => SymOp::FloorDiv,
+                        "Maximum" => SymOp::Max,
+                        "Minimum" => SymOp::Min,
+                        "RealDiv" => return Err("RealDiv of a shape value".into()),
+                        _ => SymOp::Add,
+                    };
+                    return one(from_sym(sym::binary(op, &x, &y).map_err(|e| e.to_string())?));
+                }
                 if let (Val::C(x), Val::C(y)) = (&a, &b) {
                     return one(Val::C(fold_binary(&n.op, x, y)?));
+                }
+                if n.op == "FloorDiv" {
+                    return Ok(None); // on run-time tensors: no kernel
                 }
                 let kind = match n.op.as_str() {
                     "Sub" => BinaryKind::Sub,
@@ -1272,6 +1296,15 @@ fn shape_vector(v: &Val) -> Option<Vec<SymDim>> {
     }
 }
 
+/// An integer value of rank 0 or 1 (a constant or a shape value) as shape arithmetic.
+fn sym_of(v: &Val) -> Option<SymVal> {
+    match v {
+        Val::SymScalar(s) => Some(SymVal::Scalar(s.map_or(SymDim::Runtime, SymDim::Known))),
+        Val::C(c) if c.dims.is_empty() => Some(SymVal::Scalar(SymDim::Known(*c.ints()?.first()?))),
+        _ => shape_vector(v).map(SymVal::Vector),
+    }
+}
+
 /// A shape value: a constant when every entry is known.
 fn sym_val(v: Vec<Option<i64>>) -> Val {
     match v.iter().copied().collect::<Option<Vec<i64>>>() {
@@ -1356,7 +1389,10 @@ fn resolve_reshape(dims: &[usize], target: &[i64]) -> R<Vec<usize>> {
 
 /// Elementwise arithmetic on two float constants with numpy broadcasting.
 fn fold_binary(op: &str, a: &Const, b: &Const) -> R<Const> {
-    let (x, y) = (a.f32s().ok_or("non-float constant arithmetic")?, b.f32s().ok_or("non-float constant arithmetic")?);
+    if let (Some(x), Some(y)) = (a.ints(), b.ints()) {
+        return fold_int_binary(op, a, b, &x, &y);
+    }
+    let (x, y) = (a.f32s().ok_or("mixed-type constant arithmetic")?, b.f32s().ok_or("mixed-type constant arithmetic")?);
     let rank = a.dims.len().max(b.dims.len());
     let pad = |d: &[usize]| {
         let mut v = vec![1usize; rank - d.len()];
@@ -1400,6 +1436,35 @@ fn fold_binary(op: &str, a: &Const, b: &Const) -> R<Const> {
     };
     let v: Vec<f32> = (0..n).map(|i| f(x[index(&da, i)], y[index(&db, i)])).collect();
     Ok(Const::f32(out, &v))
+}
+
+/// Elementwise arithmetic on two integer constants (the first one's type), numpy broadcasting.
+fn fold_int_binary(op: &str, a: &Const, b: &Const, x: &[i64], y: &[i64]) -> R<Const> {
+    let sa = if a.dims.is_empty() { SymVal::Scalar(SymDim::Known(x[0])) } else { SymVal::from_ints(x) };
+    let sb = if b.dims.is_empty() { SymVal::Scalar(SymDim::Known(y[0])) } else { SymVal::from_ints(y) };
+    if a.dims.len() > 1 || b.dims.len() > 1 || x.is_empty() || y.is_empty() {
+        return Err(format!("integer constant arithmetic on shapes {:?} and {:?}", a.dims, b.dims));
+    }
+    let op = match op {
+        "Sub" => SymOp::Sub,
+        "Mul" => SymOp::Mul,
+        "FloorDiv" => SymOp::FloorDiv,
+        "Maximum" => SymOp::Max,
+        "Minimum" => SymOp::Min,
+        "RealDiv" => return Err("RealDiv of integers".into()),
+        _ => SymOp::Add,
+    };
+    let r = sym::binary(op, &sa, &sb).map_err(|e| e.to_string())?;
+    let v = r.known().ok_or("integer constant arithmetic")?;
+    let dims = if matches!(r, SymVal::Scalar(_)) { vec![] } else { vec![v.len()] };
+    Ok(match a.dtype {
+        DType::I32 => {
+            let w: Vec<i32> =
+                v.iter().map(|&e| i32::try_from(e)).collect::<Result<_, _>>().map_err(|_| "int32 overflow")?;
+            Const { dtype: DType::I32, dims, data: qlite_ir::tensor::i32_bytes(&w) }
+        }
+        _ => Const::i64(dims, &v),
+    })
 }
 
 fn ir_input_shape(ti: Option<&TensorShapeProto>, over: Option<&Vec<usize>>) -> R<Shape> {

@@ -127,7 +127,18 @@ const DESCRIPTION: &str = "qlite";
 struct AuxTensor {
     name: String,
     shape: Vec<i32>,
-    data: Vec<i32>,
+    /// `None`: computed at run time by an [`AuxOp`].
+    data: Option<Vec<i32>>,
+}
+
+/// An operator the writer adds before a node's own, over the node's inputs and its aux tensors
+/// (the run-time `output_shape` of a TRANSPOSE_CONV with a dynamic batch).
+struct AuxOp {
+    code: fb::BuiltinOperator,
+    /// `Ok(i)`: the node's input `i`; `Err(k)`: the node's aux tensor `k`.
+    inputs: Vec<Result<usize, usize>>,
+    /// The node's aux tensors it writes.
+    outputs: Vec<usize>,
 }
 
 /// Serialize `g` as a .tflite flatbuffer. Runs [`legalize_pipeline`] on a copy first (constants
@@ -228,7 +239,7 @@ fn i32_dim(g: &Graph, id: TensorId, d: usize) -> Result<i32, WriteError> {
     })
 }
 
-fn aux_for(node: &Node, g: &Graph) -> Result<Vec<AuxTensor>, WriteError> {
+fn aux_for(node: &Node, g: &Graph) -> Result<(Vec<AuxTensor>, Vec<AuxOp>), WriteError> {
     let base = node.outputs.first().and_then(|t| g.tensor(*t)).map_or(node.name.as_str(), |t| t.name.as_str());
     let to_i32 = |v: i64| {
         i32::try_from(v).map_err(|_| WriteError::Unsupported {
@@ -245,41 +256,66 @@ fn aux_for(node: &Node, g: &Graph) -> Result<Vec<AuxTensor>, WriteError> {
             ("strides", |a: &SliceDim| if a.shrink { 1 } else { a.stride }),
         ] {
             let data = o.axes.iter().map(|a| to_i32(f(a))).collect::<Result<Vec<_>, _>>()?;
-            parts.push(AuxTensor { name: format!("{base}/{what}"), shape: vec![data.len() as i32], data });
+            parts.push(AuxTensor { name: format!("{base}/{what}"), shape: vec![data.len() as i32], data: Some(data) });
         }
-        return Ok(parts);
+        return Ok((parts, Vec::new()));
     }
-    Ok(match &node.op {
+    if let Op::TransposeConv2d(t) = &node.op {
+        // output_shape [N, H, W, O]: a constant, or with a dynamic batch computed at run time
+        // as TF's converter does (SHAPE of the input, its first entry, then H, W, O).
+        let out = node.outputs.first().and_then(|o| g.tensor(*o)).ok_or_else(|| WriteError::Unsupported {
+            node: node.name.clone(),
+            message: "TransposeConv2d has no output".into(),
+        })?;
+        let d = out.shape.dims();
+        let hwo =
+            vec![to_i32(t.output[0] as i64)?, to_i32(t.output[1] as i64)?, to_i32(d[3].fixed().unwrap_or(0) as i64)?];
+        let tensor = |what: &str, shape: i32, data: Option<Vec<i32>>| AuxTensor {
+            name: format!("{base}/{what}"),
+            shape: vec![shape],
+            data,
+        };
+        if let Some(n) = d[0].fixed() {
+            let mut data = vec![to_i32(n as i64)?];
+            data.extend(hwo);
+            return Ok((vec![tensor("output_shape", 4, Some(data))], Vec::new()));
+        }
+        let tensors = vec![
+            tensor("output_shape", 4, None),
+            tensor("output_shape/input_shape", 4, None),
+            tensor("output_shape/begin", 1, Some(vec![0])),
+            tensor("output_shape/end", 1, Some(vec![1])),
+            tensor("output_shape/strides", 1, Some(vec![1])),
+            tensor("output_shape/batch", 1, None),
+            tensor("output_shape/hwo", 3, Some(hwo)),
+        ];
+        let ops = vec![
+            AuxOp { code: fb::BuiltinOperator::SHAPE, inputs: vec![Ok(0)], outputs: vec![1] },
+            AuxOp {
+                code: fb::BuiltinOperator::STRIDED_SLICE,
+                inputs: vec![Err(1), Err(2), Err(3), Err(4)],
+                outputs: vec![5],
+            },
+            AuxOp { code: fb::BuiltinOperator::CONCATENATION, inputs: vec![Err(5), Err(6)], outputs: vec![0] },
+        ];
+        return Ok((tensors, ops));
+    }
+    let tensors = match &node.op {
         Op::Reshape(r) => {
             let data = r.shape.iter().map(|&v| to_i32(v)).collect::<Result<Vec<_>, _>>()?;
-            Some(AuxTensor { name: format!("{base}/shape"), shape: vec![data.len() as i32], data })
+            Some(AuxTensor { name: format!("{base}/shape"), shape: vec![data.len() as i32], data: Some(data) })
         }
         Op::Transpose(t) => {
             let data = t.perm.iter().map(|&v| to_i32(v as i64)).collect::<Result<Vec<_>, _>>()?;
-            Some(AuxTensor { name: format!("{base}/perm"), shape: vec![data.len() as i32], data })
+            Some(AuxTensor { name: format!("{base}/perm"), shape: vec![data.len() as i32], data: Some(data) })
         }
         Op::Mean(m) | Op::Sum(m) => {
             let data = m.axes.iter().map(|&v| to_i32(v as i64)).collect::<Result<Vec<_>, _>>()?;
-            Some(AuxTensor { name: format!("{base}/axes"), shape: vec![data.len() as i32], data })
-        }
-        Op::TransposeConv2d(t) => {
-            // output_shape [N, H, W, O], from the output tensor (batch 1 when dynamic).
-            let out = node.outputs.first().and_then(|o| g.tensor(*o)).ok_or_else(|| WriteError::Unsupported {
-                node: node.name.clone(),
-                message: "TransposeConv2d has no output".into(),
-            })?;
-            let d = out.shape.dims();
-            let data = vec![
-                to_i32(d[0].fixed().unwrap_or(1) as i64)?,
-                to_i32(t.output[0] as i64)?,
-                to_i32(t.output[1] as i64)?,
-                to_i32(d[3].fixed().unwrap_or(0) as i64)?,
-            ];
-            Some(AuxTensor { name: format!("{base}/output_shape"), shape: vec![4], data })
+            Some(AuxTensor { name: format!("{base}/axes"), shape: vec![data.len() as i32], data: Some(data) })
         }
         Op::Tile(t) => {
             let data = t.multiples.iter().map(|&v| to_i32(v as i64)).collect::<Result<Vec<_>, _>>()?;
-            Some(AuxTensor { name: format!("{base}/multiples"), shape: vec![data.len() as i32], data })
+            Some(AuxTensor { name: format!("{base}/multiples"), shape: vec![data.len() as i32], data: Some(data) })
         }
         Op::MirrorPad(p) => {
             let mut data = Vec::with_capacity(p.paddings.len() * 2);
@@ -287,11 +323,15 @@ fn aux_for(node: &Node, g: &Graph) -> Result<Vec<AuxTensor>, WriteError> {
                 data.push(to_i32(pr[0] as i64)?);
                 data.push(to_i32(pr[1] as i64)?);
             }
-            Some(AuxTensor { name: format!("{base}/paddings"), shape: vec![p.paddings.len() as i32, 2], data })
+            Some(AuxTensor {
+                name: format!("{base}/paddings"),
+                shape: vec![p.paddings.len() as i32, 2],
+                data: Some(data),
+            })
         }
         Op::Resize(r) => {
             let data = vec![to_i32(r.size[0] as i64)?, to_i32(r.size[1] as i64)?];
-            Some(AuxTensor { name: format!("{base}/size"), shape: vec![2], data })
+            Some(AuxTensor { name: format!("{base}/size"), shape: vec![2], data: Some(data) })
         }
         Op::Pad(p) => {
             let mut data = Vec::with_capacity(p.paddings.len() * 2);
@@ -299,12 +339,31 @@ fn aux_for(node: &Node, g: &Graph) -> Result<Vec<AuxTensor>, WriteError> {
                 data.push(to_i32(pr[0] as i64)?);
                 data.push(to_i32(pr[1] as i64)?);
             }
-            Some(AuxTensor { name: format!("{base}/paddings"), shape: vec![p.paddings.len() as i32, 2], data })
+            Some(AuxTensor {
+                name: format!("{base}/paddings"),
+                shape: vec![p.paddings.len() as i32, 2],
+                data: Some(data),
+            })
         }
         _ => None,
     }
     .into_iter()
-    .collect())
+    .collect::<Vec<_>>();
+    Ok((tensors, Vec::new()))
+}
+
+/// The index of an operator code, added in first-use order.
+fn opcode_index<'a>(
+    opcodes: &mut Vec<(fb::BuiltinOperator, i32, Option<&'a str>)>,
+    key: (fb::BuiltinOperator, i32, Option<&'a str>),
+) -> u32 {
+    match opcodes.iter().position(|k| *k == key) {
+        Some(i) => i as u32,
+        None => {
+            opcodes.push(key);
+            opcodes.len() as u32 - 1
+        }
+    }
 }
 
 /// Push `data` as a byte vector whose first byte lands on a 16-byte boundary of the final file.
@@ -426,17 +485,26 @@ fn serialize(g: &Graph, outside: Option<&[u64]>) -> Result<(bytes::Bytes, Vec<by
     // Aux tensors, in node order, after the graph's own tensors.
     let mut aux: Vec<AuxTensor> = Vec::new();
     let mut aux_index: Vec<Vec<i32>> = Vec::with_capacity(g.nodes().len());
+    let mut aux_ops: Vec<Vec<AuxOp>> = Vec::with_capacity(g.nodes().len());
     for n in g.nodes() {
         let mut ids = Vec::new();
-        for a in aux_for(n, g)? {
+        let (tensors, ops) = aux_for(n, g)?;
+        for a in tensors {
             ids.push((g.tensors().len() + aux.len()) as i32);
             aux.push(a);
         }
         aux_index.push(ids);
+        aux_ops.push(ops);
     }
-    let aux_buffer_start = buffer_data.len() as u32;
+    let mut aux_buffer = Vec::with_capacity(aux.len());
     for a in &aux {
-        buffer_data.push(Some(a.data.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into()));
+        aux_buffer.push(match &a.data {
+            Some(d) => {
+                buffer_data.push(Some(d.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into()));
+                buffer_data.len() as u32 - 1
+            }
+            None => 0,
+        });
     }
     // Operator codes, deduplicated by (code, version, custom code) in first-use order.
     let mut opcodes: Vec<(fb::BuiltinOperator, i32, Option<&str>)> = Vec::new();
@@ -469,15 +537,10 @@ fn serialize(g: &Graph, outside: Option<&[u64]>) -> Result<(bytes::Bytes, Vec<by
                 (code, codes::op_version(g, n), None)
             }
         };
-        let idx = match opcodes.iter().position(|k| *k == key) {
-            Some(i) => i,
-            None => {
-                opcodes.push(key);
-                opcodes.len() - 1
-            }
-        };
-        node_opcode.push(idx as u32);
+        node_opcode.push(opcode_index(&mut opcodes, key));
     }
+    let aux_opcode: Vec<Vec<u32>> =
+        aux_ops.iter().map(|ops| ops.iter().map(|o| opcode_index(&mut opcodes, (o.code, 1, None))).collect()).collect();
     // min_runtime_version: max over operators.
     let mut min_rt = String::new();
     for &(code, version, _) in &opcodes {
@@ -584,7 +647,7 @@ fn serialize(g: &Graph, outside: Option<&[u64]>) -> Result<(bytes::Bytes, Vec<by
             &fb::TensorArgs {
                 shape,
                 type_: fb::TensorType::INT32,
-                buffer: aux_buffer_start + k as u32,
+                buffer: aux_buffer[k],
                 name,
                 quantization,
                 has_rank: true,
@@ -596,6 +659,28 @@ fn serialize(g: &Graph, outside: Option<&[u64]>) -> Result<(bytes::Bytes, Vec<by
 
     let mut operators = Vec::with_capacity(g.nodes().len());
     for (ni, n) in g.nodes().iter().enumerate() {
+        for (o, &opcode_index) in aux_ops[ni].iter().zip(&aux_opcode[ni]) {
+            let aux_id = |k: usize| aux_index[ni][k];
+            let ins: Vec<i32> = o
+                .inputs
+                .iter()
+                .map(|r| match *r {
+                    Ok(i) => n.input(i).map_or(-1, |t| t.index() as i32),
+                    Err(k) => aux_id(k),
+                })
+                .collect();
+            let outs: Vec<i32> = o.outputs.iter().map(|&k| aux_id(k)).collect();
+            let (builtin_options_type, builtin_options) = aux_options(&mut fbb, o.code);
+            let args = fb::OperatorArgs {
+                opcode_index,
+                inputs: Some(fbb.create_vector(&ins)),
+                outputs: Some(fbb.create_vector(&outs)),
+                builtin_options_type,
+                builtin_options,
+                ..Default::default()
+            };
+            operators.push(fb::Operator::create(&mut fbb, &args));
+        }
         let mut inputs: Vec<i32> = n.inputs.iter().map(|i| i.map_or(-1, |t| t.index() as i32)).collect();
         inputs.extend_from_slice(&aux_index[ni]);
         if let (Op::Pad(_), Some(value), Some(&paddings)) = (&n.op, n.input(1), aux_index[ni].first()) {
@@ -742,6 +827,27 @@ fn serialize(g: &Graph, outside: Option<&[u64]>) -> Result<(bytes::Bytes, Vec<by
     // Hand out the builder's buffer without copying it (the model starts at `head`).
     let (buf, head) = fbb.collapse();
     Ok((bytes::Bytes::from(buf).slice(head..), blobs))
+}
+
+/// The options of an [`AuxOp`]: SHAPE to int32, CONCATENATION along axis 0.
+fn aux_options(
+    fbb: &mut FlatBufferBuilder<'_>,
+    code: fb::BuiltinOperator,
+) -> (fb::BuiltinOptions, Option<WIPOffset<UnionWIPOffset>>) {
+    type O = fb::BuiltinOptions;
+    match code {
+        fb::BuiltinOperator::SHAPE => {
+            let args = fb::ShapeOptionsArgs { out_type: fb::TensorType::INT32 };
+            (O::ShapeOptions, Some(fb::ShapeOptions::create(fbb, &args).as_union_value()))
+        }
+        fb::BuiltinOperator::STRIDED_SLICE => {
+            (O::StridedSliceOptions, Some(fb::StridedSliceOptions::create(fbb, &Default::default()).as_union_value()))
+        }
+        _ => {
+            let args = fb::ConcatenationOptionsArgs { axis: 0, ..Default::default() };
+            (O::ConcatenationOptions, Some(fb::ConcatenationOptions::create(fbb, &args).as_union_value()))
+        }
+    }
 }
 
 fn options(fbb: &mut FlatBufferBuilder<'_>, n: &Node) -> (fb::BuiltinOptions, Option<WIPOffset<UnionWIPOffset>>) {
