@@ -1,8 +1,10 @@
 //! The data-movement and activation ops of production models (PRELU, DEPTH_TO_SPACE,
-//! SPACE_TO_DEPTH, MIRROR_PAD, TILE, GATHER, SPLIT, SPLIT_V, SLICE) in TensorFlow's converter's
-//! own files, float32, float16 weights and int8: qlite runs them, LiteRT must agree (float within 1e-5, int8 to
-//! the bit), on the files as TF wrote them, as qlite re-writes them, and after qlite quantizes
-//! the float one.
+//! SPACE_TO_DEPTH, MIRROR_PAD, TILE, GATHER, SPLIT, SPLIT_V, SLICE, Keras 3's UpSampling2D) in
+//! TensorFlow's converter's own files with a dynamic batch, in every mode it writes (float32,
+//! float16 weights, dynamic range, int8 with float, int8 and uint8 I/O): qlite runs a batch of 4
+//! in one call, LiteRT must agree (float within 1e-5, hybrid within its bound, integer to the
+//! bit), on the files as TF wrote them, as qlite re-writes them, and after qlite quantizes the
+//! float one.
 
 use crate::common::{assert_agrees, export_case, fixture, reference_resolver_fails};
 use qlite::ir::Graph;
@@ -26,16 +28,37 @@ fn ops(g: &Graph) -> BTreeSet<&'static str> {
 
 #[test]
 fn tf_converter_files_with_production_ops_run_and_reexport() {
-    let x = qlite::read_npy_file(&fixture("tflite_ops/input.npy")).unwrap();
-    for (mode, compare) in [("float", "float"), ("float16", "float"), ("int8", "exact")] {
+    for (mode, compare) in [
+        ("float", "float"),
+        ("float16", "float"),
+        ("dynamic", "hybrid"),
+        ("int8", "exact"),
+        ("int8_io_int8", "exact"),
+        ("int8_io_uint8", "exact"),
+    ] {
+        let input = if mode.starts_with("int8_io_") {
+            format!("tflite_ops/{mode}_input.npy")
+        } else {
+            "tflite_ops/input.npy".into()
+        };
+        let x = qlite::read_npy_file(&fixture(&input)).unwrap();
         let (bytes, g) = read(mode);
+        assert_eq!(g.tensor(g.inputs()[0]).unwrap().shape.to_string(), "[?,8,8,4]", "{mode}: the batch stays dynamic");
         let have = ops(&g);
-        for op in ["Prelu", "DepthToSpace", "SpaceToDepth", "MirrorPad", "Gather", "Tile", "StridedSlice"] {
+        for op in ["Prelu", "DepthToSpace", "SpaceToDepth", "MirrorPad", "Gather", "Tile", "StridedSlice", "Reshape"] {
             assert!(have.contains(op), "{mode}: no {op} in {have:?}");
+        }
+        if mode == "dynamic" {
+            // The 3x3 convolution's 1 152 weights are int8 with float activations (hybrid).
+            let hybrid = g.nodes().iter().filter(|n| n.op.name() == "Conv2d").any(|n| {
+                n.input(1).and_then(|w| g.tensor(w)).is_some_and(|w| w.dtype == qlite::ir::DType::I8)
+                    && n.input(0).and_then(|x| g.tensor(x)).is_some_and(|x| x.dtype == qlite::ir::DType::F32)
+            });
+            assert!(hybrid, "{mode}: no hybrid convolution");
         }
         let y = qlite::run_batched(&g, vec![x.clone()]).unwrap();
         export_case(&format!("tflite_ops_{mode}"), &bytes, std::slice::from_ref(&x), &y, compare);
-        if mode == "int8" {
+        if mode.starts_with("int8") {
             reference_resolver_fails(&format!("tflite_ops_{mode}"), REF_D2S, WHY_D2S);
         }
         let written = qlite_tflite::write_model(&g).unwrap();
@@ -47,7 +70,7 @@ fn tf_converter_files_with_production_ops_run_and_reexport() {
         let y2 = qlite::run_batched(&g2, vec![x.clone()]).unwrap();
         assert_eq!(y, y2, "{mode}: the re-written file computes something else");
         export_case(&format!("tflite_ops_{mode}_rewritten"), &written, std::slice::from_ref(&x), &y2, compare);
-        if mode == "int8" {
+        if mode.starts_with("int8") {
             reference_resolver_fails(&format!("tflite_ops_{mode}_rewritten"), REF_D2S, WHY_D2S);
         }
     }
@@ -97,5 +120,36 @@ fn tf_dynamic_batch_transpose_conv_reads_and_runs() {
     let x = qlite::read_npy_file(&fixture("tflite_ops/deconv_input.npy")).unwrap();
     let y = qlite::run(&g, vec![x.clone()]).unwrap();
     assert_eq!(y[0].shape(), &[3, 11, 11, 2]);
-    export_case("tflite_ops_deconv_dynamic", &bytes, &[x], &y, "float");
+    export_case("tflite_ops_deconv_dynamic", &bytes, std::slice::from_ref(&x), &y, "float");
+    // qlite's re-export keeps the batch dynamic (its output_shape computed at run time), and
+    // so does its int8 conversion: LiteRT's reference kernels run the batch of 3 to the bit.
+    let dir = tempfile::tempdir().unwrap();
+    let reg = qlite::Registry::default();
+    let src = fixture("tflite_ops/deconv_dynamic.tflite");
+    let out = dir.path().join("float.tflite");
+    qlite::convert(&reg, &src, &out, &qlite::ConvertOptions::default()).unwrap();
+    let t = qlite::load(&reg, &out).unwrap();
+    assert_eq!(t.tensor(t.inputs()[0]).unwrap().shape.to_string(), "[?,5,5,3]");
+    let yt = qlite::run(&t, vec![x.clone()]).unwrap();
+    assert_eq!(yt, y);
+    export_case(
+        "tflite_ops_deconv_dynamic_rewritten",
+        &std::fs::read(&out).unwrap(),
+        std::slice::from_ref(&x),
+        &yt,
+        "float",
+    );
+    let calib = dir.path().join("calib.npy");
+    qlite::write_npy_file(&calib, &x).unwrap();
+    let mut opts = qlite::ConvertOptions::default();
+    opts.quant.mode = qlite::QuantMode::Int8;
+    opts.calibration = Some(calib);
+    opts.quant.io_type = qlite::IoType::Int8;
+    let out8 = dir.path().join("int8.tflite");
+    qlite::convert(&reg, &src, &out8, &opts).unwrap();
+    let t8 = qlite::load(&reg, &out8).unwrap();
+    let xq = qlite::quantize_inputs(&t8, vec![x.clone()]).unwrap().0.remove(0);
+    let y8 = qlite::run(&t8, vec![xq.clone()]).unwrap();
+    assert_eq!(y8[0].shape(), &[3, 11, 11, 2]);
+    export_case("tflite_ops_deconv_dynamic_int8", &std::fs::read(&out8).unwrap(), &[xq], &y8, "exact");
 }

@@ -411,7 +411,8 @@ pub fn read_model(bytes: Bytes) -> Result<Graph, ReadError> {
                 shape::Step::Folded => continue,
                 shape::Step::Reshape(target) => {
                     let op_ir = Op::Reshape(Reshape { shape: target });
-                    g.add_node(Node::new(node_name, op_ir, inputs[..1].to_vec(), outputs));
+                    let id = g.add_node(Node::new(node_name, op_ir, inputs[..1].to_vec(), outputs));
+                    refine_outputs(&mut g, id);
                     continue;
                 }
                 shape::Step::Op => {}
@@ -438,7 +439,8 @@ pub fn read_model(bytes: Bytes) -> Result<Graph, ReadError> {
                     source: Some(opaque_source(&bytes, &op, code, oc.custom_code()).map_err(oerr)?),
                 }),
             };
-            g.add_node(Node::new(node_name, op_ir, inputs, outputs));
+            let id = g.add_node(Node::new(node_name, op_ir, inputs, outputs));
+            refine_outputs(&mut g, id);
         }
     }
     for &o in &outs {
@@ -530,6 +532,37 @@ fn custom_op(
 }
 
 /// SPLIT (axis, x) or SPLIT_V (x, size_splits, axis) as one STRIDED_SLICE node per output.
+/// Declared output dims the op's own shape inference knows: TF's converter can declare
+/// `shape_signature` -1 for a dim its folding of shape arithmetic lost (Keras 3's
+/// UpSampling2D with a dynamic batch: [-1,-1,10,3] after a RESHAPE whose target is
+/// [batch, 8, 10, 3]). A dim is only ever made fixed, never changed or made dynamic.
+fn refine_outputs(g: &mut Graph, id: qlite_ir::NodeId) {
+    let Some(node) = g.node(id) else { return };
+    let ins: Vec<_> = node.inputs.iter().map(|i| i.and_then(|t| g.tensor(t)).map(|t| (t.dtype, &t.shape))).collect();
+    let Ok(inferred) = node.op.infer(&ins) else { return };
+    let outputs = node.outputs.clone();
+    for (o, inf) in outputs.into_iter().zip(inferred) {
+        let Some(t) = g.tensor_mut(o) else { continue };
+        let (have, got) = (t.shape.dims(), inf.shape.dims());
+        if have.len() != got.len() || !have.iter().any(|d| matches!(d, Dim::Dynamic)) {
+            continue;
+        }
+        let merged: Option<Vec<Dim>> = have
+            .iter()
+            .zip(got)
+            .map(|(h, n)| match (h, n) {
+                (Dim::Dynamic, n) => Some(*n),
+                (h, n) if h == n => Some(*h),
+                (h, Dim::Dynamic) => Some(*h),
+                _ => None,
+            })
+            .collect();
+        if let Some(m) = merged {
+            t.shape = Shape::new(m);
+        }
+    }
+}
+
 fn split_as_slices(
     g: &Graph,
     code: i32,

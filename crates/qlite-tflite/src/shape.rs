@@ -73,6 +73,44 @@ pub fn step(
             vals.1.insert(t);
             Some(SymVal::Vector(sym::shape_of(shape, t.index())))
         }
+        // A shape value given another rank (a scalar as [1], [1] as a scalar): the output's
+        // declared rank says which.
+        B::RESHAPE | B::EXPAND_DIMS | B::SQUEEZE if is_sym(0) => {
+            let e = value(g, vals, input(0)).map(|v| v.elements()).unwrap_or_default();
+            let rank = out.and_then(|o| g.tensor(o)).map(|t| t.shape.rank());
+            Some(match (rank, e.len()) {
+                (Some(0), 1) => SymVal::Scalar(e[0]),
+                (Some(1), _) => SymVal::Vector(e),
+                _ => return Err(format!("{} of a shape value to rank {rank:?}", crate::codes::builtin_name(code))),
+            })
+        }
+        // Integer arithmetic on shape values (Keras 3's UpSampling2D: `shape[1] * 2`).
+        B::MUL | B::ADD | B::SUB | B::FLOOR_DIV | B::MAXIMUM | B::MINIMUM if any_sym => {
+            let (Some(x), Some(y)) = (value(g, vals, input(0)), value(g, vals, input(1))) else {
+                return Err(format!(
+                    "{} of a shape value and a tensor that is not one",
+                    crate::codes::builtin_name(code)
+                ));
+            };
+            let fused = match b {
+                B::MUL => op.builtin_options_as_mul_options().map(|o| o.fused_activation_function()),
+                B::ADD => op.builtin_options_as_add_options().map(|o| o.fused_activation_function()),
+                B::SUB => op.builtin_options_as_sub_options().map(|o| o.fused_activation_function()),
+                _ => None,
+            };
+            if fused.is_some_and(|f| f != fb::ActivationFunctionType::NONE) {
+                return Err("shape arithmetic with a fused activation".into());
+            }
+            let sop = match b {
+                B::MUL => sym::SymOp::Mul,
+                B::ADD => sym::SymOp::Add,
+                B::SUB => sym::SymOp::Sub,
+                B::FLOOR_DIV => sym::SymOp::FloorDiv,
+                B::MAXIMUM => sym::SymOp::Max,
+                _ => sym::SymOp::Min,
+            };
+            Some(sym::binary(sop, &x, &y).map_err(|e| e.to_string())?)
+        }
         B::RESHAPE if is_sym(1) => {
             let x = input(0).ok_or("RESHAPE has no input")?;
             let shape = sym::shape_of(&g.tensor(x).ok_or("RESHAPE input is missing")?.shape, x.index());
