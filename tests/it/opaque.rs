@@ -261,30 +261,59 @@ fn mediapipe_transpose_conv_bias_is_a_transpose_conv() {
     );
 }
 
-/// Valid files with what qlite does not import at all (a WHILE with its condition and body
-/// subgraphs, a STRING input): `inspect` describes them from the flatbuffer (every subgraph's
-/// operators), `convert` refuses with one line and writes nothing.
+/// Files with control flow (a WHILE whose condition and body are two more subgraphs) and
+/// STRING tensors (read by a custom op): read whole, `inspect` shows the subgraphs, a plain
+/// `convert` writes them back (LiteRT gives the same outputs on the WHILE file, and fails on
+/// the string file exactly as on the original), and `run` / int8 `convert` refuse in one line
+/// naming the node, writing nothing.
 #[test]
-fn control_flow_and_string_files_are_described_not_refused() {
+fn control_flow_and_string_files_are_kept_and_rewritten() {
     let dir = tempfile::tempdir().unwrap();
     let qlite = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_qlite")).args(args).output().unwrap();
     let mut text = String::new();
-    for (name, why) in [("control_flow", "3 subgraphs"), ("strings", "unsupported tensor type STRING")] {
+    for name in ["control_flow", "strings"] {
         let model = fixture(&format!("tflite_opaque/{name}.tflite"));
         let inspect = qlite(&["inspect", model.to_str().unwrap()]);
         assert!(inspect.status.success(), "{}", String::from_utf8_lossy(&inspect.stderr));
-        let out = String::from_utf8_lossy(&inspect.stdout).into_owned();
-        assert!(out.contains("not imported as it stands") && out.contains(why), "{out}");
-        text.push_str(&out);
-        let json = qlite(&["inspect", "--json", model.to_str().unwrap()]);
-        let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
-        assert!(v["not_imported"].as_str().is_some_and(|s| s.contains(why)), "{v}");
-        let dest = dir.path().join("out.tflite");
+        text.push_str(&String::from_utf8_lossy(&inspect.stdout));
+        let dest = dir.path().join(format!("{name}.tflite"));
         let convert = qlite(&["convert", model.to_str().unwrap(), "-o", dest.to_str().unwrap()]);
-        let err = String::from_utf8_lossy(&convert.stderr).into_owned();
-        assert!(!convert.status.success() && err.contains(why) && err.trim_end().lines().count() == 1, "{err}");
-        assert!(!dest.exists());
+        assert!(convert.status.success(), "{}", String::from_utf8_lossy(&convert.stderr));
+        // Read back, the file is the same graph (subgraphs included).
+        let (original, g) = read(&format!("tflite_opaque/{name}.tflite"));
+        let written = std::fs::read(&dest).unwrap();
+        let g2 = qlite_tflite::read_model(bytes::Bytes::copy_from_slice(&written)).unwrap();
+        assert_eq!(qlite::ir::print_graph(&g), qlite::ir::print_graph(&g2), "{name}");
+        let x = dir.path().join("x.npy");
+        qlite::write_npy_file(&x, &qlite::Array::f32(vec![1, 4], vec![0.5, -1.0, 2.0, 3.0]).unwrap()).unwrap();
+        let y = dir.path().join("y.npy");
+        for args in [
+            vec!["run", model.to_str().unwrap(), "--input", x.to_str().unwrap(), "--output", y.to_str().unwrap()],
+            vec!["convert", model.to_str().unwrap(), "-o", y.to_str().unwrap(), "--quantize", "dynamic"],
+        ] {
+            let out = qlite(&args);
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(!out.status.success() && err.trim_end().lines().count() == 1, "{err}");
+            assert!(!y.exists());
+            text.push_str(&err.replace(model.to_str().unwrap(), "<model>"));
+        }
+        if name == "control_flow" {
+            assert_eq!(g.subgraphs().len(), 2);
+            let x = qlite::Array::f32(vec![1, 4], vec![0.5, -1.0, 2.0, 3.0]).unwrap();
+            export_reexport_case("tflite_control_flow_rewritten", &original, &written, &[x]);
+        } else {
+            export_reexport_case("tflite_strings_rewritten", &original, &written, &[]);
+            for resolver in ["reference", "default"] {
+                let why = "LiteRT has no StringLength kernel: it fails on the original the same way";
+                let error = "Encountered unresolved custom op: StringLength";
+                if resolver == "reference" {
+                    crate::common::reference_resolver_fails("tflite_strings_rewritten", error, why);
+                } else {
+                    crate::common::default_resolver_fails("tflite_strings_rewritten", error, why);
+                }
+            }
+        }
     }
     assert!(text.contains("WHILE v1") && text.contains("while_body") && text.contains("CUSTOM(StringLength)"));
-    insta::assert_snapshot!("tflite_not_imported_inspect", text);
+    insta::assert_snapshot!("tflite_control_flow_and_strings", text);
 }

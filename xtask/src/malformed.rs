@@ -252,7 +252,6 @@ fn tflite_cases() -> Vec<(&'static str, Vec<u8>)> {
         ("opcode_index_out_of_range", Box::new(|r| r.ops[0].0 = 3)),
         ("subgraph_input_out_of_range", Box::new(|r| r.inputs[0] = 99)),
         ("no_subgraph", Box::new(|r| r.subgraphs = 0)),
-        ("two_subgraphs", Box::new(|r| r.subgraphs = 2)),
         // Sparse weights (CSR over the columns of w[2,4], 2 stored values).
         (
             "sparse_index_out_of_range",

@@ -14,17 +14,30 @@ pub enum DType {
     I32,
     I64,
     Bool,
+    /// TFLite's STRING: a constant holds the file's own serialized buffer (count, offsets,
+    /// bytes), which is kept as is; no kernel computes with it.
+    String,
 }
 
 impl DType {
     /// Every dtype, in a fixed order.
-    pub const ALL: [DType; 9] =
-        [DType::F32, DType::F16, DType::BF16, DType::I8, DType::U8, DType::I16, DType::I32, DType::I64, DType::Bool];
+    pub const ALL: [DType; 10] = [
+        DType::F32,
+        DType::F16,
+        DType::BF16,
+        DType::I8,
+        DType::U8,
+        DType::I16,
+        DType::I32,
+        DType::I64,
+        DType::Bool,
+        DType::String,
+    ];
 
-    /// Bytes per element.
+    /// Bytes per element (a string's data is a serialized buffer: 1, as bytes).
     pub fn size(self) -> usize {
         match self {
-            DType::I8 | DType::U8 | DType::Bool => 1,
+            DType::I8 | DType::U8 | DType::Bool | DType::String => 1,
             DType::F16 | DType::BF16 | DType::I16 => 2,
             DType::F32 | DType::I32 => 4,
             DType::I64 => 8,
@@ -43,6 +56,7 @@ impl DType {
             DType::I32 => "i32",
             DType::I64 => "i64",
             DType::Bool => "bool",
+            DType::String => "string",
         }
     }
 

@@ -84,6 +84,11 @@ pub struct Graph {
     /// Free-form key/value metadata carried from the source file (e.g. safetensors
     /// `__metadata__`).
     metadata: Vec<(String, String)>,
+    /// Further graphs kept with this one, in the source file's order: TFLite's control-flow
+    /// bodies (WHILE's condition and body, IF's branches, CALL_ONCE's initializer), which
+    /// opaque operators name by position (`subgraphs()[k]` is the file's subgraph `k + 1`).
+    /// Passes and the interpreter work on this graph only; writers write these back in order.
+    subgraphs: Vec<Graph>,
 }
 
 impl Graph {
@@ -287,8 +292,19 @@ impl Graph {
         self.outputs.get(i).and_then(|t| self.tensor(*t)).map(|t| t.name.as_str())
     }
 
-    /// Total bytes of constant data.
+    /// Total bytes of constant data, the subgraphs' included.
     pub fn constant_bytes(&self) -> usize {
-        self.tensors.iter().filter_map(|t| t.data.as_ref()).map(|d| d.len()).sum()
+        self.tensors.iter().filter_map(|t| t.data.as_ref()).map(|d| d.len()).sum::<usize>()
+            + self.subgraphs.iter().map(Graph::constant_bytes).sum::<usize>()
+    }
+
+    // ---- subgraphs ----
+
+    /// The further graphs kept with this one (see the field's docs).
+    pub fn subgraphs(&self) -> &[Graph] {
+        &self.subgraphs
+    }
+    pub fn set_subgraphs(&mut self, subgraphs: Vec<Graph>) {
+        self.subgraphs = subgraphs;
     }
 }

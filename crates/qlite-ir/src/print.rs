@@ -22,8 +22,16 @@ fn tensor_name(g: &Graph, id: TensorId) -> String {
 
 /// Print `g` as text. The output depends only on the graph (no addresses, times or maps).
 pub fn print_graph(g: &Graph) -> String {
+    let mut s = print_one(g, "graph");
+    for (k, sg) in g.subgraphs().iter().enumerate() {
+        s.push_str(&print_one(sg, &format!("subgraph {}", k + 1)));
+    }
+    s
+}
+
+fn print_one(g: &Graph, what: &str) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "graph {:?} {{", g.name());
+    let _ = writeln!(s, "{what} {:?} {{", g.name());
     for (i, &t) in g.inputs().iter().enumerate() {
         let _ = writeln!(
             s,

@@ -9,6 +9,8 @@ use crate::shape::{Dim, MAX_RANK, Shape};
 /// A broken graph invariant.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum VerifyError {
+    #[error("subgraph {index}: {source}")]
+    InSubgraph { index: usize, source: Box<VerifyError> },
     #[error("{what} refers to tensor {index}, but the graph has {count} tensors")]
     TensorOutOfRange { what: String, index: usize, count: usize },
     #[error("tensor {tensor} ({name:?}) has rank {rank}, more than the maximum {max}")]
@@ -66,7 +68,8 @@ pub fn verify(g: &Graph) -> Result<(), VerifyError> {
                 return Err(VerifyError::DynamicConstant { tensor: id, name: t.name.clone(), shape: t.shape.clone() });
             }
             let expected = t.shape.num_bytes(t.dtype.size());
-            if expected != Some(data.len()) {
+            // A string constant is a serialized buffer of its own length.
+            if t.dtype != DType::String && expected != Some(data.len()) {
                 return Err(VerifyError::DataLength {
                     tensor: id,
                     name: t.name.clone(),
@@ -155,6 +158,9 @@ pub fn verify(g: &Graph) -> Result<(), VerifyError> {
             return Err(VerifyError::UndefinedOutput { tensor: t, name: g.tensors()[t.index()].name.clone() });
         }
     }
+    for (k, sg) in g.subgraphs().iter().enumerate() {
+        verify(sg).map_err(|e| VerifyError::InSubgraph { index: k + 1, source: Box::new(e) })?;
+    }
     Ok(())
 }
 
@@ -227,9 +233,9 @@ pub fn shapes_compatible(a: &Shape, b: &Shape) -> bool {
 /// that format, which kept it); the others are named at once. Exporters call this.
 pub fn verify_exportable(g: &Graph, format: &str) -> Result<(), VerifyError> {
     verify(g)?;
-    let unsupported: Vec<String> = g
-        .nodes()
-        .iter()
+    let unsupported: Vec<String> = std::iter::once(g)
+        .chain(g.subgraphs())
+        .flat_map(|g| g.nodes())
         .filter_map(|n| match &n.op {
             Op::Opaque(o) if o.source.as_ref().is_none_or(|s| s.format != format) => {
                 Some(format!("{} v{} (node {:?})", o.op_type, o.version, n.name))

@@ -27,8 +27,9 @@ pub fn to_ir(d: Dtype) -> Option<DType> {
     })
 }
 
-pub fn from_ir(d: DType) -> Dtype {
-    match d {
+/// The safetensors dtype of an IR dtype (`None`: strings, which safetensors has no type for).
+pub fn from_ir(d: DType) -> Option<Dtype> {
+    Some(match d {
         DType::F32 => Dtype::F32,
         DType::F16 => Dtype::F16,
         DType::BF16 => Dtype::BF16,
@@ -38,7 +39,8 @@ pub fn from_ir(d: DType) -> Dtype {
         DType::I32 => Dtype::I32,
         DType::I64 => Dtype::I64,
         DType::Bool => Dtype::BOOL,
-    }
+        DType::String => return None,
+    })
 }
 
 const SCALE: &str = ".qscale";
@@ -81,14 +83,15 @@ pub fn to_graph(file: &StFile) -> Result<Graph, StError> {
 }
 
 /// Every constant of `g`, in tensor order, with quantization companions; the graph's own
-/// metadata is kept.
+/// metadata is kept. String constants (a .tflite's lookup tables, not weights) have no
+/// safetensors type and are left out.
 pub fn from_graph(g: &Graph) -> (Vec<StTensor>, Vec<(String, String)>) {
     let mut out = Vec::new();
     let mut meta = g.metadata().to_vec();
     for t in g.tensors() {
-        let Some(data) = &t.data else { continue };
+        let (Some(data), Some(dtype)) = (&t.data, from_ir(t.dtype)) else { continue };
         let shape = t.shape.to_fixed().unwrap_or_default();
-        out.push(StTensor { name: t.name.clone(), dtype: from_ir(t.dtype), shape, data: data.clone() });
+        out.push(StTensor { name: t.name.clone(), dtype, shape, data: data.clone() });
         if let Some(q) = &t.quant {
             let n = q.scales().len();
             out.push(StTensor {

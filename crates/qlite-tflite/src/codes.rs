@@ -16,6 +16,7 @@ pub fn tensor_type(d: DType) -> fb::TensorType {
         DType::I32 => fb::TensorType::INT32,
         DType::I64 => fb::TensorType::INT64,
         DType::Bool => fb::TensorType::BOOL,
+        DType::String => fb::TensorType::STRING,
     }
 }
 
@@ -30,6 +31,7 @@ pub fn dtype(t: fb::TensorType) -> Option<DType> {
         fb::TensorType::INT32 => DType::I32,
         fb::TensorType::INT64 => DType::I64,
         fb::TensorType::BOOL => DType::Bool,
+        fb::TensorType::STRING => DType::String,
         _ => return None,
     })
 }

@@ -28,8 +28,8 @@ pub enum ReadError {
     SchemaVersion(u32),
     #[error("the model has no subgraph")]
     NoSubgraph,
-    #[error("the model has {0} subgraphs; control flow (WHILE / IF / CALL_ONCE) is not supported")]
-    MultipleSubgraphs(usize),
+    #[error("subgraph {index}: {source}")]
+    InSubgraph { index: usize, source: Box<ReadError> },
     #[error("{what} index {index} is out of range ({len} available)")]
     IndexOutOfRange { what: String, index: i64, len: usize },
     #[error("tensor {index} ({name:?}): {message}")]
@@ -50,7 +50,11 @@ impl ReadError {
     /// The file is a valid .tflite model using something qlite does not model (control-flow
     /// subgraphs, string or 4-bit tensors, external buffers), not a malformed one.
     pub fn is_unsupported_feature(&self) -> bool {
-        matches!(self, ReadError::MultipleSubgraphs(_) | ReadError::UnsupportedTensor { .. })
+        match self {
+            ReadError::UnsupportedTensor { .. } => true,
+            ReadError::InSubgraph { source, .. } => source.is_unsupported_feature(),
+            _ => false,
+        }
     }
 }
 
@@ -233,17 +237,60 @@ pub fn read_model(bytes: Bytes) -> Result<Graph, ReadError> {
         return Err(ReadError::SchemaVersion(model.version()));
     }
     let subgraphs = model.subgraphs().ok_or(ReadError::NoSubgraph)?;
-    match subgraphs.len() {
-        0 => return Err(ReadError::NoSubgraph),
-        1 => {}
-        n => return Err(ReadError::MultipleSubgraphs(n)),
+    if subgraphs.is_empty() {
+        return Err(ReadError::NoSubgraph);
     }
-    let sg = subgraphs.get(0);
-    let buffers = model.buffers();
-    let n_buffers = buffers.map_or(0, |b| b.len());
-    if let Some(bs) = buffers {
+    if let Some(bs) = model.buffers() {
         check_offset_buffers(&bs, bytes.len())?;
     }
+    let mut g = read_subgraph(&bytes, &model, subgraphs.get(0))?;
+    g.set_description(model.description().map(str::to_string));
+    // Control-flow bodies (WHILE, IF, CALL_ONCE name them by index): kept, in order.
+    let mut rest = Vec::with_capacity(subgraphs.len() - 1);
+    for k in 1..subgraphs.len() {
+        let mut sg = read_subgraph(&bytes, &model, subgraphs.get(k))
+            .map_err(|e| ReadError::InSubgraph { index: k, source: Box::new(e) })?;
+        sg.compact_tensors();
+        rest.push(sg);
+    }
+    g.set_subgraphs(rest);
+
+    // Signature names for subgraph 0, when every input and output has one.
+    if let Some(sigs) = model.signature_defs()
+        && let Some(sig) = sigs.iter().find(|s| s.subgraph_index() == 0)
+    {
+        let lookup = |maps: Option<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<fb::TensorMap<'_>>>>,
+                      ids: &[TensorId]|
+         -> Option<Vec<String>> {
+            let maps = maps?;
+            ids.iter()
+                .map(|t| {
+                    maps.iter()
+                        .find(|m| m.tensor_index() as usize == t.index())
+                        .and_then(|m| m.name().map(str::to_string))
+                })
+                .collect()
+        };
+        if let (Some(i), Some(o)) = (lookup(sig.inputs(), g.inputs()), lookup(sig.outputs(), g.outputs())) {
+            g.set_signature(Some(Signature {
+                key: sig.signature_key().unwrap_or("serving_default").to_string(),
+                inputs: i,
+                outputs: o,
+            }));
+        }
+    }
+    // Attribute tensors (shape, perm, axes, paddings) are now unused: drop them (after the
+    // signature, whose tensor indices are the file's).
+    g.compact_tensors();
+    qlite_ir::verify(&g)?;
+    Ok(g)
+}
+
+/// One subgraph of `model` as a graph, with the file's tensor indices (the caller drops the
+/// unused attribute tensors, after reading the signature); signatures are the caller's.
+fn read_subgraph(bytes: &Bytes, model: &fb::Model<'_>, sg: fb::SubGraph<'_>) -> Result<Graph, ReadError> {
+    let buffers = model.buffers();
+    let n_buffers = buffers.map_or(0, |b| b.len());
     let fb_tensors = sg.tensors().ok_or_else(|| ReadError::Tensor {
         index: 0,
         name: String::new(),
@@ -251,7 +298,6 @@ pub fn read_model(bytes: Bytes) -> Result<Graph, ReadError> {
     })?;
 
     let mut g = Graph::new(sg.name().unwrap_or(""));
-    g.set_description(model.description().map(str::to_string));
 
     // Tensors.
     for i in 0..fb_tensors.len() {
@@ -299,7 +345,7 @@ pub fn read_model(bytes: Bytes) -> Result<Graph, ReadError> {
                 let b = bs.get(buf);
                 match b.data() {
                     Some(d) if !d.is_empty() => {
-                        let off = offset_in(&bytes, d.bytes())
+                        let off = offset_in(bytes, d.bytes())
                             .ok_or_else(|| terr("buffer data lies outside the file".into()))?;
                         Some(bytes.slice(off..off + d.len()))
                     }
@@ -436,7 +482,7 @@ pub fn read_model(bytes: Bytes) -> Result<Graph, ReadError> {
                 None => Op::Opaque(Opaque {
                     op_type: format!("tflite:{}", name_of(code)),
                     version: version as i64,
-                    source: Some(opaque_source(&bytes, &op, code, oc.custom_code()).map_err(oerr)?),
+                    source: Some(opaque_source(bytes, &op, code, oc.custom_code()).map_err(oerr)?),
                 }),
             };
             let id = g.add_node(Node::new(node_name, op_ir, inputs, outputs));
@@ -453,34 +499,6 @@ pub fn read_model(bytes: Bytes) -> Result<Graph, ReadError> {
     g.set_inputs(ins);
     g.set_outputs(outs);
     shape::drop_shape_only_nodes(&mut g, &shapes);
-
-    // Signature names for subgraph 0, when every input and output has one.
-    if let Some(sigs) = model.signature_defs()
-        && let Some(sig) = sigs.iter().find(|s| s.subgraph_index() == 0)
-    {
-        let lookup = |maps: Option<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<fb::TensorMap<'_>>>>,
-                      ids: &[TensorId]|
-         -> Option<Vec<String>> {
-            let maps = maps?;
-            ids.iter()
-                .map(|t| {
-                    maps.iter()
-                        .find(|m| m.tensor_index() as usize == t.index())
-                        .and_then(|m| m.name().map(str::to_string))
-                })
-                .collect()
-        };
-        if let (Some(i), Some(o)) = (lookup(sig.inputs(), g.inputs()), lookup(sig.outputs(), g.outputs())) {
-            g.set_signature(Some(Signature {
-                key: sig.signature_key().unwrap_or("serving_default").to_string(),
-                inputs: i,
-                outputs: o,
-            }));
-        }
-    }
-    // Attribute tensors (shape, perm, axes, paddings) are now unused: drop them.
-    g.compact_tensors();
-    qlite_ir::verify(&g)?;
     Ok(g)
 }
 

@@ -198,6 +198,11 @@ fn align16(x: u64) -> u64 {
 fn serialize_placed(g: &Graph, placement: BufferPlacement) -> Result<Serialized, WriteError> {
     let mut g = g.clone();
     legalize_pipeline().run(&mut g)?;
+    let mut subgraphs = g.subgraphs().to_vec();
+    for sg in &mut subgraphs {
+        legalize_pipeline().run(sg)?;
+    }
+    g.set_subgraphs(subgraphs);
     verify_exportable(&g, "tflite")?;
     let outside = match placement {
         BufferPlacement::Inside => false,
@@ -352,11 +357,274 @@ fn aux_for(node: &Node, g: &Graph) -> Result<(Vec<AuxTensor>, Vec<AuxOp>), Write
     Ok((tensors, Vec::new()))
 }
 
+/// One graph's part of the file, decided before building: the buffer of each constant, its
+/// aux tensors and operators, and its operator codes.
+struct Prep<'g> {
+    tensor_buffer: Vec<u32>,
+    sparse: Vec<Option<&'g qlite_ir::SparseForm>>,
+    aux: Vec<AuxTensor>,
+    aux_index: Vec<Vec<i32>>,
+    aux_ops: Vec<Vec<AuxOp>>,
+    aux_buffer: Vec<u32>,
+    node_opcode: Vec<u32>,
+    aux_opcode: Vec<Vec<u32>>,
+}
+
+type OpcodeKey<'g> = (fb::BuiltinOperator, i32, Option<&'g str>);
+
+fn prepare<'g>(
+    g: &'g Graph,
+    buffer_data: &mut Vec<Option<bytes::Bytes>>,
+    opcodes: &mut Vec<OpcodeKey<'g>>,
+) -> Result<Prep<'g>, WriteError> {
+    let mut tensor_buffer = vec![0u32; g.tensors().len()];
+    // A constant read sparse is written sparse while its stored form still expands to its data
+    // (a pass that changed the data, or the dtype, makes it dense).
+    let sparse: Vec<Option<&qlite_ir::SparseForm>> = g
+        .tensors()
+        .iter()
+        .map(|t| {
+            let (sp, data, dims) = (t.sparse.as_deref()?, t.data.as_ref()?, t.shape.to_fixed()?);
+            sp.densify(&dims, t.dtype.size()).ok().filter(|d| d[..] == data[..]).map(|_| sp)
+        })
+        .collect();
+    for id in g.tensor_ids() {
+        if let Some(d) = &g.tensors()[id.index()].data {
+            tensor_buffer[id.index()] = buffer_data.len() as u32;
+            buffer_data.push(Some(sparse[id.index()].map_or_else(|| d.clone(), |sp| sp.values.clone())));
+        }
+    }
+    // Aux tensors, in node order, after the graph's own tensors.
+    let mut aux: Vec<AuxTensor> = Vec::new();
+    let mut aux_index: Vec<Vec<i32>> = Vec::with_capacity(g.nodes().len());
+    let mut aux_ops: Vec<Vec<AuxOp>> = Vec::with_capacity(g.nodes().len());
+    for n in g.nodes() {
+        let mut ids = Vec::new();
+        let (tensors, ops) = aux_for(n, g)?;
+        for a in tensors {
+            ids.push((g.tensors().len() + aux.len()) as i32);
+            aux.push(a);
+        }
+        aux_index.push(ids);
+        aux_ops.push(ops);
+    }
+    let mut aux_buffer = Vec::with_capacity(aux.len());
+    for a in &aux {
+        aux_buffer.push(match &a.data {
+            Some(d) => {
+                buffer_data.push(Some(d.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into()));
+                buffer_data.len() as u32 - 1
+            }
+            None => 0,
+        });
+    }
+    let mut node_opcode = Vec::with_capacity(g.nodes().len());
+    for n in g.nodes() {
+        let key = match &n.op {
+            Op::Opaque(o) => {
+                let src =
+                    o.source.as_ref().filter(|s| s.format == "tflite").ok_or_else(|| WriteError::Unsupported {
+                        node: n.name.clone(),
+                        message: format!("{} was not read from a .tflite file", o.op_type),
+                    })?;
+                let code = i32::try_from(src.code).map_err(|_| WriteError::Unsupported {
+                    node: n.name.clone(),
+                    message: format!("operator code {} does not fit int32", src.code),
+                })?;
+                (fb::BuiltinOperator(code), o.version.clamp(1, i32::MAX as i64) as i32, src.custom_code.as_deref())
+            }
+            op => {
+                let code = codes::builtin(op).ok_or_else(|| WriteError::Unsupported {
+                    node: n.name.clone(),
+                    message: format!("{} has no TFLite builtin", n.op.name()),
+                })?;
+                // A pad value makes PAD a PADV2 (same versions).
+                let code = if code == fb::BuiltinOperator::PAD && n.input(1).is_some() {
+                    fb::BuiltinOperator::PADV2
+                } else {
+                    code
+                };
+                (code, codes::op_version(g, n), None)
+            }
+        };
+        node_opcode.push(opcode_index(opcodes, key));
+    }
+    let aux_opcode: Vec<Vec<u32>> =
+        aux_ops.iter().map(|ops| ops.iter().map(|o| opcode_index(opcodes, (o.code, 1, None))).collect()).collect();
+    Ok(Prep { tensor_buffer, sparse, aux, aux_index, aux_ops, aux_buffer, node_opcode, aux_opcode })
+}
+
+/// One graph's SubGraph table.
+fn build_subgraph<'a>(
+    fbb: &mut FlatBufferBuilder<'a>,
+    g: &Graph,
+    p: &Prep<'_>,
+) -> Result<WIPOffset<fb::SubGraph<'a>>, WriteError> {
+    let Prep { tensor_buffer, sparse, aux, aux_index, aux_ops, aux_buffer, node_opcode, aux_opcode } = p;
+    let mut tensors = Vec::with_capacity(g.tensors().len() + aux.len());
+    for id in g.tensor_ids() {
+        let t = &g.tensors()[id.index()];
+        let mut shape = Vec::with_capacity(t.shape.rank());
+        let mut sig = Vec::with_capacity(t.shape.rank());
+        for d in t.shape.dims() {
+            match d {
+                Dim::Fixed(n) => {
+                    let v = i32_dim(g, id, *n)?;
+                    shape.push(v);
+                    sig.push(v);
+                }
+                Dim::Dynamic => {
+                    shape.push(1);
+                    sig.push(-1);
+                }
+            }
+        }
+        let shape = Some(fbb.create_vector(&shape));
+        let shape_signature = if t.shape.is_static() { None } else { Some(fbb.create_vector(&sig)) };
+        let name = Some(fbb.create_string(&t.name));
+        let quantization = Some(match &t.quant {
+            Some(q) => {
+                let scale = Some(fbb.create_vector(q.scales()));
+                let zero_point = Some(fbb.create_vector(q.zero_points()));
+                fb::QuantizationParameters::create(
+                    fbb,
+                    &fb::QuantizationParametersArgs {
+                        scale,
+                        zero_point,
+                        quantized_dimension: q.axis().unwrap_or(0) as i32,
+                        ..Default::default()
+                    },
+                )
+            }
+            None => fb::QuantizationParameters::create(fbb, &Default::default()),
+        });
+        let sparsity = sparse[id.index()].map(|sp| sparsity_table(fbb, sp));
+        tensors.push(fb::Tensor::create(
+            fbb,
+            &fb::TensorArgs {
+                shape,
+                type_: codes::tensor_type(t.dtype),
+                buffer: tensor_buffer[id.index()],
+                name,
+                quantization,
+                sparsity,
+                shape_signature,
+                has_rank: true,
+                ..Default::default()
+            },
+        ));
+    }
+    for (k, a) in aux.iter().enumerate() {
+        let shape = Some(fbb.create_vector(&a.shape));
+        let name = Some(fbb.create_string(&a.name));
+        let quantization = Some(fb::QuantizationParameters::create(fbb, &Default::default()));
+        tensors.push(fb::Tensor::create(
+            fbb,
+            &fb::TensorArgs {
+                shape,
+                type_: fb::TensorType::INT32,
+                buffer: aux_buffer[k],
+                name,
+                quantization,
+                has_rank: true,
+                ..Default::default()
+            },
+        ));
+    }
+    let tensors = fbb.create_vector(&tensors);
+
+    let mut operators = Vec::with_capacity(g.nodes().len());
+    for (ni, n) in g.nodes().iter().enumerate() {
+        for (o, &opcode_index) in aux_ops[ni].iter().zip(&aux_opcode[ni]) {
+            let aux_id = |k: usize| aux_index[ni][k];
+            let ins: Vec<i32> = o
+                .inputs
+                .iter()
+                .map(|r| match *r {
+                    Ok(i) => n.input(i).map_or(-1, |t| t.index() as i32),
+                    Err(k) => aux_id(k),
+                })
+                .collect();
+            let outs: Vec<i32> = o.outputs.iter().map(|&k| aux_id(k)).collect();
+            let (builtin_options_type, builtin_options) = aux_options(fbb, o.code);
+            let args = fb::OperatorArgs {
+                opcode_index,
+                inputs: Some(fbb.create_vector(&ins)),
+                outputs: Some(fbb.create_vector(&outs)),
+                builtin_options_type,
+                builtin_options,
+                ..Default::default()
+            };
+            operators.push(fb::Operator::create(fbb, &args));
+        }
+        let mut inputs: Vec<i32> = n.inputs.iter().map(|i| i.map_or(-1, |t| t.index() as i32)).collect();
+        inputs.extend_from_slice(&aux_index[ni]);
+        if let (Op::Pad(_), Some(value), Some(&paddings)) = (&n.op, n.input(1), aux_index[ni].first()) {
+            // PADV2's order: input, paddings, value.
+            inputs = vec![inputs[0], paddings, value.index() as i32];
+        }
+        if let (Op::TransposeConv2d(_), Some(&shape)) = (&n.op, aux_index[ni].first()) {
+            // TFLite's order: output_shape, weights, input, bias.
+            let at = |i: usize| n.input(i).map_or(-1, |t| t.index() as i32);
+            inputs = vec![shape, at(1), at(0)];
+            if n.input(2).is_some() {
+                inputs.push(at(2));
+            }
+        }
+        let outputs: Vec<i32> = n.outputs.iter().map(|t| t.index() as i32).collect();
+        let inputs = Some(fbb.create_vector(&inputs));
+        let outputs = Some(fbb.create_vector(&outputs));
+        let (builtin_options_type, builtin_options) = options(fbb, n);
+        let mut args = fb::OperatorArgs {
+            opcode_index: node_opcode[ni],
+            inputs,
+            outputs,
+            builtin_options_type,
+            builtin_options,
+            ..Default::default()
+        };
+        if let Op::Opaque(o) = &n.op
+            && let Some(src) = &o.source
+        {
+            for t in &src.options {
+                let table = crate::opaque::emit(fbb, t);
+                if t.slot == 2 {
+                    args.builtin_options_2_type = t.type_id;
+                    args.builtin_options_2 = Some(WIPOffset::new(table.value()));
+                } else {
+                    args.builtin_options_type = fb::BuiltinOptions(t.type_id);
+                    args.builtin_options = Some(table);
+                }
+            }
+            if !src.custom_options.is_empty() {
+                args.custom_options = Some(fbb.create_vector(&src.custom_options));
+            }
+            args.custom_options_format = fb::CustomOptionsFormat(src.custom_options_format.clamp(0, 127) as i8);
+        }
+        operators.push(fb::Operator::create(fbb, &args));
+    }
+    let operators = fbb.create_vector(&operators);
+    let sg_inputs: Vec<i32> = g.inputs().iter().map(|t| t.index() as i32).collect();
+    let sg_outputs: Vec<i32> = g.outputs().iter().map(|t| t.index() as i32).collect();
+    let sg_inputs = Some(fbb.create_vector(&sg_inputs));
+    let sg_outputs = Some(fbb.create_vector(&sg_outputs));
+    let sg_name = Some(fbb.create_string(if g.name().is_empty() { "main" } else { g.name() }));
+    let subgraph = fb::SubGraph::create(
+        fbb,
+        &fb::SubGraphArgs {
+            tensors: Some(tensors),
+            inputs: sg_inputs,
+            outputs: sg_outputs,
+            operators: Some(operators),
+            name: sg_name,
+            debug_metadata_index: -1,
+        },
+    );
+    Ok(subgraph)
+}
+
 /// The index of an operator code, added in first-use order.
-fn opcode_index<'a>(
-    opcodes: &mut Vec<(fb::BuiltinOperator, i32, Option<&'a str>)>,
-    key: (fb::BuiltinOperator, i32, Option<&'a str>),
-) -> u32 {
+fn opcode_index<'a>(opcodes: &mut Vec<OpcodeKey<'a>>, key: OpcodeKey<'a>) -> u32 {
     match opcodes.iter().position(|k| *k == key) {
         Some(i) => i as u32,
         None => {
@@ -465,82 +733,14 @@ fn serialize(g: &Graph, outside: Option<&[u64]>) -> Result<(bytes::Bytes, Vec<by
 
     // Buffers: 0 is the empty sentinel; each constant gets its own.
     let mut buffer_data: Vec<Option<bytes::Bytes>> = vec![None];
-    let mut tensor_buffer = vec![0u32; g.tensors().len()];
-    // A constant read sparse is written sparse while its stored form still expands to its data
-    // (a pass that changed the data, or the dtype, makes it dense).
-    let sparse: Vec<Option<&qlite_ir::SparseForm>> = g
-        .tensors()
-        .iter()
-        .map(|t| {
-            let (sp, data, dims) = (t.sparse.as_deref()?, t.data.as_ref()?, t.shape.to_fixed()?);
-            sp.densify(&dims, t.dtype.size()).ok().filter(|d| d[..] == data[..]).map(|_| sp)
-        })
-        .collect();
-    for id in g.tensor_ids() {
-        if let Some(d) = &g.tensors()[id.index()].data {
-            tensor_buffer[id.index()] = buffer_data.len() as u32;
-            buffer_data.push(Some(sparse[id.index()].map_or_else(|| d.clone(), |sp| sp.values.clone())));
-        }
-    }
-    // Aux tensors, in node order, after the graph's own tensors.
-    let mut aux: Vec<AuxTensor> = Vec::new();
-    let mut aux_index: Vec<Vec<i32>> = Vec::with_capacity(g.nodes().len());
-    let mut aux_ops: Vec<Vec<AuxOp>> = Vec::with_capacity(g.nodes().len());
-    for n in g.nodes() {
-        let mut ids = Vec::new();
-        let (tensors, ops) = aux_for(n, g)?;
-        for a in tensors {
-            ids.push((g.tensors().len() + aux.len()) as i32);
-            aux.push(a);
-        }
-        aux_index.push(ids);
-        aux_ops.push(ops);
-    }
-    let mut aux_buffer = Vec::with_capacity(aux.len());
-    for a in &aux {
-        aux_buffer.push(match &a.data {
-            Some(d) => {
-                buffer_data.push(Some(d.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into()));
-                buffer_data.len() as u32 - 1
-            }
-            None => 0,
-        });
-    }
     // Operator codes, deduplicated by (code, version, custom code) in first-use order.
     let mut opcodes: Vec<(fb::BuiltinOperator, i32, Option<&str>)> = Vec::new();
-    let mut node_opcode = Vec::with_capacity(g.nodes().len());
-    for n in g.nodes() {
-        let key = match &n.op {
-            Op::Opaque(o) => {
-                let src =
-                    o.source.as_ref().filter(|s| s.format == "tflite").ok_or_else(|| WriteError::Unsupported {
-                        node: n.name.clone(),
-                        message: format!("{} was not read from a .tflite file", o.op_type),
-                    })?;
-                let code = i32::try_from(src.code).map_err(|_| WriteError::Unsupported {
-                    node: n.name.clone(),
-                    message: format!("operator code {} does not fit int32", src.code),
-                })?;
-                (fb::BuiltinOperator(code), o.version.clamp(1, i32::MAX as i64) as i32, src.custom_code.as_deref())
-            }
-            op => {
-                let code = codes::builtin(op).ok_or_else(|| WriteError::Unsupported {
-                    node: n.name.clone(),
-                    message: format!("{} has no TFLite builtin", n.op.name()),
-                })?;
-                // A pad value makes PAD a PADV2 (same versions).
-                let code = if code == fb::BuiltinOperator::PAD && n.input(1).is_some() {
-                    fb::BuiltinOperator::PADV2
-                } else {
-                    code
-                };
-                (code, codes::op_version(g, n), None)
-            }
-        };
-        node_opcode.push(opcode_index(&mut opcodes, key));
+    // The main graph, then the control-flow subgraphs it keeps, in order.
+    let graphs: Vec<&Graph> = std::iter::once(g).chain(g.subgraphs()).collect();
+    let mut preps = Vec::with_capacity(graphs.len());
+    for g in &graphs {
+        preps.push(prepare(g, &mut buffer_data, &mut opcodes)?);
     }
-    let aux_opcode: Vec<Vec<u32>> =
-        aux_ops.iter().map(|ops| ops.iter().map(|o| opcode_index(&mut opcodes, (o.code, 1, None))).collect()).collect();
     // min_runtime_version: max over operators.
     let mut min_rt = String::new();
     for &(code, version, _) in &opcodes {
@@ -585,166 +785,11 @@ fn serialize(g: &Graph, outside: Option<&[u64]>) -> Result<(bytes::Bytes, Vec<by
     }
     let buffers = fbb.create_vector(&buffers);
 
-    let mut tensors = Vec::with_capacity(g.tensors().len() + aux.len());
-    for id in g.tensor_ids() {
-        let t = &g.tensors()[id.index()];
-        let mut shape = Vec::with_capacity(t.shape.rank());
-        let mut sig = Vec::with_capacity(t.shape.rank());
-        for d in t.shape.dims() {
-            match d {
-                Dim::Fixed(n) => {
-                    let v = i32_dim(g, id, *n)?;
-                    shape.push(v);
-                    sig.push(v);
-                }
-                Dim::Dynamic => {
-                    shape.push(1);
-                    sig.push(-1);
-                }
-            }
-        }
-        let shape = Some(fbb.create_vector(&shape));
-        let shape_signature = if t.shape.is_static() { None } else { Some(fbb.create_vector(&sig)) };
-        let name = Some(fbb.create_string(&t.name));
-        let quantization = Some(match &t.quant {
-            Some(q) => {
-                let scale = Some(fbb.create_vector(q.scales()));
-                let zero_point = Some(fbb.create_vector(q.zero_points()));
-                fb::QuantizationParameters::create(
-                    &mut fbb,
-                    &fb::QuantizationParametersArgs {
-                        scale,
-                        zero_point,
-                        quantized_dimension: q.axis().unwrap_or(0) as i32,
-                        ..Default::default()
-                    },
-                )
-            }
-            None => fb::QuantizationParameters::create(&mut fbb, &Default::default()),
-        });
-        let sparsity = sparse[id.index()].map(|sp| sparsity_table(&mut fbb, sp));
-        tensors.push(fb::Tensor::create(
-            &mut fbb,
-            &fb::TensorArgs {
-                shape,
-                type_: codes::tensor_type(t.dtype),
-                buffer: tensor_buffer[id.index()],
-                name,
-                quantization,
-                sparsity,
-                shape_signature,
-                has_rank: true,
-                ..Default::default()
-            },
-        ));
+    let mut subgraph_tables = Vec::with_capacity(graphs.len());
+    for (g, prep) in graphs.iter().zip(&preps) {
+        subgraph_tables.push(build_subgraph(&mut fbb, g, prep)?);
     }
-    for (k, a) in aux.iter().enumerate() {
-        let shape = Some(fbb.create_vector(&a.shape));
-        let name = Some(fbb.create_string(&a.name));
-        let quantization = Some(fb::QuantizationParameters::create(&mut fbb, &Default::default()));
-        tensors.push(fb::Tensor::create(
-            &mut fbb,
-            &fb::TensorArgs {
-                shape,
-                type_: fb::TensorType::INT32,
-                buffer: aux_buffer[k],
-                name,
-                quantization,
-                has_rank: true,
-                ..Default::default()
-            },
-        ));
-    }
-    let tensors = fbb.create_vector(&tensors);
-
-    let mut operators = Vec::with_capacity(g.nodes().len());
-    for (ni, n) in g.nodes().iter().enumerate() {
-        for (o, &opcode_index) in aux_ops[ni].iter().zip(&aux_opcode[ni]) {
-            let aux_id = |k: usize| aux_index[ni][k];
-            let ins: Vec<i32> = o
-                .inputs
-                .iter()
-                .map(|r| match *r {
-                    Ok(i) => n.input(i).map_or(-1, |t| t.index() as i32),
-                    Err(k) => aux_id(k),
-                })
-                .collect();
-            let outs: Vec<i32> = o.outputs.iter().map(|&k| aux_id(k)).collect();
-            let (builtin_options_type, builtin_options) = aux_options(&mut fbb, o.code);
-            let args = fb::OperatorArgs {
-                opcode_index,
-                inputs: Some(fbb.create_vector(&ins)),
-                outputs: Some(fbb.create_vector(&outs)),
-                builtin_options_type,
-                builtin_options,
-                ..Default::default()
-            };
-            operators.push(fb::Operator::create(&mut fbb, &args));
-        }
-        let mut inputs: Vec<i32> = n.inputs.iter().map(|i| i.map_or(-1, |t| t.index() as i32)).collect();
-        inputs.extend_from_slice(&aux_index[ni]);
-        if let (Op::Pad(_), Some(value), Some(&paddings)) = (&n.op, n.input(1), aux_index[ni].first()) {
-            // PADV2's order: input, paddings, value.
-            inputs = vec![inputs[0], paddings, value.index() as i32];
-        }
-        if let (Op::TransposeConv2d(_), Some(&shape)) = (&n.op, aux_index[ni].first()) {
-            // TFLite's order: output_shape, weights, input, bias.
-            let at = |i: usize| n.input(i).map_or(-1, |t| t.index() as i32);
-            inputs = vec![shape, at(1), at(0)];
-            if n.input(2).is_some() {
-                inputs.push(at(2));
-            }
-        }
-        let outputs: Vec<i32> = n.outputs.iter().map(|t| t.index() as i32).collect();
-        let inputs = Some(fbb.create_vector(&inputs));
-        let outputs = Some(fbb.create_vector(&outputs));
-        let (builtin_options_type, builtin_options) = options(&mut fbb, n);
-        let mut args = fb::OperatorArgs {
-            opcode_index: node_opcode[ni],
-            inputs,
-            outputs,
-            builtin_options_type,
-            builtin_options,
-            ..Default::default()
-        };
-        if let Op::Opaque(o) = &n.op
-            && let Some(src) = &o.source
-        {
-            for t in &src.options {
-                let table = crate::opaque::emit(&mut fbb, t);
-                if t.slot == 2 {
-                    args.builtin_options_2_type = t.type_id;
-                    args.builtin_options_2 = Some(WIPOffset::new(table.value()));
-                } else {
-                    args.builtin_options_type = fb::BuiltinOptions(t.type_id);
-                    args.builtin_options = Some(table);
-                }
-            }
-            if !src.custom_options.is_empty() {
-                args.custom_options = Some(fbb.create_vector(&src.custom_options));
-            }
-            args.custom_options_format = fb::CustomOptionsFormat(src.custom_options_format.clamp(0, 127) as i8);
-        }
-        operators.push(fb::Operator::create(&mut fbb, &args));
-    }
-    let operators = fbb.create_vector(&operators);
-    let sg_inputs: Vec<i32> = g.inputs().iter().map(|t| t.index() as i32).collect();
-    let sg_outputs: Vec<i32> = g.outputs().iter().map(|t| t.index() as i32).collect();
-    let sg_inputs = Some(fbb.create_vector(&sg_inputs));
-    let sg_outputs = Some(fbb.create_vector(&sg_outputs));
-    let sg_name = Some(fbb.create_string(if g.name().is_empty() { "main" } else { g.name() }));
-    let subgraph = fb::SubGraph::create(
-        &mut fbb,
-        &fb::SubGraphArgs {
-            tensors: Some(tensors),
-            inputs: sg_inputs,
-            outputs: sg_outputs,
-            operators: Some(operators),
-            name: sg_name,
-            debug_metadata_index: -1,
-        },
-    );
-    let subgraphs = fbb.create_vector(&[subgraph]);
+    let subgraphs = fbb.create_vector(&subgraph_tables);
 
     let codes_vec: Vec<_> = opcodes
         .iter()

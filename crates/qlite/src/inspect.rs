@@ -79,6 +79,21 @@ pub struct Summary {
     /// to do. The summary then describes what the file declares (`ops` are its nodes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub not_imported: Option<String>,
+    /// The control-flow subgraphs the file keeps with the main one (WHILE's condition and
+    /// body, IF's branches), in file order: index 1 is the file's subgraph 1.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub subgraphs: Vec<SubgraphSummary>,
+}
+
+/// One control-flow subgraph: its name, I/O and operators.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SubgraphSummary {
+    pub index: usize,
+    pub name: String,
+    pub inputs: Vec<IoSummary>,
+    pub outputs: Vec<IoSummary>,
+    /// Each operator's name (an opaque operator's source name).
+    pub ops: Vec<String>,
 }
 
 fn io_summary(g: &Graph, name: Option<&str>, t: TensorId) -> IoSummary {
@@ -156,11 +171,33 @@ pub fn summarize(g: &Graph, file: &str, format: &str, bytes: &[u8]) -> Summary {
         outputs: g.outputs().iter().enumerate().map(|(i, &t)| io_summary(g, g.output_name(i), t)).collect(),
         ops,
         tensors,
-        constant_tensors: g.tensors().iter().filter(|t| t.is_const()).count(),
+        constant_tensors: std::iter::once(g)
+            .chain(g.subgraphs())
+            .map(|g| g.tensors().iter().filter(|t| t.is_const()).count())
+            .sum(),
         constant_bytes: g.constant_bytes(),
         transposes: g.nodes().iter().filter(|n| n.op.name() == "Transpose").count(),
         folded_ops: folded,
         not_imported: None,
+        subgraphs: g
+            .subgraphs()
+            .iter()
+            .enumerate()
+            .map(|(k, sg)| SubgraphSummary {
+                index: k + 1,
+                name: sg.name().to_string(),
+                inputs: sg.inputs().iter().map(|&t| io_summary(sg, None, t)).collect(),
+                outputs: sg.outputs().iter().map(|&t| io_summary(sg, None, t)).collect(),
+                ops: sg
+                    .nodes()
+                    .iter()
+                    .map(|n| match &n.op {
+                        qlite_ir::Op::Opaque(o) => o.op_type.trim_start_matches("tflite:").to_string(),
+                        op => op.name().to_string(),
+                    })
+                    .collect(),
+            })
+            .collect(),
     }
 }
 
@@ -209,6 +246,7 @@ fn describe_tflite(d: &qlite_tflite::Description, file: &str, bytes: usize, why:
         constant_bytes: 0,
         folded_ops: Vec::new(),
         not_imported: Some(format!("{why} ({} subgraphs, {} buffers)", d.subgraphs.len(), d.info.buffers)),
+        subgraphs: Vec::new(),
     }
 }
 
@@ -262,6 +300,7 @@ fn describe_onnx(d: &qlite_onnx::Description, file: &str, bytes: usize, why: &st
         transposes: d.nodes.iter().filter(|n| n.op == "Transpose").count(),
         folded_ops: Vec::new(),
         not_imported: Some(format!("{why}{hint}")),
+        subgraphs: Vec::new(),
     }
 }
 
@@ -339,6 +378,19 @@ pub fn render_text(s: &Summary) -> String {
         let attrs = if op.attrs.is_empty() { String::new() } else { format!(" {{{}}}", op.attrs) };
         let _ =
             writeln!(o, "  {:>3} {:<24} {}{} ({}) -> {}", op.index, fmt, op.op, attrs, ins.join(", "), outs.join(", "));
+    }
+    for sg in &s.subgraphs {
+        let io = |v: &[IoSummary]| v.iter().map(|t| format!("{}{}", t.dtype, t.shape)).collect::<Vec<_>>().join(", ");
+        let _ = writeln!(
+            o,
+            "subgraph {} {:?} ({}) -> ({}): {} ops: {}",
+            sg.index,
+            sg.name,
+            io(&sg.inputs),
+            io(&sg.outputs),
+            sg.ops.len(),
+            sg.ops.join(", ")
+        );
     }
     let _ = writeln!(o, "tensors ({}):", s.tensors.len());
     for t in &s.tensors {
