@@ -282,6 +282,8 @@ struct Importer {
     /// Tensors known to hold only values >= 0 (ReLU outputs), where zero padding acts as -inf.
     nonneg: HashSet<TensorId>,
     limits: qlite_ir::Limits,
+    /// Set by `node` when no arm handles the op type at all.
+    unknown_op: bool,
 }
 
 type R<T> = Result<T, String>;
@@ -433,68 +435,6 @@ fn window_padding(
     Ok((Padding::Valid, Some(p)))
 }
 
-/// Op types the importer converts (in some forms): behind an unsupported node their failures
-/// are not reported, since their input shapes are unknown there.
-const KNOWN_OPS: &[&str] = &[
-    "Identity",
-    "Dropout",
-    "Constant",
-    "Relu",
-    "Sigmoid",
-    "Tanh",
-    "Exp",
-    "Sqrt",
-    "Elu",
-    "Gelu",
-    "LogSoftmax",
-    "Neg",
-    "Abs",
-    "Clip",
-    "LeakyRelu",
-    "PRelu",
-    "HardSigmoid",
-    "HardSwish",
-    "Max",
-    "Min",
-    "Pow",
-    "Add",
-    "Sub",
-    "Mul",
-    "Div",
-    "Sum",
-    "Gemm",
-    "MatMul",
-    "Conv",
-    "ConvTranspose",
-    "BatchNormalization",
-    "MaxPool",
-    "AveragePool",
-    "GlobalAveragePool",
-    "Flatten",
-    "Reshape",
-    "Transpose",
-    "Concat",
-    "Squeeze",
-    "Unsqueeze",
-    "Pad",
-    "ReduceMean",
-    "LayerNormalization",
-    "Erf",
-    "ReduceSum",
-    "Softmax",
-    "LRN",
-    "Shape",
-    "Gather",
-    "DepthToSpace",
-    "SpaceToDepth",
-    "Resize",
-    "Upsample",
-    "Tile",
-    "Cast",
-    "Slice",
-    "ConstantOfShape",
-];
-
 /// Import an ONNX model.
 pub fn import(bytes: Bytes, opts: &ImportOptions) -> Result<Graph, OnnxError> {
     let model = ModelProto::decode(bytes).map_err(|e| OnnxError::Decode(e.to_string()))?;
@@ -516,6 +456,7 @@ pub fn import(bytes: Bytes, opts: &ImportOptions) -> Result<Graph, OnnxError> {
         opaque: HashSet::new(),
         nonneg: HashSet::new(),
         limits: opts.limits,
+        unknown_op: false,
     };
     if let Some(doc) = &model.producer_name {
         im.g.set_description(Some(format!("imported from ONNX ({doc})")));
@@ -599,11 +540,12 @@ pub fn import(bytes: Bytes, opts: &ImportOptions) -> Result<Graph, OnnxError> {
             continue;
         }
         let fed_by_unsupported = n.input.iter().any(|i| im.opaque.contains(i));
+        im.unknown_op = false;
         match im.node(n, &op_type, &node_name) {
             // Its shapes are guesses: downstream errors are not to be reported either.
             Ok(true) if fed_by_unsupported => im.opaque.extend(n.output.iter().cloned()),
             Ok(true) => {}
-            Ok(false) if fed_by_unsupported && KNOWN_OPS.contains(&op_type.as_str()) => {
+            Ok(false) if fed_by_unsupported && !im.unknown_op => {
                 im.mark_opaque(n, &op_type)?;
             }
             Ok(false) => {
@@ -1719,7 +1661,12 @@ impl Importer {
                 };
                 self.alias(n, Val::Const(c));
             }
-            _ => return Ok(false),
+            _ => {
+                // No arm for this op type: what `node`'s caller reports even behind an
+                // unsupported node (the arms are the list of known ops; none is kept by hand).
+                self.unknown_op = true;
+                return Ok(false);
+            }
         }
         Ok(true)
     }

@@ -232,79 +232,6 @@ fn parse_ref(r: &str) -> Option<(&str, Option<&str>, usize)> {
 
 const CALLS: [&str; 2] = ["StatefulPartitionedCall", "PartitionedCall"];
 
-/// Op types the importer converts (in some forms).
-const KNOWN_OPS: &[&str] = &[
-    "Placeholder",
-    "Const",
-    "Identity",
-    "IdentityN",
-    "StopGradient",
-    "Snapshot",
-    "PreventGradient",
-    "NoOp",
-    "ReadVariableOp",
-    "VarHandleOp",
-    "StatefulPartitionedCall",
-    "PartitionedCall",
-    "AddV2",
-    "Add",
-    "Sub",
-    "Mul",
-    "RealDiv",
-    "FloorDiv",
-    "Maximum",
-    "Minimum",
-    "BiasAdd",
-    "MatMul",
-    "BatchMatMul",
-    "BatchMatMulV2",
-    "BatchMatMulV3",
-    "Conv2D",
-    "Conv2DBackpropInput",
-    "ResizeNearestNeighbor",
-    "ResizeBilinear",
-    "DepthToSpace",
-    "SpaceToDepth",
-    "Tile",
-    "MirrorPad",
-    "SquaredDifference",
-    "LogSoftmax",
-    "DepthwiseConv2dNative",
-    "MaxPool",
-    "AvgPool",
-    "Relu",
-    "Relu6",
-    "LeakyRelu",
-    "Sigmoid",
-    "Tanh",
-    "Softmax",
-    "Exp",
-    "Sqrt",
-    "Rsqrt",
-    "Elu",
-    "Erf",
-    "Erfc",
-    "Neg",
-    "Abs",
-    "Reshape",
-    "Squeeze",
-    "ExpandDims",
-    "Transpose",
-    "ConcatV2",
-    "Pad",
-    "PadV2",
-    "Mean",
-    "Sum",
-    "FusedBatchNormV3",
-    "FusedBatchNorm",
-    "Shape",
-    "StridedSlice",
-    "Pack",
-    "Cast",
-    "GatherV2",
-    "Prod",
-];
-
 struct Im<'a> {
     g: Graph,
     lib: HashMap<&'a str, &'a FunctionDef>,
@@ -314,6 +241,8 @@ struct Im<'a> {
     /// checkpoint keys) or constants captured by value.
     bound: HashMap<String, Vec<Val>>,
     unsupported: BTreeSet<(String, String)>,
+    /// Set by `dispatch` when no arm handles the op type at all.
+    unknown_op: bool,
 }
 
 /// One graph or function body being evaluated.
@@ -542,14 +471,30 @@ impl<'a> Im<'a> {
 
     /// Convert one node. `Ok(None)`: the op is not supported (listed in the final error).
     fn node(&mut self, fr: &mut Frame<'_>, n: &NodeDef, ins: Vec<Val>, depth: usize) -> R<Option<Vec<Val>>> {
+        if !ins.iter().any(|v| matches!(v, Val::Nothing)) || matches!(n.op.as_str(), "NoOp" | "IdentityN") {
+            return self.dispatch(fr, n, ins, depth);
+        }
+        // Behind an unsupported node: its cause is already reported, and what this node does
+        // with a missing input is not (its result is nothing too). An op type no arm of
+        // `dispatch` handles is reported as well, so one error names every op qlite lacks;
+        // the arms are the list of known ops, none is kept by hand.
+        self.unknown_op = false;
+        let r = self.dispatch(fr, n, ins, depth);
+        if std::mem::take(&mut self.unknown_op) {
+            return Ok(None);
+        }
+        let outputs = match r {
+            Ok(Some(v)) => v.len().max(1),
+            _ => 1,
+        };
+        Ok(Some(vec![Val::Nothing; outputs]))
+    }
+
+    /// The conversion of one node, by op type.
+    fn dispatch(&mut self, fr: &mut Frame<'_>, n: &NodeDef, ins: Vec<Val>, depth: usize) -> R<Option<Vec<Val>>> {
         let name = format!("{}{}", fr.prefix, n.name);
         let one = |v: Val| Ok(Some(vec![v]));
         let get = |i: usize| ins.get(i).cloned().ok_or_else(|| format!("input {i} is missing"));
-        if ins.iter().any(|v| matches!(v, Val::Nothing)) && !matches!(n.op.as_str(), "NoOp" | "IdentityN") {
-            // Behind an unsupported node: its cause is already reported; an unknown op type
-            // here is reported too, so one error names every op qlite lacks.
-            return Ok(KNOWN_OPS.contains(&n.op.as_str()).then(|| vec![Val::Nothing]));
-        }
         match n.op.as_str() {
             "Placeholder" => Err("an input that the signature does not feed".into()),
             "Const" => match attr(n, "value") {
@@ -1160,7 +1105,10 @@ impl<'a> Im<'a> {
                     _ => Ok(None),
                 }
             }
-            _ => Ok(None),
+            _ => {
+                self.unknown_op = true;
+                Ok(None)
+            }
         }
     }
 
@@ -1585,7 +1533,8 @@ fn convert(
         .as_ref()
         .map(|l| l.function.iter().filter_map(|f| f.signature.as_ref().map(|s| (s.name.as_str(), f))).collect())
         .unwrap_or_default();
-    let mut im = Im { g: Graph::new(key.to_string()), lib, bundle, bound, unsupported: BTreeSet::new() };
+    let mut im =
+        Im { g: Graph::new(key.to_string()), lib, bundle, bound, unsupported: BTreeSet::new(), unknown_op: false };
     let mut fr = Frame::new(&graph.node, String::new());
     // Inputs and outputs: from the signature, or (frozen graph) placeholders and sinks.
     let (ins, outs): (Vec<InputSpec>, Vec<(String, String)>) = match sig {
