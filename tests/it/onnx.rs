@@ -79,7 +79,7 @@ fn dynamic_batch_and_input_shape_override() {
     let s = &g.tensor(g.inputs()[0]).unwrap().shape;
     assert_eq!(s.to_string(), "[?,1,8,8]", "a symbolic batch stays dynamic (shape_signature -1)");
     let mut o = ConvertOptions::default();
-    o.input_shapes.insert("input".into(), vec![4, 1, 8, 8]);
+    o.input_shapes.insert("input".into(), [4, 1, 8, 8].map(qlite::ir::Dim::Fixed).to_vec());
     qlite::convert(&reg, &model, &out, &o).unwrap();
     let g = qlite::load(&reg, &out).unwrap();
     assert_eq!(g.tensor(g.inputs()[0]).unwrap().shape.to_string(), "[4,1,8,8]");
@@ -223,6 +223,48 @@ fn shape_arithmetic_with_mul_folds_into_the_reshape() {
     let want: Vec<f32> = v.iter().map(|&a| a.max(0.0)).collect();
     assert_eq!(y[0], Array::f32(vec![3, 3, 20], want).unwrap());
     export_case("onnx_dynamic_flatten_mul", &std::fs::read(&out).unwrap(), &[x], &y, "float");
+}
+
+/// A stride-2 convolution with explicit pads [1, 1, 1, 1] on a height and width known only at
+/// run time: SAME would pad (0, 1) at an even size, so the pads stay explicit (they were taken
+/// for SAME when the unknown sizes were read as 1). Kept dynamic with `--input-shape x=1,1,?,?`,
+/// the conversion equals the one at a fixed 8x8, and LiteRT runs it resized.
+#[test]
+fn explicit_pads_on_run_time_sizes_stay_explicit() {
+    let int_attr = |name: &str, v: &[i64]| proto::AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(7),
+        ints: v.to_vec(),
+        ..Default::default()
+    };
+    let mut conv = node("Conv", &["x", "w"], &["y"]);
+    conv.attribute =
+        vec![int_attr("pads", &[1, 1, 1, 1]), int_attr("strides", &[2, 2]), int_attr("kernel_shape", &[3, 3])];
+    let mut w = f32_init("w", &[2, 1, 3, 3], 18);
+    let wv: Vec<f32> = (0..18).map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.1).collect();
+    w.raw_data = Some(wv.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into());
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("conv.onnx");
+    std::fs::write(&p, model_io(vec![conv], vec![w], &[1, 1, -1, -1], &[1, 2, -1, -1])).unwrap();
+    let reg = Registry::default();
+    let convert = |dims: Vec<qlite::ir::Dim>, out: &str| {
+        let mut o = ConvertOptions::default();
+        o.input_shapes.insert("x".into(), dims);
+        let out = dir.path().join(out);
+        qlite::convert(&reg, &p, &out, &o).unwrap();
+        out
+    };
+    use qlite::ir::Dim::{Dynamic, Fixed};
+    let dynamic = convert(vec![Fixed(1), Fixed(1), Dynamic, Dynamic], "dynamic.tflite");
+    let fixed = convert(vec![Fixed(1), Fixed(1), Fixed(8), Fixed(8)], "fixed.tflite");
+    let (gd, gf) = (qlite::load(&reg, &dynamic).unwrap(), qlite::load(&reg, &fixed).unwrap());
+    assert_eq!(gd.tensor(gd.inputs()[0]).unwrap().shape.to_string(), "[1,1,?,?]");
+    let v: Vec<f32> = (0..64).map(|i| ((i * 13 % 17) as f32 - 8.0) * 0.25).collect();
+    let x = Array::f32(vec![1, 1, 8, 8], v).unwrap();
+    let (yd, yf) = (qlite::run(&gd, vec![x.clone()]).unwrap(), qlite::run(&gf, vec![x.clone()]).unwrap());
+    assert_eq!(yd[0].shape(), &[1, 2, 4, 4]);
+    assert_eq!(yd, yf, "the run-time-size conversion computes what the fixed one does");
+    export_case("onnx_conv_explicit_pads_runtime_size", &std::fs::read(&dynamic).unwrap(), &[x], &yd, "float");
 }
 
 #[test]
@@ -501,7 +543,7 @@ fn inspect_describes_an_onnx_file_with_run_time_spatial_sizes() {
     assert_eq!(s.ops.len(), 1);
     insta::assert_snapshot!("inspect_onnx_not_imported", qlite::inspect::render_text(&s));
     let mut o = ConvertOptions::default();
-    o.input_shapes.insert("x".into(), vec![1, 3, 4, 5]);
+    o.input_shapes.insert("x".into(), [1, 3, 4, 5].map(qlite::ir::Dim::Fixed).to_vec());
     let out = dir.path().join("upsample.tflite");
     qlite::convert(&reg, &path, &out, &o).unwrap();
     let g = qlite::load(&reg, &out).unwrap();

@@ -93,8 +93,9 @@ def run(model, inputs, resolver):
     if len(ins) != len(inputs):
         raise RuntimeError(f"LiteRT sees {len(ins)} inputs, the case has {len(inputs)}")
     # Inputs/outputs are matched in subgraph order, which is how qlite runs them.
-    if any(len(d["shape_signature"]) and d["shape_signature"][0] == -1 for d in ins):
-        # A dynamic batch: LiteRT resizes the inputs and runs the whole batch at once.
+    if any(len(d["shape_signature"]) and min(d["shape_signature"]) == -1 for d in ins):
+        # A dynamic batch (or another size known only at run time): LiteRT resizes the
+        # inputs and runs the whole batch at once.
         for d, x in zip(ins, inputs):
             it.resize_tensor_input(d["index"], x.shape, strict=True)
         it.allocate_tensors()

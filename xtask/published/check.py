@@ -19,7 +19,10 @@ For every .onnx file:
   fails, the largest difference must stay within onnxruntime's own noise: twice the largest
   difference between its outputs with and without its graph optimizations;
 - `qlite convert --quantize int8`, calibrated on two seeded samples, must write a file that
-  LiteRT's reference kernels run to exactly qlite's bytes.
+  LiteRT's reference kernels run to exactly qlite's bytes;
+- where the package picks the width per image (ONNX_RUNTIME_WIDTH), `qlite convert
+  --input-shape x=1,3,48,?` keeps it known only at run time, and at two widths `qlite run`
+  must match onnxruntime and LiteRT (resized) must match qlite.
 The verdicts must equal EXPECTED (one line per model); `--update` rewrites it. A model that
 stops loading or running, or a new disagreement, fails CI.
 """
@@ -33,8 +36,11 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 
-def litert(path, xs, resolver):
+def litert(path, xs, resolver, resize=False):
     it = Interpreter(model_path=path, experimental_op_resolver_type=resolver)
+    if resize:
+        for d, x in zip(it.get_input_details(), xs):
+            it.resize_tensor_input(d["index"], x.shape)
     it.allocate_tensors()
     for d, x in zip(it.get_input_details(), xs):
         it.set_tensor(d["index"], x)
@@ -51,6 +57,14 @@ ONNX_SHAPES = {
 }
 
 
+# Models whose package feeds a width it picks per image: converted with that dimension kept
+# known only at run time (`--input-shape x=1,3,48,?`), then run at these widths.
+ONNX_RUNTIME_WIDTH = {
+    "ch_PP-OCRv4_rec_infer.onnx": ("1,3,48,?", [(1, 3, 48, 320), (1, 3, 48, 97)]),
+    "ch_ppocr_mobile_v2.0_cls_infer.onnx": ("1,3,48,?", [(1, 3, 48, 192), (1, 3, 48, 61)]),
+}
+
+
 def close(got, want, atol_of_max, rtol):
     """The fraction of elements outside |a - b| <= atol_of_max * max|b| + rtol * |b|."""
     w = want.astype(np.float64)
@@ -58,11 +72,11 @@ def close(got, want, atol_of_max, rtol):
     return float(np.mean(np.abs(got.astype(np.float64) - w) > tol))
 
 
-def qlite_run(qlite, model, xs, n_out, work):
+def qlite_run(qlite, model, xs, n_out, work, extra=()):
     for k, x in enumerate(xs):
         np.save(os.path.join(work, f"in{k}.npy"), x)
     cmd = [qlite, "run", model] + sum([["--input", os.path.join(work, f"in{k}.npy")] for k in range(len(xs))], [])
-    cmd += sum([["--output", os.path.join(work, f"out{k}.npy")] for k in range(n_out)], [])
+    cmd += sum([["--output", os.path.join(work, f"out{k}.npy")] for k in range(n_out)], []) + list(extra)
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         return None, r.stderr.strip()
@@ -137,7 +151,43 @@ def onnx_verdict(qlite, path, work):
     lite = litert(q, [x], OpResolverType.BUILTIN_REF)
     same = all(g.dtype == w.dtype and np.array_equal(g, w) for g, w in zip(got, lite))
     parts.append("int8 bit-exact with LiteRT's reference kernels" if same else "int8 DIFFERS from LiteRT's reference kernels")
+    if name in ONNX_RUNTIME_WIDTH:
+        parts.append(runtime_width_verdict(qlite, path, work, input_name, session, unopt))
     return "; ".join(parts)
+
+
+def runtime_width_verdict(qlite, path, work, input_name, session, unopt):
+    """Convert with the width known only at run time; at each width, `qlite run` must match
+    onnxruntime and LiteRT's reference kernels (resized) must match qlite's reference kernels,
+    each within the tolerances above or onnxruntime's own noise at that width."""
+    dims, shapes = ONNX_RUNTIME_WIDTH[os.path.basename(path)]
+    out = os.path.join(work, "runtime_width.tflite")
+    r = subprocess.run([qlite, "convert", path, "--input-shape", f"{input_name}={dims}", "-o", out],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        return f"width known only at run time: convert fails: {r.stderr.strip()}"
+    verdicts = []
+    for shape in shapes:
+        x = np.random.default_rng(shape[-1]).uniform(-1, 1, shape).astype(np.float32)
+        feed = {session.get_inputs()[0].name: x}
+        want, plain = session.run(None, feed), unopt.run(None, feed)
+        noise = max(float(np.max(np.abs(a.astype(np.float64) - b), initial=0.0)) for a, b in zip(want, plain))
+        got, err = qlite_run(qlite, out, [x], len(want), work)
+        ref, err2 = qlite_run(qlite, out, [x], len(want), work, ["--kernels", "reference"])
+        if got is None or ref is None:
+            return f"width known only at run time: run at {shape[-1]} FAILS: {err or err2}"
+        lite = litert(out, [x], OpResolverType.BUILTIN_REF, resize=True)
+
+        def ok(a, b, atol_of_max, rtol):
+            if any(p.shape != q.shape for p, q in zip(a, b)):
+                return False
+            if all(close(p, q, atol_of_max, rtol) == 0 for p, q in zip(a, b)):
+                return True
+            return max(float(np.max(np.abs(p.astype(np.float64) - q), initial=0.0)) for p, q in zip(a, b)) <= 2 * noise
+
+        good = ok(got, want, 1e-5, 1e-4) and ok(ref, lite, 1e-6, 1e-5)
+        verdicts.append(f"{shape[-1]} {'matches' if good else 'DIFFERS'}")
+    return "width known only at run time (" + ", ".join(verdicts) + " onnxruntime and LiteRT)"
 
 
 def verdict(qlite, path, work):

@@ -235,7 +235,7 @@ enum Cmd {
         /// Bind these safetensors weights by name onto the model's constants.
         #[arg(long, value_name = "W.safetensors")]
         weights: Option<PathBuf>,
-        /// Override an input's shape, e.g. a symbolic batch: NAME=1,3,8,8 (repeatable).
+        /// Override an input's shape, e.g. a symbolic batch: NAME=1,3,8,8; `?` keeps a dimension known only at run time: NAME=1,3,48,? (repeatable).
         #[arg(long, value_name = "NAME=D,D,...")]
         input_shape: Vec<String>,
         /// Layout of rank-4 inputs and outputs of an NCHW (ONNX) model.
@@ -764,14 +764,21 @@ fn run_cmd(
     Ok(())
 }
 
-/// `NAME=1,3,8,8` → (name, dims).
-fn parse_input_shapes(args: &[String]) -> Result<std::collections::BTreeMap<String, Vec<usize>>, String> {
+/// `NAME=1,3,8,8` → (name, dims); `?` (or -1) keeps a dimension known only at run time.
+fn parse_input_shapes(args: &[String]) -> Result<std::collections::BTreeMap<String, Vec<qlite::ir::Dim>>, String> {
     let mut out = std::collections::BTreeMap::new();
     for a in args {
         let (name, dims) = a.rsplit_once('=').ok_or_else(|| format!("--input-shape {a:?}: expected NAME=D,D,..."))?;
         let dims = dims
             .split(',')
-            .map(|d| d.trim().parse::<usize>().map_err(|_| format!("--input-shape {a:?}: {d:?} is not a dimension")))
+            .map(|d| match d.trim() {
+                "?" | "-1" => Ok(qlite::ir::Dim::Dynamic),
+                d => d.parse::<usize>().map(qlite::ir::Dim::Fixed).map_err(|_| {
+                    format!(
+                        "--input-shape {a:?}: {d:?} is not a dimension (a size, or ? for one known only at run time)"
+                    )
+                }),
+            })
             .collect::<Result<Vec<_>, _>>()?;
         out.insert(name.to_string(), dims);
     }

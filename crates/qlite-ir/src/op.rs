@@ -78,6 +78,21 @@ impl Padding {
             }
         }
     }
+    /// The (before, after) padding SAME gives along one axis of size `input`; for a size known
+    /// only at run time, only where it is the same for every size (stride 1: the window's
+    /// reach minus one, the odd pixel after), else `None`.
+    pub fn same_pads(input: crate::shape::Dim, kernel: usize, stride: usize, dilation: usize) -> Option<[usize; 2]> {
+        let eff = kernel.checked_sub(1)?.checked_mul(dilation)?.checked_add(1)?;
+        let total = match input {
+            crate::shape::Dim::Fixed(n) => {
+                let (out, _) = Padding::Same.compute(n, kernel, stride, dilation)?;
+                (out.checked_sub(1)?.checked_mul(stride)?.checked_add(eff)?).saturating_sub(n)
+            }
+            crate::shape::Dim::Dynamic if stride == 1 => eff - 1,
+            crate::shape::Dim::Dynamic => return None,
+        };
+        Some([total / 2, total - total / 2])
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

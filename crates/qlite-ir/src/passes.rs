@@ -411,11 +411,7 @@ impl FoldPad {
             let (kh, kw) = (w[1], w[2]);
             let Some(xs) = g.tensor(x).map(|t| t.shape.clone()) else { continue };
             let same = |axis: usize, k: usize, s: usize, d: usize| -> Option<[usize; 2]> {
-                let input = xs.dim(axis)?.fixed()?;
-                let (out, before) = crate::op::Padding::Same.compute(input, k, s, d)?;
-                let eff = (k - 1) * d + 1;
-                let total = ((out - 1) * s + eff).saturating_sub(input);
-                Some([before, total - before])
+                crate::op::Padding::same_pads(xs.dim(axis)?, k, s, d)
             };
             if same(1, kh, stride[0], dilation[0]) != Some(p.paddings[1])
                 || same(2, kw, stride[1], dilation[1]) != Some(p.paddings[2])

@@ -39,7 +39,7 @@ pub struct ImportOptions {
     /// Directory of the model file: external data is resolved inside it only.
     pub model_dir: Option<PathBuf>,
     /// Input shapes that override the model's (e.g. a symbolic batch).
-    pub input_shapes: BTreeMap<String, Vec<usize>>,
+    pub input_shapes: BTreeMap<String, Vec<Dim>>,
     /// Rank-4 graph inputs and outputs in NHWC instead of ONNX's NCHW (a Transpose at each,
     /// which the layout passes then cancel against the convolutions' own).
     pub nhwc_io: bool,
@@ -371,10 +371,6 @@ impl Importer {
         self.push(name, Op::Transpose(Transpose { perm }), vec![Some(x)])
     }
 
-    fn static_dims(&self, t: TensorId, what: &str) -> R<Vec<usize>> {
-        self.shape_of(t).to_fixed().ok_or_else(|| format!("{what} needs a static shape, got {}", self.shape_of(t)))
-    }
-
     fn const_ints(&self, n: &NodeProto, idx: usize, what: &str) -> R<Option<Vec<i64>>> {
         match n.input.get(idx).filter(|s| !s.is_empty()) {
             None => Ok(None),
@@ -395,10 +391,12 @@ fn norm_axis(a: i64, rank: usize) -> R<usize> {
     Ok(if a < 0 { (a + r) as usize } else { a as usize })
 }
 
-/// SAME / VALID / explicit padding for a 2-D window on an NCHW input of spatial size `hw`.
+/// SAME / VALID / explicit padding for a 2-D window on an NCHW input of spatial size `hw`
+/// (a size known only at run time: explicit pads are SAME only where SAME's are the same for
+/// every size, at stride 1).
 fn window_padding(
     n: &NodeProto,
-    hw: [usize; 2],
+    hw: [Dim; 2],
     k: [usize; 2],
     s: [usize; 2],
     d: [usize; 2],
@@ -421,14 +419,7 @@ fn window_padding(
         return Ok((Padding::Valid, None));
     }
     // Does TFLite's SAME rule give exactly these pads?
-    let same = (0..2).all(|i| match Padding::Same.compute(hw[i], k[i], s[i], d[i]) {
-        Some((out, before)) => {
-            let eff = (k[i] - 1) * d[i] + 1;
-            let total = ((out - 1) * s[i] + eff).saturating_sub(hw[i]);
-            before == p[i] && total - before == p[i + 2]
-        }
-        None => false,
-    });
+    let same = (0..2).all(|i| Padding::same_pads(hw[i], k[i], s[i], d[i]) == Some([p[i], p[i + 2]]));
     if same {
         return Ok((Padding::Same, None));
     }
@@ -496,7 +487,7 @@ pub fn import(bytes: Bytes, opts: &ImportOptions) -> Result<Graph, OnnxError> {
             other => return Err(ierr(format!("element type {other:?} is not supported"))),
         };
         let dims: Vec<Dim> = match opts.input_shapes.get(&name) {
-            Some(s) => s.iter().map(|&d| Dim::Fixed(d)).collect(),
+            Some(s) => s.clone(),
             None => tt
                 .shape
                 .as_ref()
@@ -1077,36 +1068,65 @@ impl Importer {
             }
             "Squeeze" | "Unsqueeze" => {
                 let axes = if self.opset >= 13 { self.const_ints(n, 1, "axes")? } else { attr_ints(n, "axes") };
-                let dims: Vec<usize> = match self.constant(&first) {
-                    Some(c) => c.dims.clone(),
+                let dims: Vec<Dim> = match self.constant(&first) {
+                    Some(c) => c.dims.iter().map(|&d| Dim::Fixed(d)).collect(),
                     None => {
                         let x = self.input(n, 0)?;
-                        self.static_dims(x, op_type)?
+                        self.shape_of(x).dims().to_vec()
                     }
                 };
-                let out_dims: Vec<usize> = if op_type == "Squeeze" {
+                let out_dims: Vec<Dim> = if op_type == "Squeeze" {
                     match axes {
                         Some(a) => {
                             let ax: Vec<usize> = a.iter().map(|&v| norm_axis(v, dims.len())).collect::<R<_>>()?;
+                            if ax.iter().any(|&i| dims[i] != Dim::Fixed(1)) {
+                                return Err(format!("Squeeze of axes {a:?} of {}: each must be 1", Shape::new(dims)));
+                            }
                             dims.iter().enumerate().filter(|(i, _)| !ax.contains(i)).map(|(_, &d)| d).collect()
                         }
-                        None => dims.iter().copied().filter(|&d| d != 1).collect(),
+                        None if dims.contains(&Dim::Dynamic) => {
+                            return Err(format!(
+                                "Squeeze without axes of {}: which dimensions are 1 is known only at run time",
+                                Shape::new(dims)
+                            ));
+                        }
+                        None => dims.iter().copied().filter(|&d| d != Dim::Fixed(1)).collect(),
                     }
                 } else {
                     let a = axes.ok_or("Unsqueeze needs axes")?;
                     let out_rank = dims.len() + a.len();
                     let ax: Vec<usize> = a.iter().map(|&v| norm_axis(v, out_rank)).collect::<R<_>>()?;
                     let mut it = dims.iter();
-                    (0..out_rank).map(|i| if ax.contains(&i) { 1 } else { it.next().copied().unwrap_or(1) }).collect()
+                    (0..out_rank)
+                        .map(
+                            |i| {
+                                if ax.contains(&i) {
+                                    Dim::Fixed(1)
+                                } else {
+                                    it.next().copied().unwrap_or(Dim::Fixed(1))
+                                }
+                            },
+                        )
+                        .collect()
                 };
                 if let Some(c) = self.constant(&first) {
-                    self.alias(n, Val::Const(ConstVal { dims: out_dims, ..c }));
+                    let dims = out_dims.iter().map(|d| d.fixed().unwrap_or(1)).collect();
+                    self.alias(n, Val::Const(ConstVal { dims, ..c }));
                     return Ok(true);
+                }
+                // A reshape: one dimension known only at run time is its -1.
+                if out_dims.iter().filter(|d| **d == Dim::Dynamic).count() > 1 {
+                    return Err(format!(
+                        "{op_type} to {} keeps more than one dimension known only at run time (fix them with --input-shape)",
+                        Shape::new(out_dims)
+                    ));
                 }
                 let x = self.input(n, 0)?;
                 let y = self.push(
                     name,
-                    Op::Reshape(Reshape { shape: out_dims.iter().map(|&d| d as i64).collect() }),
+                    Op::Reshape(Reshape {
+                        shape: out_dims.iter().map(|d| d.fixed().map_or(-1, |v| v as i64)).collect(),
+                    }),
                     vec![Some(x)],
                 )?;
                 self.output(n, y);
@@ -1690,7 +1710,7 @@ impl Importer {
         }
         let (stride, dilation) = ([strides[0] as usize, strides[1] as usize], [dil[0] as usize, dil[1] as usize]);
         let c = xs.dim(1).and_then(|d| d.fixed()).ok_or("Conv needs a known channel count")?;
-        let hw = [xs.dim(2).and_then(|d| d.fixed()).unwrap_or(1), xs.dim(3).and_then(|d| d.fixed()).unwrap_or(1)];
+        let hw = [xs.dim(2).unwrap_or(Dim::Fixed(1)), xs.dim(3).unwrap_or(Dim::Fixed(1))];
         let (padding, explicit) = window_padding(n, hw, [kh, kw], stride, dilation)?;
         let mut t = self.transpose(&format!("{name}/to_nhwc"), x, vec![0, 2, 3, 1])?;
         if let Some(p) = explicit {
@@ -2013,13 +2033,19 @@ impl Importer {
         }
         let filter = [k[0] as usize, k[1] as usize];
         let stride = [s[0] as usize, s[1] as usize];
-        let hw = [xs.dim(2).and_then(|d| d.fixed()).unwrap_or(1), xs.dim(3).and_then(|d| d.fixed()).unwrap_or(1)];
-        let (mut padding, explicit) = window_padding(n, hw, filter, stride, [1, 1])?;
+        let hwd = [xs.dim(2).unwrap_or(Dim::Fixed(1)), xs.dim(3).unwrap_or(Dim::Fixed(1))];
+        let (mut padding, explicit) = window_padding(n, hwd, filter, stride, [1, 1])?;
         let kind = if op_type == "MaxPool" { PoolKind::Max } else { PoolKind::Average };
+        let include_pad = kind == PoolKind::Average && attr_i(n, "count_include_pad", 0) != 0;
+        if (ceil_mode || include_pad) && hwd.contains(&Dim::Dynamic) {
+            return Err(format!(
+                "{op_type} with ceil_mode or count_include_pad on {xs}: the padding depends on a size known only at run time (fix it with --input-shape)"
+            ));
+        }
+        let hw = hwd.map(|d| d.fixed().unwrap_or(1));
         if n.output.len() > 1 {
             return Ok(false);
         }
-        let include_pad = kind == PoolKind::Average && attr_i(n, "count_include_pad", 0) != 0;
         // TFLite pools pad implicitly (SAME) and leave the padding out of every window. Other
         // paddings are an explicit zero PAD before a VALID pool, exact when zeros are what the
         // window should see: an average pool with count_include_pad, or a max pool over

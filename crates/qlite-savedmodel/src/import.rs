@@ -33,7 +33,7 @@ pub struct ImportOptions {
     /// The signature to import (default `serving_default`).
     pub signature: Option<String>,
     /// Input shapes that override the model's, by signature input name.
-    pub input_shapes: BTreeMap<String, Vec<usize>>,
+    pub input_shapes: BTreeMap<String, Vec<Dim>>,
 }
 
 /// Deepest nesting of function calls followed.
@@ -1416,9 +1416,9 @@ fn fold_int_binary(op: &str, a: &Const, b: &Const, x: &[i64], y: &[i64]) -> R<Co
     })
 }
 
-fn ir_input_shape(ti: Option<&TensorShapeProto>, over: Option<&Vec<usize>>) -> R<Shape> {
+fn ir_input_shape(ti: Option<&TensorShapeProto>, over: Option<&Vec<Dim>>) -> R<Shape> {
     if let Some(o) = over {
-        return Ok(Shape::fixed(o));
+        return Ok(Shape::new(o.clone()));
     }
     let s = ti.ok_or("an input without a shape")?;
     if s.unknown_rank {

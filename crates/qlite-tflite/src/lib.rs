@@ -227,8 +227,8 @@ pub struct OperandDetail {
     pub dtype: String,
     /// Holds constant data (a buffer with data, or an offset buffer).
     pub constant: bool,
-    /// Has a dimension known only at run time (-1 in `shape_signature`).
-    pub dynamic: bool,
+    /// The axes known only at run time (-1 in `shape_signature`).
+    pub dynamic_axes: Vec<usize>,
     /// The declared `shape` (a dynamic dimension holds its placeholder, 1).
     pub dims: Vec<i32>,
 }
@@ -273,7 +273,10 @@ pub fn operator_details(bytes: &[u8]) -> Result<(Vec<OperatorDetail>, bool), Rea
             Some(OperandDetail {
                 dtype: t.type_().variant_name().map_or_else(|| t.type_().0.to_string(), str::to_string),
                 constant: t.buffer() != 0 && has_data(t.buffer()),
-                dynamic: t.shape_signature().is_some_and(|s| s.iter().any(|d| d < 0)),
+                dynamic_axes: t
+                    .shape_signature()
+                    .map(|s| s.iter().enumerate().filter(|(_, d)| *d < 0).map(|(k, _)| k).collect())
+                    .unwrap_or_default(),
                 dims: t.shape().map(|v| v.iter().collect()).unwrap_or_default(),
             })
         };

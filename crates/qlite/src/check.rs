@@ -245,6 +245,15 @@ fn verdict(op: &qlite_tflite::OperatorDetail, target: Target, table: &Table) -> 
                     ));
                 }
             }
+            // TFLM sizes every tensor once, from its declared shape: a dimension other than the
+            // batch known only at run time (its placeholder 1 there) gives wrong sizes.
+            if let Some(o) = operands().find(|o| o.dynamic_axes.iter().any(|&a| a > 0)) {
+                return Some(format!(
+                    "TFLM has no run-time shapes: dimension {:?} of a {} tensor is known only at run time (convert with --input-shape to fix it)",
+                    o.dynamic_axes,
+                    dtype(o)
+                ));
+            }
             for (k, x) in op.inputs.iter().enumerate() {
                 let (Some(accepted), Some(x)) = (table.types.get(&(op.name.clone(), k)), x) else { continue };
                 let out = op.outputs.first().map_or("?", dtype);
@@ -334,7 +343,7 @@ mod tests {
     use qlite_tflite::{OperandDetail, OperatorDetail};
 
     fn operand(dtype: &str, constant: bool) -> Option<OperandDetail> {
-        Some(OperandDetail { dtype: dtype.into(), constant, dynamic: false, dims: vec![1, 4] })
+        Some(OperandDetail { dtype: dtype.into(), constant, dynamic_axes: vec![], dims: vec![1, 4] })
     }
 
     fn op(name: &str, version: i32, inputs: Vec<Option<OperandDetail>>, out: &str) -> OperatorDetail {
@@ -361,6 +370,23 @@ mod tests {
         assert!(v.contains("outside the versions"), "{v}");
         // TFLM does not check versions.
         assert_eq!(verdict(&conv(hi + 1), Target::Tflm, Target::Tflm.table()), None);
+    }
+
+    #[test]
+    fn tflm_takes_a_dynamic_batch_but_no_other_run_time_dimension() {
+        let t = Target::Tflm;
+        let with_axes = |axes: Vec<usize>| {
+            let mut x = operand("FLOAT32", false);
+            if let Some(x) = &mut x {
+                x.dynamic_axes = axes;
+            }
+            op("RELU", 1, vec![x], "FLOAT32")
+        };
+        assert_eq!(verdict(&with_axes(vec![0]), t, t.table()), None);
+        let v = verdict(&with_axes(vec![0, 3]), t, t.table()).unwrap();
+        assert!(v.contains("no run-time shapes") && v.contains("[0, 3]"), "{v}");
+        // LiteRT resizes.
+        assert_eq!(verdict(&with_axes(vec![0, 3]), Target::Litert, Target::Litert.table()), None);
     }
 
     #[test]

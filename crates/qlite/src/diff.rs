@@ -289,13 +289,17 @@ pub fn diff(a: &Graph, b: &Graph, names: (&str, &str), data: Option<&Calibration
 }
 
 /// Refuse data comparisons between models that do not take the same inputs (count and
-/// shapes; the element type may differ: float data is quantized for an integer input).
+/// shapes, where a dimension known only at run time fits any size; the element type may
+/// differ: float data is quantized for an integer input).
 pub fn check_same_inputs(a: &Graph, b: &Graph) -> Result<(), Error> {
-    let sig = |g: &Graph| -> Vec<String> {
-        g.inputs().iter().filter_map(|&t| g.tensor(t)).map(|t| t.shape.to_string()).collect()
+    let shapes = |g: &Graph| -> Vec<qlite_ir::Shape> {
+        g.inputs().iter().filter_map(|&t| g.tensor(t)).map(|t| t.shape.clone()).collect()
     };
-    let (sa, sb) = (sig(a), sig(b));
-    if sa != sb {
+    let (ha, hb) = (shapes(a), shapes(b));
+    let fits = ha.len() == hb.len() && ha.iter().zip(&hb).all(|(x, y)| qlite_ir::verify::shapes_compatible(x, y));
+    let (sa, sb): (Vec<String>, Vec<String>) =
+        (ha.iter().map(|s| s.to_string()).collect(), hb.iter().map(|s| s.to_string()).collect());
+    if !fits {
         return Err(Error::Usage(format!(
             "the models take different inputs ({} vs {}), so their layers cannot be compared on the same data",
             if sa.is_empty() { "none".to_string() } else { sa.join(", ") },

@@ -95,7 +95,7 @@ pub struct Source {
     pub path: PathBuf,
     pub bytes: Bytes,
     /// Input shapes that override the model's (`--input-shape NAME=1,3,8,8`).
-    pub input_shapes: std::collections::BTreeMap<String, Vec<usize>>,
+    pub input_shapes: std::collections::BTreeMap<String, Vec<qlite_ir::Dim>>,
     /// Give the model NHWC inputs and outputs (rank-4 I/O of an NCHW source format).
     pub nhwc_io: bool,
     /// What the importer may allocate (the facade checks the whole graph again afterwards).
@@ -390,7 +390,7 @@ pub fn load_with_shapes(
     reg: &Registry,
     path: &Path,
     bytes: Bytes,
-    input_shapes: &std::collections::BTreeMap<String, Vec<usize>>,
+    input_shapes: &std::collections::BTreeMap<String, Vec<qlite_ir::Dim>>,
 ) -> Result<Graph, Error> {
     load_with(reg, path, bytes, input_shapes, false, None)
 }
@@ -400,7 +400,7 @@ pub fn load_with(
     reg: &Registry,
     path: &Path,
     bytes: Bytes,
-    input_shapes: &std::collections::BTreeMap<String, Vec<usize>>,
+    input_shapes: &std::collections::BTreeMap<String, Vec<qlite_ir::Dim>>,
     nhwc_io: bool,
     signature: Option<&str>,
 ) -> Result<Graph, Error> {
@@ -510,7 +510,7 @@ pub struct ConvertOptions {
     /// safetensors weights bound by name onto the model's constants (fine-tuned weights).
     pub weights: Option<PathBuf>,
     /// Input shapes overriding the model's (e.g. a symbolic batch of an ONNX model).
-    pub input_shapes: std::collections::BTreeMap<String, Vec<usize>>,
+    pub input_shapes: std::collections::BTreeMap<String, Vec<qlite_ir::Dim>>,
     /// NHWC inputs and outputs for an NCHW source (ONNX): `--io-layout nhwc`.
     pub nhwc_io: bool,
     /// The SavedModel signature to convert (default `serving_default`): `--signature`.
