@@ -2082,6 +2082,11 @@ impl Importer {
                 return Ok(false);
             }
             if kind == PoolKind::Average && p != [0; 4] {
+                if hwd.contains(&Dim::Dynamic) {
+                    return Err(format!(
+                        "AveragePool with explicit pads on {xs}: how many elements each window averages depends on a size known only at run time (fix it with --input-shape)"
+                    ));
+                }
                 let d = declared.unwrap_or([0; 4]);
                 let outs = [0, 1].map(|i| (hw[i] + p[i] + p[i + 2]).saturating_sub(filter[i]) / stride[i] + 1);
                 if outs[0].saturating_mul(outs[1]) > 1 << 24 {
