@@ -261,17 +261,18 @@ fn mediapipe_transpose_conv_bias_is_a_transpose_conv() {
     );
 }
 
-/// Files with control flow (a WHILE whose condition and body are two more subgraphs) and
-/// STRING tensors (read by a custom op): read whole, `inspect` shows the subgraphs, a plain
-/// `convert` writes them back (LiteRT gives the same outputs on the WHILE file, and fails on
-/// the string file exactly as on the original), and `run` / int8 `convert` refuse in one line
+/// Files with control flow (a WHILE whose condition and body are two more subgraphs), STRING
+/// tensors (read by a custom op) and a resource variable (RESOURCE tensors, its initializer a
+/// CALL_ONCE subgraph): read whole, `inspect` shows the subgraphs, a plain
+/// `convert` writes them back (LiteRT gives the same outputs on the WHILE and variable files,
+/// and fails on the string file exactly as on the original), and `run` / int8 `convert` refuse in one line
 /// naming the node, writing nothing.
 #[test]
 fn control_flow_and_string_files_are_kept_and_rewritten() {
     let dir = tempfile::tempdir().unwrap();
     let qlite = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_qlite")).args(args).output().unwrap();
     let mut text = String::new();
-    for name in ["control_flow", "strings"] {
+    for name in ["control_flow", "strings", "variables"] {
         let model = fixture(&format!("tflite_opaque/{name}.tflite"));
         let inspect = qlite(&["inspect", model.to_str().unwrap()]);
         assert!(inspect.status.success(), "{}", String::from_utf8_lossy(&inspect.stderr));
@@ -297,10 +298,10 @@ fn control_flow_and_string_files_are_kept_and_rewritten() {
             assert!(!y.exists());
             text.push_str(&err.replace(model.to_str().unwrap(), "<model>"));
         }
-        if name == "control_flow" {
-            assert_eq!(g.subgraphs().len(), 2);
+        if name != "strings" {
+            assert_eq!(g.subgraphs().len(), if name == "control_flow" { 2 } else { 1 });
             let x = qlite::Array::f32(vec![1, 4], vec![0.5, -1.0, 2.0, 3.0]).unwrap();
-            export_reexport_case("tflite_control_flow_rewritten", &original, &written, &[x]);
+            export_reexport_case(&format!("tflite_{name}_rewritten"), &original, &written, &[x]);
         } else {
             export_reexport_case("tflite_strings_rewritten", &original, &written, &[]);
             for resolver in ["reference", "default"] {
@@ -315,5 +316,6 @@ fn control_flow_and_string_files_are_kept_and_rewritten() {
         }
     }
     assert!(text.contains("WHILE v1") && text.contains("while_body") && text.contains("CUSTOM(StringLength)"));
+    assert!(text.contains("resource[]") && text.contains("CALL_ONCE"));
     insta::assert_snapshot!("tflite_control_flow_and_strings", text);
 }

@@ -204,8 +204,13 @@ impl Array {
             DType::I32 => Data::I32(chunks(b, i32::from_le_bytes)),
             DType::I64 => Data::I64(chunks(b, i64::from_le_bytes)),
             DType::Bool => Data::Bool(b.iter().map(|&x| x != 0).collect()),
-            DType::String => {
-                return Err(ArrayError { shape, dtype, got: b.len(), unit: "bytes (strings have no kernels)" });
+            d => {
+                return Err(ArrayError {
+                    shape,
+                    dtype: d,
+                    got: b.len(),
+                    unit: "bytes (a type qlite has no kernels for)",
+                });
             }
         };
         Ok(Array { shape, data })

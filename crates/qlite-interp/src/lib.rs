@@ -34,6 +34,8 @@ pub enum InterpError {
     Verify(#[from] VerifyError),
     #[error("cannot run ops qlite does not model: {0}")]
     Opaque(String),
+    #[error("cannot run nodes on element types qlite has no kernels for: {0}")]
+    KeptOnlyTypes(String),
     #[error("constant {tensor} ({name:?}): {source}")]
     Constant { tensor: TensorId, name: String, source: ArrayError },
     #[error("expected {expected} inputs, got {got}")]
@@ -117,6 +119,21 @@ impl<'g> Interpreter<'g> {
             .collect();
         if !opaque.is_empty() {
             return Err(InterpError::Opaque(opaque.join(", ")));
+        }
+        // Types read and written back but never computed with (strings, 4-bit, float64, ...):
+        // every node that touches one is named.
+        let kept: Vec<String> = graph
+            .nodes()
+            .iter()
+            .filter_map(|n| {
+                let t = n.input_ids().chain(n.outputs.iter().copied()).find_map(|t| {
+                    graph.tensor(t).filter(|t| t.dtype.is_kept_only()).map(|t| (t.dtype, t.name.clone()))
+                })?;
+                Some(format!("{} (node {:?}: {} tensor {:?})", n.op.name(), n.name, t.0, t.1))
+            })
+            .collect();
+        if !kept.is_empty() {
+            return Err(InterpError::KeptOnlyTypes(kept.join(", ")));
         }
         let mut consts = Vec::with_capacity(graph.tensors().len());
         for id in graph.tensor_ids() {

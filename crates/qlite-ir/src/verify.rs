@@ -67,9 +67,12 @@ pub fn verify(g: &Graph) -> Result<(), VerifyError> {
             if !t.shape.is_static() {
                 return Err(VerifyError::DynamicConstant { tensor: id, name: t.name.clone(), shape: t.shape.clone() });
             }
-            let expected = t.shape.num_bytes(t.dtype.size());
-            // A string constant is a serialized buffer of its own length.
-            if t.dtype != DType::String && expected != Some(data.len()) {
+            let expected = match t.dtype {
+                DType::I4 | DType::U4 | DType::I2 => t.shape.num_elements().and_then(|n| t.dtype.data_len(n)),
+                _ => t.shape.num_bytes(t.dtype.size()),
+            };
+            // A string (resource, variant) constant is a buffer of its own length.
+            if t.dtype.data_len(0).is_some() && expected != Some(data.len()) {
                 return Err(VerifyError::DataLength {
                     tensor: id,
                     name: t.name.clone(),

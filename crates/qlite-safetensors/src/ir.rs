@@ -39,7 +39,7 @@ pub fn from_ir(d: DType) -> Option<Dtype> {
         DType::I32 => Dtype::I32,
         DType::I64 => Dtype::I64,
         DType::Bool => Dtype::BOOL,
-        DType::String => return None,
+        _ => return None,
     })
 }
 

@@ -171,7 +171,7 @@ fn tensor_const(t: &TensorProto) -> R<Const> {
             let v = fill(&t.half_val, n, 0)?;
             Bytes::from(v.iter().flat_map(|&h| (h as u16).to_le_bytes()).collect::<Vec<u8>>())
         }
-        DType::String => return Err("a string constant".into()),
+        d => return Err(format!("a {d} constant")),
     };
     Ok(Const { dtype, dims, data })
 }
