@@ -17,7 +17,11 @@ const REF_D2S: &str = "Didn't find op for builtin opcode 'DEPTH_TO_SPACE' versio
 const WHY_D2S: &str = "BUILTIN_REF registers DEPTH_TO_SPACE v1 only; int8 is v2 (TF's own file too)";
 
 fn read(name: &str) -> (Vec<u8>, Graph) {
-    let bytes = std::fs::read(fixture(&format!("tflite_ops/{name}.tflite"))).unwrap();
+    read_from("tflite_ops", name)
+}
+
+fn read_from(dir: &str, name: &str) -> (Vec<u8>, Graph) {
+    let bytes = std::fs::read(fixture(&format!("{dir}/{name}.tflite"))).unwrap();
     let g = qlite_tflite::read_model(bytes::Bytes::copy_from_slice(&bytes)).unwrap();
     (bytes, g)
 }
@@ -26,41 +30,42 @@ fn ops(g: &Graph) -> BTreeSet<&'static str> {
     g.nodes().iter().map(|n| n.op.name()).collect()
 }
 
-#[test]
-fn tf_converter_files_with_production_ops_run_and_reexport() {
-    for (mode, compare) in [
-        ("float", "float"),
-        ("float16", "float"),
-        ("dynamic", "hybrid"),
-        ("int8", "exact"),
-        ("int8_io_int8", "exact"),
-        ("int8_io_uint8", "exact"),
-    ] {
-        let input = if mode.starts_with("int8_io_") {
-            format!("tflite_ops/{mode}_input.npy")
-        } else {
-            "tflite_ops/input.npy".into()
-        };
+const MODES: [(&str, &str); 6] = [
+    ("float", "float"),
+    ("float16", "float"),
+    ("dynamic", "hybrid"),
+    ("int8", "exact"),
+    ("int8_io_int8", "exact"),
+    ("int8_io_uint8", "exact"),
+];
+
+/// One fixture set (`make_ops.py`, `make_layers.py`) in every mode: read with its dynamic
+/// batch, the ops expected present, a hybrid convolution in the dynamic-range file, run (a batch
+/// of 4 in one call), re-written, read again to the same graph, run again to the same bytes;
+/// the file as TF wrote it and as qlite re-writes it go to LiteRT.
+fn every_mode(dir: &str, input_shape: &str, want: &[&str], reference_fails: Option<(&str, &str)>) {
+    for (mode, compare) in MODES {
+        let input =
+            if mode.starts_with("int8_io_") { format!("{dir}/{mode}_input.npy") } else { format!("{dir}/input.npy") };
         let x = qlite::read_npy_file(&fixture(&input)).unwrap();
-        let (bytes, g) = read(mode);
-        assert_eq!(g.tensor(g.inputs()[0]).unwrap().shape.to_string(), "[?,8,8,4]", "{mode}: the batch stays dynamic");
+        let (bytes, g) = read_from(dir, mode);
+        assert_eq!(g.tensor(g.inputs()[0]).unwrap().shape.to_string(), input_shape, "{mode}: the batch stays dynamic");
         let have = ops(&g);
-        for op in ["Prelu", "DepthToSpace", "SpaceToDepth", "MirrorPad", "Gather", "Tile", "StridedSlice", "Reshape"] {
-            assert!(have.contains(op), "{mode}: no {op} in {have:?}");
+        for op in want {
+            assert!(have.contains(op), "{dir} {mode}: no {op} in {have:?}");
         }
         if mode == "dynamic" {
-            // The 3x3 convolution's 1 152 weights are int8 with float activations (hybrid).
+            // A convolution of over 1 024 weights is int8 with float activations (hybrid).
             let hybrid = g.nodes().iter().filter(|n| n.op.name() == "Conv2d").any(|n| {
                 n.input(1).and_then(|w| g.tensor(w)).is_some_and(|w| w.dtype == qlite::ir::DType::I8)
                     && n.input(0).and_then(|x| g.tensor(x)).is_some_and(|x| x.dtype == qlite::ir::DType::F32)
             });
-            assert!(hybrid, "{mode}: no hybrid convolution");
+            assert!(hybrid, "{dir} {mode}: no hybrid convolution");
         }
+        let case = format!("{dir}_{mode}");
         let y = qlite::run_batched(&g, vec![x.clone()]).unwrap();
-        export_case(&format!("tflite_ops_{mode}"), &bytes, std::slice::from_ref(&x), &y, compare);
-        if mode.starts_with("int8") {
-            reference_resolver_fails(&format!("tflite_ops_{mode}"), REF_D2S, WHY_D2S);
-        }
+        assert_eq!(y[0].shape()[0], x.shape()[0], "{mode}: the whole batch in one call");
+        export_case(&case, &bytes, std::slice::from_ref(&x), &y, compare);
         let written = qlite_tflite::write_model(&g).unwrap();
         let g2 = qlite_tflite::read_model(written.clone()).unwrap();
         assert_eq!(
@@ -69,11 +74,39 @@ fn tf_converter_files_with_production_ops_run_and_reexport() {
         );
         let y2 = qlite::run_batched(&g2, vec![x.clone()]).unwrap();
         assert_eq!(y, y2, "{mode}: the re-written file computes something else");
-        export_case(&format!("tflite_ops_{mode}_rewritten"), &written, std::slice::from_ref(&x), &y2, compare);
-        if mode.starts_with("int8") {
-            reference_resolver_fails(&format!("tflite_ops_{mode}_rewritten"), REF_D2S, WHY_D2S);
+        export_case(&format!("{case}_rewritten"), &written, std::slice::from_ref(&x), &y2, compare);
+        if let (Some((error, why)), true) = (reference_fails, mode.starts_with("int8")) {
+            reference_resolver_fails(&case, error, why);
+            reference_resolver_fails(&format!("{case}_rewritten"), error, why);
         }
     }
+}
+
+#[test]
+fn tf_converter_files_with_production_ops_run_and_reexport() {
+    let want = ["Prelu", "DepthToSpace", "SpaceToDepth", "MirrorPad", "Gather", "Tile", "StridedSlice", "Reshape"];
+    every_mode("tflite_ops", "[?,8,8,4]", &want, Some((REF_D2S, WHY_D2S)));
+}
+
+#[test]
+fn tf_converter_files_with_decoder_and_transformer_layers_run_and_reexport() {
+    let want = [
+        "HardSwish",
+        "TransposeConv2d",
+        "ResizeBilinear",
+        "ResizeNearestNeighbor",
+        "Pad",
+        "BatchMatMul",
+        "Softmax",
+        "Gelu",
+        "SquaredDifference",
+        "Rsqrt",
+        "Maximum",
+        "Minimum",
+        "Sum",
+        "LogSoftmax",
+    ];
+    every_mode("tflite_layers", "[?,6,6,3]", &want, None);
 }
 
 #[test]

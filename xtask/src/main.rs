@@ -262,6 +262,7 @@ const FIXTURE_SCRIPTS: &[(&str, &str)] = &[
     ("make_sparse.py", "tflite_sparse"),
     ("make_ops.py", "tflite_ops"),
     ("make_savedmodel_ops.py", "savedmodel_ops"),
+    ("make_layers.py", "tflite_layers"),
 ];
 
 #[cfg(test)]

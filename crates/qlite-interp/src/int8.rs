@@ -929,6 +929,59 @@ pub fn prelu(
         .collect())
 }
 
+/// `reference_ops::HybridTransposeConv` (float input, symmetric int8 weights): each image
+/// quantized asymmetrically (`AsymmetricQuantizeFloats`), then every input element's
+/// contribution `((x − z) · w) · s_w[c] · s_x` scattered in float, in LiteRT's loop order
+/// (input row, column, channel, filter row, column, output channel), then the bias and the
+/// activation.
+#[allow(clippy::too_many_arguments)]
+pub fn hybrid_transpose_conv(
+    op: &qlite_ir::op::TransposeConv2d,
+    x: &[f32],
+    xs: &[usize],
+    w: &[i32],
+    ws: &[usize],
+    wq: &QuantParams,
+    bias: Option<&[f32]>,
+    os: &[usize],
+) -> Vec<f32> {
+    let (n, ih, iw, ic) = (xs[0], xs[1], xs[2], xs[3]);
+    let (oc, kh, kw) = (ws[0], ws[1], ws[2]);
+    let (oh, ow) = (os[1], os[2]);
+    let [ph, pw] = op.pad_before([kh, kw]);
+    let scale = |o: usize| if wq.scales().len() == 1 { wq.scale() } else { wq.scales()[o] };
+    let mut y = vec![0f32; n * oh * ow * oc];
+    let per_image = ih * iw * ic;
+    for b in 0..n {
+        let (q, sf, zp) = asymmetric_quantize(&x[b * per_image..(b + 1) * per_image]);
+        for iy in 0..ih {
+            for ix in 0..iw {
+                for c in 0..ic {
+                    let v = q[(iy * iw + ix) * ic + c] - zp;
+                    for fy in 0..kh {
+                        let Some(oy) = (iy * op.stride[0] + fy).checked_sub(ph).filter(|&y| y < oh) else { continue };
+                        for fx in 0..kw {
+                            let Some(ox) = (ix * op.stride[1] + fx).checked_sub(pw).filter(|&v| v < ow) else {
+                                continue;
+                            };
+                            for o in 0..oc {
+                                let acc = v.wrapping_mul(w[((o * kh + fy) * kw + fx) * ic + c]);
+                                y[((b * oh + oy) * ow + ox) * oc + o] += acc as f32 * scale(o) * sf;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (i, v) in y.iter_mut().enumerate() {
+        let o = i % oc;
+        let acc = *v + bias.map_or(0.0, |b| b[o]);
+        *v = op.activation.apply(acc);
+    }
+    y
+}
+
 /// `reference_integer_ops::TransposeConv`: int32 sums of `(x − z_in) · w` scattered through
 /// the filter (symmetric weights), then per output channel the bias, the channel's multiplier,
 /// the output zero point and the activation range.

@@ -402,7 +402,10 @@ impl<'g> Interpreter<'g> {
                 return make_data(store_ints(out_tensor.dtype, v)?);
             }
         } else if x_dtype == DType::F32
-            && matches!(node.op, Op::FullyConnected(_) | Op::Conv2d(_) | Op::DepthwiseConv2d(_))
+            && matches!(
+                node.op,
+                Op::FullyConnected(_) | Op::Conv2d(_) | Op::DepthwiseConv2d(_) | Op::TransposeConv2d(_)
+            )
             && input(1)?.dtype() == DType::I8
         {
             return make(self.eval_hybrid(node, ins, &out_shape)?);
@@ -852,6 +855,9 @@ impl Interpreter<'_> {
             Op::Conv2d(o) => int8::hybrid_conv(None, Some(o), xv, x.shape(), &wv, w.shape(), wq, bias, out_shape),
             Op::DepthwiseConv2d(o) => {
                 int8::hybrid_conv(Some(o), None, xv, x.shape(), &wv, w.shape(), wq, bias, out_shape)
+            }
+            Op::TransposeConv2d(o) => {
+                int8::hybrid_transpose_conv(o, xv, x.shape(), &wv, w.shape(), wq, bias, out_shape)
             }
             _ => return Err("not a hybrid op".into()),
         })
