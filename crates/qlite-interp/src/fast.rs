@@ -15,7 +15,7 @@
 //! same dot products; depthwise convolutions vectorize across channels.
 
 use crate::array::{Array, Data};
-use crate::int8::{OutQ, per_channel_multipliers, per_tensor};
+use crate::kernels::{OutQ, per_channel_multipliers, per_tensor};
 use qlite_ir::op::{Conv2d, DepthwiseConv2d, FullyConnected};
 use qlite_ir::{DType, Graph, Node, Op};
 use std::sync::Arc;
@@ -1403,9 +1403,9 @@ impl PackedHybridFc {
             let per_channel = self.w_scales.len() > 1;
             for (row, yr) in xv.chunks_exact(depth).zip(y.chunks_exact_mut(units.max(1))) {
                 let (mut sf, zp) = if self.asymmetric {
-                    crate::int8::asymmetric_quantize_into(row, &mut s.q)
+                    crate::kernels::asymmetric_quantize_into(row, &mut s.q)
                 } else {
-                    (crate::int8::symmetric_quantize_into(row, &mut s.q), 0)
+                    (crate::kernels::symmetric_quantize_into(row, &mut s.q), 0)
                 };
                 if !per_channel {
                     sf *= self.w_scales[0];
@@ -2716,7 +2716,7 @@ impl PackedMean {
             return None;
         }
         let count = pixels as i64;
-        let mult = crate::int8::mean_multiplier(count, self.s_in, self.out.scale);
+        let mult = crate::kernels::mean_multiplier(count, self.s_in, self.out.scale);
         let (lo, hi) = self.out.range(qlite_ir::op::Activation::None);
         let y = if self.keep_dims { Array::reuse_i8(out, &[n, 1, 1, c])? } else { Array::reuse_i8(out, &[n, c])? };
         let sums = &mut s.acc;
@@ -2729,7 +2729,7 @@ impl PackedMean {
                 }
             }
             for (o, &s) in yb.iter_mut().zip(sums.iter()) {
-                *o = crate::int8::mean_output(s, self.z_in, count, mult, self.out.zp, lo, hi) as i8;
+                *o = crate::kernels::mean_output(s, self.z_in, count, mult, self.out.zp, lo, hi) as i8;
             }
         }
         Some(())
@@ -2766,7 +2766,7 @@ impl PackedSoftmax {
         if z_out != -128 || (s_out - 1.0 / 256.0).abs() > 0.001 / 256.0 {
             return None; // the reference kernel reports it
         }
-        // The reference's multiplier and cut-off (int8::softmax_with).
+        // The reference's multiplier and cut-off (kernels::softmax_with).
         let bits = Self::SCALED_DIFF_INTEGER_BITS;
         let real = (beta as f64 * s_in as f64 * (1i64 << (31 - bits)) as f64).min((1i64 << 31) as f64 - 1.0);
         let (mult, left_shift) = quantize_multiplier(real);
@@ -3144,7 +3144,7 @@ mod tests {
 }
 
 /// int8 ADD, SUB and MUL of two same-shape tensors through one 256 × 256 table of the
-/// reference kernel's results (`int8::binary` on every pair of input values, fused activation
+/// reference kernel's results (`kernels::binary` on every pair of input values, fused activation
 /// included): bit-exact by construction, one load per element.
 #[derive(Debug, Clone)]
 pub struct PackedBinary {
@@ -3174,7 +3174,7 @@ impl PackedBinary {
         let xs: Vec<i32> = (-128..128).collect();
         let pairs: Vec<(usize, usize)> = (0..256).flat_map(|i| (0..256).map(move |j| (i, j))).collect();
         let oq = OutQ { dtype: DType::I8, scale, zp };
-        let t = crate::int8::binary(b.kind, &xs, &xs, &pairs, q1, q2, oq, b.activation).ok()?;
+        let t = crate::kernels::binary(b.kind, &xs, &xs, &pairs, q1, q2, oq, b.activation).ok()?;
         Some(PackedBinary { table: t.into_iter().map(|v| v as i8).collect(), float: None })
     }
 

@@ -13,7 +13,6 @@ pub mod array;
 pub mod compare;
 pub mod fast;
 pub mod fixedpoint;
-pub mod int8;
 pub mod isa;
 pub mod kernels;
 pub mod session;
@@ -536,15 +535,15 @@ fn validate_quantized(g: &Graph, n: &qlite_ir::Node) -> Result<(), String> {
     if !integer || matches!(n.op, Op::Quantize | Op::Dequantize | Op::Reshape(_) | Op::Transpose(_) | Op::Densify) {
         return Ok(());
     }
-    let in_q = |i: usize| int8::per_tensor(t(i).and_then(|t| t.quant.as_ref()), &format!("input {i}"));
-    let (s_out, z_out) = int8::per_tensor(out.quant.as_ref(), "the output")?;
+    let in_q = |i: usize| kernels::per_tensor(t(i).and_then(|t| t.quant.as_ref()), &format!("input {i}"));
+    let (s_out, z_out) = kernels::per_tensor(out.quant.as_ref(), "the output")?;
     if out.dtype != x.dtype {
         return Err(format!("integer op reads {} but writes {}", x.dtype, out.dtype));
     }
     match &n.op {
         Op::Unary(u) if u.kind == qlite_ir::UnaryKind::HardSwish => {
             let (s_in, _) = in_q(0)?;
-            int8::hard_swish_params(s_in, s_out)?;
+            kernels::hard_swish_params(s_in, s_out)?;
         }
         Op::FullyConnected(_) | Op::Conv2d(_) | Op::DepthwiseConv2d(_) => {
             in_q(0)?;
@@ -575,7 +574,7 @@ fn validate_quantized(g: &Graph, n: &qlite_ir::Node) -> Result<(), String> {
             let (s1, _) = in_q(0)?;
             let (s2, _) = in_q(1)?;
             if matches!(b.kind, qlite_ir::BinaryKind::Add | qlite_ir::BinaryKind::Sub) {
-                int8::add_params(s1, s2, s_out)?;
+                kernels::add_params(s1, s2, s_out)?;
             }
         }
         Op::Pool2d(_) | Op::Concatenation(_) | Op::Pad(_) => {
@@ -645,11 +644,11 @@ impl Interpreter<'_> {
                 format!("input {i} is {}, expected an integer tensor", arr(i).map_or(DType::F32, |a| a.dtype()))
             })
         };
-        let out_q = || -> Result<int8::OutQ, String> {
-            let (scale, zp) = int8::per_tensor(out_t.quant.as_ref(), "the output")?;
-            Ok(int8::OutQ { dtype: out_t.dtype, scale, zp })
+        let out_q = || -> Result<kernels::OutQ, String> {
+            let (scale, zp) = kernels::per_tensor(out_t.quant.as_ref(), "the output")?;
+            Ok(kernels::OutQ { dtype: out_t.dtype, scale, zp })
         };
-        let in_q = |i: usize| int8::per_tensor(q(i), &format!("input {i}"));
+        let in_q = |i: usize| kernels::per_tensor(q(i), &format!("input {i}"));
         let bias = |i: usize| -> Result<Option<Vec<i32>>, String> {
             match ins.get(i).copied().flatten() {
                 Some(b) => ints(b).map(Some).ok_or_else(|| "an integer op needs an int32 bias".to_string()),
@@ -662,7 +661,7 @@ impl Interpreter<'_> {
         Ok(Some(match &node.op {
             Op::FullyConnected(o) => {
                 let w = arr(1)?;
-                int8::fully_connected(
+                kernels::fully_connected(
                     &iv(0)?,
                     in_q(0)?,
                     &iv(1)?,
@@ -675,7 +674,7 @@ impl Interpreter<'_> {
             }
             Op::Conv2d(o) => {
                 let (x, w) = (arr(0)?, arr(1)?);
-                int8::conv2d(
+                kernels::conv2d(
                     o,
                     &iv(0)?,
                     x.shape(),
@@ -690,11 +689,11 @@ impl Interpreter<'_> {
             }
             Op::BatchMatMul(o) => {
                 let plan = kernels::MatMulPlan::new(o, arr(0)?.shape(), arr(1)?.shape(), out_shape)?;
-                int8::batch_matmul(&plan, &iv(0)?, &iv(1)?, in_q(0)?, in_q(1)?, out_q()?)
+                kernels::batch_matmul(&plan, &iv(0)?, &iv(1)?, in_q(0)?, in_q(1)?, out_q()?)
             }
             Op::TransposeConv2d(o) => {
                 let (x, w) = (arr(0)?, arr(1)?);
-                int8::transpose_conv(
+                kernels::transpose_conv(
                     o,
                     &iv(0)?,
                     x.shape(),
@@ -709,7 +708,7 @@ impl Interpreter<'_> {
             }
             Op::DepthwiseConv2d(o) => {
                 let (x, w) = (arr(0)?, arr(1)?);
-                int8::depthwise(
+                kernels::depthwise(
                     o,
                     &iv(0)?,
                     x.shape(),
@@ -727,7 +726,7 @@ impl Interpreter<'_> {
                 let ia = kernels::broadcast_indices(out_shape, a.shape());
                 let ib = kernels::broadcast_indices(out_shape, c.shape());
                 let pairs: Vec<(usize, usize)> = ia.into_iter().zip(ib).collect();
-                int8::binary(b.kind, &iv(0)?, &iv(1)?, &pairs, in_q(0)?, in_q(1)?, out_q()?, b.activation)?
+                kernels::binary(b.kind, &iv(0)?, &iv(1)?, &pairs, in_q(0)?, in_q(1)?, out_q()?, b.activation)?
             }
             Op::Pool2d(p) => {
                 let (s_in, z_in) = in_q(0)?;
@@ -735,10 +734,10 @@ impl Interpreter<'_> {
                 if s_in != o.scale || z_in != o.zp {
                     return Err("integer pooling needs the same quantization on input and output".into());
                 }
-                int8::pool(p, &iv(0)?, arr(0)?.shape(), out_shape, o)
+                kernels::pool(p, &iv(0)?, arr(0)?.shape(), out_shape, o)
             }
-            Op::Mean(m) => int8::mean(m, &iv(0)?, arr(0)?.shape(), numel, in_q(0)?, out_q()?),
-            Op::Sum(m) => int8::sum(m, &iv(0)?, arr(0)?.shape(), numel, in_q(0)?, out_q()?),
+            Op::Mean(m) => kernels::mean(m, &iv(0)?, arr(0)?.shape(), numel, in_q(0)?, out_q()?),
+            Op::Sum(m) => kernels::sum(m, &iv(0)?, arr(0)?.shape(), numel, in_q(0)?, out_q()?),
             Op::Softmax(s) => {
                 let o = out_q()?;
                 let (s_in, _) = in_q(0)?;
@@ -748,7 +747,7 @@ impl Interpreter<'_> {
                         o.scale, o.zp
                     ));
                 }
-                int8::softmax(&iv(0)?, arr(0)?.shape().last().copied().unwrap_or(1), s.beta, s_in, o)
+                kernels::softmax(&iv(0)?, arr(0)?.shape().last().copied().unwrap_or(1), s.beta, s_in, o)
             }
             Op::Unary(u) => match u.kind {
                 UnaryKind::Logistic
@@ -756,14 +755,14 @@ impl Interpreter<'_> {
                 | UnaryKind::Elu
                 | UnaryKind::Gelu
                 | UnaryKind::GeluTanh
-                | UnaryKind::Exp => int8::lut(u.kind, &iv(0)?, in_q(0)?, out_q()?)?,
+                | UnaryKind::Exp => kernels::lut(u.kind, &iv(0)?, in_q(0)?, out_q()?)?,
                 UnaryKind::Relu | UnaryKind::Relu6 | UnaryKind::ReluN1To1 => {
-                    int8::relu(u.kind, &iv(0)?, in_q(0)?, out_q()?)
+                    kernels::relu(u.kind, &iv(0)?, in_q(0)?, out_q()?)
                 }
-                UnaryKind::Abs => int8::abs(&iv(0)?, in_q(0)?, out_q()?),
-                UnaryKind::Sqrt => int8::sqrt(&iv(0)?, in_q(0)?, out_q()?)?,
-                UnaryKind::Rsqrt => int8::rsqrt(&iv(0)?, in_q(0)?, out_q()?)?,
-                UnaryKind::HardSwish => int8::hard_swish(&iv(0)?, in_q(0)?, out_q()?)?,
+                UnaryKind::Abs => kernels::abs(&iv(0)?, in_q(0)?, out_q()?),
+                UnaryKind::Sqrt => kernels::sqrt(&iv(0)?, in_q(0)?, out_q()?)?,
+                UnaryKind::Rsqrt => kernels::rsqrt(&iv(0)?, in_q(0)?, out_q()?)?,
+                UnaryKind::HardSwish => kernels::hard_swish(&iv(0)?, in_q(0)?, out_q()?)?,
                 k => return Err(format!("{k:?} has no int8 kernel in qlite (the quantizer keeps it in float)")),
             },
             Op::Concatenation(c) => {
@@ -810,14 +809,14 @@ impl Interpreter<'_> {
                 let ia = kernels::broadcast_indices(out_shape, a.shape());
                 let ib = kernels::broadcast_indices(out_shape, c.shape());
                 let pairs: Vec<(usize, usize)> = ia.into_iter().zip(ib).collect();
-                int8::prelu(&iv(0)?, &iv(1)?, &pairs, in_q(0)?, in_q(1)?, out_q()?)?
+                kernels::prelu(&iv(0)?, &iv(1)?, &pairs, in_q(0)?, in_q(1)?, out_q()?)?
             }
             Op::LocalResponseNorm(_) => {
                 return Err("LocalResponseNorm has no integer kernel (LiteRT's is float-only)".into());
             }
             Op::LogSoftmax => {
                 let depth = arr(0)?.shape().last().copied().unwrap_or(1);
-                int8::log_softmax(&iv(0)?, depth, in_q(0)?.0, out_q()?)?
+                kernels::log_softmax(&iv(0)?, depth, in_q(0)?.0, out_q()?)?
             }
             Op::Opaque(o) => return Err(format!("unsupported op {}", o.op_type)),
         }))
@@ -849,15 +848,21 @@ impl Interpreter<'_> {
             None => None,
         };
         Ok(match &node.op {
-            Op::FullyConnected(o) => {
-                int8::hybrid_fully_connected(xv, &wv, w.shape(), wq, bias, o.activation, self.asymmetric_inputs(node))
-            }
-            Op::Conv2d(o) => int8::hybrid_conv(None, Some(o), xv, x.shape(), &wv, w.shape(), wq, bias, out_shape),
+            Op::FullyConnected(o) => kernels::hybrid_fully_connected(
+                xv,
+                &wv,
+                w.shape(),
+                wq,
+                bias,
+                o.activation,
+                self.asymmetric_inputs(node),
+            ),
+            Op::Conv2d(o) => kernels::hybrid_conv(None, Some(o), xv, x.shape(), &wv, w.shape(), wq, bias, out_shape),
             Op::DepthwiseConv2d(o) => {
-                int8::hybrid_conv(Some(o), None, xv, x.shape(), &wv, w.shape(), wq, bias, out_shape)
+                kernels::hybrid_conv(Some(o), None, xv, x.shape(), &wv, w.shape(), wq, bias, out_shape)
             }
             Op::TransposeConv2d(o) => {
-                int8::hybrid_transpose_conv(o, xv, x.shape(), &wv, w.shape(), wq, bias, out_shape)
+                kernels::hybrid_transpose_conv(o, xv, x.shape(), &wv, w.shape(), wq, bias, out_shape)
             }
             _ => return Err("not a hybrid op".into()),
         })

@@ -13,7 +13,7 @@
 
 use crate::array::{Array, Data};
 use crate::fast::Scratch;
-use crate::int8::{self, OutQ};
+use crate::kernels::{self, OutQ};
 use crate::{InterpError, Interpreter, check_input, fits};
 use qlite_ir::{DType, Node, Op, VerifyError};
 
@@ -184,7 +184,7 @@ fn in_place(interp: &Interpreter, node: &Node, x: &Array, out: &mut Option<Array
     let g = interp.graph;
     let in_t = node.input(0).and_then(|t| g.tensor(t))?;
     let out_t = node.outputs.first().and_then(|t| g.tensor(*t))?;
-    let per_tensor = |q: Option<&qlite_ir::QuantParams>| int8::per_tensor(q, "").ok();
+    let per_tensor = |q: Option<&qlite_ir::QuantParams>| kernels::per_tensor(q, "").ok();
     match (&node.op, x.data()) {
         (Op::Quantize, Data::F32(v)) if out_t.dtype == DType::I8 => {
             let (s, z) = per_tensor(out_t.quant.as_ref())?;
@@ -229,7 +229,7 @@ fn in_place(interp: &Interpreter, node: &Node, x: &Array, out: &mut Option<Array
             }
             let depth = x.shape().last().copied().unwrap_or(1);
             let y = Array::reuse_i8(out, x.shape())?;
-            int8::softmax_with(v, depth, s.beta, s_in, OutQ { dtype: DType::I8, scale, zp }, |i, q| y[i] = q as i8);
+            kernels::softmax_with(v, depth, s.beta, s_in, OutQ { dtype: DType::I8, scale, zp }, |i, q| y[i] = q as i8);
             Some(())
         }
         (Op::Pool2d(p), Data::I8(v)) if out_t.dtype == DType::I8 && x.shape().len() == 4 => {
@@ -243,7 +243,7 @@ fn in_place(interp: &Interpreter, node: &Node, x: &Array, out: &mut Option<Array
             let (ow, _) = p.padding.compute(xs[2], p.filter[1], p.stride[1], 1)?;
             let os = [xs[0], oh, ow, xs[3]];
             let y = Array::reuse_i8(out, &os)?;
-            int8::pool_with(p, v, xs, &os, OutQ { dtype: DType::I8, scale, zp }, |i, q| y[i] = q as i8);
+            kernels::pool_with(p, v, xs, &os, OutQ { dtype: DType::I8, scale, zp }, |i, q| y[i] = q as i8);
             Some(())
         }
         _ => None,

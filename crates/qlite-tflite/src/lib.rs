@@ -21,6 +21,7 @@ mod generated {
 
 mod codes;
 mod opaque;
+mod ops;
 pub mod reader;
 mod shape;
 pub mod writer;

@@ -2,12 +2,12 @@
 
 use crate::codes;
 use crate::fb;
+use crate::ops::{self, Aux, AuxOp, AuxTensor, VersionCx};
 use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
-use qlite_ir::op::SliceDim;
 use qlite_ir::passes::DeadCodeElimination;
 use qlite_ir::{
-    DType, Dim, Graph, Node, NodeId, Op, Pass, PassCx, PassError, PassManager, PipelineError, QuantParams, Shape,
-    Tensor, TensorId, VerifyError, verify_exportable,
+    DType, Dim, Graph, NodeId, Op, Pass, PassCx, PassError, PassManager, PipelineError, QuantParams, Shape, Tensor,
+    TensorId, VerifyError, verify_exportable,
 };
 
 /// Why a graph could not be written.
@@ -122,25 +122,6 @@ impl Pass for MaterializeBias {
 
 const DESCRIPTION: &str = "qlite";
 
-/// A constant the writer adds for an attribute TFLite passes as a tensor (reshape shape,
-/// transpose perm, mean axes, pad paddings).
-struct AuxTensor {
-    name: String,
-    shape: Vec<i32>,
-    /// `None`: computed at run time by an [`AuxOp`].
-    data: Option<Vec<i32>>,
-}
-
-/// An operator the writer adds before a node's own, over the node's inputs and its aux tensors
-/// (the run-time `output_shape` of a TRANSPOSE_CONV with a dynamic batch).
-struct AuxOp {
-    code: fb::BuiltinOperator,
-    /// `Ok(i)`: the node's input `i`; `Err(k)`: the node's aux tensor `k`.
-    inputs: Vec<Result<usize, usize>>,
-    /// The node's aux tensors it writes.
-    outputs: Vec<usize>,
-}
-
 /// Serialize `g` as a .tflite flatbuffer. Runs [`legalize_pipeline`] on a copy first (constants
 /// are shared, not copied); the returned bytes are the builder's own buffer.
 pub fn write_model(g: &Graph) -> Result<bytes::Bytes, WriteError> {
@@ -244,119 +225,6 @@ fn i32_dim(g: &Graph, id: TensorId, d: usize) -> Result<i32, WriteError> {
     })
 }
 
-fn aux_for(node: &Node, g: &Graph) -> Result<(Vec<AuxTensor>, Vec<AuxOp>), WriteError> {
-    let base = node.outputs.first().and_then(|t| g.tensor(*t)).map_or(node.name.as_str(), |t| t.name.as_str());
-    let to_i32 = |v: i64| {
-        i32::try_from(v).map_err(|_| WriteError::Unsupported {
-            node: node.name.clone(),
-            message: format!("attribute value {v} does not fit int32"),
-        })
-    };
-    if let Op::StridedSlice(o) = &node.op {
-        // begin, end and strides; a masked value is written as 0 (its mask says to ignore it).
-        let mut parts = Vec::with_capacity(3);
-        for (what, f) in [
-            ("begin", (|a: &SliceDim| a.begin.unwrap_or(0)) as fn(&SliceDim) -> i64),
-            ("end", |a: &SliceDim| if a.shrink { a.begin.unwrap_or(0).saturating_add(1) } else { a.end.unwrap_or(0) }),
-            ("strides", |a: &SliceDim| if a.shrink { 1 } else { a.stride }),
-        ] {
-            let data = o.axes.iter().map(|a| to_i32(f(a))).collect::<Result<Vec<_>, _>>()?;
-            parts.push(AuxTensor { name: format!("{base}/{what}"), shape: vec![data.len() as i32], data: Some(data) });
-        }
-        return Ok((parts, Vec::new()));
-    }
-    if let Op::TransposeConv2d(t) = &node.op {
-        // output_shape [N, H, W, O]: a constant, or with a dynamic batch computed at run time
-        // as TF's converter does (SHAPE of the input, its first entry, then H, W, O).
-        let out = node.outputs.first().and_then(|o| g.tensor(*o)).ok_or_else(|| WriteError::Unsupported {
-            node: node.name.clone(),
-            message: "TransposeConv2d has no output".into(),
-        })?;
-        let d = out.shape.dims();
-        let hwo =
-            vec![to_i32(t.output[0] as i64)?, to_i32(t.output[1] as i64)?, to_i32(d[3].fixed().unwrap_or(0) as i64)?];
-        let tensor = |what: &str, shape: i32, data: Option<Vec<i32>>| AuxTensor {
-            name: format!("{base}/{what}"),
-            shape: vec![shape],
-            data,
-        };
-        if let Some(n) = d[0].fixed() {
-            let mut data = vec![to_i32(n as i64)?];
-            data.extend(hwo);
-            return Ok((vec![tensor("output_shape", 4, Some(data))], Vec::new()));
-        }
-        let tensors = vec![
-            tensor("output_shape", 4, None),
-            tensor("output_shape/input_shape", 4, None),
-            tensor("output_shape/begin", 1, Some(vec![0])),
-            tensor("output_shape/end", 1, Some(vec![1])),
-            tensor("output_shape/strides", 1, Some(vec![1])),
-            tensor("output_shape/batch", 1, None),
-            tensor("output_shape/hwo", 3, Some(hwo)),
-        ];
-        let ops = vec![
-            AuxOp { code: fb::BuiltinOperator::SHAPE, inputs: vec![Ok(0)], outputs: vec![1] },
-            AuxOp {
-                code: fb::BuiltinOperator::STRIDED_SLICE,
-                inputs: vec![Err(1), Err(2), Err(3), Err(4)],
-                outputs: vec![5],
-            },
-            AuxOp { code: fb::BuiltinOperator::CONCATENATION, inputs: vec![Err(5), Err(6)], outputs: vec![0] },
-        ];
-        return Ok((tensors, ops));
-    }
-    let tensors = match &node.op {
-        Op::Reshape(r) => {
-            let data = r.shape.iter().map(|&v| to_i32(v)).collect::<Result<Vec<_>, _>>()?;
-            Some(AuxTensor { name: format!("{base}/shape"), shape: vec![data.len() as i32], data: Some(data) })
-        }
-        Op::Transpose(t) => {
-            let data = t.perm.iter().map(|&v| to_i32(v as i64)).collect::<Result<Vec<_>, _>>()?;
-            Some(AuxTensor { name: format!("{base}/perm"), shape: vec![data.len() as i32], data: Some(data) })
-        }
-        Op::Mean(m) | Op::Sum(m) => {
-            let data = m.axes.iter().map(|&v| to_i32(v as i64)).collect::<Result<Vec<_>, _>>()?;
-            Some(AuxTensor { name: format!("{base}/axes"), shape: vec![data.len() as i32], data: Some(data) })
-        }
-        Op::Tile(t) => {
-            let data = t.multiples.iter().map(|&v| to_i32(v as i64)).collect::<Result<Vec<_>, _>>()?;
-            Some(AuxTensor { name: format!("{base}/multiples"), shape: vec![data.len() as i32], data: Some(data) })
-        }
-        Op::MirrorPad(p) => {
-            let mut data = Vec::with_capacity(p.paddings.len() * 2);
-            for pr in &p.paddings {
-                data.push(to_i32(pr[0] as i64)?);
-                data.push(to_i32(pr[1] as i64)?);
-            }
-            Some(AuxTensor {
-                name: format!("{base}/paddings"),
-                shape: vec![p.paddings.len() as i32, 2],
-                data: Some(data),
-            })
-        }
-        Op::Resize(r) => {
-            let data = vec![to_i32(r.size[0] as i64)?, to_i32(r.size[1] as i64)?];
-            Some(AuxTensor { name: format!("{base}/size"), shape: vec![2], data: Some(data) })
-        }
-        Op::Pad(p) => {
-            let mut data = Vec::with_capacity(p.paddings.len() * 2);
-            for pr in &p.paddings {
-                data.push(to_i32(pr[0] as i64)?);
-                data.push(to_i32(pr[1] as i64)?);
-            }
-            Some(AuxTensor {
-                name: format!("{base}/paddings"),
-                shape: vec![p.paddings.len() as i32, 2],
-                data: Some(data),
-            })
-        }
-        _ => None,
-    }
-    .into_iter()
-    .collect::<Vec<_>>();
-    Ok((tensors, Vec::new()))
-}
-
 /// One graph's part of the file, decided before building: the buffer of each constant, its
 /// aux tensors and operators, and its operator codes.
 struct Prep<'g> {
@@ -400,7 +268,8 @@ fn prepare<'g>(
     let mut aux_ops: Vec<Vec<AuxOp>> = Vec::with_capacity(g.nodes().len());
     for n in g.nodes() {
         let mut ids = Vec::new();
-        let (tensors, ops) = aux_for(n, g)?;
+        let base = n.outputs.first().and_then(|t| g.tensor(*t)).map_or(n.name.as_str(), |t| t.name.as_str());
+        let Aux { tensors, ops } = ops::family(&n.op).aux(n, g, base)?;
         for a in tensors {
             ids.push((g.tensors().len() + aux.len()) as i32);
             aux.push(a);
@@ -434,17 +303,12 @@ fn prepare<'g>(
                 (fb::BuiltinOperator(code), o.version.clamp(1, i32::MAX as i64) as i32, src.custom_code.as_deref())
             }
             op => {
-                let code = codes::builtin(op).ok_or_else(|| WriteError::Unsupported {
+                let family = ops::family(op);
+                let code = family.builtin(n).ok_or_else(|| WriteError::Unsupported {
                     node: n.name.clone(),
                     message: format!("{} has no TFLite builtin", n.op.name()),
                 })?;
-                // A pad value makes PAD a PADV2 (same versions).
-                let code = if code == fb::BuiltinOperator::PAD && n.input(1).is_some() {
-                    fb::BuiltinOperator::PADV2
-                } else {
-                    code
-                };
-                (code, codes::op_version(g, n), None)
+                (code, family.version(&VersionCx { g, n }), None)
             }
         };
         node_opcode.push(opcode_index(opcodes, key));
@@ -557,24 +421,12 @@ fn build_subgraph<'a>(
             };
             operators.push(fb::Operator::create(fbb, &args));
         }
-        let mut inputs: Vec<i32> = n.inputs.iter().map(|i| i.map_or(-1, |t| t.index() as i32)).collect();
-        inputs.extend_from_slice(&aux_index[ni]);
-        if let (Op::Pad(_), Some(value), Some(&paddings)) = (&n.op, n.input(1), aux_index[ni].first()) {
-            // PADV2's order: input, paddings, value.
-            inputs = vec![inputs[0], paddings, value.index() as i32];
-        }
-        if let (Op::TransposeConv2d(_), Some(&shape)) = (&n.op, aux_index[ni].first()) {
-            // TFLite's order: output_shape, weights, input, bias.
-            let at = |i: usize| n.input(i).map_or(-1, |t| t.index() as i32);
-            inputs = vec![shape, at(1), at(0)];
-            if n.input(2).is_some() {
-                inputs.push(at(2));
-            }
-        }
+        let inputs: Vec<i32> = n.inputs.iter().map(|i| i.map_or(-1, |t| t.index() as i32)).collect();
+        let inputs = ops::family(&n.op).inputs(n, inputs, &aux_index[ni]);
         let outputs: Vec<i32> = n.outputs.iter().map(|t| t.index() as i32).collect();
         let inputs = Some(fbb.create_vector(&inputs));
         let outputs = Some(fbb.create_vector(&outputs));
-        let (builtin_options_type, builtin_options) = options(fbb, n);
+        let (builtin_options_type, builtin_options) = ops::family(&n.op).options(fbb, n);
         let mut args = fb::OperatorArgs {
             opcode_index: node_opcode[ni],
             inputs,
@@ -744,7 +596,7 @@ fn serialize(g: &Graph, outside: Option<&[u64]>) -> Result<(bytes::Bytes, Vec<by
     // min_runtime_version: max over operators.
     let mut min_rt = String::new();
     for &(code, version, _) in &opcodes {
-        if let Some(v) = codes::min_runtime(code, version)
+        if let Some(v) = ops::min_runtime(code, version)
             && (min_rt.is_empty() || codes::version_lt(&min_rt, v))
         {
             min_rt = v.to_string();
@@ -892,265 +744,5 @@ fn aux_options(
             let args = fb::ConcatenationOptionsArgs { axis: 0, ..Default::default() };
             (O::ConcatenationOptions, Some(fb::ConcatenationOptions::create(fbb, &args).as_union_value()))
         }
-    }
-}
-
-fn options(fbb: &mut FlatBufferBuilder<'_>, n: &Node) -> (fb::BuiltinOptions, Option<WIPOffset<UnionWIPOffset>>) {
-    use fb::BuiltinOptions as O;
-    let act = |o: &Op| codes::activation(o.fused_activation().unwrap_or_default());
-    match &n.op {
-        Op::FullyConnected(o) => (
-            O::FullyConnectedOptions,
-            Some(
-                fb::FullyConnectedOptions::create(
-                    fbb,
-                    &fb::FullyConnectedOptionsArgs {
-                        fused_activation_function: act(&n.op),
-                        keep_num_dims: o.keep_num_dims,
-                        asymmetric_quantize_inputs: o.asymmetric_inputs,
-                        ..Default::default()
-                    },
-                )
-                .as_union_value(),
-            ),
-        ),
-        Op::Conv2d(o) => (
-            O::Conv2DOptions,
-            Some(
-                fb::Conv2DOptions::create(
-                    fbb,
-                    &fb::Conv2DOptionsArgs {
-                        padding: codes::padding(o.padding),
-                        stride_w: o.stride[1] as i32,
-                        stride_h: o.stride[0] as i32,
-                        fused_activation_function: act(&n.op),
-                        dilation_w_factor: o.dilation[1] as i32,
-                        dilation_h_factor: o.dilation[0] as i32,
-                        quantized_bias_type: fb::TensorType::FLOAT32,
-                    },
-                )
-                .as_union_value(),
-            ),
-        ),
-        Op::DepthwiseConv2d(o) => (
-            O::DepthwiseConv2DOptions,
-            Some(
-                fb::DepthwiseConv2DOptions::create(
-                    fbb,
-                    &fb::DepthwiseConv2DOptionsArgs {
-                        padding: codes::padding(o.padding),
-                        stride_w: o.stride[1] as i32,
-                        stride_h: o.stride[0] as i32,
-                        depth_multiplier: o.depth_multiplier as i32,
-                        fused_activation_function: act(&n.op),
-                        dilation_w_factor: o.dilation[1] as i32,
-                        dilation_h_factor: o.dilation[0] as i32,
-                    },
-                )
-                .as_union_value(),
-            ),
-        ),
-        Op::Binary(b) => {
-            let f = act(&n.op);
-            match b.kind {
-                qlite_ir::BinaryKind::Add => (
-                    O::AddOptions,
-                    Some(
-                        fb::AddOptions::create(
-                            fbb,
-                            &fb::AddOptionsArgs { fused_activation_function: f, pot_scale_int16: true },
-                        )
-                        .as_union_value(),
-                    ),
-                ),
-                qlite_ir::BinaryKind::Sub => (
-                    O::SubOptions,
-                    Some(
-                        fb::SubOptions::create(
-                            fbb,
-                            &fb::SubOptionsArgs { fused_activation_function: f, pot_scale_int16: true },
-                        )
-                        .as_union_value(),
-                    ),
-                ),
-                qlite_ir::BinaryKind::Mul => (
-                    O::MulOptions,
-                    Some(
-                        fb::MulOptions::create(fbb, &fb::MulOptionsArgs { fused_activation_function: f })
-                            .as_union_value(),
-                    ),
-                ),
-                qlite_ir::BinaryKind::Div => (
-                    O::DivOptions,
-                    Some(
-                        fb::DivOptions::create(fbb, &fb::DivOptionsArgs { fused_activation_function: f })
-                            .as_union_value(),
-                    ),
-                ),
-                // MAXIMUM / MINIMUM read no options.
-                qlite_ir::BinaryKind::Maximum | qlite_ir::BinaryKind::Minimum => (O::NONE, None),
-                qlite_ir::BinaryKind::SquaredDifference => (
-                    O::SquaredDifferenceOptions,
-                    Some(
-                        fb::SquaredDifferenceOptions::create(fbb, &fb::SquaredDifferenceOptionsArgs {})
-                            .as_union_value(),
-                    ),
-                ),
-            }
-        }
-        Op::Pool2d(o) => (
-            O::Pool2DOptions,
-            Some(
-                fb::Pool2DOptions::create(
-                    fbb,
-                    &fb::Pool2DOptionsArgs {
-                        padding: codes::padding(o.padding),
-                        stride_w: o.stride[1] as i32,
-                        stride_h: o.stride[0] as i32,
-                        filter_width: o.filter[1] as i32,
-                        filter_height: o.filter[0] as i32,
-                        fused_activation_function: act(&n.op),
-                    },
-                )
-                .as_union_value(),
-            ),
-        ),
-        Op::Mean(m) | Op::Sum(m) => (
-            O::ReducerOptions,
-            Some(fb::ReducerOptions::create(fbb, &fb::ReducerOptionsArgs { keep_dims: m.keep_dims }).as_union_value()),
-        ),
-        Op::Reshape(r) => {
-            let v: Vec<i32> = r.shape.iter().map(|&d| d as i32).collect();
-            let new_shape = Some(fbb.create_vector(&v));
-            (
-                O::ReshapeOptions,
-                Some(fb::ReshapeOptions::create(fbb, &fb::ReshapeOptionsArgs { new_shape }).as_union_value()),
-            )
-        }
-        Op::Transpose(_) => (
-            O::TransposeOptions,
-            Some(fb::TransposeOptions::create(fbb, &fb::TransposeOptionsArgs {}).as_union_value()),
-        ),
-        Op::Concatenation(c) => (
-            O::ConcatenationOptions,
-            Some(
-                fb::ConcatenationOptions::create(
-                    fbb,
-                    &fb::ConcatenationOptionsArgs { axis: c.axis as i32, fused_activation_function: act(&n.op) },
-                )
-                .as_union_value(),
-            ),
-        ),
-        Op::Pad(_) if n.input(1).is_some() => {
-            (O::PadV2Options, Some(fb::PadV2Options::create(fbb, &fb::PadV2OptionsArgs {}).as_union_value()))
-        }
-        Op::Pad(_) => (O::PadOptions, Some(fb::PadOptions::create(fbb, &fb::PadOptionsArgs {}).as_union_value())),
-        Op::Resize(r) if r.mode == qlite_ir::op::ResizeMode::Bilinear => {
-            let args = fb::ResizeBilinearOptionsArgs {
-                align_corners: r.align_corners,
-                half_pixel_centers: r.half_pixel_centers,
-            };
-            (O::ResizeBilinearOptions, Some(fb::ResizeBilinearOptions::create(fbb, &args).as_union_value()))
-        }
-        Op::Resize(r) => {
-            let args = fb::ResizeNearestNeighborOptionsArgs {
-                align_corners: r.align_corners,
-                half_pixel_centers: r.half_pixel_centers,
-            };
-            (
-                O::ResizeNearestNeighborOptions,
-                Some(fb::ResizeNearestNeighborOptions::create(fbb, &args).as_union_value()),
-            )
-        }
-        Op::StridedSlice(o) => {
-            let mask = |f: fn(&SliceDim) -> bool| {
-                o.axes.iter().enumerate().filter(|(_, a)| f(a)).fold(0i32, |m, (i, _)| m | (1 << i))
-            };
-            let args = fb::StridedSliceOptionsArgs {
-                begin_mask: mask(|a| a.begin.is_none() && !a.shrink),
-                end_mask: mask(|a| a.end.is_none() && !a.shrink),
-                ellipsis_mask: 0,
-                new_axis_mask: 0,
-                shrink_axis_mask: mask(|a| a.shrink),
-                offset: false,
-            };
-            (O::StridedSliceOptions, Some(fb::StridedSliceOptions::create(fbb, &args).as_union_value()))
-        }
-        Op::Softmax(s) => (
-            O::SoftmaxOptions,
-            Some(fb::SoftmaxOptions::create(fbb, &fb::SoftmaxOptionsArgs { beta: s.beta }).as_union_value()),
-        ),
-        Op::LocalResponseNorm(l) => (
-            O::LocalResponseNormalizationOptions,
-            Some(
-                fb::LocalResponseNormalizationOptions::create(
-                    fbb,
-                    &fb::LocalResponseNormalizationOptionsArgs {
-                        radius: l.radius as i32,
-                        bias: l.bias,
-                        alpha: l.alpha,
-                        beta: l.beta,
-                    },
-                )
-                .as_union_value(),
-            ),
-        ),
-        Op::Quantize => {
-            (O::QuantizeOptions, Some(fb::QuantizeOptions::create(fbb, &fb::QuantizeOptionsArgs {}).as_union_value()))
-        }
-        Op::BatchMatMul(o) => {
-            let args = fb::BatchMatMulOptionsArgs { adj_x: o.adj_x, adj_y: o.adj_y, asymmetric_quantize_inputs: false };
-            (O::BatchMatMulOptions, Some(fb::BatchMatMulOptions::create(fbb, &args).as_union_value()))
-        }
-        Op::TransposeConv2d(o) => {
-            let args = fb::TransposeConvOptionsArgs {
-                padding: codes::padding(o.padding),
-                stride_w: o.stride[1] as i32,
-                stride_h: o.stride[0] as i32,
-                fused_activation_function: codes::activation(o.activation),
-                ..Default::default()
-            };
-            (O::TransposeConvOptions, Some(fb::TransposeConvOptions::create(fbb, &args).as_union_value()))
-        }
-        Op::Gather(o) => {
-            let args = fb::GatherOptionsArgs { axis: o.axis as i32, batch_dims: 0 };
-            (O::GatherOptions, Some(fb::GatherOptions::create(fbb, &args).as_union_value()))
-        }
-        Op::Tile(_) => (O::TileOptions, Some(fb::TileOptions::create(fbb, &fb::TileOptionsArgs {}).as_union_value())),
-        Op::DepthToSpace(o) => {
-            let args = fb::DepthToSpaceOptionsArgs { block_size: o.block as i32 };
-            (O::DepthToSpaceOptions, Some(fb::DepthToSpaceOptions::create(fbb, &args).as_union_value()))
-        }
-        Op::SpaceToDepth(o) => {
-            let args = fb::SpaceToDepthOptionsArgs { block_size: o.block as i32 };
-            (O::SpaceToDepthOptions, Some(fb::SpaceToDepthOptions::create(fbb, &args).as_union_value()))
-        }
-        Op::MirrorPad(o) => {
-            let mode = match o.mode {
-                qlite_ir::op::MirrorMode::Reflect => fb::MirrorPadMode::REFLECT,
-                qlite_ir::op::MirrorMode::Symmetric => fb::MirrorPadMode::SYMMETRIC,
-            };
-            (
-                O::MirrorPadOptions,
-                Some(fb::MirrorPadOptions::create(fbb, &fb::MirrorPadOptionsArgs { mode }).as_union_value()),
-            )
-        }
-        Op::Prelu => (O::NONE, None),
-        Op::LogSoftmax => (
-            O::LogSoftmaxOptions,
-            Some(fb::LogSoftmaxOptions::create(fbb, &fb::LogSoftmaxOptionsArgs {}).as_union_value()),
-        ),
-        Op::Unary(u) if matches!(u.kind, qlite_ir::UnaryKind::Gelu | qlite_ir::UnaryKind::GeluTanh) => {
-            let args = fb::GeluOptionsArgs { approximate: u.kind == qlite_ir::UnaryKind::GeluTanh };
-            (O::GeluOptions, Some(fb::GeluOptions::create(fbb, &args).as_union_value()))
-        }
-        Op::Densify => {
-            (O::DensifyOptions, Some(fb::DensifyOptions::create(fbb, &fb::DensifyOptionsArgs {}).as_union_value()))
-        }
-        Op::Dequantize => (
-            O::DequantizeOptions,
-            Some(fb::DequantizeOptions::create(fbb, &fb::DequantizeOptionsArgs {}).as_union_value()),
-        ),
-        Op::Unary(_) | Op::Opaque(_) => (O::NONE, None),
     }
 }
