@@ -21,6 +21,7 @@ tasks:
   bench               measured numbers: inspect of a 100 MB .tflite, conversion times, latency vs LiteRT
   published [--update]   published production .tflite files (MediaPipe's wheel) through qlite and LiteRT
   large-model [--keep]   a model over 2 GiB (offset buffers) written by qlite, run by qlite and LiteRT
+  keras-apps [MODEL...]  keras.applications (random weights) through qlite against Keras and LiteRT (needs TF)
   sqnr [MODEL...]     qlite's int8 / dynamic range against TF's converter on Keras architectures (needs TF)
   targets LITERT TFLM   rebuild `qlite check`'s support tables from LiteRT / TFLM checkouts
   malformed           rewrite fixtures/malformed/ (the hostile-input catalogue; also part of fixtures)
@@ -43,6 +44,7 @@ fn main() -> ExitCode {
         Some("targets") => targets::targets(&args[1..]),
         Some("sqnr") => sqnr::sqnr(&args[1..]),
         Some("large-model") => large::large_model(args.iter().any(|a| a == "--keep")),
+        Some("keras-apps") => keras_apps::keras_apps(&args[1..]),
         Some("published") => published(args.iter().any(|a| a == "--update")),
         _ => Err(USAGE.to_string()),
     };
@@ -531,6 +533,7 @@ fn bench() -> R {
 }
 
 mod fuzz;
+mod keras_apps;
 mod large;
 mod malformed;
 mod manifest;
