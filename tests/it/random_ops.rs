@@ -1319,3 +1319,80 @@ fn session_passes_inputs_through_and_reports_misuse() {
     let err = session.run(&[]).unwrap_err().to_string();
     assert!(err.contains("expected 1 inputs, got 0"), "{err}");
 }
+
+/// Dynamic-range kernels quantize their float input row by row. Inputs built on the rounding
+/// boundaries of that quantization (half-way points nudged by a few ulps, row lengths that
+/// leave a tail after the eight-wide part): LiteRT's x86 build quantizes the eight-wide part
+/// with NEON's `trunc(x·inv ± 0.5)` and the tail with round-half-away, and qlite must do the
+/// same, or single values move by one step. FULLY_CONNECTED (symmetric and asymmetric inputs),
+/// per-channel CONV_2D and DEPTHWISE_CONV_2D (asymmetric inputs), batches of two.
+#[test]
+fn hybrid_input_quantization_on_rounding_boundaries_matches_litert() {
+    for seed in 0..24u64 {
+        let mut b = Builder::new(&format!("hybrid_ties_{seed}"));
+        let kind = seed % 4;
+        let c = [13usize, 37, 8, 21][(seed / 4) as usize % 4];
+        let dims: Vec<usize> = if kind < 2 { vec![2, c] } else { vec![2, 3, 5, c] };
+        let row: usize = dims[1..].iter().product();
+        // Each row: its extremes fix the scale, every other value sits near a half step.
+        let (lo, hi) = (-b.rng.uniform(0.5, 3.0), b.rng.uniform(0.5, 3.0));
+        let scale = (hi - lo) / 255.0;
+        let mut vals = Vec::with_capacity(2 * row);
+        for _ in 0..2 {
+            for i in 0..row {
+                let v = match i {
+                    0 => lo,
+                    1 => hi,
+                    _ => {
+                        let k = int(&mut b.rng, (lo / scale) as i64, (hi / scale) as i64 - 1) as f32;
+                        let mut v = (k + 0.5) * scale;
+                        for _ in 0..int(&mut b.rng, 0, 3) {
+                            v = if b.rng.uniform(0.0, 1.0) < 0.5 { v.next_up() } else { v.next_down() };
+                        }
+                        v.clamp(lo, hi)
+                    }
+                };
+                vals.push(v);
+            }
+        }
+        let t = Tensor::activation("x", DType::F32, Shape::fixed(&dims));
+        let x = b.input_with(t, Array::f32(dims.clone(), vals).unwrap());
+        let out = match kind {
+            0 | 1 => {
+                let units = 7;
+                let (w, _) = weights(&mut b, &[units, c], 0, true);
+                let op = Op::FullyConnected(FullyConnected {
+                    activation: Activation::None,
+                    keep_num_dims: false,
+                    asymmetric_inputs: kind == 1,
+                });
+                b.node(op, &[Some(x), Some(w), None], None)
+            }
+            2 => {
+                let (w, _) = weights(&mut b, &[5, 1, 1, c], 0, true);
+                let op = Op::Conv2d(Conv2d {
+                    padding: Padding::Valid,
+                    stride: [1, 1],
+                    dilation: [1, 1],
+                    activation: Activation::None,
+                });
+                b.node(op, &[Some(x), Some(w), None], None)
+            }
+            _ => {
+                let (w, _) = weights(&mut b, &[1, 1, 1, c], 3, true);
+                let op = Op::DepthwiseConv2d(DepthwiseConv2d {
+                    padding: Padding::Valid,
+                    stride: [1, 1],
+                    dilation: [1, 1],
+                    depth_multiplier: 1,
+                    activation: Activation::None,
+                });
+                b.node(op, &[Some(x), Some(w), None], None)
+            }
+        };
+        let (g, inputs) = b.finish(&[out]);
+        let y = qlite::Interpreter::new(&g).unwrap().run(inputs.clone()).unwrap();
+        let bytes = qlite_tflite::write_model(&g).unwrap();
+        export_case(&format!("hybrid_ties_{seed}"), &bytes, &inputs, &y, "hybrid");
+    }
+}

@@ -506,6 +506,7 @@ impl<'a> Im<'a> {
         // Each family in turn; the first whose arms know the op type answers.
         macro_rules! family {
             ($($f:ident),*) => {$(
+                self.unknown_op = false;
                 let r = self.$f(fr, n, &ins, depth, &name);
                 if !std::mem::take(&mut self.unknown_op) {
                     return r;

@@ -318,8 +318,24 @@ fn symmetric_quantize_body(v: &[f32], q: &mut Vec<i8>) -> f32 {
         return 1.0;
     }
     let inv = 127.0 / range;
-    q.extend(v.iter().map(|&x| (round_half_away(x * inv) as i32).clamp(-127, 127) as i8));
+    let head = lanes_of_eight(v.len());
+    q.extend(v[..head].iter().map(|&x| (round_by_half_trunc(x * inv)).clamp(-127, 127) as i8));
+    q.extend(v[head..].iter().map(|&x| (round_half_away(x * inv) as i32).clamp(-127, 127) as i8));
     range / 127.0
+}
+
+/// The elements LiteRT quantizes eight at a time: its x86 build runs the NEON tensor utils
+/// (`NeonSymmetricQuantizeFloats`, `NeonAsymmetricQuantizeFloats`) through NEON_2_SSE, whose
+/// vector loop rounds differently from the scalar tail.
+fn lanes_of_eight(n: usize) -> usize {
+    n / 8 * 8
+}
+
+/// NEON's `RoundToNearest` without ARMv8's `vcvtaq`: `trunc(x ± 0.5)` with the addition
+/// rounded in f32 (so 0.49999997 rounds to 1, unlike round-half-away).
+fn round_by_half_trunc(x: f32) -> i32 {
+    let half = if x < 0.0 { -0.5f32 } else { 0.5f32 };
+    (x + half).trunc() as i32
 }
 
 /// `AsymmetricQuantizeFloats`: returns (values, scaling factor, zero point).
@@ -348,16 +364,18 @@ fn asymmetric_quantize_avx2(v: &[f32], q: &mut Vec<i8>) -> (f32, i32) {
 
 #[inline(always)]
 fn asymmetric_quantize_body(v: &[f32], q: &mut Vec<i8>) -> (f32, i32) {
-    let (mn, mx) = v.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
-    let rmin = 0f32.min(mn) as f64;
-    let rmax = 0f32.max(mx) as f64;
+    // LiteRT's `NeonAsymmetricQuantizeFloats` (its x86 build): the range includes zero, its
+    // width is taken in f32, the scale and zero point in f64, the inverse scale as
+    // `(float)(1.0 / (double)scale)`, and the offset is added after rounding.
+    let (mn, mx) = v.iter().fold((0f32, 0f32), |(a, b), &x| (a.min(x), b.max(x)));
     q.clear();
-    if v.is_empty() || rmin == rmax {
+    if v.is_empty() || mn == mx {
         q.resize(v.len(), 0);
         return (1.0, 0);
     }
+    let (rmin, rmax) = (mn as f64, mx as f64);
     let (qmin, qmax) = (-128f64, 127f64);
-    let scale = (rmax - rmin) / (qmax - qmin);
+    let scale = (mx - mn) as f64 / (qmax - qmin);
     let zp_from_min = qmin - rmin / scale;
     let zp_from_max = qmax - rmax / scale;
     let err_min = qmin.abs() + (rmin / scale).abs();
@@ -371,7 +389,9 @@ fn asymmetric_quantize_body(v: &[f32], q: &mut Vec<i8>) -> (f32, i32) {
         zp_d.round() as i32
     };
     let sf = scale as f32;
-    let inv = 1.0 / sf;
-    q.extend(v.iter().map(|&x| (round_half_away(zp as f32 + x * inv) as i32).clamp(-128, 127) as i8));
+    let inv = (1.0 / sf as f64) as f32;
+    let head = lanes_of_eight(v.len());
+    q.extend(v[..head].iter().map(|&x| (zp + round_by_half_trunc(x * inv)).clamp(-128, 127) as i8));
+    q.extend(v[head..].iter().map(|&x| (zp + round_half_away(x * inv) as i32).clamp(-128, 127) as i8));
     (sf, zp)
 }
