@@ -1,7 +1,7 @@
 //! The reference kernels, one module per op family, float and integer side by side. Plain,
 //! readable loops: the integer kernels are bit-exact with TensorFlow Lite's reference kernels
 //! (the double-rounding build, `OpResolverType.BUILTIN_REF`), the float kernels follow LiteRT's
-//! reference arithmetic, and the fast kernels (`fast.rs`) are checked against both. Which
+//! reference arithmetic, and the fast kernels (`fast/`) are checked against both. Which
 //! upstream kernel each function follows is named in its doc comment.
 //!
 //! Naming: float kernels end in `_f32`; integer kernels take `i32` values and an [`OutQ`];

@@ -1,0 +1,113 @@
+//! PAD / PADV2 by rows.
+
+use super::*;
+
+/// int8 PAD (and PADV2 with a constant value): whole rows of the innermost axis copied, the
+/// rest filled with the value (the zero point for PAD), as the reference kernel fills it.
+#[derive(Debug, Clone)]
+pub struct PackedPad {
+    pub(crate) paddings: Vec<[usize; 2]>,
+    pub(crate) value: i8,
+    /// float32 PAD (zeros) or PADV2 with a constant value.
+    pub(crate) value_f32: Option<f32>,
+}
+
+impl PackedPad {
+    pub(crate) fn new(g: &Graph, n: &Node, consts: &[Option<Arc<Array>>]) -> Option<Self> {
+        let Op::Pad(p) = &n.op else { return None };
+        let x = g.tensor(n.input(0)?)?;
+        let out = g.tensor(*n.outputs.first()?)?;
+        if p.paddings.len() != x.shape.rank() || p.paddings.is_empty() || x.dtype != out.dtype {
+            return None;
+        }
+        if x.dtype == DType::F32 {
+            let value = match n.input(1) {
+                None => 0.0,
+                Some(v) => match consts.get(v.index())?.as_deref()?.data() {
+                    Data::F32(d) if d.len() == 1 => d[0],
+                    _ => return None,
+                },
+            };
+            return Some(PackedPad { paddings: p.paddings.clone(), value: 0, value_f32: Some(value) });
+        }
+        if x.dtype != DType::I8 {
+            return None;
+        }
+        let value = match n.input(1) {
+            None => i8::try_from(x.quant.as_ref().map_or(0, |q| q.zero_point())).ok()?,
+            Some(v) => match consts.get(v.index())?.as_deref()?.data() {
+                Data::I8(d) if d.len() == 1 => d[0],
+                _ => return None,
+            },
+        };
+        Some(PackedPad { paddings: p.paddings.clone(), value, value_f32: None })
+    }
+
+    pub(crate) fn run(&self, xs: &[usize], xv: &[i8], out: &mut Option<Array>) -> Option<()> {
+        if self.value_f32.is_some() {
+            return None;
+        }
+        let os = self.out_shape(xs, xv.len())?;
+        let y = Array::reuse_i8(out, &os)?;
+        self.fill(xs, &os, xv, y, self.value)
+    }
+
+    pub(crate) fn run_f32(&self, xs: &[usize], xv: &[f32], out: &mut Option<Array>) -> Option<()> {
+        let value = self.value_f32?;
+        let os = self.out_shape(xs, xv.len())?;
+        let y = Array::reuse_f32(out, &os)?;
+        self.fill(xs, &os, xv, y, value)
+    }
+
+    pub(crate) fn out_shape(&self, xs: &[usize], len: usize) -> Option<Vec<usize>> {
+        if xs.len() != self.paddings.len() || checked_len(xs)? != len {
+            return None;
+        }
+        let os: Vec<usize> = xs
+            .iter()
+            .zip(&self.paddings)
+            .map(|(&d, p)| d.checked_add(p[0])?.checked_add(p[1]))
+            .collect::<Option<_>>()?;
+        // Past the interpreter's limit the reference kernel reports it.
+        (checked_len(&os)? <= MAX_FAST_ELEMENTS).then_some(os)
+    }
+
+    pub(crate) fn fill<T: Copy>(&self, xs: &[usize], os: &[usize], xv: &[T], y: &mut [T], value: T) -> Option<()> {
+        let rank = xs.len();
+        let (inner_in, inner_out) = (xs[rank - 1], os[rank - 1]);
+        let [before, _] = self.paddings[rank - 1];
+        if inner_out == 0 {
+            return Some(());
+        }
+        let rows = y.len() / inner_out;
+        let mut idx = vec![0usize; rank - 1];
+        for r in 0..rows {
+            let row = &mut y[r * inner_out..(r + 1) * inner_out];
+            // The input row this output row reads, if every outer index is inside the input.
+            let mut src = Some(0usize);
+            for (a, &i) in idx.iter().enumerate() {
+                let lo = self.paddings[a][0];
+                src = match src {
+                    Some(s) if i >= lo && i - lo < xs[a] => Some(s * xs[a] + (i - lo)),
+                    _ => None,
+                };
+            }
+            match src {
+                Some(s) => {
+                    row[..before].fill(value);
+                    row[before..before + inner_in].copy_from_slice(&xv[s * inner_in..(s + 1) * inner_in]);
+                    row[before + inner_in..].fill(value);
+                }
+                None => row.fill(value),
+            }
+            for a in (0..rank - 1).rev() {
+                idx[a] += 1;
+                if idx[a] < os[a] {
+                    break;
+                }
+                idx[a] = 0;
+            }
+        }
+        Some(())
+    }
+}

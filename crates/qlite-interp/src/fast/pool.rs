@@ -1,0 +1,195 @@
+//! Pooling and reductions: spatial MEAN, MAX_POOL_2D and AVERAGE_POOL_2D.
+
+use super::*;
+
+/// An int8 MEAN over the spatial axes of an NHWC tensor (global average pooling): per image,
+/// channel sums over the pixels (i32 lanes), then the reference's QuantizedMeanOrSum output.
+#[derive(Debug, Clone)]
+pub struct PackedMean {
+    pub(crate) keep_dims: bool,
+    pub(crate) s_in: f32,
+    pub(crate) z_in: i32,
+    pub(crate) out: OutQ,
+}
+
+impl PackedMean {
+    pub(crate) fn new(g: &Graph, n: &Node, op: &qlite_ir::op::Mean) -> Option<Self> {
+        let x = n.input(0).and_then(|t| g.tensor(t))?;
+        let out = n.outputs.first().and_then(|o| g.tensor(*o))?;
+        let mut axes = op.axes.clone();
+        axes.sort_unstable();
+        if x.dtype != DType::I8 || out.dtype != DType::I8 || x.shape.rank() != 4 || axes != [1, 2] {
+            return None;
+        }
+        let (s_in, z_in) = per_tensor(x.quant.as_ref(), "input").ok()?;
+        let (scale, zp) = per_tensor(out.quant.as_ref(), "output").ok()?;
+        Some(PackedMean { keep_dims: op.keep_dims, s_in, z_in, out: OutQ { dtype: DType::I8, scale, zp } })
+    }
+
+    pub(crate) fn run(&self, xs: &[usize], xv: &[i8], out: &mut Option<Array>, s: &mut Scratch) -> Option<()> {
+        let &[n, h, w, c] = xs else { return None };
+        let pixels = h.checked_mul(w)?;
+        if n.checked_mul(pixels)?.checked_mul(c)? != xv.len() || pixels == 0 || c == 0 {
+            return None;
+        }
+        let count = pixels as i64;
+        let mult = crate::kernels::mean_multiplier(count, self.s_in, self.out.scale);
+        let (lo, hi) = self.out.range(qlite_ir::op::Activation::None);
+        let y = if self.keep_dims { Array::reuse_i8(out, &[n, 1, 1, c])? } else { Array::reuse_i8(out, &[n, c])? };
+        let sums = &mut s.acc;
+        sums.resize(c, 0);
+        for (img, yb) in xv.chunks_exact(pixels * c).zip(y.chunks_exact_mut(c)) {
+            sums.fill(0);
+            for px in img.chunks_exact(c) {
+                for (s, &v) in sums.iter_mut().zip(px) {
+                    *s = s.wrapping_add(v as i32);
+                }
+            }
+            for (o, &s) in yb.iter_mut().zip(sums.iter()) {
+                *o = crate::kernels::mean_output(s, self.z_in, count, mult, self.out.zp, lo, hi) as i8;
+            }
+        }
+        Some(())
+    }
+}
+
+/// An int8 MAX_POOL_2D / AVERAGE_POOL_2D (NHWC; input and output quantized alike): each
+/// output pixel reduces its window's pixels channel-wise (vectorizable), then the
+/// reference's clamp (max) or rounded division by the number of taps inside the image
+/// (average).
+#[derive(Debug, Clone)]
+pub struct PackedPool {
+    pub(crate) op: qlite_ir::op::Pool2d,
+    pub(crate) lo: i32,
+    pub(crate) hi: i32,
+}
+
+impl PackedPool {
+    pub(crate) fn new(g: &Graph, n: &Node, op: &qlite_ir::op::Pool2d) -> Option<Self> {
+        let x = n.input(0).and_then(|t| g.tensor(t))?;
+        let out = n.outputs.first().and_then(|o| g.tensor(*o))?;
+        if x.dtype != DType::I8 || out.dtype != DType::I8 || x.shape.rank() != 4 {
+            return None;
+        }
+        let q_in = per_tensor(x.quant.as_ref(), "input").ok()?;
+        let (scale, zp) = per_tensor(out.quant.as_ref(), "output").ok()?;
+        if q_in != (scale, zp) {
+            return None; // the reference kernel reports it
+        }
+        let (lo, hi) = OutQ { dtype: DType::I8, scale, zp }.range(op.activation);
+        Some(PackedPool { op: op.clone(), lo, hi })
+    }
+
+    pub(crate) fn run(&self, xs: &[usize], xv: &[i8], out: &mut Option<Array>, s: &mut Scratch) -> Option<()> {
+        let op = &self.op;
+        let &[n, ih, iw, c] = xs else { return None };
+        if n.checked_mul(ih)?.checked_mul(iw)?.checked_mul(c)? != xv.len() || c == 0 {
+            return None;
+        }
+        let (oh, pad_h) = op.padding.compute(ih, op.filter[0], op.stride[0], 1)?;
+        let (ow, pad_w) = op.padding.compute(iw, op.filter[1], op.stride[1], 1)?;
+        let y = Array::reuse_i8(out, &[n, oh, ow, c])?;
+        let max = op.kind == qlite_ir::op::PoolKind::Max;
+        #[cfg(target_arch = "x86_64")]
+        let max_avx512 = max && crate::isa::current().has_avx512();
+        let acc = &mut s.acc;
+        acc.resize(c, 0);
+        let mut pixels = y.chunks_exact_mut(c);
+        for b in 0..n {
+            let img = &xv[b * ih * iw * c..(b + 1) * ih * iw * c];
+            for oy in 0..oh {
+                let y0 = (oy * op.stride[0]) as isize - pad_h as isize;
+                let rows = y0.max(0) as usize..(y0 + op.filter[0] as isize).clamp(0, ih as isize) as usize;
+                for ox in 0..ow {
+                    let x0 = (ox * op.stride[1]) as isize - pad_w as isize;
+                    let cols = x0.max(0) as usize..(x0 + op.filter[1] as isize).clamp(0, iw as isize) as usize;
+                    let px = pixels.next()?;
+                    #[cfg(target_arch = "x86_64")]
+                    if max_avx512 {
+                        // SAFETY: the CPU has AVX-512 F/BW (checked); the window's pixels
+                        // are inside the image.
+                        #[allow(unsafe_code)]
+                        unsafe {
+                            max_pixel_avx512(img, iw, c, rows.clone(), cols.clone(), self.lo, self.hi, px)
+                        };
+                        continue;
+                    }
+                    if max {
+                        // `lo` is the reference's starting value: it also applies the clamp below.
+                        px.fill(self.lo as i8);
+                        for iy in rows.clone() {
+                            for ix in cols.clone() {
+                                let at = (iy * iw + ix) * c;
+                                for (o, &v) in px.iter_mut().zip(&img[at..at + c]) {
+                                    *o = (*o).max(v);
+                                }
+                            }
+                        }
+                        for o in px.iter_mut() {
+                            *o = (*o).min(self.hi as i8);
+                        }
+                    } else {
+                        acc.fill(0);
+                        for iy in rows.clone() {
+                            for ix in cols.clone() {
+                                let at = (iy * iw + ix) * c;
+                                for (a, &v) in acc.iter_mut().zip(&img[at..at + c]) {
+                                    *a += v as i32;
+                                }
+                            }
+                        }
+                        let count = (rows.len() * cols.len()) as i32;
+                        for (o, &a) in px.iter_mut().zip(acc.iter()) {
+                            let v = if count == 0 {
+                                a
+                            } else if a > 0 {
+                                (a + count / 2) / count
+                            } else {
+                                (a - count / 2) / count
+                            };
+                            *o = v.clamp(self.lo, self.hi) as i8;
+                        }
+                    }
+                }
+            }
+        }
+        Some(())
+    }
+}
+
+/// One max-pooled pixel: per 64 channels, the maximum over the window's pixels (`rows` ×
+/// `cols` of `img`, `c` channels each) from `lo` (the reference's starting value, which also
+/// applies the activation's lower clamp), then clamped to `hi`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+#[allow(unsafe_code, clippy::too_many_arguments)]
+pub(crate) fn max_pixel_avx512(
+    img: &[i8],
+    iw: usize,
+    c: usize,
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+    lo: i32,
+    hi: i32,
+    px: &mut [i8],
+) {
+    use std::arch::x86_64::*;
+    let (vlo, vhi) = (_mm512_set1_epi8(lo.clamp(-128, 127) as i8), _mm512_set1_epi8(hi.clamp(-128, 127) as i8));
+    let c = c.min(px.len());
+    for start in (0..c).step_by(64) {
+        let n = (c - start).min(64);
+        let mask = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+        let mut m = vlo;
+        for iy in rows.clone() {
+            for ix in cols.clone() {
+                let at = (iy * iw + ix) * c + start;
+                if let Some(src) = img.get(at..at + n) {
+                    // SAFETY: the mask selects n bytes, all in `src`.
+                    m = _mm512_max_epi8(m, unsafe { _mm512_maskz_loadu_epi8(mask, src.as_ptr() as *const _) });
+                }
+            }
+        }
+        // SAFETY: the mask selects n bytes at `start`, inside `px` (start + n <= c <= px.len()).
+        unsafe { _mm512_mask_storeu_epi8(px.as_mut_ptr().add(start) as *mut _, mask, _mm512_min_epi8(m, vhi)) };
+    }
+}
