@@ -522,3 +522,32 @@ fn bias_correction_changes_biases_only_and_runs_in_litert() {
     let bytes = qlite_tflite::write_model(corrected).unwrap();
     crate::common::export_case("quant_bias_correction_cnn", &bytes, &[x], &y, "exact");
 }
+
+/// Calibration spreads samples over threads and runs the fast float kernels: any number of
+/// threads gives the same table (ranges and histogram counts merge exactly), and the fast
+/// kernels' table is within the float tolerance of the reference kernels' one.
+#[test]
+fn calibration_tables_do_not_depend_on_threads_and_fast_is_close_to_reference() {
+    use qlite::quantize::{CalibrationRun, calibrate_with, open_calibration};
+    let reg = Registry::default();
+    let g = qlite::load(&reg, &fixture("digits/cnn.tflite")).unwrap();
+    let set = open_calibration(&g, &fixture("digits/x_calib.npy")).unwrap();
+    for method in
+        [CalibrationMethod::MinMax, CalibrationMethod::Percentile { percentile: 99.9 }, CalibrationMethod::Mse]
+    {
+        let table = |kernels, threads| {
+            calibrate_with(&g, &set, &method, CalibrationRun { kernels, threads }, &mut |_, _| {}).unwrap()
+        };
+        let one = table(qlite::Kernels::Fast, 1);
+        for threads in [2, 3, 7] {
+            assert_eq!(table(qlite::Kernels::Fast, threads), one, "{method:?} with {threads} threads");
+        }
+        let reference = table(qlite::Kernels::Reference, 2);
+        assert_eq!(reference.ranges.len(), one.ranges.len());
+        for (name, r) in &reference.ranges {
+            let f = one.ranges[name];
+            let tol = 1e-5 * r.min.abs().max(r.max.abs()).max(1e-6);
+            assert!((f.min - r.min).abs() <= tol && (f.max - r.max).abs() <= tol, "{method:?} {name}: {f:?} vs {r:?}");
+        }
+    }
+}

@@ -182,6 +182,15 @@ enum Cmd {
         /// Percentile kept by `--calibration-method percentile`.
         #[arg(long, default_value_t = 99.99)]
         percentile: f64,
+        /// Kernels calibration runs the float model on: `fast` (the default: vectorized, within
+        /// 1e-5 of the reference, so a range can move by as much from one CPU to another) or
+        /// `reference` (the same table on every CPU).
+        #[arg(long, default_value = "fast")]
+        calibration_kernels: qlite::Kernels,
+        /// Threads calibration spreads its samples over (default: every core). The table is
+        /// the same for any number.
+        #[arg(long)]
+        threads: Option<usize>,
         /// Reuse a saved calibration table instead of calibrating.
         #[arg(long, value_name = "FILE")]
         calibration_table: Option<PathBuf>,
@@ -499,7 +508,14 @@ fn real_main(cli: Cli) -> Result<(), String> {
             input_shape,
             io_layout,
             target,
+            calibration_kernels,
+            threads,
         } => {
+            let mut calibration_run =
+                qlite::quantize::CalibrationRun { kernels: calibration_kernels, ..Default::default() };
+            if let Some(t) = threads {
+                calibration_run.threads = t.max(1);
+            }
             let mut quant = QuantConfig::new(match quantize {
                 QuantArg::None => QuantMode::None,
                 QuantArg::Float16 => QuantMode::Float16,
@@ -540,6 +556,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
                 nhwc_io: io_layout == IoLayout::Nhwc,
                 signature,
                 target: target.map(|t| t.parse()).transpose()?,
+                calibration_run,
             };
             // Calibration, then (mixed precision) the sensitivity of each layer.
             let mut bar = Progress::new("quantizing");

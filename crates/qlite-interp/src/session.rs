@@ -86,10 +86,24 @@ impl<'i, 'g> Session<'i, 'g> {
     /// [`Session::run`], calling `after_node` with each node's index once it has run (nodes
     /// folded at load are not run): a profiler's hook.
     pub fn run_with(&mut self, inputs: &[Array], after_node: &mut dyn FnMut(usize)) -> Result<(), InterpError> {
-        crate::isa::with(self.interp.isa, || self.run_here(inputs, after_node))
+        crate::isa::with(self.interp.isa, || self.run_here(inputs, &mut |ni, _, _| after_node(ni)))
     }
 
-    fn run_here(&mut self, inputs: &[Array], after_node: &mut dyn FnMut(usize)) -> Result<(), InterpError> {
+    /// [`Session::run`], showing every input and every computed value to `observer` (as
+    /// [`Interpreter::run_observed`] does, without allocating per run): calibration's loop.
+    pub fn run_observed(&mut self, inputs: &[Array], observer: &mut dyn crate::Observer) -> Result<(), InterpError> {
+        let g = self.interp.graph;
+        for (arr, &t) in inputs.iter().zip(g.inputs()) {
+            observer.observe(t, arr);
+        }
+        crate::isa::with(self.interp.isa, || self.run_here(inputs, &mut |_, t, v| observer.observe(t, v)))
+    }
+
+    fn run_here(
+        &mut self,
+        inputs: &[Array],
+        after_node: &mut dyn FnMut(usize, qlite_ir::TensorId, &Array),
+    ) -> Result<(), InterpError> {
         let Session { interp, slot_of, input_of, slots, scratch } = self;
         let g = interp.graph;
         if inputs.len() != g.inputs().len() {
@@ -136,8 +150,8 @@ impl<'i, 'g> Session<'i, 'g> {
                     decl.shape
                 )));
             }
+            after_node(ni, out_id, o);
             slots[slot] = out;
-            after_node(ni);
         }
         // Outputs that are graph inputs (passed through) are copied into their own slots.
         for &o in g.outputs() {

@@ -45,15 +45,7 @@ pub struct MinMaxObserver {
 
 impl MinMaxObserver {
     pub fn observe(&mut self, name: &str, values: &[f32]) {
-        let mut lo = f32::INFINITY;
-        let mut hi = f32::NEG_INFINITY;
-        for &v in values {
-            if v.is_nan() {
-                continue;
-            }
-            lo = lo.min(v);
-            hi = hi.max(v);
-        }
+        let (lo, hi) = min_max(values);
         if lo > hi {
             return;
         }
@@ -66,9 +58,48 @@ impl MinMaxObserver {
         &self.ranges
     }
 
+    /// Fold in what another observer saw (samples split across threads): the union of the
+    /// ranges, the same whatever the order.
+    pub fn merge(&mut self, other: MinMaxObserver) {
+        for (name, r) in other.ranges {
+            let e = self.ranges.entry(name).or_insert(r);
+            e.min = e.min.min(r.min);
+            e.max = e.max.max(r.max);
+        }
+        self.samples += other.samples;
+    }
+
     pub fn into_table(self) -> CalibrationTable {
         CalibrationTable { method: CalibrationMethod::MinMax.name(), samples: self.samples, ranges: self.ranges }
     }
+}
+
+/// The smallest and largest values, NaN skipped (`(inf, -inf)` when there is none). Sixteen
+/// running lanes of `if v < lo { v } else { lo }` (a NaN compares false and is passed over),
+/// which the compiler turns into vector min/max: calibration calls this on every value of
+/// every tensor of every sample.
+fn min_max(values: &[f32]) -> (f32, f32) {
+    const L: usize = 16;
+    let mut lo = [f32::INFINITY; L];
+    let mut hi = [f32::NEG_INFINITY; L];
+    let chunks = values.chunks_exact(L);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for k in 0..L {
+            lo[k] = if c[k] < lo[k] { c[k] } else { lo[k] };
+            hi[k] = if c[k] > hi[k] { c[k] } else { hi[k] };
+        }
+    }
+    let (mut a, mut b) = (f32::INFINITY, f32::NEG_INFINITY);
+    for k in 0..L {
+        a = if lo[k] < a { lo[k] } else { a };
+        b = if hi[k] > b { hi[k] } else { b };
+    }
+    for &v in rest {
+        a = if v < a { v } else { a };
+        b = if v > b { v } else { b };
+    }
+    (a, b)
 }
 
 /// Number of histogram bins over each tensor's min/max range.
@@ -97,6 +128,19 @@ impl HistogramObserver {
             }
             let b = if width <= 0.0 { 0 } else { (((v - r.min) as f64 / width) * BINS as f64) as usize };
             h[b.min(BINS - 1)] += 1;
+        }
+    }
+
+    /// Fold in another observer's counts (samples split across threads; integer sums, so the
+    /// same whatever the order). Both must have been made from the same pass-1 ranges.
+    pub fn merge(&mut self, other: HistogramObserver) {
+        for (name, h) in other.hist {
+            match self.hist.get_mut(&name) {
+                Some(mine) => mine.iter_mut().zip(&h).for_each(|(a, b)| *a += b),
+                None => {
+                    self.hist.insert(name, h);
+                }
+            }
         }
     }
 
@@ -190,6 +234,43 @@ mod tests {
         o.observe("a", &[1.0, f32::NAN, -2.0]);
         o.observe("a", &[5.0]);
         assert_eq!(o.ranges()["a"], Range { min: -2.0, max: 5.0 });
+    }
+
+    #[test]
+    fn min_max_skips_nan_in_every_lane_and_the_tail() {
+        for n in [0usize, 1, 15, 16, 17, 40] {
+            let mut v: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() * 10.0).collect();
+            for i in (0..n).step_by(3) {
+                v[i] = f32::NAN;
+            }
+            let want = v
+                .iter()
+                .filter(|x| !x.is_nan())
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+            assert_eq!(min_max(&v), want, "n = {n}");
+        }
+        assert_eq!(min_max(&[f32::NAN; 20]), (f32::INFINITY, f32::NEG_INFINITY));
+    }
+
+    #[test]
+    fn merged_observers_equal_one_observer() {
+        let samples: Vec<Vec<f32>> =
+            (0..6).map(|k| (0..50).map(|i| ((i * 7 + k * 13) % 31) as f32 - 9.5).collect()).collect();
+        let mut one = MinMaxObserver::default();
+        samples.iter().for_each(|s| one.observe("t", s));
+        let (mut a, mut b) = (MinMaxObserver::default(), MinMaxObserver::default());
+        samples[..2].iter().for_each(|s| a.observe("t", s));
+        samples[2..].iter().for_each(|s| b.observe("t", s));
+        b.merge(a);
+        assert_eq!(b.ranges(), one.ranges());
+        let mut h1 = HistogramObserver::new(one.ranges().clone());
+        samples.iter().for_each(|s| h1.observe("t", s));
+        let (mut ha, mut hb) =
+            (HistogramObserver::new(one.ranges().clone()), HistogramObserver::new(one.ranges().clone()));
+        samples[..3].iter().for_each(|s| ha.observe("t", s));
+        samples[3..].iter().for_each(|s| hb.observe("t", s));
+        ha.merge(hb);
+        assert_eq!(ha.hist, h1.hist);
     }
 
     #[test]

@@ -518,6 +518,8 @@ pub struct ConvertOptions {
     /// Check the written .tflite against this runtime before anything is written (`--target`):
     /// any unsupported operator fails the conversion, every one named.
     pub target: Option<check::Target>,
+    /// How calibration runs the float model (kernels, threads).
+    pub calibration_run: quantize::CalibrationRun,
 }
 
 /// What [`convert`] did.
@@ -678,7 +680,7 @@ pub fn quantize_model(
             Some(CalibrationTable::from_json(&text).map_err(|message| Error::Import { path: p.clone(), message })?)
         }
         (None, Some(set)) if cfg.mode == QuantMode::Int8 || opts.save_calibration.is_some() => {
-            Some(quantize::calibrate(g, set, &cfg.method, progress)?)
+            Some(quantize::calibrate_with(g, set, &cfg.method, opts.calibration_run, progress)?)
         }
         _ => None,
     };

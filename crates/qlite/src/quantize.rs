@@ -163,34 +163,136 @@ impl<F: FnMut(&str, &[f32])> qlite_interp::Observer for NamedObserver<'_, F> {
     }
 }
 
+/// How calibration runs the float graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CalibrationRun {
+    /// The float kernels: [`Kernels::Fast`] by default (the float results are within 1e-5
+    /// relative of the reference kernels, so a range can move by as much; the reference
+    /// kernels give the same table on every CPU).
+    pub kernels: crate::Kernels,
+    /// Samples are spread over this many threads (default: the machine's cores). The table
+    /// is the same for any number: ranges and histogram counts merge exactly.
+    pub threads: usize,
+}
+
+impl Default for CalibrationRun {
+    fn default() -> Self {
+        CalibrationRun {
+            kernels: crate::Kernels::Fast,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}
+
 /// Run the float graph over the calibration set and build the table. `progress(done, total)`
-/// is called after every sample of every pass.
+/// is called as samples of every pass complete.
 pub fn calibrate(
     g: &Graph,
     set: &CalibrationSet,
     method: &CalibrationMethod,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<CalibrationTable, Error> {
-    let interp = Interpreter::new(g)?;
+    calibrate_with(g, set, method, CalibrationRun::default(), progress)
+}
+
+/// [`calibrate`] with a choice of kernels and threads.
+pub fn calibrate_with(
+    g: &Graph,
+    set: &CalibrationSet,
+    method: &CalibrationMethod,
+    run: CalibrationRun,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<CalibrationTable, Error> {
+    let interp = Interpreter::new(g)?.kernels(run.kernels);
     let passes = if method.needs_histogram() { 2 } else { 1 };
     let total = set.len() * passes;
-    let mut minmax = MinMaxObserver::default();
-    for i in 0..set.len() {
-        let mut obs = NamedObserver { g, f: |n: &str, v: &[f32]| minmax.observe(n, v) };
-        interp.run_observed(set.sample(i)?, &mut obs)?;
-        progress(i + 1, total);
-    }
+    let mut minmax =
+        over_samples(&interp, g, set, run.threads, 0, total, progress, MinMaxObserver::default, |o, n, v| {
+            o.observe(n, v)
+        })?
+        .into_iter()
+        .fold(MinMaxObserver::default(), |mut a, b| {
+            a.merge(b);
+            a
+        });
     minmax.samples = set.len();
     if !method.needs_histogram() {
         return Ok(minmax.into_table());
     }
-    let mut hist = HistogramObserver::new(minmax.ranges().clone());
-    for i in 0..set.len() {
-        let mut obs = NamedObserver { g, f: |n: &str, v: &[f32]| hist.observe(n, v) };
-        interp.run_observed(set.sample(i)?, &mut obs)?;
-        progress(set.len() + i + 1, total);
-    }
+    let ranges = minmax.ranges().clone();
+    let hists = over_samples(
+        &interp,
+        g,
+        set,
+        run.threads,
+        set.len(),
+        total,
+        progress,
+        || HistogramObserver::new(ranges.clone()),
+        |o, n, v| o.observe(n, v),
+    )?;
+    let mut hist = HistogramObserver::new(ranges);
+    hists.into_iter().for_each(|h| hist.merge(h));
     Ok(hist.into_table(method, set.len()))
+}
+
+/// Run every sample of `set` through `interp`, `threads` at a time, each thread feeding the
+/// values it computes to its own observer (made by `make`); the observers, in thread order.
+/// Sample `i` goes to thread `i % threads`. Progress counts from `done_before`.
+#[allow(clippy::too_many_arguments)]
+fn over_samples<O: Send>(
+    interp: &Interpreter<'_>,
+    g: &Graph,
+    set: &CalibrationSet,
+    threads: usize,
+    done_before: usize,
+    total: usize,
+    progress: &mut dyn FnMut(usize, usize),
+    make: impl Fn() -> O + Sync,
+    observe: impl Fn(&mut O, &str, &[f32]) + Sync,
+) -> Result<Vec<O>, Error> {
+    let threads = threads.clamp(1, set.len().max(1));
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    // Each thread runs its samples in its own session (a planned arena: nothing is allocated
+    // per sample).
+    let work = |k: usize| -> Result<O, Error> {
+        let mut o = make();
+        let mut session = interp.session();
+        for i in (k..set.len()).step_by(threads) {
+            let mut obs = NamedObserver { g, f: |n: &str, v: &[f32]| observe(&mut o, n, v) };
+            session.run_observed(&set.sample(i)?, &mut obs)?;
+            done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(o)
+    };
+    if threads == 1 {
+        // One thread: no spawning, progress after every sample.
+        let mut o = make();
+        let mut session = interp.session();
+        for i in 0..set.len() {
+            let mut obs = NamedObserver { g, f: |n: &str, v: &[f32]| observe(&mut o, n, v) };
+            session.run_observed(&set.sample(i)?, &mut obs)?;
+            progress(done_before + i + 1, total);
+        }
+        return Ok(vec![o]);
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads).map(|k| s.spawn(move || work(k))).collect();
+        let mut shown = 0;
+        while handles.iter().any(|h| !h.is_finished()) {
+            let now = done.load(std::sync::atomic::Ordering::Relaxed);
+            if now != shown {
+                shown = now;
+                progress(done_before + now, total);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        progress(done_before + done.load(std::sync::atomic::Ordering::Relaxed), total);
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect::<Result<Vec<O>, Error>>()
+    })
 }
 
 /// Values of every tensor of one run, dequantized to float, by tensor name.
