@@ -542,6 +542,22 @@ fn calibration_tables_do_not_depend_on_threads_and_fast_is_close_to_reference() 
         for threads in [2, 3, 7] {
             assert_eq!(table(qlite::Kernels::Fast, threads), one, "{method:?} with {threads} threads");
         }
+        if method == CalibrationMethod::MinMax {
+            // The per-layer error report: the same numbers for any number of threads.
+            let mut o = opts(QuantMode::Int8, IoType::Float32);
+            o.quant.method = method.clone();
+            let dir = tempfile::tempdir().unwrap();
+            let out = dir.path().join("q.tflite");
+            convert("cnn", &out, &o);
+            let q = qlite::load(&reg, &out).unwrap();
+            let report = |threads| {
+                let r = qlite::quantize::error_report_with(&g, &q, &set, "int8", true, threads).unwrap();
+                serde_json::to_string(&r).unwrap()
+            };
+            let one = report(1);
+            assert_eq!(report(3), one);
+            assert!(one.contains("sqnr_db"));
+        }
         let reference = table(qlite::Kernels::Reference, 2);
         assert_eq!(reference.ranges.len(), one.ranges.len());
         for (name, r) in &reference.ranges {

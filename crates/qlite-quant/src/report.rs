@@ -26,6 +26,17 @@ impl ErrorStats {
         }
     }
 
+    /// Fold in another accumulation (another sample's); sums add, so merging the samples'
+    /// statistics in sample order gives the same numbers however they were computed.
+    pub fn merge(&mut self, o: &ErrorStats) {
+        self.sum_ref_sq += o.sum_ref_sq;
+        self.sum_test_sq += o.sum_test_sq;
+        self.sum_err_sq += o.sum_err_sq;
+        self.dot += o.dot;
+        self.max_abs = self.max_abs.max(o.max_abs);
+        self.count += o.count;
+    }
+
     /// Signal-to-quantization-noise ratio in dB (infinite when identical).
     pub fn sqnr_db(&self) -> f64 {
         if self.sum_err_sq == 0.0 {

@@ -746,7 +746,7 @@ pub fn quantize_model(
     let asked = opts.report.as_ref().or(opts.report_node_data.as_ref());
     let report = match (&set, asked) {
         (Some(set), Some(_)) if cfg.mode != QuantMode::None => {
-            Some(quantize::error_report(g, &graph, set, cfg.mode.name())?)
+            Some(quantize::error_report_with(g, &graph, set, cfg.mode.name(), true, opts.calibration_run.threads)?)
         }
         _ => None,
     };

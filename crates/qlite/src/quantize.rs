@@ -295,6 +295,33 @@ fn over_samples<O: Send>(
     })
 }
 
+/// `f` of every sample index, `threads` at a time (thread k takes samples k, k + threads, …);
+/// the results in sample order.
+fn each_sample<T: Send>(
+    n: usize,
+    threads: usize,
+    f: impl Fn(usize) -> Result<T, Error> + Sync,
+) -> Result<Vec<T>, Error> {
+    let threads = threads.clamp(1, n.max(1));
+    if threads == 1 {
+        return (0..n).map(f).collect();
+    }
+    let f = &f;
+    let per_thread: Vec<Result<Vec<T>, Error>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads).map(|k| s.spawn(move || (k..n).step_by(threads).map(f).collect())).collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+    });
+    let mut per_thread = per_thread.into_iter().map(|r| r.map(Vec::into_iter)).collect::<Result<Vec<_>, _>>()?;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        match per_thread[i % threads].next() {
+            Some(v) => out.push(v),
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
 /// Values of every tensor of one run, dequantized to float, by tensor name.
 pub(crate) fn float_values(
     g: &Graph,
@@ -336,19 +363,24 @@ pub struct ErrorReport {
 }
 
 pub fn error_report(float: &Graph, quant: &Graph, set: &CalibrationSet, mode: &str) -> Result<ErrorReport, Error> {
-    error_report_with(float, quant, set, mode, true)
+    error_report_with(float, quant, set, mode, true, CalibrationRun::default().threads)
 }
 
-/// [`error_report`], with or without the histograms (two more passes over the samples).
-pub(crate) fn error_report_with(
+/// [`error_report`], with or without the histograms (two more passes over the samples), the
+/// samples spread over `threads` (the same report for any number).
+pub fn error_report_with(
     float: &Graph,
     quant: &Graph,
     set: &CalibrationSet,
     mode: &str,
     with_histograms: bool,
+    threads: usize,
 ) -> Result<ErrorReport, Error> {
-    let fi = Interpreter::new(float)?;
-    let qi = Interpreter::new(quant)?;
+    // The fast kernels (the int8 model's bytes are the reference kernels'; the float model's
+    // values within the float tolerance), samples spread over the cores; each sample's
+    // statistics are merged in sample order, so any number of threads gives the same report.
+    let fi = Interpreter::new(float)?.kernels(crate::Kernels::Fast);
+    let qi = Interpreter::new(quant)?.kernels(crate::Kernels::Fast);
     let mut stats: BTreeMap<String, ErrorStats> = BTreeMap::new();
     let mut out_stats: Vec<ErrorStats> = vec![ErrorStats::default(); float.outputs().len()];
     let producers: BTreeMap<String, &'static str> = float
@@ -356,11 +388,12 @@ pub(crate) fn error_report_with(
         .iter()
         .flat_map(|n| n.outputs.iter().filter_map(|&o| float.tensor(o).map(|t| (t.name.clone(), n.op.name()))))
         .collect();
-    for i in 0..set.len() {
+    let per_sample = each_sample(set.len(), threads, |i| {
         let sample = set.sample(i)?;
         let (q_inputs, _) = crate::quantize_inputs(quant, sample.clone())?;
         let fv = float_values(float, &fi, sample)?;
         let qv = float_values(quant, &qi, q_inputs.clone())?;
+        let mut layers: Vec<(String, ErrorStats)> = Vec::new();
         for (name, f) in &fv {
             if !producers.contains_key(name) {
                 continue;
@@ -368,14 +401,28 @@ pub(crate) fn error_report_with(
             if let Some(q) = qv.get(name)
                 && q.len() == f.len()
             {
-                stats.entry(name.clone()).or_default().add(f, q);
+                let mut e = ErrorStats::default();
+                e.add(f, q);
+                layers.push((name.clone(), e));
             }
         }
         let fo = fi.run(set.sample(i)?)?;
         let qo = crate::dequantize_outputs(quant, qi.run(q_inputs)?)?;
+        let mut outs = vec![ErrorStats::default(); fo.len()];
         for (k, (a, b)) in fo.iter().zip(&qo).enumerate() {
             if let (Some(a), Some(b)) = (a.as_f32(), b.as_f32()) {
-                out_stats[k].add(a, b);
+                outs[k].add(a, b);
+            }
+        }
+        Ok((layers, outs))
+    })?;
+    for (layers, outs) in per_sample {
+        for (name, e) in layers {
+            stats.entry(name).or_default().merge(&e);
+        }
+        for (k, e) in outs.iter().enumerate() {
+            if let Some(s) = out_stats.get_mut(k) {
+                s.merge(e);
             }
         }
     }
