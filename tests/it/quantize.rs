@@ -545,7 +545,7 @@ fn calibration_tables_do_not_depend_on_threads_and_fast_is_close_to_reference() 
         if method == CalibrationMethod::MinMax {
             // The per-layer error report: the same numbers for any number of threads.
             let mut o = opts(QuantMode::Int8, IoType::Float32);
-            o.quant.method = method.clone();
+            o.quant.method = method;
             let dir = tempfile::tempdir().unwrap();
             let out = dir.path().join("q.tflite");
             convert("cnn", &out, &o);
