@@ -198,6 +198,9 @@ fn bench_reports_latency_arena_and_per_node_times() {
     assert_eq!(v["allocations_per_run"].as_f64(), Some(0.0), "{v}");
     assert!(v["arena_bytes"].as_u64().unwrap() > 0);
     assert!(v["fast_nodes"].as_u64().unwrap() >= 4, "{v}");
+    // What it ran on: the tier, and whether AMX-INT8 could run here (probed, never assumed).
+    assert_eq!(v["isa"], qlite::Isa::process_default().name());
+    assert!(v["amx"].as_str().unwrap().starts_with("AMX-INT8: "), "{v}");
     let nodes = v["nodes"].as_array().unwrap();
     assert_eq!(nodes.len(), 10, "every node of the CNN is timed");
     assert!(nodes.iter().any(|n| n["op"] == "DepthwiseConv2d"), "{nodes:?}");

@@ -895,6 +895,8 @@ fn bench_cmd(reg: &Registry, model: &Path, input: Option<&Path>, o: &BenchOpts) 
             "arena_bytes": arena_bytes,
             "arena_slots": session.slots(),
             "allocations_per_run": allocs_per_run,
+            "isa": interp.current_isa().name(),
+            "amx": qlite::isa::Amx::probe().describe(),
         });
         let mut o = o;
         if let Some(rows) = &node_profile {
@@ -918,6 +920,7 @@ fn bench_cmd(reg: &Registry, model: &Path, input: Option<&Path>, o: &BenchOpts) 
         session.slots(),
         allocs_per_run
     );
+    println!("isa: {}; {}", interp.current_isa().name(), qlite::isa::Amx::probe().describe());
     if let Some(rows) = node_profile {
         let total: f64 = rows.iter().map(|r| r.mean_us).sum::<f64>().max(1e-9);
         println!("{:>5}  {:<24} {:<22} {:>10} {:>6}", "node", "op", "output", "mean µs", "%");

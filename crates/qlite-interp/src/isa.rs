@@ -111,6 +111,58 @@ fn detect() -> Isa {
     Isa::Portable
 }
 
+/// Whether this machine could run AMX-INT8 tile kernels (Intel Sapphire Rapids and later):
+/// probed at run time, never assumed. qlite has no AMX kernels yet; this says whether they
+/// could run here, so a benchmark can say what it measured on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Amx {
+    /// The CPU has no AMX-TILE / AMX-INT8 (CPUID leaf 7: EDX bits 24 and 25).
+    NotOnCpu,
+    /// The CPU has it but the OS does not save the tile state (XCR0 bits 17 and 18 clear).
+    NotEnabledByOs,
+    /// Both: a process may request the tile data permission and use it.
+    Available,
+}
+
+impl Amx {
+    pub fn probe() -> Amx {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{__cpuid, __cpuid_count};
+            // SAFETY: CPUID exists on every x86_64 CPU; leaf 7 is read only if the maximum
+            // leaf reaches it, and XGETBV only if CPUID says OSXSAVE.
+            #[allow(unsafe_code)]
+            unsafe {
+                if __cpuid(0).eax < 7 {
+                    return Amx::NotOnCpu;
+                }
+                let edx = __cpuid_count(7, 0).edx;
+                if edx & (1 << 24) == 0 || edx & (1 << 25) == 0 {
+                    return Amx::NotOnCpu;
+                }
+                if __cpuid(1).ecx & (1 << 27) == 0 {
+                    return Amx::NotEnabledByOs;
+                }
+                let xcr0 = std::arch::x86_64::_xgetbv(0);
+                if xcr0 & (0b11 << 17) != 0b11 << 17 {
+                    return Amx::NotEnabledByOs;
+                }
+                Amx::Available
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        Amx::NotOnCpu
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Amx::NotOnCpu => "AMX-INT8: not on this CPU",
+            Amx::NotEnabledByOs => "AMX-INT8: on this CPU but not enabled by the OS",
+            Amx::Available => "AMX-INT8: available (qlite has no AMX kernels yet)",
+        }
+    }
+}
+
 fn vbmi() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
