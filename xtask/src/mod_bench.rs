@@ -598,6 +598,7 @@ pub fn bench() -> R {
         println!("    {l}");
     }
     let large = large_models(&dir, &exe)?;
+    let calibration = calibration_bench(&dir, &exe)?;
     let doc = format!(
         "# Benchmarks\n\nWritten by `cargo xtask bench` (release build, single-image latency, one thread unless \
          stated; qlite fast and LiteRT default: the lowest of 5 medians of 1000–2000 runs after warm-up, \
@@ -614,11 +615,84 @@ pub fn bench() -> R {
          weights are made at load by ConstantOfShape, so the values are not a trained model's, the \
          work is), converted by `qlite convert --io-layout nhwc --quantize int8` calibrated on 4 \
          seeded random images: no Transpose is left (`assign-layout`). Both sides run the same \
-         file, one thread, median of 20 runs, lowest of 3 rounds.\n"
+         file, one thread, median of 20 runs, lowest of 3 rounds.\n\n\
+         ## Full-integer conversion against TensorFlow's converter\n\n{calibration}\n\
+         Keras ResNet-50 (`keras.applications`, random weights, 224×224, batch None) exported as a \
+         SavedModel, 32 calibration images (`xtask/bench/keras_resnet50_int8.py`). TensorFlow: the \
+         converter call only (imported and warmed up first); qlite: the whole `qlite convert \
+         --quantize int8 --calibration` process (import, calibration on the fast kernels with the \
+         samples spread over both cores, quantization, writing), median of 3.\n"
     );
     std::fs::create_dir_all(root().join("docs")).map_err(|e| e.to_string())?;
     std::fs::write(root().join("docs/benchmarks.md"), doc).map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// Keras ResNet-50 to full integer with 32 calibration images: TensorFlow's converter against
+/// `qlite convert` on this machine; a Markdown table.
+fn calibration_bench(dir: &Path, exe: &Path) -> Result<String, String> {
+    let out = dir.join("keras_resnet50");
+    let py = match std::env::var_os("QLITE_TF_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => super::venv(&root().join(".venv-fixtures"), &root().join("xtask/requirements-fixtures.txt"))?,
+    };
+    let o = Command::new(py)
+        .arg(root().join("xtask/bench/keras_resnet50_int8.py"))
+        .arg(&out)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !o.status.success() {
+        return Err(format!("keras_resnet50_int8.py failed: {}", String::from_utf8_lossy(&o.stderr)));
+    }
+    let tf_ms: f64 = String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("tf_int8_ms=").and_then(|v| v.parse().ok()))
+        .unwrap_or(f64::NAN);
+    let (saved, calib, q) = (out.join("saved_model"), out.join("calib.npy"), out.join("qlite_int8.tflite"));
+    let mut times = Vec::new();
+    let mut calib_ms = Vec::new();
+    for _ in 0..3 {
+        let o = Command::new(exe)
+            .arg("--stats")
+            .arg("convert")
+            .arg(&saved)
+            .arg("-o")
+            .arg(&q)
+            .args(["--quantize", "int8", "--calibration"])
+            .arg(&calib)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !o.status.success() {
+            return Err(format!("qlite convert of Keras ResNet-50 failed: {}", String::from_utf8_lossy(&o.stderr)));
+        }
+        let (err, stdout) = (String::from_utf8_lossy(&o.stderr), String::from_utf8_lossy(&o.stdout));
+        times.push(
+            err.split_whitespace()
+                .find_map(|w| w.strip_prefix("elapsed_ms=").and_then(|v| v.parse::<f64>().ok()))
+                .unwrap_or(f64::NAN),
+        );
+        calib_ms.push(
+            stdout
+                .lines()
+                .find_map(|l| l.strip_prefix("calibration: ").and_then(|v| v.trim_end_matches(" ms").parse().ok()))
+                .unwrap_or(f64::NAN),
+        );
+    }
+    let (ours, cal) = (median(times), median(calib_ms));
+    let table = format!(
+        "| model | TensorFlow's converter | qlite convert | of which calibration | qlite's speed-up |\n\
+         |---|---|---|---|---|\n\
+         | Keras ResNet-50 int8, 32 images | {:.1} s | {:.2} s | {:.2} s | {:.1}× |\n",
+        tf_ms / 1e3,
+        ours / 1e3,
+        cal / 1e3,
+        tf_ms / ours
+    );
+    println!("  full-integer conversion against TensorFlow's converter:");
+    for l in table.lines() {
+        println!("    {l}");
+    }
+    Ok(table)
 }
 
 /// Real-size int8 models: qlite's fast kernels against LiteRT's default path (XNNPACK), one
