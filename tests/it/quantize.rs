@@ -557,6 +557,13 @@ fn calibration_tables_do_not_depend_on_threads_and_fast_is_close_to_reference() 
             let one = report(1);
             assert_eq!(report(3), one);
             assert!(one.contains("sqnr_db"));
+            // `eval` likewise (its latency is timed apart, so it is left out).
+            let x = qlite::read_npy_file(&fixture("digits/x_test.npy")).unwrap();
+            let eval = |threads| {
+                let e = qlite::quantize::evaluate_with(&q, &x, &labels(), Some(&g), threads).unwrap();
+                (e.top1, e.agreement, e.sqnr_db.map(f64::to_bits))
+            };
+            assert_eq!(eval(3), eval(1));
         }
         let reference = table(qlite::Kernels::Reference, 2);
         assert_eq!(reference.ranges.len(), one.ranges.len());
