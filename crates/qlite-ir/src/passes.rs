@@ -128,37 +128,152 @@ fn fold_node(g: &Graph, ni: usize) -> Option<Bytes> {
 }
 
 /// Permute a row-major array of `elem`-byte elements.
+///
+/// Axes that stay next to each other are merged first. When the innermost axis stays
+/// innermost, whole rows are copied; otherwise the innermost input axis and the innermost
+/// output axis are transposed in 32×32 tiles, so both sides are read and written a cache line
+/// at a time (a flatten's weight permutation of VGG-19, 411 MB, was an element-by-element
+/// gather).
 pub fn transpose_bytes(data: &[u8], dims: &[usize], perm: &[usize], elem: usize) -> Option<Vec<u8>> {
     let rank = dims.len();
-    if perm.len() != rank {
+    if perm.len() != rank || elem == 0 {
         return None;
+    }
+    let mut seen = vec![false; rank];
+    for &p in perm {
+        if p >= rank || std::mem::replace(&mut seen[p], true) {
+            return None;
+        }
     }
     let n = checked_product(dims)?;
     if data.len() != n.checked_mul(elem)? {
         return None;
     }
-    let mut in_strides = vec![1usize; rank];
-    for i in (0..rank.saturating_sub(1)).rev() {
-        in_strides[i] = in_strides[i + 1] * dims[i + 1];
-    }
-    let out_dims: Vec<usize> = perm.iter().map(|&p| dims.get(p).copied()).collect::<Option<_>>()?;
     let mut out = vec![0u8; data.len()];
-    let mut idx = vec![0usize; rank];
-    for o in 0..n {
-        let mut src = 0;
-        for k in 0..rank {
-            src += idx[k] * in_strides[perm[k]];
+    if n == 0 {
+        return Some(out);
+    }
+    // Merge input axes i, i+1 that stay adjacent (in that order) in the output.
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for &p in perm {
+        match groups.last_mut() {
+            Some(g) if *g.last().unwrap_or(&usize::MAX) + 1 == p => g.push(p),
+            _ => groups.push(vec![p]),
         }
-        out[o * elem..(o + 1) * elem].copy_from_slice(&data[src * elem..(src + 1) * elem]);
-        for k in (0..rank).rev() {
-            idx[k] += 1;
-            if idx[k] < out_dims[k] {
+    }
+    // The merged input axes, in input order, with their sizes.
+    let mut order: Vec<usize> = (0..groups.len()).collect();
+    order.sort_by_key(|&g| groups[g][0]);
+    let size = |g: usize| groups[g].iter().map(|&a| dims[a]).product::<usize>();
+    let in_dims: Vec<usize> = order.iter().map(|&g| size(g)).collect();
+    // perm over the merged axes: output axis k reads merged input axis mperm[k].
+    let mut pos_in = vec![0; groups.len()];
+    for (i, &g) in order.iter().enumerate() {
+        pos_in[g] = i;
+    }
+    let mperm: Vec<usize> = (0..groups.len()).map(|g| pos_in[g]).collect();
+    let r = in_dims.len();
+    let mut in_strides = vec![1usize; r];
+    for i in (0..r.saturating_sub(1)).rev() {
+        in_strides[i] = in_strides[i + 1] * in_dims[i + 1];
+    }
+    let out_dims: Vec<usize> = mperm.iter().map(|&p| in_dims[p]).collect();
+    if mperm[r - 1] == r - 1 {
+        // The innermost axis stays innermost: copy whole rows.
+        let row = in_dims[r - 1] * elem;
+        let mut idx = vec![0usize; r - 1];
+        for chunk in out.chunks_exact_mut(row) {
+            let src: usize = (0..r - 1).map(|k| idx[k] * in_strides[mperm[k]]).sum::<usize>() * elem;
+            chunk.copy_from_slice(&data[src..src + row]);
+            for k in (0..r - 1).rev() {
+                idx[k] += 1;
+                if idx[k] < out_dims[k] {
+                    break;
+                }
+                idx[k] = 0;
+            }
+        }
+        return Some(out);
+    }
+    // Tiles over (output axis q, which reads the innermost input axis) × (the innermost output
+    // axis, which reads input axis p); an odometer over the other output axes.
+    let q = mperm.iter().position(|&a| a == r - 1)?;
+    let p = mperm[r - 1];
+    let (nq, nl, sp) = (out_dims[q], out_dims[r - 1], in_strides[p]);
+    let mut out_strides = vec![1usize; r];
+    for i in (0..r - 1).rev() {
+        out_strides[i] = out_strides[i + 1] * out_dims[i + 1];
+    }
+    let sq = out_strides[q];
+    let others: Vec<usize> = (0..r - 1).filter(|&k| k != q).collect();
+    let mut idx = vec![0usize; others.len()];
+    let outer: usize = others.iter().map(|&k| out_dims[k]).product();
+    for _ in 0..outer {
+        let src0: usize = others.iter().zip(&idx).map(|(&k, &i)| i * in_strides[mperm[k]]).sum();
+        let dst0: usize = others.iter().zip(&idx).map(|(&k, &i)| i * out_strides[k]).sum();
+        let tile = Tile { nq, nl, sp, sq, src0, dst0 };
+        match elem {
+            1 => tile.copy::<1>(data, &mut out),
+            2 => tile.copy::<2>(data, &mut out),
+            4 => tile.copy::<4>(data, &mut out),
+            8 => tile.copy::<8>(data, &mut out),
+            _ => tile.copy_any(data, &mut out, elem),
+        }
+        for (j, &k) in others.iter().enumerate().rev() {
+            idx[j] += 1;
+            if idx[j] < out_dims[k] {
                 break;
             }
-            idx[k] = 0;
+            idx[j] = 0;
         }
     }
     Some(out)
+}
+
+/// One 2-D transpose of [`transpose_bytes`]: `nq × nl` output elements, the innermost input
+/// axis along `q` (output stride `sq`), input stride `sp` along the innermost output axis; done
+/// in 32×32 tiles.
+struct Tile {
+    nq: usize,
+    nl: usize,
+    sp: usize,
+    sq: usize,
+    src0: usize,
+    dst0: usize,
+}
+
+impl Tile {
+    const T: usize = 32;
+
+    /// Elements of `N` bytes, moved as `[u8; N]`.
+    fn copy<const N: usize>(&self, data: &[u8], out: &mut [u8]) {
+        for a0 in (0..self.nq).step_by(Self::T) {
+            for l0 in (0..self.nl).step_by(Self::T) {
+                for a in a0..(a0 + Self::T).min(self.nq) {
+                    let d0 = (self.dst0 + a * self.sq) * N;
+                    for l in l0..(l0 + Self::T).min(self.nl) {
+                        let s = (self.src0 + l * self.sp + a) * N;
+                        let v: [u8; N] = data[s..s + N].try_into().unwrap_or([0; N]);
+                        out[d0 + l * N..d0 + (l + 1) * N].copy_from_slice(&v);
+                    }
+                }
+            }
+        }
+    }
+
+    fn copy_any(&self, data: &[u8], out: &mut [u8], elem: usize) {
+        for a0 in (0..self.nq).step_by(Self::T) {
+            for l0 in (0..self.nl).step_by(Self::T) {
+                for a in a0..(a0 + Self::T).min(self.nq) {
+                    for l in l0..(l0 + Self::T).min(self.nl) {
+                        let s = (self.src0 + l * self.sp + a) * elem;
+                        let d = (self.dst0 + a * self.sq + l) * elem;
+                        out[d..d + elem].copy_from_slice(&data[s..s + elem]);
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl Pass for FoldConstants {
@@ -1083,4 +1198,63 @@ pub fn fold_densify(g: &mut Graph) -> usize {
         g.compact_tensors();
     }
     count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The element-by-element gather `transpose_bytes` replaced, as the oracle.
+    fn naive(data: &[u8], dims: &[usize], perm: &[usize], elem: usize) -> Vec<u8> {
+        let rank = dims.len();
+        let mut in_strides = vec![1usize; rank];
+        for i in (0..rank.saturating_sub(1)).rev() {
+            in_strides[i] = in_strides[i + 1] * dims[i + 1];
+        }
+        let out_dims: Vec<usize> = perm.iter().map(|&p| dims[p]).collect();
+        let n: usize = dims.iter().product();
+        let mut out = vec![0u8; data.len()];
+        let mut idx = vec![0usize; rank];
+        for o in 0..n {
+            let src: usize = (0..rank).map(|k| idx[k] * in_strides[perm[k]]).sum();
+            out[o * elem..(o + 1) * elem].copy_from_slice(&data[src * elem..(src + 1) * elem]);
+            for k in (0..rank).rev() {
+                idx[k] += 1;
+                if idx[k] < out_dims[k] {
+                    break;
+                }
+                idx[k] = 0;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn transpose_bytes_equals_the_gather_on_random_shapes() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |m: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % m) as usize
+        };
+        for case in 0..400 {
+            let rank = 1 + next(5);
+            let dims: Vec<usize> = (0..rank).map(|_| if case % 17 == 0 { next(3) } else { 1 + next(40) }).collect();
+            let mut perm: Vec<usize> = (0..rank).collect();
+            for i in (1..rank).rev() {
+                perm.swap(i, next(i as u64 + 1));
+            }
+            let elem = [1, 2, 4, 8, 3][next(5)];
+            let n: usize = dims.iter().product();
+            if n * elem > 1 << 20 {
+                continue;
+            }
+            let data: Vec<u8> = (0..n * elem).map(|_| next(256) as u8).collect();
+            let got = transpose_bytes(&data, &dims, &perm, elem).unwrap();
+            assert_eq!(got, naive(&data, &dims, &perm, elem), "dims {dims:?} perm {perm:?} elem {elem}");
+        }
+        assert!(transpose_bytes(&[0; 8], &[2, 1], &[0, 0], 4).is_none(), "not a permutation");
+        assert!(transpose_bytes(&[0; 8], &[2, 2], &[1, 0], 4).is_none(), "wrong length");
+    }
 }
