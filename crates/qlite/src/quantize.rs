@@ -322,12 +322,20 @@ fn each_sample<T: Send>(
     Ok(out)
 }
 
+/// Every tensor's values of one run, dequantized to float, by tensor name.
+type LayerValues = BTreeMap<String, Vec<f32>>;
+
 /// Values of every tensor of one run, dequantized to float, by tensor name.
-pub(crate) fn float_values(
+pub(crate) fn float_values(g: &Graph, interp: &Interpreter<'_>, inputs: Vec<Array>) -> Result<LayerValues, Error> {
+    Ok(float_values_and_outputs(g, interp, inputs)?.0)
+}
+
+/// [`float_values`], and the run's outputs as the interpreter returns them.
+fn float_values_and_outputs(
     g: &Graph,
     interp: &Interpreter<'_>,
     inputs: Vec<Array>,
-) -> Result<BTreeMap<String, Vec<f32>>, Error> {
+) -> Result<(LayerValues, Vec<Array>), Error> {
     struct Collect<'a> {
         g: &'a Graph,
         out: BTreeMap<String, Vec<f32>>,
@@ -345,8 +353,8 @@ pub(crate) fn float_values(
         }
     }
     let mut c = Collect { g, out: BTreeMap::new() };
-    interp.run_observed(inputs, &mut c)?;
-    Ok(c.out)
+    let outputs = interp.run_observed(inputs, &mut c)?;
+    Ok((c.out, outputs))
 }
 
 /// The per-layer error report: every tensor the float model computes that the quantized model
@@ -391,8 +399,9 @@ pub fn error_report_with(
     let per_sample = each_sample(set.len(), threads, |i| {
         let sample = set.sample(i)?;
         let (q_inputs, _) = crate::quantize_inputs(quant, sample.clone())?;
-        let fv = float_values(float, &fi, sample)?;
-        let qv = float_values(quant, &qi, q_inputs.clone())?;
+        // One run of each model per sample: every layer's values and the outputs.
+        let (fv, fo) = float_values_and_outputs(float, &fi, sample)?;
+        let (qv, qo) = float_values_and_outputs(quant, &qi, q_inputs)?;
         let mut layers: Vec<(String, ErrorStats)> = Vec::new();
         for (name, f) in &fv {
             if !producers.contains_key(name) {
@@ -406,8 +415,7 @@ pub fn error_report_with(
                 layers.push((name.clone(), e));
             }
         }
-        let fo = fi.run(set.sample(i)?)?;
-        let qo = crate::dequantize_outputs(quant, qi.run(q_inputs)?)?;
+        let qo = crate::dequantize_outputs(quant, qo)?;
         let mut outs = vec![ErrorStats::default(); fo.len()];
         for (k, (a, b)) in fo.iter().zip(&qo).enumerate() {
             if let (Some(a), Some(b)) = (a.as_f32(), b.as_f32()) {
