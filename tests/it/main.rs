@@ -17,6 +17,7 @@ mod onnx;
 mod opaque;
 mod ops;
 mod oracle;
+mod pass_dags;
 mod passes;
 mod prod_ops;
 mod quantize;

@@ -4,7 +4,7 @@ use crate::common::Builder;
 use qlite::ir::op::*;
 use qlite::ir::pass::pipeline_from_names;
 use qlite::ir::passes::{DeadCodeElimination, FoldConstants, FuseActivations, PASSES};
-use qlite::ir::{Graph, Pass, PassCx, PassError, PassManager};
+use qlite::ir::{Editor, Graph, Pass, PassError, PassManager, Patch};
 
 fn relu_after_conv() -> (Graph, Vec<qlite::Array>) {
     let mut b = Builder::new("fuse");
@@ -61,11 +61,12 @@ impl Pass for Breaks {
     fn name(&self) -> &'static str {
         "breaks-graph"
     }
-    fn run(&self, g: &mut Graph, _: &mut PassCx) -> Result<bool, PassError> {
+    fn run(&self, ed: &mut Editor<'_>) -> Result<(), PassError> {
         // Drop the first node: its output is now read before anything produces it.
-        let mut first = true;
-        g.retain_nodes(|_| !std::mem::take(&mut first));
-        Ok(true)
+        let mut p = Patch::new();
+        p.remove(ed.keys()[0]);
+        let _ = ed.apply(p);
+        Ok(())
     }
 }
 
@@ -74,7 +75,7 @@ impl Pass for Fails {
     fn name(&self) -> &'static str {
         "fails"
     }
-    fn run(&self, _: &mut Graph, _: &mut PassCx) -> Result<bool, PassError> {
+    fn run(&self, _: &mut Editor<'_>) -> Result<(), PassError> {
         Err(PassError::Failed("no can do".into()))
     }
 }

@@ -573,12 +573,14 @@ fn real_main(cli: Cli) -> Result<(), String> {
                 println!("calibration: {:.2} ms", r.calibration.as_secs_f64() * 1e3);
             }
             if time_passes {
-                for (name, changed, t) in &r.passes {
-                    eprintln!(
-                        "pass {name:<20} {:>9.3} ms{}",
-                        t.as_secs_f64() * 1e3,
-                        if *changed { "  (changed)" } else { "" }
-                    );
+                for p in &r.passes {
+                    let what = match (p.rewrites, p.changed) {
+                        (0, false) => String::new(),
+                        (0, true) => "  (unreferenced tensors dropped)".into(),
+                        (1, _) => "  (1 rewrite)".into(),
+                        (n, _) => format!("  ({n} rewrites)"),
+                    };
+                    eprintln!("pass {:<24} {:>9.3} ms{what}", p.pass, p.elapsed.as_secs_f64() * 1e3);
                 }
             }
             println!(

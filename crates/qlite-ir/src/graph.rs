@@ -149,11 +149,9 @@ impl Graph {
         id
     }
 
-    /// Insert a node at position `index` of the execution order (clamped to the end).
-    pub fn insert_node(&mut self, index: usize, node: Node) -> NodeId {
-        let i = index.min(self.nodes.len());
-        self.nodes.insert(i, node);
-        NodeId::from_index(i)
+    /// Move the node list out (the graph is left without nodes); the pass editor's start.
+    pub fn take_nodes(&mut self) -> Vec<Node> {
+        std::mem::take(&mut self.nodes)
     }
 
     pub fn nodes(&self) -> &[Node] {

@@ -23,9 +23,10 @@
 //! A flatten into a fully-connected layer costs nothing either: the FC's weight columns are
 //! permuted at conversion time instead.
 
+use crate::edit::{Editor, Patch};
 use crate::graph::{Graph, Node, TensorId};
 use crate::op::{Concatenation, Mean, MirrorPad, Op, Pad, StridedSlice, Tile, Transpose};
-use crate::pass::{Pass, PassCx, PassError};
+use crate::pass::{Pass, PassError};
 use crate::passes::transpose_bytes;
 use crate::shape::{Dim, Shape};
 use crate::tensor::Tensor;
@@ -279,7 +280,22 @@ impl Pass for AssignLayout {
         "assign-layout"
     }
 
-    fn run(&self, g: &mut Graph, cx: &mut PassCx) -> Result<bool, PassError> {
+    /// One global decision, applied as one patch.
+    fn run(&self, ed: &mut Editor<'_>) -> Result<(), PassError> {
+        if !ed.budget_left() {
+            return Ok(());
+        }
+        let mut g = ed.snapshot();
+        if Self::rewrite(&mut g)? {
+            let _ = ed.apply(Patch::replace_graph(g));
+        }
+        Ok(())
+    }
+}
+
+impl AssignLayout {
+    /// The rewrite on a copy of the graph; whether it changed anything.
+    fn rewrite(g: &mut Graph) -> Result<bool, PassError> {
         let nt = g.tensors().len();
         let mut roles: Vec<Role> = g.nodes().iter().map(|n| Self::role(g, n)).collect();
         let shuffles: Vec<[usize; 3]> = (0..g.nodes().len()).filter_map(|i| channel_shuffle(g, i)).collect();
@@ -400,7 +416,7 @@ impl Pass for AssignLayout {
             }
         }
         let nhwc = |dsu: &mut Dsu, t: TensorId| is_cand(t) && last.get(&dsu.find(t.index())) == Some(&true);
-        if !(0..nt).any(|i| nhwc(&mut dsu, TensorId::from_index(i))) || !cx.allow_rewrite() {
+        if !(0..nt).any(|i| nhwc(&mut dsu, TensorId::from_index(i))) {
             return Ok(false);
         }
 

@@ -9,6 +9,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod dtype;
+pub mod edit;
 pub mod graph;
 pub mod hint;
 pub mod layout;
@@ -25,10 +26,11 @@ pub mod tensor;
 pub mod verify;
 
 pub use dtype::DType;
+pub use edit::{Applied, Budget, Editor, NodeKey, Patch};
 pub use graph::{Graph, Node, NodeId, Signature, TensorId};
 pub use limits::{LimitError, Limits};
 pub use op::*;
-pub use pass::{Pass, PassCx, PassError, PassInfo, PassManager, PipelineError};
+pub use pass::{Pass, PassError, PassInfo, PassManager, PipelineError};
 pub use print::print_graph;
 pub use quant::{QuantError, QuantParams};
 pub use shape::{Dim, MAX_RANK, Shape};

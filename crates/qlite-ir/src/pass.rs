@@ -1,11 +1,13 @@
 //! Passes and the pass manager.
 //!
-//! A pass is stateless: `run` looks at the graph, rewrites it and says whether anything
-//! changed. The manager runs a list of passes, verifies the graph after each one (in tests and
-//! debug builds, or when asked), times them, can print the IR after a pass that changed it, can
-//! stop after N rewrites to bisect a bad rewrite, and on failure names the pass and restores
-//! the graph from before it.
+//! A pass is stateless: `run` looks at the graph through an [`Editor`] and rewrites it with
+//! patches (see [`crate::edit`]). The manager runs a list of passes, counts every pass's patches,
+//! verifies the graph after each pass that changed it (in tests and debug builds, or when
+//! asked), times them, can print the IR after a pass that changed it, can stop after N rewrites
+//! over the whole pipeline to bisect a bad rewrite (the editor refuses the patch over the
+//! budget), and on failure names the pass and restores the graph from before it.
 
+use crate::edit::{Budget, Editor};
 use crate::graph::Graph;
 use crate::print::print_graph;
 use crate::verify::{VerifyError, verify};
@@ -29,41 +31,15 @@ pub struct PipelineError {
     pub source: PassError,
 }
 
-/// Context handed to a pass: the rewrite budget and a log.
-#[derive(Debug, Default)]
-pub struct PassCx {
-    budget: Option<usize>,
-    rewrites: usize,
-}
-
-impl PassCx {
-    pub fn new(budget: Option<usize>) -> Self {
-        PassCx { budget, rewrites: 0 }
-    }
-
-    /// Ask to make one rewrite. Returns false when the budget set by `stop_after` is used up;
-    /// the pass must then leave the graph as it is.
-    pub fn allow_rewrite(&mut self) -> bool {
-        if let Some(b) = self.budget
-            && self.rewrites >= b
-        {
-            return false;
-        }
-        self.rewrites += 1;
-        true
-    }
-
-    pub fn rewrites(&self) -> usize {
-        self.rewrites
-    }
-}
-
 /// A graph-to-graph transformation.
+///
+/// A pass changes the graph only through the [`Editor`] it is handed, one [`Patch`](crate::edit::Patch)
+/// per rewrite; the manager counts the patches, enforces the rewrite budget, verifies and prints.
 pub trait Pass: Send + Sync {
     /// Name used in the pass table, reports and `--passes`.
     fn name(&self) -> &'static str;
-    /// Rewrite `g`; return whether anything changed.
-    fn run(&self, g: &mut Graph, cx: &mut PassCx) -> Result<bool, PassError>;
+    /// Rewrite the graph open in `ed`.
+    fn run(&self, ed: &mut Editor<'_>) -> Result<(), PassError>;
 }
 
 /// Timing and change record of one pass run.
@@ -71,6 +47,8 @@ pub trait Pass: Send + Sync {
 pub struct PassRecord {
     pub pass: &'static str,
     pub changed: bool,
+    /// Patches the pass applied.
+    pub rewrites: usize,
     pub elapsed: Duration,
 }
 
@@ -144,18 +122,19 @@ impl PassManager {
 
     /// Run every pass in order.
     pub fn run(&self, g: &mut Graph) -> Result<Vec<PassRecord>, PipelineError> {
-        let mut cx = PassCx::new(self.stop_after);
+        let mut budget = Budget::new(self.stop_after);
         let mut records = Vec::with_capacity(self.passes.len());
         for p in &self.passes {
             let before = g.clone();
             let start = Instant::now();
-            let changed = match p.run(g, &mut cx) {
-                Ok(c) => c,
-                Err(source) => {
-                    *g = before;
-                    return Err(PipelineError { pass: p.name().to_string(), what: "failed", source });
-                }
-            };
+            let mut ed = Editor::new(g, &mut budget);
+            let result = p.run(&mut ed);
+            let stats = ed.finish();
+            if let Err(source) = result {
+                *g = before;
+                return Err(PipelineError { pass: p.name().to_string(), what: "failed", source });
+            }
+            let changed = stats.patches > 0 || stats.dropped_tensors > 0;
             if changed
                 && self.verify_each
                 && let Err(e) = verify(g)
@@ -168,10 +147,10 @@ impl PassManager {
                 });
             }
             let elapsed = start.elapsed();
-            if changed && self.print_after_change {
-                eprintln!("// IR after {}\n{}", p.name(), print_graph(g));
+            if stats.patches > 0 && self.print_after_change {
+                eprintln!("// IR after {} ({} rewrites)\n{}", p.name(), stats.patches, print_graph(g));
             }
-            records.push(PassRecord { pass: p.name(), changed, elapsed });
+            records.push(PassRecord { pass: p.name(), changed, rewrites: stats.patches, elapsed });
         }
         Ok(records)
     }
@@ -200,4 +179,14 @@ pub fn pipeline_from_names(table: &[PassInfo], names: &[&str]) -> Result<PassMan
         return Err(format!("unknown pass(es) {}; known passes: {}", unknown.join(", "), known.join(", ")));
     }
     Ok(pm)
+}
+
+/// Run one pass on `g` outside a pipeline (no budget, no verification): an importer's own
+/// cleanup. Returns the patches it applied.
+pub fn run_pass(p: &dyn Pass, g: &mut Graph) -> Result<usize, PassError> {
+    let mut budget = Budget::new(None);
+    let mut ed = Editor::new(g, &mut budget);
+    let result = p.run(&mut ed);
+    let stats = ed.finish();
+    result.map(|()| stats.patches)
 }

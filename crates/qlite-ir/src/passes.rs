@@ -1,35 +1,23 @@
 //! Generic cleanup passes and the IR's pass table.
+//!
+//! Every pass works through the [`Editor`](crate::edit::Editor): local rewrites are a function
+//! from a node to the [`Patch`] that rewrites it, run by the editor's worklist
+//! ([`Editor::rewrite_each`]); node keys stay valid across inserts, and readers and producers
+//! are O(1) to find.
 
-use crate::graph::{Graph, TensorId};
+use crate::edit::{Editor, NodeKey, Patch};
+use crate::graph::{Graph, Node, TensorId};
 use crate::op::{Activation, Op, UnaryKind};
-use crate::pass::{Pass, PassCx, PassError, PassInfo, PassManager};
+use crate::pass::{Pass, PassError, PassInfo, PassManager};
 use crate::shape::checked_product;
 use crate::tensor::f32_bytes;
 use bytes::Bytes;
 
-/// Remove the nodes at `indices` (positions in the node list); the others keep their order.
-fn remove_nodes(g: &mut Graph, indices: &[usize]) {
-    let mut k = 0;
-    g.retain_nodes(|_| {
-        k += 1;
-        !indices.contains(&(k - 1))
-    });
-}
-
-/// Apply `step` (one rewrite, or none) until nothing changes or the rewrite budget is spent,
-/// then drop the tensors nothing references; whether anything changed.
-fn rewrite_to_fixed_point(g: &mut Graph, cx: &mut PassCx, step: fn(&mut Graph) -> bool) -> bool {
-    let mut changed = false;
-    for _ in 0..=g.nodes().len() {
-        if !cx.allow_rewrite() || !step(g) {
-            break;
-        }
-        changed = true;
-    }
-    if changed {
-        g.compact_tensors();
-    }
-    changed
+/// A patch removing one node.
+fn remove(k: NodeKey) -> Patch {
+    let mut p = Patch::new();
+    p.remove(k);
+    p
 }
 
 /// Removes nodes whose outputs nobody reads, then tensors nobody references.
@@ -41,44 +29,28 @@ impl Pass for DeadCodeElimination {
         "dce"
     }
 
-    fn run(&self, g: &mut Graph, cx: &mut PassCx) -> Result<bool, PassError> {
-        let n = g.tensors().len();
-        let mut live = vec![false; n];
-        for &o in g.outputs() {
+    fn run(&self, ed: &mut Editor<'_>) -> Result<(), PassError> {
+        let mut live = vec![false; ed.tensor_count()];
+        for &o in ed.outputs() {
             if let Some(l) = live.get_mut(o.index()) {
                 *l = true;
             }
         }
-        let mut keep = vec![true; g.nodes().len()];
-        for (i, node) in g.nodes().iter().enumerate().rev() {
+        for k in ed.keys().into_iter().rev() {
+            let Some(node) = ed.node(k) else { continue };
             // An opaque op may have effects qlite cannot see (a variable assignment has no
-            // output): it stays.
+            // output): it stays. A dead node the budget does not let go stays live too.
             let used = matches!(node.op, Op::Opaque(_))
                 || node.outputs.iter().any(|o| live.get(o.index()).copied().unwrap_or(false));
-            if used || !cx.allow_rewrite_if(!used) {
-                for t in node.input_ids() {
+            if used || ed.apply(remove(k)).is_none() {
+                for t in ed.node(k).map(|n| n.input_ids().collect::<Vec<_>>()).unwrap_or_default() {
                     if let Some(l) = live.get_mut(t.index()) {
                         *l = true;
                     }
                 }
-            } else {
-                keep[i] = false;
             }
         }
-        let removed_nodes = keep.iter().filter(|k| !**k).count();
-        if removed_nodes > 0 {
-            let mut it = keep.into_iter();
-            g.retain_nodes(|_| it.next().unwrap_or(true));
-        }
-        let removed_tensors = g.compact_tensors();
-        Ok(removed_nodes > 0 || removed_tensors > 0)
-    }
-}
-
-impl PassCx {
-    /// `allow_rewrite` only when `want` is true (helper for passes that decide per item).
-    pub fn allow_rewrite_if(&mut self, want: bool) -> bool {
-        want && self.allow_rewrite()
+        Ok(())
     }
 }
 
@@ -87,15 +59,15 @@ impl PassCx {
 #[derive(Debug, Default)]
 pub struct FoldConstants;
 
-fn fold_node(g: &Graph, ni: usize) -> Option<Bytes> {
-    let node = g.nodes().get(ni)?;
+fn fold_node(ed: &Editor<'_>, k: NodeKey) -> Option<Bytes> {
+    let node = ed.node(k)?;
     let ins: Vec<&crate::tensor::Tensor> =
-        node.inputs.iter().map(|i| i.and_then(|t| g.tensor(t))).collect::<Option<Vec<_>>>()?;
+        node.inputs.iter().map(|i| i.and_then(|t| ed.tensor(t))).collect::<Option<Vec<_>>>()?;
     if ins.iter().any(|t| !t.is_const()) || node.outputs.len() != 1 {
         return None;
     }
-    let out = g.tensor(*node.outputs.first()?)?;
-    if g.outputs().contains(node.outputs.first()?) {
+    let out = ed.tensor(*node.outputs.first()?)?;
+    if ed.is_output(*node.outputs.first()?) {
         return None;
     }
     match &node.op {
@@ -124,6 +96,24 @@ fn fold_node(g: &Graph, ni: usize) -> Option<Bytes> {
             Some(Bytes::from(buf))
         }
         _ => None,
+    }
+}
+
+impl Pass for FoldConstants {
+    fn name(&self) -> &'static str {
+        "fold-constants"
+    }
+
+    fn run(&self, ed: &mut Editor<'_>) -> Result<(), PassError> {
+        ed.rewrite_each(|ed, k| {
+            let data = fold_node(ed, k)?;
+            let out = *ed.node(k)?.outputs.first()?;
+            let mut t = ed.tensor(out)?.clone();
+            t.data = Some(data);
+            let mut p = Patch::new();
+            p.remove(k).set_tensor(out, t);
+            Some(p)
+        })
     }
 }
 
@@ -276,35 +266,6 @@ impl Tile {
     }
 }
 
-impl Pass for FoldConstants {
-    fn name(&self) -> &'static str {
-        "fold-constants"
-    }
-
-    fn run(&self, g: &mut Graph, cx: &mut PassCx) -> Result<bool, PassError> {
-        let mut changed = false;
-        let mut i = 0;
-        while i < g.nodes().len() {
-            if let Some(data) = fold_node(g, i)
-                && cx.allow_rewrite()
-            {
-                let out: TensorId = g.nodes()[i].outputs[0];
-                if let Some(t) = g.tensor_mut(out) {
-                    t.data = Some(data);
-                }
-                remove_nodes(g, &[i]);
-                changed = true;
-                continue;
-            }
-            i += 1;
-        }
-        if changed {
-            g.compact_tensors();
-        }
-        Ok(changed)
-    }
-}
-
 /// Folds a standalone Relu / Relu6 into the fused activation of the op that produces its
 /// input, when that op has no activation yet and nothing else reads the intermediate tensor.
 #[derive(Debug, Default)]
@@ -315,49 +276,32 @@ impl Pass for FuseActivations {
         "fuse-activations"
     }
 
-    fn run(&self, g: &mut Graph, cx: &mut PassCx) -> Result<bool, PassError> {
-        let mut changed = false;
-        let mut i = 0;
-        while i < g.nodes().len() {
-            let node = &g.nodes()[i];
+    fn run(&self, ed: &mut Editor<'_>) -> Result<(), PassError> {
+        ed.rewrite_each(|ed, k| {
+            let node = ed.node(k)?;
             let act = match &node.op {
                 Op::Unary(u) if u.kind == UnaryKind::Relu => Activation::Relu,
                 Op::Unary(u) if u.kind == UnaryKind::Relu6 => Activation::Relu6,
-                _ => {
-                    i += 1;
-                    continue;
-                }
+                _ => return None,
             };
-            let (Some(x), Some(&y)) = (node.input(0), node.outputs.first()) else {
-                i += 1;
-                continue;
-            };
-            let fusable = g.producer(x).filter(|p| {
-                let pn = &g.nodes()[p.index()];
-                // Concatenation is left out: not every runtime kernel honours its activation.
-                !matches!(pn.op, Op::Concatenation(_))
-                    && pn.op.fused_activation() == Some(Activation::None)
-                    && pn.outputs.len() == 1
-                    && g.consumers(x).len() == 1
-                    && !g.outputs().contains(&x)
-            });
-            if let Some(p) = fusable
-                && cx.allow_rewrite()
-            {
-                if let Some(pn) = g.node_mut(p) {
-                    pn.op.set_fused_activation(act);
-                    pn.outputs[0] = y;
-                }
-                remove_nodes(g, &[i]);
-                changed = true;
-                continue;
+            let (x, &y) = (node.input(0)?, node.outputs.first()?);
+            let p = ed.producer(x)?;
+            let pn = ed.node(p)?;
+            // Concatenation is left out: not every runtime kernel honours its activation.
+            let fusable = !matches!(pn.op, Op::Concatenation(_))
+                && pn.op.fused_activation() == Some(Activation::None)
+                && pn.outputs.len() == 1
+                && ed.single_use(x);
+            if !fusable {
+                return None;
             }
-            i += 1;
-        }
-        if changed {
-            g.compact_tensors();
-        }
-        Ok(changed)
+            let mut fused = pn.clone();
+            fused.op.set_fused_activation(act);
+            fused.outputs[0] = y;
+            let mut patch = Patch::new();
+            patch.remove(k).set(p, fused);
+            Some(patch)
+        })
     }
 }
 
@@ -371,8 +315,8 @@ pub struct FoldScaleShift;
 
 /// A per-channel constant of `channels` values (a scalar is broadcast): the values, if `t` is
 /// one.
-fn per_channel_const(g: &Graph, t: TensorId, channels: usize) -> Option<Vec<f32>> {
-    let c = g.tensor(t)?;
+fn per_channel_const(ed: &Editor<'_>, t: TensorId, channels: usize) -> Option<Vec<f32>> {
+    let c = ed.tensor(t)?;
     if c.dtype != crate::DType::F32 || c.quant.is_some() {
         return None;
     }
@@ -386,103 +330,106 @@ fn per_channel_const(g: &Graph, t: TensorId, channels: usize) -> Option<Vec<f32>
 }
 
 impl FoldScaleShift {
-    /// One fold, if any applies.
-    fn step(g: &mut Graph) -> bool {
-        for i in 0..g.nodes().len() {
-            let n = &g.nodes()[i];
-            let channel_axis_last = match &n.op {
-                Op::Conv2d(o) if o.activation == Activation::None => false,
-                Op::FullyConnected(o) if o.activation == Activation::None && !o.asymmetric_inputs => false,
-                Op::DepthwiseConv2d(o) if o.activation == Activation::None => true,
-                _ => continue,
-            };
-            let (Some(w), Some(&y)) = (n.input(1), n.outputs.first()) else { continue };
-            let Some(wt) = g.tensor(w).filter(|t| t.dtype == crate::DType::F32 && t.quant.is_none()).cloned() else {
-                continue;
-            };
-            let (Some(wdims), Some(wdata)) = (wt.shape.to_fixed(), wt.data.clone()) else { continue };
-            let channels = if channel_axis_last { *wdims.last().unwrap_or(&0) } else { wdims[0] };
-            let bias = match n.input(2) {
-                Some(b) => match per_channel_const(g, b, channels) {
-                    Some(v) => v,
-                    None => continue,
-                },
-                None => vec![0.0; channels],
-            };
-            // The chain: up to a MUL then an ADD, each the only reader of what it reads.
-            let mut scale = vec![1f32; channels];
-            let mut shift = vec![0f32; channels];
-            let mut last = y;
-            let mut removed = Vec::new();
-            let mut act = Activation::None;
-            for kind in [crate::op::BinaryKind::Mul, crate::op::BinaryKind::Add] {
-                let readers = g.consumers(last);
-                if readers.len() != 1 || g.outputs().contains(&last) {
-                    break;
-                }
-                let (c, slot) = readers[0];
-                let cn = &g.nodes()[c.index()];
-                let Op::Binary(b) = &cn.op else { break };
-                if act != Activation::None {
-                    break;
-                }
-                if b.kind != kind {
-                    // No scale: the shift may still follow directly.
-                    if kind == crate::op::BinaryKind::Mul {
-                        continue;
-                    }
-                    break;
-                }
-                let Some(other) = cn.input(1 - slot) else { break };
-                let Some(v) = per_channel_const(g, other, channels) else { break };
-                let Some(&out) = cn.outputs.first() else { break };
-                // The output keeps the layer's shape (no broadcast up).
-                if g.tensor(out).map(|t| &t.shape) != g.tensor(y).map(|t| &t.shape) {
-                    break;
-                }
+    /// The fold at layer `k`, if one applies.
+    fn step(ed: &mut Editor<'_>, k: NodeKey) -> Option<Patch> {
+        let n = ed.node(k)?;
+        let channel_axis_last = match &n.op {
+            Op::Conv2d(o) if o.activation == Activation::None => false,
+            Op::FullyConnected(o) if o.activation == Activation::None && !o.asymmetric_inputs => false,
+            Op::DepthwiseConv2d(o) if o.activation == Activation::None => true,
+            _ => return None,
+        };
+        let (w, &y) = (n.input(1)?, n.outputs.first()?);
+        let wt = ed.tensor(w).filter(|t| t.dtype == crate::DType::F32 && t.quant.is_none())?.clone();
+        let (wdims, wdata) = (wt.shape.to_fixed()?, wt.data.clone()?);
+        let channels = if channel_axis_last { *wdims.last().unwrap_or(&0) } else { *wdims.first()? };
+        let bias = match n.input(2) {
+            Some(b) => per_channel_const(ed, b, channels)?,
+            None => vec![0.0; channels],
+        };
+        // The chain: up to a MUL then an ADD, each the only reader of what it reads.
+        let mut scale = vec![1f32; channels];
+        let mut shift = vec![0f32; channels];
+        let mut last = y;
+        let mut removed = Vec::new();
+        let mut act = Activation::None;
+        for kind in [crate::op::BinaryKind::Mul, crate::op::BinaryKind::Add] {
+            if !ed.single_use(last) || act != Activation::None {
+                break;
+            }
+            let (c, slot) = ed.consumers(last)[0];
+            let Some(cn) = ed.node(c) else { break };
+            let Op::Binary(b) = &cn.op else { break };
+            if b.kind != kind {
+                // No scale: the shift may still follow directly.
                 if kind == crate::op::BinaryKind::Mul {
-                    scale = v;
-                } else {
-                    shift = v;
+                    continue;
                 }
-                act = b.activation;
-                removed.push(c.index());
-                last = out;
+                break;
             }
-            if removed.is_empty() {
-                continue;
+            let Some(other) = cn.input(1 - slot) else { break };
+            let Some(v) = per_channel_const(ed, other, channels) else { break };
+            let Some(&out) = cn.outputs.first() else { break };
+            // The output keeps the layer's shape (no broadcast up).
+            if ed.tensor(out).map(|t| &t.shape) != ed.tensor(y).map(|t| &t.shape) {
+                break;
             }
-            let mut wv = crate::tensor::read_f32s(&wdata);
-            // Weights per output channel of OHWI / [O, I] weights.
-            let per_channel = wdims.iter().skip(1).product::<usize>().max(1);
-            for (k, x) in wv.iter_mut().enumerate() {
-                let ch = if channel_axis_last { k % channels } else { k / per_channel };
-                *x *= scale[ch];
+            if kind == crate::op::BinaryKind::Mul {
+                scale = v;
+            } else {
+                shift = v;
             }
-            let nb: Vec<f32> = (0..channels).map(|c| bias[c] * scale[c] + shift[c]).collect();
-            let wname = format!("{}/folded", wt.name);
-            let new_w =
-                g.add_tensor(crate::Tensor::constant(wname, crate::DType::F32, wt.shape.clone(), f32_bytes(&wv)));
-            let bname = format!("{}/bias_folded", g.nodes()[i].name);
-            let new_b = g.add_tensor(crate::Tensor::constant(
-                bname,
-                crate::DType::F32,
-                crate::Shape::fixed(&[channels]),
-                f32_bytes(&nb),
-            ));
-            if let Some(node) = g.node_mut(crate::NodeId::from_index(i)) {
-                node.inputs[1] = Some(new_w);
-                if node.inputs.len() < 3 {
-                    node.inputs.resize(3, None);
-                }
-                node.inputs[2] = Some(new_b);
-                node.outputs[0] = last;
-                node.op.set_fused_activation(act);
-            }
-            remove_nodes(g, &removed);
-            return true;
+            act = b.activation;
+            removed.push(c);
+            last = out;
         }
-        false
+        if removed.is_empty() {
+            return None;
+        }
+        let mut wv = crate::tensor::read_f32s(&wdata);
+        // Weights per output channel of OHWI / [O, I] weights.
+        let per_channel = wdims.iter().skip(1).product::<usize>().max(1);
+        for (i, x) in wv.iter_mut().enumerate() {
+            let ch = if channel_axis_last { i % channels } else { i / per_channel };
+            *x *= scale[ch];
+        }
+        let nb: Vec<f32> = (0..channels).map(|c| bias[c] * scale[c] + shift[c]).collect();
+        let mut node = n.clone();
+        let new_w = ed.add_tensor(crate::Tensor::constant(
+            format!("{}/folded", wt.name),
+            crate::DType::F32,
+            wt.shape.clone(),
+            f32_bytes(&wv),
+        ));
+        let new_b = ed.add_tensor(crate::Tensor::constant(
+            format!("{}/bias_folded", node.name),
+            crate::DType::F32,
+            crate::Shape::fixed(&[channels]),
+            f32_bytes(&nb),
+        ));
+        node.inputs[1] = Some(new_w);
+        if node.inputs.len() < 3 {
+            node.inputs.resize(3, None);
+        }
+        node.inputs[2] = Some(new_b);
+        node.outputs[0] = last;
+        node.op.set_fused_activation(act);
+        let mut patch = Patch::new();
+        for c in removed {
+            patch.remove(c);
+        }
+        patch.set(k, node);
+        Some(patch)
+    }
+}
+
+impl Pass for FoldScaleShift {
+    fn name(&self) -> &'static str {
+        "fold-scale-shift"
+    }
+
+    fn run(&self, ed: &mut Editor<'_>) -> Result<(), PassError> {
+        ed.rewrite_each(Self::step)
     }
 }
 
@@ -494,57 +441,53 @@ impl FoldScaleShift {
 pub struct FoldPad;
 
 impl FoldPad {
-    fn step(g: &mut Graph) -> bool {
-        for pi in 0..g.nodes().len() {
-            let pn = &g.nodes()[pi];
-            let Op::Pad(p) = &pn.op else { continue };
-            let (Some(x), Some(&y)) = (pn.input(0), pn.outputs.first()) else { continue };
-            let zero_value = match pn.input(1) {
-                None => true,
-                Some(v) => g
-                    .tensor(v)
-                    .and_then(|t| t.data.as_ref().map(|d| (t.dtype, d.clone())))
-                    .is_some_and(|(dt, d)| dt == crate::DType::F32 && crate::tensor::read_f32s(&d) == [0.0]),
-            };
-            let float = g.tensor(x).is_some_and(|t| t.dtype == crate::DType::F32 && t.shape.rank() == 4);
-            if !zero_value || !float || p.paddings.len() != 4 || p.paddings[0] != [0, 0] || p.paddings[3] != [0, 0] {
-                continue;
-            }
-            let readers = g.consumers(y);
-            let [(ci, 0)] = readers[..] else { continue };
-            if g.outputs().contains(&y) {
-                continue;
-            }
-            let cn = &g.nodes()[ci.index()];
-            let (stride, dilation) = match &cn.op {
-                Op::Conv2d(c) if c.padding == crate::op::Padding::Valid => (c.stride, c.dilation),
-                Op::DepthwiseConv2d(c) if c.padding == crate::op::Padding::Valid => (c.stride, c.dilation),
-                _ => continue,
-            };
-            // OHWI / 1HWC weights: the window is axes 1 and 2 either way.
-            let Some(w) = cn.input(1).and_then(|w| g.tensor(w)).and_then(|t| t.shape.to_fixed()) else { continue };
-            let (kh, kw) = (w[1], w[2]);
-            let Some(xs) = g.tensor(x).map(|t| t.shape.clone()) else { continue };
-            let same = |axis: usize, k: usize, s: usize, d: usize| -> Option<[usize; 2]> {
-                crate::op::Padding::same_pads(xs.dim(axis)?, k, s, d)
-            };
-            if same(1, kh, stride[0], dilation[0]) != Some(p.paddings[1])
-                || same(2, kw, stride[1], dilation[1]) != Some(p.paddings[2])
-            {
-                continue;
-            }
-            if let Some(c) = g.node_mut(ci) {
-                c.inputs[0] = Some(x);
-                match &mut c.op {
-                    Op::Conv2d(o) => o.padding = crate::op::Padding::Same,
-                    Op::DepthwiseConv2d(o) => o.padding = crate::op::Padding::Same,
-                    _ => {}
-                }
-            }
-            remove_nodes(g, &[pi]);
-            return true;
+    fn step(ed: &mut Editor<'_>, k: NodeKey) -> Option<Patch> {
+        let pn = ed.node(k)?;
+        let Op::Pad(p) = &pn.op else { return None };
+        let (x, &y) = (pn.input(0)?, pn.outputs.first()?);
+        let zero_value = match pn.input(1) {
+            None => true,
+            Some(v) => ed
+                .tensor(v)
+                .and_then(|t| t.data.as_ref().map(|d| (t.dtype, d.clone())))
+                .is_some_and(|(dt, d)| dt == crate::DType::F32 && crate::tensor::read_f32s(&d) == [0.0]),
+        };
+        let float = ed.tensor(x).is_some_and(|t| t.dtype == crate::DType::F32 && t.shape.rank() == 4);
+        if !zero_value || !float || p.paddings.len() != 4 || p.paddings[0] != [0, 0] || p.paddings[3] != [0, 0] {
+            return None;
         }
-        false
+        let [(ci, 0)] = ed.consumers(y)[..] else { return None };
+        if ed.is_output(y) {
+            return None;
+        }
+        let cn = ed.node(ci)?;
+        let (stride, dilation) = match &cn.op {
+            Op::Conv2d(c) if c.padding == crate::op::Padding::Valid => (c.stride, c.dilation),
+            Op::DepthwiseConv2d(c) if c.padding == crate::op::Padding::Valid => (c.stride, c.dilation),
+            _ => return None,
+        };
+        // OHWI / 1HWC weights: the window is axes 1 and 2 either way.
+        let w = cn.input(1).and_then(|w| ed.tensor(w)).and_then(|t| t.shape.to_fixed())?;
+        let (kh, kw) = (*w.get(1)?, *w.get(2)?);
+        let xs = &ed.tensor(x)?.shape;
+        let same = |axis: usize, k: usize, s: usize, d: usize| -> Option<[usize; 2]> {
+            crate::op::Padding::same_pads(xs.dim(axis)?, k, s, d)
+        };
+        if same(1, kh, stride[0], dilation[0]) != Some(p.paddings[1])
+            || same(2, kw, stride[1], dilation[1]) != Some(p.paddings[2])
+        {
+            return None;
+        }
+        let mut conv = cn.clone();
+        conv.inputs[0] = Some(x);
+        match &mut conv.op {
+            Op::Conv2d(o) => o.padding = crate::op::Padding::Same,
+            Op::DepthwiseConv2d(o) => o.padding = crate::op::Padding::Same,
+            _ => {}
+        }
+        let mut patch = Patch::new();
+        patch.remove(k).set(ci, conv);
+        Some(patch)
     }
 }
 
@@ -553,18 +496,8 @@ impl Pass for FoldPad {
         "fold-pad"
     }
 
-    fn run(&self, g: &mut Graph, cx: &mut PassCx) -> Result<bool, PassError> {
-        Ok(rewrite_to_fixed_point(g, cx, Self::step))
-    }
-}
-
-impl Pass for FoldScaleShift {
-    fn name(&self) -> &'static str {
-        "fold-scale-shift"
-    }
-
-    fn run(&self, g: &mut Graph, cx: &mut PassCx) -> Result<bool, PassError> {
-        Ok(rewrite_to_fixed_point(g, cx, Self::step))
+    fn run(&self, ed: &mut Editor<'_>) -> Result<(), PassError> {
+        ed.rewrite_each(Self::step)
     }
 }
 
@@ -576,7 +509,7 @@ impl Pass for FoldScaleShift {
 pub struct FuseGelu;
 
 /// The scalar value of a constant tensor (any shape with one element).
-fn scalar_const(g: &Graph, t: TensorId) -> Option<f32> {
+fn scalar_const(g: &Editor<'_>, t: TensorId) -> Option<f32> {
     let t = g.tensor(t)?;
     let d = t.data.as_ref()?;
     (t.dtype == crate::DType::F32 && d.len() == 4).then(|| f32::from_le_bytes([d[0], d[1], d[2], d[3]]))
@@ -588,9 +521,9 @@ fn near(a: f32, b: f32) -> bool {
 
 impl FuseGelu {
     /// The operands of a binary `kind` node producing `t`, when it is one.
-    fn binary(g: &Graph, t: TensorId, kind: crate::BinaryKind) -> Option<(crate::NodeId, TensorId, TensorId)> {
+    fn binary(g: &Editor<'_>, t: TensorId, kind: crate::BinaryKind) -> Option<(NodeKey, TensorId, TensorId)> {
         let p = g.producer(t)?;
-        let n = &g.nodes()[p.index()];
+        let n = g.node(p)?;
         match &n.op {
             Op::Binary(b) if b.kind == kind && b.activation == Activation::None => Some((p, n.input(0)?, n.input(1)?)),
             _ => None,
@@ -598,7 +531,7 @@ impl FuseGelu {
     }
 
     /// `x` when `t = x / √2` or `x · (1/√2)`.
-    fn scaled_input(g: &Graph, t: TensorId) -> Option<TensorId> {
+    fn scaled_input(g: &Editor<'_>, t: TensorId) -> Option<TensorId> {
         if let Some((_, a, b)) = Self::binary(g, t, crate::BinaryKind::Div) {
             return scalar_const(g, b).filter(|&c| near(c, std::f32::consts::SQRT_2)).map(|_| a);
         }
@@ -608,9 +541,9 @@ impl FuseGelu {
     }
 
     /// `x` when `t = −x/√2`: `neg(x) · (1/√2)`, `neg(x) / √2` or `x · (−1/√2)`.
-    fn neg_scaled_input(g: &Graph, t: TensorId) -> Option<TensorId> {
+    fn neg_scaled_input(g: &Editor<'_>, t: TensorId) -> Option<TensorId> {
         let neg_of = |t: TensorId| {
-            let n = &g.nodes()[g.producer(t)?.index()];
+            let n = g.node(g.producer(t)?)?;
             match &n.op {
                 Op::Unary(u) if u.kind == UnaryKind::Neg && g.consumers(t).len() == 1 => n.input(0),
                 _ => None,
@@ -625,10 +558,10 @@ impl FuseGelu {
     }
 
     /// TF's exact gelu, `(0.5·x) · erfc(−x/√2)` (either operand order): the input `x`.
-    fn matches_erfc(g: &Graph, p: TensorId, q: TensorId) -> Option<TensorId> {
-        let single = |t: TensorId| g.consumers(t).len() == 1 && !g.outputs().contains(&t);
+    fn matches_erfc(g: &Editor<'_>, p: TensorId, q: TensorId) -> Option<TensorId> {
+        let single = |t: TensorId| g.single_use(t);
         [(p, q), (q, p)].into_iter().find_map(|(hx, e)| {
-            let en = &g.nodes()[g.producer(e)?.index()];
+            let en = g.node(g.producer(e)?)?;
             let Op::Unary(u) = &en.op else { return None };
             if u.kind != UnaryKind::Erfc || !single(e) || !single(hx) {
                 return None;
@@ -643,10 +576,10 @@ impl FuseGelu {
         })
     }
 
-    /// For the GELU ending at node `ni` (a Mul), the input `x`.
-    fn matches(g: &Graph, ni: usize) -> Option<TensorId> {
-        let out = *g.nodes()[ni].outputs.first()?;
-        let single = |t: TensorId| g.consumers(t).len() == 1 && !g.outputs().contains(&t);
+    /// For the GELU ending at node `k` (a Mul), the input `x`.
+    fn matches(g: &Editor<'_>, k: NodeKey) -> Option<TensorId> {
+        let out = *g.node(k)?.outputs.first()?;
+        let single = |t: TensorId| g.single_use(t);
         let (_, p, q) = Self::binary(g, out, crate::BinaryKind::Mul)?;
         if let Some(x) = Self::matches_erfc(g, p, q) {
             return Some(x);
@@ -664,7 +597,7 @@ impl FuseGelu {
             if !near(scalar_const(g, one)?, 1.0) || !single(t) || !single(e) {
                 return None;
             }
-            let en = &g.nodes()[g.producer(e)?.index()];
+            let en = g.node(g.producer(e)?)?;
             match &en.op {
                 Op::Unary(u) if u.kind == UnaryKind::Erf => {
                     let s = en.input(0)?;
@@ -700,21 +633,17 @@ impl Pass for FuseGelu {
         "fuse-gelu"
     }
 
-    fn run(&self, g: &mut Graph, cx: &mut PassCx) -> Result<bool, PassError> {
-        let mut changed = false;
-        for ni in 0..g.nodes().len() {
-            let Some(x) = Self::matches(g, ni) else { continue };
-            if !cx.allow_rewrite() {
-                break;
-            }
-            if let Some(n) = g.node_mut(crate::NodeId::from_index(ni)) {
-                n.op = Op::Unary(crate::op::Unary { kind: UnaryKind::Gelu });
-                n.inputs = vec![Some(x)];
-            }
-            changed = true;
-        }
+    fn run(&self, ed: &mut Editor<'_>) -> Result<(), PassError> {
         // The Div / Erf / Add / Mul left unread are for dead code elimination.
-        Ok(changed)
+        ed.rewrite_each(|ed, k| {
+            let x = Self::matches(ed, k)?;
+            let mut n = ed.node(k)?.clone();
+            n.op = Op::Unary(crate::op::Unary { kind: UnaryKind::Gelu });
+            n.inputs = vec![Some(x)];
+            let mut p = Patch::new();
+            p.set(k, n);
+            Some(p)
+        })
     }
 }
 
@@ -816,156 +745,171 @@ fn only_moves_unit_dims(s: &crate::Shape, p: &[usize]) -> bool {
 }
 
 impl SinkTransposes {
-    /// One rewrite, if any applies. Returns true when the graph changed.
-    fn step(&self, g: &mut Graph) -> bool {
+    /// The rewrite at node `k`, if one applies.
+    fn step(ed: &mut Editor<'_>, k: NodeKey) -> Option<Patch> {
+        match &ed.node(k)?.op {
+            Op::Transpose(_) => Self::transpose(ed, k),
+            Op::Reshape(_) => Self::reshape_of_reshape(ed, k),
+            _ => None,
+        }
+    }
+
+    /// Reshape of a Reshape read by nothing else → one Reshape.
+    fn reshape_of_reshape(ed: &mut Editor<'_>, k: NodeKey) -> Option<Patch> {
+        let n = ed.node(k)?;
+        let x = n.input(0)?;
+        let pi = ed.producer(x)?;
+        let pn = ed.node(pi)?;
+        if !matches!(pn.op, Op::Reshape(_)) || !ed.single_use(x) {
+            return None;
+        }
+        let mut merged = n.clone();
+        merged.inputs[0] = Some(pn.input(0)?);
+        let mut p = Patch::new();
+        p.remove(pi).set(k, merged);
+        Some(p)
+    }
+
+    fn transpose(ed: &mut Editor<'_>, k: NodeKey) -> Option<Patch> {
+        let n = ed.node(k)?;
+        let Op::Transpose(t) = &n.op else { return None };
+        let perm = t.perm.clone();
+        let (x, y) = (n.input(0)?, *n.outputs.first()?);
         // A chain of Transposes and Reshapes that leaves every element where it was (NHWC
         // [1,1,W,C] → NCHW → flatten → transpose back, as attention blocks spell it) is one
         // Reshape: checked on an index array, exactly.
-        for ti in 0..g.nodes().len() {
-            if !matches!(g.nodes()[ti].op, Op::Transpose(_)) {
-                continue;
+        if let Some((last, target, chain)) = identity_chain(ed, k) {
+            let same_shape = ed
+                .tensor(x)
+                .and_then(|t| t.shape.to_fixed())
+                .is_some_and(|d| d.iter().map(|&v| v as i64).collect::<Vec<_>>() == target);
+            let mut p = Patch::new();
+            for c in chain {
+                p.remove(c);
             }
-            if let Some((last, target, mut chain)) = identity_chain(g, ti) {
-                let x = g.nodes()[ti].input(0);
-                let same_shape = x
-                    .and_then(|x| g.tensor(x))
-                    .and_then(|t| t.shape.to_fixed())
-                    .is_some_and(|d| d.iter().map(|&v| v as i64).collect::<Vec<_>>() == target);
-                if let (true, Some(x), false) = (same_shape, x, g.outputs().contains(&last)) {
-                    // Nothing moves and nothing changes shape: the chain goes.
-                    g.replace_uses(last, x);
-                    chain.push(ti);
-                } else if let Some(n) = g.node_mut(crate::NodeId::from_index(ti)) {
-                    n.op = Op::Reshape(crate::op::Reshape { shape: target });
-                    n.outputs = vec![last];
-                }
-                remove_nodes(g, &chain);
-                return true;
+            if same_shape && !ed.is_output(last) {
+                // Nothing moves and nothing changes shape: the chain goes.
+                p.remove(k).replace_uses(last, x);
+            } else {
+                let mut r = n.clone();
+                r.op = Op::Reshape(crate::op::Reshape { shape: target });
+                r.outputs = vec![last];
+                p.set(k, r);
             }
+            return Some(p);
         }
-        for ti in 0..g.nodes().len() {
-            let Op::Transpose(t) = &g.nodes()[ti].op else { continue };
-            let perm = t.perm.clone();
-            let (Some(x), Some(&y)) = (g.nodes()[ti].input(0), g.nodes()[ti].outputs.first()) else { continue };
-            if is_identity(&perm) && !g.outputs().contains(&y) {
-                g.replace_uses(y, x);
-                g.retain_nodes(|n| !n.outputs.contains(&y));
-                return true;
-            }
-            // An identity Transpose writing a graph output: its producer writes the output
-            // itself, when nothing else reads the input.
-            if is_identity(&perm)
-                && let Some(p) = g.producer(x)
-                && g.consumers(x).len() == 1
-                && !g.outputs().contains(&x)
-                && !g.inputs().contains(&x)
-            {
-                if let Some(pn) = g.node_mut(p) {
-                    for o in pn.outputs.iter_mut().filter(|o| **o == x) {
-                        *o = y;
-                    }
-                }
-                g.retain_nodes(|n| {
-                    !(matches!(n.op, Op::Transpose(_)) && n.outputs.contains(&y) && n.input(0) == Some(x))
-                });
-                return true;
-            }
-            let Some(xs) = g.tensor(x).map(|t| t.shape.clone()) else { continue };
-            // Moving only unit axes is a Reshape (a graph output keeps its tensor).
-            if only_moves_unit_dims(&xs, &perm) {
-                let target: Vec<i64> =
-                    perm.iter().map(|&src| xs.dim(src).and_then(|d| d.fixed()).map_or(-1, |v| v as i64)).collect();
-                if let Some(n) = g.node_mut(crate::NodeId::from_index(ti)) {
-                    n.op = Op::Reshape(crate::op::Reshape { shape: target });
-                }
-                return true;
-            }
-            let consumers = g.consumers(y);
-            if g.outputs().contains(&y) {
-                continue;
-            }
-            // Fan-out into elementwise ops only (LeakyRelu's relu(x) and neg(x), Softsign's
-            // x / (1 + |x|)): give each reader its own copy, which then sinks on its own path
-            // and cancels where the paths meet again.
-            if consumers.len() > 1
-                && consumers.iter().all(|(c, slot)| {
-                    matches!(g.nodes()[c.index()].op, Op::Unary(_) | Op::Binary(_))
-                        || (*slot == 0 && matches!(g.nodes()[c.index()].op, Op::Prelu))
-                })
-            {
-                let name = g.nodes()[ti].name.clone();
-                let Some(yt) = g.tensor(y).cloned() else { continue };
-                // Rewire every reader first: inserting a node shifts the ids of the nodes after
-                // it, so consumer ids are only valid before the first insertion.
-                let mut copies = Vec::new();
-                for (k, &(c, slot)) in consumers.iter().enumerate().skip(1) {
-                    let yk = g.add_tensor(crate::Tensor { name: format!("{}/{k}", yt.name), ..yt.clone() });
-                    if let Some(n) = g.node_mut(c) {
-                        n.inputs[slot] = Some(yk);
-                    }
-                    copies.push((k, yk));
-                }
-                for (k, yk) in copies.into_iter().rev() {
-                    let op = Op::Transpose(crate::op::Transpose { perm: perm.clone() });
-                    g.insert_node(ti + 1, crate::Node::new(format!("{name}/{k}"), op, vec![Some(x)], vec![yk]));
-                }
-                return true;
-            }
-            if consumers.len() != 1 {
-                continue;
-            }
-            let (ci, slot) = (consumers[0].0.index(), consumers[0].1);
-            if self.sink_into(g, ti, ci, slot, x, y, &perm) {
-                return true;
-            }
+        if is_identity(&perm) && !ed.is_output(y) {
+            let mut p = Patch::new();
+            p.remove(k).replace_uses(y, x);
+            return Some(p);
         }
-        // Reshape of a Reshape → one Reshape.
-        for ri in 0..g.nodes().len() {
-            let Op::Reshape(_) = &g.nodes()[ri].op else { continue };
-            let (Some(x), Some(&y)) = (g.nodes()[ri].input(0), g.nodes()[ri].outputs.first()) else { continue };
-            let Some(pi) = g.producer(x) else { continue };
-            if !matches!(g.nodes()[pi.index()].op, Op::Reshape(_))
-                || g.consumers(x).len() != 1
-                || g.outputs().contains(&x)
-            {
-                continue;
+        // An identity Transpose writing a graph output: its producer writes the output
+        // itself, when nothing else reads the input.
+        if is_identity(&perm)
+            && let Some(pk) = ed.producer(x)
+            && ed.single_use(x)
+            && !ed.is_input(x)
+        {
+            let mut pn = ed.node(pk)?.clone();
+            for o in pn.outputs.iter_mut().filter(|o| **o == x) {
+                *o = y;
             }
-            let Some(src) = g.nodes()[pi.index()].input(0) else { continue };
-            let _ = y;
-            if let Some(n) = g.node_mut(crate::NodeId::from_index(ri)) {
-                n.inputs[0] = Some(src);
-            }
-            return true;
+            let mut p = Patch::new();
+            p.remove(k).set(pk, pn);
+            return Some(p);
         }
-        false
+        let xs = ed.tensor(x)?.shape.clone();
+        // Moving only unit axes is a Reshape (a graph output keeps its tensor).
+        if only_moves_unit_dims(&xs, &perm) {
+            let target: Vec<i64> =
+                perm.iter().map(|&src| xs.dim(src).and_then(|d| d.fixed()).map_or(-1, |v| v as i64)).collect();
+            let mut r = n.clone();
+            r.op = Op::Reshape(crate::op::Reshape { shape: target });
+            let mut p = Patch::new();
+            p.set(k, r);
+            return Some(p);
+        }
+        if ed.is_output(y) {
+            return None;
+        }
+        let mut consumers = ed.consumers(y).to_vec();
+        consumers.sort_unstable();
+        // Fan-out into elementwise ops only (LeakyRelu's relu(x) and neg(x), Softsign's
+        // x / (1 + |x|)): give each reader its own copy, which then sinks on its own path
+        // and cancels where the paths meet again — when they do: copies that would stay apart
+        // only add Transposes (a layout the assignment pass chose for the whole region).
+        let elementwise = |c: NodeKey, slot: usize| {
+            ed.node(c).is_some_and(|cn| {
+                matches!(cn.op, Op::Unary(_) | Op::Binary(_)) || (slot == 0 && matches!(cn.op, Op::Prelu))
+            })
+        };
+        if consumers.len() > 1
+            && consumers.iter().all(|&(c, slot)| elementwise(c, slot))
+            && copies_left(ed, &consumers) <= 1
+        {
+            let name = n.name.clone();
+            let yt = ed.tensor(y)?.clone();
+            let mut readers: Vec<(NodeKey, Node)> = Vec::new();
+            let mut copies = Vec::new();
+            for (i, &(c, slot)) in consumers.iter().enumerate().skip(1) {
+                let yi = ed.add_tensor(crate::Tensor { name: format!("{}/{i}", yt.name), ..yt.clone() });
+                if readers.last().is_none_or(|r| r.0 != c) {
+                    readers.push((c, ed.node(c)?.clone()));
+                }
+                if let Some((_, rn)) = readers.last_mut() {
+                    rn.inputs[slot] = Some(yi);
+                }
+                let op = Op::Transpose(crate::op::Transpose { perm: perm.clone() });
+                copies.push(Node::new(format!("{name}/{i}"), op, vec![Some(x)], vec![yi]));
+            }
+            let mut p = Patch::new();
+            // Each inserted right after the original: the last first, so they end up in order.
+            for copy in copies.into_iter().rev() {
+                p.insert_after(k, copy);
+            }
+            for (c, rn) in readers {
+                p.set(c, rn);
+            }
+            return Some(p);
+        }
+        let [(ci, slot)] = consumers[..] else { return None };
+        Self::sink_into(ed, k, ci, slot, x, y, &perm)
     }
 
-    /// Move Transpose `ti` (x → y, perm) below its only consumer `ci`.
-    #[allow(clippy::too_many_arguments)]
+    /// Move Transpose `k` (x → y, perm) below its only consumer `ci`.
     fn sink_into(
-        &self,
-        g: &mut Graph,
-        ti: usize,
-        ci: usize,
+        ed: &mut Editor<'_>,
+        k: NodeKey,
+        ci: NodeKey,
         slot: usize,
         x: TensorId,
         y: TensorId,
         perm: &[usize],
-    ) -> bool {
-        let c = g.nodes()[ci].clone();
-        let Some(&out) = c.outputs.first() else { return false };
+    ) -> Option<Patch> {
+        let c = ed.node(ci)?.clone();
+        let out = *c.outputs.first()?;
         let rank = perm.len();
         let inv = inverse(perm);
+        let mut p = Patch::new();
+        p.remove(k);
         // Transpose after transpose: compose.
         if let Op::Transpose(t2) = &c.op {
             let composed: Vec<usize> = t2.perm.iter().map(|&i| perm[i]).collect();
-            if let Some(n) = g.node_mut(crate::NodeId::from_index(ci)) {
-                n.inputs[0] = Some(x);
-                n.op = Op::Transpose(crate::op::Transpose { perm: composed });
-            }
-            g.retain_nodes(|n| !n.outputs.contains(&y));
-            return true;
+            let mut n = c.clone();
+            n.inputs[0] = Some(x);
+            n.op = Op::Transpose(crate::op::Transpose { perm: composed });
+            p.set(ci, n);
+            return Some(p);
         }
+        // The producer of `t` when it is a Transpose by `perm` read only here: its input.
+        let same_transpose = |ed: &Editor<'_>, t: TensorId| -> Option<(NodeKey, TensorId)> {
+            let pk = ed.producer(t)?;
+            let pn = ed.node(pk)?;
+            match &pn.op {
+                Op::Transpose(t2) if t2.perm == perm && ed.single_use(t) => Some((pk, pn.input(0)?)),
+                _ => None,
+            }
+        };
         let mut new_inputs = c.inputs.clone();
         let new_op = match &c.op {
             Op::Unary(_) => {
@@ -974,19 +918,19 @@ impl SinkTransposes {
             }
             Op::Binary(_) | Op::Prelu if !(matches!(c.op, Op::Prelu) && slot != 0) => {
                 let other_slot = 1 - slot;
-                let Some(other) = c.input(other_slot) else { return false };
-                let Some(ot) = g.tensor(other).cloned() else { return false };
+                let other = c.input(other_slot)?;
+                let ot = ed.tensor(other)?.clone();
                 if let Some(data) = &ot.data {
                     // Bring the constant to full rank, then into the source layout.
-                    let Some(od) = ot.shape.to_fixed() else { return false };
+                    let od = ot.shape.to_fixed()?;
                     if od.len() > rank {
-                        return false;
+                        return None;
                     }
                     let mut full = vec![1usize; rank - od.len()];
                     full.extend_from_slice(&od);
-                    let Some(moved) = transpose_bytes(data, &full, &inv, ot.dtype.size()) else { return false };
+                    let moved = transpose_bytes(data, &full, &inv, ot.dtype.size())?;
                     let new_dims: Vec<usize> = inv.iter().map(|&i| full[i]).collect();
-                    let id = g.add_tensor(crate::Tensor::constant(
+                    let id = ed.add_tensor(crate::Tensor::constant(
                         format!("{}/nhwc", ot.name),
                         ot.dtype,
                         crate::Shape::fixed(&new_dims),
@@ -995,56 +939,41 @@ impl SinkTransposes {
                     new_inputs[other_slot] = Some(id);
                 } else {
                     // The other operand must come from the same transpose pattern.
-                    let Some(op_i) = g.producer(other) else { return false };
-                    let on = &g.nodes()[op_i.index()];
-                    match &on.op {
-                        Op::Transpose(t2)
-                            if t2.perm == perm && g.consumers(other).len() == 1 && !g.outputs().contains(&other) =>
-                        {
-                            let Some(src) = on.input(0) else { return false };
-                            new_inputs[other_slot] = Some(src);
-                        }
-                        _ => return false,
-                    }
+                    let (pk, src) = same_transpose(ed, other)?;
+                    new_inputs[other_slot] = Some(src);
+                    p.remove(pk);
                 }
                 new_inputs[slot] = Some(x);
                 c.op.clone()
             }
             Op::Concatenation(cat) => {
-                for (k, inp) in c.inputs.iter().enumerate() {
-                    let Some(inp) = *inp else { return false };
-                    if k == slot {
-                        new_inputs[k] = Some(x);
+                for (i, inp) in c.inputs.iter().enumerate() {
+                    let inp = (*inp)?;
+                    if i == slot {
+                        new_inputs[i] = Some(x);
                         continue;
                     }
-                    let Some(pi) = g.producer(inp) else { return false };
-                    let pn = &g.nodes()[pi.index()];
-                    match &pn.op {
-                        Op::Transpose(t2)
-                            if t2.perm == perm && g.consumers(inp).len() == 1 && !g.outputs().contains(&inp) =>
-                        {
-                            new_inputs[k] = pn.input(0);
-                        }
-                        _ => return false,
-                    }
+                    let (pk, src) = same_transpose(ed, inp)?;
+                    new_inputs[i] = Some(src);
+                    p.remove(pk);
                 }
                 Op::Concatenation(crate::op::Concatenation { axis: perm[cat.axis], activation: cat.activation })
             }
-            Op::Pad(p) => {
+            Op::Pad(pad) => {
                 let mut paddings = vec![[0usize; 2]; rank];
                 for (i, &src) in perm.iter().enumerate() {
-                    paddings[src] = p.paddings[i];
+                    paddings[src] = pad.paddings[i];
                 }
                 new_inputs[slot] = Some(x);
                 Op::Pad(crate::op::Pad { paddings })
             }
-            Op::MirrorPad(p) => {
+            Op::MirrorPad(pad) => {
                 let mut paddings = vec![[0usize; 2]; rank];
                 for (i, &src) in perm.iter().enumerate() {
-                    paddings[src] = p.paddings[i];
+                    paddings[src] = pad.paddings[i];
                 }
                 new_inputs[slot] = Some(x);
-                Op::MirrorPad(crate::op::MirrorPad { paddings, mode: p.mode })
+                Op::MirrorPad(crate::op::MirrorPad { paddings, mode: pad.mode })
             }
             Op::Mean(m) if m.keep_dims => {
                 let mut axes: Vec<usize> = m.axes.iter().map(|&a| perm[a]).collect();
@@ -1052,13 +981,13 @@ impl SinkTransposes {
                 new_inputs[slot] = Some(x);
                 Op::Mean(crate::op::Mean { axes, keep_dims: true })
             }
-            _ => return false,
+            _ => return None,
         };
         // The consumer now works in the source layout; a Transpose after it restores the
         // layout its readers expect.
-        let Some(out_t) = g.tensor(out).cloned() else { return false };
-        let Some(src_shape) = unpermute(&out_t.shape, perm) else { return false };
-        let mid = g.add_tensor(crate::Tensor {
+        let out_t = ed.tensor(out)?.clone();
+        let src_shape = unpermute(&out_t.shape, perm)?;
+        let mid = ed.add_tensor(crate::Tensor {
             name: format!("{}/nhwc", out_t.name),
             shape: src_shape,
             quant: out_t.quant.clone(),
@@ -1066,39 +995,95 @@ impl SinkTransposes {
             dtype: out_t.dtype,
             sparse: None,
         });
-        if let Some(n) = g.node_mut(crate::NodeId::from_index(ci)) {
-            n.op = new_op;
-            n.inputs = new_inputs;
-            n.outputs = vec![mid];
-        }
-        g.insert_node(
-            ci + 1,
-            crate::Node::new(
+        let mut n = c.clone();
+        n.op = new_op;
+        n.inputs = new_inputs;
+        n.outputs = vec![mid];
+        p.set(ci, n).insert_after(
+            ci,
+            Node::new(
                 format!("{}/transpose", c.name),
                 Op::Transpose(crate::op::Transpose { perm: perm.to_vec() }),
                 vec![Some(mid)],
                 vec![out],
             ),
         );
-        // The old transpose (and any other now-unread ones) go with dead code elimination.
-        let _ = ti;
-        g.retain_nodes(|n| !(matches!(n.op, Op::Transpose(_)) && n.outputs.iter().all(|&o| o == y)));
-        true
+        let _ = y;
+        Some(p)
     }
 }
 
-/// From Transpose `ti`, the longest run of single-reader Transposes and Reshapes whose overall
+/// How many Transposes would be left if a Transpose read at `readers` (node, slot) gave each
+/// reader its own copy and every copy sank as far as it can: copies move down single-reader
+/// elementwise chains (binary ops with a constant operand, pads, kept-dims means), two copies
+/// meeting at a binary op become one, and a copy reaching another Transpose is absorbed into it.
+/// A simulation on the graph as it is; nothing changes.
+fn copies_left(ed: &Editor<'_>, readers: &[(NodeKey, usize)]) -> usize {
+    let mut at: Vec<(NodeKey, usize)> = readers.to_vec();
+    let mut stuck: Vec<(NodeKey, usize)> = Vec::new();
+    // Where a copy at the output of `k` goes next: the single reader of that output.
+    let next = |k: NodeKey| -> Option<(NodeKey, usize)> {
+        let out = *ed.node(k)?.outputs.first()?;
+        if !ed.single_use(out) {
+            return None;
+        }
+        ed.consumers(out).first().copied()
+    };
+    for _ in 0..4 * (ed.node_count() + 1) {
+        let Some((k, slot)) = at.pop() else { break };
+        let Some(n) = ed.node(k) else { continue };
+        let is_const = |t: Option<TensorId>| t.and_then(|t| ed.tensor(t)).is_some_and(|t| t.is_const());
+        match &n.op {
+            // An identity is on its way out: the copy goes through it.
+            Op::Transpose(t) if is_identity(&t.perm) => stuck_or(next(k), (k, slot), &mut at, &mut stuck),
+            Op::Transpose(_) => {}
+            Op::Unary(_) | Op::Pad(_) | Op::MirrorPad(_) => stuck_or(next(k), (k, slot), &mut at, &mut stuck),
+            Op::Mean(m) if m.keep_dims => stuck_or(next(k), (k, slot), &mut at, &mut stuck),
+            Op::Prelu if slot == 0 => stuck_or(next(k), (k, slot), &mut at, &mut stuck),
+            Op::Binary(_) if is_const(n.input(1 - slot.min(1))) => stuck_or(next(k), (k, slot), &mut at, &mut stuck),
+            Op::Binary(_) => {
+                // The other operand's copy, if one is waiting here or arrives later.
+                if let Some(i) = at.iter().position(|&(k2, s2)| k2 == k && s2 != slot) {
+                    at.swap_remove(i);
+                    stuck_or(next(k), (k, slot), &mut at, &mut stuck);
+                } else if let Some(i) = stuck.iter().position(|&(k2, s2)| k2 == k && s2 != slot) {
+                    stuck.swap_remove(i);
+                    stuck_or(next(k), (k, slot), &mut at, &mut stuck);
+                } else {
+                    stuck.push((k, slot));
+                }
+            }
+            _ => stuck.push((k, slot)),
+        }
+    }
+    stuck.len() + at.len()
+}
+
+/// Move a copy on to `next`, or leave it stuck at `here`.
+fn stuck_or(
+    next: Option<(NodeKey, usize)>,
+    here: (NodeKey, usize),
+    at: &mut Vec<(NodeKey, usize)>,
+    stuck: &mut Vec<(NodeKey, usize)>,
+) {
+    match next {
+        Some(n) => at.push(n),
+        None => stuck.push(here),
+    }
+}
+
+/// From Transpose `k`, the longest run of single-reader Transposes and Reshapes whose overall
 /// effect keeps every element in place: (the run's output, its shape as a Reshape target, the
-/// indices of the nodes after `ti`). Static shapes of at most 2^18 elements only.
-fn identity_chain(g: &Graph, ti: usize) -> Option<(TensorId, Vec<i64>, Vec<usize>)> {
-    let x = g.nodes()[ti].input(0)?;
+/// nodes after `k`). Static shapes of at most 2^18 elements only.
+fn identity_chain(ed: &Editor<'_>, k: NodeKey) -> Option<(TensorId, Vec<i64>, Vec<NodeKey>)> {
+    let x = ed.node(k)?.input(0)?;
     // Only where a Transpose or Reshape reads the Transpose (cheap to rule out first).
-    let y = *g.nodes()[ti].outputs.first()?;
-    let [(next, 0)] = g.consumers(y)[..] else { return None };
-    if !matches!(g.nodes()[next.index()].op, Op::Transpose(_) | Op::Reshape(_)) {
+    let y = *ed.node(k)?.outputs.first()?;
+    let [(next, 0)] = ed.consumers(y)[..] else { return None };
+    if !matches!(ed.node(next)?.op, Op::Transpose(_) | Op::Reshape(_)) {
         return None;
     }
-    let dims = g.tensor(x)?.shape.to_fixed()?;
+    let dims = ed.tensor(x)?.shape.to_fixed()?;
     let n = checked_product(&dims)?;
     if n > 1 << 18 || n == 0 {
         return None;
@@ -1106,13 +1091,13 @@ fn identity_chain(g: &Graph, ti: usize) -> Option<(TensorId, Vec<i64>, Vec<usize
     let iota: Vec<u8> = (0..n as u32).flat_map(|v| v.to_le_bytes()).collect();
     let mut data = iota.clone();
     let mut cur_dims = dims;
-    let mut node = ti;
+    let mut node = k;
     let mut chain = Vec::new();
     let mut best = None;
     loop {
-        let nd = &g.nodes()[node];
+        let nd = ed.node(node)?;
         let out = *nd.outputs.first()?;
-        let out_dims = g.tensor(out)?.shape.to_fixed()?;
+        let out_dims = ed.tensor(out)?.shape.to_fixed()?;
         match &nd.op {
             Op::Transpose(t) => {
                 data = transpose_bytes(&data, &cur_dims, &t.perm, 4)?;
@@ -1121,21 +1106,20 @@ fn identity_chain(g: &Graph, ti: usize) -> Option<(TensorId, Vec<i64>, Vec<usize
             _ => break,
         }
         cur_dims = out_dims;
-        if node != ti {
+        if node != k {
             chain.push(node);
             if data == iota {
                 best = Some((out, cur_dims.iter().map(|&d| d as i64).collect::<Vec<_>>(), chain.clone()));
             }
         }
-        if g.outputs().contains(&out) {
+        if ed.is_output(out) {
             break;
         }
-        let readers = g.consumers(out);
-        let [(next, 0)] = readers[..] else { break };
-        if !matches!(g.nodes()[next.index()].op, Op::Transpose(_) | Op::Reshape(_)) {
+        let [(next, 0)] = ed.consumers(out)[..] else { break };
+        if !matches!(ed.node(next)?.op, Op::Transpose(_) | Op::Reshape(_)) {
             break;
         }
-        node = next.index();
+        node = next;
     }
     best
 }
@@ -1145,24 +1129,13 @@ impl Pass for SinkTransposes {
         "sink-transposes"
     }
 
-    fn run(&self, g: &mut Graph, cx: &mut PassCx) -> Result<bool, PassError> {
-        let mut changed = false;
-        // Each step removes or moves one Transpose downwards; bound the loop generously.
-        let limit = 16 * (g.nodes().len() + 1);
-        for _ in 0..limit {
-            if !cx.allow_rewrite() {
-                break;
-            }
-            if !self.step(g) {
-                break;
-            }
-            changed = true;
+    fn run(&self, ed: &mut Editor<'_>) -> Result<(), PassError> {
+        ed.rewrite_each(Self::step)?;
+        if ed.applied() > 0 {
+            // Drop what the rewrites left unread (the layout pass's unused copies too).
+            DeadCodeElimination.run(ed)?;
         }
-        if changed {
-            // Drop transposes nobody reads any more.
-            DeadCodeElimination.run(g, &mut PassCx::new(None))?;
-        }
-        Ok(changed)
+        Ok(())
     }
 }
 

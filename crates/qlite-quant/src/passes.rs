@@ -16,7 +16,7 @@ use bytes::Bytes;
 use qlite_ir::passes::DeadCodeElimination;
 use qlite_ir::tensor::{i32_bytes, read_f32s};
 use qlite_ir::{
-    DType, Graph, Node, Op, Pass, PassCx, PassError, PassManager, QuantParams, Signature, Tensor, TensorId,
+    DType, Editor, Graph, Node, Op, Pass, PassError, PassManager, Patch, QuantParams, Signature, Tensor, TensorId,
 };
 use std::collections::HashMap;
 
@@ -544,12 +544,15 @@ impl Pass for QuantizePass {
         }
     }
 
-    fn run(&self, g: &mut Graph, cx: &mut PassCx) -> Result<bool, PassError> {
-        if self.config.mode == QuantMode::None || !cx.allow_rewrite() {
-            return Ok(false);
+    /// The whole graph is rebuilt for the mode: one patch.
+    fn run(&self, ed: &mut Editor<'_>) -> Result<(), PassError> {
+        if self.config.mode == QuantMode::None || !ed.budget_left() {
+            return Ok(());
         }
-        *g = quantize_graph(g, self.table.as_ref(), &self.config).map_err(|e| PassError::Failed(e.to_string()))?;
-        Ok(true)
+        let g = quantize_graph(&ed.snapshot(), self.table.as_ref(), &self.config)
+            .map_err(|e| PassError::Failed(e.to_string()))?;
+        let _ = ed.apply(Patch::replace_graph(g));
+        Ok(())
     }
 }
 

@@ -905,11 +905,8 @@ fn convert(
     } else {
         "imported from a TensorFlow GraphDef".into()
     }));
-    {
-        use qlite_ir::Pass;
-        let mut cx = qlite_ir::PassCx::new(None);
-        qlite_ir::passes::DeadCodeElimination.run(&mut im.g, &mut cx).map_err(|e| SmError::Invalid(e.to_string()))?;
-    }
+    qlite_ir::pass::run_pass(&qlite_ir::passes::DeadCodeElimination, &mut im.g)
+        .map_err(|e| SmError::Invalid(e.to_string()))?;
     qlite_ir::verify(&im.g).map_err(|e| SmError::Invalid(e.to_string()))?;
     Ok(im.g)
 }

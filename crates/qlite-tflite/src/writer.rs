@@ -6,7 +6,7 @@ use crate::ops::{self, Aux, AuxOp, AuxTensor, VersionCx};
 use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
 use qlite_ir::passes::DeadCodeElimination;
 use qlite_ir::{
-    DType, Dim, Graph, NodeId, Op, Pass, PassCx, PassError, PassManager, PipelineError, QuantParams, Shape, Tensor,
+    DType, Dim, Editor, Graph, Op, Pass, PassError, PassManager, Patch, PipelineError, QuantParams, Shape, Tensor,
     TensorId, VerifyError, verify_exportable,
 };
 
@@ -66,10 +66,9 @@ impl Pass for MaterializeBias {
         "tflite-materialize-bias"
     }
 
-    fn run(&self, g: &mut Graph, cx: &mut PassCx) -> Result<bool, PassError> {
-        let mut changed = false;
-        for ni in 0..g.nodes().len() {
-            let n = &g.nodes()[ni];
+    fn run(&self, ed: &mut Editor<'_>) -> Result<(), PassError> {
+        for k in ed.keys() {
+            let Some(n) = ed.node(k) else { continue };
             let channel_dim = match n.op {
                 Op::Conv2d(_) => 0,
                 Op::DepthwiseConv2d(_) => 3,
@@ -78,7 +77,7 @@ impl Pass for MaterializeBias {
             if n.input(2).is_some() {
                 continue;
             }
-            let (Some(x), Some(w)) = (n.input(0).and_then(|t| g.tensor(t)), n.input(1).and_then(|t| g.tensor(t)))
+            let (Some(x), Some(w)) = (n.input(0).and_then(|t| ed.tensor(t)), n.input(1).and_then(|t| ed.tensor(t)))
             else {
                 continue;
             };
@@ -106,17 +105,20 @@ impl Pass for MaterializeBias {
                 }
                 _ => continue,
             };
-            if !cx.allow_rewrite() {
+            if !ed.budget_left() {
                 break;
             }
-            let id = g.add_tensor(bias);
-            if let Some(node) = g.node_mut(NodeId::from_index(ni)) {
-                node.inputs.resize(2, None);
-                node.inputs.push(Some(id));
+            let mut node = n.clone();
+            let id = ed.add_tensor(bias);
+            node.inputs.resize(2, None);
+            node.inputs.push(Some(id));
+            let mut p = Patch::new();
+            p.set(k, node);
+            if ed.apply(p).is_none() {
+                break;
             }
-            changed = true;
         }
-        Ok(changed)
+        Ok(())
     }
 }
 

@@ -528,7 +528,7 @@ pub struct ConvertReport {
     pub input_bytes: usize,
     pub output_bytes: usize,
     pub nodes: usize,
-    pub passes: Vec<(String, bool, Duration)>,
+    pub passes: Vec<qlite_ir::pass::PassRecord>,
     pub elapsed: Duration,
     /// Time spent calibrating (zero when a table was given or no calibration was needed).
     pub calibration: Duration,
@@ -550,7 +550,7 @@ pub fn default_pipeline() -> qlite_ir::PassManager {
 
 /// Run a pipeline (by names or the default) on a graph. A weights-only graph (no ops) is left
 /// alone: there is nothing to optimize and every constant must survive.
-pub fn run_passes(g: &mut Graph, opts: &ConvertOptions) -> Result<Vec<(String, bool, Duration)>, Error> {
+pub fn run_passes(g: &mut Graph, opts: &ConvertOptions) -> Result<Vec<qlite_ir::pass::PassRecord>, Error> {
     if g.nodes().is_empty() {
         return Ok(Vec::new());
     }
@@ -562,8 +562,7 @@ pub fn run_passes(g: &mut Graph, opts: &ConvertOptions) -> Result<Vec<(String, b
         None => default_pipeline(),
     };
     let pm = pm.print_after_change(opts.print_ir_after_change).stop_after(opts.stop_after);
-    let records = pm.run(g).map_err(|e| Error::Pipeline(e.to_string()))?;
-    Ok(records.into_iter().map(|r| (r.pass.to_string(), r.changed, r.elapsed)).collect())
+    pm.run(g).map_err(|e| Error::Pipeline(e.to_string()))
 }
 
 /// Read `input`, run the pipeline (cleanup, then quantization when configured), write
@@ -646,7 +645,7 @@ fn exporter_kind(path: &Path) -> Option<&'static str> {
 #[derive(Debug)]
 pub struct Quantized {
     pub graph: Graph,
-    pub passes: Vec<(String, bool, Duration)>,
+    pub passes: Vec<qlite_ir::pass::PassRecord>,
     pub calibration: Duration,
     pub table: Option<CalibrationTable>,
     pub report: Option<quantize::ErrorReport>,
@@ -695,10 +694,9 @@ pub fn quantize_model(
     let passes = if cfg.mode == QuantMode::None {
         Vec::new()
     } else {
-        let records = qlite_quant::quantize_pipeline(cfg.clone(), table.clone())
+        qlite_quant::quantize_pipeline(cfg.clone(), table.clone())
             .run(&mut graph)
-            .map_err(|e| Error::Pipeline(e.to_string()))?;
-        records.into_iter().map(|r| (r.pass.to_string(), r.changed, r.elapsed)).collect()
+            .map_err(|e| Error::Pipeline(e.to_string()))?
     };
     let budget = match (opts.min_sqnr, opts.max_accuracy_drop) {
         (Some(_), Some(_)) => return Err(Error::Usage("give --min-sqnr or --max-accuracy-drop, not both".into())),
