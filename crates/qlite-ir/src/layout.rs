@@ -137,6 +137,7 @@ fn permuted_fc_weights(g: &mut Graph, t: TensorId, [c, h, w]: [usize; 3]) -> Opt
     let wt = g.tensor(t)?.clone();
     let dims = wt.shape.to_fixed()?;
     let moved = transpose_bytes(wt.data.as_ref()?, &[dims[0], c, h, w], &[0, 2, 3, 1], wt.dtype.size())?;
+    crate::hint::constant_consumed(wt.data.as_ref()?);
     let mut nt = Tensor::constant(format!("{}/hwc", wt.name), wt.dtype, wt.shape.clone(), moved.into());
     nt.quant = wt.quant.clone();
     Some(g.add_tensor(nt))

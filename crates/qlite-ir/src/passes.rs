@@ -395,12 +395,20 @@ impl FoldScaleShift {
         }
         let nb: Vec<f32> = (0..channels).map(|c| bias[c] * scale[c] + shift[c]).collect();
         let mut node = n.clone();
-        let new_w = ed.add_tensor(crate::Tensor::constant(
-            format!("{}/folded", wt.name),
-            crate::DType::F32,
-            wt.shape.clone(),
-            f32_bytes(&wv),
-        ));
+        let folded =
+            crate::Tensor::constant(format!("{}/folded", wt.name), crate::DType::F32, wt.shape.clone(), f32_bytes(&wv));
+        drop(wv);
+        crate::hint::constant_consumed(&wdata);
+        drop((wt, wdata));
+        let mut patch = Patch::new();
+        // Weights read by this layer alone are replaced in place (the unfolded ones are freed
+        // with the patch); shared ones get a folded copy.
+        let new_w = if ed.consumers(w).len() == 1 {
+            patch.set_tensor(w, folded);
+            w
+        } else {
+            ed.add_tensor(folded)
+        };
         let new_b = ed.add_tensor(crate::Tensor::constant(
             format!("{}/bias_folded", node.name),
             crate::DType::F32,
@@ -414,7 +422,6 @@ impl FoldScaleShift {
         node.inputs[2] = Some(new_b);
         node.outputs[0] = last;
         node.op.set_fused_activation(act);
-        let mut patch = Patch::new();
         for c in removed {
             patch.remove(c);
         }

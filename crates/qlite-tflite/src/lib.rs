@@ -31,7 +31,8 @@ pub use generated::tflite as fb;
 use reader::flatbuffer_error;
 pub use reader::{ReadError, read_model};
 pub use writer::{
-    BufferPlacement, OUTSIDE_THRESHOLD, WriteError, legalize_pipeline, write_model, write_model_to, write_model_with,
+    BufferPlacement, OUTSIDE_THRESHOLD, WriteError, legalize_pipeline, write_model, write_model_owned, write_model_to,
+    write_model_with,
 };
 
 /// The file identifier at bytes 4..8 of every .tflite file.

@@ -178,20 +178,66 @@ fn align16(x: u64) -> u64 {
     x.next_multiple_of(16)
 }
 
-fn serialize_placed(g: &Graph, placement: BufferPlacement) -> Result<Serialized, WriteError> {
-    let mut g = g.clone();
-    legalize_pipeline().run(&mut g)?;
+/// Legalize `g` (and its subgraphs) in place and check it can be written.
+fn legalize(g: &mut Graph) -> Result<(), WriteError> {
+    legalize_pipeline().run(g)?;
     let mut subgraphs = g.subgraphs().to_vec();
     for sg in &mut subgraphs {
         legalize_pipeline().run(sg)?;
     }
     g.set_subgraphs(subgraphs);
-    verify_exportable(&g, "tflite")?;
-    let outside = match placement {
+    verify_exportable(g, "tflite")?;
+    Ok(())
+}
+
+fn outside_of(g: &Graph, placement: BufferPlacement) -> bool {
+    match placement {
         BufferPlacement::Inside => false,
         BufferPlacement::Outside => true,
         BufferPlacement::Auto => g.constant_bytes() > OUTSIDE_THRESHOLD,
-    };
+    }
+}
+
+/// [`write_model_to`] for a caller that gives up its graph: each constant is freed once it is
+/// copied into the flatbuffer (when nothing else holds it), so a converted model's weights are
+/// in memory once, not twice. Constants written after the flatbuffer are streamed from the
+/// graph as in [`write_model_to`].
+pub fn write_model_owned(
+    mut g: Graph,
+    placement: BufferPlacement,
+    w: &mut dyn std::io::Write,
+) -> Result<u64, WriteError> {
+    legalize(&mut g)?;
+    if outside_of(&g, placement) {
+        return write_model_to(&g, BufferPlacement::Outside, w);
+    }
+    let prepared = prepare_all(&g)?;
+    strip_constants(&mut g);
+    let (flatbuffer, _) = build(&g, prepared, None)?;
+    w.write_all(&flatbuffer).map_err(|e| WriteError::Io(e.to_string()))?;
+    Ok(flatbuffer.len() as u64)
+}
+
+/// Drop the graph's references to its constants' bytes (the prepared buffers hold them now).
+fn strip_constants(g: &mut Graph) {
+    for id in g.tensor_ids() {
+        if let Some(t) = g.tensor_mut(id) {
+            t.data = None;
+            t.sparse = None;
+        }
+    }
+    let mut subgraphs = g.subgraphs().to_vec();
+    g.set_subgraphs(Vec::new());
+    for sg in &mut subgraphs {
+        strip_constants(sg);
+    }
+    g.set_subgraphs(subgraphs);
+}
+
+fn serialize_placed(g: &Graph, placement: BufferPlacement) -> Result<Serialized, WriteError> {
+    let mut g = g.clone();
+    legalize(&mut g)?;
+    let outside = outside_of(&g, placement);
     if !outside {
         let (flatbuffer, _) = serialize(&g, None)?;
         let len = flatbuffer.len() as u64;
@@ -229,9 +275,9 @@ fn i32_dim(g: &Graph, id: TensorId, d: usize) -> Result<i32, WriteError> {
 
 /// One graph's part of the file, decided before building: the buffer of each constant, its
 /// aux tensors and operators, and its operator codes.
-struct Prep<'g> {
+struct Prep {
     tensor_buffer: Vec<u32>,
-    sparse: Vec<Option<&'g qlite_ir::SparseForm>>,
+    sparse: Vec<Option<qlite_ir::SparseForm>>,
     aux: Vec<AuxTensor>,
     aux_index: Vec<Vec<i32>>,
     aux_ops: Vec<Vec<AuxOp>>,
@@ -240,28 +286,28 @@ struct Prep<'g> {
     aux_opcode: Vec<Vec<u32>>,
 }
 
-type OpcodeKey<'g> = (fb::BuiltinOperator, i32, Option<&'g str>);
+type OpcodeKey = (fb::BuiltinOperator, i32, Option<String>);
 
-fn prepare<'g>(
-    g: &'g Graph,
+fn prepare(
+    g: &Graph,
     buffer_data: &mut Vec<Option<bytes::Bytes>>,
-    opcodes: &mut Vec<OpcodeKey<'g>>,
-) -> Result<Prep<'g>, WriteError> {
+    opcodes: &mut Vec<OpcodeKey>,
+) -> Result<Prep, WriteError> {
     let mut tensor_buffer = vec![0u32; g.tensors().len()];
     // A constant read sparse is written sparse while its stored form still expands to its data
     // (a pass that changed the data, or the dtype, makes it dense).
-    let sparse: Vec<Option<&qlite_ir::SparseForm>> = g
+    let sparse: Vec<Option<qlite_ir::SparseForm>> = g
         .tensors()
         .iter()
         .map(|t| {
             let (sp, data, dims) = (t.sparse.as_deref()?, t.data.as_ref()?, t.shape.to_fixed()?);
-            sp.densify(&dims, t.dtype.size()).ok().filter(|d| d[..] == data[..]).map(|_| sp)
+            sp.densify(&dims, t.dtype.size()).ok().filter(|d| d[..] == data[..]).map(|_| sp.clone())
         })
         .collect();
     for id in g.tensor_ids() {
         if let Some(d) = &g.tensors()[id.index()].data {
             tensor_buffer[id.index()] = buffer_data.len() as u32;
-            buffer_data.push(Some(sparse[id.index()].map_or_else(|| d.clone(), |sp| sp.values.clone())));
+            buffer_data.push(Some(sparse[id.index()].as_ref().map_or_else(|| d.clone(), |sp| sp.values.clone())));
         }
     }
     // Aux tensors, in node order, after the graph's own tensors.
@@ -302,7 +348,7 @@ fn prepare<'g>(
                     node: n.name.clone(),
                     message: format!("operator code {} does not fit int32", src.code),
                 })?;
-                (fb::BuiltinOperator(code), o.version.clamp(1, i32::MAX as i64) as i32, src.custom_code.as_deref())
+                (fb::BuiltinOperator(code), o.version.clamp(1, i32::MAX as i64) as i32, src.custom_code.clone())
             }
             op => {
                 let family = ops::family(op);
@@ -324,7 +370,7 @@ fn prepare<'g>(
 fn build_subgraph<'a>(
     fbb: &mut FlatBufferBuilder<'a>,
     g: &Graph,
-    p: &Prep<'_>,
+    p: &Prep,
 ) -> Result<WIPOffset<fb::SubGraph<'a>>, WriteError> {
     let Prep { tensor_buffer, sparse, aux, aux_index, aux_ops, aux_buffer, node_opcode, aux_opcode } = p;
     let mut tensors = Vec::with_capacity(g.tensors().len() + aux.len());
@@ -364,7 +410,7 @@ fn build_subgraph<'a>(
             }
             None => fb::QuantizationParameters::create(fbb, &Default::default()),
         });
-        let sparsity = sparse[id.index()].map(|sp| sparsity_table(fbb, sp));
+        let sparsity = sparse[id.index()].as_ref().map(|sp| sparsity_table(fbb, sp));
         tensors.push(fb::Tensor::create(
             fbb,
             &fb::TensorArgs {
@@ -478,7 +524,7 @@ fn build_subgraph<'a>(
 }
 
 /// The index of an operator code, added in first-use order.
-fn opcode_index<'a>(opcodes: &mut Vec<OpcodeKey<'a>>, key: OpcodeKey<'a>) -> u32 {
+fn opcode_index(opcodes: &mut Vec<OpcodeKey>, key: OpcodeKey) -> u32 {
     match opcodes.iter().position(|k| *k == key) {
         Some(i) => i as u32,
         None => {
@@ -575,26 +621,62 @@ fn sparsity_table<'a>(
 /// writes the non-empty constant buffers as (offset, size), the k-th of them at `offsets[k]`
 /// (an empty slice: placeholders), and returns their data in that order.
 fn serialize(g: &Graph, outside: Option<&[u64]>) -> Result<(bytes::Bytes, Vec<bytes::Bytes>), WriteError> {
-    // Estimate: flatbuffers cannot exceed 2 GiB.
-    let const_bytes = if outside.is_some() { 0 } else { g.constant_bytes() };
-    if const_bytes > (2usize << 30) - (64 << 20) {
-        return Err(WriteError::TooLarge { size: const_bytes });
-    }
-    let mut fbb = FlatBufferBuilder::with_capacity(const_bytes + 4096);
-    // Raise the builder's alignment to 16 so the finished buffer length, and therefore every
-    // aligned data vector's absolute position, is a multiple of 16.
-    fbb.push(fb::Align16::new(0, 0));
+    let prepared = prepare_all(g)?;
+    build(g, prepared, outside)
+}
 
+/// Everything decided before building, for the main graph and its subgraphs: each graph's
+/// [`Prep`], every buffer's data (the constants, shared with the graph), the operator codes.
+struct Prepared {
+    preps: Vec<Prep>,
+    buffer_data: Vec<Option<bytes::Bytes>>,
+    opcodes: Vec<OpcodeKey>,
+}
+
+fn prepare_all(g: &Graph) -> Result<Prepared, WriteError> {
     // Buffers: 0 is the empty sentinel; each constant gets its own.
     let mut buffer_data: Vec<Option<bytes::Bytes>> = vec![None];
     // Operator codes, deduplicated by (code, version, custom code) in first-use order.
-    let mut opcodes: Vec<(fb::BuiltinOperator, i32, Option<&str>)> = Vec::new();
+    let mut opcodes: Vec<OpcodeKey> = Vec::new();
     // The main graph, then the control-flow subgraphs it keeps, in order.
-    let graphs: Vec<&Graph> = std::iter::once(g).chain(g.subgraphs()).collect();
-    let mut preps = Vec::with_capacity(graphs.len());
-    for g in &graphs {
+    let mut preps = Vec::with_capacity(1 + g.subgraphs().len());
+    for g in std::iter::once(g).chain(g.subgraphs()) {
         preps.push(prepare(g, &mut buffer_data, &mut opcodes)?);
     }
+    Ok(Prepared { preps, buffer_data, opcodes })
+}
+
+/// Build the flatbuffer from what [`prepare_all`] decided. Each constant's bytes are released
+/// once copied in: a caller that gave up its graph ([`write_model_owned`]) holds each weight
+/// once, in the graph or in the builder, never in both.
+fn build(
+    g: &Graph,
+    prepared: Prepared,
+    outside: Option<&[u64]>,
+) -> Result<(bytes::Bytes, Vec<bytes::Bytes>), WriteError> {
+    let Prepared { preps, mut buffer_data, opcodes } = prepared;
+    // Estimate: flatbuffers cannot exceed 2 GiB.
+    let const_bytes: usize =
+        if outside.is_some() { 0 } else { buffer_data.iter().flatten().map(|d| d.len().next_multiple_of(16)).sum() };
+    if const_bytes > (2usize << 30) - (64 << 20) {
+        return Err(WriteError::TooLarge { size: const_bytes });
+    }
+    let graphs: Vec<&Graph> = std::iter::once(g).chain(g.subgraphs()).collect();
+    // Room for everything at once: a builder that outgrows its buffer doubles it and copies the
+    // weights already in (twice the model in memory). Pages never written cost nothing, so the
+    // allowance for tables, names and shapes is generous.
+    let tables: usize = graphs
+        .iter()
+        .map(|g| {
+            let names: usize = g.tensors().iter().map(|t| t.name.len()).sum::<usize>()
+                + g.nodes().iter().map(|n| n.name.len()).sum::<usize>();
+            names + 512 * (g.tensors().len() + 2 * g.nodes().len())
+        })
+        .sum();
+    let mut fbb = FlatBufferBuilder::with_capacity(const_bytes + tables + (1 << 20));
+    // Raise the builder's alignment to 16 so the finished buffer length, and therefore every
+    // aligned data vector's absolute position, is a multiple of 16.
+    fbb.push(fb::Align16::new(0, 0));
     // min_runtime_version: max over operators.
     let mut min_rt = String::new();
     for &(code, version, _) in &opcodes {
@@ -620,17 +702,20 @@ fn serialize(g: &Graph, outside: Option<&[u64]>) -> Result<(bytes::Bytes, Vec<by
     // ---- build ----
     let mut blobs = Vec::new();
     let mut buffers: Vec<WIPOffset<fb::Buffer>> = Vec::with_capacity(buffer_data.len());
-    for (i, d) in buffer_data.iter().enumerate() {
-        let args = match (d, outside) {
+    for (i, d) in buffer_data.iter_mut().enumerate() {
+        let args = match (d.take(), outside) {
             (Some(d), Some(offsets)) if i < n_tensor_buffers && !d.is_empty() => {
                 // A placeholder offset above 1 (only those are valid) keeps the field present.
                 let offset = offsets.get(blobs.len()).copied().unwrap_or(2);
-                blobs.push(d.clone());
-                fb::BufferArgs { data: None, offset, size: d.len() as u64 }
+                let size = d.len() as u64;
+                blobs.push(d);
+                fb::BufferArgs { data: None, offset, size }
             }
             (Some(d), _) => {
-                let data = Some(aligned_bytes(&mut fbb, d));
-                qlite_ir::hint::constant_consumed(d);
+                let data = Some(aligned_bytes(&mut fbb, &d));
+                qlite_ir::hint::constant_consumed(&d);
+                // Dropped here: the last reference frees a computed constant.
+                drop(d);
                 fb::BufferArgs { data, offset: 0, size: 0 }
             }
             (None, _) => fb::BufferArgs { data: None, offset: 0, size: 0 },
@@ -647,8 +732,9 @@ fn serialize(g: &Graph, outside: Option<&[u64]>) -> Result<(bytes::Bytes, Vec<by
 
     let codes_vec: Vec<_> = opcodes
         .iter()
-        .map(|&(code, version, custom)| {
-            let custom_code = custom.map(|c| fbb.create_string(c));
+        .map(|(code, version, custom)| {
+            let (code, version) = (*code, *version);
+            let custom_code = custom.as_deref().map(|c| fbb.create_string(c));
             fb::OperatorCode::create(
                 &mut fbb,
                 &fb::OperatorCodeArgs {

@@ -129,6 +129,11 @@ pub trait Exporter: Send + Sync {
         w.write_all(&data).map_err(|e| e.to_string())?;
         Ok(data.len() as u64)
     }
+    /// [`export_to`](Self::export_to) taking the graph: override to free each constant once
+    /// written, so a converted model's weights are not in memory twice.
+    fn export_owned(&self, g: Graph, w: &mut dyn std::io::Write) -> Result<u64, String> {
+        self.export_to(&g, w)
+    }
 }
 
 /// TensorFlow Lite flatbuffers.
@@ -162,6 +167,9 @@ impl Exporter for TfliteFormat {
     }
     fn export_to(&self, g: &Graph, w: &mut dyn std::io::Write) -> Result<u64, String> {
         qlite_tflite::write_model_to(g, qlite_tflite::BufferPlacement::Auto, w).map_err(|e| e.to_string())
+    }
+    fn export_owned(&self, g: Graph, w: &mut dyn std::io::Write) -> Result<u64, String> {
+        qlite_tflite::write_model_owned(g, qlite_tflite::BufferPlacement::Auto, w).map_err(|e| e.to_string())
     }
 }
 
@@ -456,11 +464,25 @@ fn exporter<'r>(reg: &'r Registry, path: &Path) -> Result<&'r dyn Exporter, Erro
 /// Write `g` to `path` atomically (a temporary file beside it, renamed when complete; nothing
 /// is left behind on error). Returns the number of bytes written.
 pub fn save(reg: &Registry, g: &Graph, path: &Path) -> Result<usize, Error> {
+    save_via(reg, path, |exp, w| exp.export_to(g, w))
+}
+
+/// [`save`] for a caller that is done with the graph: the exporter may free each constant
+/// once it is written, so the weights are not held twice while the file is made.
+pub fn save_owned(reg: &Registry, g: Graph, path: &Path) -> Result<usize, Error> {
+    save_via(reg, path, |exp, w| exp.export_owned(g, w))
+}
+
+fn save_via(
+    reg: &Registry,
+    path: &Path,
+    export: impl FnOnce(&dyn Exporter, &mut dyn std::io::Write) -> Result<u64, String>,
+) -> Result<usize, Error> {
     let exp = exporter(reg, path)?;
     let io_err = |source| Error::Io { path: path.to_path_buf(), source };
     let tmp = io::temp_beside(path).map_err(io_err)?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp);
-    let n = exp.export_to(g, &mut w).map_err(|message| Error::Export { path: path.to_path_buf(), message })?;
+    let n = export(exp, &mut w).map_err(|message| Error::Export { path: path.to_path_buf(), message })?;
     let tmp = w.into_inner().map_err(|e| io_err(e.into_error()))?;
     io::finish(tmp, path).map_err(io_err)?;
     Ok(n as usize)
@@ -607,9 +629,13 @@ pub fn convert_with_progress(
     }
     let mut passes = run_passes(&mut g, opts)?;
     let q = quantize_model(&g, opts, progress)?;
+    // The float graph's constants are the quantized graph's too (shared) or no longer needed:
+    // letting go of them here lets the writer free each weight once it is in the output.
+    drop(g);
     passes.extend(q.passes);
+    let nodes = q.graph.nodes().len();
     let output_bytes = match opts.target {
-        None => save(reg, &q.graph, output)?,
+        None => save_owned(reg, q.graph, output)?,
         Some(target) => {
             let bytes = export_bytes(reg, &q.graph, output)?;
             let report = check::check_tflite(&bytes, target)
@@ -624,7 +650,7 @@ pub fn convert_with_progress(
     Ok(ConvertReport {
         input_bytes,
         output_bytes,
-        nodes: q.graph.nodes().len(),
+        nodes,
         passes,
         elapsed: start.elapsed(),
         calibration: q.calibration,

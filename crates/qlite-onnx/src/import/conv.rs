@@ -91,6 +91,9 @@ impl Importer {
         } else {
             return Ok(false);
         };
+        // The file's OIHW bytes are read for the last time (mapped pages can go).
+        qlite_ir::hint::constant_consumed(&w.data);
+        drop(wv);
         let y = self.push(&format!("{name}/nhwc"), op, vec![Some(t), Some(wt), bias])?;
         let conv_node = self.g.nodes().len() - 1;
         let back = self.transpose(name, y, vec![0, 3, 1, 2])?;
@@ -238,7 +241,16 @@ impl Importer {
                     Some(d) => read_f32s(d).iter().zip(&scale).zip(&shift).map(|((b, s), sh)| b * s + sh).collect(),
                     None => shift.clone(),
                 };
-                let nw = self.new_const(&format!("{}/bn", wt.name), DType::F32, &dims, f32_bytes(&wv));
+                // The weights tensor is this convolution's own (made by `conv`): its data is
+                // replaced, so the unfolded values are freed now, not after the import.
+                let folded = f32_bytes(&wv);
+                drop(wv);
+                if let Some(t) = self.g.tensor_mut(w) {
+                    t.name = format!("{}/bn", wt.name);
+                    t.data = Some(folded);
+                }
+                drop(wt);
+                let nw = w;
                 let nb = self.new_const(&format!("{name}/bias"), DType::F32, &[ch], f32_bytes(&bv));
                 if let Some(nd) = self.g.node_mut(qlite_ir::NodeId::from_index(node)) {
                     nd.inputs[1] = Some(nw);

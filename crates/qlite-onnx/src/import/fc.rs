@@ -60,7 +60,14 @@ impl Importer {
                 }
                 // transB = 1 with alpha = 1 (PyTorch's nn.Linear) is already FULLY_CONNECTED's
                 // layout: keep the initializer's bytes (memory-mapped), no copy.
-                let data = if trans_b != 0 && alpha == 1.0 { b.data.clone() } else { f32_bytes(&w) };
+                let data = if trans_b != 0 && alpha == 1.0 {
+                    b.data.clone()
+                } else {
+                    // Read for the last time: the file's mapped pages can go.
+                    qlite_ir::hint::constant_consumed(&b.data);
+                    f32_bytes(&w)
+                };
+                drop(w);
                 let wt = self.new_const(&bname, DType::F32, &[units, depth], data);
                 let bias = match n.input.get(2).filter(|s| !s.is_empty()) {
                     Some(cn) => {
