@@ -598,6 +598,7 @@ pub fn bench() -> R {
         println!("    {l}");
     }
     let large = large_models(&dir, &exe)?;
+    let memory = conversion_memory(&dir, &exe)?;
     let calibration = calibration_bench(&dir, &exe)?;
     let doc = format!(
         "# Benchmarks\n\nWritten by `cargo xtask bench` (release build, single-image latency, one thread unless \
@@ -616,6 +617,12 @@ pub fn bench() -> R {
          work is), converted by `qlite convert --io-layout nhwc --quantize int8` calibrated on 4 \
          seeded random images: no Transpose is left (`assign-layout`). Both sides run the same \
          file, one thread, median of 20 runs, lowest of 3 rounds.\n\n\
+         ## Converting real-size ONNX files: time and peak memory\n\n{memory}\n\
+         The `onnx` wheel's light ResNet-50, DenseNet-121 and VGG-19 with their ConstantOfShape \
+         weights replaced by seeded random initializers stored in the file \
+         (`xtask/bench/onnx_real_size.py`), converted with `--io-layout nhwc` (float32); median of 3 \
+         runs of the whole process, peak resident memory the highest of them. `cp`: copying the same \
+         file, warm page cache, median of 3.\n\n\
          ## Full-integer conversion against TensorFlow's converter\n\n{calibration}\n\
          Keras ResNet-50 (`keras.applications`, random weights, 224×224, batch None) exported as a \
          SavedModel, 32 calibration images (`xtask/bench/keras_resnet50_int8.py`). TensorFlow: the \
@@ -626,6 +633,73 @@ pub fn bench() -> R {
     std::fs::create_dir_all(root().join("docs")).map_err(|e| e.to_string())?;
     std::fs::write(root().join("docs/benchmarks.md"), doc).map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// Real-size ONNX CNNs converted to float .tflite: elapsed time and peak RSS against the file
+/// size, and `cp` of the same file; a Markdown table.
+fn conversion_memory(dir: &Path, exe: &Path) -> Result<String, String> {
+    let out_dir = dir.join("onnx");
+    let o = Command::new(super::oracle_python()?)
+        .arg(root().join("xtask/bench/onnx_real_size.py"))
+        .arg(&out_dir)
+        .args(["resnet50", "densenet121", "vgg19"])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !o.status.success() {
+        return Err(format!("onnx_real_size.py failed: {}", String::from_utf8_lossy(&o.stderr)));
+    }
+    let mut table = String::from(
+        "| model | file | qlite convert | peak memory | peak ÷ file | `cp` of the file |\n|---|---|---|---|---|---|\n",
+    );
+    for name in ["resnet50", "densenet121", "vgg19"] {
+        let src = out_dir.join(format!("{name}.onnx"));
+        let dst = dir.join(format!("{name}_float.tflite"));
+        let bytes = std::fs::metadata(&src).map_err(|e| e.to_string())?.len() as f64;
+        let (mut times, mut peak) = (Vec::new(), 0f64);
+        for _ in 0..3 {
+            let q = Command::new(exe)
+                .arg("--stats")
+                .arg("convert")
+                .arg(&src)
+                .arg("-o")
+                .arg(&dst)
+                .args(["--io-layout", "nhwc"])
+                .output()
+                .map_err(|e| e.to_string())?;
+            if !q.status.success() {
+                return Err(format!("qlite convert {name}: {}", String::from_utf8_lossy(&q.stderr)));
+            }
+            let err = String::from_utf8_lossy(&q.stderr).into_owned();
+            let field =
+                |k: &str| err.split_whitespace().find_map(|w| w.strip_prefix(k)).and_then(|v| v.parse::<f64>().ok());
+            times.push(field("elapsed_ms=").unwrap_or(f64::NAN));
+            peak = peak.max(field("peak_rss_kib=").unwrap_or(f64::NAN) * 1024.0);
+        }
+        let copy = dir.join(format!("{name}_copy.onnx"));
+        let mut cp = Vec::new();
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            let ok = Command::new("cp").arg(&src).arg(&copy).status().map_err(|e| e.to_string())?.success();
+            if !ok {
+                return Err(format!("cp {} failed", src.display()));
+            }
+            cp.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let _ = std::fs::remove_file(&copy);
+        table.push_str(&format!(
+            "| {name} | {:.0} MB | {:.0} ms | {:.0} MB | {:.2}× | {:.0} ms |\n",
+            bytes / 1e6,
+            median(times),
+            peak / 1e6,
+            peak / bytes,
+            median(cp)
+        ));
+    }
+    println!("  real-size ONNX conversion, time and peak memory:");
+    for l in table.lines() {
+        println!("    {l}");
+    }
+    Ok(table)
 }
 
 /// Keras ResNet-50 to full integer with 32 calibration images: TensorFlow's converter against
