@@ -293,7 +293,7 @@ fn big_safetensors(path: &Path) -> R {
 
 /// 2 GiB f32 → f16: qlite vs the Python baseline vs `cp`. Outputs go to tmpfs (/dev/shm)
 /// when it exists, so the numbers measure the conversion rather than this machine's disk
-/// (qlite's fsync is then free, like the baselines' missing one); a run writing to disk is
+/// (the page cache's write-back is then free for every contender); a run writing to disk is
 /// shown for qlite too.
 fn weights_bench(dir: &Path, exe: &Path) -> R {
     let src = dir.join("big_2gib_f32.safetensors");
@@ -356,7 +356,7 @@ fn weights_bench(dir: &Path, exe: &Path) -> R {
     println!("    {:<32} {:>8.2} {:>10.0} {:>14.1}", "python safetensors + numpy", p_s, mb / p_s, p_rss);
     println!("    {:<32} {:>8.2} {:>10.0} {:>14}", "cp", c_s, mb / c_s, "-");
     println!("    qlite = {:.1}x the Python baseline's throughput, {:.0}% of cp's", p_s / q_s, 100.0 * c_s / q_s);
-    println!("    (qlite writing to {} with fsync: {:.2} s, {:.0} MB/s)", dir.display(), d_s, mb / d_s);
+    println!("    (qlite writing to {}: {:.2} s, {:.0} MB/s)", dir.display(), d_s, mb / d_s);
     let _ = std::fs::remove_dir(&out_dir);
     Ok(())
 }
@@ -451,7 +451,7 @@ pub fn bench() -> R {
         Ok((median(times), median(rss)))
     };
     let big_s = big.to_string_lossy().into_owned();
-    println!("bench (release binary, whole process, median of 5; elapsed includes reading, writing and fsync)");
+    println!("bench (release binary, whole process, median of 5; elapsed includes reading and writing)");
     let (t, m) = measure(&["inspect", &big_s])?;
     println!(
         "  inspect {:.1} MB .tflite: {t:.2} ms, peak RSS {m:.1} MiB (weights mapped, not copied)",
@@ -490,7 +490,7 @@ pub fn bench() -> R {
     let mlp_1m = dir.join("mlp_1m_float.tflite");
     qlite::save(&reg, &float_mlp(&[64, 1024, 1024, 10]), &mlp_1m).map_err(|e| e.to_string())?;
     let calib = root().join("fixtures/digits/x_calib.npy").to_string_lossy().into_owned();
-    println!("  conversion per mode (ms, whole process incl. reading, calibration on 200 samples for int8, fsync):");
+    println!("  conversion per mode (ms, whole process incl. reading, calibration on 200 samples for int8, writing):");
     println!("    {:<28} {:>9} {:>9} {:>9} {:>9} {:>22}", "model", "none", "float16", "dynamic", "int8", "calibration");
     for m in [root().join("fixtures/digits/mlp.tflite"), root().join("fixtures/digits/cnn.tflite"), mlp_1m.clone()] {
         let ms = m.to_string_lossy().into_owned();

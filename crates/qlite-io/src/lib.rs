@@ -133,8 +133,8 @@ pub fn temp_beside(path: &Path) -> std::io::Result<tempfile::NamedTempFile> {
 ///
 /// No fsync: like `cp` and TensorFlow's converter, the file reaches the disk when the kernel
 /// writes it back. Forcing it out first cost more than the rest of a conversion (VGG-19's
-/// 575 MB: 1.2 s of 2.4 s here) and only matters if the machine loses power in the next
-/// seconds, when the new file may be lost but the one it replaced is not half-written.
+/// 575 MB: 1.2 s of 2.4 s here) and only matters if the machine loses power before that
+/// write-back, which can leave the new file incomplete.
 pub fn finish(tmp: tempfile::NamedTempFile, path: &Path) -> std::io::Result<()> {
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
