@@ -393,7 +393,6 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    qlite::io::keep_large_blocks_mapped();
     let cli = Cli::parse();
     if matches!(cli.cmd, Cmd::Check { .. }) {
         return match check_cmd(cli) {

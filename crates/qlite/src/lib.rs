@@ -627,7 +627,11 @@ pub fn convert_with_progress(
             input.display()
         )));
     }
+    // Weights the importer reordered or folded are freed by now, and again after the passes:
+    // give the pages back before the next phase allocates.
+    io::trim_freed_memory();
     let mut passes = run_passes(&mut g, opts)?;
+    io::trim_freed_memory();
     let q = quantize_model(&g, opts, progress)?;
     // The float graph's constants are the quantized graph's too (shared) or no longer needed:
     // letting go of them here lets the writer free each weight once it is in the output.
