@@ -1396,3 +1396,33 @@ fn hybrid_input_quantization_on_rounding_boundaries_matches_litert() {
         export_case(&format!("hybrid_ties_{seed}"), &bytes, &inputs, &y, "hybrid");
     }
 }
+
+/// Float MAX_POOL_2D / AVERAGE_POOL_2D on the fast path (channels innermost) give the reference
+/// kernels' values exactly, at every tier: the same taps in the same order per channel.
+#[test]
+fn fast_float_pools_equal_the_reference() {
+    for seed in 0..120u64 {
+        let mut b = Builder::new(&format!("fast_float_pool_{seed}"));
+        let (n, h, w_) = spatial(&mut b.rng);
+        let c = int(&mut b.rng, 1, 40) as usize;
+        let filter = [int(&mut b.rng, 1, 3) as usize, int(&mut b.rng, 1, 3) as usize];
+        let stride = [int(&mut b.rng, 1, 3) as usize, int(&mut b.rng, 1, 3) as usize];
+        let padding = if filter[0] > h || filter[1] > w_ {
+            Padding::Same
+        } else {
+            pick(&mut b.rng, &[Padding::Same, Padding::Valid])
+        };
+        let kind = if seed % 2 == 0 { PoolKind::Max } else { PoolKind::Average };
+        let x = b.input("x", &[n, h, w_, c], -3.0, 3.0);
+        let activation = act(&mut b.rng);
+        let y = b.node(Op::Pool2d(Pool2d { kind, filter, stride, padding, activation }), &[Some(x)], None);
+        let (g, inputs) = b.finish(&[y]);
+        let reference = qlite::Interpreter::new(&g).unwrap().run(inputs.clone()).unwrap();
+        qlite::isa::for_each_tier(|t| {
+            let fast = qlite::Interpreter::new(&g).unwrap().isa(t).kernels(qlite::Kernels::Fast);
+            let got = fast.run(inputs.clone()).unwrap();
+            assert_eq!(got, reference, "seed {seed} at {t}");
+            assert_eq!(fast.fast_nodes(), 1, "seed {seed}: the pool runs fast");
+        });
+    }
+}

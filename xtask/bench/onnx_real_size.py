@@ -42,6 +42,11 @@ def real_size(src, dst, seed):
     for i in list(g.initializer):
         if i.name not in used:
             g.initializer.remove(i)
+    # The shapes were also listed as graph inputs (initializers-as-inputs, old exporters).
+    gone = {i for i in inits if i not in used}
+    for i in list(g.input):
+        if i.name in gone:
+            g.input.remove(i)
     onnx.save(m, dst)
 
 

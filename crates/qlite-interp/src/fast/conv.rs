@@ -385,7 +385,10 @@ impl ConvGeom {
 #[derive(Debug, Clone)]
 pub struct PackedFloatConv {
     pub(crate) op: qlite_ir::op::Conv2d,
+    /// The OHWI weights, for tiers below AVX-512 (`matrixmultiply`); empty when packed.
     pub(crate) w: Vec<f32>,
+    /// The weights packed for the AVX-512 kernel (bias and activation fused).
+    pub(crate) packed: Option<super::gemm_f32::PackedW>,
     pub(crate) ws: Vec<usize>,
     pub(crate) bias: Option<Vec<f32>>,
 }
@@ -401,7 +404,10 @@ impl PackedFloatConv {
         if ws.len() != 4 || x.shape.dim(3).and_then(|d| d.fixed()) != Some(ws[3]) {
             return None; // grouped convolutions stay on the reference kernel
         }
-        Some(PackedFloatConv { op: op.clone(), w: w.to_vec(), ws, bias })
+        let k = ws[1].checked_mul(ws[2])?.checked_mul(ws[3])?;
+        let packed = if crate::isa::current().has_avx512() { super::gemm_f32::PackedW::new(w, ws[0], k) } else { None };
+        let w = if packed.is_some() { Vec::new() } else { w.to_vec() };
+        Some(PackedFloatConv { op: op.clone(), w, packed, ws, bias })
     }
 
     pub(crate) fn run(&self, xs: &[usize], xv: &[f32], out: &mut Option<Array>, s: &mut Scratch) -> Option<()> {
@@ -424,7 +430,8 @@ impl PackedFloatConv {
             let img = &xv[b * ih * iw * ic..(b + 1) * ih * iw * ic];
             let yb = &mut y[b * pixels * oc..(b + 1) * pixels * oc];
             if direct {
-                sgemm(pixels, k, oc, img, (k, 1), &self.w, (1, k), yb)?;
+                self.gemm(pixels, k, oc, img, yb)?;
+                continue;
             } else {
                 let col = &mut s.col_f32;
                 col.clear();
@@ -447,10 +454,25 @@ impl PackedFloatConv {
                         }
                     }
                 }
-                sgemm(pixels, k, oc, col, (k, 1), &self.w, (1, k), yb)?;
+                let col = std::mem::take(&mut s.col_f32);
+                let done = self.gemm(pixels, k, oc, &col, yb);
+                s.col_f32 = col;
+                done?;
             }
-            bias_act(yb, oc, self.bias.as_deref(), op.activation);
         }
         Some(())
+    }
+
+    /// `y = act(a · Wᵀ + bias)` for `pixels` rows of `k` values: the packed AVX-512 kernel, or
+    /// `matrixmultiply` and a bias pass.
+    fn gemm(&self, pixels: usize, k: usize, oc: usize, a: &[f32], y: &mut [f32]) -> Option<()> {
+        match &self.packed {
+            Some(p) => super::gemm_f32::gemm_bias_act(pixels, a, k, p, self.bias.as_deref(), self.op.activation, y),
+            None => {
+                sgemm(pixels, k, oc, a, (k, 1), &self.w, (1, k), y)?;
+                bias_act(y, oc, self.bias.as_deref(), self.op.activation);
+                Some(())
+            }
+        }
     }
 }

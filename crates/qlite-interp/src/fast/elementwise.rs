@@ -43,16 +43,14 @@ impl PackedBinary {
         }
         if let (Some(op), Data::F32(av), Data::F32(bv)) = (&self.float, a.data(), b.data()) {
             use qlite_ir::op::BinaryKind as K;
-            let f: fn(f32, f32) -> f32 = match op.kind {
-                K::Add => |x, y| x + y,
-                K::Sub => |x, y| x - y,
-                K::Mul => |x, y| x * y,
-                _ => return None,
-            };
             let y = Array::reuse_f32(out, a.shape())?;
-            let act = op.activation;
-            for ((o, &p), &q) in y.iter_mut().zip(av).zip(bv) {
-                *o = act.apply(f(p, q));
+            // One loop per (op, activation), each simple enough to vectorize (a function
+            // pointer per element ran ResNet-50's residual ADDs at 4 ns per element).
+            match op.kind {
+                K::Add => float_binary(av, bv, y, op.activation, |x, y| x + y),
+                K::Sub => float_binary(av, bv, y, op.activation, |x, y| x - y),
+                K::Mul => float_binary(av, bv, y, op.activation, |x, y| x * y),
+                _ => return None,
             }
             return Some(());
         }
@@ -63,5 +61,18 @@ impl PackedBinary {
             *o = table[((p as u8 as usize) ^ 0x80) << 8 | ((q as u8 as usize) ^ 0x80)];
         }
         Some(())
+    }
+}
+
+/// `y = act(f(a, b))` element by element, the reference kernel's arithmetic.
+#[inline(always)]
+fn float_binary(av: &[f32], bv: &[f32], y: &mut [f32], act: qlite_ir::Activation, f: impl Fn(f32, f32) -> f32) {
+    use qlite_ir::Activation as A;
+    let it = y.iter_mut().zip(av).zip(bv);
+    match act {
+        A::None => it.for_each(|((o, &p), &q)| *o = f(p, q)),
+        A::Relu => it.for_each(|((o, &p), &q)| *o = f(p, q).max(0.0)),
+        A::Relu6 => it.for_each(|((o, &p), &q)| *o = f(p, q).clamp(0.0, 6.0)),
+        A::ReluN1To1 => it.for_each(|((o, &p), &q)| *o = f(p, q).clamp(-1.0, 1.0)),
     }
 }

@@ -185,10 +185,17 @@ pub struct PackedFloatFc {
     /// The interpreter's own constant ([units, depth] row-major is already the layout the
     /// GEMM reads): shared, not copied.
     pub(crate) w: Arc<Array>,
+    /// The weights packed for the AVX-512 kernel (bias and activation fused), when they are at
+    /// most [`PACK_LIMIT`] bytes: a second copy of larger ones would cost more memory than the
+    /// GEMV saves time.
+    pub(crate) packed: Option<super::gemm_f32::PackedW>,
     pub(crate) units: usize,
     pub(crate) depth: usize,
     pub(crate) bias: Option<Vec<f32>>,
 }
+
+/// Largest float FULLY_CONNECTED weights packed for the AVX-512 kernel.
+const PACK_LIMIT: usize = 64 << 20;
 
 impl PackedFloatFc {
     pub(crate) fn new(g: &Graph, n: &Node, op: &FullyConnected, consts: &[Option<Arc<Array>>]) -> Option<Self> {
@@ -197,12 +204,16 @@ impl PackedFloatFc {
         if x.dtype != DType::F32 || out.dtype != DType::F32 {
             return None;
         }
-        let (_, ws, bias) = float_params(n, consts)?;
+        let (wv, ws, bias) = float_params(n, consts)?;
         let [units, depth] = ws[..] else { return None };
+        let packed = (crate::isa::current().has_avx512() && wv.len().saturating_mul(4) <= PACK_LIMIT)
+            .then(|| super::gemm_f32::PackedW::new(wv, units, depth))
+            .flatten();
         Some(PackedFloatFc {
             activation: op.activation,
             keep_num_dims: op.keep_num_dims,
             w: Arc::clone(consts.get(n.input(1)?.index())?.as_ref()?),
+            packed,
             units,
             depth,
             bias,
@@ -222,6 +233,9 @@ impl PackedFloatFc {
             return None;
         }
         let y = Array::reuse_f32(out, &os)?;
+        if let Some(p) = &self.packed {
+            return super::gemm_f32::gemm_bias_act(batches, xv, depth, p, self.bias.as_deref(), self.activation, y);
+        }
         let Data::F32(w) = self.w.data() else { return None };
         sgemm(batches, depth, units, xv, (depth, 1), w, (1, depth), y)?;
         bias_act(y, units, self.bias.as_deref(), self.activation);

@@ -95,6 +95,7 @@ mod depthwise;
 mod elementwise;
 mod fc;
 mod gemm;
+mod gemm_f32;
 mod movement;
 mod pool;
 mod requant;
@@ -187,6 +188,7 @@ impl Packed {
             (Packed::FloatDepthwise(p), Data::F32(xv)) => return p.run(x.shape(), xv, out),
             (Packed::Pad(p), Data::F32(xv)) => return p.run_f32(x.shape(), xv, out),
             (Packed::Binary(p), Data::F32(_)) => return p.run(x, x2?, out),
+            (Packed::Pool(p), Data::F32(xv)) => return p.run_f32(x.shape(), xv, out),
             _ => {}
         }
         let Data::I8(xv) = x.data() else { return None };
@@ -328,22 +330,24 @@ fn float_params<'a>(n: &Node, consts: &'a [Option<Arc<Array>>]) -> Option<FloatP
 }
 /// `out[m, :] = act(out[m, :] + bias)`.
 fn bias_act(out: &mut [f32], cols: usize, bias: Option<&[f32]>, act: qlite_ir::Activation) {
+    use qlite_ir::Activation as A;
     if cols == 0 {
         return;
     }
-    for row in out.chunks_exact_mut(cols) {
-        match bias {
-            Some(b) => {
-                for (o, &bv) in row.iter_mut().zip(b) {
-                    *o = act.apply(*o + bv);
-                }
-            }
-            None => {
-                for o in row.iter_mut() {
-                    *o = act.apply(*o);
-                }
+    // One loop per activation, so each vectorizes.
+    fn each(out: &mut [f32], cols: usize, bias: Option<&[f32]>, f: impl Fn(f32) -> f32) {
+        for row in out.chunks_exact_mut(cols) {
+            match bias {
+                Some(b) => row.iter_mut().zip(b).for_each(|(o, &bv)| *o = f(*o + bv)),
+                None => row.iter_mut().for_each(|o| *o = f(*o)),
             }
         }
+    }
+    match act {
+        A::None => each(out, cols, bias, |x| x),
+        A::Relu => each(out, cols, bias, |x| x.max(0.0)),
+        A::Relu6 => each(out, cols, bias, |x| x.clamp(0.0, 6.0)),
+        A::ReluN1To1 => each(out, cols, bias, |x| x.clamp(-1.0, 1.0)),
     }
 }
 

@@ -68,6 +68,9 @@ impl PackedPool {
     pub(crate) fn new(g: &Graph, n: &Node, op: &qlite_ir::op::Pool2d) -> Option<Self> {
         let x = n.input(0).and_then(|t| g.tensor(t))?;
         let out = n.outputs.first().and_then(|o| g.tensor(*o))?;
+        if x.dtype == DType::F32 && out.dtype == DType::F32 && x.shape.rank() == 4 {
+            return Some(PackedPool { op: op.clone(), lo: 0, hi: 0 });
+        }
         if x.dtype != DType::I8 || out.dtype != DType::I8 || x.shape.rank() != 4 {
             return None;
         }
@@ -149,6 +152,61 @@ impl PackedPool {
                             };
                             *o = v.clamp(self.lo, self.hi) as i8;
                         }
+                    }
+                }
+            }
+        }
+        Some(())
+    }
+}
+
+impl PackedPool {
+    /// Float MAX_POOL_2D / AVERAGE_POOL_2D: the reference kernel's arithmetic (per channel, the
+    /// window's taps inside the image in row order, `max` from −∞ or a sum divided by the
+    /// count, then the activation), with the channels as the inner loop.
+    pub(crate) fn run_f32(&self, xs: &[usize], xv: &[f32], out: &mut Option<Array>) -> Option<()> {
+        let op = &self.op;
+        let &[n, ih, iw, c] = xs else { return None };
+        if n.checked_mul(ih)?.checked_mul(iw)?.checked_mul(c)? != xv.len() || c == 0 {
+            return None;
+        }
+        let (oh, pad_h) = op.padding.compute(ih, op.filter[0], op.stride[0], 1)?;
+        let (ow, pad_w) = op.padding.compute(iw, op.filter[1], op.stride[1], 1)?;
+        let y = Array::reuse_f32(out, &[n, oh, ow, c])?;
+        let max = op.kind == qlite_ir::op::PoolKind::Max;
+        let mut pixels = y.chunks_exact_mut(c);
+        for b in 0..n {
+            let img = &xv[b * ih * iw * c..(b + 1) * ih * iw * c];
+            for oy in 0..oh {
+                let y0 = (oy * op.stride[0]) as isize - pad_h as isize;
+                let rows = y0.max(0) as usize..(y0 + op.filter[0] as isize).clamp(0, ih as isize) as usize;
+                for ox in 0..ow {
+                    let x0 = (ox * op.stride[1]) as isize - pad_w as isize;
+                    let cols = x0.max(0) as usize..(x0 + op.filter[1] as isize).clamp(0, iw as isize) as usize;
+                    let px = pixels.next()?;
+                    px.fill(if max { f32::NEG_INFINITY } else { 0.0 });
+                    for iy in rows.clone() {
+                        for ix in cols.clone() {
+                            let at = (iy * iw + ix) * c;
+                            let src = &img[at..at + c];
+                            if max {
+                                px.iter_mut().zip(src).for_each(|(o, &v)| *o = o.max(v));
+                            } else {
+                                px.iter_mut().zip(src).for_each(|(o, &v)| *o += v);
+                            }
+                        }
+                    }
+                    let count = rows.len() * cols.len();
+                    if !max {
+                        if count == 0 {
+                            px.fill(0.0);
+                        } else {
+                            let d = count as f32;
+                            px.iter_mut().for_each(|o| *o /= d);
+                        }
+                    }
+                    if op.activation != qlite_ir::Activation::None {
+                        px.iter_mut().for_each(|o| *o = op.activation.apply(*o));
                     }
                 }
             }
