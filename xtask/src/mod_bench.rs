@@ -597,8 +597,8 @@ pub fn bench() -> R {
     for l in table.lines() {
         println!("    {l}");
     }
-    let large = large_models(&dir, &exe)?;
     let memory = conversion_memory(&dir, &exe)?;
+    let large = large_models(&dir, &exe)?;
     let calibration = calibration_bench(&dir, &exe)?;
     let doc = format!(
         "# Benchmarks\n\nWritten by `cargo xtask bench` (release build, single-image latency, one thread unless \
@@ -615,7 +615,8 @@ pub fn bench() -> R {
          ResNet-50 is the `onnx` wheel's `light_resnet50.onnx` (ResNet-50 v1's architecture; its \
          weights are made at load by ConstantOfShape, so the values are not a trained model's, the \
          work is), converted by `qlite convert --io-layout nhwc --quantize int8` calibrated on 4 \
-         seeded random images: no Transpose is left (`assign-layout`). Both sides run the same \
+         seeded random images: no Transpose is left (`assign-layout`). The float32 row: the same \
+         architecture with random weights stored in the file (below), `--io-layout nhwc`. Both sides run the same \
          file, one thread, median of 20 runs, lowest of 3 rounds.\n\n\
          ## Converting real-size ONNX files: time and peak memory\n\n{memory}\n\
          The `onnx` wheel's light ResNet-50, DenseNet-121 and VGG-19 with their ConstantOfShape \
@@ -633,6 +634,42 @@ pub fn bench() -> R {
     std::fs::create_dir_all(root().join("docs")).map_err(|e| e.to_string())?;
     std::fs::write(root().join("docs/benchmarks.md"), doc).map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// One model in LiteRT's default path and in `qlite bench` (fast kernels, one thread): the
+/// medians in µs (lowest of 3 rounds each) and qlite's allocations per run.
+fn side_by_side(exe: &Path, model: &Path) -> Result<(f64, f64, f64), String> {
+    let mut litert = f64::INFINITY;
+    for _ in 0..3 {
+        let out = Command::new(super::oracle_python()?)
+            .arg(root().join("xtask/bench/litert_latency.py"))
+            .arg("--large")
+            .arg(model)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!("LiteRT latency script failed: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        let v = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("default_us="))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN);
+        litert = litert.min(v);
+    }
+    let (mut best, mut allocs) = (f64::INFINITY, f64::NAN);
+    for _ in 0..3 {
+        let q = Command::new(exe)
+            .arg("bench")
+            .arg(model)
+            .args(["--iterations", "20", "--json"])
+            .output()
+            .map_err(|e| e.to_string())?;
+        let v: serde_json::Value = serde_json::from_slice(&q.stdout).map_err(|e| format!("qlite bench: {e}"))?;
+        best = best.min(v["median_us"].as_f64().unwrap_or(f64::NAN));
+        allocs = v["allocations_per_run"].as_f64().unwrap_or(f64::NAN);
+    }
+    Ok((best, litert, allocs))
 }
 
 /// Real-size ONNX CNNs converted to float .tflite: elapsed time and peak RSS against the file
@@ -818,14 +855,21 @@ fn large_models(dir: &Path, exe: &Path) -> Result<String, String> {
         best = best.min(v["median_us"].as_f64().unwrap_or(f64::NAN));
         allocs = v["allocations_per_run"].as_f64().unwrap_or(f64::NAN);
     }
+    // The float conversion `conversion_memory` wrote: the same architecture in float32.
+    let f32_model = dir.join("resnet50_float.tflite");
+    let (fq, fd, fallocs) = side_by_side(exe, &f32_model)?;
     let table = format!(
         "| model | qlite fast | LiteRT default (XNNPACK) | qlite's time ÷ XNNPACK's | allocations per run | qlite convert (int8, 4 calibration images) |\n\
          |---|---|---|---|---|---|\n\
-         | ResNet-50 int8, 224×224 | {:.1} ms | {:.1} ms | {:.2}× | {allocs} | {:.1} s |\n",
+         | ResNet-50 int8, 224×224 | {:.1} ms | {:.1} ms | {:.2}× | {allocs} | {:.1} s |\n\
+         | ResNet-50 float32, 224×224 | {:.1} ms | {:.1} ms | {:.2}× | {fallocs} | — |\n",
         best / 1e3,
         d / 1e3,
         best / d,
-        conv_ms / 1e3
+        conv_ms / 1e3,
+        fq / 1e3,
+        fd / 1e3,
+        fq / fd,
     );
     println!("  real-size int8 latency:");
     for l in table.lines() {
