@@ -386,18 +386,11 @@ impl FoldScaleShift {
         if removed.is_empty() {
             return None;
         }
-        let mut wv = crate::tensor::read_f32s(&wdata);
-        // Weights per output channel of OHWI / [O, I] weights.
-        let per_channel = wdims.iter().skip(1).product::<usize>().max(1);
-        for (i, x) in wv.iter_mut().enumerate() {
-            let ch = if channel_axis_last { i % channels } else { i / per_channel };
-            *x *= scale[ch];
-        }
+        let scaled = scale_channels(&wdata, channels, channel_axis_last, &scale)?;
         let nb: Vec<f32> = (0..channels).map(|c| bias[c] * scale[c] + shift[c]).collect();
         let mut node = n.clone();
         let folded =
-            crate::Tensor::constant(format!("{}/folded", wt.name), crate::DType::F32, wt.shape.clone(), f32_bytes(&wv));
-        drop(wv);
+            crate::Tensor::constant(format!("{}/folded", wt.name), crate::DType::F32, wt.shape.clone(), scaled);
         crate::hint::constant_consumed(&wdata);
         drop((wt, wdata));
         let mut patch = Patch::new();
@@ -428,6 +421,34 @@ impl FoldScaleShift {
         patch.set(k, node);
         Some(patch)
     }
+}
+
+/// Little-endian f32 weights with every value multiplied by its channel's scale, in one pass
+/// from bytes to bytes: channels last (`[.., C]`, depthwise) or first (`[O, ..]`).
+fn scale_channels(data: &[u8], channels: usize, last: bool, scale: &[f32]) -> Option<Bytes> {
+    let n = data.len() / 4;
+    if channels == 0 || !data.len().is_multiple_of(4) || !n.is_multiple_of(channels) || scale.len() != channels {
+        return None;
+    }
+    let mut out = vec![0u8; data.len()];
+    let one = |dst: &mut [u8], src: &[u8], s: f32| {
+        for (d, x) in dst.chunks_exact_mut(4).zip(src.chunks_exact(4)) {
+            d.copy_from_slice(&(f32::from_le_bytes([x[0], x[1], x[2], x[3]]) * s).to_le_bytes());
+        }
+    };
+    if last {
+        for (dst, src) in out.chunks_exact_mut(channels * 4).zip(data.chunks_exact(channels * 4)) {
+            for ((d, x), &s) in dst.chunks_exact_mut(4).zip(src.chunks_exact(4)).zip(scale) {
+                d.copy_from_slice(&(f32::from_le_bytes([x[0], x[1], x[2], x[3]]) * s).to_le_bytes());
+            }
+        }
+    } else {
+        let per = data.len() / channels;
+        for ((dst, src), &s) in out.chunks_exact_mut(per).zip(data.chunks_exact(per)).zip(scale) {
+            one(dst, src, s);
+        }
+    }
+    Some(Bytes::from(out))
 }
 
 impl Pass for FoldScaleShift {

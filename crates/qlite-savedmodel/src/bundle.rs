@@ -34,11 +34,42 @@ fn crc_table() -> [u32; 256] {
 
 /// CRC32C (Castagnoli) of `data`.
 pub fn crc32c(data: &[u8]) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("sse4.2") {
+        // SAFETY: the CPU has SSE 4.2 (checked just above).
+        #[allow(unsafe_code)]
+        return unsafe { crc32c_sse42(data) };
+    }
+    crc32c_table(data)
+}
+
+/// CRC-32C a byte at a time through a table: the portable path, and the tests' oracle.
+fn crc32c_table(data: &[u8]) -> u32 {
     static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
     let t = TABLE.get_or_init(crc_table);
     let mut c = !0u32;
     for &b in data {
         c = t[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8);
+    }
+    !c
+}
+
+/// CRC-32C with SSE 4.2's `crc32` instruction, 8 bytes at a time (the checksums of a
+/// SavedModel's variables were a quarter of converting Keras ResNet-50 with the table).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.2")]
+fn crc32c_sse42(data: &[u8]) -> u32 {
+    use std::arch::x86_64::{_mm_crc32_u8, _mm_crc32_u64};
+    let mut c = !0u32 as u64;
+    let mut words = data.chunks_exact(8);
+    for w in &mut words {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        c = _mm_crc32_u64(c, u64::from_le_bytes(b));
+    }
+    let mut c = c as u32;
+    for &b in words.remainder() {
+        c = _mm_crc32_u8(c, b);
     }
     !c
 }
@@ -345,5 +376,25 @@ impl Bundle {
         let end = u64::try_from(start).ok().and_then(|s| s.checked_add(len)).filter(|&e| e <= data.len() as u64);
         let Some(end) = end else { return Err(bad(path, format!("{key}: string runs past its entry"))) };
         Ok(data.slice(start..end as usize))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The instruction path equals the table on every length and alignment, and the standard
+    /// check value ("123456789" → 0xE3069283).
+    #[test]
+    fn crc32c_paths_agree() {
+        assert_eq!(crc32c(b"123456789"), 0xe306_9283);
+        assert_eq!(crc32c_table(b"123456789"), 0xe306_9283);
+        let data: Vec<u8> = (0..4099u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        for start in 0..9 {
+            for len in [0, 1, 7, 8, 9, 15, 16, 63, 64, 65, 1000, 4090] {
+                let d = &data[start..start + len];
+                assert_eq!(crc32c(d), crc32c_table(d), "start {start} len {len}");
+            }
+        }
     }
 }
