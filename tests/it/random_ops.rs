@@ -1426,3 +1426,102 @@ fn fast_float_pools_equal_the_reference() {
         });
     }
 }
+
+/// Broadcasting ADD / SUB / MUL on the fast path, int8 (the 256×256 table) and float32, and
+/// the int8 element-wise unary ops and requantizations as 256-entry tables: the reference
+/// kernels' values exactly, at every tier, on random shapes (one operand's axes of size 1,
+/// or missing, anywhere).
+#[test]
+fn fast_broadcast_binary_and_int8_tables_equal_the_reference() {
+    let mut fast_nodes = 0;
+    for seed in 0..160u64 {
+        let mut b = Builder::new(&format!("fast_broadcast_{seed}"));
+        let rank = int(&mut b.rng, 1, 4) as usize;
+        let dims: Vec<usize> = (0..rank).map(|_| int(&mut b.rng, 1, 7) as usize).collect();
+        // The other operand: each axis kept or made 1, leading axes sometimes dropped.
+        let mut other: Vec<usize> = dims.iter().map(|&d| if b.rng.next_u64() % 3 == 0 { 1 } else { d }).collect();
+        let drop = int(&mut b.rng, 0, rank as i64 - 1) as usize;
+        if seed % 4 == 0 {
+            other.drain(..drop);
+        }
+        let (a_dims, b_dims) = if seed % 2 == 0 { (dims.clone(), other) } else { (other, dims.clone()) };
+        let kind = pick(&mut b.rng, &[BinaryKind::Add, BinaryKind::Sub, BinaryKind::Mul]);
+        let a = act(&mut b.rng);
+        let out = if seed % 3 == 0 {
+            let x = b.input("x", &a_dims, -2.0, 2.0);
+            let y = b.input("y", &b_dims, -2.0, 2.0);
+            b.node(Op::Binary(Binary { kind, activation: a }), &[Some(x), Some(y)], None)
+        } else {
+            let (q1, q2) = (qp(&mut b.rng), qp(&mut b.rng));
+            let typical = match kind {
+                BinaryKind::Mul => q1.scale() * q2.scale() * 10000.0 / 64.0,
+                _ => q1.scale().max(q2.scale()) * 2.0,
+            };
+            let x = input(&mut b, "x", &a_dims, q1);
+            let y = input(&mut b, "y", &b_dims, q2);
+            let qo = qp_near(&mut b.rng, typical);
+            b.node(Op::Binary(Binary { kind, activation: a }), &[Some(x), Some(y)], Some((DType::I8, qo)))
+        };
+        let (g, inputs) = b.finish(&[out]);
+        fast_nodes += fast_against_reference(&g, inputs, &format!("seed {seed}: {a_dims:?} {kind:?} {b_dims:?}"));
+    }
+    let kinds = [
+        UnaryKind::Logistic,
+        UnaryKind::Tanh,
+        UnaryKind::HardSwish,
+        UnaryKind::Relu,
+        UnaryKind::Relu6,
+        UnaryKind::Abs,
+        UnaryKind::Exp,
+        UnaryKind::Elu,
+        UnaryKind::Sqrt,
+        UnaryKind::Rsqrt,
+        UnaryKind::Gelu,
+    ];
+    for seed in 0..120u64 {
+        let mut b = Builder::new(&format!("fast_table_{seed}"));
+        let dims: Vec<usize> = (0..int(&mut b.rng, 1, 4)).map(|_| int(&mut b.rng, 1, 9) as usize).collect();
+        let q = qp(&mut b.rng);
+        let x = input(&mut b, "x", &dims, q.clone());
+        let qo = qp(&mut b.rng);
+        let op =
+            if seed % 6 == 5 { Op::Quantize } else { Op::Unary(Unary { kind: kinds[seed as usize % kinds.len()] }) };
+        let out = b.node(op, &[Some(x)], Some((DType::I8, qo)));
+        let (g, inputs) = b.finish(&[out]);
+        // Parameters a kernel refuses (HARD_SWISH's scale ratio, as LiteRT) stay errors in both.
+        if qlite::Interpreter::new(&g).map(|i| i.run(inputs.clone())).map_or(true, |r| r.is_err()) {
+            continue;
+        }
+        fast_nodes += fast_against_reference(&g, inputs, &format!("table seed {seed}"));
+    }
+    assert!(fast_nodes >= 260, "{fast_nodes} cases ran fast");
+}
+
+/// Float spatial MEAN and LOGISTIC on the fast path: MEAN equal to the reference (the same sums
+/// in the same order), LOGISTIC within the fast kernels' float bound, at every tier.
+#[test]
+fn fast_float_mean_and_logistic_match_the_reference() {
+    for seed in 0..80u64 {
+        let mut b = Builder::new(&format!("fast_float_mean_{seed}"));
+        let (n, h, w_) = spatial(&mut b.rng);
+        let c = int(&mut b.rng, 1, 40) as usize;
+        let x = b.input("x", &[n, h, w_, c], -30.0, 30.0);
+        let y = if seed % 2 == 0 {
+            b.node(Op::Mean(Mean { axes: vec![2, 1], keep_dims: seed % 4 == 0 }), &[Some(x)], None)
+        } else {
+            b.node(Op::Unary(Unary { kind: UnaryKind::Logistic }), &[Some(x)], None)
+        };
+        let (g, inputs) = b.finish(&[y]);
+        let reference = qlite::Interpreter::new(&g).unwrap().run(inputs.clone()).unwrap();
+        qlite::isa::for_each_tier(|t| {
+            let fast = qlite::Interpreter::new(&g).unwrap().isa(t).kernels(qlite::Kernels::Fast);
+            let got = fast.run(inputs.clone()).unwrap();
+            if seed % 2 == 0 {
+                assert_eq!(got, reference, "seed {seed} at {t}");
+            } else if let Err(e) = qlite::compare_all(&got, &reference, crate::common::FAST_FLOAT_TOL) {
+                panic!("seed {seed} at {t}: {e}");
+            }
+            assert_eq!(fast.fast_nodes(), 1, "seed {seed}: runs fast");
+        });
+    }
+}

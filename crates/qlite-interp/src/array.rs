@@ -138,6 +138,37 @@ impl Array {
     }
 
     /// Bytes of element storage this array holds (its capacity, not its length).
+    /// Make `slot` hold `value`, keeping the slot's own storage when it has the same element
+    /// type and room enough (a session's arena buffer then keeps its size for the larger values
+    /// that share it, instead of being replaced by each smaller result).
+    pub(crate) fn store_keeping(slot: &mut Option<Array>, value: Array) {
+        fn keep<T: Copy>(dst: &mut Vec<T>, src: &[T]) -> bool {
+            if dst.capacity() < src.len() {
+                return false;
+            }
+            dst.clear();
+            dst.extend_from_slice(src);
+            true
+        }
+        if let Some(old) = slot {
+            let kept = match (&mut old.data, &value.data) {
+                (Data::F32(d), Data::F32(s)) => keep(d, s),
+                (Data::I8(d), Data::I8(s)) => keep(d, s),
+                (Data::U8(d), Data::U8(s)) => keep(d, s),
+                (Data::I16(d), Data::I16(s)) => keep(d, s),
+                (Data::I32(d), Data::I32(s)) => keep(d, s),
+                (Data::I64(d), Data::I64(s)) => keep(d, s),
+                _ => false,
+            };
+            if kept {
+                old.shape.clear();
+                old.shape.extend_from_slice(&value.shape);
+                return;
+            }
+        }
+        *slot = Some(value);
+    }
+
     pub fn capacity_bytes(&self) -> usize {
         match &self.data {
             Data::F32(v) => v.capacity() * 4,

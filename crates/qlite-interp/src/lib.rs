@@ -250,10 +250,39 @@ impl<'g> Interpreter<'g> {
                     .nodes()
                     .iter()
                     .enumerate()
-                    .map(|(ni, n)| if self.folded[ni] { None } else { fast::Packed::new(self.graph, n, &self.consts) })
+                    .map(|(ni, n)| {
+                        if self.folded[ni] {
+                            return None;
+                        }
+                        fast::Packed::new(self.graph, n, &self.consts).or_else(|| self.table_kernel(n))
+                    })
                     .collect()
             }),
         };
+    }
+
+    /// An int8 → int8 element-wise unary op or requantization as a 256-entry table: this
+    /// interpreter's own reference result for each input value (bit-exact by construction).
+    fn table_kernel(&self, n: &qlite_ir::Node) -> Option<fast::Packed> {
+        let dtype = |t: Option<TensorId>| t.and_then(|t| self.graph.tensor(t)).map(|t| t.dtype);
+        let elementwise = match &n.op {
+            Op::Unary(_) => true,
+            Op::Quantize => dtype(n.input(0)) == Some(DType::I8),
+            _ => false,
+        };
+        if !elementwise
+            || n.inputs.len() != 1
+            || dtype(n.input(0)) != Some(DType::I8)
+            || dtype(n.outputs.first().copied()) != Some(DType::I8)
+        {
+            return None;
+        }
+        let all = Array::new(vec![256], Data::I8((-128..=127).collect())).ok()?;
+        let out = self.eval(n, &[Some(&all)]).ok()?;
+        match out.data() {
+            Data::I8(t) if out.shape() == [256] => Some(fast::Packed::Table(fast::PackedTable { table: t.clone() })),
+            _ => None,
+        }
     }
 
     /// Let large fast convolutions use up to `n` threads (default 1: single-threaded). A

@@ -137,7 +137,7 @@ impl<'i, 'g> Session<'i, 'g> {
             } || x.is_some_and(|x| in_place(interp, node, x, &mut out).is_some());
             if !done {
                 let ins: Vec<Option<&Array>> = node.inputs.iter().map(|t| t.and_then(value)).collect();
-                out = Some(interp.eval(node, &ins).map_err(err)?);
+                Array::store_keeping(&mut out, interp.eval(node, &ins).map_err(err)?);
             }
             let decl = &g.tensors()[out_id.index()];
             let Some(o) = &out else { return Err(err("no value was computed".into())) };

@@ -128,6 +128,8 @@ pub enum Packed {
     Pool(PackedPool),
     HybridFc(PackedHybridFc),
     Binary(PackedBinary),
+    Table(PackedTable),
+    Logistic(PackedLogistic),
     Pad(PackedPad),
     FloatConv(PackedFloatConv),
     FloatFc(PackedFloatFc),
@@ -151,6 +153,7 @@ impl Packed {
             Op::Softmax(o) => return PackedSoftmax::new(g, n, o.beta).map(Packed::Softmax),
             Op::Pool2d(o) => return PackedPool::new(g, n, o).map(Packed::Pool),
             Op::Binary(b) => return PackedBinary::new(g, n, b).map(Packed::Binary),
+            Op::Unary(u) => return PackedLogistic::new(g, n, u).map(Packed::Logistic),
             Op::Pad(_) => return PackedPad::new(g, n, consts).map(Packed::Pad),
             _ => {}
         }
@@ -189,6 +192,8 @@ impl Packed {
             (Packed::Pad(p), Data::F32(xv)) => return p.run_f32(x.shape(), xv, out),
             (Packed::Binary(p), Data::F32(_)) => return p.run(x, x2?, out),
             (Packed::Pool(p), Data::F32(xv)) => return p.run_f32(x.shape(), xv, out),
+            (Packed::Mean(p), Data::F32(xv)) => return p.run_f32(x.shape(), xv, out),
+            (Packed::Logistic(p), Data::F32(xv)) => return p.run(x.shape(), xv, out),
             _ => {}
         }
         let Data::I8(xv) = x.data() else { return None };
@@ -201,8 +206,13 @@ impl Packed {
             Packed::Softmax(p) => p.run(xs, xv, out),
             Packed::Pool(p) => p.run(xs, xv, out, scratch),
             Packed::Binary(p) => p.run(x, x2?, out),
+            Packed::Table(p) => p.run(xs, xv, out),
             Packed::Pad(p) => p.run(xs, xv, out),
-            Packed::HybridFc(_) | Packed::FloatConv(_) | Packed::FloatFc(_) | Packed::FloatDepthwise(_) => None,
+            Packed::HybridFc(_)
+            | Packed::FloatConv(_)
+            | Packed::FloatFc(_)
+            | Packed::FloatDepthwise(_)
+            | Packed::Logistic(_) => None,
         }
     }
 }

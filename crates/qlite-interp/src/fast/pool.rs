@@ -18,12 +18,39 @@ impl PackedMean {
         let out = n.outputs.first().and_then(|o| g.tensor(*o))?;
         let mut axes = op.axes.clone();
         axes.sort_unstable();
-        if x.dtype != DType::I8 || out.dtype != DType::I8 || x.shape.rank() != 4 || axes != [1, 2] {
+        if x.shape.rank() != 4 || axes != [1, 2] {
+            return None;
+        }
+        if x.dtype == DType::F32 && out.dtype == DType::F32 {
+            let out = OutQ { dtype: DType::F32, scale: 1.0, zp: 0 };
+            return Some(PackedMean { keep_dims: op.keep_dims, s_in: 1.0, z_in: 0, out });
+        }
+        if x.dtype != DType::I8 || out.dtype != DType::I8 {
             return None;
         }
         let (s_in, z_in) = per_tensor(x.quant.as_ref(), "input").ok()?;
         let (scale, zp) = per_tensor(out.quant.as_ref(), "output").ok()?;
         Some(PackedMean { keep_dims: op.keep_dims, s_in, z_in, out: OutQ { dtype: DType::I8, scale, zp } })
+    }
+
+    /// Float spatial MEAN: per image, the channel sums over the pixels in memory order (the
+    /// reference adds the elements in that order too), each divided by the pixel count.
+    pub(crate) fn run_f32(&self, xs: &[usize], xv: &[f32], out: &mut Option<Array>) -> Option<()> {
+        let &[n, h, w, c] = xs else { return None };
+        let pixels = h.checked_mul(w)?;
+        if n.checked_mul(pixels)?.checked_mul(c)? != xv.len() || pixels == 0 || c == 0 {
+            return None;
+        }
+        let y = if self.keep_dims { Array::reuse_f32(out, &[n, 1, 1, c])? } else { Array::reuse_f32(out, &[n, c])? };
+        let count = pixels as f32;
+        for (img, yb) in xv.chunks_exact(pixels * c).zip(y.chunks_exact_mut(c)) {
+            yb.fill(0.0);
+            for px in img.chunks_exact(c) {
+                yb.iter_mut().zip(px).for_each(|(s, &v)| *s += v);
+            }
+            yb.iter_mut().for_each(|s| *s /= count);
+        }
+        Some(())
     }
 
     pub(crate) fn run(&self, xs: &[usize], xv: &[i8], out: &mut Option<Array>, s: &mut Scratch) -> Option<()> {
