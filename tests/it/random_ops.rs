@@ -1439,7 +1439,8 @@ fn fast_broadcast_binary_and_int8_tables_equal_the_reference() {
         let rank = int(&mut b.rng, 1, 4) as usize;
         let dims: Vec<usize> = (0..rank).map(|_| int(&mut b.rng, 1, 7) as usize).collect();
         // The other operand: each axis kept or made 1, leading axes sometimes dropped.
-        let mut other: Vec<usize> = dims.iter().map(|&d| if b.rng.next_u64() % 3 == 0 { 1 } else { d }).collect();
+        let mut other: Vec<usize> =
+            dims.iter().map(|&d| if b.rng.next_u64().is_multiple_of(3) { 1 } else { d }).collect();
         let drop = int(&mut b.rng, 0, rank as i64 - 1) as usize;
         if seed % 4 == 0 {
             other.drain(..drop);
