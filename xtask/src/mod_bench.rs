@@ -616,7 +616,9 @@ pub fn bench() -> R {
          weights are made at load by ConstantOfShape, so the values are not a trained model's, the \
          work is), converted by `qlite convert --io-layout nhwc --quantize int8` calibrated on 4 \
          seeded random images: no Transpose is left (`assign-layout`). The float32 row: the same \
-         architecture with random weights stored in the file (below), `--io-layout nhwc`. Both sides run the same \
+         architecture with random weights stored in the file (below), `--io-layout nhwc`. The Keras \
+         rows: `keras.applications` with random weights (seed 7), converted by TensorFlow's \
+         converter, float32 and full integer with int8 I/O (`xtask/bench/keras_latency_models.py`). Both sides run the same \
          file, one thread, median of 20 runs, lowest of 3 rounds.\n\n\
          ## Converting real-size ONNX files: time and peak memory\n\n{memory}\n\
          The `onnx` wheel's light ResNet-50, DenseNet-121 and VGG-19 with their ConstantOfShape \
@@ -858,7 +860,7 @@ fn large_models(dir: &Path, exe: &Path) -> Result<String, String> {
     // The float conversion `conversion_memory` wrote: the same architecture in float32.
     let f32_model = dir.join("resnet50_float.tflite");
     let (fq, fd, fallocs) = side_by_side(exe, &f32_model)?;
-    let table = format!(
+    let mut table = format!(
         "| model | qlite fast | LiteRT default (XNNPACK) | qlite's time ÷ XNNPACK's | allocations per run | qlite convert (int8, 4 calibration images) |\n\
          |---|---|---|---|---|---|\n\
          | ResNet-50 int8, 224×224 | {:.1} ms | {:.1} ms | {:.2}× | {allocs} | {:.1} s |\n\
@@ -871,6 +873,29 @@ fn large_models(dir: &Path, exe: &Path) -> Result<String, String> {
         fd / 1e3,
         fq / fd,
     );
+    // Keras applications converted by TensorFlow's converter (made on demand, needs TF).
+    let py = match std::env::var_os("QLITE_TF_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => super::venv(&root().join(".venv-fixtures"), &root().join("xtask/requirements-fixtures.txt"))?,
+    };
+    let o = Command::new(py)
+        .arg(root().join("xtask/bench/keras_latency_models.py"))
+        .arg(dir.join("keras"))
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !o.status.success() {
+        return Err(format!("keras_latency_models.py failed: {}", String::from_utf8_lossy(&o.stderr)));
+    }
+    for path in String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.ends_with(".tflite")) {
+        let (q, l, a) = side_by_side(exe, Path::new(path))?;
+        let stem = Path::new(path).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = stem
+            .replace("keras_mobilenet_v2", "Keras MobileNetV2 1.0")
+            .replace("keras_efficientnet_b0", "Keras EfficientNet-B0")
+            .replace("_float", " float32, 224×224 (TF converter)")
+            .replace("_int8", " int8, 224×224 (TF converter)");
+        table.push_str(&format!("| {name} | {:.1} ms | {:.1} ms | {:.2}× | {a} | — |\n", q / 1e3, l / 1e3, q / l));
+    }
     println!("  real-size int8 latency:");
     for l in table.lines() {
         println!("    {l}");
