@@ -441,6 +441,19 @@ impl PackedFloatConv {
                         let row = &mut col[(oy * ow + ox) * k..(oy * ow + ox + 1) * k];
                         for ky in 0..kh {
                             let iy = (oy * op.stride[0] + ky * op.dilation[0]) as isize - pad_h as isize;
+                            // A window row inside the image with no dilation is one run of the
+                            // input row: one copy (a 3-channel stem copied 3 floats at a time).
+                            let ix0 = (ox * op.stride[1]) as isize - pad_w as isize;
+                            if op.dilation[1] == 1
+                                && iy >= 0
+                                && (iy as usize) < ih
+                                && ix0 >= 0
+                                && ix0 as usize + kw <= iw
+                            {
+                                let at = (iy as usize * iw + ix0 as usize) * ic;
+                                row[ky * kw * ic..(ky + 1) * kw * ic].copy_from_slice(&img[at..at + kw * ic]);
+                                continue;
+                            }
                             for kx in 0..kw {
                                 let dst = &mut row[(ky * kw + kx) * ic..(ky * kw + kx + 1) * ic];
                                 let ix = (ox * op.stride[1] + kx * op.dilation[1]) as isize - pad_w as isize;

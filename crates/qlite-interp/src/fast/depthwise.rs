@@ -930,33 +930,85 @@ impl PackedFloatDepthwise {
             return None;
         }
         let y = Array::reuse_f32(out, &[n, oh, ow, c])?;
-        for b in 0..n {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let o = &mut y[((b * oh + oy) * ow + ox) * c..((b * oh + oy) * ow + ox + 1) * c];
-                    o.fill(0.0);
-                    for ky in 0..kh {
-                        let iy = (oy * op.stride[0] + ky * op.dilation[0]) as isize - pad_h as isize;
-                        if iy < 0 || iy >= ih as isize {
+        let g = FloatDwGeom { n, ih, iw, c, oh, ow, kh, kw, pad_h, pad_w };
+        // The same loops compiled per tier (16 lanes and FMA with AVX-512, 8 with AVX2 + FMA).
+        #[cfg(target_arch = "x86_64")]
+        {
+            let isa = crate::isa::current();
+            #[allow(unsafe_code)]
+            if isa.has_avx512() {
+                // SAFETY: the tier says AVX-512F is available.
+                unsafe { float_dw_avx512(&g, op, xv, &self.w, y) };
+                bias_act(y, c, self.bias.as_deref(), op.activation);
+                return Some(());
+            } else if isa.has_avx2() {
+                // SAFETY: the tier says AVX2 and FMA are available.
+                unsafe { float_dw_avx2(&g, op, xv, &self.w, y) };
+                bias_act(y, c, self.bias.as_deref(), op.activation);
+                return Some(());
+            }
+        }
+        float_dw(&g, op, xv, &self.w, y);
+        bias_act(y, c, self.bias.as_deref(), op.activation);
+        Some(())
+    }
+}
+
+/// Sizes of a float depthwise convolution (NHWC, one multiplier).
+struct FloatDwGeom {
+    n: usize,
+    ih: usize,
+    iw: usize,
+    c: usize,
+    oh: usize,
+    ow: usize,
+    kh: usize,
+    kw: usize,
+    pad_h: usize,
+    pad_w: usize,
+}
+
+/// Each output pixel's channels: the sum over the window's taps inside the image, in (ky, kx)
+/// order as the reference kernel, the channels as the inner (vector) loop.
+#[inline(always)]
+fn float_dw(g: &FloatDwGeom, op: &DepthwiseConv2d, xv: &[f32], w: &[f32], y: &mut [f32]) {
+    let FloatDwGeom { n, ih, iw, c, oh, ow, kh, kw, pad_h, pad_w } = *g;
+    for b in 0..n {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let o = &mut y[((b * oh + oy) * ow + ox) * c..((b * oh + oy) * ow + ox + 1) * c];
+                o.fill(0.0);
+                for ky in 0..kh {
+                    let iy = (oy * op.stride[0] + ky * op.dilation[0]) as isize - pad_h as isize;
+                    if iy < 0 || iy >= ih as isize {
+                        continue;
+                    }
+                    for kx in 0..kw {
+                        let ix = (ox * op.stride[1] + kx * op.dilation[1]) as isize - pad_w as isize;
+                        if ix < 0 || ix >= iw as isize {
                             continue;
                         }
-                        for kx in 0..kw {
-                            let ix = (ox * op.stride[1] + kx * op.dilation[1]) as isize - pad_w as isize;
-                            if ix < 0 || ix >= iw as isize {
-                                continue;
-                            }
-                            let at = ((b * ih + iy as usize) * iw + ix as usize) * c;
-                            let xr = &xv[at..at + c];
-                            let wr = &self.w[(ky * kw + kx) * c..(ky * kw + kx + 1) * c];
-                            for ((acc, &xv), &wv) in o.iter_mut().zip(xr).zip(wr) {
-                                *acc += xv * wv;
-                            }
+                        let at = ((b * ih + iy as usize) * iw + ix as usize) * c;
+                        let xr = &xv[at..at + c];
+                        let wr = &w[(ky * kw + kx) * c..(ky * kw + kx + 1) * c];
+                        for ((acc, &xv), &wv) in o.iter_mut().zip(xr).zip(wr) {
+                            *acc += xv * wv;
                         }
                     }
                 }
             }
         }
-        bias_act(y, c, self.bias.as_deref(), op.activation);
-        Some(())
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn float_dw_avx512(g: &FloatDwGeom, op: &DepthwiseConv2d, xv: &[f32], w: &[f32], y: &mut [f32]) {
+    float_dw(g, op, xv, w, y)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn float_dw_avx2(g: &FloatDwGeom, op: &DepthwiseConv2d, xv: &[f32], w: &[f32], y: &mut [f32]) {
+    float_dw(g, op, xv, w, y)
 }

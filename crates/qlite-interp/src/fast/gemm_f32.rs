@@ -4,9 +4,9 @@
 //! FULLY_CONNECTED weights are stored) are packed once into panels of 32 output channels, each
 //! panel k-major (32 floats per k, zero past `n`). The microkernel keeps a 12 × 32 tile of C in
 //! 24 registers and, for each k, loads the panel's two vectors once and broadcasts one value of
-//! each of 12 rows of A; the 12 rows are copied k-major for each block of 256 k (so the 12
-//! values of one k are adjacent, not 12 cache lines a power of two apart) and meet every panel
-//! of a 512-channel block (in L2). Bias and activation are applied as the tile is stored the last
+//! each of 12 rows of A, read in place (copying them k-major first, as GEMMs often do, was
+//! slower here: the copy loop compiles to scatters); a block of up to 256 k of the 12 rows
+//! stays in L1 while it meets every panel of a 512-channel block (in L2). Bias and activation are applied as the tile is stored the last
 //! time, so the output is written once.
 //!
 //! Each output element is summed over k in order, one fused multiply-add per term: the
@@ -99,7 +99,7 @@ mod avx512 {
     ) {
         let (n, k) = (w.n, w.k);
         let panels = n.div_ceil(NR);
-        let (wp, cp) = (w.data.as_ptr(), c.as_mut_ptr());
+        let (ap, wp, cp) = (a.as_ptr(), w.data.as_ptr(), c.as_mut_ptr());
         if k == 0 {
             // No terms: the bias alone.
             for i in 0..m {
@@ -109,9 +109,6 @@ mod avx512 {
             }
             return;
         }
-        // A's rows of one tile, k-major ([kk][r]): rows `lda` apart in A would put a tile's 12
-        // reads of one k in 12 cache lines a power of two apart (conflict misses in L1).
-        let mut pack = [0f32; MR * KC];
         // Blocks of equal length (576 = 288 + 288, not 256 + 256 + 64: a short last block
         // pays a whole reload of C for little work).
         let kb = k.div_ceil(k.div_ceil(KC));
@@ -123,17 +120,11 @@ mod avx512 {
                 let mut m0 = 0;
                 while m0 < m {
                     let mr = MR.min(m - m0);
-                    for r in 0..mr {
-                        let row = &a[(m0 + r) * lda + kc0..(m0 + r) * lda + kc0 + kc];
-                        for (kk, &v) in row.iter().enumerate() {
-                            pack[kk * MR + r] = v;
-                        }
-                    }
                     for p in p0..p1 {
                         let nr = NR.min(n - p * NR);
                         let t = Tile {
-                            a: pack.as_ptr(),
-                            lda: MR,
+                            a: unsafe { ap.add(m0 * lda + kc0) },
+                            lda,
                             w: unsafe { wp.add((p * k + kc0) * NR) },
                             c: unsafe { cp.add(m0 * n + p * NR) },
                             ldc: n,
@@ -168,7 +159,7 @@ mod avx512 {
 
     /// One microkernel call: `R` rows × one panel, `kc` terms.
     struct Tile {
-        /// The packed rows of A: element (r, kk) at `kk · lda + r`.
+        /// A's first row of the tile at the block's first k: element (r, kk) at `r · lda + kk`.
         a: *const f32,
         lda: usize,
         w: *const f32,
@@ -209,7 +200,7 @@ mod avx512 {
                 let w0 = unsafe { _mm512_loadu_ps(self.w.add(kk * NR)) };
                 let w1 = unsafe { _mm512_loadu_ps(self.w.add(kk * NR + 16)) };
                 for r in 0..R {
-                    let x = _mm512_set1_ps(unsafe { *self.a.add(kk * self.lda + r) });
+                    let x = _mm512_set1_ps(unsafe { *self.a.add(r * self.lda + kk) });
                     lo[r] = _mm512_fmadd_ps(x, w0, lo[r]);
                     hi[r] = _mm512_fmadd_ps(x, w1, hi[r]);
                 }
