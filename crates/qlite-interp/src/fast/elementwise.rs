@@ -12,6 +12,21 @@ pub struct PackedBinary {
     pub(crate) table: Vec<i8>,
     /// float32: the op, applied element by element as the reference kernel does.
     pub(crate) float: Option<qlite_ir::op::Binary>,
+    /// int8 MUL: the reference's arithmetic, for the AVX-512 path (the table otherwise).
+    pub(crate) mul: Option<MulParams>,
+}
+
+/// int8 MUL as `reference_integer_ops::Mul` computes it: `clamp(zo + MBQM((a − za)(b − zb)))`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MulParams {
+    za: i32,
+    zb: i32,
+    m: i32,
+    left: u32,
+    right: u32,
+    zo: i32,
+    lo: i32,
+    hi: i32,
 }
 
 impl PackedBinary {
@@ -23,7 +38,7 @@ impl PackedBinary {
         let (a, c) = (g.tensor(n.input(0)?)?, g.tensor(n.input(1)?)?);
         let out = g.tensor(*n.outputs.first()?)?;
         if a.dtype == DType::F32 && c.dtype == DType::F32 && out.dtype == DType::F32 {
-            return Some(PackedBinary { table: Vec::new(), float: Some(b.clone()) });
+            return Some(PackedBinary { table: Vec::new(), float: Some(b.clone()), mul: None });
         }
         if a.dtype != DType::I8 || c.dtype != DType::I8 || out.dtype != DType::I8 {
             return None;
@@ -35,7 +50,22 @@ impl PackedBinary {
         let pairs: Vec<(usize, usize)> = (0..256).flat_map(|i| (0..256).map(move |j| (i, j))).collect();
         let oq = OutQ { dtype: DType::I8, scale, zp };
         let t = crate::kernels::binary(b.kind, &xs, &xs, &pairs, q1, q2, oq, b.activation).ok()?;
-        Some(PackedBinary { table: t.into_iter().map(|v| v as i8).collect(), float: None })
+        // The same multiplier the reference derives (its f32 product of the scales, widened).
+        let mul = (b.kind == BinaryKind::Mul).then(|| {
+            let (m, sh) = crate::fixedpoint::quantize_multiplier((q1.0 * q2.0 / scale) as f64);
+            let (lo, hi) = oq.range(b.activation);
+            MulParams {
+                za: q1.1,
+                zb: q2.1,
+                m,
+                left: sh.clamp(0, 31) as u32,
+                right: (-sh).clamp(0, 31) as u32,
+                zo: zp,
+                lo,
+                hi,
+            }
+        });
+        Some(PackedBinary { table: t.into_iter().map(|v| v as i8).collect(), float: None, mul })
     }
 
     pub(crate) fn run(&self, a: &Array, b: &Array, out: &mut Option<Array>) -> Option<()> {
@@ -56,6 +86,20 @@ impl PackedBinary {
         }
         let (Data::I8(av), Data::I8(bv)) = (a.data(), b.data()) else { return None };
         let y = Array::reuse_i8(out, &plan.out)?;
+        #[cfg(target_arch = "x86_64")]
+        if let Some(mp) = self.mul
+            && crate::isa::current().has_avx512()
+        {
+            plan.each(av, bv, y, |(o, p), q| {
+                // SAFETY: the tier says AVX-512 F/BW are available; the run lengths agree
+                // (each operand run is the output run's length or one element).
+                #[allow(unsafe_code)]
+                unsafe {
+                    mul_i8_avx512(&mp, p, q, o)
+                }
+            });
+            return Some(());
+        }
         let table = &self.table[..65536];
         plan.each(av, bv, y, |p, q| {
             let (o, p, q) = (p.0, p.1, q);
@@ -75,6 +119,84 @@ impl PackedBinary {
         });
         Some(())
     }
+}
+
+/// int8 MUL of one inner run, 16 lanes at a time: the reference's integer arithmetic
+/// (`MultiplyByQuantizedMultiplier`: the doubling high multiply rounding half away from zero in
+/// 64-bit lanes, then the rounding right shift), an operand of one element repeated.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+#[allow(unsafe_code)]
+unsafe fn mul_i8_avx512(mp: &MulParams, a: &[i8], b: &[i8], y: &mut [i8]) {
+    use std::arch::x86_64::*;
+    let n = y.len();
+    let (za, zb) = (_mm512_set1_epi32(mp.za), _mm512_set1_epi32(mp.zb));
+    let (zo, lo, hi) = (_mm512_set1_epi32(mp.zo), _mm512_set1_epi32(mp.lo), _mm512_set1_epi32(mp.hi));
+    // An operand of one element, widened and offset once.
+    let (sa, sb) = (
+        (a.len() == 1).then(|| _mm512_set1_epi32(a[0] as i32 - mp.za)),
+        (b.len() == 1).then(|| _mm512_set1_epi32(b[0] as i32 - mp.zb)),
+    );
+    let mut i = 0;
+    while i < n {
+        let k = (n - i).min(16);
+        let mask: __mmask16 = if k == 16 { 0xffff } else { ((1u32 << k) - 1) as u16 };
+        // SAFETY (both loads): the mask covers k bytes from i, inside the run.
+        let va = match sa {
+            Some(v) => v,
+            None => _mm512_sub_epi32(
+                _mm512_cvtepi8_epi32(unsafe { _mm_maskz_loadu_epi8(mask, a.as_ptr().add(i) as *const _) }),
+                za,
+            ),
+        };
+        let vb = match sb {
+            Some(v) => v,
+            None => _mm512_sub_epi32(
+                _mm512_cvtepi8_epi32(unsafe { _mm_maskz_loadu_epi8(mask, b.as_ptr().add(i) as *const _) }),
+                zb,
+            ),
+        };
+        let p = _mm512_mullo_epi32(va, vb);
+        let v = mbqm_avx512(p, mp.m, mp.left, mp.right);
+        let r = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, zo), lo), hi);
+        // SAFETY: the mask covers k bytes from i, inside the output run.
+        unsafe { _mm512_mask_cvtepi32_storeu_epi8(y.as_mut_ptr().add(i) as *mut _, mask, r) };
+        i += k;
+    }
+}
+
+/// [`crate::fixedpoint::mbqm`] on 16 lanes: `x · 2^left` (wrapping), the saturating rounding
+/// doubling high multiply by `m` (no lane can saturate: `m` is never `i32::MIN`), then the
+/// rounding divide by `2^right`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+#[inline]
+pub(crate) fn mbqm_avx512(x: std::arch::x86_64::__m512i, m: i32, left: u32, right: u32) -> std::arch::x86_64::__m512i {
+    use std::arch::x86_64::*;
+    let x = _mm512_sll_epi32(x, _mm_cvtsi32_si128(left as i32));
+    let mv = _mm512_set1_epi64(m as i64);
+    let c30 = _mm512_set1_epi64(1 << 30);
+    let c31m1 = _mm512_set1_epi64((1i64 << 31) - 1);
+    // One 64-bit half: (x·m + nudge) / 2^31, truncating toward zero.
+    let half = |lanes: __m512i| -> __m512i {
+        let t = _mm512_mul_epi32(lanes, mv);
+        let sign = _mm512_srai_epi64::<63>(t);
+        let t = _mm512_add_epi64(t, _mm512_sub_epi64(c30, _mm512_and_si512(sign, c31m1)));
+        let sign = _mm512_srai_epi64::<63>(t);
+        _mm512_srai_epi64::<31>(_mm512_add_epi64(t, _mm512_and_si512(sign, c31m1)))
+    };
+    let even = half(x);
+    let odd = half(_mm512_srli_epi64::<32>(x));
+    let v = _mm512_mask_blend_epi32(0xaaaa, even, _mm512_slli_epi64::<32>(odd));
+    if right == 0 {
+        return v;
+    }
+    let mask = _mm512_set1_epi32(((1i64 << right) - 1) as i32);
+    let rem = _mm512_and_si512(v, mask);
+    let thr = _mm512_sub_epi32(_mm512_srli_epi32::<1>(mask), _mm512_srai_epi32::<31>(v));
+    let up = _mm512_cmpgt_epi32_mask(rem, thr);
+    let shifted = _mm512_sra_epi32(v, _mm_cvtsi32_si128(right as i32));
+    _mm512_mask_sub_epi32(shifted, up, shifted, _mm512_set1_epi32(-1))
 }
 
 /// How two operands broadcast (NumPy / TFLite rules, shapes aligned at the right): the output
@@ -335,6 +457,47 @@ pub(crate) fn exp(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The 16-lane MBQM against the scalar one on random values, every multiplier form the
+    /// quantizer makes and every shift.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    #[allow(unsafe_code)]
+    fn mbqm_lanes_equal_the_scalar() {
+        use std::arch::x86_64::*;
+        if !crate::isa::Isa::process_default().has_avx512() {
+            return;
+        }
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for case in 0..20_000 {
+            let real = f64::from_bits(0x3f00_0000_0000_0000 + next() % 0x0100_0000_0000_0000);
+            let (m, sh) = crate::fixedpoint::quantize_multiplier(real);
+            let sh = if case % 7 == 0 { (next() % 40) as i32 - 31 } else { sh };
+            let (left, right) = (sh.clamp(0, 31) as u32, (-sh).clamp(0, 31) as u32);
+            let xs: [i32; 16] = std::array::from_fn(|k| match k {
+                0 => i32::MIN,
+                1 => i32::MAX,
+                2 => 0,
+                _ if case % 2 == 0 => (next() % 130_051) as i32 - 65_025,
+                _ => next() as i32,
+            });
+            let mut got = [0i32; 16];
+            // SAFETY: AVX-512 checked above; both arrays are 16 lanes.
+            unsafe {
+                let v = mbqm_avx512(_mm512_loadu_si512(xs.as_ptr() as *const _), m, left, right);
+                _mm512_storeu_si512(got.as_mut_ptr() as *mut _, v);
+            }
+            for k in 0..16 {
+                assert_eq!(got[k], crate::fixedpoint::mbqm(xs[k], m, sh.clamp(-31, 31)), "x {} m {m} sh {sh}", xs[k]);
+            }
+        }
+    }
 
     /// The vectorizable `exp` against libm over the range LOGISTIC uses, and LOGISTIC itself
     /// over the whole float range (its stated bound: 2e-7 relative, or 1e-37 absolute near 0).
