@@ -1498,8 +1498,9 @@ fn fast_broadcast_binary_and_int8_tables_equal_the_reference() {
     assert!(fast_nodes >= 260, "{fast_nodes} cases ran fast");
 }
 
-/// Float spatial MEAN and LOGISTIC on the fast path: MEAN equal to the reference (the same sums
-/// in the same order), LOGISTIC within the fast kernels' float bound, at every tier.
+/// Float spatial MEAN and element-wise unary ops on the fast path: MEAN equal to the reference
+/// (the same sums in the same order), LOGISTIC within the fast kernels' float bound, the ReLUs,
+/// ABS and NEG exact, at every tier.
 #[test]
 fn fast_float_mean_and_logistic_match_the_reference() {
     for seed in 0..80u64 {
@@ -1510,7 +1511,15 @@ fn fast_float_mean_and_logistic_match_the_reference() {
         let y = if seed % 2 == 0 {
             b.node(Op::Mean(Mean { axes: vec![2, 1], keep_dims: seed % 4 == 0 }), &[Some(x)], None)
         } else {
-            b.node(Op::Unary(Unary { kind: UnaryKind::Logistic }), &[Some(x)], None)
+            let kinds = [
+                UnaryKind::Logistic,
+                UnaryKind::Relu,
+                UnaryKind::Relu6,
+                UnaryKind::ReluN1To1,
+                UnaryKind::Abs,
+                UnaryKind::Neg,
+            ];
+            b.node(Op::Unary(Unary { kind: kinds[(seed / 2) as usize % kinds.len()] }), &[Some(x)], None)
         };
         let (g, inputs) = b.finish(&[y]);
         let reference = qlite::Interpreter::new(&g).unwrap().run(inputs.clone()).unwrap();
@@ -1525,4 +1534,99 @@ fn fast_float_mean_and_logistic_match_the_reference() {
             assert_eq!(fast.fast_nodes(), 1, "seed {seed}: runs fast");
         });
     }
+}
+
+/// The float path of a Keras-style block (stem convolution, swish, depthwise, squeeze-excite:
+/// spatial MEAN, 1×1 convolutions, LOGISTIC, broadcast MUL; residual ADD, PAD, pooling, a
+/// reshape whose batch is known only at run time, FULLY_CONNECTED, SOFTMAX) in a session: after
+/// the first run, no run allocates, at every tier, and the outputs stay within the fast
+/// kernels' float bound of the reference kernels.
+#[test]
+fn float_sessions_with_a_dynamic_batch_allocate_nothing_after_the_first_run() {
+    use qlite::ir::Dim;
+    let mut b = Builder::new("float_session_block");
+    let x = b.input("x", &[1, 16, 16, 3], -1.0, 1.0);
+    let conv = |b: &mut Builder, x: TensorId, cin: usize, cout: usize, k: usize, name: &str| {
+        let w = b.konst(&format!("{name}_w"), &[cout, k, k, cin]);
+        let bias = b.konst(&format!("{name}_b"), &[cout]);
+        let op = Op::Conv2d(Conv2d {
+            padding: Padding::Same,
+            stride: [1, 1],
+            dilation: [1, 1],
+            activation: Activation::None,
+        });
+        b.node(op, &[Some(x), Some(w), Some(bias)], None)
+    };
+    let un = |b: &mut Builder, kind: UnaryKind, x: TensorId| b.node(Op::Unary(Unary { kind }), &[Some(x)], None);
+    let bin = |b: &mut Builder, kind: BinaryKind, x: TensorId, y: TensorId| {
+        b.node(Op::Binary(Binary { kind, activation: Activation::None }), &[Some(x), Some(y)], None)
+    };
+    let c = conv(&mut b, x, 3, 16, 3, "stem");
+    let s = un(&mut b, UnaryKind::Logistic, c);
+    let c = bin(&mut b, BinaryKind::Mul, c, s);
+    let dw_w = b.konst("dw_w", &[1, 3, 3, 16]);
+    let dw_b = b.konst("dw_b", &[16]);
+    let dw = Op::DepthwiseConv2d(DepthwiseConv2d {
+        padding: Padding::Same,
+        stride: [1, 1],
+        dilation: [1, 1],
+        depth_multiplier: 1,
+        activation: Activation::Relu6,
+    });
+    let d = b.node(dw, &[Some(c), Some(dw_w), Some(dw_b)], None);
+    let m = b.node(Op::Mean(Mean { axes: vec![1, 2], keep_dims: true }), &[Some(d)], None);
+    let e = conv(&mut b, m, 16, 4, 1, "se_reduce");
+    let e = un(&mut b, UnaryKind::Relu, e);
+    let e = conv(&mut b, e, 4, 16, 1, "se_expand");
+    let gate = un(&mut b, UnaryKind::Logistic, e);
+    let d = bin(&mut b, BinaryKind::Mul, d, gate);
+    let r = bin(&mut b, BinaryKind::Add, d, c);
+    let p = b.node(Op::Pad(Pad { paddings: vec![[0, 0], [1, 1], [1, 1], [0, 0]] }), &[Some(r)], None);
+    let pool = Op::Pool2d(Pool2d {
+        kind: PoolKind::Max,
+        filter: [2, 2],
+        stride: [2, 2],
+        padding: Padding::Valid,
+        activation: Activation::None,
+    });
+    let p = b.node(pool, &[Some(p)], None);
+    let flat = b.node(Op::Reshape(Reshape { shape: vec![-1, 9 * 9 * 16] }), &[Some(p)], None);
+    let fw = b.konst("fc_w", &[10, 9 * 9 * 16]);
+    let fc = Op::FullyConnected(FullyConnected {
+        activation: Activation::None,
+        keep_num_dims: false,
+        asymmetric_inputs: false,
+    });
+    let y = b.node(fc, &[Some(flat), Some(fw), None], None);
+    let y = b.node(Op::Softmax(Softmax { beta: 1.0 }), &[Some(y)], None);
+    let (mut g, inputs) = b.finish(&[y]);
+    // The batch of every activation known only at run time, as Keras exports it.
+    for t in g.tensor_ids() {
+        let tensor = g.tensor_mut(t).unwrap();
+        if !tensor.is_const() && tensor.shape.rank() > 0 {
+            let mut dims = tensor.shape.dims().to_vec();
+            dims[0] = Dim::Dynamic;
+            tensor.shape = qlite::ir::Shape::new(dims);
+        }
+    }
+    qlite::ir::verify(&g).unwrap();
+    let reference = qlite::Interpreter::new(&g).unwrap().run(inputs.clone()).unwrap();
+    qlite::isa::for_each_tier(|t| {
+        let interp = qlite::Interpreter::new(&g).unwrap().isa(t).kernels(qlite::Kernels::Fast);
+        assert!(interp.fast_nodes() >= 12, "at {t}: {} nodes fast", interp.fast_nodes());
+        let mut session = interp.session();
+        session.run(&inputs).unwrap();
+        for run in 0..3 {
+            let ((), allocations) = crate::alloc::allocations_during(|| session.run(&inputs).unwrap());
+            // The portable tier's float GEMM is `matrixmultiply`, which allocates its packing
+            // buffers on every call; every x86 vector tier allocates nothing.
+            if t != qlite::isa::Isa::Portable {
+                assert_eq!(allocations, 0, "at {t}: run {run} allocated");
+            }
+            let got: Vec<qlite::Array> = session.outputs().unwrap().into_iter().cloned().collect();
+            if let Err(e) = qlite::compare_all(&got, &reference, crate::common::FAST_FLOAT_TOL) {
+                panic!("at {t}: run {run}: {e}");
+            }
+        }
+    });
 }

@@ -214,20 +214,42 @@ fn in_place(interp: &Interpreter, node: &Node, x: &Array, out: &mut Option<Array
             }
             Some(())
         }
-        (Op::Reshape(_), Data::I8(v)) => {
-            // The declared shape (fully known, else the general path infers it).
+        (Op::Reshape(_), Data::I8(_) | Data::F32(_)) => {
+            // The declared shape; one dimension known only at run time (a dynamic batch) is what
+            // the element count leaves for it. Anything else goes to the general path.
             let decl = out_t.shape.dims();
             let mut dims = [0usize; 8];
-            for (d, s) in dims.iter_mut().zip(decl) {
-                let qlite_ir::Dim::Fixed(n) = s else { return None };
-                *d = *n;
+            let mut unknown = None;
+            let mut known = 1usize;
+            for (i, (d, s)) in dims.iter_mut().zip(decl).enumerate() {
+                match s {
+                    qlite_ir::Dim::Fixed(n) => {
+                        *d = *n;
+                        known = known.checked_mul(*n)?;
+                    }
+                    _ if unknown.is_none() => unknown = Some(i),
+                    _ => return None,
+                }
             }
-            let y = Array::reuse_i8(out, dims.get(..decl.len())?)?;
-            if y.len() != v.len() {
-                return None;
+            let len = x.len();
+            if let Some(i) = unknown {
+                if known == 0 || !len.is_multiple_of(known) {
+                    return None;
+                }
+                dims[i] = len / known;
             }
-            y.copy_from_slice(v);
-            Some(())
+            let dims = dims.get(..decl.len())?;
+            match x.data() {
+                Data::I8(v) => {
+                    let y = Array::reuse_i8(out, dims)?;
+                    (y.len() == v.len()).then(|| y.copy_from_slice(v))
+                }
+                Data::F32(v) => {
+                    let y = Array::reuse_f32(out, dims)?;
+                    (y.len() == v.len()).then(|| y.copy_from_slice(v))
+                }
+                _ => None,
+            }
         }
         (Op::Softmax(s), Data::F32(v)) => {
             let depth = x.shape().last().copied().unwrap_or(1);

@@ -379,16 +379,14 @@ impl ConvGeom {
     }
 }
 
-/// Float CONV_2D (one group) as im2col + SGEMM over the OHWI weights, then bias and
-/// activation. Sums are in SGEMM's blocked order: within float rounding of the reference
-/// kernel's sequential sums (the stated bound, `tests/it/random_ops.rs`).
+/// Float CONV_2D (one group) as im2col + the packed GEMM over the OHWI weights, bias and
+/// activation fused: each output summed over k in order (the reference's order; with FMA at
+/// the AVX tiers, within the stated bound, `tests/it/random_ops.rs`).
 #[derive(Debug, Clone)]
 pub struct PackedFloatConv {
     pub(crate) op: qlite_ir::op::Conv2d,
-    /// The OHWI weights, for tiers below AVX-512 (`matrixmultiply`); empty when packed.
-    pub(crate) w: Vec<f32>,
-    /// The weights packed for the AVX-512 kernel (bias and activation fused).
-    pub(crate) packed: Option<super::gemm_f32::PackedW>,
+    /// The OHWI weights packed for the GEMM (bias and activation fused).
+    pub(crate) packed: super::gemm_f32::PackedW,
     pub(crate) ws: Vec<usize>,
     pub(crate) bias: Option<Vec<f32>>,
 }
@@ -405,9 +403,8 @@ impl PackedFloatConv {
             return None; // grouped convolutions stay on the reference kernel
         }
         let k = ws[1].checked_mul(ws[2])?.checked_mul(ws[3])?;
-        let packed = if crate::isa::current().has_avx512() { super::gemm_f32::PackedW::new(w, ws[0], k) } else { None };
-        let w = if packed.is_some() { Vec::new() } else { w.to_vec() };
-        Some(PackedFloatConv { op: op.clone(), w, packed, ws, bias })
+        let packed = super::gemm_f32::PackedW::new(w, ws[0], k)?;
+        Some(PackedFloatConv { op: op.clone(), packed, ws, bias })
     }
 
     pub(crate) fn run(&self, xs: &[usize], xv: &[f32], out: &mut Option<Array>, s: &mut Scratch) -> Option<()> {
@@ -479,13 +476,9 @@ impl PackedFloatConv {
     /// `y = act(a · Wᵀ + bias)` for `pixels` rows of `k` values: the packed AVX-512 kernel, or
     /// `matrixmultiply` and a bias pass.
     fn gemm(&self, pixels: usize, k: usize, oc: usize, a: &[f32], y: &mut [f32]) -> Option<()> {
-        match &self.packed {
-            Some(p) => super::gemm_f32::gemm_bias_act(pixels, a, k, p, self.bias.as_deref(), self.op.activation, y),
-            None => {
-                sgemm(pixels, k, oc, a, (k, 1), &self.w, (1, k), y)?;
-                bias_act(y, oc, self.bias.as_deref(), self.op.activation);
-                Some(())
-            }
+        if y.len() < pixels.checked_mul(oc)? {
+            return None;
         }
+        super::gemm_f32::gemm_bias_act(pixels, a, k, &self.packed, self.bias.as_deref(), self.op.activation, y)
     }
 }

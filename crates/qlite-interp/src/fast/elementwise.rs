@@ -72,7 +72,7 @@ impl PackedBinary {
         let plan = Broadcast::new(a.shape(), b.shape())?;
         if let (Some(op), Data::F32(av), Data::F32(bv)) = (&self.float, a.data(), b.data()) {
             use qlite_ir::op::BinaryKind as K;
-            let y = Array::reuse_f32(out, &plan.out)?;
+            let y = Array::reuse_f32(out, plan.out())?;
             // One loop per (op, activation), each simple enough to vectorize (a function
             // pointer per element ran ResNet-50's residual ADDs at 4 ns per element).
             let act = op.activation;
@@ -85,7 +85,7 @@ impl PackedBinary {
             return Some(());
         }
         let (Data::I8(av), Data::I8(bv)) = (a.data(), b.data()) else { return None };
-        let y = Array::reuse_i8(out, &plan.out)?;
+        let y = Array::reuse_i8(out, plan.out())?;
         #[cfg(target_arch = "x86_64")]
         if let Some(mp) = self.mul
             && crate::isa::current().has_avx512()
@@ -204,30 +204,41 @@ pub(crate) fn mbqm_avx512(x: std::arch::x86_64::__m512i, m: i32, left: u32, righ
 /// the innermost run that both read contiguously (or one reads as a single repeated value).
 #[derive(Debug)]
 struct Broadcast {
-    out: Vec<usize>,
-    /// Output axes outside the inner run, and both operands' strides along them.
-    outer: Vec<(usize, usize, usize)>,
+    /// The output shape (the first `rank` entries).
+    out: [usize; MAX_RANK],
+    rank: usize,
+    /// Output axes outside the inner run, and both operands' strides along them (the first
+    /// `n_outer` entries).
+    outer: [(usize, usize, usize); MAX_RANK],
+    n_outer: usize,
     /// Length of the inner run; each operand's step along it (1, or 0 when repeated).
     inner: usize,
     step: (usize, usize),
 }
 
+/// Ranks the fast path takes (the IR's limit); fixed-size arrays keep a run free of
+/// allocations.
+const MAX_RANK: usize = qlite_ir::MAX_RANK;
+
 impl Broadcast {
     fn new(a: &[usize], b: &[usize]) -> Option<Self> {
         let rank = a.len().max(b.len());
+        if rank > MAX_RANK {
+            return None;
+        }
         let dim = |s: &[usize], i: usize| if i + s.len() >= rank { s[i + s.len() - rank] } else { 1 };
-        let mut out = Vec::with_capacity(rank);
-        for i in 0..rank {
+        let mut out = [1usize; MAX_RANK];
+        for (i, o) in out.iter_mut().enumerate().take(rank) {
             let (p, q) = (dim(a, i), dim(b, i));
-            out.push(match (p, q) {
+            *o = match (p, q) {
                 _ if p == q => p,
                 (1, q) => q,
                 (p, 1) => p,
                 _ => return None,
-            });
+            };
         }
         let strides = |s: &[usize]| {
-            let mut st = vec![0usize; rank];
+            let mut st = [0usize; MAX_RANK];
             let mut acc = 1;
             for i in (0..rank).rev() {
                 let d = dim(s, i);
@@ -251,10 +262,19 @@ impl Broadcast {
             k -= 1;
         }
         let ((ad, _), (bd, _)) = (modes(a, k), modes(b, k));
-        let inner: usize = out[k..].iter().product();
+        let inner: usize = out[k..rank].iter().product();
         let step = (usize::from(ad), usize::from(bd));
-        let outer = (0..k).filter(|&i| out[i] != 1).map(|i| (out[i], sa[i], sb[i])).collect();
-        Some(Broadcast { out, outer, inner, step })
+        let mut outer = [(0usize, 0usize, 0usize); MAX_RANK];
+        let mut n_outer = 0;
+        for i in (0..k).filter(|&i| out[i] != 1) {
+            outer[n_outer] = (out[i], sa[i], sb[i]);
+            n_outer += 1;
+        }
+        Some(Broadcast { out, rank, outer, n_outer, inner, step })
+    }
+
+    fn out(&self) -> &[usize] {
+        &self.out[..self.rank]
     }
 
     /// Call `f((out_run, a_run), b_run)` for each inner run, in output order; a run of an
@@ -262,11 +282,12 @@ impl Broadcast {
     fn each<T: Copy, U>(&self, a: &[T], b: &[T], y: &mut [U], mut f: impl FnMut((&mut [U], &[T]), &[T])) {
         let n = self.inner;
         let (la, lb) = (if self.step.0 == 1 { n } else { 1 }, if self.step.1 == 1 { n } else { 1 });
-        let mut idx = vec![0usize; self.outer.len()];
+        let outer = &self.outer[..self.n_outer];
+        let mut idx = [0usize; MAX_RANK];
         let (mut ia, mut ib) = (0usize, 0usize);
         for run in y.chunks_exact_mut(n.max(1)) {
             f((run, &a[ia..ia + la]), &b[ib..ib + lb]);
-            for (j, &(d, sa, sb)) in self.outer.iter().enumerate().rev() {
+            for (j, &(d, sa, sb)) in outer.iter().enumerate().rev() {
                 idx[j] += 1;
                 ia += sa;
                 ib += sb;
@@ -367,24 +388,43 @@ fn float_binary(
     }
 }
 
-/// Float LOGISTIC, `1 / (1 + e^−x)`, with an exponential the compiler vectorizes ([`exp`]):
-/// within 2e-7 relative of the reference's libm `exp` (tested over the whole float range).
+/// Float element-wise unary ops on the fast path: LOGISTIC, `1 / (1 + e^−x)`, with an
+/// exponential the compiler vectorizes ([`exp`]: within 2e-7 relative of the reference's libm
+/// `exp`, tested over the whole float range); RELU, RELU6, RELU_N1_TO_1, ABS and NEG with the
+/// reference's own arithmetic, in place in a session.
 #[derive(Debug, Clone)]
-pub struct PackedLogistic;
+pub struct PackedLogistic {
+    kind: qlite_ir::UnaryKind,
+}
 
 impl PackedLogistic {
     pub(crate) fn new(g: &Graph, n: &Node, u: &qlite_ir::op::Unary) -> Option<Self> {
+        use qlite_ir::UnaryKind as K;
         let x = g.tensor(n.input(0)?)?;
         let out = g.tensor(*n.outputs.first()?)?;
-        (u.kind == qlite_ir::UnaryKind::Logistic && x.dtype == DType::F32 && out.dtype == DType::F32)
-            .then_some(PackedLogistic)
+        let known = matches!(u.kind, K::Logistic | K::Relu | K::Relu6 | K::ReluN1To1 | K::Abs | K::Neg);
+        (known && x.dtype == DType::F32 && out.dtype == DType::F32).then_some(PackedLogistic { kind: u.kind })
     }
 
     #[allow(unsafe_code)]
     pub(crate) fn run(&self, xs: &[usize], xv: &[f32], out: &mut Option<Array>) -> Option<()> {
+        use qlite_ir::UnaryKind as K;
         let y = Array::reuse_f32(out, xs)?;
         if y.len() != xv.len() {
             return None;
+        }
+        let it = y.iter_mut().zip(xv);
+        match self.kind {
+            K::Logistic => {}
+            K::Relu => it.for_each(|(o, &v)| *o = v.max(0.0)),
+            K::Relu6 => it.for_each(|(o, &v)| *o = v.clamp(0.0, 6.0)),
+            K::ReluN1To1 => it.for_each(|(o, &v)| *o = v.clamp(-1.0, 1.0)),
+            K::Abs => it.for_each(|(o, &v)| *o = v.abs()),
+            K::Neg => it.for_each(|(o, &v)| *o = -v),
+            _ => return None,
+        }
+        if self.kind != K::Logistic {
+            return Some(());
         }
         // The same loop compiled per tier: `floor` is one instruction from SSE 4.1 on, a
         // library call (and no vectorization) below.

@@ -185,16 +185,16 @@ pub struct PackedFloatFc {
     /// The interpreter's own constant ([units, depth] row-major is already the layout the
     /// GEMM reads): shared, not copied.
     pub(crate) w: Arc<Array>,
-    /// The weights packed for the AVX-512 kernel (bias and activation fused), when they are at
-    /// most [`PACK_LIMIT`] bytes: a second copy of larger ones would cost more memory than the
-    /// GEMV saves time.
+    /// The weights packed for the GEMM (bias and activation fused), when they are at most
+    /// [`PACK_LIMIT`] bytes: a second copy of larger ones would cost more memory than the GEMV
+    /// saves time (those run on `matrixmultiply`, reading the constant itself).
     pub(crate) packed: Option<super::gemm_f32::PackedW>,
     pub(crate) units: usize,
     pub(crate) depth: usize,
     pub(crate) bias: Option<Vec<f32>>,
 }
 
-/// Largest float FULLY_CONNECTED weights packed for the AVX-512 kernel.
+/// Largest float FULLY_CONNECTED weights packed for the GEMM.
 const PACK_LIMIT: usize = 64 << 20;
 
 impl PackedFloatFc {
@@ -206,7 +206,7 @@ impl PackedFloatFc {
         }
         let (wv, ws, bias) = float_params(n, consts)?;
         let [units, depth] = ws[..] else { return None };
-        let packed = (crate::isa::current().has_avx512() && wv.len().saturating_mul(4) <= PACK_LIMIT)
+        let packed = (wv.len().saturating_mul(4) <= PACK_LIMIT)
             .then(|| super::gemm_f32::PackedW::new(wv, units, depth))
             .flatten();
         Some(PackedFloatFc {
@@ -226,13 +226,20 @@ impl PackedFloatFc {
             return None;
         }
         let batches = xv.len() / depth;
-        // The op's output shape: [batches, units], or the input's leading dims when kept.
-        let mut os: Vec<usize> = if self.keep_num_dims { xs[..xs.len() - 1].to_vec() } else { vec![batches] };
-        os.push(units);
-        if checked_len(&os)? != batches.checked_mul(units)? || batches * units > MAX_FAST_ELEMENTS {
+        // The op's output shape: [batches, units], or the input's leading dims when kept (in a
+        // fixed array: a run allocates nothing).
+        let mut dims = [0usize; qlite_ir::MAX_RANK];
+        let lead: &[usize] = if self.keep_num_dims { &xs[..xs.len() - 1] } else { std::slice::from_ref(&batches) };
+        if lead.len() >= qlite_ir::MAX_RANK {
             return None;
         }
-        let y = Array::reuse_f32(out, &os)?;
+        dims[..lead.len()].copy_from_slice(lead);
+        dims[lead.len()] = units;
+        let os = &dims[..lead.len() + 1];
+        if checked_len(os)? != batches.checked_mul(units)? || batches * units > MAX_FAST_ELEMENTS {
+            return None;
+        }
+        let y = Array::reuse_f32(out, os)?;
         if let Some(p) = &self.packed {
             return super::gemm_f32::gemm_bias_act(batches, xv, depth, p, self.bias.as_deref(), self.activation, y);
         }

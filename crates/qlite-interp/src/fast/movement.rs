@@ -59,16 +59,17 @@ impl PackedPad {
         self.fill(xs, &os, xv, y, value)
     }
 
-    pub(crate) fn out_shape(&self, xs: &[usize], len: usize) -> Option<Vec<usize>> {
-        if xs.len() != self.paddings.len() || checked_len(xs)? != len {
+    /// The padded shape (in a fixed array: a run allocates nothing), `None` beyond the IR's
+    /// rank or the interpreter's size limit (the reference kernel then reports it).
+    pub(crate) fn out_shape(&self, xs: &[usize], len: usize) -> Option<PadShape> {
+        if xs.len() != self.paddings.len() || checked_len(xs)? != len || xs.len() > qlite_ir::MAX_RANK {
             return None;
         }
-        let os: Vec<usize> = xs
-            .iter()
-            .zip(&self.paddings)
-            .map(|(&d, p)| d.checked_add(p[0])?.checked_add(p[1]))
-            .collect::<Option<_>>()?;
-        // Past the interpreter's limit the reference kernel reports it.
+        let mut dims = [0usize; qlite_ir::MAX_RANK];
+        for ((o, &d), p) in dims.iter_mut().zip(xs).zip(&self.paddings) {
+            *o = d.checked_add(p[0])?.checked_add(p[1])?;
+        }
+        let os = PadShape { dims, rank: xs.len() };
         (checked_len(&os)? <= MAX_FAST_ELEMENTS).then_some(os)
     }
 
@@ -80,12 +81,12 @@ impl PackedPad {
             return Some(());
         }
         let rows = y.len() / inner_out;
-        let mut idx = vec![0usize; rank - 1];
+        let mut idx = [0usize; qlite_ir::MAX_RANK];
         for r in 0..rows {
             let row = &mut y[r * inner_out..(r + 1) * inner_out];
             // The input row this output row reads, if every outer index is inside the input.
             let mut src = Some(0usize);
-            for (a, &i) in idx.iter().enumerate() {
+            for (a, &i) in idx[..rank - 1].iter().enumerate() {
                 let lo = self.paddings[a][0];
                 src = match src {
                     Some(s) if i >= lo && i - lo < xs[a] => Some(s * xs[a] + (i - lo)),
@@ -109,5 +110,19 @@ impl PackedPad {
             }
         }
         Some(())
+    }
+}
+
+/// A padded shape without a heap allocation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PadShape {
+    dims: [usize; qlite_ir::MAX_RANK],
+    rank: usize,
+}
+
+impl std::ops::Deref for PadShape {
+    type Target = [usize];
+    fn deref(&self) -> &[usize] {
+        &self.dims[..self.rank]
     }
 }
