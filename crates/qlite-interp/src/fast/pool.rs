@@ -127,58 +127,52 @@ impl PackedPool {
         let mut pixels = y.chunks_exact_mut(c);
         for b in 0..n {
             let img = &xv[b * ih * iw * c..(b + 1) * ih * iw * c];
-            for oy in 0..oh {
-                let y0 = (oy * op.stride[0]) as isize - pad_h as isize;
-                let rows = y0.max(0) as usize..(y0 + op.filter[0] as isize).clamp(0, ih as isize) as usize;
-                for ox in 0..ow {
-                    let x0 = (ox * op.stride[1]) as isize - pad_w as isize;
-                    let cols = x0.max(0) as usize..(x0 + op.filter[1] as isize).clamp(0, iw as isize) as usize;
-                    let px = pixels.next()?;
-                    #[cfg(target_arch = "x86_64")]
-                    if max_avx512 {
-                        // SAFETY: the CPU has AVX-512 F/BW (checked); the window's pixels
-                        // are inside the image.
-                        #[allow(unsafe_code)]
-                        unsafe {
-                            max_pixel_avx512(img, iw, c, rows.clone(), cols.clone(), self.lo, self.hi, px)
-                        };
-                        continue;
+            for (rows, cols) in windows(op, [ih, iw], [oh, ow], [pad_h, pad_w]) {
+                let px = pixels.next()?;
+                #[cfg(target_arch = "x86_64")]
+                if max_avx512 {
+                    // SAFETY: the CPU has AVX-512 F/BW (checked); the window's pixels
+                    // are inside the image.
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        max_pixel_avx512(img, iw, c, rows.clone(), cols.clone(), self.lo, self.hi, px)
+                    };
+                    continue;
+                }
+                if max {
+                    // `lo` is the reference's starting value: it also applies the clamp below.
+                    px.fill(self.lo as i8);
+                    for iy in rows.clone() {
+                        for ix in cols.clone() {
+                            let at = (iy * iw + ix) * c;
+                            for (o, &v) in px.iter_mut().zip(&img[at..at + c]) {
+                                *o = (*o).max(v);
+                            }
+                        }
                     }
-                    if max {
-                        // `lo` is the reference's starting value: it also applies the clamp below.
-                        px.fill(self.lo as i8);
-                        for iy in rows.clone() {
-                            for ix in cols.clone() {
-                                let at = (iy * iw + ix) * c;
-                                for (o, &v) in px.iter_mut().zip(&img[at..at + c]) {
-                                    *o = (*o).max(v);
-                                }
+                    for o in px.iter_mut() {
+                        *o = (*o).min(self.hi as i8);
+                    }
+                } else {
+                    acc.fill(0);
+                    for iy in rows.clone() {
+                        for ix in cols.clone() {
+                            let at = (iy * iw + ix) * c;
+                            for (a, &v) in acc.iter_mut().zip(&img[at..at + c]) {
+                                *a += v as i32;
                             }
                         }
-                        for o in px.iter_mut() {
-                            *o = (*o).min(self.hi as i8);
-                        }
-                    } else {
-                        acc.fill(0);
-                        for iy in rows.clone() {
-                            for ix in cols.clone() {
-                                let at = (iy * iw + ix) * c;
-                                for (a, &v) in acc.iter_mut().zip(&img[at..at + c]) {
-                                    *a += v as i32;
-                                }
-                            }
-                        }
-                        let count = (rows.len() * cols.len()) as i32;
-                        for (o, &a) in px.iter_mut().zip(acc.iter()) {
-                            let v = if count == 0 {
-                                a
-                            } else if a > 0 {
-                                (a + count / 2) / count
-                            } else {
-                                (a - count / 2) / count
-                            };
-                            *o = v.clamp(self.lo, self.hi) as i8;
-                        }
+                    }
+                    let count = (rows.len() * cols.len()) as i32;
+                    for (o, &a) in px.iter_mut().zip(acc.iter()) {
+                        let v = if count == 0 {
+                            a
+                        } else if a > 0 {
+                            (a + count / 2) / count
+                        } else {
+                            (a - count / 2) / count
+                        };
+                        *o = v.clamp(self.lo, self.hi) as i8;
                     }
                 }
             }
@@ -204,37 +198,31 @@ impl PackedPool {
         let mut pixels = y.chunks_exact_mut(c);
         for b in 0..n {
             let img = &xv[b * ih * iw * c..(b + 1) * ih * iw * c];
-            for oy in 0..oh {
-                let y0 = (oy * op.stride[0]) as isize - pad_h as isize;
-                let rows = y0.max(0) as usize..(y0 + op.filter[0] as isize).clamp(0, ih as isize) as usize;
-                for ox in 0..ow {
-                    let x0 = (ox * op.stride[1]) as isize - pad_w as isize;
-                    let cols = x0.max(0) as usize..(x0 + op.filter[1] as isize).clamp(0, iw as isize) as usize;
-                    let px = pixels.next()?;
-                    px.fill(if max { f32::NEG_INFINITY } else { 0.0 });
-                    for iy in rows.clone() {
-                        for ix in cols.clone() {
-                            let at = (iy * iw + ix) * c;
-                            let src = &img[at..at + c];
-                            if max {
-                                px.iter_mut().zip(src).for_each(|(o, &v)| *o = o.max(v));
-                            } else {
-                                px.iter_mut().zip(src).for_each(|(o, &v)| *o += v);
-                            }
-                        }
-                    }
-                    let count = rows.len() * cols.len();
-                    if !max {
-                        if count == 0 {
-                            px.fill(0.0);
+            for (rows, cols) in windows(op, [ih, iw], [oh, ow], [pad_h, pad_w]) {
+                let px = pixels.next()?;
+                px.fill(if max { f32::NEG_INFINITY } else { 0.0 });
+                for iy in rows.clone() {
+                    for ix in cols.clone() {
+                        let at = (iy * iw + ix) * c;
+                        let src = &img[at..at + c];
+                        if max {
+                            px.iter_mut().zip(src).for_each(|(o, &v)| *o = o.max(v));
                         } else {
-                            let d = count as f32;
-                            px.iter_mut().for_each(|o| *o /= d);
+                            px.iter_mut().zip(src).for_each(|(o, &v)| *o += v);
                         }
                     }
-                    if op.activation != qlite_ir::Activation::None {
-                        px.iter_mut().for_each(|o| *o = op.activation.apply(*o));
+                }
+                let count = rows.len() * cols.len();
+                if !max {
+                    if count == 0 {
+                        px.fill(0.0);
+                    } else {
+                        let d = count as f32;
+                        px.iter_mut().for_each(|o| *o /= d);
                     }
+                }
+                if op.activation != qlite_ir::Activation::None {
+                    px.iter_mut().for_each(|o| *o = op.activation.apply(*o));
                 }
             }
         }
@@ -277,4 +265,22 @@ pub(crate) fn max_pixel_avx512(
         // SAFETY: the mask selects n bytes at `start`, inside `px` (start + n <= c <= px.len()).
         unsafe { _mm512_mask_storeu_epi8(px.as_mut_ptr().add(start) as *mut _, mask, _mm512_min_epi8(m, vhi)) };
     }
+}
+
+/// Each output pixel's window, in output order: the input rows and columns it covers inside
+/// the image (clipped at the borders, as the reference kernels clip them).
+fn windows(
+    op: &qlite_ir::op::Pool2d,
+    [ih, iw]: [usize; 2],
+    [oh, ow]: [usize; 2],
+    [pad_h, pad_w]: [usize; 2],
+) -> impl Iterator<Item = (std::ops::Range<usize>, std::ops::Range<usize>)> + '_ {
+    let clip = |o: usize, stride: usize, pad: usize, filter: usize, size: usize| {
+        let start = (o * stride) as isize - pad as isize;
+        start.max(0) as usize..(start + filter as isize).clamp(0, size as isize) as usize
+    };
+    (0..oh).flat_map(move |oy| {
+        let rows = clip(oy, op.stride[0], pad_h, op.filter[0], ih);
+        (0..ow).map(move |ox| (rows.clone(), clip(ox, op.stride[1], pad_w, op.filter[1], iw)))
+    })
 }
