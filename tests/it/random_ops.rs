@@ -1630,3 +1630,71 @@ fn float_sessions_with_a_dynamic_batch_allocate_nothing_after_the_first_run() {
         }
     });
 }
+
+/// `fold-pad` on int8: a PAD of the zero point (keeping its input's parameters) before a VALID
+/// convolution or depthwise convolution, where it is exactly what SAME padding adds, folds into
+/// the layer with the same output bytes; a PAD of another value stays.
+#[test]
+fn int8_zero_point_pads_fold_into_the_convolution() {
+    use qlite::ir::PassManager;
+    use qlite::ir::passes::FoldPad;
+    for seed in 0..40u64 {
+        let mut b = Builder::new(&format!("int8_fold_pad_{seed}"));
+        let q = qp(&mut b.rng);
+        let (h, c) = (int(&mut b.rng, 5, 9) as usize, int(&mut b.rng, 1, 6) as usize);
+        let x = input(&mut b, "x", &[1, h, h, c], q.clone());
+        // SAME for a 3×3 stride-2 window splits as (0, 1) on odd-free sizes: what Keras's
+        // ZeroPadding2D(((0, 1), (0, 1))) + VALID writes; or (1, 1) at stride 1.
+        let stride = if seed % 2 == 0 { 2 } else { 1 };
+        let pads = qlite::ir::Padding::same_pads(qlite::ir::Dim::Fixed(h), 3, stride, 1).unwrap();
+        let variant = seed % 3;
+        let mut pad_in = vec![Some(x)];
+        let out_q = q.clone();
+        if variant == 1 {
+            let v = Tensor::constant("v", DType::I8, Shape::fixed(&[]), vec![q.zero_point() as i8 as u8].into())
+                .with_quant(q.clone());
+            pad_in.push(Some(b.raw_const(v)));
+        } else if variant == 2 {
+            // Another value: not what SAME padding adds.
+            let other = if q.zero_point() == 127 { 0 } else { q.zero_point() + 1 };
+            let v = Tensor::constant("v", DType::I8, Shape::fixed(&[]), vec![other as i8 as u8].into())
+                .with_quant(q.clone());
+            pad_in.push(Some(b.raw_const(v)));
+        }
+        let padded = b.node(
+            Op::Pad(Pad { paddings: vec![[0, 0], pads, pads, [0, 0]] }),
+            &pad_in,
+            Some((DType::I8, out_q.clone())),
+        );
+        let depthwise = (seed / 3) % 2 == 0;
+        let (w, ws) =
+            if depthwise { weights(&mut b, &[1, 3, 3, c], 3, true) } else { weights(&mut b, &[4, 3, 3, c], 0, true) };
+        let units = if depthwise { c } else { 4 };
+        let bias = bias(&mut b, units, out_q.scale(), &ws);
+        let qo = qp_near(&mut b.rng, typical_out(out_q.scale(), &ws, 9 * if depthwise { 1 } else { c }));
+        let op = if depthwise {
+            Op::DepthwiseConv2d(DepthwiseConv2d {
+                padding: Padding::Valid,
+                stride: [stride, stride],
+                dilation: [1, 1],
+                depth_multiplier: 1,
+                activation: Activation::None,
+            })
+        } else {
+            Op::Conv2d(Conv2d {
+                padding: Padding::Valid,
+                stride: [stride, stride],
+                dilation: [1, 1],
+                activation: Activation::None,
+            })
+        };
+        let y = b.node(op, &[Some(padded), Some(w), Some(bias)], Some((DType::I8, qo)));
+        let (g, inputs) = b.finish(&[y]);
+        let want = qlite::Interpreter::new(&g).unwrap().run(inputs.clone()).unwrap();
+        let mut folded = g.clone();
+        PassManager::new().verify_each(true).with(FoldPad).run(&mut folded).unwrap();
+        let pads_left = folded.nodes().iter().filter(|n| n.op.name() == "Pad").count();
+        assert_eq!(pads_left, usize::from(variant >= 2), "seed {seed} variant {variant}");
+        assert_eq!(qlite::Interpreter::new(&folded).unwrap().run(inputs).unwrap(), want, "seed {seed}");
+    }
+}

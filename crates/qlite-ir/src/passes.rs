@@ -461,8 +461,9 @@ impl Pass for FoldScaleShift {
     }
 }
 
-/// Folds a float zero PAD of height and width into the VALID convolution (or depthwise
-/// convolution) reading it, when the pad is exactly what SAME padding adds: Keras's
+/// Folds a zero PAD of height and width (float 0.0, or an int8 PAD of the zero point that keeps
+/// its input's parameters) into the VALID convolution (or depthwise convolution) reading it,
+/// when the pad is exactly what SAME padding adds: Keras's
 /// `ZeroPadding2D(((0, 1), (0, 1)))` before a stride-2 VALID convolution (MobileNets) is a SAME
 /// convolution. Pads SAME would split differently (ResNet's 3/3 before a 7×7 stride 2) stay.
 #[derive(Debug, Default)]
@@ -473,15 +474,35 @@ impl FoldPad {
         let pn = ed.node(k)?;
         let Op::Pad(p) = &pn.op else { return None };
         let (x, &y) = (pn.input(0)?, pn.outputs.first()?);
-        let zero_value = match pn.input(1) {
-            None => true,
-            Some(v) => ed
+        let (xt, yt) = (ed.tensor(x)?, ed.tensor(y)?);
+        // What the convolution's own SAME padding adds: a real zero — 0.0 in float, the zero
+        // point in int8 (its kernels skip the taps outside the image, which is the same as
+        // reading the zero point). An int8 PAD must keep its input's parameters.
+        let pads_zero = match (xt.dtype, pn.input(1)) {
+            (crate::DType::F32, None) => true,
+            (crate::DType::F32, Some(v)) => ed
                 .tensor(v)
                 .and_then(|t| t.data.as_ref().map(|d| (t.dtype, d.clone())))
                 .is_some_and(|(dt, d)| dt == crate::DType::F32 && crate::tensor::read_f32s(&d) == [0.0]),
+            (crate::DType::I8, value) => {
+                let q = xt.quant.as_ref().filter(|q| q.axis().is_none() && yt.quant.as_ref() == Some(*q));
+                match (q, value) {
+                    (Some(_), None) => true,
+                    (Some(q), Some(v)) => ed
+                        .tensor(v)
+                        .and_then(|t| t.data.as_ref().map(|d| (t.dtype, d.clone())))
+                        .is_some_and(|(dt, d)| dt == crate::DType::I8 && d[..] == [q.zero_point() as i8 as u8]),
+                    _ => false,
+                }
+            }
+            _ => false,
         };
-        let float = ed.tensor(x).is_some_and(|t| t.dtype == crate::DType::F32 && t.shape.rank() == 4);
-        if !zero_value || !float || p.paddings.len() != 4 || p.paddings[0] != [0, 0] || p.paddings[3] != [0, 0] {
+        if !pads_zero
+            || xt.shape.rank() != 4
+            || p.paddings.len() != 4
+            || p.paddings[0] != [0, 0]
+            || p.paddings[3] != [0, 0]
+        {
             return None;
         }
         let [(ci, 0)] = ed.consumers(y)[..] else { return None };
@@ -699,7 +720,7 @@ pub const PASSES: &[PassInfo] = &[
     },
     PassInfo {
         name: "fold-pad",
-        description: "fold a float zero PAD into the VALID convolution reading it where it is exactly SAME padding",
+        description: "fold a zero PAD (float 0, or the int8 zero point) into the VALID convolution reading it where it is exactly SAME padding",
         make: || Box::new(FoldPad),
     },
     PassInfo {
