@@ -321,71 +321,12 @@ impl<'g> Interpreter<'g> {
         self.run_observed(inputs, &mut NoObserver)
     }
 
-    /// Run, showing every computed value to `observer`.
+    /// Run, showing every computed value to `observer`. The one executor is the session's: a
+    /// plain run is a session run once, its outputs handed out.
     pub fn run_observed(&self, inputs: Vec<Array>, observer: &mut dyn Observer) -> Result<Vec<Array>, InterpError> {
-        isa::with(self.isa, || self.run_observed_here(inputs, observer))
-    }
-
-    fn run_observed_here(&self, inputs: Vec<Array>, observer: &mut dyn Observer) -> Result<Vec<Array>, InterpError> {
-        let g = self.graph;
-        if inputs.len() != g.inputs().len() {
-            return Err(InterpError::InputCount { expected: g.inputs().len(), got: inputs.len() });
-        }
-        let mut values: Vec<Option<Array>> = vec![None; g.tensors().len()];
-        for (i, (arr, &t)) in inputs.into_iter().zip(g.inputs()).enumerate() {
-            check_input(g, i, &arr)?;
-            observer.observe(t, &arr);
-            values[t.index()] = Some(arr);
-        }
-        for (ni, node) in g.nodes().iter().enumerate() {
-            if self.folded[ni] {
-                continue;
-            }
-            let err =
-                |message: String| InterpError::Node { node: ni, op: node.op.name(), name: node.name.clone(), message };
-            let ins: Vec<Option<&Array>> = node
-                .inputs
-                .iter()
-                .map(|t| t.and_then(|t| values[t.index()].as_ref().or(self.consts[t.index()].as_deref())))
-                .collect();
-            let fast = match (self.packed.get(ni).and_then(|p| p.as_ref()), ins.first().copied().flatten()) {
-                (Some(p), Some(x)) => p.run(x, ins.get(1).copied().flatten(), self.par),
-                _ => None,
-            };
-            let out = match fast {
-                Some(r) => r.map_err(err)?,
-                None => self.eval(node, &ins).map_err(err)?,
-            };
-            let Some(&out_id) = node.outputs.first() else { continue };
-            let decl = &g.tensors()[out_id.index()];
-            if out.dtype() != decl.dtype || !fits(&decl.shape, out.shape()) {
-                return Err(err(format!(
-                    "computed {}{:?} but the output is declared {}{}",
-                    out.dtype(),
-                    out.shape(),
-                    decl.dtype,
-                    decl.shape
-                )));
-            }
-            observer.observe(out_id, &out);
-            values[out_id.index()] = Some(out);
-            for t in node.input_ids() {
-                if self.last_use[t.index()] == ni {
-                    values[t.index()] = None;
-                }
-            }
-        }
-        g.outputs()
-            .iter()
-            .map(|&o| {
-                values[o.index()].clone().or_else(|| self.consts[o.index()].as_deref().cloned()).ok_or_else(|| {
-                    InterpError::Verify(VerifyError::UndefinedOutput {
-                        tensor: o,
-                        name: g.tensors()[o.index()].name.clone(),
-                    })
-                })
-            })
-            .collect()
+        let mut session = self.session();
+        session.run_observed(&inputs, observer)?;
+        Ok(session.outputs()?.into_iter().cloned().collect())
     }
 
     fn eval(&self, node: &qlite_ir::Node, ins: &[Option<&Array>]) -> Result<Array, String> {
