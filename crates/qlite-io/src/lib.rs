@@ -94,7 +94,7 @@ fn release_mapped(data: &[u8]) {
 /// size of a model's weights come from the heap, and freed ones stay resident. A conversion
 /// drops weights as it goes (reordered, folded, copied into the output), so the facade trims
 /// between its phases and the release hook trims while the writer drops constants: ResNet-50
-/// from ONNX peaks at 1.6× the file instead of 2.6×. Allocation itself is left as it is
+/// from ONNX peaks at 1.3× the file instead of 2.6×. Allocation itself is left as it is
 /// (pinning the threshold instead made every large per-run buffer a fresh mapping: the
 /// reference kernels ran 4× slower).
 #[allow(unsafe_code)]
@@ -111,7 +111,7 @@ static CONSUMED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize
 
 /// Trim after this many bytes of constants were consumed (the writer drops each one after
 /// consuming it, so a trim frees the ones before).
-const TRIM_EVERY: usize = 32 << 20;
+const TRIM_EVERY: usize = 4 << 20;
 
 /// Write `data` to `path` so that the file appears whole or not at all: a temporary file in
 /// the same directory is written, then renamed over `path` (see [`finish`]).

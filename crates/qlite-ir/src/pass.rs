@@ -148,7 +148,8 @@ impl PassManager {
             }
             let elapsed = start.elapsed();
             if stats.patches > 0 && self.print_after_change {
-                eprintln!("// IR after {} ({} rewrites)\n{}", p.name(), stats.patches, print_graph(g));
+                let s = if stats.patches == 1 { "" } else { "s" };
+                eprintln!("// IR after {} ({} rewrite{s})\n{}", p.name(), stats.patches, print_graph(g));
             }
             records.push(PassRecord { pass: p.name(), changed, rewrites: stats.patches, elapsed });
         }
