@@ -114,7 +114,10 @@ fn gemm_avx2(m: usize, a: &[f32], lda: usize, w: &PackedW, bias: Option<&[f32]>,
             let (mk0, mk1) = (below(nr), below(nr.saturating_sub(8)));
             let wbase = unsafe { w.data.as_ptr().add(p * k * NR + half * 16) };
             let bias_v = bias.map(|b| unsafe {
-                (_mm256_maskload_ps(b.as_ptr().add(col0), mk0), _mm256_maskload_ps(b.as_ptr().add(col0 + 8), mk1))
+                (
+                    _mm256_maskload_ps(b.as_ptr().add(col0), mk0),
+                    _mm256_maskload_ps(b.as_ptr().wrapping_add(col0 + 8), mk1),
+                )
             });
             let mut m0 = 0;
             while m0 < m {
@@ -142,7 +145,7 @@ fn gemm_avx2(m: usize, a: &[f32], lda: usize, w: &PackedW, bias: Option<&[f32]>,
                     let row = unsafe { c.as_mut_ptr().add((m0 + r) * n + col0) };
                     unsafe {
                         _mm256_maskstore_ps(row, mk0, v0);
-                        _mm256_maskstore_ps(row.add(8), mk1, v1);
+                        _mm256_maskstore_ps(row.wrapping_add(8), mk1, v1);
                     }
                 }
                 m0 += mr;
@@ -283,7 +286,9 @@ mod avx512 {
         c: *mut f32,
         ldc: usize,
         kc: usize,
-        /// Valid columns of the panel (≤ 32).
+        /// Valid columns of the panel (≤ 32). The second half's address is formed with
+        /// `wrapping_add`: past the last column it may lie beyond C (or the bias), where the
+        /// empty mask touches nothing.
         nr: usize,
         /// The first block of k: start from zero, not from C.
         first: bool,
@@ -310,7 +315,7 @@ mod avx512 {
                 for r in 0..R {
                     let row = unsafe { self.c.add(r * self.ldc) };
                     lo[r] = unsafe { _mm512_maskz_loadu_ps(m0, row) };
-                    hi[r] = unsafe { _mm512_maskz_loadu_ps(m1, row.add(16)) };
+                    hi[r] = unsafe { _mm512_maskz_loadu_ps(m1, row.wrapping_add(16)) };
                 }
             }
             for kk in 0..self.kc {
@@ -324,7 +329,7 @@ mod avx512 {
             }
             if let Some(b) = self.bias {
                 let b0 = unsafe { _mm512_maskz_loadu_ps(m0, b) };
-                let b1 = unsafe { _mm512_maskz_loadu_ps(m1, b.add(16)) };
+                let b1 = unsafe { _mm512_maskz_loadu_ps(m1, b.wrapping_add(16)) };
                 for r in 0..R {
                     lo[r] = _mm512_add_ps(lo[r], b0);
                     hi[r] = _mm512_add_ps(hi[r], b1);
@@ -340,7 +345,7 @@ mod avx512 {
                 let row = unsafe { self.c.add(r * self.ldc) };
                 unsafe {
                     _mm512_mask_storeu_ps(row, m0, lo[r]);
-                    _mm512_mask_storeu_ps(row.add(16), m1, hi[r]);
+                    _mm512_mask_storeu_ps(row.wrapping_add(16), m1, hi[r]);
                 }
             }
         }
