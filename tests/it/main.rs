@@ -10,6 +10,7 @@ mod diff;
 mod dynamic;
 mod errors;
 mod fixtures;
+mod int16x8;
 mod malformed;
 mod mixed;
 mod offset_buffers;

@@ -122,6 +122,8 @@ enum QuantArg {
     Float16,
     Dynamic,
     Int8,
+    /// int16 activations, int8 weights (TFLite's 16x8 mode).
+    Int16x8,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
@@ -136,6 +138,8 @@ enum IoArg {
     Float32,
     Int8,
     Uint8,
+    /// With --quantize int16x8.
+    Int16,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
@@ -197,7 +201,7 @@ enum Cmd {
         /// Save the calibration table (JSON).
         #[arg(long, value_name = "FILE")]
         save_calibration: Option<PathBuf>,
-        /// int8 mode: type of the model's inputs and outputs.
+        /// Full-integer modes: type of the model's inputs and outputs (int8 / uint8 with --quantize int8, int16 with int16x8).
         #[arg(long, value_enum, default_value_t = IoArg::Float32)]
         io_type: IoArg,
         /// Keep ops whose name or output tensor name matches (exactly or as a regex) in float.
@@ -521,6 +525,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
                 QuantArg::Float16 => QuantMode::Float16,
                 QuantArg::Dynamic => QuantMode::Dynamic,
                 QuantArg::Int8 => QuantMode::Int8,
+                QuantArg::Int16x8 => QuantMode::Int16x8,
             });
             quant.method = match calibration_method {
                 MethodArg::Minmax => CalibrationMethod::MinMax,
@@ -531,6 +536,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
                 IoArg::Float32 => IoType::Float32,
                 IoArg::Int8 => IoType::Int8,
                 IoArg::Uint8 => IoType::Uint8,
+                IoArg::Int16 => IoType::Int16,
             };
             quant.exclude = exclude.iter().map(|e| qlite::quant::Exclude::new(e)).collect();
             quant.asymmetric_inputs = asymmetric_inputs || !symmetric_inputs;

@@ -105,6 +105,15 @@ pub fn mbqm(x: i32, m: i32, shift: i32) -> i32 {
     rdbpot(srdhm(x.wrapping_mul(1i32.wrapping_shl(left as u32)), m), right)
 }
 
+/// `MultiplyByQuantizedMultiplier(int64_t x, ...)` (common.cc): the multiplier reduced to
+/// 16 bits (rounded, saturated at 0x7FFF), one rounding right shift by `15 − shift`; the
+/// result truncated to int32 as the C code does.
+pub fn mbqm64(x: i64, m: i32, shift: i32) -> i32 {
+    let reduced: i64 = if m < 0x7FFF_0000 { ((m as i64) + (1 << 15)) >> 16 } else { 0x7FFF };
+    let total_shift = (15 - shift).clamp(1, 63);
+    (x.wrapping_mul(reduced).wrapping_add(1i64 << (total_shift - 1)) >> total_shift) as i32
+}
+
 /// C `round` on f32: half away from zero.
 #[inline(always)]
 pub fn round_half_away(x: f32) -> f32 {

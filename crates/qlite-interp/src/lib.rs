@@ -527,8 +527,15 @@ fn validate_quantized(g: &Graph, n: &qlite_ir::Node) -> Result<(), String> {
             }
             if let Some(b) = t(2)
                 && b.dtype != DType::I32
+                && !(b.dtype == DType::I64 && x.dtype == DType::I16)
             {
-                return Err(format!("integer kernels take an int32 bias, got {}", b.dtype));
+                return Err(format!(
+                    "integer kernels take an int32 bias (int64 with 16-bit activations), got {} on {} input",
+                    b.dtype, x.dtype
+                ));
+            }
+            if x.dtype == DType::I16 && (in_q(0)?.1 != 0 || z_out != 0) {
+                return Err("16-bit activations must have zero points of 0 (16x8 is symmetric)".into());
             }
             let (s_in, _) = in_q(0)?;
             for (c, &s_w) in wq.scales().iter().enumerate() {
@@ -544,7 +551,7 @@ fn validate_quantized(g: &Graph, n: &qlite_ir::Node) -> Result<(), String> {
             let (s1, _) = in_q(0)?;
             let (s2, _) = in_q(1)?;
             if matches!(b.kind, qlite_ir::BinaryKind::Add | qlite_ir::BinaryKind::Sub) {
-                kernels::add_params(s1, s2, s_out)?;
+                kernels::add_params(s1, s2, s_out, kernels::add_left_shift(x.dtype))?;
             }
         }
         Op::Pool2d(_) | Op::Concatenation(_) | Op::Pad(_) => {
@@ -568,6 +575,17 @@ fn validate_quantized(g: &Graph, n: &qlite_ir::Node) -> Result<(), String> {
             }
         }
         _ => {}
+    }
+    Ok(())
+}
+
+/// int16 SOFTMAX, LOGISTIC and TANH write (2^-15, 0): LiteRT refuses anything else (SOFTMAX
+/// within 0.1 % of the scale, LOGISTIC / TANH an exact power of two).
+fn check_int16_unit_output(op: &str, o: kernels::OutQ, near: bool) -> Result<(), String> {
+    let unit = 1.0 / 32768.0;
+    let ok = if near { (o.scale - unit).abs() <= 0.001 * unit } else { kernels::checked_log2(o.scale) == (true, -15) };
+    if o.zp != 0 || !ok {
+        return Err(format!("int16 {op} output must be quantized (1/32768, 0), got ({}, {})", o.scale, o.zp));
     }
     Ok(())
 }
@@ -619,11 +637,20 @@ impl Interpreter<'_> {
             Ok(kernels::OutQ { dtype: out_t.dtype, scale, zp })
         };
         let in_q = |i: usize| kernels::per_tensor(q(i), &format!("input {i}"));
-        let bias = |i: usize| -> Result<Option<Vec<i32>>, String> {
-            match ins.get(i).copied().flatten() {
-                Some(b) => ints(b).map(Some).ok_or_else(|| "an integer op needs an int32 bias".to_string()),
+        let bias = |i: usize| -> Result<Option<Vec<i64>>, String> {
+            match ins.get(i).copied().flatten().map(|b| b.data()) {
+                Some(Data::I64(v)) => Ok(Some(v.clone())),
+                Some(Data::I32(v)) => Ok(Some(v.iter().map(|&x| x as i64).collect())),
+                Some(d) => Err(format!("an integer op needs an int32 or int64 bias, got {}", d.dtype())),
                 None => Ok(None),
             }
+        };
+        // The accumulator follows the bias type; 16-bit activations without a bias take
+        // LiteRT's default, the int64 one.
+        let acc = |i: usize| match ins.get(i).copied().flatten().map(|b| b.dtype()) {
+            Some(DType::I64) => kernels::Acc::I64,
+            None if arr(0).is_ok_and(|a| a.dtype() == DType::I16) => kernels::Acc::I64,
+            _ => kernels::Acc::I32,
         };
         let wq = |i: usize| -> Result<&QuantParams, String> {
             q(i).ok_or_else(|| format!("weights (input {i}) are not quantized"))
@@ -638,6 +665,7 @@ impl Interpreter<'_> {
                     w.shape(),
                     wq(1)?,
                     bias(2)?.as_deref(),
+                    acc(2),
                     out_q()?,
                     o.activation,
                 )
@@ -653,6 +681,7 @@ impl Interpreter<'_> {
                     w.shape(),
                     wq(1)?,
                     bias(2)?.as_deref(),
+                    acc(2),
                     out_shape,
                     out_q()?,
                 )
@@ -672,6 +701,7 @@ impl Interpreter<'_> {
                     w.shape(),
                     wq(1)?,
                     bias(2)?.as_deref(),
+                    acc(2),
                     out_shape,
                     out_q()?,
                 )
@@ -687,6 +717,7 @@ impl Interpreter<'_> {
                     w.shape(),
                     wq(1)?,
                     bias(2)?.as_deref(),
+                    acc(2),
                     out_shape,
                     out_q()?,
                 )
@@ -717,7 +748,24 @@ impl Interpreter<'_> {
                         o.scale, o.zp
                     ));
                 }
+                if out_t.dtype == DType::I16 {
+                    check_int16_unit_output("Softmax", o, true)?;
+                    return Ok(Some(kernels::softmax_int16(
+                        &iv(0)?,
+                        arr(0)?.shape().last().copied().unwrap_or(1),
+                        s.beta,
+                        s_in,
+                    )));
+                }
                 kernels::softmax(&iv(0)?, arr(0)?.shape().last().copied().unwrap_or(1), s.beta, s_in, o)
+            }
+            Op::Unary(u) if matches!(u.kind, UnaryKind::Logistic | UnaryKind::Tanh) && out_t.dtype == DType::I16 => {
+                let (s_in, z_in) = in_q(0)?;
+                if z_in != 0 {
+                    return Err(format!("int16 {:?} needs an input zero point of 0, got {z_in}", u.kind));
+                }
+                check_int16_unit_output(&format!("{:?}", u.kind), out_q()?, false)?;
+                kernels::sigmoid_tanh_int16(&iv(0)?, s_in, u.kind == UnaryKind::Tanh)
             }
             Op::Unary(u) => match u.kind {
                 UnaryKind::Logistic

@@ -16,6 +16,11 @@ pub enum QuantMode {
     Dynamic,
     /// Full integer: int8 weights and activations, calibrated.
     Int8,
+    /// 16x8: int16 symmetric activations, int8 weights, int64 biases, calibrated (TFLite's
+    /// `EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8`). Ops without an int16
+    /// kernel in LiteRT stay float between DEQUANTIZE / QUANTIZE.
+    #[serde(rename = "int16x8")]
+    Int16x8,
 }
 
 impl QuantMode {
@@ -25,7 +30,18 @@ impl QuantMode {
             QuantMode::Float16 => "float16",
             QuantMode::Dynamic => "dynamic",
             QuantMode::Int8 => "int8",
+            QuantMode::Int16x8 => "int16x8",
         }
+    }
+
+    /// The modes that calibrate and quantize activations (int8, int16x8).
+    pub fn is_full_integer(self) -> bool {
+        matches!(self, QuantMode::Int8 | QuantMode::Int16x8)
+    }
+
+    /// The integer type of activations in a full-integer mode.
+    pub fn activation_dtype(self) -> qlite_ir::DType {
+        if self == QuantMode::Int16x8 { qlite_ir::DType::I16 } else { qlite_ir::DType::I8 }
     }
 }
 
@@ -40,6 +56,8 @@ pub enum IoType {
     Int8,
     /// uint8 I/O (zero point + 128), converted by QUANTIZE ops at the edges.
     Uint8,
+    /// int16x8 only: the int16 tensors are the model's inputs and outputs.
+    Int16,
 }
 
 /// How calibration turns observed values into ranges.

@@ -34,8 +34,10 @@ pub enum QuantError {
     Node { node: String, op: &'static str, message: String },
     #[error("--exclude {0:?} matches no op or tensor name")]
     ExcludeMatchesNothing(String),
-    #[error("int8 quantization needs calibration data (--calibration X.npy) or a table (--calibration-table FILE)")]
-    NoCalibration,
+    #[error("{0} quantization needs calibration data (--calibration X.npy) or a table (--calibration-table FILE)")]
+    NoCalibration(&'static str),
+    #[error("--io-type {io} does not fit --quantize {mode}: {hint}")]
+    IoType { io: &'static str, mode: &'static str, hint: &'static str },
     #[error("cannot quantize ops qlite does not model: {0}")]
     Unsupported(String),
 }

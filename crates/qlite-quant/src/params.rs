@@ -26,6 +26,19 @@ pub fn activation_params(min: f32, max: f32) -> QuantParams {
     QuantParams::per_tensor(s, z)
 }
 
+/// Symmetric int16 activation parameters (16x8, the legacy quantizer TF uses for it): the
+/// range widened to include 0, `s = max(|min|, |max|)/32767` in float, zero point 0.
+pub fn activation_params_int16(min: f32, max: f32) -> QuantParams {
+    let m = min.min(0.0).abs().max(max.max(0.0));
+    let m = if m < 1e-6 { 1e-6 } else { m };
+    QuantParams::per_tensor(m / 32767.0, 0)
+}
+
+/// Activation parameters for an activation type: asymmetric int8 or symmetric int16.
+pub fn activation_params_for(dtype: qlite_ir::DType, min: f32, max: f32) -> QuantParams {
+    if dtype == qlite_ir::DType::I16 { activation_params_int16(min, max) } else { activation_params(min, max) }
+}
+
 /// Full-integer weights: int8 narrow range [-127, 127], symmetric, per channel along `axis`
 /// (or per tensor). Scale `(f32(m) − f32(−m))/254` in float; values `round(w · f32(1/s))`.
 pub fn quantize_weights(w: &[f32], dims: &[usize], axis: Option<usize>) -> (Vec<i8>, QuantParams) {
@@ -103,6 +116,24 @@ pub fn quantize_bias(b: &[f32], s_in: f32, w: &QuantParams) -> (Vec<i32>, QuantP
             r.clamp(-(i32::MAX as f64), i32::MAX as f64) as i32
         })
         .collect();
+    let params = if w.scales().len() > 1 {
+        QuantParams::per_channel(scales, vec![0; b.len()], 0)
+    } else {
+        QuantParams::per_tensor(scales.first().copied().unwrap_or(1.0), 0)
+    };
+    (q, params)
+}
+
+/// int64 bias of 16x8 convolutions and FULLY_CONNECTED: the scales of [`quantize_bias`],
+/// values `round(b · f32(1/s_b))` without the int32 clamp.
+pub fn quantize_bias_i64(b: &[f32], s_in: f32, w: &QuantParams) -> (Vec<i64>, QuantParams) {
+    let scales: Vec<f32> = (0..b.len())
+        .map(|c| {
+            let s_w = if w.scales().len() == 1 { w.scale() } else { w.scales().get(c).copied().unwrap_or(1.0) };
+            (s_in as f64 * s_w as f64) as f32
+        })
+        .collect();
+    let q = b.iter().zip(&scales).map(|(&v, &s)| (v * (1.0 / s)).round() as f64 as i64).collect();
     let params = if w.scales().len() > 1 {
         QuantParams::per_channel(scales, vec![0; b.len()], 0)
     } else {

@@ -10,8 +10,10 @@
 use crate::QuantError;
 use crate::calib::CalibrationTable;
 use crate::config::{IoType, QuantConfig, QuantMode};
-use crate::params::{activation_params, quantize_bias, quantize_weights, quantize_weights_dynamic, to_f16};
-use crate::spec::{OutputRule, op_spec};
+use crate::params::{
+    activation_params_for, quantize_bias, quantize_bias_i64, quantize_weights, quantize_weights_dynamic, to_f16,
+};
+use crate::spec::{INT16_UNIT_OUTPUT, OutputRule, has_int16_kernel, op_spec};
 use bytes::Bytes;
 use qlite_ir::passes::DeadCodeElimination;
 use qlite_ir::tensor::{i32_bytes, read_f32s};
@@ -136,6 +138,13 @@ pub fn dynamic_range(g: &Graph, cfg: &QuantConfig) -> Result<Graph, QuantError> 
     Ok(dst)
 }
 
+/// Whether the node becomes an integer op in this mode (else it stays float, between
+/// DEQUANTIZE and QUANTIZE): it has an integer kernel, in int16x8 an int16 one, and it is not
+/// excluded.
+fn integer_op(cfg: &QuantConfig, g: &Graph, n: &Node) -> bool {
+    op_spec(&n.op).quantizable && (cfg.mode != QuantMode::Int16x8 || has_int16_kernel(&n.op)) && !excluded(cfg, g, n)
+}
+
 fn excluded(cfg: &QuantConfig, g: &Graph, n: &Node) -> bool {
     cfg.exclude
         .iter()
@@ -158,6 +167,8 @@ fn check_excludes(g: &Graph, cfg: &QuantConfig) -> Result<(), QuantError> {
 struct Int8Rewrite<'a> {
     src: &'a Graph,
     dst: Graph,
+    /// The activation type: int8, or int16 in 16x8 mode.
+    ad: DType,
     /// Decided int8 parameters of each source activation tensor.
     params: Vec<Option<QuantParams>>,
     /// Source tensor → its float32 version in dst.
@@ -203,12 +214,16 @@ impl Int8Rewrite<'_> {
         if let Some(data) = &src.data {
             // A float constant used as an activation (e.g. the addend of ADD).
             let values = read_f32s(data);
-            let q: Vec<i8> = values
-                .iter()
-                .map(|&v| ((v / p.scale()).round() as i64 + p.zero_point()).clamp(-128, 127) as i8)
-                .collect();
+            let (lo, hi) = self.ad.int_range().unwrap_or((-128, 127));
+            let q: Vec<i64> =
+                values.iter().map(|&v| ((v / p.scale()).round() as i64 + p.zero_point()).clamp(lo, hi)).collect();
+            let bytes: Bytes = if self.ad == DType::I16 {
+                q.iter().flat_map(|&v| (v as i16).to_le_bytes()).collect::<Vec<u8>>().into()
+            } else {
+                q.iter().map(|&v| v as i8 as u8).collect::<Vec<u8>>().into()
+            };
             let id = self.dst.add_tensor(
-                Tensor::constant(src.name.clone(), DType::I8, src.shape.clone(), i8_bytes(&q)).with_quant(p.clone()),
+                Tensor::constant(src.name.clone(), self.ad, src.shape.clone(), bytes).with_quant(p.clone()),
             );
             self.int8.entry(t).or_default().push((p.clone(), id));
             return id;
@@ -219,7 +234,7 @@ impl Int8Rewrite<'_> {
             None => (self.float_of(t), format!("{}/quantized", src.name)),
         };
         let out =
-            self.dst.add_tensor(Tensor::activation(name.clone(), DType::I8, src.shape.clone()).with_quant(p.clone()));
+            self.dst.add_tensor(Tensor::activation(name.clone(), self.ad, src.shape.clone()).with_quant(p.clone()));
         self.dst.add_node(Node::new(name, Op::Quantize, vec![Some(from)], vec![out]));
         self.int8.entry(t).or_default().push((p.clone(), out));
         out
@@ -228,7 +243,7 @@ impl Int8Rewrite<'_> {
     fn range_params(&self, table: &CalibrationTable, t: TensorId) -> Result<QuantParams, QuantError> {
         let name = &self.src_tensor(t).name;
         let r = table.ranges.get(name).ok_or_else(|| QuantError::MissingRange(name.clone()))?;
-        Ok(activation_params(r.min, r.max))
+        Ok(activation_params_for(self.ad, r.min, r.max))
     }
 }
 
@@ -284,7 +299,7 @@ fn shared_params(g: &Graph, table: &CalibrationTable, cfg: &QuantConfig) -> Hash
             };
             let p = &g.nodes()[i];
             let spec = op_spec(&p.op);
-            if spec.output == OutputRule::Calibrated || !spec.quantizable || excluded(cfg, g, p) {
+            if spec.output == OutputRule::Calibrated || !integer_op(cfg, g, p) {
                 return Some(chain);
             }
             if spec.output != OutputRule::SameAsInput {
@@ -302,7 +317,7 @@ fn shared_params(g: &Graph, table: &CalibrationTable, cfg: &QuantConfig) -> Hash
             Op::Binary(b) => matches!(b.kind, BinaryKind::Maximum | BinaryKind::Minimum),
             _ => false,
         };
-        if !shares || !op_spec(&n.op).quantizable || excluded(cfg, g, n) {
+        if !shares || !integer_op(cfg, g, n) {
             continue;
         }
         let Some(&out) = n.outputs.first() else { continue };
@@ -342,7 +357,7 @@ fn shared_params(g: &Graph, table: &CalibrationTable, cfg: &QuantConfig) -> Hash
         }
         let lo = ranges.iter().map(|r| r.0).fold(f32::INFINITY, f32::min);
         let hi = ranges.iter().map(|r| r.1).fold(f32::NEG_INFINITY, f32::max);
-        let p = activation_params(lo, hi);
+        let p = activation_params_for(cfg.mode.activation_dtype(), lo, hi);
         for m in members {
             shared.insert(TensorId::from_index(m), p.clone());
         }
@@ -350,13 +365,64 @@ fn shared_params(g: &Graph, table: &CalibrationTable, cfg: &QuantConfig) -> Hash
     shared
 }
 
+/// The least scale an int16 output may take so that LiteRT's kernels can run it, given its
+/// producer: a vanishing calibrated range (random-weight networks, dead channels) gives scales
+/// so small that LiteRT refuses or overflows. TF's converter writes such files (its 16x8
+/// MobileNetV2 with random weights fails to load: "no_integer_overflow_from_quantization");
+/// qlite widens the scale instead, to the least that works:
+/// - a fused or standalone RELU6 / RELU_N1_TO_1 quantizes its bound as int32: `6/s < 2^31`;
+/// - a convolution / FULLY_CONNECTED requantizes with the int64 `MultiplyByQuantizedMultiplier`,
+///   whose shift must stay below 8: `s_in · s_w[c] / s_out < 2^7` for every channel;
+/// - ADD / SUB rescale with `2·max(s1, s2) / (2^15 · s_out) < 1`.
+fn int16_output_floor(g: &Graph, n: &Node, params: &[Option<QuantParams>], p: QuantParams) -> QuantParams {
+    use qlite_ir::Activation;
+    use qlite_ir::op::BinaryKind;
+    let in_scale = |i: usize| n.input(i).and_then(|t| params[t.index()].as_ref()).map(|q| q.scale());
+    let mut floor = 0f64;
+    let bounded = matches!(n.op.fused_activation(), Some(Activation::Relu6 | Activation::ReluN1To1))
+        || matches!(&n.op, Op::Unary(u) if u.kind == qlite_ir::UnaryKind::Relu6);
+    if bounded {
+        floor = floor.max(6.0 / (1u64 << 30) as f64);
+    }
+    let spec = op_spec(&n.op);
+    if let (Some((wi, _)), Some(s_in)) = (spec.weights, in_scale(0))
+        && let Some((w, _)) = n.input(wi).and_then(|t| const_f32(g, t))
+    {
+        let max_w = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+        // Per-channel scales are at most the tensor's: m/127.
+        floor = floor.max(s_in as f64 * (max_w as f64 / 127.0) / 64.0);
+    }
+    if let Op::Binary(b) = &n.op
+        && matches!(b.kind, BinaryKind::Add | BinaryKind::Sub)
+        && let (Some(s1), Some(s2)) = (in_scale(0), in_scale(1))
+    {
+        floor = floor.max(2.0 * s1.max(s2) as f64 / 16384.0);
+    }
+    if (p.scale() as f64) < floor { QuantParams::per_tensor(floor as f32, 0) } else { p }
+}
+
 /// Full-integer quantization: the prepare, quantize and post-quantize phases.
 pub fn full_integer(g: &Graph, table: &CalibrationTable, cfg: &QuantConfig) -> Result<Graph, QuantError> {
     check_float(g)?;
     check_excludes(g, cfg)?;
+    let ad = cfg.mode.activation_dtype();
+    let io_mismatch = |io: &'static str, hint: &'static str| QuantError::IoType { io, mode: cfg.mode.name(), hint };
+    match (cfg.io_type, ad) {
+        (IoType::Int8 | IoType::Uint8, DType::I16) => {
+            return Err(io_mismatch(
+                if cfg.io_type == IoType::Int8 { "int8" } else { "uint8" },
+                "16x8 models take float32 or int16 inputs and outputs",
+            ));
+        }
+        (IoType::Int16, DType::I8) => {
+            return Err(io_mismatch("int16", "int16 inputs and outputs need --quantize int16x8"));
+        }
+        _ => {}
+    }
     let mut rw = Int8Rewrite {
         src: g,
         dst: Graph::new(g.name()),
+        ad,
         params: vec![None; g.tensors().len()],
         float: HashMap::new(),
         int8: HashMap::new(),
@@ -372,8 +438,13 @@ pub fn full_integer(g: &Graph, table: &CalibrationTable, cfg: &QuantConfig) -> R
     }
     for n in g.nodes() {
         let spec = op_spec(&n.op);
+        // In 16x8 an op left in float gets the parameters of its calibrated range.
+        let rule = if ad == DType::I16 && !integer_op(cfg, g, n) { OutputRule::Calibrated } else { spec.output };
         for &o in &n.outputs {
-            let p = match spec.output {
+            let p = match rule {
+                OutputRule::Fixed(_, _) if ad == DType::I16 => {
+                    QuantParams::per_tensor(INT16_UNIT_OUTPUT.0, INT16_UNIT_OUTPUT.1)
+                }
                 OutputRule::Fixed(s, z) => QuantParams::per_tensor(s, z),
                 OutputRule::SameAsInput => match n.input(0).and_then(|i| rw.params[i.index()].clone()) {
                     Some(p) => p,
@@ -383,6 +454,11 @@ pub fn full_integer(g: &Graph, table: &CalibrationTable, cfg: &QuantConfig) -> R
                     Some(p) => p.clone(),
                     None => rw.range_params(table, o)?,
                 },
+            };
+            let p = if ad == DType::I16 && rule == OutputRule::Calibrated && !shared.contains_key(&o) {
+                int16_output_floor(g, n, &rw.params, p)
+            } else {
+                p
             };
             rw.params[o.index()] = Some(p);
         }
@@ -399,8 +475,8 @@ pub fn full_integer(g: &Graph, table: &CalibrationTable, cfg: &QuantConfig) -> R
                 rw.float.insert(t, id);
                 new_inputs.push(id);
             }
-            IoType::Int8 => {
-                let id = rw.dst.add_tensor(Tensor { dtype: DType::I8, quant: Some(p.clone()), ..src });
+            IoType::Int8 | IoType::Int16 => {
+                let id = rw.dst.add_tensor(Tensor { dtype: ad, quant: Some(p.clone()), ..src });
                 rw.int8.entry(t).or_default().push((p, id));
                 new_inputs.push(id);
             }
@@ -420,7 +496,7 @@ pub fn full_integer(g: &Graph, table: &CalibrationTable, cfg: &QuantConfig) -> R
 
     for n in g.nodes() {
         let spec = op_spec(&n.op);
-        if !spec.quantizable || excluded(cfg, g, n) {
+        if !integer_op(cfg, g, n) {
             let inputs = n.inputs.iter().map(|i| i.map(|t| rw.float_of(t))).collect();
             let outputs = n
                 .outputs
@@ -459,12 +535,16 @@ pub fn full_integer(g: &Graph, table: &CalibrationTable, cfg: &QuantConfig) -> R
             } else if spec.bias == Some(slot) {
                 let (values, _) = const_f32(g, t).ok_or_else(|| node_err(n, "bias must be a float32 constant"))?;
                 let wp = w_params.clone().ok_or_else(|| node_err(n, "bias before weights"))?;
-                let (q, p) = quantize_bias(&values, in_scale, &wp);
                 let name = g.tensors()[t.index()].name.clone();
-                let id = rw.dst.add_tensor(
-                    Tensor::constant(name, DType::I32, g.tensors()[t.index()].shape.clone(), i32_bytes(&q))
-                        .with_quant(p),
-                );
+                let shape = g.tensors()[t.index()].shape.clone();
+                let id = if ad == DType::I16 {
+                    let (q, p) = quantize_bias_i64(&values, in_scale, &wp);
+                    let bytes: Vec<u8> = q.iter().flat_map(|v| v.to_le_bytes()).collect();
+                    rw.dst.add_tensor(Tensor::constant(name, DType::I64, shape, bytes.into()).with_quant(p))
+                } else {
+                    let (q, p) = quantize_bias(&values, in_scale, &wp);
+                    rw.dst.add_tensor(Tensor::constant(name, DType::I32, shape, i32_bytes(&q)).with_quant(p))
+                };
                 inputs.push(Some(id));
             } else if g.tensors()[t.index()].dtype != DType::F32 {
                 // Integer operands (GATHER's indices) are not quantized.
@@ -475,7 +555,7 @@ pub fn full_integer(g: &Graph, table: &CalibrationTable, cfg: &QuantConfig) -> R
                 } else if g.tensors()[t.index()].is_const() {
                     let (values, _) = const_f32(g, t).ok_or_else(|| node_err(n, "constant input must be float32"))?;
                     let (lo, hi) = values.iter().fold((0f32, 0f32), |(a, b), &v| (a.min(v), b.max(v)));
-                    activation_params(lo, hi)
+                    activation_params_for(ad, lo, hi)
                 } else {
                     rw.params[t.index()].clone().ok_or_else(|| node_err(n, "input has no parameters"))?
                 };
@@ -486,9 +566,9 @@ pub fn full_integer(g: &Graph, table: &CalibrationTable, cfg: &QuantConfig) -> R
             }
         }
         let src_out = &g.tensors()[out.index()];
-        let out_id = rw.dst.add_tensor(
-            Tensor::activation(src_out.name.clone(), DType::I8, src_out.shape.clone()).with_quant(out_p.clone()),
-        );
+        let out_id = rw
+            .dst
+            .add_tensor(Tensor::activation(src_out.name.clone(), ad, src_out.shape.clone()).with_quant(out_p.clone()));
         rw.int8.entry(out).or_default().push((out_p, out_id));
         rw.dst.add_node(Node::new(n.name.clone(), n.op.clone(), inputs, vec![out_id]));
     }
@@ -503,7 +583,7 @@ pub fn full_integer(g: &Graph, table: &CalibrationTable, cfg: &QuantConfig) -> R
                 // The float output keeps the source tensor name when it was dequantized here.
                 f
             }
-            (IoType::Int8, Some(p)) => rw.int8_of(t, &p),
+            (IoType::Int8 | IoType::Int16, Some(p)) => rw.int8_of(t, &p),
             (IoType::Uint8, Some(p)) => {
                 let q8 = rw.int8_of(t, &p);
                 let src = g.tensors()[t.index()].clone();
@@ -541,6 +621,7 @@ impl Pass for QuantizePass {
             QuantMode::Float16 => "quantize-float16",
             QuantMode::Dynamic => "quantize-dynamic",
             QuantMode::Int8 => "quantize-int8",
+            QuantMode::Int16x8 => "quantize-int16x8",
         }
     }
 
@@ -577,7 +658,9 @@ pub fn quantize_graph(g: &Graph, table: Option<&CalibrationTable>, cfg: &QuantCo
             check_excludes(g, cfg)?;
             dynamic_range(g, cfg)
         }
-        QuantMode::Int8 => full_integer(g, table.ok_or(QuantError::NoCalibration)?, cfg),
+        QuantMode::Int8 | QuantMode::Int16x8 => {
+            full_integer(g, table.ok_or(QuantError::NoCalibration(cfg.mode.name()))?, cfg)
+        }
     }
 }
 

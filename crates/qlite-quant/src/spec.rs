@@ -99,3 +99,36 @@ pub fn op_spec(op: &Op) -> OpSpec {
         }
     }
 }
+
+/// Whether LiteRT runs the op on int16 activations with int8 weights (16x8): the builtin
+/// kernels that accept int16 inputs, as their `Prepare` / `Eval` type switches say. Every
+/// other op stays float in int16x8 mode, between DEQUANTIZE and QUANTIZE, as TF's converter
+/// does when float fallback is allowed.
+pub fn has_int16_kernel(op: &Op) -> bool {
+    match op {
+        Op::FullyConnected(_)
+        | Op::Conv2d(_)
+        | Op::DepthwiseConv2d(_)
+        | Op::TransposeConv2d(_)
+        | Op::Pool2d(_)
+        | Op::Mean(_)
+        | Op::Softmax(_)
+        | Op::Concatenation(_)
+        | Op::Reshape(_)
+        | Op::Transpose(_)
+        | Op::StridedSlice(_)
+        | Op::Pad(_)
+        | Op::Resize(_)
+        | Op::Gather(_) => true,
+        Op::Binary(b) => matches!(
+            b.kind,
+            BinaryKind::Add | BinaryKind::Sub | BinaryKind::Mul | BinaryKind::Maximum | BinaryKind::Minimum
+        ),
+        Op::Unary(u) => matches!(u.kind, UnaryKind::Logistic | UnaryKind::Tanh | UnaryKind::Relu | UnaryKind::Relu6),
+        _ => false,
+    }
+}
+
+/// The fixed output parameters of SOFTMAX / LOGISTIC / TANH on int16: (2^-15, 0), as LiteRT
+/// requires.
+pub const INT16_UNIT_OUTPUT: (f32, i64) = (1.0 / 32768.0, 0);

@@ -474,7 +474,7 @@ fn build_subgraph<'a>(
         let outputs: Vec<i32> = n.outputs.iter().map(|t| t.index() as i32).collect();
         let inputs = Some(fbb.create_vector(&inputs));
         let outputs = Some(fbb.create_vector(&outputs));
-        let (builtin_options_type, builtin_options) = ops::family(&n.op).options(fbb, n);
+        let (builtin_options_type, builtin_options) = ops::family(&n.op).options(fbb, n, g);
         let mut args = fb::OperatorArgs {
             opcode_index: node_opcode[ni],
             inputs,

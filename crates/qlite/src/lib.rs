@@ -708,7 +708,7 @@ pub fn quantize_model(
             let text = std::fs::read_to_string(p).map_err(|source| Error::Io { path: p.clone(), source })?;
             Some(CalibrationTable::from_json(&text).map_err(|message| Error::Import { path: p.clone(), message })?)
         }
-        (None, Some(set)) if cfg.mode == QuantMode::Int8 || opts.save_calibration.is_some() => {
+        (None, Some(set)) if cfg.mode.is_full_integer() || opts.save_calibration.is_some() => {
             Some(quantize::calibrate_with(g, set, &cfg.method, opts.calibration_run, progress)?)
         }
         _ => None,
@@ -717,8 +717,8 @@ pub fn quantize_model(
     if let (Some(p), Some(t)) = (&opts.save_calibration, &table) {
         io::write_atomic(p, t.to_json().as_bytes()).map_err(|source| Error::Io { path: p.clone(), source })?;
     }
-    if cfg.mode == QuantMode::Int8 && table.is_none() {
-        return Err(Error::Usage(qlite_quant::QuantError::NoCalibration.to_string()));
+    if cfg.mode.is_full_integer() && table.is_none() {
+        return Err(Error::Usage(qlite_quant::QuantError::NoCalibration(cfg.mode.name()).to_string()));
     }
     let mut graph = g.clone();
     let passes = if cfg.mode == QuantMode::None {
@@ -745,7 +745,7 @@ pub fn quantize_model(
         None => None,
         Some(_) if cfg.mode == QuantMode::None => {
             return Err(Error::Usage(
-                "mixed precision (--min-sqnr, --max-accuracy-drop) needs a quantization mode (--quantize int8, dynamic or float16)"
+                "mixed precision (--min-sqnr, --max-accuracy-drop) needs a quantization mode (--quantize int8, int16x8, dynamic or float16)"
                     .into(),
             ));
         }

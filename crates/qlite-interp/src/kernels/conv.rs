@@ -165,7 +165,8 @@ pub fn conv2d(
     w: &[i32],
     ws: &[usize],
     wq: &QuantParams,
-    bias: Option<&[i32]>,
+    bias: Option<&[i64]>,
+    acc: Acc,
     os: &[usize],
     out: OutQ,
 ) -> Vec<i32> {
@@ -173,7 +174,7 @@ pub fn conv2d(
     let mults = per_channel_multipliers(s_in, wq, out.scale, oc);
     let (lo, hi) = out.range(op.activation);
     let accs = accumulators(None, Some(op), x, xs, z_in, w, ws, os);
-    requantize_channels(accs, oc, bias, &mults, out.zp, lo, hi)
+    requantize_channels(accs, oc, bias, acc, &mults, out.zp, lo, hi)
 }
 
 /// `reference_integer_ops::DepthwiseConvPerChannel`.
@@ -186,7 +187,8 @@ pub fn depthwise(
     w: &[i32],
     ws: &[usize],
     wq: &QuantParams,
-    bias: Option<&[i32]>,
+    bias: Option<&[i64]>,
+    acc: Acc,
     os: &[usize],
     out: OutQ,
 ) -> Vec<i32> {
@@ -194,14 +196,16 @@ pub fn depthwise(
     let mults = per_channel_multipliers(s_in, wq, out.scale, oc);
     let (lo, hi) = out.range(op.activation);
     let accs = accumulators(Some(op), None, x, xs, z_in, w, ws, os);
-    requantize_channels(accs, oc, bias, &mults, out.zp, lo, hi)
+    requantize_channels(accs, oc, bias, acc, &mults, out.zp, lo, hi)
 }
 
 /// Add the bias, apply the per-channel multiplier, offset and clamp (channels innermost).
+#[allow(clippy::too_many_arguments)]
 fn requantize_channels(
-    accs: Vec<i32>,
+    accs: Vec<i64>,
     oc: usize,
-    bias: Option<&[i32]>,
+    bias: Option<&[i64]>,
+    acc: Acc,
     mults: &[(i32, i32)],
     zp: i32,
     lo: i32,
@@ -209,11 +213,10 @@ fn requantize_channels(
 ) -> Vec<i32> {
     accs.into_iter()
         .enumerate()
-        .map(|(i, acc)| {
+        .map(|(i, a)| {
             let c = i % oc.max(1);
-            let acc = bias.map_or(acc, |b| acc.wrapping_add(b[c]));
             let (m, sh) = mults[c];
-            mbqm(acc, m, sh).wrapping_add(zp).clamp(lo, hi)
+            acc.requantize(a, bias.map_or(0, |b| b[c]), m, sh).wrapping_add(zp).clamp(lo, hi)
         })
         .collect()
 }
@@ -256,6 +259,7 @@ pub fn hybrid_conv(
         for (i, acc) in accs.into_iter().enumerate() {
             let c = i % oc;
             let s_w = if wq.scales().len() == 1 { wq.scale() } else { wq.scales()[c] };
+            let acc = acc as i32; // the int32 accumulator wraps, as LiteRT's does
             let mut v = if depthwise.is_some() { acc as f32 * (s_w * sf) } else { acc as f32 * s_w * sf };
             if let Some(bias) = bias {
                 v += bias[c];
@@ -279,7 +283,7 @@ fn accumulators(
     w: &[i32],
     ws: &[usize],
     os: &[usize],
-) -> Vec<i32> {
+) -> Vec<i64> {
     let per_image = xs[1] * xs[2] * xs[3];
     let mut y = Vec::with_capacity(os.iter().product());
     for b in 0..xs[0] {
@@ -298,7 +302,7 @@ fn image_accumulators(
     w: &[i32],
     ws: &[usize],
     os: &[usize],
-    y: &mut Vec<i32>,
+    y: &mut Vec<i64>,
 ) {
     let (ih, iw, ic) = (xs[1], xs[2], xs[3]);
     let (oh, ow) = (os[1], os[2]);
@@ -310,14 +314,12 @@ fn image_accumulators(
             for ox in 0..ow {
                 for o in 0..oc {
                     let c = o / op.depth_multiplier.max(1);
-                    let mut acc: i32 = 0;
+                    let mut acc: i64 = 0;
                     for ky in 0..kh {
                         let Some(iy) = tap(oy, op.stride[0], ky, op.dilation[0], pad_h, ih) else { continue };
                         for kx in 0..kw {
                             let Some(ix) = tap(ox, op.stride[1], kx, op.dilation[1], pad_w, iw) else { continue };
-                            acc = acc.wrapping_add(
-                                w[(ky * kw + kx) * oc + o].wrapping_mul(x[(iy * iw + ix) * ic + c] - z_in),
-                            );
+                            acc += w[(ky * kw + kx) * oc + o] as i64 * (x[(iy * iw + ix) * ic + c] - z_in) as i64;
                         }
                     }
                     y.push(acc);
@@ -334,7 +336,7 @@ fn image_accumulators(
             for ox in 0..ow {
                 for o in 0..oc {
                     let g = o / ocg.max(1);
-                    let mut acc: i32 = 0;
+                    let mut acc: i64 = 0;
                     for ky in 0..kh {
                         let Some(iy) = tap(oy, op.stride[0], ky, op.dilation[0], pad_h, ih) else { continue };
                         for kx in 0..kw {
@@ -342,7 +344,7 @@ fn image_accumulators(
                             let xb = (iy * iw + ix) * ic + g * icg;
                             let wb = ((o * kh + ky) * kw + kx) * icg;
                             for c in 0..icg {
-                                acc = acc.wrapping_add(w[wb + c].wrapping_mul(x[xb + c] - z_in));
+                                acc += w[wb + c] as i64 * (x[xb + c] - z_in) as i64;
                             }
                         }
                     }
@@ -418,7 +420,8 @@ pub fn transpose_conv(
     w: &[i32],
     ws: &[usize],
     wq: &QuantParams,
-    bias: Option<&[i32]>,
+    bias: Option<&[i64]>,
+    acc: Acc,
     os: &[usize],
     out: OutQ,
 ) -> Vec<i32> {
@@ -426,7 +429,7 @@ pub fn transpose_conv(
     let (oc, kh, kw) = (ws[0], ws[1], ws[2]);
     let (oh, ow) = (os[1], os[2]);
     let [ph, pw] = op.pad_before([kh, kw]);
-    let mut acc = vec![0i32; n * oh * ow * oc];
+    let mut sums = vec![0i64; n * oh * ow * oc];
     for b in 0..n {
         for iy in 0..ih {
             for ix in 0..iw {
@@ -439,8 +442,8 @@ pub fn transpose_conv(
                                 continue;
                             };
                             for o in 0..oc {
-                                let a = &mut acc[((b * oh + oy) * ow + ox) * oc + o];
-                                *a = a.wrapping_add(v.wrapping_mul(w[((o * kh + fy) * kw + fx) * ic + c]));
+                                sums[((b * oh + oy) * ow + ox) * oc + o] +=
+                                    v as i64 * w[((o * kh + fy) * kw + fx) * ic + c] as i64;
                             }
                         }
                     }
@@ -450,13 +453,5 @@ pub fn transpose_conv(
     }
     let mults = per_channel_multipliers(s_in, wq, out.scale, oc);
     let (lo, hi) = out.range(op.activation);
-    acc.iter()
-        .enumerate()
-        .map(|(i, &a)| {
-            let o = i % oc;
-            let a = a.wrapping_add(bias.map_or(0, |b| b[o]));
-            let (m, sh) = mults[o];
-            mbqm(a, m, sh).wrapping_add(out.zp).clamp(lo, hi)
-        })
-        .collect()
+    requantize_channels(sums, oc, bias, acc, &mults, out.zp, lo, hi)
 }

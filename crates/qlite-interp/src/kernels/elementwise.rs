@@ -83,10 +83,14 @@ pub fn prelu_f32(x: &Array, alpha: &Array, xv: &[f32], av: &[f32], out_shape: &[
     ix.iter().zip(&ia).map(|(&i, &a)| if xv[i] >= 0.0 { xv[i] } else { xv[i] * av[a] }).collect()
 }
 
-/// Prepared parameters of `reference_integer_ops::Add` (general path, left shift 20) and the
-/// matching SUB.
-pub fn add_params(s1: f32, s2: f32, s_out: f32) -> Result<[(i32, i32); 3], String> {
-    let left_shift = 20;
+/// The left shift of the general quantized ADD / SUB: 20 for 8-bit tensors, 15 for 16-bit
+/// ones (add.cc / sub.cc; the int16 general path is taken when `pot_scale_int16` is false).
+pub fn add_left_shift(dtype: DType) -> i32 {
+    if dtype == DType::I16 { 15 } else { 20 }
+}
+
+/// Prepared parameters of `reference_integer_ops::Add` (general path) and the matching SUB.
+pub fn add_params(s1: f32, s2: f32, s_out: f32, left_shift: i32) -> Result<[(i32, i32); 3], String> {
     let twice_max = (2.0 * s1.max(s2)) as f64;
     let r1 = s1 as f64 / twice_max;
     let r2 = s2 as f64 / twice_max;
@@ -114,12 +118,13 @@ pub fn binary(
     let (lo, hi) = out.range(act);
     match kind {
         BinaryKind::Add | BinaryKind::Sub => {
-            let [(m1, sh1), (m2, sh2), (mo, sho)] = add_params(s1, s2, out.scale)?;
+            let left_shift = add_left_shift(out.dtype);
+            let [(m1, sh1), (m2, sh2), (mo, sho)] = add_params(s1, s2, out.scale, left_shift)?;
             Ok(pairs
                 .iter()
                 .map(|&(i, j)| {
-                    let sa = mbqm((a[i] - z1).wrapping_mul(1 << 20), m1, sh1);
-                    let sb = mbqm((b[j] - z2).wrapping_mul(1 << 20), m2, sh2);
+                    let sa = mbqm((a[i] - z1).wrapping_mul(1 << left_shift), m1, sh1);
+                    let sb = mbqm((b[j] - z2).wrapping_mul(1 << left_shift), m2, sh2);
                     let raw = if kind == BinaryKind::Add { sa.wrapping_add(sb) } else { sa.wrapping_sub(sb) };
                     mbqm(raw, mo, sho).wrapping_add(out.zp).clamp(lo, hi)
                 })
@@ -165,6 +170,109 @@ pub fn binary(
             Err("Div has no int8 kernel (LiteRT has none either; the quantizer keeps it in float)".into())
         }
     }
+}
+
+/// sigmoid on [0, 10.7) in 0.16 fixed point, 256 points 1/24 apart: the numbers LiteRT's int16
+/// LOGISTIC and TANH interpolate between (`sigmoid_table_uint16`, common.h). They are not plain
+/// samples of sigmoid(i/24) (44 differ by one from those): the table is data, needed as is for
+/// bit-exact results.
+#[rustfmt::skip]
+const SIGMOID_TABLE_U16: [u16; 256] = [
+    32768, 33451, 34133, 34813, 35493, 36169, 36843, 37513, 38180, 38841, 39498, 40149, 40794, 41432, 42064, 42688,
+    43304, 43912, 44511, 45102, 45683, 46255, 46817, 47369, 47911, 48443, 48964, 49475, 49975, 50464, 50942, 51409,
+    51865, 52311, 52745, 53169, 53581, 53983, 54374, 54755, 55125, 55485, 55834, 56174, 56503, 56823, 57133, 57433,
+    57724, 58007, 58280, 58544, 58800, 59048, 59288, 59519, 59743, 59959, 60168, 60370, 60565, 60753, 60935, 61110,
+    61279, 61441, 61599, 61750, 61896, 62036, 62172, 62302, 62428, 62549, 62666, 62778, 62886, 62990, 63090, 63186,
+    63279, 63368, 63454, 63536, 63615, 63691, 63765, 63835, 63903, 63968, 64030, 64090, 64148, 64204, 64257, 64308,
+    64357, 64405, 64450, 64494, 64536, 64576, 64614, 64652, 64687, 64721, 64754, 64786, 64816, 64845, 64873, 64900,
+    64926, 64950, 64974, 64997, 65019, 65039, 65060, 65079, 65097, 65115, 65132, 65149, 65164, 65179, 65194, 65208,
+    65221, 65234, 65246, 65258, 65269, 65280, 65291, 65301, 65310, 65319, 65328, 65337, 65345, 65352, 65360, 65367,
+    65374, 65381, 65387, 65393, 65399, 65404, 65410, 65415, 65420, 65425, 65429, 65433, 65438, 65442, 65445, 65449,
+    65453, 65456, 65459, 65462, 65465, 65468, 65471, 65474, 65476, 65479, 65481, 65483, 65485, 65488, 65489, 65491,
+    65493, 65495, 65497, 65498, 65500, 65501, 65503, 65504, 65505, 65507, 65508, 65509, 65510, 65511, 65512, 65513,
+    65514, 65515, 65516, 65517, 65517, 65518, 65519, 65520, 65520, 65521, 65522, 65522, 65523, 65523, 65524, 65524,
+    65525, 65525, 65526, 65526, 65526, 65527, 65527, 65528, 65528, 65528, 65529, 65529, 65529, 65529, 65530, 65530,
+    65530, 65530, 65531, 65531, 65531, 65531, 65531, 65532, 65532, 65532, 65532, 65532, 65532, 65533, 65533, 65533,
+    65533, 65533, 65533, 65533, 65533, 65534, 65534, 65534, 65534, 65534, 65534, 65534, 65534, 65534, 65534, 65535,
+];
+
+/// `CheckedLog2`: the rounded base-2 logarithm of a scale (in float, as LiteRT computes it)
+/// and whether the scale is a power of two within 1e-3 of an octave.
+pub fn checked_log2(x: f32) -> (bool, i32) {
+    let l = x.ln() * (1.0f32 / 2f32.ln());
+    let r = round_half_away(l);
+    ((l - r).abs() < 1e-3, r as i32)
+}
+
+/// The input rescale of int16 LOGISTIC / TANH (`SigmoidPrepare` / `TanhPrepare`): the input
+/// multiplier (0 on the power-of-two path) and left shift. `tanh` accepts a power-of-two input
+/// scale of 2^-12 or 2^-11, LOGISTIC only 2^-12; other scales are brought to 1/(3·4096).
+pub fn sigmoid_tanh_int16_params(s_in: f32, tanh: bool) -> (i32, i32) {
+    const INPUT_INTEGER_BITS: i32 = 3;
+    let (mut pot, log2) = checked_log2(s_in);
+    let left_shift = (15 - INPUT_INTEGER_BITS) + log2;
+    pot &= left_shift == 0 || (tanh && left_shift == 1);
+    if pot {
+        return (0, left_shift);
+    }
+    let mut multiplier = s_in as f64 * 4096.0 * 3.0;
+    let mut shift = 0;
+    while multiplier <= 32767.0 / 2.0 && shift <= 30 {
+        shift += 1;
+        multiplier *= 2.0;
+    }
+    (multiplier as i32, shift)
+}
+
+/// `reference_integer_ops::Logistic` / `Tanh` on int16 (output scale 2^-15, zero points 0):
+/// the input rescaled to 1/(3·4096) per unit, the sigmoid table interpolated on its absolute
+/// value, the sign applied by symmetry.
+pub fn sigmoid_tanh_int16(x: &[i32], s_in: f32, tanh: bool) -> Vec<i32> {
+    let (mut multiplier, mut left_shift) = sigmoid_tanh_int16_params(s_in, tanh);
+    if multiplier == 0 {
+        multiplier = 3 << left_shift;
+        left_shift = 0;
+    }
+    let round = if left_shift > 0 { 1i32 << (left_shift - 1) } else { 0 };
+    x.iter()
+        .map(|&v| {
+            let input = v.wrapping_mul(multiplier).wrapping_add(round) >> left_shift;
+            let abs = input.unsigned_abs();
+            if tanh {
+                let uh = abs >> 8;
+                let result: i32 = if uh >= 255 {
+                    0xFFFF << 8
+                } else {
+                    let ua = SIGMOID_TABLE_U16[uh as usize] as u32;
+                    let ub = SIGMOID_TABLE_U16[uh as usize + 1] as u32;
+                    let ut = abs & 0xFF;
+                    (ua << 8).wrapping_add(ut.wrapping_mul(ub.wrapping_sub(ua))) as i32
+                };
+                let r = if input >= 0 {
+                    result - (1 << (14 + 9)) + (1 << (9 - 2))
+                } else {
+                    -result + (1 << (14 + 9)) + (1 << (9 - 2)) - 1
+                };
+                (r >> (9 - 1)) as i16 as i32
+            } else {
+                let uh = abs >> 9;
+                let mut result: u32 = if uh >= 255 {
+                    0x7FFF << 10
+                } else {
+                    let ua = SIGMOID_TABLE_U16[uh as usize] as u32;
+                    let ub = SIGMOID_TABLE_U16[uh as usize + 1] as u32;
+                    let ut = abs & 0x1FF;
+                    (ua << 9).wrapping_add(ut.wrapping_mul(ub.wrapping_sub(ua)))
+                };
+                result = if input >= 0 {
+                    result.wrapping_add(1 << 9)
+                } else {
+                    (1u32 << (16 + 9)).wrapping_sub(result).wrapping_add(1 << 9).wrapping_sub(1)
+                };
+                (result >> 10) as i16 as i32
+            }
+        })
+        .collect()
 }
 
 /// `LUTPopulate` + lookup: LOGISTIC and TANH on 8-bit tensors (both resolvers build this table
@@ -339,4 +447,38 @@ pub fn prelu(
             (y + out.zp).clamp(lo, hi)
         })
         .collect())
+}
+
+#[cfg(test)]
+mod int16_tests {
+    use super::*;
+
+    /// int16 LOGISTIC / TANH: 0 maps to one half (LOGISTIC) and to 0 (TANH), inputs far out
+    /// saturate, the kernels are point-symmetric as the float functions are, and within 2^-14
+    /// of them. (Bit-exactness is LiteRT's to judge: the int16 conformance cases.)
+    #[test]
+    fn int16_logistic_and_tanh_are_symmetric_and_saturate() {
+        let x: Vec<i32> = vec![0, 1, -1, 4096, -4096, 32767, -32768, 12345, -12345];
+        let s = 1.0f32 / 4096.0; // LiteRT's power-of-two path
+        let sig = sigmoid_tanh_int16(&x, s, false);
+        let tanh = sigmoid_tanh_int16(&x, s, true);
+        assert_eq!(sig[0], 16384);
+        assert_eq!(tanh[0], 0);
+        // Far beyond the table (|x| = 32 on a scale of 2^-10): saturated.
+        let far = [32767, -32768];
+        // (LiteRT's negative side mirrors 0x7FFF·2^10 around 2^25 with its rounding: 1, not 0.)
+        assert_eq!(sigmoid_tanh_int16(&far, 1.0 / 1024.0, false), [32767, 1]);
+        let t = sigmoid_tanh_int16(&far, 1.0 / 1024.0, true);
+        assert!(t[0] >= 32766 && t[1] <= -32766, "{t:?}");
+        for k in [1, 3, 7] {
+            assert!((sig[k] + sig[k + 1] - 32768).abs() <= 1, "sigmoid(x) + sigmoid(-x) = 1 at {}", x[k]);
+            assert!((tanh[k] + tanh[k + 1]).abs() <= 1, "tanh is odd at {}", x[k]);
+        }
+        // Within 2^-14 of the true functions.
+        for (k, &v) in x.iter().enumerate() {
+            let f = v as f64 * s as f64;
+            assert!((sig[k] as f64 / 32768.0 - 1.0 / (1.0 + (-f).exp())).abs() < 1.0 / 16384.0, "sigmoid at {f}");
+            assert!((tanh[k] as f64 / 32768.0 - f.tanh()).abs() < 1.0 / 16384.0, "tanh at {f}");
+        }
+    }
 }

@@ -79,8 +79,9 @@ pub fn batch_matmul_f32(p: &MatMulPlan, a: &[f32], b: &[f32]) -> Vec<f32> {
 }
 
 /// `reference_integer_ops::FullyConnected` / `FullyConnectedPerChannel` in the form the
-/// reference resolver calls them (with the float scales): the int32 accumulator is rescaled in
-/// double, `round(acc · (s_in · s_w[c] / s_out))`, not with a fixed-point multiplier.
+/// reference resolver calls them (with the float scales): the accumulator (int32 for int8,
+/// int64 for 16x8 with an int64 bias) is rescaled in double, `round(acc · (s_in · s_w[c] /
+/// s_out))`, not with a fixed-point multiplier.
 #[allow(clippy::too_many_arguments)]
 pub fn fully_connected(
     x: &[i32],
@@ -88,7 +89,8 @@ pub fn fully_connected(
     w: &[i32],
     w_shape: &[usize],
     wq: &QuantParams,
-    bias: Option<&[i32]>,
+    bias: Option<&[i64]>,
+    acc_kind: Acc,
     out: OutQ,
     act: Activation,
 ) -> Vec<i32> {
@@ -106,14 +108,14 @@ pub fn fully_connected(
     let mut y = vec![0i32; batches * units];
     for b in 0..batches {
         for o in 0..units {
-            let mut acc: i32 = 0;
+            let mut acc: i64 = 0;
             for d in 0..depth {
-                acc = acc.wrapping_add((w[o * depth + d] + w_off).wrapping_mul(x[b * depth + d] - z_in));
+                acc += (w[o * depth + d] + w_off) as i64 * (x[b * depth + d] - z_in) as i64;
             }
-            if let Some(bias) = bias {
-                acc = acc.wrapping_add(bias[o]);
-            }
-            let scaled = (acc as f64 * scales[o]).round() as i32;
+            acc += bias.map_or(0, |b| b[o]);
+            // The accumulator is the bias type: int32 wraps, int64 (16x8) does not.
+            let acc = if acc_kind == Acc::I32 { acc as i32 as f64 } else { acc as f64 };
+            let scaled = (acc * scales[o]).round() as i32;
             y[b * units + o] = scaled.saturating_add(out.zp).clamp(lo, hi);
         }
     }

@@ -123,6 +123,27 @@ pub(crate) fn per_channel_multipliers(s_in: f32, w: &QuantParams, s_out: f32, ch
         .collect()
 }
 
+/// The accumulator of an integer convolution or FULLY_CONNECTED: int32 for 8-bit activations
+/// (it wraps, as LiteRT's does; the bias is int32), int64 for 16-bit activations with an int64
+/// bias (16x8), whose requantization is the int64 `MultiplyByQuantizedMultiplier` (a 16-bit
+/// multiplier, one rounding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acc {
+    I32,
+    I64,
+}
+
+impl Acc {
+    /// `acc + bias`, rescaled by the fixed-point multiplier `(m, shift)`.
+    #[inline]
+    pub fn requantize(self, acc: i64, bias: i64, m: i32, shift: i32) -> i32 {
+        match self {
+            Acc::I32 => mbqm((acc as i32).wrapping_add(bias as i32), m, shift),
+            Acc::I64 => mbqm64(acc.wrapping_add(bias), m, shift),
+        }
+    }
+}
+
 /// Output quantization of an integer op.
 #[derive(Debug, Clone, Copy)]
 pub struct OutQ {

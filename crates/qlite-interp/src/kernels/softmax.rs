@@ -176,3 +176,72 @@ pub fn log_softmax(x: &[i32], depth: usize, s_in: f32, out: OutQ) -> Result<Vec<
     }
     Ok(y)
 }
+
+/// `LUTPopulateInt16<double>` (common.h): 513 entries over the int16 input range, each sample
+/// lowered by half the error a linear interpolation would make at the step's midpoint.
+fn lut_int16(input_scale: f64, input_zp: i32, output_scale: f64, output_zp: i32, f: impl Fn(f64) -> f64) -> Vec<i16> {
+    let (tmin, tmax) = (i16::MIN as f64, i16::MAX as f64);
+    let input_min = input_scale * (i16::MIN as i32 - input_zp) as f64;
+    let input_max = input_scale * (i16::MAX as i32 - input_zp) as f64;
+    let output_min = output_scale * (i16::MIN as i32 - output_zp) as f64;
+    let output_max = output_scale * (i16::MAX as i32 - output_zp) as f64;
+    const STEPS: usize = 512;
+    let step = (input_max - input_min) / STEPS as f64;
+    let half_step = step / 2.0;
+    let inv = 65536.0 / (output_max - output_min);
+    let mut lut = Vec::with_capacity(STEPS + 1);
+    for i in 0..STEPS {
+        let val = f(input_min + i as f64 * step);
+        let val_mid = f(input_min + i as f64 * step + half_step);
+        let val_next = f(input_min + (i + 1) as f64 * step);
+        let sample = (val * inv).round();
+        let mid_interp = ((val_next * inv + (val * inv).round()) / 2.0).round();
+        let mid = (val_mid * inv).round();
+        let bias = ((mid_interp - mid) / 2.0).round();
+        lut.push((sample - bias).clamp(tmin, tmax) as i16);
+    }
+    lut.push((f(input_max) * inv).round().clamp(tmin, tmax) as i16);
+    lut
+}
+
+/// `LUTLookup` on int16: 9 bits index the table, 7 interpolate.
+fn lut_lookup_int16(v: i16, lut: &[i16]) -> i16 {
+    let index = (256 + (v >> 7) as i32) as usize;
+    let offset = (v & 0x7f) as i32;
+    let base = lut[index] as i32;
+    let slope = lut[index + 1] as i32 - base;
+    (base + ((slope * offset + 64) >> 7)) as i16
+}
+
+/// `reference_ops::SoftmaxInt16` with `SoftmaxPrepare`'s tables: exp on [-10, 0] and
+/// 1/(1 + x) on [0, 1], both 513-entry int16 tables built in double; output (1/32768, 0).
+pub fn softmax_int16(x: &[i32], depth: usize, beta: f32, s_in: f32) -> Vec<i32> {
+    let range = (i16::MAX as i32 - i16::MIN as i32) as f64;
+    let exp_lut = lut_int16(10.0 / range, i16::MAX as i32, 2.0 / range, 0, f64::exp);
+    let recip_lut = lut_int16(1.0 / range, i16::MIN as i32, 2.0 / range, 0, |v| 1.0 / (1.0 + v));
+    let (m, shift) = quantize_multiplier((s_in * beta) as f64 / (10.0 / 65535.0));
+    let depth = depth.max(1);
+    let mut y = vec![0i32; x.len()];
+    let mut exps = vec![0i16; depth];
+    for (row, out) in x.chunks(depth).zip(y.chunks_mut(depth)) {
+        let max = row.iter().copied().max().unwrap_or(0);
+        let mut sum: i32 = 0;
+        for (e, &v) in exps.iter_mut().zip(row) {
+            let scaled = mbqm(v - max, m, shift);
+            let sym = scaled.wrapping_add(32767).clamp(-32768, 32767) as i16;
+            *e = lut_lookup_int16(sym, &exp_lut);
+            sum = sum.wrapping_add(*e as i32);
+        }
+        let headroom_plus_one = (sum as u32).leading_zeros() as i32;
+        let shifted = ((((sum as i64) << (headroom_plus_one - 1).clamp(0, 62)) + (1 << 13)) >> 14) as i32;
+        let sym = shifted.wrapping_add(-((1 << 15) + (1 << 16))).clamp(-32768, 32767) as i16;
+        let reciprocal = lut_lookup_int16(sym, &recip_lut) as i64;
+        let right_shift = (31 - headroom_plus_one).clamp(1, 62);
+        let round = 1i64 << (right_shift - 1);
+        for (o, &e) in out.iter_mut().zip(&exps) {
+            let r = ((e as i64 * reciprocal + round) >> right_shift) as i32;
+            *o = r.clamp(0, 32767);
+        }
+    }
+    y
+}

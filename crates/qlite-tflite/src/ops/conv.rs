@@ -141,7 +141,7 @@ impl Family for Conv {
         }
     }
 
-    fn options(&self, fbb: &mut FlatBufferBuilder<'_>, n: &Node) -> Options {
+    fn options(&self, fbb: &mut FlatBufferBuilder<'_>, n: &Node, _g: &qlite_ir::Graph) -> Options {
         use fb::BuiltinOptions as O;
         match &n.op {
             Op::Conv2d(o) => {

@@ -126,6 +126,8 @@ impl Family for Elementwise {
                     let shape = |i: usize| v.n.input(i).and_then(|t| v.g.tensor(t)).map(|t| &t.shape);
                     let broadcast_5d = v.rank(0).max(v.rank(1)) > 4 && x.is_some() && shape(0) != shape(1);
                     match x {
+                        // Our int16 SUB writes pot_scale_int16 = false.
+                        Some(I16) => 5,
                         Some(I64) => 4,
                         _ if broadcast_5d => 3,
                         Some(I8) => 2,
@@ -165,17 +167,20 @@ impl Family for Elementwise {
         }
     }
 
-    fn options(&self, fbb: &mut FlatBufferBuilder<'_>, n: &Node) -> Options {
+    fn options(&self, fbb: &mut FlatBufferBuilder<'_>, n: &Node, g: &qlite_ir::Graph) -> Options {
         use fb::BuiltinOptions as O;
         let f = fused(n);
+        // qlite's int16 ADD / SUB are the general-scale kernels: `pot_scale_int16` false (the
+        // schema's default, true, would select LiteRT's power-of-two-only path).
+        let pot_scale_int16 = n.input(0).and_then(|t| g.tensor(t)).is_none_or(|t| t.dtype != DType::I16);
         match &n.op {
             Op::Binary(b) => match b.kind {
                 BinaryKind::Add => {
-                    let args = fb::AddOptionsArgs { fused_activation_function: f, pot_scale_int16: true };
+                    let args = fb::AddOptionsArgs { fused_activation_function: f, pot_scale_int16 };
                     (O::AddOptions, Some(fb::AddOptions::create(fbb, &args).as_union_value()))
                 }
                 BinaryKind::Sub => {
-                    let args = fb::SubOptionsArgs { fused_activation_function: f, pot_scale_int16: true };
+                    let args = fb::SubOptionsArgs { fused_activation_function: f, pot_scale_int16 };
                     (O::SubOptions, Some(fb::SubOptions::create(fbb, &args).as_union_value()))
                 }
                 BinaryKind::Mul => {

@@ -121,7 +121,7 @@ pub(crate) trait Family: Sync {
     /// The kernel version of a node of this family (op_version.cc, for the forms qlite writes).
     fn version(&self, v: &VersionCx<'_>) -> i32;
     /// The options table of a node of this family.
-    fn options(&self, fbb: &mut FlatBufferBuilder<'_>, n: &Node) -> Options;
+    fn options(&self, fbb: &mut FlatBufferBuilder<'_>, n: &Node, _g: &qlite_ir::Graph) -> Options;
     /// The attribute tensors written after the node's inputs.
     fn aux(&self, _n: &Node, _g: &Graph, _base: &str) -> Result<Aux, WriteError> {
         Ok(Aux::default())
@@ -186,7 +186,7 @@ impl Family for Opaque {
     fn version(&self, _: &VersionCx<'_>) -> i32 {
         1
     }
-    fn options(&self, _: &mut FlatBufferBuilder<'_>, _: &Node) -> Options {
+    fn options(&self, _: &mut FlatBufferBuilder<'_>, _: &Node, _: &qlite_ir::Graph) -> Options {
         (fb::BuiltinOptions::NONE, None)
     }
 }

@@ -275,7 +275,7 @@ impl Family for Movement {
         }
     }
 
-    fn options(&self, fbb: &mut FlatBufferBuilder<'_>, n: &Node) -> Options {
+    fn options(&self, fbb: &mut FlatBufferBuilder<'_>, n: &Node, _g: &qlite_ir::Graph) -> Options {
         use fb::BuiltinOptions as O;
         match &n.op {
             Op::Reshape(r) => {

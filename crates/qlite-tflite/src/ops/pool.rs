@@ -68,7 +68,7 @@ impl Family for Pool {
         }
     }
 
-    fn options(&self, fbb: &mut FlatBufferBuilder<'_>, n: &Node) -> Options {
+    fn options(&self, fbb: &mut FlatBufferBuilder<'_>, n: &Node, _g: &qlite_ir::Graph) -> Options {
         use fb::BuiltinOptions as O;
         match &n.op {
             Op::Pool2d(o) => {

@@ -58,7 +58,7 @@ impl Family for Quantize {
         }
     }
 
-    fn options(&self, fbb: &mut FlatBufferBuilder<'_>, n: &Node) -> Options {
+    fn options(&self, fbb: &mut FlatBufferBuilder<'_>, n: &Node, _g: &qlite_ir::Graph) -> Options {
         match &n.op {
             Op::Quantize => empty_options!(fbb, QuantizeOptions, QuantizeOptionsArgs),
             Op::Dequantize => empty_options!(fbb, DequantizeOptions, DequantizeOptionsArgs),

@@ -62,7 +62,7 @@ impl Family for Resize {
         }
     }
 
-    fn options(&self, fbb: &mut FlatBufferBuilder<'_>, n: &Node) -> Options {
+    fn options(&self, fbb: &mut FlatBufferBuilder<'_>, n: &Node, _g: &qlite_ir::Graph) -> Options {
         use fb::BuiltinOptions as O;
         match &n.op {
             Op::Resize(r) if r.mode == ResizeMode::Bilinear => {
