@@ -545,3 +545,45 @@ fn int16x8_refuses_int8_io_and_int16_io_needs_16x8() {
     assert!(e.contains("--io-type int16") && e.contains("int16x8"), "{e}");
     assert!(!out.exists());
 }
+
+/// TF's converter's own 16x8 file (a small mobile CNN, `xtask/fixtures/make_int16x8.py`): qlite
+/// reads it and runs it bit-exactly with LiteRT; qlite's own 16x8 conversion of the same float
+/// model, with the same calibration samples, is at least as accurate as TF's.
+#[test]
+fn tf_int16x8_files_run_exactly_and_qlite_matches_their_accuracy() {
+    let reg = Registry::default();
+    let dir = tempfile::tempdir().unwrap();
+    let x = qlite::read_npy_file(&fixture("tflite_int16x8/input.npy")).unwrap();
+    let float = qlite::load(&reg, &fixture("tflite_int16x8/float.tflite")).unwrap();
+    let tf = qlite::load(&reg, &fixture("tflite_int16x8/int16x8.tflite")).unwrap();
+    assert!(tf.tensors().iter().any(|t| t.dtype == DType::I16), "TF's file has int16 activations");
+    let ours = qlite::run_batched(&tf, vec![x.clone()]).unwrap();
+    export_case(
+        "tf_int16x8_cnn",
+        &std::fs::read(fixture("tflite_int16x8/int16x8.tflite")).unwrap(),
+        std::slice::from_ref(&x),
+        &ours,
+        "exact",
+    );
+    let out = dir.path().join("q.tflite");
+    qlite::convert(
+        &reg,
+        &fixture("tflite_int16x8/float.tflite"),
+        &out,
+        &opts16(IoType::Float32, fixture("tflite_int16x8/calib.npy")),
+    )
+    .unwrap();
+    let q = qlite::load(&reg, &out).unwrap();
+    let mine = qlite::run_batched(&q, vec![x.clone()]).unwrap();
+    export_case("qlite_int16x8_cnn", &std::fs::read(&out).unwrap(), std::slice::from_ref(&x), &mine, "exact");
+    let reference = qlite::run_batched(&float, vec![x.clone()]).unwrap();
+    let sqnr = |y: &Array| {
+        let (r, v) = (reference[0].as_f32().unwrap(), y.as_f32().unwrap());
+        let signal: f64 = r.iter().map(|&a| (a as f64).powi(2)).sum();
+        let noise: f64 = r.iter().zip(v).map(|(&a, &b)| (a as f64 - b as f64).powi(2)).sum();
+        10.0 * (signal / noise.max(1e-30)).log10()
+    };
+    let (tf_db, qlite_db) = (sqnr(&ours[0]), sqnr(&mine[0]));
+    eprintln!("16x8 mobile CNN: TF {tf_db:.2} dB, qlite {qlite_db:.2} dB");
+    assert!(qlite_db >= tf_db - 0.1, "qlite {qlite_db} dB is below TF's converter {tf_db} dB");
+}

@@ -265,6 +265,7 @@ const FIXTURE_SCRIPTS: &[(&str, &str)] = &[
     ("make_ops.py", "tflite_ops"),
     ("make_savedmodel_ops.py", "savedmodel_ops"),
     ("make_layers.py", "tflite_layers"),
+    ("make_int16x8.py", "tflite_int16x8"),
 ];
 
 #[cfg(test)]
