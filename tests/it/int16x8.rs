@@ -587,3 +587,51 @@ fn tf_int16x8_files_run_exactly_and_qlite_matches_their_accuracy() {
     eprintln!("16x8 mobile CNN: TF {tf_db:.2} dB, qlite {qlite_db:.2} dB");
     assert!(qlite_db >= tf_db - 0.1, "qlite {qlite_db} dB is below TF's converter {tf_db} dB");
 }
+
+/// Layers of an int8 model promoted to int16 activations (`--int16`): int8 and int16 ops in one
+/// file, joined by int8 <-> int16 QUANTIZE ops, bit-exact with LiteRT; more accurate than
+/// all-int8; a pattern that matches nothing and a mode other than int8 are refused.
+#[test]
+fn int8_models_with_layers_promoted_to_int16_match_litert() {
+    let reg = Registry::default();
+    let dir = tempfile::tempdir().unwrap();
+    let x = qlite::read_npy_file(&fixture("digits/x_test.npy")).unwrap();
+    let float = qlite::load(&reg, &fixture("digits/cnn.tflite")).unwrap();
+    let mut db = Vec::new();
+    for (tag, pattern) in [("int8", None), ("int8_int16", Some(".*(conv2d|Softmax|StatefulPartitionedCall).*"))] {
+        let mut o = opts16(IoType::Float32, fixture("digits/x_calib.npy"));
+        o.quant.mode = QuantMode::Int8;
+        o.quant.int16 = pattern.map(qlite::quant::Exclude::new).into_iter().collect();
+        let out = dir.path().join(format!("{tag}.tflite"));
+        qlite::convert(&reg, &fixture("digits/cnn.tflite"), &out, &o).unwrap();
+        let g = qlite::load(&reg, &out).unwrap();
+        let e = qlite::quantize::evaluate(&g, &x, &Vec::from_iter(0..x.shape()[0] as i64), Some(&float)).unwrap();
+        db.push(e.sqnr_db.unwrap());
+        if pattern.is_some() {
+            let acts = |d: DType| g.tensors().iter().filter(|t| t.dtype == d && !t.is_const()).count();
+            assert!(acts(DType::I16) >= 3 && acts(DType::I8) >= 3, "a mix of int8 and int16 activations");
+            let to16 = g
+                .nodes()
+                .iter()
+                .filter(|n| n.outputs.iter().any(|&o| g.tensor(o).unwrap().name.ends_with("/i16")))
+                .count();
+            assert!(to16 >= 1, "int8 -> int16 QUANTIZE ops join the types");
+            let (inputs, _) = qlite::quantize_inputs(&g, vec![x.clone()]).unwrap();
+            let ours = qlite::run_batched(&g, inputs.clone()).unwrap();
+            export_case("quant_cnn_int8_int16_layers", &std::fs::read(&out).unwrap(), &inputs, &ours, "exact");
+        }
+    }
+    eprintln!("cnn: all int8 {:.2} dB, convolutions and softmax in int16 {:.2} dB", db[0], db[1]);
+    assert!(db[1] > db[0] + 0.3, "{db:?}");
+    let mut o = opts16(IoType::Float32, fixture("digits/x_calib.npy"));
+    o.quant.mode = QuantMode::Int8;
+    o.quant.int16 = vec![qlite::quant::Exclude::new("no_such_layer")];
+    let out = dir.path().join("bad.tflite");
+    let e = qlite::convert(&reg, &fixture("digits/cnn.tflite"), &out, &o).unwrap_err().to_string();
+    assert!(e.contains("--int16 \"no_such_layer\" matches no op"), "{e}");
+    o.quant.mode = QuantMode::Int16x8;
+    o.quant.int16 = vec![qlite::quant::Exclude::new(".*")];
+    let e = qlite::convert(&reg, &fixture("digits/cnn.tflite"), &out, &o).unwrap_err().to_string();
+    assert!(e.contains("--int16") && e.contains("int8"), "{e}");
+    assert!(!out.exists());
+}

@@ -207,6 +207,11 @@ enum Cmd {
         /// Keep ops whose name or output tensor name matches (exactly or as a regex) in float.
         #[arg(long, value_name = "NAME_OR_REGEX")]
         exclude: Vec<String>,
+        /// --quantize int8: run ops whose name or output tensor name matches on int16
+        /// activations (16x8 kernels, int8 weights), requantized from and to their int8
+        /// neighbours; ops LiteRT has no int16 kernel for stay int8.
+        #[arg(long, value_name = "NAME_OR_REGEX")]
+        int16: Vec<String>,
         /// dynamic mode: quantize each FULLY_CONNECTED input row asymmetrically (the default).
         #[arg(long, conflicts_with = "symmetric_inputs")]
         asymmetric_inputs: bool,
@@ -498,6 +503,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
             save_calibration,
             io_type,
             exclude,
+            int16,
             asymmetric_inputs,
             symmetric_inputs,
             report,
@@ -539,6 +545,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
                 IoArg::Int16 => IoType::Int16,
             };
             quant.exclude = exclude.iter().map(|e| qlite::quant::Exclude::new(e)).collect();
+            quant.int16 = int16.iter().map(|e| qlite::quant::Exclude::new(e)).collect();
             quant.asymmetric_inputs = asymmetric_inputs || !symmetric_inputs;
             let opts = ConvertOptions {
                 passes,

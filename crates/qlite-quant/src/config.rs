@@ -96,6 +96,11 @@ pub struct QuantConfig {
     pub method: CalibrationMethod,
     /// Ops whose name or output tensor name matches stay in float (int8 mode).
     pub exclude: Vec<Exclude>,
+    /// int8 mode: ops whose name or output tensor name matches run on int16 activations (16x8
+    /// kernels, int8 weights), requantized from and to their int8 neighbours; ops without an
+    /// int16 kernel stay int8. Mixed precision promotes layers this way before keeping any in
+    /// float.
+    pub int16: Vec<Exclude>,
     /// Dynamic mode: hybrid FULLY_CONNECTED quantizes each input row asymmetrically (the
     /// default, as TF's converter does: it measures better on every fixture; `--symmetric-inputs`
     /// opts out).

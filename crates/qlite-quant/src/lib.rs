@@ -32,10 +32,12 @@ pub enum QuantError {
     MissingRange(String),
     #[error("node {node:?} ({op}): {message}")]
     Node { node: String, op: &'static str, message: String },
-    #[error("--exclude {0:?} matches no op or tensor name")]
-    ExcludeMatchesNothing(String),
+    #[error("{flag} {pattern:?} matches no op or tensor name")]
+    ExcludeMatchesNothing { flag: &'static str, pattern: String },
     #[error("{0} quantization needs calibration data (--calibration X.npy) or a table (--calibration-table FILE)")]
     NoCalibration(&'static str),
+    #[error("--int16 promotes layers of an int8 model to int16 activations: it needs --quantize int8, not {0}")]
+    Int16NeedsInt8(&'static str),
     #[error("--io-type {io} does not fit --quantize {mode}: {hint}")]
     IoType { io: &'static str, mode: &'static str, hint: &'static str },
     #[error("cannot quantize ops qlite does not model: {0}")]

@@ -142,21 +142,35 @@ pub fn dynamic_range(g: &Graph, cfg: &QuantConfig) -> Result<Graph, QuantError> 
 /// DEQUANTIZE and QUANTIZE): it has an integer kernel, in int16x8 an int16 one, and it is not
 /// excluded.
 fn integer_op(cfg: &QuantConfig, g: &Graph, n: &Node) -> bool {
-    op_spec(&n.op).quantizable && (cfg.mode != QuantMode::Int16x8 || has_int16_kernel(&n.op)) && !excluded(cfg, g, n)
+    op_spec(&n.op).quantizable
+        && (node_dtype(cfg, g, n) != DType::I16 || has_int16_kernel(&n.op))
+        && !excluded(cfg, g, n)
 }
 
-fn excluded(cfg: &QuantConfig, g: &Graph, n: &Node) -> bool {
-    cfg.exclude
+/// The integer type of a node's activations: the mode's, or int16 for an int8-mode layer
+/// promoted by `QuantConfig::int16` that has an int16 kernel.
+fn node_dtype(cfg: &QuantConfig, g: &Graph, n: &Node) -> DType {
+    let ad = cfg.mode.activation_dtype();
+    if ad == DType::I8 && has_int16_kernel(&n.op) && matches_any(&cfg.int16, g, n) { DType::I16 } else { ad }
+}
+
+fn matches_any(patterns: &[crate::config::Exclude], g: &Graph, n: &Node) -> bool {
+    patterns
         .iter()
         .any(|e| e.matches(&n.name) || n.outputs.iter().any(|&o| g.tensor(o).is_some_and(|t| e.matches(&t.name))))
 }
 
+fn excluded(cfg: &QuantConfig, g: &Graph, n: &Node) -> bool {
+    matches_any(&cfg.exclude, g, n)
+}
+
 /// Every exclude pattern must match something (a typo would silently quantize everything).
 fn check_excludes(g: &Graph, cfg: &QuantConfig) -> Result<(), QuantError> {
-    for e in &cfg.exclude {
+    let flagged = cfg.exclude.iter().map(|e| ("--exclude", e)).chain(cfg.int16.iter().map(|e| ("--int16", e)));
+    for (flag, e) in flagged {
         let hit = g.nodes().iter().any(|n| e.matches(&n.name)) || g.tensors().iter().any(|t| e.matches(&t.name));
         if !hit {
-            return Err(QuantError::ExcludeMatchesNothing(e.pattern.clone()));
+            return Err(QuantError::ExcludeMatchesNothing { flag, pattern: e.pattern.clone() });
         }
     }
     Ok(())
@@ -167,14 +181,12 @@ fn check_excludes(g: &Graph, cfg: &QuantConfig) -> Result<(), QuantError> {
 struct Int8Rewrite<'a> {
     src: &'a Graph,
     dst: Graph,
-    /// The activation type: int8, or int16 in 16x8 mode.
-    ad: DType,
-    /// Decided int8 parameters of each source activation tensor.
-    params: Vec<Option<QuantParams>>,
+    /// Decided parameters of each source activation tensor, in its producer's type.
+    params: Vec<Option<(DType, QuantParams)>>,
     /// Source tensor → its float32 version in dst.
     float: HashMap<TensorId, TensorId>,
-    /// Source tensor → int8 versions in dst, with their parameters.
-    int8: HashMap<TensorId, Vec<(QuantParams, TensorId)>>,
+    /// Source tensor → integer versions in dst, with their type and parameters.
+    int8: HashMap<TensorId, Vec<(DType, QuantParams, TensorId)>>,
 }
 
 impl Int8Rewrite<'_> {
@@ -193,8 +205,7 @@ impl Int8Rewrite<'_> {
             self.float.insert(t, id);
             return id;
         }
-        let (_, q8) =
-            self.int8.get(&t).and_then(|v| v.first()).cloned().unwrap_or((QuantParams::per_tensor(1.0, 0), t));
+        let q8 = self.int8.get(&t).and_then(|v| v.first()).map_or(t, |v| v.2);
         let out =
             self.dst.add_tensor(Tensor::activation(format!("{}/dequantized", src.name), DType::F32, src.shape.clone()));
         self.dst.add_node(Node::new(format!("{}/dequantize", src.name), Op::Dequantize, vec![Some(q8)], vec![out]));
@@ -202,11 +213,11 @@ impl Int8Rewrite<'_> {
         out
     }
 
-    /// An int8 version of a source tensor with parameters `p` (quantizing the float one or
-    /// requantizing another int8 one if needed).
-    fn int8_of(&mut self, t: TensorId, p: &QuantParams) -> TensorId {
+    /// A version of a source tensor of integer type `dt` with parameters `p` (quantizing the
+    /// float one, or requantizing another integer one, if needed).
+    fn int_of(&mut self, t: TensorId, dt: DType, p: &QuantParams) -> TensorId {
         if let Some(v) = self.int8.get(&t)
-            && let Some((_, id)) = v.iter().find(|(q, _)| q == p)
+            && let Some((_, _, id)) = v.iter().find(|(d, q, _)| *d == dt && q == p)
         {
             return *id;
         }
@@ -214,36 +225,50 @@ impl Int8Rewrite<'_> {
         if let Some(data) = &src.data {
             // A float constant used as an activation (e.g. the addend of ADD).
             let values = read_f32s(data);
-            let (lo, hi) = self.ad.int_range().unwrap_or((-128, 127));
+            let (lo, hi) = dt.int_range().unwrap_or((-128, 127));
             let q: Vec<i64> =
                 values.iter().map(|&v| ((v / p.scale()).round() as i64 + p.zero_point()).clamp(lo, hi)).collect();
-            let bytes: Bytes = if self.ad == DType::I16 {
+            let bytes: Bytes = if dt == DType::I16 {
                 q.iter().flat_map(|&v| (v as i16).to_le_bytes()).collect::<Vec<u8>>().into()
             } else {
                 q.iter().map(|&v| v as i8 as u8).collect::<Vec<u8>>().into()
             };
-            let id = self.dst.add_tensor(
-                Tensor::constant(src.name.clone(), self.ad, src.shape.clone(), bytes).with_quant(p.clone()),
-            );
-            self.int8.entry(t).or_default().push((p.clone(), id));
+            let id = self
+                .dst
+                .add_tensor(Tensor::constant(src.name.clone(), dt, src.shape.clone(), bytes).with_quant(p.clone()));
+            self.int8.entry(t).or_default().push((dt, p.clone(), id));
             return id;
         }
-        let existing = self.int8.get(&t).and_then(|v| v.first()).map(|(_, id)| *id);
-        let (from, name) = match existing {
-            Some(id) => (id, format!("{}/requantized", src.name)),
-            None => (self.float_of(t), format!("{}/quantized", src.name)),
+        // Another version of the same type is requantized; across types (int8 <-> int16, where
+        // mixed precision promoted a layer) the float version is quantized if there is one,
+        // else the other type's version is requantized.
+        let versions = self.int8.get(&t);
+        let same = versions.and_then(|v| v.iter().find(|x| x.0 == dt)).map(|x| x.2);
+        let other = versions.and_then(|v| v.first()).map(|x| x.2);
+        let (from, name) = match (same, self.float.contains_key(&t), other) {
+            (Some(id), _, _) => (id, format!("{}/requantized", src.name)),
+            (None, false, Some(id)) => (id, format!("{}/{}", src.name, dt.name())),
+            _ => (self.float_of(t), format!("{}/quantized", src.name)),
         };
-        let out =
-            self.dst.add_tensor(Tensor::activation(name.clone(), self.ad, src.shape.clone()).with_quant(p.clone()));
+        let out = self.dst.add_tensor(Tensor::activation(name.clone(), dt, src.shape.clone()).with_quant(p.clone()));
         self.dst.add_node(Node::new(name, Op::Quantize, vec![Some(from)], vec![out]));
-        self.int8.entry(t).or_default().push((p.clone(), out));
+        self.int8.entry(t).or_default().push((dt, p.clone(), out));
         out
     }
 
-    fn range_params(&self, table: &CalibrationTable, t: TensorId) -> Result<QuantParams, QuantError> {
+    fn range_params(&self, table: &CalibrationTable, t: TensorId, dt: DType) -> Result<QuantParams, QuantError> {
         let name = &self.src_tensor(t).name;
         let r = table.ranges.get(name).ok_or_else(|| QuantError::MissingRange(name.clone()))?;
-        Ok(activation_params_for(self.ad, r.min, r.max))
+        Ok(activation_params_for(dt, r.min, r.max))
+    }
+
+    /// The parameters of source tensor `t` for a consumer of integer type `dt`: its producer's,
+    /// or, where the types differ, its calibrated range's in `dt`.
+    fn params_in(&self, table: &CalibrationTable, t: TensorId, dt: DType) -> Result<QuantParams, QuantError> {
+        match &self.params[t.index()] {
+            Some((d, p)) if *d == dt => Ok(p.clone()),
+            _ => self.range_params(table, t, dt),
+        }
     }
 }
 
@@ -261,6 +286,7 @@ impl Int8Rewrite<'_> {
 /// producer's few values beyond it saturate).
 fn shared_params(g: &Graph, table: &CalibrationTable, cfg: &QuantConfig) -> HashMap<TensorId, QuantParams> {
     use qlite_ir::op::BinaryKind;
+    let ad = cfg.mode.activation_dtype();
     let nt = g.tensors().len();
     let mut parent: Vec<usize> = (0..nt).collect();
     fn find(p: &mut [usize], x: usize) -> usize {
@@ -299,7 +325,7 @@ fn shared_params(g: &Graph, table: &CalibrationTable, cfg: &QuantConfig) -> Hash
             };
             let p = &g.nodes()[i];
             let spec = op_spec(&p.op);
-            if spec.output == OutputRule::Calibrated || !integer_op(cfg, g, p) {
+            if spec.output == OutputRule::Calibrated || !integer_op(cfg, g, p) || node_dtype(cfg, g, p) != ad {
                 return Some(chain);
             }
             if spec.output != OutputRule::SameAsInput {
@@ -317,7 +343,7 @@ fn shared_params(g: &Graph, table: &CalibrationTable, cfg: &QuantConfig) -> Hash
             Op::Binary(b) => matches!(b.kind, BinaryKind::Maximum | BinaryKind::Minimum),
             _ => false,
         };
-        if !shares || !integer_op(cfg, g, n) {
+        if !shares || !integer_op(cfg, g, n) || node_dtype(cfg, g, n) != ad {
             continue;
         }
         let Some(&out) = n.outputs.first() else { continue };
@@ -374,10 +400,10 @@ fn shared_params(g: &Graph, table: &CalibrationTable, cfg: &QuantConfig) -> Hash
 /// - a convolution / FULLY_CONNECTED requantizes with the int64 `MultiplyByQuantizedMultiplier`,
 ///   whose shift must stay below 8: `s_in · s_w[c] / s_out < 2^7` for every channel;
 /// - ADD / SUB rescale with `2·max(s1, s2) / (2^15 · s_out) < 1`.
-fn int16_output_floor(g: &Graph, n: &Node, params: &[Option<QuantParams>], p: QuantParams) -> QuantParams {
+fn int16_output_floor(g: &Graph, n: &Node, in_scales: &[Option<f32>], p: QuantParams) -> QuantParams {
     use qlite_ir::Activation;
     use qlite_ir::op::BinaryKind;
-    let in_scale = |i: usize| n.input(i).and_then(|t| params[t.index()].as_ref()).map(|q| q.scale());
+    let in_scale = |i: usize| in_scales.get(i).copied().flatten();
     let mut floor = 0f64;
     let bounded = matches!(n.op.fused_activation(), Some(Activation::Relu6 | Activation::ReluN1To1))
         || matches!(&n.op, Op::Unary(u) if u.kind == qlite_ir::UnaryKind::Relu6);
@@ -422,45 +448,55 @@ pub fn full_integer(g: &Graph, table: &CalibrationTable, cfg: &QuantConfig) -> R
     let mut rw = Int8Rewrite {
         src: g,
         dst: Graph::new(g.name()),
-        ad,
         params: vec![None; g.tensors().len()],
         float: HashMap::new(),
         int8: HashMap::new(),
     };
 
-    // ---- prepare: parameters of every activation.
+    // ---- prepare: parameters of every activation, in its producer's integer type.
     let shared = shared_params(g, table, cfg);
     for &t in g.inputs() {
-        rw.params[t.index()] = Some(match shared.get(&t) {
+        let p = match shared.get(&t) {
             Some(p) => p.clone(),
-            None => rw.range_params(table, t)?,
-        });
+            None => rw.range_params(table, t, ad)?,
+        };
+        rw.params[t.index()] = Some((ad, p));
     }
     for n in g.nodes() {
         let spec = op_spec(&n.op);
-        // In 16x8 an op left in float gets the parameters of its calibrated range.
-        let rule = if ad == DType::I16 && !integer_op(cfg, g, n) { OutputRule::Calibrated } else { spec.output };
+        let nd = node_dtype(cfg, g, n);
+        let integer = integer_op(cfg, g, n);
+        // An op left in float gets the parameters of its calibrated range in 16x8 (int8 keeps
+        // TF's converter's choice: the rule of the op).
+        let rule = if ad == DType::I16 && !integer { OutputRule::Calibrated } else { spec.output };
+        // Class parameters are the mode's type: a promoted layer chooses its own.
+        let shared_here = |o: &TensorId| if nd == ad { shared.get(o) } else { None };
         for &o in &n.outputs {
             let p = match rule {
-                OutputRule::Fixed(_, _) if ad == DType::I16 => {
+                OutputRule::Fixed(_, _) if nd == DType::I16 => {
                     QuantParams::per_tensor(INT16_UNIT_OUTPUT.0, INT16_UNIT_OUTPUT.1)
                 }
                 OutputRule::Fixed(s, z) => QuantParams::per_tensor(s, z),
-                OutputRule::SameAsInput => match n.input(0).and_then(|i| rw.params[i.index()].clone()) {
-                    Some(p) => p,
-                    None => rw.range_params(table, o)?,
+                OutputRule::SameAsInput => match n.input(0) {
+                    Some(i) if rw.params[i.index()].is_some() => rw.params_in(table, i, nd)?,
+                    _ => rw.range_params(table, o, nd)?,
                 },
-                OutputRule::Calibrated => match shared.get(&o) {
+                OutputRule::Calibrated => match shared_here(&o) {
                     Some(p) => p.clone(),
-                    None => rw.range_params(table, o)?,
+                    None => rw.range_params(table, o, nd)?,
                 },
             };
-            let p = if ad == DType::I16 && rule == OutputRule::Calibrated && !shared.contains_key(&o) {
-                int16_output_floor(g, n, &rw.params, p)
+            let p = if nd == DType::I16 && rule == OutputRule::Calibrated && shared_here(&o).is_none() {
+                let in_scales: Vec<Option<f32>> = n
+                    .inputs
+                    .iter()
+                    .map(|i| i.and_then(|t| rw.params_in(table, t, nd).ok()).map(|q| q.scale()))
+                    .collect();
+                int16_output_floor(g, n, &in_scales, p)
             } else {
                 p
             };
-            rw.params[o.index()] = Some(p);
+            rw.params[o.index()] = Some((nd, p));
         }
     }
 
@@ -468,7 +504,7 @@ pub fn full_integer(g: &Graph, table: &CalibrationTable, cfg: &QuantConfig) -> R
     let mut new_inputs = Vec::new();
     for &t in g.inputs() {
         let src = g.tensors()[t.index()].clone();
-        let p = rw.params[t.index()].clone().ok_or_else(|| QuantError::MissingRange(src.name.clone()))?;
+        let (_, p) = rw.params[t.index()].clone().ok_or_else(|| QuantError::MissingRange(src.name.clone()))?;
         match cfg.io_type {
             IoType::Float32 => {
                 let id = rw.dst.add_tensor(src);
@@ -477,7 +513,7 @@ pub fn full_integer(g: &Graph, table: &CalibrationTable, cfg: &QuantConfig) -> R
             }
             IoType::Int8 | IoType::Int16 => {
                 let id = rw.dst.add_tensor(Tensor { dtype: ad, quant: Some(p.clone()), ..src });
-                rw.int8.entry(t).or_default().push((p, id));
+                rw.int8.entry(t).or_default().push((ad, p, id));
                 new_inputs.push(id);
             }
             IoType::Uint8 => {
@@ -488,7 +524,7 @@ pub fn full_integer(g: &Graph, table: &CalibrationTable, cfg: &QuantConfig) -> R
                         .with_quant(p.clone()),
                 );
                 rw.dst.add_node(Node::new(format!("{}/quantize", src.name), Op::Quantize, vec![Some(id)], vec![q8]));
-                rw.int8.entry(t).or_default().push((p, q8));
+                rw.int8.entry(t).or_default().push((DType::I8, p, q8));
                 new_inputs.push(id);
             }
         }
@@ -511,7 +547,7 @@ pub fn full_integer(g: &Graph, table: &CalibrationTable, cfg: &QuantConfig) -> R
             continue;
         }
         let out = *n.outputs.first().ok_or_else(|| node_err(n, "has no output"))?;
-        let out_p = rw.params[out.index()].clone().ok_or_else(|| node_err(n, "output has no parameters"))?;
+        let (nd, out_p) = rw.params[out.index()].clone().ok_or_else(|| node_err(n, "output has no parameters"))?;
         let mut inputs = Vec::with_capacity(n.inputs.len());
         let mut in_scale = 1.0f32;
         let mut w_params: Option<QuantParams> = None;
@@ -537,7 +573,7 @@ pub fn full_integer(g: &Graph, table: &CalibrationTable, cfg: &QuantConfig) -> R
                 let wp = w_params.clone().ok_or_else(|| node_err(n, "bias before weights"))?;
                 let name = g.tensors()[t.index()].name.clone();
                 let shape = g.tensors()[t.index()].shape.clone();
-                let id = if ad == DType::I16 {
+                let id = if nd == DType::I16 {
                     let (q, p) = quantize_bias_i64(&values, in_scale, &wp);
                     let bytes: Vec<u8> = q.iter().flat_map(|v| v.to_le_bytes()).collect();
                     rw.dst.add_tensor(Tensor::constant(name, DType::I64, shape, bytes.into()).with_quant(p))
@@ -555,37 +591,38 @@ pub fn full_integer(g: &Graph, table: &CalibrationTable, cfg: &QuantConfig) -> R
                 } else if g.tensors()[t.index()].is_const() {
                     let (values, _) = const_f32(g, t).ok_or_else(|| node_err(n, "constant input must be float32"))?;
                     let (lo, hi) = values.iter().fold((0f32, 0f32), |(a, b), &v| (a.min(v), b.max(v)));
-                    activation_params_for(ad, lo, hi)
+                    activation_params_for(nd, lo, hi)
                 } else {
-                    rw.params[t.index()].clone().ok_or_else(|| node_err(n, "input has no parameters"))?
+                    rw.params_in(table, t, nd).map_err(|_| node_err(n, "input has no parameters"))?
                 };
                 if slot == 0 {
                     in_scale = p.scale();
                 }
-                inputs.push(Some(rw.int8_of(t, &p)));
+                inputs.push(Some(rw.int_of(t, nd, &p)));
             }
         }
         let src_out = &g.tensors()[out.index()];
         let out_id = rw
             .dst
-            .add_tensor(Tensor::activation(src_out.name.clone(), ad, src_out.shape.clone()).with_quant(out_p.clone()));
-        rw.int8.entry(out).or_default().push((out_p, out_id));
+            .add_tensor(Tensor::activation(src_out.name.clone(), nd, src_out.shape.clone()).with_quant(out_p.clone()));
+        rw.int8.entry(out).or_default().push((nd, out_p, out_id));
         rw.dst.add_node(Node::new(n.name.clone(), n.op.clone(), inputs, vec![out_id]));
     }
 
     // ---- post-quantize: the I/O types.
     let mut new_outputs = Vec::new();
     for &t in g.outputs() {
-        let p = rw.params[t.index()].clone();
+        // Outputs take the mode's type (a promoted last layer is requantized to it).
+        let p = rw.params[t.index()].as_ref().map(|_| rw.params_in(table, t, ad)).transpose()?;
         let id = match (cfg.io_type, p) {
             (IoType::Float32, _) | (_, None) => {
                 let f = rw.float_of(t);
                 // The float output keeps the source tensor name when it was dequantized here.
                 f
             }
-            (IoType::Int8 | IoType::Int16, Some(p)) => rw.int8_of(t, &p),
+            (IoType::Int8 | IoType::Int16, Some(p)) => rw.int_of(t, ad, &p),
             (IoType::Uint8, Some(p)) => {
-                let q8 = rw.int8_of(t, &p);
+                let q8 = rw.int_of(t, DType::I8, &p);
                 let src = g.tensors()[t.index()].clone();
                 let pu = QuantParams::per_tensor(p.scale(), p.zero_point() + 128);
                 let out = rw.dst.add_tensor(
@@ -641,6 +678,9 @@ impl Pass for QuantizePass {
 pub fn quantize_graph(g: &Graph, table: Option<&CalibrationTable>, cfg: &QuantConfig) -> Result<Graph, QuantError> {
     if cfg.mode != QuantMode::None {
         crate::check_supported(g)?;
+    }
+    if !cfg.int16.is_empty() && cfg.mode != QuantMode::Int8 {
+        return Err(QuantError::Int16NeedsInt8(cfg.mode.name()));
     }
     // Weights must be constants: sparse ones made dense first (the result stores them dense).
     let mut dense;

@@ -814,8 +814,13 @@ fn write_reports(
                 decisions.push(format!("Mixed precision, {}.", mixed::summary(m)));
                 for k in &m.kept {
                     decisions.push(format!(
-                        "Kept in float by mixed precision: {} {} (quantized alone: {:.2} dB output SQNR; model {:.2} dB once kept; +{} bytes).",
-                        k.op, k.tensor, k.alone_db, k.after_db, k.extra_bytes
+                        "{} by mixed precision: {} {} (quantized alone: {:.2} dB output SQNR; model {:.2} dB after; +{} bytes).",
+                        if k.precision == "int16" { "Promoted to int16 activations" } else { "Kept in float" },
+                        k.op,
+                        k.tensor,
+                        k.alone_db,
+                        k.after_db,
+                        k.extra_bytes
                     ));
                 }
             }

@@ -1,12 +1,17 @@
-//! Mixed precision under a budget (`--min-sqnr DB`): quantize everything, then keep the layers
-//! that add the most error in float, one at a time, until the model's output SQNR against the
-//! float model reaches the budget. The budget is measured as the worst of eight folds of the
+//! Mixed precision under a budget (`--min-sqnr DB`, `--max-accuracy-drop`): quantize
+//! everything, then give the layers that add the most error more precision, one at a time,
+//! until the model meets the budget. The budget is measured as the worst of eight folds of the
 //! measure set, so that it holds on data the search never saw.
 //!
 //! Sensitivity is measured, not guessed: each quantized layer is quantized alone (every other
-//! layer left float) and the model's output SQNR measured; the layers whose quantization alone
-//! costs the most are kept in float first (an exact `--exclude` of their output tensor), the
-//! whole model re-measured after each, until the budget holds.
+//! layer left float) and the model's output SQNR measured. In int8 mode the most sensitive
+//! layers are first promoted to int16 activations (16x8 kernels: int8 weights, so the file
+//! barely grows), the whole model re-measured after each; only if every layer LiteRT can run in
+//! int16 is promoted and the budget still fails are layers kept in float, in the same order
+//! (layers with weights: int16 activations already leave a weightless one within 16-bit
+//! rounding of float).
+//! In the other modes layers are kept in float directly (an exact `--exclude` of their output
+//! tensor).
 
 use crate::Error;
 use crate::quantize::CalibrationSet;
@@ -16,17 +21,19 @@ use qlite_quant::{CalibrationTable, ErrorStats, Exclude, QuantConfig};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// A layer mixed precision kept in float.
+/// A layer mixed precision gave more precision.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct KeptLayer {
     /// Its output tensor (the source model's name).
     pub tensor: String,
     pub op: String,
+    /// "int16" (promoted to 16-bit activations) or "float" (kept in float).
+    pub precision: String,
     /// The model's output SQNR with only this layer quantized (lower: more sensitive).
     pub alone_db: f64,
-    /// The model's output SQNR once this layer (and those before it) stayed float.
+    /// The model's output SQNR once this layer (and those before it) got more precision.
     pub after_db: f64,
-    /// Bytes its constants take in float beyond their quantized form.
+    /// Bytes its constants take beyond their fully quantized form.
     pub extra_bytes: i64,
 }
 
@@ -169,18 +176,20 @@ pub(crate) fn search(
     };
     let (sf, sq) = (stored(g), stored(&all_q));
     let changed = |t: &String| sf.get(t) != sq.get(t);
-    let mut layers: Vec<(String, String, Vec<String>)> = Vec::new();
+    let mut layers: Vec<(String, String, Vec<String>, bool)> = Vec::new();
     let mut seen = BTreeSet::new();
+    let int8 = cfg.mode == qlite_quant::QuantMode::Int8;
     for n in g.nodes() {
         let Some(&out) = n.outputs.first() else { continue };
         let consts: Vec<String> =
             n.input_ids().filter(|&t| g.tensor(t).is_some_and(|t| t.data.is_some())).map(name).collect();
         let out = name(out);
         if (changed(&out) || consts.iter().any(changed)) && seen.insert(out.clone()) {
-            layers.push((out, n.op.name().to_string(), consts));
+            let promotable = int8 && qlite_quant::spec::has_int16_kernel(&n.op);
+            layers.push((out, n.op.name().to_string(), consts, promotable));
         }
     }
-    let mut kept = Vec::new();
+    let mut kept: Vec<KeptLayer> = Vec::new();
     let (mut q, mut achieved_db, mut achieved_top1, mut met) =
         (all_q.clone(), all_quantized_db, all_quantized_top1, all_met);
     if !met {
@@ -203,19 +212,43 @@ pub(crate) fn search(
                 .sum()
         };
         let mut c = cfg.clone();
-        for (db, k) in alone {
-            let (out, op, consts) = &layers[k];
-            c.exclude.push(Exclude::exact(out));
-            q = quantize(g, &c, table)?;
-            (achieved_db, achieved_top1, met) = judge(&outputs(&q, set)?)?;
-            kept.push(KeptLayer {
-                tensor: out.clone(),
-                op: op.clone(),
-                alone_db: (db * 100.0).round() / 100.0,
-                after_db: (achieved_db * 100.0).round() / 100.0,
-                extra_bytes: bytes(g, consts) - bytes(&all_q, consts),
-            });
-            if met {
+        // Pass 1 (int8): promote to int16, most sensitive first. Pass 2: keep in float, in the
+        // same order (a layer promoted in pass 1 moves to float).
+        for pass in [1, 2] {
+            for &(db, k) in &alone {
+                let (out, op, consts, promotable) = &layers[k];
+                let precision = match (pass, promotable) {
+                    (1, true) => "int16",
+                    (1, false) if int8 => continue,
+                    // A promoted layer without weights (SOFTMAX, a pool, an ADD) loses only
+                    // 16-bit rounding: float would buy nothing.
+                    (2, true) if consts.is_empty() => continue,
+                    _ => "float",
+                };
+                if precision == "int16" {
+                    c.int16.push(Exclude::exact(out));
+                } else {
+                    c.exclude.push(Exclude::exact(out));
+                }
+                q = quantize(g, &c, table)?;
+                (achieved_db, achieved_top1, met) = judge(&outputs(&q, set)?)?;
+                let layer = KeptLayer {
+                    tensor: out.clone(),
+                    op: op.clone(),
+                    precision: precision.to_string(),
+                    alone_db: (db * 100.0).round() / 100.0,
+                    after_db: (achieved_db * 100.0).round() / 100.0,
+                    extra_bytes: bytes(&q, consts) - bytes(&all_q, consts),
+                };
+                match kept.iter_mut().find(|l| l.tensor == *out) {
+                    Some(l) => *l = layer,
+                    None => kept.push(layer),
+                }
+                if met {
+                    break;
+                }
+            }
+            if met || !int8 {
                 break;
             }
         }
@@ -278,8 +311,13 @@ pub fn render_text(m: &MixedPrecision) -> String {
     for k in &m.kept {
         let _ = writeln!(
             s,
-            "  kept in float: {:<16} {:?} (alone it costs the output {:.2} dB SQNR; {:.2} dB after; +{} bytes)",
-            k.op, k.tensor, k.alone_db, k.after_db, k.extra_bytes
+            "  {}: {:<16} {:?} (alone it costs the output {:.2} dB SQNR; {:.2} dB after; +{} bytes)",
+            if k.precision == "int16" { "promoted to int16" } else { "kept in float" },
+            k.op,
+            k.tensor,
+            k.alone_db,
+            k.after_db,
+            k.extra_bytes
         );
     }
     s
