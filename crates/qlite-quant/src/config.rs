@@ -71,6 +71,9 @@ pub enum CalibrationMethod {
     Percentile { percentile: f64 },
     /// The clipping range that minimizes the expected quantization error.
     Mse,
+    /// Per tensor, whichever of minmax, percentile (99.99) and MSE gives the quantized model
+    /// the lowest output error on the calibration samples (a greedy search from minmax).
+    Auto,
 }
 
 impl CalibrationMethod {
@@ -79,6 +82,7 @@ impl CalibrationMethod {
             CalibrationMethod::MinMax => "minmax".into(),
             CalibrationMethod::Percentile { percentile } => format!("percentile({percentile})"),
             CalibrationMethod::Mse => "mse".into(),
+            CalibrationMethod::Auto => "auto".into(),
         }
     }
 

@@ -709,7 +709,17 @@ pub fn quantize_model(
             Some(CalibrationTable::from_json(&text).map_err(|message| Error::Import { path: p.clone(), message })?)
         }
         (None, Some(set)) if cfg.mode.is_full_integer() || opts.save_calibration.is_some() => {
-            Some(quantize::calibrate_with(g, set, &cfg.method, opts.calibration_run, progress)?)
+            let t = quantize::calibrate_with(g, set, &cfg.method, opts.calibration_run, progress)?;
+            match cfg.method {
+                qlite_quant::CalibrationMethod::Auto if cfg.mode.is_full_integer() => {
+                    Some(quantize::auto_ranges(g, set, cfg, t, progress)?)
+                }
+                // Nothing to search without a quantized model: the minmax ranges, named so.
+                qlite_quant::CalibrationMethod::Auto => {
+                    Some(CalibrationTable { method: "minmax".into(), candidates: Default::default(), ..t })
+                }
+                _ => Some(t),
+            }
         }
         _ => None,
     };
