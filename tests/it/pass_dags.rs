@@ -189,6 +189,7 @@ fn check_same(name: &str, g: &Graph, inputs: &[qlite::Array], want: &[qlite::Arr
 #[test]
 fn every_pass_keeps_random_nchw_dags_valid_and_exact() {
     let mut rewrites = [0usize; 3];
+    let mut cle = 0;
     for seed in 0..400 {
         let (g, inputs) = random_dag(seed);
         let want = qlite::run(&g, inputs.clone()).unwrap();
@@ -203,6 +204,12 @@ fn every_pass_keeps_random_nchw_dags_valid_and_exact() {
         let total: usize = records.iter().map(|r| r.rewrites).sum();
         rewrites[1] += total;
         check_same(&format!("dag{seed} after the cleanup pipeline"), &h, &inputs, &want);
+        // Cross-layer equalization on the cleaned graph (convolutions now adjacent): the same
+        // function.
+        let records =
+            PassManager::new().verify_each(true).with(qlite::ir::passes::CrossLayerEqualization).run(&mut h).unwrap();
+        cle += records[0].rewrites;
+        check_same(&format!("dag{seed} after cross-layer equalization"), &h, &inputs, &want);
         // Every prefix of the pipeline's rewrites is itself a valid, equal graph.
         for cut in [total / 3, total / 2, total.saturating_sub(1)] {
             let mut h = g.clone();
@@ -215,6 +222,7 @@ fn every_pass_keeps_random_nchw_dags_valid_and_exact() {
     }
     // The graphs give the passes work to do.
     assert!(rewrites.iter().all(|&r| r > 500), "{rewrites:?}");
+    assert!(cle > 100, "cross-layer equalization found {cle} pairs to balance");
 }
 
 /// The cleanup pipeline leaves none of the layout Transposes inside the random NCHW graphs

@@ -104,7 +104,8 @@ fn pass_table_builds_pipelines_by_name() {
             "fold-pad",
             "fold-scale-shift",
             "assign-layout",
-            "sink-transposes"
+            "sink-transposes",
+            "cross-layer-equalization"
         ]
     );
     assert_eq!(

@@ -576,41 +576,88 @@ fn calibration_tables_do_not_depend_on_threads_and_fast_is_close_to_reference() 
 }
 
 /// `--calibration-method auto` chooses per tensor among minmax, percentile and MSE by the
-/// quantized model's output error: on the digits CNN it must beat minmax on the held-out test
-/// split (measured: minmax 37.05 dB, percentile 38.82, MSE 38.94, auto 39.16; on the MLP auto
-/// keeps minmax everywhere, 40.91 dB, the best of the four), name its choices, give a table
-/// that reproduces the same file, and run bit-exactly in LiteRT.
+/// quantized model's output error, taking a range only where every fold of the calibration
+/// samples gains: on the digits models it must not lose against minmax on the held-out test
+/// split (it keeps minmax there: 40.91 and 37.05 dB; an earlier whole-set criterion clipped
+/// the CNN's first layer for a calibration gain that cost up to 3 dB held out), name its
+/// choices, give a table that reproduces the same file, and run bit-exactly in LiteRT.
 #[test]
-fn auto_calibration_beats_minmax_and_its_table_reproduces_the_file() {
+fn auto_calibration_holds_against_minmax_and_its_table_reproduces_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let x = qlite::read_npy_file(&fixture("digits/x_test.npy")).unwrap();
     let y = labels();
     let reg = Registry::default();
+    for model in ["mlp", "cnn"] {
+        let float = qlite::load(&reg, &fixture(&format!("digits/{model}.tflite"))).unwrap();
+        let mut sqnr = Vec::new();
+        for method in [CalibrationMethod::MinMax, CalibrationMethod::Auto] {
+            let mut o = opts(QuantMode::Int8, IoType::Float32);
+            o.quant.method = method;
+            let table = dir.path().join(format!("{model}_{}.json", method.name()));
+            o.save_calibration = Some(table.clone());
+            let out = dir.path().join(format!("{model}_{}.tflite", method.name()));
+            convert(model, &out, &o);
+            let g = qlite::load(&reg, &out).unwrap();
+            sqnr.push(qlite::quantize::evaluate(&g, &x, &y, Some(&float)).unwrap().sqnr_db.unwrap());
+            if method == CalibrationMethod::Auto {
+                let text = std::fs::read_to_string(&table).unwrap();
+                assert!(text.contains("\"method\": \"auto(minmax "), "{text}");
+                // The saved table reproduces the file byte for byte.
+                let again = dir.path().join("again.tflite");
+                let mut o2 = opts(QuantMode::Int8, IoType::Float32);
+                o2.calibration = None;
+                o2.calibration_table = Some(table);
+                convert(model, &again, &o2);
+                assert_eq!(std::fs::read(&again).unwrap(), std::fs::read(&out).unwrap());
+                let (inputs, _) = qlite::quantize_inputs(&g, vec![x.clone()]).unwrap();
+                let ours = qlite::run_batched(&g, inputs.clone()).unwrap();
+                export_case(
+                    &format!("quant_{model}_int8_auto"),
+                    &std::fs::read(&out).unwrap(),
+                    &inputs,
+                    &ours,
+                    "exact",
+                );
+            }
+        }
+        assert!(sqnr[1] >= sqnr[0] - 0.05, "{model}: auto {} dB vs minmax {} dB", sqnr[1], sqnr[0]);
+    }
+}
+
+/// `--equalize` (cross-layer equalization) rewrites the float model before calibration: the
+/// float function is unchanged (1e-5), the balanced layers' ranges meet, and on the digits CNN
+/// (conv → ReLU → depthwise) the int8 file gains (measured 37.05 → 39.67 dB held out; the MLP
+/// loses 1.3 dB, which is why it is an option, not the default); the file runs bit-exactly in
+/// LiteRT.
+#[test]
+fn equalization_keeps_the_float_function_and_helps_the_digits_cnn() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::default();
+    let x = qlite::read_npy_file(&fixture("digits/x_test.npy")).unwrap();
     let float = qlite::load(&reg, &fixture("digits/cnn.tflite")).unwrap();
+    let mut eq = float.clone();
+    let records = qlite::ir::PassManager::new().with(qlite::ir::passes::CrossLayerEqualization).run(&mut eq).unwrap();
+    assert!(records[0].rewrites >= 1, "the conv -> depthwise pair is balanced");
+    let (a, b) =
+        (qlite::run_batched(&float, vec![x.clone()]).unwrap(), qlite::run_batched(&eq, vec![x.clone()]).unwrap());
+    let (a, b) = (a[0].as_f32().unwrap(), b[0].as_f32().unwrap());
+    let worst = a.iter().zip(b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+    assert!(worst <= 1e-5, "equalization changed the float outputs by {worst}");
+    let y = labels();
     let mut sqnr = Vec::new();
-    for method in [CalibrationMethod::MinMax, CalibrationMethod::Auto] {
+    for equalize in [false, true] {
         let mut o = opts(QuantMode::Int8, IoType::Float32);
-        o.quant.method = method;
-        o.save_calibration = Some(dir.path().join(format!("{}.json", method.name())));
-        let out = dir.path().join(format!("cnn_{}.tflite", method.name()));
-        convert("cnn", &out, &o);
+        o.quant.equalize = equalize;
+        let out = dir.path().join(format!("cnn_eq_{equalize}.tflite"));
+        let r = convert("cnn", &out, &o);
+        assert_eq!(r.passes.iter().any(|p| p.pass == "cross-layer-equalization" && p.rewrites > 0), equalize);
         let g = qlite::load(&reg, &out).unwrap();
         sqnr.push(qlite::quantize::evaluate(&g, &x, &y, Some(&float)).unwrap().sqnr_db.unwrap());
-        if method == CalibrationMethod::Auto {
-            let table = std::fs::read_to_string(dir.path().join("auto.json")).unwrap();
-            assert!(table.contains("\"method\": \"auto(minmax "), "{table}");
-            assert!(table.contains("mse") || table.contains("percentile"), "auto moved no tensor off minmax");
-            // The saved table reproduces the file byte for byte.
-            let again = dir.path().join("again.tflite");
-            let mut o2 = opts(QuantMode::Int8, IoType::Float32);
-            o2.calibration = None;
-            o2.calibration_table = Some(dir.path().join("auto.json"));
-            convert("cnn", &again, &o2);
-            assert_eq!(std::fs::read(&again).unwrap(), std::fs::read(&out).unwrap());
+        if equalize {
             let (inputs, _) = qlite::quantize_inputs(&g, vec![x.clone()]).unwrap();
             let ours = qlite::run_batched(&g, inputs.clone()).unwrap();
-            export_case("quant_cnn_int8_auto", &std::fs::read(&out).unwrap(), &inputs, &ours, "exact");
+            export_case("quant_cnn_int8_equalized", &std::fs::read(&out).unwrap(), &inputs, &ours, "exact");
         }
     }
-    assert!(sqnr[1] >= sqnr[0] + 1.0, "auto {} dB vs minmax {} dB", sqnr[1], sqnr[0]);
+    assert!(sqnr[1] >= sqnr[0] + 2.0, "equalized {} dB vs {} dB", sqnr[1], sqnr[0]);
 }

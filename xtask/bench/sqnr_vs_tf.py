@@ -101,10 +101,10 @@ for name in names:
     files["tf int16x8"] = c.convert()
     for k, v in files.items():
         open(os.path.join(d, k.replace(" ", "_") + ".tflite"), "wb").write(v)
-    for mode in ["dynamic", "int8", "int8_auto", "int16x8"]:
+    for mode in ["dynamic", "int8", "int8_auto", "int8_eq", "int16x8"]:
         p = os.path.join(d, f"qlite_{mode}.tflite")
-        extra = ["--calibration-method", "auto"] if mode.endswith("_auto") else []
-        r = subprocess.run([qlite, "convert", float_path, "-o", p, "--quantize", mode.removesuffix("_auto"),
+        extra = {"auto": ["--calibration-method", "auto"], "eq": ["--equalize"]}.get(mode.split("_")[-1], [])
+        r = subprocess.run([qlite, "convert", float_path, "-o", p, "--quantize", mode.split("_")[0],
                             "--calibration", os.path.join(out, f"{name}_calib.npy")] + extra,
                            capture_output=True, text=True)
         if r.returncode != 0:
@@ -113,7 +113,8 @@ for name in names:
         files[f"qlite {mode}"] = None
     ref = run(float_path, held)
     line = {}
-    for k in ["tf dynamic", "qlite dynamic", "tf int8", "qlite int8", "qlite int8_auto", "tf int16x8", "qlite int16x8"]:
+    for k in ["tf dynamic", "qlite dynamic", "tf int8", "qlite int8", "qlite int8_auto", "qlite int8_eq", "tf int16x8",
+              "qlite int16x8"]:
         p = os.path.join(d, k.replace(" ", "_") + ".tflite")
         try:
             line[k] = sqnr(ref, run(p, held)) if os.path.exists(p) else float("nan")
@@ -122,5 +123,5 @@ for name in names:
             line[k] = float("nan")
     rows.append((name, line))
     print(f"{name:<15} dynamic: TF {line['tf dynamic']:6.2f} dB  qlite {line['qlite dynamic']:6.2f} dB   "
-          f"int8: TF {line['tf int8']:6.2f} dB  qlite {line['qlite int8']:6.2f} dB (auto {line['qlite int8_auto']:6.2f})   "
+          f"int8: TF {line['tf int8']:6.2f} dB  qlite {line['qlite int8']:6.2f} dB (auto {line['qlite int8_auto']:6.2f}, equalized {line['qlite int8_eq']:6.2f})   "
           f"int16x8: TF {line['tf int16x8']:6.2f} dB  qlite {line['qlite int16x8']:6.2f} dB", flush=True)

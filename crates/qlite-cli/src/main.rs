@@ -214,6 +214,11 @@ enum Cmd {
         /// neighbours; ops LiteRT has no int16 kernel for stay int8.
         #[arg(long, value_name = "NAME_OR_REGEX")]
         int16: Vec<String>,
+        /// Cross-layer equalization before calibration: consecutive conv / depthwise / FC
+        /// layers joined by a ReLU or nothing get balanced per-channel weight ranges (the float
+        /// function is unchanged).
+        #[arg(long)]
+        equalize: bool,
         /// dynamic mode: quantize each FULLY_CONNECTED input row asymmetrically (the default).
         #[arg(long, conflicts_with = "symmetric_inputs")]
         asymmetric_inputs: bool,
@@ -506,6 +511,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
             io_type,
             exclude,
             int16,
+            equalize,
             asymmetric_inputs,
             symmetric_inputs,
             report,
@@ -549,6 +555,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
             };
             quant.exclude = exclude.iter().map(|e| qlite::quant::Exclude::new(e)).collect();
             quant.int16 = int16.iter().map(|e| qlite::quant::Exclude::new(e)).collect();
+            quant.equalize = equalize;
             quant.asymmetric_inputs = asymmetric_inputs || !symmetric_inputs;
             let opts = ConvertOptions {
                 passes,

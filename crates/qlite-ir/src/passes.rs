@@ -10,7 +10,7 @@ use crate::graph::{Graph, Node, TensorId};
 use crate::op::{Activation, Op, UnaryKind};
 use crate::pass::{Pass, PassError, PassInfo, PassManager};
 use crate::shape::checked_product;
-use crate::tensor::f32_bytes;
+use crate::tensor::{Tensor, f32_bytes};
 use bytes::Bytes;
 
 /// A patch removing one node.
@@ -738,6 +738,11 @@ pub const PASSES: &[PassInfo] = &[
         description: "push layout Transposes down, cancel inverse pairs, turn unit-dim ones into Reshapes",
         make: || Box::new(SinkTransposes),
     },
+    PassInfo {
+        name: "cross-layer-equalization",
+        description: "balance the per-channel weight ranges of consecutive conv / depthwise / FC layers joined by a ReLU or nothing (same float function; for quantization)",
+        make: || Box::new(CrossLayerEqualization),
+    },
 ];
 
 /// Cleanup run after import: fold, fuse, then remove what is left over.
@@ -1278,5 +1283,165 @@ mod tests {
         }
         assert!(transpose_bytes(&[0; 8], &[2, 1], &[0, 0], 4).is_none(), "not a permutation");
         assert!(transpose_bytes(&[0; 8], &[2, 2], &[1, 0], 4).is_none(), "wrong length");
+    }
+}
+
+/// Cross-layer equalization (Nagel et al., "Data-Free Quantization Through Weight Equalization
+/// and Bias Correction", ICCV 2019): for two consecutive layers joined by a ReLU or by nothing,
+/// output channel `i` of the first is divided by `s_i = sqrt(r1_i / r2_i)` (weights and bias)
+/// and input channel `i` of the second multiplied by it, where `r1_i` / `r2_i` are the largest
+/// weight magnitudes of those channels. ReLU commutes with a positive scale, so the float model
+/// computes the same function (to rounding) while both layers' per-channel weight ranges become
+/// `sqrt(r1_i · r2_i)`: a per-tensor or per-channel int8 grid then fits them better. A ReLU6 (a
+/// clip the scale would move) or a fan-out stops it. Layers: CONV_2D (one group),
+/// DEPTHWISE_CONV_2D (multiplier 1) and FULLY_CONNECTED, with float constant weights. The
+/// pairs are swept until the scales settle (at most [`CLE_SWEEPS`] sweeps).
+#[derive(Debug, Default)]
+pub struct CrossLayerEqualization;
+
+/// Sweeps of cross-layer equalization (chains of layers converge geometrically).
+pub const CLE_SWEEPS: usize = 8;
+
+/// Where a layer's weights keep a channel of its output (`out`) or its input: the axis in the
+/// weight tensor, or None when the layer does not qualify.
+fn cle_axes(ed: &Editor<'_>, n: &Node) -> Option<(usize, usize)> {
+    let w = ed.tensor(n.input(1)?)?;
+    let dims = w.shape.to_fixed()?;
+    // The input's channel count (its batch may be dynamic).
+    let x = &ed.tensor(n.input(0)?)?.shape;
+    let rank = x.rank();
+    let channels = match x.dim(rank.checked_sub(1)?) {
+        Some(crate::shape::Dim::Fixed(c)) => c,
+        _ => return None,
+    };
+    match &n.op {
+        // [O, kh, kw, I], one group.
+        Op::Conv2d(_) if dims.len() == 4 && channels == dims[3] => Some((0, 3)),
+        // [1, kh, kw, C], multiplier 1: channel i in is channel i out.
+        Op::DepthwiseConv2d(o) if o.depth_multiplier == 1 && dims.len() == 4 => Some((3, 3)),
+        // [units, C] on a rank-2 input.
+        Op::FullyConnected(o) if dims.len() == 2 && rank == 2 && !o.keep_num_dims => Some((0, 1)),
+        _ => None,
+    }
+}
+
+/// Per-channel largest magnitude of a float constant along `axis`.
+fn channel_max(data: &[u8], dims: &[usize], axis: usize) -> Vec<f32> {
+    let c = dims[axis];
+    let inner: usize = dims[axis + 1..].iter().product();
+    let mut m = vec![0f32; c];
+    for (i, x) in data.chunks_exact(4).enumerate() {
+        let v = f32::from_le_bytes([x[0], x[1], x[2], x[3]]).abs();
+        let ch = (i / inner.max(1)) % c.max(1);
+        if v > m[ch] {
+            m[ch] = v;
+        }
+    }
+    m
+}
+
+/// Every value of a float constant multiplied by its channel's factor along `axis`.
+fn scale_axis(data: &[u8], dims: &[usize], axis: usize, s: &[f32]) -> Bytes {
+    let c = dims[axis];
+    let inner: usize = dims[axis + 1..].iter().product();
+    let mut out = Vec::with_capacity(data.len());
+    for (i, x) in data.chunks_exact(4).enumerate() {
+        let v = f32::from_le_bytes([x[0], x[1], x[2], x[3]]) * s[(i / inner.max(1)) % c.max(1)];
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    Bytes::from(out)
+}
+
+impl CrossLayerEqualization {
+    fn step(ed: &mut Editor<'_>, k1: NodeKey) -> Option<Patch> {
+        let n1 = ed.node(k1)?.clone();
+        if !matches!(n1.op.fused_activation(), Some(Activation::None | Activation::Relu)) {
+            return None;
+        }
+        let (out1, _) = cle_axes(ed, &n1)?;
+        let y = *n1.outputs.first()?;
+        if !ed.single_use(y) {
+            return None;
+        }
+        let (k2, slot) = ed.consumers(y)[0];
+        let n2 = ed.node(k2)?.clone();
+        let (_, in2) = cle_axes(ed, &n2).filter(|_| slot == 0)?;
+        let const_f32 = |t: TensorId| -> Option<(Tensor, Vec<usize>, Bytes)> {
+            let c = ed.tensor(t)?;
+            if c.dtype != crate::DType::F32 || c.quant.is_some() || ed.consumers(t).len() != 1 {
+                return None;
+            }
+            Some((c.clone(), c.shape.to_fixed()?, c.data.clone()?))
+        };
+        let (w1, d1, b1) = const_f32(n1.input(1)?)?;
+        let (w2, d2, b2) = const_f32(n2.input(1)?)?;
+        let channels = d1[out1];
+        if d2[in2] != channels {
+            return None;
+        }
+        // A bias other layers share (TF's converter stores equal constants once: zero biases)
+        // gets a scaled copy of its own.
+        let bias = match n1.input(2) {
+            Some(b) => {
+                let c = ed.tensor(b)?;
+                if c.dtype != crate::DType::F32 || c.quant.is_some() {
+                    return None;
+                }
+                Some((b, (c.clone(), c.shape.to_fixed()?, c.data.clone()?), ed.consumers(b).len() == 1))
+            }
+            None => None,
+        };
+        let (r1, r2) = (channel_max(&b1, &d1, out1), channel_max(&b2, &d2, in2));
+        let s: Vec<f32> = r1
+            .iter()
+            .zip(&r2)
+            .map(|(&a, &b)| if a > 0.0 && b > 0.0 && (a / b).is_finite() { (a / b).sqrt() } else { 1.0 })
+            .collect();
+        // Settled: every scale within 1 % of 1.
+        if s.iter().all(|&v| (v - 1.0).abs() < 0.01) {
+            return None;
+        }
+        let inv: Vec<f32> = s.iter().map(|&v| 1.0 / v).collect();
+        let mut patch = Patch::new();
+        patch.set_tensor(n1.input(1)?, Tensor { data: Some(scale_axis(&b1, &d1, out1, &inv)), ..w1 });
+        patch.set_tensor(n2.input(1)?, Tensor { data: Some(scale_axis(&b2, &d2, in2, &s)), ..w2 });
+        if let Some((bt, (b, bd, bb), own)) = bias {
+            let bd = if bd.len() == 1 && bd[0] == channels { bd } else { return None };
+            let scaled = Tensor { data: Some(scale_axis(&bb, &bd, 0, &inv)), ..b };
+            if own {
+                patch.set_tensor(bt, scaled);
+            } else {
+                let name = format!("{}/equalized", scaled.name);
+                let copy = ed.add_tensor(Tensor { name, ..scaled });
+                let mut node = n1.clone();
+                node.inputs[2] = Some(copy);
+                patch.set(k1, node);
+            }
+        }
+        Some(patch)
+    }
+}
+
+impl Pass for CrossLayerEqualization {
+    fn name(&self) -> &'static str {
+        "cross-layer-equalization"
+    }
+
+    fn run(&self, ed: &mut Editor<'_>) -> Result<(), PassError> {
+        for _ in 0..CLE_SWEEPS {
+            let mut changed = false;
+            for k in ed.keys() {
+                if let Some(p) = Self::step(ed, k) {
+                    if ed.apply(p).is_none() {
+                        return Ok(());
+                    }
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        Ok(())
     }
 }

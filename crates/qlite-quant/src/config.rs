@@ -105,6 +105,10 @@ pub struct QuantConfig {
     /// int16 kernel stay int8. Mixed precision promotes layers this way before keeping any in
     /// float.
     pub int16: Vec<Exclude>,
+    /// Cross-layer equalization of the float model before calibration (consecutive conv /
+    /// depthwise / FC layers joined by a ReLU or nothing get balanced per-channel weight
+    /// ranges).
+    pub equalize: bool,
     /// Dynamic mode: hybrid FULLY_CONNECTED quantizes each input row asymmetrically (the
     /// default, as TF's converter does: it measures better on every fixture; `--symmetric-inputs`
     /// opts out).

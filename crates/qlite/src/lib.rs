@@ -698,6 +698,22 @@ pub fn quantize_model(
     if cfg.mode != QuantMode::None || opts.calibration.is_some() {
         qlite_quant::check_supported(g).map_err(|e| Error::Usage(e.to_string()))?;
     }
+    // Cross-layer equalization rewrites the float model that is then calibrated, quantized and
+    // measured (the same function in float, to rounding; its layers' values are scaled per
+    // channel, so the per-layer report compares against it, not the original).
+    let mut equalization = Vec::new();
+    let equalized;
+    let g = if cfg.equalize && cfg.mode != QuantMode::None {
+        let mut e = g.clone();
+        equalization = qlite_ir::PassManager::new()
+            .with(qlite_ir::passes::CrossLayerEqualization)
+            .run(&mut e)
+            .map_err(|e| Error::Pipeline(e.to_string()))?;
+        equalized = e;
+        &equalized
+    } else {
+        g
+    };
     let set = match &opts.calibration {
         Some(p) => Some(quantize::open_calibration(g, p)?),
         None => None,
@@ -731,13 +747,14 @@ pub fn quantize_model(
         return Err(Error::Usage(qlite_quant::QuantError::NoCalibration(cfg.mode.name()).to_string()));
     }
     let mut graph = g.clone();
-    let passes = if cfg.mode == QuantMode::None {
-        Vec::new()
-    } else {
-        qlite_quant::quantize_pipeline(cfg.clone(), table.clone())
-            .run(&mut graph)
-            .map_err(|e| Error::Pipeline(e.to_string()))?
-    };
+    let mut passes = equalization;
+    if cfg.mode != QuantMode::None {
+        passes.extend(
+            qlite_quant::quantize_pipeline(cfg.clone(), table.clone())
+                .run(&mut graph)
+                .map_err(|e| Error::Pipeline(e.to_string()))?,
+        );
+    }
     let budget = match (opts.min_sqnr, opts.max_accuracy_drop) {
         (Some(_), Some(_)) => return Err(Error::Usage("give --min-sqnr or --max-accuracy-drop, not both".into())),
         (Some(db), None) => Some(mixed::Budget::MinSqnr(db)),

@@ -734,8 +734,10 @@ pub fn bias_correction(float: &Graph, quant: &mut Graph, set: &CalibrationSet, r
     Ok(corrected.len())
 }
 
-/// Samples `auto` calibration measures each candidate on (the first ones of the set).
-const AUTO_SAMPLES: usize = 16;
+/// Samples `auto` calibration measures each candidate on (the first ones of the set), in
+/// folds of consecutive samples.
+const AUTO_SAMPLES: usize = 128;
+const AUTO_FOLDS: usize = 4;
 
 /// `--calibration-method auto`: starting from the minmax ranges, each tensor in graph order
 /// takes the candidate range (percentile, MSE) that raises the quantized model's output SQNR
@@ -754,20 +756,20 @@ pub fn auto_ranges(
     let samples: Vec<Vec<Array>> = (0..n).map(|i| set.sample(i)).collect::<Result<_, _>>()?;
     let float = Interpreter::new(g)?.kernels(crate::Kernels::Fast);
     let want: Vec<Vec<Array>> = samples.iter().map(|x| float.run(x.clone())).collect::<Result<_, _>>()?;
-    let score = |t: &CalibrationTable| -> Result<f64, Error> {
+    let score = |t: &CalibrationTable| -> Result<Vec<f64>, Error> {
         let q = qlite_quant::quantize_graph(g, Some(t), cfg).map_err(|e| Error::Pipeline(e.to_string()))?;
         let it = Interpreter::new(&q)?.kernels(crate::Kernels::Fast);
-        let mut stats = ErrorStats::default();
-        for (x, w) in samples.iter().zip(&want) {
+        let mut stats = vec![ErrorStats::default(); AUTO_FOLDS];
+        for (i, (x, w)) in samples.iter().zip(&want).enumerate() {
             let (xq, _) = crate::quantize_inputs(&q, x.clone())?;
             let y = crate::dequantize_outputs(&q, it.run(xq)?)?;
             for (a, b) in w.iter().zip(&y) {
                 if let (Some(a), Some(b)) = (a.as_f32(), b.as_f32()) {
-                    stats.add(a, b);
+                    stats[i * AUTO_FOLDS / samples.len().max(1)].add(a, b);
                 }
             }
         }
-        Ok(stats.sqnr_db())
+        Ok(stats.iter().filter(|s| s.count() > 0).map(|s| s.sqnr_db()).collect::<Vec<f64>>())
     };
     let candidates = std::mem::take(&mut table.candidates);
     // Graph order: a tensor's range is settled before the layers after it are judged.
@@ -791,7 +793,9 @@ pub fn auto_ranges(
             let mut trial = table.clone();
             trial.ranges.insert(name.clone(), *r);
             let s = score(&trial)?;
-            if s > best + 0.01 {
+            // Taken only if every fold gains: a clip that helps some samples and hurts others
+            // (outliers the other folds have) would not generalize.
+            if s.iter().zip(&best).all(|(a, b)| a > &(b + 0.01)) {
                 (best, table, pick) = (s, trial, method.clone());
             }
         }
