@@ -661,3 +661,42 @@ fn equalization_keeps_the_float_function_and_helps_the_digits_cnn() {
     }
     assert!(sqnr[1] >= sqnr[0] + 2.0, "equalized {} dB vs {} dB", sqnr[1], sqnr[0]);
 }
+
+/// qlite's dynamic-range weights equal TF's converter's own, value for value and scale for
+/// scale, on every weight TF quantized (the digits models and the layers fixture: TF's
+/// dynamic-range files made from the same float models).
+#[test]
+fn dynamic_range_weights_equal_tf_converters() {
+    let reg = Registry::default();
+    let dir = tempfile::tempdir().unwrap();
+    let mut compared = 0;
+    for (float, tf) in [
+        ("digits/mlp.tflite", "digits/tf_dynamic/mlp.tflite"),
+        ("digits/cnn.tflite", "digits/tf_dynamic/cnn.tflite"),
+        ("tflite_layers/float.tflite", "tflite_layers/dynamic.tflite"),
+    ] {
+        let out = dir.path().join("d.tflite");
+        let mut o = opts(QuantMode::Dynamic, IoType::Float32);
+        o.calibration = None;
+        qlite::convert(&reg, &fixture(float), &out, &o).unwrap();
+        let ours = qlite::load(&reg, &out).unwrap();
+        let theirs = qlite::load(&reg, &fixture(tf)).unwrap();
+        let int8 = |g: &qlite::ir::Graph| -> std::collections::BTreeMap<String, (Vec<u8>, Vec<f32>)> {
+            g.tensors()
+                .iter()
+                .filter(|t| t.dtype == qlite::ir::DType::I8 && t.is_const())
+                .map(|t| {
+                    (t.name.clone(), (t.data.as_ref().unwrap().to_vec(), t.quant.as_ref().unwrap().scales().to_vec()))
+                })
+                .collect()
+        };
+        let (a, b) = (int8(&ours), int8(&theirs));
+        for (name, (data, scales)) in &b {
+            let Some((d, s)) = a.get(name) else { continue };
+            assert_eq!(s, scales, "{float}: scales of {name}");
+            assert_eq!(d, data, "{float}: values of {name}");
+            compared += 1;
+        }
+    }
+    assert!(compared >= 5, "only {compared} weight tensors matched by name");
+}

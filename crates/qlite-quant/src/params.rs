@@ -60,7 +60,9 @@ pub fn quantize_weights(w: &[f32], dims: &[usize], axis: Option<usize>) -> (Vec<
 }
 
 /// Dynamic-range weights: as [`quantize_weights`] but the scale is computed in double as
-/// `2m/254` and stored as float, and values are `round(w / s)` (MLIR dynamic-range quantizer).
+/// `2m/254` and stored as float, and values are `round(w / s)` with `s` the *double* scale
+/// (the MLIR dynamic-range quantizer rounds before narrowing the scale: dividing by the
+/// stored float scale instead moved a value by one in 13 of DenseNet-121's 121 weight tensors).
 pub fn quantize_weights_dynamic(w: &[f32], dims: &[usize], axis: Option<usize>) -> (Vec<i8>, QuantParams) {
     let (channels, inner, _) = channel_layout(dims, axis);
     let mut maxes = vec![0f32; channels];
@@ -68,13 +70,13 @@ pub fn quantize_weights_dynamic(w: &[f32], dims: &[usize], axis: Option<usize>) 
         let c = (i / inner) % channels;
         maxes[c] = maxes[c].max(v.abs());
     }
-    let scales: Vec<f32> = maxes.iter().map(|&m| if m > 0.0 { (2.0 * m as f64 / 254.0) as f32 } else { 1.0 }).collect();
+    let exact: Vec<f64> = maxes.iter().map(|&m| if m > 0.0 { 2.0 * m as f64 / 254.0 } else { 1.0 }).collect();
     let q = w
         .iter()
         .enumerate()
-        .map(|(i, &v)| (v / scales[(i / inner) % channels]).round().clamp(-127.0, 127.0) as i8)
+        .map(|(i, &v)| (v as f64 / exact[(i / inner) % channels]).round().clamp(-127.0, 127.0) as i8)
         .collect();
-    (q, weight_params(scales, axis))
+    (q, weight_params(exact.iter().map(|&s| s as f32).collect(), axis))
 }
 
 fn weight_params(scales: Vec<f32>, axis: Option<usize>) -> QuantParams {
@@ -164,6 +166,18 @@ mod tests {
         assert!((q.scale() - 4.0 / 255.0).abs() < 1e-9);
         let q = activation_params(0.0, 0.0);
         assert!(q.scale() > 0.0);
+    }
+
+    /// Dynamic-range values are rounded against the double scale, as TF's converter rounds
+    /// them: here `w / f32(s)` is 90.5000x and rounds up, `w / s` is 90.4999x.
+    #[test]
+    fn dynamic_weights_round_against_the_double_scale() {
+        let (m, w) = (f32::from_bits(0x3e12_73fe), f32::from_bits(0x3dd0_b978));
+        let (q, p) = quantize_weights_dynamic(&[m, w], &[2], None);
+        assert_eq!(q, vec![127, 90]);
+        assert_eq!(p.scale(), (2.0 * m as f64 / 254.0) as f32);
+        // The float-scale division would give 91.
+        assert_eq!((w / p.scale()).round(), 91.0);
     }
 
     #[test]
