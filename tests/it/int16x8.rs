@@ -288,6 +288,36 @@ fn gen_requantize_concat_pad(b: &mut Builder) -> TensorId {
     b.node(Op::Pad(Pad { paddings: vec![[0, 0], [1, 0], [0, 2], [0, 0]] }), &[Some(c)], Some((DType::I16, qo)))
 }
 
+/// RESIZE_BILINEAR / RESIZE_NEAREST_NEIGHBOR on int16 (input and output quantized alike).
+fn gen_resize(b: &mut Builder) -> TensorId {
+    let (n, h, w) = spatial(&mut b.rng);
+    let c = int(&mut b.rng, 1, 4) as usize;
+    let size = [int(&mut b.rng, 1, 2 * h as i64 + 1) as usize, int(&mut b.rng, 1, 2 * w as i64 + 1) as usize];
+    let (align_corners, half_pixel_centers) = pick(&mut b.rng, &[(false, false), (true, false), (false, true)]);
+    let mode = pick(&mut b.rng, &[ResizeMode::Bilinear, ResizeMode::NearestNeighbor]);
+    let q = q16(&mut b.rng);
+    let x = input16(b, "x", &[n, h, w, c], q.clone());
+    b.node(Op::Resize(Resize { mode, size, align_corners, half_pixel_centers }), &[Some(x)], Some((DType::I16, q)))
+}
+
+/// Data movement on int16: TRANSPOSE, STRIDED_SLICE (stride 1 or 2), GATHER, RESHAPE, chained.
+fn gen_movement(b: &mut Builder) -> TensorId {
+    let dims = [int(&mut b.rng, 2, 3) as usize, int(&mut b.rng, 2, 6) as usize, int(&mut b.rng, 2, 6) as usize];
+    let q = q16(&mut b.rng);
+    let x = input16(b, "x", &dims, q.clone());
+    let out = Some((DType::I16, q));
+    let perm = pick(&mut b.rng, &[&[0usize, 2, 1][..], &[2, 0, 1], &[1, 2, 0]]).to_vec();
+    let t = b.node(Op::Transpose(Transpose { perm }), &[Some(x)], out.clone());
+    let stride = pick(&mut b.rng, &[1i64, 2]);
+    let axes = vec![SliceDim::ALL, SliceDim { begin: Some(1), end: None, stride, shrink: false }, SliceDim::ALL];
+    let s = b.node(Op::StridedSlice(StridedSlice { axes }), &[Some(t)], out.clone());
+    let idx = [0i32, 0, 1];
+    let i =
+        b.raw_const(Tensor::constant("indices", DType::I32, Shape::fixed(&[3]), qlite::ir::tensor::i32_bytes(&idx)));
+    let gth = b.node(Op::Gather(Gather { axis: 0 }), &[Some(s), Some(i)], out.clone());
+    b.node(Op::Reshape(Reshape { shape: vec![-1] }), &[Some(gth)], out)
+}
+
 /// Why an int16 output is too trivial to test a kernel: fewer than `min(8, ⌈n/2⌉)` distinct
 /// values, or more than half of them one value (a clamp, a saturation).
 fn trivial16(y: &Array) -> Option<String> {
@@ -335,7 +365,9 @@ fn draw16(case: &str, generate: Gen) -> (qlite::ir::Graph, Vec<Array>, Vec<Array
 
 #[test]
 fn random_int16_ops_are_exported_for_litert() {
-    let kinds: [(&str, Gen); 14] = [
+    let kinds: [(&str, Gen); 16] = [
+        ("resize", gen_resize),
+        ("movement", gen_movement),
         ("fully_connected", gen_fully_connected),
         ("conv2d", gen_conv),
         ("depthwise", gen_depthwise),
