@@ -390,6 +390,12 @@ fn random_int16_ops_are_exported_for_litert() {
             let case = format!("i16_{name}_{i:03}");
             let (g, inputs, y, attempts) = draw16(&case, generate);
             redrawn += attempts;
+            // The 16x8 layers and ADD / SUB / MUL run on the fast kernels (which
+            // `export_case` holds to the reference's bytes at every tier).
+            if ["fully_connected", "conv2d", "depthwise", "add", "sub", "mul"].contains(&name) {
+                let fast = qlite::Interpreter::new(&g).unwrap().kernels(qlite::Kernels::Fast);
+                assert_eq!(fast.fast_nodes(), 1, "{case}: no fast kernel");
+            }
             let bytes = qlite_tflite::write_model(&g).unwrap();
             export_case(&case, &bytes, &inputs, &y, "exact");
             if i == 0 {
@@ -666,4 +672,52 @@ fn int8_models_with_layers_promoted_to_int16_match_litert() {
     let e = qlite::convert(&reg, &fixture("digits/cnn.tflite"), &out, &o).unwrap_err().to_string();
     assert!(e.contains("--int16") && e.contains("int8"), "{e}");
     assert!(!out.exists());
+}
+
+/// The fast 16x8 kernels sum in int32 chunks of 512 products: layers deeper than that, with
+/// inputs and weights at their extremes (every product near 2^22), must give the reference's
+/// bytes at every tier, and LiteRT's.
+#[test]
+fn deep_int16_layers_sum_exactly_across_chunks() {
+    for (case, depth) in [("i16_deep_fc", 1100usize), ("i16_deep_conv", 576)] {
+        let mut b = Builder::new(case);
+        let extreme = |b: &mut Builder, n: usize| -> Vec<i16> {
+            (0..n).map(|_| if b.rng.next_u64().is_multiple_of(10) { -32768 } else { 32767 }).collect()
+        };
+        let q = QuantParams::per_tensor(1e-4, 0);
+        let (x, dims_w, op) = if case.ends_with("fc") {
+            let v = extreme(&mut b, 2 * depth);
+            let t = Tensor::activation("x", DType::I16, Shape::fixed(&[2, depth])).with_quant(q.clone());
+            let x = b.input_with(t, Array::new(vec![2, depth], Data::I16(v)).unwrap());
+            let op = Op::FullyConnected(FullyConnected {
+                activation: Activation::None,
+                keep_num_dims: false,
+                asymmetric_inputs: false,
+            });
+            (x, vec![7, depth], op)
+        } else {
+            let v = extreme(&mut b, 5 * 5 * 64);
+            let t = Tensor::activation("x", DType::I16, Shape::fixed(&[1, 5, 5, 64])).with_quant(q.clone());
+            let x = b.input_with(t, Array::new(vec![1, 5, 5, 64], Data::I16(v)).unwrap());
+            let op = Op::Conv2d(Conv2d {
+                padding: Padding::Same,
+                stride: [1, 1],
+                dilation: [1, 1],
+                activation: Activation::None,
+            });
+            (x, vec![7, 3, 3, 64], op)
+        };
+        // Weights of ±127 and inputs mostly at +32767: sums far beyond int32 (2^31).
+        let n: usize = dims_w.iter().product();
+        let vals: Vec<u8> = (0..n).map(|i| if i % 7 == 0 { (-127i8) as u8 } else { 127 }).collect();
+        let wq = QuantParams::per_channel(vec![1e-3; 7], vec![0; 7], 0);
+        let w = b.raw_const(Tensor::constant("w", DType::I8, Shape::fixed(&dims_w), vals.into()).with_quant(wq));
+        let bias = bias64(&mut b, 7, 1e-4, &[1e-3; 7]);
+        let out = b.node(op, &[Some(x), Some(w), Some(bias)], Some((DType::I16, QuantParams::per_tensor(0.5, 0))));
+        let (g, inputs) = b.finish(&[out]);
+        let y = qlite::run(&g, inputs.clone()).unwrap();
+        assert!(trivial16(&y[0]).is_none() || y[0].shape().iter().product::<usize>() < 16, "{case}: {:?}", y[0]);
+        let bytes = qlite_tflite::write_model(&g).unwrap();
+        export_case(case, &bytes, &inputs, &y, "exact");
+    }
 }

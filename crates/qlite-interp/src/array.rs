@@ -124,6 +124,19 @@ impl Array {
         Some(v.as_mut_slice())
     }
 
+    /// [`Array::reuse_i8`] for int16.
+    pub(crate) fn reuse_i16<'a>(slot: &'a mut Option<Array>, shape: &[usize]) -> Option<&'a mut [i16]> {
+        let n = checked_product(shape)?;
+        if !matches!(slot, Some(Array { data: Data::I16(_), .. })) {
+            *slot = Some(Array { shape: Vec::new(), data: Data::I16(Vec::new()) });
+        }
+        let Some(Array { shape: s, data: Data::I16(v) }) = slot else { return None };
+        s.clear();
+        s.extend_from_slice(shape);
+        v.resize(n, 0);
+        Some(v.as_mut_slice())
+    }
+
     /// [`Array::reuse_i8`] for float32.
     pub(crate) fn reuse_f32<'a>(slot: &'a mut Option<Array>, shape: &[usize]) -> Option<&'a mut [f32]> {
         let n = checked_product(shape)?;

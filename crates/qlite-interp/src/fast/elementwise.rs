@@ -14,6 +14,38 @@ pub struct PackedBinary {
     pub(crate) float: Option<qlite_ir::op::Binary>,
     /// int8 MUL: the reference's arithmetic, for the AVX-512 path (the table otherwise).
     pub(crate) mul: Option<MulParams>,
+    /// int16 (16x8, zero points 0): the reference's arithmetic per element.
+    pub(crate) int16: Option<Int16Binary>,
+}
+
+/// int16 ADD / SUB (general path, left shift 15) or MUL as the reference kernels compute them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Int16Binary {
+    kind: qlite_ir::op::BinaryKind,
+    /// ADD / SUB: the two input multipliers and the output one; MUL: the one in `m[2]`.
+    m: [(i32, i32); 3],
+    lo: i32,
+    hi: i32,
+}
+
+impl Int16Binary {
+    #[inline(always)]
+    fn apply(&self, a: i16, b: i16) -> i16 {
+        use crate::fixedpoint::mbqm;
+        use qlite_ir::op::BinaryKind as K;
+        let [(m1, s1), (m2, s2), (mo, so)] = self.m;
+        let r = match self.kind {
+            K::Mul => mbqm(a as i32 * b as i32, mo, so),
+            K::Add | K::Sub => {
+                let sa = mbqm((a as i32) << 15, m1, s1);
+                let sb = mbqm((b as i32) << 15, m2, s2);
+                let raw = if self.kind == K::Add { sa.wrapping_add(sb) } else { sa.wrapping_sub(sb) };
+                mbqm(raw, mo, so)
+            }
+            _ => 0,
+        };
+        r.clamp(self.lo, self.hi) as i16
+    }
 }
 
 /// int8 MUL as `reference_integer_ops::Mul` computes it: `clamp(zo + MBQM((a − za)(b − zb)))`.
@@ -38,7 +70,23 @@ impl PackedBinary {
         let (a, c) = (g.tensor(n.input(0)?)?, g.tensor(n.input(1)?)?);
         let out = g.tensor(*n.outputs.first()?)?;
         if a.dtype == DType::F32 && c.dtype == DType::F32 && out.dtype == DType::F32 {
-            return Some(PackedBinary { table: Vec::new(), float: Some(b.clone()), mul: None });
+            return Some(PackedBinary { table: Vec::new(), float: Some(b.clone()), mul: None, int16: None });
+        }
+        if a.dtype == DType::I16 && c.dtype == DType::I16 && out.dtype == DType::I16 {
+            let (s1, z1) = per_tensor(a.quant.as_ref(), "input 0").ok()?;
+            let (s2, z2) = per_tensor(c.quant.as_ref(), "input 1").ok()?;
+            let (so, zo) = per_tensor(out.quant.as_ref(), "output").ok()?;
+            if z1 != 0 || z2 != 0 || zo != 0 {
+                return None;
+            }
+            let m = if b.kind == BinaryKind::Mul {
+                [(0, 0), (0, 0), crate::fixedpoint::quantize_multiplier((s1 * s2 / so) as f64)]
+            } else {
+                crate::kernels::add_params(s1, s2, so, 15).ok()?
+            };
+            let (lo, hi) = OutQ { dtype: DType::I16, scale: so, zp: 0 }.range(b.activation);
+            let int16 = Some(Int16Binary { kind: b.kind, m, lo, hi });
+            return Some(PackedBinary { table: Vec::new(), float: None, mul: None, int16 });
         }
         if a.dtype != DType::I8 || c.dtype != DType::I8 || out.dtype != DType::I8 {
             return None;
@@ -65,7 +113,7 @@ impl PackedBinary {
                 hi,
             }
         });
-        Some(PackedBinary { table: t.into_iter().map(|v| v as i8).collect(), float: None, mul })
+        Some(PackedBinary { table: t.into_iter().map(|v| v as i8).collect(), float: None, mul, int16: None })
     }
 
     pub(crate) fn run(&self, a: &Array, b: &Array, out: &mut Option<Array>) -> Option<()> {
@@ -82,6 +130,15 @@ impl PackedBinary {
                 K::Mul => plan.each(av, bv, y, |p, q| float_binary(p, q, act, |x, y| x * y)),
                 _ => return None,
             }
+            return Some(());
+        }
+        if let (Some(op), Data::I16(av), Data::I16(bv)) = (&self.int16, a.data(), b.data()) {
+            let y = Array::reuse_i16(out, plan.out())?;
+            plan.each(av, bv, y, |(o, p), q| match (p.len(), q.len()) {
+                (1, _) => o.iter_mut().zip(q).for_each(|(o, &q)| *o = op.apply(p[0], q)),
+                (_, 1) => o.iter_mut().zip(p).for_each(|(o, &p)| *o = op.apply(p, q[0])),
+                _ => o.iter_mut().zip(p).zip(q).for_each(|((o, &p), &q)| *o = op.apply(p, q)),
+            });
             return Some(());
         }
         let (Data::I8(av), Data::I8(bv)) = (a.data(), b.data()) else { return None };

@@ -96,6 +96,7 @@ mod elementwise;
 mod fc;
 mod gemm;
 mod gemm_f32;
+mod int16;
 mod movement;
 mod pool;
 mod requant;
@@ -106,6 +107,7 @@ pub use depthwise::*;
 pub use elementwise::*;
 pub use fc::*;
 pub(crate) use gemm::*;
+pub use int16::*;
 pub use movement::*;
 pub use pool::*;
 pub(crate) use requant::*;
@@ -134,12 +136,17 @@ pub enum Packed {
     FloatConv(PackedFloatConv),
     FloatFc(PackedFloatFc),
     FloatDepthwise(PackedFloatDepthwise),
+    Int16(PackedInt16),
 }
 impl Packed {
     /// Prepare node `n` if a fast kernel covers it (int8 input, weights and output, constant
     /// weights and bias); `None` leaves it to the reference kernels.
     pub fn new(g: &Graph, n: &Node, consts: &[Option<Arc<Array>>]) -> Option<Self> {
         let w_f32 = n.input(1).and_then(|t| g.tensor(t)).is_some_and(|t| t.dtype == DType::F32);
+        let x_i16 = n.input(0).and_then(|t| g.tensor(t)).is_some_and(|t| t.dtype == DType::I16);
+        if x_i16 && matches!(n.op, Op::Conv2d(_) | Op::DepthwiseConv2d(_) | Op::FullyConnected(_)) {
+            return PackedInt16::new(g, n, consts).map(Packed::Int16);
+        }
         match &n.op {
             Op::FullyConnected(o) if w_f32 => return PackedFloatFc::new(g, n, o, consts).map(Packed::FloatFc),
             Op::Conv2d(o) if w_f32 => return PackedFloatConv::new(g, n, o, consts).map(Packed::FloatConv),
@@ -190,10 +197,11 @@ impl Packed {
             (Packed::FloatFc(p), Data::F32(xv)) => return p.run(x.shape(), xv, out),
             (Packed::FloatDepthwise(p), Data::F32(xv)) => return p.run(x.shape(), xv, out),
             (Packed::Pad(p), Data::F32(xv)) => return p.run_f32(x.shape(), xv, out),
-            (Packed::Binary(p), Data::F32(_)) => return p.run(x, x2?, out),
+            (Packed::Binary(p), Data::F32(_) | Data::I16(_)) => return p.run(x, x2?, out),
             (Packed::Pool(p), Data::F32(xv)) => return p.run_f32(x.shape(), xv, out),
             (Packed::Mean(p), Data::F32(xv)) => return p.run_f32(x.shape(), xv, out),
             (Packed::Logistic(p), Data::F32(xv)) => return p.run(x.shape(), xv, out),
+            (Packed::Int16(p), Data::I16(xv)) => return p.run(x.shape(), xv, out, scratch),
             _ => {}
         }
         let Data::I8(xv) = x.data() else { return None };
@@ -212,6 +220,7 @@ impl Packed {
             | Packed::FloatConv(_)
             | Packed::FloatFc(_)
             | Packed::FloatDepthwise(_)
+            | Packed::Int16(_)
             | Packed::Logistic(_) => None,
         }
     }
@@ -233,6 +242,8 @@ impl Default for Parallel {
 #[derive(Debug, Default)]
 pub struct Scratch {
     xu: Vec<u8>,
+    /// A 16x8 convolution's input patch.
+    i16_row: Vec<i16>,
     acc: Vec<i32>,
     taps: Vec<usize>,
     shape: Vec<usize>,
