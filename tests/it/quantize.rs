@@ -648,8 +648,13 @@ fn equalization_keeps_the_float_function_and_helps_the_digits_cnn() {
     for equalize in [false, true] {
         let mut o = opts(QuantMode::Int8, IoType::Float32);
         o.quant.equalize = equalize;
+        o.report = Some(dir.path().join("r.html"));
         let out = dir.path().join(format!("cnn_eq_{equalize}.tflite"));
         let r = convert("cnn", &out, &o);
+        // The report says what was decided.
+        let html = std::fs::read_to_string(dir.path().join("r.html")).unwrap();
+        assert!(html.contains("Calibration ranges: minmax over 200 samples."), "{html}");
+        assert_eq!(html.contains("Cross-layer equalization balanced 1 rewrite(s)"), equalize);
         assert_eq!(r.passes.iter().any(|p| p.pass == "cross-layer-equalization" && p.rewrites > 0), equalize);
         let g = qlite::load(&reg, &out).unwrap();
         sqnr.push(qlite::quantize::evaluate(&g, &x, &y, Some(&float)).unwrap().sqnr_db.unwrap());

@@ -812,7 +812,12 @@ pub fn quantize_model(
                 p.display()
             )));
         }
-        (_, Some(r)) => write_reports(opts, r, &graph, mixed.as_ref())?,
+        (_, Some(r)) => {
+            let equalized =
+                passes.iter().filter(|p| p.pass == "cross-layer-equalization").map(|p| p.rewrites).sum::<usize>();
+            let context = ReportContext { mixed: mixed.as_ref(), table: table.as_ref(), equalized };
+            write_reports(opts, r, &graph, &context)?
+        }
         _ => {}
     }
     Ok(Quantized { graph, passes, calibration, table, report, mixed })
@@ -823,12 +828,21 @@ const BIAS_CORRECTION_ROUNDS: usize = 1;
 
 /// Write the error report where `--report` (JSON, or one HTML page for a `.html` path) and
 /// `--report-node-data` (Model Explorer's node data) ask.
+/// What the HTML report says was decided besides the per-layer numbers.
+struct ReportContext<'a> {
+    mixed: Option<&'a mixed::MixedPrecision>,
+    table: Option<&'a CalibrationTable>,
+    /// Layer pairs cross-layer equalization balanced (rewrites of its pass).
+    equalized: usize,
+}
+
 fn write_reports(
     opts: &ConvertOptions,
     r: &quantize::ErrorReport,
     quantized: &Graph,
-    mixed: Option<&mixed::MixedPrecision>,
+    context: &ReportContext<'_>,
 ) -> Result<(), Error> {
+    let mixed = context.mixed;
     let write = |p: &PathBuf, text: String| {
         io::write_atomic(p, text.as_bytes()).map_err(|source| Error::Io { path: p.clone(), source })
     };
@@ -853,6 +867,22 @@ fn write_reports(
             }
             for e in &opts.quant.exclude {
                 decisions.push(format!("Kept in float by --exclude {}.", e.pattern));
+            }
+            for e in &opts.quant.int16 {
+                decisions.push(format!("Promoted to int16 activations by --int16 {}.", e.pattern));
+            }
+            if let Some(t) = context.table {
+                decisions.push(format!("Calibration ranges: {} over {} samples.", t.method, t.samples));
+            }
+            if opts.quant.equalize {
+                decisions.push(format!(
+                    "Cross-layer equalization balanced {} rewrite(s) of consecutive layers before calibration.",
+                    context.equalized
+                ));
+            }
+            if opts.bias_correction {
+                decisions
+                    .push("Bias correction: each conv / FC layer's mean output error subtracted from its bias.".into());
             }
             report::render_html(r, &model, &decisions)
         } else {
