@@ -133,7 +133,7 @@ pub fn render_html(r: &ErrorReport, model: &str, decisions: &[String]) -> String
         "<style>body{font-family:system-ui,sans-serif;margin:24px;color:#222}h1{font-size:20px}h2{font-size:16px;margin-top:28px}\
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}\
 th{background:#f4f4f4}td.l{text-align:left;word-break:break-all;max-width:480px}.legend span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:middle}\
-.hists{display:flex;flex-wrap:wrap;gap:18px}.hists figure{margin:0}figcaption{font-size:12px;max-width:360px;word-break:break-all}</style>\n</head>\n<body>\n",
+.hists{display:flex;flex-wrap:wrap;gap:18px}.hists figure{margin:0}figcaption{font-size:12px;max-width:360px;word-break:break-all}li{overflow-wrap:anywhere}</style>\n</head>\n<body>\n",
     );
     let _ = writeln!(s, "<h1>Quantization report: {}</h1>", esc(model));
     let _ = writeln!(
