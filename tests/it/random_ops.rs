@@ -1698,3 +1698,34 @@ fn int8_zero_point_pads_fold_into_the_convolution() {
         assert_eq!(qlite::Interpreter::new(&folded).unwrap().run(inputs).unwrap(), want, "seed {seed}");
     }
 }
+
+/// The float depthwise kernel accumulates rows in tiles of output columns (2048 floats of
+/// sums): rows wider than a tile, with every stride, dilation and padding, match the reference.
+#[test]
+fn fast_float_depthwise_is_exact_across_column_tiles() {
+    for (seed, (w, c)) in [(130usize, 40usize), (301, 17), (97, 160)].into_iter().enumerate() {
+        let mut b = Builder::new(&format!("fast_dw_tiles_{seed}"));
+        let stride = [1 + seed % 2, 1 + (seed + 1) % 2];
+        let dilation = [1, 1 + seed % 2];
+        let padding = if seed == 1 { Padding::Valid } else { Padding::Same };
+        let x = b.input("x", &[1, 4, w, c], -1.0, 1.0);
+        let wt = b.konst("w", &[1, 3, 3, c]);
+        let bias = b.konst("b", &[c]);
+        let op = Op::DepthwiseConv2d(DepthwiseConv2d {
+            padding,
+            stride,
+            dilation,
+            depth_multiplier: 1,
+            activation: Activation::Relu6,
+        });
+        let y = b.node(op, &[Some(x), Some(wt), Some(bias)], None);
+        let (g, inputs) = b.finish(&[y]);
+        let reference = qlite::Interpreter::new(&g).unwrap().run(inputs.clone()).unwrap();
+        qlite::isa::for_each_tier(|t| {
+            let fast = qlite::Interpreter::new(&g).unwrap().isa(t).kernels(qlite::Kernels::Fast);
+            assert_eq!(fast.fast_nodes(), 1);
+            // The same additions in the same order: equal, not merely close.
+            assert_eq!(fast.run(inputs.clone()).unwrap(), reference, "case {seed} at {t}");
+        });
+    }
+}

@@ -954,6 +954,9 @@ impl PackedFloatDepthwise {
     }
 }
 
+/// Floats of output sums a float depthwise tile keeps (8 KiB: in L1 with its inputs).
+const DW_TILE_FLOATS: usize = 2048;
+
 /// Sizes of a float depthwise convolution (NHWC, one multiplier).
 struct FloatDwGeom {
     n: usize,
@@ -968,31 +971,44 @@ struct FloatDwGeom {
     pad_w: usize,
 }
 
-/// Each output pixel's channels: the sum over the window's taps inside the image, in (ky, kx)
-/// order as the reference kernel, the channels as the inner (vector) loop.
+/// The sum over the window's taps inside the image, in (ky, kx) order as the reference kernel,
+/// accumulated a whole output row at a time: for each tap, every output pixel of the row whose
+/// tap falls inside the image adds `x · w` over its channels. No dependency chain runs through
+/// the long inner loops (a pixel-at-a-time loop over a few channels was bound by the latency
+/// of its adds), and the row of sums stays in L1. Each output element sees the same additions
+/// in the same order as the reference.
 #[inline(always)]
 fn float_dw(g: &FloatDwGeom, op: &DepthwiseConv2d, xv: &[f32], w: &[f32], y: &mut [f32]) {
     let FloatDwGeom { n, ih, iw, c, oh, ow, kh, kw, pad_h, pad_w } = *g;
+    let (sy, sx) = (op.stride[0], op.stride[1]);
+    let (dy, dx) = (op.dilation[0], op.dilation[1]);
     for b in 0..n {
         for oy in 0..oh {
-            for ox in 0..ow {
-                let o = &mut y[((b * oh + oy) * ow + ox) * c..((b * oh + oy) * ow + ox + 1) * c];
-                o.fill(0.0);
+            let yrow = &mut y[(b * oh + oy) * ow * c..(b * oh + oy + 1) * ow * c];
+            yrow.fill(0.0);
+            // Tiles of output columns small enough that their sums stay in L1 across the taps.
+            let tile = (DW_TILE_FLOATS / c.max(1)).clamp(1, ow.max(1));
+            for t0 in (0..ow).step_by(tile) {
+                let t1 = (t0 + tile).min(ow);
                 for ky in 0..kh {
-                    let iy = (oy * op.stride[0] + ky * op.dilation[0]) as isize - pad_h as isize;
+                    let iy = (oy * sy + ky * dy) as isize - pad_h as isize;
                     if iy < 0 || iy >= ih as isize {
                         continue;
                     }
+                    let xrow = &xv[(b * ih + iy as usize) * iw * c..(b * ih + iy as usize + 1) * iw * c];
                     for kx in 0..kw {
-                        let ix = (ox * op.stride[1] + kx * op.dilation[1]) as isize - pad_w as isize;
-                        if ix < 0 || ix >= iw as isize {
-                            continue;
-                        }
-                        let at = ((b * ih + iy as usize) * iw + ix as usize) * c;
-                        let xr = &xv[at..at + c];
+                        // Output columns whose input column ox·sx + kx·dx − pad_w is inside [0, iw).
+                        let off = kx * dx;
+                        let lo = pad_w.saturating_sub(off).div_ceil(sx).max(t0);
+                        let hi = if iw + pad_w > off { ((iw + pad_w - off - 1) / sx + 1).min(t1) } else { 0 };
                         let wr = &w[(ky * kw + kx) * c..(ky * kw + kx + 1) * c];
-                        for ((acc, &xv), &wv) in o.iter_mut().zip(xr).zip(wr) {
-                            *acc += xv * wv;
+                        for ox in lo..hi {
+                            let ix = ox * sx + off - pad_w;
+                            let xr = &xrow[ix * c..(ix + 1) * c];
+                            let yr = &mut yrow[ox * c..(ox + 1) * c];
+                            for ((acc, &xv), &wv) in yr.iter_mut().zip(xr).zip(wr) {
+                                *acc += xv * wv;
+                            }
                         }
                     }
                 }
