@@ -10,7 +10,7 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 
-def median_us(path, resolver, runs=200):
+def median_us(path, resolver, runs=200, warmup=5):
     it = Interpreter(model_path=path, experimental_op_resolver_type=resolver, num_threads=1)
     it.allocate_tensors()
     for d in it.get_input_details():
@@ -19,7 +19,7 @@ def median_us(path, resolver, runs=200):
         if np.issubdtype(dtype, np.integer):
             x = np.random.default_rng(0).integers(-128 if dtype == np.int8 else 0, 127 if dtype == np.int8 else 255, size=shape)
         it.set_tensor(d["index"], x.astype(dtype))
-    for _ in range(5):
+    for _ in range(warmup):
         it.invoke()
     times = []
     for _ in range(runs):
@@ -32,7 +32,14 @@ def median_us(path, resolver, runs=200):
 # `--large`: real-size models, the default path only (3 rounds of 20 runs); the reference
 # kernels take seconds per image there.
 large = "--large" in sys.argv
-for path in [a for a in sys.argv[1:] if a != "--large"]:
+# `--slow`: models LiteRT takes most of a second on (16x8 at 224 px, on its reference-only
+# kernels): one warm-up, the median of 5 runs.
+slow = "--slow" in sys.argv
+for path in [a for a in sys.argv[1:] if a not in ("--large", "--slow")]:
+    if slow:
+        default = median_us(path, OpResolverType.AUTO, runs=5, warmup=1)
+        print(f"{path} ref_us=nan default_us={default:.1f}")
+        continue
     if large:
         default = min(median_us(path, OpResolverType.AUTO, runs=20) for _ in range(3))
         print(f"{path} ref_us=nan default_us={default:.1f}")

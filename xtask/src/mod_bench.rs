@@ -860,11 +860,39 @@ fn large_models(dir: &Path, exe: &Path) -> Result<String, String> {
     // The float conversion `conversion_memory` wrote: the same architecture in float32.
     let f32_model = dir.join("resnet50_float.tflite");
     let (fq, fd, fallocs) = side_by_side(exe, &f32_model)?;
+    // 16x8: LiteRT runs it on its reference kernels (no optimized int64-bias kernels), most
+    // of a second per image: a few runs each.
+    let r16 = dir.join("resnet50_int16x8.tflite");
+    let o16 = r16.to_string_lossy();
+    let conv = Command::new(exe)
+        .args(["convert", &l, "-o", &o16, "--io-layout", "nhwc", "--quantize", "int16x8", "--calibration", &c])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !conv.status.success() {
+        return Err(format!("qlite convert {l} int16x8: {}", String::from_utf8_lossy(&conv.stderr)));
+    }
+    let out = Command::new(super::oracle_python()?)
+        .arg(root().join("xtask/bench/litert_latency.py"))
+        .arg("--slow")
+        .arg(&r16)
+        .output()
+        .map_err(|e| e.to_string())?;
+    let d16 = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("default_us="))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(f64::NAN);
+    let q =
+        Command::new(exe).args(["bench", &o16, "--iterations", "5", "--json"]).output().map_err(|e| e.to_string())?;
+    let v: serde_json::Value = serde_json::from_slice(&q.stdout).map_err(|e| format!("qlite bench: {e}"))?;
+    let (q16, allocs16) =
+        (v["median_us"].as_f64().unwrap_or(f64::NAN), v["allocations_per_run"].as_f64().unwrap_or(f64::NAN));
     let mut table = format!(
         "| model | qlite fast | LiteRT default (XNNPACK) | qlite's time ÷ XNNPACK's | allocations per run | qlite convert (int8, 4 calibration images) |\n\
          |---|---|---|---|---|---|\n\
          | ResNet-50 int8, 224×224 | {:.1} ms | {:.1} ms | {:.2}× | {allocs} | {:.1} s |\n\
-         | ResNet-50 float32, 224×224 | {:.1} ms | {:.1} ms | {:.2}× | {fallocs} | — |\n",
+         | ResNet-50 float32, 224×224 | {:.1} ms | {:.1} ms | {:.2}× | {fallocs} | — |\n\
+         | ResNet-50 int16x8, 224×224 (LiteRT: reference kernels only) | {:.1} ms | {:.1} ms | {:.2}× | {allocs16} | — |\n",
         best / 1e3,
         d / 1e3,
         best / d,
@@ -872,6 +900,9 @@ fn large_models(dir: &Path, exe: &Path) -> Result<String, String> {
         fq / 1e3,
         fd / 1e3,
         fq / fd,
+        q16 / 1e3,
+        d16 / 1e3,
+        q16 / d16,
     );
     // Keras applications converted by TensorFlow's converter (made on demand, needs TF).
     let py = match std::env::var_os("QLITE_TF_PYTHON") {
