@@ -1729,3 +1729,35 @@ fn fast_float_depthwise_is_exact_across_column_tiles() {
         });
     }
 }
+
+/// An int8 MUL / ADD / SUB of `x` and an element-wise unary op of the same `x` (swish: `x ·
+/// sigmoid(x)`, and other pairs) runs as one 256-entry table on `x`: the same bytes as the
+/// reference kernels at every tier, and LiteRT's.
+#[test]
+fn fast_unary_pair_tables_match_the_reference() {
+    for seed in 0..40u64 {
+        let case = format!("rand_unary_pair_{seed:03}");
+        let mut b = Builder::new(&case);
+        let dims = [int(&mut b.rng, 1, 2) as usize, int(&mut b.rng, 1, 6) as usize, int(&mut b.rng, 1, 6) as usize, 8];
+        let q = qp(&mut b.rng);
+        let x = input(&mut b, "x", &dims, q.clone());
+        let (unary, uq) = match seed % 3 {
+            0 => (UnaryKind::Logistic, QuantParams::per_tensor(1.0 / 256.0, -128)),
+            1 => (UnaryKind::Tanh, QuantParams::per_tensor(1.0 / 128.0, 0)),
+            _ => (UnaryKind::Relu, qp(&mut b.rng)),
+        };
+        let s = b.node(Op::Unary(Unary { kind: unary }), &[Some(x)], Some((DType::I8, uq.clone())));
+        let kind = pick(&mut b.rng, &[BinaryKind::Mul, BinaryKind::Mul, BinaryKind::Add, BinaryKind::Sub]);
+        let typical =
+            if kind == BinaryKind::Mul { q.scale() * uq.scale() * 100.0 } else { q.scale().max(uq.scale()) * 2.0 };
+        let qo = qp_near(&mut b.rng, typical);
+        let activation = act(&mut b.rng);
+        let y = b.node(Op::Binary(Binary { kind, activation }), &[Some(x), Some(s)], Some((DType::I8, qo)));
+        let (g, inputs) = b.finish(&[y]);
+        let fast = qlite::Interpreter::new(&g).unwrap().kernels(qlite::Kernels::Fast);
+        assert_eq!(fast.fast_nodes(), 2, "{case}: the unary table and the pair table");
+        let want = qlite::run(&g, inputs.clone()).unwrap();
+        fast_against_reference(&g, inputs.clone(), &case);
+        export_case(&case, &qlite_tflite::write_model(&g).unwrap(), &inputs, &want, "exact");
+    }
+}

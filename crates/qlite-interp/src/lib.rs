@@ -254,7 +254,9 @@ impl<'g> Interpreter<'g> {
                         if self.folded[ni] {
                             return None;
                         }
-                        fast::Packed::new(self.graph, n, &self.consts).or_else(|| self.table_kernel(n))
+                        self.unary_pair_table(n)
+                            .or_else(|| fast::Packed::new(self.graph, n, &self.consts))
+                            .or_else(|| self.table_kernel(n))
                     })
                     .collect()
             }),
@@ -281,6 +283,36 @@ impl<'g> Interpreter<'g> {
         let out = self.eval(n, &[Some(&all)]).ok()?;
         match out.data() {
             Data::I8(t) if out.shape() == [256] => Some(fast::Packed::Table(fast::PackedTable { table: t.clone() })),
+            _ => None,
+        }
+    }
+
+    /// An int8 ADD / SUB / MUL of `x` and an element-wise unary op of that same `x` (swish:
+    /// `x · sigmoid(x)`, EfficientNet's and MobileNetV3's activation) is a function of `x`
+    /// alone: a 256-entry table of the reference kernels' own results (the unary op's, then
+    /// the binary op's on the pair), looked up on `x` (the unary node still runs, for its other
+    /// readers and observers). Bit-exact by construction.
+    fn unary_pair_table(&self, n: &qlite_ir::Node) -> Option<fast::Packed> {
+        use qlite_ir::BinaryKind;
+        let Op::Binary(b) = &n.op else { return None };
+        if !matches!(b.kind, BinaryKind::Add | BinaryKind::Sub | BinaryKind::Mul) {
+            return None;
+        }
+        let g = self.graph;
+        let (x, s, out) = (n.input(0)?, n.input(1)?, *n.outputs.first()?);
+        let (xt, st, ot) = (g.tensor(x)?, g.tensor(s)?, g.tensor(out)?);
+        if [xt.dtype, st.dtype, ot.dtype] != [DType::I8; 3] || xt.shape != st.shape || xt.is_const() {
+            return None;
+        }
+        let p = g.nodes().iter().find(|p| p.outputs.first() == Some(&s))?;
+        if !matches!(p.op, Op::Unary(_)) || p.inputs.len() != 1 || p.input(0) != Some(x) {
+            return None;
+        }
+        let all = Array::new(vec![256], Data::I8((-128..=127).collect())).ok()?;
+        let sv = self.eval(p, &[Some(&all)]).ok()?;
+        let y = self.eval(n, &[Some(&all), Some(&sv)]).ok()?;
+        match y.data() {
+            Data::I8(t) if y.shape() == [256] => Some(fast::Packed::Table(fast::PackedTable { table: t.clone() })),
             _ => None,
         }
     }
