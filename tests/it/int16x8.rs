@@ -721,3 +721,67 @@ fn deep_int16_layers_sum_exactly_across_chunks() {
         export_case(case, &bytes, &inputs, &y, "exact");
     }
 }
+
+/// A 16x8 convolution whose requantization multiplier is 2^11 (output scale far below
+/// `s_in · s_w`: a vanishing calibrated range): the int64 `MultiplyByQuantizedMultiplier`
+/// shifts by 15 − 12, as LiteRT's release build computes it; the quantizer allows up to 2^13.
+#[test]
+fn int16_conv_with_a_large_multiplier_matches_litert() {
+    let mut b = Builder::new("i16_large_multiplier");
+    let xv: Vec<i16> = (0..5 * 5 * 3).map(|_| int(&mut b.rng, -1, 1) as i16).collect();
+    let t =
+        Tensor::activation("x", DType::I16, Shape::fixed(&[1, 5, 5, 3])).with_quant(QuantParams::per_tensor(1e-3, 0));
+    let x = b.input_with(t, Array::new(vec![1, 5, 5, 3], Data::I16(xv)).unwrap());
+    let vals: Vec<u8> = (0..4 * 3 * 3 * 3).map(|_| int(&mut b.rng, -1, 1) as i8 as u8).collect();
+    let wq = QuantParams::per_channel(vec![1e-2; 4], vec![0; 4], 0);
+    let w = b.raw_const(Tensor::constant("w", DType::I8, Shape::fixed(&[4, 3, 3, 3]), vals.into()).with_quant(wq));
+    let bias = b.raw_const(
+        Tensor::constant("b", DType::I64, Shape::fixed(&[4]), vec![0u8; 32].into())
+            .with_quant(QuantParams::per_channel(vec![1e-5; 4], vec![0; 4], 0)),
+    );
+    let op =
+        Op::Conv2d(Conv2d { padding: Padding::Same, stride: [1, 1], dilation: [1, 1], activation: Activation::None });
+    let qo = QuantParams::per_tensor(1e-5 / 2048.0, 0);
+    let out = b.node(op, &[Some(x), Some(w), Some(bias)], Some((DType::I16, qo)));
+    let (g, inputs) = b.finish(&[out]);
+    let y = qlite::run(&g, inputs.clone()).unwrap();
+    assert!(trivial16(&y[0]).is_none(), "{:?}", y[0]);
+    export_case("i16_large_multiplier", &qlite_tflite::write_model(&g).unwrap(), &inputs, &y, "exact");
+}
+
+/// 16x8 CONV_2D and DEPTHWISE_CONV_2D without a bias (DenseNet's convolutions before a
+/// BatchNorm): the writer gives them the int64 zero bias LiteRT's kernels need to prepare.
+#[test]
+fn biasless_int16_convolutions_get_an_int64_zero_bias() {
+    for (case, depthwise) in [("i16_conv_no_bias", false), ("i16_dw_no_bias", true)] {
+        let mut b = Builder::new(case);
+        let q = QuantParams::per_tensor(1e-3, 0);
+        let x = input16(&mut b, "x", &[1, 5, 5, 4], q.clone());
+        let (w, ws) =
+            weights(&mut b, if depthwise { &[1, 3, 3, 4] } else { &[3, 3, 3, 4] }, if depthwise { 3 } else { 0 }, true);
+        let qo = q16_near(&mut b.rng, typical_out(q.scale(), &ws, 9));
+        let op = if depthwise {
+            Op::DepthwiseConv2d(DepthwiseConv2d {
+                padding: Padding::Same,
+                stride: [1, 1],
+                dilation: [1, 1],
+                depth_multiplier: 1,
+                activation: Activation::None,
+            })
+        } else {
+            Op::Conv2d(Conv2d {
+                padding: Padding::Same,
+                stride: [1, 1],
+                dilation: [1, 1],
+                activation: Activation::None,
+            })
+        };
+        let out = b.node(op, &[Some(x), Some(w), None], Some((DType::I16, qo)));
+        let (g, inputs) = b.finish(&[out]);
+        let y = qlite::run(&g, inputs.clone()).unwrap();
+        let bytes = qlite_tflite::write_model(&g).unwrap();
+        let written = qlite_tflite::read_model(bytes.clone()).unwrap();
+        assert!(written.tensors().iter().any(|t| t.dtype == DType::I64 && t.name.ends_with("/zero_bias")), "{case}");
+        export_case(case, &bytes, &inputs, &y, "exact");
+    }
+}

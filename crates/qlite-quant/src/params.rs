@@ -101,15 +101,27 @@ fn channel_layout(dims: &[usize], axis: Option<usize>) -> (usize, usize, usize) 
     }
 }
 
-/// int32 bias with `s_b[c] = f32(double(s_in) · double(s_w[c]))`, values
-/// `clamp(round(b · f32(1/s_b)), −(2³¹−1), 2³¹−1)`.
-pub fn quantize_bias(b: &[f32], s_in: f32, w: &QuantParams) -> (Vec<i32>, QuantParams) {
-    let scales: Vec<f32> = (0..b.len())
+/// The bias scales `s_b[c] = f32(double(s_in) · double(s_w[c]))` and their parameters
+/// (per channel when the weights are).
+fn bias_scales(channels: usize, s_in: f32, w: &QuantParams) -> (Vec<f32>, QuantParams) {
+    let scales: Vec<f32> = (0..channels)
         .map(|c| {
             let s_w = if w.scales().len() == 1 { w.scale() } else { w.scales().get(c).copied().unwrap_or(1.0) };
             (s_in as f64 * s_w as f64) as f32
         })
         .collect();
+    let params = if w.scales().len() > 1 {
+        QuantParams::per_channel(scales.clone(), vec![0; channels], 0)
+    } else {
+        QuantParams::per_tensor(scales.first().copied().unwrap_or(1.0), 0)
+    };
+    (scales, params)
+}
+
+/// int32 bias with the scales of [`bias_scales`], values `clamp(round(b · f32(1/s_b)),
+/// −(2³¹−1), 2³¹−1)`.
+pub fn quantize_bias(b: &[f32], s_in: f32, w: &QuantParams) -> (Vec<i32>, QuantParams) {
+    let (scales, params) = bias_scales(b.len(), s_in, w);
     let q = b
         .iter()
         .zip(&scales)
@@ -118,29 +130,14 @@ pub fn quantize_bias(b: &[f32], s_in: f32, w: &QuantParams) -> (Vec<i32>, QuantP
             r.clamp(-(i32::MAX as f64), i32::MAX as f64) as i32
         })
         .collect();
-    let params = if w.scales().len() > 1 {
-        QuantParams::per_channel(scales, vec![0; b.len()], 0)
-    } else {
-        QuantParams::per_tensor(scales.first().copied().unwrap_or(1.0), 0)
-    };
     (q, params)
 }
 
-/// int64 bias of 16x8 convolutions and FULLY_CONNECTED: the scales of [`quantize_bias`],
-/// values `round(b · f32(1/s_b))` without the int32 clamp.
+/// int64 bias of 16x8 convolutions and FULLY_CONNECTED: the scales of [`bias_scales`], values
+/// `round(b · f32(1/s_b))` without the int32 clamp.
 pub fn quantize_bias_i64(b: &[f32], s_in: f32, w: &QuantParams) -> (Vec<i64>, QuantParams) {
-    let scales: Vec<f32> = (0..b.len())
-        .map(|c| {
-            let s_w = if w.scales().len() == 1 { w.scale() } else { w.scales().get(c).copied().unwrap_or(1.0) };
-            (s_in as f64 * s_w as f64) as f32
-        })
-        .collect();
+    let (scales, params) = bias_scales(b.len(), s_in, w);
     let q = b.iter().zip(&scales).map(|(&v, &s)| (v * (1.0 / s)).round() as f64 as i64).collect();
-    let params = if w.scales().len() > 1 {
-        QuantParams::per_channel(scales, vec![0; b.len()], 0)
-    } else {
-        QuantParams::per_tensor(scales.first().copied().unwrap_or(1.0), 0)
-    };
     (q, params)
 }
 

@@ -397,8 +397,11 @@ fn shared_params(g: &Graph, table: &CalibrationTable, cfg: &QuantConfig) -> Hash
 /// MobileNetV2 with random weights fails to load: "no_integer_overflow_from_quantization");
 /// qlite widens the scale instead, to the least that works:
 /// - a fused or standalone RELU6 / RELU_N1_TO_1 quantizes its bound as int32: `6/s < 2^31`;
-/// - a convolution / FULLY_CONNECTED requantizes with the int64 `MultiplyByQuantizedMultiplier`,
-///   whose shift must stay below 8: `s_in · s_w[c] / s_out < 2^7` for every channel;
+/// - a convolution requantizes with the int64 `MultiplyByQuantizedMultiplier`, whose rounding
+///   shift `15 − shift` must stay positive: `s_in · s_w[c] / s_out < 2^14` for every channel,
+///   kept below 2^13 (LiteRT's debug builds assert a shift below 8; its release builds, which
+///   users run, compute up to 14, and TF's converter writes such files). FULLY_CONNECTED
+///   rescales in double (no shift): no floor;
 /// - ADD / SUB rescale with `2·max(s1, s2) / (2^15 · s_out) < 1`.
 fn int16_output_floor(g: &Graph, n: &Node, in_scales: &[Option<f32>], p: QuantParams) -> QuantParams {
     use qlite_ir::Activation;
@@ -412,11 +415,12 @@ fn int16_output_floor(g: &Graph, n: &Node, in_scales: &[Option<f32>], p: QuantPa
     }
     let spec = op_spec(&n.op);
     if let (Some((wi, _)), Some(s_in)) = (spec.weights, in_scale(0))
+        && !matches!(n.op, Op::FullyConnected(_))
         && let Some((w, _)) = n.input(wi).and_then(|t| const_f32(g, t))
     {
         let max_w = w.iter().fold(0f32, |m, v| m.max(v.abs()));
         // Per-channel scales are at most the tensor's: m/127.
-        floor = floor.max(s_in as f64 * (max_w as f64 / 127.0) / 64.0);
+        floor = floor.max(s_in as f64 * (max_w as f64 / 127.0) / (1u32 << 13) as f64);
     }
     if let Op::Binary(b) = &n.op
         && matches!(b.kind, BinaryKind::Add | BinaryKind::Sub)

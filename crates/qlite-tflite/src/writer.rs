@@ -57,7 +57,7 @@ pub fn legalize_pipeline() -> PassManager {
 
 /// LiteRT's CONV_2D and DEPTHWISE_CONV_2D kernels need a bias tensor (the depthwise kernel
 /// refuses to prepare without one): give bias-less convolutions a zero bias, float32 for float
-/// convolutions and int32 with scale `s_in · s_w[c]` for int8 ones.
+/// convolutions, int32 with scale `s_in · s_w[c]` for int8 ones and int64 for 16x8 ones.
 #[derive(Debug, Default)]
 pub struct MaterializeBias;
 
@@ -85,7 +85,7 @@ impl Pass for MaterializeBias {
             let name = format!("{}/zero_bias", n.name);
             let bias = match (x.dtype, &x.quant, &w.quant) {
                 (DType::F32, _, _) => Tensor::constant(name, DType::F32, Shape::fixed(&[oc]), vec![0u8; oc * 4].into()),
-                (DType::I8, Some(xq), Some(wq)) => {
+                (DType::I8 | DType::I16, Some(xq), Some(wq)) => {
                     let scales: Vec<f32> = (0..oc)
                         .map(|c| {
                             let s_w = if wq.scales().len() == 1 {
@@ -101,7 +101,9 @@ impl Pass for MaterializeBias {
                     } else {
                         QuantParams::per_channel(scales, vec![0; oc], 0)
                     };
-                    Tensor::constant(name, DType::I32, Shape::fixed(&[oc]), vec![0u8; oc * 4].into()).with_quant(q)
+                    // int64 for 16x8 (LiteRT's int16 depthwise kernel takes no other).
+                    let (dt, width) = if x.dtype == DType::I16 { (DType::I64, 8) } else { (DType::I32, 4) };
+                    Tensor::constant(name, dt, Shape::fixed(&[oc]), vec![0u8; oc * width].into()).with_quant(q)
                 }
                 _ => continue,
             };

@@ -35,7 +35,6 @@ pub struct PackedInt16 {
     ws: Vec<usize>,
     bias: Option<Vec<i64>>,
     acc: Acc,
-    s_in: f32,
     out: OutQ,
     /// Conv / depthwise: the fixed-point multipliers; FC: the float scales per channel.
     mults: Vec<(i32, i32)>,
@@ -93,17 +92,13 @@ impl PackedInt16 {
             }
             _ => (per_channel_multipliers(s_in, wq, s_out, channels), Vec::new()),
         };
-        let w: Vec<i16> = match kind {
-            // [O, kh, kw, I] and [units, K] are already (channel, K) rows.
-            Kind::Conv(_) | Kind::Fc(_) => wv.iter().map(|&v| v as i16).collect(),
-            // [1, kh, kw, C]: tap-major rows of C.
-            Kind::Depthwise(_) => wv.iter().map(|&v| v as i16).collect(),
-        };
-        Some(PackedInt16 { kind, w, ws, bias, acc, s_in, out: outq, mults, fc_scales })
+        // Widened as stored: conv [O, kh, kw, I] and FC [units, K] are (channel, K) rows,
+        // depthwise [1, kh, kw, C] tap-major rows of C.
+        let w: Vec<i16> = wv.iter().map(|&v| v as i16).collect();
+        Some(PackedInt16 { kind, w, ws, bias, acc, out: outq, mults, fc_scales })
     }
 
     pub(crate) fn run(&self, xs: &[usize], xv: &[i16], out: &mut Option<Array>, scratch: &mut Scratch) -> Option<()> {
-        let _ = self.s_in;
         match &self.kind {
             Kind::Conv(op) => self.conv(op, xs, xv, out, scratch),
             Kind::Depthwise(op) => self.depthwise(op, xs, xv, out),
