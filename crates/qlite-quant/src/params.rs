@@ -30,7 +30,10 @@ pub fn activation_params(min: f32, max: f32) -> QuantParams {
 /// range widened to include 0, `s = max(|min|, |max|)/32767` in float, zero point 0.
 pub fn activation_params_int16(min: f32, max: f32) -> QuantParams {
     let m = min.min(0.0).abs().max(max.max(0.0));
-    let m = if m < 1e-6 { 1e-6 } else { m };
+    // Only a range of exactly 0 (or not finite) gets a stand-in: a tiny range keeps its tiny
+    // scale, as TF's converter's does (a floor of 1e-6 cost a vanishing-logits network 32 dB);
+    // the quantizer widens scales only where LiteRT's kernels need it.
+    let m = if m > 0.0 && (m / 32767.0) > 0.0 && m.is_finite() { m } else { 1.0 };
     QuantParams::per_tensor(m / 32767.0, 0)
 }
 

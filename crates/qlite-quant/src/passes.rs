@@ -402,7 +402,42 @@ fn shared_params(g: &Graph, table: &CalibrationTable, cfg: &QuantConfig) -> Hash
 ///   kept below 2^13 (LiteRT's debug builds assert a shift below 8; its release builds, which
 ///   users run, compute up to 14, and TF's converter writes such files). FULLY_CONNECTED
 ///   rescales in double (no shift): no floor;
-/// - ADD / SUB rescale with `2·max(s1, s2) / (2^15 · s_out) < 1`.
+/// - ADD / SUB rescale with `2·max(s1, s2) / (2^15 · s_out) < 1`; MUL, MEAN and RELU with an
+///   int32 fixed-point multiplier, kept below 2^29.
+/// The least input scale a 16x8 convolution / FULLY_CONNECTED may read so that its int64
+/// accumulator stays within `MultiplyByQuantizedMultiplier`'s range (|acc| < 2^47: LiteRT's
+/// release kernels multiply it by a 16-bit multiplier in int64 and would overflow past it): the
+/// bias, quantized with `s_in · s_w[c]`, must stay below 2^46 (a SE block's `+3` folded into a
+/// convolution that reads a vanishing range reached 3·10^18). Its input is requantized up to
+/// it where needed.
+fn int16_input_floor(g: &Graph, n: &Node) -> f32 {
+    let spec = op_spec(&n.op);
+    let (Some((wi, axis)), Some(bi)) = (spec.weights, spec.bias) else { return 0.0 };
+    let (Some((w, dims)), Some((b, _))) =
+        (n.input(wi).and_then(|t| const_f32(g, t)), n.input(bi).and_then(|t| const_f32(g, t)))
+    else {
+        return 0.0;
+    };
+    let channels = b.len();
+    if channels == 0 || dims.get(axis) != Some(&channels) {
+        return 0.0;
+    }
+    let inner: usize = dims[axis + 1..].iter().product::<usize>().max(1);
+    let mut m = vec![0f32; channels];
+    for (i, &v) in w.iter().enumerate() {
+        let c = (i / inner) % channels;
+        m[c] = m[c].max(v.abs());
+    }
+    let limit = (1u64 << 46) as f64;
+    b.iter()
+        .zip(&m)
+        .map(|(&bv, &mc)| {
+            let s_w = if mc > 0.0 { mc as f64 / 127.0 } else { 1.0 };
+            (bv.abs() as f64 / (s_w * limit)) as f32
+        })
+        .fold(0f32, f32::max)
+}
+
 fn int16_output_floor(g: &Graph, n: &Node, in_scales: &[Option<f32>], p: QuantParams) -> QuantParams {
     use qlite_ir::Activation;
     use qlite_ir::op::BinaryKind;
@@ -423,10 +458,21 @@ fn int16_output_floor(g: &Graph, n: &Node, in_scales: &[Option<f32>], p: QuantPa
         floor = floor.max(s_in as f64 * (max_w as f64 / 127.0) / (1u32 << 13) as f64);
     }
     if let Op::Binary(b) = &n.op
-        && matches!(b.kind, BinaryKind::Add | BinaryKind::Sub)
         && let (Some(s1), Some(s2)) = (in_scale(0), in_scale(1))
     {
-        floor = floor.max(2.0 * s1.max(s2) as f64 / 16384.0);
+        match b.kind {
+            BinaryKind::Add | BinaryKind::Sub => floor = floor.max(2.0 * s1.max(s2) as f64 / 16384.0),
+            // `QuantizeMultiplier(s1 · s2 / s_out)` then an int32 left shift: below 2^30.
+            BinaryKind::Mul => floor = floor.max(s1 as f64 * s2 as f64 / (1u64 << 29) as f64),
+            _ => {}
+        }
+    }
+    // Requantizing ops (MEAN, RELU / RELU6, pooling's and data movement's passed-on
+    // parameters aside): a multiplier `s_in / s_out` below 2^29.
+    if matches!(n.op, Op::Mean(_) | Op::Unary(_))
+        && let Some(s_in) = in_scale(0)
+    {
+        floor = floor.max(s_in as f64 / (1u64 << 29) as f64);
     }
     if (p.scale() as f64) < floor { QuantParams::per_tensor(floor as f32, 0) } else { p }
 }
@@ -491,10 +537,15 @@ pub fn full_integer(g: &Graph, table: &CalibrationTable, cfg: &QuantConfig) -> R
                 },
             };
             let p = if nd == DType::I16 && rule == OutputRule::Calibrated && shared_here(&o).is_none() {
+                let floor_in = int16_input_floor(g, n);
                 let in_scales: Vec<Option<f32>> = n
                     .inputs
                     .iter()
-                    .map(|i| i.and_then(|t| rw.params_in(table, t, nd).ok()).map(|q| q.scale()))
+                    .enumerate()
+                    .map(|(k, i)| {
+                        let s = i.and_then(|t| rw.params_in(table, t, nd).ok()).map(|q| q.scale());
+                        if k == 0 { s.map(|s| s.max(floor_in)) } else { s }
+                    })
                     .collect();
                 int16_output_floor(g, n, &in_scales, p)
             } else {
@@ -597,7 +648,9 @@ pub fn full_integer(g: &Graph, table: &CalibrationTable, cfg: &QuantConfig) -> R
                     let (lo, hi) = values.iter().fold((0f32, 0f32), |(a, b), &v| (a.min(v), b.max(v)));
                     activation_params_for(nd, lo, hi)
                 } else {
-                    rw.params_in(table, t, nd).map_err(|_| node_err(n, "input has no parameters"))?
+                    let p = rw.params_in(table, t, nd).map_err(|_| node_err(n, "input has no parameters"))?;
+                    let floor_in = if slot == 0 && nd == DType::I16 { int16_input_floor(g, n) } else { 0.0 };
+                    if p.scale() < floor_in { QuantParams::per_tensor(floor_in, 0) } else { p }
                 };
                 if slot == 0 {
                     in_scale = p.scale();
