@@ -391,19 +391,6 @@ fn shared_params(g: &Graph, table: &CalibrationTable, cfg: &QuantConfig) -> Hash
     shared
 }
 
-/// The least scale an int16 output may take so that LiteRT's kernels can run it, given its
-/// producer: a vanishing calibrated range (random-weight networks, dead channels) gives scales
-/// so small that LiteRT refuses or overflows. TF's converter writes such files (its 16x8
-/// MobileNetV2 with random weights fails to load: "no_integer_overflow_from_quantization");
-/// qlite widens the scale instead, to the least that works:
-/// - a fused or standalone RELU6 / RELU_N1_TO_1 quantizes its bound as int32: `6/s < 2^31`;
-/// - a convolution requantizes with the int64 `MultiplyByQuantizedMultiplier`, whose rounding
-///   shift `15 − shift` must stay positive: `s_in · s_w[c] / s_out < 2^14` for every channel,
-///   kept below 2^13 (LiteRT's debug builds assert a shift below 8; its release builds, which
-///   users run, compute up to 14, and TF's converter writes such files). FULLY_CONNECTED
-///   rescales in double (no shift): no floor;
-/// - ADD / SUB rescale with `2·max(s1, s2) / (2^15 · s_out) < 1`; MUL, MEAN and RELU with an
-///   int32 fixed-point multiplier, kept below 2^29.
 /// The least input scale a 16x8 convolution / FULLY_CONNECTED may read so that its int64
 /// accumulator stays within `MultiplyByQuantizedMultiplier`'s range (|acc| < 2^47: LiteRT's
 /// release kernels multiply it by a 16-bit multiplier in int64 and would overflow past it): the
@@ -438,6 +425,19 @@ fn int16_input_floor(g: &Graph, n: &Node) -> f32 {
         .fold(0f32, f32::max)
 }
 
+/// The least scale an int16 output may take so that LiteRT's kernels can run it, given its
+/// producer: a vanishing calibrated range (random-weight networks, dead channels) gives scales
+/// so small that LiteRT refuses or overflows. TF's converter writes such files (its 16x8
+/// MobileNetV2 with random weights fails to load: "no_integer_overflow_from_quantization");
+/// qlite widens the scale instead, to the least that works:
+/// - a fused or standalone RELU6 / RELU_N1_TO_1 quantizes its bound as int32: `6/s < 2^31`;
+/// - a convolution requantizes with the int64 `MultiplyByQuantizedMultiplier`, whose rounding
+///   shift `15 − shift` must stay positive: `s_in · s_w[c] / s_out < 2^14` for every channel,
+///   kept below 2^13 (LiteRT's debug builds assert a shift below 8; its release builds, which
+///   users run, compute up to 14, and TF's converter writes such files). FULLY_CONNECTED
+///   rescales in double (no shift): no floor;
+/// - ADD / SUB rescale with `2·max(s1, s2) / (2^15 · s_out) < 1`; MUL, MEAN and RELU with an
+///   int32 fixed-point multiplier, kept below 2^29.
 fn int16_output_floor(g: &Graph, n: &Node, in_scales: &[Option<f32>], p: QuantParams) -> QuantParams {
     use qlite_ir::Activation;
     use qlite_ir::op::BinaryKind;
