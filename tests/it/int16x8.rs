@@ -4,6 +4,7 @@
 //! accuracy 16x8 buys over int8 on the digits models.
 
 use crate::common::{Builder, export_case, fixture};
+use crate::random_ops::{int, pick, weights};
 use qlite::ir::op::*;
 use qlite::ir::{DType, QuantParams, Shape, Tensor, TensorId};
 use qlite::sample::Rng;
@@ -11,14 +12,6 @@ use qlite::{Array, ConvertOptions, Data, IoType, QuantConfig, QuantMode, Registr
 
 /// Random cases per op kind (every one checked against LiteRT in conformance runs).
 const PER_KIND: usize = 40;
-
-fn int(rng: &mut Rng, lo: i64, hi: i64) -> i64 {
-    lo + (rng.next_u64() % ((hi - lo + 1) as u64)) as i64
-}
-
-fn pick<T: Copy>(rng: &mut Rng, v: &[T]) -> T {
-    v[(rng.next_u64() % v.len() as u64) as usize]
-}
 
 /// Symmetric int16 parameters: zero point 0, a scale over several decades.
 fn q16(rng: &mut Rng) -> QuantParams {
@@ -42,21 +35,6 @@ fn input16(b: &mut Builder, name: &str, dims: &[usize], q: QuantParams) -> Tenso
     let v: Vec<i16> = (0..n).map(|_| int(&mut b.rng, -spread - 1, spread) as i16).collect();
     let t = Tensor::activation(name, DType::I16, Shape::fixed(dims)).with_quant(q);
     b.input_with(t, Array::new(dims.to_vec(), Data::I16(v)).unwrap())
-}
-
-fn weights(b: &mut Builder, dims: &[usize], axis: usize, per_channel: bool) -> (TensorId, Vec<f32>) {
-    let n: usize = dims.iter().product();
-    let vals: Vec<u8> = (0..n).map(|_| int(&mut b.rng, -127, 127) as i8 as u8).collect();
-    let channels = if per_channel { dims[axis] } else { 1 };
-    let base = b.rng.uniform(-3.0, -1.0);
-    let scales: Vec<f32> = (0..channels).map(|_| 10f32.powf(base + b.rng.uniform(0.0, 0.7))).collect();
-    let q = if per_channel {
-        QuantParams::per_channel(scales.clone(), vec![0; channels], axis)
-    } else {
-        QuantParams::per_tensor(scales[0], 0)
-    };
-    let t = Tensor::constant("w", DType::I8, Shape::fixed(dims), vals.into()).with_quant(q);
-    (b.raw_const(t), scales)
 }
 
 /// int64 bias with scale s_in · s_w[c], some values beyond the int32 range.

@@ -12,11 +12,11 @@ use qlite::{Array, Data};
 /// Cases per op kind. With QLITE_CONFORMANCE_DIR set every case is exported.
 const PER_KIND: usize = 200;
 
-fn pick<T: Copy>(rng: &mut Rng, v: &[T]) -> T {
+pub(crate) fn pick<T: Copy>(rng: &mut Rng, v: &[T]) -> T {
     v[(rng.next_u64() % v.len() as u64) as usize]
 }
 
-fn int(rng: &mut Rng, lo: i64, hi: i64) -> i64 {
+pub(crate) fn int(rng: &mut Rng, lo: i64, hi: i64) -> i64 {
     lo + (rng.next_u64() % ((hi - lo + 1) as u64)) as i64
 }
 
@@ -56,7 +56,7 @@ fn input(b: &mut Builder, name: &str, dims: &[usize], q: QuantParams) -> TensorI
 }
 
 /// Symmetric int8 weights, per channel along `axis` (or per tensor).
-fn weights(b: &mut Builder, dims: &[usize], axis: usize, per_channel: bool) -> (TensorId, Vec<f32>) {
+pub(crate) fn weights(b: &mut Builder, dims: &[usize], axis: usize, per_channel: bool) -> (TensorId, Vec<f32>) {
     let n: usize = dims.iter().product();
     let vals: Vec<u8> = (0..n).map(|_| int(&mut b.rng, -127, 127) as i8 as u8).collect();
     let channels = if per_channel { dims[axis] } else { 1 };
