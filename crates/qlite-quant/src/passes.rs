@@ -543,7 +543,15 @@ pub fn full_integer(g: &Graph, table: &CalibrationTable, cfg: &QuantConfig) -> R
                     .iter()
                     .enumerate()
                     .map(|(k, i)| {
-                        let s = i.and_then(|t| rw.params_in(table, t, nd).ok()).map(|q| q.scale());
+                        // A float constant operand is quantized from its own values (as the
+                        // quantize phase does); an activation has its producer's parameters.
+                        let s = i.and_then(|t| match const_f32(g, t) {
+                            Some((v, _)) => {
+                                let (lo, hi) = v.iter().fold((0f32, 0f32), |(a, b), &x| (a.min(x), b.max(x)));
+                                Some(activation_params_for(nd, lo, hi).scale())
+                            }
+                            None => rw.params_in(table, t, nd).ok().map(|q| q.scale()),
+                        });
                         if k == 0 { s.map(|s| s.max(floor_in)) } else { s }
                     })
                     .collect();
