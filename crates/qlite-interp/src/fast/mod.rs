@@ -197,6 +197,7 @@ impl Packed {
             (Packed::FloatFc(p), Data::F32(xv)) => return p.run(x.shape(), xv, out),
             (Packed::FloatDepthwise(p), Data::F32(xv)) => return p.run(x.shape(), xv, out),
             (Packed::Pad(p), Data::F32(xv)) => return p.run_f32(x.shape(), xv, out),
+            (Packed::Pad(p), Data::I16(xv)) => return p.run_i16(x.shape(), xv, out),
             (Packed::Binary(p), Data::F32(_) | Data::I16(_)) => return p.run(x, x2?, out),
             (Packed::Pool(p), Data::F32(xv)) => return p.run_f32(x.shape(), xv, out),
             (Packed::Mean(p), Data::F32(xv)) => return p.run_f32(x.shape(), xv, out),

@@ -2,7 +2,7 @@
 
 use super::*;
 
-/// int8 PAD (and PADV2 with a constant value): whole rows of the innermost axis copied, the
+/// int8, int16 and float32 PAD (and PADV2 with a constant value): whole rows of the innermost axis copied, the
 /// rest filled with the value (the zero point for PAD), as the reference kernel fills it.
 #[derive(Debug, Clone)]
 pub struct PackedPad {
@@ -10,6 +10,8 @@ pub struct PackedPad {
     pub(crate) value: i8,
     /// float32 PAD (zeros) or PADV2 with a constant value.
     pub(crate) value_f32: Option<f32>,
+    /// int16 (16x8) PAD: the zero point (0), or PADV2's constant.
+    pub(crate) value_i16: Option<i16>,
 }
 
 impl PackedPad {
@@ -28,7 +30,17 @@ impl PackedPad {
                     _ => return None,
                 },
             };
-            return Some(PackedPad { paddings: p.paddings.clone(), value: 0, value_f32: Some(value) });
+            return Some(PackedPad { paddings: p.paddings.clone(), value: 0, value_f32: Some(value), value_i16: None });
+        }
+        if x.dtype == DType::I16 {
+            let value = match n.input(1) {
+                None => i16::try_from(x.quant.as_ref().map_or(0, |q| q.zero_point())).ok()?,
+                Some(v) => match consts.get(v.index())?.as_deref()?.data() {
+                    Data::I16(d) if d.len() == 1 => d[0],
+                    _ => return None,
+                },
+            };
+            return Some(PackedPad { paddings: p.paddings.clone(), value: 0, value_f32: None, value_i16: Some(value) });
         }
         if x.dtype != DType::I8 {
             return None;
@@ -40,16 +52,23 @@ impl PackedPad {
                 _ => return None,
             },
         };
-        Some(PackedPad { paddings: p.paddings.clone(), value, value_f32: None })
+        Some(PackedPad { paddings: p.paddings.clone(), value, value_f32: None, value_i16: None })
     }
 
     pub(crate) fn run(&self, xs: &[usize], xv: &[i8], out: &mut Option<Array>) -> Option<()> {
-        if self.value_f32.is_some() {
+        if self.value_f32.is_some() || self.value_i16.is_some() {
             return None;
         }
         let os = self.out_shape(xs, xv.len())?;
         let y = Array::reuse_i8(out, &os)?;
         self.fill(xs, &os, xv, y, self.value)
+    }
+
+    pub(crate) fn run_i16(&self, xs: &[usize], xv: &[i16], out: &mut Option<Array>) -> Option<()> {
+        let value = self.value_i16?;
+        let os = self.out_shape(xs, xv.len())?;
+        let y = Array::reuse_i16(out, &os)?;
+        self.fill(xs, &os, xv, y, value)
     }
 
     pub(crate) fn run_f32(&self, xs: &[usize], xv: &[f32], out: &mut Option<Array>) -> Option<()> {
