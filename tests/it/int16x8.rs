@@ -323,24 +323,6 @@ fn trivial16(y: &Array) -> Option<String> {
     }
 }
 
-/// Draw `case` until its output is not trivial: draw k is seeded by `NAME~k`
-/// (deterministic). Returns the graph, inputs, qlite's outputs and the refused draws.
-fn draw16(case: &str, generate: Gen) -> (qlite::ir::Graph, Vec<Array>, Vec<Array>, usize) {
-    let mut why = String::new();
-    for attempt in 0..64 {
-        let seed = if attempt == 0 { case.to_string() } else { format!("{case}~{attempt}") };
-        let mut b = Builder::new(&seed);
-        let out = generate(&mut b);
-        let (g, inputs) = b.finish(&[out]);
-        let y = qlite::run(&g, inputs.clone()).unwrap_or_else(|e| panic!("{case}: {e}"));
-        match trivial16(&y[0]) {
-            None => return (g, inputs, y, attempt),
-            Some(w) => why = w,
-        }
-    }
-    panic!("{case}: 64 draws all gave trivial outputs (last: {why}): the generator is broken")
-}
-
 #[test]
 fn random_int16_ops_are_exported_for_litert() {
     let kinds: [(&str, Gen); 16] = [
@@ -366,7 +348,7 @@ fn random_int16_ops_are_exported_for_litert() {
     for (name, generate) in kinds {
         for i in 0..PER_KIND {
             let case = format!("i16_{name}_{i:03}");
-            let (g, inputs, y, attempts) = draw16(&case, generate);
+            let (g, inputs, y, attempts) = crate::random_ops::draw_until(&case, generate, trivial16);
             redrawn += attempts;
             // The 16x8 layers and ADD / SUB / MUL run on the fast kernels (which
             // `export_case` holds to the reference's bytes at every tier).

@@ -705,3 +705,17 @@ fn dynamic_range_weights_equal_tf_converters() {
     }
     assert!(compared >= 5, "only {compared} weight tensors matched by name");
 }
+
+/// `auto` has nothing to search without a full-integer model: saving a table in dynamic mode
+/// writes the minmax ranges, named so (not "auto").
+#[test]
+fn auto_calibration_without_a_full_integer_mode_saves_minmax() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts(QuantMode::Dynamic, IoType::Float32);
+    o.quant.method = CalibrationMethod::Auto;
+    o.save_calibration = Some(dir.path().join("t.json"));
+    convert("mlp", &dir.path().join("d.tflite"), &o);
+    let t = qlite::CalibrationTable::from_json(&std::fs::read_to_string(dir.path().join("t.json")).unwrap()).unwrap();
+    assert_eq!(t.method, "minmax");
+    assert!(!t.ranges.is_empty());
+}

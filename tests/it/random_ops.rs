@@ -782,6 +782,15 @@ fn trivial(y: &Array) -> Option<String> {
 /// the case's name, redraw k by `NAME~k`: deterministic. Returns the graph, inputs, the
 /// reference outputs and how many draws were refused.
 fn draw(case: &str, generate: Gen) -> (qlite::ir::Graph, Vec<Array>, Vec<Array>, usize) {
+    draw_until(case, generate, trivial)
+}
+
+/// [`draw`] with the triviality test of the output's type (int8 here, int16 in `int16x8`).
+pub(crate) fn draw_until(
+    case: &str,
+    generate: fn(&mut Builder) -> TensorId,
+    trivial: fn(&Array) -> Option<String>,
+) -> (qlite::ir::Graph, Vec<Array>, Vec<Array>, usize) {
     let mut why = String::new();
     for attempt in 0..MAX_DRAWS {
         let seed = if attempt == 0 { case.to_string() } else { format!("{case}~{attempt}") };
