@@ -93,19 +93,27 @@ fn spatial(rng: &mut Rng) -> (usize, usize, usize) {
     (int(rng, 1, 2) as usize, int(rng, 3, 9) as usize, int(rng, 3, 9) as usize)
 }
 
-/// `g` on the reference and on the fast kernels: the outputs must be the same bytes (a panic
-/// naming `case` otherwise); returns how many nodes ran a fast kernel.
+/// `g` on the reference and on the fast kernels, single-threaded and split over 3 threads into
+/// the smallest parts: the outputs must be the same bytes (a panic naming `case` otherwise);
+/// returns how many nodes ran a fast kernel.
 fn fast_against_reference(g: &qlite::ir::Graph, inputs: Vec<Array>, case: &str) -> usize {
     let reference = qlite::Interpreter::new(g).unwrap().run(inputs.clone()).unwrap();
     let mut nodes = 0;
     qlite::isa::for_each_tier(|t| {
-        let fast = qlite::Interpreter::new(g).unwrap().isa(t).kernels(qlite::Kernels::Fast);
-        assert_eq!(
-            fast.run(inputs.clone()).unwrap(),
-            reference,
-            "{case} at {t}: fast kernels differ from the reference"
-        );
-        nodes = fast.fast_nodes();
+        for threads in [1, 3] {
+            let fast = qlite::Interpreter::new(g)
+                .unwrap()
+                .isa(t)
+                .kernels(qlite::Kernels::Fast)
+                .threads(threads)
+                .min_macs_per_thread(1);
+            assert_eq!(
+                fast.run(inputs.clone()).unwrap(),
+                reference,
+                "{case} at {t}, {threads} threads: fast kernels differ from the reference"
+            );
+            nodes = fast.fast_nodes();
+        }
     });
     nodes
 }
@@ -1046,6 +1054,9 @@ fn fast_float_kernels_are_within_the_stated_bound() {
                 panic!("seed {seed} at {t}: {e}\n{}", qlite::ir::print_graph(&g));
             }
             assert_eq!(fast.fast_nodes(), 3, "seed {seed}: the layer, the binary op and the pad run fast");
+            // Split over threads into the smallest parts: the same values, bit for bit.
+            let split = fast.threads(3).min_macs_per_thread(1).run(inputs.clone()).unwrap();
+            assert_eq!(split, got, "seed {seed} at {t}: a split layer differs");
         });
         fast_nodes += 1;
     }

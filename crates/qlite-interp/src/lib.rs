@@ -16,6 +16,7 @@ pub mod fixedpoint;
 pub mod isa;
 pub mod kernels;
 pub mod session;
+pub mod threads;
 
 pub use array::{Array, ArrayError, Data};
 pub use compare::{Agreement, Mismatch, Tolerance, compare, compare_all};
@@ -76,8 +77,10 @@ pub struct Interpreter<'g> {
     reference_lrn: bool,
     /// Per node: its packed fast kernel, when [`Kernels::Fast`] is selected and one applies.
     packed: Vec<Option<fast::Packed>>,
-    /// Threads a large fast convolution may use.
-    par: fast::Parallel,
+    /// Worker threads the large fast kernels split over ([`Interpreter::threads`]).
+    pool: Option<Arc<threads::ThreadPool>>,
+    /// The least work a part of a split kernel gets.
+    min_work: usize,
     /// The kernels chosen with [`Interpreter::kernels`].
     kernels: Kernels,
     /// The instruction-set tier the fast kernels are packed for and run at.
@@ -176,7 +179,8 @@ impl<'g> Interpreter<'g> {
             last_use,
             reference_lrn: false,
             packed: Vec::new(),
-            par: fast::Parallel::default(),
+            pool: None,
+            min_work: fast::DEFAULT_MIN_WORK,
             kernels: Kernels::Reference,
             isa: Isa::process_default(),
         };
@@ -317,20 +321,25 @@ impl<'g> Interpreter<'g> {
         }
     }
 
-    /// Let large fast convolutions use up to `n` threads (default 1: single-threaded). A
-    /// convolution is split only if each thread gets at least 32 M multiply-adds (starting a
-    /// thread is not free). The output bytes do not depend on it.
+    /// Let the large fast kernels (convolutions, depthwise, fully connected, GEMMs) split one
+    /// inference over `n` threads in all (default 1): `n − 1` worker threads are started here,
+    /// once, and kept for the life of the interpreter. A kernel is split only into parts of at
+    /// least [`fast::DEFAULT_MIN_WORK`] multiply-adds. The output bytes do not depend on it.
     pub fn threads(mut self, n: usize) -> Self {
-        self.par.threads = n.max(1);
+        self.pool = if n > 1 { threads::ThreadPool::new(n).map(Arc::new) } else { None };
         self
     }
 
-    /// The least work (multiply-adds) a thread of a split convolution must get (default
-    /// 2^25). Lower it to split smaller layers (tests use it to exercise the split on small
-    /// shapes).
+    /// The least work (multiply-adds) a part of a split kernel must get. Lower it to split
+    /// smaller layers (tests use it to exercise the split on small shapes).
     pub fn min_macs_per_thread(mut self, macs: usize) -> Self {
-        self.par.min_macs = macs.max(1);
+        self.min_work = macs.max(1);
         self
+    }
+
+    /// How the fast kernels may split work.
+    pub(crate) fn par(&self) -> fast::Parallel<'_> {
+        fast::Parallel { pool: self.pool.as_deref(), min_work: self.min_work }
     }
 
     /// A [`Session`] for repeated runs: a planned arena reused from run to run, so that once

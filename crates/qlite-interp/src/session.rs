@@ -132,7 +132,7 @@ impl<'i, 'g> Session<'i, 'g> {
             let x2 = node.input(1).and_then(value);
             let packed = interp.packed.get(ni).and_then(|p| p.as_ref());
             let done = match (packed, x) {
-                (Some(p), Some(x)) => p.run_into(x, x2, &mut out, scratch, interp.par).is_some(),
+                (Some(p), Some(x)) => p.run_into(x, x2, &mut out, scratch, interp.par()).is_some(),
                 _ => false,
             } || x.is_some_and(|x| in_place(interp, node, x, &mut out).is_some());
             if !done {

@@ -61,11 +61,14 @@ impl PackedConv {
         let g = ConvGeom { n, ih, iw, ic, oh, ow, pad_h, pad_w };
         let rows = n * oh;
         let row_len = (ow * oc).max(1);
-        // Output rows are independent: large convolutions split them over threads (the
+        // Output rows are independent: large convolutions split them over the pool (the
         // bytes are the same however they are split).
         let macs = y.len().saturating_mul(self.m.depth);
-        let threads = par.threads.min(macs / par.min_macs.max(1)).clamp(1, rows.max(1));
-        let per = rows.div_ceil(threads.max(1)).max(1);
+        let parts = par.parts(macs, rows);
+        let mut tiles = std::mem::take(&mut s.tiles);
+        if tiles.len() < parts {
+            tiles.resize_with(parts, TileBufs::default);
+        }
         if let Some(p) = &self.m.vnni {
             // The VNNI path reads `x + 128` as unsigned bytes: converted once for the whole
             // input, with slack so a pointwise row may read its last group of 4 whole.
@@ -80,47 +83,24 @@ impl PackedConv {
             let len = xu.len();
             xu.resize(len + p.groups * 4 + 16, 0);
             let xu = &*xu;
-            let ok = if threads <= 1 {
-                self.conv_rows_vnni(&g, p, xu, 0, y, &mut s.tile)
-            } else {
-                std::thread::scope(|sc| {
-                    let handles: Vec<_> = y
-                        .chunks_mut(per * row_len)
-                        .enumerate()
-                        .map(|(t, chunk)| {
-                            let g = &g;
-                            // A worker runs at the tier of the thread that started it.
-                            let isa = crate::isa::current();
-                            sc.spawn(move || {
-                                crate::isa::with(isa, || {
-                                    self.conv_rows_vnni(g, p, xu, t * per, chunk, &mut TileBufs::default())
-                                })
-                            })
-                        })
-                        .collect();
-                    handles.into_iter().all(|h| h.join().unwrap_or(false))
-                })
-            };
-            return ok.then_some(());
+            let ok = std::sync::atomic::AtomicBool::new(true);
+            par.chunks_with(y, row_len, parts, &mut tiles, |_, first, chunk, tile| {
+                if !self.conv_rows_vnni(&g, p, xu, first, chunk, tile) {
+                    ok.store(false, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+            s.tiles = tiles;
+            return ok.into_inner().then_some(());
         }
         let mut accs = std::mem::take(&mut s.acc);
         accs.clear();
         accs.resize(y.len(), 0);
-        if threads <= 1 {
-            self.conv_rows(&g, xv, 0, &mut accs, &mut s.tile);
-        } else {
-            std::thread::scope(|sc| {
-                for (t, chunk) in accs.chunks_mut(per * row_len).enumerate() {
-                    let g = &g;
-                    let isa = crate::isa::current();
-                    sc.spawn(move || {
-                        crate::isa::with(isa, || self.conv_rows(g, xv, t * per, chunk, &mut TileBufs::default()))
-                    });
-                }
-            });
-        }
+        par.chunks_with(&mut accs, row_len, parts, &mut tiles, |_, first, chunk, tile| {
+            self.conv_rows(&g, xv, first, chunk, tile)
+        });
         self.out.apply(&accs, Some(&self.row_const), y);
         s.acc = accs;
+        s.tiles = tiles;
         Some(())
     }
 
@@ -407,7 +387,14 @@ impl PackedFloatConv {
         Some(PackedFloatConv { op: op.clone(), packed, ws, bias })
     }
 
-    pub(crate) fn run(&self, xs: &[usize], xv: &[f32], out: &mut Option<Array>, s: &mut Scratch) -> Option<()> {
+    pub(crate) fn run(
+        &self,
+        xs: &[usize],
+        xv: &[f32],
+        out: &mut Option<Array>,
+        s: &mut Scratch,
+        par: Parallel,
+    ) -> Option<()> {
         let &[n, ih, iw, ic] = xs else { return None };
         let [oc, kh, kw, wc] = self.ws[..] else { return None };
         if wc != ic || checked_len(xs)? != xv.len() {
@@ -423,54 +410,68 @@ impl PackedFloatConv {
         }
         let y = Array::reuse_f32(out, &[n, oh, ow, oc])?;
         let direct = kh == 1 && kw == 1 && op.stride == [1, 1] && pad_h == 0 && pad_w == 0;
+        // Output pixels are independent: a large convolution splits them over the pool, each
+        // part gathering its own windows (the same values however it is split).
+        let parts = par.parts(pixels.saturating_mul(k).saturating_mul(oc), pixels);
+        let ok = std::sync::atomic::AtomicBool::new(true);
+        let fail = || ok.store(false, std::sync::atomic::Ordering::Relaxed);
+        let geom = ConvGeom { n: 1, ih, iw, ic, oh, ow, pad_h, pad_w };
         for b in 0..n {
             let img = &xv[b * ih * iw * ic..(b + 1) * ih * iw * ic];
             let yb = &mut y[b * pixels * oc..(b + 1) * pixels * oc];
             if direct {
-                self.gemm(pixels, k, oc, img, yb)?;
-                continue;
+                par.chunks(yb, oc, parts, |_, first, yr| {
+                    if self.gemm(yr.len() / oc.max(1), k, oc, &img[first * k..], yr).is_none() {
+                        fail();
+                    }
+                });
             } else {
                 let col = &mut s.col_f32;
                 col.clear();
                 col.resize(pixels.checked_mul(k)?, 0.0);
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        let row = &mut col[(oy * ow + ox) * k..(oy * ow + ox + 1) * k];
-                        for ky in 0..kh {
-                            let iy = (oy * op.stride[0] + ky * op.dilation[0]) as isize - pad_h as isize;
-                            // A window row inside the image with no dilation is one run of the
-                            // input row: one copy (a 3-channel stem copied 3 floats at a time).
-                            let ix0 = (ox * op.stride[1]) as isize - pad_w as isize;
-                            if op.dilation[1] == 1
-                                && iy >= 0
-                                && (iy as usize) < ih
-                                && ix0 >= 0
-                                && ix0 as usize + kw <= iw
-                            {
-                                let at = (iy as usize * iw + ix0 as usize) * ic;
-                                row[ky * kw * ic..(ky + 1) * kw * ic].copy_from_slice(&img[at..at + kw * ic]);
-                                continue;
-                            }
-                            for kx in 0..kw {
-                                let dst = &mut row[(ky * kw + kx) * ic..(ky * kw + kx + 1) * ic];
-                                let ix = (ox * op.stride[1] + kx * op.dilation[1]) as isize - pad_w as isize;
-                                if iy < 0 || iy >= ih as isize || ix < 0 || ix >= iw as isize {
-                                    dst.fill(0.0);
-                                } else {
-                                    let at = (iy as usize * iw + ix as usize) * ic;
-                                    dst.copy_from_slice(&img[at..at + ic]);
-                                }
-                            }
-                        }
+                par.chunks2(col, k, yb, oc, parts, |_, first, colr, yr| {
+                    let count = colr.len() / k.max(1);
+                    self.im2col(&geom, img, first, colr);
+                    if self.gemm(count, k, oc, colr, yr).is_none() {
+                        fail();
                     }
-                }
-                let col = std::mem::take(&mut s.col_f32);
-                let done = self.gemm(pixels, k, oc, &col, yb);
-                s.col_f32 = col;
-                done?;
+                });
             }
         }
-        Some(())
+        ok.into_inner().then_some(())
+    }
+
+    /// The windows of output pixels `first..` (as many as `col` holds rows of k values) of one
+    /// image, zero where a tap falls in the padding.
+    fn im2col(&self, g: &ConvGeom, img: &[f32], first: usize, col: &mut [f32]) {
+        let op = &self.op;
+        let [_, kh, kw, _] = self.ws[..] else { return };
+        let ConvGeom { ih, iw, ic, ow, pad_h, pad_w, .. } = *g;
+        let k = kh * kw * ic;
+        for (i, row) in col.chunks_exact_mut(k.max(1)).enumerate() {
+            let (oy, ox) = ((first + i) / ow.max(1), (first + i) % ow.max(1));
+            for ky in 0..kh {
+                let iy = (oy * op.stride[0] + ky * op.dilation[0]) as isize - pad_h as isize;
+                // A window row inside the image with no dilation is one run of the input row:
+                // one copy (a 3-channel stem copied 3 floats at a time).
+                let ix0 = (ox * op.stride[1]) as isize - pad_w as isize;
+                if op.dilation[1] == 1 && iy >= 0 && (iy as usize) < ih && ix0 >= 0 && ix0 as usize + kw <= iw {
+                    let at = (iy as usize * iw + ix0 as usize) * ic;
+                    row[ky * kw * ic..(ky + 1) * kw * ic].copy_from_slice(&img[at..at + kw * ic]);
+                    continue;
+                }
+                for kx in 0..kw {
+                    let dst = &mut row[(ky * kw + kx) * ic..(ky * kw + kx + 1) * ic];
+                    let ix = (ox * op.stride[1] + kx * op.dilation[1]) as isize - pad_w as isize;
+                    if iy < 0 || iy >= ih as isize || ix < 0 || ix >= iw as isize {
+                        dst.fill(0.0);
+                    } else {
+                        let at = (iy as usize * iw + ix as usize) * ic;
+                        dst.copy_from_slice(&img[at..at + ic]);
+                    }
+                }
+            }
+        }
     }
 
     /// `y = act(a · Wᵀ + bias)` for `pixels` rows of `k` values: the packed AVX-512 kernel, or

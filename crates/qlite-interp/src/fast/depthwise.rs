@@ -120,7 +120,14 @@ impl PackedDepthwise {
         Some(PackedDepthwise { op: op.clone(), kh, kw, oc, w, z_in: c.z_in, bias, out, wide })
     }
 
-    pub(crate) fn run(&self, xs: &[usize], xv: &[i8], out: &mut Option<Array>, s: &mut Scratch) -> Option<()> {
+    pub(crate) fn run(
+        &self,
+        xs: &[usize],
+        xv: &[i8],
+        out: &mut Option<Array>,
+        s: &mut Scratch,
+        par: Parallel,
+    ) -> Option<()> {
         let &[n, ih, iw, ic] = xs else { return None };
         let op = &self.op;
         let mult = op.depth_multiplier.max(1);
@@ -136,20 +143,38 @@ impl PackedDepthwise {
         // Fewer than 16 channels dividing 16 at stride 1 across: the tiled path below packs
         // 16/oc pixels per vector, where this one would use a vector per pixel.
         let tiled = self.wide.as_ref().is_some_and(|w| w.tiled.is_some()) && op.stride[1] == 1;
+        // Output rows are independent: large layers split them over the pool, each part with
+        // its own laid-out rows and tap offsets.
+        let parts = par.parts(y.len().saturating_mul(self.kh * self.kw), n * oh);
+        let mut states = std::mem::take(&mut s.dw_parts);
+        if states.len() < parts {
+            states.resize_with(parts, Default::default);
+        }
+        let ok = std::sync::atomic::AtomicBool::new(true);
+        let fail = || ok.store(false, std::sync::atomic::Ordering::Relaxed);
+        #[cfg(target_arch = "x86_64")]
         if let Some((wide, v)) = self.wide.as_ref().and_then(|w| Some((w, w.vnni.as_ref()?))).filter(|_| !tiled) {
-            // SAFETY: a VNNI form exists only when the tier (never above the host's) has AVX-512
-            // F/BW/DQ/VL, VNNI and VBMI; the short form only when the multipliers have it.
-            #[allow(unsafe_code)]
-            let done = unsafe {
-                if wide.mults.short {
-                    dw_vnni::<true>(self, wide, v, &dims, xv, y, &mut s.dw_rows)
-                } else {
-                    dw_vnni::<false>(self, wide, v, &dims, xv, y, &mut s.dw_rows)
+            par.chunks_with(y, ow * oc, parts, &mut states, |_, first, y, st: &mut DwPart| {
+                // SAFETY: a VNNI form exists only when the tier (never above the host's) has
+                // AVX-512 F/BW/DQ/VL, VNNI and VBMI; the short form only when the multipliers
+                // have it.
+                #[allow(unsafe_code)]
+                let done = unsafe {
+                    if wide.mults.short {
+                        dw_vnni::<true>(self, wide, v, &dims, xv, first, y, &mut st.rows)
+                    } else {
+                        dw_vnni::<false>(self, wide, v, &dims, xv, first, y, &mut st.rows)
+                    }
+                };
+                if !done {
+                    fail();
                 }
-            };
-            if done {
+            });
+            if ok.load(std::sync::atomic::Ordering::Relaxed) {
+                s.dw_parts = states;
                 return Some(());
             }
+            ok.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         if let Some(wide) = &self.wide {
             // Padding made explicit (zero-point pixels) puts every window inside the image:
@@ -161,14 +186,21 @@ impl PackedDepthwise {
                 Some(g) => (g, padded.as_slice()),
                 None => (dims, xv),
             };
-            // SAFETY: `wide` exists only when the tier (never above the host's) has AVX-512 F/BW/DQ/VL.
-            #[allow(unsafe_code)]
-            let done = unsafe { dw_avx512(self, wide, &geom, input, y, &mut s.taps) };
+            par.chunks_with(y, ow * oc, parts, &mut states, |_, first, y, st: &mut DwPart| {
+                // SAFETY: `wide` exists only when the tier (never above the host's) has AVX-512
+                // F/BW/DQ/VL.
+                #[allow(unsafe_code)]
+                if !unsafe { dw_avx512(self, wide, &geom, input, first, y, &mut st.taps) } {
+                    fail();
+                }
+            });
             s.pad = padded;
-            if done {
+            if ok.load(std::sync::atomic::Ordering::Relaxed) {
+                s.dw_parts = states;
                 return Some(());
             }
         }
+        s.dw_parts = states;
         let mut accs = std::mem::take(&mut s.acc);
         accs.clear();
         accs.resize(y.len(), 0);
@@ -202,6 +234,7 @@ pub(crate) fn dw_avx512(
     k: &DwWide,
     d: &ConvGeom,
     xv: &[i8],
+    first: usize,
     y: &mut [i8],
     offsets: &mut Vec<usize>,
 ) -> bool {
@@ -209,9 +242,9 @@ pub(crate) fn dw_avx512(
     // multipliers used has it.
     unsafe {
         if k.mults.short && k.tiled.as_ref().is_none_or(|t| t.2.short) {
-            dw_avx512_as::<true>(p, k, d, xv, y, offsets)
+            dw_avx512_as::<true>(p, k, d, xv, first, y, offsets)
         } else {
-            dw_avx512_as::<false>(p, k, d, xv, y, offsets)
+            dw_avx512_as::<false>(p, k, d, xv, first, y, offsets)
         }
     }
 }
@@ -229,6 +262,7 @@ pub(crate) unsafe fn dw_avx512_as<const SHORT: bool>(
     k: &DwWide,
     d: &ConvGeom,
     xv: &[i8],
+    first: usize,
     y: &mut [i8],
     offsets: &mut Vec<usize>,
 ) -> bool {
@@ -241,7 +275,7 @@ pub(crate) unsafe fn dw_avx512_as<const SHORT: bool>(
         && ocp >= oc
         && ocp.is_multiple_of(16)
         && xv.len() == d.n * ih * iw * ic
-        && y.len() == d.n * d.oh * d.ow * oc
+        && out_rows(d, oc, first, y.len()).is_some()
         && k.w.len() == taps * ocp
         && k.bias.len() == ocp
         && k.bias_inside.len() == ocp
@@ -249,6 +283,7 @@ pub(crate) unsafe fn dw_avx512_as<const SHORT: bool>(
     if !sizes_ok {
         return false;
     }
+    let count = out_rows(d, oc, first, y.len()).unwrap_or(0);
     let out = OutVec::new(p.out.lo, p.out.hi);
     let z = _mm512_set1_epi32(p.z_in);
     let blocks = ocp / 16;
@@ -274,8 +309,9 @@ pub(crate) unsafe fn dw_avx512_as<const SHORT: bool>(
             return false;
         }
         let mut o = 0;
-        for b in 0..d.n {
-            for oy in 0..d.oh {
+        for r in first..first + count {
+            let (b, oy) = (r / d.oh, r % d.oh);
+            {
                 let row = (b * ih + oy * op.stride[0]) * iw;
                 let mut ox = 0;
                 while ox < d.ow {
@@ -311,8 +347,9 @@ pub(crate) unsafe fn dw_avx512_as<const SHORT: bool>(
         // requantized and stored four at a time (64 bytes).
         let mut pending = [_mm512_setzero_si512(); 4];
         let (mut count, mut o) = (0, 0);
-        for b in 0..d.n {
-            for oy in 0..d.oh {
+        for r in first..first + count {
+            let (b, oy) = (r / d.oh, r % d.oh);
+            {
                 for ox in 0..d.ow {
                     let corner = ((b * ih + oy * op.stride[0]) * iw + ox * op.stride[1]) * ic;
                     for blk in 0..blocks {
@@ -355,8 +392,9 @@ pub(crate) unsafe fn dw_avx512_as<const SHORT: bool>(
         return o == y.len();
     }
     let mut o = 0;
-    for b in 0..d.n {
-        for oy in 0..d.oh {
+    for r in first..first + count {
+        let (b, oy) = (r / d.oh, r % d.oh);
+        {
             let y0 = (oy * op.stride[0]) as isize - d.pad_h as isize;
             let rows_inside = y0 >= 0 && y0 as usize + span_h < ih;
             for ox in 0..d.ow {
@@ -432,6 +470,34 @@ pub(crate) unsafe fn dw_avx512_as<const SHORT: bool>(
     true
 }
 
+/// What a part of a split int8 depthwise keeps from run to run.
+#[derive(Debug, Default)]
+pub(crate) struct DwPart {
+    /// Input rows laid out for `vpdpbusd` ([`dw_vnni`]).
+    #[cfg(target_arch = "x86_64")]
+    rows: Vec<Lane16>,
+    /// Tap offsets ([`dw_avx512`]).
+    taps: Vec<usize>,
+}
+
+impl DwPart {
+    pub(crate) fn capacity_bytes(&self) -> usize {
+        #[cfg(target_arch = "x86_64")]
+        let rows = self.rows.capacity() * size_of::<Lane16>();
+        #[cfg(not(target_arch = "x86_64"))]
+        let rows = 0;
+        rows + self.taps.capacity() * size_of::<usize>()
+    }
+}
+
+/// How many whole output rows (of `ow · oc`) a part of `len` outputs starting at row `first`
+/// covers, if they all lie inside the output.
+pub(crate) fn out_rows(d: &ConvGeom, oc: usize, first: usize, len: usize) -> Option<usize> {
+    let row = d.ow.checked_mul(oc)?;
+    let count = len.checked_div(row).unwrap_or(0);
+    (count.checked_mul(row)? == len && first.checked_add(count)? <= d.n.checked_mul(d.oh)?).then_some(count)
+}
+
 /// Most slots of input rows [`dw_vnni`] keeps laid out (the rows one output row reads).
 pub(crate) const DW_SLOTS: usize = 16;
 
@@ -447,13 +513,14 @@ pub(crate) const DW_SLOTS: usize = 16;
 /// The CPU must have AVX-512 F, BW, DQ, VL, VNNI and VBMI; with `SHORT`, `k.mults.short`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512vbmi")]
-#[allow(unsafe_code)]
+#[allow(unsafe_code, clippy::too_many_arguments)]
 pub(crate) unsafe fn dw_vnni<const SHORT: bool>(
     p: &PackedDepthwise,
     k: &DwWide,
     v: &DwVnni,
     d: &ConvGeom,
     xv: &[i8],
+    first: usize,
     y: &mut [i8],
     rows: &mut Vec<Lane16>,
 ) -> bool {
@@ -474,7 +541,7 @@ pub(crate) unsafe fn dw_vnni<const SHORT: bool>(
         && sh > 0
         && sw > 0
         && xv.len() == d.n * ih * iw * ic
-        && y.len() == d.n * oh * ow * oc
+        && out_rows(d, oc, first, y.len()).is_some()
         && v.w.len() == kh * ocp
         && v.bias.len() == ocp
         && k.mults.vector_ready(ocp);
@@ -484,6 +551,7 @@ pub(crate) unsafe fn dw_vnni<const SHORT: bool>(
     if y.is_empty() {
         return true;
     }
+    let count = out_rows(d, oc, first, y.len()).unwrap_or(0);
     let row_vecs = ow * blocks;
     // Every slot vector is written before it is read: no clearing.
     if rows.len() < slots * row_vecs {
@@ -511,8 +579,9 @@ pub(crate) unsafe fn dw_vnni<const SHORT: bool>(
     let mut tags = [usize::MAX; DW_SLOTS];
     let mut o = 0usize;
     let base = rows.as_mut_ptr();
-    for b in 0..d.n {
-        for oy in 0..oh {
+    for r in first..first + count {
+        let (b, oy) = (r / oh, r % oh);
+        {
             let mut src = [std::ptr::null::<Lane16>(); DW_SLOTS];
             for (ky, src) in src.iter_mut().enumerate().take(kh) {
                 let r = oy * sh + ky * dh;
@@ -917,7 +986,7 @@ impl PackedFloatDepthwise {
         Some(PackedFloatDepthwise { op: op.clone(), w: w.to_vec(), ws, bias })
     }
 
-    pub(crate) fn run(&self, xs: &[usize], xv: &[f32], out: &mut Option<Array>) -> Option<()> {
+    pub(crate) fn run(&self, xs: &[usize], xv: &[f32], out: &mut Option<Array>, par: Parallel) -> Option<()> {
         let &[n, ih, iw, c] = xs else { return None };
         let [_, kh, kw, wc] = self.ws[..] else { return None };
         if wc != c || checked_len(xs)? != xv.len() {
@@ -930,26 +999,28 @@ impl PackedFloatDepthwise {
             return None;
         }
         let y = Array::reuse_f32(out, &[n, oh, ow, c])?;
-        let g = FloatDwGeom { n, ih, iw, c, oh, ow, kh, kw, pad_h, pad_w };
-        // The same loops compiled per tier (16 lanes and FMA with AVX-512, 8 with AVX2 + FMA).
-        #[cfg(target_arch = "x86_64")]
-        {
-            let isa = crate::isa::current();
+        let g = FloatDwGeom { ih, iw, c, oh, ow, kh, kw, pad_h, pad_w };
+        // Output rows are independent: large layers split them over the pool.
+        let rows = n * oh;
+        let parts = par.parts(y.len().saturating_mul(kh * kw), rows);
+        let isa = crate::isa::current();
+        par.chunks(y, ow * c, parts, |_, first, y| {
+            // The same loops compiled per tier (16 lanes and FMA with AVX-512, 8 with AVX2 + FMA).
+            #[cfg(target_arch = "x86_64")]
             #[allow(unsafe_code)]
             if isa.has_avx512() {
                 // SAFETY: the tier says AVX-512F is available.
-                unsafe { float_dw_avx512(&g, op, xv, &self.w, y) };
-                bias_act(y, c, self.bias.as_deref(), op.activation);
-                return Some(());
+                unsafe { float_dw_avx512(&g, op, xv, &self.w, first, y) };
             } else if isa.has_avx2() {
                 // SAFETY: the tier says AVX2 and FMA are available.
-                unsafe { float_dw_avx2(&g, op, xv, &self.w, y) };
-                bias_act(y, c, self.bias.as_deref(), op.activation);
-                return Some(());
+                unsafe { float_dw_avx2(&g, op, xv, &self.w, first, y) };
+            } else {
+                float_dw(&g, op, xv, &self.w, first, y);
             }
-        }
-        float_dw(&g, op, xv, &self.w, y);
-        bias_act(y, c, self.bias.as_deref(), op.activation);
+            #[cfg(not(target_arch = "x86_64"))]
+            float_dw(&g, op, xv, &self.w, first, y);
+            bias_act(y, c, self.bias.as_deref(), op.activation);
+        });
         Some(())
     }
 }
@@ -959,7 +1030,6 @@ const DW_TILE_FLOATS: usize = 2048;
 
 /// Sizes of a float depthwise convolution (NHWC, one multiplier).
 struct FloatDwGeom {
-    n: usize,
     ih: usize,
     iw: usize,
     c: usize,
@@ -978,13 +1048,14 @@ struct FloatDwGeom {
 /// of its adds), and the row of sums stays in L1. Each output element sees the same additions
 /// in the same order as the reference.
 #[inline(always)]
-fn float_dw(g: &FloatDwGeom, op: &DepthwiseConv2d, xv: &[f32], w: &[f32], y: &mut [f32]) {
-    let FloatDwGeom { n, ih, iw, c, oh, ow, kh, kw, pad_h, pad_w } = *g;
+fn float_dw(g: &FloatDwGeom, op: &DepthwiseConv2d, xv: &[f32], w: &[f32], first: usize, y: &mut [f32]) {
+    let FloatDwGeom { ih, iw, c, oh, ow, kh, kw, pad_h, pad_w } = *g;
     let (sy, sx) = (op.stride[0], op.stride[1]);
     let (dy, dx) = (op.dilation[0], op.dilation[1]);
-    for b in 0..n {
-        for oy in 0..oh {
-            let yrow = &mut y[(b * oh + oy) * ow * c..(b * oh + oy + 1) * ow * c];
+    // Output rows `first..` (across images), as many as `y` holds.
+    for (r, yrow) in y.chunks_exact_mut((ow * c).max(1)).enumerate() {
+        let (b, oy) = ((first + r) / oh.max(1), (first + r) % oh.max(1));
+        {
             yrow.fill(0.0);
             // Tiles of output columns small enough that their sums stay in L1 across the taps.
             let tile = (DW_TILE_FLOATS / c.max(1)).clamp(1, ow.max(1));
@@ -1019,12 +1090,12 @@ fn float_dw(g: &FloatDwGeom, op: &DepthwiseConv2d, xv: &[f32], w: &[f32], y: &mu
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn float_dw_avx512(g: &FloatDwGeom, op: &DepthwiseConv2d, xv: &[f32], w: &[f32], y: &mut [f32]) {
-    float_dw(g, op, xv, w, y)
+fn float_dw_avx512(g: &FloatDwGeom, op: &DepthwiseConv2d, xv: &[f32], w: &[f32], first: usize, y: &mut [f32]) {
+    float_dw(g, op, xv, w, first, y)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn float_dw_avx2(g: &FloatDwGeom, op: &DepthwiseConv2d, xv: &[f32], w: &[f32], y: &mut [f32]) {
-    float_dw(g, op, xv, w, y)
+fn float_dw_avx2(g: &FloatDwGeom, op: &DepthwiseConv2d, xv: &[f32], w: &[f32], first: usize, y: &mut [f32]) {
+    float_dw(g, op, xv, w, first, y)
 }

@@ -116,28 +116,33 @@ impl PackedBinary {
         Some(PackedBinary { table: t.into_iter().map(|v| v as i8).collect(), float: None, mul, int16: None })
     }
 
-    pub(crate) fn run(&self, a: &Array, b: &Array, out: &mut Option<Array>) -> Option<()> {
+    pub(crate) fn run(&self, a: &Array, b: &Array, out: &mut Option<Array>, par: Parallel) -> Option<()> {
         let plan = Broadcast::new(a.shape(), b.shape())?;
+        // Large outputs split over the pool in blocks of 64 elements (each element a few
+        // operations: a part gets at least min_work / 8 of them).
+        let n = 64;
+        let parts = |len: usize| par.parts(len.saturating_mul(8), len.div_ceil(n));
         if let (Some(op), Data::F32(av), Data::F32(bv)) = (&self.float, a.data(), b.data()) {
             use qlite_ir::op::BinaryKind as K;
             let y = Array::reuse_f32(out, plan.out())?;
             // One loop per (op, activation), each simple enough to vectorize (a function
             // pointer per element ran ResNet-50's residual ADDs at 4 ns per element).
             let act = op.activation;
-            match op.kind {
-                K::Add => plan.each(av, bv, y, |p, q| float_binary(p, q, act, |x, y| x + y)),
-                K::Sub => plan.each(av, bv, y, |p, q| float_binary(p, q, act, |x, y| x - y)),
-                K::Mul => plan.each(av, bv, y, |p, q| float_binary(p, q, act, |x, y| x * y)),
-                _ => return None,
-            }
-            return Some(());
+            par.chunks(y, n, parts(y.len()), |_, first, y| match op.kind {
+                K::Add => plan.each_from(av, bv, first * n, y, |p, q| float_binary(p, q, act, |x, y| x + y)),
+                K::Sub => plan.each_from(av, bv, first * n, y, |p, q| float_binary(p, q, act, |x, y| x - y)),
+                _ => plan.each_from(av, bv, first * n, y, |p, q| float_binary(p, q, act, |x, y| x * y)),
+            });
+            return matches!(op.kind, K::Add | K::Sub | K::Mul).then_some(());
         }
         if let (Some(op), Data::I16(av), Data::I16(bv)) = (&self.int16, a.data(), b.data()) {
             let y = Array::reuse_i16(out, plan.out())?;
-            plan.each(av, bv, y, |(o, p), q| match (p.len(), q.len()) {
-                (1, _) => o.iter_mut().zip(q).for_each(|(o, &q)| *o = op.apply(p[0], q)),
-                (_, 1) => o.iter_mut().zip(p).for_each(|(o, &p)| *o = op.apply(p, q[0])),
-                _ => o.iter_mut().zip(p).zip(q).for_each(|((o, &p), &q)| *o = op.apply(p, q)),
+            par.chunks(y, n, parts(y.len()), |_, first, y| {
+                plan.each_from(av, bv, first * n, y, |(o, p), q| match (p.len(), q.len()) {
+                    (1, _) => o.iter_mut().zip(q).for_each(|(o, &q)| *o = op.apply(p[0], q)),
+                    (_, 1) => o.iter_mut().zip(p).for_each(|(o, &p)| *o = op.apply(p, q[0])),
+                    _ => o.iter_mut().zip(p).zip(q).for_each(|((o, &p), &q)| *o = op.apply(p, q)),
+                })
             });
             return Some(());
         }
@@ -147,32 +152,36 @@ impl PackedBinary {
         if let Some(mp) = self.mul
             && crate::isa::current().has_avx512()
         {
-            plan.each(av, bv, y, |(o, p), q| {
-                // SAFETY: the tier says AVX-512 F/BW are available; the run lengths agree
-                // (each operand run is the output run's length or one element).
-                #[allow(unsafe_code)]
-                unsafe {
-                    mul_i8_avx512(&mp, p, q, o)
-                }
+            par.chunks(y, n, parts(y.len()), |_, first, y| {
+                plan.each_from(av, bv, first * n, y, |(o, p), q| {
+                    // SAFETY: the tier says AVX-512 F/BW are available; the run lengths agree
+                    // (each operand run is the output run's length or one element).
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        mul_i8_avx512(&mp, p, q, o)
+                    }
+                })
             });
             return Some(());
         }
         let table = &self.table[..65536];
-        plan.each(av, bv, y, |p, q| {
-            let (o, p, q) = (p.0, p.1, q);
-            match (p.len(), q.len()) {
-                (1, _) => {
-                    let row = &table[((p[0] as u8 as usize) ^ 0x80) << 8..][..256];
-                    o.iter_mut().zip(q).for_each(|(o, &q)| *o = row[(q as u8 as usize) ^ 0x80]);
+        par.chunks(y, n, parts(y.len()), |_, first, y| {
+            plan.each_from(av, bv, first * n, y, |p, q| {
+                let (o, p, q) = (p.0, p.1, q);
+                match (p.len(), q.len()) {
+                    (1, _) => {
+                        let row = &table[((p[0] as u8 as usize) ^ 0x80) << 8..][..256];
+                        o.iter_mut().zip(q).for_each(|(o, &q)| *o = row[(q as u8 as usize) ^ 0x80]);
+                    }
+                    (_, 1) => {
+                        let qi = (q[0] as u8 as usize) ^ 0x80;
+                        o.iter_mut().zip(p).for_each(|(o, &p)| *o = table[((p as u8 as usize) ^ 0x80) << 8 | qi]);
+                    }
+                    _ => o.iter_mut().zip(p).zip(q).for_each(|((o, &p), &q)| {
+                        *o = table[((p as u8 as usize) ^ 0x80) << 8 | ((q as u8 as usize) ^ 0x80)]
+                    }),
                 }
-                (_, 1) => {
-                    let qi = (q[0] as u8 as usize) ^ 0x80;
-                    o.iter_mut().zip(p).for_each(|(o, &p)| *o = table[((p as u8 as usize) ^ 0x80) << 8 | qi]);
-                }
-                _ => o.iter_mut().zip(p).zip(q).for_each(|((o, &p), &q)| {
-                    *o = table[((p as u8 as usize) ^ 0x80) << 8 | ((q as u8 as usize) ^ 0x80)]
-                }),
-            }
+            })
         });
         Some(())
     }
@@ -334,26 +343,50 @@ impl Broadcast {
         &self.out[..self.rank]
     }
 
-    /// Call `f((out_run, a_run), b_run)` for each inner run, in output order; a run of an
-    /// operand that repeats one value is that one element.
-    fn each<T: Copy, U>(&self, a: &[T], b: &[T], y: &mut [U], mut f: impl FnMut((&mut [U], &[T]), &[T])) {
-        let n = self.inner;
-        let (la, lb) = (if self.step.0 == 1 { n } else { 1 }, if self.step.1 == 1 { n } else { 1 });
+    /// Call `f((out_run, a_run), b_run)` for each inner run of `y`, in output order, where `y`
+    /// holds the output's elements `first..` (a part of a split op: it may start and end inside
+    /// a run); a run of an operand that repeats one value is that one element.
+    fn each_from<T: Copy, U>(
+        &self,
+        a: &[T],
+        b: &[T],
+        first: usize,
+        y: &mut [U],
+        mut f: impl FnMut((&mut [U], &[T]), &[T]),
+    ) {
+        let n = self.inner.max(1);
+        let (sa, sb) = self.step;
         let outer = &self.outer[..self.n_outer];
+        // The run holding element `first`: its position along the outer axes, and its
+        // operands' offsets.
         let mut idx = [0usize; MAX_RANK];
         let (mut ia, mut ib) = (0usize, 0usize);
-        for run in y.chunks_exact_mut(n.max(1)) {
-            f((run, &a[ia..ia + la]), &b[ib..ib + lb]);
-            for (j, &(d, sa, sb)) in outer.iter().enumerate().rev() {
+        let mut rest = first / n;
+        for (j, &(d, da, db)) in outer.iter().enumerate().rev() {
+            idx[j] = rest % d.max(1);
+            rest /= d.max(1);
+            ia += idx[j] * da;
+            ib += idx[j] * db;
+        }
+        let mut at = first % n;
+        let mut y = y;
+        while !y.is_empty() {
+            let len = (n - at).min(y.len());
+            let (run, tail) = y.split_at_mut(len);
+            let (la, lb) = (if sa == 1 { len } else { 1 }, if sb == 1 { len } else { 1 });
+            f((run, &a[ia + at * sa..][..la]), &b[ib + at * sb..][..lb]);
+            y = tail;
+            at = 0;
+            for (j, &(d, da, db)) in outer.iter().enumerate().rev() {
                 idx[j] += 1;
-                ia += sa;
-                ib += sb;
+                ia += da;
+                ib += db;
                 if idx[j] < d {
                     break;
                 }
                 idx[j] = 0;
-                ia -= sa * d;
-                ib -= sb * d;
+                ia -= da * d;
+                ib -= db * d;
             }
         }
     }

@@ -115,6 +115,7 @@ pub use softmax::*;
 
 use crate::array::{Array, Data};
 use crate::kernels::{OutQ, per_channel_multipliers, per_tensor};
+use crate::threads::ThreadPool;
 use qlite_ir::op::{Conv2d, DepthwiseConv2d, FullyConnected};
 use qlite_ir::{DType, Graph, Node, Op};
 use std::sync::Arc;
@@ -193,12 +194,12 @@ impl Packed {
     ) -> Option<()> {
         match (self, x.data()) {
             (Packed::HybridFc(p), Data::F32(xv)) => return p.run(x.shape(), xv, out, scratch),
-            (Packed::FloatConv(p), Data::F32(xv)) => return p.run(x.shape(), xv, out, scratch),
+            (Packed::FloatConv(p), Data::F32(xv)) => return p.run(x.shape(), xv, out, scratch, par),
             (Packed::FloatFc(p), Data::F32(xv)) => return p.run(x.shape(), xv, out),
-            (Packed::FloatDepthwise(p), Data::F32(xv)) => return p.run(x.shape(), xv, out),
+            (Packed::FloatDepthwise(p), Data::F32(xv)) => return p.run(x.shape(), xv, out, par),
             (Packed::Pad(p), Data::F32(xv)) => return p.run_f32(x.shape(), xv, out),
             (Packed::Pad(p), Data::I16(xv)) => return p.run_i16(x.shape(), xv, out),
-            (Packed::Binary(p), Data::F32(_) | Data::I16(_)) => return p.run(x, x2?, out),
+            (Packed::Binary(p), Data::F32(_) | Data::I16(_)) => return p.run(x, x2?, out, par),
             (Packed::Pool(p), Data::F32(xv)) => return p.run_f32(x.shape(), xv, out),
             (Packed::Mean(p), Data::F32(xv)) => return p.run_f32(x.shape(), xv, out),
             (Packed::Logistic(p), Data::F32(xv)) => return p.run(x.shape(), xv, out),
@@ -210,11 +211,11 @@ impl Packed {
         match self {
             Packed::Fc(p) => p.run(xs, xv, out, scratch),
             Packed::Conv(p) => p.run(xs, xv, out, scratch, par),
-            Packed::Depthwise(p) => p.run(xs, xv, out, scratch),
+            Packed::Depthwise(p) => p.run(xs, xv, out, scratch, par),
             Packed::Mean(p) => p.run(xs, xv, out, scratch),
             Packed::Softmax(p) => p.run(xs, xv, out),
             Packed::Pool(p) => p.run(xs, xv, out, scratch),
-            Packed::Binary(p) => p.run(x, x2?, out),
+            Packed::Binary(p) => p.run(x, x2?, out, par),
             Packed::Table(p) => p.run(xs, xv, out),
             Packed::Pad(p) => p.run(xs, xv, out),
             Packed::HybridFc(_)
@@ -226,19 +227,152 @@ impl Packed {
         }
     }
 }
-/// How far a fast convolution may split its work: up to `threads` threads, each with at least
-/// `min_macs` multiply-adds (a thread costs ~60 µs to start and join on the machine this was
-/// tuned on, so only large layers gain).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Parallel {
-    pub threads: usize,
-    pub min_macs: usize,
+/// How far a fast kernel may split its work: over the interpreter's [`ThreadPool`] (none: one
+/// thread), each part at least `min_work` multiply-adds (or element operations), as a part
+/// costs about a microsecond to hand over and some cache traffic. The output bytes do not
+/// depend on how work is split.
+#[derive(Debug, Clone, Copy)]
+pub struct Parallel<'a> {
+    pub(crate) pool: Option<&'a ThreadPool>,
+    pub min_work: usize,
 }
-impl Default for Parallel {
+/// The least work a part of a split kernel gets by default (multiply-adds).
+pub const DEFAULT_MIN_WORK: usize = 1 << 17;
+impl Default for Parallel<'_> {
     fn default() -> Self {
-        Parallel { threads: 1, min_macs: 1 << 25 }
+        Parallel { pool: None, min_work: DEFAULT_MIN_WORK }
     }
 }
+impl Parallel<'_> {
+    /// Threads a split kernel runs on.
+    pub fn threads(&self) -> usize {
+        self.pool.map_or(1, ThreadPool::threads)
+    }
+
+    /// How many parts `work` over `units` independent units splits into.
+    pub(crate) fn parts(&self, work: usize, units: usize) -> usize {
+        self.threads().min(work / self.min_work.max(1)).clamp(1, units.max(1))
+    }
+
+    /// Run `f(0..parts)` over the pool.
+    pub(crate) fn run(&self, parts: usize, f: impl Fn(usize) + Sync) {
+        match self.pool {
+            Some(p) if parts > 1 => p.run(parts, &f),
+            _ => (0..parts).for_each(f),
+        }
+    }
+
+    /// Units per part and parts for `units` split into up to `parts` (at most `cap`).
+    fn per_part(units: usize, parts: usize, cap: usize) -> (usize, usize) {
+        let per = units.div_ceil(parts.clamp(1, cap.max(1))).max(1);
+        (per, units.div_ceil(per))
+    }
+
+    /// Split `data` into up to `parts` runs of whole `unit`s (the last unit may be short) and
+    /// call `f(part, first unit, run)` for each over the pool.
+    pub(crate) fn chunks<T: Send>(
+        &self,
+        data: &mut [T],
+        unit: usize,
+        parts: usize,
+        f: impl Fn(usize, usize, &mut [T]) + Sync,
+    ) {
+        let mut none: [(); 0] = [];
+        self.split(data, unit, &mut [], 0, parts, &mut none, true, |i, first, run, _: &mut [u8], _| f(i, first, run));
+    }
+
+    /// [`Parallel::chunks`], each part with its own `states[part]` (`states` caps the parts).
+    pub(crate) fn chunks_with<T: Send, S: Send>(
+        &self,
+        data: &mut [T],
+        unit: usize,
+        parts: usize,
+        states: &mut [S],
+        f: impl Fn(usize, usize, &mut [T], &mut S) + Sync,
+    ) {
+        self.split(data, unit, &mut [], 0, parts, states, false, |i, first, run, _: &mut [u8], s| {
+            if let Some(s) = s {
+                f(i, first, run, s)
+            }
+        });
+    }
+
+    /// [`Parallel::chunks`] over two slices split on the same units (`unit_a` and `unit_b`
+    /// elements per unit; the units are `a`'s).
+    pub(crate) fn chunks2<A: Send, B: Send>(
+        &self,
+        a: &mut [A],
+        unit_a: usize,
+        b: &mut [B],
+        unit_b: usize,
+        parts: usize,
+        f: impl Fn(usize, usize, &mut [A], &mut [B]) + Sync,
+    ) {
+        let mut none: [(); 0] = [];
+        self.split(a, unit_a, b, unit_b, parts, &mut none, true, |i, first, ra, rb, _| f(i, first, ra, rb));
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn split<A: Send, B: Send, S: Send>(
+        &self,
+        a: &mut [A],
+        unit_a: usize,
+        b: &mut [B],
+        unit_b: usize,
+        parts: usize,
+        states: &mut [S],
+        stateless: bool,
+        f: impl Fn(usize, usize, &mut [A], &mut [B], Option<&mut S>) + Sync,
+    ) {
+        let unit_a = unit_a.max(1);
+        // Units of `a` (the last may be short), which `b` must hold too (an empty `b` with
+        // `unit_b` 0 is unused).
+        let units = a.len().div_ceil(unit_a);
+        if unit_b != 0 && b.len() / unit_b < a.len() / unit_a {
+            return;
+        }
+        let cap = if stateless { parts } else { states.len() };
+        let (per, parts) = Self::per_part(units, parts, cap);
+        if parts <= 1 {
+            let end = if unit_b == 0 { 0 } else { b.len().min(units * unit_b) };
+            f(0, 0, a, &mut b[..end], states.first_mut());
+            return;
+        }
+        let (la, lb) = (a.len(), b.len());
+        let (pa, pb, ps) = (SyncPtr(a.as_mut_ptr()), SyncPtr(b.as_mut_ptr()), SyncPtr(states.as_mut_ptr()));
+        self.run(parts, |i| {
+            let first = i * per;
+            let n = per.min(units - first);
+            let (a0, b0) = (first * unit_a, (first * unit_b).min(lb));
+            let (na, nb) = ((n * unit_a).min(la - a0), (n * unit_b).min(lb - b0));
+            #[allow(unsafe_code)]
+            // SAFETY: part `i` runs once and takes units `first..first + n`, disjoint from every
+            // other part's, clipped to both slices' ends; `states[i]` is its own
+            // (`i < parts <= states.len()` unless stateless). The borrows end before `split`
+            // returns.
+            let (ra, rb, s) = unsafe {
+                (
+                    std::slice::from_raw_parts_mut(pa.get().add(a0), na),
+                    std::slice::from_raw_parts_mut(pb.get().add(b0), nb),
+                    if stateless { None } else { Some(&mut *ps.get().add(i)) },
+                )
+            };
+            f(i, first, ra, rb, s);
+        });
+    }
+}
+
+/// A pointer handed to the parts of a split kernel, each touching its own elements.
+struct SyncPtr<T>(*mut T);
+#[allow(unsafe_code)]
+// SAFETY: the parts of one split reach disjoint elements through it (see `Parallel::chunks`).
+unsafe impl<T: Send> Sync for SyncPtr<T> {}
+impl<T> SyncPtr<T> {
+    fn get(&self) -> *mut T {
+        self.0
+    }
+}
+
 /// Buffers the fast kernels reuse from one run to the next.
 #[derive(Debug, Default)]
 pub struct Scratch {
@@ -246,17 +380,17 @@ pub struct Scratch {
     /// A 16x8 convolution's input patch.
     i16_row: Vec<i16>,
     acc: Vec<i32>,
-    taps: Vec<usize>,
     shape: Vec<usize>,
-    tile: TileBufs,
+    /// The tile buffers of a split convolution's parts.
+    tiles: Vec<TileBufs>,
+    /// The buffers of a split int8 depthwise's parts.
+    dw_parts: Vec<DwPart>,
     /// An explicitly padded input (int8).
     pad: Vec<i8>,
     /// An explicitly padded input (`x + 128`).
     pad_u8: Vec<u8>,
     /// A hybrid kernel's quantized input row.
     q: Vec<i8>,
-    /// Depthwise input rows laid out for `vpdpbusd` ([`dw_vnni`]).
-    dw_rows: Vec<Lane16>,
     /// The depthwise input widened to i32 less the zero point ([`dw_accumulate`]).
     xi: Vec<i32>,
     /// A float convolution's im2col rows.
@@ -271,6 +405,14 @@ pub(crate) struct TileBufs {
     /// A gathered int8 window ([`PackedConv::conv_rows`]).
     patch: Vec<i8>,
 }
+impl TileBufs {
+    fn capacity_bytes(&self) -> usize {
+        self.col.capacity()
+            + self.patch.capacity()
+            + self.acc.capacity() * 4
+            + self.offs.capacity() * size_of::<usize>()
+    }
+}
 impl Scratch {
     /// Bytes held.
     pub fn capacity_bytes(&self) -> usize {
@@ -278,10 +420,10 @@ impl Scratch {
             + self.pad.capacity()
             + self.pad_u8.capacity()
             + self.q.capacity()
-            + self.tile.col.capacity()
-            + self.dw_rows.capacity() * size_of::<Lane16>()
-            + (self.acc.capacity() + self.tile.acc.capacity()) * 4
-            + (self.tile.offs.capacity() + self.taps.capacity() + self.shape.capacity()) * size_of::<usize>()
+            + self.tiles.iter().map(TileBufs::capacity_bytes).sum::<usize>()
+            + self.dw_parts.iter().map(DwPart::capacity_bytes).sum::<usize>()
+            + self.acc.capacity() * 4
+            + self.shape.capacity() * size_of::<usize>()
     }
 }
 /// What every packed kernel needs from the node.

@@ -93,9 +93,16 @@ impl PackedPad {
     }
 
     pub(crate) fn fill<T: Copy>(&self, xs: &[usize], os: &[usize], xv: &[T], y: &mut [T], value: T) -> Option<()> {
-        let rank = xs.len();
-        let (inner_in, inner_out) = (xs[rank - 1], os[rank - 1]);
-        let [before, _] = self.paddings[rank - 1];
+        // Trailing axes without padding join the innermost padded one: a row is then one long
+        // copy (an image padded in height and width copies whole rows of pixels, not a pixel's
+        // few channels at a time).
+        let mut rank = xs.len();
+        while rank > 1 && self.paddings[rank - 1] == [0, 0] {
+            rank -= 1;
+        }
+        let tail: usize = xs[rank..].iter().product();
+        let (inner_in, inner_out) = (xs[rank - 1] * tail, os[rank - 1] * tail);
+        let before = self.paddings[rank - 1][0] * tail;
         if inner_out == 0 {
             return Some(());
         }
