@@ -42,7 +42,8 @@ pub(crate) struct DwWide {
 /// [`dw_vnni`] lays out the same way, once per input row.
 #[derive(Debug, Clone)]
 pub(crate) struct DwVnni {
-    /// `[kh][ocp]` words: bytes `w[ky][kx][c]` for kx < kw, zero after.
+    /// `[kh][groups][ocp]` words: group g's bytes `w[ky][4g + t][c]` for 4g + t < kw, zero
+    /// after (groups: 1 for kernels up to 4 wide, 2 up to 8).
     pub(crate) w: AlignedI32,
     /// `bias − (z_in + 128) · Σ_taps w`: the inputs enter as `x + 128` (unsigned).
     pub(crate) bias: AlignedI32,
@@ -88,15 +89,19 @@ impl PackedDepthwise {
                 let bound = acc_bound(c.w, c.bias, oc, true);
                 (AlignedI32::new(&w16), AlignedI32::new(&b16), Multipliers::new(&m16).with_zp(c.out.zp).bounded(bound))
             });
-            let vnni = (kw <= 4 && crate::isa::current().has_vnni_vbmi()).then(|| {
-                let mut words = vec![0i32; kh * ocp];
+            let vnni = (kw <= 8 && crate::isa::current().has_vnni_vbmi()).then(|| {
+                // Per kernel row, groups of 4 taps (kernels 5 to 8 wide: two).
+                let groups = kw.div_ceil(4);
+                let mut words = vec![0i32; kh * groups * ocp];
                 for ky in 0..kh {
-                    for o in 0..ocp {
-                        let mut b = [0u8; 4];
-                        for kx in 0..kw {
-                            b[kx] = wp[(ky * kw + kx) * ocp + o] as i8 as u8;
+                    for g in 0..groups {
+                        for o in 0..ocp {
+                            let mut b = [0u8; 4];
+                            for (t, kx) in (4 * g..kw.min(4 * g + 4)).enumerate() {
+                                b[t] = wp[(ky * kw + kx) * ocp + o] as i8 as u8;
+                            }
+                            words[(ky * groups + g) * ocp + o] = i32::from_le_bytes(b);
                         }
-                        words[ky * ocp + o] = i32::from_le_bytes(b);
                     }
                 }
                 let bias: AlignedI32 = (0..ocp)
@@ -531,8 +536,15 @@ pub(crate) unsafe fn dw_vnni<const SHORT: bool>(
     let (ih, iw, ic, oh, ow) = (d.ih, d.iw, d.ic, d.oh, d.ow);
     let slots = (kh.max(1) - 1) * dh + 1;
     let blocks = ocp / 16;
+    // Kernels 5 to 8 wide: two groups of 4 taps per kernel row, the second read from the same
+    // laid-out row `4·dw / sw` columns on (its taps past kw have zero weights).
+    let groups = kw.div_ceil(4);
+    let shift = if groups == 2 { 4 * dw / sw.max(1) } else { 0 };
+    let lay_kw = if groups == 2 { 4 } else { kw };
     let ok = kh > 0
-        && (1..=4).contains(&kw)
+        && (1..=8).contains(&kw)
+        && (groups == 1 || (4 * dw).is_multiple_of(sw.max(1)))
+        && kh * groups <= DW_SLOTS
         && ic == oc
         && oc > 0
         && ocp.is_multiple_of(16)
@@ -542,7 +554,7 @@ pub(crate) unsafe fn dw_vnni<const SHORT: bool>(
         && sw > 0
         && xv.len() == d.n * ih * iw * ic
         && out_rows(d, oc, first, y.len()).is_some()
-        && v.w.len() == kh * ocp
+        && v.w.len() == kh * groups * ocp
         && v.bias.len() == ocp
         && k.mults.vector_ready(ocp);
     if !ok {
@@ -552,7 +564,9 @@ pub(crate) unsafe fn dw_vnni<const SHORT: bool>(
         return true;
     }
     let count = out_rows(d, oc, first, y.len()).unwrap_or(0);
-    let row_vecs = ow * blocks;
+    // Laid-out columns: the output's, and the second group's reach past them.
+    let cols = ow + shift;
+    let row_vecs = cols * blocks;
     // Every slot vector is written before it is read: no clearing.
     if rows.len() < slots * row_vecs {
         rows.resize(slots * row_vecs, Lane16::default());
@@ -573,7 +587,7 @@ pub(crate) unsafe fn dw_vnni<const SHORT: bool>(
     let order = std::hint::black_box(order);
     // Taps `dw·ic` bytes apart: one load gathers them when they are 16 bytes apart.
     let contiguous = dw * ic == 16;
-    let tap_mask: u64 = if kw == 4 { u64::MAX } else { (1u64 << (16 * kw)) - 1 };
+    let tap_mask: u64 = if lay_kw == 4 { u64::MAX } else { (1u64 << (16 * lay_kw)) - 1 };
     // Rows of the padded image the windows reach (the slots' tags count them per image).
     let reach = (oh.max(1) - 1) * sh + (kh - 1) * dh + 1;
     let mut tags = [usize::MAX; DW_SLOTS];
@@ -583,13 +597,16 @@ pub(crate) unsafe fn dw_vnni<const SHORT: bool>(
         let (b, oy) = (r / oh, r % oh);
         {
             let mut src = [std::ptr::null::<Lane16>(); DW_SLOTS];
-            for (ky, src) in src.iter_mut().enumerate().take(kh) {
+            for ky in 0..kh {
                 let r = oy * sh + ky * dh;
                 let slot = r % slots;
                 let tag = b * reach + r;
                 // SAFETY: slot < slots, so the slot's row_vecs vectors lie inside `rows`.
                 let dst = unsafe { base.add(slot * row_vecs) };
-                *src = dst;
+                for g in 0..groups {
+                    // SAFETY: g·shift < cols: inside the slot.
+                    src[ky * groups + g] = unsafe { dst.add(g * shift * blocks) };
+                }
                 if tags[slot] == tag {
                     continue;
                 }
@@ -604,12 +621,12 @@ pub(crate) unsafe fn dw_vnni<const SHORT: bool>(
                     continue;
                 }
                 let row = (b * ih + iy as usize) * iw * ic;
-                // Output columns whose taps all lie inside the row: lo..hi.
-                let lo = d.pad_w.div_ceil(sw).min(ow);
-                let last = (iw + d.pad_w).checked_sub(1 + (kw - 1) * dw).map_or(0, |v| v / sw + 1);
-                let hi = last.clamp(lo, ow);
-                let lay = DwLay { xv, row, iw, ic, oc, kw, dw, blocks, z, order, flip };
-                for ox in (0..lo).chain(hi..ow) {
+                // Laid-out columns whose taps all lie inside the row: lo..hi.
+                let lo = d.pad_w.div_ceil(sw).min(cols);
+                let last = (iw + d.pad_w).checked_sub(1 + (lay_kw - 1) * dw).map_or(0, |v| v / sw + 1);
+                let hi = last.clamp(lo, cols);
+                let lay = DwLay { xv, row, iw, ic, oc, kw: lay_kw, dw, blocks, z, order, flip };
+                for ox in (0..lo).chain(hi..cols) {
                     let x0 = (ox * sw) as isize - d.pad_w as isize;
                     // SAFETY: vectors ox·blocks.. of the slot (ox < ow).
                     unsafe { lay.column(x0, dst.add(ox * blocks)) };
@@ -632,7 +649,7 @@ pub(crate) unsafe fn dw_vnni<const SHORT: bool>(
                         } else if contiguous {
                             lay.inside_contiguous(first, sw * ic, n, tap_mask, out);
                         } else {
-                            match kw {
+                            match lay_kw {
                                 1 => lay.inside::<1>(first, sw * ic, n, out),
                                 2 => lay.inside::<2>(first, sw * ic, n, out),
                                 3 => lay.inside::<3>(first, sw * ic, n, out),
@@ -643,11 +660,12 @@ pub(crate) unsafe fn dw_vnni<const SHORT: bool>(
                 }
             }
             let row = DwRow { src: &src, w: &v.w, bias: &v.bias, mults: &k.mults, out: &out, oc, ocp, blocks, ow };
-            // SAFETY: every src[ky] (ky < kh) is a slot of row_vecs = ow·blocks vectors, the
-            // weights hold kh·ocp words, the bias and multipliers ocp; `o` is where this row's
+            // SAFETY: every src[i] (i < kh·groups) points at ow·blocks vectors of a slot (the
+            // second group's start shift columns in, cols = ow + shift), the weights hold
+            // kh·groups·ocp words, the bias and multipliers ocp; `o` is where this row's
             // outputs go — ow·oc of them, inside `y`.
             o = unsafe {
-                match kh {
+                match kh * groups {
                     1 => row.run::<1, SHORT>(y, o),
                     2 => row.run::<2, SHORT>(y, o),
                     3 => row.run::<3, SHORT>(y, o),
