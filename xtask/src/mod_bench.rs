@@ -619,7 +619,9 @@ pub fn bench() -> R {
          architecture with random weights stored in the file (below), `--io-layout nhwc`. The Keras \
          rows: `keras.applications` with random weights (seed 7), converted by TensorFlow's \
          converter, float32 and full integer with int8 I/O (`xtask/bench/keras_latency_models.py`). Both sides run the same \
-         file, one thread, median of 20 runs, lowest of 3 rounds.\n\n\
+         file, median of 20 runs, lowest of 3 rounds, on one thread and on both cores (qlite \
+         `--threads 2`: its persistent pool splits convolutions, depthwise and element-wise ops; \
+         LiteRT `num_threads=2`: XNNPACK's pool).\n\n\
          ## Converting real-size ONNX files: time and peak memory\n\n{memory}\n\
          The `onnx` wheel's light ResNet-50, DenseNet-121 and VGG-19 with their ConstantOfShape \
          weights replaced by seeded random initializers stored in the file \
@@ -640,38 +642,66 @@ pub fn bench() -> R {
 
 /// One model in LiteRT's default path and in `qlite bench` (fast kernels, one thread): the
 /// medians in µs (lowest of 3 rounds each) and qlite's allocations per run.
-fn side_by_side(exe: &Path, model: &Path) -> Result<(f64, f64, f64), String> {
-    let mut litert = f64::INFINITY;
-    for _ in 0..3 {
-        let out = Command::new(super::oracle_python()?)
-            .arg(root().join("xtask/bench/litert_latency.py"))
-            .arg("--large")
-            .arg(model)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(format!("LiteRT latency script failed: {}", String::from_utf8_lossy(&out.stderr)));
+/// One real-size model side by side: qlite's fast kernels and LiteRT's default path
+/// (XNNPACK), each on 1 and on 2 threads, the lowest median of 3 rounds of 20 runs.
+struct SideBySide {
+    qlite: [f64; 2],
+    litert: [f64; 2],
+    allocs: f64,
+}
+
+impl SideBySide {
+    /// A table row's cells after the model's name (ending before the conversion column).
+    fn cells(&self) -> String {
+        let [q1, q2] = self.qlite;
+        let [l1, l2] = self.litert;
+        format!(
+            "{:.1} ms | {:.1} ms | {:.2}× | {:.1} ms | {:.1} ms | {:.2}× | {}",
+            q1 / 1e3,
+            l1 / 1e3,
+            q1 / l1,
+            q2 / 1e3,
+            l2 / 1e3,
+            q2 / l2,
+            self.allocs
+        )
+    }
+}
+
+fn side_by_side(exe: &Path, model: &Path) -> Result<SideBySide, String> {
+    let mut r = SideBySide { qlite: [f64::INFINITY; 2], litert: [f64::INFINITY; 2], allocs: f64::NAN };
+    for (i, threads) in ["1", "2"].into_iter().enumerate() {
+        for _ in 0..3 {
+            let out = Command::new(super::oracle_python()?)
+                .arg(root().join("xtask/bench/litert_latency.py"))
+                .args(["--large", "--threads", threads])
+                .arg(model)
+                .output()
+                .map_err(|e| e.to_string())?;
+            if !out.status.success() {
+                return Err(format!("LiteRT latency script failed: {}", String::from_utf8_lossy(&out.stderr)));
+            }
+            let v = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("default_us="))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(f64::NAN);
+            r.litert[i] = r.litert[i].min(v);
         }
-        let v = String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("default_us="))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(f64::NAN);
-        litert = litert.min(v);
+        for _ in 0..3 {
+            let q = Command::new(exe)
+                .arg("bench")
+                .arg(model)
+                .args(["--iterations", "20", "--json", "--threads", threads])
+                .output()
+                .map_err(|e| e.to_string())?;
+            let v: serde_json::Value = serde_json::from_slice(&q.stdout).map_err(|e| format!("qlite bench: {e}"))?;
+            r.qlite[i] = r.qlite[i].min(v["median_us"].as_f64().unwrap_or(f64::NAN));
+            let a = v["allocations_per_run"].as_f64().unwrap_or(f64::NAN);
+            r.allocs = if r.allocs.is_nan() { a } else { r.allocs.max(a) };
+        }
     }
-    let (mut best, mut allocs) = (f64::INFINITY, f64::NAN);
-    for _ in 0..3 {
-        let q = Command::new(exe)
-            .arg("bench")
-            .arg(model)
-            .args(["--iterations", "20", "--json"])
-            .output()
-            .map_err(|e| e.to_string())?;
-        let v: serde_json::Value = serde_json::from_slice(&q.stdout).map_err(|e| format!("qlite bench: {e}"))?;
-        best = best.min(v["median_us"].as_f64().unwrap_or(f64::NAN));
-        allocs = v["allocations_per_run"].as_f64().unwrap_or(f64::NAN);
-    }
-    Ok((best, litert, allocs))
+    Ok(r)
 }
 
 /// Real-size ONNX CNNs converted to float .tflite: elapsed time and peak RSS against the file
@@ -830,36 +860,10 @@ fn large_models(dir: &Path, exe: &Path) -> Result<String, String> {
         .split_whitespace()
         .find_map(|w| w.strip_prefix("elapsed_ms=").and_then(|v| v.parse::<f64>().ok()))
         .unwrap_or(f64::NAN);
-    let py = super::oracle_python()?;
-    let out = Command::new(py)
-        .arg(root().join("xtask/bench/litert_latency.py"))
-        .arg("--large")
-        .arg(&r50)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(format!("LiteRT latency script failed: {}", String::from_utf8_lossy(&out.stderr)));
-    }
-    let line = String::from_utf8_lossy(&out.stdout).into_owned();
-    let d = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("default_us="))
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(f64::NAN);
-    let mut best = f64::INFINITY;
-    let mut allocs = f64::NAN;
-    for _ in 0..3 {
-        let q = Command::new(exe)
-            .args(["bench", &o, "--iterations", "20", "--json"])
-            .output()
-            .map_err(|e| e.to_string())?;
-        let v: serde_json::Value = serde_json::from_slice(&q.stdout).map_err(|e| format!("qlite bench: {e}"))?;
-        best = best.min(v["median_us"].as_f64().unwrap_or(f64::NAN));
-        allocs = v["allocations_per_run"].as_f64().unwrap_or(f64::NAN);
-    }
+    let int8 = side_by_side(exe, &r50)?;
     // The float conversion `conversion_memory` wrote: the same architecture in float32.
     let f32_model = dir.join("resnet50_float.tflite");
-    let (fq, fd, fallocs) = side_by_side(exe, &f32_model)?;
+    let float = side_by_side(exe, &f32_model)?;
     // 16x8: LiteRT runs it on its reference kernels (no optimized int64-bias kernels), most
     // of a second per image: a few runs each.
     let r16 = dir.join("resnet50_int16x8.tflite");
@@ -888,18 +892,14 @@ fn large_models(dir: &Path, exe: &Path) -> Result<String, String> {
     let (q16, allocs16) =
         (v["median_us"].as_f64().unwrap_or(f64::NAN), v["allocations_per_run"].as_f64().unwrap_or(f64::NAN));
     let mut table = format!(
-        "| model | qlite fast | LiteRT default (XNNPACK) | qlite's time ÷ XNNPACK's | allocations per run | qlite convert (int8, 4 calibration images) |\n\
-         |---|---|---|---|---|---|\n\
-         | ResNet-50 int8, 224×224 | {:.1} ms | {:.1} ms | {:.2}× | {allocs} | {:.1} s |\n\
-         | ResNet-50 float32, 224×224 | {:.1} ms | {:.1} ms | {:.2}× | {fallocs} | — |\n\
-         | ResNet-50 int16x8, 224×224 (LiteRT: reference kernels only) | {:.1} ms | {:.1} ms | {:.2}× | {allocs16} | — |\n",
-        best / 1e3,
-        d / 1e3,
-        best / d,
+        "| model | qlite fast | LiteRT default (XNNPACK) | qlite ÷ XNNPACK | qlite fast, 2 threads | XNNPACK, 2 threads | qlite ÷ XNNPACK, 2 threads | allocations per run | qlite convert (int8, 4 calibration images) |\n\
+         |---|---|---|---|---|---|---|---|---|\n\
+         | ResNet-50 int8, 224×224 | {} | {:.1} s |\n\
+         | ResNet-50 float32, 224×224 | {} | — |\n\
+         | ResNet-50 int16x8, 224×224 (LiteRT: reference kernels only) | {:.1} ms | {:.1} ms | {:.2}× | — | — | — | {allocs16} | — |\n",
+        int8.cells(),
         conv_ms / 1e3,
-        fq / 1e3,
-        fd / 1e3,
-        fq / fd,
+        float.cells(),
         q16 / 1e3,
         d16 / 1e3,
         q16 / d16,
@@ -918,16 +918,16 @@ fn large_models(dir: &Path, exe: &Path) -> Result<String, String> {
         return Err(format!("keras_latency_models.py failed: {}", String::from_utf8_lossy(&o.stderr)));
     }
     for path in String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.ends_with(".tflite")) {
-        let (q, l, a) = side_by_side(exe, Path::new(path))?;
+        let r = side_by_side(exe, Path::new(path))?;
         let stem = Path::new(path).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let name = stem
             .replace("keras_mobilenet_v2", "Keras MobileNetV2 1.0")
             .replace("keras_efficientnet_b0", "Keras EfficientNet-B0")
             .replace("_float", " float32, 224×224 (TF converter)")
             .replace("_int8", " int8, 224×224 (TF converter)");
-        table.push_str(&format!("| {name} | {:.1} ms | {:.1} ms | {:.2}× | {a} | — |\n", q / 1e3, l / 1e3, q / l));
+        table.push_str(&format!("| {name} | {} | — |\n", r.cells()));
     }
-    println!("  real-size int8 latency:");
+    println!("  real-size latency:");
     for l in table.lines() {
         println!("    {l}");
     }

@@ -334,9 +334,10 @@ enum Cmd {
         /// The TensorFlow SavedModel signature to run (default: serving_default).
         #[arg(long, value_name = "NAME")]
         signature: Option<String>,
-        /// Threads large fast convolutions may use (the output is the same).
-        #[arg(long, default_value_t = 1)]
-        threads: usize,
+        /// Threads one inference splits its large layers over (convolutions, depthwise,
+        /// element-wise ops; default: every core). The output is the same for any number.
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Read, write and re-read each model; fail with a diff if anything changed.
     Roundtrip {
@@ -361,7 +362,8 @@ enum Cmd {
         /// Print one JSON object (median_us, min_us, mean_us, iterations, kernels, threads).
         #[arg(long)]
         json: bool,
-        /// Threads large fast convolutions may use (default 1).
+        /// Threads one inference splits its large layers over (default 1: benchmarks compare
+        /// single-thread latency unless asked).
         #[arg(long, default_value_t = 1)]
         threads: usize,
         /// Also time every node (mean per node over a second set of runs).
@@ -632,8 +634,13 @@ fn real_main(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Cmd::Run { model, input, output, dump, dequantize, kernels, signature, threads } => {
-            let run =
-                RunOptions { dump: dump.as_deref(), dequantize, kernels, signature: signature.as_deref(), threads };
+            let run = RunOptions {
+                dump: dump.as_deref(),
+                dequantize,
+                kernels,
+                signature: signature.as_deref(),
+                threads: threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            };
             run_cmd(&reg, &model, &input, &output, &run)
         }
         Cmd::Roundtrip { models, seed } => {

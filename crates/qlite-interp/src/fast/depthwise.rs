@@ -1033,10 +1033,10 @@ impl PackedFloatDepthwise {
                 // SAFETY: the tier says AVX2 and FMA are available.
                 unsafe { float_dw_avx2(&g, op, xv, &self.w, first, y) };
             } else {
-                float_dw(&g, op, xv, &self.w, first, y);
+                float_dw::<false>(&g, op, xv, &self.w, first, y);
             }
             #[cfg(not(target_arch = "x86_64"))]
-            float_dw(&g, op, xv, &self.w, first, y);
+            float_dw::<false>(&g, op, xv, &self.w, first, y);
             bias_act(y, c, self.bias.as_deref(), op.activation);
         });
         Some(())
@@ -1060,47 +1060,160 @@ struct FloatDwGeom {
 }
 
 /// The sum over the window's taps inside the image, in (ky, kx) order as the reference kernel,
-/// accumulated a whole output row at a time: for each tap, every output pixel of the row whose
-/// tap falls inside the image adds `x · w` over its channels. No dependency chain runs through
-/// the long inner loops (a pixel-at-a-time loop over a few channels was bound by the latency
-/// of its adds), and the row of sums stays in L1. Each output element sees the same additions
-/// in the same order as the reference.
+/// per output row: with `BLOCKED` (AVX-512), the columns whose windows lie inside the image
+/// summed in registers ([`float_dw_inside_avx512`]) and the border ones a tile at a time
+/// ([`float_dw_cols`]); otherwise every column a tile at a time. Each output element sees the
+/// same additions in the same order as the reference.
 #[inline(always)]
-fn float_dw(g: &FloatDwGeom, op: &DepthwiseConv2d, xv: &[f32], w: &[f32], first: usize, y: &mut [f32]) {
+fn float_dw<const BLOCKED: bool>(
+    g: &FloatDwGeom,
+    op: &DepthwiseConv2d,
+    xv: &[f32],
+    w: &[f32],
+    first: usize,
+    y: &mut [f32],
+) {
     let FloatDwGeom { ih, iw, c, oh, ow, kh, kw, pad_h, pad_w } = *g;
     let (sy, sx) = (op.stride[0], op.stride[1]);
     let (dy, dx) = (op.dilation[0], op.dilation[1]);
+    // Output columns whose every tap lies inside the row: lo..hi.
+    let lo = pad_w.div_ceil(sx.max(1)).min(ow);
+    let hi = (iw + pad_w).checked_sub(1 + (kw.max(1) - 1) * dx).map_or(0, |v| v / sx.max(1) + 1).clamp(lo, ow);
     // Output rows `first..` (across images), as many as `y` holds.
     for (r, yrow) in y.chunks_exact_mut((ow * c).max(1)).enumerate() {
         let (b, oy) = ((first + r) / oh.max(1), (first + r) % oh.max(1));
-        {
-            yrow.fill(0.0);
-            // Tiles of output columns small enough that their sums stay in L1 across the taps.
-            let tile = (DW_TILE_FLOATS / c.max(1)).clamp(1, ow.max(1));
-            for t0 in (0..ow).step_by(tile) {
-                let t1 = (t0 + tile).min(ow);
-                for ky in 0..kh {
-                    let iy = (oy * sy + ky * dy) as isize - pad_h as isize;
-                    if iy < 0 || iy >= ih as isize {
-                        continue;
+        let y0 = (oy * sy) as isize - pad_h as isize;
+        let rows_inside = y0 >= 0 && y0 as usize + (kh.max(1) - 1) * dy < ih;
+        if BLOCKED && rows_inside && lo < hi {
+            float_dw_cols(g, op, xv, w, b, oy, 0, lo, yrow);
+            float_dw_cols(g, op, xv, w, b, oy, hi, ow, yrow);
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: BLOCKED is only instantiated by the AVX-512 entry point; the columns
+            // lo..hi of this row have every tap inside image b.
+            #[allow(unsafe_code)]
+            unsafe {
+                float_dw_inside_avx512(g, op, xv, w, b, y0 as usize, lo, hi, yrow)
+            };
+        } else {
+            float_dw_cols(g, op, xv, w, b, oy, 0, ow, yrow);
+        }
+    }
+}
+
+/// Output columns `c0..c1` of row `oy` of image `b`: the sum over the window's taps inside the
+/// image, in (ky, kx) order as the reference kernel, accumulated a tile of columns at a time:
+/// for each tap, every output pixel of the tile whose tap falls inside the image adds `x · w`
+/// over its channels (no dependency chain through the long inner loops; the tile's sums stay
+/// in L1).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn float_dw_cols(
+    g: &FloatDwGeom,
+    op: &DepthwiseConv2d,
+    xv: &[f32],
+    w: &[f32],
+    b: usize,
+    oy: usize,
+    c0: usize,
+    c1: usize,
+    yrow: &mut [f32],
+) {
+    let FloatDwGeom { ih, iw, c, kh, kw, pad_h, pad_w, .. } = *g;
+    let (sy, sx) = (op.stride[0], op.stride[1]);
+    let (dy, dx) = (op.dilation[0], op.dilation[1]);
+    if c0 >= c1 {
+        return;
+    }
+    yrow[c0 * c..c1 * c].fill(0.0);
+    // Tiles of output columns small enough that their sums stay in L1 across the taps.
+    let tile = (DW_TILE_FLOATS / c.max(1)).clamp(1, (c1 - c0).max(1));
+    for t0 in (c0..c1).step_by(tile) {
+        let t1 = (t0 + tile).min(c1);
+        for ky in 0..kh {
+            let iy = (oy * sy + ky * dy) as isize - pad_h as isize;
+            if iy < 0 || iy >= ih as isize {
+                continue;
+            }
+            let xrow = &xv[(b * ih + iy as usize) * iw * c..(b * ih + iy as usize + 1) * iw * c];
+            for kx in 0..kw {
+                // Output columns whose input column ox·sx + kx·dx − pad_w is inside [0, iw).
+                let off = kx * dx;
+                let lo = pad_w.saturating_sub(off).div_ceil(sx).max(t0);
+                let hi = if iw + pad_w > off { ((iw + pad_w - off - 1) / sx + 1).min(t1) } else { 0 };
+                let wr = &w[(ky * kw + kx) * c..(ky * kw + kx + 1) * c];
+                for ox in lo..hi {
+                    let ix = ox * sx + off - pad_w;
+                    let xr = &xrow[ix * c..(ix + 1) * c];
+                    let yr = &mut yrow[ox * c..(ox + 1) * c];
+                    for ((acc, &xv), &wv) in yr.iter_mut().zip(xr).zip(wr) {
+                        *acc += xv * wv;
                     }
-                    let xrow = &xv[(b * ih + iy as usize) * iw * c..(b * ih + iy as usize + 1) * iw * c];
+                }
+            }
+        }
+    }
+}
+
+/// Output columns `lo..hi` of one output row whose windows lie wholly inside image `b`
+/// (first input row `iy0`): 4 pixels × 16 channels summed in registers over every tap in
+/// (ky, kx) order — `acc + x · w` as a multiply then an add, the reference's operations in its
+/// order, so the same bits — and stored once.
+///
+/// # Safety
+/// The CPU must have AVX-512F; every tap of columns lo..hi must lie inside image b
+/// (`iy0 + (kh − 1)·dy < ih`, `lo·sx >= pad_w`, `(hi − 1)·sx + (kw − 1)·dx − pad_w < iw`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(unsafe_code, clippy::too_many_arguments)]
+unsafe fn float_dw_inside_avx512(
+    g: &FloatDwGeom,
+    op: &DepthwiseConv2d,
+    xv: &[f32],
+    w: &[f32],
+    b: usize,
+    iy0: usize,
+    lo: usize,
+    hi: usize,
+    yrow: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let FloatDwGeom { ih, iw, c, kh, kw, pad_w, .. } = *g;
+    let (sx, dy, dx) = (op.stride[1], op.dilation[0], op.dilation[1]);
+    // SAFETY: the caller's contract: every tap read (channels c0.. under the mask, < c) lies
+    // inside image b, every store inside columns lo..hi of the row.
+    unsafe {
+        let img = xv.as_ptr().add(b * ih * iw * c);
+        // P pixels from column ox, channels c0.. under `mask`.
+        macro_rules! pixels {
+            ($p:literal, $ox:expr, $c0:expr, $mask:expr) => {{
+                let (ox, c0, mask) = ($ox, $c0, $mask);
+                let mut acc = [_mm512_setzero_ps(); $p];
+                for ky in 0..kh {
+                    let row = img.add((iy0 + ky * dy) * iw * c + c0);
                     for kx in 0..kw {
-                        // Output columns whose input column ox·sx + kx·dx − pad_w is inside [0, iw).
-                        let off = kx * dx;
-                        let lo = pad_w.saturating_sub(off).div_ceil(sx).max(t0);
-                        let hi = if iw + pad_w > off { ((iw + pad_w - off - 1) / sx + 1).min(t1) } else { 0 };
-                        let wr = &w[(ky * kw + kx) * c..(ky * kw + kx + 1) * c];
-                        for ox in lo..hi {
-                            let ix = ox * sx + off - pad_w;
-                            let xr = &xrow[ix * c..(ix + 1) * c];
-                            let yr = &mut yrow[ox * c..(ox + 1) * c];
-                            for ((acc, &xv), &wv) in yr.iter_mut().zip(xr).zip(wr) {
-                                *acc += xv * wv;
-                            }
+                        let wv = _mm512_maskz_loadu_ps(mask, w.as_ptr().add((ky * kw + kx) * c + c0));
+                        let x0 = ox * sx + kx * dx - pad_w;
+                        for (p, a) in acc.iter_mut().enumerate() {
+                            let xp = _mm512_maskz_loadu_ps(mask, row.add((x0 + p * sx) * c));
+                            *a = _mm512_add_ps(*a, _mm512_mul_ps(xp, wv));
                         }
                     }
                 }
+                for (p, a) in acc.iter().enumerate() {
+                    _mm512_mask_storeu_ps(yrow.as_mut_ptr().add((ox + p) * c + c0), mask, *a);
+                }
+            }};
+        }
+        for c0 in (0..c).step_by(16) {
+            let mask: __mmask16 = if c - c0 >= 16 { 0xffff } else { ((1u32 << (c - c0)) - 1) as u16 };
+            let mut ox = lo;
+            while ox + 4 <= hi {
+                pixels!(4, ox, c0, mask);
+                ox += 4;
+            }
+            while ox < hi {
+                pixels!(1, ox, c0, mask);
+                ox += 1;
             }
         }
     }
@@ -1109,11 +1222,11 @@ fn float_dw(g: &FloatDwGeom, op: &DepthwiseConv2d, xv: &[f32], w: &[f32], first:
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn float_dw_avx512(g: &FloatDwGeom, op: &DepthwiseConv2d, xv: &[f32], w: &[f32], first: usize, y: &mut [f32]) {
-    float_dw(g, op, xv, w, first, y)
+    float_dw::<true>(g, op, xv, w, first, y)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn float_dw_avx2(g: &FloatDwGeom, op: &DepthwiseConv2d, xv: &[f32], w: &[f32], first: usize, y: &mut [f32]) {
-    float_dw(g, op, xv, w, first, y)
+    float_dw::<false>(g, op, xv, w, first, y)
 }
