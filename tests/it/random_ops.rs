@@ -1063,6 +1063,60 @@ fn fast_float_kernels_are_within_the_stated_bound() {
     assert_eq!(fast_nodes, 150);
 }
 
+/// A float FULLY_CONNECTED on one sample splits its output channels over the pool by panels
+/// of 32: the same bits as one thread, within the bound of the reference, across panel tails.
+#[test]
+fn split_float_fully_connected_matches_one_thread() {
+    let tol = crate::common::FAST_FLOAT_TOL;
+    for seed in 0..40u64 {
+        let mut b = Builder::new(&format!("split_fc_{seed}"));
+        let (depth, units) = (int(&mut b.rng, 1, 70) as usize, int(&mut b.rng, 1, 200) as usize);
+        let x = b.input("x", &[1, depth], -1.0, 1.0);
+        let w = b.konst("w", &[units, depth]);
+        let bias = (seed % 3 != 0).then(|| b.konst("b", &[units]));
+        let op = Op::FullyConnected(FullyConnected {
+            activation: act(&mut b.rng),
+            keep_num_dims: false,
+            asymmetric_inputs: false,
+        });
+        let y = b.node(op, &[Some(x), Some(w), bias], None);
+        let (g, inputs) = b.finish(&[y]);
+        let reference = qlite::Interpreter::new(&g).unwrap().run(inputs.clone()).unwrap();
+        qlite::isa::for_each_tier(|t| {
+            let one = qlite::Interpreter::new(&g).unwrap().isa(t).kernels(qlite::Kernels::Fast);
+            let got = one.run(inputs.clone()).unwrap();
+            qlite::compare_all(&got, &reference, tol).unwrap_or_else(|e| panic!("seed {seed} at {t}: {e}"));
+            let split = one.threads(3).min_macs_per_thread(1).run(inputs.clone()).unwrap();
+            assert_eq!(split, got, "seed {seed} at {t}: {depth} -> {units}");
+        });
+    }
+}
+
+/// Float element-wise unary ops split over the pool in blocks of 64 elements: the same bits
+/// as one thread, within the bound of the reference, across block tails.
+#[test]
+fn split_float_unary_ops_match_one_thread() {
+    let tol = crate::common::FAST_FLOAT_TOL;
+    let kinds = [UnaryKind::Logistic, UnaryKind::Relu, UnaryKind::Relu6, UnaryKind::Abs, UnaryKind::Neg];
+    for seed in 0..30u64 {
+        let mut b = Builder::new(&format!("split_unary_{seed}"));
+        let dims =
+            [1, int(&mut b.rng, 1, 9) as usize, int(&mut b.rng, 1, 40) as usize, int(&mut b.rng, 1, 33) as usize];
+        let x = b.input("x", &dims, -8.0, 8.0);
+        let y = b.node(Op::Unary(Unary { kind: kinds[seed as usize % kinds.len()] }), &[Some(x)], None);
+        let (g, inputs) = b.finish(&[y]);
+        let reference = qlite::Interpreter::new(&g).unwrap().run(inputs.clone()).unwrap();
+        qlite::isa::for_each_tier(|t| {
+            let one = qlite::Interpreter::new(&g).unwrap().isa(t).kernels(qlite::Kernels::Fast);
+            let got = one.run(inputs.clone()).unwrap();
+            assert_eq!(one.fast_nodes(), 1, "seed {seed}: the fast kernel runs");
+            qlite::compare_all(&got, &reference, tol).unwrap_or_else(|e| panic!("seed {seed} at {t}: {e}"));
+            let split = one.threads(3).min_macs_per_thread(1).run(inputs.clone()).unwrap();
+            assert_eq!(split, got, "seed {seed} at {t}: {dims:?}");
+        });
+    }
+}
+
 fn g_shape(b: &Builder, t: TensorId) -> Vec<usize> {
     b.g.tensor(t).and_then(|x| x.shape.to_fixed()).expect("a fixed shape")
 }

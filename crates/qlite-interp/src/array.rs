@@ -76,10 +76,57 @@ impl Data {
 }
 
 /// A shaped array.
-#[derive(Debug, Clone, PartialEq)]
 pub struct Array {
     shape: Vec<usize>,
     data: Data,
+    /// Every element of the data's allocation (its whole capacity) has been written, so the
+    /// `reuse_*` functions may lengthen it within its capacity without writing it again (a
+    /// session's arena buffers, shared by tensors of several sizes, grow and shrink every run).
+    /// Truncating or clearing plain numbers leaves the elements written; a clone's allocation
+    /// is fresh, so clones start without it.
+    whole: bool,
+}
+
+impl std::fmt::Debug for Array {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Array").field("shape", &self.shape).field("data", &self.data).finish()
+    }
+}
+
+impl Clone for Array {
+    fn clone(&self) -> Self {
+        Array { shape: self.shape.clone(), data: self.data.clone(), whole: false }
+    }
+}
+
+impl PartialEq for Array {
+    fn eq(&self, other: &Self) -> bool {
+        self.shape == other.shape && self.data == other.data
+    }
+}
+
+/// Make `v` hold `n` elements to be overwritten: shortened in place; lengthened within its
+/// capacity without writing when `whole` (see [`Array::whole`]); otherwise its whole allocation
+/// written once (zeros), after which `whole` holds.
+#[allow(unsafe_code)]
+fn set_len_for_overwrite<T: Copy + Default>(v: &mut Vec<T>, whole: &mut bool, n: usize) {
+    if n <= v.len() {
+        v.truncate(n);
+        return;
+    }
+    if *whole && n <= v.capacity() {
+        // SAFETY: `whole` says every element of this allocation was written (below, when it
+        // was made) and nothing since de-initialized one (truncating and clearing `Copy`
+        // values do not); n is within the capacity.
+        unsafe { v.set_len(n) };
+        return;
+    }
+    v.clear();
+    v.reserve(n);
+    let cap = v.capacity();
+    v.resize(cap, T::default());
+    v.truncate(n);
+    *whole = true;
 }
 
 /// The byte length or element count of an array does not match its shape.
@@ -98,7 +145,7 @@ impl Array {
         if checked_product(&shape) != Some(data.len()) {
             return Err(ArrayError { dtype: data.dtype(), got: data.len(), shape, unit: "elements" });
         }
-        Ok(Array { shape, data })
+        Ok(Array { shape, data, whole: false })
     }
 
     pub fn f32(shape: Vec<usize>, v: Vec<f32>) -> Result<Self, ArrayError> {
@@ -115,12 +162,12 @@ impl Array {
     pub(crate) fn reuse_i8<'a>(slot: &'a mut Option<Array>, shape: &[usize]) -> Option<&'a mut [i8]> {
         let n = checked_product(shape)?;
         if !matches!(slot, Some(Array { data: Data::I8(_), .. })) {
-            *slot = Some(Array { shape: Vec::new(), data: Data::I8(Vec::new()) });
+            *slot = Some(Array { shape: Vec::new(), data: Data::I8(Vec::new()), whole: false });
         }
-        let Some(Array { shape: s, data: Data::I8(v) }) = slot else { return None };
+        let Some(Array { shape: s, data: Data::I8(v), whole }) = slot else { return None };
         s.clear();
         s.extend_from_slice(shape);
-        v.resize(n, 0);
+        set_len_for_overwrite(v, whole, n);
         Some(v.as_mut_slice())
     }
 
@@ -128,12 +175,12 @@ impl Array {
     pub(crate) fn reuse_i16<'a>(slot: &'a mut Option<Array>, shape: &[usize]) -> Option<&'a mut [i16]> {
         let n = checked_product(shape)?;
         if !matches!(slot, Some(Array { data: Data::I16(_), .. })) {
-            *slot = Some(Array { shape: Vec::new(), data: Data::I16(Vec::new()) });
+            *slot = Some(Array { shape: Vec::new(), data: Data::I16(Vec::new()), whole: false });
         }
-        let Some(Array { shape: s, data: Data::I16(v) }) = slot else { return None };
+        let Some(Array { shape: s, data: Data::I16(v), whole }) = slot else { return None };
         s.clear();
         s.extend_from_slice(shape);
-        v.resize(n, 0);
+        set_len_for_overwrite(v, whole, n);
         Some(v.as_mut_slice())
     }
 
@@ -141,16 +188,15 @@ impl Array {
     pub(crate) fn reuse_f32<'a>(slot: &'a mut Option<Array>, shape: &[usize]) -> Option<&'a mut [f32]> {
         let n = checked_product(shape)?;
         if !matches!(slot, Some(Array { data: Data::F32(_), .. })) {
-            *slot = Some(Array { shape: Vec::new(), data: Data::F32(Vec::new()) });
+            *slot = Some(Array { shape: Vec::new(), data: Data::F32(Vec::new()), whole: false });
         }
-        let Some(Array { shape: s, data: Data::F32(v) }) = slot else { return None };
+        let Some(Array { shape: s, data: Data::F32(v), whole }) = slot else { return None };
         s.clear();
         s.extend_from_slice(shape);
-        v.resize(n, 0.0);
+        set_len_for_overwrite(v, whole, n);
         Some(v.as_mut_slice())
     }
 
-    /// Bytes of element storage this array holds (its capacity, not its length).
     /// Make `slot` hold `value`, keeping the slot's own storage when it has the same element
     /// type and room enough (a session's arena buffer then keeps its size for the larger values
     /// that share it, instead of being replaced by each smaller result).
@@ -182,6 +228,7 @@ impl Array {
         *slot = Some(value);
     }
 
+    /// Bytes of element storage this array holds (its capacity, not its length).
     pub fn capacity_bytes(&self) -> usize {
         match &self.data {
             Data::F32(v) => v.capacity() * 4,
@@ -257,7 +304,7 @@ impl Array {
                 });
             }
         };
-        Ok(Array { shape, data })
+        Ok(Array { shape, data, whole: false })
     }
 
     /// Encode as little-endian bytes.
@@ -294,7 +341,7 @@ impl Array {
         let idx: Vec<usize> = (i * per..(i + 1) * per).collect();
         let mut shape = self.shape.clone();
         shape[0] = 1;
-        Some(Array { shape, data: self.data.gather(&idx) })
+        Some(Array { shape, data: self.data.gather(&idx), whole: false })
     }
 
     /// Concatenate arrays of equal dtype and trailing shape along axis 0.
@@ -337,3 +384,32 @@ macro_rules! try_from_data {
     )*};
 }
 try_from_data!(F32: f32, F16: f16, BF16: bf16, I8: i8, U8: u8, I16: i16, I32: i32, I64: i64, Bool: bool);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An arena buffer shared by tensors of several sizes keeps its allocation, and lengthening
+    /// it within its capacity writes nothing once the allocation has been written whole.
+    #[test]
+    fn reused_storage_grows_within_its_allocation() {
+        let mut slot = None;
+        let ptr = Array::reuse_f32(&mut slot, &[4, 25]).unwrap().as_ptr();
+        let whole = |s: &Option<Array>| s.as_ref().is_some_and(|a| a.whole);
+        assert!(whole(&slot));
+        Array::reuse_f32(&mut slot, &[10]).unwrap().fill(7.0);
+        let again = Array::reuse_f32(&mut slot, &[100]).unwrap();
+        assert_eq!((again.as_ptr(), again.len()), (ptr, 100));
+        // The first 10 are the values last written: nothing was zeroed.
+        assert!(again[..10].iter().all(|&v| v == 7.0));
+        // A clone's allocation is its own: it starts without the claim.
+        let copy = slot.clone();
+        assert!(!whole(&copy) && copy == slot);
+        // Past the capacity: a new allocation, written whole.
+        let cap = slot.as_ref().unwrap().capacity_bytes() / 4;
+        assert_eq!(Array::reuse_f32(&mut slot, &[cap + 1]).unwrap().len(), cap + 1);
+        assert!(whole(&slot));
+        // Another type replaces the storage.
+        assert_eq!(Array::reuse_i8(&mut slot, &[3]).unwrap(), &[0, 0, 0]);
+    }
+}

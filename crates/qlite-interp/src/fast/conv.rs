@@ -426,9 +426,13 @@ impl PackedFloatConv {
                     }
                 });
             } else {
-                let col = &mut s.col_f32;
-                col.clear();
-                col.resize(pixels.checked_mul(k)?, 0.0);
+                // Every element is written by the gather (zeros in the padding): the buffer only
+                // grows, and is not cleared first.
+                let need = pixels.checked_mul(k)?;
+                if s.col_f32.len() < need {
+                    s.col_f32.resize(need, 0.0);
+                }
+                let col = &mut s.col_f32[..need];
                 par.chunks2(col, k, yb, oc, parts, |_, first, colr, yr| {
                     let count = colr.len() / k.max(1);
                     self.im2col(&geom, img, first, colr);

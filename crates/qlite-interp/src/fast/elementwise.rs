@@ -496,44 +496,54 @@ impl PackedLogistic {
         (known && x.dtype == DType::F32 && out.dtype == DType::F32).then_some(PackedLogistic { kind: u.kind })
     }
 
-    #[allow(unsafe_code)]
-    pub(crate) fn run(&self, xs: &[usize], xv: &[f32], out: &mut Option<Array>) -> Option<()> {
+    pub(crate) fn run(&self, xs: &[usize], xv: &[f32], out: &mut Option<Array>, par: Parallel) -> Option<()> {
         use qlite_ir::UnaryKind as K;
         let y = Array::reuse_f32(out, xs)?;
-        if y.len() != xv.len() {
+        if y.len() != xv.len()
+            || !matches!(self.kind, K::Logistic | K::Relu | K::Relu6 | K::ReluN1To1 | K::Abs | K::Neg)
+        {
             return None;
         }
+        // Large tensors split over the pool in blocks of 64 (a logistic costs some 20
+        // operations an element, the others one).
+        let cost = if self.kind == K::Logistic { 32 } else { 2 };
+        let isa = crate::isa::current();
+        par.chunks(y, 64, par.parts(y.len().saturating_mul(cost), y.len().div_ceil(64)), |_, first, y| {
+            self.apply(isa, &xv[first * 64..first * 64 + y.len()], y)
+        });
+        Some(())
+    }
+
+    #[allow(unsafe_code)]
+    fn apply(&self, isa: crate::isa::Isa, xv: &[f32], y: &mut [f32]) {
+        use qlite_ir::UnaryKind as K;
         let it = y.iter_mut().zip(xv);
         match self.kind {
-            K::Logistic => {}
             K::Relu => it.for_each(|(o, &v)| *o = v.max(0.0)),
             K::Relu6 => it.for_each(|(o, &v)| *o = v.clamp(0.0, 6.0)),
             K::ReluN1To1 => it.for_each(|(o, &v)| *o = v.clamp(-1.0, 1.0)),
             K::Abs => it.for_each(|(o, &v)| *o = v.abs()),
             K::Neg => it.for_each(|(o, &v)| *o = -v),
-            _ => return None,
-        }
-        if self.kind != K::Logistic {
-            return Some(());
-        }
-        // The same loop compiled per tier: `floor` is one instruction from SSE 4.1 on, a
-        // library call (and no vectorization) below.
-        #[cfg(target_arch = "x86_64")]
-        {
-            let isa = crate::isa::current();
-            if isa.has_avx512() {
-                // SAFETY: the tier says AVX-512F is available.
-                unsafe { logistic_avx512(xv, y) };
-                return Some(());
+            _ => {
+                // LOGISTIC: the same loop compiled per tier (`floor` is one instruction from
+                // SSE 4.1 on, a library call and no vectorization below).
+                #[cfg(target_arch = "x86_64")]
+                {
+                    if isa.has_avx512() {
+                        // SAFETY: the tier says AVX-512F is available.
+                        unsafe { logistic_avx512(xv, y) };
+                        return;
+                    }
+                    if isa.has_avx2() {
+                        // SAFETY: the tier says AVX2 and FMA are available.
+                        unsafe { logistic_avx2(xv, y) };
+                        return;
+                    }
+                }
+                let _ = isa;
+                logistic(xv, y);
             }
-            if isa.has_avx2() {
-                // SAFETY: the tier says AVX2 and FMA are available.
-                unsafe { logistic_avx2(xv, y) };
-                return Some(());
-            }
         }
-        logistic(xv, y);
-        Some(())
     }
 }
 

@@ -220,7 +220,7 @@ impl PackedFloatFc {
         })
     }
 
-    pub(crate) fn run(&self, xs: &[usize], xv: &[f32], out: &mut Option<Array>) -> Option<()> {
+    pub(crate) fn run(&self, xs: &[usize], xv: &[f32], out: &mut Option<Array>, par: Parallel) -> Option<()> {
         let (units, depth) = (self.units, self.depth);
         if depth == 0 || !xv.len().is_multiple_of(depth) || (self.keep_num_dims && xs.last() != Some(&depth)) {
             return None;
@@ -241,6 +241,9 @@ impl PackedFloatFc {
         }
         let y = Array::reuse_f32(out, os)?;
         if let Some(p) = &self.packed {
+            if batches == 1 && par.threads() > 1 {
+                return super::gemm_f32::gemv_split(xv, p, self.bias.as_deref(), self.activation, y, par);
+            }
             return super::gemm_f32::gemm_bias_act(batches, xv, depth, p, self.bias.as_deref(), self.activation, y);
         }
         let Data::F32(w) = self.w.data() else { return None };

@@ -34,7 +34,19 @@ pub(crate) struct PackedW {
     data: Vec<f32>,
 }
 
+/// Packed panels borrowed: `n` output channels (the panels' columns past `n` unused), `k` terms.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PackedRef<'a> {
+    n: usize,
+    k: usize,
+    data: &'a [f32],
+}
+
 impl PackedW {
+    fn as_ref(&self) -> PackedRef<'_> {
+        PackedRef { n: self.n, k: self.k, data: &self.data }
+    }
+
     pub(crate) fn new(w: &[f32], n: usize, k: usize) -> Option<Self> {
         if w.len() != n.checked_mul(k)? {
             return None;
@@ -64,7 +76,51 @@ pub(crate) fn gemm_bias_act(
     act: Activation,
     c: &mut [f32],
 ) -> Option<()> {
+    gemm_ref(m, a, lda, w.as_ref(), bias, act, c)
+}
+
+/// One row of A (`m` = 1: a fully connected layer on one sample) split over the pool by
+/// panels of output channels; the same values as [`gemm_bias_act`].
+pub(crate) fn gemv_split(
+    a: &[f32],
+    w: &PackedW,
+    bias: Option<&[f32]>,
+    act: Activation,
+    c: &mut [f32],
+    par: super::Parallel,
+) -> Option<()> {
     let (n, k) = (w.n, w.k);
+    if c.len() < n || bias.is_some_and(|b| b.len() < n) {
+        return None;
+    }
+    let panels = n.div_ceil(NR);
+    let parts = par.parts(n.saturating_mul(k), panels);
+    let ok = std::sync::atomic::AtomicBool::new(true);
+    par.chunks(&mut c[..n], NR, parts, |_, p0, cp| {
+        let p1 = p0 + cp.len().div_ceil(NR);
+        let view = PackedRef { n: cp.len(), k, data: &w.data[p0 * k * NR..p1 * k * NR] };
+        if gemm_ref(1, a, k, view, bias.map(|b| &b[p0 * NR..]), act, cp).is_none() {
+            ok.store(false, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    ok.into_inner().then_some(())
+}
+
+/// [`gemm_bias_act`] on packed weights borrowed (all of a layer's panels, or a run of them).
+#[allow(unsafe_code)]
+fn gemm_ref(
+    m: usize,
+    a: &[f32],
+    lda: usize,
+    w: PackedRef<'_>,
+    bias: Option<&[f32]>,
+    act: Activation,
+    c: &mut [f32],
+) -> Option<()> {
+    let (n, k) = (w.n, w.k);
+    if w.data.len() < n.div_ceil(NR).checked_mul(k)?.checked_mul(NR)? {
+        return None;
+    }
     if m == 0 || n == 0 {
         return Some(());
     }
@@ -97,7 +153,7 @@ pub(crate) fn gemm_bias_act(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(unsafe_code, clippy::too_many_arguments)]
-fn gemm_avx2(m: usize, a: &[f32], lda: usize, w: &PackedW, bias: Option<&[f32]>, act: Activation, c: &mut [f32]) {
+fn gemm_avx2(m: usize, a: &[f32], lda: usize, w: PackedRef<'_>, bias: Option<&[f32]>, act: Activation, c: &mut [f32]) {
     use std::arch::x86_64::*;
     const R: usize = 6;
     let (n, k) = (w.n, w.k);
@@ -172,7 +228,15 @@ fn activate_avx2(act: Activation, v: std::arch::x86_64::__m256) -> std::arch::x8
 /// The portable tier (no x86 vector tier; ARM hosts): `matrixmultiply` on each panel (its own
 /// NEON / SSE kernels; it allocates its packing buffers per call), then the bias and activation.
 #[allow(unsafe_code)]
-fn gemm_portable(m: usize, a: &[f32], lda: usize, w: &PackedW, bias: Option<&[f32]>, act: Activation, c: &mut [f32]) {
+fn gemm_portable(
+    m: usize,
+    a: &[f32],
+    lda: usize,
+    w: PackedRef<'_>,
+    bias: Option<&[f32]>,
+    act: Activation,
+    c: &mut [f32],
+) {
     let (n, k) = (w.n, w.k);
     for p in 0..n.div_ceil(NR) {
         let nr = NR.min(n - p * NR);
@@ -212,7 +276,7 @@ mod avx512 {
         m: usize,
         a: &[f32],
         lda: usize,
-        w: &PackedW,
+        w: PackedRef<'_>,
         bias: Option<&[f32]>,
         act: Activation,
         c: &mut [f32],

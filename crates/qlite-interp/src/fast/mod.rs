@@ -195,14 +195,14 @@ impl Packed {
         match (self, x.data()) {
             (Packed::HybridFc(p), Data::F32(xv)) => return p.run(x.shape(), xv, out, scratch),
             (Packed::FloatConv(p), Data::F32(xv)) => return p.run(x.shape(), xv, out, scratch, par),
-            (Packed::FloatFc(p), Data::F32(xv)) => return p.run(x.shape(), xv, out),
+            (Packed::FloatFc(p), Data::F32(xv)) => return p.run(x.shape(), xv, out, par),
             (Packed::FloatDepthwise(p), Data::F32(xv)) => return p.run(x.shape(), xv, out, par),
             (Packed::Pad(p), Data::F32(xv)) => return p.run_f32(x.shape(), xv, out),
             (Packed::Pad(p), Data::I16(xv)) => return p.run_i16(x.shape(), xv, out),
             (Packed::Binary(p), Data::F32(_) | Data::I16(_)) => return p.run(x, x2?, out, par),
             (Packed::Pool(p), Data::F32(xv)) => return p.run_f32(x.shape(), xv, out),
             (Packed::Mean(p), Data::F32(xv)) => return p.run_f32(x.shape(), xv, out),
-            (Packed::Logistic(p), Data::F32(xv)) => return p.run(x.shape(), xv, out),
+            (Packed::Logistic(p), Data::F32(xv)) => return p.run(x.shape(), xv, out, par),
             (Packed::Int16(p), Data::I16(xv)) => return p.run(x.shape(), xv, out, scratch),
             _ => {}
         }
