@@ -402,19 +402,26 @@ pub struct PackedTable {
 
 impl PackedTable {
     #[allow(unsafe_code)]
-    pub(crate) fn run(&self, xs: &[usize], xv: &[i8], out: &mut Option<Array>) -> Option<()> {
+    pub(crate) fn run(&self, xs: &[usize], xv: &[i8], out: &mut Option<Array>, par: Parallel) -> Option<()> {
         let y = Array::reuse_i8(out, xs)?;
         let t: &[i8; 256] = self.table.get(..256)?.try_into().ok()?;
         if y.len() != xv.len() {
             return None;
         }
-        #[cfg(target_arch = "x86_64")]
-        if crate::isa::current().has_vnni_vbmi() {
-            // SAFETY: the tier says AVX-512 BW and VBMI are available; y and xv have one length.
-            unsafe { table_vbmi(t, xv, y) };
-            return Some(());
-        }
-        y.iter_mut().zip(xv).for_each(|(o, &v)| *o = t[(v as u8 ^ 0x80) as usize]);
+        // Large tensors split over the pool in blocks of 64 bytes.
+        let vbmi = crate::isa::current().has_vnni_vbmi();
+        par.chunks(y, 64, par.parts(y.len(), y.len().div_ceil(64)), |_, first, y| {
+            let x = &xv[first * 64..first * 64 + y.len()];
+            #[cfg(target_arch = "x86_64")]
+            if vbmi {
+                // SAFETY: the tier says AVX-512 BW and VBMI are available; y and x have one
+                // length.
+                unsafe { table_vbmi(t, x, y) };
+                return;
+            }
+            let _ = vbmi;
+            y.iter_mut().zip(x).for_each(|(o, &v)| *o = t[(v as u8 ^ 0x80) as usize]);
+        });
         Some(())
     }
 }

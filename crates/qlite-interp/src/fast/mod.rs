@@ -216,7 +216,7 @@ impl Packed {
             Packed::Softmax(p) => p.run(xs, xv, out),
             Packed::Pool(p) => p.run(xs, xv, out, scratch),
             Packed::Binary(p) => p.run(x, x2?, out, par),
-            Packed::Table(p) => p.run(xs, xv, out),
+            Packed::Table(p) => p.run(xs, xv, out, par),
             Packed::Pad(p) => p.run(xs, xv, out),
             Packed::HybridFc(_)
             | Packed::FloatConv(_)
