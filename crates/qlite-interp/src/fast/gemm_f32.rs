@@ -399,10 +399,32 @@ mod avx512 {
                     hi[r] = _mm512_add_ps(hi[r], b1);
                 }
             }
-            if let Some(act) = self.act {
-                for r in 0..R {
-                    lo[r] = activate(act, lo[r]);
-                    hi[r] = activate(act, hi[r]);
+            // One simple loop per activation (a match inside the loop kept the tile in memory:
+            // 43 % of a K = 16 layer's time was spent outside the k loop), with the reference's
+            // NaN behaviour: ReLU (`f32::max`) turns NaN into 0, the clamps (`f32::clamp`)
+            // keep it (max_ps / min_ps return their second operand when either is NaN).
+            let clamp = |lo_v: f32, hi_v: f32, v: __m512| {
+                _mm512_min_ps(_mm512_set1_ps(hi_v), _mm512_max_ps(_mm512_set1_ps(lo_v), v))
+            };
+            match self.act {
+                None | Some(Activation::None) => {}
+                Some(Activation::Relu) => {
+                    for r in 0..R {
+                        lo[r] = _mm512_max_ps(lo[r], _mm512_setzero_ps());
+                        hi[r] = _mm512_max_ps(hi[r], _mm512_setzero_ps());
+                    }
+                }
+                Some(Activation::Relu6) => {
+                    for r in 0..R {
+                        lo[r] = clamp(0.0, 6.0, lo[r]);
+                        hi[r] = clamp(0.0, 6.0, hi[r]);
+                    }
+                }
+                Some(Activation::ReluN1To1) => {
+                    for r in 0..R {
+                        lo[r] = clamp(-1.0, 1.0, lo[r]);
+                        hi[r] = clamp(-1.0, 1.0, hi[r]);
+                    }
                 }
             }
             for r in 0..R {
@@ -412,21 +434,6 @@ mod avx512 {
                     _mm512_mask_storeu_ps(row.wrapping_add(16), m1, hi[r]);
                 }
             }
-        }
-    }
-
-    /// The fused activation, with the reference's NaN behaviour: ReLU (`f32::max`) turns NaN
-    /// into 0, the clamps (`f32::clamp`) keep it.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    fn activate(act: Activation, v: __m512) -> __m512 {
-        // max_ps / min_ps return their second operand when either is NaN.
-        let clamp = |lo: f32, hi: f32| _mm512_min_ps(_mm512_set1_ps(hi), _mm512_max_ps(_mm512_set1_ps(lo), v));
-        match act {
-            Activation::None => v,
-            Activation::Relu => _mm512_max_ps(v, _mm512_setzero_ps()),
-            Activation::Relu6 => clamp(0.0, 6.0),
-            Activation::ReluN1To1 => clamp(-1.0, 1.0),
         }
     }
 }
