@@ -448,10 +448,46 @@ impl PackedFloatConv {
     /// The windows of output pixels `first..` (as many as `col` holds rows of k values) of one
     /// image, zero where a tap falls in the padding.
     fn im2col(&self, g: &ConvGeom, img: &[f32], first: usize, col: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if crate::isa::current().has_avx512() {
+            // SAFETY: the tier says AVX-512F is available.
+            #[allow(unsafe_code)]
+            unsafe {
+                self.im2col_avx512(g, img, first, col)
+            };
+            return;
+        }
+        self.im2col_as::<false>(g, img, first, col)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn im2col_avx512(&self, g: &ConvGeom, img: &[f32], first: usize, col: &mut [f32]) {
+        self.im2col_as::<true>(g, img, first, col)
+    }
+
+    /// [`PackedFloatConv::im2col`]; `MASKED` (compiled into the AVX-512 entry point only):
+    /// runs of up to 16 floats (a 3-channel stem's window row is 9) in one masked move each
+    /// instead of a `memmove` call (MobileNetV2's stem 428 -> 376 µs).
+    #[inline(always)]
+    fn im2col_as<const MASKED: bool>(&self, g: &ConvGeom, img: &[f32], first: usize, col: &mut [f32]) {
         let op = &self.op;
         let [_, kh, kw, _] = self.ws[..] else { return };
         let ConvGeom { ih, iw, ic, ow, pad_h, pad_w, .. } = *g;
         let k = kh * kw * ic;
+        let copy = |dst: &mut [f32], src: &[f32]| {
+            #[cfg(target_arch = "x86_64")]
+            if MASKED && dst.len() <= 16 && src.len() == dst.len() {
+                // SAFETY: MASKED is only compiled into the AVX-512 entry point; the mask
+                // covers exactly the run's elements, inside both slices.
+                #[allow(unsafe_code)]
+                unsafe {
+                    copy16(dst, src)
+                };
+                return;
+            }
+            dst.copy_from_slice(src);
+        };
         for (i, row) in col.chunks_exact_mut(k.max(1)).enumerate() {
             let (oy, ox) = ((first + i) / ow.max(1), (first + i) % ow.max(1));
             for ky in 0..kh {
@@ -461,7 +497,7 @@ impl PackedFloatConv {
                 let ix0 = (ox * op.stride[1]) as isize - pad_w as isize;
                 if op.dilation[1] == 1 && iy >= 0 && (iy as usize) < ih && ix0 >= 0 && ix0 as usize + kw <= iw {
                     let at = (iy as usize * iw + ix0 as usize) * ic;
-                    row[ky * kw * ic..(ky + 1) * kw * ic].copy_from_slice(&img[at..at + kw * ic]);
+                    copy(&mut row[ky * kw * ic..(ky + 1) * kw * ic], &img[at..at + kw * ic]);
                     continue;
                 }
                 for kx in 0..kw {
@@ -471,7 +507,7 @@ impl PackedFloatConv {
                         dst.fill(0.0);
                     } else {
                         let at = (iy as usize * iw + ix as usize) * ic;
-                        dst.copy_from_slice(&img[at..at + ic]);
+                        copy(dst, &img[at..at + ic]);
                     }
                 }
             }
@@ -486,4 +522,20 @@ impl PackedFloatConv {
         }
         super::gemm_f32::gemm_bias_act(pixels, a, k, &self.packed, self.bias.as_deref(), self.op.activation, y)
     }
+}
+
+/// Copy up to 16 floats with one masked load and store.
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+#[allow(unsafe_code)]
+unsafe fn copy16(dst: &mut [f32], src: &[f32]) {
+    use std::arch::x86_64::*;
+    let n = dst.len().min(src.len()).min(16);
+    let mask = ((1u32 << n) - 1) as __mmask16;
+    // SAFETY: the mask selects n elements, inside both slices.
+    unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), mask, _mm512_maskz_loadu_ps(mask, src.as_ptr())) };
 }
