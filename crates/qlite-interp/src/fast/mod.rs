@@ -559,7 +559,11 @@ mod tests {
     /// The convolutions' output stage with explicit parameters.
     fn requantize_fixed(acc: &[i32], bias: &[i32], q: &Multipliers, zp: i32, lo: i32, hi: i32, out: &mut [i8]) {
         let mults = q.clone().with_zp(zp);
-        ChannelOut { tiled: mults.tiled16(), mults, zp, lo, hi }.apply(acc, Some(bias), out);
+        ChannelOut { tiled: mults.tiled16(), periodic: mults.periodic(), mults, zp, lo, hi }.apply(
+            acc,
+            Some(bias),
+            out,
+        );
     }
 
     #[test]

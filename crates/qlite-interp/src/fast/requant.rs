@@ -272,6 +272,10 @@ pub(crate) struct ChannelOut {
     pub(crate) mults: Multipliers,
     /// For fewer than 16 channels dividing 16: the multipliers repeated over 16 lanes.
     pub(crate) tiled: Option<Multipliers>,
+    /// For more than 16 channels, not a multiple of 16: the multipliers repeated over
+    /// lcm(channels, 16) lanes, so whole vectors run across pixels (24 channels were a full
+    /// and a half-empty vector per pixel, each with a masked store).
+    pub(crate) periodic: Option<Multipliers>,
     /// The output zero point (also in `mults.zp`: the vector paths add it there).
     pub(crate) zp: i32,
     pub(crate) lo: i32,
@@ -284,7 +288,7 @@ impl ChannelOut {
         let mults = Multipliers::new(&per_channel_multipliers(c.s_in, c.wq, c.out.scale, channels))
             .with_zp(c.out.zp)
             .bounded(acc_bound(c.w, c.bias, channels, channel_last));
-        ChannelOut { tiled: mults.tiled16(), mults, zp: c.out.zp, lo, hi }
+        ChannelOut { tiled: mults.tiled16(), periodic: mults.periodic(), mults, zp: c.out.zp, lo, hi }
     }
 
     /// Requantize pixels × channels accumulators (plus `bias`, unless the accumulators hold
@@ -304,6 +308,10 @@ impl ChannelOut {
     }
 }
 
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
 impl Multipliers {
     /// The vector paths can use these for `n` channels: every parameter vector holds `n`
     /// entries and no multiplier is `i32::MIN` (which the vector high-mul does not saturate).
@@ -319,7 +327,27 @@ impl Multipliers {
         if n == 0 || n >= 16 || !16usize.is_multiple_of(n) {
             return None;
         }
-        let pairs: Vec<(i32, i32)> = (0..16)
+        self.repeated(16)
+    }
+
+    /// For `n` > 16 channels not a multiple of 16, the parameters repeated over lcm(n, 16)
+    /// lanes (at most 4096).
+    pub(crate) fn periodic(&self) -> Option<Multipliers> {
+        let n = self.m.len();
+        if n <= 16 || n.is_multiple_of(16) {
+            return None;
+        }
+        let period = n / gcd(n, 16) * 16;
+        (period <= 4096).then(|| self.repeated(period)).flatten()
+    }
+
+    /// The parameters of channel `i mod n` for lanes `i < len`.
+    fn repeated(&self, len: usize) -> Option<Multipliers> {
+        let n = self.m.len();
+        if n == 0 {
+            return None;
+        }
+        let pairs: Vec<(i32, i32)> = (0..len)
             .map(|i| {
                 let c = i % n;
                 let shift = if self.left[c] != 1 { self.left[c].trailing_zeros() as i32 } else { -self.right[c] };
@@ -345,7 +373,7 @@ pub(crate) fn requantize_fixed_avx512(acc: &[i32], bias: Option<&[i32]>, co: &Ch
     // SAFETY: the CPU has what this function enables; the short form only when every set
     // of multipliers used has it.
     unsafe {
-        if q.short && co.tiled.as_ref().is_none_or(|t| t.short) {
+        if q.short && co.tiled.as_ref().is_none_or(|t| t.short) && co.periodic.as_ref().is_none_or(|t| t.short) {
             requantize_fixed_avx512_as::<true>(acc, bias, co, out)
         } else {
             requantize_fixed_avx512_as::<false>(acc, bias, co, out)
@@ -357,7 +385,7 @@ pub(crate) fn requantize_fixed_avx512(acc: &[i32], bias: Option<&[i32]>, co: &Ch
 ///
 /// # Safety
 /// The CPU must have AVX-512 F/BW/DQ/VL; with `SHORT`, `co.mults.short` and (if present)
-/// `co.tiled`'s `short` must be true.
+/// `co.tiled`'s and `co.periodic`'s `short` must be true.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
 #[allow(unsafe_code)]
@@ -449,6 +477,51 @@ pub(crate) unsafe fn requantize_fixed_avx512_as<const SHORT: bool>(
             i += 16;
         }
         return;
+    }
+    if let Some(t) = co.periodic.as_ref().filter(|t| bias.is_none() && t.m.len().is_multiple_of(n)) {
+        // More than 16 channels, not a multiple of 16, the bias already in the accumulators:
+        // the outputs as one run of whole vectors, the parameters repeated with period
+        // lcm(n, 16); 64 outputs per store, the last (fewer than 16) masked.
+        let period = t.m.len();
+        if t.vector_ready(period) && period.is_multiple_of(16) {
+            let total = pixels * n;
+            let (mut i, mut c) = (0, 0);
+            let next = |c: &mut usize| {
+                let now = *c;
+                *c = if now + 16 < period { now + 16 } else { 0 };
+                now
+            };
+            while i + 64 <= total {
+                let cs = [next(&mut c), next(&mut c), next(&mut c), next(&mut c)];
+                // SAFETY: i + 64 <= total <= acc.len(), out.len(); each vector's lanes
+                // cs[v] .. cs[v] + 16 lie inside the period's parameters (a multiple of 16).
+                unsafe {
+                    let mut r = [_mm512_setzero_si512(); 4];
+                    for v in 0..4 {
+                        let x = _mm512_loadu_si512(acc.as_ptr().add(i + 16 * v) as *const _);
+                        r[v] = scale16!(SHORT, x, t, cs[v], u16::MAX);
+                    }
+                    _mm512_storeu_si512(out.as_mut_ptr().add(i) as *mut _, k.finish4(r));
+                }
+                i += 64;
+            }
+            while i < total {
+                let c = next(&mut c);
+                let lanes = ((1u32 << (total - i).min(16)) - 1) as u16;
+                // SAFETY: the lanes selected are i..min(i + 16, total), inside acc and out;
+                // c + 16 <= period.
+                unsafe {
+                    let x = _mm512_maskz_loadu_epi32(lanes, acc.as_ptr().add(i));
+                    _mm_mask_storeu_epi8(
+                        out.as_mut_ptr().add(i) as *mut _,
+                        lanes,
+                        requant16!(SHORT, &k, x, t, c, lanes),
+                    );
+                }
+                i += 16;
+            }
+            return;
+        }
     }
     for px in 0..pixels {
         for c in (0..n).step_by(16) {
