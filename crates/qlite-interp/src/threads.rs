@@ -6,8 +6,10 @@
 //! submits a job takes part in it and returns only when every task has finished, so a job may
 //! borrow from its caller's stack.
 //!
-//! Tasks are claimed from one counter tagged with the job's number: a worker that wakes late
+//! Tasks are claimed through one word tagged with the job's number: a worker that wakes late
 //! for a job that already finished cannot claim (and so cannot run) anything of the next one.
+//! Each thread prefers its own tasks (task i on thread i mod threads), so consecutive layers
+//! split alike keep their data in one core's cache.
 //! A job submitted while the pool is busy (another thread's inference on the same interpreter,
 //! or a task that itself splits) runs on the submitting thread alone: no deadlock, the same
 //! results.
@@ -31,6 +33,8 @@ struct Job {
     number: u32,
     f: *const (dyn Fn(usize) + Sync),
     tasks: usize,
+    /// Threads of the pool (the submitter is thread 0).
+    threads: usize,
     isa: Isa,
 }
 
@@ -44,7 +48,7 @@ struct Shared {
     wake: Condvar,
     /// The number of the latest job, for spinning workers to watch without the lock.
     latest: AtomicU64,
-    /// `number << 32 | next task`.
+    /// `number << 32 | next task`, or `| claimed bits` for jobs of at most 32 tasks.
     claim: AtomicU64,
     /// Tasks of the current job finished.
     done: AtomicUsize,
@@ -88,7 +92,7 @@ impl ThreadPool {
         let mut pool = ThreadPool { shared: shared.clone(), workers: Vec::new(), busy: Mutex::new(()) };
         for i in 1..threads.max(1) {
             let s = shared.clone();
-            let h = std::thread::Builder::new().name(format!("qlite-worker-{i}")).spawn(move || worker(&s)).ok()?;
+            let h = std::thread::Builder::new().name(format!("qlite-worker-{i}")).spawn(move || worker(&s, i)).ok()?;
             pool.workers.push(h);
         }
         Some(pool)
@@ -120,7 +124,7 @@ impl ThreadPool {
         let job = {
             let mut slot = lock(&s.job);
             let number = slot.map_or(1, |j| j.number.wrapping_add(1));
-            let job = Job { number, f: fp, tasks, isa: isa::current() };
+            let job = Job { number, f: fp, tasks, threads: self.threads(), isa: isa::current() };
             *slot = Some(job);
             s.done.store(0, Ordering::Relaxed);
             s.panicked.store(false, Ordering::Relaxed);
@@ -131,7 +135,7 @@ impl ThreadPool {
             }
             job
         };
-        work(s, &job);
+        work(s, &job, 0);
         let mut spins = 0u32;
         while s.done.load(Ordering::Acquire) < tasks {
             spins += 1;
@@ -160,9 +164,46 @@ impl Drop for ThreadPool {
     }
 }
 
-/// Claim and run tasks of `job` until none is left.
-fn work(s: &Shared, job: &Job) {
+/// Claim and run tasks of `job` until none is left, as thread `me` of the pool. Jobs of at
+/// most 32 tasks claim by bits (`number << 32 | claimed`): each thread runs its own tasks first
+/// (`me`, `me + threads`, …) and then any left, so a layer split the same way as the one
+/// before it finds its input in the cache of the core that wrote it (a random assignment
+/// measured up to 1.6× slower on 2 cores); larger jobs count tasks off in order.
+fn work(s: &Shared, job: &Job, me: usize) {
     let tag = u64::from(job.number) << 32;
+    let run = |task: usize| {
+        #[allow(unsafe_code)]
+        // SAFETY: the task was claimed under the job's number, so the job's submitter is still
+        // waiting for it and `f` is alive (see `ThreadPool::run`).
+        let f = unsafe { &*job.f };
+        let ok = isa::with(job.isa, || catch_unwind(AssertUnwindSafe(|| f(task))).is_ok());
+        if !ok {
+            s.panicked.store(true, Ordering::Relaxed);
+        }
+        s.done.fetch_add(1, Ordering::Release);
+    };
+    if job.tasks <= 32 {
+        let claim = |task: usize| -> bool {
+            let bit = 1u64 << task;
+            let mut c = s.claim.load(Ordering::Acquire);
+            loop {
+                if c & !0xffff_ffff != tag || c & bit != 0 {
+                    return false;
+                }
+                match s.claim.compare_exchange_weak(c, c | bit, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => return true,
+                    Err(now) => c = now,
+                }
+            }
+        };
+        let step = job.threads.max(1);
+        for task in (me..job.tasks).step_by(step).chain(0..job.tasks) {
+            if claim(task) {
+                run(task);
+            }
+        }
+        return;
+    }
     let mut c = s.claim.load(Ordering::Acquire);
     loop {
         if c & !0xffff_ffff != tag || (c & 0xffff_ffff) as usize >= job.tasks {
@@ -170,16 +211,7 @@ fn work(s: &Shared, job: &Job) {
         }
         match s.claim.compare_exchange_weak(c, c + 1, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => {
-                let task = (c & 0xffff_ffff) as usize;
-                #[allow(unsafe_code)]
-                // SAFETY: the task was claimed under the job's number, so the job's submitter is
-                // still waiting for it and `f` is alive (see `ThreadPool::run`).
-                let f = unsafe { &*job.f };
-                let ok = isa::with(job.isa, || catch_unwind(AssertUnwindSafe(|| f(task))).is_ok());
-                if !ok {
-                    s.panicked.store(true, Ordering::Relaxed);
-                }
-                s.done.fetch_add(1, Ordering::Release);
+                run((c & 0xffff_ffff) as usize);
                 c = s.claim.load(Ordering::Acquire);
             }
             Err(now) => c = now,
@@ -187,7 +219,7 @@ fn work(s: &Shared, job: &Job) {
     }
 }
 
-fn worker(s: &Shared) {
+fn worker(s: &Shared, me: usize) {
     let mut seen = 0u64;
     loop {
         let start = Instant::now();
@@ -210,7 +242,7 @@ fn worker(s: &Shared) {
         }
         let Some(job) = *lock(&s.job) else { continue };
         seen = u64::from(job.number);
-        work(s, &job);
+        work(s, &job, me);
     }
 }
 

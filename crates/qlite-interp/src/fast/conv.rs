@@ -72,7 +72,7 @@ impl PackedConv {
         if let Some(p) = &self.m.vnni {
             // The VNNI path reads `x + 128` as unsigned bytes: converted once for the whole
             // input, with slack so a pointwise row may read its last group of 4 whole.
-            flip_into(xv, &mut s.xu);
+            super::gemm::flip_into_split(xv, &mut s.xu, par);
             // Padding made explicit: every window's rows are then whole runs of bytes.
             let span = [(self.kh - 1) * op.dilation[0], (self.kw - 1) * op.dilation[1]];
             let zu = (self.z_in.clamp(-128, 127) as i8 as u8) ^ 0x80;

@@ -136,17 +136,29 @@ impl Matrix {
 /// 64-byte chunks — both vectorized (an `extend` over a mapping iterator was not: 2 % of the
 /// MobileNet-like model's time).
 pub(crate) fn flip_into(x: &[i8], dst: &mut Vec<u8>) {
+    flip_into_split(x, dst, super::Parallel::default());
+}
+
+/// [`flip_into`] in one pass (the bytes written once, not copied then flipped), split over
+/// the pool in blocks of 4 KiB for large inputs (a convolution's input is then flipped where
+/// the previous layer's parts left it in cache).
+#[allow(unsafe_code)]
+pub(crate) fn flip_into_split(x: &[i8], dst: &mut Vec<u8>, par: super::Parallel) {
+    const BLOCK: usize = 4096;
     dst.clear();
-    dst.extend(x.iter().map(|&v| v as u8));
-    let mut chunks = dst.chunks_exact_mut(64);
-    for c in &mut chunks {
-        for b in c {
-            *b ^= 0x80;
+    dst.reserve(x.len());
+    let spare = &mut dst.spare_capacity_mut()[..x.len()];
+    // A byte each: a part gets at least min_work bytes.
+    let parts = par.parts(x.len(), x.len().div_ceil(BLOCK));
+    par.chunks(spare, BLOCK, parts, |_, first, out| {
+        let src = &x[first * BLOCK..first * BLOCK + out.len()];
+        for (o, &v) in out.iter_mut().zip(src) {
+            o.write(v as u8 ^ 0x80);
         }
-    }
-    for b in chunks.into_remainder() {
-        *b ^= 0x80;
-    }
+    });
+    // SAFETY: the parts together wrote every one of the first x.len() elements (the blocks
+    // cover the slice, the last one short), within the reserved capacity.
+    unsafe { dst.set_len(x.len()) };
 }
 
 /// `acc[o] = Σ_d (x[d] + 128) · w[o][d]` for every unit of the pack (wrapping), 64 products per
