@@ -89,6 +89,11 @@ fn failures_name_the_pass_and_restore_the_graph() {
     assert_eq!(g, g0, "graph restored");
     let e2 = PassManager::new().with(Fails).run(&mut g).unwrap_err();
     insta::assert_snapshot!("pass_errors", format!("{e}\n{e2}"));
+    // A caller that drops the graph on failure keeps no copy: the pass is still named, the
+    // graph is left as the pass left it.
+    let e3 = PassManager::new().verify_each(true).restore_on_error(false).with(Breaks).run(&mut g).unwrap_err();
+    assert_eq!(e3.pass, "breaks-graph");
+    assert_eq!(g.nodes().len(), g0.nodes().len() - 1, "not restored");
 }
 
 #[test]

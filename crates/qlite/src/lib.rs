@@ -573,6 +573,16 @@ pub fn default_pipeline() -> qlite_ir::PassManager {
 /// Run a pipeline (by names or the default) on a graph. A weights-only graph (no ops) is left
 /// alone: there is nothing to optimize and every constant must survive.
 pub fn run_passes(g: &mut Graph, opts: &ConvertOptions) -> Result<Vec<qlite_ir::pass::PassRecord>, Error> {
+    run_passes_with(g, opts, true)
+}
+
+/// [`run_passes`]; `restore`: a failing pass puts the graph back as it was before it (a caller
+/// that drops the graph on failure, as [`convert`] does, saves the copy that takes).
+fn run_passes_with(
+    g: &mut Graph,
+    opts: &ConvertOptions,
+    restore: bool,
+) -> Result<Vec<qlite_ir::pass::PassRecord>, Error> {
     if g.nodes().is_empty() {
         return Ok(Vec::new());
     }
@@ -583,7 +593,11 @@ pub fn run_passes(g: &mut Graph, opts: &ConvertOptions) -> Result<Vec<qlite_ir::
         }
         None => default_pipeline(),
     };
-    let pm = pm.print_after_change(opts.print_ir_after_change).stop_after(opts.stop_after);
+    let pm = pm
+        .print_after_change(opts.print_ir_after_change)
+        .stop_after(opts.stop_after)
+        .restore_on_error(restore)
+        .after_change(io::trim_freed_memory);
     pm.run(g).map_err(|e| Error::Pipeline(e.to_string()))
 }
 
@@ -630,7 +644,8 @@ pub fn convert_with_progress(
     // Weights the importer reordered or folded are freed by now, and again after the passes:
     // give the pages back before the next phase allocates.
     io::trim_freed_memory();
-    let mut passes = run_passes(&mut g, opts)?;
+    // On failure the graph is dropped: no copy is kept to restore it.
+    let mut passes = run_passes_with(&mut g, opts, false)?;
     io::trim_freed_memory();
     let q = quantize_model(&g, opts, progress)?;
     // The float graph's constants are the quantized graph's too (shared) or no longer needed:

@@ -26,7 +26,9 @@ impl Importer {
         if xs.rank() != 4 {
             return Ok(false);
         }
-        let wv = w.f32s().ok_or("Conv weights must be float")?;
+        if w.dtype != DType::F32 {
+            return Err("Conv weights must be float".into());
+        }
         let (o, ig, kh, kw) = (w.dims[0], w.dims[1], w.dims[2], w.dims[3]);
         let group = attr_i(n, "group", 1).max(1) as usize;
         let strides = attr_ints(n, "strides").unwrap_or_else(|| vec![1, 1]);
@@ -55,28 +57,16 @@ impl Importer {
         };
         let (op, wt, axis) = if ig * group == c && o % group == 0 && !(group == c && ig == 1 && group > 1) {
             // Plain or grouped (CONV_2D infers the groups from input / filter depth).
-            // OIHW → OHWI
-            let mut ohwi = vec![0f32; wv.len()];
-            for a in 0..o {
-                for b in 0..ig {
-                    for y in 0..kh {
-                        for z in 0..kw {
-                            ohwi[((a * kh + y) * kw + z) * ig + b] = wv[((a * ig + b) * kh + y) * kw + z];
-                        }
-                    }
-                }
-            }
-            let wt = self.new_const(&wname, DType::F32, &[o, kh, kw, ig], f32_bytes(&ohwi));
+            // OIHW → OHWI, from the file's bytes into the constant's, in one pass.
+            let ohwi = qlite_ir::passes::transpose_bytes(&w.data, &[o, ig, kh, kw], &[0, 2, 3, 1], 4)
+                .ok_or("Conv weight size mismatch")?;
+            let wt = self.new_const(&wname, DType::F32, &[o, kh, kw, ig], Bytes::from(ohwi));
             (Op::Conv2d(Conv2d { padding, stride, dilation, activation: Activation::None }), wt, 0)
         } else if group == c && ig == 1 && o % c == 0 {
             // Depthwise: [C*M, 1, kh, kw] → [1, kh, kw, C*M].
-            let mut dw = vec![0f32; wv.len()];
-            for a in 0..o {
-                for k in 0..kh * kw {
-                    dw[k * o + a] = wv[a * kh * kw + k];
-                }
-            }
-            let wt = self.new_const(&wname, DType::F32, &[1, kh, kw, o], f32_bytes(&dw));
+            let dw = qlite_ir::passes::transpose_bytes(&w.data, &[o, kh * kw], &[1, 0], 4)
+                .ok_or("Conv weight size mismatch")?;
+            let wt = self.new_const(&wname, DType::F32, &[1, kh, kw, o], Bytes::from(dw));
             (
                 Op::DepthwiseConv2d(DepthwiseConv2d {
                     padding,
@@ -93,7 +83,6 @@ impl Importer {
         };
         // The file's OIHW bytes are read for the last time (mapped pages can go).
         qlite_ir::hint::constant_consumed(&w.data);
-        drop(wv);
         let y = self.push(&format!("{name}/nhwc"), op, vec![Some(t), Some(wt), bias])?;
         let conv_node = self.g.nodes().len() - 1;
         let back = self.transpose(name, y, vec![0, 3, 1, 2])?;
