@@ -196,26 +196,51 @@ pub fn transpose_bytes(data: &[u8], dims: &[usize], perm: &[usize], elem: usize)
     }
     let sq = out_strides[q];
     let others: Vec<usize> = (0..r - 1).filter(|&k| k != q).collect();
-    let mut idx = vec![0usize; others.len()];
-    let outer: usize = others.iter().map(|&k| out_dims[k]).product();
-    for _ in 0..outer {
-        let src0: usize = others.iter().zip(&idx).map(|(&k, &i)| i * in_strides[mperm[k]]).sum();
-        let dst0: usize = others.iter().zip(&idx).map(|(&k, &i)| i * out_strides[k]).sum();
-        let tile = Tile { nq, nl, sp, sq, src0, dst0 };
-        match elem {
-            1 => tile.copy::<1>(data, &mut out),
-            2 => tile.copy::<2>(data, &mut out),
-            4 => tile.copy::<4>(data, &mut out),
-            8 => tile.copy::<8>(data, &mut out),
-            _ => tile.copy_any(data, &mut out, elem),
+    // The tiles of output axis-0 indices `lo..hi` into `part`, which holds exactly those
+    // (when axis 0 is one of `others`; otherwise `part` is all of `out` and the range unused).
+    let run = |part: &mut [u8], lo: usize, hi: usize| {
+        let split = others.first() == Some(&0);
+        let base = if split { lo * out_strides[0] } else { 0 };
+        let mut idx = vec![0usize; others.len()];
+        let mut count: usize = others.iter().map(|&k| out_dims[k]).product();
+        if split {
+            idx[0] = lo;
+            count = count / out_dims[0].max(1) * (hi - lo);
         }
-        for (j, &k) in others.iter().enumerate().rev() {
-            idx[j] += 1;
-            if idx[j] < out_dims[k] {
-                break;
+        for _ in 0..count {
+            let src0: usize = others.iter().zip(&idx).map(|(&k, &i)| i * in_strides[mperm[k]]).sum();
+            let dst0: usize = others.iter().zip(&idx).map(|(&k, &i)| i * out_strides[k]).sum::<usize>() - base;
+            let tile = Tile { nq, nl, sp, sq, src0, dst0 };
+            match elem {
+                1 => tile.copy::<1>(data, part),
+                2 => tile.copy::<2>(data, part),
+                4 => tile.copy::<4>(data, part),
+                8 => tile.copy::<8>(data, part),
+                _ => tile.copy_any(data, part, elem),
             }
-            idx[j] = 0;
+            for (j, &k) in others.iter().enumerate().rev() {
+                idx[j] += 1;
+                if idx[j] < out_dims[k] {
+                    break;
+                }
+                idx[j] = 0;
+            }
         }
+    };
+    // Large transposes (a VGG classifier's flatten permutation: 411 MB) split their output's
+    // leading axis over the cores; each part writes its own rows.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    if others.first() == Some(&0) && threads > 1 && data.len() >= 8 << 20 && out_dims[0] >= threads {
+        let (d0, per) = (out_dims[0], out_dims[0].div_ceil(threads));
+        let row = out_strides[0] * elem;
+        std::thread::scope(|sc| {
+            for (t, part) in out.chunks_mut(per * row).enumerate() {
+                let run = &run;
+                sc.spawn(move || run(part, t * per, (t * per + per).min(d0)));
+            }
+        });
+    } else {
+        run(&mut out, 0, out_dims[0]);
     }
     Some(out)
 }
@@ -1283,6 +1308,23 @@ mod tests {
         }
         assert!(transpose_bytes(&[0; 8], &[2, 1], &[0, 0], 4).is_none(), "not a permutation");
         assert!(transpose_bytes(&[0; 8], &[2, 2], &[1, 0], 4).is_none(), "wrong length");
+    }
+
+    /// Transposes of 8 MiB and more split the output's leading axis over threads: the same
+    /// bytes as the plain gather, for leading axes that do and do not divide evenly.
+    #[test]
+    fn large_transposes_split_over_threads_equal_the_gather() {
+        for (dims, perm, elem) in [
+            (vec![300usize, 64, 7, 7, 3], vec![0usize, 2, 3, 4, 1], 4usize),
+            (vec![301, 49, 150], vec![0, 2, 1], 4),
+            (vec![5, 1024, 1100], vec![0, 2, 1], 2),
+        ] {
+            let n: usize = dims.iter().product();
+            assert!(n * elem >= 8 << 20, "{dims:?} must take the split path");
+            let data: Vec<u8> = (0..n * elem).map(|i| (i.wrapping_mul(2654435761) >> 7) as u8).collect();
+            let got = transpose_bytes(&data, &dims, &perm, elem).unwrap();
+            assert!(got == naive(&data, &dims, &perm, elem), "dims {dims:?} perm {perm:?}");
+        }
     }
 }
 
