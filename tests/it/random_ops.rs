@@ -1117,6 +1117,48 @@ fn split_float_unary_ops_match_one_thread() {
     }
 }
 
+/// Float swish (`MUL(x, LOGISTIC(x))`) runs as one kernel and plain runs skip the LOGISTIC
+/// node when the MUL is its only reader: the same bits as the two fast nodes; observed runs
+/// (calibration) still see the LOGISTIC's values; a second reader keeps the node running.
+#[test]
+fn fused_swish_skips_its_logistic_and_keeps_the_bits() {
+    struct Seen(Vec<qlite::ir::TensorId>);
+    impl qlite::Observer for Seen {
+        fn observe(&mut self, t: qlite::ir::TensorId, _: &Array) {
+            self.0.push(t);
+        }
+    }
+    let tol = crate::common::FAST_FLOAT_TOL;
+    for seed in 0..20u64 {
+        let mut b = Builder::new(&format!("swish_{seed}"));
+        let dims =
+            [1, int(&mut b.rng, 1, 12) as usize, int(&mut b.rng, 1, 30) as usize, int(&mut b.rng, 1, 40) as usize];
+        let x = b.input("x", &dims, -6.0, 6.0);
+        let l = b.node(Op::Unary(Unary { kind: UnaryKind::Logistic }), &[Some(x)], None);
+        let act = act(&mut b.rng);
+        let y = b.node(Op::Binary(Binary { kind: BinaryKind::Mul, activation: act }), &[Some(x), Some(l)], None);
+        // Odd seeds: the sigmoid is also a graph output (a second reader: not skipped).
+        let outs = if seed % 2 == 1 { vec![y, l] } else { vec![y] };
+        let (g, inputs) = b.finish(&outs);
+        let reference = qlite::Interpreter::new(&g).unwrap().run(inputs.clone()).unwrap();
+        let fast = qlite::Interpreter::new(&g).unwrap().kernels(qlite::Kernels::Fast);
+        let got = fast.run(inputs.clone()).unwrap();
+        qlite::compare_all(&got, &reference, tol).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let mut seen = Seen(Vec::new());
+        let observed = fast.run_observed(inputs.clone(), &mut seen).unwrap();
+        assert_eq!(observed, got, "seed {seed}: observed and plain runs give the same bits");
+        assert!(seen.0.contains(&l), "seed {seed}: the observer sees the sigmoid");
+        let split = qlite::Interpreter::new(&g)
+            .unwrap()
+            .kernels(qlite::Kernels::Fast)
+            .threads(3)
+            .min_macs_per_thread(1)
+            .run(inputs.clone())
+            .unwrap();
+        assert_eq!(split, got, "seed {seed}: split over threads");
+    }
+}
+
 fn g_shape(b: &Builder, t: TensorId) -> Vec<usize> {
     b.g.tensor(t).and_then(|x| x.shape.to_fixed()).expect("a fixed shape")
 }

@@ -77,6 +77,10 @@ pub struct Interpreter<'g> {
     reference_lrn: bool,
     /// Per node: its packed fast kernel, when [`Kernels::Fast`] is selected and one applies.
     packed: Vec<Option<fast::Packed>>,
+    /// Per node: an element-wise unary op whose only reader computes it itself (a fused pair:
+    /// int8 `x · sigmoid(x)` tables, float swish); plain runs skip it, observed runs (which
+    /// must see every value) do not.
+    elided: Vec<bool>,
     /// Worker threads the large fast kernels split over ([`Interpreter::threads`]).
     pool: Option<Arc<threads::ThreadPool>>,
     /// The least work a part of a split kernel gets.
@@ -179,6 +183,7 @@ impl<'g> Interpreter<'g> {
             last_use,
             reference_lrn: false,
             packed: Vec::new(),
+            elided: Vec::new(),
             pool: None,
             min_work: fast::DEFAULT_MIN_WORK,
             kernels: Kernels::Reference,
@@ -259,12 +264,60 @@ impl<'g> Interpreter<'g> {
                             return None;
                         }
                         self.unary_pair_table(n)
+                            .or_else(|| self.float_swish(n))
                             .or_else(|| fast::Packed::new(self.graph, n, &self.consts))
                             .or_else(|| self.table_kernel(n))
                     })
                     .collect()
             }),
         };
+        self.elided = self.elided_pairs();
+    }
+
+    /// Nodes plain runs may skip: the unary half of a fused pair (a binary node packed as a
+    /// function of `x` alone whose second input is that unary op of `x`), when the pair is its
+    /// only reader and its value is not a graph output.
+    fn elided_pairs(&self) -> Vec<bool> {
+        let g = self.graph;
+        let mut elided = vec![false; g.nodes().len()];
+        let mut readers = vec![0usize; g.tensors().len()];
+        for n in g.nodes() {
+            for t in n.input_ids() {
+                readers[t.index()] += 1;
+            }
+        }
+        for (ni, n) in g.nodes().iter().enumerate() {
+            let fused = matches!(self.packed.get(ni), Some(Some(fast::Packed::Table(_) | fast::Packed::Swish(_))));
+            let (Some(s), Op::Binary(_)) = (n.input(1), &n.op) else { continue };
+            if !fused || readers[s.index()] != 1 || g.outputs().contains(&s) {
+                continue;
+            }
+            if let Some(p) = g.nodes().iter().position(|p| p.outputs.first() == Some(&s) && p.outputs.len() == 1)
+                && matches!(g.nodes()[p].op, Op::Unary(_))
+                && !self.folded[p]
+            {
+                elided[p] = true;
+            }
+        }
+        elided
+    }
+
+    /// A float MUL of `x` and LOGISTIC of that same `x` (either order) as one swish kernel.
+    fn float_swish(&self, n: &qlite_ir::Node) -> Option<fast::Packed> {
+        let Op::Binary(b) = &n.op else { return None };
+        if b.kind != qlite_ir::BinaryKind::Mul {
+            return None;
+        }
+        let g = self.graph;
+        let (x, s, out) = (n.input(0)?, n.input(1)?, *n.outputs.first()?);
+        let (xt, st, ot) = (g.tensor(x)?, g.tensor(s)?, g.tensor(out)?);
+        if [xt.dtype, st.dtype, ot.dtype] != [DType::F32; 3] || xt.shape != st.shape || xt.is_const() {
+            return None;
+        }
+        let p = g.nodes().iter().find(|p| p.outputs.first() == Some(&s))?;
+        let logistic = matches!(&p.op, Op::Unary(u) if u.kind == UnaryKind::Logistic);
+        (logistic && p.inputs.len() == 1 && p.input(0) == Some(x))
+            .then_some(fast::Packed::Swish(fast::PackedSwish { activation: b.activation }))
     }
 
     /// An int8 → int8 element-wise unary op or requantization as a 256-entry table: this

@@ -86,7 +86,7 @@ impl<'i, 'g> Session<'i, 'g> {
     /// [`Session::run`], calling `after_node` with each node's index once it has run (nodes
     /// folded at load are not run): a profiler's hook.
     pub fn run_with(&mut self, inputs: &[Array], after_node: &mut dyn FnMut(usize)) -> Result<(), InterpError> {
-        crate::isa::with(self.interp.isa, || self.run_here(inputs, &mut |ni, _, _| after_node(ni)))
+        crate::isa::with(self.interp.isa, || self.run_here(inputs, true, &mut |ni, _, _| after_node(ni)))
     }
 
     /// [`Session::run`], showing every input and every computed value to `observer` (as
@@ -96,12 +96,15 @@ impl<'i, 'g> Session<'i, 'g> {
         for (arr, &t) in inputs.iter().zip(g.inputs()) {
             observer.observe(t, arr);
         }
-        crate::isa::with(self.interp.isa, || self.run_here(inputs, &mut |_, t, v| observer.observe(t, v)))
+        crate::isa::with(self.interp.isa, || self.run_here(inputs, false, &mut |_, t, v| observer.observe(t, v)))
     }
 
+    /// `elide`: skip the nodes whose only reader computes them itself (see
+    /// `Interpreter::elided`); observed runs must not, as every value is shown.
     fn run_here(
         &mut self,
         inputs: &[Array],
+        elide: bool,
         after_node: &mut dyn FnMut(usize, qlite_ir::TensorId, &Array),
     ) -> Result<(), InterpError> {
         let Session { interp, slot_of, input_of, slots, scratch } = self;
@@ -113,7 +116,7 @@ impl<'i, 'g> Session<'i, 'g> {
             check_input(g, i, arr)?;
         }
         for (ni, node) in g.nodes().iter().enumerate() {
-            if interp.folded[ni] {
+            if interp.folded[ni] || (elide && interp.elided.get(ni) == Some(&true)) {
                 continue;
             }
             let err =
@@ -136,6 +139,16 @@ impl<'i, 'g> Session<'i, 'g> {
                 _ => false,
             } || x.is_some_and(|x| in_place(interp, node, x, &mut out).is_some());
             if !done {
+                // A fused pair's unary half was skipped: its slot holds no value of this run.
+                let reads_elided = node.input_ids().any(|t| {
+                    g.nodes()
+                        .iter()
+                        .enumerate()
+                        .any(|(p, pn)| interp.elided.get(p) == Some(&true) && pn.outputs.contains(&t))
+                });
+                if elide && reads_elided {
+                    return Err(err("a fused kernel did not run on its input (internal error)".into()));
+                }
                 let ins: Vec<Option<&Array>> = node.inputs.iter().map(|t| t.and_then(value)).collect();
                 Array::store_keeping(&mut out, interp.eval(node, &ins).map_err(err)?);
             }

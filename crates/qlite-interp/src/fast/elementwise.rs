@@ -485,6 +485,40 @@ fn float_binary(
     }
 }
 
+/// Float swish, `MUL(x, LOGISTIC(x))` (EfficientNet's and MobileNetV3's activation), in one
+/// pass: the fast LOGISTIC's value of each element, then the MUL's product and fused
+/// activation — the same operations as the two nodes, so the same bits, without writing and
+/// re-reading the sigmoid tensor (the interpreter then skips the LOGISTIC node when nothing
+/// else reads it).
+#[derive(Debug, Clone)]
+pub struct PackedSwish {
+    pub(crate) activation: qlite_ir::Activation,
+}
+
+impl PackedSwish {
+    pub(crate) fn run(&self, xs: &[usize], xv: &[f32], out: &mut Option<Array>, par: Parallel) -> Option<()> {
+        let y = Array::reuse_f32(out, xs)?;
+        if y.len() != xv.len() {
+            return None;
+        }
+        let sigmoid = PackedLogistic { kind: qlite_ir::UnaryKind::Logistic };
+        let (isa, act) = (crate::isa::current(), self.activation);
+        par.chunks(y, 64, par.parts(y.len().saturating_mul(32), y.len().div_ceil(64)), |_, first, y| {
+            let x = &xv[first * 64..first * 64 + y.len()];
+            sigmoid.apply(isa, x, y);
+            // y = act(x · sigmoid(x)), as the MUL computes it (`float_binary`).
+            let it = y.iter_mut().zip(x);
+            match act {
+                qlite_ir::Activation::None => it.for_each(|(o, &v)| *o *= v),
+                qlite_ir::Activation::Relu => it.for_each(|(o, &v)| *o = (v * *o).max(0.0)),
+                qlite_ir::Activation::Relu6 => it.for_each(|(o, &v)| *o = (v * *o).clamp(0.0, 6.0)),
+                qlite_ir::Activation::ReluN1To1 => it.for_each(|(o, &v)| *o = (v * *o).clamp(-1.0, 1.0)),
+            }
+        });
+        Some(())
+    }
+}
+
 /// Float element-wise unary ops on the fast path: LOGISTIC, `1 / (1 + e^−x)`, with an
 /// exponential the compiler vectorizes ([`exp`]: within 2e-7 relative of the reference's libm
 /// `exp`, tested over the whole float range); RELU, RELU6, RELU_N1_TO_1, ABS and NEG with the

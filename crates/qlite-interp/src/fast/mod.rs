@@ -133,6 +133,7 @@ pub enum Packed {
     Binary(PackedBinary),
     Table(PackedTable),
     Logistic(PackedLogistic),
+    Swish(PackedSwish),
     Pad(PackedPad),
     FloatConv(PackedFloatConv),
     FloatFc(PackedFloatFc),
@@ -203,6 +204,7 @@ impl Packed {
             (Packed::Pool(p), Data::F32(xv)) => return p.run_f32(x.shape(), xv, out),
             (Packed::Mean(p), Data::F32(xv)) => return p.run_f32(x.shape(), xv, out),
             (Packed::Logistic(p), Data::F32(xv)) => return p.run(x.shape(), xv, out, par),
+            (Packed::Swish(p), Data::F32(xv)) => return p.run(x.shape(), xv, out, par),
             (Packed::Int16(p), Data::I16(xv)) => return p.run(x.shape(), xv, out, scratch),
             _ => {}
         }
@@ -223,7 +225,8 @@ impl Packed {
             | Packed::FloatFc(_)
             | Packed::FloatDepthwise(_)
             | Packed::Int16(_)
-            | Packed::Logistic(_) => None,
+            | Packed::Logistic(_)
+            | Packed::Swish(_) => None,
         }
     }
 }
