@@ -440,51 +440,14 @@ pub(crate) unsafe fn requantize_fixed_avx512_as<const SHORT: bool>(
             }
         };
     }
-    if n.is_multiple_of(16) {
-        // Whole vectors: 64 outputs (4 vectors, across pixels) per packed store.
-        let total = pixels * n;
-        let mut i = 0;
-        // The channel of output i (i mod n), kept without dividing.
-        let mut c = 0;
-        let next = |c: &mut usize| {
-            let now = *c;
-            *c = if now + 16 < n { now + 16 } else { 0 };
-            now
-        };
-        while i + 64 <= total {
-            let cs = [next(&mut c), next(&mut c), next(&mut c), next(&mut c)];
-            // SAFETY: i + 64 <= total <= acc.len(), out.len(); each vector's channels
-            // cs[v] .. cs[v] + 16 lie inside the parameter slices (n a multiple of 16).
-            // A plain loop: built with `array::from_fn` and a closure, `scale` was not inlined
-            // (measured: the 48×48×32 pointwise convolution took 46 µs instead of 32).
-            unsafe {
-                let mut r = [_mm512_setzero_si512(); 4];
-                for v in 0..4 {
-                    let x = plus_bias!(_mm512_loadu_si512(acc.as_ptr().add(i + 16 * v) as *const _), cs[v], u16::MAX);
-                    r[v] = scale16!(SHORT, x, q, cs[v], u16::MAX);
-                }
-                _mm512_storeu_si512(out.as_mut_ptr().add(i) as *mut _, k.finish4(r));
-            }
-            i += 64;
-        }
-        while i < total {
-            let c = next(&mut c);
-            // SAFETY: i + 16 <= total (both multiples of 16); c + 16 <= n.
-            unsafe {
-                let x = plus_bias!(_mm512_loadu_si512(acc.as_ptr().add(i) as *const _), c, u16::MAX);
-                _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut _, requant16!(SHORT, &k, x, q, c, u16::MAX));
-            }
-            i += 16;
-        }
-        return;
-    }
-    if let Some(t) = co.periodic.as_ref().filter(|t| bias.is_none() && t.m.len().is_multiple_of(n)) {
-        // More than 16 channels, not a multiple of 16, the bias already in the accumulators:
-        // the outputs as one run of whole vectors, the parameters repeated with period
-        // lcm(n, 16); 64 outputs per store, the last (fewer than 16) masked.
-        let period = t.m.len();
-        if t.vector_ready(period) && period.is_multiple_of(16) {
+    // The outputs as one run of whole vectors across pixels, 64 per packed store, the
+    // parameters of output i at lane i mod `period` (a multiple of 16 and of n), the last
+    // vector (fewer than 16 outputs) masked.
+    macro_rules! stream {
+        ($q:expr, $period:expr) => {{
+            let (q, period) = ($q, $period);
             let total = pixels * n;
+            // The parameter lane of output i (i mod period), kept without dividing.
             let (mut i, mut c) = (0, 0);
             let next = |c: &mut usize| {
                 let now = *c;
@@ -494,12 +457,15 @@ pub(crate) unsafe fn requantize_fixed_avx512_as<const SHORT: bool>(
             while i + 64 <= total {
                 let cs = [next(&mut c), next(&mut c), next(&mut c), next(&mut c)];
                 // SAFETY: i + 64 <= total <= acc.len(), out.len(); each vector's lanes
-                // cs[v] .. cs[v] + 16 lie inside the period's parameters (a multiple of 16).
+                // cs[v] .. cs[v] + 16 lie inside the parameter slices (period lanes, a multiple
+                // of 16). A plain loop: built with `array::from_fn` and a closure, `scale` was
+                // not inlined (measured: the 48×48×32 pointwise convolution took 46 µs, not 32).
                 unsafe {
                     let mut r = [_mm512_setzero_si512(); 4];
                     for v in 0..4 {
-                        let x = _mm512_loadu_si512(acc.as_ptr().add(i + 16 * v) as *const _);
-                        r[v] = scale16!(SHORT, x, t, cs[v], u16::MAX);
+                        let x =
+                            plus_bias!(_mm512_loadu_si512(acc.as_ptr().add(i + 16 * v) as *const _), cs[v], u16::MAX);
+                        r[v] = scale16!(SHORT, x, q, cs[v], u16::MAX);
                     }
                     _mm512_storeu_si512(out.as_mut_ptr().add(i) as *mut _, k.finish4(r));
                 }
@@ -511,17 +477,28 @@ pub(crate) unsafe fn requantize_fixed_avx512_as<const SHORT: bool>(
                 // SAFETY: the lanes selected are i..min(i + 16, total), inside acc and out;
                 // c + 16 <= period.
                 unsafe {
-                    let x = _mm512_maskz_loadu_epi32(lanes, acc.as_ptr().add(i));
+                    let x = plus_bias!(_mm512_maskz_loadu_epi32(lanes, acc.as_ptr().add(i)), c, lanes);
                     _mm_mask_storeu_epi8(
                         out.as_mut_ptr().add(i) as *mut _,
                         lanes,
-                        requant16!(SHORT, &k, x, t, c, lanes),
+                        requant16!(SHORT, &k, x, q, c, lanes),
                     );
                 }
                 i += 16;
             }
-            return;
-        }
+        }};
+    }
+    if n.is_multiple_of(16) {
+        stream!(q, n);
+        return;
+    }
+    // More than 16 channels, not a multiple of 16, the bias already in the accumulators: the
+    // parameters repeated with period lcm(n, 16).
+    if let Some(t) = co.periodic.as_ref().filter(|t| {
+        bias.is_none() && t.m.len().is_multiple_of(n) && t.m.len().is_multiple_of(16) && t.vector_ready(t.m.len())
+    }) {
+        stream!(t, t.m.len());
+        return;
     }
     for px in 0..pixels {
         for c in (0..n).step_by(16) {
