@@ -196,21 +196,23 @@ pub fn transpose_bytes(data: &[u8], dims: &[usize], perm: &[usize], elem: usize)
     }
     let sq = out_strides[q];
     let others: Vec<usize> = (0..r - 1).filter(|&k| k != q).collect();
-    // The tiles of output axis-0 indices `lo..hi` into `part`, which holds exactly those
-    // (when axis 0 is one of `others`; otherwise `part` is all of `out` and the range unused).
+    // The tiles of output axis-0 indices `lo..hi` into `part`, which holds exactly those rows:
+    // axis 0 is either one of `others` (its range narrows the odometer) or the tiles' own axis
+    // `q` (its range narrows every tile).
     let run = |part: &mut [u8], lo: usize, hi: usize| {
-        let split = others.first() == Some(&0);
-        let base = if split { lo * out_strides[0] } else { 0 };
+        let outer0 = others.first() == Some(&0);
+        let base = if outer0 { lo * out_strides[0] } else { 0 };
+        let (tile_lo, tile_n) = if q == 0 { (lo, hi - lo) } else { (0, nq) };
         let mut idx = vec![0usize; others.len()];
         let mut count: usize = others.iter().map(|&k| out_dims[k]).product();
-        if split {
+        if outer0 {
             idx[0] = lo;
             count = count / out_dims[0].max(1) * (hi - lo);
         }
         for _ in 0..count {
             let src0: usize = others.iter().zip(&idx).map(|(&k, &i)| i * in_strides[mperm[k]]).sum();
             let dst0: usize = others.iter().zip(&idx).map(|(&k, &i)| i * out_strides[k]).sum::<usize>() - base;
-            let tile = Tile { nq, nl, sp, sq, src0, dst0 };
+            let tile = Tile { nq: tile_n, nl, sp, sq, src0: src0 + tile_lo, dst0 };
             match elem {
                 1 => tile.copy::<1>(data, part),
                 2 => tile.copy::<2>(data, part),
@@ -227,10 +229,12 @@ pub fn transpose_bytes(data: &[u8], dims: &[usize], perm: &[usize], elem: usize)
             }
         }
     };
-    // Large transposes (a VGG classifier's flatten permutation: 411 MB) split their output's
-    // leading axis over the cores; each part writes its own rows.
+    // Large transposes (a VGG classifier's flatten permutation: 411 MB; a SavedModel's HWIO
+    // convolution weights) split their output's leading axis over the cores; each part writes
+    // its own rows.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
-    if others.first() == Some(&0) && threads > 1 && data.len() >= 8 << 20 && out_dims[0] >= threads {
+    let splittable = others.first() == Some(&0) || q == 0;
+    if splittable && threads > 1 && data.len() >= 2 << 20 && out_dims[0] >= threads {
         let (d0, per) = (out_dims[0], out_dims[0].div_ceil(threads));
         let row = out_strides[0] * elem;
         std::thread::scope(|sc| {
@@ -1310,17 +1314,20 @@ mod tests {
         assert!(transpose_bytes(&[0; 8], &[2, 2], &[1, 0], 4).is_none(), "wrong length");
     }
 
-    /// Transposes of 8 MiB and more split the output's leading axis over threads: the same
-    /// bytes as the plain gather, for leading axes that do and do not divide evenly.
+    /// Transposes of 2 MiB and more split the output's leading axis over threads: the same
+    /// bytes as the plain gather, for leading axes that do and do not divide evenly, that are
+    /// an outer axis or the tiles' own (HWIO → OHWI).
     #[test]
     fn large_transposes_split_over_threads_equal_the_gather() {
         for (dims, perm, elem) in [
             (vec![300usize, 64, 7, 7, 3], vec![0usize, 2, 3, 4, 1], 4usize),
             (vec![301, 49, 150], vec![0, 2, 1], 4),
             (vec![5, 1024, 1100], vec![0, 2, 1], 2),
+            (vec![3, 3, 256, 513], vec![3, 0, 1, 2], 4),
+            (vec![1, 1, 2048, 1001], vec![3, 0, 1, 2], 4),
         ] {
             let n: usize = dims.iter().product();
-            assert!(n * elem >= 8 << 20, "{dims:?} must take the split path");
+            assert!(n * elem >= 2 << 20, "{dims:?} must take the split path");
             let data: Vec<u8> = (0..n * elem).map(|i| (i.wrapping_mul(2654435761) >> 7) as u8).collect();
             let got = transpose_bytes(&data, &dims, &perm, elem).unwrap();
             assert!(got == naive(&data, &dims, &perm, elem), "dims {dims:?} perm {perm:?}");
