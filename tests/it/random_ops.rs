@@ -1144,6 +1144,10 @@ fn fused_swish_skips_its_logistic_and_keeps_the_bits() {
         let fast = qlite::Interpreter::new(&g).unwrap().kernels(qlite::Kernels::Fast);
         let got = fast.run(inputs.clone()).unwrap();
         qlite::compare_all(&got, &reference, tol).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        // Plain runs skip the LOGISTIC unless something else reads it.
+        let mut ran = 0;
+        fast.session().run_with(&inputs, &mut |_| ran += 1).unwrap();
+        assert_eq!(ran, if seed % 2 == 1 { 2 } else { 1 }, "seed {seed}: nodes run");
         let mut seen = Seen(Vec::new());
         let observed = fast.run_observed(inputs.clone(), &mut seen).unwrap();
         assert_eq!(observed, got, "seed {seed}: observed and plain runs give the same bits");

@@ -81,6 +81,8 @@ pub struct Interpreter<'g> {
     /// int8 `x · sigmoid(x)` tables, float swish); plain runs skip it, observed runs (which
     /// must see every value) do not.
     elided: Vec<bool>,
+    /// Per node: it reads a value `elided` skips (the binary half of such a pair).
+    reads_elided: Vec<bool>,
     /// Worker threads the large fast kernels split over ([`Interpreter::threads`]).
     pool: Option<Arc<threads::ThreadPool>>,
     /// The least work a part of a split kernel gets.
@@ -184,6 +186,7 @@ impl<'g> Interpreter<'g> {
             reference_lrn: false,
             packed: Vec::new(),
             elided: Vec::new(),
+            reads_elided: Vec::new(),
             pool: None,
             min_work: fast::DEFAULT_MIN_WORK,
             kernels: Kernels::Reference,
@@ -271,19 +274,24 @@ impl<'g> Interpreter<'g> {
                     .collect()
             }),
         };
-        self.elided = self.elided_pairs();
+        (self.elided, self.reads_elided) = self.elided_pairs();
     }
 
     /// Nodes plain runs may skip: the unary half of a fused pair (a binary node packed as a
     /// function of `x` alone whose second input is that unary op of `x`), when the pair is its
-    /// only reader and its value is not a graph output.
-    fn elided_pairs(&self) -> Vec<bool> {
+    /// only reader and its value is not a graph output. Also marks each such pair (the one node
+    /// that reads a skipped value), so a run checks it in constant time.
+    fn elided_pairs(&self) -> (Vec<bool>, Vec<bool>) {
         let g = self.graph;
-        let mut elided = vec![false; g.nodes().len()];
+        let (mut elided, mut pairs) = (vec![false; g.nodes().len()], vec![false; g.nodes().len()]);
         let mut readers = vec![0usize; g.tensors().len()];
-        for n in g.nodes() {
+        let mut producer = vec![usize::MAX; g.tensors().len()];
+        for (ni, n) in g.nodes().iter().enumerate() {
             for t in n.input_ids() {
                 readers[t.index()] += 1;
+            }
+            if let [o] = n.outputs[..] {
+                producer[o.index()] = ni;
             }
         }
         for (ni, n) in g.nodes().iter().enumerate() {
@@ -292,14 +300,13 @@ impl<'g> Interpreter<'g> {
             if !fused || readers[s.index()] != 1 || g.outputs().contains(&s) {
                 continue;
             }
-            if let Some(p) = g.nodes().iter().position(|p| p.outputs.first() == Some(&s) && p.outputs.len() == 1)
-                && matches!(g.nodes()[p].op, Op::Unary(_))
-                && !self.folded[p]
-            {
+            let p = producer[s.index()];
+            if g.nodes().get(p).is_some_and(|pn| matches!(pn.op, Op::Unary(_))) && !self.folded[p] {
                 elided[p] = true;
+                pairs[ni] = true;
             }
         }
-        elided
+        (elided, pairs)
     }
 
     /// A float MUL of `x` and LOGISTIC of that same `x` (either order) as one swish kernel.
