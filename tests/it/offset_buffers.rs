@@ -66,3 +66,55 @@ fn constants_after_the_flatbuffer_read_back_and_run_in_litert() {
         export_case(&format!("offset_buffers_{name}"), &outside, &[x], &y, compare);
     }
 }
+
+/// Constants inside the flatbuffer (`Buffer.data`) are byte vectors after every table, each
+/// 16-aligned in the file, in buffer order: the writer streams them after building the tables
+/// (no copy into a builder). The in-memory, streamed and owned writers give the same bytes.
+#[test]
+fn constants_inside_follow_the_tables_aligned_and_streamed() {
+    for path in ["digits/cnn.tflite", "digits/tf_int8/cnn.tflite", "digits/mlp.tflite"] {
+        let g = qlite::load(&qlite::Registry::default(), &fixture(path)).unwrap();
+        let bytes = qlite_tflite::write_model_with(&g, BufferPlacement::Inside).unwrap();
+        let m = flatbuffers::root::<fb::Model>(&bytes).unwrap();
+        let base = bytes.as_ptr() as usize;
+        // Every non-empty buffer but the metadata's (min_runtime_version, kept among the tables).
+        let metadata: Vec<usize> = m.metadata().unwrap().iter().map(|md| md.buffer() as usize).collect();
+        let mut ranges: Vec<(usize, usize)> = m
+            .buffers()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !metadata.contains(i))
+            .filter_map(|(_, b)| b.data())
+            .filter(|d| !d.is_empty())
+            .map(|d| (d.bytes().as_ptr() as usize - base, d.len()))
+            .collect();
+        let consts = g.tensors().iter().filter(|t| t.data.as_ref().is_some_and(|d| !d.is_empty())).count();
+        assert!(consts > 0 && ranges.len() >= consts, "{path}: {} vectors for {consts} constants", ranges.len());
+        let in_order = ranges.clone();
+        ranges.sort();
+        assert_eq!(ranges, in_order, "{path}: constants in buffer order");
+        let mut end = 0;
+        for &(off, len) in &ranges {
+            assert!(off.is_multiple_of(16) && off >= end + 4, "{path}: constant at {off} after {end}");
+            end = off + len;
+        }
+        // Nothing but the constants (and their length prefixes and padding) after the first:
+        // the tables come before them all.
+        let data: usize = ranges.iter().map(|r| r.1).sum();
+        let first = ranges[0].0;
+        assert!(bytes.len() - first < data + 20 * ranges.len() + 32, "{path}: tables among the constants");
+        assert!(bytes[end..].iter().all(|&b| b == 0) && bytes.len() >= end + 16, "{path}");
+
+        let mut streamed = Vec::new();
+        let n = qlite_tflite::write_model_to(&g, BufferPlacement::Inside, &mut streamed).unwrap();
+        assert_eq!((n as usize, &streamed[..]), (bytes.len(), &bytes[..]), "{path}: streamed");
+        let mut owned = Vec::new();
+        qlite_tflite::write_model_owned(g.clone(), BufferPlacement::Inside, &mut owned).unwrap();
+        assert!(owned == bytes, "{path}: owned");
+        let g2 = qlite_tflite::read_model(bytes.clone()).unwrap();
+        for (a, b) in g.tensors().iter().zip(g2.tensors()) {
+            assert_eq!(a.data, b.data, "{path}: {}", a.name);
+        }
+    }
+}

@@ -125,6 +125,12 @@ impl Pass for FoldConstants {
 /// at a time (a flatten's weight permutation of VGG-19, 411 MB, was an element-by-element
 /// gather).
 pub fn transpose_bytes(data: &[u8], dims: &[usize], perm: &[usize], elem: usize) -> Option<Vec<u8>> {
+    transpose_blocked(data, dims, perm, elem, RELEASE_BLOCK)
+}
+
+/// [`transpose_bytes`], handing the input to the release hook every `block` bytes read when
+/// it is read row by row.
+fn transpose_blocked(data: &[u8], dims: &[usize], perm: &[usize], elem: usize, block: usize) -> Option<Vec<u8>> {
     let rank = dims.len();
     if perm.len() != rank || elem == 0 {
         return None;
@@ -234,20 +240,41 @@ pub fn transpose_bytes(data: &[u8], dims: &[usize], perm: &[usize], elem: usize)
     // its own rows.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
     let splittable = others.first() == Some(&0) || q == 0;
-    if splittable && threads > 1 && data.len() >= 2 << 20 && out_dims[0] >= threads {
-        let (d0, per) = (out_dims[0], out_dims[0].div_ceil(threads));
-        let row = out_strides[0] * elem;
-        std::thread::scope(|sc| {
-            for (t, part) in out.chunks_mut(per * row).enumerate() {
-                let run = &run;
-                sc.spawn(move || run(part, t * per, (t * per + per).min(d0)));
-            }
-        });
+    let d0 = out_dims[0];
+    let row = out_strides[0] * elem;
+    let rows = |out: &mut [u8], lo: usize, hi: usize| {
+        if splittable && threads > 1 && out.len() >= 2 << 20 && hi - lo >= threads {
+            let per = (hi - lo).div_ceil(threads);
+            std::thread::scope(|sc| {
+                for (t, part) in out.chunks_mut(per * row).enumerate() {
+                    let run = &run;
+                    let a = lo + t * per;
+                    sc.spawn(move || run(part, a, (a + per).min(hi)));
+                }
+            });
+        } else {
+            run(out, lo, hi);
+        }
+    };
+    // When output row i reads input row i only (a flatten's permutation of an FC weight),
+    // rows go in blocks and each block's input is handed to the release hook once read: the
+    // pages of a memory-mapped weight leave memory as its permuted copy fills, instead of
+    // both being resident at once (VGG-19's 411 MB weight).
+    if mperm[0] == 0 && others.first() == Some(&0) && data.len() >= block * 4 {
+        let per = (block / row).max(1);
+        for (b, block) in out.chunks_mut(per * row).enumerate() {
+            let (lo, hi) = (b * per, (b * per + per).min(d0));
+            rows(block, lo, hi);
+            crate::hint::constant_consumed(&data[lo * row..hi * row]);
+        }
     } else {
-        run(&mut out, 0, out_dims[0]);
+        rows(&mut out, 0, d0);
     }
     Some(out)
 }
+
+/// The input a large row-by-row transpose reads before handing it to the release hook.
+const RELEASE_BLOCK: usize = 16 << 20;
 
 /// One 2-D transpose of [`transpose_bytes`]: `nq × nl` output elements, the innermost input
 /// axis along `q` (output stride `sq`), input stride `sp` along the innermost output axis; done
@@ -264,16 +291,52 @@ struct Tile {
 impl Tile {
     const T: usize = 32;
 
-    /// Elements of `N` bytes, moved as `[u8; N]`.
+    /// Elements of `N` bytes, moved as `[u8; N]`: 8×8 blocks read as 8 source runs of 8
+    /// elements and written as 8 output runs (one bounds check per run, not per element);
+    /// the tile's ragged edges one element at a time.
     fn copy<const N: usize>(&self, data: &[u8], out: &mut [u8]) {
+        const B: usize = 8;
+        let one = |out: &mut [u8], a: usize, l: usize| {
+            let s = (self.src0 + l * self.sp + a) * N;
+            let d = (self.dst0 + a * self.sq + l) * N;
+            out[d..d + N].copy_from_slice(&data[s..s + N]);
+        };
         for a0 in (0..self.nq).step_by(Self::T) {
+            let ae = (a0 + Self::T).min(self.nq);
             for l0 in (0..self.nl).step_by(Self::T) {
-                for a in a0..(a0 + Self::T).min(self.nq) {
-                    let d0 = (self.dst0 + a * self.sq) * N;
-                    for l in l0..(l0 + Self::T).min(self.nl) {
-                        let s = (self.src0 + l * self.sp + a) * N;
-                        let v: [u8; N] = data[s..s + N].try_into().unwrap_or([0; N]);
-                        out[d0 + l * N..d0 + (l + 1) * N].copy_from_slice(&v);
+                let le = (l0 + Self::T).min(self.nl);
+                let mut a = a0;
+                while a + B <= ae {
+                    let mut l = l0;
+                    while l + B <= le {
+                        // blk[j][i]: output row a + i, column l + j.
+                        let mut blk = [[[0u8; N]; B]; B];
+                        for (j, b) in blk.iter_mut().enumerate() {
+                            let s = (self.src0 + (l + j) * self.sp + a) * N;
+                            let run = &data[s..s + B * N];
+                            for (i, e) in b.iter_mut().enumerate() {
+                                e.copy_from_slice(&run[i * N..i * N + N]);
+                            }
+                        }
+                        for i in 0..B {
+                            let d = (self.dst0 + (a + i) * self.sq + l) * N;
+                            let run = &mut out[d..d + B * N];
+                            for (j, b) in blk.iter().enumerate() {
+                                run[j * N..j * N + N].copy_from_slice(&b[i]);
+                            }
+                        }
+                        l += B;
+                    }
+                    for ai in a..a + B {
+                        for li in l..le {
+                            one(out, ai, li);
+                        }
+                    }
+                    a += B;
+                }
+                for ai in a..ae {
+                    for li in l0..le {
+                        one(out, ai, li);
                     }
                 }
             }
@@ -465,19 +528,41 @@ fn scale_channels(data: &[u8], channels: usize, last: bool, scale: &[f32]) -> Op
             d.copy_from_slice(&(f32::from_le_bytes([x[0], x[1], x[2], x[3]]) * s).to_le_bytes());
         }
     };
-    if last {
-        for (dst, src) in out.chunks_exact_mut(channels * 4).zip(data.chunks_exact(channels * 4)) {
-            for ((d, x), &s) in dst.chunks_exact_mut(4).zip(src.chunks_exact(4)).zip(scale) {
-                d.copy_from_slice(&(f32::from_le_bytes([x[0], x[1], x[2], x[3]]) * s).to_le_bytes());
+    // Whole units (a row of channels, or one channel's weights) per part.
+    let unit = if last { channels * 4 } else { data.len() / channels };
+    split_units(&mut out, unit, &|part, first| {
+        let src = &data[first * unit..first * unit + part.len()];
+        if last {
+            for (dst, src) in part.chunks_exact_mut(unit).zip(src.chunks_exact(unit)) {
+                for ((d, x), &s) in dst.chunks_exact_mut(4).zip(src.chunks_exact(4)).zip(scale) {
+                    d.copy_from_slice(&(f32::from_le_bytes([x[0], x[1], x[2], x[3]]) * s).to_le_bytes());
+                }
+            }
+        } else {
+            for ((dst, src), &s) in part.chunks_exact_mut(unit).zip(src.chunks_exact(unit)).zip(&scale[first..]) {
+                one(dst, src, s);
             }
         }
-    } else {
-        let per = data.len() / channels;
-        for ((dst, src), &s) in out.chunks_exact_mut(per).zip(data.chunks_exact(per)).zip(scale) {
-            one(dst, src, s);
-        }
-    }
+    });
     Some(Bytes::from(out))
+}
+
+/// Run `f(part, first)` over `out` cut into parts of whole `unit`-byte units, `first` the index
+/// of a part's first unit: one part per core for 2 MiB and more (weights folded or reordered
+/// at conversion), else one.
+fn split_units(out: &mut [u8], unit: usize, f: &(dyn Fn(&mut [u8], usize) + Sync)) {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    let units = out.len().checked_div(unit).unwrap_or(0);
+    if threads < 2 || out.len() < 2 << 20 || units < threads {
+        f(out, 0);
+        return;
+    }
+    let per = units.div_ceil(threads);
+    std::thread::scope(|sc| {
+        for (t, part) in out.chunks_mut(per * unit).enumerate() {
+            sc.spawn(move || f(part, t * per));
+        }
+    });
 }
 
 impl Pass for FoldScaleShift {
@@ -1331,6 +1416,25 @@ mod tests {
             let data: Vec<u8> = (0..n * elem).map(|i| (i.wrapping_mul(2654435761) >> 7) as u8).collect();
             let got = transpose_bytes(&data, &dims, &perm, elem).unwrap();
             assert!(got == naive(&data, &dims, &perm, elem), "dims {dims:?} perm {perm:?}");
+        }
+    }
+
+    /// Row-by-row transposes go in blocks of rows (each block's input then released): the same
+    /// bytes for blocks of one row, of several, of a number of rows that does not divide the
+    /// leading axis, and with blocks large enough to split over threads.
+    #[test]
+    fn blocked_transposes_equal_the_gather() {
+        for (dims, perm, elem, block) in [
+            (vec![37usize, 16, 3, 3], vec![0usize, 2, 3, 1], 4usize, 1usize),
+            (vec![37, 16, 9], vec![0, 2, 1], 4, 16 * 9 * 4 * 5),
+            (vec![41, 7, 5, 3], vec![0, 3, 1, 2], 2, 7 * 5 * 3 * 2 * 3 + 1),
+            (vec![180, 512, 49], vec![0, 2, 1], 4, 4 << 20),
+        ] {
+            let n: usize = dims.iter().product();
+            assert!(n * elem >= 4 * block, "{dims:?} must take the blocked path");
+            let data: Vec<u8> = (0..n * elem).map(|i| (i.wrapping_mul(2654435761) >> 9) as u8).collect();
+            let got = transpose_blocked(&data, &dims, &perm, elem, block).unwrap();
+            assert!(got == naive(&data, &dims, &perm, elem), "dims {dims:?} perm {perm:?} block {block}");
         }
     }
 }

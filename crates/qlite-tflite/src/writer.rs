@@ -126,8 +126,8 @@ impl Pass for MaterializeBias {
 
 const DESCRIPTION: &str = "qlite";
 
-/// Serialize `g` as a .tflite flatbuffer. Runs [`legalize_pipeline`] on a copy first (constants
-/// are shared, not copied); the returned bytes are the builder's own buffer.
+/// Serialize `g` as a .tflite file in memory. Runs [`legalize_pipeline`] on a copy first
+/// (constants are shared, not copied).
 pub fn write_model(g: &Graph) -> Result<bytes::Bytes, WriteError> {
     write_model_with(g, BufferPlacement::Auto)
 }
@@ -135,40 +135,52 @@ pub fn write_model(g: &Graph) -> Result<bytes::Bytes, WriteError> {
 /// [`write_model`] with the constants placed as asked.
 pub fn write_model_with(g: &Graph, placement: BufferPlacement) -> Result<bytes::Bytes, WriteError> {
     let s = serialize_placed(g, placement)?;
-    if s.blobs.is_empty() {
-        return Ok(s.flatbuffer);
-    }
     let mut out = Vec::with_capacity(s.len as usize);
-    s.write_to(&mut out).map_err(|e| WriteError::Io(e.to_string()))?;
+    s.write_into(&mut out).map_err(|e| WriteError::Io(e.to_string()))?;
     Ok(out.into())
 }
 
-/// Serialize `g` into `w`, streaming constants written after the flatbuffer straight from
-/// the graph (no second copy of the weights). Returns the number of bytes written.
+/// Serialize `g` into `w`, streaming the constants straight from the graph (no second copy of
+/// the weights). Returns the number of bytes written.
 pub fn write_model_to(g: &Graph, placement: BufferPlacement, w: &mut dyn std::io::Write) -> Result<u64, WriteError> {
     let s = serialize_placed(g, placement)?;
-    s.write_to(w).map_err(|e| WriteError::Io(e.to_string()))?;
-    Ok(s.len)
+    let len = s.len;
+    s.write_into(w).map_err(|e| WriteError::Io(e.to_string()))?;
+    Ok(len)
 }
 
-/// A serialized model: the flatbuffer, then (offset-buffer mode) each constant at its offset.
+/// A serialized model: the flatbuffer's tables, then each constant at its offset.
+///
+/// Constants are not copied into a builder. Inside the flatbuffer (`Buffer.data`) they are byte
+/// vectors placed after every table: a flatbuffer offset only has to point forward, so the
+/// tables are built first with placeholder offsets, patched once the vectors' positions are
+/// known, and the constants are streamed after them. Outside it (`Buffer.offset`), the same
+/// with absolute offsets and no length prefix.
 struct Serialized {
-    flatbuffer: bytes::Bytes,
-    /// (offset from the start of the file, data), ascending, each offset 16-aligned.
+    flatbuffer: Vec<u8>,
+    /// Where each constant's first byte goes (16-aligned, ascending), and its bytes.
     blobs: Vec<(u64, bytes::Bytes)>,
+    /// Inside the flatbuffer: each constant is a vector, preceded by its u32 length.
+    prefixed: bool,
     /// Total file length.
     len: u64,
 }
 
 impl Serialized {
-    fn write_to(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+    /// Write the file, dropping each constant once written (a graph given up to the writer
+    /// frees its computed constants one by one).
+    fn write_into(self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
         const ZEROS: [u8; 64] = [0; 64];
         w.write_all(&self.flatbuffer)?;
         let mut pos = self.flatbuffer.len() as u64;
-        for (off, data) in &self.blobs {
-            w.write_all(&ZEROS[..(off - pos) as usize])?;
-            w.write_all(data)?;
-            qlite_ir::hint::constant_consumed(data);
+        for (off, data) in self.blobs {
+            let start = if self.prefixed { off - 4 } else { off };
+            w.write_all(&ZEROS[..(start - pos) as usize])?;
+            if self.prefixed {
+                w.write_all(&(data.len() as u32).to_le_bytes())?;
+            }
+            w.write_all(&data)?;
+            qlite_ir::hint::constant_consumed(&data);
             pos = off + data.len() as u64;
         }
         w.write_all(&ZEROS[..(self.len - pos) as usize])?;
@@ -201,23 +213,21 @@ fn outside_of(g: &Graph, placement: BufferPlacement) -> bool {
 }
 
 /// [`write_model_to`] for a caller that gives up its graph: each constant is freed once it is
-/// copied into the flatbuffer (when nothing else holds it), so a converted model's weights are
-/// in memory once, not twice. Constants written after the flatbuffer are streamed from the
-/// graph as in [`write_model_to`].
+/// written (when nothing else holds it), so a computed weight is never in memory twice.
 pub fn write_model_owned(
     mut g: Graph,
     placement: BufferPlacement,
     w: &mut dyn std::io::Write,
 ) -> Result<u64, WriteError> {
     legalize(&mut g)?;
-    if outside_of(&g, placement) {
-        return write_model_to(&g, BufferPlacement::Outside, w);
-    }
+    let outside = outside_of(&g, placement);
     let prepared = prepare_all(&g)?;
     strip_constants(&mut g);
-    let (flatbuffer, _) = build(&g, prepared, None)?;
-    w.write_all(&flatbuffer).map_err(|e| WriteError::Io(e.to_string()))?;
-    Ok(flatbuffer.len() as u64)
+    let s = build(&g, prepared, outside)?;
+    drop(g);
+    let len = s.len;
+    s.write_into(w).map_err(|e| WriteError::Io(e.to_string()))?;
+    Ok(len)
 }
 
 /// Drop the graph's references to its constants' bytes (the prepared buffers hold them now).
@@ -240,31 +250,8 @@ fn serialize_placed(g: &Graph, placement: BufferPlacement) -> Result<Serialized,
     let mut g = g.clone();
     legalize(&mut g)?;
     let outside = outside_of(&g, placement);
-    if !outside {
-        let (flatbuffer, _) = serialize(&g, None)?;
-        let len = flatbuffer.len() as u64;
-        return Ok(Serialized { flatbuffer, blobs: Vec::new(), len });
-    }
-    // Offset fields have a fixed size, so a first pass with placeholder offsets gives the
-    // flatbuffer's length, and the second pass, with the real offsets, the same length.
-    let (first, blobs) = serialize(&g, Some(&[]))?;
-    let mut pos = align16(first.len() as u64);
-    let mut offsets = Vec::with_capacity(blobs.len());
-    for b in &blobs {
-        offsets.push(pos);
-        pos = align16(pos + b.len() as u64);
-    }
-    // 16 zero bytes after the last constant, for kernels that read a vector past the end.
-    let len = align16(pos + 16);
-    let (flatbuffer, _) = serialize(&g, Some(&offsets))?;
-    if flatbuffer.len() != first.len() {
-        return Err(WriteError::Io(format!(
-            "internal: the flatbuffer changed length ({} → {}) when its offsets were filled in",
-            first.len(),
-            flatbuffer.len()
-        )));
-    }
-    Ok(Serialized { flatbuffer, blobs: offsets.into_iter().zip(blobs).collect(), len })
+    let prepared = prepare_all(&g)?;
+    build(&g, prepared, outside)
 }
 
 fn i32_dim(g: &Graph, id: TensorId, d: usize) -> Result<i32, WriteError> {
@@ -536,14 +523,13 @@ fn opcode_index(opcodes: &mut Vec<OpcodeKey>, key: OpcodeKey) -> u32 {
     }
 }
 
-/// Push `data` as a byte vector whose first byte lands on a 16-byte boundary of the final file.
-fn aligned_bytes<'a>(fbb: &mut FlatBufferBuilder<'a>, data: &[u8]) -> WIPOffset<flatbuffers::Vector<'a, u8>> {
-    let used = fbb.unfinished_data().len();
-    let pad = (16 - (used + data.len()) % 16) % 16;
-    for _ in 0..pad {
-        fbb.push(0u8);
-    }
-    fbb.create_vector(data)
+/// Where field `slot` of the table at `loc` sits, from the table's start (read from its vtable:
+/// the table starts with the signed distance back to it).
+fn vtable_slot(buf: &[u8], loc: usize, slot: flatbuffers::VOffsetT) -> usize {
+    let le32 = |at: usize| i32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
+    let vtable = (loc as i64 - le32(loc) as i64) as usize;
+    let at = vtable + slot as usize;
+    u16::from_le_bytes([buf[at], buf[at + 1]]) as usize
 }
 
 /// A sparse constant's `SparsityParameters`, with the index widths it was read with.
@@ -619,14 +605,6 @@ fn sparsity_table<'a>(
     fb::SparsityParameters::create(fbb, &fb::SparsityParametersArgs { traversal_order, block_map, dim_metadata })
 }
 
-/// Build the flatbuffer. `outside`: `None` keeps constant data in the flatbuffer; `Some(offsets)`
-/// writes the non-empty constant buffers as (offset, size), the k-th of them at `offsets[k]`
-/// (an empty slice: placeholders), and returns their data in that order.
-fn serialize(g: &Graph, outside: Option<&[u64]>) -> Result<(bytes::Bytes, Vec<bytes::Bytes>), WriteError> {
-    let prepared = prepare_all(g)?;
-    build(g, prepared, outside)
-}
-
 /// Everything decided before building, for the main graph and its subgraphs: each graph's
 /// [`Prep`], every buffer's data (the constants, shared with the graph), the operator codes.
 struct Prepared {
@@ -648,37 +626,26 @@ fn prepare_all(g: &Graph) -> Result<Prepared, WriteError> {
     Ok(Prepared { preps, buffer_data, opcodes })
 }
 
-/// Build the flatbuffer from what [`prepare_all`] decided. Each constant's bytes are released
-/// once copied in: a caller that gave up its graph ([`write_model_owned`]) holds each weight
-/// once, in the graph or in the builder, never in both.
-fn build(
-    g: &Graph,
-    prepared: Prepared,
-    outside: Option<&[u64]>,
-) -> Result<(bytes::Bytes, Vec<bytes::Bytes>), WriteError> {
+/// Build the flatbuffer's tables from what [`prepare_all`] decided and place the constants
+/// after them (see [`Serialized`]). `outside`: `Buffer.offset` / `Buffer.size` instead of
+/// `Buffer.data`.
+fn build(g: &Graph, prepared: Prepared, outside: bool) -> Result<Serialized, WriteError> {
     let Prepared { preps, mut buffer_data, opcodes } = prepared;
-    // Estimate: flatbuffers cannot exceed 2 GiB.
-    let const_bytes: usize =
-        if outside.is_some() { 0 } else { buffer_data.iter().flatten().map(|d| d.len().next_multiple_of(16)).sum() };
-    if const_bytes > (2usize << 30) - (64 << 20) {
+    let const_bytes: usize = buffer_data.iter().flatten().map(|d| d.len().next_multiple_of(16) + 16).sum();
+    if !outside && const_bytes > (2usize << 30) - (64 << 20) {
         return Err(WriteError::TooLarge { size: const_bytes });
     }
     let graphs: Vec<&Graph> = std::iter::once(g).chain(g.subgraphs()).collect();
-    // Room for everything at once: a builder that outgrows its buffer doubles it and copies the
-    // weights already in (twice the model in memory). Pages never written cost nothing, so the
-    // allowance for tables, names and shapes is generous.
+    // The tables, names and shapes only: constants never enter the builder.
     let tables: usize = graphs
         .iter()
         .map(|g| {
             let names: usize = g.tensors().iter().map(|t| t.name.len()).sum::<usize>()
                 + g.nodes().iter().map(|n| n.name.len()).sum::<usize>();
-            names + 512 * (g.tensors().len() + 2 * g.nodes().len())
+            names + 256 * (g.tensors().len() + 2 * g.nodes().len())
         })
         .sum();
-    let mut fbb = FlatBufferBuilder::with_capacity(const_bytes + tables + (1 << 20));
-    // Raise the builder's alignment to 16 so the finished buffer length, and therefore every
-    // aligned data vector's absolute position, is a multiple of 16.
-    fbb.push(fb::Align16::new(0, 0));
+    let mut fbb = FlatBufferBuilder::with_capacity(tables + (64 << 10));
     // min_runtime_version: max over operators.
     let mut min_rt = String::new();
     for &(code, version, _) in &opcodes {
@@ -697,32 +664,37 @@ fn build(
     let rt_buffer = buffer_data.len() as u32;
     buffer_data.push(Some(bytes::Bytes::copy_from_slice(&rt_bytes)));
     let location_buffer = buffer_data.len() as u32;
-    if outside.is_some() {
+    if outside {
         buffer_data.push(Some(bytes::Bytes::from_static(b"outside flatbuffers")));
     }
 
     // ---- build ----
-    let mut blobs = Vec::new();
+    // Constants placed after the tables: their Buffer table, to patch, and their bytes.
+    let mut placed: Vec<(WIPOffset<fb::Buffer>, bytes::Bytes)> = Vec::new();
     let mut buffers: Vec<WIPOffset<fb::Buffer>> = Vec::with_capacity(buffer_data.len());
     for (i, d) in buffer_data.iter_mut().enumerate() {
-        let args = match (d.take(), outside) {
-            (Some(d), Some(offsets)) if i < n_tensor_buffers && !d.is_empty() => {
-                // A placeholder offset above 1 (only those are valid) keeps the field present.
-                let offset = offsets.get(blobs.len()).copied().unwrap_or(2);
-                let size = d.len() as u64;
-                blobs.push(d);
-                fb::BufferArgs { data: None, offset, size }
+        let table = match d.take() {
+            Some(d) if i < n_tensor_buffers && !d.is_empty() => {
+                let table = if outside {
+                    // A placeholder offset above 1 (only those are valid) keeps the field present.
+                    let args = fb::BufferArgs { data: None, offset: u64::MAX, size: d.len() as u64 };
+                    fb::Buffer::create(&mut fbb, &args)
+                } else {
+                    // The data field as a placeholder uoffset, patched below.
+                    let start = fbb.start_table();
+                    fbb.push_slot_always::<u32>(fb::Buffer::VT_DATA, 0);
+                    WIPOffset::new(fbb.end_table(start).value())
+                };
+                placed.push((table, d));
+                table
             }
-            (Some(d), _) => {
-                let data = Some(aligned_bytes(&mut fbb, &d));
-                qlite_ir::hint::constant_consumed(&d);
-                // Dropped here: the last reference frees a computed constant.
-                drop(d);
-                fb::BufferArgs { data, offset: 0, size: 0 }
+            Some(d) => {
+                let data = Some(fbb.create_vector(&d[..]));
+                fb::Buffer::create(&mut fbb, &fb::BufferArgs { data, offset: 0, size: 0 })
             }
-            (None, _) => fb::BufferArgs { data: None, offset: 0, size: 0 },
+            None => fb::Buffer::create(&mut fbb, &fb::BufferArgs { data: None, offset: 0, size: 0 }),
         };
-        buffers.push(fb::Buffer::create(&mut fbb, &args));
+        buffers.push(table);
     }
     let buffers = fbb.create_vector(&buffers);
 
@@ -789,7 +761,7 @@ fn build(
     let signature_defs = Some(fbb.create_vector(&[sig]));
     let md_name = Some(fbb.create_string("min_runtime_version"));
     let mut md = vec![fb::Metadata::create(&mut fbb, &fb::MetadataArgs { name: md_name, buffer: rt_buffer })];
-    if outside.is_some() {
+    if outside {
         let name = Some(fbb.create_string("buffer_location"));
         md.push(fb::Metadata::create(&mut fbb, &fb::MetadataArgs { name, buffer: location_buffer }));
     }
@@ -811,9 +783,35 @@ fn build(
         },
     );
     fbb.finish(model, Some("TFL3"));
-    // Hand out the builder's buffer without copying it (the model starts at `head`).
     let (buf, head) = fbb.collapse();
-    Ok((bytes::Bytes::from(buf).slice(head..), blobs))
+    let mut flatbuffer = buf[head..].to_vec();
+    drop(buf);
+    let tables_len = flatbuffer.len() as u64;
+    // Each constant 16-aligned in the file (inside: after its 4-byte length).
+    let mut pos = tables_len;
+    let mut blobs = Vec::with_capacity(placed.len());
+    for (table, data) in placed {
+        let at = align16(pos + if outside { 0 } else { 4 });
+        // The table's position in the finished buffer, then its field's, from its vtable.
+        let loc = tables_len as usize - table.value() as usize;
+        let slot = if outside { fb::Buffer::VT_OFFSET } else { fb::Buffer::VT_DATA };
+        let field = loc + vtable_slot(&flatbuffer, loc, slot);
+        if outside {
+            flatbuffer[field..field + 8].copy_from_slice(&at.to_le_bytes());
+        } else {
+            // A uoffset counts from the field to the vector's length prefix.
+            let rel = u32::try_from(at - 4 - field as u64).map_err(|_| WriteError::TooLarge { size: at as usize })?;
+            flatbuffer[field..field + 4].copy_from_slice(&rel.to_le_bytes());
+        }
+        pos = at + data.len() as u64;
+        blobs.push((at, data));
+    }
+    // 16 zero bytes after the last constant, for kernels that read a vector past its end.
+    let len = align16(pos + 16);
+    if !outside && len > (2u64 << 30) - 1 {
+        return Err(WriteError::TooLarge { size: len as usize });
+    }
+    Ok(Serialized { flatbuffer, blobs, prefixed: !outside, len })
 }
 
 /// The options of an [`AuxOp`]: SHAPE to int32, CONCATENATION along axis 0.

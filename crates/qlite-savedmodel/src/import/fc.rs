@@ -35,18 +35,17 @@ impl Im<'_> {
                 if attr_b(n, "transpose_a") == Some(true) || w.dims.len() != 2 {
                     return Ok(None);
                 }
-                let wv = w.f32s().ok_or("MatMul weights must be float32")?;
+                if w.dtype != DType::F32 {
+                    return Err("MatMul weights must be float32".into());
+                }
                 let (k, m) = (w.dims[0], w.dims[1]);
                 let (data, dims) = if attr_b(n, "transpose_b") == Some(true) {
                     (w.data.clone(), vec![k, m])
                 } else {
-                    let mut t = vec![0f32; k * m];
-                    for r in 0..k {
-                        for c in 0..m {
-                            t[c * k + r] = wv[r * m + c];
-                        }
-                    }
-                    (f32_bytes(&t), vec![m, k])
+                    // [in, out] → FULLY_CONNECTED's [out, in].
+                    let t = qlite_ir::passes::transpose_bytes(&w.data, &w.dims, &[1, 0], 4)
+                        .ok_or("MatMul weights do not match their shape")?;
+                    (t.into(), vec![m, k])
                 };
                 let x = self.materialize(&format!("{name}/x"), &a)?;
                 let wt = self.g.add_tensor(Tensor::constant(
