@@ -355,6 +355,23 @@ fn batchnorm_after_a_layer_folds_into_its_weights() {
     let mut alone = g.clone();
     let records = PassManager::new().with(FoldScaleShift).run(&mut alone).unwrap();
     assert!(records[0].changed);
+    // Weights nothing else holds are scaled where they are (the shared ones above were
+    // copied): the same bytes, in the same buffer.
+    let mut own = g.clone();
+    for id in own.tensor_ids() {
+        let t = own.tensor_mut(id).unwrap();
+        t.data = t.data.as_ref().map(|d| bytes::Bytes::from(d.to_vec()));
+    }
+    let at = |g: &qlite::ir::Graph, name: &str| {
+        g.tensors().iter().find(|t| t.name.starts_with(name)).and_then(|t| t.data.as_ref()).unwrap().as_ptr()
+    };
+    let before = at(&own, "w");
+    PassManager::new().with(FoldScaleShift).restore_on_error(false).run(&mut own).unwrap();
+    assert_eq!(at(&own, "w/folded"), before, "the conv weight was copied, not scaled in place");
+    assert_ne!(at(&alone, "w/folded"), before);
+    for (a, b) in own.tensors().iter().zip(alone.tensors()) {
+        assert_eq!((&a.name, &a.data), (&b.name, &b.data));
+    }
 }
 
 /// An attention block's reshuffle, NHWC `[1, 1, 40, 12]` → NCHW → `[1, 12, 40]` → `[1, 40, 12]`,

@@ -77,6 +77,7 @@ enum Edit {
     Remove(NodeKey),
     Insert { anchor: Option<NodeKey>, after: bool, node: Node },
     SetTensor(TensorId, Box<Tensor>),
+    ScaleChannels { t: TensorId, name: String, last: bool, scale: Vec<f32> },
     ReplaceUses { from: TensorId, to: TensorId },
     SetOutputs(Vec<TensorId>),
     Replace(Box<Graph>),
@@ -133,6 +134,15 @@ impl Patch {
     /// Replace tensor `t`'s description and data.
     pub fn set_tensor(&mut self, t: TensorId, tensor: Tensor) -> &mut Self {
         self.edits.push(Edit::SetTensor(t, Box::new(tensor)));
+        self
+    }
+
+    /// Multiply float32 tensor `t`'s values by a per-channel scale (its channels the last axis,
+    /// or the first) and rename it `name`. The bytes are scaled where they are when nothing
+    /// else holds them (a weight the importer reordered), else into a copy. A scale that does
+    /// not fit the data leaves the tensor as it is.
+    pub fn scale_channels(&mut self, t: TensorId, name: String, last: bool, scale: Vec<f32>) -> &mut Self {
+        self.edits.push(Edit::ScaleChannels { t, name, last, scale });
         self
     }
 
@@ -391,6 +401,18 @@ impl<'a> Editor<'a> {
             Edit::SetTensor(t, tensor) => {
                 if let Some(x) = self.g.tensor_mut(t) {
                     *x = *tensor;
+                }
+                out.touched.extend(self.producer(t));
+                out.touched.extend(self.consumers(t).iter().map(|r| r.0));
+            }
+            Edit::ScaleChannels { t, name, last, scale } => {
+                if let Some(x) = self.g.tensor_mut(t)
+                    && let Some(d) = x.data.take()
+                {
+                    x.data = Some(crate::passes::scale_channels_of(d, last, &scale));
+                    x.name = name;
+                    // A sparse form read with the tensor no longer matches its values.
+                    x.sparse = None;
                 }
                 out.touched.extend(self.producer(t));
                 out.touched.extend(self.consumers(t).iter().map(|r| r.0));

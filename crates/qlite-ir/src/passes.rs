@@ -291,11 +291,13 @@ struct Tile {
 impl Tile {
     const T: usize = 32;
 
-    /// Elements of `N` bytes, moved as `[u8; N]`: 8×8 blocks read as 8 source runs of 8
-    /// elements and written as 8 output runs (one bounds check per run, not per element);
-    /// the tile's ragged edges one element at a time.
+    /// Elements of `N` bytes, moved as `[u8; N]`: 16×16 blocks read as 16 source runs of 16
+    /// elements and written as 16 output runs (one bounds check per run, not per element; a
+    /// run of 4-byte elements is a whole cache line); the tile's ragged edges one element at a
+    /// time. Measured on ResNet-50's HWIO → OHWI weights: 8×8 blocks halved the per-element
+    /// loop's time, 16×16 took another quarter off.
     fn copy<const N: usize>(&self, data: &[u8], out: &mut [u8]) {
-        const B: usize = 8;
+        const B: usize = 16;
         let one = |out: &mut [u8], a: usize, l: usize| {
             let s = (self.src0 + l * self.sp + a) * N;
             let d = (self.dst0 + a * self.sq + l) * N;
@@ -478,21 +480,22 @@ impl FoldScaleShift {
         if removed.is_empty() {
             return None;
         }
-        let scaled = scale_channels(&wdata, channels, channel_axis_last, &scale)?;
+        if !scale_fits(&wdata, &scale) {
+            return None;
+        }
         let nb: Vec<f32> = (0..channels).map(|c| bias[c] * scale[c] + shift[c]).collect();
         let mut node = n.clone();
-        let folded =
-            crate::Tensor::constant(format!("{}/folded", wt.name), crate::DType::F32, wt.shape.clone(), scaled);
-        crate::hint::constant_consumed(&wdata);
-        drop((wt, wdata));
+        let name = format!("{}/folded", wt.name);
         let mut patch = Patch::new();
-        // Weights read by this layer alone are replaced in place (the unfolded ones are freed
-        // with the patch); shared ones get a folded copy.
+        // Weights read by this layer alone are scaled where they are (in place when nothing
+        // else holds their bytes); shared ones get a folded copy.
         let new_w = if ed.consumers(w).len() == 1 {
-            patch.set_tensor(w, folded);
+            drop((wt, wdata));
+            patch.scale_channels(w, name, channel_axis_last, scale);
             w
         } else {
-            ed.add_tensor(folded)
+            let scaled = scale_channels_of(wdata, channel_axis_last, &scale);
+            ed.add_tensor(crate::Tensor::constant(name, crate::DType::F32, wt.shape.clone(), scaled))
         };
         let new_b = ed.add_tensor(crate::Tensor::constant(
             format!("{}/bias_folded", node.name),
@@ -515,36 +518,57 @@ impl FoldScaleShift {
     }
 }
 
-/// Little-endian f32 weights with every value multiplied by its channel's scale, in one pass
-/// from bytes to bytes: channels last (`[.., C]`, depthwise) or first (`[O, ..]`).
-fn scale_channels(data: &[u8], channels: usize, last: bool, scale: &[f32]) -> Option<Bytes> {
-    let n = data.len() / 4;
-    if channels == 0 || !data.len().is_multiple_of(4) || !n.is_multiple_of(channels) || scale.len() != channels {
-        return None;
+/// Whether `scale` fits little-endian f32 `data` with channels last or first.
+fn scale_fits(data: &[u8], scale: &[f32]) -> bool {
+    let channels = scale.len();
+    channels > 0 && data.len().is_multiple_of(4) && (data.len() / 4).is_multiple_of(channels)
+}
+
+/// Little-endian f32 weights with every value multiplied by its channel's scale: channels last
+/// (`[.., C]`, depthwise) or first (`[O, ..]`). Scaled in place when `data` is the only
+/// reference to a buffer of its own (a weight an importer reordered), else in a copy (the
+/// mapped original is then released). Data the scale does not fit is returned unchanged.
+pub(crate) fn scale_channels_of(data: Bytes, last: bool, scale: &[f32]) -> Bytes {
+    if !scale_fits(&data, scale) {
+        return data;
     }
-    let mut out = vec![0u8; data.len()];
-    let one = |dst: &mut [u8], src: &[u8], s: f32| {
-        for (d, x) in dst.chunks_exact_mut(4).zip(src.chunks_exact(4)) {
-            d.copy_from_slice(&(f32::from_le_bytes([x[0], x[1], x[2], x[3]]) * s).to_le_bytes());
+    match data.try_into_mut() {
+        Ok(mut m) => {
+            scale_in_place(&mut m, last, scale);
+            m.freeze()
+        }
+        Err(data) => {
+            let mut out = data.to_vec();
+            crate::hint::constant_consumed(&data);
+            scale_in_place(&mut out, last, scale);
+            Bytes::from(out)
+        }
+    }
+}
+
+fn scale_in_place(out: &mut [u8], last: bool, scale: &[f32]) {
+    let channels = scale.len();
+    let scale_run = |run: &mut [u8], s: f32| {
+        for d in run.chunks_exact_mut(4) {
+            let v = f32::from_le_bytes([d[0], d[1], d[2], d[3]]) * s;
+            d.copy_from_slice(&v.to_le_bytes());
         }
     };
     // Whole units (a row of channels, or one channel's weights) per part.
-    let unit = if last { channels * 4 } else { data.len() / channels };
-    split_units(&mut out, unit, &|part, first| {
-        let src = &data[first * unit..first * unit + part.len()];
+    let unit = if last { channels * 4 } else { out.len() / channels };
+    split_units(out, unit, &|part, first| {
         if last {
-            for (dst, src) in part.chunks_exact_mut(unit).zip(src.chunks_exact(unit)) {
-                for ((d, x), &s) in dst.chunks_exact_mut(4).zip(src.chunks_exact(4)).zip(scale) {
-                    d.copy_from_slice(&(f32::from_le_bytes([x[0], x[1], x[2], x[3]]) * s).to_le_bytes());
+            for row in part.chunks_exact_mut(unit) {
+                for (d, &s) in row.chunks_exact_mut(4).zip(scale) {
+                    scale_run(d, s);
                 }
             }
         } else {
-            for ((dst, src), &s) in part.chunks_exact_mut(unit).zip(src.chunks_exact(unit)).zip(&scale[first..]) {
-                one(dst, src, s);
+            for (run, &s) in part.chunks_exact_mut(unit).zip(&scale[first..]) {
+                scale_run(run, s);
             }
         }
     });
-    Some(Bytes::from(out))
 }
 
 /// Run `f(part, first)` over `out` cut into parts of whole `unit`-byte units, `first` the index
