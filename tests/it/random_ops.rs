@@ -135,6 +135,42 @@ fn gen_fully_connected(b: &mut Builder) -> TensorId {
     b.node(op, &[Some(x), Some(w), bias], Some((DType::I8, qo)))
 }
 
+/// Convolutions with whole blocks of 16 output channels (1 to 5), the layers whose output
+/// stage runs on the GEMM's register tiles: pointwise or k×k, and in a quarter of the cases a
+/// bias of ±2^30 on one channel, which takes the requantization's long form (accumulators too
+/// large for the short one).
+fn gen_conv_wide(b: &mut Builder) -> TensorId {
+    let (n, h, w_) = spatial(&mut b.rng);
+    let (ic, oc) = (int(&mut b.rng, 1, 24) as usize, 16 * int(&mut b.rng, 1, 5) as usize);
+    let pointwise = b.rng.next_u64().is_multiple_of(2);
+    let (kh, kw) = if pointwise { (1, 1) } else { (int(&mut b.rng, 1, 3) as usize, int(&mut b.rng, 1, 3) as usize) };
+    let stride = [int(&mut b.rng, 1, 2) as usize, int(&mut b.rng, 1, 2) as usize];
+    let padding = if kh > h || kw > w_ { Padding::Same } else { pick(&mut b.rng, &[Padding::Same, Padding::Valid]) };
+    let qi = qp(&mut b.rng);
+    let x = input(b, "x", &[n, h, w_, ic], qi.clone());
+    let per_channel = !b.rng.next_u64().is_multiple_of(4);
+    let (w, ws) = weights(b, &[oc, kh, kw, ic], 0, per_channel);
+    let mut vals: Vec<i32> = (0..oc).map(|_| int(&mut b.rng, -20000, 20000) as i32).collect();
+    if b.rng.next_u64().is_multiple_of(4) {
+        let c = int(&mut b.rng, 0, oc as i64 - 1) as usize;
+        vals[c] = pick(&mut b.rng, &[1 << 30, -(1 << 30)]);
+    }
+    let scales: Vec<f32> = ws.iter().map(|&s| qi.scale() * s).collect();
+    let q = if scales.len() == 1 {
+        QuantParams::per_tensor(scales[0], 0)
+    } else {
+        QuantParams::per_channel(scales.clone(), vec![0; scales.len()], 0)
+    };
+    let bias = b.raw_const(Tensor::constant("b", DType::I32, Shape::fixed(&[oc]), i32_bytes(&vals)).with_quant(q));
+    let a = act(&mut b.rng);
+    let qo = qp_near(&mut b.rng, typical_out(qi.scale(), &ws, kh * kw * ic));
+    b.node(
+        Op::Conv2d(Conv2d { padding, stride, dilation: [1, 1], activation: a }),
+        &[Some(x), Some(w), Some(bias)],
+        Some((DType::I8, qo)),
+    )
+}
+
 fn gen_conv(b: &mut Builder) -> TensorId {
     let (n, h, w_) = spatial(&mut b.rng);
     let (ic, oc) = (int(&mut b.rng, 1, 6) as usize, int(&mut b.rng, 1, 6) as usize);
@@ -674,9 +710,10 @@ fn gen_depth_to_space(b: &mut Builder) -> TensorId {
 
 #[test]
 fn random_integer_ops_are_exported_for_litert() {
-    let kinds: [(&str, Gen); 34] = [
+    let kinds: [(&str, Gen); 35] = [
         ("fully_connected", gen_fully_connected),
         ("conv2d", gen_conv),
+        ("conv2d_wide", gen_conv_wide),
         ("depthwise", gen_depthwise),
         ("add", gen_add),
         ("sub", gen_sub),

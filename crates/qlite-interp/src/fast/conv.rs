@@ -135,6 +135,10 @@ impl PackedConv {
         let row_bytes = kw * ic;
         let contiguous = op.dilation[1] == 1;
         let pixels = y.len() / oc;
+        // Whole blocks of 16 channels: the output stage runs on the register tiles
+        // (`gemm_vnni_requant`); otherwise through the accumulator buffer (the requantization
+        // then streams whole vectors across pixels for 24, 40 … channels).
+        let fused = fused_requant_fits(&self.out, oc);
         let TileBufs { col, offs, acc, .. } = bufs;
         if !pointwise {
             col.resize(BATCH * k4 + 16, 0);
@@ -240,13 +244,24 @@ impl PackedConv {
                 }
             }
             let src: &[u8] = if pointwise { xu } else { col };
-            // SAFETY: a VNNI pack exists only when the tier (never above the host's) has AVX-512 F/BW/VNNI.
+            let y = &mut y[start * oc..(start + count) * oc];
+            if fused {
+                // SAFETY: a VNNI pack exists only when the tier (never above the host's) has
+                // AVX-512 F/BW/DQ/VL/VNNI.
+                #[allow(unsafe_code)]
+                let ok = unsafe { gemm_vnni_requant(p, oc, src, offs, y, &self.vnni_bias, &self.out) };
+                if !ok {
+                    return false;
+                }
+                continue;
+            }
+            // SAFETY: as above.
             #[allow(unsafe_code)]
             let ok = unsafe { gemm_vnni(p, oc, src, offs, acc, oc, &self.vnni_bias) };
             if !ok {
                 return false;
             }
-            self.out.apply(&acc[..count * oc], None, &mut y[start * oc..(start + count) * oc]);
+            self.out.apply(&acc[..count * oc], None, y);
         }
         true
     }

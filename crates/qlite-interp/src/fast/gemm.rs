@@ -375,6 +375,175 @@ pub(crate) unsafe fn gemm_tile<const R: usize, const B: usize>(
     }
 }
 
+/// [`gemm_vnni`] with the output stage fused: each register tile of accumulators is
+/// requantized by `co` where it is and stored as int8 (`y[r·units + o]` for row `r` of
+/// `offs`), instead of going through an accumulator buffer. For `units` a multiple of 16 and
+/// multipliers the vector paths take (the caller checks [`fused_requant_fits`]); each output
+/// gets exactly the arithmetic of [`super::requant::requantize_fixed_avx512`]. Returns false
+/// (computing nothing) if a row or an output would be out of bounds.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+#[allow(unsafe_code)]
+pub(crate) fn gemm_vnni_requant(
+    p: &VnniPack,
+    units: usize,
+    xu: &[u8],
+    offs: &[usize],
+    y: &mut [i8],
+    init: &[i32],
+    co: &super::ChannelOut,
+) -> bool {
+    let g = p.groups;
+    let blocks = units / 16;
+    let rows = offs.len();
+    if rows == 0 || units == 0 {
+        return true;
+    }
+    let fits = fused_requant_fits(co, units)
+        && init.len() == units
+        && p.data().len() >= blocks * g * 64
+        && offs.iter().all(|&o| o.checked_add(4 * g).is_some_and(|e| e <= xu.len()))
+        && rows.checked_mul(units).is_some_and(|e| e <= y.len());
+    if !fits {
+        return false;
+    }
+    let k = super::OutVec::new(co.lo, co.hi);
+    let mut blk = 0;
+    while blk < blocks {
+        let nb = (blocks - blk).min(4);
+        let mut r = 0;
+        while r < rows {
+            let nr = (rows - r).min(4);
+            // SAFETY: checked above: every row reads 4g bytes from its offset inside `xu`,
+            // blocks blk..blk+nb lie inside the pack and the parameters (units = 16·blocks
+            // entries, the short form's constants 32 per block), every output row written is
+            // inside `y`.
+            unsafe {
+                let x = |i: usize| xu.as_ptr().add(offs[r + i.min(nr - 1)]);
+                let out = |i: usize| y.as_mut_ptr().add((r + i.min(nr - 1)) * units + blk * 16);
+                let w = p.data().as_ptr().add(blk * g * 64);
+                let init = init.as_ptr().add(blk * 16);
+                macro_rules! tile {
+                    ($r:literal, $b:literal) => {
+                        if co.mults.short {
+                            gemm_tile_requant::<$r, $b, true>(
+                                w,
+                                g,
+                                std::array::from_fn(x),
+                                std::array::from_fn(out),
+                                init,
+                                co,
+                                blk * 16,
+                                &k,
+                            )
+                        } else {
+                            gemm_tile_requant::<$r, $b, false>(
+                                w,
+                                g,
+                                std::array::from_fn(x),
+                                std::array::from_fn(out),
+                                init,
+                                co,
+                                blk * 16,
+                                &k,
+                            )
+                        }
+                    };
+                }
+                match (nr, nb) {
+                    (4, 4) => tile!(4, 4),
+                    (4, 3) => tile!(4, 3),
+                    (4, 2) => tile!(4, 2),
+                    (4, _) => tile!(4, 1),
+                    (3, 4) => tile!(3, 4),
+                    (3, 3) => tile!(3, 3),
+                    (3, 2) => tile!(3, 2),
+                    (3, _) => tile!(3, 1),
+                    (2, 4) => tile!(2, 4),
+                    (2, 3) => tile!(2, 3),
+                    (2, 2) => tile!(2, 2),
+                    (2, _) => tile!(2, 1),
+                    (_, 4) => tile!(1, 4),
+                    (_, 3) => tile!(1, 3),
+                    (_, 2) => tile!(1, 2),
+                    (_, _) => tile!(1, 1),
+                }
+            }
+            r += nr;
+        }
+        blk += nb;
+    }
+    true
+}
+
+/// Whether [`gemm_vnni_requant`] can take a layer of `units` output channels with this output
+/// stage: whole blocks of 16, vector-ready multipliers.
+pub(crate) fn fused_requant_fits(co: &super::ChannelOut, units: usize) -> bool {
+    units > 0 && units.is_multiple_of(16) && co.mults.m.len() == units && co.mults.vector_ready(units)
+}
+
+/// One tile of [`gemm_vnni_requant`]: [`gemm_tile`]'s sums, then requantized (channels
+/// `c0 + 16b ..`) and stored as int8 at `out[r] + 16b`; a row of 4 blocks packs its 64
+/// outputs into one store.
+///
+/// # Safety
+/// As [`gemm_tile`] with every block whole; `co`'s parameters must hold channels
+/// `c0 .. c0 + 16B` (and `SHORT` only when `co.mults.short`); each `out[r]` writable for
+/// `16B` bytes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+#[allow(unsafe_code, clippy::too_many_arguments)]
+#[inline]
+unsafe fn gemm_tile_requant<const R: usize, const B: usize, const SHORT: bool>(
+    w: *const i8,
+    g: usize,
+    x: [*const u8; R],
+    out: [*mut i8; R],
+    init: *const i32,
+    co: &super::ChannelOut,
+    c0: usize,
+    k: &super::OutVec,
+) {
+    use super::{Multipliers, OutVec};
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's contract covers every pointer offset below (j < g, b < B).
+    unsafe {
+        let mut first = [_mm512_setzero_si512(); B];
+        for (b, v) in first.iter_mut().enumerate() {
+            *v = _mm512_loadu_si512(init.add(b * 16) as *const _);
+        }
+        let mut a = [first; R];
+        for j in 0..g {
+            let wj = w.add(j * B * 64);
+            let mut wv = [_mm512_setzero_si512(); B];
+            for (b, v) in wv.iter_mut().enumerate() {
+                *v = _mm512_loadu_si512(wj.add(b * 64) as *const _);
+            }
+            for r in 0..R {
+                let xb = _mm512_set1_epi32((x[r].add(4 * j) as *const i32).read_unaligned());
+                for b in 0..B {
+                    a[r][b] = _mm512_dpbusd_epi32(a[r][b], xb, wv[b]);
+                }
+            }
+        }
+        let q: &Multipliers = &co.mults;
+        for (ar, &o) in a.iter().zip(&out) {
+            if B == 4 {
+                let mut v = [_mm512_setzero_si512(); 4];
+                for (b, vb) in v.iter_mut().enumerate() {
+                    *vb = scale16!(SHORT, ar[b.min(B - 1)], q, c0 + b * 16, u16::MAX);
+                }
+                _mm512_storeu_si512(o as *mut _, k.finish4(v));
+            } else {
+                for (b, &x) in ar.iter().enumerate() {
+                    let v = requant16!(SHORT, k, x, q, c0 + b * 16, u16::MAX);
+                    _mm_storeu_si128(o.add(b * 16) as *mut _, v);
+                }
+            }
+        }
+    }
+}
+
 /// `acc[o] = Σ_d w[o·n + d] · x[d]` (wrapping), AVX2 when the CPU has it.
 pub(crate) fn dots(w: &[i8], x: &[i8], acc: &mut [i32]) {
     #[cfg(target_arch = "x86_64")]
