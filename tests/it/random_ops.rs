@@ -1227,6 +1227,31 @@ fn fast_binary_and_pad_match_the_reference() {
         let (g, inputs) = b.finish(&[out]);
         fast_nodes += fast_against_reference(&g, inputs, &format!("binary seed {seed}: {kind:?} {dims:?}"));
     }
+    // MUL by a channel vector broadcast over the pixels (squeeze-and-excite), either operand
+    // order, one vector per sample or one for all, channel counts below, at and above a
+    // vector, not dividing 16, and past the 4096-lane period (scalar).
+    for seed in 0..60u64 {
+        let mut b = Builder::new(&format!("fast_channel_mul_{seed}"));
+        let c = pick(&mut b.rng, &[1usize, 3, 16, 24, 32, 40, 96, 144, 5000]);
+        let n = int(&mut b.rng, 1, 2) as usize;
+        let (h, w) = (int(&mut b.rng, 1, 9) as usize, int(&mut b.rng, 1, 9) as usize);
+        let small: Vec<usize> = match seed % 3 {
+            0 => vec![n, 1, 1, c],
+            1 => vec![1, 1, 1, c],
+            _ => vec![c],
+        };
+        let (q1, q2) = (qp(&mut b.rng), qp(&mut b.rng));
+        let x = input(&mut b, "x", &[n, h, w, c], q1.clone());
+        let v = input(&mut b, "v", &small, q2.clone());
+        let inputs = if seed % 2 == 0 { [Some(x), Some(v)] } else { [Some(v), Some(x)] };
+        let a = act(&mut b.rng);
+        let qo = qp_near(&mut b.rng, q1.scale() * q2.scale() * 10000.0 / 64.0);
+        let op = Op::Binary(Binary { kind: BinaryKind::Mul, activation: a });
+        let out = b.node(op, &inputs, Some((DType::I8, qo)));
+        let (g, inputs) = b.finish(&[out]);
+        fast_nodes +=
+            fast_against_reference(&g, inputs, &format!("channel mul seed {seed}: {small:?} x [{n},{h},{w},{c}]"));
+    }
     for seed in 0..80u64 {
         let mut b = Builder::new(&format!("fast_pad_{seed}"));
         let rank = int(&mut b.rng, 1, 4) as usize;
@@ -1245,7 +1270,7 @@ fn fast_binary_and_pad_match_the_reference() {
         let (g, inputs) = b.finish(&[out]);
         fast_nodes += fast_against_reference(&g, inputs, &format!("pad seed {seed}: {dims:?} {paddings:?}"));
     }
-    assert_eq!(fast_nodes, 200, "every case must run the fast kernel");
+    assert_eq!(fast_nodes, 260, "every case must run the fast kernel");
 }
 
 /// A session's planned arena: after the first run, a run of a model whose ops all have

@@ -14,6 +14,9 @@ pub struct PackedBinary {
     pub(crate) float: Option<qlite_ir::op::Binary>,
     /// int8 MUL: the reference's arithmetic, for the AVX-512 path (the table otherwise).
     pub(crate) mul: Option<MulParams>,
+    /// int8 MUL: its output rescale on 16 lanes (the convolutions' vector form), for a
+    /// per-channel operand broadcast over the pixels (squeeze-and-excite).
+    pub(crate) mul_lanes: Option<Multipliers>,
     /// int16 (16x8, zero points 0): the reference's arithmetic per element.
     pub(crate) int16: Option<Int16Binary>,
     /// int8 ADD / SUB of same-length runs in vector arithmetic (AVX-512 VBMI), when it
@@ -209,7 +212,14 @@ impl PackedBinary {
         let (a, c) = (g.tensor(n.input(0)?)?, g.tensor(n.input(1)?)?);
         let out = g.tensor(*n.outputs.first()?)?;
         if a.dtype == DType::F32 && c.dtype == DType::F32 && out.dtype == DType::F32 {
-            return Some(PackedBinary { table: Vec::new(), float: Some(b.clone()), mul: None, int16: None, sum: None });
+            return Some(PackedBinary {
+                table: Vec::new(),
+                float: Some(b.clone()),
+                mul: None,
+                mul_lanes: None,
+                int16: None,
+                sum: None,
+            });
         }
         if a.dtype == DType::I16 && c.dtype == DType::I16 && out.dtype == DType::I16 {
             let (s1, z1) = per_tensor(a.quant.as_ref(), "input 0").ok()?;
@@ -225,7 +235,7 @@ impl PackedBinary {
             };
             let (lo, hi) = OutQ { dtype: DType::I16, scale: so, zp: 0 }.range(b.activation);
             let int16 = Some(Int16Binary { kind: b.kind, m, lo, hi });
-            return Some(PackedBinary { table: Vec::new(), float: None, mul: None, int16, sum: None });
+            return Some(PackedBinary { table: Vec::new(), float: None, mul: None, mul_lanes: None, int16, sum: None });
         }
         if a.dtype != DType::I8 || c.dtype != DType::I8 || out.dtype != DType::I8 {
             return None;
@@ -261,7 +271,12 @@ impl PackedBinary {
             }
             _ => None,
         };
-        Some(PackedBinary { table, float: None, mul, int16: None, sum })
+        // |(a − za)(b − zb)| <= 255².
+        let mul_lanes = mul.map(|mp| {
+            let shift = mp.left as i32 - mp.right as i32;
+            Multipliers::new(&[(mp.m, shift); 16]).with_zp(mp.zo).bounded(255 * 255)
+        });
+        Some(PackedBinary { table, float: None, mul, mul_lanes, int16: None, sum })
     }
 
     pub(crate) fn run(&self, a: &Array, b: &Array, out: &mut Option<Array>, par: Parallel) -> Option<()> {
@@ -300,6 +315,32 @@ impl PackedBinary {
         if let Some(mp) = self.mul
             && crate::isa::current().has_avx512()
         {
+            if let Some(q) = &self.mul_lanes
+                && let Some(cb) = ChannelBroadcast::new(a.shape(), b.shape(), plan.out(), (mp.za, mp.zb))
+            {
+                let (full, small) = if cb.small_is_b { (av, bv) } else { (bv, av) };
+                par.chunks(y, n, parts(y.len()), |_, first, y| {
+                    // Sample by sample: the operand's channels for that sample, and the phase
+                    // in them where the part starts.
+                    let mut off = 0;
+                    while off < y.len() {
+                        let e = first * n + off;
+                        let (s, within) = (e / cb.sample, e % cb.sample);
+                        let len = (cb.sample - within).min(y.len() - off);
+                        let c0 = if cb.per_sample { s * cb.channels } else { 0 };
+                        let (Some(x), Some(ch)) = (full.get(e..e + len), small.get(c0..c0 + cb.channels)) else {
+                            return;
+                        };
+                        // SAFETY: the tier says AVX-512 F/BW/DQ/VL are available.
+                        #[allow(unsafe_code)]
+                        unsafe {
+                            mul_channels_avx512(&mp, q, cb.zps, x, ch, within % cb.channels, &mut y[off..off + len])
+                        };
+                        off += len;
+                    }
+                });
+                return Some(());
+            }
             par.chunks(y, n, parts(y.len()), |_, first, y| {
                 plan.each_from(av, bv, first * n, y, |(o, p), q| {
                     // SAFETY: the tier says AVX-512 F/BW are available; the run lengths agree
@@ -345,6 +386,108 @@ impl PackedBinary {
         });
         Some(())
     }
+}
+
+/// An int8 MUL whose one operand is a channel vector broadcast over every pixel of the other
+/// (`[N or 1, 1, …, 1, C]` against `[N, …, C]`: squeeze-and-excite's scaling).
+struct ChannelBroadcast {
+    /// Whether the vector is the second operand.
+    small_is_b: bool,
+    /// Elements per sample of the output, and channels.
+    sample: usize,
+    channels: usize,
+    /// The vector has one row per sample (else one for all).
+    per_sample: bool,
+    /// (the full operand's zero point, the vector's).
+    zps: (i32, i32),
+}
+
+impl ChannelBroadcast {
+    fn new(a: &[usize], b: &[usize], out: &[usize], (za, zb): (i32, i32)) -> Option<Self> {
+        let r = out.len();
+        let c = *out.last()?;
+        if r < 2 || c == 0 {
+            return None;
+        }
+        let small = |v: &[usize]| {
+            v.len() <= r
+                && v.last() == Some(&c)
+                && v.iter().rev().skip(1).take(r - 2).all(|&d| d == 1)
+                && (v.len() < r || v[0] == 1 || v[0] == out[0])
+        };
+        let (small_is_b, s) = if a == out && small(b) {
+            (true, b)
+        } else if b == out && small(a) {
+            (false, a)
+        } else {
+            return None;
+        };
+        let per_sample = s.len() == r && s[0] == out[0] && out[0] > 1;
+        let zps = if small_is_b { (za, zb) } else { (zb, za) };
+        Some(ChannelBroadcast { small_is_b, sample: out[1..].iter().product(), channels: c, per_sample, zps })
+    }
+}
+
+/// `y = clamp(zo + MultiplyByQuantizedMultiplier((x − zx)·(ch[c] − zc)))` with `c` the channel
+/// of each element (`phase` for the first, then cyclic), 64 per step: the channel values
+/// repeated over lcm(C, 16) lanes, the product requantized in the convolutions' vector form
+/// (`q`, bounded by 255²), packed. Channel counts whose period exceeds 4096 lanes, and the
+/// last elements, go through the scalar arithmetic.
+///
+/// # Safety
+/// The CPU must have AVX-512 F, BW, DQ and VL.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+#[allow(unsafe_code)]
+unsafe fn mul_channels_avx512(
+    mp: &MulParams,
+    q: &Multipliers,
+    (zx, zc): (i32, i32),
+    x: &[i8],
+    ch: &[i8],
+    phase: usize,
+    y: &mut [i8],
+) {
+    use std::arch::x86_64::*;
+    const MAX_PERIOD: usize = 4096;
+    let c = ch.len();
+    let n = y.len().min(x.len());
+    let period = if c == 0 { 0 } else { c / gcd(c, 16) * 16 };
+    let mut i = 0;
+    if (1..=MAX_PERIOD).contains(&period) && q.vector_ready(16) {
+        let mut lanes = [0i32; MAX_PERIOD];
+        for (j, v) in lanes[..period].iter_mut().enumerate() {
+            *v = ch[(phase + j) % c] as i32 - zc;
+        }
+        let zxv = _mm512_set1_epi32(zx);
+        let k = super::OutVec::new(mp.lo, mp.hi);
+        let mut j = 0;
+        while i + 64 <= n {
+            let mut r = [_mm512_setzero_si512(); 4];
+            for rv in r.iter_mut() {
+                // SAFETY: i + 64 <= n bounds the 16-byte loads; j + 16 <= period <= 4096.
+                let p = unsafe {
+                    let xv = _mm512_cvtepi8_epi32(_mm_loadu_si128(x.as_ptr().add(i) as *const _));
+                    _mm512_mullo_epi32(_mm512_sub_epi32(xv, zxv), _mm512_loadu_si512(lanes.as_ptr().add(j) as *const _))
+                };
+                *rv = if q.short { scale16!(true, p, q, 0, u16::MAX) } else { scale16!(false, p, q, 0, u16::MAX) };
+                i += 16;
+                j = if j + 16 == period { 0 } else { j + 16 };
+            }
+            // SAFETY: the 64 outputs just computed lie inside y.
+            unsafe { _mm512_storeu_si512(y.as_mut_ptr().add(i - 64) as *mut _, k.finish4(r)) };
+        }
+    }
+    let shift = mp.left as i32 - mp.right as i32;
+    for t in i..n {
+        let b = if c == 0 { 0 } else { ch[(phase + t) % c] as i32 - zc };
+        let v = crate::fixedpoint::mbqm((x[t] as i32 - zx) * b, mp.m, shift);
+        y[t] = mp.zo.wrapping_add(v).clamp(mp.lo, mp.hi) as i8;
+    }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 /// int8 MUL of one inner run, 16 lanes at a time: the reference's integer arithmetic
