@@ -319,7 +319,9 @@ impl PackedBinary {
                 && let Some(cb) = ChannelBroadcast::new(a.shape(), b.shape(), plan.out(), (mp.za, mp.zb))
             {
                 let (full, small) = if cb.small_is_b { (av, bv) } else { (bv, av) };
-                par.chunks(y, n, parts(y.len()), |_, first, y| {
+                // A few operations an element: split only large tensors.
+                let parts = par.parts(y.len().saturating_mul(2), y.len().div_ceil(n));
+                par.chunks(y, n, parts, |_, first, y| {
                     // Sample by sample: the operand's channels for that sample, and the phase
                     // in them where the part starts.
                     let mut off = 0;
@@ -455,7 +457,16 @@ unsafe fn mul_channels_avx512(
     let period = if c == 0 { 0 } else { c / gcd(c, 16) * 16 };
     let mut i = 0;
     if (1..=MAX_PERIOD).contains(&period) && q.vector_ready(16) {
-        let mut lanes = [0i32; MAX_PERIOD];
+        // Only as many lanes zeroed as the period needs (a 16 KiB fill was most of a small
+        // layer's time).
+        let mut small = [0i32; 512];
+        let mut large;
+        let lanes: &mut [i32] = if period <= small.len() {
+            &mut small
+        } else {
+            large = [0i32; MAX_PERIOD];
+            &mut large
+        };
         for (j, v) in lanes[..period].iter_mut().enumerate() {
             *v = ch[(phase + j) % c] as i32 - zc;
         }

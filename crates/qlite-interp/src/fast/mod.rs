@@ -214,7 +214,7 @@ impl Packed {
             Packed::Fc(p) => p.run(xs, xv, out, scratch),
             Packed::Conv(p) => p.run(xs, xv, out, scratch, par),
             Packed::Depthwise(p) => p.run(xs, xv, out, scratch, par),
-            Packed::Mean(p) => p.run(xs, xv, out, scratch),
+            Packed::Mean(p) => p.run(xs, xv, out, scratch, par),
             Packed::Softmax(p) => p.run(xs, xv, out),
             Packed::Pool(p) => p.run(xs, xv, out, scratch),
             Packed::Binary(p) => p.run(x, x2?, out, par),

@@ -53,7 +53,17 @@ impl PackedMean {
         Some(())
     }
 
-    pub(crate) fn run(&self, xs: &[usize], xv: &[i8], out: &mut Option<Array>, s: &mut Scratch) -> Option<()> {
+    /// The channel sums of each image split by pixels over the pool (each part sums its own
+    /// range into its own row of `s.acc`; the rows are then added: i32 addition, so the sums
+    /// do not depend on the split), then the reference's output.
+    pub(crate) fn run(
+        &self,
+        xs: &[usize],
+        xv: &[i8],
+        out: &mut Option<Array>,
+        s: &mut Scratch,
+        par: Parallel,
+    ) -> Option<()> {
         let &[n, h, w, c] = xs else { return None };
         let pixels = h.checked_mul(w)?;
         if n.checked_mul(pixels)?.checked_mul(c)? != xv.len() || pixels == 0 || c == 0 {
@@ -63,16 +73,26 @@ impl PackedMean {
         let mult = crate::kernels::mean_multiplier(count, self.s_in, self.out.scale);
         let (lo, hi) = self.out.range(qlite_ir::op::Activation::None);
         let y = if self.keep_dims { Array::reuse_i8(out, &[n, 1, 1, c])? } else { Array::reuse_i8(out, &[n, c])? };
+        // A part per thread once there are enough additions for each.
+        let parts = par.parts(pixels * c, pixels);
+        let per = pixels.div_ceil(parts);
         let sums = &mut s.acc;
-        sums.resize(c, 0);
+        sums.resize(parts * c, 0);
         for (img, yb) in xv.chunks_exact(pixels * c).zip(y.chunks_exact_mut(c)) {
-            sums.fill(0);
-            for px in img.chunks_exact(c) {
-                for (s, &v) in sums.iter_mut().zip(px) {
-                    *s = s.wrapping_add(v as i32);
+            par.chunks(&mut sums[..parts * c], c, parts, |_, p, part| {
+                part.fill(0);
+                let (a, b) = ((p * per).min(pixels), ((p + 1) * per).min(pixels));
+                for px in img[a * c..b * c].chunks_exact(c) {
+                    for (s, &v) in part.iter_mut().zip(px) {
+                        *s = s.wrapping_add(v as i32);
+                    }
                 }
+            });
+            let (total, rest) = sums.split_at_mut(c);
+            for part in rest.chunks_exact(c).take(parts - 1) {
+                total.iter_mut().zip(part).for_each(|(t, &v)| *t = t.wrapping_add(v));
             }
-            for (o, &s) in yb.iter_mut().zip(sums.iter()) {
+            for (o, &s) in yb.iter_mut().zip(total.iter()) {
                 *o = crate::kernels::mean_output(s, self.z_in, count, mult, self.out.zp, lo, hi) as i8;
             }
         }
