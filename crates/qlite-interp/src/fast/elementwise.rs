@@ -497,10 +497,6 @@ unsafe fn mul_channels_avx512(
     }
 }
 
-fn gcd(a: usize, b: usize) -> usize {
-    if b == 0 { a } else { gcd(b, a % b) }
-}
-
 /// int8 MUL of one inner run, 16 lanes at a time: the reference's integer arithmetic
 /// (`MultiplyByQuantizedMultiplier`: the doubling high multiply rounding half away from zero in
 /// 64-bit lanes, then the rounding right shift), an operand of one element repeated.
