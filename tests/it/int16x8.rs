@@ -350,10 +350,11 @@ fn random_int16_ops_are_exported_for_litert() {
             let case = format!("i16_{name}_{i:03}");
             let (g, inputs, y, attempts) = crate::random_ops::draw_until(&case, generate, trivial16);
             redrawn += attempts;
-            // The 16x8 layers and ADD / SUB / MUL run on the fast kernels (which
+            // The 16x8 layers, ADD / SUB / MUL and the pools run on the fast kernels (which
             // `export_case` holds to the reference's bytes at every tier).
             // (and the PAD after the concatenation)
-            if ["fully_connected", "conv2d", "depthwise", "add", "sub", "mul", "requantize_concat_pad"].contains(&name)
+            if ["fully_connected", "conv2d", "depthwise", "add", "sub", "mul", "requantize_concat_pad", "pool"]
+                .contains(&name)
             {
                 let fast = qlite::Interpreter::new(&g).unwrap().kernels(qlite::Kernels::Fast);
                 assert_eq!(fast.fast_nodes(), 1, "{case}: no fast kernel");

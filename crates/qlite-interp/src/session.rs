@@ -213,6 +213,16 @@ fn in_place(interp: &Interpreter, node: &Node, x: &Array, out: &mut Option<Array
             crate::kernels::quantize_f32_i8(v, s, z, y);
             Some(())
         }
+        (Op::Quantize, Data::F32(v)) if out_t.dtype == DType::I16 => {
+            // The reference's arithmetic (`kernels::quantize`), element by element.
+            let (s, z) = per_tensor(out_t.quant.as_ref())?;
+            let y = Array::reuse_i16(out, x.shape())?;
+            for (o, &f) in y.iter_mut().zip(v) {
+                let q = (crate::fixedpoint::round_half_away(f / s) as i64).saturating_add(z as i64);
+                *o = q.clamp(i16::MIN as i64, i16::MAX as i64) as i16;
+            }
+            Some(())
+        }
         (Op::Dequantize, Data::I8(v)) => {
             let (s, z) = per_tensor(in_t.quant.as_ref())?;
             let y = Array::reuse_f32(out, x.shape())?;
@@ -221,7 +231,15 @@ fn in_place(interp: &Interpreter, node: &Node, x: &Array, out: &mut Option<Array
             }
             Some(())
         }
-        (Op::Reshape(_), Data::I8(_) | Data::F32(_)) => {
+        (Op::Dequantize, Data::I16(v)) => {
+            let (s, z) = per_tensor(in_t.quant.as_ref())?;
+            let y = Array::reuse_f32(out, x.shape())?;
+            for (o, &q) in y.iter_mut().zip(v) {
+                *o = (s as f64 * (q as i64 - z as i64) as f64) as f32;
+            }
+            Some(())
+        }
+        (Op::Reshape(_), Data::I8(_) | Data::I16(_) | Data::F32(_)) => {
             // The declared shape; one dimension known only at run time (a dynamic batch) is what
             // the element count leaves for it. Anything else goes to the general path.
             let decl = out_t.shape.dims();
@@ -253,6 +271,10 @@ fn in_place(interp: &Interpreter, node: &Node, x: &Array, out: &mut Option<Array
                 }
                 Data::F32(v) => {
                     let y = Array::reuse_f32(out, dims)?;
+                    (y.len() == v.len()).then(|| y.copy_from_slice(v))
+                }
+                Data::I16(v) => {
+                    let y = Array::reuse_i16(out, dims)?;
                     (y.len() == v.len()).then(|| y.copy_from_slice(v))
                 }
                 _ => None,

@@ -202,6 +202,7 @@ impl Packed {
             (Packed::Pad(p), Data::I16(xv)) => return p.run_i16(x.shape(), xv, out),
             (Packed::Binary(p), Data::F32(_) | Data::I16(_)) => return p.run(x, x2?, out, par),
             (Packed::Pool(p), Data::F32(xv)) => return p.run_f32(x.shape(), xv, out),
+            (Packed::Pool(p), Data::I16(xv)) => return p.run_i16(x.shape(), xv, out, scratch),
             (Packed::Mean(p), Data::F32(xv)) => return p.run_f32(x.shape(), xv, out),
             (Packed::Logistic(p), Data::F32(xv)) => return p.run(x.shape(), xv, out, par),
             (Packed::Swish(p), Data::F32(xv)) => return p.run(x.shape(), xv, out, par),

@@ -118,7 +118,7 @@ impl PackedPool {
         if x.dtype == DType::F32 && out.dtype == DType::F32 && x.shape.rank() == 4 {
             return Some(PackedPool { op: op.clone(), lo: 0, hi: 0 });
         }
-        if x.dtype != DType::I8 || out.dtype != DType::I8 || x.shape.rank() != 4 {
+        if !matches!(x.dtype, DType::I8 | DType::I16) || out.dtype != x.dtype || x.shape.rank() != 4 {
             return None;
         }
         let q_in = per_tensor(x.quant.as_ref(), "input").ok()?;
@@ -126,19 +126,41 @@ impl PackedPool {
         if q_in != (scale, zp) {
             return None; // the reference kernel reports it
         }
-        let (lo, hi) = OutQ { dtype: DType::I8, scale, zp }.range(op.activation);
+        let (lo, hi) = OutQ { dtype: x.dtype, scale, zp }.range(op.activation);
         Some(PackedPool { op: op.clone(), lo, hi })
     }
 
     pub(crate) fn run(&self, xs: &[usize], xv: &[i8], out: &mut Option<Array>, s: &mut Scratch) -> Option<()> {
+        let y = Array::reuse_i8(out, &self.out_shape(xs, xv.len())?)?;
+        self.run_int(xs, xv, y, s)
+    }
+
+    /// int16 (16x8): the same arithmetic as int8 (the reference's integer pooling is one
+    /// template), without the AVX-512 max kernel.
+    pub(crate) fn run_i16(&self, xs: &[usize], xv: &[i16], out: &mut Option<Array>, s: &mut Scratch) -> Option<()> {
+        let y = Array::reuse_i16(out, &self.out_shape(xs, xv.len())?)?;
+        self.run_int(xs, xv, y, s)
+    }
+
+    fn out_shape(&self, xs: &[usize], len: usize) -> Option<[usize; 4]> {
         let op = &self.op;
         let &[n, ih, iw, c] = xs else { return None };
-        if n.checked_mul(ih)?.checked_mul(iw)?.checked_mul(c)? != xv.len() || c == 0 {
+        if n.checked_mul(ih)?.checked_mul(iw)?.checked_mul(c)? != len || c == 0 {
             return None;
         }
+        let (oh, _) = op.padding.compute(ih, op.filter[0], op.stride[0], 1)?;
+        let (ow, _) = op.padding.compute(iw, op.filter[1], op.stride[1], 1)?;
+        Some([n, oh, ow, c])
+    }
+
+    fn run_int<T: PoolInt>(&self, xs: &[usize], xv: &[T], y: &mut [T], s: &mut Scratch) -> Option<()> {
+        let op = &self.op;
+        let &[n, ih, iw, c] = xs else { return None };
         let (oh, pad_h) = op.padding.compute(ih, op.filter[0], op.stride[0], 1)?;
         let (ow, pad_w) = op.padding.compute(iw, op.filter[1], op.stride[1], 1)?;
-        let y = Array::reuse_i8(out, &[n, oh, ow, c])?;
+        if y.len() != n * oh * ow * c {
+            return None;
+        }
         let max = op.kind == qlite_ir::op::PoolKind::Max;
         #[cfg(target_arch = "x86_64")]
         let max_avx512 = max && crate::isa::current().has_avx512();
@@ -150,7 +172,7 @@ impl PackedPool {
             for (rows, cols) in windows(op, [ih, iw], [oh, ow], [pad_h, pad_w]) {
                 let px = pixels.next()?;
                 #[cfg(target_arch = "x86_64")]
-                if max_avx512 {
+                if max_avx512 && let (Some(img), Some(px)) = (T::as_i8(img), T::as_i8_mut(px)) {
                     // SAFETY: the CPU has AVX-512 F/BW (checked); the window's pixels
                     // are inside the image.
                     #[allow(unsafe_code)]
@@ -161,7 +183,7 @@ impl PackedPool {
                 }
                 if max {
                     // `lo` is the reference's starting value: it also applies the clamp below.
-                    px.fill(self.lo as i8);
+                    px.fill(T::from_i32(self.lo));
                     for iy in rows.clone() {
                         for ix in cols.clone() {
                             let at = (iy * iw + ix) * c;
@@ -171,7 +193,7 @@ impl PackedPool {
                         }
                     }
                     for o in px.iter_mut() {
-                        *o = (*o).min(self.hi as i8);
+                        *o = (*o).min(T::from_i32(self.hi));
                     }
                 } else {
                     acc.fill(0);
@@ -179,7 +201,7 @@ impl PackedPool {
                         for ix in cols.clone() {
                             let at = (iy * iw + ix) * c;
                             for (a, &v) in acc.iter_mut().zip(&img[at..at + c]) {
-                                *a += v as i32;
+                                *a += v.into();
                             }
                         }
                     }
@@ -192,12 +214,45 @@ impl PackedPool {
                         } else {
                             (a - count / 2) / count
                         };
-                        *o = v.clamp(self.lo, self.hi) as i8;
+                        *o = T::from_i32(v.clamp(self.lo, self.hi));
                     }
                 }
             }
         }
         Some(())
+    }
+}
+
+/// The element types of the integer pools.
+trait PoolInt: Copy + Ord + Into<i32> {
+    /// `v`, known to be in range (a clamped result).
+    fn from_i32(v: i32) -> Self;
+    /// The slice as int8, for the AVX-512 max kernel (int8 only).
+    fn as_i8(v: &[Self]) -> Option<&[i8]>;
+    fn as_i8_mut(v: &mut [Self]) -> Option<&mut [i8]>;
+}
+
+impl PoolInt for i8 {
+    fn from_i32(v: i32) -> Self {
+        v as i8
+    }
+    fn as_i8(v: &[i8]) -> Option<&[i8]> {
+        Some(v)
+    }
+    fn as_i8_mut(v: &mut [i8]) -> Option<&mut [i8]> {
+        Some(v)
+    }
+}
+
+impl PoolInt for i16 {
+    fn from_i32(v: i32) -> Self {
+        v as i16
+    }
+    fn as_i8(_: &[i16]) -> Option<&[i8]> {
+        None
+    }
+    fn as_i8_mut(_: &mut [i16]) -> Option<&mut [i8]> {
+        None
     }
 }
 
