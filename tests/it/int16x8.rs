@@ -350,11 +350,21 @@ fn random_int16_ops_are_exported_for_litert() {
             let case = format!("i16_{name}_{i:03}");
             let (g, inputs, y, attempts) = crate::random_ops::draw_until(&case, generate, trivial16);
             redrawn += attempts;
-            // The 16x8 layers, ADD / SUB / MUL and the pools run on the fast kernels (which
+            // The 16x8 layers, ADD / SUB / MUL, the pools and SOFTMAX run on the fast kernels (which
             // `export_case` holds to the reference's bytes at every tier).
             // (and the PAD after the concatenation)
-            if ["fully_connected", "conv2d", "depthwise", "add", "sub", "mul", "requantize_concat_pad", "pool"]
-                .contains(&name)
+            if [
+                "fully_connected",
+                "conv2d",
+                "depthwise",
+                "add",
+                "sub",
+                "mul",
+                "requantize_concat_pad",
+                "pool",
+                "softmax",
+            ]
+            .contains(&name)
             {
                 let fast = qlite::Interpreter::new(&g).unwrap().kernels(qlite::Kernels::Fast);
                 assert_eq!(fast.fast_nodes(), 1, "{case}: no fast kernel");
@@ -424,6 +434,14 @@ fn int16x8_digits_models_are_far_more_accurate_than_int8_and_match_litert() {
             let (inputs, _) = qlite::quantize_inputs(&g, vec![x.clone()]).unwrap();
             let ours = qlite::run_batched(&g, inputs.clone()).unwrap();
             export_case(&format!("quant_{model}_{tag}"), &std::fs::read(&out).unwrap(), &inputs, &ours, "exact");
+            // Every node on the fast kernels or in place: a run allocates nothing.
+            let bench = std::process::Command::new(env!("CARGO_BIN_EXE_qlite"))
+                .args(["bench", out.to_str().unwrap(), "--iterations", "5", "--json"])
+                .output()
+                .unwrap();
+            assert!(bench.status.success(), "{}", String::from_utf8_lossy(&bench.stderr));
+            let v: serde_json::Value = serde_json::from_slice(&bench.stdout).unwrap();
+            assert_eq!(v["allocations_per_run"].as_f64(), Some(0.0), "{model} {tag}: {v}");
         }
     }
     eprintln!("{table}");

@@ -32,6 +32,7 @@ pub fn random_inputs(g: &Graph, seed: u64) -> Result<Vec<Array>, String> {
                 DType::F32 => Data::F32(rng.vec(n, -1.0, 1.0)),
                 DType::I8 => Data::I8((0..n).map(|_| (rng.next_u64() % 256) as u8 as i8).collect()),
                 DType::U8 => Data::U8((0..n).map(|_| (rng.next_u64() % 256) as u8).collect()),
+                DType::I16 => Data::I16((0..n).map(|_| (rng.next_u64() % 65536) as u16 as i16).collect()),
                 d => return Err(format!("random inputs of dtype {d} are not supported")),
             };
             Array::new(dims, data).map_err(|e| e.to_string())

@@ -101,7 +101,7 @@ impl PackedInt16 {
     pub(crate) fn run(&self, xs: &[usize], xv: &[i16], out: &mut Option<Array>, scratch: &mut Scratch) -> Option<()> {
         match &self.kind {
             Kind::Conv(op) => self.conv(op, xs, xv, out, scratch),
-            Kind::Depthwise(op) => self.depthwise(op, xs, xv, out),
+            Kind::Depthwise(op) => self.depthwise(op, xs, xv, out, scratch),
             Kind::Fc(op) => self.fc(op, xs, xv, out),
         }
     }
@@ -159,7 +159,14 @@ impl PackedInt16 {
         Some(())
     }
 
-    fn depthwise(&self, op: &DepthwiseConv2d, xs: &[usize], xv: &[i16], out: &mut Option<Array>) -> Option<()> {
+    fn depthwise(
+        &self,
+        op: &DepthwiseConv2d,
+        xs: &[usize],
+        xv: &[i16],
+        out: &mut Option<Array>,
+        scratch: &mut Scratch,
+    ) -> Option<()> {
         let &[n, ih, iw, ic] = xs else { return None };
         let [_, kh, kw, oc] = self.ws[..] else { return None };
         let m = op.depth_multiplier.max(1);
@@ -170,7 +177,8 @@ impl PackedInt16 {
         let (ow, pad_w) = op.padding.compute(iw, kw, op.stride[1], op.dilation[1])?;
         let y = Array::reuse_i16(out, &[n, oh, ow, oc])?;
         let (lo, hi) = self.out.range(op.activation);
-        let mut acc = vec![0i32; oc];
+        let acc = &mut scratch.acc;
+        acc.resize(oc, 0);
         let mut p = 0;
         for b in 0..n {
             for oy in 0..oh {
@@ -189,7 +197,7 @@ impl PackedInt16 {
                             let at = ((b * ih + iy as usize) * iw + ix as usize) * ic;
                             let wr = &self.w[(ky * kw + kx) * oc..(ky * kw + kx + 1) * oc];
                             if m == 1 {
-                                dw_taps(&mut acc, &xv[at..at + ic], wr);
+                                dw_taps(acc, &xv[at..at + ic], wr);
                             } else {
                                 for (o, a) in acc.iter_mut().enumerate() {
                                     *a += xv[at + o / m] as i32 * wr[o] as i32;
@@ -198,7 +206,7 @@ impl PackedInt16 {
                         }
                     }
                     let yo = &mut y[p * oc..(p + 1) * oc];
-                    for (o, (dst, &a)) in yo.iter_mut().zip(&acc).enumerate() {
+                    for (o, (dst, &a)) in yo.iter_mut().zip(acc.iter()).enumerate() {
                         let (mm, sh) = self.mults[o];
                         let bias = self.bias.as_ref().map_or(0, |b| b[o]);
                         *dst = self.acc.requantize(a as i64, bias, mm, sh).clamp(lo, hi) as i16;
@@ -216,14 +224,17 @@ impl PackedInt16 {
             return None;
         }
         let batches = xv.len() / depth;
-        let shape: Vec<usize> = if op.keep_num_dims {
-            let mut s = xs.to_vec();
-            *s.last_mut()? = units;
-            s
+        // The output shape without allocating (a run allocates nothing).
+        let mut shape = [0usize; qlite_ir::MAX_RANK];
+        let rank = if op.keep_num_dims {
+            shape.get_mut(..xs.len())?.copy_from_slice(xs);
+            *shape.get_mut(xs.len().checked_sub(1)?)? = units;
+            xs.len()
         } else {
-            vec![batches, units]
+            shape[..2].copy_from_slice(&[batches, units]);
+            2
         };
-        let y = Array::reuse_i16(out, &shape)?;
+        let y = Array::reuse_i16(out, &shape[..rank])?;
         let (lo, hi) = self.out.range(op.activation);
         for (row, yo) in xv.chunks_exact(depth).zip(y.chunks_exact_mut(units)) {
             dots(row, &self.w, depth, yo, |o, acc| {

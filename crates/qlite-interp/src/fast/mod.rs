@@ -128,6 +128,7 @@ pub enum Packed {
     Depthwise(PackedDepthwise),
     Mean(PackedMean),
     Softmax(PackedSoftmax),
+    Softmax16(PackedSoftmax16),
     Pool(PackedPool),
     HybridFc(PackedHybridFc),
     Binary(PackedBinary),
@@ -159,7 +160,11 @@ impl Packed {
                 return PackedHybridFc::new(g, n, o, consts).map(Packed::HybridFc);
             }
             Op::Mean(m) => return PackedMean::new(g, n, m).map(Packed::Mean),
-            Op::Softmax(o) => return PackedSoftmax::new(g, n, o.beta).map(Packed::Softmax),
+            Op::Softmax(o) => {
+                return PackedSoftmax::new(g, n, o.beta)
+                    .map(Packed::Softmax)
+                    .or_else(|| PackedSoftmax16::new(g, n, o.beta).map(Packed::Softmax16));
+            }
             Op::Pool2d(o) => return PackedPool::new(g, n, o).map(Packed::Pool),
             Op::Binary(b) => return PackedBinary::new(g, n, b).map(Packed::Binary),
             Op::Unary(u) => return PackedLogistic::new(g, n, u).map(Packed::Logistic),
@@ -203,6 +208,7 @@ impl Packed {
             (Packed::Binary(p), Data::F32(_) | Data::I16(_)) => return p.run(x, x2?, out, par),
             (Packed::Pool(p), Data::F32(xv)) => return p.run_f32(x.shape(), xv, out),
             (Packed::Pool(p), Data::I16(xv)) => return p.run_i16(x.shape(), xv, out, scratch),
+            (Packed::Softmax16(p), Data::I16(xv)) => return p.run(x.shape(), xv, out),
             (Packed::Mean(p), Data::F32(xv)) => return p.run_f32(x.shape(), xv, out),
             (Packed::Logistic(p), Data::F32(xv)) => return p.run(x.shape(), xv, out, par),
             (Packed::Swish(p), Data::F32(xv)) => return p.run(x.shape(), xv, out, par),
@@ -226,6 +232,7 @@ impl Packed {
             | Packed::FloatFc(_)
             | Packed::FloatDepthwise(_)
             | Packed::Int16(_)
+            | Packed::Softmax16(_)
             | Packed::Logistic(_)
             | Packed::Swish(_) => None,
         }

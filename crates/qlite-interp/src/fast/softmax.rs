@@ -1,4 +1,4 @@
-//! int8 SOFTMAX with the reference kernel's tables.
+//! int8 and int16 SOFTMAX with the reference kernel's tables.
 
 use super::*;
 
@@ -65,6 +65,43 @@ impl PackedSoftmax {
                     None => -128,
                 };
             }
+        }
+        Some(())
+    }
+}
+
+/// An int16 SOFTMAX (output 1/32768, 0): the reference's tables (`SoftmaxPrepare`: exp on
+/// [−10, 0] and 1/(1 + x), 513 entries each) built once at load, each row computed into the
+/// output directly.
+#[derive(Debug, Clone)]
+pub struct PackedSoftmax16 {
+    t: crate::kernels::SoftmaxInt16,
+}
+
+impl PackedSoftmax16 {
+    pub(crate) fn new(g: &Graph, n: &Node, beta: f32) -> Option<Self> {
+        let x = n.input(0).and_then(|t| g.tensor(t))?;
+        let out = n.outputs.first().and_then(|o| g.tensor(*o))?;
+        if x.dtype != DType::I16 || out.dtype != DType::I16 {
+            return None;
+        }
+        let (s_in, _) = per_tensor(x.quant.as_ref(), "input").ok()?;
+        let (s_out, z_out) = per_tensor(out.quant.as_ref(), "output").ok()?;
+        let unit = 1.0 / 32768.0;
+        if z_out != 0 || (s_out - unit).abs() > 0.001 * unit {
+            return None; // the reference kernel reports it
+        }
+        Some(PackedSoftmax16 { t: crate::kernels::SoftmaxInt16::new(beta, s_in) })
+    }
+
+    pub(crate) fn run(&self, xs: &[usize], xv: &[i16], out: &mut Option<Array>) -> Option<()> {
+        let depth = *xs.last()?;
+        let y = Array::reuse_i16(out, xs)?;
+        if depth == 0 || y.len() != xv.len() {
+            return None;
+        }
+        for (row, yrow) in xv.chunks_exact(depth).zip(y.chunks_exact_mut(depth)) {
+            self.t.row(row, yrow);
         }
         Some(())
     }

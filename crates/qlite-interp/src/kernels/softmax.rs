@@ -216,32 +216,54 @@ fn lut_lookup_int16(v: i16, lut: &[i16]) -> i16 {
 /// `reference_ops::SoftmaxInt16` with `SoftmaxPrepare`'s tables: exp on [-10, 0] and
 /// 1/(1 + x) on [0, 1], both 513-entry int16 tables built in double; output (1/32768, 0).
 pub fn softmax_int16(x: &[i32], depth: usize, beta: f32, s_in: f32) -> Vec<i32> {
-    let range = (i16::MAX as i32 - i16::MIN as i32) as f64;
-    let exp_lut = lut_int16(10.0 / range, i16::MAX as i32, 2.0 / range, 0, f64::exp);
-    let recip_lut = lut_int16(1.0 / range, i16::MIN as i32, 2.0 / range, 0, |v| 1.0 / (1.0 + v));
-    let (m, shift) = quantize_multiplier((s_in * beta) as f64 / (10.0 / 65535.0));
+    let t = SoftmaxInt16::new(beta, s_in);
     let depth = depth.max(1);
-    let mut y = vec![0i32; x.len()];
-    let mut exps = vec![0i16; depth];
+    let mut y = vec![0i16; x.len()];
     for (row, out) in x.chunks(depth).zip(y.chunks_mut(depth)) {
-        let max = row.iter().copied().max().unwrap_or(0);
+        t.row(row, out);
+    }
+    y.into_iter().map(i32::from).collect()
+}
+
+/// `SoftmaxPrepare`'s int16 tables and input multiplier, for [`SoftmaxInt16::row`]; built once
+/// per layer by the fast kernels.
+#[derive(Debug, Clone)]
+pub struct SoftmaxInt16 {
+    exp_lut: Vec<i16>,
+    recip_lut: Vec<i16>,
+    m: i32,
+    shift: i32,
+}
+
+impl SoftmaxInt16 {
+    pub fn new(beta: f32, s_in: f32) -> Self {
+        let range = (i16::MAX as i32 - i16::MIN as i32) as f64;
+        let exp_lut = lut_int16(10.0 / range, i16::MAX as i32, 2.0 / range, 0, f64::exp);
+        let recip_lut = lut_int16(1.0 / range, i16::MIN as i32, 2.0 / range, 0, |v| 1.0 / (1.0 + v));
+        let (m, shift) = quantize_multiplier((s_in * beta) as f64 / (10.0 / 65535.0));
+        SoftmaxInt16 { exp_lut, recip_lut, m, shift }
+    }
+
+    /// One row (`reference_ops::SoftmaxInt16`): the exponentials are kept in `out` until the
+    /// sum's reciprocal turns them into the outputs.
+    pub fn row<T: Copy + Into<i32>>(&self, row: &[T], out: &mut [i16]) {
+        let max = row.iter().map(|&v| v.into()).max().unwrap_or(0);
         let mut sum: i32 = 0;
-        for (e, &v) in exps.iter_mut().zip(row) {
-            let scaled = mbqm(v - max, m, shift);
+        for (e, &v) in out.iter_mut().zip(row) {
+            let scaled = mbqm(v.into() - max, self.m, self.shift);
             let sym = scaled.wrapping_add(32767).clamp(-32768, 32767) as i16;
-            *e = lut_lookup_int16(sym, &exp_lut);
+            *e = lut_lookup_int16(sym, &self.exp_lut);
             sum = sum.wrapping_add(*e as i32);
         }
         let headroom_plus_one = (sum as u32).leading_zeros() as i32;
         let shifted = ((((sum as i64) << (headroom_plus_one - 1).clamp(0, 62)) + (1 << 13)) >> 14) as i32;
         let sym = shifted.wrapping_add(-((1 << 15) + (1 << 16))).clamp(-32768, 32767) as i16;
-        let reciprocal = lut_lookup_int16(sym, &recip_lut) as i64;
+        let reciprocal = lut_lookup_int16(sym, &self.recip_lut) as i64;
         let right_shift = (31 - headroom_plus_one).clamp(1, 62);
         let round = 1i64 << (right_shift - 1);
-        for (o, &e) in out.iter_mut().zip(&exps) {
-            let r = ((e as i64 * reciprocal + round) >> right_shift) as i32;
-            *o = r.clamp(0, 32767);
+        for o in out.iter_mut().take(row.len()) {
+            let r = ((*o as i64 * reciprocal + round) >> right_shift) as i32;
+            *o = r.clamp(0, 32767) as i16;
         }
     }
-    y
 }
