@@ -240,6 +240,31 @@ pub(crate) unsafe fn dots_band<const W: usize, const U: usize>(w: *const i8, g: 
     }
 }
 
+/// `$tile!(R, B)` with the literal register-tile size for `nr` rows × `nb` blocks of 16 units
+/// (each 1 to 4; larger counts take 4).
+macro_rules! by_tile_size {
+    ($nr:expr, $nb:expr, $tile:ident) => {
+        match ($nr, $nb) {
+            (4, 4) => $tile!(4, 4),
+            (4, 3) => $tile!(4, 3),
+            (4, 2) => $tile!(4, 2),
+            (4, _) => $tile!(4, 1),
+            (3, 4) => $tile!(3, 4),
+            (3, 3) => $tile!(3, 3),
+            (3, 2) => $tile!(3, 2),
+            (3, _) => $tile!(3, 1),
+            (2, 4) => $tile!(2, 4),
+            (2, 3) => $tile!(2, 3),
+            (2, 2) => $tile!(2, 2),
+            (2, _) => $tile!(2, 1),
+            (_, 4) => $tile!(1, 4),
+            (_, 3) => $tile!(1, 3),
+            (_, 2) => $tile!(1, 2),
+            (_, _) => $tile!(1, 1),
+        }
+    };
+}
+
 /// Rows of inputs at once: `acc[r·stride + o] = init[o] + Σ_{d < 4g} xu[offs[r] + d] · w[o][d]`
 /// for every row `r` of `offs` and every unit `o < units`, with `xu` holding `x + 128` as unsigned
 /// bytes (VNNI's operand form). Tiles of 4 rows × 4 blocks of 16 units keep 16 accumulators
@@ -300,24 +325,7 @@ pub(crate) fn gemm_vnni(
                         )
                     };
                 }
-                match (nr, nb) {
-                    (4, 4) => tile!(4, 4),
-                    (4, 3) => tile!(4, 3),
-                    (4, 2) => tile!(4, 2),
-                    (4, _) => tile!(4, 1),
-                    (3, 4) => tile!(3, 4),
-                    (3, 3) => tile!(3, 3),
-                    (3, 2) => tile!(3, 2),
-                    (3, _) => tile!(3, 1),
-                    (2, 4) => tile!(2, 4),
-                    (2, 3) => tile!(2, 3),
-                    (2, 2) => tile!(2, 2),
-                    (2, _) => tile!(2, 1),
-                    (_, 4) => tile!(1, 4),
-                    (_, 3) => tile!(1, 3),
-                    (_, 2) => tile!(1, 2),
-                    (_, _) => tile!(1, 1),
-                }
+                by_tile_size!(nr, nb, tile)
             }
             r += nr;
         }
@@ -450,24 +458,7 @@ pub(crate) fn gemm_vnni_requant(
                         }
                     };
                 }
-                match (nr, nb) {
-                    (4, 4) => tile!(4, 4),
-                    (4, 3) => tile!(4, 3),
-                    (4, 2) => tile!(4, 2),
-                    (4, _) => tile!(4, 1),
-                    (3, 4) => tile!(3, 4),
-                    (3, 3) => tile!(3, 3),
-                    (3, 2) => tile!(3, 2),
-                    (3, _) => tile!(3, 1),
-                    (2, 4) => tile!(2, 4),
-                    (2, 3) => tile!(2, 3),
-                    (2, 2) => tile!(2, 2),
-                    (2, _) => tile!(2, 1),
-                    (_, 4) => tile!(1, 4),
-                    (_, 3) => tile!(1, 3),
-                    (_, 2) => tile!(1, 2),
-                    (_, _) => tile!(1, 1),
-                }
+                by_tile_size!(nr, nb, tile)
             }
             r += nr;
         }
