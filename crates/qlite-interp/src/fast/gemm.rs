@@ -356,25 +356,7 @@ pub(crate) unsafe fn gemm_tile<const R: usize, const B: usize>(
     use std::arch::x86_64::*;
     // SAFETY: the caller's contract covers every pointer offset below (j < g).
     unsafe {
-        let mut first = [_mm512_setzero_si512(); B];
-        for (b, v) in first.iter_mut().enumerate() {
-            *v = _mm512_maskz_loadu_epi32(masks[b], init.add(b * 16));
-        }
-        let mut a = [first; R];
-        for j in 0..g {
-            let wj = w.add(j * B * 64);
-            // Plain loops around the intrinsics (see `requantize_fixed_avx512`).
-            let mut wv = [_mm512_setzero_si512(); B];
-            for (b, v) in wv.iter_mut().enumerate() {
-                *v = _mm512_loadu_si512(wj.add(b * 64) as *const _);
-            }
-            for r in 0..R {
-                let xb = _mm512_set1_epi32((x[r].add(4 * j) as *const i32).read_unaligned());
-                for b in 0..B {
-                    a[r][b] = _mm512_dpbusd_epi32(a[r][b], xb, wv[b]);
-                }
-            }
-        }
+        let a = tile_sums::<R, B>(w, g, x, masks, init);
         for r in 0..R {
             for b in 0..B {
                 _mm512_mask_storeu_epi32(out[r].add(b * 16) as *mut _, masks[b], a[r][b]);
@@ -499,24 +481,7 @@ unsafe fn gemm_tile_requant<const R: usize, const B: usize, const SHORT: bool>(
     use std::arch::x86_64::*;
     // SAFETY: the caller's contract covers every pointer offset below (j < g, b < B).
     unsafe {
-        let mut first = [_mm512_setzero_si512(); B];
-        for (b, v) in first.iter_mut().enumerate() {
-            *v = _mm512_loadu_si512(init.add(b * 16) as *const _);
-        }
-        let mut a = [first; R];
-        for j in 0..g {
-            let wj = w.add(j * B * 64);
-            let mut wv = [_mm512_setzero_si512(); B];
-            for (b, v) in wv.iter_mut().enumerate() {
-                *v = _mm512_loadu_si512(wj.add(b * 64) as *const _);
-            }
-            for r in 0..R {
-                let xb = _mm512_set1_epi32((x[r].add(4 * j) as *const i32).read_unaligned());
-                for b in 0..B {
-                    a[r][b] = _mm512_dpbusd_epi32(a[r][b], xb, wv[b]);
-                }
-            }
-        }
+        let a = tile_sums::<R, B>(w, g, x, [u16::MAX; B], init);
         let q: &Multipliers = &co.mults;
         for (ar, &o) in a.iter().zip(&out) {
             if B == 4 {
@@ -532,6 +497,49 @@ unsafe fn gemm_tile_requant<const R: usize, const B: usize, const SHORT: bool>(
                 }
             }
         }
+    }
+}
+
+/// The sums of a register tile (`R` rows × `B` blocks of 16 units, depth group `j` of the
+/// band at `w + j·B·64`), starting from `init` in the lanes `masks` selects: what
+/// [`gemm_tile`] stores and [`gemm_tile_requant`] requantizes.
+///
+/// # Safety
+/// As [`gemm_tile`], without the outputs.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[allow(unsafe_code)]
+#[inline]
+unsafe fn tile_sums<const R: usize, const B: usize>(
+    w: *const i8,
+    g: usize,
+    x: [*const u8; R],
+    masks: [u16; B],
+    init: *const i32,
+) -> [[std::arch::x86_64::__m512i; B]; R] {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's contract covers every pointer offset below (j < g).
+    unsafe {
+        let mut first = [_mm512_setzero_si512(); B];
+        for (b, v) in first.iter_mut().enumerate() {
+            *v = _mm512_maskz_loadu_epi32(masks[b], init.add(b * 16));
+        }
+        let mut a = [first; R];
+        for j in 0..g {
+            let wj = w.add(j * B * 64);
+            // Plain loops around the intrinsics (see `requantize_fixed_avx512`).
+            let mut wv = [_mm512_setzero_si512(); B];
+            for (b, v) in wv.iter_mut().enumerate() {
+                *v = _mm512_loadu_si512(wj.add(b * 64) as *const _);
+            }
+            for r in 0..R {
+                let xb = _mm512_set1_epi32((x[r].add(4 * j) as *const i32).read_unaligned());
+                for b in 0..B {
+                    a[r][b] = _mm512_dpbusd_epi32(a[r][b], xb, wv[b]);
+                }
+            }
+        }
+        a
     }
 }
 
