@@ -201,14 +201,14 @@ fn codegen_onnx(check: bool) -> R {
     codegen_proto(check, "onnx", "crates/qlite-onnx/src/generated/onnx.rs", &[".onnx.TensorProto.raw_data"], false)
 }
 
-/// Rust code for schemas/tensorflow.proto (the SavedModel subset): `tensor_content` as
-/// `bytes::Bytes`, maps as BTreeMap so signatures iterate in a fixed order.
+/// Rust code for schemas/tensorflow.proto (the SavedModel subset): `tensor_content` and the
+/// encoded library functions as `bytes::Bytes`, maps as BTreeMap so signatures iterate in a fixed order.
 fn codegen_tensorflow(check: bool) -> R {
     codegen_proto(
         check,
         "tensorflow",
         "crates/qlite-savedmodel/src/generated/tensorflow.rs",
-        &[".tensorflow.TensorProto.tensor_content"],
+        &[".tensorflow.TensorProto.tensor_content", ".tensorflow.FunctionDefLibrary.function"],
         true,
     )
 }

@@ -666,7 +666,7 @@ fn graphdef_cases() -> Cases {
             "recursive_function",
             graph(
                 vec![placeholder(), call("y", "again", &["x"])],
-                Some(FunctionDefLibrary { function: vec![recursive] }),
+                Some(FunctionDefLibrary { function: vec![recursive.encode_to_vec().into()] }),
             ),
         ),
         (

@@ -125,12 +125,26 @@ impl Pass for FoldConstants {
 /// at a time (a flatten's weight permutation of VGG-19, 411 MB, was an element-by-element
 /// gather).
 pub fn transpose_bytes(data: &[u8], dims: &[usize], perm: &[usize], elem: usize) -> Option<Vec<u8>> {
-    transpose_blocked(data, dims, perm, elem, RELEASE_BLOCK)
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    transpose_blocked(data, dims, perm, elem, RELEASE_BLOCK, threads)
+}
+
+/// [`transpose_bytes`] on the calling thread only (for callers that spread many transposes
+/// over the cores themselves).
+pub fn transpose_bytes_serial(data: &[u8], dims: &[usize], perm: &[usize], elem: usize) -> Option<Vec<u8>> {
+    transpose_blocked(data, dims, perm, elem, RELEASE_BLOCK, 1)
 }
 
 /// [`transpose_bytes`], handing the input to the release hook every `block` bytes read when
 /// it is read row by row.
-fn transpose_blocked(data: &[u8], dims: &[usize], perm: &[usize], elem: usize, block: usize) -> Option<Vec<u8>> {
+fn transpose_blocked(
+    data: &[u8],
+    dims: &[usize],
+    perm: &[usize],
+    elem: usize,
+    block: usize,
+    threads: usize,
+) -> Option<Vec<u8>> {
     let rank = dims.len();
     if perm.len() != rank || elem == 0 {
         return None;
@@ -238,7 +252,6 @@ fn transpose_blocked(data: &[u8], dims: &[usize], perm: &[usize], elem: usize, b
     // Large transposes (a VGG classifier's flatten permutation: 411 MB; a SavedModel's HWIO
     // convolution weights) split their output's leading axis over the cores; each part writes
     // its own rows.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
     let splittable = others.first() == Some(&0) || q == 0;
     let d0 = out_dims[0];
     let row = out_strides[0] * elem;
@@ -1457,8 +1470,10 @@ mod tests {
             let n: usize = dims.iter().product();
             assert!(n * elem >= 4 * block, "{dims:?} must take the blocked path");
             let data: Vec<u8> = (0..n * elem).map(|i| (i.wrapping_mul(2654435761) >> 9) as u8).collect();
-            let got = transpose_blocked(&data, &dims, &perm, elem, block).unwrap();
-            assert!(got == naive(&data, &dims, &perm, elem), "dims {dims:?} perm {perm:?} block {block}");
+            for threads in [1, 3] {
+                let got = transpose_blocked(&data, &dims, &perm, elem, block, threads).unwrap();
+                assert!(got == naive(&data, &dims, &perm, elem), "dims {dims:?} perm {perm:?} block {block}");
+            }
         }
     }
 }

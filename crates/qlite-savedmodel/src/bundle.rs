@@ -251,6 +251,29 @@ pub struct StoredTensor {
     pub data: Bytes,
 }
 
+/// A variable's stored CRC32C, to verify against its bytes.
+#[derive(Debug, Clone)]
+pub struct Checksum {
+    key: String,
+    path: PathBuf,
+    expected: u32,
+}
+
+impl Checksum {
+    /// The checksum `expected` (masked, as bundles store it) of variable `key` in `path`.
+    pub fn new(key: &str, path: &Path, expected: u32) -> Self {
+        Checksum { key: key.to_string(), path: path.to_path_buf(), expected }
+    }
+
+    /// `data` (the variable's bytes) against the stored checksum.
+    pub fn verify(&self, data: &[u8]) -> Result<(), SmError> {
+        if mask(crc32c(data)) != self.expected {
+            return Err(bad(&self.path, format!("variable {:?}: CRC32C mismatch", self.key)));
+        }
+        Ok(())
+    }
+}
+
 /// An opened tensor bundle.
 #[derive(Debug)]
 pub struct Bundle {
@@ -310,7 +333,10 @@ impl Bundle {
         self.entries.keys().map(String::as_str)
     }
 
-    fn entry(&self, key: &str) -> Result<(&BundleEntryProto, &Path, Bytes), SmError> {
+    /// A variable's entry, shard path and bytes, with its checksum to verify (none for string
+    /// entries, which checksum their length prefixes in another layout and are validated as
+    /// protobuf instead, or when the entry stores none).
+    fn entry(&self, key: &str) -> Result<(&BundleEntryProto, &Path, Bytes, Option<Checksum>), SmError> {
         let e = self
             .entries
             .get(key)
@@ -335,18 +361,25 @@ impl Bundle {
             ));
         };
         let data = shard.slice(o as usize..end as usize);
-        // String entries checksum their length prefixes in another layout; they are decoded
-        // and validated as protobuf instead.
         let string = e.dtype == DataType::DtString as i32;
-        if !string && e.crc32c != 0 && mask(crc32c(&data)) != e.crc32c {
-            return Err(bad(path, format!("variable {key:?}: CRC32C mismatch")));
-        }
-        Ok((e, path, data))
+        let check = (!string && e.crc32c != 0).then(|| Checksum::new(key, path, e.crc32c));
+        Ok((e, path, data, check))
     }
 
-    /// A numeric variable: its bytes (a slice of the mapped shard), checked against its shape.
+    /// A numeric variable: its bytes (a slice of the mapped shard), checked against its shape
+    /// and its checksum.
     pub fn tensor(&self, key: &str) -> Result<StoredTensor, SmError> {
-        let (e, path, data) = self.entry(key)?;
+        let (t, check) = self.tensor_unverified(key)?;
+        if let Some(c) = check {
+            c.verify(&t.data)?;
+        }
+        Ok(t)
+    }
+
+    /// [`Bundle::tensor`] with the checksum left to the caller (an importer verifies the
+    /// variables it read together, spread over the cores), checked against its shape.
+    pub fn tensor_unverified(&self, key: &str) -> Result<(StoredTensor, Option<Checksum>), SmError> {
+        let (e, path, data, check) = self.entry(key)?;
         let dtype = DataType::try_from(e.dtype).unwrap_or(DataType::DtInvalid);
         let size = dtype_size(dtype)
             .ok_or_else(|| SmError::Unsupported(format!("variable {key:?} has type {}", dtype.as_str_name())))?;
@@ -363,13 +396,13 @@ impl Bundle {
                 ),
             ));
         }
-        Ok(StoredTensor { dtype, shape, data })
+        Ok((StoredTensor { dtype, shape, data }, check))
     }
 
     /// A scalar string variable (e.g. `_CHECKPOINTABLE_OBJECT_GRAPH`): varint length, a
     /// 4-byte checksum of the lengths, the bytes.
     pub fn string_scalar(&self, key: &str) -> Result<Bytes, SmError> {
-        let (_, path, data) = self.entry(key)?;
+        let (_, path, data, _) = self.entry(key)?;
         let mut p = 0;
         let len = varint(&data, &mut p).ok_or_else(|| bad(path, format!("{key}: bad string length")))?;
         let start = p + 4;

@@ -18,7 +18,6 @@ use crate::{SmError, map_file};
 use bytes::Bytes;
 use prost::Message;
 use qlite_ir::op::*;
-use qlite_ir::passes::transpose_bytes;
 use qlite_ir::sym::{self, SliceAxis, SymDim, SymOp, SymVal};
 use qlite_ir::tensor::{f32_bytes, i64_bytes, read_f32s, read_i32s, read_i64s};
 use qlite_ir::{DType, Dim, Graph, Node, Shape, Signature, Tensor, TensorId};
@@ -234,7 +233,9 @@ const CALLS: [&str; 2] = ["StatefulPartitionedCall", "PartitionedCall"];
 
 struct Im<'a> {
     g: Graph,
-    lib: HashMap<&'a str, &'a FunctionDef>,
+    /// The library's functions, encoded, by name; decoded once each when first called.
+    lib: HashMap<String, Bytes>,
+    decoded: HashMap<String, std::rc::Rc<FunctionDef>>,
     bundle: Option<&'a Bundle>,
     /// Checkpoint keys of the resources each concrete function binds as trailing arguments.
     /// Per function, the values its trailing captured inputs are bound to: variables (their
@@ -243,6 +244,8 @@ struct Im<'a> {
     unsupported: BTreeSet<(String, String)>,
     /// Set by `dispatch` when no arm handles the op type at all.
     unknown_op: bool,
+    /// Checksums and weight reorders, done together at the end.
+    deferred: deferred::Deferred,
 }
 
 /// One graph or function body being evaluated.
@@ -271,6 +274,7 @@ impl<'f> Frame<'f> {
 }
 
 mod conv;
+mod deferred;
 mod elementwise;
 mod fc;
 mod graph;
@@ -306,12 +310,31 @@ impl<'a> Im<'a> {
     }
 
     /// The value of a variable (checkpoint key) as a constant (a slice of the mapped shard).
-    fn variable(&mut self, key: &str) -> R<Const> {
+    /// Its checksum is verified at the end of the import, in the name of `node`, which read it.
+    fn variable(&mut self, key: &str, node: &NodeDef) -> R<Const> {
         let b = self.bundle.ok_or("a variable is read but the model has no variables/ bundle")?;
-        let StoredTensor { dtype, shape, data } = b.tensor(key).map_err(|e| e.to_string())?;
+        let (StoredTensor { dtype, shape, data }, check) = b.tensor_unverified(key).map_err(|e| e.to_string())?;
+        if let Some(c) = check {
+            self.deferred.check(key, &data, c, format!("node {:?} ({})", node.name, node.op));
+        }
         let dt = ir_dtype(dtype as i32).ok_or_else(|| format!("variable {key:?} has type {}", dtype.as_str_name()))?;
         let dims = shape.iter().map(|&d| d as usize).collect();
         Ok(Const { dtype: dt, dims, data })
+    }
+
+    /// A float32 constant `name` of `w` permuted by `perm`, filled at the end of the import
+    /// (see [`deferred`]); `err` if `w`'s bytes do not match its dims.
+    fn reordered(&mut self, name: String, w: &Const, perm: &[usize], err: &str) -> R<TensorId> {
+        let n = w.dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        if w.dtype != DType::F32 || n.and_then(|n| n.checked_mul(4)) != Some(w.data.len()) || perm.len() != w.dims.len()
+        {
+            return Err(err.into());
+        }
+        let dims: Vec<usize> =
+            perm.iter().map(|&p| w.dims.get(p).copied().ok_or_else(|| err.to_string())).collect::<R<_>>()?;
+        let id = self.g.add_tensor(Tensor::constant(name, DType::F32, Shape::fixed(&dims), Bytes::new()));
+        self.deferred.reorder(id, &w.data, &w.dims, perm);
+        Ok(id)
     }
 
     /// Evaluate `refs` in frame `fr` (only the nodes they depend on), returning their values.
@@ -458,7 +481,16 @@ impl<'a> Im<'a> {
         if depth >= MAX_CALL_DEPTH {
             return Err(format!("calls to function {fname:?} nest deeper than {MAX_CALL_DEPTH} (recursion?)"));
         }
-        let f = *self.lib.get(fname).ok_or_else(|| format!("function {fname:?} is not in the library"))?;
+        let f = match self.decoded.get(fname) {
+            Some(f) => f.clone(),
+            None => {
+                let raw = self.lib.get(fname).ok_or_else(|| format!("function {fname:?} is not in the library"))?;
+                let f =
+                    std::rc::Rc::new(FunctionDef::decode(raw.clone()).map_err(|e| format!("function {fname:?}: {e}"))?);
+                self.decoded.insert(fname.to_string(), f.clone());
+                f
+            }
+        };
         if let Some(vals) = self.bound.get(fname) {
             args.extend(vals.iter().cloned());
         }
@@ -811,13 +843,24 @@ fn convert(
     opts: &ImportOptions,
     key: &str,
 ) -> Result<Graph, SmError> {
-    let lib: HashMap<&str, &FunctionDef> = graph
-        .library
-        .as_ref()
-        .map(|l| l.function.iter().filter_map(|f| f.signature.as_ref().map(|s| (s.name.as_str(), f))).collect())
-        .unwrap_or_default();
-    let mut im =
-        Im { g: Graph::new(key.to_string()), lib, bundle, bound, unsupported: BTreeSet::new(), unknown_op: false };
+    let mut lib = HashMap::new();
+    for raw in graph.library.iter().flat_map(|l| &l.function) {
+        let head = proto::FunctionDefName::decode(raw.clone())
+            .map_err(|e| SmError::Decode { what: "a library function".into(), message: e.to_string() })?;
+        if let Some(s) = head.signature {
+            lib.insert(s.name, raw.clone());
+        }
+    }
+    let mut im = Im {
+        g: Graph::new(key.to_string()),
+        lib,
+        decoded: HashMap::new(),
+        bundle,
+        bound,
+        unsupported: BTreeSet::new(),
+        unknown_op: false,
+        deferred: Default::default(),
+    };
     let mut fr = Frame::new(&graph.node, String::new());
     // Inputs and outputs: from the signature, or (frozen graph) placeholders and sinks.
     let (ins, outs): (Vec<InputSpec>, Vec<(String, String)>) = match sig {
@@ -888,6 +931,7 @@ fn convert(
         return Err(SmError::Unsupported(format!("unsupported TensorFlow operators: {}", list.join(", "))));
     }
     let vals = vals.map_err(SmError::Invalid)?;
+    std::mem::take(&mut im.deferred).run(&mut im.g)?;
     let mut out_ids = Vec::new();
     let mut out_names = Vec::new();
     for ((name, _), v) in outs.iter().zip(&vals) {

@@ -195,10 +195,24 @@ pub mod tensor_shape_proto {
     }
 }
 /// function.proto, op_def.proto
-#[derive(Clone, PartialEq, ::prost::Message)]
+/// Each function is kept as its encoded bytes (a FunctionDef) and decoded when it is called:
+/// a Keras export's library also holds the checkpoint save and restore functions, half of the
+/// file, which a conversion never reads.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct FunctionDefLibrary {
-    #[prost(message, repeated, tag = "1")]
-    pub function: ::prost::alloc::vec::Vec<FunctionDef>,
+    #[prost(bytes = "bytes", repeated, tag = "1")]
+    pub function: ::prost::alloc::vec::Vec<::prost::bytes::Bytes>,
+}
+/// The name of an encoded FunctionDef, decoded alone (the other fields are skipped).
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct FunctionDefName {
+    #[prost(message, optional, tag = "1")]
+    pub signature: ::core::option::Option<OpDefName>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct OpDefName {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct FunctionDef {

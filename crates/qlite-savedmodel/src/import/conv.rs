@@ -47,15 +47,8 @@ impl Im<'_> {
                 let pos = |v: i64| {
                     usize::try_from(v).ok().filter(|&v| (1..=1 << 20).contains(&v)).ok_or("sizes must be positive")
                 };
-                let (kh, kw, co, ci) = (w.dims[0], w.dims[1], w.dims[2], w.dims[3]);
                 // HWOI → OHWI.
-                let t = transpose_bytes(&w.data, &w.dims, &[2, 0, 1, 3], 4).ok_or("filter size mismatch")?;
-                let wt = self.g.add_tensor(Tensor::constant(
-                    format!("{name}/filter"),
-                    DType::F32,
-                    Shape::fixed(&[co, kh, kw, ci]),
-                    t.into(),
-                ));
+                let wt = self.reordered(format!("{name}/filter"), &w, &[2, 0, 1, 3], "filter size mismatch")?;
                 let x = self.materialize(&format!("{name}/x"), &get(2)?)?;
                 let op = Op::TransposeConv2d(TransposeConv2d {
                     padding,
@@ -131,13 +124,7 @@ impl Im<'_> {
         let (kh, kw, ci, co) = (w.dims[0], w.dims[1], w.dims[2], w.dims[3]);
         let (op, wt) = if n.op == "Conv2D" {
             // HWIO → OHWI.
-            let t = transpose_bytes(&w.data, &w.dims, &[3, 0, 1, 2], 4).ok_or("filter size mismatch")?;
-            let wt = self.g.add_tensor(Tensor::constant(
-                format!("{name}/filter"),
-                DType::F32,
-                Shape::fixed(&[co, kh, kw, ci]),
-                t.into(),
-            ));
+            let wt = self.reordered(format!("{name}/filter"), &w, &[3, 0, 1, 2], "filter size mismatch")?;
             (Op::Conv2d(Conv2d { padding, stride, dilation, activation: Activation::None }), wt)
         } else {
             // [kh, kw, C, M] is already [1, kh, kw, C·M] with channel c·M + m.

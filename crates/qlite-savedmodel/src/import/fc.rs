@@ -38,22 +38,18 @@ impl Im<'_> {
                 if w.dtype != DType::F32 {
                     return Err("MatMul weights must be float32".into());
                 }
-                let (k, m) = (w.dims[0], w.dims[1]);
-                let (data, dims) = if attr_b(n, "transpose_b") == Some(true) {
-                    (w.data.clone(), vec![k, m])
+                let x = self.materialize(&format!("{name}/x"), &a)?;
+                let wt = if attr_b(n, "transpose_b") == Some(true) {
+                    self.g.add_tensor(Tensor::constant(
+                        format!("{name}/weights"),
+                        DType::F32,
+                        Shape::fixed(&w.dims),
+                        w.data.clone(),
+                    ))
                 } else {
                     // [in, out] → FULLY_CONNECTED's [out, in].
-                    let t = qlite_ir::passes::transpose_bytes(&w.data, &w.dims, &[1, 0], 4)
-                        .ok_or("MatMul weights do not match their shape")?;
-                    (t.into(), vec![m, k])
+                    self.reordered(format!("{name}/weights"), &w, &[1, 0], "MatMul weights do not match their shape")?
                 };
-                let x = self.materialize(&format!("{name}/x"), &a)?;
-                let wt = self.g.add_tensor(Tensor::constant(
-                    format!("{name}/weights"),
-                    DType::F32,
-                    Shape::fixed(&dims),
-                    data,
-                ));
                 let op = Op::FullyConnected(FullyConnected {
                     activation: Activation::None,
                     keep_num_dims: false,

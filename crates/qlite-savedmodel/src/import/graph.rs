@@ -25,7 +25,7 @@ impl Im<'_> {
             "IdentityN" => Ok(Some(ins.to_vec())),
             "NoOp" => one(Val::Nothing),
             "ReadVariableOp" => match get(0)? {
-                Val::Res(key) => one(Val::C(self.variable(&key)?)),
+                Val::Res(key) => one(Val::C(self.variable(&key, n)?)),
                 other => Err(format!("reads {} instead of a bound variable", describe(&other))),
             },
             "VarHandleOp" => Err(format!(
