@@ -477,22 +477,26 @@ unsafe fn gemm_tile_requant<const R: usize, const B: usize, const SHORT: bool>(
     c0: usize,
     k: &super::OutVec,
 ) {
-    use super::{Multipliers, OutVec};
+    use super::Multipliers;
     use std::arch::x86_64::*;
     // SAFETY: the caller's contract covers every pointer offset below (j < g, b < B).
     unsafe {
-        let a = tile_sums::<R, B>(w, g, x, [u16::MAX; B], init);
+        let mut a = tile_sums::<R, B>(w, g, x, [u16::MAX; B], init);
         let q: &Multipliers = &co.mults;
+        // A block's channel constants are loaded once for the tile's rows.
+        for b in 0..B {
+            let p = scale16_params!(SHORT, q, c0 + b * 16);
+            for ar in a.iter_mut() {
+                ar[b] = scale16_with!(SHORT, ar[b], &p, q);
+            }
+        }
         for (ar, &o) in a.iter().zip(&out) {
             if B == 4 {
-                let mut v = [_mm512_setzero_si512(); 4];
-                for (b, vb) in v.iter_mut().enumerate() {
-                    *vb = scale16!(SHORT, ar[b.min(B - 1)], q, c0 + b * 16, u16::MAX);
-                }
+                let v = std::array::from_fn(|b| ar[b.min(B - 1)]);
                 _mm512_storeu_si512(o as *mut _, k.finish4(v));
             } else {
-                for (b, &x) in ar.iter().enumerate() {
-                    let v = requant16!(SHORT, k, x, q, c0 + b * 16, u16::MAX);
+                for (b, &r) in ar.iter().enumerate() {
+                    let v = _mm512_cvtepi32_epi8(_mm512_min_epi32(_mm512_max_epi32(r, k.lo), k.hi));
                     _mm_storeu_si128(o.add(b * 16) as *mut _, v);
                 }
             }

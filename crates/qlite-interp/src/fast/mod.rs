@@ -32,30 +32,69 @@
 macro_rules! scale16 {
     ($short:expr, $x:expr, $q:expr, $c:expr, $lanes:expr) => {{
         let (x, q, c, lanes): (std::arch::x86_64::__m512i, &Multipliers, usize, u16) = ($x, $q, $c, $lanes);
-        #[allow(unused_unsafe)]
-        // SAFETY: the caller's contract above.
-        let r = unsafe {
-            let x = if q.any_left {
-                _mm512_mullo_epi32(x, _mm512_maskz_loadu_epi32(lanes, q.left.as_ptr().add(c)))
+        // The loads are written where the arithmetic uses them (see `scale16_core`).
+        scale16_core!(
+            $short,
+            x,
+            q,
+            _mm512_maskz_loadu_epi32(lanes, q.left.as_ptr().add(c)),
+            _mm512_maskz_loadu_epi32(lanes, q.m.as_ptr().add(c)),
+            _mm512_maskz_loadu_epi32(lanes, q.m_odd.as_ptr().add(c)),
+            _mm512_maskz_loadu_epi32(lanes, q.right.as_ptr().add(c)),
+            if $short {
+                _mm512_loadu_si512(q.k64.as_ptr().add(2 * c) as *const _)
             } else {
-                x
-            };
-            let m = _mm512_maskz_loadu_epi32(lanes, q.m.as_ptr().add(c));
-            let m_odd = _mm512_maskz_loadu_epi32(lanes, q.m_odd.as_ptr().add(c));
-            let right = _mm512_maskz_loadu_epi32(lanes, q.right.as_ptr().add(c));
+                _mm512_maskz_loadu_epi32(lanes, q.mask.as_ptr().add(c))
+            },
+            if $short {
+                _mm512_loadu_si512(q.k64.as_ptr().add(2 * c + 16) as *const _)
+            } else {
+                _mm512_maskz_loadu_epi32(lanes, q.half.as_ptr().add(c))
+            },
+            _mm512_maskz_loadu_epi32(lanes, q.cnt.as_ptr().add(c))
+        )
+    }};
+}
+
+/// [`scale16`] with its per-channel vectors loaded once by [`scale16_params`] (the same
+/// `short`, multipliers `q`), for several pixels' accumulators of the same channels.
+#[cfg(target_arch = "x86_64")]
+macro_rules! scale16_with {
+    ($short:expr, $x:expr, $p:expr, $q:expr) => {{
+        let (x, p, q): (std::arch::x86_64::__m512i, &super::ScaleParams, &Multipliers) = ($x, $p, $q);
+        scale16_core!($short, x, q, p.left, p.m, p.m_odd, p.right, p.a, p.b, p.c)
+    }};
+}
+
+/// The arithmetic of [`scale16`] on accumulators `x`, the per-channel vectors given as
+/// expressions, each evaluated where it is used (a load there, as `scale16` writes them; the
+/// compiler folds it into the instruction): the left shifts' multipliers (read only if
+/// `q.any_left`), `m`, `m_odd`, the right shifts, then the short form's two 64-bit constant
+/// vectors and negative-lane correction, or the long form's remainder mask and half (`c`
+/// unused).
+#[cfg(target_arch = "x86_64")]
+macro_rules! scale16_core {
+    ($short:expr, $x:expr, $q:expr, $left:expr, $m:expr, $m_odd:expr, $right:expr, $a:expr, $b:expr, $c:expr) => {{
+        let (x, q): (std::arch::x86_64::__m512i, &Multipliers) = ($x, $q);
+        #[allow(unused_unsafe)]
+        // SAFETY: the caller's contract (see `scale16`).
+        let r = unsafe {
+            let x = if q.any_left { _mm512_mullo_epi32(x, $left) } else { x };
+            let m = $m;
+            let m_odd = $m_odd;
+            let right = $right;
             if $short {
                 // |x| < 2^30: 2x is exact, and the high half of 2x·m + 2K is (x·m + K) >> 31 —
                 // no shifts (which only one port runs for 512-bit vectors), shuffles instead.
                 let x2 = _mm512_add_epi32(x, x);
-                let k = q.k64.as_ptr().add(2 * c);
-                let (ke, ko) = (_mm512_loadu_si512(k as *const _), _mm512_loadu_si512(k.add(16) as *const _));
+                let (ke, ko) = ($a, $b);
                 let even = _mm512_add_epi64(_mm512_mul_epi32(x2, m), ke);
                 let odd = _mm512_add_epi64(_mm512_mul_epi32(_mm512_shuffle_epi32::<0xF5>(x2), m_odd), ko);
                 // The high halves in channel order: even channels from `even`, odd from `odd`.
                 let pick = _mm512_setr_epi32(1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
                 let h = _mm512_permutex2var_epi32(even, pick, odd);
                 let negative = _mm512_cmplt_epi32_mask(x, _mm512_setzero_si512());
-                let sub = _mm512_maskz_loadu_epi32(lanes, q.cnt.as_ptr().add(c));
+                let sub = $c;
                 _mm512_srav_epi32(_mm512_mask_sub_epi32(h, negative, h, sub), right)
             } else {
                 let round = _mm512_set1_epi64(1 << 30);
@@ -64,8 +103,8 @@ macro_rules! scale16 {
                 // Bits 31..62 of the odd products into the high halves: the odd lanes' results.
                 let h = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64::<1>(odd));
                 // RoundingDivideByPOT.
-                let rem = _mm512_and_si512(h, _mm512_maskz_loadu_epi32(lanes, q.mask.as_ptr().add(c)));
-                let half = _mm512_maskz_loadu_epi32(lanes, q.half.as_ptr().add(c));
+                let rem = _mm512_and_si512(h, $a);
+                let half = $b;
                 let threshold = _mm512_add_epi32(half, _mm512_srli_epi32::<31>(h));
                 let shifted = _mm512_srav_epi32(h, right);
                 let up = _mm512_cmpgt_epi32_mask(rem, threshold);
@@ -77,6 +116,53 @@ macro_rules! scale16 {
         r
     }};
 }
+
+/// The per-channel vectors of [`scale16`] for 16 channels, loaded once ([`scale16_params`])
+/// for [`scale16_with`]: the fields are `scale16_core`'s arguments.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub(crate) struct ScaleParams {
+    left: std::arch::x86_64::__m512i,
+    m: std::arch::x86_64::__m512i,
+    m_odd: std::arch::x86_64::__m512i,
+    right: std::arch::x86_64::__m512i,
+    a: std::arch::x86_64::__m512i,
+    b: std::arch::x86_64::__m512i,
+    c: std::arch::x86_64::__m512i,
+}
+
+/// The [`ScaleParams`] of channels `c..c + 16` of multipliers `q` (the short form's vectors
+/// if `short`, a constant). Same contract as [`scale16`] with all 16 lanes.
+#[cfg(target_arch = "x86_64")]
+macro_rules! scale16_params {
+    ($short:expr, $q:expr, $c:expr) => {{
+        let (q, c): (&Multipliers, usize) = ($q, $c);
+        #[allow(unused_unsafe)]
+        // SAFETY: the caller's contract (see `scale16`).
+        let p = unsafe {
+            let zero = _mm512_setzero_si512();
+            super::ScaleParams {
+                left: if q.any_left { _mm512_loadu_si512(q.left.as_ptr().add(c) as *const _) } else { zero },
+                m: _mm512_loadu_si512(q.m.as_ptr().add(c) as *const _),
+                m_odd: _mm512_loadu_si512(q.m_odd.as_ptr().add(c) as *const _),
+                right: _mm512_loadu_si512(q.right.as_ptr().add(c) as *const _),
+                a: if $short {
+                    _mm512_loadu_si512(q.k64.as_ptr().add(2 * c) as *const _)
+                } else {
+                    _mm512_loadu_si512(q.mask.as_ptr().add(c) as *const _)
+                },
+                b: if $short {
+                    _mm512_loadu_si512(q.k64.as_ptr().add(2 * c + 16) as *const _)
+                } else {
+                    _mm512_loadu_si512(q.half.as_ptr().add(c) as *const _)
+                },
+                c: if $short { _mm512_loadu_si512(q.cnt.as_ptr().add(c) as *const _) } else { zero },
+            }
+        };
+        p
+    }};
+}
+
 /// [`scale16`], then `out`'s clamp: 16 int8 (an `__m128i`). Same contract.
 #[cfg(target_arch = "x86_64")]
 macro_rules! requant16 {
