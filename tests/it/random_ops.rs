@@ -40,6 +40,17 @@ fn qp_near(rng: &mut Rng, typical: f32) -> QuantParams {
     QuantParams::per_tensor(scale, zp)
 }
 
+/// `qo`, or in a quarter of the cases an output scale that makes the layer's multiplier
+/// `s_in · s_w / s_out` 0.5–8 (a left shift in the requantization, as real models' layers
+/// with narrow outputs have; `qp_near` keeps it below 0.5).
+fn with_gain(rng: &mut Rng, qo: QuantParams, s_in: f32, w_scales: &[f32]) -> QuantParams {
+    if !rng.next_u64().is_multiple_of(4) {
+        return qo;
+    }
+    let mean = w_scales.iter().sum::<f32>() / w_scales.len().max(1) as f32;
+    QuantParams::per_tensor(s_in * mean / 10f32.powf(rng.uniform(-0.3, 0.9)), qo.zero_point())
+}
+
 fn i8s(rng: &mut Rng, n: usize) -> Vec<i8> {
     (0..n).map(|_| rng.next_u64() as u8 as i8).collect()
 }
@@ -164,6 +175,7 @@ fn gen_conv_wide(b: &mut Builder) -> TensorId {
     let bias = b.raw_const(Tensor::constant("b", DType::I32, Shape::fixed(&[oc]), i32_bytes(&vals)).with_quant(q));
     let a = act(&mut b.rng);
     let qo = qp_near(&mut b.rng, typical_out(qi.scale(), &ws, kh * kw * ic));
+    let qo = with_gain(&mut b.rng, qo, qi.scale(), &ws);
     b.node(
         Op::Conv2d(Conv2d { padding, stride, dilation: [1, 1], activation: a }),
         &[Some(x), Some(w), Some(bias)],
@@ -261,6 +273,7 @@ fn gen_depthwise(b: &mut Builder) -> TensorId {
     let bias = bias(b, ic * m, qi.scale(), &ws);
     let a = act(&mut b.rng);
     let qo = qp_near(&mut b.rng, typical_out(qi.scale(), &ws, kh * kw));
+    let qo = with_gain(&mut b.rng, qo, qi.scale(), &ws);
     let op = Op::DepthwiseConv2d(DepthwiseConv2d { padding, stride, dilation, depth_multiplier: m, activation: a });
     b.node(op, &[Some(x), Some(w), Some(bias)], Some((DType::I8, qo)))
 }

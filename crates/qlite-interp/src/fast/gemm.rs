@@ -483,13 +483,30 @@ unsafe fn gemm_tile_requant<const R: usize, const B: usize, const SHORT: bool>(
     unsafe {
         let mut a = tile_sums::<R, B>(w, g, x, [u16::MAX; B], init);
         let q: &Multipliers = &co.mults;
-        // A block's channel constants are loaded once for the tile's rows.
-        for b in 0..B {
-            let p = scale16_params!(SHORT, q, c0 + b * 16);
-            for ar in a.iter_mut() {
-                ar[b] = scale16_with!(SHORT, ar[b], &p, q);
-            }
+        // A block's channel constants are loaded once for the tile's rows. Unrolled by hand
+        // (constant indices): as loops, LLVM kept the tile in memory.
+        macro_rules! block {
+            ($b:literal) => {
+                if $b < B {
+                    let p = scale16_params!(SHORT, q, c0 + $b * 16);
+                    macro_rules! row {
+                        ($r:literal) => {
+                            if $r < R {
+                                a[$r][$b] = scale16_with!(SHORT, a[$r][$b], &p, q);
+                            }
+                        };
+                    }
+                    row!(0);
+                    row!(1);
+                    row!(2);
+                    row!(3);
+                }
+            };
         }
+        block!(0);
+        block!(1);
+        block!(2);
+        block!(3);
         for (ar, &o) in a.iter().zip(&out) {
             if B == 4 {
                 let v = std::array::from_fn(|b| ar[b.min(B - 1)]);

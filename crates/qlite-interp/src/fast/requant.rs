@@ -137,6 +137,8 @@ pub(crate) struct Multipliers {
     pub(crate) m: AlignedI32,
     /// `2^max(shift, 0)`.
     pub(crate) left: AlignedI32,
+    /// `max(shift, 0) + 1`: the short form doubles `x·2^left` by one variable shift.
+    pub(crate) left1: AlignedI32,
     /// `max(−shift, 0)`, at most 31.
     pub(crate) right: AlignedI32,
     /// The multiplier of the next channel at even positions (what `vpmuldq` reads for the
@@ -171,6 +173,7 @@ impl Multipliers {
         let mask: Vec<i32> = right.iter().map(|&e| ((1u32 << e) - 1) as i32).collect();
         Multipliers {
             left: mults.iter().map(|&(_, s)| 1i32.wrapping_shl(s.clamp(0, 31) as u32)).collect(),
+            left1: mults.iter().map(|&(_, s)| s.clamp(0, 31) + 1).collect(),
             m_odd: (0..m.len()).map(|i| if i % 2 == 0 { m.get(i + 1).copied().unwrap_or(0) } else { 0 }).collect(),
             half: mask.iter().map(|&k| k >> 1).collect(),
             any_left: mults.iter().any(|&(_, s)| s > 0),
@@ -316,7 +319,9 @@ impl Multipliers {
     /// The vector paths can use these for `n` channels: every parameter vector holds `n`
     /// entries and no multiplier is `i32::MIN` (which the vector high-mul does not saturate).
     pub(crate) fn vector_ready(&self, n: usize) -> bool {
-        [&self.m, &self.left, &self.right, &self.m_odd, &self.mask, &self.half].iter().all(|v| v.len() == n)
+        [&self.m, &self.left, &self.left1, &self.right, &self.m_odd, &self.mask, &self.half]
+            .iter()
+            .all(|v| v.len() == n)
             && !self.any_min
     }
 
