@@ -141,30 +141,39 @@ impl PackedConv {
         let fused = fused_requant_fits(&self.out, oc);
         let TileBufs { col, offs, acc, .. } = bufs;
         if !pointwise {
-            col.resize(BATCH * k4 + 16, 0);
+            col.resize(BATCH * k4 + 64, 0);
         }
         acc.resize(BATCH * oc, 0);
         // The output pixel (image, row, column) walked incrementally.
         let (mut b, mut oy, mut ox) = (first / oh, first % oh, 0usize);
         // The common case gets a lean gather: every window inside the (explicitly padded)
-        // input, kernel rows contiguous (dilation 1 across) and at most 16 bytes, so each is
-        // one 16-byte move. The largest offset read and written is checked once, up front.
+        // input, kernel rows contiguous (dilation 1 across) and at most 64 bytes, so each is
+        // one move of 16, 32 or 64 bytes (a call to memmove per kernel row cost ResNet-50's
+        // 7×7 stem, 21-byte rows, as much as its dot products). The largest offset read and
+        // written is checked once, up front.
         let row_offsets: [usize; 8] = std::array::from_fn(|ky| ky * op.dilation[0] * iw * ic);
+        let width = if row_bytes <= 16 {
+            16
+        } else if row_bytes <= 32 {
+            32
+        } else {
+            64
+        };
         let lean = !pointwise
             && contiguous
-            && row_bytes <= 16
+            && row_bytes <= 64
             && kh <= 8
             && g.pad_h == 0
             && g.pad_w == 0
             && (oh - 1) * op.stride[0] + (kh - 1) * op.dilation[0] < ih
             && (ow - 1) * op.stride[1] + kw - 1 < iw
-            && col.len() >= BATCH * k4 + 16
+            && col.len() >= BATCH * k4 + width
             && {
                 let last_image = (first + pixels.div_ceil(ow)).div_ceil(oh).max(1) - 1;
                 let last = last_image * ih * iw * ic
                     + ((oh - 1) * op.stride[0] * iw + (ow - 1) * op.stride[1]) * ic
                     + row_offsets[kh - 1];
-                last + 16 <= xu.len()
+                last + width <= xu.len()
             };
         for start in (0..pixels).step_by(BATCH) {
             let count = (pixels - start).min(BATCH);
@@ -174,16 +183,21 @@ impl PackedConv {
                 if lean {
                     let src = img + (oy * op.stride[0] * iw + ox * op.stride[1]) * ic;
                     for (ky, &off) in row_offsets.iter().enumerate().take(kh) {
-                        // SAFETY: `lean` checked that the farthest row start plus 16 bytes is
-                        // inside `xu` (offsets grow with the pixel and the row) and that `col`
-                        // holds BATCH·k4 + 16 bytes, past i·k4 + (kh − 1)·row_bytes + 16.
+                        // SAFETY: `lean` checked that the farthest row start plus `width`
+                        // bytes is inside `xu` (offsets grow with the pixel and the row) and
+                        // that `col` holds BATCH·k4 + width bytes, past i·k4 + (kh − 1)·row_bytes
+                        // + width. Each move writes past its row; the next row, the next
+                        // pixel or the slack is written after it (the bytes past kh·row_bytes
+                        // meet zero weights).
                         #[allow(unsafe_code)]
                         unsafe {
-                            std::ptr::copy_nonoverlapping(
-                                xu.as_ptr().add(src + off),
-                                col.as_mut_ptr().add(i * k4 + ky * row_bytes),
-                                16,
-                            );
+                            let (from, to) =
+                                (xu.as_ptr().add(src + off), col.as_mut_ptr().add(i * k4 + ky * row_bytes));
+                            match width {
+                                16 => std::ptr::copy_nonoverlapping(from, to, 16),
+                                32 => std::ptr::copy_nonoverlapping(from, to, 32),
+                                _ => std::ptr::copy_nonoverlapping(from, to, 64),
+                            }
                         }
                     }
                     offs.push(i * k4);
