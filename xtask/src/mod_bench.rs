@@ -619,7 +619,7 @@ pub fn bench() -> R {
          architecture with random weights stored in the file (below), `--io-layout nhwc`. The Keras \
          rows: `keras.applications` with random weights (seed 7), converted by TensorFlow's \
          converter, float32 and full integer with int8 I/O (`xtask/bench/keras_latency_models.py`). Both sides run the same \
-         file, median of 20 runs, lowest of 3 rounds, on one thread and on both cores (qlite \
+         file, median of 20 runs, lowest of 5 rounds taken in turn with the other tool, on one thread and on both cores (qlite \
          `--threads 2`: its persistent pool splits convolutions, depthwise and element-wise ops; \
          LiteRT `num_threads=2`: XNNPACK's pool).\n\n\
          ## Converting real-size ONNX files: time and peak memory\n\n{memory}\n\
@@ -644,10 +644,9 @@ pub fn bench() -> R {
     Ok(())
 }
 
-/// One model in LiteRT's default path and in `qlite bench` (fast kernels, one thread): the
-/// medians in µs (lowest of 3 rounds each) and qlite's allocations per run.
 /// One real-size model side by side: qlite's fast kernels and LiteRT's default path
-/// (XNNPACK), each on 1 and on 2 threads, the lowest median of 3 rounds of 20 runs.
+/// (XNNPACK), each on 1 and on 2 threads, the lowest median of 5 rounds of 20 runs (the tools
+/// in turn); qlite's allocations per run.
 struct SideBySide {
     qlite: [f64; 2],
     litert: [f64; 2],
@@ -675,7 +674,10 @@ impl SideBySide {
 fn side_by_side(exe: &Path, model: &Path) -> Result<SideBySide, String> {
     let mut r = SideBySide { qlite: [f64::INFINITY; 2], litert: [f64::INFINITY; 2], allocs: f64::NAN };
     for (i, threads) in ["1", "2"].into_iter().enumerate() {
-        for _ in 0..3 {
+        // The two tools in turn, 5 rounds, each tool's lowest: this VM's second vCPU has
+        // minutes-long slow spells (both tools' 2-thread times rise by half in them), which
+        // one tool's rounds in a row could all fall into.
+        for _ in 0..5 {
             let out = Command::new(super::oracle_python()?)
                 .arg(root().join("xtask/bench/litert_latency.py"))
                 .args(["--large", "--threads", threads])
@@ -691,8 +693,6 @@ fn side_by_side(exe: &Path, model: &Path) -> Result<SideBySide, String> {
                 .and_then(|v| v.parse::<f64>().ok())
                 .unwrap_or(f64::NAN);
             r.litert[i] = r.litert[i].min(v);
-        }
-        for _ in 0..3 {
             let q = Command::new(exe)
                 .arg("bench")
                 .arg(model)
