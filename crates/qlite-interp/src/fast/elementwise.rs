@@ -27,6 +27,29 @@ pub struct PackedBinary {
     pub(crate) sum_f32: Option<SumFloat>,
 }
 
+/// The reference's parameters of an int8 ADD / SUB: the op, the input zero points, the
+/// input and output multipliers, the inputs' left shift, the output zero point and range.
+#[derive(Debug, Clone, Copy)]
+struct AddSub {
+    kind: qlite_ir::op::BinaryKind,
+    zps: (i32, i32),
+    mults: [(i32, i32); 3],
+    left_shift: i32,
+    zp: i32,
+    range: (i32, i32),
+}
+
+/// Whether `run` (a vector form over equal-length runs) gives `table`'s bytes on all 65536
+/// pairs of inputs.
+fn reproduces(table: &[i8], run: impl FnOnce(&[i8], &[i8], &mut [i8])) -> bool {
+    let xs: Vec<i8> = (0..65536).map(|i| (i >> 8) as u8 as i8).collect();
+    let ys: Vec<i8> = (0..65536).map(|i| i as u8 as i8).collect();
+    let mut got = vec![0i8; 65536];
+    run(&xs, &ys, &mut got);
+    table.len() == 65536
+        && (0..65536).all(|i| got[i] == table[((xs[i] as u8 as usize) ^ 0x80) << 8 | ((ys[i] as u8 as usize) ^ 0x80)])
+}
+
 /// int8 ADD / SUB as one float multiply-add per element, `f = α·a + β·b + c` (α, β: the
 /// reference's input and output rescales multiplied out; c: the zero points), rounded to the
 /// nearest integer, except near a rounding tie: an element whose `f` is within `eps` of a
@@ -49,45 +72,28 @@ pub(crate) struct SumFloat {
 }
 
 impl SumFloat {
-    /// The float form for ADD / SUB with these parameters (the reference's, as [`SumPlanes`]
-    /// takes them); `None` unless it computes the `table` exactly on this CPU.
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        kind: qlite_ir::op::BinaryKind,
-        (z1, z2): (i32, i32),
-        [(m1, sh1), (m2, sh2), (mo, sho)]: [(i32, i32); 3],
-        left_shift: i32,
-        zp: i32,
-        (lo, hi): (i32, i32),
-        table: &[i8],
-    ) -> Option<Self> {
+    /// The float form for ADD / SUB with the reference's parameters `p`; `None` unless it
+    /// computes the `table` exactly on this CPU.
+    fn new(p: AddSub, table: &[i8]) -> Option<Self> {
         if !crate::isa::current().has_avx512() || table.len() != 65536 {
             return None;
         }
+        let [(m1, sh1), (m2, sh2), (mo, sho)] = p.mults;
         let real = |m: i32, sh: i32| m as f64 / 2f64.powi(31) * 2f64.powi(sh);
         let out = real(mo, sho);
-        let alpha = 2f64.powi(left_shift) * real(m1, sh1) * out;
-        let mut beta = 2f64.powi(left_shift) * real(m2, sh2) * out;
-        if kind == qlite_ir::op::BinaryKind::Sub {
+        let alpha = 2f64.powi(p.left_shift) * real(m1, sh1) * out;
+        let mut beta = 2f64.powi(p.left_shift) * real(m2, sh2) * out;
+        if p.kind == qlite_ir::op::BinaryKind::Sub {
             beta = -beta;
         }
-        let c = zp as f64 - alpha * z1 as f64 - beta * z2 as f64;
-        let xs: Vec<i8> = (0..65536).map(|i| (i >> 8) as u8 as i8).collect();
-        let ys: Vec<i8> = (0..65536).map(|i| i as u8 as i8).collect();
-        let ordered = |i: usize| table[((xs[i] as u8 as usize) ^ 0x80) << 8 | ((ys[i] as u8 as usize) ^ 0x80)];
-        let mut got = vec![0i8; 65536];
-        for eps in [1.0 / 1024.0, 1.0 / 256.0, 1.0 / 64.0, 1.0 / 16.0] {
+        let c = p.zp as f64 - alpha * p.zps.0 as f64 - beta * p.zps.1 as f64;
+        let (lo, hi) = p.range;
+        [1.0 / 1024.0, 1.0 / 256.0, 1.0 / 64.0, 1.0 / 16.0].into_iter().find_map(|eps| {
             let v = SumFloat { alpha: alpha as f32, beta: beta as f32, c: c as f32, guard: 0.5 - eps, lo, hi };
             // SAFETY: the tier (never above the host's) has AVX-512 F/BW/DQ/VL; equal lengths.
             #[allow(unsafe_code)]
-            unsafe {
-                sum_f32_avx512(&v, &xs, &ys, &mut got, table)
-            };
-            if (0..65536).all(|i| got[i] == ordered(i)) {
-                return Some(v);
-            }
-        }
-        None
+            reproduces(table, |a, b, y| unsafe { sum_f32_avx512(&v, a, b, y, table) }).then_some(v)
+        })
     }
 }
 
@@ -167,29 +173,21 @@ pub(crate) struct SumPlanes {
 }
 
 impl SumPlanes {
-    /// The planes for ADD / SUB with these parameters; `None` unless the vector form computes
-    /// the `table` exactly (checked on all 65536 pairs) on this CPU.
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        kind: qlite_ir::op::BinaryKind,
-        (z1, z2): (i32, i32),
-        [(m1, sh1), (m2, sh2), (mo, sho)]: [(i32, i32); 3],
-        left_shift: i32,
-        zp: i32,
-        (lo, hi): (i32, i32),
-        table: &[i8],
-    ) -> Option<Self> {
+    /// The planes for ADD / SUB with the reference's parameters `p`; `None` unless the vector
+    /// form computes the `table` exactly (checked on all 65536 pairs) on this CPU.
+    fn new(p: AddSub, table: &[i8]) -> Option<Self> {
         use crate::fixedpoint::mbqm;
         if !crate::isa::current().has_vnni_vbmi() || table.len() != 65536 {
             return None;
         }
-        let scaled = |x: i32, z: i32, m: i32, sh: i32| mbqm((x - z).wrapping_mul(1 << left_shift), m, sh);
+        let [(m1, sh1), (m2, sh2), (mo, sho)] = p.mults;
+        let scaled = |x: i32, z: i32, m: i32, sh: i32| mbqm((x - z).wrapping_mul(1 << p.left_shift), m, sh);
         let mut planes = Box::new([[[0u8; 256]; 4]; 2]);
         let (mut b1, mut b2) = (0i64, 0i64);
         for x in -128..128i32 {
-            let a = scaled(x, z1, m1, sh1);
-            let mut b = scaled(x, z2, m2, sh2);
-            if kind == qlite_ir::op::BinaryKind::Sub {
+            let a = scaled(x, p.zps.0, m1, sh1);
+            let mut b = scaled(x, p.zps.1, m2, sh2);
+            if p.kind == qlite_ir::op::BinaryKind::Sub {
                 b = b.wrapping_neg();
             }
             (b1, b2) = (b1.max((a as i64).abs()), b2.max((b as i64).abs()));
@@ -198,19 +196,11 @@ impl SumPlanes {
                 planes[1][k][(x ^ -128) as u8 as usize] = (b >> (8 * k)) as u8;
             }
         }
-        let out = Multipliers::new(&[(mo, sho); 16]).with_zp(zp).bounded(b1 + b2);
-        let v = SumPlanes { planes, out, lo, hi };
-        // Every pair once: the vector form must give the table's bytes.
-        let xs: Vec<i8> = (0..65536).map(|i| (i >> 8) as u8 as i8).collect();
-        let ys: Vec<i8> = (0..65536).map(|i| i as u8 as i8).collect();
-        let mut got = vec![0i8; 65536];
+        let out = Multipliers::new(&[(mo, sho); 16]).with_zp(p.zp).bounded(b1 + b2);
+        let v = SumPlanes { planes, out, lo: p.range.0, hi: p.range.1 };
         // SAFETY: the tier (never above the host's) has AVX-512 F/BW/DQ/VL/VBMI; equal lengths.
         #[allow(unsafe_code)]
-        unsafe {
-            sum_vbmi(&v, &xs, &ys, &mut got, table)
-        };
-        let ordered = |i: usize| table[((xs[i] as u8 as usize) ^ 0x80) << 8 | ((ys[i] as u8 as usize) ^ 0x80)];
-        (0..65536).all(|i| got[i] == ordered(i)).then_some(v)
+        reproduces(table, |a, b, y| unsafe { sum_vbmi(&v, a, b, y, table) }).then_some(v)
     }
 }
 
@@ -402,11 +392,18 @@ impl PackedBinary {
             BinaryKind::Add | BinaryKind::Sub => {
                 let shift = crate::kernels::add_left_shift(DType::I8);
                 let params = crate::kernels::add_params(q1.0, q2.0, scale, shift).ok()?;
-                let range = oq.range(b.activation);
-                let f = SumFloat::new(b.kind, (q1.1, q2.1), params, shift, zp, range, &table);
+                let p = AddSub {
+                    kind: b.kind,
+                    zps: (q1.1, q2.1),
+                    mults: params,
+                    left_shift: shift,
+                    zp,
+                    range: oq.range(b.activation),
+                };
+                let f = SumFloat::new(p, &table);
                 let planes = match f {
                     Some(_) => None,
-                    None => SumPlanes::new(b.kind, (q1.1, q2.1), params, shift, zp, range, &table),
+                    None => SumPlanes::new(p, &table),
                 };
                 (planes, f)
             }
@@ -1193,64 +1190,16 @@ mod tests {
     /// int8 ADD and SUB in vector arithmetic: taken for ResNet-like and odd parameters (zero
     /// points at the ends, fused ReLU, an input scale 40× the other), and the same bytes as the
     /// reference's table on runs of every length around the 64-element step.
-    #[test]
-    fn vector_sums_equal_the_table() {
-        use qlite_ir::op::{Activation, BinaryKind};
-        if !crate::isa::current().has_vnni_vbmi() {
-            return;
-        }
-        let xs: Vec<i32> = (-128..128).collect();
-        let pairs: Vec<(usize, usize)> = (0..256).flat_map(|i| (0..256).map(move |j| (i, j))).collect();
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
-        for (kind, q1, q2, (so, zo), act) in [
-            (BinaryKind::Add, (0.0412f32, -7), (0.0391f32, 12), (0.0555f32, -128), Activation::Relu),
-            (BinaryKind::Add, (0.2, 127), (0.005, -128), (0.21, 3), Activation::None),
-            (BinaryKind::Sub, (0.03, 0), (0.06, -20), (0.05, 40), Activation::None),
-            (BinaryKind::Sub, (0.011, 90), (0.011, 90), (0.02, 0), Activation::Relu6),
-        ] {
-            let oq = OutQ { dtype: DType::I8, scale: so, zp: zo };
-            let table: Vec<i8> = crate::kernels::binary(kind, &xs, &xs, &pairs, q1, q2, oq, act)
-                .unwrap()
-                .into_iter()
-                .map(|v| v as i8)
-                .collect();
-            let params = crate::kernels::add_params(q1.0, q2.0, so, 20).unwrap();
-            let sp = SumPlanes::new(kind, (q1.1, q2.1), params, 20, zo, oq.range(act), &table)
-                .unwrap_or_else(|| panic!("{kind:?} {q1:?} {q2:?}: the vector form was refused"));
-            for len in [0, 1, 63, 64, 65, 200, 1000] {
-                let a: Vec<i8> = (0..len).map(|_| next() as i8).collect();
-                let b: Vec<i8> = (0..len).map(|_| next() as i8).collect();
-                let mut got = vec![0i8; len];
-                // SAFETY: the tier has AVX-512 VBMI (checked above); equal lengths.
-                #[allow(unsafe_code)]
-                unsafe {
-                    sum_vbmi(&sp, &a, &b, &mut got, &table)
-                };
-                let want: Vec<i8> = a
-                    .iter()
-                    .zip(&b)
-                    .map(|(&p, &q)| table[((p as u8 as usize) ^ 0x80) << 8 | ((q as u8 as usize) ^ 0x80)])
-                    .collect();
-                assert_eq!(got, want, "{kind:?} {q1:?} {q2:?}, {len} elements");
-            }
-        }
-    }
+    /// A vector form of ADD / SUB over equal-length runs (`a`, `b`, `y`).
+    type SumRun<'t> = dyn Fn(&[i8], &[i8], &mut [i8]) + 't;
+    /// Makes a [`SumRun`] for the parameters and table (`None`: the form refused them).
+    type SumForm = dyn for<'t> Fn(AddSub, &'t [i8]) -> Option<Box<SumRun<'t>>>;
 
-    /// The tie-guarded float form is accepted (its load-time check on every pair passes) for
-    /// the usual parameters and for random ones, and gives the table's bytes on runs of every
-    /// length, its near-tie lanes included.
-    #[test]
-    fn float_sums_equal_the_table() {
+    /// ADD / SUB parameter sets (ResNet-like, odd, and 40 random ones) with their reference
+    /// tables, each run through `form` (a vector form, `None` if refused) on runs of every
+    /// length against the table; returns how many sets had consistent scales.
+    fn sums_equal_the_table(form: &SumForm) -> usize {
         use qlite_ir::op::{Activation, BinaryKind};
-        if !crate::isa::current().has_avx512() {
-            return;
-        }
         let xs: Vec<i32> = (-128..128).collect();
         let pairs: Vec<(usize, usize)> = (0..256).flat_map(|i| (0..256).map(move |j| (i, j))).collect();
         let mut state = 0x2545_f491_4f6c_dd1du64;
@@ -1275,25 +1224,21 @@ mod tests {
             let act = [Activation::None, Activation::Relu, Activation::Relu6][(next() % 3) as usize];
             cases.push((kind, (s1, z1), (s2, z2), (so, zo), act));
         }
-        let mut accepted = 0;
+        let mut consistent = 0;
         for (kind, q1, q2, (so, zo), act) in cases {
             let oq = OutQ { dtype: DType::I8, scale: so, zp: zo };
             let Ok(t) = crate::kernels::binary(kind, &xs, &xs, &pairs, q1, q2, oq, act) else { continue };
             let table: Vec<i8> = t.into_iter().map(|v| v as i8).collect();
-            let Ok(params) = crate::kernels::add_params(q1.0, q2.0, so, 20) else { continue };
-            let Some(sf) = SumFloat::new(kind, (q1.1, q2.1), params, 20, zo, oq.range(act), &table) else {
-                panic!("{kind:?} {q1:?} {q2:?} {so} {zo}: the float form was refused");
-            };
-            accepted += 1;
+            let Ok(mults) = crate::kernels::add_params(q1.0, q2.0, so, 20) else { continue };
+            let p = AddSub { kind, zps: (q1.1, q2.1), mults, left_shift: 20, zp: zo, range: oq.range(act) };
+            let run =
+                form(p, &table).unwrap_or_else(|| panic!("{kind:?} {q1:?} {q2:?} {so} {zo}: the form was refused"));
+            consistent += 1;
             for len in [0, 1, 63, 64, 65, 200, 1000] {
                 let a: Vec<i8> = (0..len).map(|_| next() as i8).collect();
                 let b: Vec<i8> = (0..len).map(|_| next() as i8).collect();
                 let mut got = vec![0i8; len];
-                // SAFETY: the tier has AVX-512 (checked above); equal lengths.
-                #[allow(unsafe_code)]
-                unsafe {
-                    sum_f32_avx512(&sf, &a, &b, &mut got, &table)
-                };
+                run(&a, &b, &mut got);
                 let want: Vec<i8> = a
                     .iter()
                     .zip(&b)
@@ -1302,7 +1247,40 @@ mod tests {
                 assert_eq!(got, want, "{kind:?} {q1:?} {q2:?}, {len} elements");
             }
         }
-        assert!(accepted >= 20, "only {accepted} parameter sets had consistent scales");
+        consistent
+    }
+
+    /// The byte-plane form (AVX-512 VBMI) is accepted for every consistent parameter set and
+    /// gives the table's bytes.
+    #[test]
+    fn vector_sums_equal_the_table() {
+        if !crate::isa::current().has_vnni_vbmi() {
+            return;
+        }
+        let n = sums_equal_the_table(&|p, table| {
+            let v = SumPlanes::new(p, table)?;
+            // SAFETY: the tier has AVX-512 VBMI (checked above); the runs have one length.
+            #[allow(unsafe_code)]
+            Some(Box::new(move |a, b, y| unsafe { sum_vbmi(&v, a, b, y, table) }))
+        });
+        assert!(n >= 20, "only {n} parameter sets had consistent scales");
+    }
+
+    /// The tie-guarded float form is accepted (its load-time check on every pair passes) for
+    /// every consistent parameter set and gives the table's bytes, its near-tie lanes
+    /// included.
+    #[test]
+    fn float_sums_equal_the_table() {
+        if !crate::isa::current().has_avx512() {
+            return;
+        }
+        let n = sums_equal_the_table(&|p, table| {
+            let v = SumFloat::new(p, table)?;
+            // SAFETY: the tier has AVX-512 (checked above); the runs have one length.
+            #[allow(unsafe_code)]
+            Some(Box::new(move |a, b, y| unsafe { sum_f32_avx512(&v, a, b, y, table) }))
+        });
+        assert!(n >= 20, "only {n} parameter sets had consistent scales");
     }
 
     #[test]
