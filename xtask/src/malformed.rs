@@ -670,6 +670,25 @@ fn graphdef_cases() -> Cases {
             ),
         ),
         (
+            // A called function whose name decodes and whose body does not (a node list cut
+            // inside a varint): refused when called, naming the function.
+            "function_body_corrupt",
+            graph(
+                vec![placeholder(), call("y", "broken", &["x"])],
+                Some(FunctionDefLibrary {
+                    function: vec![{
+                        let head = FunctionDef {
+                            signature: Some(OpDef { name: "broken".into(), ..Default::default() }),
+                            ..Default::default()
+                        };
+                        let mut b = head.encode_to_vec();
+                        b.extend_from_slice(&[0x1a, 0x02, 0xff, 0xff]);
+                        b.into()
+                    }],
+                }),
+            ),
+        ),
+        (
             "huge_splat_constant",
             graph(
                 vec![
