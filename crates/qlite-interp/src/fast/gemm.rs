@@ -398,6 +398,9 @@ pub(crate) fn gemm_vnni_requant(
         return false;
     }
     let k = super::OutVec::new(co.lo, co.hi);
+    // The tile walk of `gemm_vnni`, written out again: a shared helper taking the tile as a
+    // closure measured 260 → 315 µs on a 1×1 16 → 96 layer at 112×112 (worse code for the
+    // fused tile), so each function keeps its own loop.
     let mut blk = 0;
     while blk < blocks {
         let nb = (blocks - blk).min(4);
